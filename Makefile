@@ -1,0 +1,17 @@
+# The two commands of the README: `make demo` (the main job) and `make test` (the test suite).
+# Both run scripts/setup.sh first, which is idempotent.
+.PHONY: setup demo test lint bench
+
+setup:
+	@bash scripts/setup.sh
+
+demo: setup
+	.venv/bin/sparsexbar demo $(ARGS)
+
+test: setup
+	.venv/bin/ruff check src tests benchmarks
+	.venv/bin/mypy
+	.venv/bin/python -m pytest -q -m "not slow" $(ARGS)
+
+bench: setup
+	.venv/bin/python benchmarks/engine.py $(ARGS)

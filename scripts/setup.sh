@@ -11,6 +11,19 @@ if [ ! -d /usr/share/datasets/fashion-mnist ] && command -v apt-get >/dev/null 2
         || echo "setup: could not install dataset-fashion-mnist; training needs it, the demo does not" >&2
 fi
 
+# pip with its output kept out of sight unless it fails (this machine's local indexes warn a lot).
+quiet_pip() {
+    local log
+    log=$(mktemp)
+    if ! .venv/bin/pip --disable-pip-version-check "$@" >"$log" 2>&1; then
+        grep -v "is ignored: it is neither" "$log" >&2
+        rm -f "$log"
+        echo "setup: pip $* failed" >&2
+        exit 1
+    fi
+    rm -f "$log"
+}
+
 PY=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
     "$PY" -m venv .venv
@@ -18,7 +31,7 @@ fi
 stamp=.venv/.setup-stamp
 want=$(sha256sum pyproject.toml | cut -d' ' -f1)
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
-    .venv/bin/pip install -q --disable-pip-version-check torch==2.13.0 2>&1 | grep -v "is ignored: it is neither" || true
-    .venv/bin/pip install -q --disable-pip-version-check -e ".[dev]" 2>&1 | grep -v "is ignored: it is neither" || true
+    quiet_pip install torch==2.13.0
+    quiet_pip install -e ".[dev]"
     echo "$want" > "$stamp"
 fi

@@ -1,0 +1,480 @@
+"""The hardware description: a typed, validated parameter tree with named presets.
+
+Every field carries its meaning, unit and source in its description. The tree loads from and
+saves to YAML or JSON with an exact round trip (enums are stored by name), validates on load
+with an error that names the offending field, and accepts dotted overrides
+(``{"ou.rows": 9}``), as the CLI's ``--set key=value`` does.
+
+Sources for defaults: ISAAC (Shafiee et al., ISCA 2016) for the 128x128 array, 2-bit cells,
+1-bit DAC and 8-bit 1.2 GS/s ADC; the pattern-mapping paper (Yu et al., arXiv 2010.06156) for
+the ``pattern-nvmsa`` preset. Per-event energies and per-component areas not given by those
+sources are our estimates in the NeuroSim/MNSIM range and say so in their descriptions.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from .errors import ConfigError
+
+
+class SignEncoding(str, Enum):
+    """How signed weights are stored in non-negative conductances."""
+
+    differential = "differential"
+    offset = "offset"
+
+
+class BitOrder(str, Enum):
+    """Order in which input bit-chunks are fed to the rows."""
+
+    msb_first = "msb_first"
+    lsb_first = "lsb_first"
+
+
+class Variation(str, Enum):
+    """Distribution of per-cell programmed-conductance variation."""
+
+    none = "none"
+    lognormal = "lognormal"
+    normal = "normal"
+
+
+class _Node(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, use_enum_values=False)
+
+
+class ArrayConfig(_Node):
+    rows: int = Field(128, ge=1, le=4096, description="Word lines (rows) per crossbar array.")
+    cols: int = Field(128, ge=1, le=4096, description="Bit lines (columns) per crossbar array.")
+
+
+class CellConfig(_Node):
+    bits: int = Field(2, ge=1, le=8, description="Bits stored per RRAM cell (levels = 2^bits).")
+    sign: SignEncoding = Field(
+        SignEncoding.differential,
+        description=(
+            "`differential`: a positive and a negative column per weight slice, a zero weight is "
+            "zero conductance in both (weight sparsity exploitable). `offset` (ISAAC): w + "
+            "2^(B-1) stored, the offset removed digitally; zeros are not zero cells."
+        ),
+    )
+    slices: int | None = Field(
+        None,
+        ge=1,
+        le=16,
+        description=(
+            "Cells (columns) per weight. None: the minimum, ceil((weight_bits-1)/bits) for "
+            "differential, ceil(weight_bits/bits) for offset. A given value must cover the bits."
+        ),
+    )
+
+
+class OUConfig(_Node):
+    rows: int = Field(16, ge=1, description="Rows of one Operation Unit, activated together.")
+    cols: int = Field(16, ge=1, description="Columns of one Operation Unit, converted together.")
+
+
+class DACConfig(_Node):
+    bits: int = Field(1, ge=1, le=8, description="Input bits applied per cycle (bit-serial chunk).")
+    energy_pj: float = Field(
+        0.0039, ge=0, description="Energy per row driven per cycle, pJ (ISAAC 1-bit DAC estimate)."
+    )
+    area_um2: float = Field(0.17, ge=0, description="Area of one row driver/DAC, um^2 (ISAAC).")
+
+
+class ADCConfig(_Node):
+    bits: int = Field(8, ge=1, le=16, description="ADC resolution, bits.")
+    step: float = Field(
+        1.0,
+        gt=0,
+        description=(
+            "Partial-sum value of one ADC LSB. value = clamp(round(p/step), 0, 2^bits-1)*step. "
+            "1: integer partial sums are resolved exactly up to the range."
+        ),
+    )
+    energy_pj: float = Field(
+        1.67, ge=0, description="Energy per conversion at `ref_bits`, pJ (ISAAC: 8 bit, 1.2 GS/s)."
+    )
+    area_um2: float = Field(1200.0, ge=0, description="Area of one ADC at `ref_bits`, um^2 (ISAAC).")
+    ref_bits: int = Field(8, ge=1, le=16, description="Resolution the energy and area refer to.")
+    energy_scale_per_bit: float = Field(
+        2.0, gt=0, description="Energy factor per bit away from `ref_bits` (x2 per bit default)."
+    )
+    area_scale_per_bit: float = Field(
+        2.0, gt=0, description="Area factor per bit away from `ref_bits`."
+    )
+    sample_rate_gsps: float = Field(1.2, gt=0, description="Conversions per ns per ADC (GS/s).")
+    per_array: int = Field(1, ge=1, description="ADCs shared by the columns of one array.")
+
+
+class NumbersConfig(_Node):
+    weight_bits: int = Field(
+        8, ge=2, le=16, description="Signed weight integer bits (symmetric, per-channel scale)."
+    )
+    input_bits: int = Field(
+        8, ge=1, le=16, description="Input magnitude bits (unsigned; signed inputs add a pass)."
+    )
+    bit_order: BitOrder = Field(BitOrder.lsb_first, description="Input chunk order.")
+
+
+class DeviceConfig(_Node):
+    variation: Variation = Field(Variation.none, description="Per-cell conductance variation.")
+    variation_sigma: float = Field(
+        0.0, ge=0, le=2, description="Sigma of variation, relative (normal) or of log (lognormal)."
+    )
+    read_noise_sigma: float = Field(
+        0.0, ge=0, le=2, description="Relative read noise on each column partial sum, per read."
+    )
+    stuck_at_off_rate: float = Field(
+        0.0, ge=0, le=1, description="Fraction of cells stuck at zero conductance (SA0)."
+    )
+    stuck_at_on_rate: float = Field(
+        0.0, ge=0, le=1, description="Fraction of cells stuck at the top level (SA1)."
+    )
+    accumulated_deviation_sigma: float = Field(
+        0.0,
+        ge=0,
+        le=10,
+        description=(
+            "Accumulated current deviation: an additive error on each column partial sum with "
+            "std sigma*sqrt(active rows), in units of one cell level x one input LSB. It is why "
+            "OUs activate few rows (SRE, ISCA 2019). Our model."
+        ),
+    )
+    seed: int = Field(0, ge=0, description="Seed of every random device effect.")
+
+    @property
+    def stuck_total_rate(self) -> float:
+        """Fraction of cells stuck at either end."""
+        return self.stuck_at_off_rate + self.stuck_at_on_rate
+
+    @property
+    def ideal(self) -> bool:
+        """True when no non-ideality is enabled."""
+        return (
+            (self.variation == Variation.none or self.variation_sigma == 0)
+            and self.read_noise_sigma == 0
+            and self.stuck_at_off_rate == 0
+            and self.stuck_at_on_rate == 0
+            and self.accumulated_deviation_sigma == 0
+        )
+
+
+class EnergyConfig(_Node):
+    cell_read_pj: float = Field(
+        0.00125, ge=0, description="Energy per active cell per cycle, pJ (estimate)."
+    )
+    ou_activation_pj: float = Field(
+        0.0, ge=0, description="Fixed energy per OU activation (drivers, S&H), pJ."
+    )
+    shift_add_pj: float = Field(0.05, ge=0, description="Energy per shift-and-add, pJ (estimate).")
+    index_read_pj_per_bit: float = Field(
+        0.001, ge=0, description="Energy per index bit read, pJ (SRAM estimate)."
+    )
+    comparison_pj: float = Field(0.02, ge=0, description="Energy per comparison, pJ (estimate).")
+    lut_read_pj: float = Field(0.05, ge=0, description="Energy per LUT entry read, pJ (estimate).")
+    buffer_read_pj_per_byte: float = Field(
+        0.3, ge=0, description="Energy per byte read from the on-chip buffer, pJ (eDRAM estimate)."
+    )
+    buffer_write_pj_per_byte: float = Field(
+        0.35, ge=0, description="Energy per byte written to the on-chip buffer, pJ."
+    )
+    digital_op_pj: float = Field(
+        0.1, ge=0, description="Energy per digital op (add, scale, pool, compare), pJ."
+    )
+    leakage_mw: float = Field(
+        0.0, ge=0, description="Static power of the whole accelerator while it runs, mW."
+    )
+
+
+class AreaConfig(_Node):
+    cell_um2: float = Field(
+        0.0144, ge=0, description="Area per cell, um^2 (4F^2 at F=60 nm, an estimate)."
+    )
+    shift_add_um2: float = Field(60.0, ge=0, description="Shift-and-add unit per array, um^2.")
+    buffer_kb: float = Field(64.0, ge=0, description="On-chip buffer size, KiB.")
+    buffer_um2_per_kb: float = Field(1600.0, ge=0, description="Buffer area per KiB, um^2.")
+    index_um2_per_bit: float = Field(0.3, ge=0, description="Index storage per bit, um^2 (SRAM).")
+    lut_um2_per_bit: float = Field(0.3, ge=0, description="LUT storage per bit, um^2 (SRAM).")
+    comparator_um2: float = Field(20.0, ge=0, description="One comparator, um^2.")
+
+
+class TimingConfig(_Node):
+    ou_cycle_ns: float | None = Field(
+        None,
+        gt=0,
+        description=(
+            "Time of one OU activation, ns. None: derived from the ADCs, "
+            "ceil(ou.cols / adc.per_array) / adc.sample_rate_gsps."
+        ),
+    )
+
+
+class HardwareConfig(_Node):
+    """The whole hardware description (DESIGN.md 2.2-2.5)."""
+
+    name: str = Field("custom", description="Label of this configuration (preset name or yours).")
+    array: ArrayConfig = Field(default_factory=ArrayConfig)
+    cell: CellConfig = Field(default_factory=CellConfig)
+    ou: OUConfig = Field(default_factory=OUConfig)
+    dac: DACConfig = Field(default_factory=DACConfig)
+    adc: ADCConfig = Field(default_factory=ADCConfig)
+    numbers: NumbersConfig = Field(default_factory=NumbersConfig)
+    device: DeviceConfig = Field(default_factory=DeviceConfig)
+    energy: EnergyConfig = Field(default_factory=EnergyConfig)
+    area: AreaConfig = Field(default_factory=AreaConfig)
+    timing: TimingConfig = Field(default_factory=TimingConfig)
+
+    @model_validator(mode="after")
+    def _check_consistency(self) -> HardwareConfig:
+        if self.ou.rows > self.array.rows:
+            raise ValueError(
+                f"ou.rows={self.ou.rows} is larger than array.rows={self.array.rows}"
+            )
+        if self.ou.cols > self.array.cols:
+            raise ValueError(
+                f"ou.cols={self.ou.cols} is larger than array.cols={self.array.cols}"
+            )
+        if self.dac.bits > self.numbers.input_bits:
+            raise ValueError(
+                f"dac.bits={self.dac.bits} exceeds numbers.input_bits={self.numbers.input_bits}"
+            )
+        if self.cell.slices is not None and self.cell.slices * self.cell.bits < self.stored_bits:
+            raise ValueError(
+                f"cell.slices={self.cell.slices} x cell.bits={self.cell.bits} cannot hold the "
+                f"{self.stored_bits} stored weight bits ({self.cell.sign.value} encoding)"
+            )
+        if self.device.stuck_total_rate > 1:
+            raise ValueError("device.stuck_at_off_rate + device.stuck_at_on_rate exceeds 1")
+        return self
+
+    # ---- derived quantities -------------------------------------------------------------
+    @property
+    def stored_bits(self) -> int:
+        """Bits each weight needs in cells: magnitude bits (differential) or all bits (offset)."""
+        wb = self.numbers.weight_bits
+        return wb - 1 if self.cell.sign == SignEncoding.differential else wb
+
+    @property
+    def slices(self) -> int:
+        """Columns (cells) per weight per polarity."""
+        if self.cell.slices is not None:
+            return self.cell.slices
+        return math.ceil(self.stored_bits / self.cell.bits)
+
+    @property
+    def polarities(self) -> int:
+        """2 for differential (positive and negative columns), 1 for offset."""
+        return 2 if self.cell.sign == SignEncoding.differential else 1
+
+    @property
+    def cycles(self) -> int:
+        """Input cycles per pass: ceil(input_bits / dac.bits)."""
+        return math.ceil(self.numbers.input_bits / self.dac.bits)
+
+    @property
+    def adc_max_code(self) -> int:
+        return 2**self.adc.bits - 1
+
+    def adc_energy_pj(self, bits: int | None = None) -> float:
+        """Energy of one conversion at `bits` (default adc.bits), pJ."""
+        b = self.adc.bits if bits is None else bits
+        return self.adc.energy_pj * self.adc.energy_scale_per_bit ** (b - self.adc.ref_bits)
+
+    def adc_area_um2(self, bits: int | None = None) -> float:
+        """Area of one ADC at `bits` (default adc.bits), um^2."""
+        b = self.adc.bits if bits is None else bits
+        return self.adc.area_um2 * self.adc.area_scale_per_bit ** (b - self.adc.ref_bits)
+
+    @property
+    def ou_cycle_ns(self) -> float:
+        """Time of one OU activation, ns."""
+        if self.timing.ou_cycle_ns is not None:
+            return self.timing.ou_cycle_ns
+        return math.ceil(self.ou.cols / self.adc.per_array) / self.adc.sample_rate_gsps
+
+    # ---- serialization ------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict with enums by name; `from_dict(to_dict())` round-trips exactly."""
+        return self.model_dump(mode="json")
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], source: str = "config") -> HardwareConfig:
+        try:
+            return cls.model_validate(dict(data))
+        except ValidationError as exc:
+            raise ConfigError(_one_line(exc, source)) from None
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=False)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    def save(self, path: str | Path) -> None:
+        """Write YAML (.yaml/.yml) or JSON (anything else), atomically."""
+        from .io import atomic_write_text
+
+        p = Path(path)
+        text = self.to_yaml() if p.suffix.lower() in (".yaml", ".yml") else self.to_json()
+        atomic_write_text(p, text)
+
+    def with_overrides(self, overrides: Mapping[str, Any]) -> HardwareConfig:
+        """A copy with dotted keys set (`{"ou.rows": 9}`); unknown keys and bad values raise."""
+        data = self.to_dict()
+        for key, value in overrides.items():
+            _set_dotted(data, key, value)
+        return HardwareConfig.from_dict(data, source="override")
+
+
+def _one_line(exc: ValidationError, source: str) -> str:
+    err = exc.errors()[0]
+    loc = ".".join(str(x) for x in err["loc"])
+    msg = err["msg"].removeprefix("Value error, ")
+    where = f" {loc}:" if loc else ""
+    extra = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+    return f"invalid hardware {source}:{where} {msg}{extra}"
+
+
+def _set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
+    parts = key.split(".")
+    node: Any = data
+    for i, part in enumerate(parts):
+        if not isinstance(node, dict) or part not in node:
+            known = ", ".join(sorted(node)) if isinstance(node, dict) else ""
+            raise ConfigError(
+                f"unknown config key '{key}' ('{'.'.join(parts[: i + 1])}' not in: {known})"
+            )
+        if i == len(parts) - 1:
+            node[part] = _coerce(value)
+        else:
+            node = node[part]
+
+
+def _coerce(value: Any) -> Any:
+    """Strings from the command line become YAML scalars: '9' -> 9, 'null' -> None."""
+    if isinstance(value, str):
+        try:
+            return yaml.safe_load(value)
+        except yaml.YAMLError:
+            return value
+    return value
+
+
+# ---- presets --------------------------------------------------------------------------------
+def _isaac() -> dict[str, Any]:
+    return {
+        "name": "isaac",
+        "array": {"rows": 128, "cols": 128},
+        "cell": {"bits": 2, "sign": "differential"},
+        "ou": {"rows": 16, "cols": 16},
+        "dac": {"bits": 1},
+        "adc": {"bits": 8, "energy_pj": 1.67, "ref_bits": 8, "sample_rate_gsps": 1.2},
+    }
+
+
+def _pattern_nvmsa() -> dict[str, Any]:
+    return {
+        "name": "pattern-nvmsa",
+        "array": {"rows": 512, "cols": 512},
+        "cell": {"bits": 4, "sign": "differential"},
+        "ou": {"rows": 9, "cols": 8},
+        "dac": {"bits": 4, "energy_pj": 0.0182},
+        "adc": {
+            "bits": 8,
+            "energy_pj": 1.67,
+            "ref_bits": 8,
+            "sample_rate_gsps": 1.2,
+            "per_array": 8,
+        },
+        "energy": {"ou_activation_pj": 4.8, "cell_read_pj": 0.0},
+    }
+
+
+def _ideal_small() -> dict[str, Any]:
+    return {
+        "name": "ideal-small",
+        "array": {"rows": 64, "cols": 64},
+        "cell": {"bits": 2},
+        "ou": {"rows": 8, "cols": 8},
+        "dac": {"bits": 1},
+        "adc": {"bits": 6},
+    }
+
+
+PRESET_BUILDERS = {
+    "isaac": (_isaac, "ISAAC-like: 128x128, 2-bit cells, 1-bit DAC, 8-bit 1.2 GS/s ADC, OU 16x16"),
+    "pattern-nvmsa": (
+        _pattern_nvmsa,
+        "Pattern-mapping paper: 512x512, 4-bit cells, OU 9x8, ADC 8 bit, DAC 4 bit, 4.8 pJ/OU op",
+    ),
+    "ideal-small": (_ideal_small, "Small arrays for quick studies: 64x64, OU 8x8, 6-bit ADC"),
+}
+
+
+def preset_names() -> list[str]:
+    return list(PRESET_BUILDERS)
+
+
+def preset(name: str) -> HardwareConfig:
+    """The named preset; an unknown name raises ConfigError listing the known ones."""
+    if name not in PRESET_BUILDERS:
+        raise ConfigError(f"unknown preset '{name}' (known: {', '.join(PRESET_BUILDERS)})")
+    return HardwareConfig.from_dict(PRESET_BUILDERS[name][0](), source=f"preset {name}")
+
+
+def load_config(
+    source: str | Path | HardwareConfig | Mapping[str, Any] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> HardwareConfig:
+    """Resolve a preset name, a YAML/JSON file, a dict or a config object, then apply overrides."""
+    if source is None:
+        cfg = preset("isaac")
+    elif isinstance(source, HardwareConfig):
+        cfg = source
+    elif isinstance(source, Mapping):
+        cfg = HardwareConfig.from_dict(source)
+    else:
+        text_source = str(source)
+        path = Path(text_source)
+        if text_source in PRESET_BUILDERS:
+            cfg = preset(text_source)
+        elif path.suffix.lower() in (".yaml", ".yml", ".json"):
+            if not path.is_file():
+                raise ConfigError(f"hardware config file not found: {path}")
+            try:
+                raw = yaml.safe_load(path.read_text())
+            except (yaml.YAMLError, UnicodeDecodeError) as exc:
+                raise ConfigError(f"cannot parse hardware config {path}: {exc}") from None
+            if not isinstance(raw, dict):
+                raise ConfigError(f"hardware config {path} is not a mapping")
+            cfg = HardwareConfig.from_dict(raw, source=f"config {path.name}")
+        else:
+            raise ConfigError(
+                f"unknown preset '{text_source}' (known: {', '.join(PRESET_BUILDERS)}; "
+                "or give a .yaml/.json file)"
+            )
+    if overrides:
+        cfg = cfg.with_overrides(overrides)
+    return cfg
+
+
+def describe_fields(model: type[BaseModel] = HardwareConfig, prefix: str = "") -> list[tuple[str, str]]:
+    """(dotted key, description) for every leaf field: the documentation of the tree."""
+    rows: list[tuple[str, str]] = []
+    for name, field in model.model_fields.items():
+        ann = field.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            rows.extend(describe_fields(ann, f"{prefix}{name}."))
+        else:
+            rows.append((f"{prefix}{name}", field.description or ""))
+    return rows

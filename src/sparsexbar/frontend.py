@@ -1,0 +1,454 @@
+"""Frontend: trace an nn.Module with torch.fx, fold BatchNorm, quantize, expose crossbar layers.
+
+The result, a `QuantizedModel`, runs the network three ways with the same graph:
+- float (BN folded, no quantization),
+- integer-quantized reference (exact float64 integer convolutions: the engine's oracle),
+- through any `LayerExecutor` (the crossbar engine), which must return the integer
+  accumulator of each crossbar layer; everything else (ReLU, pooling, residual adds, bias,
+  requantization) is digital and identical in all integer modes.
+
+Quantization (DESIGN.md 2.1): weights symmetric per output channel, integers in
+[-(2^(B-1)-1), 2^(B-1)-1]; inputs one scale per layer from calibration (max of |x|), unsigned
+integers in [0, 2^b-1], or, for a signed input, sign-magnitude with a b-bit magnitude run as
+two passes (positive and negative part).
+"""
+
+from __future__ import annotations
+
+import copy
+import operator
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, fx, nn
+from torch.fx.experimental.optimization import fuse
+
+from .errors import UnsupportedModelError
+
+_PASSTHROUGH_MODULES = (nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.Flatten, nn.Dropout,
+                        nn.Identity)
+_ALLOWED_MODULES = (nn.Conv2d, nn.Linear, nn.BatchNorm1d, nn.BatchNorm2d, nn.ReLU,
+                    *_PASSTHROUGH_MODULES)
+_RELU_FUNCTIONS = {F.relu, torch.relu}
+_ADD_FUNCTIONS = {operator.add, torch.add}
+_PASSTHROUGH_FUNCTIONS = {torch.flatten, F.max_pool2d, F.avg_pool2d, F.adaptive_avg_pool2d,
+                          F.dropout}
+_ALLOWED_FUNCTIONS = _RELU_FUNCTIONS | _ADD_FUNCTIONS | _PASSTHROUGH_FUNCTIONS | {operator.getitem,
+                                                                                  getattr}
+_PASSTHROUGH_METHODS = {"view", "reshape", "flatten", "contiguous"}
+_ALLOWED_METHODS = _PASSTHROUGH_METHODS | {"relu", "size", "add", "dim"}
+
+
+@dataclass
+class QuantLayer:
+    """One crossbar layer (Conv2d or Linear) after BN folding and quantization."""
+
+    name: str
+    kind: str  # "conv" or "linear"
+    weight_int: Tensor  # int64, (Cout, Cin, kh, kw) or (Cout, Cin)
+    weight_scale: Tensor  # float32 (Cout,), real weight = weight_int * weight_scale
+    bias: Tensor  # float32 (Cout,)
+    float_weight: Tensor  # float32, BN-folded, unquantized
+    input_scale: float = 1.0  # real input = integer input * input_scale
+    input_signed: bool = False
+    followed_by_relu: bool = False
+    input_bits: int = 8
+    stride: tuple[int, int] = (1, 1)
+    padding: tuple[int, int] = (0, 0)
+    dilation: tuple[int, int] = (1, 1)
+    input_shape: tuple[int, ...] = ()  # per image, recorded at calibration
+    output_shape: tuple[int, ...] = ()  # per image
+
+    @property
+    def out_channels(self) -> int:
+        return int(self.weight_int.shape[0])
+
+    @property
+    def rows(self) -> int:
+        """Crossbar rows of the unrolled layer: Cin*kh*kw (im2col order)."""
+        return int(self.weight_int[0].numel())
+
+    @property
+    def kernel_size(self) -> tuple[int, int]:
+        if self.kind == "linear":
+            return (1, 1)
+        return (int(self.weight_int.shape[2]), int(self.weight_int.shape[3]))
+
+    @property
+    def positions(self) -> int:
+        """Output positions per image (1 for linear layers)."""
+        if self.kind == "linear":
+            return 1
+        return int(self.output_shape[1] * self.output_shape[2])
+
+    @property
+    def passes(self) -> int:
+        """2 when the input is signed (positive and negative parts run separately), else 1."""
+        return 2 if self.input_signed else 1
+
+    @property
+    def input_max(self) -> int:
+        return 2**self.input_bits - 1
+
+    def matrix(self) -> Tensor:
+        """Integer weight matrix (rows = Cin*kh*kw in im2col order, cols = Cout), int64."""
+        return self.weight_int.reshape(self.out_channels, -1).t().contiguous()
+
+    def quantize_input(self, x: Tensor) -> Tensor:
+        """Real input -> integers (as float32 holding integer values)."""
+        q = torch.round(x / self.input_scale)
+        lo = -self.input_max if self.input_signed else 0
+        return q.clamp_(lo, self.input_max)
+
+    def dequantize(self, acc: Tensor) -> Tensor:
+        """Integer accumulator (any dtype holding integers) -> real output, float32."""
+        shape = (1, -1, 1, 1) if self.kind == "conv" else (1, -1)
+        scale = (self.weight_scale * self.input_scale).reshape(shape)
+        return acc.to(torch.float32) * scale + self.bias.reshape(shape)
+
+    def patches(self, x_int: Tensor) -> Tensor:
+        """im2col: (N, Cin, H, W) -> (N*P, rows); linear: (N, Cin) -> (N, Cin)."""
+        if self.kind == "linear":
+            return x_int.reshape(x_int.shape[0], -1)
+        cols = F.unfold(x_int, self.kernel_size, dilation=self.dilation, padding=self.padding,
+                        stride=self.stride)  # (N, R, P)
+        return cols.transpose(1, 2).reshape(-1, self.rows)
+
+    def fold_output(self, acc_mat: Tensor, batch: int) -> Tensor:
+        """(N*P, Cout) -> (N, Cout, Ho, Wo) for conv; identity for linear."""
+        if self.kind == "linear":
+            return acc_mat
+        _, ho, wo = self.output_shape
+        return acc_mat.reshape(batch, ho * wo, -1).transpose(1, 2).reshape(batch, -1, ho, wo)
+
+    def linear_op(self, x: Tensor, weight: Tensor) -> Tensor:
+        """The layer's linear map (no bias) of x with the given weight tensor."""
+        if self.kind == "linear":
+            return F.linear(x, weight)
+        return F.conv2d(x, weight, None, self.stride, self.padding, self.dilation)
+
+    def reference_accumulate(self, x_int: Tensor) -> Tensor:
+        """Exact integer accumulator via float64 (exact below 2^53), returned as int64."""
+        acc = self.linear_op(x_int.to(torch.float64), self.weight_int.to(torch.float64))
+        return torch.round(acc).to(torch.int64)
+
+
+class LayerExecutor(Protocol):
+    """Computes a crossbar layer's integer accumulator from its integer input."""
+
+    def __call__(self, layer: QuantLayer, x_int: Tensor) -> Tensor: ...
+
+
+class CrossbarModule(nn.Module):
+    """Stands in for a Conv2d/Linear in the traced graph; delegates to the active executor."""
+
+    def __init__(self, layer: QuantLayer) -> None:
+        super().__init__()
+        self.layer = layer
+
+    def forward(self, x: Tensor) -> Tensor:  # pragma: no cover - replaced by the interpreter
+        return self.layer.linear_op(x, self.layer.float_weight) + _bias(self.layer)
+
+
+def _bias(layer: QuantLayer) -> Tensor:
+    return layer.bias.reshape((1, -1, 1, 1) if layer.kind == "conv" else (1, -1))
+
+
+@dataclass
+class RunStats:
+    """Digital work outside the crossbar layers, attributed to the last crossbar layer run."""
+
+    digital_ops: dict[str, int] = field(default_factory=dict)
+
+
+class _Runner(fx.Interpreter):
+    def __init__(self, qmodel: QuantizedModel, executor: LayerExecutor | None,
+                 stats: RunStats | None, record: dict[str, list[Tensor]] | None) -> None:
+        super().__init__(qmodel.graph_module)
+        self.qmodel = qmodel
+        self.executor = executor
+        self.stats = stats
+        self.record = record
+        self.current = qmodel.layers[0].name
+
+    def _count(self, n: int) -> None:
+        if self.stats is not None:
+            self.stats.digital_ops[self.current] = self.stats.digital_ops.get(self.current, 0) + n
+
+    def call_module(self, target: Any, args: Any, kwargs: Any) -> Any:
+        mod = self.fetch_attr(target)
+        if isinstance(mod, CrossbarModule):
+            layer = mod.layer
+            self.current = layer.name
+            x = args[0]
+            if self.record is not None:
+                self.record.setdefault(layer.name, []).append(x.detach())
+            if self.executor is None:
+                return layer.linear_op(x, layer.float_weight) + _bias(layer)
+            acc = self.executor(layer, layer.quantize_input(x))
+            return layer.dequantize(acc)
+        out = super().call_module(target, args, kwargs)
+        if isinstance(mod, (nn.MaxPool2d, nn.AvgPool2d)):
+            kh, kw = _pair(mod.kernel_size)
+            self._count(out.numel() * max(kh * kw - 1, 1))
+        elif isinstance(mod, nn.AdaptiveAvgPool2d):
+            self._count(args[0].numel())
+        elif isinstance(mod, (nn.ReLU, nn.BatchNorm1d, nn.BatchNorm2d)):
+            self._count(out.numel() * (2 if not isinstance(mod, nn.ReLU) else 1))
+        return out
+
+    def call_function(self, target: Any, args: Any, kwargs: Any) -> Any:
+        out = super().call_function(target, args, kwargs)
+        if target in _ADD_FUNCTIONS or target in _RELU_FUNCTIONS:
+            self._count(out.numel())
+        elif target in (F.max_pool2d, F.avg_pool2d, F.adaptive_avg_pool2d):
+            self._count(args[0].numel())
+        return out
+
+    def call_method(self, target: Any, args: Any, kwargs: Any) -> Any:
+        out = super().call_method(target, args, kwargs)
+        if target in ("relu", "add"):
+            self._count(out.numel())
+        return out
+
+
+class QuantizedModel:
+    """A traced, BN-folded, quantized network: `layers` in execution order."""
+
+    def __init__(self, graph_module: fx.GraphModule, layers: list[QuantLayer],
+                 input_bits: int, weight_bits: int) -> None:
+        self.graph_module = graph_module
+        self.layers = layers
+        self.input_bits = input_bits
+        self.weight_bits = weight_bits
+
+    def layer(self, name: str) -> QuantLayer:
+        for q in self.layers:
+            if q.name == name:
+                return q
+        raise KeyError(name)
+
+    @torch.no_grad()
+    def run(self, x: Tensor, executor: LayerExecutor | None = None,
+            stats: RunStats | None = None) -> Tensor:
+        """Float (executor None) or integer run of the whole network on a batch."""
+        return _Runner(self, executor, stats, None).run(x)
+
+    @torch.no_grad()
+    def run_float(self, x: Tensor) -> Tensor:
+        return self.run(x, None)
+
+    @torch.no_grad()
+    def run_reference(self, x: Tensor, stats: RunStats | None = None) -> Tensor:
+        """The integer-quantized network, exact: the oracle of the engine."""
+        return self.run(x, lambda layer, x_int: layer.reference_accumulate(x_int), stats)
+
+    def to(self, device: torch.device | str) -> QuantizedModel:
+        """Move every layer tensor to `device` (in place); returns self."""
+        self.graph_module.to(device)
+        for q in self.layers:
+            for attr in ("weight_int", "weight_scale", "bias", "float_weight"):
+                setattr(q, attr, getattr(q, attr).to(device))
+        return self
+
+
+# ---- building -------------------------------------------------------------------------------
+def _check_supported(gm: fx.GraphModule) -> None:
+    modules = dict(gm.named_modules())
+    for node in gm.graph.nodes:
+        if node.op == "call_module":
+            mod = modules[node.target]
+            if not isinstance(mod, _ALLOWED_MODULES):
+                raise UnsupportedModelError(
+                    f"unsupported layer '{node.target}' ({type(mod).__name__}); supported: Conv2d, "
+                    "Linear, BatchNorm, ReLU, max/avg pooling, Flatten, Dropout, residual adds"
+                )
+            if isinstance(mod, nn.Conv2d):
+                if mod.groups != 1:
+                    raise UnsupportedModelError(
+                        f"unsupported layer '{node.target}': grouped/depthwise Conv2d "
+                        f"(groups={mod.groups})"
+                    )
+                if mod.padding_mode != "zeros":
+                    raise UnsupportedModelError(
+                        f"unsupported layer '{node.target}': padding_mode={mod.padding_mode}"
+                    )
+                if isinstance(mod.padding, str):
+                    raise UnsupportedModelError(
+                        f"unsupported layer '{node.target}': padding='{mod.padding}' (give numbers)"
+                    )
+        elif node.op == "call_function" and node.target not in _ALLOWED_FUNCTIONS:
+            name = getattr(node.target, "__name__", str(node.target))
+            raise UnsupportedModelError(f"unsupported operation '{name}' at node '{node.name}'")
+        elif node.op == "call_method" and node.target not in _ALLOWED_METHODS:
+            raise UnsupportedModelError(
+                f"unsupported tensor method '.{node.target}()' at node '{node.name}'"
+            )
+        elif node.op == "get_attr":
+            raise UnsupportedModelError(
+                f"unsupported direct use of parameter/buffer '{node.target}' in forward"
+            )
+
+
+def trace(model: nn.Module) -> fx.GraphModule:
+    """Symbolically trace and fold Conv/Linear + BatchNorm pairs (eval-mode statistics)."""
+    model = copy.deepcopy(model).cpu().eval()
+    try:
+        gm = fx.symbolic_trace(model)
+    except Exception as exc:  # fx raises many types for untraceable code
+        raise UnsupportedModelError(
+            f"model {type(model).__name__} cannot be traced with torch.fx: "
+            f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+        ) from None
+    _check_supported(gm)
+    for name, p in gm.named_parameters():
+        if not torch.isfinite(p).all():
+            raise UnsupportedModelError(f"model parameter '{name}' contains NaN or Inf")
+    fused = fuse(gm, inplace=False)
+    return fused if isinstance(fused, fx.GraphModule) else fx.symbolic_trace(fused)
+
+
+def _nonnegative(node: fx.Node, modules: dict[str, nn.Module], input_nonneg: bool) -> bool:
+    """Whether a node's value is >= 0 by construction (DESIGN.md 2.1)."""
+    if node.op == "placeholder":
+        return input_nonneg
+    if node.op == "call_module":
+        mod = modules[str(node.target)]
+        if isinstance(mod, nn.ReLU):
+            return True
+        if isinstance(mod, _PASSTHROUGH_MODULES):
+            return _arg_nonneg(node.args[0], modules, input_nonneg)
+        return False
+    if node.op == "call_function":
+        if node.target in _RELU_FUNCTIONS:
+            return True
+        if node.target in _ADD_FUNCTIONS:
+            return all(_arg_nonneg(a, modules, input_nonneg) for a in node.args)
+        if node.target in _PASSTHROUGH_FUNCTIONS:
+            return _arg_nonneg(node.args[0], modules, input_nonneg)
+        return False
+    if node.op == "call_method":
+        if node.target == "relu":
+            return True
+        if node.target in _PASSTHROUGH_METHODS:
+            return _arg_nonneg(node.args[0], modules, input_nonneg)
+        if node.target == "add":
+            return all(_arg_nonneg(a, modules, input_nonneg) for a in node.args)
+    return False
+
+
+def _arg_nonneg(arg: Any, modules: dict[str, nn.Module], input_nonneg: bool) -> bool:
+    if isinstance(arg, fx.Node):
+        return _nonnegative(arg, modules, input_nonneg)
+    if isinstance(arg, (int, float)):
+        return arg >= 0
+    return False
+
+
+def _followed_by_relu(node: fx.Node, modules: dict[str, nn.Module]) -> bool:
+    users = list(node.users)
+    if len(users) != 1:
+        return False
+    u = users[0]
+    return (
+        (u.op == "call_module" and isinstance(modules.get(str(u.target)), nn.ReLU))
+        or (u.op == "call_function" and u.target in _RELU_FUNCTIONS)
+        or (u.op == "call_method" and u.target == "relu")
+    )
+
+
+def _quantize_weight(w: Tensor, weight_bits: int) -> tuple[Tensor, Tensor]:
+    qmax = 2 ** (weight_bits - 1) - 1
+    flat = w.reshape(w.shape[0], -1)
+    amax = flat.abs().amax(dim=1)
+    scale = torch.where(amax > 0, amax / qmax, torch.ones_like(amax)).to(torch.float32)
+    shape = (-1,) + (1,) * (w.dim() - 1)
+    w_int = torch.round(w / scale.reshape(shape)).clamp(-qmax, qmax).to(torch.int64)
+    return w_int, scale
+
+
+def quantize_model(
+    model: nn.Module,
+    calibration: Tensor | Iterable[Tensor],
+    weight_bits: int = 8,
+    input_bits: int = 8,
+) -> QuantizedModel:
+    """Trace, fold BN, quantize weights per channel and inputs per layer from calibration data.
+
+    `calibration`: a float image batch (N, C, H, W) or an iterable of batches, in the model's
+    input range. Input scale = max|x| / (2^input_bits - 1) over the calibration inputs of each
+    layer (a layer that only ever sees zeros gets scale 1).
+    """
+    gm = trace(model)
+    modules = dict(gm.named_modules())
+    batches = [calibration] if isinstance(calibration, Tensor) else list(calibration)
+    if not batches:
+        raise UnsupportedModelError("calibration data is empty")
+    for b in batches:
+        if not torch.isfinite(b).all():
+            raise UnsupportedModelError("calibration data contains NaN or Inf")
+    input_nonneg = all(bool((b >= 0).all()) for b in batches)
+
+    layers: list[QuantLayer] = []
+    for node in gm.graph.nodes:
+        if node.op != "call_module":
+            continue
+        mod = modules[str(node.target)]
+        if not isinstance(mod, (nn.Conv2d, nn.Linear)):
+            continue
+        w = mod.weight.detach().to(torch.float32)
+        b = (mod.bias.detach().to(torch.float32) if mod.bias is not None
+             else torch.zeros(w.shape[0]))
+        w_int, w_scale = _quantize_weight(w, weight_bits)
+        layer = QuantLayer(
+            name=str(node.target),
+            kind="conv" if isinstance(mod, nn.Conv2d) else "linear",
+            weight_int=w_int,
+            weight_scale=w_scale,
+            bias=b.clone(),
+            float_weight=w.clone(),
+            input_signed=not _arg_nonneg(node.args[0], modules, input_nonneg),
+            followed_by_relu=_followed_by_relu(node, modules),
+            input_bits=input_bits,
+        )
+        if isinstance(mod, nn.Conv2d):
+            layer.stride = _pair(mod.stride)
+            layer.padding = _pair(mod.padding)
+            layer.dilation = _pair(mod.dilation)
+        layers.append(layer)
+        gm.add_submodule(str(node.target), CrossbarModule(layer))
+    if not layers:
+        raise UnsupportedModelError("model has no Conv2d or Linear layer to map onto crossbars")
+
+    qmodel = QuantizedModel(gm, layers, input_bits, weight_bits)
+    record: dict[str, list[Tensor]] = {}
+    with torch.no_grad():
+        for batch in batches:
+            _Runner(qmodel, None, None, record).run(batch.to(torch.float32))
+    for layer in layers:
+        xs = record.get(layer.name)
+        if not xs:
+            raise UnsupportedModelError(f"layer '{layer.name}' is never executed")
+        amax = max(float(x.abs().max()) for x in xs)
+        layer.input_scale = amax / layer.input_max if amax > 0 else 1.0
+        layer.input_shape = tuple(xs[0].shape[1:])
+        out = layer.linear_op(xs[0][:1], layer.float_weight)
+        layer.output_shape = tuple(out.shape[1:])
+    return qmodel
+
+
+def _pair(v: int | tuple[int, ...]) -> tuple[int, int]:
+    if isinstance(v, int):
+        return (v, v)
+    return (int(v[0]), int(v[1]))
+
+
+def accuracy(logits: Tensor, labels: Tensor) -> int:
+    """Number of correct top-1 predictions."""
+    return int((logits.argmax(dim=1) == labels).sum())
+
+
+MakeExecutor = Callable[[QuantLayer], LayerExecutor]

@@ -1,0 +1,208 @@
+"""Mapping: one layer's integer weights -> crossbar cell levels, arrays and OU blocks.
+
+Physical column layout (DESIGN.md 2.2): output channel major, then polarity (positive, negative;
+differential only), then slice (least significant first): column = (c * polarities + pol) *
+slices + s. Rows are the im2col rows (Cin*kh*kw). Rows are tiled over arrays of `array.rows`,
+columns over arrays of `array.cols`, contiguously, in order.
+
+Row groups: an OU activates `ou.rows` rows of one array at once. A mapping gives, for every
+segment (a set of physical columns that share their row grouping), the row groups it activates.
+The straightforward (dense) mapping has one segment per column tile whose row groups are the
+consecutive `ou.rows`-row blocks of each row tile; sparse mappers (later schemes) pack rows
+differently per segment but return the same `MappedLayer` shape.
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from .config import HardwareConfig, SignEncoding, Variation
+from .events import Events
+from .frontend import QuantLayer
+
+
+@dataclass
+class MappedLayer:
+    """A layer placed on crossbars. Tensors live on the device the engine runs on."""
+
+    layer: QuantLayer
+    hw: HardwareConfig
+    levels: Tensor  # (R, Ccols) int64 ideal cell levels in [0, 2^cell_bits - 1]
+    conductance: Tensor  # (R, Ccols) float32 programmed levels (device effects applied)
+    col_channel: Tensor  # (Ccols,) int64 output channel of each physical column
+    col_weight: Tensor  # (Ccols,) float64 signed shift weight: +-2^(s*cell_bits)
+    offset: int  # stored offset (offset encoding), removed digitally; 0 for differential
+    row_tiles: list[tuple[int, int]]
+    col_tiles: list[tuple[int, int]]
+    # Row groups per segment, padded with -1: (S, G, ou_rows); columns per segment, padded -1.
+    group_rows: Tensor
+    segment_cols: Tensor  # (S, K)
+
+    @property
+    def arrays(self) -> int:
+        return len(self.row_tiles) * len(self.col_tiles)
+
+    @property
+    def physical_cols(self) -> int:
+        return int(self.levels.shape[1])
+
+    def max_partial_sum(self) -> float:
+        """Largest partial sum any single column of any OU activation can produce (ideal)."""
+        chunk_max = 2**self.hw.dac.bits - 1
+        lv = _gather_group_levels(self.levels.to(torch.float64), self.group_rows,
+                                  self.segment_cols)  # (S, G, ou, K)
+        return float(lv.sum(dim=2).max()) * chunk_max if lv.numel() else 0.0
+
+    def adc_can_clip(self) -> bool:
+        """True when some reachable partial sum exceeds the ADC range (the ADC is lossy)."""
+        return self.max_partial_sum() > self.hw.adc_max_code * self.hw.adc.step
+
+    def exact_linear(self) -> bool:
+        """The conversions are provably the identity: ideal device, unit step, no clipping."""
+        return self.hw.device.ideal and self.hw.adc.step == 1.0 and not self.adc_can_clip()
+
+
+def _gather_group_levels(levels: Tensor, group_rows: Tensor, segment_cols: Tensor) -> Tensor:
+    """levels (R, C) -> (S, G, ou, K), zero where a row or column index is padding (-1)."""
+    padded = torch.nn.functional.pad(levels, (0, 1, 0, 1))  # index -1 hits the zero row/col
+    rows = group_rows.clamp(min=-1)
+    rows = torch.where(rows < 0, torch.full_like(rows, levels.shape[0]), rows)
+    cols = torch.where(segment_cols < 0, torch.full_like(segment_cols, levels.shape[1]),
+                       segment_cols)
+    s, g, r = rows.shape
+    k = cols.shape[1]
+    gathered = padded[rows.reshape(s, g * r)]  # (S, G*ou, C+1)
+    gathered = torch.gather(gathered, 2, cols.unsqueeze(1).expand(s, g * r, k))
+    return gathered.reshape(s, g, r, k)
+
+
+def tiles(total: int, size: int) -> list[tuple[int, int]]:
+    """Contiguous [start, stop) tiles of `size` covering `total`."""
+    return [(i, min(i + size, total)) for i in range(0, total, size)]
+
+
+def cell_levels(layer: QuantLayer, hw: HardwareConfig) -> tuple[Tensor, Tensor, Tensor, int]:
+    """Slice the integer weight matrix into cell levels in the physical column layout.
+
+    Returns levels (R, Ccols) int64, col_channel (Ccols,), col_weight (Ccols,) float64, offset.
+    """
+    w = layer.matrix().to(torch.int64)  # (R, Cout)
+    cb, s_count, pols = hw.cell.bits, hw.slices, hw.polarities
+    mask = 2**cb - 1
+    if hw.cell.sign == SignEncoding.differential:
+        offset = 0
+        parts = [w.clamp(min=0), (-w).clamp(min=0)]
+        signs = [1.0, -1.0]
+    else:
+        offset = 2 ** (hw.numbers.weight_bits - 1)
+        parts = [w + offset]
+        signs = [1.0]
+    r, cout = w.shape
+    levels = torch.empty((r, cout, pols, s_count), dtype=torch.int64)
+    col_weight = torch.empty((cout, pols, s_count), dtype=torch.float64)
+    for p, (mag, sign) in enumerate(zip(parts, signs, strict=True)):
+        for s in range(s_count):  # slices: a handful, not rows/OUs
+            levels[:, :, p, s] = (mag >> (s * cb)) & mask
+            col_weight[:, p, s] = sign * float(2 ** (s * cb))
+    col_channel = torch.arange(cout).repeat_interleave(pols * s_count)
+    return levels.reshape(r, -1), col_channel, col_weight.reshape(-1), offset
+
+
+def program_conductance(levels: Tensor, hw: HardwareConfig, layer_name: str) -> Tensor:
+    """Programmed cell values in level units, with the device's variation and stuck-at faults.
+
+    Seeded by device.seed and the layer name, so the same config gives the same cells.
+    """
+    g = levels.to(torch.float32)
+    dev = hw.device
+    if dev.ideal or (dev.variation == Variation.none and dev.stuck_total_rate == 0):
+        return g
+    gen = torch.Generator().manual_seed(dev.seed * 1_000_003 + zlib.crc32(layer_name.encode()))
+    if dev.variation != Variation.none and dev.variation_sigma > 0:
+        eps = torch.randn(g.shape, generator=gen) * dev.variation_sigma
+        g = g * (torch.exp(eps) if dev.variation == Variation.lognormal else (1 + eps))
+    if dev.stuck_total_rate > 0:
+        u = torch.rand(g.shape, generator=gen)
+        g = torch.where(u < dev.stuck_at_off_rate, torch.zeros_like(g), g)
+        on = (u >= dev.stuck_at_off_rate) & (u < dev.stuck_total_rate)
+        g = torch.where(on, torch.full_like(g, float(2**hw.cell.bits - 1)), g)
+    return g.clamp(min=0)
+
+
+def map_dense(layer: QuantLayer, hw: HardwareConfig) -> MappedLayer:
+    """The straightforward mapping: every weight slice in place, consecutive OU row groups."""
+    levels, col_channel, col_weight, offset = cell_levels(layer, hw)
+    r, c = levels.shape
+    row_tiles = tiles(r, hw.array.rows)
+    col_tiles = tiles(c, hw.array.cols)
+    ou = hw.ou.rows
+    groups: list[Tensor] = []
+    for start, stop in row_tiles:  # arrays, not rows: a few per layer
+        idx = torch.arange(start, stop)
+        n = math.ceil((stop - start) / ou)
+        padded = torch.full((n * ou,), -1, dtype=torch.int64)
+        padded[: stop - start] = idx
+        groups.append(padded.reshape(n, ou))
+    one = torch.cat(groups)  # (G, ou)
+    width = max(b - a for a, b in col_tiles)
+    seg_cols = torch.full((len(col_tiles), width), -1, dtype=torch.int64)
+    for i, (a, b) in enumerate(col_tiles):
+        seg_cols[i, : b - a] = torch.arange(a, b)
+    return MappedLayer(
+        layer=layer,
+        hw=hw,
+        levels=levels,
+        conductance=program_conductance(levels, hw, layer.name),
+        col_channel=col_channel,
+        col_weight=col_weight,
+        offset=offset,
+        row_tiles=row_tiles,
+        col_tiles=col_tiles,
+        group_rows=one.unsqueeze(0).expand(len(col_tiles), -1, -1).contiguous(),
+        segment_cols=seg_cols,
+    )
+
+
+def dense_events(mapped: MappedLayer, images: int) -> tuple[Events, int]:
+    """Closed-form events of the straightforward mapping and its busiest array's OU cycles.
+
+    Per image and pass, every array activates ceil(r/ou_rows) x ceil(c/ou_cols) OUs per cycle
+    per output position; each activation converts each of its columns once.
+    """
+    hw, layer = mapped.hw, mapped.layer
+    per = layer.positions * hw.cycles * layer.passes * images
+    ou_r, ou_c = hw.ou.rows, hw.ou.cols
+    ou_act = adc = dac = cells = 0
+    busiest = 0
+    for r0, r1 in mapped.row_tiles:
+        rows = r1 - r0
+        groups = math.ceil(rows / ou_r)
+        for c0, c1 in mapped.col_tiles:
+            cols = c1 - c0
+            col_groups = math.ceil(cols / ou_c)
+            ou_act += groups * col_groups
+            adc += groups * cols
+            dac += rows * col_groups
+            cells += rows * cols
+            busiest = max(busiest, groups * col_groups)
+    in_bytes = math.ceil(hw.numbers.input_bits / 8)
+    positions = layer.positions * images
+    digital = positions * layer.out_channels * 2  # bias add + rescale per output
+    if mapped.offset:
+        digital += positions * (layer.rows + layer.out_channels)  # input sum + offset removal
+    events = Events(
+        ou_activations=ou_act * per,
+        adc_conversions=adc * per,
+        dac_activations=dac * per,
+        cell_reads=cells * per,
+        shift_adds=adc * per,
+        buffer_read_bytes=positions * layer.rows * in_bytes * layer.passes,
+        buffer_write_bytes=positions * layer.out_channels * in_bytes,
+        digital_ops=digital,
+    )
+    return events, busiest * per

@@ -1,3 +1,13 @@
-"""sparsexbar: a bit-accurate simulator of sparsity-exploiting RRAM crossbar CNN accelerators."""
+"""sparsexbar: a bit-accurate simulator of sparsity-exploiting RRAM crossbar CNN accelerators.
+
+Entry points: `simulate()` (Python) and the `sparsexbar` command line.
+"""
 
 __version__ = "0.1.0"
+
+from .config import HardwareConfig, load_config, preset, preset_names  # noqa: E402
+from .engine import EngineOptions  # noqa: E402
+from .simulate import Result, simulate  # noqa: E402
+
+__all__ = ["EngineOptions", "HardwareConfig", "Result", "__version__", "load_config", "preset",
+           "preset_names", "simulate"]

@@ -104,7 +104,9 @@ class ADCConfig(_Node):
     energy_pj: float = Field(
         1.67, ge=0, description="Energy per conversion at `ref_bits`, pJ (ISAAC: 8 bit, 1.2 GS/s)."
     )
-    area_um2: float = Field(1200.0, ge=0, description="Area of one ADC at `ref_bits`, um^2 (ISAAC).")
+    area_um2: float = Field(
+        1200.0, ge=0, description="Area of one ADC at `ref_bits`, um^2 (ISAAC)."
+    )
     ref_bits: int = Field(8, ge=1, le=16, description="Resolution the energy and area refer to.")
     energy_scale_per_bit: float = Field(
         2.0, gt=0, description="Energy factor per bit away from `ref_bits` (x2 per bit default)."
@@ -468,7 +470,9 @@ def load_config(
     return cfg
 
 
-def describe_fields(model: type[BaseModel] = HardwareConfig, prefix: str = "") -> list[tuple[str, str]]:
+def describe_fields(
+    model: type[BaseModel] = HardwareConfig, prefix: str = ""
+) -> list[tuple[str, str]]:
     """(dotted key, description) for every leaf field: the documentation of the tree."""
     rows: list[tuple[str, str]] = []
     for name, field in model.model_fields.items():

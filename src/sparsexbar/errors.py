@@ -1,4 +1,4 @@
-"""User-facing errors. The CLI turns any `SparsexbarError` into one line on stderr and exit code 2."""
+"""User-facing errors: the CLI turns any `SparsexbarError` into one line on stderr, exit 2."""
 
 from __future__ import annotations
 

@@ -416,7 +416,7 @@ def quantize_model(
         )
         if isinstance(mod, nn.Conv2d):
             layer.stride = _pair(mod.stride)
-            layer.padding = _pair(mod.padding)
+            layer.padding = _pair(mod.padding)  # type: ignore[arg-type]  # str refused above
             layer.dilation = _pair(mod.dilation)
         layers.append(layer)
         gm.add_submodule(str(node.target), CrossbarModule(layer))

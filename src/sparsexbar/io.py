@@ -6,6 +6,7 @@ import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
@@ -17,7 +18,7 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
-def atomic_write_with(path: str | Path, writer: Callable[[object], object]) -> None:
+def atomic_write_with(path: str | Path, writer: Callable[[BinaryIO], object]) -> None:
     """Call `writer(binary_file)` on a temp file next to `path`, fsync, then rename into place."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,30 @@
+"""Engine benchmark: simulated images/s vs plain float32 PyTorch, as ratios, plus peak memory.
+
+    .venv/bin/python benchmarks/engine.py --model vgg8 --batch-size 64
+    .venv/bin/python benchmarks/engine.py --model vgg16 --batch-size 256
+
+Targets (issue 2): lossless <= 3x plain PyTorch time; lossy bit-accurate <= 15x;
+peak RSS <= 3 GiB for the VGG-16-shaped CIFAR net at batch 256. Figures: docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from sparsexbar.bench import run_benchmark
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--model", default="vgg8", choices=["vgg8", "vgg16"])
+    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--json", default=None, help="also write the rows to this JSON file")
+    args = ap.parse_args()
+    run_benchmark(args.model, args.batch_size, args.repeats, threads=args.threads,
+                  json_out=args.json)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,133 @@
+"""Engine benchmark: images/s of simulated schemes against plain float32 PyTorch inference.
+
+Each case runs in its own subprocess so its peak RSS is its own. Ratios are taken against plain
+PyTorch inference of the same model on the same inputs measured in the same process, so machine
+load affects both sides alike. The timed region is the simulated forward pass of every batch
+(engine, digital periphery and event counting); quantization/calibration and mapping, done once
+per model, are reported separately as set-up time.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import resource
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+from rich.console import Console
+from rich.table import Table
+
+from .config import load_config
+from .engine import EngineOptions
+
+
+@dataclass(frozen=True)
+class BenchCase:
+    label: str
+    scheme: str
+    overrides: tuple[tuple[str, Any], ...] = ()
+    exact_shortcut: bool = True
+
+
+DEFAULT_CASES = (
+    BenchCase("dense, isaac, lossless ADC (exact shortcut)", "dense"),
+    BenchCase("dense, isaac OU 9x8, ADC 5 bit (lossless by bound; per-conversion path forced)",
+              "dense", (("ou.rows", 9), ("ou.cols", 8), ("adc.bits", 5)), exact_shortcut=False),
+    BenchCase("dense, isaac OU 9x8, ADC 5 bit, DAC 2 bit (lossy: clips)", "dense",
+              (("ou.rows", 9), ("ou.cols", 8), ("adc.bits", 5), ("dac.bits", 2))),
+)
+
+
+def _model_and_inputs(model: str, batch_size: int) -> tuple[torch.nn.Module, torch.Tensor]:
+    from . import zoo
+
+    gen = torch.Generator().manual_seed(0)
+    if model == "vgg8":
+        from .checkpoint import load_shipped_model
+
+        net, _ = load_shipped_model()
+        x = torch.rand((batch_size, 1, 28, 28), generator=gen)
+    elif model == "vgg16":
+        net = zoo.build_model("vgg16", in_channels=3, num_classes=10, input_size=32)
+        x = torch.rand((batch_size, 3, 32, 32), generator=gen)
+    else:
+        raise ValueError(f"unknown benchmark model {model}")
+    return net.eval(), x
+
+
+def _run_case(case: BenchCase, model: str, batch_size: int, repeats: int, threads: int,
+              queue: Any) -> None:
+    torch.set_num_threads(threads)
+    from .frontend import quantize_model
+    from .schemes import get_scheme
+    from .simulate import _Recorder
+
+    net, x = _model_and_inputs(model, batch_size)
+    hw = load_config("isaac", dict(case.overrides))
+    t0 = time.perf_counter()
+    qmodel = quantize_model(net, x, hw.numbers.weight_bits, hw.numbers.input_bits)
+    scheme = get_scheme(case.scheme)
+    kernels = {q.name: scheme.kernel(scheme.map_layer(q, hw), torch.device("cpu"))
+               for q in qmodel.layers}
+    setup_s = time.perf_counter() - t0
+    opts = EngineOptions(exact_shortcut=case.exact_shortcut)
+    with torch.no_grad():
+        net(x)  # warm-up
+        plain = min(_timed(lambda: net(x)) for _ in range(max(repeats, 3)))
+        rec = _Recorder(scheme, kernels, opts, torch.device("cpu"))
+        sim = min(_timed(lambda: qmodel.run(x, rec)) for _ in range(repeats))
+        # Correctness guard: a lossless case must equal the integer reference exactly.
+        exact = None
+        if not any(k.mapped.adc_can_clip() for k in kernels.values()):
+            exact = bool(torch.equal(qmodel.run(x, rec), qmodel.run_reference(x)))
+    queue.put({
+        **asdict(case), "model": model, "batch_size": batch_size, "threads": threads,
+        "plain_s": plain, "sim_s": sim, "ratio": sim / plain, "setup_s": setup_s,
+        "images_per_s": batch_size / sim, "plain_images_per_s": batch_size / plain,
+        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "equals_reference": exact,
+    })
+
+
+def _timed(fn: Any) -> float:
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
+def run_benchmark(model: str = "vgg8", batch_size: int = 64, repeats: int = 2,
+                  cases: tuple[BenchCase, ...] = DEFAULT_CASES, threads: int | None = None,
+                  console: Console | None = None, json_out: str | None = None
+                  ) -> list[dict[str, Any]]:
+    """Run every case in a fresh subprocess; print a table; return the rows."""
+    console = console or Console()
+    threads = threads or torch.get_num_threads()
+    ctx = mp.get_context("spawn")
+    rows = []
+    for case in cases:
+        queue = ctx.Queue()
+        proc = ctx.Process(target=_run_case,
+                           args=(case, model, batch_size, repeats, threads, queue))
+        proc.start()
+        row = queue.get()
+        proc.join()
+        rows.append(row)
+        console.print(f"{case.label}: {row['ratio']:.2f}x plain PyTorch, "
+                      f"{row['images_per_s']:.1f} img/s, peak RSS {row['peak_rss_mib']:.0f} MiB")
+    table = Table(title=f"engine benchmark: {model}, batch {batch_size}, {threads} threads")
+    for col in ("case", "plain img/s", "sim img/s", "x plain", "peak RSS MiB", "set-up s",
+                "== reference"):
+        table.add_column(col, justify="left" if col == "case" else "right")
+    for r in rows:
+        table.add_row(r["label"], f"{r['plain_images_per_s']:.1f}", f"{r['images_per_s']:.1f}",
+                      f"{r['ratio']:.2f}", f"{r['peak_rss_mib']:.0f}", f"{r['setup_s']:.2f}",
+                      {None: "n/a (lossy)", True: "yes", False: "NO"}[r["equals_reference"]])
+    console.print(table)
+    if json_out:
+        from .io import atomic_write_text
+
+        atomic_write_text(json_out, json.dumps(rows, indent=2))
+    return rows

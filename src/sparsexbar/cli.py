@@ -1,0 +1,238 @@
+"""The `sparsexbar` command line. Bad input: one line on stderr naming the problem, exit code 2."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import click
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from .errors import SparsexbarError
+
+app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True,
+                  help="Bit-accurate simulator of sparsity-exploiting RRAM crossbar accelerators.")
+
+HwOpt = Annotated[str, typer.Option("--hw", help="Preset name or a YAML/JSON config file.")]
+SetOpt = Annotated[list[str] | None, typer.Option(
+    "--set", help="Override a config key, e.g. --set ou.rows=9 (repeatable).")]
+LimitOpt = Annotated[int | None, typer.Option("--limit", help="Run only the first N images.")]
+BatchOpt = Annotated[int, typer.Option("--batch-size", help="Images per batch.")]
+DeviceOpt = Annotated[str, typer.Option("--device", help="cpu or cuda.")]
+ModelOpt = Annotated[str, typer.Option(
+    "--model", help="'default' (shipped VGG-8), a zoo name, a checkpoint or module:factory.")]
+DataOpt = Annotated[str, typer.Option(
+    "--data", help="'default' (embedded Fashion-MNIST test split), fashion-mnist, cifar10, "
+    "cifar100 or an image-folder path.")]
+
+
+def parse_overrides(items: list[str] | None) -> dict[str, str]:
+    """['a.b=1', ...] -> {'a.b': '1'}; a malformed item raises naming it."""
+    out: dict[str, str] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise SparsexbarError(f"--set expects key=value, got '{item}'")
+        out[key.strip()] = value.strip()
+    return out
+
+
+class _Bar:
+    """A rich progress bar over images, usable as simulate()'s progress callback."""
+
+    def __init__(self, label: str, console: Console) -> None:
+        self.progress = Progress(TextColumn("{task.description}"), BarColumn(),
+                                 MofNCompleteColumn(), TimeElapsedColumn(), console=console,
+                                 transient=False)
+        self.label = label
+        self.task: Any = None
+
+    def __enter__(self) -> _Bar:
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.__exit__(None, None, None)
+
+    def __call__(self, done: int, total: int) -> None:
+        if self.task is None:
+            self.task = self.progress.add_task(self.label, total=total)
+        self.progress.update(self.task, completed=done)
+
+
+def _run_schemes(model: str, data: str, hw: str, schemes: list[str], overrides: dict[str, str],
+                 limit: int | None, batch_size: int, device: str,
+                 console: Console) -> list[dict[str, Any]]:
+    from .config import load_config
+    from .frontend import quantize_model
+    from .schemes import get_scheme
+    from .simulate import resolve_data, resolve_model, simulate
+
+    config = load_config(hw, overrides)
+    for name in schemes:
+        get_scheme(name)  # refuse unknown names before any work
+    batches = resolve_data(data, limit)
+    net, model_name = resolve_model(model, int(batches.images.shape[1]),
+                                    max(int(batches.labels.max()) + 1, 10),
+                                    int(batches.images.shape[-1]))
+    qmodel = quantize_model(net, batches.images[:256], config.numbers.weight_bits,
+                            config.numbers.input_bits)
+    results = []
+    for name in schemes:
+        with _Bar(f"{name:>10}", console) as bar:
+            res = simulate(net, batches, config, name, batch_size=batch_size, device=device,
+                           progress=bar, qmodel=qmodel)
+        res.data["model"] = model_name
+        results.append(res.to_json())
+    return results
+
+
+@app.command()
+def run(
+    out: Annotated[Path, typer.Option("--out", help="Output directory.")] = Path("out/run"),
+    model: ModelOpt = "default",
+    data: DataOpt = "default",
+    hw: HwOpt = "isaac",
+    scheme: Annotated[str, typer.Option("--scheme", help="Scheme name.")] = "dense",
+    set_: SetOpt = None,
+    limit: LimitOpt = None,
+    batch_size: BatchOpt = 256,
+    device: DeviceOpt = "cpu",
+) -> None:
+    """Simulate one scheme; write result.json and layers.csv, print the tables."""
+    from .report import print_tables, write_result
+
+    console = Console()
+    results = _run_schemes(model, data, hw, [scheme], parse_overrides(set_), limit, batch_size,
+                           device, console)
+    paths = write_result(out, results[0])
+    print_tables(results, console)
+    console.print("wrote " + ", ".join(str(p) for p in paths))
+
+
+@app.command()
+def compare(
+    out: Annotated[Path, typer.Option("--out", help="Output directory.")] = Path("out/compare"),
+    schemes: Annotated[str, typer.Option("--schemes", help="Comma-separated scheme names.")] = "",
+    model: ModelOpt = "default",
+    data: DataOpt = "default",
+    hw: HwOpt = "isaac",
+    set_: SetOpt = None,
+    limit: LimitOpt = None,
+    batch_size: BatchOpt = 256,
+    device: DeviceOpt = "cpu",
+) -> None:
+    """Run several schemes on the same inputs; one table, CSV, plots and report.html."""
+    from .schemes import scheme_names
+
+    names = [s.strip() for s in schemes.split(",") if s.strip()] or scheme_names()
+    _compare(out, names, model, data, hw, parse_overrides(set_), limit, batch_size, device)
+
+
+def _compare(out: Path, names: list[str], model: str, data: str, hw: str,
+             overrides: dict[str, str], limit: int | None, batch_size: int, device: str) -> None:
+    from .report import print_tables, write_comparison, write_result
+
+    console = Console()
+    results = _run_schemes(model, data, hw, names, overrides, limit, batch_size, device, console)
+    paths = []
+    for res in results:
+        paths += write_result(out, res, prefix=f"{res['scheme']['name']}_")
+    paths += write_comparison(out, results)
+    print_tables(results, console, per_layer=False)
+    console.print(f"wrote {len(paths)} files to {out}/ (report.html, comparison.csv, "
+                  "<scheme>_result.json, <scheme>_layers.csv, plots)")
+
+
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option("--out", help="Output directory.")] = Path("out/demo"),
+    limit: LimitOpt = None,
+    batch_size: BatchOpt = 250,
+    device: DeviceOpt = "cpu",
+    hw: HwOpt = "isaac",
+) -> None:
+    """The shipped VGG-8 on the embedded Fashion-MNIST test split through every scheme."""
+    from .schemes import scheme_names
+
+    _compare(out, scheme_names(), "default", "default", hw, {}, limit, batch_size, device)
+
+
+@app.command()
+def presets(
+    name: Annotated[str | None, typer.Argument(help="Print this preset in full.")] = None,
+    fmt: Annotated[str, typer.Option("--format", help="yaml or json.")] = "yaml",
+) -> None:
+    """List the hardware presets, or print one."""
+    from .config import PRESET_BUILDERS, preset
+
+    if name is None:
+        for key, (_, text) in PRESET_BUILDERS.items():
+            typer.echo(f"{key:15s} {text}")
+        return
+    if fmt not in ("yaml", "json"):
+        raise SparsexbarError(f"--format must be yaml or json, got '{fmt}'")
+    cfg = preset(name)
+    typer.echo(cfg.to_yaml() if fmt == "yaml" else cfg.to_json())
+
+
+@app.command()
+def train(
+    model: Annotated[str, typer.Option("--model", help="Zoo architecture name.")] = "vgg8",
+    data: Annotated[str, typer.Option("--data", help="fashion-mnist, cifar10, cifar100.")] = (
+        "fashion-mnist"),
+    epochs: Annotated[int, typer.Option("--epochs")] = 10,
+    out: Annotated[Path, typer.Option("--out", help="Checkpoint stem.")] = Path("out/ckpt/model"),
+    batch_size: BatchOpt = 128,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    limit: LimitOpt = None,
+) -> None:
+    """Train a zoo model; writes <out>.safetensors and <out>.json."""
+    from .train import train_command
+
+    if epochs <= 0:
+        raise SparsexbarError(f"--epochs must be positive, got {epochs}")
+    metrics = train_command(model, data, epochs, str(out), batch_size=batch_size, seed=seed,
+                            limit=limit)
+    typer.echo(f"trained {model} on {data}: {metrics}")
+
+
+@app.command()
+def bench(
+    model: Annotated[str, typer.Option("--model", help="Benchmark model: vgg8 or vgg16.")] = "vgg8",
+    batch_size: BatchOpt = 64,
+    repeats: Annotated[int, typer.Option("--repeats")] = 2,
+) -> None:
+    """Images/s of the engine against plain PyTorch inference of the same model (ratios)."""
+    from .bench import run_benchmark
+
+    run_benchmark(model=model, batch_size=batch_size, repeats=repeats, console=Console())
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: SparsexbarError and usage errors -> one line on stderr, exit code 2."""
+    command = typer.main.get_command(app)
+    try:
+        command.main(args=argv, prog_name="sparsexbar", standalone_mode=False)
+    except SparsexbarError as exc:
+        print(f"sparsexbar: error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except click.exceptions.UsageError as exc:
+        print(f"sparsexbar: error: {exc.format_message()}", file=sys.stderr)
+        sys.exit(2)
+    except click.exceptions.Abort:
+        print("sparsexbar: aborted", file=sys.stderr)
+        sys.exit(130)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except OSError as exc:
+        print(f"sparsexbar: error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "),
+              file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,272 @@
+"""Report: terminal tables (rich), result.json, layers.csv, comparison CSV, PNG plots, report.html.
+
+Every file is written atomically (temp file + rename).
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import io
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from .cost import ENERGY_COMPONENTS
+from .events import Events
+from .io import atomic_write_bytes, atomic_write_text
+
+LAYER_COLUMNS = ["name", "kind", "rows", "cols", "arrays", "adc_can_clip", "cycles",
+                 *Events.names(), *(f"dense_{n}" for n in Events.names()),
+                 *(f"energy_{c}_pj" for c in ENERGY_COMPONENTS), "energy_total_pj",
+                 "area_total_um2"]
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    raise TypeError(f"cannot serialize {type(value).__name__}")
+
+
+def _finite(obj: Any) -> Any:
+    """Replace inf/nan floats by strings so the JSON is standard."""
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_finite(v) for v in obj]
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return str(obj)
+    return obj
+
+
+def result_json_text(result: dict[str, Any]) -> str:
+    return json.dumps(_finite(result), indent=2, default=_json_default)
+
+
+def layer_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
+    rows = []
+    for lay in result["layers"]:
+        row = {k: lay[k] for k in ("name", "kind", "rows", "cols", "arrays", "adc_can_clip",
+                                   "cycles")}
+        row.update(lay["events"])
+        row.update({f"dense_{k}": v for k, v in lay["dense_events"].items()})
+        row.update({f"energy_{c}_pj": lay["energy_pj"][c] for c in ENERGY_COMPONENTS})
+        row["energy_total_pj"] = lay["energy_pj"]["total"]
+        row["area_total_um2"] = lay["area_um2"]["total"]
+        rows.append(row)
+    return rows
+
+
+def _csv_text(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(columns), extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buf.getvalue()
+
+
+def write_result(out_dir: str | Path, result: dict[str, Any], prefix: str = "") -> list[Path]:
+    """Write `<prefix>result.json` and `<prefix>layers.csv` into out_dir; return the paths."""
+    out = Path(out_dir)
+    paths = [out / f"{prefix}result.json", out / f"{prefix}layers.csv"]
+    atomic_write_text(paths[0], result_json_text(result))
+    atomic_write_text(paths[1], _csv_text(layer_rows(result), LAYER_COLUMNS))
+    return paths
+
+
+# ---- terminal tables ------------------------------------------------------------------------
+def _si(value: float, unit: str) -> str:
+    if value == 0 or not math.isfinite(value):
+        return f"{value:g} {unit}"
+    prefixes = [(1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k"), (1, ""), (1e-3, "m"),
+                (1e-6, "u"), (1e-9, "n"), (1e-12, "p")]
+    for scale, p in prefixes:
+        if abs(value) >= scale:
+            return f"{value / scale:.3g} {p}{unit}"
+    return f"{value:.3g} {unit}"
+
+
+def layer_table(result: dict[str, Any]) -> Table:
+    t = Table(title=f"{result['model']} on {result['dataset']} - scheme {result['scheme']['name']}"
+              f" - {result['hardware']['name']} ({result['num_images']} images)")
+    for col in ("layer", "rows x cols", "arrays", "OU act.", "ADC conv.", "cycles", "energy",
+                "clip?"):
+        t.add_column(col, justify="right" if col not in ("layer",) else "left")
+    for lay in result["layers"]:
+        ev = lay["events"]
+        t.add_row(lay["name"], f"{lay['rows']} x {lay['cols']}", str(lay["arrays"]),
+                  f"{ev['ou_activations']:,}", f"{ev['adc_conversions']:,}", f"{lay['cycles']:,}",
+                  _si(lay["energy_pj"]["total"] * 1e-12, "J"),
+                  "yes" if lay["adc_can_clip"] else "no")
+    return t
+
+
+def summary_row(result: dict[str, Any]) -> dict[str, Any]:
+    """The numbers of one run that the side-by-side table and the comparison CSV show."""
+    tot, vs = result["totals"], result["vs_dense"]
+    n = result["num_images"]
+    return {
+        "scheme": result["scheme"]["name"],
+        "top1": result["accuracy"]["top1"],
+        "float_top1": result["accuracy"]["float_top1"],
+        "quantized_top1": result["accuracy"]["quantized_top1"],
+        "ou_activations": tot["events"]["ou_activations"],
+        "adc_conversions": tot["events"]["adc_conversions"],
+        "energy_uj_per_image": tot["energy_pj"]["total"] / n * 1e-6,
+        "latency_us": tot["latency_s"] * 1e6,
+        "images_per_s": tot["images_per_s"],
+        "images_per_s_pipelined": tot["images_per_s_pipelined"],
+        "arrays": tot["arrays"],
+        "area_mm2": tot["area_um2"]["total"] * 1e-6,
+        "speedup": vs["speedup"],
+        "energy_efficiency": vs["energy_efficiency"],
+        "area_efficiency": vs["area_efficiency"],
+        "adc_reduction": vs["computation_reduction"]["adc_conversions"],
+        "ou_reduction": vs["computation_reduction"]["ou_activations"],
+    }
+
+
+def comparison_table(results: Sequence[dict[str, Any]]) -> Table:
+    first = results[0]
+    t = Table(title=f"{first['model']} on {first['dataset']} ({first['num_images']} images), "
+              f"hardware {first['hardware']['name']}")
+    cols = ["scheme", "top-1 %", "OU act.", "ADC conv.", "energy/img", "latency", "img/s",
+            "area", "speedup", "energy eff.", "area eff."]
+    for c in cols:
+        t.add_column(c, justify="left" if c == "scheme" else "right")
+    for res in results:
+        r = summary_row(res)
+        t.add_row(r["scheme"], f"{100 * r['top1']:.2f}", f"{r['ou_activations']:,}",
+                  f"{r['adc_conversions']:,}", _si(r["energy_uj_per_image"] * 1e-6, "J"),
+                  _si(r["latency_us"] * 1e-6, "s"), f"{r['images_per_s']:,.0f}",
+                  f"{r['area_mm2']:.3f} mm2", f"{r['speedup']:.2f}x",
+                  f"{r['energy_efficiency']:.2f}x", f"{r['area_efficiency']:.2f}x")
+    return t
+
+
+def print_tables(results: Sequence[dict[str, Any]], console: Console | None = None,
+                 per_layer: bool = True) -> None:
+    console = console or Console()
+    if per_layer:
+        for res in results:
+            console.print(layer_table(res))
+    console.print(comparison_table(results))
+    acc = results[0]["accuracy"]
+    console.print(f"float top-1 {100 * acc['float_top1']:.2f}%, integer-quantized top-1 "
+                  f"{100 * acc['quantized_top1']:.2f}%")
+
+
+# ---- comparison outputs: CSV, plots, HTML --------------------------------------------------
+def write_comparison(out_dir: str | Path, results: Sequence[dict[str, Any]]) -> list[Path]:
+    """comparison.csv, the PNG plots and a self-contained report.html; return the paths."""
+    out = Path(out_dir)
+    rows = [summary_row(r) for r in results]
+    paths = [out / "comparison.csv"]
+    atomic_write_text(paths[0], _csv_text(rows, list(rows[0])))
+    plots = {"energy_by_component.png": _plot_energy(results),
+             "per_layer_work.png": _plot_layers(results)}
+    for name, png in plots.items():
+        atomic_write_bytes(out / name, png)
+        paths.append(out / name)
+    paths.append(out / "report.html")
+    atomic_write_text(paths[-1], _html(results, rows, plots))
+    return paths
+
+
+def _plot_energy(results: Sequence[dict[str, Any]]) -> bytes:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    names = [r["scheme"]["name"] for r in results]
+    bottom = [0.0] * len(results)
+    for comp in ENERGY_COMPONENTS:
+        vals = [r["totals"]["energy_pj"][comp] / r["num_images"] * 1e-6 for r in results]
+        if any(vals):
+            ax.bar(names, vals, bottom=bottom, label=comp)
+            bottom = [b + v for b, v in zip(bottom, vals, strict=True)]
+    ax.set_ylabel("energy per image (uJ)")
+    ax.set_title("Energy by component")
+    ax.legend(fontsize=8)
+    return _png(fig)
+
+
+def _plot_layers(results: Sequence[dict[str, Any]]) -> bytes:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 4))
+    layers = [lay["name"] for lay in results[0]["layers"]]
+    width = 0.8 / (len(results) + 1)
+    xs = range(len(layers))
+    dense = [lay["dense_events"]["adc_conversions"] / results[0]["num_images"]
+             for lay in results[0]["layers"]]
+    ax.bar([x - 0.4 + width / 2 for x in xs], dense, width, label="dense (reference)",
+           color="lightgray")
+    for i, res in enumerate(results):
+        vals = [lay["events"]["adc_conversions"] / res["num_images"] for lay in res["layers"]]
+        ax.bar([x - 0.4 + width * (i + 1.5) for x in xs], vals, width, label=res["scheme"]["name"])
+    ax.set_xticks(list(xs), layers, rotation=45, ha="right", fontsize=8)
+    ax.set_ylabel("ADC conversions per image")
+    ax.set_yscale("log")
+    ax.set_title("Per-layer work (done vs dense)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return _png(fig)
+
+
+def _png(fig: Any) -> bytes:
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def _html(results: Sequence[dict[str, Any]], rows: list[dict[str, Any]],
+          plots: dict[str, bytes]) -> str:
+    first = results[0]
+    head = "".join(f"<th>{html.escape(k)}</th>" for k in rows[0])
+    body = "".join(
+        "<tr>" + "".join(f"<td>{_fmt(v)}</td>" for v in r.values()) + "</tr>" for r in rows
+    )
+    imgs = "".join(
+        f'<figure><img alt="{html.escape(n)}" src="data:image/png;base64,'
+        f'{base64.b64encode(png).decode()}"><figcaption>{html.escape(n)}</figcaption></figure>'
+        for n, png in plots.items()
+    )
+    config = html.escape(json.dumps(first["hardware"], indent=2))
+    return f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>sparsexbar report</title>
+<style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse;font-size:13px}}
+td,th{{border:1px solid #ccc;padding:3px 6px;text-align:right}}img{{max-width:100%}}
+pre{{background:#f6f6f6;padding:1em;font-size:12px}}</style></head><body>
+<h1>sparsexbar report</h1>
+<p>Model <b>{html.escape(str(first['model']))}</b> on <b>{html.escape(str(first['dataset']))}</b>,
+{first['num_images']} images, hardware <b>{html.escape(first['hardware']['name'])}</b>,
+sparsexbar {html.escape(first['version'])}.</p>
+<h2>Summary</h2><table><tr>{head}</tr>{body}</table>
+<h2>Plots</h2>{imgs}
+<h2>Configuration used</h2><pre>{config}</pre>
+</body></html>
+"""
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    if isinstance(v, int):
+        return f"{v:,}"
+    return html.escape(str(v))

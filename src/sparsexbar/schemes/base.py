@@ -1,0 +1,54 @@
+"""The scheme plug-in interface: a scheme picks a mapper and the run-time policies of a layer."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ..config import HardwareConfig
+from ..cost import Storage
+from ..engine import EngineOptions, LayerKernel
+from ..events import Events
+from ..frontend import QuantLayer
+from ..mapping import MappedLayer
+
+
+@dataclass
+class LayerRun:
+    """What one layer did on one batch: its integer accumulator, events and busiest-array cycles."""
+
+    accumulator: Tensor
+    events: Events
+    cycles: int
+
+
+class Scheme:
+    """Base class. Subclasses set `name` and override what they change; adding one touches no
+    other module (register it in `schemes/__init__.py`)."""
+
+    name: str = "base"
+    lossless: bool = True
+
+    def parameters(self) -> dict[str, Any]:
+        """The scheme's parameters, recorded in the result."""
+        return {}
+
+    def map_layer(self, layer: QuantLayer, hw: HardwareConfig) -> MappedLayer:
+        raise NotImplementedError
+
+    def kernel(self, mapped: MappedLayer, device: torch.device) -> LayerKernel:
+        return LayerKernel(mapped, device)
+
+    def run_layer(self, kernel: LayerKernel, x_int: Tensor, options: EngineOptions) -> LayerRun:
+        raise NotImplementedError
+
+    def storage(self, mapped: MappedLayer) -> Storage:
+        """Index/LUT bits and comparators this scheme adds to the layer."""
+        return Storage()
+
+    def adc_bits(self, mapped: MappedLayer) -> int:
+        """ADC resolution of this layer (schemes may lower it per layer)."""
+        return mapped.hw.adc.bits

@@ -1,0 +1,23 @@
+"""`dense`: the OU-based baseline with the straightforward mapping; skips nothing."""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+from ..config import HardwareConfig
+from ..engine import EngineOptions, LayerKernel, accumulate
+from ..frontend import QuantLayer
+from ..mapping import MappedLayer, dense_events, map_dense
+from .base import LayerRun, Scheme
+
+
+class DenseScheme(Scheme):
+    name = "dense"
+
+    def map_layer(self, layer: QuantLayer, hw: HardwareConfig) -> MappedLayer:
+        return map_dense(layer, hw)
+
+    def run_layer(self, kernel: LayerKernel, x_int: Tensor, options: EngineOptions) -> LayerRun:
+        acc = accumulate(kernel, x_int, options)
+        events, cycles = dense_events(kernel.mapped, int(x_int.shape[0]))
+        return LayerRun(acc, events, cycles)

@@ -1,0 +1,321 @@
+"""The pipeline: model + data + hardware + scheme -> Result (frontend -> mapping -> engine -> cost).
+
+`simulate()` is the Python entry point; the CLI's `run`, `compare` and `demo` call it.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from . import __version__
+from .config import HardwareConfig, load_config
+from .cost import area_um2, buffer_area_um2, energy_pj, latency_ns, ratio, rram_adc_dac_energy
+from .engine import EngineOptions, LayerKernel
+from .errors import DataError, SparsexbarError
+from .events import Events
+from .frontend import QuantizedModel, QuantLayer, RunStats, accuracy, quantize_model
+from .mapping import dense_events, map_dense
+from .schemes import Scheme, get_scheme
+
+ProgressFn = Callable[[int, int], None]  # (images done, images total)
+
+
+@dataclass
+class Batches:
+    """Data normalized for the pipeline: float images in the model's input range, int labels."""
+
+    name: str
+    images: Tensor  # (N, C, H, W) float32
+    labels: Tensor  # (N,) int64
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    def iterate(self, batch_size: int) -> Iterator[tuple[Tensor, Tensor]]:
+        for a in range(0, len(self), batch_size):
+            yield self.images[a : a + batch_size], self.labels[a : a + batch_size]
+
+
+@dataclass
+class Result:
+    """One simulation run; `to_json()` gives the result schema of DESIGN.md 4."""
+
+    data: dict[str, Any]
+    outputs: Tensor | None = field(default=None, repr=False)  # logits of the simulated run
+
+    def to_json(self) -> dict[str, Any]:
+        return self.data
+
+    @property
+    def top1(self) -> float:
+        return float(self.data["accuracy"]["top1"])
+
+
+# ---- resolving inputs -----------------------------------------------------------------------
+def resolve_model(model: nn.Module | str, in_channels: int = 1, num_classes: int = 10,
+                  input_size: int = 28) -> tuple[nn.Module, str]:
+    """An nn.Module from a module, 'default', a zoo name, a checkpoint path or 'module:factory'."""
+    if isinstance(model, nn.Module):
+        return model.eval(), type(model).__name__
+    from . import checkpoint, zoo
+
+    spec = str(model)
+    if spec in ("default", "vgg8-fmnist"):
+        net, _ = checkpoint.load_shipped_model()
+        return net.eval(), "vgg8-fmnist"
+    path = Path(spec)
+    if path.suffix in (".safetensors", ".json") or path.exists():
+        net, meta = checkpoint.load_checkpoint(path)
+        return net.eval(), str(meta.get("architecture", path.stem))
+    if ":" in spec:
+        mod_name, _, factory = spec.partition(":")
+        try:
+            fn = getattr(importlib.import_module(mod_name), factory)
+        except (ImportError, AttributeError) as exc:
+            raise SparsexbarError(f"cannot load model factory '{spec}': {exc}") from None
+        net = fn()
+        if not isinstance(net, nn.Module):
+            raise SparsexbarError(f"model factory '{spec}' did not return an nn.Module")
+        return net.eval(), spec
+    net = zoo.build_model(spec, in_channels=in_channels, num_classes=num_classes,
+                          input_size=input_size)
+    return net.eval(), spec
+
+
+def resolve_data(data: Any, limit: int | None = None) -> Batches:
+    """Batches from a data set name/path, a Dataset/DataLoader or an (images, labels) pair."""
+    if isinstance(data, Batches):
+        batches = data
+    elif isinstance(data, tuple) and len(data) == 2:
+        images, labels = data
+        batches = Batches("tensors", _as_float_images(torch.as_tensor(images)),
+                          torch.as_tensor(labels).long())
+    elif isinstance(data, str | Path):
+        from .data import load_dataset
+
+        name = "fashion-mnist" if str(data) == "default" else str(data)
+        ds = load_dataset(name, "test")
+        batches = Batches(ds.name, ds.to_float(), ds.labels.long())
+    elif hasattr(data, "to_float") and hasattr(data, "labels"):  # data.ImageDataset
+        batches = Batches(getattr(data, "name", "dataset"), data.to_float(), data.labels.long())
+    elif isinstance(data, torch.utils.data.DataLoader | torch.utils.data.Dataset):
+        xs, ys = [], []
+        items = data if isinstance(data, torch.utils.data.DataLoader) else (
+            torch.utils.data.DataLoader(data, batch_size=256))
+        for x, y in items:
+            xs.append(torch.as_tensor(x))
+            ys.append(torch.as_tensor(y))
+            if limit is not None and sum(len(t) for t in ys) >= limit:
+                break
+        batches = Batches(type(data).__name__, _as_float_images(torch.cat(xs)),
+                          torch.cat(ys).long())
+    else:
+        raise SparsexbarError(f"cannot use {type(data).__name__} as data")
+    if limit is not None:
+        if limit <= 0:
+            raise SparsexbarError(f"--limit must be positive, got {limit}")
+        batches = Batches(batches.name, batches.images[:limit], batches.labels[:limit])
+    if len(batches) == 0:
+        raise DataError(f"data set '{batches.name}' has no images")
+    if not torch.isfinite(batches.images).all():
+        raise DataError(f"data set '{batches.name}' contains NaN or Inf")
+    return batches
+
+
+def _as_float_images(x: Tensor) -> Tensor:
+    if x.dtype == torch.uint8:
+        return x.to(torch.float32) / 255.0
+    return x.to(torch.float32)
+
+
+# ---- running --------------------------------------------------------------------------------
+class _Recorder:
+    """The executor handed to the frontend: runs each layer through its scheme, sums events."""
+
+    def __init__(self, scheme: Scheme, kernels: dict[str, LayerKernel], options: EngineOptions,
+                 device: torch.device) -> None:
+        self.scheme = scheme
+        self.kernels = kernels
+        self.options = options
+        self.device = device
+        self.events: dict[str, Events] = {name: Events() for name in kernels}
+        self.cycles: dict[str, int] = {name: 0 for name in kernels}
+
+    def __call__(self, layer: QuantLayer, x_int: Tensor) -> Tensor:
+        run = self.scheme.run_layer(self.kernels[layer.name], x_int, self.options)
+        self.events[layer.name] = self.events[layer.name] + run.events
+        self.cycles[layer.name] += run.cycles
+        return run.accumulator
+
+
+def simulate(
+    model: nn.Module | str,
+    data: Any = "default",
+    hw: str | Path | HardwareConfig | Mapping[str, Any] = "isaac",
+    scheme: str | Scheme = "dense",
+    limit: int | None = None,
+    batch_size: int = 256,
+    device: str | torch.device = "cpu",
+    overrides: Mapping[str, Any] | None = None,
+    calibration: Tensor | None = None,
+    calibration_images: int = 256,
+    options: EngineOptions | None = None,
+    progress: ProgressFn | None = None,
+    qmodel: QuantizedModel | None = None,
+) -> Result:
+    """Run `model` on `data` through the accelerator `hw` with `scheme`; return the Result.
+
+    Calibration (input scales): `calibration` if given, else the first `calibration_images`
+    images of the data. `qmodel` reuses an already quantized model (compare runs share one).
+    """
+    if batch_size <= 0:
+        raise SparsexbarError(f"--batch-size must be positive, got {batch_size}")
+    config = load_config(hw, overrides)
+    sch = get_scheme(scheme)
+    opts = options or EngineOptions()
+    dev = _device(device)
+    batches = resolve_data(data, limit)
+    in_ch, size = int(batches.images.shape[1]), int(batches.images.shape[-1])
+    num_classes = int(batches.labels.max()) + 1
+    net, model_name = resolve_model(model, in_ch, max(num_classes, 10), size)
+    if qmodel is None:
+        calib = calibration if calibration is not None else batches.images[:calibration_images]
+        qmodel = quantize_model(net, calib, config.numbers.weight_bits, config.numbers.input_bits)
+    qmodel.to(dev)
+    mapped = {q.name: sch.map_layer(q, config) for q in qmodel.layers}
+    kernels = {name: sch.kernel(m, dev) for name, m in mapped.items()}
+    recorder = _Recorder(sch, kernels, opts, dev)
+    stats = RunStats()
+    correct = {"top1": 0, "float_top1": 0, "quantized_top1": 0}
+    outputs: list[Tensor] = []
+    done = 0
+    for images, labels in batches.iterate(batch_size):
+        images, labels = images.to(dev), labels.to(dev)
+        logits = qmodel.run(images, recorder, stats)
+        correct["top1"] += accuracy(logits, labels)
+        correct["float_top1"] += accuracy(qmodel.run_float(images), labels)
+        correct["quantized_top1"] += accuracy(qmodel.run_reference(images), labels)
+        outputs.append(logits.cpu())
+        done += int(images.shape[0])
+        if progress is not None:
+            progress(done, len(batches))
+    n = len(batches)
+    layers = [
+        _layer_record(q, mapped[q.name], sch, recorder.events[q.name], recorder.cycles[q.name],
+                      stats.digital_ops.get(q.name, 0), n)
+        for q in qmodel.layers
+    ]
+    data_out = {
+        "version": __version__,
+        "model": model_name,
+        "dataset": batches.name,
+        "num_images": n,
+        "hardware": config.to_dict(),
+        "scheme": {"name": sch.name, "parameters": sch.parameters()},
+        "accuracy": {k: v / n for k, v in correct.items()},
+        "layers": layers,
+        **_totals(layers, config, n),
+    }
+    return Result(data_out, torch.cat(outputs))
+
+
+def _device(device: str | torch.device) -> torch.device:
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise SparsexbarError("--device cuda requested but CUDA is not available here")
+    if dev.type not in ("cpu", "cuda"):
+        raise SparsexbarError(f"unsupported device '{device}' (cpu or cuda)")
+    return dev
+
+
+def _layer_record(layer: QuantLayer, mapped: Any, scheme: Scheme, events: Events, cycles: int,
+                  extra_digital: int, images: int) -> dict[str, Any]:
+    hw = mapped.hw
+    events = events + Events(digital_ops=extra_digital)
+    dense_mapped = mapped if scheme.name == "dense" else map_dense(layer, hw)
+    dense_ev, dense_cycles = dense_events(dense_mapped, images)
+    dense_ev = dense_ev + Events(digital_ops=extra_digital)
+    time = latency_ns(cycles, hw)
+    dense_time = latency_ns(dense_cycles, hw)
+    adc_bits = scheme.adc_bits(mapped)
+    return {
+        "name": layer.name,
+        "kind": layer.kind,
+        "rows": layer.rows,
+        "cols": mapped.physical_cols,
+        "out_channels": layer.out_channels,
+        "arrays": mapped.arrays,
+        "input_signed": layer.input_signed,
+        "followed_by_relu": layer.followed_by_relu,
+        "adc_can_clip": mapped.adc_can_clip(),
+        "adc_bits": adc_bits,
+        "events": events.to_dict(),
+        "dense_events": dense_ev.to_dict(),
+        "cycles": cycles,
+        "dense_cycles": dense_cycles,
+        "dense_arrays": dense_mapped.arrays,
+        "latency_ns_per_image": time / images,
+        "energy_pj": energy_pj(events, hw, time, adc_bits),
+        "dense_energy_pj": energy_pj(dense_ev, hw, dense_time),
+        "area_um2": area_um2(mapped.arrays, hw, scheme.storage(mapped), adc_bits),
+        "dense_area_um2": area_um2(dense_mapped.arrays, hw),
+    }
+
+
+def _sum_dicts(items: list[dict[str, float]]) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for item in items:
+        for k, v in item.items():
+            out[k] = out.get(k, 0) + v
+    return out
+
+
+def _totals(layers: list[dict[str, Any]], hw: HardwareConfig, images: int) -> dict[str, Any]:
+    def block(prefix: str) -> dict[str, Any]:
+        ev = "events" if not prefix else "dense_events"
+        cyc = "cycles" if not prefix else "dense_cycles"
+        arr = "arrays" if not prefix else "dense_arrays"
+        area = _sum_dicts([lay[f"{prefix}area_um2"] for lay in layers])
+        area["buffer"] = buffer_area_um2(hw)
+        area["total"] += area["buffer"]
+        per_image_ns = [latency_ns(lay[cyc], hw) / images for lay in layers]
+        latency_s = sum(per_image_ns) * 1e-9
+        slowest_s = max(per_image_ns) * 1e-9
+        return {
+            "events": _sum_dicts([lay[ev] for lay in layers]),
+            "cycles": sum(lay[cyc] for lay in layers),
+            "arrays": sum(lay[arr] for lay in layers),
+            "energy_pj": _sum_dicts([lay[f"{prefix}energy_pj"] for lay in layers]),
+            "area_um2": area,
+            "latency_s": latency_s,
+            "images_per_s": 1 / latency_s if latency_s > 0 else math.inf,
+            "images_per_s_pipelined": 1 / slowest_s if slowest_s > 0 else math.inf,
+        }
+
+    totals = block("")
+    dense = block("dense_")
+    totals["energy_pj_per_image"] = totals["energy_pj"]["total"] / images
+    totals["rram_adc_dac_energy_pj"] = rram_adc_dac_energy(totals["energy_pj"])
+    dense["rram_adc_dac_energy_pj"] = rram_adc_dac_energy(dense["energy_pj"])
+    reduction = {
+        key: 1 - ratio(totals["events"][key], dense["events"][key])
+        for key in ("adc_conversions", "ou_activations")
+    }
+    vs_dense = {
+        "speedup": ratio(dense["cycles"], totals["cycles"]),
+        "energy_efficiency": ratio(dense["energy_pj"]["total"], totals["energy_pj"]["total"]),
+        "rram_adc_dac_energy_efficiency": ratio(dense["rram_adc_dac_energy_pj"],
+                                                totals["rram_adc_dac_energy_pj"]),
+        "area_efficiency": ratio(dense["arrays"], totals["arrays"]),
+        "total_area_efficiency": ratio(dense["area_um2"]["total"], totals["area_um2"]["total"]),
+        "computation_reduction": reduction,
+    }
+    return {"totals": totals, "dense_totals": dense, "vs_dense": vs_dense}

@@ -77,6 +77,11 @@ class LayerKernel:
         lv = _gather_group_levels(mapped.conductance.to(torch.float32), mapped.group_rows,
                                   mapped.segment_cols)
         self.group_levels = lv.reshape(s * g, ou, k).to(device)
+        # Per group row: the largest level over the segment's columns (ideal bound), and 1 for
+        # real rows (to find groups with any active input, non-ideal case).
+        self.row_bound = lv.amax(dim=3, keepdim=True).reshape(s * g, ou, 1).to(device)
+        self.row_active = (mapped.group_rows >= 0).to(torch.float32).reshape(s * g, ou, 1).to(
+            device)
         rows = mapped.group_rows.reshape(-1)
         r = mapped.levels.shape[0]
         self.row_index = torch.where(rows < 0, torch.full_like(rows, r), rows).to(device)
@@ -91,6 +96,7 @@ class LayerKernel:
             device=device,
         )
         self.exact_linear = mapped.exact_linear()
+        self.max_partial_sum = mapped.max_partial_sum()
         self.seed = hw.device.seed * 7_919 + zlib.crc32(mapped.layer.name.encode())
         self.calls = 0
 
@@ -101,8 +107,15 @@ class LayerKernel:
         return max(1, int(budget_mb * 2**20 // per_position))
 
     def accumulate(self, x_int: Tensor, options: EngineOptions) -> Tensor:
-        """Integer input (N, ...) -> accumulator (N, Cout[, Ho, Wo]) float64, bit-accurately."""
+        """Integer input (N, ...) -> accumulator (N, Cout[, Ho, Wo]) float64, bit-accurately.
+
+        Ideal device: the exact integer result plus, for every (cycle, position, OU group)
+        whose partial sums could leave the ADC's identity range (bound check below), the
+        difference ADC(p) - p of each of its columns. Non-ideal device: ADC(p) of every
+        OU group with a nonzero input (a group with no active row reads 0).
+        """
         layer = self.mapped.layer
+        ideal = self.mapped.hw.device.ideal
         patches = layer.patches(x_int.to(torch.float32))  # (M, R)
         if layer.input_signed:
             parts = [(patches.clamp(min=0), 1.0), ((-patches).clamp(min=0), -1.0)]
@@ -111,55 +124,87 @@ class LayerKernel:
         acc = torch.zeros((patches.shape[0], layer.out_channels), dtype=torch.float64,
                           device=patches.device)
         for part, sign in parts:  # one or two passes
-            acc += sign * self._accumulate_unsigned(part, options)
-        return layer.fold_output(acc, x_int.shape[0])
+            acc += sign * self._column_sums(part, ideal, options) @ self.combine
+            if self.mapped.offset and not ideal:
+                acc -= sign * float(self.mapped.offset) * part.to(torch.float64).sum(
+                    dim=1, keepdim=True)
+        out = layer.fold_output(acc, x_int.shape[0])
+        if ideal:
+            out = out + exact_accumulate(layer, x_int)
+        return out
 
-    def _accumulate_unsigned(self, patches: Tensor, options: EngineOptions) -> Tensor:
+    def _column_sums(self, patches: Tensor, ideal: bool, options: EngineOptions) -> Tensor:
+        """Per physical column (M, Ccols+1), float64: sum over cycles and OU groups of the
+        conversion results (non-ideal) or of their deviations from the partial sums (ideal)."""
         hw = self.mapped.hw
         s, g, ou, k = self.shape
         cycles, dac_bits = hw.cycles, hw.dac.bits
-        chunk_mask = 2**dac_bits - 1
+        step, top, dev = hw.adc.step, hw.adc_max_code, hw.device
+        # A group's partial sums are all reproduced exactly by the ADC when their bound is at
+        # most `threshold` (integer p <= top with unit step); otherwise the group is a candidate.
+        threshold = float(top) if (ideal and step == 1.0) else 0.0
+        bound_levels = self.row_bound if ideal else self.row_active
         m_total = patches.shape[0]
-        step = hw.adc.step
-        top = hw.adc_max_code
-        dev = hw.device
-        col_sums = torch.zeros((m_total, s * k), dtype=torch.float64, device=patches.device)
+        device = patches.device
+        # float32 sums are exact while every |sum| stays below 2^24 (ideal: integer values).
+        max_term = self.max_partial_sum * 2 ** ((cycles - 1) * dac_bits) * g
+        acc_dtype = torch.float32 if ideal and max_term < FLOAT32_EXACT else torch.float64
+        cycle_weight = self.cycle_weight.to(acc_dtype)
+        block = 256
+        col_sums = torch.zeros((m_total * s, k), dtype=acc_dtype, device=device)
         chunk = self.chunk_rows(options.memory_budget_mb)
-        x_long = patches.to(torch.int64)
-        x_long = torch.nn.functional.pad(x_long, (0, 1))  # padding row index -> zero input
+        x_long = torch.nn.functional.pad(patches.to(torch.int64), (0, 1))  # padding row -> 0
         gen: torch.Generator | None = None
-        if not dev.ideal:
-            gen = torch.Generator(device=patches.device)
+        if not ideal:
+            gen = torch.Generator(device=device)
             gen.manual_seed(self.seed + 104_729 * self.calls)
             self.calls += 1
-        shifts = torch.arange(cycles, device=patches.device) * dac_bits
+        shifts = torch.arange(cycles, device=device) * dac_bits
         for a in range(0, m_total, chunk):  # chunks of output positions (memory bound)
             xc = x_long[a : a + chunk]
             m = xc.shape[0]
-            planes = (xc.unsqueeze(0) >> shifts.view(-1, 1, 1)) & chunk_mask  # (T, m, R+1)
+            planes = (xc.unsqueeze(0) >> shifts.view(-1, 1, 1)) & (2**dac_bits - 1)
             xg = planes[:, :, self.row_index].to(torch.float32)  # (T, m, S*G*ou)
             xg = xg.reshape(cycles * m, s * g, ou).transpose(0, 1)  # (S*G, T*m, ou)
-            p = torch.bmm(xg, self.group_levels)  # (S*G, T*m, K)
+            bound = torch.bmm(xg, bound_levels).squeeze(2)  # (S*G, T*m)
+            mask = bound > threshold
+            counts = mask.sum(dim=1)
+            n_cand = int(counts.sum())
+            if n_cand == 0:
+                continue
+            sg_idx, tm_idx = mask.nonzero(as_tuple=True)  # sorted by group
+            # Pack candidates into blocks of `block` rows that share one OU group, so one bmm
+            # evaluates them all and padding is at most one partial block per group.
+            start = torch.cumsum(counts, 0) - counts
+            rank = torch.arange(n_cand, device=device) - start[sg_idx]
+            blocks_per_group = torch.div(counts + block - 1, block, rounding_mode="floor")
+            first_block = torch.cumsum(blocks_per_group, 0) - blocks_per_group
+            block_id = first_block[sg_idx] + torch.div(rank, block, rounding_mode="floor")
+            slot = rank % block
+            n_blocks = int(blocks_per_group.sum())
+            block_group = torch.repeat_interleave(
+                torch.arange(s * g, device=device), blocks_per_group)
+            packed = torch.zeros((n_blocks, block, ou), dtype=torch.float32, device=device)
+            packed[block_id, slot] = xg[sg_idx, tm_idx]
+            p = torch.bmm(packed, self.group_levels[block_group])[block_id, slot]  # (n, K)
             if gen is not None:
                 if dev.read_noise_sigma > 0:
                     p = p * (1 + dev.read_noise_sigma * torch.randn(
-                        p.shape, generator=gen, device=p.device))
+                        p.shape, generator=gen, device=device))
                 if dev.accumulated_deviation_sigma > 0:
-                    active = (xg > 0).sum(dim=2, keepdim=True).to(torch.float32)
-                    p = p + dev.accumulated_deviation_sigma * active.sqrt() * torch.randn(
-                        p.shape, generator=gen, device=p.device)
-            q = torch.round(p / step).clamp_(0, top) * step if step != 1.0 else (
-                torch.round(p).clamp_(0, top))
-            q = q.reshape(s, g, cycles, m, k).sum(dim=1)  # (S, T, m, K): shift-add over groups
-            per_col = torch.einsum("stmk,t->msk", q.to(torch.float64), self.cycle_weight)
-            col_sums[a : a + m] = per_col.reshape(m, s * k)
+                    active = (packed[block_id, slot] > 0).sum(dim=1, keepdim=True)
+                    p = p + dev.accumulated_deviation_sigma * active.to(torch.float32).sqrt() * (
+                        torch.randn(p.shape, generator=gen, device=device))
+            q = torch.round(p / step).clamp_(0, top) * step
+            value = (q - p) if ideal else q
+            t_idx = torch.div(tm_idx, m, rounding_mode="floor")
+            rows = (a + tm_idx - t_idx * m) * s + torch.div(sg_idx, g, rounding_mode="floor")
+            col_sums.index_add_(0, rows, value.to(acc_dtype) * cycle_weight[t_idx, None])
+        per_col = col_sums.to(torch.float64).reshape(m_total, s * k)
         phys = torch.zeros((m_total, self.mapped.physical_cols + 1), dtype=torch.float64,
-                           device=patches.device)
-        phys.index_add_(1, self.col_index, col_sums)
-        acc = phys @ self.combine
-        if self.mapped.offset:
-            acc -= float(self.mapped.offset) * patches.to(torch.float64).sum(dim=1, keepdim=True)
-        return acc
+                           device=device)
+        phys.index_add_(1, self.col_index, per_col)
+        return phys
 
 
 def accumulate(kernel: LayerKernel, x_int: Tensor, options: EngineOptions) -> Tensor:

@@ -41,6 +41,9 @@ class EngineOptions:
 
 def exact_accumulate(layer: QuantLayer, x_int: Tensor) -> Tensor:
     """sum_r W[r, c] * x[r] exactly, via float32 linear ops on bit pieces of |x|; float64 out."""
+    if x_int.device.type != "cpu":
+        # cuDNN may pick TF32, Winograd or FFT algorithms, which are not exact: use float64.
+        return layer.reference_accumulate(x_int).to(torch.float64)
     w = layer.weight_int.to(x_int.device)
     col_abs_sum = float(w.reshape(w.shape[0], -1).abs().sum(dim=1).max()) if w.numel() else 0.0
     x_max = float(x_int.abs().max()) if x_int.numel() else 0.0
@@ -186,7 +189,24 @@ class LayerKernel:
                 torch.arange(s * g, device=device), blocks_per_group)
             packed = torch.zeros((n_blocks, block, ou), dtype=torch.float32, device=device)
             packed[block_id, slot] = xg[sg_idx, tm_idx]
-            p = torch.bmm(packed, self.group_levels[block_group])[block_id, slot]  # (n, K)
+            p_blocks = torch.bmm(packed, self.group_levels[block_group])  # (blocks, block, K)
+            t_idx = torch.div(tm_idx, m, rounding_mode="floor")
+            rows = (a + tm_idx - t_idx * m) * s + torch.div(sg_idx, g, rounding_mode="floor")
+            weight = cycle_weight[t_idx]
+            if ideal and step == 1.0:
+                # ADC(p) - p = -(p - top) where p > top, else 0: only clipped entries matter.
+                # Padding slots hold p = 0 and never clip.
+                hit_b, hit_slot, hit_col = (p_blocks > float(top)).nonzero(as_tuple=True)
+                if hit_b.numel() == 0:
+                    continue
+                cand_of = torch.zeros((n_blocks, block), dtype=torch.int64, device=device)
+                cand_of[block_id, slot] = torch.arange(n_cand, device=device)
+                cand = cand_of[hit_b, hit_slot]
+                excess = p_blocks[hit_b, hit_slot, hit_col] - float(top)
+                values = -excess.to(acc_dtype) * weight[cand]
+                col_sums.index_put_((rows[cand], hit_col), values, accumulate=True)
+                continue
+            p = p_blocks[block_id, slot]  # (n_cand, K)
             if gen is not None:
                 if dev.read_noise_sigma > 0:
                     p = p * (1 + dev.read_noise_sigma * torch.randn(
@@ -197,9 +217,7 @@ class LayerKernel:
                         torch.randn(p.shape, generator=gen, device=device))
             q = torch.round(p / step).clamp_(0, top) * step
             value = (q - p) if ideal else q
-            t_idx = torch.div(tm_idx, m, rounding_mode="floor")
-            rows = (a + tm_idx - t_idx * m) * s + torch.div(sg_idx, g, rounding_mode="floor")
-            col_sums.index_add_(0, rows, value.to(acc_dtype) * cycle_weight[t_idx, None])
+            col_sums.index_add_(0, rows, value.to(acc_dtype) * weight[:, None])
         per_col = col_sums.to(torch.float64).reshape(m_total, s * k)
         phys = torch.zeros((m_total, self.mapped.physical_cols + 1), dtype=torch.float64,
                            device=device)

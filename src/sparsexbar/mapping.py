@@ -7,7 +7,7 @@ columns over arrays of `array.cols`, contiguously, in order.
 
 Row groups: an OU activates `ou.rows` rows of one array at once. A mapping gives, for every
 segment (a set of physical columns that share their row grouping), the row groups it activates.
-The straightforward (dense) mapping has one segment per column tile whose row groups are the
+The straightforward (dense) mapping has a single segment (all columns) whose row groups are the
 consecutive `ou.rows`-row blocks of each row tile; sparse mappers (later schemes) pack rows
 differently per segment but return the same `MappedLayer` shape.
 """
@@ -149,10 +149,9 @@ def map_dense(layer: QuantLayer, hw: HardwareConfig) -> MappedLayer:
         padded[: stop - start] = idx
         groups.append(padded.reshape(n, ou))
     one = torch.cat(groups)  # (G, ou)
-    width = max(b - a for a, b in col_tiles)
-    seg_cols = torch.full((len(col_tiles), width), -1, dtype=torch.int64)
-    for i, (a, b) in enumerate(col_tiles):
-        seg_cols[i, : b - a] = torch.arange(a, b)
+    # Column tiles do not change any partial sum (each column converts on its own), and every
+    # column tile of the dense mapping sees the same row groups: one segment holds all columns.
+    seg_cols = torch.arange(c).unsqueeze(0)
     return MappedLayer(
         layer=layer,
         hw=hw,
@@ -163,7 +162,7 @@ def map_dense(layer: QuantLayer, hw: HardwareConfig) -> MappedLayer:
         offset=offset,
         row_tiles=row_tiles,
         col_tiles=col_tiles,
-        group_rows=one.unsqueeze(0).expand(len(col_tiles), -1, -1).contiguous(),
+        group_rows=one.unsqueeze(0),
         segment_cols=seg_cols,
     )
 

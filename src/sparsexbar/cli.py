@@ -6,7 +6,6 @@ import sys
 from pathlib import Path
 from typing import Annotated, Any
 
-import click
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -27,6 +26,11 @@ ModelOpt = Annotated[str, typer.Option(
 DataOpt = Annotated[str, typer.Option(
     "--data", help="'default' (embedded Fashion-MNIST test split), fashion-mnist, cifar10, "
     "cifar100 or an image-folder path.")]
+
+
+def _console() -> Console:
+    """A console that keeps the tables readable when output is piped to a file."""
+    return Console(width=None if sys.stdout.isatty() else 160)
 
 
 def parse_overrides(items: list[str] | None) -> dict[str, str]:
@@ -105,7 +109,7 @@ def run(
     """Simulate one scheme; write result.json and layers.csv, print the tables."""
     from .report import print_tables, write_result
 
-    console = Console()
+    console = _console()
     results = _run_schemes(model, data, hw, [scheme], parse_overrides(set_), limit, batch_size,
                            device, console)
     paths = write_result(out, results[0])
@@ -136,7 +140,7 @@ def _compare(out: Path, names: list[str], model: str, data: str, hw: str,
              overrides: dict[str, str], limit: int | None, batch_size: int, device: str) -> None:
     from .report import print_tables, write_comparison, write_result
 
-    console = Console()
+    console = _console()
     results = _run_schemes(model, data, hw, names, overrides, limit, batch_size, device, console)
     paths = []
     for res in results:
@@ -209,29 +213,35 @@ def bench(
     """Images/s of the engine against plain PyTorch inference of the same model (ratios)."""
     from .bench import run_benchmark
 
-    run_benchmark(model=model, batch_size=batch_size, repeats=repeats, console=Console())
+    run_benchmark(model=model, batch_size=batch_size, repeats=repeats, console=_console())
 
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point: SparsexbarError and usage errors -> one line on stderr, exit code 2."""
     command = typer.main.get_command(app)
     try:
-        command.main(args=argv, prog_name="sparsexbar", standalone_mode=False)
+        code = command.main(args=argv, prog_name="sparsexbar", standalone_mode=False)
     except SparsexbarError as exc:
-        print(f"sparsexbar: error: {exc}", file=sys.stderr)
-        sys.exit(2)
-    except click.exceptions.UsageError as exc:
-        print(f"sparsexbar: error: {exc.format_message()}", file=sys.stderr)
-        sys.exit(2)
-    except click.exceptions.Abort:
+        _fail(str(exc))
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except (typer.Abort, KeyboardInterrupt):
         print("sparsexbar: aborted", file=sys.stderr)
         sys.exit(130)
-    except click.exceptions.Exit as exc:
-        sys.exit(exc.exit_code)
     except OSError as exc:
-        print(f"sparsexbar: error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "),
-              file=sys.stderr)
-        sys.exit(2)
+        _fail(f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": "))
+    except Exception as exc:
+        # Usage errors of the (vendored) click layer carry exit_code 2 and format_message().
+        if getattr(exc, "exit_code", None) == 2 and hasattr(exc, "format_message"):
+            _fail(" ".join(str(exc.format_message()).split()))
+        raise
+    if isinstance(code, int) and code:
+        sys.exit(code)
+
+
+def _fail(message: str) -> None:
+    print(f"sparsexbar: error: {message}", file=sys.stderr)
+    sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,173 @@
+"""Checkpoints: ``<stem>.safetensors`` (state dict) plus ``<stem>.json`` (how to rebuild it).
+
+The JSON holds {"format_version": 1, "architecture": zoo name, "arch_kwargs": {...},
+"dataset": ..., "normalization": "none, inputs in [0,1]", "accuracy": {"float_top1": ...},
+"train": {...}, "dtype": "float32" | "float16"}. Loading rebuilds the model with
+`zoo.build_model` and loads the weights with ``strict=True``; nothing is unpickled
+(safetensors only, never ``torch.load``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from .errors import CheckpointError, SparsexbarError
+
+FORMAT_VERSION = 1
+NORMALIZATION = "none, inputs in [0,1]"
+SHIPPED_MODEL_STEM = "vgg8_fmnist"
+
+
+def _stem(path: str | Path) -> Path:
+    """``path`` without a .safetensors/.json suffix."""
+    p = Path(path)
+    if p.suffix in (".safetensors", ".json"):
+        return p.with_suffix("")
+    return p
+
+
+def _atomic_write(dest: Path, data: bytes) -> None:
+    """Write ``data`` to a temp file next to ``dest``, fsync, then rename over ``dest``."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp_name, dest)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+
+
+def save_checkpoint(path: str | Path, model: nn.Module, meta: dict[str, Any],
+                    half: bool = False) -> tuple[Path, Path]:
+    """Write ``<stem>.safetensors`` and ``<stem>.json`` atomically; returns both paths.
+
+    ``path`` is a stem (a .safetensors/.json suffix is stripped) or an existing directory
+    (the stem is then ``<dir>/<architecture>``). ``meta`` must name the zoo
+    "architecture" and should hold "arch_kwargs", "dataset", "accuracy", "train".
+    ``half=True`` stores weight matrices/kernels (tensors with >= 2 dims) as float16 to halve
+    the file; 1-D tensors (biases, BatchNorm) stay float32. Loading restores float32.
+    """
+    if "architecture" not in meta:
+        raise CheckpointError("checkpoint meta needs an 'architecture' (a zoo model name)")
+    p = Path(path)
+    stem = p / str(meta["architecture"]) if p.is_dir() else _stem(p)
+    from safetensors.torch import save
+
+    tensors: dict[str, Tensor] = {}
+    for name, t in model.state_dict().items():
+        t = t.detach().cpu()
+        if half and t.is_floating_point() and t.dim() >= 2:
+            t = t.to(torch.float16)
+        tensors[name] = t.contiguous()
+    doc: dict[str, Any] = {
+        "format_version": FORMAT_VERSION,
+        "architecture": meta["architecture"],
+        "arch_kwargs": dict(meta.get("arch_kwargs", {})),
+        "dataset": meta.get("dataset"),
+        "normalization": meta.get("normalization", NORMALIZATION),
+        "accuracy": dict(meta.get("accuracy", {})),
+        "train": dict(meta.get("train", {})),
+        "dtype": "float16" if half else "float32",
+    }
+    for key, value in meta.items():
+        doc.setdefault(key, value)
+    weights_path = stem.with_name(stem.name + ".safetensors")
+    json_path = stem.with_name(stem.name + ".json")
+    try:
+        text = json.dumps(doc, indent=2, sort_keys=False) + "\n"
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"checkpoint meta is not JSON-serializable: {exc}") from None
+    _atomic_write(weights_path, save(tensors, metadata={"format_version": str(FORMAT_VERSION)}))
+    _atomic_write(json_path, text.encode())
+    return weights_path, json_path
+
+
+def read_meta(path: str | Path) -> dict[str, Any]:
+    """The JSON metadata of the checkpoint at ``path`` (stem, .json or .safetensors)."""
+    json_path = _stem(path).with_name(_stem(path).name + ".json")
+    try:
+        meta = json.loads(json_path.read_text())
+    except FileNotFoundError:
+        raise CheckpointError(f"checkpoint metadata {json_path} does not exist") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"corrupt checkpoint metadata {json_path}: {exc}") from None
+    if not isinstance(meta, dict) or not isinstance(meta.get("architecture"), str):
+        raise CheckpointError(f"{json_path} lacks an 'architecture' string")
+    version = meta.get("format_version")
+    if version != FORMAT_VERSION:
+        raise CheckpointError(f"{json_path}: unsupported format_version {version!r} "
+                              f"(this version reads {FORMAT_VERSION})")
+    if not isinstance(meta.get("arch_kwargs", {}), dict):
+        raise CheckpointError(f"{json_path}: 'arch_kwargs' must be an object")
+    return meta
+
+
+def _check_state(expected: dict[str, Tensor], got: dict[str, Tensor], where: Path) -> None:
+    """Raise CheckpointError naming the first tensor missing, unexpected or mis-shaped."""
+    for name, t in expected.items():
+        if name not in got:
+            raise CheckpointError(f"{where}: tensor {name!r} missing from checkpoint")
+        if tuple(got[name].shape) != tuple(t.shape):
+            raise CheckpointError(f"{where}: tensor {name!r} has shape "
+                                  f"{tuple(got[name].shape)}, model expects {tuple(t.shape)}")
+    for name in got:
+        if name not in expected:
+            raise CheckpointError(f"{where}: unexpected tensor {name!r} in checkpoint")
+
+
+def load_checkpoint(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild the zoo model of checkpoint ``path`` (stem, .json or .safetensors), eval mode.
+
+    Returns (model with float32 weights, metadata dict).
+    """
+    stem = _stem(path)
+    meta = read_meta(stem)
+    weights_path = stem.with_name(stem.name + ".safetensors")
+    from . import zoo
+
+    try:
+        model = zoo.build_model(meta["architecture"], **meta.get("arch_kwargs", {}))
+    except SparsexbarError as exc:
+        raise CheckpointError(f"{stem}.json: cannot build model: {exc}") from None
+    if not weights_path.is_file():
+        raise CheckpointError(f"checkpoint weights {weights_path} do not exist")
+    from safetensors import SafetensorError
+    from safetensors.torch import load
+
+    try:
+        state = load(weights_path.read_bytes())
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise CheckpointError(f"corrupt checkpoint weights {weights_path}: {exc}") from None
+    expected = model.state_dict()
+    _check_state(expected, state, weights_path)
+    state = {k: (v.to(expected[k].dtype) if v.is_floating_point() else v)
+             for k, v in state.items()}
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:  # dtype problems not caught above
+        raise CheckpointError(f"{weights_path}: {str(exc).splitlines()[0]}") from None
+    return model.eval(), meta
+
+
+def shipped_model_path() -> Path:
+    """Path of the shipped default model's weights (VGG-8 on Fashion-MNIST, package assets)."""
+    return Path(__file__).resolve().parent / "assets" / f"{SHIPPED_MODEL_STEM}.safetensors"
+
+
+def load_shipped_model() -> tuple[nn.Module, dict[str, Any]]:
+    """The shipped default model (eval mode) and its metadata."""
+    path = shipped_model_path()
+    if not path.is_file():
+        raise CheckpointError(f"shipped model {path} is missing from the installation")
+    return load_checkpoint(path)

@@ -1,0 +1,521 @@
+"""Data sets as uint8 image tensors: IDX (Fashion-MNIST), CIFAR-10/100 pickles, image folders.
+
+Every loader returns an `ImageDataset` holding uint8 images (N, C, H, W) and int64 labels (N,).
+Models take float images in [0, 1] (`ImageDataset.to_float`), never normalized.
+
+Nothing here downloads implicitly: the ``download_*`` functions are the only code that touches
+the network, and they are called only when the user asks for them.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import pickle
+import shutil
+import struct
+import tarfile
+import tempfile
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .errors import DataError
+
+FASHION_MNIST_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal",
+                         "Shirt", "Sneaker", "Bag", "Ankle boot"]
+CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
+                   "ship", "truck"]
+
+# Fashion-MNIST files (Xiao, Rasul & Vollgraf 2017), split -> (images, labels).
+FASHION_MNIST_FILES: dict[str, tuple[str, str]] = {
+    "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
+    "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
+}
+# SHA-256 of the four files' *uncompressed* IDX bytes, computed from the Debian package
+# dataset-fashion-mnist (/usr/share/datasets/fashion-mnist). The content is hashed, not the
+# gzip container: Debian's .gz files are recompressed and differ byte-wise from upstream's.
+FASHION_MNIST_SHA256: dict[str, str] = {
+    "train-images-idx3-ubyte.gz":
+        "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
+    "train-labels-idx1-ubyte.gz":
+        "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
+    "t10k-images-idx3-ubyte.gz":
+        "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
+    "t10k-labels-idx1-ubyte.gz":
+        "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
+}
+FASHION_MNIST_URL = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
+# Debian package dataset-fashion-mnist installs the four files here.
+SYSTEM_FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
+
+# CIFAR "python version" archives (Krizhevsky 2009), MD5 as published on the CIFAR page.
+CIFAR_ARCHIVES: dict[str, tuple[str, str, str]] = {
+    # name: (url, md5, extracted folder)
+    "cifar10": ("https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
+                "c58f30108f718f92721af3b95e74349a", "cifar-10-batches-py"),
+    "cifar100": ("https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
+                 "eb9058c3a382ffc7106e4002c42a8d85", "cifar-100-python"),
+}
+
+KNOWN_DATASETS = ("fashion-mnist", "cifar10", "cifar100")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+
+_IDX_IMAGES_MAGIC = 0x00000803  # unsigned byte, 3 dims
+_IDX_LABELS_MAGIC = 0x00000801  # unsigned byte, 1 dim
+
+
+def embedded_fashion_mnist_dir() -> Path:
+    """Folder of the Fashion-MNIST test split shipped inside the package."""
+    return Path(__file__).resolve().parent / "assets" / "fashion-mnist"
+
+
+# ---- common representation -------------------------------------------------------------------
+@dataclass
+class ImageDataset:
+    """Images uint8 (N, C, H, W), labels int64 (N,), class names, and a data set name."""
+
+    images: Tensor
+    labels: Tensor
+    classes: list[str]
+    name: str
+
+    def __post_init__(self) -> None:
+        if self.images.dtype != torch.uint8 or self.images.dim() != 4:
+            raise DataError(f"{self.name}: images must be uint8 (N, C, H, W), got "
+                            f"{self.images.dtype} {tuple(self.images.shape)}")
+        if self.labels.dim() != 1 or len(self.labels) != len(self.images):
+            raise DataError(f"{self.name}: {len(self.images)} images but labels of shape "
+                            f"{tuple(self.labels.shape)}")
+        self.labels = self.labels.to(torch.int64)
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """Per-image shape (C, H, W)."""
+        c, h, w = self.images.shape[1:]
+        return int(c), int(h), int(w)
+
+    def subset(self, start: int, stop: int | None = None) -> ImageDataset:
+        """Images ``start:stop`` (Python slice semantics) as a new data set sharing storage."""
+        return ImageDataset(self.images[start:stop], self.labels[start:stop], self.classes,
+                            self.name)
+
+    def to_float(self) -> Tensor:
+        """All images as float32 in [0, 1] (pixel / 255)."""
+        return self.images.to(torch.float32) / 255.0
+
+    def loader(self, batch_size: int, shuffle: bool = False,
+               seed: int = 0) -> Iterator[tuple[Tensor, Tensor]]:
+        """Yield (float32 images in [0, 1], int64 labels) batches; shuffling uses ``seed``."""
+        if batch_size < 1:
+            raise DataError(f"batch_size must be >= 1, got {batch_size}")
+        n = len(self)
+        if shuffle:
+            order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+        else:
+            order = torch.arange(n)
+        for start in range(0, n, batch_size):
+            idx = order[start:start + batch_size]
+            yield self.images[idx].to(torch.float32) / 255.0, self.labels[idx]
+
+
+# ---- IDX (MNIST / Fashion-MNIST) -------------------------------------------------------------
+def _read_maybe_gzip(path: Path) -> bytes:
+    """File bytes, gunzipped when the file starts with the gzip magic 1f 8b."""
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise DataError(f"cannot read {path}: {exc.strerror or exc}") from None
+    if raw[:2] == b"\x1f\x8b":
+        try:
+            return gzip.decompress(raw)
+        except (OSError, EOFError, gzip.BadGzipFile) as exc:
+            raise DataError(f"corrupt gzip file {path}: {exc}") from None
+    return raw
+
+
+def _parse_idx(path: Path, magic: int, ndim: int) -> np.ndarray:
+    """Parse an unsigned-byte IDX file with ``ndim`` dimensions into a uint8 array."""
+    data = _read_maybe_gzip(path)
+    header = 4 + 4 * ndim
+    if len(data) < 4:
+        raise DataError(f"truncated IDX file {path}: {len(data)} bytes, header needs {header}")
+    (got_magic,) = struct.unpack(">I", data[:4])
+    if got_magic != magic:
+        raise DataError(f"bad IDX magic 0x{got_magic:08x} in {path}, expected 0x{magic:08x}")
+    if len(data) < header:
+        raise DataError(f"truncated IDX file {path}: {len(data)} bytes, header needs {header}")
+    dims = struct.unpack(f">{ndim}I", data[4:header])
+    expected = int(np.prod(dims, dtype=np.int64))
+    payload = len(data) - header
+    if payload < expected:
+        raise DataError(f"truncated IDX file {path}: {payload} payload bytes, dims {dims} "
+                        f"need {expected}")
+    if payload > expected:
+        raise DataError(f"oversize IDX file {path}: {payload} payload bytes, dims {dims} "
+                        f"need {expected}")
+    return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(dims)
+
+
+def load_idx(images_path: str | Path, labels_path: str | Path) -> tuple[Tensor, Tensor]:
+    """Load an IDX image file (magic 0x803) and label file (0x801), gzip or raw.
+
+    Returns uint8 images (N, 1, H, W) and int64 labels (N,). Format: LeCun's MNIST page.
+    """
+    images_path, labels_path = Path(images_path), Path(labels_path)
+    images = _parse_idx(images_path, _IDX_IMAGES_MAGIC, 3)
+    labels = _parse_idx(labels_path, _IDX_LABELS_MAGIC, 1)
+    if images.shape[0] != labels.shape[0]:
+        raise DataError(f"{images_path} has {images.shape[0]} images but {labels_path} has "
+                        f"{labels.shape[0]} labels")
+    img = torch.from_numpy(images.copy()).unsqueeze(1)
+    lab = torch.from_numpy(labels.astype(np.int64))
+    return img, lab
+
+
+def _check_split(split: str) -> None:
+    if split not in ("train", "test"):
+        raise DataError(f"unknown split {split!r}; use 'train' or 'test'")
+
+
+def fashion_mnist_dirs(split: str, root: str | Path | None = None,
+                       download_dir: str | Path | None = None) -> list[Path]:
+    """Folders searched for a Fashion-MNIST split, in order.
+
+    ``root`` if given; the embedded copy (test split only); /usr/share/datasets/fashion-mnist
+    (Debian package dataset-fashion-mnist); ``download_dir`` if given.
+    """
+    _check_split(split)
+    dirs: list[Path] = []
+    if root is not None:
+        dirs.append(Path(root))
+    if split == "test":
+        dirs.append(embedded_fashion_mnist_dir())
+    dirs.append(SYSTEM_FASHION_MNIST_DIR)
+    if download_dir is not None:
+        dirs.append(Path(download_dir))
+    return dirs
+
+
+def _find_idx_pair(folder: Path, split: str) -> tuple[Path, Path] | None:
+    """The (images, labels) files of ``split`` in ``folder``, gzip or uncompressed names."""
+    img_name, lab_name = FASHION_MNIST_FILES[split]
+    for suffix in (".gz", ""):
+        img = folder / img_name.removesuffix(".gz")
+        lab = folder / lab_name.removesuffix(".gz")
+        img, lab = Path(str(img) + suffix), Path(str(lab) + suffix)
+        if img.is_file() and lab.is_file():
+            return img, lab
+    return None
+
+
+def fashion_mnist(split: str = "test", root: str | Path | None = None,
+                  download_dir: str | Path | None = None) -> ImageDataset:
+    """Fashion-MNIST ``split`` ('train' 60k or 'test' 10k, 28x28 gray) from local files.
+
+    Searches `fashion_mnist_dirs` in order; never downloads (see `download_fashion_mnist`).
+    """
+    dirs = fashion_mnist_dirs(split, root, download_dir)
+    for folder in dirs:
+        pair = _find_idx_pair(folder, split)
+        if pair is not None:
+            images, labels = load_idx(*pair)
+            return ImageDataset(images, labels, list(FASHION_MNIST_CLASSES), "fashion-mnist")
+    searched = ", ".join(str(d) for d in dirs)
+    raise DataError(f"Fashion-MNIST {split} split not found (searched {searched}); install "
+                    "Debian package dataset-fashion-mnist or call download_fashion_mnist()")
+
+
+def idx_content_sha256(path: str | Path) -> str:
+    """SHA-256 (hex) of an IDX file's uncompressed bytes (gzip or raw file)."""
+    return hashlib.sha256(_read_maybe_gzip(Path(path))).hexdigest()
+
+
+def _md5(path: Path) -> str:
+    h = hashlib.md5()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _download(url: str, dest: Path, timeout_s: float = 60.0) -> None:
+    """Fetch ``url`` to ``dest`` atomically (temp file in the same folder, then rename)."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=dest.name + ".", suffix=".part")
+    tmp = Path(tmp_name)
+    try:
+        with open(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout_s) as resp:
+            shutil.copyfileobj(resp, out)
+        tmp.replace(dest)
+    except (urllib.error.URLError, OSError, TimeoutError) as exc:
+        tmp.unlink(missing_ok=True)
+        raise DataError(f"cannot download {url} (offline?): {exc}") from None
+
+
+def _content_ok(path: Path, sha256: str) -> bool:
+    try:
+        return idx_content_sha256(path) == sha256
+    except DataError:
+        return False
+
+
+def download_fashion_mnist(download_dir: str | Path, split: str | None = None) -> Path:
+    """Download Fashion-MNIST (both splits, or ``split``) into ``download_dir``.
+
+    Each file's uncompressed content is checked against `FASHION_MNIST_SHA256`; files already
+    present with the right content are kept. Raises DataError when offline. Never called
+    implicitly by the loaders.
+    """
+    folder = Path(download_dir)
+    splits = ["train", "test"] if split is None else [split]
+    for s in splits:
+        _check_split(s)
+        for name in FASHION_MNIST_FILES[s]:
+            dest = folder / name
+            if dest.is_file() and _content_ok(dest, FASHION_MNIST_SHA256[name]):
+                continue
+            _download(FASHION_MNIST_URL + name, dest)
+            digest = idx_content_sha256(dest)
+            if digest != FASHION_MNIST_SHA256[name]:
+                dest.unlink(missing_ok=True)
+                raise DataError(f"checksum mismatch for downloaded {dest}: sha256 {digest}")
+    return folder
+
+
+# ---- CIFAR-10 / CIFAR-100 ("python version" pickles) -----------------------------------------
+class _CifarUnpickler(pickle.Unpickler):
+    """Unpickler that only resolves the numpy globals a CIFAR batch needs (no arbitrary code)."""
+
+    _ALLOWED = {
+        ("numpy", "ndarray"), ("numpy", "dtype"),
+        ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
+        ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
+        ("_codecs", "encode"), ("copyreg", "_reconstructor"), ("builtins", "object"),
+    }
+
+    def find_class(self, module: str, name: str) -> object:
+        if (module, name) in self._ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"forbidden global {module}.{name}")
+
+
+def _unpickle(path: Path) -> dict[bytes, object]:
+    """A CIFAR batch file as a dict with bytes keys (files were written by Python 2)."""
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise DataError(f"cannot read {path}: {exc.strerror or exc}") from None
+    try:
+        obj = _CifarUnpickler(io.BytesIO(raw), encoding="bytes").load()
+    except Exception as exc:  # any unpickling failure means a corrupt or foreign file
+        raise DataError(f"cannot unpickle {path}: {type(exc).__name__}: {exc}") from None
+    if not isinstance(obj, dict):
+        raise DataError(f"{path} does not hold a dict (got {type(obj).__name__})")
+    return {(k.encode() if isinstance(k, str) else k): v for k, v in obj.items()}
+
+
+def _cifar_batch(path: Path, label_key: bytes) -> tuple[np.ndarray, np.ndarray]:
+    """uint8 images (N, 3, 32, 32) and int64 labels (N,) from one CIFAR batch file."""
+    batch = _unpickle(path)
+    for key in (b"data", label_key):
+        if key not in batch:
+            raise DataError(f"{path} lacks key {key.decode()!r}")
+    data = np.asarray(batch[b"data"])
+    labels = np.asarray(batch[label_key])
+    if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
+        raise DataError(f"{path}: 'data' must be uint8 (N, 3072), got {data.dtype} "
+                        f"{data.shape}")
+    if labels.ndim != 1 or labels.shape[0] != data.shape[0]:
+        raise DataError(f"{path}: {data.shape[0]} images but labels of shape {labels.shape}")
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise DataError(f"{path}: labels must be integers, got {labels.dtype}")
+    return data.reshape(-1, 3, 32, 32), labels.astype(np.int64)
+
+
+def _cifar_folder(name: str, root: str | Path) -> Path:
+    """The extracted CIFAR folder: ``root`` itself or ``root/<standard folder name>``."""
+    folder_name = CIFAR_ARCHIVES[name][2]
+    root = Path(root)
+    marker = "test_batch" if name == "cifar10" else "test"
+    for cand in (root, root / folder_name):
+        if (cand / marker).is_file():
+            return cand
+    raise DataError(f"{name} not found in {root} (expected {marker} there or in "
+                    f"{root / folder_name}); download_cifar() can fetch it")
+
+
+def _class_names(meta_path: Path, key: bytes, count: int) -> list[str]:
+    if meta_path.is_file():
+        meta = _unpickle(meta_path)
+        names = meta.get(key)
+        if isinstance(names, list) and len(names) >= count:
+            return [n.decode() if isinstance(n, bytes) else str(n) for n in names]
+    return [str(i) for i in range(count)]
+
+
+def cifar(name: str, split: str, root: str | Path) -> ImageDataset:
+    """CIFAR-10 (``name="cifar10"``) or CIFAR-100 (fine labels) ``split`` from ``root``.
+
+    ``root`` is the extracted folder (cifar-10-batches-py / cifar-100-python) or its parent.
+    """
+    if name not in CIFAR_ARCHIVES:
+        raise DataError(f"unknown CIFAR variant {name!r}; use 'cifar10' or 'cifar100'")
+    _check_split(split)
+    folder = _cifar_folder(name, root)
+    if name == "cifar10":
+        files = ([folder / f"data_batch_{i}" for i in range(1, 6)] if split == "train"
+                 else [folder / "test_batch"])
+        label_key, meta, names_key, count = b"labels", "batches.meta", b"label_names", 10
+    else:
+        files = [folder / split]
+        label_key, meta, names_key, count = b"fine_labels", "meta", b"fine_label_names", 100
+    parts = []
+    for f in files:
+        if not f.is_file():
+            raise DataError(f"{name} {split} file missing: {f}")
+        parts.append(_cifar_batch(f, label_key))
+    images = np.concatenate([p[0] for p in parts])
+    labels = np.concatenate([p[1] for p in parts])
+    if labels.size and (labels.min() < 0 or labels.max() >= count):
+        raise DataError(f"{name} labels outside [0, {count}) in {folder}")
+    classes = _class_names(folder / meta, names_key, count)
+    if name == "cifar10" and classes == [str(i) for i in range(10)]:
+        classes = list(CIFAR10_CLASSES)
+    return ImageDataset(torch.from_numpy(np.ascontiguousarray(images)),
+                        torch.from_numpy(labels), classes, name)
+
+
+def download_cifar(name: str, download_dir: str | Path) -> Path:
+    """Download and extract the CIFAR ``name`` archive into ``download_dir`` (MD5 checked).
+
+    Returns the extracted folder. Raises DataError when offline or on a checksum mismatch.
+    Never called implicitly by the loaders.
+    """
+    if name not in CIFAR_ARCHIVES:
+        raise DataError(f"unknown CIFAR variant {name!r}; use 'cifar10' or 'cifar100'")
+    url, md5, folder_name = CIFAR_ARCHIVES[name]
+    folder = Path(download_dir)
+    archive = folder / url.rsplit("/", 1)[1]
+    if not (archive.is_file() and _md5(archive) == md5):
+        _download(url, archive)
+        digest = _md5(archive)
+        if digest != md5:
+            archive.unlink(missing_ok=True)
+            raise DataError(f"checksum mismatch for downloaded {archive}: md5 {digest}")
+    try:
+        with tarfile.open(archive, "r:gz") as tar:
+            tar.extractall(folder, filter="data")
+    except (tarfile.TarError, OSError) as exc:
+        raise DataError(f"cannot extract {archive}: {exc}") from None
+    return folder / folder_name
+
+
+# ---- image folders ------------------------------------------------------------------------------
+def _read_image(path: Path, size: int, channels: int) -> np.ndarray:
+    """One image file as uint8 (channels, size, size), resized bilinearly with PIL."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as src:
+            img = src.convert("L" if channels == 1 else "RGB")
+            if img.size != (size, size):
+                img = img.resize((size, size), Image.Resampling.BILINEAR)
+            arr = np.asarray(img, dtype=np.uint8)
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        raise DataError(f"cannot read image {path}: {exc}") from None
+    if arr.ndim == 2:
+        arr = arr[None]
+    else:
+        arr = arr.transpose(2, 0, 1)
+    return np.ascontiguousarray(arr)
+
+
+def image_folder(root: str | Path, size: int = 32, channels: int = 3,
+                 name: str | None = None) -> ImageDataset:
+    """Images from ``root/<class>/*.<image suffix>``; classes are the sorted sub-folder names.
+
+    Every image is converted to ``channels`` (1 gray, 3 RGB) and resized to ``size`` x ``size``
+    pixels (bilinear). Files are ordered by class, then by file name.
+    """
+    root = Path(root)
+    if channels not in (1, 3):
+        raise DataError(f"channels must be 1 or 3, got {channels}")
+    if size < 1:
+        raise DataError(f"image size must be >= 1, got {size}")
+    if not root.is_dir():
+        raise DataError(f"image folder {root} does not exist")
+    classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not classes:
+        raise DataError(f"image folder {root} has no class sub-folders")
+    images: list[np.ndarray] = []
+    labels: list[int] = []
+    for label, cls in enumerate(classes):
+        for f in sorted((root / cls).iterdir()):
+            if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES:
+                images.append(_read_image(f, size, channels))
+                labels.append(label)
+    if not images:
+        raise DataError(f"image folder {root} holds no images ({', '.join(IMAGE_SUFFIXES)})")
+    return ImageDataset(torch.from_numpy(np.stack(images)), torch.tensor(labels, dtype=torch.int64),
+                        classes, name or root.name)
+
+
+# ---- by name -------------------------------------------------------------------------------------
+def load_dataset(name_or_path: str | Path, split: str = "test", root: str | Path | None = None,
+                 download_dir: str | Path | None = None, size: int = 32,
+                 channels: int = 3) -> ImageDataset:
+    """A data set by name ('fashion-mnist', 'cifar10', 'cifar100') or folder path.
+
+    A folder path is read as CIFAR when it is (or contains) an extracted CIFAR folder, else
+    as an image folder.
+
+    ``root`` is where the named data set's files are (needed for CIFAR); ``download_dir`` is
+    one more folder searched (files fetched earlier by a ``download_*`` function). For an image
+    folder, ``split`` selects ``<path>/<split>`` when that sub-folder exists, and images are
+    resized to ``size`` with ``channels`` channels.
+    """
+    _check_split(split)
+    key = str(name_or_path)
+    norm = key.lower().replace("_", "-")
+    if norm in ("fashion-mnist", "fashionmnist", "fmnist"):
+        return fashion_mnist(split, root, download_dir)
+    if norm in ("cifar10", "cifar-10", "cifar100", "cifar-100"):
+        cname = norm.replace("-", "")
+        candidates = [r for r in (root, download_dir) if r is not None]
+        if not candidates:
+            raise DataError(f"{cname} needs root=<folder with {CIFAR_ARCHIVES[cname][2]}> "
+                            "(use download_cifar() to fetch it)")
+        for cand in candidates[:-1]:
+            try:
+                return cifar(cname, split, cand)
+            except DataError:
+                continue
+        return cifar(cname, split, candidates[-1])
+    path = Path(key)
+    if path.is_dir():
+        for cname in ("cifar10", "cifar100"):
+            try:
+                _cifar_folder(cname, path)
+            except DataError:
+                continue
+            return cifar(cname, split, path)
+        folder = path / split if (path / split).is_dir() else path
+        return image_folder(folder, size=size, channels=channels, name=path.name)
+    raise DataError(f"unknown data set {key!r}: not a folder and not one of "
+                    f"{', '.join(KNOWN_DATASETS)}")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import argparse
 
-from sparsexbar.bench import run_benchmark
+from sparsexbar.bench import CASES, run_benchmark
 
 
 def main() -> None:
@@ -21,9 +21,15 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--json", default=None, help="also write the rows to this JSON file")
+    ap.add_argument("--cases", default=",".join(CASES),
+                    help=f"comma-separated subset of: {', '.join(CASES)}")
     args = ap.parse_args()
+    names = [c.strip() for c in args.cases.split(",") if c.strip()]
+    unknown = [c for c in names if c not in CASES]
+    if unknown:
+        ap.error(f"unknown case(s) {', '.join(unknown)}; known: {', '.join(CASES)}")
     run_benchmark(args.model, args.batch_size, args.repeats, threads=args.threads,
-                  json_out=args.json)
+                  json_out=args.json, cases=tuple(CASES[c] for c in names))
 
 
 if __name__ == "__main__":

@@ -32,13 +32,18 @@ class BenchCase:
     exact_shortcut: bool = True
 
 
-DEFAULT_CASES = (
-    BenchCase("dense, isaac, lossless ADC (exact shortcut)", "dense"),
-    BenchCase("dense, isaac OU 9x8, ADC 5 bit (lossless by bound; per-conversion path forced)",
-              "dense", (("ou.rows", 9), ("ou.cols", 8), ("adc.bits", 5)), exact_shortcut=False),
-    BenchCase("dense, isaac OU 9x8, ADC 5 bit, DAC 2 bit (lossy: clips)", "dense",
-              (("ou.rows", 9), ("ou.cols", 8), ("adc.bits", 5), ("dac.bits", 2))),
-)
+CASES = {
+    "lossless": BenchCase("dense, isaac, lossless ADC (exact shortcut)", "dense"),
+    "ou9x8-adc5": BenchCase("dense, isaac OU 9x8, ADC 5 bit (cannot clip: shortcut)", "dense",
+                            (("ou.rows", 9), ("ou.cols", 8), ("adc.bits", 5))),
+    "ou9x8-adc5-forced": BenchCase(
+        "dense, isaac OU 9x8, ADC 5 bit, per-group bound checks forced", "dense",
+        (("ou.rows", 9), ("ou.cols", 8), ("adc.bits", 5)), exact_shortcut=False),
+    "lossy": BenchCase("dense, isaac OU 9x8, ADC 5 bit, DAC 2 bit (clips: per-conversion)",
+                       "dense", (("ou.rows", 9), ("ou.cols", 8), ("adc.bits", 5),
+                                 ("dac.bits", 2))),
+}
+DEFAULT_CASES = tuple(CASES.values())
 
 
 def _model_and_inputs(model: str, batch_size: int) -> tuple[torch.nn.Module, torch.Tensor]:

@@ -152,7 +152,9 @@ class DeviceConfig(_Node):
             "OUs activate few rows (SRE, ISCA 2019). Our model."
         ),
     )
-    seed: int = Field(0, ge=0, description="Seed of every random device effect.")
+    seed: int = Field(
+        0, ge=0, le=2**31 - 1, description="Seed of every random device effect (0 to 2^31-1)."
+    )
 
     @property
     def stuck_total_rate(self) -> float:
@@ -456,7 +458,8 @@ def load_config(
             try:
                 raw = yaml.safe_load(path.read_text())
             except (yaml.YAMLError, UnicodeDecodeError) as exc:
-                raise ConfigError(f"cannot parse hardware config {path}: {exc}") from None
+                detail = " ".join(str(exc).split())
+                raise ConfigError(f"cannot parse hardware config {path}: {detail}") from None
             if not isinstance(raw, dict):
                 raise ConfigError(f"hardware config {path} is not a mapping")
             cfg = HardwareConfig.from_dict(raw, source=f"config {path.name}")

@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 import zlib
 from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 from torch import Tensor
@@ -77,23 +78,6 @@ class LayerKernel:
         s, g, ou = mapped.group_rows.shape
         k = mapped.segment_cols.shape[1]
         self.shape = (s, g, ou, k)
-        lv = _gather_group_levels(mapped.conductance.to(torch.float32), mapped.group_rows,
-                                  mapped.segment_cols)
-        self.group_levels = lv.reshape(s * g, ou, k).to(device)
-        # Per group row: the largest level over the segment's columns (ideal bound), and 1 for
-        # real rows (to find groups with any active input, non-ideal case).
-        self.row_bound = lv.amax(dim=3, keepdim=True).reshape(s * g, ou, 1).to(device)
-        self.row_active = (mapped.group_rows >= 0).to(torch.float32).reshape(s * g, ou, 1).to(
-            device)
-        rows = mapped.group_rows.reshape(-1)
-        r = mapped.levels.shape[0]
-        self.row_index = torch.where(rows < 0, torch.full_like(rows, r), rows).to(device)
-        ccols = mapped.physical_cols
-        cols = mapped.segment_cols.reshape(-1)
-        self.col_index = torch.where(cols < 0, torch.full_like(cols, ccols), cols).to(device)
-        combine = torch.zeros((ccols + 1, mapped.layer.out_channels), dtype=torch.float64)
-        combine[torch.arange(ccols), mapped.col_channel] = mapped.col_weight
-        self.combine = combine.to(device)  # padding column (last row) maps to nothing
         self.cycle_weight = torch.tensor(
             [float(2 ** (t * hw.dac.bits)) for t in range(hw.cycles)], dtype=torch.float64,
             device=device,
@@ -102,6 +86,51 @@ class LayerKernel:
         self.max_partial_sum = mapped.max_partial_sum()
         self.seed = hw.device.seed * 7_919 + zlib.crc32(mapped.layer.name.encode())
         self.calls = 0
+
+    # The tensors of the per-conversion path are built on first use: layers that take the
+    # exact shortcut never pay for them (memory and set-up time).
+    @cached_property
+    def group_levels(self) -> Tensor:
+        """(S*G, ou, K) float32 programmed levels of every OU row group."""
+        s, g, ou, k = self.shape
+        lv = _gather_group_levels(self.mapped.conductance, self.mapped.group_rows,
+                                  self.mapped.segment_cols)
+        return lv.reshape(s * g, ou, k).to(self.device)
+
+    @cached_property
+    def row_bound(self) -> Tensor:
+        """(S*G, ou, 1): per group row, the largest level over the segment's columns."""
+        s, g, ou, _ = self.shape
+        return self.group_levels.amax(dim=2, keepdim=True).reshape(s * g, ou, 1)
+
+    @cached_property
+    def row_active(self) -> Tensor:
+        """(S*G, ou, 1): 1 for real rows, 0 for padding (finds groups with an active input)."""
+        s, g, ou, _ = self.shape
+        return (self.mapped.group_rows >= 0).to(torch.float32).reshape(s * g, ou, 1).to(
+            self.device)
+
+    @cached_property
+    def row_index(self) -> Tensor:
+        rows = self.mapped.group_rows.reshape(-1)
+        r = self.mapped.levels.shape[0]
+        return torch.where(rows < 0, torch.full_like(rows, r), rows).to(self.device)
+
+    @cached_property
+    def col_index(self) -> Tensor:
+        ccols = self.mapped.physical_cols
+        cols = self.mapped.segment_cols.reshape(-1)
+        return torch.where(cols < 0, torch.full_like(cols, ccols), cols).to(self.device)
+
+    @cached_property
+    def combine(self) -> Tensor:
+        """(Ccols+1, Cout) float64: physical column -> output channel, with its shift and sign;
+        the last row (padding column) maps to nothing."""
+        mapped = self.mapped
+        ccols = mapped.physical_cols
+        combine = torch.zeros((ccols + 1, mapped.layer.out_channels), dtype=torch.float64)
+        combine[torch.arange(ccols), mapped.col_channel] = mapped.col_weight
+        return combine.to(self.device)
 
     def chunk_rows(self, budget_mb: float) -> int:
         """Output positions per chunk so the (groups x cycles x positions x cols) tensors fit."""
@@ -150,7 +179,9 @@ class LayerKernel:
         m_total = patches.shape[0]
         device = patches.device
         # float32 sums are exact while every |sum| stays below 2^24 (ideal: integer values).
-        max_term = self.max_partial_sum * 2 ** ((cycles - 1) * dac_bits) * g
+        # Bound on any |sum|: each term is at most the largest partial sum, weighted by its
+        # cycle's shift, summed over all cycles and all G groups of a segment.
+        max_term = self.max_partial_sum * float(self.cycle_weight.sum()) * g
         acc_dtype = torch.float32 if ideal and max_term < FLOAT32_EXACT else torch.float64
         cycle_weight = self.cycle_weight.to(acc_dtype)
         block = 256

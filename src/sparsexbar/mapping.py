@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
@@ -32,8 +32,7 @@ class MappedLayer:
 
     layer: QuantLayer
     hw: HardwareConfig
-    levels: Tensor  # (R, Ccols) int64 ideal cell levels in [0, 2^cell_bits - 1]
-    conductance: Tensor  # (R, Ccols) float32 programmed levels (device effects applied)
+    levels: Tensor  # (R, Ccols) uint8 ideal cell levels in [0, 2^cell_bits - 1]
     col_channel: Tensor  # (Ccols,) int64 output channel of each physical column
     col_weight: Tensor  # (Ccols,) float64 signed shift weight: +-2^(s*cell_bits)
     offset: int  # stored offset (offset encoding), removed digitally; 0 for differential
@@ -42,6 +41,17 @@ class MappedLayer:
     # Row groups per segment, padded with -1: (S, G, ou_rows); columns per segment, padded -1.
     group_rows: Tensor
     segment_cols: Tensor  # (S, K)
+    _cache: dict[str, object] = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def conductance(self) -> Tensor:
+        """(R, Ccols) float32 programmed levels, device variation and faults applied (cached)."""
+        if "conductance" not in self._cache:
+            self._cache["conductance"] = program_conductance(self.levels, self.hw,
+                                                             self.layer.name)
+        value = self._cache["conductance"]
+        assert isinstance(value, Tensor)
+        return value
 
     @property
     def arrays(self) -> int:
@@ -53,10 +63,19 @@ class MappedLayer:
 
     def max_partial_sum(self) -> float:
         """Largest partial sum any single column of any OU activation can produce (ideal)."""
-        chunk_max = 2**self.hw.dac.bits - 1
-        lv = _gather_group_levels(self.levels.to(torch.float64), self.group_rows,
-                                  self.segment_cols)  # (S, G, ou, K)
-        return float(lv.sum(dim=2).max()) * chunk_max if lv.numel() else 0.0
+        if "max_partial_sum" not in self._cache:
+            chunk_max = 2**self.hw.dac.bits - 1
+            best = 0
+            levels = self.levels.to(torch.int32)
+            for seg in range(self.group_rows.shape[0]):  # segments: one for dense
+                lv = _gather_group_levels(levels, self.group_rows[seg : seg + 1],
+                                          self.segment_cols[seg : seg + 1])
+                if lv.numel():
+                    best = max(best, int(lv.sum(dim=2).max()))
+            self._cache["max_partial_sum"] = float(best * chunk_max)
+        value = self._cache["max_partial_sum"]
+        assert isinstance(value, float)
+        return value
 
     def adc_can_clip(self) -> bool:
         """True when some reachable partial sum exceeds the ADC range (the ADC is lossy)."""
@@ -89,7 +108,7 @@ def tiles(total: int, size: int) -> list[tuple[int, int]]:
 def cell_levels(layer: QuantLayer, hw: HardwareConfig) -> tuple[Tensor, Tensor, Tensor, int]:
     """Slice the integer weight matrix into cell levels in the physical column layout.
 
-    Returns levels (R, Ccols) int64, col_channel (Ccols,), col_weight (Ccols,) float64, offset.
+    Returns levels (R, Ccols) uint8, col_channel (Ccols,), col_weight (Ccols,) float64, offset.
     """
     w = layer.matrix().to(torch.int64)  # (R, Cout)
     cb, s_count, pols = hw.cell.bits, hw.slices, hw.polarities
@@ -110,7 +129,7 @@ def cell_levels(layer: QuantLayer, hw: HardwareConfig) -> tuple[Tensor, Tensor, 
             levels[:, :, p, s] = (mag >> (s * cb)) & mask
             col_weight[:, p, s] = sign * float(2 ** (s * cb))
     col_channel = torch.arange(cout).repeat_interleave(pols * s_count)
-    return levels.reshape(r, -1), col_channel, col_weight.reshape(-1), offset
+    return levels.reshape(r, -1).to(torch.uint8), col_channel, col_weight.reshape(-1), offset
 
 
 def program_conductance(levels: Tensor, hw: HardwareConfig, layer_name: str) -> Tensor:
@@ -156,7 +175,6 @@ def map_dense(layer: QuantLayer, hw: HardwareConfig) -> MappedLayer:
         layer=layer,
         hw=hw,
         levels=levels,
-        conductance=program_conductance(levels, hw, layer.name),
         col_channel=col_channel,
         col_weight=col_weight,
         offset=offset,

@@ -200,6 +200,11 @@ def simulate(
     for images, labels in batches.iterate(batch_size):
         images, labels = images.to(dev), labels.to(dev)
         logits = qmodel.run(images, recorder, stats)
+        if logits.dim() != 2 or logits.shape[0] != images.shape[0]:
+            raise SparsexbarError(
+                f"model output has shape {tuple(logits.shape)}; expected (batch, classes) "
+                "logits for classification"
+            )
         correct["top1"] += accuracy(logits, labels)
         correct["float_top1"] += accuracy(qmodel.run_float(images), labels)
         correct["quantized_top1"] += accuracy(qmodel.run_reference(images), labels)

@@ -6,10 +6,12 @@ from collections.abc import Callable
 
 from ..errors import SparsexbarError
 from .base import LayerRun, Scheme
+from .comprrae import CompRRAEScheme
 from .dense import DenseScheme
 
 SCHEMES: dict[str, Callable[[], Scheme]] = {
     "dense": DenseScheme,
+    "comprrae": CompRRAEScheme,
 }
 
 

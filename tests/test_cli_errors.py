@@ -1,0 +1,250 @@
+"""The CLI on bad input (DESIGN.md 4): exit code 2 and exactly one line on stderr naming the
+problem, never a traceback. In-process through `sparsexbar.cli.main` (capsys), and once through
+the installed `sparsexbar` script. Plus `presets` and a tiny happy-path `run`."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from sparsexbar.config import HardwareConfig, preset
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    """Run the CLI in-process: (exit code, stdout, stderr)."""
+    from sparsexbar.cli import main
+
+    capsys.readouterr()  # drop anything printed before
+    try:
+        main(list(args))
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_one_line_error(code: int, err: str, *fragments: str) -> str:
+    assert code == 2, (code, err)
+    assert "Traceback" not in err
+    lines = err.splitlines()
+    assert len(lines) == 1, err
+    line = lines[0]
+    assert line.strip(), err
+    for frag in fragments:
+        assert frag.lower() in line.lower(), (frag, line)
+    return line
+
+
+def need_data_and_models() -> None:
+    """`run` needs a data set (and resolving a model imports the zoo and checkpoints)."""
+    data = pytest.importorskip("sparsexbar.data")
+    pytest.importorskip("sparsexbar.zoo")
+    pytest.importorskip("sparsexbar.checkpoint")
+    if not hasattr(data, "load_dataset"):
+        pytest.skip("sparsexbar.data.load_dataset not there yet")
+
+
+# ---- errors found before any data is read ----------------------------------------------------
+EARLY_ERRORS = [
+    (["run", "--hw", "nope"], ["nope", "preset"]),
+    (["run", "--set", "ou.rows=999"], ["ou.rows", "array.rows"]),
+    (["run", "--set", "ou.cols=999"], ["ou.cols", "array.cols"]),
+    (["run", "--set", "adc.bits=0"], ["adc.bits"]),
+    (["run", "--set", "cell.bits=0"], ["cell.bits"]),
+    (["run", "--set", "dac.bits=-1"], ["dac.bits"]),
+    (["run", "--set", "numbers.input_bits=40"], ["numbers.input_bits"]),
+    (["run", "--set", "numbers.weight_bits=0"], ["numbers.weight_bits"]),
+    (["run", "--set", "cell.slices=1"], ["cell.slices"]),
+    (["run", "--set", "cell.sign=ones"], ["cell.sign"]),
+    (["run", "--set", "ou.rows=nine"], ["ou.rows"]),
+    (["run", "--set", "foo.bar=1"], ["foo.bar"]),
+    (["run", "--set", "ou.depth=3"], ["ou.depth"]),
+    (["run", "--set", "ou.rows"], ["--set", "ou.rows"]),
+    (["run", "--set", "=3"], ["--set"]),
+    (["run", "--scheme", "nope"], ["scheme", "nope"]),
+    (["compare", "--schemes", "dense,nope"], ["scheme", "nope"]),
+    (["run", "--hw", "/nonexistent/hw.yaml"], ["/nonexistent/hw.yaml"]),
+    (["run", "--limit", "abc"], ["--limit"]),
+    (["run", "--bogus-option"], ["--bogus-option"]),
+    (["nosuchcommand"], ["nosuchcommand"]),
+    (["presets", "nope"], ["nope"]),
+    (["presets", "isaac", "--format", "xml"], ["--format", "xml"]),
+]
+
+
+@pytest.mark.parametrize(("args", "fragments"), EARLY_ERRORS,
+                         ids=[" ".join(args) for args, _ in EARLY_ERRORS])
+def test_bad_input_gives_one_line_and_exit_2(capsys: pytest.CaptureFixture[str],
+                                             args: list[str], fragments: list[str]) -> None:
+    code, _, err = cli(capsys, *args)
+    assert_one_line_error(code, err, *fragments)
+
+
+def test_config_file_that_is_not_valid_yaml(capsys: pytest.CaptureFixture[str],
+                                            tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("array: [1, 2\nou: {rows: 3\n")
+    code, _, err = cli(capsys, "run", "--hw", str(bad))
+    assert_one_line_error(code, err, "bad.yaml")
+    tabs = tmp_path / "tabs.yaml"
+    tabs.write_text("array:\n  rows: 4\n\tcols: 3\n")
+    code, _, err = cli(capsys, "run", "--hw", str(tabs))
+    assert_one_line_error(code, err, "tabs.yaml")
+
+
+def test_config_file_that_is_not_a_mapping_or_invalid(capsys: pytest.CaptureFixture[str],
+                                                      tmp_path: Path) -> None:
+    listing = tmp_path / "list.yaml"
+    listing.write_text("- 1\n- 2\n")
+    code, _, err = cli(capsys, "run", "--hw", str(listing))
+    assert_one_line_error(code, err, "list.yaml", "mapping")
+    invalid = tmp_path / "inv.json"
+    invalid.write_text(json.dumps({"array": {"rows": 8}, "ou": {"rows": 16}}))
+    code, _, err = cli(capsys, "run", "--hw", str(invalid))
+    assert_one_line_error(code, err, "ou.rows")
+    binary = tmp_path / "bin.yaml"
+    binary.write_bytes(b"\xff\xfe\x00garbage\x00\x81")
+    code, _, err = cli(capsys, "run", "--hw", str(binary))
+    assert_one_line_error(code, err, "bin.yaml")
+
+
+def test_error_through_the_installed_script() -> None:
+    script = Path(sys.executable).parent / "sparsexbar"
+    cmd = [str(script)] if script.exists() else [sys.executable, "-m", "sparsexbar.cli"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([*cmd, "run", "--set", "ou.rows=999"], capture_output=True,
+                          text=True, timeout=120, env=env, cwd=ROOT, stdin=subprocess.DEVNULL)
+    assert_one_line_error(proc.returncode, proc.stderr, "ou.rows", "array.rows")
+
+
+# ---- presets ------------------------------------------------------------------------------------
+def test_presets_lists_the_published_designs(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = cli(capsys, "presets")
+    assert code == 0 and err == ""
+    names = [line.split()[0] for line in out.splitlines() if line.strip()]
+    assert "isaac" in names and "pattern-nvmsa" in names
+
+
+@pytest.mark.parametrize("name", ["isaac", "pattern-nvmsa"])
+def test_presets_prints_a_loadable_config(capsys: pytest.CaptureFixture[str], name: str) -> None:
+    code, out, err = cli(capsys, "presets", name, "--format", "json")
+    assert code == 0 and err == ""
+    assert HardwareConfig.from_dict(json.loads(out)) == preset(name)
+    code, out, err = cli(capsys, "presets", name)  # YAML by default
+    assert code == 0
+    assert HardwareConfig.from_dict(yaml.safe_load(out)) == preset(name)
+
+
+# ---- errors that need a data set (the model is resolved after the data) ----------------------
+@pytest.mark.parametrize(
+    ("factory", "fragments"),
+    [
+        ("unsupported_net", ["GELU"]),
+        ("grouped_conv_net", ["group"]),
+        ("lstm_net", ["LSTM"]),
+        ("nan_net", ["NaN"]),
+        ("not_a_module", ["not_a_module"]),
+        ("no_such_factory", ["no_such_factory"]),
+    ],
+)
+def test_bad_models_are_refused(capsys: pytest.CaptureFixture[str], tmp_path: Path,
+                                factory: str, fragments: list[str]) -> None:
+    need_data_and_models()
+    code, _, err = cli(capsys, "run", "--model", f"tests.nets:{factory}", "--data", "default",
+                       "--limit", "2", "--out", str(tmp_path / "out"))
+    assert_one_line_error(code, err, *fragments)
+    assert not (tmp_path / "out").exists()
+
+
+def test_missing_and_corrupt_checkpoints_are_refused(capsys: pytest.CaptureFixture[str],
+                                                     tmp_path: Path) -> None:
+    need_data_and_models()
+    from sparsexbar import checkpoint, zoo
+
+    common = ["--data", "default", "--limit", "2", "--out", str(tmp_path / "out")]
+    missing = tmp_path / "absent.safetensors"
+    code, _, err = cli(capsys, "run", "--model", str(missing), *common)
+    assert_one_line_error(code, err, "absent")
+    # Garbage weights with no metadata beside them.
+    garbage = tmp_path / "x.safetensors"
+    garbage.write_bytes(os.urandom(64))
+    code, _, err = cli(capsys, "run", "--model", str(garbage), *common)
+    assert_one_line_error(code, err, "x.")
+    # A real checkpoint whose weights file is then overwritten with garbage, or truncated.
+    model = zoo.build_model("lenet5")
+    checkpoint.save_checkpoint(tmp_path / "net", model, {"architecture": "lenet5"})
+    weights = tmp_path / "net.safetensors"
+    good = weights.read_bytes()
+    weights.write_bytes(b"\x00" * 8 + os.urandom(100))
+    code, _, err = cli(capsys, "run", "--model", str(weights), *common)
+    assert_one_line_error(code, err, "net.safetensors")
+    weights.write_bytes(good[: len(good) // 2])
+    code, _, err = cli(capsys, "run", "--model", str(weights), *common)
+    assert_one_line_error(code, err, "net.safetensors")
+    (tmp_path / "net.json").write_text("{not json")
+    weights.write_bytes(good)
+    code, _, err = cli(capsys, "run", "--model", str(weights), *common)
+    assert_one_line_error(code, err, "net.json")
+    assert not (tmp_path / "out").exists()
+
+
+def test_missing_and_corrupt_data_are_refused(capsys: pytest.CaptureFixture[str],
+                                              tmp_path: Path) -> None:
+    need_data_and_models()
+    model = ["--model", "tests.nets:tiny_fmnist_net", "--out", str(tmp_path / "out")]
+    code, _, err = cli(capsys, "run", "--data", "/nonexistent", *model)
+    assert_one_line_error(code, err, "/nonexistent")
+    folder = tmp_path / "images" / "cat"
+    folder.mkdir(parents=True)
+    (folder / "a.png").write_bytes(os.urandom(200))
+    code, _, err = cli(capsys, "run", "--data", str(tmp_path / "images"), *model)
+    assert_one_line_error(code, err, "a.png")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    code, _, err = cli(capsys, "run", "--data", str(empty), *model)
+    assert_one_line_error(code, err, "empty")
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(("flag", "value"), [("--limit", "0"), ("--limit", "-3"),
+                                             ("--batch-size", "0"), ("--batch-size", "-1")])
+def test_non_positive_limit_and_batch_size_are_refused(capsys: pytest.CaptureFixture[str],
+                                                       tmp_path: Path, flag: str,
+                                                       value: str) -> None:
+    need_data_and_models()
+    args = ["run", "--model", "tests.nets:tiny_fmnist_net", "--data", "default",
+            "--out", str(tmp_path / "out"), flag, value]
+    if flag == "--batch-size":
+        args += ["--limit", "2"]
+    code, _, err = cli(capsys, *args)
+    assert_one_line_error(code, err, flag.lstrip("-").split("-")[0])
+    assert not (tmp_path / "out").exists()
+
+
+def test_run_happy_path(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    need_data_and_models()
+    hw = tmp_path / "hw.yaml"
+    preset("isaac").with_overrides({"array.rows": 64, "array.cols": 64, "ou.rows": 8}).save(hw)
+    out = tmp_path / "out"
+    code, stdout, err = cli(capsys, "run", "--model", "tests.nets:tiny_fmnist_net", "--data",
+                            "default", "--limit", "8", "--batch-size", "3", "--hw", str(hw),
+                            "--set", "ou.cols=4", "--out", str(out))
+    assert code == 0, err
+    assert "Traceback" not in err
+    result = json.loads((out / "result.json").read_text())
+    assert result["num_images"] == 8
+    assert result["model"] == "tests.nets:tiny_fmnist_net"
+    assert result["hardware"]["ou"] == {"rows": 8, "cols": 4}
+    assert result["accuracy"]["top1"] == result["accuracy"]["quantized_top1"]
+    lines = (out / "layers.csv").read_text().splitlines()
+    assert len(lines) == 1 + len(result["layers"]) == 4
+    assert sorted(p.name for p in out.iterdir()) == ["layers.csv", "result.json"]

@@ -1,0 +1,393 @@
+"""Hardware config: exact YAML/JSON round trips, dotted overrides, validation naming the field,
+enums stored by name, every field documented, derived quantities (DESIGN.md 2.2-2.5, 4)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sparsexbar.config import (
+    BitOrder,
+    HardwareConfig,
+    SignEncoding,
+    Variation,
+    describe_fields,
+    load_config,
+    preset,
+    preset_names,
+)
+from sparsexbar.errors import ConfigError, SparsexbarError
+
+
+def _leaves(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_leaves(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def _assert_same(a: HardwareConfig, b: HardwareConfig) -> None:
+    assert a == b
+    assert a.to_dict() == b.to_dict()
+    assert a.to_json() == b.to_json()
+    assert a.to_yaml() == b.to_yaml()
+
+
+# ---- presets and round trips ----------------------------------------------------------------
+def test_preset_names_include_the_published_designs() -> None:
+    names = preset_names()
+    assert "isaac" in names and "pattern-nvmsa" in names
+    assert len(set(names)) == len(names)
+
+
+@pytest.mark.parametrize("name", preset_names())
+def test_preset_round_trips_exactly_through_yaml_and_json(name: str, tmp_path: Path) -> None:
+    cfg = preset(name)
+    assert cfg.name == name
+    _assert_same(HardwareConfig.from_dict(yaml.safe_load(cfg.to_yaml())), cfg)
+    _assert_same(HardwareConfig.from_dict(json.loads(cfg.to_json())), cfg)
+    for suffix in (".yaml", ".yml", ".json"):
+        path = tmp_path / f"hw{suffix}"
+        cfg.save(path)
+        _assert_same(load_config(path), cfg)
+        _assert_same(load_config(str(path)), cfg)
+    # Saving is atomic: only the three files, no temporary left behind.
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["hw.json", "hw.yaml", "hw.yml"]
+    assert json.loads((tmp_path / "hw.json").read_text()) == cfg.to_dict()
+
+
+@pytest.mark.parametrize("name", preset_names())
+def test_preset_round_trips_after_overrides(name: str, tmp_path: Path) -> None:
+    overrides = {
+        "ou.rows": "4",
+        "ou.cols": 2,
+        "cell.sign": "offset",
+        "cell.bits": 3,
+        "cell.slices": 3,
+        "numbers.bit_order": "msb_first",
+        "device.variation": "lognormal",
+        "device.variation_sigma": "0.125",
+        "adc.step": 2,
+        "timing.ou_cycle_ns": "12.5",
+        "energy.leakage_mw": 0.1 + 0.2,  # a float with no short decimal form
+        "name": "custom-x",
+    }
+    cfg = preset(name).with_overrides(overrides)
+    assert cfg.ou.rows == 4 and cfg.ou.cols == 2
+    assert cfg.cell.sign is SignEncoding.offset
+    assert cfg.numbers.bit_order is BitOrder.msb_first
+    assert cfg.device.variation is Variation.lognormal
+    assert cfg.device.variation_sigma == 0.125
+    assert cfg.energy.leakage_mw == 0.1 + 0.2
+    assert cfg.timing.ou_cycle_ns == 12.5
+    for suffix in (".yaml", ".json"):
+        path = tmp_path / f"o{suffix}"
+        cfg.save(path)
+        _assert_same(load_config(path), cfg)
+    _assert_same(HardwareConfig.from_dict(yaml.safe_load(cfg.to_yaml())), cfg)
+    _assert_same(HardwareConfig.from_dict(json.loads(cfg.to_json())), cfg)
+    # Overrides also go through load_config (as the CLI's --set does).
+    _assert_same(load_config(name, overrides), cfg)
+
+
+_finite = dict(allow_nan=False, allow_infinity=False)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    array_rows=st.integers(1, 4096),
+    array_cols=st.integers(1, 4096),
+    ou_frac=st.tuples(st.floats(0, 1), st.floats(0, 1)),
+    cell_bits=st.integers(1, 8),
+    sign=st.sampled_from(["differential", "offset"]),
+    weight_bits=st.integers(2, 16),
+    input_bits=st.integers(1, 16),
+    bit_order=st.sampled_from(["msb_first", "lsb_first"]),
+    adc_bits=st.integers(1, 16),
+    step=st.floats(1e-6, 1e6, **_finite),
+    energy=st.floats(0, 1e9, **_finite),
+    sigma=st.floats(0, 2, **_finite),
+    seed=st.integers(0, 2**31 - 1),
+    name=st.text(min_size=0, max_size=12),
+)
+def test_random_valid_configs_round_trip_exactly(array_rows: int, array_cols: int,
+                                                 ou_frac: tuple[float, float], cell_bits: int,
+                                                 sign: str, weight_bits: int, input_bits: int,
+                                                 bit_order: str, adc_bits: int, step: float,
+                                                 energy: float, sigma: float, seed: int,
+                                                 name: str) -> None:
+    ou_rows = max(1, math.floor(ou_frac[0] * array_rows))
+    ou_cols = max(1, math.floor(ou_frac[1] * array_cols))
+    cfg = HardwareConfig.from_dict({
+        "name": name,
+        "array": {"rows": array_rows, "cols": array_cols},
+        "ou": {"rows": ou_rows, "cols": ou_cols},
+        "cell": {"bits": cell_bits, "sign": sign},
+        "dac": {"bits": min(cell_bits, input_bits)},
+        "adc": {"bits": adc_bits, "step": step, "energy_pj": energy},
+        "numbers": {"weight_bits": weight_bits, "input_bits": input_bits,
+                    "bit_order": bit_order},
+        "device": {"variation": "normal", "variation_sigma": sigma, "seed": seed},
+    })
+    _assert_same(HardwareConfig.from_dict(yaml.safe_load(cfg.to_yaml())), cfg)
+    _assert_same(HardwareConfig.from_dict(json.loads(cfg.to_json())), cfg)
+    assert cfg.adc.step == step and cfg.adc.energy_pj == energy and cfg.name == name
+
+
+def test_enums_are_stored_by_name() -> None:
+    cfg = preset("isaac").with_overrides({"cell.sign": "offset", "numbers.bit_order": "msb_first",
+                                          "device.variation": "normal"})
+    d = cfg.to_dict()
+    assert d["cell"]["sign"] == "offset" and type(d["cell"]["sign"]) is str
+    assert d["numbers"]["bit_order"] == "msb_first" and type(d["numbers"]["bit_order"]) is str
+    assert d["device"]["variation"] == "normal" and type(d["device"]["variation"]) is str
+    text = cfg.to_yaml()
+    assert "sign: offset" in text and "bit_order: msb_first" in text
+    assert "variation: normal" in text and "!!python" not in text
+    assert '"sign": "offset"' in cfg.to_json()
+    # yaml.safe_load can read it back: no Python-specific tags.
+    assert yaml.safe_load(text)["cell"]["sign"] == "offset"
+
+
+# ---- overrides --------------------------------------------------------------------------------
+def test_with_overrides_sets_dotted_keys_and_nothing_else() -> None:
+    base = preset("isaac")
+    before = base.to_dict()
+    cfg = base.with_overrides({"ou.rows": 9, "ou.cols": "8", "array.rows": "512",
+                               "cell.slices": "null", "adc.step": "0.5", "device.seed": "7"})
+    assert base.to_dict() == before  # the original is untouched
+    assert (cfg.ou.rows, cfg.ou.cols, cfg.array.rows) == (9, 8, 512)
+    assert cfg.cell.slices is None and cfg.adc.step == 0.5 and cfg.device.seed == 7
+    changed = {k for k, v in _leaves(cfg.to_dict()).items() if _leaves(before)[k] != v}
+    assert changed == {"ou.rows", "ou.cols", "array.rows", "adc.step", "device.seed"}
+    assert base.with_overrides({}) == base
+
+
+def test_load_config_accepts_every_source_kind() -> None:
+    isaac = preset("isaac")
+    assert load_config() == isaac
+    assert load_config("isaac") == isaac
+    assert load_config(isaac) is isaac
+    assert load_config(isaac.to_dict()) == isaac
+    assert load_config(isaac, {"ou.rows": 8}).ou.rows == 8
+
+
+# ---- validation -------------------------------------------------------------------------------
+def _refused(overrides: dict[str, Any], *fragments: str) -> str:
+    with pytest.raises(ConfigError) as info:
+        preset("isaac").with_overrides(overrides)
+    msg = str(info.value)
+    assert "\n" not in msg
+    for frag in fragments:
+        assert frag in msg, (frag, msg)
+    assert isinstance(info.value, SparsexbarError) and isinstance(info.value, ValueError)
+    return msg
+
+
+@pytest.mark.parametrize(
+    ("overrides", "fragments"),
+    [
+        ({"ou.rows": 129}, ("ou.rows", "array.rows")),
+        ({"ou.cols": 999}, ("ou.cols", "array.cols")),
+        ({"array.rows": 8}, ("ou.rows", "array.rows")),  # shrinking the array below the OU
+        ({"array.cols": 15}, ("ou.cols", "array.cols")),
+        ({"cell.bits": 0}, ("cell.bits",)),
+        ({"cell.bits": -1}, ("cell.bits",)),
+        ({"adc.bits": 0}, ("adc.bits",)),
+        ({"adc.bits": -3}, ("adc.bits",)),
+        ({"dac.bits": 0}, ("dac.bits",)),
+        ({"numbers.weight_bits": 0}, ("numbers.weight_bits",)),
+        ({"numbers.weight_bits": -8}, ("numbers.weight_bits",)),
+        ({"numbers.input_bits": 0}, ("numbers.input_bits",)),
+        ({"numbers.input_bits": 40}, ("numbers.input_bits",)),
+        ({"adc.bits": 17}, ("adc.bits",)),
+        ({"ou.rows": 0}, ("ou.rows",)),
+        ({"array.rows": 0}, ("array.rows",)),
+        ({"adc.step": 0}, ("adc.step",)),
+        ({"dac.bits": 8, "numbers.input_bits": 4}, ("dac.bits", "numbers.input_bits")),
+        ({"cell.slices": 1}, ("cell.slices",)),  # 1 x 2 bits cannot hold 7 magnitude bits
+        ({"cell.slices": 3}, ("cell.slices",)),  # 3 x 2 = 6 < 7
+        ({"cell.sign": "offset", "cell.slices": 3, "cell.bits": 2}, ("cell.slices",)),  # 6 < 8
+        ({"cell.sign": "ones-complement"}, ("cell.sign",)),
+        ({"numbers.bit_order": "middle_out"}, ("numbers.bit_order",)),
+        ({"device.variation": "gaussian"}, ("device.variation",)),
+        ({"device.variation_sigma": -0.1}, ("device.variation_sigma",)),
+        ({"device.stuck_at_off_rate": 0.6, "device.stuck_at_on_rate": 0.6},
+         ("stuck_at_off_rate", "stuck_at_on_rate")),
+        ({"ou.rows": "many"}, ("ou.rows",)),
+        ({"ou": 3}, ("ou",)),
+    ],
+)
+def test_invalid_values_are_refused_naming_the_field(overrides: dict[str, Any],
+                                                     fragments: tuple[str, ...]) -> None:
+    _refused(overrides, *fragments)
+
+
+def test_slices_that_cover_the_bits_are_accepted() -> None:
+    cfg = preset("isaac").with_overrides({"cell.slices": 4})  # 4 x 2 >= 7
+    assert cfg.slices == 4
+    off = preset("isaac").with_overrides({"cell.sign": "offset", "cell.slices": 4})  # 8 >= 8
+    assert off.slices == 4
+
+
+@pytest.mark.parametrize("key", ["ou.row", "foo", "foo.bar", "array.rows.x", "cell.bits.low",
+                                 "name.first", "adc..bits"])
+def test_unknown_keys_are_refused_naming_the_key(key: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        preset("isaac").with_overrides({key: 1})
+    assert f"'{key}'" in str(info.value) and "unknown config key" in str(info.value)
+
+
+def test_unknown_key_in_a_file_or_dict_is_refused(tmp_path: Path) -> None:
+    data = preset("isaac").to_dict()
+    data["ou"]["depth"] = 3
+    with pytest.raises(ConfigError, match=r"ou\.depth"):
+        HardwareConfig.from_dict(data)
+    path = tmp_path / "extra.yaml"
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(ConfigError, match=r"ou\.depth"):
+        load_config(path)
+    data = preset("isaac").to_dict()
+    data["turbo"] = True
+    with pytest.raises(ConfigError, match="turbo"):
+        HardwareConfig.from_dict(data)
+
+
+def test_unknown_preset_is_refused_listing_the_known_ones() -> None:
+    for call in (lambda: preset("nope"), lambda: load_config("nope")):
+        with pytest.raises(ConfigError) as info:
+            call()
+        msg = str(info.value)
+        assert "'nope'" in msg and "isaac" in msg and "pattern-nvmsa" in msg
+
+
+@pytest.mark.parametrize("text", ["- 1\n- 2\n", "just a string\n", "42\n", "", "null\n"])
+def test_yaml_file_that_is_not_a_mapping_is_refused(tmp_path: Path, text: str) -> None:
+    path = tmp_path / "hw.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert "hw.yaml" in str(info.value) and "mapping" in str(info.value)
+
+
+def test_json_file_that_is_not_a_mapping_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "hw.json"
+    path.write_text("[1, 2, 3]")
+    with pytest.raises(ConfigError, match="mapping"):
+        load_config(path)
+
+
+def test_missing_file_is_refused_naming_it(tmp_path: Path) -> None:
+    path = tmp_path / "absent.yaml"
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert "absent.yaml" in str(info.value) and "not found" in str(info.value)
+
+
+def test_invalid_value_in_a_file_names_the_field(tmp_path: Path) -> None:
+    path = tmp_path / "hw.yaml"
+    path.write_text("array:\n  rows: 16\nou:\n  rows: 32\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert "ou.rows" in str(info.value) and "hw.yaml" in str(info.value)
+    path.write_text("adc:\n  bits: 0\n")
+    with pytest.raises(ConfigError, match=r"adc\.bits"):
+        load_config(path)
+
+
+def test_unparsable_yaml_is_refused_in_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "hw.yaml"
+    path.write_text("array: [1, 2\nou: {rows: 3\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert "hw.yaml" in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+# ---- documentation ----------------------------------------------------------------------------
+def test_every_leaf_field_is_documented() -> None:
+    described = dict(describe_fields())
+    leaves = _leaves(preset("isaac").to_dict())
+    assert set(described) == set(leaves)
+    assert len(describe_fields()) == len(described)  # no duplicates
+    for key, text in described.items():
+        assert text.strip(), f"{key} has no description"
+    for key in ("array.rows", "array.cols", "cell.bits", "cell.sign", "ou.rows", "ou.cols",
+                "dac.bits", "adc.bits", "adc.step", "numbers.weight_bits", "numbers.input_bits",
+                "numbers.bit_order"):  # the keys DESIGN.md 4 promises
+        assert key in described
+
+
+# ---- derived quantities -----------------------------------------------------------------------
+@pytest.mark.parametrize("weight_bits", [2, 4, 8, 9, 16])
+@pytest.mark.parametrize("cell_bits", [1, 2, 3, 4, 8])
+def test_slices_and_polarities(weight_bits: int, cell_bits: int) -> None:
+    base = preset("isaac").with_overrides({"numbers.weight_bits": weight_bits,
+                                           "cell.bits": cell_bits})
+    assert base.slices == -(-(weight_bits - 1) // cell_bits)
+    assert base.polarities == 2 and base.stored_bits == weight_bits - 1
+    off = base.with_overrides({"cell.sign": "offset"})
+    assert off.slices == -(-weight_bits // cell_bits)
+    assert off.polarities == 1 and off.stored_bits == weight_bits
+
+
+@pytest.mark.parametrize(("input_bits", "dac_bits", "cycles"),
+                         [(8, 1, 8), (8, 2, 4), (8, 3, 3), (8, 4, 2), (8, 8, 1), (7, 2, 4),
+                          (1, 1, 1), (16, 5, 4)])
+def test_cycles(input_bits: int, dac_bits: int, cycles: int) -> None:
+    cfg = preset("isaac").with_overrides({"numbers.input_bits": input_bits, "dac.bits": dac_bits})
+    assert cfg.cycles == cycles
+
+
+def test_adc_energy_doubles_per_bit_and_area_scales() -> None:
+    cfg = preset("isaac")
+    ref = cfg.adc.energy_pj
+    assert cfg.adc_energy_pj() == ref == cfg.adc_energy_pj(cfg.adc.ref_bits)
+    for bits in range(1, 17):
+        assert cfg.adc_energy_pj(bits) == pytest.approx(ref * 2.0 ** (bits - 8), rel=1e-12)
+        if bits > 1:
+            assert cfg.adc_energy_pj(bits) == pytest.approx(2 * cfg.adc_energy_pj(bits - 1),
+                                                            rel=1e-12)
+        assert cfg.adc_area_um2(bits) == pytest.approx(cfg.adc.area_um2 * 2.0 ** (bits - 8),
+                                                       rel=1e-12)
+    six = cfg.with_overrides({"adc.bits": 6})
+    assert six.adc_energy_pj() == pytest.approx(ref / 4, rel=1e-12)
+    assert six.adc_area_um2() == pytest.approx(cfg.adc.area_um2 / 4, rel=1e-12)
+    custom = cfg.with_overrides({"adc.energy_scale_per_bit": 3, "adc.area_scale_per_bit": 1.5,
+                                 "adc.ref_bits": 4, "adc.energy_pj": 2.0, "adc.area_um2": 10})
+    assert custom.adc_energy_pj(6) == pytest.approx(2.0 * 9, rel=1e-12)
+    assert custom.adc_area_um2(2) == pytest.approx(10 / 1.5**2, rel=1e-12)
+
+
+def test_ou_cycle_ns_derived_from_the_adcs_or_given() -> None:
+    isaac = preset("isaac")  # 16 columns, one 1.2 GS/s ADC per array
+    assert isaac.ou_cycle_ns == pytest.approx(16 / 1.2, rel=1e-12)
+    nvmsa = preset("pattern-nvmsa")  # 8 columns, 8 ADCs per array
+    assert nvmsa.ou_cycle_ns == pytest.approx(1 / 1.2, rel=1e-12)
+    cfg = isaac.with_overrides({"ou.cols": 10, "adc.per_array": 3, "adc.sample_rate_gsps": 2})
+    assert cfg.ou_cycle_ns == pytest.approx(math.ceil(10 / 3) / 2, rel=1e-12)
+    assert isaac.with_overrides({"timing.ou_cycle_ns": 7.5}).ou_cycle_ns == 7.5
+
+
+def test_adc_max_code_and_device_ideal() -> None:
+    cfg = preset("isaac")
+    assert cfg.adc_max_code == 255
+    assert cfg.device.ideal
+    assert not cfg.with_overrides({"device.read_noise_sigma": 0.01}).device.ideal
+    assert not cfg.with_overrides({"device.accumulated_deviation_sigma": 0.1}).device.ideal
+    assert not cfg.with_overrides({"device.stuck_at_on_rate": 0.01}).device.ideal
+    # A variation kind with sigma 0 (or sigma with kind none) changes nothing.
+    assert cfg.with_overrides({"device.variation": "lognormal"}).device.ideal
+    assert cfg.with_overrides({"device.variation_sigma": 0.3}).device.ideal
+    assert not cfg.with_overrides({"device.variation": "normal",
+                                   "device.variation_sigma": 0.3}).device.ideal

@@ -1,0 +1,322 @@
+"""`sparsexbar.simulate()` end to end on tiny nets: the result schema of DESIGN.md 4, the
+resolved hardware, accuracy in ideal lossless mode, batch-size independence, seeded device
+effects, the written result files, and bad inputs refused with the package's errors."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, TensorDataset
+
+import sparsexbar
+from sparsexbar import EngineOptions, HardwareConfig, Result, simulate
+from sparsexbar.config import preset
+from sparsexbar.errors import DataError, SparsexbarError, UnsupportedModelError
+from sparsexbar.events import Events
+from sparsexbar.frontend import quantize_model
+from sparsexbar.report import write_result
+from sparsexbar.schemes import get_scheme
+from tests import nets
+
+HW = preset("isaac").with_overrides({"array.rows": 32, "array.cols": 32, "ou.rows": 8,
+                                     "ou.cols": 8})  # 8*3*1 = 24 <= 255: lossless
+
+
+def data(n: int = 10, seed: int = 0, size: int = 8) -> tuple[Tensor, Tensor]:
+    return nets.random_images(n, 1, size, seed=seed), nets.random_labels(n, 10, seed=seed)
+
+
+def tiny() -> nn.Module:
+    return nets.tiny_cnn(1, 10, 8, 4, seed=0)
+
+
+def sim(model: nn.Module | None = None, d: Any = None, **kw: Any) -> Result:
+    kw.setdefault("hw", HW)
+    return simulate(model if model is not None else tiny(), d if d is not None else data(), **kw)
+
+
+# ---- the result schema ------------------------------------------------------------------------
+def test_result_has_every_key_of_the_schema() -> None:
+    res = sim(limit=7, batch_size=4)
+    out = res.to_json()
+    for key in ("version", "model", "dataset", "num_images", "hardware", "scheme", "accuracy",
+                "layers", "totals", "vs_dense"):
+        assert key in out, key
+    assert out["version"] == sparsexbar.__version__
+    assert out["model"] == "TinyCNN" and out["dataset"] == "tensors"
+    assert out["num_images"] == 7
+    assert out["scheme"]["name"] == "dense" and isinstance(out["scheme"]["parameters"], dict)
+    assert set(out["accuracy"]) >= {"top1", "float_top1", "quantized_top1"}
+    for v in out["accuracy"].values():
+        assert 0.0 <= v <= 1.0
+    assert [lay["name"] for lay in out["layers"]] == ["conv1", "conv2", "fc"]
+    assert [lay["kind"] for lay in out["layers"]] == ["conv", "conv", "linear"]
+    for lay in out["layers"]:
+        for key in ("name", "kind", "rows", "cols", "arrays", "events", "dense_events", "cycles",
+                    "energy_pj", "area_um2"):
+            assert key in lay, key
+        assert set(lay["events"]) == set(Events.names())
+        assert set(lay["dense_events"]) == set(Events.names())
+        assert all(type(v) is int and v >= 0 for v in lay["events"].values())
+        assert "total" in lay["energy_pj"] and len(lay["energy_pj"]) > 1
+        assert "total" in lay["area_um2"] and len(lay["area_um2"]) > 1
+        assert type(lay["rows"]) is int and type(lay["cols"]) is int
+        assert type(lay["arrays"]) is int and type(lay["cycles"]) is int
+    totals = out["totals"]
+    for key in ("events", "cycles", "arrays", "energy_pj", "area_um2", "latency_s",
+                "images_per_s"):
+        assert key in totals, key
+    assert "total" in totals["energy_pj"] and "total" in totals["area_um2"]
+    assert totals["latency_s"] > 0 and totals["images_per_s"] == pytest.approx(
+        1 / totals["latency_s"], rel=1e-12)
+    for key in ("speedup", "energy_efficiency", "area_efficiency", "computation_reduction"):
+        assert key in out["vs_dense"], key
+    # Plain JSON: it survives a dumps/loads round trip unchanged.
+    assert json.loads(json.dumps(out, allow_nan=False)) == out
+    assert res.top1 == out["accuracy"]["top1"]
+
+
+def test_hardware_in_the_result_round_trips_into_the_config() -> None:
+    hw = HW.with_overrides({"cell.sign": "offset", "numbers.bit_order": "msb_first"})
+    out = sim(hw=hw, limit=3).to_json()
+    assert HardwareConfig.from_dict(out["hardware"]) == hw
+    assert out["hardware"]["cell"]["sign"] == "offset"
+    # Overrides are resolved into the recorded hardware too.
+    out = sim(hw="isaac", overrides={"ou.rows": 9}, limit=2).to_json()
+    assert HardwareConfig.from_dict(out["hardware"]) == preset("isaac").with_overrides(
+        {"ou.rows": 9})
+
+
+def test_ideal_lossless_run_is_the_quantized_network() -> None:
+    images, labels = data(12, seed=4)
+    res = sim(d=(images, labels), batch_size=5)
+    acc = res.to_json()["accuracy"]
+    assert acc["top1"] == acc["quantized_top1"]
+    qmodel = quantize_model(tiny(), images, 8, 8)
+    ref = qmodel.run_reference(images)
+    assert res.outputs is not None and torch.equal(res.outputs, ref)
+    assert acc["quantized_top1"] == (ref.argmax(1) == labels).float().mean().item()
+    float_acc = (qmodel.run_float(images).argmax(1) == labels).float().mean().item()
+    assert acc["float_top1"] == float_acc
+    assert not any(lay["adc_can_clip"] for lay in res.to_json()["layers"])
+
+
+def test_labels_are_matched_to_the_right_images() -> None:
+    """Accuracy is exactly 1 when the labels are the network's own predictions."""
+    images, _ = data(9, seed=8)
+    ref = quantize_model(tiny(), images, 8, 8).run_reference(images)
+    res = sim(d=(images, ref.argmax(1)), batch_size=4)
+    assert res.to_json()["accuracy"]["top1"] == 1.0
+    assert res.to_json()["accuracy"]["quantized_top1"] == 1.0
+
+
+def test_batch_size_changes_neither_outputs_nor_events() -> None:
+    a = sim(batch_size=3)
+    b = sim(batch_size=8)
+    c = sim(batch_size=10)
+    assert a.outputs is not None and b.outputs is not None and c.outputs is not None
+    assert torch.equal(a.outputs, b.outputs) and torch.equal(a.outputs, c.outputs)
+    assert a.to_json() == b.to_json() == c.to_json()
+
+
+def test_batch_size_does_not_change_programmed_variation() -> None:
+    """Conductance variation is programmed once per cell: independent of the batching."""
+    over = {"device.variation": "lognormal", "device.variation_sigma": 0.2, "device.seed": 3}
+    d = data(5, seed=1)
+    a = sim(d=d, overrides=over, batch_size=2)
+    b = sim(d=d, overrides=over, batch_size=5)
+    assert a.outputs is not None and b.outputs is not None
+    assert torch.equal(a.outputs, b.outputs)
+
+
+def test_limit_takes_the_first_images() -> None:
+    images, labels = data(10, seed=2)
+    res = sim(d=(images, labels), limit=4)
+    full = sim(d=(images[:4], labels[:4]), calibration=images[:4])
+    assert res.to_json()["num_images"] == 4
+    assert res.outputs is not None and full.outputs is not None
+    assert torch.equal(res.outputs, full.outputs)
+
+
+def test_other_data_and_config_forms_give_the_same_result(tmp_path: Path) -> None:
+    images, labels = data(4, seed=5)
+    base = sim(d=(images, labels)).to_json()
+    ds = TensorDataset(images, labels)
+    for d in (ds, DataLoader(ds, batch_size=4)):
+        out = sim(d=d).to_json()
+        out["dataset"] = base["dataset"]
+        assert out == base
+    path = tmp_path / "hw.yaml"
+    HW.save(path)
+    assert sim(d=(images, labels), hw=str(path)).to_json() == base
+    assert sim(d=(images, labels), hw=HW.to_dict()).to_json() == base
+    assert sim(d=(images, labels), scheme=get_scheme("dense")).to_json() == base
+    # uint8 images are scaled to [0, 1]
+    u8 = (images * 255).round().to(torch.uint8)
+    out = sim(d=(u8, labels)).to_json()
+    again = sim(d=(u8.float() / 255, labels)).to_json()
+    assert out == again
+
+
+# ---- device effects ---------------------------------------------------------------------------
+DEVICE_EFFECTS = {
+    "variation-lognormal": {"device.variation": "lognormal", "device.variation_sigma": 0.3},
+    "variation-normal": {"device.variation": "normal", "device.variation_sigma": 0.3},
+    "read-noise": {"device.read_noise_sigma": 0.3},
+    "accumulated-deviation": {"device.accumulated_deviation_sigma": 1.0},
+    "stuck-at": {"device.stuck_at_off_rate": 0.1, "device.stuck_at_on_rate": 0.05},
+}
+TINY_SIGMA = {
+    "variation-lognormal": {"device.variation": "lognormal", "device.variation_sigma": 1e-6},
+    "variation-normal": {"device.variation": "normal", "device.variation_sigma": 1e-6},
+    "read-noise": {"device.read_noise_sigma": 1e-6},
+    "accumulated-deviation": {"device.accumulated_deviation_sigma": 1e-6},
+}
+
+
+@pytest.fixture(scope="module")
+def ideal_run() -> tuple[tuple[Tensor, Tensor], Result]:
+    d = data(4, seed=6)
+    return d, sim(d=d)
+
+
+@pytest.mark.parametrize("effect", list(DEVICE_EFFECTS))
+def test_device_effects_are_seeded(effect: str, ideal_run: tuple[tuple[Tensor, Tensor],
+                                                                 Result]) -> None:
+    d, ideal = ideal_run
+    over = DEVICE_EFFECTS[effect]
+    first = sim(d=d, overrides={**over, "device.seed": 1}, batch_size=2)
+    again = sim(d=d, overrides={**over, "device.seed": 1}, batch_size=2)
+    other = sim(d=d, overrides={**over, "device.seed": 2}, batch_size=2)
+    assert first.outputs is not None and again.outputs is not None
+    assert other.outputs is not None and ideal.outputs is not None
+    assert torch.equal(first.outputs, again.outputs)
+    assert first.to_json() == again.to_json()
+    assert not torch.equal(first.outputs, other.outputs)
+    assert not torch.equal(first.outputs, ideal.outputs)
+    # The device does not change the work done.
+    for a, b in zip(first.to_json()["layers"], ideal.to_json()["layers"], strict=True):
+        assert a["events"] == b["events"]
+
+
+@pytest.mark.parametrize("effect", list(TINY_SIGMA))
+def test_tiny_device_effects_keep_the_ideal_accuracy(
+        effect: str, ideal_run: tuple[tuple[Tensor, Tensor], Result]) -> None:
+    d, ideal = ideal_run
+    noisy = sim(d=d, overrides={**TINY_SIGMA[effect], "device.seed": 5})
+    assert noisy.to_json()["accuracy"] == ideal.to_json()["accuracy"]
+    assert noisy.outputs is not None and ideal.outputs is not None
+    assert torch.equal(noisy.outputs, ideal.outputs)
+
+
+@pytest.mark.parametrize("effect", ["variation-lognormal", "read-noise"])
+def test_large_device_seed_is_accepted_or_refused_cleanly(effect: str) -> None:
+    try:
+        res = sim(d=data(1), overrides={**DEVICE_EFFECTS[effect], "device.seed": 2**53})
+    except SparsexbarError:
+        return  # refusing the value up front, naming it, would be fine too
+    assert res.outputs is not None and bool(torch.isfinite(res.outputs).all())
+
+
+def test_the_exact_shortcut_does_not_change_a_run() -> None:
+    a = sim(options=EngineOptions(exact_shortcut=False))
+    b = sim(options=EngineOptions())
+    assert a.outputs is not None and b.outputs is not None
+    assert torch.equal(a.outputs, b.outputs) and a.to_json() == b.to_json()
+
+
+# ---- writing results --------------------------------------------------------------------------
+def test_write_result_writes_json_and_csv_atomically(tmp_path: Path) -> None:
+    out = sim(limit=5).to_json()
+    target = tmp_path / "run"
+    paths = write_result(target, out)
+    assert sorted(p.name for p in paths) == ["layers.csv", "result.json"]
+    assert sorted(p.name for p in target.iterdir()) == ["layers.csv", "result.json"]
+    loaded = json.loads((target / "result.json").read_text())
+    assert loaded == json.loads(json.dumps(out))
+    with (target / "layers.csv").open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["name"] for r in rows] == [lay["name"] for lay in out["layers"]]
+    for row, lay in zip(rows, out["layers"], strict=True):
+        assert int(row["rows"]) == lay["rows"] and int(row["arrays"]) == lay["arrays"]
+        assert int(row["adc_conversions"]) == lay["events"]["adc_conversions"]
+    # Overwriting and a prefix: still no temporary files left behind.
+    write_result(target, out)
+    write_result(target, out, prefix="dense_")
+    assert sorted(p.name for p in target.iterdir()) == [
+        "dense_layers.csv", "dense_result.json", "layers.csv", "result.json"]
+
+
+def test_write_result_of_non_finite_values_is_standard_json(tmp_path: Path) -> None:
+    out = sim(limit=2).to_json()
+    out["vs_dense"]["speedup"] = float("inf")
+    write_result(tmp_path, out)
+    text = (tmp_path / "result.json").read_text()
+    json.loads(text, parse_constant=lambda c: pytest.fail(f"non-standard JSON constant {c}"))
+
+
+# ---- bad inputs -------------------------------------------------------------------------------
+def test_bad_limit_and_batch_size_are_refused() -> None:
+    with pytest.raises(SparsexbarError, match="limit"):
+        sim(limit=0)
+    with pytest.raises(SparsexbarError, match="limit"):
+        sim(limit=-2)
+    with pytest.raises(SparsexbarError, match="batch"):
+        sim(batch_size=0)
+
+
+def test_unknown_scheme_and_preset_are_refused() -> None:
+    with pytest.raises(SparsexbarError, match="nope"):
+        sim(scheme="nope")
+    with pytest.raises(SparsexbarError, match="nope"):
+        sim(hw="nope")
+    with pytest.raises(SparsexbarError, match=r"ou\.rows"):
+        sim(hw="isaac", overrides={"ou.rows": 999})
+
+
+@pytest.mark.parametrize("factory", [nets.unsupported_net, nets.grouped_conv_net, nets.lstm_net])
+def test_unsupported_layers_are_refused(factory: Any) -> None:
+    images, labels = nets.random_images(2, 1, 28), nets.random_labels(2)
+    with pytest.raises(UnsupportedModelError) as info:
+        simulate(factory(), (images, labels), hw=HW)
+    assert "\n" not in str(info.value)
+
+
+def test_nan_weights_are_refused() -> None:
+    images, labels = nets.random_images(2, 1, 28), nets.random_labels(2)
+    with pytest.raises(UnsupportedModelError, match="NaN"):
+        simulate(nets.nan_net(), (images, labels), hw=HW)
+
+
+def test_nan_images_and_empty_data_are_refused() -> None:
+    images, labels = data(3)
+    images[1, 0, 2, 2] = float("nan")
+    with pytest.raises(DataError, match="NaN"):
+        sim(d=(images, labels))
+    with pytest.raises(DataError):
+        sim(d=(images[:0], labels[:0]))
+
+
+def test_model_factory_spec_is_resolved() -> None:
+    images, labels = nets.random_images(3, 1, 28), nets.random_labels(3)
+    res = simulate("tests.nets:tiny_fmnist_net", (images, labels), hw=HW)
+    assert res.to_json()["model"] == "tests.nets:tiny_fmnist_net"
+    direct = simulate(nets.tiny_fmnist_net(), (images, labels), hw=HW)
+    assert res.outputs is not None and direct.outputs is not None
+    assert torch.equal(res.outputs, direct.outputs)
+    with pytest.raises(SparsexbarError, match="not_a_module"):
+        simulate("tests.nets:not_a_module", (images, labels), hw=HW)
+    with pytest.raises(SparsexbarError, match="no_such_factory"):
+        simulate("tests.nets:no_such_factory", (images, labels), hw=HW)
+
+
+def test_model_without_logits_output_is_refused_cleanly() -> None:
+    images, labels = data(2)
+    with pytest.raises(SparsexbarError):
+        simulate(nets.single_conv(in_ch=1, out_ch=3), (images, labels), hw=HW)

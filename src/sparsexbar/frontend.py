@@ -166,7 +166,7 @@ class RunStats:
 
 class _Runner(fx.Interpreter):
     def __init__(self, qmodel: QuantizedModel, executor: LayerExecutor | None,
-                 stats: RunStats | None, record: dict[str, list[Tensor]] | None) -> None:
+                 stats: RunStats | None, record: dict[str, _InputRecord] | None) -> None:
         super().__init__(qmodel.graph_module)
         self.qmodel = qmodel
         self.executor = executor
@@ -185,7 +185,7 @@ class _Runner(fx.Interpreter):
             self.current = layer.name
             x = args[0]
             if self.record is not None:
-                self.record.setdefault(layer.name, []).append(x.detach())
+                self.record.setdefault(layer.name, _InputRecord()).add(x.detach(), layer)
             if self.executor is None:
                 return layer.linear_op(x, layer.float_weight) + _bias(layer)
             acc = self.executor(layer, layer.quantize_input(x))
@@ -424,20 +424,33 @@ def quantize_model(
         raise UnsupportedModelError("model has no Conv2d or Linear layer to map onto crossbars")
 
     qmodel = QuantizedModel(gm, layers, input_bits, weight_bits)
-    record: dict[str, list[Tensor]] = {}
+    record: dict[str, _InputRecord] = {}
     with torch.no_grad():
         for batch in batches:
             _Runner(qmodel, None, None, record).run(batch.to(torch.float32))
     for layer in layers:
-        xs = record.get(layer.name)
-        if not xs:
+        rec = record.get(layer.name)
+        if rec is None:
             raise UnsupportedModelError(f"layer '{layer.name}' is never executed")
-        amax = max(float(x.abs().max()) for x in xs)
-        layer.input_scale = amax / layer.input_max if amax > 0 else 1.0
-        layer.input_shape = tuple(xs[0].shape[1:])
-        out = layer.linear_op(xs[0][:1], layer.float_weight)
-        layer.output_shape = tuple(out.shape[1:])
+        layer.input_scale = rec.amax / layer.input_max if rec.amax > 0 else 1.0
+        layer.input_shape = rec.input_shape
+        layer.output_shape = rec.output_shape
     return qmodel
+
+
+@dataclass
+class _InputRecord:
+    """What calibration keeps of a layer's inputs: max |x| and the per-image shapes."""
+
+    amax: float = 0.0
+    input_shape: tuple[int, ...] = ()
+    output_shape: tuple[int, ...] = ()
+
+    def add(self, x: Tensor, layer: QuantLayer) -> None:
+        self.amax = max(self.amax, float(x.abs().max()))
+        if not self.input_shape:
+            self.input_shape = tuple(x.shape[1:])
+            self.output_shape = tuple(layer.linear_op(x[:1], layer.float_weight).shape[1:])
 
 
 def _pair(v: int | tuple[int, ...]) -> tuple[int, int]:

@@ -49,7 +49,8 @@ class Variation(str, Enum):
 
 
 class _Node(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, use_enum_values=False)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, use_enum_values=False,
+                              allow_inf_nan=False)
 
 
 class ArrayConfig(_Node):

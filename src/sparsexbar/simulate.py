@@ -233,7 +233,10 @@ def simulate(
 
 
 def _device(device: str | torch.device) -> torch.device:
-    dev = torch.device(device)
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise SparsexbarError(f"unsupported device '{device}' (cpu or cuda)") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise SparsexbarError("--device cuda requested but CUDA is not available here")
     if dev.type not in ("cpu", "cuda"):

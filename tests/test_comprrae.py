@@ -270,3 +270,43 @@ def test_storage_lut_and_comparators() -> None:
     assert (st_end.lut_bits, st_end.comparators) == (3 * 2 * 13, 7)
     assert lossy.storage(lossy.map_layer(conv, hw)).comparators == 14
     assert end.storage(end.map_layer(fc, hw)).lut_bits == 0
+
+
+# ---- alpha calibration -------------------------------------------------------------------------
+def test_calibration_respects_budget_and_split(tmp_path: Any) -> None:
+    import json
+
+    from sparsexbar.cli import main
+    from sparsexbar.comprrae_study import calibrate_alphas, fmnist_split, top1_with_alphas
+    from sparsexbar.data import fashion_mnist
+
+    x_cal, y_cal = fmnist_split("calibration", 40)
+    x_test, _ = fmnist_split("test", 40)
+    full = fashion_mnist("test")
+    assert torch.equal(x_cal, full.subset(5000, 5040).to_float())
+    assert torch.equal(x_test, full.subset(0, 40).to_float())
+    net = nets.tiny_fmnist_net()
+    hw = preset("isaac")
+    q = quantize_model(net, x_cal, 8, 8)
+    # budget 0: whatever is chosen keeps the exact top-1; a huge budget takes the largest alpha
+    strict = calibrate_alphas(q, hw, x_cal, y_cal, budget_points=0.0, candidates=(8.0, 0.5))
+    assert strict.top1 >= strict.exact_top1
+    loose = calibrate_alphas(q, hw, x_cal, y_cal, budget_points=100.0, candidates=(8.0, 0.5))
+    assert set(loose.alphas) == {"conv1", "conv2"}
+    assert all(a == 8.0 for a in loose.alphas.values())
+    assert len(loose.trials) == 2
+    kernels = {}
+    scheme = CompRRAEScheme()
+    for layer in q.layers:
+        if layer.followed_by_relu:
+            kernels[layer.name] = scheme.kernel(scheme.map_layer(layer, hw), CPU)
+    again = top1_with_alphas(q, kernels, loose.alphas, x_cal, y_cal)  # type: ignore[arg-type]
+    assert again == loose.top1
+    out = tmp_path / "alphas.json"
+    main(["calibrate-comprrae", "--model", "tests.nets:tiny_fmnist_net", "--images", "30",
+          "--budget", "100", "--candidates", "8", "--out", str(out)])
+    saved = json.loads(out.read_text())
+    assert saved["alphas"] == {"conv1": 8.0, "conv2": 8.0} and saved["images"] == 30
+    with pytest.raises(SystemExit) as bad:
+        main(["calibrate-comprrae", "--candidates", "x", "--out", str(out)])
+    assert bad.value.code == 2

@@ -216,6 +216,63 @@ def bench(
     run_benchmark(model=model, batch_size=batch_size, repeats=repeats, console=_console())
 
 
+@app.command("calibrate-comprrae")
+def calibrate_comprrae(
+    out: Annotated[Path, typer.Option("--out", help="JSON file for the alphas.")] = Path(
+        "out/comprrae/alphas.json"),
+    model: ModelOpt = "default",
+    data: Annotated[str, typer.Option(
+        "--data", help="'default': images 5000.. of the embedded Fashion-MNIST test file (the "
+        "studies test on 0..4999); else a data set name whose train split is used.")] = "default",
+    hw: HwOpt = "isaac",
+    set_: SetOpt = None,
+    budget: Annotated[float, typer.Option("--budget", help="Top-1 loss allowed, points.")] = 0.2,
+    images: Annotated[int, typer.Option("--images", help="Calibration images.")] = 500,
+    candidates: Annotated[str, typer.Option(
+        "--candidates", help="Comma-separated alphas tried per layer, largest first.")] = (
+        "0.4,0.2,0.1,0.05"),
+    batch_size: BatchOpt = 250,
+    device: DeviceOpt = "cpu",
+) -> None:
+    """Pick per-layer comprrae alphas for a top-1 budget on a calibration split."""
+    import json
+
+    from .comprrae_study import calibrate_alphas, fmnist_split
+    from .config import load_config
+    from .frontend import quantize_model
+    from .io import atomic_write_text
+    from .simulate import resolve_data, resolve_model
+
+    if images <= 0:
+        raise SparsexbarError(f"--images must be positive, got {images}")
+    if budget < 0:
+        raise SparsexbarError(f"--budget must be >= 0 points, got {budget}")
+    try:
+        alphas = [float(a) for a in candidates.split(",") if a.strip()]
+    except ValueError:
+        raise SparsexbarError(f"--candidates must be numbers, got '{candidates}'") from None
+    if not alphas or any(a < 0 for a in alphas):
+        raise SparsexbarError(f"--candidates must be numbers >= 0, got '{candidates}'")
+    config = load_config(hw, parse_overrides(set_))
+    if data == "default":
+        x, y = fmnist_split("calibration", images)
+    else:
+        from .data import load_dataset
+
+        ds = load_dataset(data, "train")
+        batches = resolve_data(ds, images)
+        x, y = batches.images, batches.labels
+    net, _ = resolve_model(model, int(x.shape[1]), max(int(y.max()) + 1, 10), int(x.shape[-1]))
+    qmodel = quantize_model(net, x[:256], config.numbers.weight_bits, config.numbers.input_bits)
+    console = _console()
+    cal = calibrate_alphas(qmodel, config, x, y, budget, alphas, batch_size, device,
+                           progress=console.print)
+    atomic_write_text(out, json.dumps(cal.to_json(), indent=2))
+    console.print(f"alphas: {cal.alphas}")
+    console.print(f"top-1 {100 * cal.top1:.2f}% vs exact {100 * cal.exact_top1:.2f}% on "
+                  f"{cal.images} calibration images; wrote {out}")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: SparsexbarError and usage errors -> one line on stderr, exit code 2."""
     command = typer.main.get_command(app)

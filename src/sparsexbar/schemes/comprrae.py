@@ -69,6 +69,10 @@ class CompKernel(LayerKernel):
         self.float32_ok = device.type == "cpu" and col_abs * (2**dac - 1) < FLOAT32_EXACT
         dtype = torch.float32 if self.float32_ok else torch.float64
         self.weight = layer.weight_int.to(device=device, dtype=dtype)
+        # Weights pre-scaled by each cycle's shift (a power of two: products stay exact, and
+        # every partial sum is a multiple of 2^shift below 2^24 x 2^shift, so float32 is exact).
+        self.cycle_weights = [self.weight * float(2**sh) for sh in self.shifts]
+        self._thresholds(layer, 2 * col_abs * layer.input_max + 2, device)
         # OU column groups (per column tile, ou.cols wide) and the channels their columns hold.
         ou_c = hw.ou.cols
         channel = mapped.col_channel.cpu()
@@ -92,6 +96,39 @@ class CompKernel(LayerKernel):
         groups = [math.ceil((r1 - r0) / hw.ou.rows) for r0, r1 in mapped.row_tiles]
         self.row_groups_total = sum(groups)
         self.row_groups_max = max(groups)
+
+    def _thresholds(self, layer: QuantLayer, bound: float, device: torch.device) -> None:
+        """Per-cycle comparisons on the running sum A, equivalent to the real-domain checks.
+
+        dequantize is monotone non-decreasing in the accumulator, so for integers y:
+        dequantize(y) < 0 <=> y < neg_thr_c and dequantize(y) > 0 <=> y >= pos_thr_c, the two
+        thresholds found by bisection over |y| <= bound (every reachable value). Then after
+        cycle t: END fires <=> A < neg_thr - up R_t; y_min > 0 <=> A >= pos_thr - down R_t.
+        """
+        cout = layer.out_channels
+        shape = (1, -1, 1, 1) if layer.kind == "conv" else (1, -1)
+        dev = layer.weight_scale.device
+
+        def smallest(pred_nonneg: bool) -> Tensor:
+            a = torch.full((cout,), -bound, dtype=torch.float64, device=dev)
+            b = torch.full((cout,), bound + 1, dtype=torch.float64, device=dev)
+            while bool((a < b).any()):  # bisection: ~log2(2 bound) steps
+                mid = torch.floor((a + b) / 2)
+                real = layer.dequantize(mid.reshape(shape)).reshape(cout)
+                ok = real >= 0 if pred_nonneg else real > 0
+                b = torch.where(ok, mid, b)
+                a = torch.where(ok, a, mid + 1)
+            return a.to(device).reshape(shape)
+
+        neg_thr, pos_thr = smallest(True), smallest(False)
+        pos = self.pos_sum.to(device).reshape(shape)
+        neg = self.neg_sum.to(device).reshape(shape)
+        up, down = (pos - neg, neg - pos) if layer.input_signed else (pos, neg)
+        self.up, self.down = up, down
+        self.end_thr = [neg_thr - up * r for r in self.remaining]
+        self.settle_thr = [pos_thr - down * r for r in self.remaining]
+        self.range = [(up - down) * r for r in self.remaining]
+        self.mid_offset = [torch.floor((up + down) * r / 2) for r in self.remaining]
 
     def column_groups(self) -> int:
         """OU column groups of the layer (over all column tiles)."""
@@ -164,8 +201,11 @@ class CompRRAEScheme(Scheme):
             return LayerRun(acc, events, cycles)
         layer = kernel.mapped.layer
         n = int(x_int.shape[0])
-        per_image = layer.positions * layer.out_channels * 8 * 10 + x_int[0].numel() * 8 * 3
-        chunk = max(1, int(options.memory_budget_mb * 2**20 // max(per_image, 1)))
+        # Chunks of about 2^17 outputs: the per-cycle bookkeeping then stays in cache, and
+        # small convolutions are no slower per image than big ones.
+        per_image = layer.positions * layer.out_channels
+        chunk = max(1, min(2**17 // per_image,
+                           int(options.memory_budget_mb * 2**20 // (per_image * 64))))
         outs: list[Tensor] = []
         events = Events()
         cycles = 0
@@ -185,56 +225,77 @@ class CompRRAEScheme(Scheme):
     def trace(self, k: CompKernel, x_int: Tensor) -> Iterator[tuple[int, Tensor, Tensor, Tensor]]:
         """MSB-first cycles: (t, running sum A, y_min, y_max) after each cycle t, all float64
         accumulators of the layer's output shape; after the last cycle y_min = y_max = A."""
+        acc: Tensor | None = None
+        for t, part in enumerate(self._parts(k, x_int)):
+            if part is None:
+                if acc is None:
+                    acc = torch.zeros(self._out_shape(k, x_int), dtype=torch.float64,
+                                      device=x_int.device)
+            else:
+                acc = part.to(torch.float64) if acc is None else acc + part
+            rem = k.remaining[t]
+            yield t, acc, acc + k.down * rem, acc + k.up * rem
+
+    @staticmethod
+    def _out_shape(k: CompKernel, x_int: Tensor) -> tuple[int, ...]:
+        return (int(x_int.shape[0]), *k.mapped.layer.output_shape)
+
+    def _parts(self, k: CompKernel, x_int: Tensor) -> Iterator[Tensor | None]:
+        """Each cycle's exact contribution W . chunk_t x 2^shift_t, MSB first (float32/64);
+        None for an all-zero chunk (never the last one)."""
         layer = k.mapped.layer
         mask = 2**k.mapped.hw.dac.bits - 1
         mag = x_int.abs().to(torch.int64)
-        sign = torch.sign(x_int).to(k.weight.dtype)
-        shape = (1, -1, 1, 1) if layer.kind == "conv" else (1, -1)
-        pos = k.pos_sum.to(x_int.device).reshape(shape)
-        neg = k.neg_sum.to(x_int.device).reshape(shape)
-        up, down = (pos - neg, neg - pos) if layer.input_signed else (pos, neg)
-        acc: Tensor | None = None
+        sign = torch.sign(x_int).to(k.weight.dtype) if layer.input_signed else None
         for t, shift in enumerate(k.shifts):  # input cycles, MSB first
-            piece = ((mag >> shift) & mask).to(k.weight.dtype) * sign
-            part = layer.linear_op(piece, k.weight).to(torch.float64)
+            bits = (mag >> shift) & mask
+            if t < len(k.shifts) - 1 and not bool(bits.any()):
+                yield None  # an all-zero chunk (common in the high bits) adds nothing
+                continue
+            piece = bits.to(k.weight.dtype)
+            if sign is not None:
+                piece = piece * sign
+            part = layer.linear_op(piece, k.cycle_weights[t])
             if not k.float32_ok:  # float64 path (CUDA, or huge columns): integers, rounded
                 part = torch.round(part)
-            part = part * float(2**shift)
-            acc = part if acc is None else acc + part
-            rem = k.remaining[t]
-            yield t, acc, acc + down * rem, acc + up * rem
+            yield part
 
     def terminate(self, k: CompKernel, x_int: Tensor) -> tuple[Tensor, Tensor]:
-        """MSB-first execution with the checks: (accumulator float64, executed cycles int64).
+        """MSB-first execution with the checks: (accumulator float64, executed cycles int8).
 
-        Both have the layer's output shape (N, Cout[, Ho, Wo]); executed in [1, cycles].
+        Both have the layer's output shape (N, Cout[, Ho, Wo]); executed in [1, cycles]. The
+        comparisons use the integer thresholds of `CompKernel._thresholds`, equivalent to
+        dequantize(y_max) < 0 and dequantize(y_min) > 0.
         """
-        layer = k.mapped.layer
-        cycles = k.mapped.hw.cycles
-        out: Tensor | None = None
-        executed: Tensor | None = None
-        done: Tensor | None = None
-        acc: Tensor | None = None
-        for t, acc, y_min, y_max in self.trace(k, x_int):
-            if out is None or executed is None or done is None:
-                out = torch.zeros_like(acc)
-                executed = torch.full(acc.shape, cycles, dtype=torch.int64, device=acc.device)
-                done = torch.zeros(acc.shape, dtype=torch.bool, device=acc.device)
-            if t == cycles - 1:
+        last = k.mapped.hw.cycles - 1
+        acc = out = alive = executed = None
+        for t, part in enumerate(self._parts(k, x_int)):
+            if acc is None:
+                acc = (torch.zeros(self._out_shape(k, x_int), dtype=torch.float64,
+                                   device=x_int.device) if part is None
+                       else part.to(torch.float64))
+                out = torch.empty_like(acc)
+                alive = torch.ones(acc.shape, dtype=torch.bool, device=acc.device)
+                executed = torch.ones(acc.shape, dtype=torch.int8, device=acc.device)
+            elif part is not None:
+                acc.add_(part)
+            if t == last:
                 break
-            stop = (layer.dequantize(y_max) < 0) & ~done  # early negative detection
+            assert out is not None and alive is not None and executed is not None
+            stop = (acc < k.end_thr[t]) & alive  # early negative detection: ReLU gives 0
             value = acc
             if k.alpha is not None:
-                settle = (~done & ~stop & (layer.dequantize(y_min) > 0)
-                          & ((y_max - y_min) <= k.alpha * acc.abs()))
-                est = torch.floor((y_max + y_min) / 2) if self.estimate == "midpoint" else acc
-                value = torch.where(settle, est, acc)
+                settle = ((acc >= k.settle_thr[t]) & (k.range[t] <= k.alpha * acc.abs())
+                          & alive & ~stop)
+                if self.estimate == "midpoint":
+                    value = torch.where(settle, acc + k.mid_offset[t], acc)
                 stop = stop | settle
             out = torch.where(stop, value, out)
-            executed = torch.where(stop, torch.full_like(executed, t + 1), executed)
-            done = done | stop
-        assert acc is not None and out is not None and executed is not None and done is not None
-        return torch.where(done, out, acc), executed
+            alive &= ~stop
+            executed.add_(alive)
+        assert acc is not None and out is not None and alive is not None
+        assert executed is not None
+        return torch.where(alive, acc, out), executed
 
     # ---- events ------------------------------------------------------------------------------
     def count(self, k: CompKernel, executed: Tensor) -> tuple[Events, int]:

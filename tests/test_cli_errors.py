@@ -230,6 +230,28 @@ def test_non_positive_limit_and_batch_size_are_refused(capsys: pytest.CaptureFix
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("device", ["meta", "tpu"])
+def test_unknown_device_is_refused(capsys: pytest.CaptureFixture[str], tmp_path: Path,
+                                   device: str) -> None:
+    need_data_and_models()
+    code, _, err = cli(capsys, "run", "--model", "tests.nets:tiny_fmnist_net", "--data",
+                       "default", "--limit", "2", "--device", device,
+                       "--out", str(tmp_path / "out"))
+    assert_one_line_error(code, err, device)
+
+
+def test_output_directory_that_is_a_file_is_refused(capsys: pytest.CaptureFixture[str],
+                                                    tmp_path: Path) -> None:
+    need_data_and_models()
+    blocker = tmp_path / "out"
+    blocker.write_text("a file, not a directory")
+    code, _, err = cli(capsys, "run", "--model", "tests.nets:tiny_fmnist_net", "--data",
+                       "default", "--limit", "2", "--out", str(blocker))
+    assert_one_line_error(code, err, "out")
+    assert blocker.read_text() == "a file, not a directory"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
 def test_run_happy_path(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     need_data_and_models()
     hw = tmp_path / "hw.yaml"

@@ -233,6 +233,30 @@ def test_invalid_values_are_refused_naming_the_field(overrides: dict[str, Any],
     _refused(overrides, *fragments)
 
 
+def _float_leaves() -> list[str]:
+    return [k for k, v in _leaves(preset("isaac").to_dict()).items() if isinstance(v, float)]
+
+
+def test_nan_is_refused_for_every_float_field() -> None:
+    keys = _float_leaves()
+    assert "adc.step" in keys and "energy.leakage_mw" in keys
+    for key in keys:
+        _refused({key: float("nan")}, key)
+        _refused({key: ".nan"}, key)  # as the CLI's --set passes it
+
+
+def test_infinity_is_refused_for_every_float_field() -> None:
+    accepted = []
+    for key in _float_leaves() + ["timing.ou_cycle_ns"]:
+        try:
+            preset("isaac").with_overrides({key: float("inf")})
+        except ConfigError as exc:
+            assert key in str(exc)
+        else:
+            accepted.append(key)
+    assert accepted == []
+
+
 def test_slices_that_cover_the_bits_are_accepted() -> None:
     cfg = preset("isaac").with_overrides({"cell.slices": 4})  # 4 x 2 >= 7
     assert cfg.slices == 4

@@ -288,6 +288,12 @@ def test_unsupported_layers_are_refused(factory: Any) -> None:
     assert "\n" not in str(info.value)
 
 
+@pytest.mark.parametrize("device", ["meta", "tpu", "gpu", "cpu:x"])
+def test_unknown_devices_are_refused(device: str) -> None:
+    with pytest.raises(SparsexbarError, match="device"):
+        sim(d=data(1), device=device)
+
+
 def test_nan_weights_are_refused() -> None:
     images, labels = nets.random_images(2, 1, 28), nets.random_labels(2)
     with pytest.raises(UnsupportedModelError, match="NaN"):

@@ -84,11 +84,12 @@ def _run_schemes(model: str, data: str, hw: str, schemes: list[str], overrides: 
                                     int(batches.images.shape[-1]))
     qmodel = quantize_model(net, batches.images[:256], config.numbers.weight_bits,
                             config.numbers.input_bits)
-    results = []
+    results: list[dict[str, Any]] = []
     for name in schemes:
         with _Bar(f"{name:>10}", console) as bar:
             res = simulate(net, batches, config, name, batch_size=batch_size, device=device,
-                           progress=bar, qmodel=qmodel)
+                           progress=bar, qmodel=qmodel,
+                           baseline_accuracy=results[0]["accuracy"] if results else None)
         res.data["model"] = model_name
         results.append(res.to_json())
     return results
@@ -230,7 +231,7 @@ def calibrate_comprrae(
     images: Annotated[int, typer.Option("--images", help="Calibration images.")] = 500,
     candidates: Annotated[str, typer.Option(
         "--candidates", help="Comma-separated alphas tried per layer, largest first.")] = (
-        "0.4,0.2,0.1,0.05"),
+        "3.2,1.6,0.8,0.4,0.2,0.1"),
     batch_size: BatchOpt = 250,
     device: DeviceOpt = "cpu",
 ) -> None:
@@ -271,6 +272,38 @@ def calibrate_comprrae(
     console.print(f"alphas: {cal.alphas}")
     console.print(f"top-1 {100 * cal.top1:.2f}% vs exact {100 * cal.exact_top1:.2f}% on "
                   f"{cal.images} calibration images; wrote {out}")
+
+
+@app.command()
+def reproduce(
+    name: Annotated[str, typer.Argument(help="Which study: comprrae.")],
+    out: Annotated[Path, typer.Option("--out", help="Output directory.")] = Path(
+        "out/reproduce"),
+    model: ModelOpt = "default",
+    hw: HwOpt = "isaac",
+    set_: SetOpt = None,
+    test_images: Annotated[int, typer.Option(
+        "--test-images", help="Images of the test half (0..4999) to run.")] = 1000,
+    calibration_images: Annotated[int, typer.Option(
+        "--calibration-images", help="Images of the calibration half (5000..) for alphas.")] = 500,
+    budget: Annotated[float, typer.Option("--budget", help="Top-1 loss allowed, points.")] = 0.2,
+    batch_size: BatchOpt = 250,
+    device: DeviceOpt = "cpu",
+) -> None:
+    """Reproduce a published study beside its figures (tables, JSON, plot)."""
+    if name != "comprrae":
+        raise SparsexbarError(f"unknown study '{name}' (known: comprrae)")
+    if not 0 < test_images <= 5000 or not 0 < calibration_images <= 5000:
+        raise SparsexbarError("--test-images and --calibration-images must be in 1..5000")
+    from .comprrae_study import reproduce_comprrae, reproduce_markdown
+
+    console = _console()
+    report = reproduce_comprrae(out, model, hw, parse_overrides(set_), test_images,
+                                calibration_images, budget, batch_size=batch_size,
+                                device=device, progress=console.print)
+    console.print(reproduce_markdown(report))
+    console.print(f"wrote {out}/comprrae_reproduce.json, comprrae_reproduce.md, "
+                  "comprrae_tradeoff.png")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -170,11 +170,14 @@ def simulate(
     options: EngineOptions | None = None,
     progress: ProgressFn | None = None,
     qmodel: QuantizedModel | None = None,
+    baseline_accuracy: Mapping[str, float] | None = None,
 ) -> Result:
     """Run `model` on `data` through the accelerator `hw` with `scheme`; return the Result.
 
     Calibration (input scales): `calibration` if given, else the first `calibration_images`
-    images of the data. `qmodel` reuses an already quantized model (compare runs share one).
+    images of the data. `qmodel` reuses an already quantized model (compare runs share one);
+    `baseline_accuracy` ({"float_top1", "quantized_top1"} of an earlier run with the same
+    qmodel and data) skips recomputing the float and integer-reference accuracies.
     """
     if batch_size <= 0:
         raise SparsexbarError(f"--batch-size must be positive, got {batch_size}")
@@ -206,8 +209,9 @@ def simulate(
                 "logits for classification"
             )
         correct["top1"] += accuracy(logits, labels)
-        correct["float_top1"] += accuracy(qmodel.run_float(images), labels)
-        correct["quantized_top1"] += accuracy(qmodel.run_reference(images), labels)
+        if baseline_accuracy is None:
+            correct["float_top1"] += accuracy(qmodel.run_float(images), labels)
+            correct["quantized_top1"] += accuracy(qmodel.run_reference(images), labels)
         outputs.append(logits.cpu())
         done += int(images.shape[0])
         if progress is not None:
@@ -225,7 +229,9 @@ def simulate(
         "num_images": n,
         "hardware": config.to_dict(),
         "scheme": {"name": sch.name, "parameters": sch.parameters()},
-        "accuracy": {k: v / n for k, v in correct.items()},
+        "accuracy": {k: v / n for k, v in correct.items()} if baseline_accuracy is None else {
+            "top1": correct["top1"] / n, "float_top1": float(baseline_accuracy["float_top1"]),
+            "quantized_top1": float(baseline_accuracy["quantized_top1"])},
         "layers": layers,
         **_totals(layers, config, n),
     }

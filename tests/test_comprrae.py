@@ -310,3 +310,26 @@ def test_calibration_respects_budget_and_split(tmp_path: Any) -> None:
     with pytest.raises(SystemExit) as bad:
         main(["calibrate-comprrae", "--candidates", "x", "--out", str(out)])
     assert bad.value.code == 2
+
+
+def test_reproduce_writes_table_json_and_plot(tmp_path: Any) -> None:
+    import json
+
+    from sparsexbar.cli import main
+    from sparsexbar.comprrae_study import reproduce_comprrae
+
+    report = reproduce_comprrae(tmp_path, model="tests.nets:tiny_fmnist_net", test_images=20,
+                                calibration_images=20, candidates=(1.0,), curve=(4.0,),
+                                batch_size=20)
+    dense, end, cal = report["rows"]
+    assert report["outputs_equal_dense_with_end"]
+    assert end["top1_change_points"] == 0.0 and dense["conversion_reduction"] == 0.0
+    assert end["conversion_reduction"] > 0
+    assert report["curve"][0]["conversion_reduction"] > end["conversion_reduction"]
+    saved = json.loads((tmp_path / "comprrae_reproduce.json").read_text())
+    assert saved["rows"] == report["rows"]
+    assert (tmp_path / "comprrae_tradeoff.png").stat().st_size > 1000
+    assert "| END only (exact) |" in (tmp_path / "comprrae_reproduce.md").read_text()
+    with pytest.raises(SystemExit) as bad:
+        main(["reproduce", "nope"])
+    assert bad.value.code == 2

@@ -42,6 +42,8 @@ CASES = {
     "lossy": BenchCase("dense, isaac OU 9x8, ADC 5 bit, DAC 2 bit (clips: per-conversion)",
                        "dense", (("ou.rows", 9), ("ou.cols", 8), ("adc.bits", 5),
                                  ("dac.bits", 2))),
+    "comprrae": BenchCase("comprrae, isaac, early negative detection (MSB-first, exact)",
+                          "comprrae"),
 }
 DEFAULT_CASES = tuple(CASES.values())
 

@@ -245,7 +245,8 @@ class CompRRAEScheme(Scheme):
         None for an all-zero chunk (never the last one)."""
         layer = k.mapped.layer
         mask = 2**k.mapped.hw.dac.bits - 1
-        mag = x_int.abs().to(torch.int64)
+        # Narrow integers: the per-cycle shifts then move 1 byte per input (8-bit inputs).
+        mag = x_int.abs().to(torch.uint8 if layer.input_max < 256 else torch.int32)
         sign = torch.sign(x_int).to(k.weight.dtype) if layer.input_signed else None
         for t, shift in enumerate(k.shifts):  # input cycles, MSB first
             bits = (mag >> shift) & mask

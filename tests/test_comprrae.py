@@ -130,6 +130,8 @@ def reference_run(layer: QuantLayer, hw: HardwareConfig, x_int: Tensor,
     cycles, dac = hw.cycles, hw.dac.bits
     pos = [sum(max(w[r][c], 0) for r in range(rows)) for c in range(cout)]
     neg = [sum(min(w[r][c], 0) for r in range(rows)) for c in range(cout)]
+    signed = layer.input_signed  # sign-magnitude inputs, two passes interleaved per cycle
+    passes = 2 if signed else 1
     scale = (layer.weight_scale * layer.input_scale).tolist()
     bias = layer.bias.tolist()
 
@@ -145,13 +147,17 @@ def reference_run(layer: QuantLayer, hw: HardwareConfig, x_int: Tensor,
             acc = 0
             for t in range(cycles):
                 shift = (cycles - 1 - t) * dac
-                acc += sum(w[r][c] * ((patch[r] >> shift) & (2**dac - 1))
+                acc += sum(w[r][c] * (1 if patch[r] >= 0 else -1)
+                           * ((abs(patch[r]) >> shift) & (2**dac - 1))
                            for r in range(rows)) * 2**shift
                 out[m][c] = float(acc)
                 if t == cycles - 1:
                     break
                 rem = 2**shift - 1
-                hi, lo = acc + pos[c] * rem, acc + neg[c] * rem
+                if signed:
+                    hi, lo = acc + (pos[c] - neg[c]) * rem, acc - (pos[c] - neg[c]) * rem
+                else:
+                    hi, lo = acc + pos[c] * rem, acc + neg[c] * rem
                 if real(hi, c) < 0:
                     executed[m][c] = t + 1
                     break
@@ -183,11 +189,12 @@ def reference_run(layer: QuantLayer, hw: HardwareConfig, x_int: Tensor,
                                         if executed[m][col_channel[col]] > t]
                                 if not live:
                                     continue
-                                acts += 1
-                                ev["ou_activations"] += 1
-                                ev["adc_conversions"] += len(live)
-                                ev["dac_activations"] += g_rows
-                                ev["cell_reads"] += g_rows * len(cols)
+                                for _pass in range(passes):
+                                    acts += 1
+                                    ev["ou_activations"] += 1
+                                    ev["adc_conversions"] += len(live)
+                                    ev["dac_activations"] += g_rows
+                                    ev["cell_reads"] += g_rows * len(cols)
                 per_array[(r0, c0)] = acts
         busiest_total += max(per_array.values())
     for m in range(n * p_count):
@@ -200,14 +207,15 @@ def reference_run(layer: QuantLayer, hw: HardwareConfig, x_int: Tensor,
     return acc_t, ev, busiest_total
 
 
-@pytest.mark.parametrize("alpha", [None, 0.4])
-def test_counts_match_loop_reference(alpha: float | None) -> None:
+@pytest.mark.parametrize(("alpha", "signed"), [(None, False), (0.4, False), (None, True),
+                                               (0.4, True)])
+def test_counts_match_loop_reference(alpha: float | None, signed: bool) -> None:
     net = conv_relu(seed=5)
-    x = nets.random_images(2, channels=2, size=5, seed=7)
+    x = nets.random_images(2, channels=2, size=5, seed=7, signed=signed)
     hw = small_hw(**{"dac.bits": 2})
     q = quantize_model(net, x, hw.numbers.weight_bits, hw.numbers.input_bits)
     layer = q.layers[0]
-    assert layer.followed_by_relu
+    assert layer.followed_by_relu and layer.input_signed == signed
     scheme = CompRRAEScheme(alpha=alpha)
     kernel = scheme.kernel(scheme.map_layer(layer, hw), CPU)
     x_int = layer.quantize_input(x)
@@ -221,6 +229,9 @@ def test_counts_match_loop_reference(alpha: float | None) -> None:
     assert run.cycles == ref_cycles
     dense, _ = dense_events(kernel.mapped, 2)
     assert ref_ev["adc_conversions"] < dense.adc_conversions  # something was skipped
+    if alpha is not None:  # termination fired too, beyond early negative detection
+        _, end_ev, _ = reference_run(layer, hw, x_int, None)
+        assert ref_ev["adc_conversions"] < end_ev["adc_conversions"]
 
 
 # ---- adaptive termination ----------------------------------------------------------------------

@@ -8,10 +8,12 @@ from ..errors import SparsexbarError
 from .base import LayerRun, Scheme
 from .comprrae import CompRRAEScheme
 from .dense import DenseScheme
+from .sre import SreScheme
 
 SCHEMES: dict[str, Callable[[], Scheme]] = {
     "dense": DenseScheme,
     "comprrae": CompRRAEScheme,
+    "sre": SreScheme,
 }
 
 

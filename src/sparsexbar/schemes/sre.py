@@ -1,0 +1,338 @@
+"""`sre`: Sparse ReRAM Engine (Yang et al., ISCA 2019), our reconstruction (DESIGN.md 3.1).
+
+Segments: one per (array column tile x OU column group), a group being `ou.cols` consecutive
+physical columns of one array (the last group of a tile may be narrower).
+
+- Static weight compression (`weight`, `joint`): per array (row tile) and column group, rows
+  whose cells are zero in every column of the group are removed; the kept rows are packed, in
+  their original order, into OUs of `ou.rows` rows. Each kept row stores its original row index
+  (ceil(log2(array.rows)) bits, at least 1).
+- Dynamic activation sparsity (`activation`, `joint`): in each input cycle, rows whose input
+  chunk is zero (granularity `bit`: the chunk of this cycle; `word`: the whole input value)
+  are dropped, and the rows left for a column group are packed into ceil(active / ou.rows) OUs.
+
+Events, exact, per image, output position, pass, cycle, array and column group (n columns):
+ou_activations = ceil(active / ou.rows), adc_conversions = shift_adds = ou x n,
+dac_activations = active, cell_reads = active x n. `index_reads` (our choice): the index of
+every kept row is read once per output position and pass (the gathered input word stays in
+the row's input register for the bit-serial cycles), ceil(log2(array.rows)) bits each; the
+`activation` mode stores no indices. Buffer and digital events are those of `dense`.
+`cycles`: per image, the busiest array's OU activations (arrays run in parallel), summed over
+images.
+
+Values: `weight` mode runs the packed mapping through the engine (`LayerKernel` segments), so
+a clipping ADC or a non-ideal device is modelled bit-accurately. `activation`/`joint` pack rows
+differently in every cycle; we model them only where no packing can change a partial sum (ideal
+device, unit ADC step, and the `ou.rows` largest levels of any column of an array times the
+largest input chunk within the ADC range): the outputs are then the exact integer result.
+Otherwise they refuse with a SparsexbarError rather than give a wrong answer.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ..config import HardwareConfig
+from ..cost import Storage
+from ..engine import EngineOptions, LayerKernel, accumulate, exact_accumulate
+from ..errors import SparsexbarError
+from ..events import Events
+from ..frontend import QuantLayer
+from ..mapping import MappedLayer, dense_events, map_dense, tiles
+from .base import LayerRun, Scheme
+
+MODES = ("weight", "activation", "joint")
+GRANULARITIES = ("bit", "word")
+
+
+def column_segments(cols: int, hw: HardwareConfig) -> list[tuple[int, int, int]]:
+    """(start, stop, column tile index) of every OU column group, in column order."""
+    out: list[tuple[int, int, int]] = []
+    for t, (c0, c1) in enumerate(tiles(cols, hw.array.cols)):  # column tiles: a few
+        out.extend((c0 + a, c0 + b, t) for a, b in tiles(c1 - c0, hw.ou.cols))
+    return out
+
+
+def index_bits(hw: HardwareConfig) -> int:
+    """Bits of one stored row index: ceil(log2(array.rows)), at least 1."""
+    return max(1, math.ceil(math.log2(hw.array.rows)))
+
+
+def map_sre(layer: QuantLayer, hw: HardwareConfig, compress: bool = True) -> MappedLayer:
+    """SRE mapping: one segment per (column tile x OU column group); per segment and row tile
+    the kept rows (all rows when not `compress`, else rows nonzero somewhere in the group)
+    packed in order into OU row groups of `ou.rows` (padded with -1)."""
+    dense = map_dense(layer, hw)
+    levels = dense.levels
+    r, c = levels.shape
+    row_tiles = tiles(r, hw.array.rows)
+    segs = column_segments(c, hw)
+    s_count, ou = len(segs), hw.ou.rows
+    starts = torch.tensor([a for a, _, _ in segs], dtype=torch.int64)
+    stops = torch.tensor([b for _, b, _ in segs], dtype=torch.int64)
+    if compress:
+        # Nonzero cells of each row per segment, from a running count along the columns.
+        run = torch.nn.functional.pad(torch.cumsum((levels != 0).to(torch.int32), dim=1),
+                                      (1, 0))  # (R, C+1)
+        kept = (run[:, stops] - run[:, starts]) > 0  # (R, S)
+    else:
+        kept = torch.ones((r, s_count), dtype=torch.bool)
+    per_tile = torch.stack([kept[a:b].sum(dim=0) for a, b in row_tiles], dim=1)  # (S, I)
+    groups = torch.div(per_tile + ou - 1, ou, rounding_mode="floor")
+    goff = torch.cumsum(groups, dim=1) - groups  # first group of each tile, per segment
+    g_total = max(1, int(groups.sum(dim=1).max()))
+    group_rows = torch.full((s_count, g_total, ou), -1, dtype=torch.int64)
+    for i, (a, b) in enumerate(row_tiles):  # row tiles: a few
+        kt = kept[a:b]
+        rank = torch.cumsum(kt.to(torch.int64), dim=0) - 1
+        r_idx, s_idx = kt.nonzero(as_tuple=True)
+        rk = rank[r_idx, s_idx]
+        group_rows[s_idx, goff[s_idx, i] + torch.div(rk, ou, rounding_mode="floor"),
+                   rk % ou] = a + r_idx
+    seg_cols = torch.full((s_count, hw.ou.cols), -1, dtype=torch.int64)
+    offs = torch.arange(hw.ou.cols)
+    valid = offs.unsqueeze(0) < (stops - starts).unsqueeze(1)
+    seg_cols[valid] = (starts.unsqueeze(1) + offs.unsqueeze(0))[valid]
+    # Same cells, tiles and columns as the dense mapping; only the row groups differ.
+    kwargs: dict[str, Any] = {f.name: getattr(dense, f.name) for f in fields(dense) if f.init}
+    kwargs.update(group_rows=group_rows, segment_cols=seg_cols,
+                  partial_sum_bound=_partial_sum_bound(levels, group_rows, seg_cols, hw))
+    if "_cache" in kwargs:  # derived values of the dense row groups do not carry over
+        kwargs["_cache"] = {}
+    return SreMappedLayer(**kwargs)
+
+
+def _partial_sum_bound(levels: Tensor, group_rows: Tensor, seg_cols: Tensor,
+                       hw: HardwareConfig) -> float:
+    """Largest column sum of levels over any OU row group, times the largest input chunk."""
+    s_count, g_count, ou = group_rows.shape
+    k = seg_cols.shape[1]
+    lv = torch.nn.functional.pad(levels.to(torch.int32), (0, 1))  # padding column -> 0
+    cols = torch.where(seg_cols < 0, torch.full_like(seg_cols, levels.shape[1]), seg_cols)
+    sums = torch.zeros((s_count * g_count + 1, k), dtype=torch.int32)
+    # Flat (segment, group) index of every stored (row, segment) pair; padding -> last slot.
+    seg_idx = torch.arange(s_count).view(-1, 1, 1).expand_as(group_rows)
+    grp_idx = torch.arange(g_count).view(1, -1, 1).expand_as(group_rows)
+    flat = torch.where(group_rows >= 0, seg_idx * g_count + grp_idx,
+                       torch.full_like(group_rows, s_count * g_count)).reshape(-1)
+    rows = group_rows.clamp(min=0).reshape(-1)
+    segs = seg_idx.reshape(-1)
+    for a in range(0, flat.numel(), 1 << 16):  # bounded gathers of (rows x K) levels
+        sel = slice(a, a + (1 << 16))
+        sums.index_add_(0, flat[sel], lv[rows[sel].unsqueeze(1), cols[segs[sel]]])
+    best = int(sums[:-1].max()) if sums.numel() > k else 0
+    return float(best * (2**hw.dac.bits - 1))
+
+
+@dataclass
+class SreMappedLayer(MappedLayer):
+    """A `MappedLayer` whose partial-sum bound was computed once, vectorized, at mapping."""
+
+    partial_sum_bound: float = 0.0
+
+    def max_partial_sum(self) -> float:
+        """Largest partial sum any single column of any OU activation can produce (ideal)."""
+        return self.partial_sum_bound
+
+
+def kept_matrix(mapped: MappedLayer) -> Tensor:
+    """(R, S) bool: row r is stored (kept) for segment s, read off the mapping's row groups."""
+    s_count = mapped.group_rows.shape[0]
+    r = mapped.levels.shape[0]
+    keep = torch.zeros((s_count, r + 1), dtype=torch.bool)
+    rows = mapped.group_rows.reshape(s_count, -1)
+    rows = torch.where(rows < 0, torch.full_like(rows, r), rows)
+    keep.scatter_(1, rows, True)
+    return keep[:, :r].t().contiguous()
+
+
+def dynamic_packing_lossless(mapped: MappedLayer) -> bool:
+    """True when no choice of `ou.rows` rows of one array can exceed the ADC range in any column
+    (ideal device, unit step): then dynamic packing cannot change any conversion."""
+    hw = mapped.hw
+    if not hw.device.ideal or hw.adc.step != 1.0:
+        return False
+    chunk_max = 2**hw.dac.bits - 1
+    worst = 0
+    for a, b in mapped.row_tiles:  # row tiles: a few
+        lv = mapped.levels[a:b].to(torch.int64)
+        k = min(hw.ou.rows, b - a)
+        worst = max(worst, int(lv.topk(k, dim=0).values.sum(dim=0).max()) if lv.numel() else 0)
+    return worst * chunk_max <= hw.adc_max_code
+
+
+class SreKernel(LayerKernel):
+    """`LayerKernel` plus the per-(row tile, segment) kept-row sets used to count events."""
+
+    def __init__(self, mapped: MappedLayer, device: torch.device) -> None:
+        super().__init__(mapped, device)
+        keep = kept_matrix(mapped)  # (R, S)
+        s_count = keep.shape[1]
+        self.seg_cols = (mapped.segment_cols >= 0).sum(dim=1).to(torch.float64).to(device)
+        ctile = torch.tensor([t for _, _, t in column_segments(mapped.physical_cols, mapped.hw)],
+                             dtype=torch.int64)
+        # (S, Ct) one-hot: which array column tile each segment lies in.
+        self.seg_tile = torch.nn.functional.one_hot(ctile, len(mapped.col_tiles)).to(
+            torch.float64).to(device)
+        # Per row tile: the distinct kept-row columns (segments often share one) and the map
+        # segment -> distinct column, so the count matmul runs over distinct sets only.
+        self.tile_keep: list[Tensor] = []
+        self.tile_inverse: list[Tensor] = []
+        kept_counts = []
+        for a, b in mapped.row_tiles:  # row tiles: a few
+            kt = keep[a:b]
+            uniq, inverse = torch.unique(kt, dim=1, return_inverse=True)
+            self.tile_keep.append(uniq.to(torch.float32).to(device))
+            self.tile_inverse.append(inverse.to(device))
+            kept_counts.append(kt.sum(dim=0))
+        self.kept = torch.stack(kept_counts, dim=1).to(torch.float64).to(device)  # (S, I)
+        self.segments = s_count
+
+
+class SreScheme(Scheme):
+    """Sparse ReRAM Engine: static weight compression and/or dynamic activation sparsity."""
+
+    name = "sre"
+    lossless = True
+
+    def __init__(self, mode: str = "joint", granularity: str = "bit") -> None:
+        if mode not in MODES:
+            raise SparsexbarError(f"sre mode must be one of {', '.join(MODES)}, got '{mode}'")
+        if granularity not in GRANULARITIES:
+            raise SparsexbarError(
+                f"sre granularity must be one of {', '.join(GRANULARITIES)}, got '{granularity}'")
+        self.mode = mode
+        self.granularity = granularity
+
+    @property
+    def compress(self) -> bool:
+        return self.mode in ("weight", "joint")
+
+    @property
+    def dynamic(self) -> bool:
+        return self.mode in ("activation", "joint")
+
+    def parameters(self) -> dict[str, Any]:
+        return {"mode": self.mode, "granularity": self.granularity}
+
+    def map_layer(self, layer: QuantLayer, hw: HardwareConfig) -> MappedLayer:
+        mapped = map_sre(layer, hw, self.compress)
+        if self.dynamic and not dynamic_packing_lossless(mapped):
+            raise SparsexbarError(
+                f"sre {self.mode} mode needs a lossless ADC (layer {layer.name}: with ideal "
+                f"device and adc.step=1, ou.rows={hw.ou.rows} rows x level x input chunk must "
+                f"fit adc.bits={hw.adc.bits}); use mode=weight or a larger ADC")
+        return mapped
+
+    def kernel(self, mapped: MappedLayer, device: torch.device) -> LayerKernel:
+        return SreKernel(mapped, device)
+
+    def run_layer(self, kernel: LayerKernel, x_int: Tensor, options: EngineOptions) -> LayerRun:
+        assert isinstance(kernel, SreKernel)
+        if self.dynamic:
+            acc = exact_accumulate(kernel.mapped.layer, x_int)
+        else:
+            acc = accumulate(kernel, x_int, options)
+        events, cycles = self.count(kernel, x_int, options)
+        return LayerRun(acc, events, cycles)
+
+    def storage(self, mapped: MappedLayer) -> Storage:
+        """Index bits: every kept row of every (array, column group) stores its row index."""
+        if not self.compress:
+            return Storage()
+        return Storage(index_bits=int(kept_matrix(mapped).sum()) * index_bits(mapped.hw))
+
+    # ---- event counting ---------------------------------------------------------------------
+    def count(self, kernel: SreKernel, x_int: Tensor, options: EngineOptions) -> tuple[Events, int]:
+        """Exact events of one batch and the summed per-image busiest-array OU activations."""
+        mapped = kernel.mapped
+        hw, layer = mapped.hw, mapped.layer
+        n = int(x_int.shape[0])
+        base, _ = dense_events(mapped, n)
+        patches = layer.patches(x_int.to(torch.float32))  # (N*P, R)
+        positions = patches.shape[0] // max(n, 1)
+        if layer.input_signed:
+            parts = [patches.clamp(min=0), (-patches).clamp(min=0)]
+        else:
+            parts = [patches]
+        ou_r = hw.ou.rows
+        ou_sum = torch.zeros(kernel.segments, dtype=torch.float64, device=patches.device)
+        row_sum = torch.zeros_like(ou_sum)
+        # Per image and array (column tile, row tile): OU activations.
+        per_image = torch.zeros((n, len(mapped.col_tiles), len(mapped.row_tiles)),
+                                dtype=torch.float64, device=patches.device)
+        if not self.dynamic:
+            # Static: the same kept rows every cycle, whatever the data.
+            ou = torch.div(kernel.kept + ou_r - 1, ou_r, rounding_mode="floor")  # (S, I)
+            reps = float(positions * hw.cycles * len(parts))
+            ou_sum += ou.sum(dim=1) * reps * n
+            row_sum += kernel.kept.sum(dim=1) * reps * n
+            per_array = (kernel.seg_tile.t() @ ou) * reps  # (Ct, I)
+            per_image += per_array.unsqueeze(0)
+        else:
+            chunk = self._images_per_chunk(kernel, positions, options)
+            for part in parts:  # one or two passes
+                xi = part.to(torch.int64)
+                for a in range(0, n, chunk):  # chunks of whole images (memory bound)
+                    xc = xi[a * positions : (a + chunk) * positions]
+                    m_img = xc.shape[0] // positions
+                    self._count_dynamic(kernel, xc, m_img, positions, ou_sum, row_sum,
+                                        per_image[a : a + m_img])
+        cols = kernel.seg_cols
+        adc = int(round(float((ou_sum * cols).sum())))
+        kept_total = float(kernel.kept.sum())
+        idx = (int(round(kept_total)) * index_bits(hw) * n * positions * len(parts)
+               if self.compress else 0)
+        events = Events(
+            ou_activations=int(round(float(ou_sum.sum()))),
+            adc_conversions=adc,
+            dac_activations=int(round(float(row_sum.sum()))),
+            cell_reads=int(round(float((row_sum * cols).sum()))),
+            shift_adds=adc,
+            index_reads=idx,
+            buffer_read_bytes=base.buffer_read_bytes,
+            buffer_write_bytes=base.buffer_write_bytes,
+            digital_ops=base.digital_ops,
+        )
+        busiest = per_image.reshape(n, -1).amax(dim=1).sum() if n else torch.zeros(())
+        return events, int(round(float(busiest)))
+
+    def _images_per_chunk(self, kernel: SreKernel, positions: int,
+                          options: EngineOptions) -> int:
+        """Whole images per counting chunk so the (positions x rows) and (positions x distinct
+        sets) float32 intermediates stay within the engine's memory budget."""
+        r = kernel.mapped.levels.shape[0]
+        width = r * 3 + sum(int(k.shape[1]) for k in kernel.tile_keep) + kernel.segments * 2
+        per_image = positions * width * 8  # bytes
+        return max(1, int(options.memory_budget_mb * 2**20 // max(per_image, 1)))
+
+    def _count_dynamic(self, kernel: SreKernel, xc: Tensor, images: int, positions: int,
+                       ou_sum: Tensor, row_sum: Tensor, per_image: Tensor) -> None:
+        """Add one chunk's dynamic counts. xc: (images*positions, R) int64 input magnitudes."""
+        mapped = kernel.mapped
+        hw = mapped.hw
+        ou_r, cycles, dac_bits = hw.ou.rows, hw.cycles, hw.dac.bits
+        chunk_mask = 2**dac_bits - 1
+        if self.granularity == "word":
+            planes = [(xc != 0)]
+            weights = [float(cycles)]  # the same active rows in every cycle
+        else:
+            planes = [((xc >> (t * dac_bits)) & chunk_mask) != 0 for t in range(cycles)]
+            weights = [1.0] * cycles
+        for i, (a, b) in enumerate(mapped.row_tiles):  # arrays (row tiles): a few
+            keep = kernel.tile_keep[i]  # (rows_i, U) float32
+            inverse = kernel.tile_inverse[i]
+            for plane, w in zip(planes, weights, strict=True):  # a handful of cycles
+                # Active kept rows per (position, distinct set): a 0/1 matmul, exact in float32.
+                counts_u = plane[:, a:b].to(torch.float32) @ keep  # (M, U)
+                counts = counts_u[:, inverse].to(torch.float64)  # (M, S)
+                ou = torch.div(counts + ou_r - 1, ou_r, rounding_mode="floor")
+                ou_img = ou.reshape(images, positions, -1).sum(dim=1)  # (images, S)
+                ou_sum += ou_img.sum(dim=0) * w
+                row_sum += counts.sum(dim=0) * w
+                per_image[:, :, i] += (ou_img @ kernel.seg_tile) * w

@@ -1,0 +1,264 @@
+"""The `sre` scheme (DESIGN.md 3.1): outputs equal `dense` bit for bit wherever the ADC is
+lossless, event counts equal a plain loop reference written here (per image, position, pass,
+cycle, array, OU column group: ceil(active rows / ou.rows)), never exceed dense, and the weight
+mode with a clipping ADC equals a loop reference of packed OU groups."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import Tensor, nn
+
+import sparsexbar
+from sparsexbar import EngineOptions
+from sparsexbar.config import HardwareConfig, preset
+from sparsexbar.errors import SparsexbarError
+from sparsexbar.frontend import QuantLayer, quantize_model
+from sparsexbar.mapping import map_dense
+from sparsexbar.schemes import get_scheme
+from sparsexbar.schemes.sre import SreKernel, SreScheme, map_sre
+from tests import nets
+
+MODES = [(m, g) for m in ("weight", "activation", "joint") for g in ("bit", "word")]
+CROSSBAR_EVENTS = ("ou_activations", "adc_conversions", "dac_activations", "cell_reads",
+                   "shift_adds")
+
+
+def prune_blocks(model: nn.Module, fraction: float, seed: int) -> nn.Module:
+    """Zero whole input rows of some layers' weights and random single weights (seeded), so
+    static compression finds all-zero rows and the data has zero inputs."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for mod in model.modules():
+            if isinstance(mod, (nn.Conv2d, nn.Linear)):
+                w = mod.weight
+                flat = w.reshape(w.shape[0], -1)
+                rows = torch.rand(flat.shape[1], generator=gen) < fraction
+                flat[:, rows] = 0
+                flat[torch.rand(flat.shape, generator=gen) < fraction] = 0
+    return model
+
+
+# ---- bit for bit ----------------------------------------------------------------------------
+@settings(max_examples=6)
+@given(seed=st.integers(0, 10_000), fraction=st.sampled_from([0.0, 0.3, 0.7]),
+       signed=st.booleans(), relu=st.booleans(), hw_name=st.sampled_from(["isaac",
+                                                                        "ideal-small"]))
+def test_outputs_equal_dense_random_nets(seed: int, fraction: float, signed: bool, relu: bool,
+                                         hw_name: str) -> None:
+    net = prune_blocks(nets.residual_net(size=6, relu_after_add=relu, seed=seed), fraction, seed)
+    x = nets.random_images(3, channels=2, size=6, seed=seed, signed=signed)
+    y = nets.random_labels(3, classes=5, seed=seed)
+    dense = sparsexbar.simulate(net, (x, y), hw=hw_name, scheme="dense")
+    d = dense.to_json()
+    for mode, gran in MODES:
+        res = sparsexbar.simulate(net, (x, y), hw=hw_name, scheme=SreScheme(mode, gran))
+        assert res.outputs is not None and dense.outputs is not None
+        assert torch.equal(res.outputs, dense.outputs), (mode, gran)
+        r = res.to_json()
+        for lay, dlay in zip(r["layers"], d["layers"], strict=True):
+            for key in CROSSBAR_EVENTS:
+                assert lay["events"][key] <= dlay["events"][key], (mode, gran, key)
+                assert lay["dense_events"][key] == dlay["events"][key]
+            assert lay["cycles"] <= dlay["cycles"]
+            for key in ("buffer_read_bytes", "buffer_write_bytes", "digital_ops"):
+                assert lay["events"][key] == dlay["events"][key]
+        assert r["scheme"] == {"name": "sre", "parameters": {"mode": mode,
+                                                             "granularity": gran}}
+
+
+def test_outputs_equal_dense_vgg8_shapes() -> None:
+    """The shipped model's architecture (VGG-8 on 1x28x28), pruned, on real data shapes."""
+    torch.manual_seed(0)
+    from sparsexbar.zoo import build_model
+
+    net = prune_blocks(build_model("vgg8", in_channels=1, num_classes=10, input_size=28,
+                                   width=0.125), 0.5, 1).eval()
+    x = nets.random_images(2, channels=1, size=28, seed=1)
+    y = nets.random_labels(2, seed=1)
+    dense = sparsexbar.simulate(net, (x, y), hw="isaac", scheme="dense")
+    joint = sparsexbar.simulate(net, (x, y), hw="isaac", scheme="sre")
+    assert dense.outputs is not None and joint.outputs is not None
+    assert torch.equal(joint.outputs, dense.outputs)
+    assert joint.to_json()["vs_dense"]["speedup"] > 1.0
+
+
+# ---- counts against a loop reference ---------------------------------------------------------
+def _layer(signed: bool, seed: int = 0) -> tuple[QuantLayer, Tensor]:
+    """A small pruned conv layer and its integer input (N=2, 2x5x5 -> 3 output channels)."""
+    net = prune_blocks(nets.single_conv(2, 3, 3, padding=1, seed=seed), 0.4, seed)
+    x = nets.random_images(2, channels=2, size=5, seed=seed, signed=signed)
+    x = torch.where(torch.rand(x.shape, generator=torch.Generator().manual_seed(seed)) < 0.3,
+                    torch.zeros_like(x), x)  # zero inputs for the dynamic modes
+    q = quantize_model(net, x, 8, 8)
+    layer = q.layers[0]
+    return layer, layer.quantize_input(x)
+
+
+def _small_hw() -> HardwareConfig:
+    # Several row and column tiles, OU groups that do not divide the tiles, 2-bit DAC.
+    return preset("ideal-small").with_overrides(
+        {"array.rows": 8, "array.cols": 10, "ou.rows": 3, "ou.cols": 4, "dac.bits": 2})
+
+
+def reference_counts(layer: QuantLayer, x_int: Tensor, hw: HardwareConfig, mode: str,
+                     gran: str) -> tuple[dict[str, int], int]:
+    """Loop over images, positions, passes, cycles, arrays and OU column groups."""
+    levels = map_dense(layer, hw).levels.to(torch.int64)  # (R, C)
+    r, c = levels.shape
+    patches = layer.patches(x_int.to(torch.float32)).to(torch.int64)
+    n = x_int.shape[0]
+    positions = patches.shape[0] // n
+    parts = [patches.clamp(min=0), (-patches).clamp(min=0)] if layer.input_signed else [patches]
+    idx_bits = max(1, math.ceil(math.log2(hw.array.rows)))
+    out = dict.fromkeys(CROSSBAR_EVENTS + ("index_reads",), 0)
+    busiest_total = 0
+    for img in range(n):
+        per_array: dict[tuple[int, int], int] = {}
+        for pos in range(positions):
+            for part in parts:
+                vec = part[img * positions + pos]
+                for r0 in range(0, r, hw.array.rows):
+                    r1 = min(r, r0 + hw.array.rows)
+                    for t0 in range(0, c, hw.array.cols):
+                        t1 = min(c, t0 + hw.array.cols)
+                        for g0 in range(t0, t1, hw.ou.cols):
+                            g1 = min(t1, g0 + hw.ou.cols)
+                            kept = [row for row in range(r0, r1)
+                                    if mode == "activation" or bool(levels[row, g0:g1].any())]
+                            if mode != "activation":
+                                out["index_reads"] += len(kept) * idx_bits
+                            for t in range(hw.cycles):
+                                chunk = [(int(vec[row]) >> (t * hw.dac.bits)) & (
+                                    2**hw.dac.bits - 1) for row in kept]
+                                word = [int(vec[row]) for row in kept]
+                                if mode == "weight":
+                                    active = len(kept)
+                                elif gran == "bit":
+                                    active = sum(1 for v in chunk if v)
+                                else:
+                                    active = sum(1 for v in word if v)
+                                ou = math.ceil(active / hw.ou.rows)
+                                out["ou_activations"] += ou
+                                out["adc_conversions"] += ou * (g1 - g0)
+                                out["shift_adds"] += ou * (g1 - g0)
+                                out["dac_activations"] += active
+                                out["cell_reads"] += active * (g1 - g0)
+                                key = (r0, t0)
+                                per_array[key] = per_array.get(key, 0) + ou
+        busiest_total += max(per_array.values())
+    return out, busiest_total
+
+
+@pytest.mark.parametrize("signed", [False, True])
+@pytest.mark.parametrize(("mode", "gran"), MODES)
+def test_counts_equal_loop_reference(mode: str, gran: str, signed: bool) -> None:
+    layer, x_int = _layer(signed)
+    hw = _small_hw()
+    scheme = SreScheme(mode, gran)
+    mapped = map_sre(layer, hw, scheme.compress)
+    assert len(mapped.row_tiles) == 3 and len(mapped.col_tiles) == 3
+    kernel = SreKernel(mapped, torch.device("cpu"))
+    events, cycles = scheme.count(kernel, x_int, EngineOptions())
+    expected, busiest = reference_counts(layer, x_int, hw, mode, gran)
+    got = events.to_dict()
+    for key, value in expected.items():
+        assert got[key] == value, key
+    assert cycles == busiest
+    assert expected["ou_activations"] > 0
+
+
+def test_counts_small_memory_budget_same() -> None:
+    """Chunking over images (tiny memory budget) does not change any count."""
+    layer, x_int = _layer(False, seed=3)
+    hw = _small_hw()
+    scheme = SreScheme("joint", "bit")
+    kernel = SreKernel(map_sre(layer, hw, True), torch.device("cpu"))
+    big = scheme.count(kernel, x_int, EngineOptions())
+    small = scheme.count(kernel, x_int, EngineOptions(memory_budget_mb=1e-6))
+    assert big == small
+
+
+def test_index_storage_and_reads() -> None:
+    layer, x_int = _layer(False, seed=5)
+    hw = _small_hw()
+    levels = map_dense(layer, hw).levels.to(torch.int64)
+    kept = 0
+    for r0 in range(0, levels.shape[0], hw.array.rows):
+        for t0 in range(0, levels.shape[1], hw.array.cols):
+            t1 = min(levels.shape[1], t0 + hw.array.cols)
+            for g0 in range(t0, t1, hw.ou.cols):
+                blk = levels[r0 : r0 + hw.array.rows, g0 : min(t1, g0 + hw.ou.cols)]
+                kept += int((blk != 0).any(dim=1).sum())
+    bits = math.ceil(math.log2(8))  # array.rows = 8
+    assert kept < levels.shape[0] * 7  # some rows were dropped (7 column groups)
+    weight = SreScheme("weight")
+    assert weight.storage(map_sre(layer, hw, True)).index_bits == kept * bits
+    assert SreScheme("activation").storage(map_sre(layer, hw, False)).index_bits == 0
+    events, _ = weight.count(SreKernel(map_sre(layer, hw, True), torch.device("cpu")), x_int,
+                             EngineOptions())
+    assert events.index_reads == kept * bits * layer.positions * 2  # 2 images, 1 pass
+
+
+# ---- weight mode with a clipping ADC ---------------------------------------------------------
+def reference_weight_values(layer: QuantLayer, x_int: Tensor, hw: HardwareConfig) -> Tensor:
+    """Loop reference of statically packed OUs with the ADC clamp, (N*P, Cout) float64."""
+    dense = map_dense(layer, hw)
+    levels = dense.levels.to(torch.int64)
+    r, c = levels.shape
+    patches = layer.patches(x_int.to(torch.float32)).to(torch.int64)
+    top = hw.adc_max_code
+    acc = torch.zeros((patches.shape[0], layer.out_channels), dtype=torch.float64)
+    for r0 in range(0, r, hw.array.rows):
+        r1 = min(r, r0 + hw.array.rows)
+        for t0 in range(0, c, hw.array.cols):
+            t1 = min(c, t0 + hw.array.cols)
+            for g0 in range(t0, t1, hw.ou.cols):
+                g1 = min(t1, g0 + hw.ou.cols)
+                kept = [row for row in range(r0, r1) if bool(levels[row, g0:g1].any())]
+                for a in range(0, len(kept), hw.ou.rows):
+                    rows = kept[a : a + hw.ou.rows]
+                    for t in range(hw.cycles):
+                        chunk = (patches[:, rows] >> (t * hw.dac.bits)) & (2**hw.dac.bits - 1)
+                        p = chunk @ levels[rows, g0:g1]  # (M, cols)
+                        q = p.clamp(0, top).to(torch.float64) * 2 ** (t * hw.dac.bits)
+                        for j, col in enumerate(range(g0, g1)):
+                            acc[:, int(dense.col_channel[col])] += q[:, j] * float(
+                                dense.col_weight[col])
+    return acc
+
+
+def test_weight_mode_clipping_adc_equals_reference() -> None:
+    layer, x_int = _layer(False, seed=7)
+    hw = _small_hw().with_overrides({"adc.bits": 3})  # 3 rows x 3 x 3 = 27 > 7: clips
+    mapped = map_sre(layer, hw, True)
+    assert mapped.adc_can_clip()
+    scheme = SreScheme("weight")
+    run = scheme.run_layer(scheme.kernel(mapped, torch.device("cpu")), x_int, EngineOptions())
+    expected = layer.fold_output(reference_weight_values(layer, x_int, hw), x_int.shape[0])
+    assert torch.equal(run.accumulator, expected)
+    exact = layer.reference_accumulate(x_int).to(torch.float64)
+    assert not torch.equal(run.accumulator, exact)  # clipping did change the result
+
+
+def test_dynamic_modes_refuse_clipping_adc() -> None:
+    layer, _ = _layer(False)
+    hw = preset("pattern-nvmsa")  # 9 rows x 15 x 15 > 255
+    for mode in ("activation", "joint"):
+        with pytest.raises(SparsexbarError, match="needs a lossless ADC"):
+            SreScheme(mode).map_layer(layer, hw)
+    assert SreScheme("weight").map_layer(layer, hw).segment_cols.shape[1] == hw.ou.cols
+
+
+def test_registry_and_parameters() -> None:
+    scheme = get_scheme("sre")
+    assert isinstance(scheme, SreScheme)
+    assert scheme.parameters() == {"mode": "joint", "granularity": "bit"}
+    with pytest.raises(SparsexbarError, match="sre mode"):
+        SreScheme("both")
+    with pytest.raises(SparsexbarError, match="granularity"):
+        SreScheme("joint", "byte")

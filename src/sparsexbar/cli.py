@@ -306,6 +306,40 @@ def reproduce(
                   "comprrae_tradeoff.png")
 
 
+@app.command()
+def prune(
+    model: ModelOpt = "default",
+    data: Annotated[str, typer.Option("--data", help="Data set of the checkpoint.")] = "default",
+    hw: HwOpt = "isaac",
+    set_: SetOpt = None,
+    method: Annotated[str, typer.Option(
+        "--method", help="ou-structured (blocks of one row x an OU column group's channels) "
+        "or unstructured.")] = "ou-structured",
+    sparsity: Annotated[float, typer.Option("--sparsity", help="Target zero fraction.")] = 0.5,
+    steps: Annotated[int, typer.Option("--steps", help="Gradual pruning steps.")] = 3,
+    epochs: Annotated[int, typer.Option("--epochs", help="Fine-tuning epochs per step.")] = 1,
+    lr: Annotated[float, typer.Option("--lr", help="Fine-tuning learning rate.")] = 0.01,
+    out: Annotated[Path, typer.Option("--out", help="Checkpoint stem.")] = Path(
+        "out/ckpt/pruned"),
+    limit: LimitOpt = None,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    split: Annotated[str, typer.Option(
+        "--split", help="Fine-tuning split: train (or test, for smoke runs).")] = "train",
+) -> None:
+    """Prune a checkpoint by magnitude with fine-tuning; writes it and a per-layer table."""
+    from .config import load_config
+    from .prune import METHODS, prune_command, table_markdown
+
+    if method not in METHODS:
+        raise SparsexbarError(f"--method must be one of {', '.join(METHODS)}, got '{method}'")
+    config = load_config(hw, parse_overrides(set_))
+    res = prune_command(model, data, config, sparsity, method, steps, epochs, out, lr=lr,
+                        limit=limit, seed=seed, tune_split=split)
+    typer.echo(table_markdown(res["table"]).rstrip())
+    typer.echo(f"top-1 {res['top1_before']:.4f} -> {res['top1_after']:.4f}; wrote "
+               f"{res['checkpoint']}, {res['table_path']}")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: SparsexbarError and usage errors -> one line on stderr, exit code 2."""
     command = typer.main.get_command(app)

@@ -75,11 +75,15 @@ def map_sre(layer: QuantLayer, hw: HardwareConfig, compress: bool = True) -> Map
     s_count, ou = len(segs), hw.ou.rows
     starts = torch.tensor([a for a, _, _ in segs], dtype=torch.int64)
     stops = torch.tensor([b for _, b, _ in segs], dtype=torch.int64)
+    seg_cols = torch.full((s_count, hw.ou.cols), -1, dtype=torch.int64)
+    offs = torch.arange(hw.ou.cols)
+    valid = offs.unsqueeze(0) < (stops - starts).unsqueeze(1)
+    seg_cols[valid] = (starts.unsqueeze(1) + offs.unsqueeze(0))[valid]
     if compress:
-        # Nonzero cells of each row per segment, from a running count along the columns.
-        run = torch.nn.functional.pad(torch.cumsum((levels != 0).to(torch.int32), dim=1),
-                                      (1, 0))  # (R, C+1)
-        kept = (run[:, stops] - run[:, starts]) > 0  # (R, S)
+        # A row is kept for a segment when any of the segment's cells is nonzero.
+        nz = torch.nn.functional.pad(levels != 0, (0, 1))  # padding column (index C) is False
+        cols = torch.where(seg_cols < 0, torch.full_like(seg_cols, c), seg_cols).reshape(-1)
+        kept = nz[:, cols].reshape(r, s_count, -1).any(dim=2)  # (R, S)
     else:
         kept = torch.ones((r, s_count), dtype=torch.bool)
     per_tile = torch.stack([kept[a:b].sum(dim=0) for a, b in row_tiles], dim=1)  # (S, I)
@@ -89,19 +93,20 @@ def map_sre(layer: QuantLayer, hw: HardwareConfig, compress: bool = True) -> Map
     group_rows = torch.full((s_count, g_total, ou), -1, dtype=torch.int64)
     for i, (a, b) in enumerate(row_tiles):  # row tiles: a few
         kt = kept[a:b]
-        rank = torch.cumsum(kt.to(torch.int64), dim=0) - 1
+        rank = torch.cumsum(kt.to(torch.int32), dim=0).to(torch.int64) - 1
         r_idx, s_idx = kt.nonzero(as_tuple=True)
         rk = rank[r_idx, s_idx]
         group_rows[s_idx, goff[s_idx, i] + torch.div(rk, ou, rounding_mode="floor"),
                    rk % ou] = a + r_idx
-    seg_cols = torch.full((s_count, hw.ou.cols), -1, dtype=torch.int64)
-    offs = torch.arange(hw.ou.cols)
-    valid = offs.unsqueeze(0) < (stops - starts).unsqueeze(1)
-    seg_cols[valid] = (starts.unsqueeze(1) + offs.unsqueeze(0))[valid]
     # Same cells, tiles and columns as the dense mapping; only the row groups differ.
     kwargs: dict[str, Any] = {f.name: getattr(dense, f.name) for f in fields(dense) if f.init}
-    kwargs.update(group_rows=group_rows, segment_cols=seg_cols,
-                  partial_sum_bound=_partial_sum_bound(levels, group_rows, seg_cols, hw))
+    rows_bound = any_rows_bound(levels, row_tiles, hw)
+    # Any packed group is some <= ou.rows rows of one array: `rows_bound` bounds its partial
+    # sums. Within the ADC range that settles exactness; otherwise compute the exact maximum.
+    bound = (rows_bound if rows_bound <= hw.adc_max_code
+             else _partial_sum_bound(levels, group_rows, seg_cols, hw))
+    kwargs.update(group_rows=group_rows, segment_cols=seg_cols, partial_sum_bound=float(bound),
+                  rows_bound=rows_bound)
     if "_cache" in kwargs:  # derived values of the dense row groups do not carry over
         kwargs["_cache"] = {}
     return SreMappedLayer(**kwargs)
@@ -134,9 +139,11 @@ class SreMappedLayer(MappedLayer):
     """A `MappedLayer` whose partial-sum bound was computed once, vectorized, at mapping."""
 
     partial_sum_bound: float = 0.0
+    rows_bound: int = 0  # bound over any ou.rows rows of one array (see `any_rows_bound`)
 
     def max_partial_sum(self) -> float:
-        """Largest partial sum any single column of any OU activation can produce (ideal)."""
+        """Largest partial sum any single column of any OU activation can produce (ideal), or
+        an upper bound of it that is itself within the ADC range (exactness is then settled)."""
         return self.partial_sum_bound
 
 
@@ -151,19 +158,35 @@ def kept_matrix(mapped: MappedLayer) -> Tensor:
     return keep[:, :r].t().contiguous()
 
 
+def any_rows_bound(levels: Tensor, row_tiles: list[tuple[int, int]],
+                   hw: HardwareConfig) -> int:
+    """Largest column sum of levels over any `ou.rows` rows of one array, times the largest
+    input chunk: a bound on every partial sum, whatever rows are packed together. Cheap first
+    (ou.rows x largest level), exact (top-k per column) only when that exceeds the ADC range."""
+    chunk_max = 2**hw.dac.bits - 1
+    if levels.numel() == 0:
+        return 0
+    tallest = max(b - a for a, b in row_tiles)
+    trivial = min(hw.ou.rows, tallest) * int(levels.max()) * chunk_max
+    if trivial <= hw.adc_max_code:
+        return trivial
+    worst = 0
+    for a, b in row_tiles:  # row tiles: a few
+        lv = levels[a:b].to(torch.int32)
+        k = min(hw.ou.rows, b - a)
+        worst = max(worst, int(lv.topk(k, dim=0).values.sum(dim=0).max()))
+    return worst * chunk_max
+
+
 def dynamic_packing_lossless(mapped: MappedLayer) -> bool:
     """True when no choice of `ou.rows` rows of one array can exceed the ADC range in any column
     (ideal device, unit step): then dynamic packing cannot change any conversion."""
     hw = mapped.hw
     if not hw.device.ideal or hw.adc.step != 1.0:
         return False
-    chunk_max = 2**hw.dac.bits - 1
-    worst = 0
-    for a, b in mapped.row_tiles:  # row tiles: a few
-        lv = mapped.levels[a:b].to(torch.int64)
-        k = min(hw.ou.rows, b - a)
-        worst = max(worst, int(lv.topk(k, dim=0).values.sum(dim=0).max()) if lv.numel() else 0)
-    return worst * chunk_max <= hw.adc_max_code
+    bound = (mapped.rows_bound if isinstance(mapped, SreMappedLayer)
+             else any_rows_bound(mapped.levels, mapped.row_tiles, hw))
+    return bound <= hw.adc_max_code
 
 
 class SreKernel(LayerKernel):
@@ -313,26 +336,37 @@ class SreScheme(Scheme):
 
     def _count_dynamic(self, kernel: SreKernel, xc: Tensor, images: int, positions: int,
                        ou_sum: Tensor, row_sum: Tensor, per_image: Tensor) -> None:
-        """Add one chunk's dynamic counts. xc: (images*positions, R) int64 input magnitudes."""
+        """Add one chunk's dynamic counts. xc: (images*positions, R) int64 input magnitudes.
+
+        Per row tile and cycle: active kept rows per (position, distinct kept set) by a 0/1
+        float32 matmul (exact: counts <= array.rows < 2^24), OU activations by an exact
+        ceil(count / ou.rows), summed per image in float64; then mapped to the segments.
+        """
         mapped = kernel.mapped
         hw = mapped.hw
-        ou_r, cycles, dac_bits = hw.ou.rows, hw.cycles, hw.dac.bits
+        ou_r, cycles, dac_bits = float(hw.ou.rows), hw.cycles, hw.dac.bits
         chunk_mask = 2**dac_bits - 1
-        if self.granularity == "word":
-            planes = [(xc != 0)]
-            weights = [float(cycles)]  # the same active rows in every cycle
-        else:
-            planes = [((xc >> (t * dac_bits)) & chunk_mask) != 0 for t in range(cycles)]
-            weights = [1.0] * cycles
+        small = int(xc.max()) <= 255 if xc.numel() else True
+        xs = xc.to(torch.uint8 if small else torch.int32)
+        steps = [(-1, float(cycles))] if self.granularity == "word" else [
+            (t * dac_bits, 1.0) for t in range(cycles)]
         for i, (a, b) in enumerate(mapped.row_tiles):  # arrays (row tiles): a few
             keep = kernel.tile_keep[i]  # (rows_i, U) float32
             inverse = kernel.tile_inverse[i]
-            for plane, w in zip(planes, weights, strict=True):  # a handful of cycles
-                # Active kept rows per (position, distinct set): a 0/1 matmul, exact in float32.
-                counts_u = plane[:, a:b].to(torch.float32) @ keep  # (M, U)
-                counts = counts_u[:, inverse].to(torch.float64)  # (M, S)
-                ou = torch.div(counts + ou_r - 1, ou_r, rounding_mode="floor")
-                ou_img = ou.reshape(images, positions, -1).sum(dim=1)  # (images, S)
-                ou_sum += ou_img.sum(dim=0) * w
-                row_sum += counts.sum(dim=0) * w
-                per_image[:, :, i] += (ou_img @ kernel.seg_tile) * w
+            xt = xs[:, a:b]
+            u = keep.shape[1]
+            ou_img = torch.zeros((images, u), dtype=torch.float64, device=xc.device)
+            rows_u = torch.zeros(u, dtype=torch.float64, device=xc.device)
+            for shift, w in steps:  # a handful of cycles
+                if shift < 0:
+                    plane = (xt != 0).to(torch.float32)
+                else:
+                    plane = (((xt >> shift) & chunk_mask) != 0).to(torch.float32)
+                counts = plane @ keep  # (M, U)
+                ou = torch.ceil(counts / ou_r)  # exact: true division of small integers
+                ou_img += ou.reshape(images, positions, u).sum(dim=1, dtype=torch.float64) * w
+                rows_u += counts.sum(dim=0, dtype=torch.float64) * w
+            ou_seg = ou_img[:, inverse]  # (images, S)
+            ou_sum += ou_seg.sum(dim=0)
+            row_sum += rows_u[inverse]
+            per_image[:, :, i] += ou_seg @ kernel.seg_tile

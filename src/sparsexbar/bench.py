@@ -44,6 +44,7 @@ CASES = {
                                  ("dac.bits", 2))),
     "comprrae": BenchCase("comprrae, isaac, early negative detection (MSB-first, exact)",
                           "comprrae"),
+    "sre": BenchCase("sre, isaac, joint mode (static rows + zero input bits, exact counts)", "sre"),
 }
 DEFAULT_CASES = tuple(CASES.values())
 

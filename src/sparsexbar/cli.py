@@ -291,6 +291,17 @@ def reproduce(
     device: DeviceOpt = "cpu",
 ) -> None:
     """Reproduce a published study beside its figures (tables, JSON, plot)."""
+    if name == "sre":  # accuracy / speedup / energy saving at several sparsities
+        from .sre_study import reproduce_markdown as sre_markdown
+        from .sre_study import reproduce_sre
+
+        sre_console = _console()
+        sre_report = reproduce_sre(out, model, hw, parse_overrides(set_),
+                                   test_images=min(test_images, 5000), batch_size=batch_size,
+                                   progress=sre_console.print)
+        sre_console.print(sre_markdown(sre_report))
+        sre_console.print(f"wrote {out}/sre_reproduce.json, sre_reproduce.md")
+        return
     if name != "comprrae":
         raise SparsexbarError(f"unknown study '{name}' (known: comprrae)")
     if not 0 < test_images <= 5000 or not 0 < calibration_images <= 5000:

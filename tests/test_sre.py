@@ -262,3 +262,17 @@ def test_registry_and_parameters() -> None:
         SreScheme("both")
     with pytest.raises(SparsexbarError, match="granularity"):
         SreScheme("joint", "byte")
+
+
+def test_shipped_model_joint_equals_dense() -> None:
+    from sparsexbar.checkpoint import shipped_model_path
+
+    if not shipped_model_path().is_file():
+        pytest.skip("shipped checkpoint not built")
+    dense = sparsexbar.simulate("default", "default", hw="isaac", scheme="dense", limit=8)
+    for mode, gran in (("joint", "bit"), ("activation", "word"), ("weight", "bit")):
+        res = sparsexbar.simulate("default", "default", hw="isaac",
+                                  scheme=SreScheme(mode, gran), limit=8)
+        assert res.outputs is not None and dense.outputs is not None
+        assert torch.equal(res.outputs, dense.outputs), (mode, gran)
+        assert res.to_json()["totals"]["cycles"] <= dense.to_json()["totals"]["cycles"]

@@ -252,11 +252,76 @@ def test_weight_mode_clipping_adc_equals_reference() -> None:
     assert not torch.equal(run.accumulator, exact)  # clipping did change the result
 
 
-def test_dynamic_modes_refuse_clipping_adc() -> None:
+def reference_packed_values(layer: QuantLayer, x_int: Tensor, hw: HardwareConfig, mode: str,
+                            gran: str) -> Tensor:
+    """Loop reference of dynamic packing with the ADC: per position, pass, cycle, array and
+    column group, the active kept rows in row order, packed into OUs of ou.rows;
+    p = chunk . levels per column, ADC = clamp(round(p / step), 0, top) * step; (N*P, Cout)."""
+    dense = map_dense(layer, hw)
+    levels = dense.levels.to(torch.float64)
+    r, c = levels.shape
+    patches = layer.patches(x_int.to(torch.float32)).to(torch.int64)
+    parts = ([(patches.clamp(min=0), 1.0), ((-patches).clamp(min=0), -1.0)]
+             if layer.input_signed else [(patches, 1.0)])
+    top, step = hw.adc_max_code, hw.adc.step
+    acc = torch.zeros((patches.shape[0], layer.out_channels), dtype=torch.float64)
+    for m in range(patches.shape[0]):
+        for part, sign in parts:
+            vec = part[m]
+            for r0 in range(0, r, hw.array.rows):
+                r1 = min(r, r0 + hw.array.rows)
+                for t0 in range(0, c, hw.array.cols):
+                    t1 = min(c, t0 + hw.array.cols)
+                    for g0 in range(t0, t1, hw.ou.cols):
+                        g1 = min(t1, g0 + hw.ou.cols)
+                        kept = [row for row in range(r0, r1) if mode == "activation"
+                                or bool(levels[row, g0:g1].any())]
+                        for t in range(hw.cycles):
+                            chunk = {row: (int(vec[row]) >> (t * hw.dac.bits))
+                                     & (2**hw.dac.bits - 1) for row in kept}
+                            active = [row for row in kept if (
+                                chunk[row] if gran == "bit" else int(vec[row]))]
+                            for a in range(0, len(active), hw.ou.rows):
+                                rows = active[a : a + hw.ou.rows]
+                                ch = torch.tensor([float(chunk[row]) for row in rows],
+                                                  dtype=torch.float64)
+                                p = ch @ levels[rows, g0:g1]
+                                q = torch.round(p / step).clamp(0, top) * step
+                                for j, col in enumerate(range(g0, g1)):
+                                    acc[m, int(dense.col_channel[col])] += (
+                                        sign * float(q[j]) * 2 ** (t * hw.dac.bits)
+                                        * float(dense.col_weight[col]))
+    if dense.offset:
+        acc -= float(dense.offset) * patches.to(torch.float64).sum(dim=1, keepdim=True)
+    return acc
+
+
+@pytest.mark.parametrize(("mode", "gran", "signed", "overrides"), [
+    ("joint", "bit", False, {"adc.bits": 3}),
+    ("activation", "word", True, {"adc.bits": 3}),
+    ("joint", "word", False, {"adc.bits": 4, "adc.step": 2.0}),
+    ("activation", "bit", True, {"adc.bits": 4, "cell.sign": "offset"}),
+])
+def test_dynamic_modes_clipping_adc_equal_reference(mode: str, gran: str, signed: bool,
+                                                    overrides: dict[str, object]) -> None:
+    layer, x_int = _layer(signed, seed=11)
+    hw = _small_hw().with_overrides(overrides)
+    scheme = SreScheme(mode, gran)
+    mapped = scheme.map_layer(layer, hw)
+    run = scheme.run_layer(scheme.kernel(mapped, torch.device("cpu")), x_int,
+                           EngineOptions(memory_budget_mb=0.01))
+    expected = layer.fold_output(reference_packed_values(layer, x_int, hw, mode, gran),
+                                 x_int.shape[0])
+    assert torch.equal(run.accumulator, expected)
+    exact = layer.reference_accumulate(x_int).to(torch.float64)
+    assert not torch.equal(run.accumulator, exact)  # the ADC did change the result
+
+
+def test_dynamic_modes_refuse_non_ideal_device() -> None:
     layer, _ = _layer(False)
-    hw = preset("pattern-nvmsa")  # 9 rows x 15 x 15 > 255
+    hw = preset("isaac").with_overrides({"device.read_noise_sigma": 0.01})
     for mode in ("activation", "joint"):
-        with pytest.raises(SparsexbarError, match="needs a lossless ADC"):
+        with pytest.raises(SparsexbarError, match="needs an ideal device"):
             SreScheme(mode).map_layer(layer, hw)
     assert SreScheme("weight").map_layer(layer, hw).segment_cols.shape[1] == hw.ou.cols
 

@@ -22,10 +22,11 @@ images.
 
 Values: `weight` mode runs the packed mapping through the engine (`LayerKernel` segments), so
 a clipping ADC or a non-ideal device is modelled bit-accurately. `activation`/`joint` pack rows
-differently in every cycle; we model them only where no packing can change a partial sum (ideal
-device, unit ADC step, and the `ou.rows` largest levels of any column of an array times the
-largest input chunk within the ADC range): the outputs are then the exact integer result.
-Otherwise they refuse with a SparsexbarError rather than give a wrong answer.
+differently in every cycle: where no packing can change a partial sum (ideal device, unit ADC
+step, and the `ou.rows` largest levels of any column of an array times the largest input chunk
+within the ADC range) the outputs are the exact integer result; otherwise (ideal device) the
+exact result plus ADC(p) - p of every packed OU that could leave the identity range
+(`SreScheme.packed_accumulate`). A non-ideal device is refused in these modes.
 """
 
 from __future__ import annotations
@@ -215,6 +216,7 @@ class SreKernel(LayerKernel):
             kept_counts.append(kt.sum(dim=0))
         self.kept = torch.stack(kept_counts, dim=1).to(torch.float64).to(device)  # (S, I)
         self.segments = s_count
+        self.keep = keep.to(device)  # (R, S) bool
 
 
 class SreScheme(Scheme):
@@ -245,11 +247,10 @@ class SreScheme(Scheme):
 
     def map_layer(self, layer: QuantLayer, hw: HardwareConfig) -> MappedLayer:
         mapped = map_sre(layer, hw, self.compress)
-        if self.dynamic and not dynamic_packing_lossless(mapped):
+        if self.dynamic and not hw.device.ideal:
             raise SparsexbarError(
-                f"sre {self.mode} mode needs a lossless ADC (layer {layer.name}: with ideal "
-                f"device and adc.step=1, ou.rows={hw.ou.rows} rows x level x input chunk must "
-                f"fit adc.bits={hw.adc.bits}); use mode=weight or a larger ADC")
+                f"sre {self.mode} mode needs an ideal device (layer {layer.name}): dynamic "
+                "packing is modelled with an ideal device only; use mode=weight")
         return mapped
 
     def kernel(self, mapped: MappedLayer, device: torch.device) -> LayerKernel:
@@ -257,12 +258,95 @@ class SreScheme(Scheme):
 
     def run_layer(self, kernel: LayerKernel, x_int: Tensor, options: EngineOptions) -> LayerRun:
         assert isinstance(kernel, SreKernel)
-        if self.dynamic:
+        if self.dynamic and dynamic_packing_lossless(kernel.mapped):
             acc = exact_accumulate(kernel.mapped.layer, x_int)
+        elif self.dynamic:
+            acc = self.packed_accumulate(kernel, x_int, options)
         else:
             acc = accumulate(kernel, x_int, options)
         events, cycles = self.count(kernel, x_int, options)
         return LayerRun(acc, events, cycles)
+
+    def packed_accumulate(self, kernel: SreKernel, x_int: Tensor,
+                          options: EngineOptions) -> Tensor:
+        """Accumulator (float64) with dynamic packing and a lossy ADC (ideal device): the exact
+        result plus, per (position, cycle, column group) whose packed OUs could leave the
+        ADC's identity range, ADC(p) - p of every packed OU's columns.
+
+        Per row tile and cycle, the active kept rows of every (position, segment) are ranked
+        in row order (cumsum); rank // ou.rows is the OU a row lands in. A bound (chunk x the
+        row's largest level in the segment, summed per OU) picks the candidates; their OU
+        partial sums are scatter-added per column and converted.
+        """
+        mapped = kernel.mapped
+        hw, layer = mapped.hw, mapped.layer
+        device = x_int.device
+        step, top = hw.adc.step, float(hw.adc_max_code)
+        ou, dac_bits = hw.ou.rows, hw.dac.bits
+        r, c = mapped.levels.shape
+        cols = mapped.segment_cols.to(device)
+        cols = torch.where(cols < 0, torch.full_like(cols, c), cols)  # (S, K), pad -> c
+        lv = torch.nn.functional.pad(mapped.levels.to(device=device, dtype=torch.float32),
+                                     (0, 1))
+        lev_seg = lv[:, cols]  # (R, S, K)
+        rowmax = lev_seg.amax(dim=2)  # (R, S)
+        s_count, k = cols.shape
+        patches = layer.patches(x_int.to(torch.float32))
+        m_total = patches.shape[0]
+        parts = ([(patches.clamp(min=0), 1.0), ((-patches).clamp(min=0), -1.0)]
+                 if layer.input_signed else [(patches, 1.0)])
+        tallest = max(b - a for a, b in mapped.row_tiles)
+        per_pos = tallest * s_count * 24 + 1  # bytes of the (m, rows, S) intermediates
+        chunk = max(1, int(options.memory_budget_mb * 2**20 // per_pos))
+        out = torch.zeros((m_total, layer.out_channels), dtype=torch.float64, device=device)
+        for part, sign in parts:  # one or two passes
+            corr = torch.zeros((m_total, c + 1), dtype=torch.float64, device=device)
+            xi = part.to(torch.int64)
+            for a, b in mapped.row_tiles:  # arrays (row tiles): a few
+                groups = -(-(b - a) // ou)
+                kp = kernel.keep[a:b]
+                for t in range(hw.cycles):  # a handful of cycles
+                    for m0 in range(0, m_total, chunk):  # chunks of positions (memory)
+                        xs = xi[m0 : m0 + chunk, a:b]
+                        ch = ((xs >> (t * dac_bits)) & (2**dac_bits - 1)).to(torch.float32)
+                        on = (ch != 0) if self.granularity == "bit" else (xs != 0)
+                        self._packed_corrections(on, ch, kp, lev_seg[a:b], rowmax[a:b], cols,
+                                                 groups, ou, step, top,
+                                                 float(2 ** (t * dac_bits)), corr, m0)
+            out += sign * (corr @ kernel.combine)
+        return layer.fold_output(out, x_int.shape[0]) + exact_accumulate(layer, x_int)
+
+    @staticmethod
+    def _packed_corrections(on: Tensor, ch: Tensor, kp: Tensor, lev: Tensor, rowmax: Tensor,
+                            cols: Tensor, groups: int, ou: int, step: float, top: float,
+                            weight: float, corr: Tensor, m0: int) -> None:
+        """Add ADC(p) - p (times the cycle's shift `weight`) of one chunk's packed OUs."""
+        m, rows = ch.shape
+        s_count = kp.shape[1]
+        act = on.unsqueeze(2) & kp.unsqueeze(0)  # (m, rows, S)
+        rank = torch.cumsum(act.to(torch.int32), dim=1) - 1
+        g = torch.where(act, torch.div(rank, ou, rounding_mode="floor"),
+                        torch.full_like(rank, groups)).to(torch.int64)  # dump bin: groups
+        base = (torch.arange(m, device=ch.device).view(-1, 1, 1) * s_count
+                + torch.arange(s_count, device=ch.device).view(1, 1, -1)) * (groups + 1)
+        vals = ch.unsqueeze(2) * rowmax.unsqueeze(0)
+        bound = torch.zeros(m * s_count * (groups + 1), dtype=torch.float32, device=ch.device)
+        bound.index_add_(0, (base + g).reshape(-1), vals.reshape(-1))
+        bound = bound.view(m, s_count, groups + 1)[:, :, :groups]
+        threshold = top if step == 1.0 else 0.0
+        cm, cs = (bound > threshold).any(dim=2).nonzero(as_tuple=True)
+        if cm.numel() == 0:
+            return
+        contrib = ch[cm].unsqueeze(2) * lev[:, cs, :].permute(1, 0, 2)  # (C, rows, K)
+        gi = g[cm, :, cs]  # (C, rows)
+        k = lev.shape[2]
+        p = torch.zeros((cm.numel(), groups + 1, k), dtype=torch.float32, device=ch.device)
+        p.scatter_add_(1, gi.unsqueeze(2).expand(-1, -1, k), contrib)
+        p = p[:, :groups]
+        q = torch.round(p / step).clamp_(0, top) * step
+        delta = (q - p).to(torch.float64).sum(dim=1) * weight  # (C, K)
+        rows_idx = (m0 + cm).unsqueeze(1).expand(-1, k)
+        corr.index_put_((rows_idx, cols[cs]), delta, accumulate=True)
 
     def storage(self, mapped: MappedLayer) -> Storage:
         """Index bits: every kept row of every (array, column group) stores its row index."""

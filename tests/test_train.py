@@ -64,7 +64,7 @@ def test_evaluate_exact_fraction() -> None:
 
 def _tiny_run(ds: ImageDataset, seed: int) -> tuple[nn.Module, dict]:
     torch.manual_seed(123)  # same initial weights for every run
-    model = build_model("vgg8", in_channels=1, num_classes=10, input_size=28, width=0.125)
+    model = build_model("vgg8", in_channels=1, num_classes=10, input_size=28, width=0.0625)
     metrics = train(model, ds, None, epochs=1, lr=0.05, batch_size=64, seed=seed,
                     progress=False)
     return model, metrics
@@ -72,7 +72,7 @@ def _tiny_run(ds: ImageDataset, seed: int) -> tuple[nn.Module, dict]:
 
 def test_tiny_training_is_deterministic_and_learns(fmnist256: ImageDataset) -> None:
     torch.manual_seed(123)
-    init = build_model("vgg8", in_channels=1, num_classes=10, input_size=28, width=0.125)
+    init = build_model("vgg8", in_channels=1, num_classes=10, input_size=28, width=0.0625)
     a, ma = _tiny_run(fmnist256, seed=0)
     b, mb = _tiny_run(fmnist256, seed=0)
     c, _ = _tiny_run(fmnist256, seed=1)

@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import fx, nn
 
-from sparsexbar.checkpoint import load_checkpoint, save_checkpoint
+from sparsexbar.checkpoint import default_file_mode, load_checkpoint, save_checkpoint
 from sparsexbar.errors import CheckpointError, SparsexbarError
 from sparsexbar.zoo import MODELS, build_model
 
@@ -121,6 +121,7 @@ def test_checkpoint_round_trip_exact(tmp_path: Path) -> None:
     weights, meta_path = save_checkpoint(tmp_path / "m", model, META)
     assert weights == tmp_path / "m.safetensors" and meta_path == tmp_path / "m.json"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.json", "m.safetensors"]
+    assert all(p.stat().st_mode & 0o777 == default_file_mode() for p in tmp_path.iterdir())
     doc = json.loads(meta_path.read_text())
     assert doc["format_version"] == 1 and doc["normalization"] == "none, inputs in [0,1]"
     with torch.no_grad():
@@ -200,3 +201,22 @@ def test_checkpoint_missing_or_corrupt_files(tmp_path: Path) -> None:
         load_checkpoint(tmp_path / "m")
     with pytest.raises(CheckpointError, match="architecture"):
         save_checkpoint(tmp_path / "x", _small_vgg(), {"dataset": "none"})
+
+
+# ---- the shipped model -----------------------------------------------------------------------
+def test_shipped_model_loads_and_matches_recorded_accuracy() -> None:
+    from sparsexbar.checkpoint import load_shipped_model, shipped_model_path
+    from sparsexbar.data import load_dataset
+    from sparsexbar.train import evaluate
+
+    path = shipped_model_path()
+    assert path.is_file() and path.stat().st_size < 2_000_000
+    model, meta = load_shipped_model()
+    assert meta["architecture"] == "vgg8" and meta["dataset"] == "fashion-mnist"
+    assert meta["arch_kwargs"] == {"in_channels": 1, "num_classes": 10, "input_size": 28,
+                                   "width": 0.25}
+    assert meta["accuracy"]["test_images"] == 10000 and meta["accuracy"]["float_top1"] >= 0.92
+    first1000 = load_dataset("fashion-mnist", "test").subset(0, 1000)
+    top1 = evaluate(model, first1000, batch_size=500)
+    assert abs(top1 - meta["accuracy"]["float_top1_first1000"]) <= 0.01
+    assert top1 >= 0.9

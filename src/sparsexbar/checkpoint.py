@@ -33,6 +33,13 @@ def _stem(path: str | Path) -> Path:
     return p
 
 
+def default_file_mode() -> int:
+    """Permissions of a newly created regular file under the process umask (0o644 for 022)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 def _atomic_write(dest: Path, data: bytes) -> None:
     """Write ``data`` to a temp file next to ``dest``, fsync, then rename over ``dest``."""
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -42,6 +49,7 @@ def _atomic_write(dest: Path, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp_name, default_file_mode())  # mkstemp creates 0600
         os.replace(tmp_name, dest)
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)

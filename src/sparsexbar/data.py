@@ -12,6 +12,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
+import os
 import pickle
 import shutil
 import struct
@@ -261,6 +262,9 @@ def _download(url: str, dest: Path, timeout_s: float = 60.0) -> None:
     try:
         with open(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout_s) as resp:
             shutil.copyfileobj(resp, out)
+        mask = os.umask(0)
+        os.umask(mask)
+        tmp.chmod(0o666 & ~mask)  # mkstemp creates 0600
         tmp.replace(dest)
     except (urllib.error.URLError, OSError, TimeoutError) as exc:
         tmp.unlink(missing_ok=True)

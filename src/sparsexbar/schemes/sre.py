@@ -312,14 +312,15 @@ class SreScheme(Scheme):
                         on = (ch != 0) if self.granularity == "bit" else (xs != 0)
                         self._packed_corrections(on, ch, kp, lev_seg[a:b], rowmax[a:b], cols,
                                                  groups, ou, step, top,
-                                                 float(2 ** (t * dac_bits)), corr, m0)
+                                                 float(2 ** (t * dac_bits)), corr, m0,
+                                                 options.memory_budget_mb)
             out += sign * (corr @ kernel.combine)
         return layer.fold_output(out, x_int.shape[0]) + exact_accumulate(layer, x_int)
 
     @staticmethod
     def _packed_corrections(on: Tensor, ch: Tensor, kp: Tensor, lev: Tensor, rowmax: Tensor,
                             cols: Tensor, groups: int, ou: int, step: float, top: float,
-                            weight: float, corr: Tensor, m0: int) -> None:
+                            weight: float, corr: Tensor, m0: int, budget_mb: float) -> None:
         """Add ADC(p) - p (times the cycle's shift `weight`) of one chunk's packed OUs."""
         m, rows = ch.shape
         s_count = kp.shape[1]
@@ -337,16 +338,21 @@ class SreScheme(Scheme):
         cm, cs = (bound > threshold).any(dim=2).nonzero(as_tuple=True)
         if cm.numel() == 0:
             return
-        contrib = ch[cm].unsqueeze(2) * lev[:, cs, :].permute(1, 0, 2)  # (C, rows, K)
-        gi = g[cm, :, cs]  # (C, rows)
         k = lev.shape[2]
-        p = torch.zeros((cm.numel(), groups + 1, k), dtype=torch.float32, device=ch.device)
-        p.scatter_add_(1, gi.unsqueeze(2).expand(-1, -1, k), contrib)
-        p = p[:, :groups]
-        q = torch.round(p / step).clamp_(0, top) * step
-        delta = (q - p).to(torch.float64).sum(dim=1) * weight  # (C, K)
-        rows_idx = (m0 + cm).unsqueeze(1).expand(-1, k)
-        corr.index_put_((rows_idx, cols[cs]), delta, accumulate=True)
+        per_cand = rows * k * 4 * 3 + 1  # bytes of contrib + partial sums, ~3 live copies
+        block = max(1, int(budget_mb * 2**20 // per_cand))
+        for c0 in range(0, cm.numel(), block):  # chunks of candidates (memory bound)
+            bm, bs = cm[c0 : c0 + block], cs[c0 : c0 + block]
+            contrib = ch[bm].unsqueeze(2) * lev[:, bs, :].permute(1, 0, 2)  # (C, rows, K)
+            gi = g[bm, :, bs]  # (C, rows)
+            p = torch.zeros((bm.numel(), groups + 1, k), dtype=torch.float32,
+                            device=ch.device)
+            p.scatter_add_(1, gi.unsqueeze(2).expand(-1, -1, k), contrib)
+            p = p[:, :groups]
+            q = torch.round(p / step).clamp_(0, top) * step
+            delta = (q - p).to(torch.float64).sum(dim=1) * weight  # (C, K)
+            rows_idx = (m0 + bm).unsqueeze(1).expand(-1, k)
+            corr.index_put_((rows_idx, cols[bs]), delta, accumulate=True)
 
     def storage(self, mapped: MappedLayer) -> Storage:
         """Index bits: every kept row of every (array, column group) stores its row index."""

@@ -367,22 +367,23 @@ class SreScheme(Scheme):
         hw, layer = mapped.hw, mapped.layer
         n = int(x_int.shape[0])
         base, _ = dense_events(mapped, n)
-        patches = layer.patches(x_int.to(torch.float32))  # (N*P, R)
-        positions = patches.shape[0] // max(n, 1)
-        if layer.input_signed:
-            parts = [patches.clamp(min=0), (-patches).clamp(min=0)]
-        else:
-            parts = [patches]
+        positions, passes = layer.positions, layer.passes
+        parts: list[Tensor] = []
+        if self.dynamic:  # the static modes need no input data
+            patches = layer.patches(x_int.to(torch.float32))  # (N*P, R)
+            positions = patches.shape[0] // max(n, 1)
+            parts = ([patches.clamp(min=0), (-patches).clamp(min=0)] if layer.input_signed
+                     else [patches])
         ou_r = hw.ou.rows
-        ou_sum = torch.zeros(kernel.segments, dtype=torch.float64, device=patches.device)
+        ou_sum = torch.zeros(kernel.segments, dtype=torch.float64, device=x_int.device)
         row_sum = torch.zeros_like(ou_sum)
         # Per image and array (column tile, row tile): OU activations.
         per_image = torch.zeros((n, len(mapped.col_tiles), len(mapped.row_tiles)),
-                                dtype=torch.float64, device=patches.device)
+                                dtype=torch.float64, device=x_int.device)
         if not self.dynamic:
             # Static: the same kept rows every cycle, whatever the data.
             ou = torch.div(kernel.kept + ou_r - 1, ou_r, rounding_mode="floor")  # (S, I)
-            reps = float(positions * hw.cycles * len(parts))
+            reps = float(positions * hw.cycles * passes)
             ou_sum += ou.sum(dim=1) * reps * n
             row_sum += kernel.kept.sum(dim=1) * reps * n
             per_array = (kernel.seg_tile.t() @ ou) * reps  # (Ct, I)
@@ -399,7 +400,7 @@ class SreScheme(Scheme):
         cols = kernel.seg_cols
         adc = int(round(float((ou_sum * cols).sum())))
         kept_total = float(kernel.kept.sum())
-        idx = (int(round(kept_total)) * index_bits(hw) * n * positions * len(parts)
+        idx = (int(round(kept_total)) * index_bits(hw) * n * positions * passes
                if self.compress else 0)
         events = Events(
             ou_activations=int(round(float(ou_sum.sum()))),

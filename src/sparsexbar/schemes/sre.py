@@ -391,7 +391,7 @@ class SreScheme(Scheme):
         else:
             chunk = self._images_per_chunk(kernel, positions, options)
             for part in parts:  # one or two passes
-                xi = part.to(torch.int64)
+                xi = part.to(torch.uint8 if layer.input_max <= 255 else torch.int32)
                 for a in range(0, n, chunk):  # chunks of whole images (memory bound)
                     xc = xi[a * positions : (a + chunk) * positions]
                     m_img = xc.shape[0] // positions
@@ -421,13 +421,17 @@ class SreScheme(Scheme):
         """Whole images per counting chunk so the (positions x rows) and (positions x distinct
         sets) float32 intermediates stay within the engine's memory budget."""
         r = kernel.mapped.levels.shape[0]
-        width = r * 3 + sum(int(k.shape[1]) for k in kernel.tile_keep) + kernel.segments * 2
-        per_image = positions * width * 8  # bytes
+        tallest = max(b - a for a, b in kernel.mapped.row_tiles)
+        cycles = kernel.mapped.hw.cycles
+        widest = max(int(k.shape[1]) for k in kernel.tile_keep)
+        # inputs (int64 + uint8), one tile's planes (uint8 + float32) and counts (x3)
+        width = r * 9 + cycles * (tallest * 5 + widest * 12) + kernel.segments * 16
+        per_image = positions * width  # bytes
         return max(1, int(options.memory_budget_mb * 2**20 // max(per_image, 1)))
 
     def _count_dynamic(self, kernel: SreKernel, xc: Tensor, images: int, positions: int,
                        ou_sum: Tensor, row_sum: Tensor, per_image: Tensor) -> None:
-        """Add one chunk's dynamic counts. xc: (images*positions, R) int64 input magnitudes.
+        """Add one chunk's dynamic counts. xc: (images*positions, R) uint8/int32 magnitudes.
 
         Per row tile and cycle: active kept rows per (position, distinct kept set) by a 0/1
         float32 matmul (exact: counts <= array.rows < 2^24), OU activations by an exact
@@ -437,26 +441,25 @@ class SreScheme(Scheme):
         hw = mapped.hw
         ou_r, cycles, dac_bits = float(hw.ou.rows), hw.cycles, hw.dac.bits
         chunk_mask = 2**dac_bits - 1
-        small = int(xc.max()) <= 255 if xc.numel() else True
-        xs = xc.to(torch.uint8 if small else torch.int32)
-        steps = [(-1, float(cycles))] if self.granularity == "word" else [
-            (t * dac_bits, 1.0) for t in range(cycles)]
+        xs = xc  # uint8 (inputs up to 8 bits) or int32
+        word = self.granularity == "word"
+        shifts = (torch.arange(cycles, device=xc.device) * dac_bits).to(xs.dtype).view(1, -1, 1)
+        w = float(cycles) if word else 1.0  # word: the same active rows in every cycle
         for i, (a, b) in enumerate(mapped.row_tiles):  # arrays (row tiles): a few
             keep = kernel.tile_keep[i]  # (rows_i, U) float32
             inverse = kernel.tile_inverse[i]
             xt = xs[:, a:b]
             u = keep.shape[1]
-            ou_img = torch.zeros((images, u), dtype=torch.float64, device=xc.device)
-            rows_u = torch.zeros(u, dtype=torch.float64, device=xc.device)
-            for shift, w in steps:  # a handful of cycles
-                if shift < 0:
-                    plane = (xt != 0).to(torch.float32)
-                else:
-                    plane = (((xt >> shift) & chunk_mask) != 0).to(torch.float32)
-                counts = plane @ keep  # (M, U)
-                ou = torch.ceil(counts / ou_r)  # exact: true division of small integers
-                ou_img += ou.reshape(images, positions, u).sum(dim=1, dtype=torch.float64) * w
-                rows_u += counts.sum(dim=0, dtype=torch.float64) * w
+            if word:
+                planes = (xt != 0).to(torch.float32).unsqueeze(1)  # (M, 1, rows)
+            elif chunk_mask == 1:
+                planes = ((xt.unsqueeze(1) >> shifts) & 1).to(torch.float32)  # (M, T, rows)
+            else:
+                planes = (((xt.unsqueeze(1) >> shifts) & chunk_mask) != 0).to(torch.float32)
+            counts = planes @ keep  # (M, T, U): all cycles in one matmul
+            ou = torch.ceil(counts / ou_r)  # exact: true division of small integers
+            ou_img = ou.reshape(images, -1, u).sum(dim=1, dtype=torch.float64) * w
+            rows_u = counts.reshape(-1, u).sum(dim=0, dtype=torch.float64) * w
             ou_seg = ou_img[:, inverse]  # (images, S)
             ou_sum += ou_seg.sum(dim=0)
             row_sum += rows_u[inverse]

@@ -149,8 +149,10 @@ class DeviceConfig(_Node):
         le=10,
         description=(
             "Accumulated current deviation: an additive error on each column partial sum with "
-            "std sigma*sqrt(active rows), in units of one cell level x one input LSB. It is why "
-            "OUs activate few rows (SRE, ISCA 2019). Our model."
+            "std sigma x (active rows in the OU activation), in units of one cell level x one "
+            "input LSB. Growing linearly with the rows activated together (variance ~ n^2), it "
+            "makes whole-array activation less accurate than small OUs, the reason OUs exist "
+            "(SRE, ISCA 2019). Our model."
         ),
     )
     seed: int = Field(

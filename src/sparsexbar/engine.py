@@ -244,7 +244,9 @@ class LayerKernel:
                         p.shape, generator=gen, device=device))
                 if dev.accumulated_deviation_sigma > 0:
                     active = (packed[block_id, slot] > 0).sum(dim=1, keepdim=True)
-                    p = p + dev.accumulated_deviation_sigma * active.to(torch.float32).sqrt() * (
+                    # std grows linearly with the rows activated together (variance ~ n^2),
+                    # so fewer, larger activations accumulate more error than many small ones.
+                    p = p + dev.accumulated_deviation_sigma * active.to(torch.float32) * (
                         torch.randn(p.shape, generator=gen, device=device))
             q = torch.round(p / step).clamp_(0, top) * step
             value = (q - p) if ideal else q

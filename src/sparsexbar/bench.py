@@ -42,6 +42,12 @@ CASES = {
     "lossy": BenchCase("dense, isaac OU 9x8, ADC 5 bit, DAC 2 bit (clips: per-conversion)",
                        "dense", (("ou.rows", 9), ("ou.cols", 8), ("adc.bits", 5),
                                  ("dac.bits", 2))),
+    "nonideal": BenchCase(
+        "dense, isaac OU 9x8, ADC 5 bit, DAC 2 bit, device variation + read noise + "
+        "accumulated deviation (every active group converted)", "dense",
+        (("ou.rows", 9), ("ou.cols", 8), ("adc.bits", 5), ("dac.bits", 2),
+         ("device.variation", "lognormal"), ("device.variation_sigma", 0.05),
+         ("device.read_noise_sigma", 0.01), ("device.accumulated_deviation_sigma", 0.02))),
     "comprrae": BenchCase("comprrae, isaac, early negative detection (MSB-first, exact)",
                           "comprrae"),
     "sre": BenchCase("sre, isaac, joint mode (static rows + zero input bits, exact counts)", "sre"),
@@ -52,13 +58,20 @@ DEFAULT_CASES = tuple(CASES.values())
 def _model_and_inputs(model: str, batch_size: int) -> tuple[torch.nn.Module, torch.Tensor]:
     from . import zoo
 
-    gen = torch.Generator().manual_seed(0)
     if model == "vgg8":
         from .checkpoint import load_shipped_model
+        from .data import fashion_mnist
 
         net, _ = load_shipped_model()
-        x = torch.rand((batch_size, 1, 28, 28), generator=gen)
+        # Real images (the embedded Fashion-MNIST test split, first batch_size): the input
+        # sparsity and value distribution decide how many groups can clip.
+        test = fashion_mnist("test")
+        x = test.subset(0, min(batch_size, len(test))).to_float()
+        if x.shape[0] < batch_size:
+            raise ValueError(f"batch size {batch_size} exceeds the {x.shape[0]} test images")
     elif model == "vgg16":
+        # No CIFAR here: random weights and uniform random inputs (shape only).
+        gen = torch.Generator().manual_seed(0)
         net = zoo.build_model("vgg16", in_channels=3, num_classes=10, input_size=32)
         x = torch.rand((batch_size, 3, 32, 32), generator=gen)
     else:

@@ -586,21 +586,23 @@ class LayerKernel:
                 base = pk.spread(bases.index_select(0, pos), zero_image)
                 xg = gather.packed_values(flat, base, pk.block_group)  # padding rows: level 0
                 p = torch.bmm(xg, levels.index_select(0, pk.block_group))  # (blocks, size, K)
-                noisy = p
-                if gen is not None and dev.read_noise_sigma > 0:
-                    noisy = noisy * (1 + dev.read_noise_sigma * torch.randn(
-                        p.shape, generator=gen, device=p.device))
-                if gen is not None and dev.accumulated_deviation_sigma > 0:
-                    n_active = pk.spread(counts[grp, pos].to(torch.float32), 0.0).unsqueeze(2)
-                    # std grows linearly with the rows activated together (variance ~ n^2),
-                    # so fewer, larger activations accumulate more error than many small ones.
-                    noisy = noisy + dev.accumulated_deviation_sigma * n_active * torch.randn(
-                        p.shape, generator=gen, device=p.device)
-                q = torch.round(noisy / step).clamp_(0, top).mul_(step)
-                value = q.sub_(p) if ideal else q
+                if gen is None:  # ideal device, step != 1: the deviation ADC(p) - p
+                    value = torch.div(p, step).round_().clamp_(0, top).mul_(step).sub_(p)
+                else:
+                    std = self._noise_std(p, pk.spread(counts[grp, pos], 0.0).unsqueeze(2))
+                    value = p
+                    if std is not None:
+                        noise = torch.empty_like(p).normal_(generator=gen)
+                        value = torch.addcmul(p, noise, std)
+                    if step != 1.0:
+                        value = value.div_(step) if value is not p else value / step
+                        value.round_().clamp_(0, top).mul_(step)
+                    else:
+                        value = (value.round_() if value is not p else value.round()).clamp_(
+                            0, top)
                 target = pk.spread(pos * s + segment.index_select(0, grp), dump)
-                col_sums.index_add_(0, target.reshape(-1),
-                                     value.mul_(shift).to(acc_dtype).reshape(-1, k))
+                col_sums.index_add_(0, target.reshape(-1), value.to(acc_dtype).reshape(-1, k),
+                                    alpha=shift)
         per_col = col_sums[:-1].to(torch.float64).reshape(per_group, s * k)
         phys = torch.zeros((per_group, mapped.physical_cols + 1), dtype=torch.float64,
                            device=part.device)
@@ -609,6 +611,18 @@ class LayerKernel:
         if mapped.offset and not ideal:
             acc -= float(mapped.offset) * self._window_sums(part).reshape(-1, 1)
         out += sign * acc.reshape(n_img, positions, -1).transpose(1, 2)
+
+    def _noise_std(self, p: Tensor, active: Tensor) -> Tensor | None:
+        """Standard deviation of the additive noise on each partial sum, or None: read noise
+        (sigma_r x p) and accumulated deviation (sigma_a x active rows of the group) are
+        independent Gaussians, drawn as one with the summed variance."""
+        dev = self.mapped.hw.device
+        read = p * dev.read_noise_sigma if dev.read_noise_sigma > 0 else None
+        accumulated = (active * dev.accumulated_deviation_sigma
+                       if dev.accumulated_deviation_sigma > 0 else None)
+        if read is not None and accumulated is not None:
+            return torch.sqrt(read.square_().add_(accumulated.square()))
+        return read if read is not None else accumulated
 
     def _window_sums(self, part: Tensor) -> Tensor:
         """(n, P) float64: sum of the inputs of every output position (offset removal)."""

@@ -39,6 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .config import Variation
 from .frontend import QuantLayer
 from .mapping import MappedLayer, _gather_group_levels
 
@@ -47,6 +48,9 @@ MAX_BLOCK = 1024  # candidates of one OU group evaluated together by one batched
 SLOTS_LOOPED = 4  # up to this many depthwise filters per input channel: one conv each
 SLICE_OUTPUTS = 2**18  # partial sums evaluated per candidate slice (1 MiB of float32)
 BUCKET_SPREAD = 1.25  # widest / narrowest clippable-column count of the groups of one bucket
+TAIL_DENSE = 0.03  # accumulated deviation: groups whose conversions move with this probability
+# or more are converted in full; the others only where the noise reaches half a level
+TAIL_POINTS = 2**20  # expected tail events per Poisson draw (memory bound)
 
 
 @dataclass(frozen=True)
@@ -418,12 +422,24 @@ class LayerKernel:
         hw = self.mapped.hw
         return hw.device.ideal and hw.adc.step == 1.0
 
+    @property
+    def deviation_only(self) -> bool:
+        """True when accumulated deviation is the only device effect (ideal cells, no read
+        noise) and the ADC step is 1: conversions are then exact but for clipping and the
+        rare ones whose noise reaches half a level (`_tail_events`)."""
+        dev, hw = self.mapped.hw.device, self.mapped.hw
+        ideal_cells = dev.variation == Variation.none or dev.variation_sigma == 0
+        return (hw.adc.step == 1.0 and dev.accumulated_deviation_sigma > 0 and ideal_cells
+                and dev.read_noise_sigma == 0 and dev.stuck_total_rate == 0)
+
     def accumulate(self, x_int: Tensor, options: EngineOptions) -> Tensor:
         """Integer input (N, ...) -> accumulator (N, Cout[, Ho, Wo]) float64, bit-accurately.
 
         Ideal device and unit step: the exact integer result plus ADC(p) - p of every
-        conversion that clips (clip path). Otherwise: the conversions of every OU group with
-        an active row (full path; a group with no active row reads 0).
+        conversion that clips (clip path). Accumulated deviation only (`deviation_only`): the
+        same, plus the change of every conversion whose noise moves it (full path, tiers).
+        Otherwise: the conversions of every OU group with an active row (full path; a group
+        with no active row reads 0).
         """
         layer = self.mapped.layer
         x = x_int.to(self.device)
@@ -448,10 +464,10 @@ class LayerKernel:
             xc = x[a : a + chunk]
             for select, sign in parts:  # one or two passes
                 part = select(xc)
-                if self.clip_path:
+                if self.clip_path or self.deviation_only:
                     self._clip_corrections(part, input_shape, sign, out[a : a + chunk],
                                            options)
-                else:
+                if not self.clip_path:
                     self._full_conversions(part, input_shape, sign, out[a : a + chunk],
                                            options, gen)
         if layer.kind == "linear":
@@ -459,7 +475,7 @@ class LayerKernel:
         else:
             _, ho, wo = layer.output_shape
             result = out.reshape(n, layer.out_channels, ho, wo)
-        if self.mapped.hw.device.ideal:  # both ideal paths add deviations from the exact sum
+        if self.mapped.hw.device.ideal or self.deviation_only:  # deviations from the exact sum
             result = result + exact_accumulate(layer, x_int.to(self.device))
         return result
 
@@ -546,12 +562,13 @@ class LayerKernel:
                           out: Tensor, options: EngineOptions,
                           gen: torch.Generator | None) -> None:
         """Add sign x (sum of conversion results) of one chunk's pass into out (n, Cout, P):
-        ADC(p) with the device effects (non-ideal), or ADC(p) - p (ideal, step != 1)."""
+        ADC(p) with the device effects (non-ideal), ADC(p) - p (ideal, step != 1), or, with
+        accumulated deviation only, ADC(p + e) - ADC(p) (the clip path adds ADC(p) - p)."""
         mapped = self.mapped
         hw, layer = mapped.hw, mapped.layer
         s, g, ou, k = self.shape
-        ideal = hw.device.ideal
-        dev = hw.device
+        ideal, deviation_only = hw.device.ideal, self.deviation_only
+        sigma = hw.device.accumulated_deviation_sigma
         step, top = hw.adc.step, float(hw.adc_max_code)
         n_img = int(part.shape[0])
         positions = layer.positions
@@ -579,6 +596,16 @@ class LayerKernel:
             if cand_group.numel() == 0:
                 continue
             flat = gather.flat(chunk_img.to(torch.float32))
+            if deviation_only:
+                assert gen is not None
+                std = counts[cand_group, cand_pos].to(torch.float64) * sigma
+                tail = torch.special.erfc(0.5 / (std * math.sqrt(2.0)))  # P(|e| >= 1/2)
+                dense = tail > TAIL_DENSE
+                sparse = ~dense
+                self._tail_events(cand_group[sparse], cand_pos[sparse], std[sparse],
+                                  tail[sparse], flat, bases, gather, col_sums, segment, shift,
+                                  gen)
+                cand_group, cand_pos = cand_group[dense], cand_pos[dense]
             for c0 in range(0, int(cand_group.numel()), slice_size):  # slices of candidates
                 grp = cand_group[c0 : c0 + slice_size]
                 pos = cand_pos[c0 : c0 + slice_size]
@@ -589,17 +616,19 @@ class LayerKernel:
                 if gen is None:  # ideal device, step != 1: the deviation ADC(p) - p
                     value = torch.div(p, step).round_().clamp_(0, top).mul_(step).sub_(p)
                 else:
-                    std = self._noise_std(p, pk.spread(counts[grp, pos], 0.0).unsqueeze(2))
+                    std_slot = self._noise_std(p, pk.spread(counts[grp, pos], 0.0).unsqueeze(2))
                     value = p
-                    if std is not None:
+                    if std_slot is not None:
                         noise = torch.empty_like(p).normal_(generator=gen)
-                        value = torch.addcmul(p, noise, std)
+                        value = torch.addcmul(p, noise, std_slot)
                     if step != 1.0:
                         value = value.div_(step) if value is not p else value / step
                         value.round_().clamp_(0, top).mul_(step)
                     else:
                         value = (value.round_() if value is not p else value.round()).clamp_(
                             0, top)
+                    if deviation_only:
+                        value.sub_(p.clamp_(max=top))
                 target = pk.spread(pos * s + segment.index_select(0, grp), dump)
                 col_sums.index_add_(0, target.reshape(-1), value.to(acc_dtype).reshape(-1, k),
                                     alpha=shift)
@@ -608,9 +637,62 @@ class LayerKernel:
                            device=part.device)
         phys.index_add_(1, self.col_index, per_col)
         acc = phys @ self.combine  # (n*P, Cout)
-        if mapped.offset and not ideal:
+        if mapped.offset and not ideal and not deviation_only:
             acc -= float(mapped.offset) * self._window_sums(part).reshape(-1, 1)
         out += sign * acc.reshape(n_img, positions, -1).transpose(1, 2)
+
+    def _tail_events(self, grp: Tensor, pos: Tensor, std: Tensor, tail: Tensor, flat: Tensor,
+                     bases: Tensor, gather: RowGather, col_sums: Tensor, segment: Tensor,
+                     shift: float, gen: torch.Generator) -> None:
+        """Accumulated deviation on groups where noise rarely matters: add ADC(p + e) - ADC(p)
+        of the conversions with |e| >= 1/2 (the others convert exactly, as p is an integer).
+
+        Exact in distribution: each of the K conversions of candidate i has |e| >= 1/2 with
+        probability tail_i, independently. Drawn as a Poisson process: candidate i gets
+        Poisson(K h_i) points (h_i = -log(1 - tail_i)) on uniformly random columns; a column
+        with a point (P = 1 - exp(-h_i) = tail_i) is one such conversion. Given |e| >= 1/2, |e|
+        is drawn by inverse CDF from the Gaussian tail, and its sign is fair.
+        """
+        n = int(grp.numel())
+        if n == 0:
+            return
+        s, g, ou, k = self.shape
+        top = float(self.mapped.hw.adc_max_code)
+        hazard = -torch.log1p(-tail)
+        points = torch.poisson(hazard * k, generator=gen).to(torch.int64)  # per candidate
+        ends = torch.cumsum(points, 0)
+        total = int(ends[-1])
+        if total == 0:
+            return
+        # Slices of about TAIL_POINTS points bound the memory of one pass.
+        marks = list(range(TAIL_POINTS, total, TAIL_POINTS))
+        cuts = torch.searchsorted(ends, torch.tensor(marks, dtype=torch.int64,
+                                                     device=ends.device)).tolist() if marks else []
+        bounds = sorted({0, n, *[min(n, c + 1) for c in cuts]})
+        rows_k = torch.arange(ou, device=grp.device) * k
+        for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):  # point slices
+            cand = torch.repeat_interleave(torch.arange(lo, hi, device=grp.device),
+                                           points[lo:hi])
+            if cand.numel() == 0:
+                continue
+            col = torch.randint(0, k, cand.shape, generator=gen, device=cand.device)
+            key = torch.unique(cand * k + col)  # a column with two points counts once
+            cand = torch.div(key, k, rounding_mode="floor")
+            col = key - cand * k
+            u = 1.0 - torch.rand(key.shape, dtype=torch.float64, generator=gen,
+                                 device=key.device)  # (0, 1]
+            z = -torch.special.ndtri(u * tail.index_select(0, cand) / 2)  # >= 1/(2 std)
+            negative = torch.rand(key.shape, generator=gen, device=key.device) < 0.5
+            e = torch.where(negative, -z, z) * std.index_select(0, cand)
+            cg, cp = grp.index_select(0, cand), pos.index_select(0, cand)
+            xg = flat.index_select(0, (bases.index_select(0, cp).unsqueeze(1)
+                                       + gather.row_offset.index_select(0, cg)).reshape(-1))
+            lv = self.group_levels.view(-1).index_select(
+                0, ((cg * (ou * k) + col).unsqueeze(1) + rows_k).reshape(-1))
+            p = (xg * lv).view(-1, ou).sum(dim=1).to(torch.float64)
+            q = torch.clamp(p + torch.round(e), 0, top) - p.clamp(max=top)
+            rows = cp * s + segment.index_select(0, cg)
+            col_sums.view(-1).index_add_(0, rows * k + col, q.to(col_sums.dtype), alpha=shift)
 
     def _noise_std(self, p: Tensor, active: Tensor) -> Tensor | None:
         """Standard deviation of the additive noise on each partial sum, or None: read noise

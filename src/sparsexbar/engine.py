@@ -125,8 +125,8 @@ class GroupSums:
         b_count = self.groups
         valid = (rows >= 0) & (weight != 0)
         b_idx, j_idx = valid.nonzero(as_tuple=True)
-        r = rows[b_idx, j_idx]
-        chan, tap = torch.div(r, kk, rounding_mode="floor"), r % kk
+        row = rows[b_idx, j_idx]
+        chan, tap = torch.div(row, kk, rounding_mode="floor"), row % kk
         key = chan * b_count + b_idx  # pieces sorted by channel, then group
         uniq, inverse = torch.unique(key, return_inverse=True)
         piece_chan = torch.div(uniq, b_count, rounding_mode="floor")
@@ -364,11 +364,12 @@ class LayerKernel:
         # BUCKET_SPREAD x the bucket's first width (evaluated columns padded by < 1/5).
         starts: list[int] = []
         widths: list[int] = []
+        first_width = 0
         for i, w in enumerate(count[groups].tolist()):  # walks B' ints once (set-up only)
-            if not starts or w > BUCKET_SPREAD * bucket_first:
+            if not starts or w > BUCKET_SPREAD * first_width:
                 starts.append(i)
                 widths.append(w)
-                bucket_first = w
+                first_width = w
             widths[-1] = w
         dev = self.device
         return ClipPlan(groups.to(dev), mapped.group_rows.reshape(s * g, ou)[groups].to(dev),

@@ -312,8 +312,8 @@ class LayerKernel:
         """(S*G, ou, K) float32 programmed conductances (levels, with device effects) of every
         OU row group."""
         s, g, ou, k = self.shape
-        lv = _gather_group_levels(self.mapped.conductance, self.mapped.group_rows,
-                                  self.mapped.segment_cols)
+        lv = _gather_group_levels(self.mapped.conductance.cpu(), self.mapped.group_rows.cpu(),
+                                  self.mapped.segment_cols.cpu())
         return lv.reshape(s * g, ou, k).to(self.device)
 
     @cached_property
@@ -323,14 +323,14 @@ class LayerKernel:
         mapped = self.mapped
         ccols = mapped.physical_cols
         combine = torch.zeros((ccols + 1, mapped.layer.out_channels), dtype=torch.float64)
-        combine[torch.arange(ccols), mapped.col_channel] = mapped.col_weight
+        combine[torch.arange(ccols), mapped.col_channel.cpu()] = mapped.col_weight.cpu()
         return combine.to(self.device)
 
     @cached_property
     def col_index(self) -> Tensor:
         """(S*K,) physical column of every segment column; padding -> Ccols."""
         ccols = self.mapped.physical_cols
-        cols = self.mapped.segment_cols.reshape(-1)
+        cols = self.mapped.segment_cols.reshape(-1).cpu()
         return torch.where(cols < 0, torch.full_like(cols, ccols), cols).to(self.device)
 
     @cached_property
@@ -341,8 +341,11 @@ class LayerKernel:
         s, g, ou, k = self.shape
         top = hw.adc_max_code
         chunk_max = 2**hw.dac.bits - 1
-        lv = _gather_group_levels(mapped.levels.to(torch.int32), mapped.group_rows,
-                                  mapped.segment_cols).reshape(s * g, ou, k)
+        # Static facts, built on the CPU (the mapping's tensors may live on the device).
+        group_rows, segment_cols = mapped.group_rows.cpu(), mapped.segment_cols.cpu()
+        col_channel, col_weight = mapped.col_channel.cpu(), mapped.col_weight.cpu()
+        lv = _gather_group_levels(mapped.levels.cpu().to(torch.int32), group_rows,
+                                  segment_cols).reshape(s * g, ou, k)
         can_clip = lv.sum(dim=1) * chunk_max > top  # (S*G, K)
         count = can_clip.sum(dim=1)
         # Groups with a clippable column, by their number of clippable columns.
@@ -356,10 +359,9 @@ class LayerKernel:
         levels = torch.gather(lv[groups], 2, cols.unsqueeze(1).expand(-1, ou, -1))
         levels = levels * live.unsqueeze(1)
         seg = torch.div(groups, g, rounding_mode="floor")
-        phys = torch.gather(mapped.segment_cols[seg], 1, cols).clamp(min=0)
-        channel = torch.where(live, mapped.col_channel[phys], torch.zeros_like(phys))
-        col_weight = torch.where(live, mapped.col_weight[phys],
-                                 torch.zeros((), dtype=torch.float64))
+        phys = torch.gather(segment_cols[seg], 1, cols).clamp(min=0)
+        channel = torch.where(live, col_channel[phys], torch.zeros_like(phys))
+        weight = torch.where(live, col_weight[phys], torch.zeros((), dtype=torch.float64))
         # Width buckets: a group joins the current bucket while its width is at most
         # BUCKET_SPREAD x the bucket's first width (evaluated columns padded by < 1/5).
         starts: list[int] = []
@@ -372,9 +374,9 @@ class LayerKernel:
                 first_width = w
             widths[-1] = w
         dev = self.device
-        return ClipPlan(groups.to(dev), mapped.group_rows.reshape(s * g, ou)[groups].to(dev),
+        return ClipPlan(groups.to(dev), group_rows.reshape(s * g, ou)[groups].to(dev),
                         levels.to(device=dev, dtype=torch.float32), channel.to(dev),
-                        col_weight.to(dev),
+                        weight.to(dev),
                         levels.amax(dim=2).to(device=dev, dtype=torch.float32)
                         if groups.numel() else torch.zeros((0, ou), device=dev),
                         [*starts, int(groups.numel())], widths)
@@ -389,7 +391,7 @@ class LayerKernel:
     def active_sums(self) -> GroupSums:
         """Per (position, group): the number of real rows (weight 1) with a nonzero chunk."""
         s, g, ou, _ = self.shape
-        rows = self.mapped.group_rows.reshape(s * g, ou)
+        rows = self.mapped.group_rows.reshape(s * g, ou).cpu()
         return GroupSums(self.mapped.layer, rows, (rows >= 0).to(torch.float32), self.device)
 
     def _gather(self, kind: str, input_shape: tuple[int, ...]) -> RowGather:

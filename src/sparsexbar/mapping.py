@@ -89,6 +89,8 @@ class MappedLayer:
 def _gather_group_levels(levels: Tensor, group_rows: Tensor, segment_cols: Tensor) -> Tensor:
     """levels (R, C) -> (S, G, ou, K), zero where a row or column index is padding (-1)."""
     padded = torch.nn.functional.pad(levels, (0, 1, 0, 1))  # index -1 hits the zero row/col
+    group_rows = group_rows.to(levels.device)
+    segment_cols = segment_cols.to(levels.device)
     rows = group_rows.clamp(min=-1)
     rows = torch.where(rows < 0, torch.full_like(rows, levels.shape[0]), rows)
     cols = torch.where(segment_cols < 0, torch.full_like(segment_cols, levels.shape[1]),

@@ -97,9 +97,12 @@ def _run_case(case: BenchCase, model: str, batch_size: int, repeats: int, thread
     opts = EngineOptions(exact_shortcut=case.exact_shortcut)
     with torch.no_grad():
         net(x)  # warm-up
-        plain = min(_timed(lambda: net(x)) for _ in range(max(repeats, 3)))
+        plain_runs = [_timed(lambda: net(x)) for _ in range(max(repeats, 3))]
         rec = _Recorder(scheme, kernels, opts, torch.device("cpu"))
-        sim = min(_timed(lambda: qmodel.run(x, rec)) for _ in range(repeats))
+        sim_runs = [_timed(lambda: qmodel.run(x, rec)) for _ in range(repeats)]
+        plain, sim = min(w for w, _ in plain_runs), min(w for w, _ in sim_runs)
+        # CPU time of this process: on a shared machine, waiting for a core is not counted.
+        plain_cpu, sim_cpu = min(c for _, c in plain_runs), min(c for _, c in sim_runs)
         # Correctness guard: a lossless case must equal the integer reference exactly.
         exact = None
         if not any(k.mapped.adc_can_clip() for k in kernels.values()):
@@ -107,16 +110,18 @@ def _run_case(case: BenchCase, model: str, batch_size: int, repeats: int, thread
     queue.put({
         **asdict(case), "model": model, "batch_size": batch_size, "threads": threads,
         "plain_s": plain, "sim_s": sim, "ratio": sim / plain, "setup_s": setup_s,
+        "plain_cpu_s": plain_cpu, "sim_cpu_s": sim_cpu, "cpu_ratio": sim_cpu / plain_cpu,
         "images_per_s": batch_size / sim, "plain_images_per_s": batch_size / plain,
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "equals_reference": exact,
     })
 
 
-def _timed(fn: Any) -> float:
-    t = time.perf_counter()
+def _timed(fn: Any) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of this process) of one call."""
+    t, c = time.perf_counter(), time.process_time()
     fn()
-    return time.perf_counter() - t
+    return time.perf_counter() - t, time.process_time() - c
 
 
 def run_benchmark(model: str = "vgg8", batch_size: int = 64, repeats: int = 2,
@@ -136,15 +141,17 @@ def run_benchmark(model: str = "vgg8", batch_size: int = 64, repeats: int = 2,
         row = queue.get()
         proc.join()
         rows.append(row)
-        console.print(f"{case.label}: {row['ratio']:.2f}x plain PyTorch, "
+        console.print(f"{case.label}: {row['ratio']:.2f}x plain PyTorch "
+                      f"({row['cpu_ratio']:.2f}x in CPU time), "
                       f"{row['images_per_s']:.1f} img/s, peak RSS {row['peak_rss_mib']:.0f} MiB")
     table = Table(title=f"engine benchmark: {model}, batch {batch_size}, {threads} threads")
-    for col in ("case", "plain img/s", "sim img/s", "x plain", "peak RSS MiB", "set-up s",
-                "== reference"):
+    for col in ("case", "plain img/s", "sim img/s", "x plain", "x plain (CPU)", "peak RSS MiB",
+                "set-up s", "== reference"):
         table.add_column(col, justify="left" if col == "case" else "right")
     for r in rows:
         table.add_row(r["label"], f"{r['plain_images_per_s']:.1f}", f"{r['images_per_s']:.1f}",
-                      f"{r['ratio']:.2f}", f"{r['peak_rss_mib']:.0f}", f"{r['setup_s']:.2f}",
+                      f"{r['ratio']:.2f}", f"{r['cpu_ratio']:.2f}", f"{r['peak_rss_mib']:.0f}",
+                      f"{r['setup_s']:.2f}",
                       {None: "n/a (lossy)", True: "yes", False: "NO"}[r["equals_reference"]])
     console.print(table)
     if json_out:

@@ -432,7 +432,7 @@ def deviation_moments(layer: QuantLayer, hw: HardwareConfig, x_vec: list[int]
     """Mean and variance of each output of a linear layer (dense mapping, step 1) when every
     conversion reads clamp(round(p + e), 0, top), e ~ N(0, (sigma x active rows)^2),
     independently: sums over conversions of E[q] and Var[q] (times the squared weights)."""
-    levels, channel, shift, _ = _columns(layer, hw)
+    levels, channel, shift, offset = _columns(layer, hw)
     top, db, sigma = 2**hw.adc.bits - 1, hw.dac.bits, hw.device.accumulated_deviation_sigma
     cycles = -(-hw.numbers.input_bits // db)
     groups = row_groups(levels, hw, packed=False)
@@ -456,19 +456,22 @@ def deviation_moments(layer: QuantLayer, hw: HardwareConfig, x_vec: list[int]
                 e2 = sum(pj * min(max(p + j, 0), top) ** 2 for j, pj in probs.items())
                 mean[channel[col]] += weight * e1
                 var[channel[col]] += weight**2 * (e2 - e1**2)
-    return mean, var
+    return [m - offset * sum(x_vec) for m in mean], var  # offset removed digitally
 
 
-@pytest.mark.parametrize("tail_dense", [None, -1.0, 2.0])
+@pytest.mark.parametrize(("tail_dense", "sign"), [(None, "differential"), (-1.0, "differential"),
+                                                  (2.0, "differential"), (None, "offset")])
 def test_accumulated_deviation_matches_the_model_in_distribution(
-        tail_dense: float | None, monkeypatch: pytest.MonkeyPatch) -> None:
+        tail_dense: float | None, sign: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """Mean and variance of the simulated accumulator over 1000 independent draws equal the
     model's (every conversion noisy, clipped and rounded), whether groups are converted in
-    full (tail_dense -1), only at their tail events (2), or split by the default threshold."""
+    full (tail_dense -1), only at their tail events (2), or split by the default threshold;
+    with the offset encoding too (its cells clip more)."""
     if tail_dense is not None:
         monkeypatch.setattr(engine, "TAIL_DENSE", tail_dense)
     hw = small_hw(**{"array.rows": 12, "ou.rows": 5, "adc.bits": 4, "dac.bits": 2,
-                     "device.accumulated_deviation_sigma": 0.12, "device.seed": 3})
+                     "cell.sign": sign, "device.accumulated_deviation_sigma": 0.12,
+                     "device.seed": 3})
     fc = nn.Linear(20, 3, bias=False)
     nets.seeded_init(fc, 6)
     net = nn.Sequential(nn.Flatten(), fc).eval()

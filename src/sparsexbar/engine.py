@@ -116,6 +116,7 @@ class GroupSums:
         weight = weight.cpu().to(torch.float64)
         if layer.kind == "linear":
             r = layer.rows
+            self.conv_maps = int(rows.numel())  # the gathered (groups x ou) inputs
             self.rows_padded = torch.where(rows < 0, torch.full_like(rows, r), rows).to(device)
             self.weight = weight.to(device=device, dtype=self.dtype)
             return
@@ -140,6 +141,7 @@ class GroupSums:
         target = torch.full((self.slots, cin), b_count, dtype=torch.int64)  # b_count: dump
         target[slot, piece_chan] = piece_group
         self.cin = cin
+        self.conv_maps = cin * (1 if self.slots <= SLOTS_LOOPED else self.slots)
         if self.slots <= SLOTS_LOOPED:
             self.filters = [filters[j].reshape(cin, 1, kh, kw).to(device=device, dtype=self.dtype)
                             for j in range(self.slots)]
@@ -413,8 +415,12 @@ class LayerKernel:
         layer = self.mapped.layer
         positions = layer.positions
         numel = math.prod(input_shape) if input_shape else layer.rows
-        cin = int(layer.weight_int.shape[1])
-        per_image = 4 * 4 * numel + 4 * 3 * (s * g + 1) * positions + 4 * cin * positions * 2
+        sums = [self.clip_sums] if self.clip_path or self.deviation_only else []
+        if not self.clip_path:
+            sums.append(self.active_sums)
+        # One depthwise convolution's output: Cin x (slots it holds) maps per image.
+        conv_maps = max(group_sums.conv_maps for group_sums in sums) if sums else 0
+        per_image = 4 * 4 * numel + 4 * 3 * (s * g + 1) * positions + 4 * conv_maps * positions
         if not self.clip_path:
             per_image += 8 * positions * (s * k + self.mapped.physical_cols + 1)
         return max(1, int(budget_mb * 2**20 // per_image))

@@ -16,12 +16,15 @@ Three paths, all vectorized torch, the same code on CPU and CUDA:
    ADC(p) - p = -(p - top) for every conversion with p > top. Statically, only the (group,
    column) pairs whose level sum times the largest input chunk exceeds `top` can clip; per
    (cycle, position, group) a bound (sum over the group's rows of chunk x the row's largest
-   level over those columns) picks candidates; a candidate evaluates only the columns that can
-   clip given its largest chunk. The bound comes from depthwise convolutions on the chunk
-   image (no im2col); candidates gather their rows from the image.
+   level over those columns) picks candidates, which evaluate those columns only. The bound
+   comes from depthwise convolutions on the chunk image (no im2col); candidates gather their
+   rows from the image.
 3. Full path (non-ideal device, or a step other than 1): every OU group with an active input
    row is converted in every column, with read noise and accumulated deviation drawn per
-   conversion; groups with no active row read 0 and are skipped.
+   conversion; groups with no active row read 0 and are skipped. With accumulated deviation
+   as the only device effect, the clip path runs and the full path adds ADC(p + e) - ADC(p):
+   in full for groups whose noise often reaches half a level, else only at the conversions
+   it reaches (an exact Poisson-process draw, `_tail_events`).
 
 Candidates are processed in blocks of one OU group, one batched matmul per block set; loops
 run over image chunks (memory bound), passes, cycles, candidate slices and width buckets only.
@@ -50,7 +53,7 @@ SLICE_OUTPUTS = 2**18  # partial sums evaluated per candidate slice (1 MiB of fl
 BUCKET_SPREAD = 1.25  # widest / narrowest clippable-column count of the groups of one bucket
 TAIL_DENSE = 0.03  # accumulated deviation: groups whose conversions move with this probability
 # or more are converted in full; the others only where the noise reaches half a level
-TAIL_POINTS = 2**20  # expected tail events per Poisson draw (memory bound)
+TAIL_POINTS = 2**20  # tail-event points handled per slice (memory bound)
 
 
 @dataclass(frozen=True)

@@ -428,6 +428,15 @@ class LayerKernel:
             per_image += 8 * positions * (s * k + self.mapped.physical_cols + 1)
         return max(1, int(budget_mb * 2**20 // per_image))
 
+    def chunk_rows(self, budget_mb: float) -> int:
+        """Output positions per chunk (whole images x positions), for callers that chunk by
+        positions; the input shape is the one recorded at calibration."""
+        layer = self.mapped.layer
+        shape = tuple(int(v) for v in layer.input_shape) or (layer.rows,)
+        if layer.kind == "linear":
+            shape = (layer.rows,)
+        return self.images_per_chunk(shape, budget_mb) * layer.positions
+
     @property
     def clip_path(self) -> bool:
         """True when only clipping changes a conversion: ideal device and unit ADC step."""

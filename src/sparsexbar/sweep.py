@@ -323,20 +323,15 @@ class SweepPoint:
     hw: str
     overrides: dict[str, Any]  # dotted key -> value as written (base `set`, then the point's)
     hardware: dict[str, Any] | None  # the resolved tree; None when the config is invalid
+    parameters: dict[str, Any]  # every key the sweep varies -> this point's value
     config_error: str | None = None
 
-    def parameters(self) -> dict[str, Any]:
-        """The dotted parameters as columns: resolved values (typed by the config) when the
-        config is valid, else the values as written."""
-        if self.hardware is None:
-            return dict(self.overrides)
-        out = {}
-        for key in self.overrides:
-            node: Any = self.hardware
-            for part in key.split("."):
-                node = node[part]
-            out[key] = node
-        return out
+
+def _leaf(tree: Mapping[str, Any], key: str) -> Any:
+    node: Any = tree
+    for part in key.split("."):
+        node = node[part]
+    return node
 
 
 def canonical_json(value: Any) -> str:
@@ -379,22 +374,29 @@ def expand_points(spec: SweepSpec) -> list[SweepPoint]:
         model_sources[m] = (str(ckpt.resolve()), _checkpoint_digest(ckpt)) if ckpt else (m, None)
     data_path = _local_path(spec.data, base_dir)
     data_source = str(data_path.resolve()) if data_path.exists() else spec.data
-    resolved: list[tuple[dict[str, Any], dict[str, Any] | None, str | None]] = []
-    for point in spec.hardware_points():
+    hardware_points = spec.hardware_points()
+    swept = list(dict.fromkeys([*spec.base_overrides, *(k for p in hardware_points for k in p)]))
+    base_tree = base.to_dict()
+    resolved: list[tuple[dict[str, Any], dict[str, Any] | None, str | None, dict[str, Any]]] = []
+    for point in hardware_points:
         overrides = {**spec.base_overrides, **point}
         try:
             tree: dict[str, Any] | None = base.with_overrides(overrides).to_dict()
             error = None
         except ConfigError as exc:
             tree, error = None, str(exc)
-        resolved.append((overrides, tree, error))
+        # The value of every swept key: resolved (typed by the config) when valid, else the
+        # value as written (or the base value for keys this point leaves alone).
+        params = ({k: _leaf(tree, k) for k in swept} if tree is not None else
+                  {k: overrides.get(k, _leaf(base_tree, k)) for k in swept})
+        resolved.append((overrides, tree, error, params))
     points: dict[str, SweepPoint] = {}
     for model in spec.models:
         source, digest = model_sources[model]
         for scheme in spec.schemes:
-            for overrides, tree, error in resolved:
+            for overrides, tree, error, params in resolved:
                 hardware_part: Any = tree if tree is not None else {
-                    "invalid": {"base": base.to_dict(), "overrides": overrides}}
+                    "invalid": {"base": base_tree, "overrides": overrides}}
                 key = point_key({
                     "model": model, "model_digest": digest, "data": spec.data,
                     "limit": spec.limit, "batch_size": spec.batch_size,
@@ -405,7 +407,7 @@ def expand_points(spec: SweepSpec) -> list[SweepPoint]:
                     key=key, model=model, model_source=source, data=spec.data,
                     data_source=data_source, limit=spec.limit, batch_size=spec.batch_size,
                     device=spec.device, scheme=scheme, hw=spec.hw, overrides=overrides,
-                    hardware=tree, config_error=error))
+                    hardware=tree, parameters=params, config_error=error))
     return list(points.values())
 
 
@@ -415,7 +417,7 @@ def _point_columns(point: SweepPoint) -> dict[str, Any]:
         "key": point.key, "model": point.model, "data": point.data, "limit": point.limit,
         "batch_size": point.batch_size, "scheme": point.scheme.name,
         "scheme_params": canonical_json(point.scheme.parameters), "hw": point.hw,
-        **point.parameters(),
+        **point.parameters,
     }
 
 

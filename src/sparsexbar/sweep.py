@@ -647,7 +647,7 @@ def run_sweep(spec: SweepSpec | str | Path, out_dir: str | Path, backend: str = 
                 runnable.append(point)
         if runnable:
             runner = _run_local if backend == "local" else _run_ray
-            for point, row, crash in runner(runnable, workers, address):
+            for point, row, crash in runner(runnable, workers, address, sweep.device):
                 if crash is not None:
                     report.crashed.append((point.key, crash))
                     if progress is not None:
@@ -687,8 +687,8 @@ def _worker_init() -> None:
     torch.set_num_threads(1)
 
 
-def _run_local(points: list[SweepPoint], workers: int | None,
-               address: str | None) -> Iterator[Outcome]:
+def _run_local(points: list[SweepPoint], workers: int | None, address: str | None,
+               device: str) -> Iterator[Outcome]:
     """A spawn process pool; yields outcomes as they complete."""
     import multiprocessing
     from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -714,9 +714,10 @@ def _run_local(points: list[SweepPoint], workers: int | None,
         pool.shutdown(wait=finished_all, cancel_futures=True)
 
 
-def _run_ray(points: list[SweepPoint], workers: int | None,
-             address: str | None) -> Iterator[Outcome]:
-    """Ray tasks (one CPU each); at most `workers` in flight when given."""
+def _run_ray(points: list[SweepPoint], workers: int | None, address: str | None,
+             device: str) -> Iterator[Outcome]:
+    """Ray tasks (one CPU each, and one GPU each when `device` is cuda); at most `workers` in
+    flight when given."""
     try:
         import ray
     except ImportError:
@@ -734,7 +735,8 @@ def _run_ray(points: list[SweepPoint], workers: int | None,
                                   f"{' '.join(str(exc).split())}") from None
         started_here = True
     try:
-        task = ray.remote(num_cpus=1)(run_point)
+        gpus = 1 if device.startswith("cuda") else 0
+        task = ray.remote(num_cpus=1, num_gpus=gpus)(run_point)
         limit = workers or len(points)
         queue = list(points)
         in_flight: dict[Any, SweepPoint] = {}

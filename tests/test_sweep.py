@@ -370,6 +370,37 @@ def test_bad_sweep_files(tmp_path: Path, capsys: pytest.CaptureFixture[str], con
     assert not (tmp_path / "out").exists()
 
 
+INPUTS_MISSING_HERE: list[tuple[dict[str, Any], list[str]]] = [
+    ({"model": "tests.nets:no_such_factory"}, ["tests.nets:no_such_factory"]),
+    ({"data": "no_such_folder"}, ["unknown data set", "no_such_folder"]),
+    ({"device": "tpu"}, ["device", "tpu"]),
+]
+
+
+@pytest.mark.parametrize("change, fragments", INPUTS_MISSING_HERE)
+def test_local_backend_checks_model_data_device_first(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], change: dict[str, Any],
+        fragments: list[str]) -> None:
+    """On the local backend the workers are this machine: a model, data set or device it
+    cannot load is bad input, refused before any point runs or anything is written."""
+    path = write_sweep(tmp_path, {**SMALL_SWEEP, **change})
+    code, _, err = cli(capsys, "sweep", str(path), "--out", str(tmp_path / "out"))
+    assert_one_line_error(code, err, *fragments)
+    assert not (tmp_path / "out").exists()
+
+
+def test_cuda_without_cuda_is_refused(tmp_path: Path,
+                                      capsys: pytest.CaptureFixture[str]) -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is available here")
+    path = write_sweep(tmp_path, SMALL_SWEEP)
+    code, _, err = cli(capsys, "sweep", str(path), "--out", str(tmp_path / "out"),
+                       "--device", "cuda")
+    assert_one_line_error(code, err, "cuda", "not available")
+
+
 def test_bad_sweep_invocations(local_sweep: dict[str, Any], tmp_path: Path,
                                capsys: pytest.CaptureFixture[str]) -> None:
     path, out = str(local_sweep["path"]), str(tmp_path / "out")

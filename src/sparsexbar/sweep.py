@@ -477,9 +477,43 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
+class WorkerEnvironmentError(RuntimeError):
+    """A worker cannot run a point for reasons of its own machine (no CUDA, the model or data
+    files missing there): a crash, not a failed row, so a rerun retries the point."""
+
+
+def check_device(device: str) -> None:
+    """Refuse a device this machine cannot use (SparsexbarError)."""
+    import torch
+
+    try:
+        kind = torch.device(device).type
+    except (RuntimeError, TypeError):
+        raise SparsexbarError(f"unsupported device '{device}' (cpu or cuda)") from None
+    if kind not in ("cpu", "cuda"):
+        raise SparsexbarError(f"unsupported device '{device}' (cpu or cuda)")
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise SparsexbarError(f"device '{device}' requested but CUDA is not available here")
+
+
+def load_inputs(point: SweepPoint) -> tuple[Any, Any]:
+    """The point's model (nn.Module) and data (simulate.Batches), as simulate() resolves them."""
+    from .simulate import resolve_data, resolve_model
+
+    batches = resolve_data(point.data_source, point.limit)
+    net, _ = resolve_model(point.model_source, int(batches.images.shape[1]),
+                           max(int(batches.labels.max()) + 1, 10), int(batches.images.shape[-1]))
+    return net, batches
+
+
 def run_point(point: SweepPoint) -> dict[str, Any]:
-    """Run one point (in a worker): simulate() and its row. A user error (SparsexbarError)
-    gives a failed row; anything else propagates (a crash: reported, not recorded)."""
+    """Run one point (in a worker): simulate() and its row.
+
+    A user error of the point itself (its hardware, its scheme, a model the simulator cannot
+    map: any SparsexbarError from simulate) gives a failed row. Not being able to load the
+    model or data or use the device here raises WorkerEnvironmentError, and anything else
+    propagates too: crashes, reported by the driver and not recorded.
+    """
     import torch
 
     from .schemes import SCHEMES, Scheme
@@ -491,11 +525,15 @@ def run_point(point: SweepPoint) -> dict[str, Any]:
     if point.config_error is not None or point.hardware is None:
         return failed_row(point, point.config_error or "invalid hardware", 0.0, worker)
     try:
+        check_device(point.device)
+        net, batches = load_inputs(point)
+    except SparsexbarError as exc:
+        raise WorkerEnvironmentError(f"on {worker}: {exc}") from None
+    try:
         factory: Callable[..., Scheme] = SCHEMES[point.scheme.name]
-        result = simulate(point.model_source, point.data_source,
-                          hw=HardwareConfig.from_dict(point.hardware),
-                          scheme=factory(**point.scheme.arguments), limit=point.limit,
-                          batch_size=point.batch_size, device=point.device)
+        result = simulate(net, batches, hw=HardwareConfig.from_dict(point.hardware),
+                          scheme=factory(**point.scheme.arguments), batch_size=point.batch_size,
+                          device=point.device)
     except SparsexbarError as exc:
         return failed_row(point, str(exc), time.perf_counter() - start, worker)
     data = result.to_json()
@@ -627,12 +665,15 @@ def run_sweep(spec: SweepSpec | str | Path, out_dir: str | Path, backend: str = 
         sweep.device = device
     out = Path(out_dir)
     started = time.perf_counter()
+    points = expand_points(sweep)
+    if backend == "local":  # before anything is written: bad input leaves no directory
+        _check_inputs_here([p for p in points if p.config_error is None
+                            and p.key not in done_keys(out)], sweep.device)
     with _DirectoryLock(out):
         for stale in results_dir(out).glob(".*.tmp"):  # left by a killed writer
             stale.unlink(missing_ok=True)
         if sweep.path.is_file():  # a record of the last sweep file run into this directory
             atomic_write_text(out / "sweep.yaml", sweep.path.read_text())
-        points = expand_points(sweep)
         done = done_keys(out)
         todo = [p for p in points if p.key not in done]
         report = SweepReport(out, total=len(points), skipped=len(points) - len(todo),
@@ -659,6 +700,19 @@ def run_sweep(spec: SweepSpec | str | Path, out_dir: str | Path, backend: str = 
                     _record(out, report, row, backend, progress)
     report.wall_s = time.perf_counter() - started
     return report
+
+
+def _check_inputs_here(points: list[SweepPoint], device: str) -> None:
+    """Local backend: the workers are this machine, so a device, model or data set that cannot
+    be loaded here is bad input (one line, exit 2), found before any point runs."""
+    if not points:
+        return
+    check_device(device)
+    seen: set[tuple[str, str]] = set()
+    for point in points:
+        if (point.model_source, point.data_source) not in seen:
+            seen.add((point.model_source, point.data_source))
+            load_inputs(point)
 
 
 def _record(out: Path, report: SweepReport, row: dict[str, Any], backend: str,

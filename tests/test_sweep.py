@@ -245,8 +245,17 @@ def test_ray_backend_gives_the_local_table(local_sweep: dict[str, Any], tmp_path
         out = tmp_path / "ray"
         report = run_sweep(local_sweep["path"], out, backend="ray", workers=2)
         assert ray.is_initialized()  # a connected instance is used, not shut down
+        # A model the workers cannot load (no pre-check on Ray: the driver may not see the
+        # workers' files): every runnable point crashes, none is recorded, a rerun retries.
+        lost = write_sweep(tmp_path, {**SMALL_SWEEP, "model": "tests.nets:not_on_workers"},
+                           "lost.yaml")
+        crashed = run_sweep(lost, tmp_path / "lost", backend="ray", workers=2)
     finally:
         ray.shutdown()
+    assert (crashed.ok, crashed.failed, len(crashed.crashed)) == (0, 2, 6)
+    assert all("WorkerEnvironmentError" in m and "not_on_workers" in m
+               for _, m in crashed.crashed)
+    assert len(done_keys(tmp_path / "lost")) == 2  # only the invalid configs
     assert (report.ok, report.failed, report.crashed) == (5, 3, [])
     ray_table = load_results(out)
     local_table = local_sweep["table"]

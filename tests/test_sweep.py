@@ -28,6 +28,7 @@ from sparsexbar.sweep import (
     pareto_front,
     results_dir,
     run_sweep,
+    write_row,
 )
 from tests.test_cli_errors import assert_one_line_error, cli
 
@@ -234,6 +235,21 @@ def test_mixed_parameter_types_load_as_strings(local_sweep: dict[str, Any],
         "4", "4", "8", "8", "8", "8", "999", "999", "nine"]
     row = [r for r in table.to_pylist() if r["ou.rows"] == "nine"][0]
     assert row["status"] == "failed" and "ou.rows" in row["error"]
+
+
+def test_rows_of_a_sweep_that_did_not_vary_a_key_get_it_from_their_hardware(
+        local_sweep: dict[str, Any], tmp_path: Path) -> None:
+    """Rows written by a sweep whose only swept key is ou.rows, gathered with rows that also
+    vary the read noise: load_results fills their read noise from their resolved hardware."""
+    dropped = 0
+    for row in local_sweep["table"].to_pylist():
+        if row["device.read_noise_sigma"] == 0.0 and row["hardware_json"] is not None:
+            del row["device.read_noise_sigma"]  # as a sweep over ou.rows alone writes it
+            dropped += 1
+        write_row(tmp_path, row)
+    assert dropped == 4
+    table = load_results(tmp_path)
+    assert comparable(table).equals(comparable(local_sweep["table"]))
 
 
 # ---- Ray -------------------------------------------------------------------------------------

@@ -418,13 +418,15 @@ def plot_command(
         "--out", help="Where the PNGs and summary.csv go; default the sweep directory.")] = None,
 ) -> None:
     """Pareto plots (energy vs top-1, area vs throughput) and a summary table of a sweep."""
-    from .sweep import summarize, summary_table
+    from .sweep import failures, summarize, summary_table
 
     if not sweep_dir.is_dir():
         raise SparsexbarError(f"sweep directory not found: {sweep_dir}")
     summary = summarize(sweep_dir, out)
     console = _console()
     console.print(summary_table(summary, f"sweep {sweep_dir} ({len(summary['rows'])} points)"))
+    for line in failures(summary):
+        console.print(f"failed {line}", markup=False, highlight=False)
     console.print("wrote " + ", ".join(str(p) for p in summary["paths"]))
 
 

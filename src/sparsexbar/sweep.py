@@ -596,8 +596,33 @@ def load_results(out_dir: str | Path) -> pa.Table:
     order = [n for n, _ in HEAD_COLUMNS] + sorted(
         n for n in table.column_names if n not in FIXED_COLUMNS) + [
         n for n, _ in METRIC_COLUMNS + TAIL_COLUMNS]
-    table = table.select([n for n in order if n in table.column_names])
+    table = _fill_parameters(table.select([n for n in order if n in table.column_names]))
     return table.sort_by("key")
+
+
+def _fill_parameters(table: pa.Table) -> pa.Table:
+    """A row from a sweep that did not vary a dotted key gets that key's value from its own
+    resolved hardware (rows gathered from several sweeps then all have every parameter)."""
+    trees = [json.loads(t) if t else None for t in table["hardware_json"].to_pylist()]
+    for name in [n for n in table.column_names if "." in n]:
+        values = table[name].to_pylist()
+        missing = [i for i, v in enumerate(values) if v is None and trees[i] is not None]
+        if not missing:
+            continue
+        as_text = pa.types.is_string(table[name].type)
+        for i in missing:
+            tree = trees[i]
+            value = _leaf(tree, name) if tree is not None else None
+            values[i] = _as_text(value) if as_text and value is not None else value
+        kind = None if pa.types.is_null(table[name].type) else table[name].type
+        table = table.set_column(table.column_names.index(name), name,
+                                 pa.array(values, type=kind))
+    return table
+
+
+def _as_text(value: Any) -> str:
+    """A value as Arrow's cast to string writes it (true/false for Booleans)."""
+    return json.dumps(value) if isinstance(value, bool) else str(value)
 
 
 def _kind(kind: pa.DataType) -> str:
@@ -869,6 +894,15 @@ def varying_parameters(rows: Sequence[Mapping[str, Any]]) -> list[str]:
     return [n for n in names if len({canonical_json(r.get(n)) for r in rows}) > 1]
 
 
+def _sort_value(value: Any) -> tuple[int, Any]:
+    """Order mixed values: nulls, then numbers by value, then text."""
+    if value is None:
+        return (0, 0)
+    if isinstance(value, bool | int | float):
+        return (1, float(value))
+    return (2, value if isinstance(value, str) else canonical_json(value))
+
+
 def _label(row: Mapping[str, Any], names: Sequence[str]) -> str:
     parts = []
     for n in names:
@@ -896,7 +930,7 @@ def summarize(out_dir: str | Path, plot_dir: str | Path | None = None) -> dict[s
         front = pareto_front([float(r[xcol]) for r in ok], [float(r[ycol]) for r in ok])
         for r, on in zip(ok, front, strict=True):
             r[flag] = on
-    rows.sort(key=lambda r: tuple(canonical_json(r.get(n)) for n in [*params, "key"]))
+    rows.sort(key=lambda r: tuple(_sort_value(r.get(n)) for n in [*params, "key"]))
     target = Path(plot_dir) if plot_dir is not None else Path(out_dir)
     paths: list[Path] = []
     if ok:
@@ -943,9 +977,24 @@ def _pareto_png(rows: list[dict[str, Any]], params: list[str], xcol: str, xlabel
                 where="post", color="black", linewidth=1, label="Pareto front")
         ax.scatter([r[xcol] * xscale for r in front], [r[ycol] * yscale for r in front],
                    facecolors="none", edgecolors="black", s=90, linewidths=1.2)
+    xs_all = [r[xcol] * xscale for r in rows if math.isfinite(r[xcol]) and r[xcol] > 0]
+    log_x = bool(xs_all) and max(xs_all) > 20 * min(xs_all)
+    if log_x:
+        from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+        ax.set_xscale("log")
+        ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.xaxis.set_minor_formatter(NullFormatter())
+    if front and xs_all:
+        scale = math.log10 if log_x else float
+        low, high = scale(min(xs_all)), scale(max(xs_all))
         for r in front[:20]:
-            ax.annotate(_label(r, params), (r[xcol] * xscale, r[ycol] * yscale), fontsize=6,
-                        xytext=(4, -8), textcoords="offset points")
+            x = r[xcol] * xscale
+            right = high > low and x > 0 and (scale(x) - low) / (high - low) > 0.6
+            ax.annotate(_label(r, params), (x, r[ycol] * yscale), fontsize=6,
+                        xytext=(-4 if right else 4, -9), textcoords="offset points",
+                        ha="right" if right else "left")
     ax.set_xlabel(f"{xlabel} (lower is better)")
     ax.set_ylabel(f"{ylabel} (higher is better)")
     ax.set_title(f"{ylabel} vs {xlabel}: {len(rows)} points, {len(front)} on the front")
@@ -956,7 +1005,8 @@ def _pareto_png(rows: list[dict[str, Any]], params: list[str], xcol: str, xlabel
 
 def summary_table(summary: Mapping[str, Any], title: str) -> Any:
     """A rich Table of `summarize()`'s rows: varying parameters, status, headline numbers and
-    which Pareto fronts each point is on (E: energy/accuracy, A: area/throughput)."""
+    which Pareto fronts each point is on (E: energy/accuracy, A: area/throughput). Failed
+    points' errors are too long for a cell: `failures()` lists them."""
     from rich.table import Table
 
     params = [p for p in summary["parameters"] if p != "scheme_params"]
@@ -967,18 +1017,23 @@ def summary_table(summary: Mapping[str, Any], title: str) -> Any:
     for col in ("status", "top-1 %", "energy/img uJ", "img/s", "area mm2", "speedup",
                 "energy eff.", "front"):
         table.add_column(col, justify="right")
-    table.add_column("error", overflow="fold")
     for r in summary["rows"]:
         values = [str(r.get(p)) for p in params]
         if r["status"] != "ok":
             error = str(r.get("error") or "")
-            table.add_row(r["key"][:10], *values, "failed", "", "", "", "", "", "", "",
-                          error if len(error) <= 90 else error[:87] + "...")
+            table.add_row(r["key"][:10], *values, "failed", "", "", "", "", "", "",
+                          "see below" if error else "")
             continue
         front = ("E" if r["pareto_energy_accuracy"] else "") + (
             "A" if r["pareto_area_throughput"] else "")
         table.add_row(r["key"][:10], *values, "ok", f"{100 * r['top1']:.2f}",
                       f"{r['energy_uj_per_image']:.4g}", f"{r['images_per_s']:,.0f}",
                       f"{r['area_mm2']:.4g}", f"{r['speedup']:.2f}x",
-                      f"{r['energy_efficiency']:.2f}x", front, "")
+                      f"{r['energy_efficiency']:.2f}x", front)
     return table
+
+
+def failures(summary: Mapping[str, Any]) -> list[str]:
+    """One line per failed point: short key, model, scheme, error."""
+    return [f"{r['key'][:10]} {r['model']} {r['scheme']}: {r['error']}"
+            for r in summary["rows"] if r["status"] != "ok"]

@@ -205,10 +205,10 @@ def _is_scalar(value: Any) -> bool:
 
 
 def _overrides(value: Any, where: str, allow_empty: bool) -> dict[str, Any]:
-    if not isinstance(value, dict) or (not value and not allow_empty):
-        raise SweepFileError(f"{where} must be a non-empty mapping of config keys to values"
-                             if not allow_empty else f"{where} must be a mapping of config keys "
-                             "to values")
+    if not isinstance(value, dict):
+        raise SweepFileError(f"{where} must be a mapping of config keys to values")
+    if not value and not allow_empty:
+        raise SweepFileError(f"{where} must be a non-empty mapping of config keys to values")
     for key, val in value.items():
         if not isinstance(key, str):
             raise SweepFileError(f"{where}: key {key!r} is not a dotted config key")
@@ -917,7 +917,7 @@ def summarize(out_dir: str | Path, plot_dir: str | Path | None = None) -> dict[s
     """Read a sweep directory; write the Pareto PNGs and summary.csv into `plot_dir` (default
     the sweep directory). Returns the rows (with Pareto flags), varying parameters and paths."""
     table = load_results(out_dir)
-    rows = [r for r in table.to_pylist()]
+    rows = table.to_pylist()
     for r in rows:
         r.pop("result_json", None)
     ok = [r for r in rows if r["status"] == "ok"]

@@ -351,6 +351,85 @@ def prune(
                f"{res['checkpoint']}, {res['table_path']}")
 
 
+@app.command("sweep")
+def sweep_command(
+    sweep_file: Annotated[Path, typer.Argument(help="Sweep file (YAML): see docs/sweeps.md.")],
+    out: Annotated[Path | None, typer.Option(
+        "--out", help="Sweep directory (results/*.parquet); default out/sweep/<stem>.")] = None,
+    backend: Annotated[str, typer.Option(
+        "--backend", help="local (a process pool on this machine) or ray.")] = "local",
+    address: Annotated[str | None, typer.Option(
+        "--address", help="Ray cluster to join (e.g. auto, HOST:6379); default: a local "
+        "Ray instance.")] = None,
+    workers: Annotated[int | None, typer.Option(
+        "--workers", help="Points run at once (default: the CPUs; ray: the cluster's).")] = None,
+    device: Annotated[str | None, typer.Option(
+        "--device", help="cpu or cuda for every point (overrides the file).")] = None,
+    dry_run: Annotated[bool, typer.Option(
+        "--dry-run", help="List the points and which are done; run nothing.")] = False,
+) -> None:
+    """Run a design-space sweep: one simulate() per point, rows in a Parquet data set; a
+    rerun skips the points already there."""
+    from .sweep import done_keys, expand_points, load_sweep, run_sweep
+
+    spec = load_sweep(sweep_file)
+    target = out if out is not None else Path("out/sweep") / sweep_file.stem
+    console = _console()
+    if dry_run:
+        done = done_keys(target)
+        for p in expand_points(spec):
+            state = "done" if p.key in done else ("invalid" if p.config_error else "to run")
+            params = " ".join(f"{k}={v}" for k, v in p.overrides.items())
+            console.print(f"{p.key[:12]}  {state:8s} {p.model} {p.scheme.name} {params}")
+        return
+    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                        TimeElapsedColumn(), console=console)
+    task: Any = None
+
+    def show(report: Any, row: dict[str, Any] | None) -> None:
+        nonlocal task
+        if task is None:
+            console.print(f"sweep {spec.name}: {report.total} points, {report.skipped} already "
+                          f"in {target}, {report.to_run} to run ({backend})")
+            task = progress.add_task("points", total=report.to_run)
+        if row is not None and row["status"] != "ok":
+            progress.console.print(f"failed {row['key'][:12]} ({row['model']}, "
+                                   f"{row['scheme']}): {row['error']}")
+        progress.update(task, completed=report.done,
+                        description=f"ok {report.ok} failed {report.failed}"
+                        + (f" crashed {len(report.crashed)}" if report.crashed else ""))
+
+    with progress:
+        report = run_sweep(spec, target, backend=backend, workers=workers, address=address,
+                           device=device, progress=show)
+    console.print(f"{report.ok} ok, {report.failed} failed (recorded), {report.skipped} skipped "
+                  f"(already done), {len(report.crashed)} crashed in {report.wall_s:.1f} s; "
+                  f"results in {target}/results; next: sparsexbar plot {target}")
+    for key, message in report.crashed:
+        console.print(f"crashed {key[:12]} (not recorded; a rerun retries it): {message}")
+    if report.crashed:
+        raise typer.Exit(1)
+
+
+@app.command("plot")
+def plot_command(
+    sweep_dir: Annotated[Path, typer.Argument(help="A sweep directory (sparsexbar sweep --out).")],
+    out: Annotated[Path | None, typer.Option(
+        "--out", help="Where the PNGs and summary.csv go; default the sweep directory.")] = None,
+) -> None:
+    """Pareto plots (energy vs top-1, area vs throughput) and a summary table of a sweep."""
+    from .sweep import failures, summarize, summary_table
+
+    if not sweep_dir.is_dir():
+        raise SparsexbarError(f"sweep directory not found: {sweep_dir}")
+    summary = summarize(sweep_dir, out)
+    console = _console()
+    console.print(summary_table(summary, f"sweep {sweep_dir} ({len(summary['rows'])} points)"))
+    for line in failures(summary):
+        console.print(f"failed {line}", markup=False, highlight=False)
+    console.print("wrote " + ", ".join(str(p) for p in summary["paths"]))
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: SparsexbarError and usage errors -> one line on stderr, exit code 2."""
     command = typer.main.get_command(app)

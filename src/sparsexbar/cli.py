@@ -324,8 +324,9 @@ def prune(
     hw: HwOpt = "isaac",
     set_: SetOpt = None,
     method: Annotated[str, typer.Option(
-        "--method", help="ou-structured (blocks of one row x an OU column group's channels) "
-        "or unstructured.")] = "ou-structured",
+        "--method", help="ou-structured (blocks of one row x an OU column group's channels), "
+        "unstructured, or pattern (3x3 kernels keep --k weights in one of --max-patterns "
+        "patterns per layer, plus whole-kernel pruning).")] = "ou-structured",
     sparsity: Annotated[float, typer.Option("--sparsity", help="Target zero fraction.")] = 0.5,
     steps: Annotated[int, typer.Option("--steps", help="Gradual pruning steps.")] = 3,
     epochs: Annotated[int, typer.Option("--epochs", help="Fine-tuning epochs per step.")] = 1,
@@ -336,17 +337,23 @@ def prune(
     seed: Annotated[int, typer.Option("--seed")] = 0,
     split: Annotated[str, typer.Option(
         "--split", help="Fine-tuning split: train (or test, for smoke runs).")] = "train",
+    k: Annotated[int, typer.Option(
+        "--k", help="pattern: weights kept per 3x3 kernel (1..9).")] = 4,
+    max_patterns: Annotated[int, typer.Option(
+        "--max-patterns", help="pattern: patterns per layer at most.")] = 8,
 ) -> None:
-    """Prune a checkpoint by magnitude with fine-tuning; writes it and a per-layer table."""
+    """Prune a checkpoint (magnitude or pattern) with fine-tuning; writes it and a table."""
     from .config import load_config
-    from .prune import METHODS, prune_command, table_markdown
+    from .prune import METHODS, check_pattern_args, prune_command
 
     if method not in METHODS:
         raise SparsexbarError(f"--method must be one of {', '.join(METHODS)}, got '{method}'")
+    if method == "pattern":
+        check_pattern_args(k, max_patterns, sparsity)
     config = load_config(hw, parse_overrides(set_))
     res = prune_command(model, data, config, sparsity, method, steps, epochs, out, lr=lr,
-                        limit=limit, seed=seed, tune_split=split)
-    typer.echo(table_markdown(res["table"]).rstrip())
+                        limit=limit, seed=seed, tune_split=split, k=k, max_patterns=max_patterns)
+    typer.echo(res["markdown"].rstrip())
     typer.echo(f"top-1 {res['top1_before']:.4f} -> {res['top1_after']:.4f}; wrote "
                f"{res['checkpoint']}, {res['table_path']}")
 

@@ -227,7 +227,8 @@ def prune_command(model_spec: str, data_name: str, hw: HardwareConfig, sparsity:
         mask_applier(model, result["masks"])(model)
     after = evaluate(model, test_ds)
     pruning: dict[str, Any] = {
-        "method": method, "tune_split": tune_split, "tune_images": len(train_ds),
+        "method": method, "parent": model_spec, "tune_data": name, "tune_split": tune_split,
+        "tune_images": len(train_ds),
         "sparsity": sparsity, "steps": steps, "epochs_per_step": epochs, "lr": lr,
         "seed": seed, "prune_time_s": elapsed, "torch_threads": torch.get_num_threads(),
         "top1_before": before, "top1_after": after, "test_images": len(test_ds)}

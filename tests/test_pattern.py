@@ -378,3 +378,38 @@ def test_cli_bad_pattern_arguments(capsys: pytest.CaptureFixture[str], args: lis
                                    fragments: list[str]) -> None:
     code, _, err = cli(capsys, *args)
     assert_one_line_error(code, err, *fragments)
+
+
+# ---- the shipped pattern-pruned VGG-8 ------------------------------------------------------
+def test_shipped_pattern_model_accuracy_sparsity_and_patterns() -> None:
+    from sparsexbar.data import load_dataset
+    from sparsexbar.pattern_study import load_shipped_pattern_model, shipped_pattern_model_path
+    from sparsexbar.prune import pattern_summary, pattern_table
+    from sparsexbar.train import evaluate
+
+    if not shipped_pattern_model_path().is_file():
+        pytest.skip("shipped pattern checkpoint not built")
+    model, meta = load_shipped_pattern_model()
+    test = load_dataset("fashion-mnist", "test").subset(0, 1000)
+    top1 = evaluate(model, test)
+    assert abs(top1 - meta["accuracy"]["float_top1_first1000"]) <= 0.01
+    # Within 1 point of the dense parent (94.08%) on the whole split, as recorded.
+    assert meta["accuracy"]["dense_parent_float_top1"] - meta["accuracy"]["float_top1"] <= 0.01
+    table = pattern_table(model)
+    summary = pattern_summary(table)
+    assert summary["pattern_layers_sparsity"] >= 0.8
+    assert summary == meta["pruning"]["summary"]
+    assert summary["patterns_per_layer"] == [8] * 6 and summary["patterns_total"] == 48
+    for row in table:
+        if row["pattern_pruned"]:
+            assert row["max_kept_per_kernel"] == 4
+        else:
+            assert row["sparsity"] == 0.0  # the two Linear layers stay dense
+    # Lossless ADC: the pattern mapping equals dense on the shipped weights, fewer arrays.
+    dense = sparsexbar.simulate(model, "default", hw="pattern-nvmsa", scheme="dense", limit=4,
+                                overrides={"adc.bits": 12})
+    pat = sparsexbar.simulate(model, "default", hw="pattern-nvmsa", scheme="pattern", limit=4,
+                              overrides={"adc.bits": 12})
+    assert dense.outputs is not None and pat.outputs is not None
+    assert torch.equal(pat.outputs, dense.outputs)
+    assert pat.to_json()["totals"]["arrays"] < dense.to_json()["totals"]["arrays"]

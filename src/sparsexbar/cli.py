@@ -378,6 +378,8 @@ def prune(
         "--k", help="pattern: weights kept per 3x3 kernel (1..9).")] = 4,
     max_patterns: Annotated[int, typer.Option(
         "--max-patterns", help="pattern: patterns per layer at most.")] = 8,
+    half: Annotated[bool, typer.Option(
+        "--half", help="Store float16 weights (accuracy measured after rounding).")] = False,
 ) -> None:
     """Prune a checkpoint (magnitude or pattern) with fine-tuning; writes it and a table."""
     from .config import load_config
@@ -389,7 +391,8 @@ def prune(
         check_pattern_args(k, max_patterns, sparsity)
     config = load_config(hw, parse_overrides(set_))
     res = prune_command(model, data, config, sparsity, method, steps, epochs, out, lr=lr,
-                        limit=limit, seed=seed, tune_split=split, k=k, max_patterns=max_patterns)
+                        limit=limit, seed=seed, tune_split=split, k=k, max_patterns=max_patterns,
+                        half=half)
     typer.echo(res["markdown"].rstrip())
     typer.echo(f"top-1 {res['top1_before']:.4f} -> {res['top1_after']:.4f}; wrote "
                f"{res['checkpoint']}, {res['table_path']}")

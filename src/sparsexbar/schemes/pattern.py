@@ -53,6 +53,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, fields
+from functools import cached_property
 from typing import Any
 
 import torch
@@ -64,7 +65,7 @@ from ..engine import EngineOptions, LayerKernel, accumulate
 from ..errors import SparsexbarError
 from ..events import Events
 from ..frontend import QuantLayer
-from ..mapping import MappedLayer, _gather_group_levels, dense_events, map_dense
+from ..mapping import MappedLayer, dense_events, map_dense
 from ..prune import KERNEL_POSITIONS, code_masks, mask_codes
 from .base import LayerRun, Scheme
 
@@ -295,6 +296,19 @@ def dense_static_counts(dense: MappedLayer) -> dict[str, int]:
             "arrays": dense.arrays}
 
 
+def unit_levels(levels: Tensor, group_rows: Tensor, segment_cols: Tensor) -> Tensor:
+    """(S, G, ou, K) levels of every segment's row groups and columns, zero at padding (-1).
+
+    Same result as `mapping._gather_group_levels`, but it gathers only the (row, column)
+    pairs used, not whole rows first: with tens of thousands of one-OU segments (a 512-channel
+    layer) whole rows would take S x ou x all columns (gigabytes)."""
+    padded = torch.nn.functional.pad(levels, (0, 1, 0, 1))  # index -1 hits the zero row/col
+    rows = torch.where(group_rows < 0, torch.full_like(group_rows, levels.shape[0]), group_rows)
+    cols = torch.where(segment_cols < 0, torch.full_like(segment_cols, levels.shape[1]),
+                       segment_cols)
+    return padded[rows.unsqueeze(3), cols.view(cols.shape[0], 1, 1, cols.shape[1])]
+
+
 def map_pattern(layer: QuantLayer, hw: HardwareConfig, fallback: bool = True) -> MappedLayer:
     """Kernel-reordering mapping of a 3x3 conv (dense fallback, see the module docstring,
     unless `fallback` is False); any other layer gets the dense mapping."""
@@ -309,7 +323,7 @@ def map_pattern(layer: QuantLayer, hw: HardwareConfig, fallback: bool = True) ->
     group_rows = plan.piece_rows[plan.unit_piece].unsqueeze(1)  # (S, 1, ou.rows)
     kwargs: dict[str, Any] = {f.name: getattr(dense, f.name) for f in fields(dense) if f.init}
     kwargs.update(group_rows=group_rows, segment_cols=unit_cols, _cache={}, plan=plan)
-    levels = _gather_group_levels(dense.levels.to(torch.int32), group_rows, unit_cols)
+    levels = unit_levels(dense.levels.to(torch.int32), group_rows, unit_cols)
     best = int(levels.sum(dim=2).max()) if levels.numel() else 0
     kwargs["partial_sum_bound"] = float(best * (2**hw.dac.bits - 1))
     return PatternMappedLayer(**kwargs)
@@ -318,6 +332,14 @@ def map_pattern(layer: QuantLayer, hw: HardwareConfig, fallback: bool = True) ->
 class PatternKernel(LayerKernel):
     """`LayerKernel` plus what counting needs: each row piece's input channel and position
     mask, and per piece its units in every array."""
+
+    @cached_property
+    def group_levels(self) -> Tensor:
+        """(S*G, ou, K) float32 programmed levels of every OU row group (memory-light)."""
+        s, g, ou, k = self.shape
+        lv = unit_levels(self.mapped.conductance, self.mapped.group_rows,
+                         self.mapped.segment_cols)
+        return lv.reshape(s * g, ou, k).to(self.device)
 
     def __init__(self, mapped: MappedLayer, device: torch.device) -> None:
         super().__init__(mapped, device)

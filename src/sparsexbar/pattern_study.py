@@ -305,7 +305,8 @@ def reproduce_pattern(out_dir: str | Path, model: Any = "default", data: str = "
         "pattern_mapped_layers": sum(r["mapping"] == "pattern" for r in layers),
         "top1_base": top1_base, "top1_pruned": top1_pruned,
         "top1_change_points": (100 * (top1_pruned - top1_base)
-                               if top1_base is not None else None),
+                               if top1_base is not None and not info.get("untrained")
+                               else None),
         "top1_images": len(y_all),
         "sim_top1_dense": dense["accuracy"]["top1"], "sim_top1_pattern": pat["accuracy"]["top1"],
         "area_efficiency": vs["area_efficiency"],

@@ -291,8 +291,8 @@ def reproduce(
     batch_size: BatchOpt = 250,
     device: DeviceOpt = "cpu",
     data: Annotated[str, typer.Option(
-        "--data", help="pattern: 'default' (embedded Fashion-MNIST test split) or a data set "
-        "name (cifar10 ...).")] = "default",
+        "--data", help="pattern: 'default' (embedded Fashion-MNIST test split), fashion-mnist "
+        "or a CIFAR folder (cifar-10-batches-py).")] = "default",
     k: Annotated[int, typer.Option("--k", help="pattern: weights kept per 3x3 kernel.")] = 4,
     max_patterns: Annotated[int, typer.Option(
         "--max-patterns", help="pattern: patterns per layer at most.")] = 8,

@@ -18,7 +18,8 @@ Models (`model`):
   shapes but its accuracy figures mean nothing (the report says so).
 
 Data: "default" is the embedded Fashion-MNIST test split (the shipped model never tuned on
-it); else a data set name (`cifar10` with its files present, ...). Top-1 change is measured in
+it); else anything `data.load_dataset` takes (`fashion-mnist`, a CIFAR folder such as
+`cifar-10-batches-py`, an image folder). Top-1 change is measured in
 float on the whole test split; the simulated runs use its first `test_images` images.
 """
 

@@ -41,6 +41,7 @@ from ..engine import FLOAT32_EXACT, EngineOptions, LayerKernel, accumulate
 from ..errors import SparsexbarError
 from ..events import Events
 from ..frontend import QuantLayer
+from ..intconv import ExactLinear
 from ..mapping import MappedLayer, dense_events, map_dense
 from .base import LayerRun, Scheme
 
@@ -66,13 +67,18 @@ class CompKernel(LayerKernel):
         # Largest value of the input bits still to come after cycle t: 2^(shift_t) - 1.
         self.remaining = [float(2**s - 1) for s in self.shifts]
         col_abs = float(w.abs().sum(dim=1).max()) if w.numel() else 0.0
-        self.float32_ok = device.type == "cpu" and col_abs * (2**dac - 1) < FLOAT32_EXACT
-        dtype = torch.float32 if self.float32_ok else torch.float64
-        self.weight = layer.weight_int.to(device=device, dtype=dtype)
-        # Weights pre-scaled by each cycle's shift (a power of two: products stay exact, and
-        # every partial sum is a multiple of 2^shift below 2^24 x 2^shift, so float32 is exact).
-        self.cycle_weights = [self.weight * float(2**sh) for sh in self.shifts]
+        # Each cycle's running sum A_t = W . trunc_t(x) (x with the bits not yet fed zeroed)
+        # equals 2^shift_t x W . (x >> shift_t): one exact integer linear op of the shifted
+        # input magnitudes (oneDNN int8 on CPU where it is exact, else float; intconv.py).
+        # |A_t| <= col_abs x input_max, so A_t, the bounds y_min/y_max and the midpoint all
+        # stay exact in the op's dtype (float32 below 2^24).
+        self.op = ExactLinear(layer.kind, layer.weight_int, layer.input_max, device,
+                              layer.stride, layer.padding, layer.dilation,
+                              probe_shape=layer.input_shape or None)
+        self.value_dtype = self.op.dtype
+        self.mag_dtype = torch.uint8 if layer.input_max <= 255 else torch.int32
         self._thresholds(layer, 2 * col_abs * layer.input_max + 2, device)
+        self._alpha_cache: dict[float, tuple[list[Tensor], list[Tensor], list[Tensor]]] = {}
         # OU column groups (per column tile, ou.cols wide) and the channels their columns hold.
         ou_c = hw.ou.cols
         channel = mapped.col_channel.cpu()
@@ -90,6 +96,7 @@ class CompKernel(LayerKernel):
         span = max(h - lo for lo, h in zip(lo_ch, hi_ch, strict=True)) + 1
         idx = torch.tensor(lo_ch).unsqueeze(1) + torch.arange(span).unsqueeze(0)
         self.group_channels = torch.minimum(idx, torch.tensor(hi_ch).unsqueeze(1)).to(device)
+        self._group_range = torch.arange(len(lo_ch), device=device)
         self.group_width = torch.tensor(width, dtype=torch.float64, device=device)
         self.group_tile = torch.tensor(tile, dtype=torch.int64, device=device)
         self.col_tiles = len(mapped.col_tiles)
@@ -129,6 +136,53 @@ class CompKernel(LayerKernel):
         self.settle_thr = [pos_thr - down * r for r in self.remaining]
         self.range = [(up - down) * r for r in self.remaining]
         self.mid_offset = [torch.floor((up + down) * r / 2) for r in self.remaining]
+        self.end_value = [self._typed(v.reshape(-1)) for v in self.end_thr]
+
+    def _typed(self, v: Tensor) -> Tensor:
+        """A float64 integer threshold in the dtype of the running sums. Every running sum is
+        below 2^24 in magnitude when that dtype is float32, so clamping a threshold to
+        +-2^24 (exact in float32) changes no comparison."""
+        if self.value_dtype == torch.float64:
+            return v
+        return v.clamp(-FLOAT32_EXACT, FLOAT32_EXACT).to(self.value_dtype)
+
+    def alpha_thresholds(self, alpha: float) -> tuple[list[Tensor], list[Tensor], list[Tensor]]:
+        """Per checked cycle: (settle threshold on A, smallest |A| with range <= alpha |A|,
+        midpoint offset), in the running sums' dtype. The second is found by bisection over
+        every reachable |A| with the float64 product alpha x |A|, so `|A| >= it` decides
+        exactly as `range <= alpha * |A|` evaluated in float64 does."""
+        if alpha not in self._alpha_cache:
+            bound = float(self.op.bound) + 1
+            ranges = torch.stack([r.reshape(-1) for r in self.range])  # (T, Cout)
+            lo = torch.zeros_like(ranges)
+            hi = torch.full_like(ranges, bound + 1)  # bound + 1: "never"
+            while bool((lo < hi).any()):  # bisection: ~log2(bound) steps
+                mid = torch.floor((lo + hi) / 2)
+                ok = ranges <= alpha * mid
+                hi = torch.where(ok, mid, hi)
+                lo = torch.where(ok, lo, mid + 1)
+            abs_min = [self._typed(lo[t]) for t in range(len(self.range))]
+            self._alpha_cache[alpha] = ([self._typed(v.reshape(-1)) for v in self.settle_thr],
+                                        abs_min,
+                                        [self._typed(v.reshape(-1)) for v in self.mid_offset])
+        return self._alpha_cache[alpha]
+
+    def group_max(self, e: Tensor) -> Tensor:
+        """(N, P, Cout) per-output values -> (N, P, groups): the max over each OU column
+        group's channels (a few consecutive ones), as a max of strided channel slices when
+        the groups' first channels are evenly spaced, else of gathered channels."""
+        groups, span = self.group_channels.shape
+        out: Tensor | None = None
+        for j in range(span):  # channels per column group: a handful
+            idx = self.group_channels[:, j]
+            first = int(idx[0])
+            step = int(idx[1] - idx[0]) if groups > 1 else 1
+            regular = step > 0 and bool((idx == first + step * self._group_range).all())
+            part = (e[:, :, first : first + step * (groups - 1) + 1 : step] if regular
+                    else e.index_select(2, idx))
+            out = part if out is None else torch.maximum(out, part)
+        assert out is not None
+        return out
 
     def column_groups(self) -> int:
         """OU column groups of the layer (over all column tiles)."""
@@ -201,65 +255,74 @@ class CompRRAEScheme(Scheme):
             return LayerRun(acc, events, cycles)
         layer = kernel.mapped.layer
         n = int(x_int.shape[0])
-        # Chunks of about 2^17 outputs: the per-cycle bookkeeping then stays in cache, and
-        # small convolutions are no slower per image than big ones.
+        # Chunks of about 2^17 outputs: the per-cycle bookkeeping then stays in cache.
         per_image = layer.positions * layer.out_channels
         chunk = max(1, min(2**17 // per_image,
                            int(options.memory_budget_mb * 2**20 // (per_image * 64))))
-        outs: list[Tensor] = []
+        out = torch.empty((n, *layer.output_shape), dtype=torch.float64, device=x_int.device)
         events = Events()
         cycles = 0
         for a in range(0, n, chunk):  # chunks of images (memory bound)
-            out, executed = self.terminate(kernel, x_int[a : a + chunk])
-            ev, cyc = self.count(kernel, executed)
-            outs.append(out)
+            value, executed = self._terminate_rows(kernel, x_int[a : a + chunk])
+            m = int(executed.shape[0]) // layer.positions
+            ev, cyc = self.count(kernel, executed.view(m, layer.positions, -1))
+            if layer.kind == "linear":
+                out[a : a + m] = value
+            else:
+                c, ho, wo = layer.output_shape
+                out[a : a + m] = value.view(m, ho, wo, c).permute(0, 3, 1, 2)
             events = events + ev
             cycles += cyc
         dense, _ = dense_events(kernel.mapped, n)
         events.buffer_read_bytes = dense.buffer_read_bytes
         events.buffer_write_bytes = dense.buffer_write_bytes
         events.digital_ops = dense.digital_ops
-        return LayerRun(torch.cat(outs), events, cycles)
+        return LayerRun(out, events, cycles)
 
     # ---- values ------------------------------------------------------------------------------
+    # Values are kept as (positions, Cout) rows: the per-channel thresholds then broadcast
+    # along the contiguous dimension (vectorized), and the int8 backend's channels-last output
+    # is already in that layout.
     def trace(self, k: CompKernel, x_int: Tensor) -> Iterator[tuple[int, Tensor, Tensor, Tensor]]:
         """MSB-first cycles: (t, running sum A, y_min, y_max) after each cycle t, all float64
         accumulators of the layer's output shape; after the last cycle y_min = y_max = A."""
-        acc: Tensor | None = None
-        for t, part in enumerate(self._parts(k, x_int)):
-            if part is None:
-                if acc is None:
-                    acc = torch.zeros(self._out_shape(k, x_int), dtype=torch.float64,
-                                      device=x_int.device)
-            else:
-                acc = part.to(torch.float64) if acc is None else acc + part
+        mags = self._magnitudes(k, x_int)
+        n = int(x_int.shape[0])
+        for t in range(k.mapped.hw.cycles):
+            acc = self._fold(k, self._running_sum(k, mags, t), n)
             rem = k.remaining[t]
             yield t, acc, acc + k.down * rem, acc + k.up * rem
 
     @staticmethod
-    def _out_shape(k: CompKernel, x_int: Tensor) -> tuple[int, ...]:
-        return (int(x_int.shape[0]), *k.mapped.layer.output_shape)
-
-    def _parts(self, k: CompKernel, x_int: Tensor) -> Iterator[Tensor | None]:
-        """Each cycle's exact contribution W . chunk_t x 2^shift_t, MSB first (float32/64);
-        None for an all-zero chunk (never the last one)."""
+    def _fold(k: CompKernel, rows: Tensor, n: int) -> Tensor:
+        """(N*P, Cout) rows -> (N, Cout[, Ho, Wo]) float64, contiguous."""
         layer = k.mapped.layer
-        mask = 2**k.mapped.hw.dac.bits - 1
-        # Narrow integers: the per-cycle shifts then move 1 byte per input (8-bit inputs).
-        mag = x_int.abs().to(torch.uint8 if layer.input_max < 256 else torch.int32)
-        sign = torch.sign(x_int).to(k.weight.dtype) if layer.input_signed else None
-        for t, shift in enumerate(k.shifts):  # input cycles, MSB first
-            bits = (mag >> shift) & mask
-            if t < len(k.shifts) - 1 and not bool(bits.any()):
-                yield None  # an all-zero chunk (common in the high bits) adds nothing
-                continue
-            piece = bits.to(k.weight.dtype)
-            if sign is not None:
-                piece = piece * sign
-            part = layer.linear_op(piece, k.cycle_weights[t])
-            if not k.float32_ok:  # float64 path (CUDA, or huge columns): integers, rounded
-                part = torch.round(part)
-            yield part
+        if layer.kind == "linear":
+            return rows.to(torch.float64)
+        c, ho, wo = layer.output_shape
+        return rows.view(n, ho, wo, c).permute(0, 3, 1, 2).to(torch.float64).contiguous()
+
+    @staticmethod
+    def _magnitudes(k: CompKernel, x_int: Tensor) -> tuple[Tensor, ...]:
+        """The input magnitudes as narrow integers: (x,) or, signed, (positive, negative)."""
+        fmt = (torch.channels_last if k.mapped.layer.kind == "conv"
+               else torch.contiguous_format)  # the int8 convolution's layout: shifts keep it
+        if k.mapped.layer.input_signed:
+            parts = [x_int.clamp(min=0), (-x_int).clamp(min=0)]
+        else:
+            parts = [x_int]
+        return tuple(p.to(k.mag_dtype).contiguous(memory_format=fmt) for p in parts)
+
+    @staticmethod
+    def _running_sum(k: CompKernel, mags: tuple[Tensor, ...], t: int) -> Tensor:
+        """A_t = W . trunc_t(x) = 2^shift x W . (|x| >> shift) (signed: positive part minus
+        negative part) as (positions, Cout) rows, exact in `k.value_dtype`."""
+        shift = k.shifts[t]
+        parts = [m >> shift for m in mags]
+        value = k.op.rows(parts[0])
+        if len(parts) == 2:
+            value = value - k.op.rows(parts[1])  # exact: |difference| <= the bound < 2^24
+        return value.mul_(float(2**shift)) if shift else value
 
     def terminate(self, k: CompKernel, x_int: Tensor) -> tuple[Tensor, Tensor]:
         """MSB-first execution with the checks: (accumulator float64, executed cycles int8).
@@ -268,56 +331,110 @@ class CompRRAEScheme(Scheme):
         comparisons use the integer thresholds of `CompKernel._thresholds`, equivalent to
         dequantize(y_max) < 0 and dequantize(y_min) > 0.
         """
-        last = k.mapped.hw.cycles - 1
-        acc = out = alive = executed = None
-        for t, part in enumerate(self._parts(k, x_int)):
-            if acc is None:
-                acc = (torch.zeros(self._out_shape(k, x_int), dtype=torch.float64,
-                                   device=x_int.device) if part is None
-                       else part.to(torch.float64))
-                out = torch.empty_like(acc)
-                alive = torch.ones(acc.shape, dtype=torch.bool, device=acc.device)
-                executed = torch.ones(acc.shape, dtype=torch.int8, device=acc.device)
-            elif part is not None:
-                acc.add_(part)
-            if t == last:
+        value, executed = self._terminate_rows(k, x_int)
+        n = int(x_int.shape[0])
+        layer = k.mapped.layer
+        executed = executed.to(torch.int8)
+        if layer.kind == "linear":
+            return value.to(torch.float64), executed
+        c, ho, wo = layer.output_shape
+        return (self._fold(k, value, n),
+                executed.view(n, ho, wo, c).permute(0, 3, 1, 2).contiguous())
+
+    def _terminate_rows(self, k: CompKernel, x_int: Tensor) -> tuple[Tensor, Tensor]:
+        """(value, executed cycles) as (positions, Cout) rows in `k.value_dtype`.
+
+        The checks are float arithmetic on integer-valued tensors (boolean masks and
+        `torch.where` are several times slower on CPU): for integers a and threshold b,
+        clamp(b - a, 0, 1) is exactly [a < b] (rounding of a large difference keeps it beyond
+        0 or 1), and a + mask x (b - a) picks b where the mask is 1, exact because every
+        difference of two running sums is within the op's bound (< 2^24 for float32).
+        """
+        if k.alpha is None:
+            return self._terminate_negative(k, x_int)
+        return self._terminate_alpha(k, x_int, k.alpha)
+
+    def _terminate_negative(self, k: CompKernel, x_int: Tensor) -> tuple[Tensor, Tensor]:
+        """Early negative detection only, cycles visited from the last back to the first.
+
+        y_max never grows from one cycle to the next (the bits fed in cycle t+1 add at most
+        what R_t reserved for them), so once y_max < 0 it stays: END fires at every cycle from
+        an output's stop cycle t* on. Visiting the cycles backwards, an output's value is the
+        running sum of the earliest cycle that fires, its executed cycles t* + 1 = cycles -
+        (checked cycles that fire); and when no output fires at cycle t none fires earlier,
+        so the earlier cycles are never computed.
+        """
+        cycles = k.mapped.hw.cycles
+        mags = self._magnitudes(k, x_int)
+        value = self._running_sum(k, mags, cycles - 1)  # the exact result
+        executed = torch.full(value.shape, float(cycles), dtype=value.dtype,
+                              device=value.device)
+        for t in range(cycles - 2, -1, -1):  # input cycles, last to first
+            acc = self._running_sum(k, mags, t)
+            fired = torch.sub(k.end_value[t], acc).clamp_(0, 1)  # [acc < threshold]
+            if float(fired.max()) == 0.0:
                 break
-            assert out is not None and alive is not None and executed is not None
-            stop = (acc < k.end_thr[t]) & alive  # early negative detection: ReLU gives 0
-            value = acc
-            if k.alpha is not None:
-                settle = ((acc >= k.settle_thr[t]) & (k.range[t] <= k.alpha * acc.abs())
-                          & alive & ~stop)
-                if self.estimate == "midpoint":
-                    value = torch.where(settle, acc + k.mid_offset[t], acc)
-                stop = stop | settle
-            out = torch.where(stop, value, out)
-            alive &= ~stop
+            value.addcmul_(fired, acc.sub_(value))  # where fired: the running sum
+            executed.sub_(fired)
+        return value, executed
+
+    def _terminate_alpha(self, k: CompKernel, x_int: Tensor,
+                         alpha: float) -> tuple[Tensor, Tensor]:
+        """END and adaptive termination, cycles in order (the settle test is not monotone).
+
+        Every output stops at most once, so its returned value is the sum over cycles of
+        stop_t x value_t (one term) plus alive x the exact result."""
+        cycles = k.mapped.hw.cycles
+        mags = self._magnitudes(k, x_int)
+        settle_thr, abs_min, mid = k.alpha_thresholds(alpha)
+        midpoint = self.estimate == "midpoint"
+        out = alive = executed = None
+        for t in range(cycles):  # input cycles, MSB first
+            acc = self._running_sum(k, mags, t)
+            if t == cycles - 1:
+                break
+            if out is None:
+                out = torch.zeros_like(acc)
+                alive = torch.ones_like(acc)
+                executed = torch.ones_like(acc)
+            assert alive is not None and executed is not None
+            end = torch.sub(k.end_value[t], acc).clamp_(0, 1)  # [acc < end threshold]
+            # [acc >= settle threshold] x [|acc| >= smallest |A| within alpha] x not END
+            settle = torch.sub(acc, settle_thr[t]).add_(1).clamp_(0, 1)
+            settle.mul_(acc.abs().sub_(abs_min[t]).add_(1).clamp_(0, 1)).mul_(1 - end)
+            stop = (end + settle).mul_(alive)
+            if midpoint:
+                acc.addcmul_(settle, mid[t].expand_as(acc))
+            out.addcmul_(stop, acc)
+            alive.sub_(stop)
             executed.add_(alive)
-        assert acc is not None and out is not None and alive is not None
-        assert executed is not None
-        return torch.where(alive, acc, out), executed
+        if out is None:  # a single cycle: nothing checked
+            return acc, torch.ones_like(acc)
+        assert alive is not None and executed is not None
+        return out.addcmul_(alive, acc), executed
 
     # ---- events ------------------------------------------------------------------------------
     def count(self, k: CompKernel, executed: Tensor) -> tuple[Events, int]:
-        """Events and busiest-array OU cycles of a batch, from each output's executed cycles."""
+        """Events and busiest-array OU cycles of a batch, from each output's executed cycles
+        `executed` (N, positions, Cout), integer-valued (any real or integer dtype)."""
         mapped = k.mapped
         hw, layer = mapped.hw, mapped.layer
         n = int(executed.shape[0])
         passes = layer.passes
-        e = executed.reshape(n, layer.out_channels, -1)  # (N, Cout, P)
+        e = executed if executed.is_floating_point() else executed.to(torch.float32)
         per_channel_cols = hw.polarities * hw.slices
-        total_e = int(e.sum())
+        total_e = int(e.sum(dtype=torch.float64))
         conversions = passes * k.row_groups_total * per_channel_cols * total_e
-        # A column group runs while any of its channels does: max of their executed cycles.
-        e_group = e[:, k.group_channels, :].amax(dim=2).to(torch.float64)  # (N, groups, P)
-        group_cycles = e_group.sum(dim=2)  # (N, groups)
+        # A column group runs while any of its channels does: max of their executed cycles
+        # (a group's channels are a few consecutive ones: a max over shifted column slices).
+        e_group = k.group_max(e)  # (N, P, groups)
+        group_cycles = e_group.sum(dim=1, dtype=torch.float64)  # (N, groups)
         active_groups = int(group_cycles.sum())
         cells = int((group_cycles.sum(dim=0) * k.group_width).sum())
         per_tile = torch.zeros((n, k.col_tiles), dtype=torch.float64, device=e.device)
         per_tile.index_add_(1, k.group_tile, group_cycles)
         busiest = int(per_tile.amax(dim=1).sum())  # per image: its busiest column tile
-        checks = int(e.clamp(max=hw.cycles - 1).sum())
+        checks = int(e.clamp(max=hw.cycles - 1).sum(dtype=torch.float64))
         events = Events(
             ou_activations=passes * k.row_groups_total * active_groups,
             adc_conversions=conversions,

@@ -97,12 +97,13 @@ class ExactLinear:
         """dtype of the results: float32, or float64 for the float64 backend."""
         return torch.float64 if self.backend == "float64" else torch.float32
 
-    def __call__(self, x: Tensor) -> Tensor:
-        """weight . x for integer-valued x (any dtype) in [0, max_input]."""
-        if self.backend == "int8":
+    def __call__(self, x: Tensor, scale: float = 1.0) -> Tensor:
+        """scale x weight . x for integer-valued x (any dtype) in [0, max_input]; `scale` a
+        power of two (exact while scale x bound stays below 2^24 for float32)."""
+        if self.backend == "int8":  # the scale is applied in the convolution's epilogue
             xu = x.to(torch.uint8).contiguous(memory_format=torch.channels_last)
             return torch.ops.onednn.qconv2d_pointwise(
-                xu, 1.0, 0, self._packed, self._scales, self._zeros, None, self.stride,
+                xu, scale, 0, self._packed, self._scales, self._zeros, None, self.stride,
                 self.padding, self.dilation, 1, 1.0, 0, torch.float32, "none", [], "")
         xf = x.to(self.weight_float.dtype)
         if self.kind == "linear":
@@ -110,12 +111,15 @@ class ExactLinear:
         else:
             out = F.conv2d(xf, self.weight_float, None, self.stride, self.padding,
                            self.dilation)
-        return out if self.backend == "float32" else torch.round(out)
+        if self.backend == "float64":
+            out = torch.round(out)
+        return out.mul_(scale) if scale != 1.0 else out
 
-    def rows(self, x: Tensor) -> Tensor:
-        """weight . x as a contiguous (positions, Cout) matrix: conv outputs (N, Cout, Ho, Wo)
-        as (N*Ho*Wo, Cout) rows (free for the int8 backend's channels-last output)."""
-        out = self(x)
+    def rows(self, x: Tensor, scale: float = 1.0) -> Tensor:
+        """scale x weight . x as a contiguous (positions, Cout) matrix: conv outputs
+        (N, Cout, Ho, Wo) as (N*Ho*Wo, Cout) rows (free for the int8 backend's channels-last
+        output)."""
+        out = self(x, scale)
         if self.kind == "linear":
             return out
         cout = int(out.shape[1])

@@ -503,9 +503,13 @@ class SreScheme(Scheme):
         base, fields = kernel.field_base, kernel.fields
         word = self.granularity == "word"
         wide = op.backend != "int8"  # packed values beyond a byte: int32
-        ou_img = torch.zeros((images, kernel.sets_total), dtype=torch.float64,
-                             device=xc.device)
-        rows_set = torch.zeros(kernel.sets_total, dtype=torch.float64, device=xc.device)
+        sets_total = kernel.sets_total
+        ou_img = torch.zeros((images, sets_total), dtype=torch.float64, device=xc.device)
+        rows_img = torch.zeros_like(ou_img)
+        # Per image, a sum of counts (<= B - 1 each) over the positions is exact in float32
+        # below 2^24, and float32 sums need no float64 copy of the counts.
+        exact32 = mapped.layer.positions * base < FLOAT32_EXACT and op.dtype == torch.float32
+        sum_dtype = None if exact32 else torch.float64
         for first in range(0, 1 if word else cycles, fields):  # 8-bit inputs: 4 or 3 calls
             width = 1 if word else min(fields, cycles - first)
             if word:  # the same active rows in every cycle: one plane, counted once
@@ -526,15 +530,19 @@ class SreScheme(Scheme):
                     plane = ((xc >> ((first + j) * dac_bits)) & chunk_mask).clamp_(max=1)
                     packed = packed + plane.to(packed.dtype) * base**j
             value = op.rows(packed)  # (images * positions, sets)
-            ou = torch.zeros_like(value)
-            for j in range(width - 1, 0, -1):  # digits, most significant first
-                digit = torch.floor(value / float(base**j))
-                value.sub_(digit * float(base**j))
-                rows_set += digit.sum(dim=0, dtype=torch.float64)
-                ou.add_(torch.ceil(digit.div_(ou_r)))
-            rows_set += value.sum(dim=0, dtype=torch.float64)
-            ou.add_(torch.ceil(value.div_(ou_r)))  # exact: true division of small integers
-            ou_img += ou.view(images, -1, kernel.sets_total).sum(dim=1, dtype=torch.float64)
+            ou: Tensor | None = None
+            for j in range(width, 0, -1):  # digits, most significant first
+                if j > 1:
+                    digit = torch.floor(value / float(base ** (j - 1)))
+                    value.add_(digit, alpha=-float(base ** (j - 1)))
+                else:
+                    digit = value
+                rows_img += digit.view(images, -1, sets_total).sum(dim=1, dtype=sum_dtype)
+                digit = digit.div_(ou_r).ceil_()  # exact: true division of small integers
+                ou = digit if ou is None else ou.add_(digit)
+            assert ou is not None
+            ou_img += ou.view(images, -1, sets_total).sum(dim=1, dtype=sum_dtype)
+        rows_set = rows_img.sum(dim=0)
         w = float(cycles) if word else 1.0  # word: the same active rows in every cycle
         for i, sets in enumerate(kernel.tile_sets):  # arrays (row tiles): a few
             ou_seg = ou_img[:, sets] * w  # (images, S)

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
@@ -48,6 +48,15 @@ from .base import LayerRun, Scheme
 AlphaSpec = float | Mapping[str, float | None] | None
 ESTIMATES = ("midpoint", "running")
 BOUNDS = ("output",)
+
+
+class SettleTest(NamedTuple):
+    """Adaptive termination at one cycle, on the running sum A (per output channel):
+    A >= at_least, or negative[0] <= A <= negative[1]; `midpoint`: y_mid - A."""
+
+    at_least: Tensor
+    negative: tuple[Tensor, Tensor] | None
+    midpoint: Tensor
 
 
 class CompKernel(LayerKernel):
@@ -78,7 +87,7 @@ class CompKernel(LayerKernel):
         self.value_dtype = self.op.dtype
         self.mag_dtype = torch.uint8 if layer.input_max <= 255 else torch.int32
         self._thresholds(layer, 2 * col_abs * layer.input_max + 2, device)
-        self._alpha_cache: dict[float, tuple[list[Tensor], list[Tensor], list[Tensor]]] = {}
+        self._alpha_cache: dict[float, list[SettleTest]] = {}
         # OU column groups (per column tile, ou.cols wide) and the channels their columns hold.
         ou_c = hw.ou.cols
         channel = mapped.col_channel.cpu()
@@ -146,11 +155,15 @@ class CompKernel(LayerKernel):
             return v
         return v.clamp(-FLOAT32_EXACT, FLOAT32_EXACT).to(self.value_dtype)
 
-    def alpha_thresholds(self, alpha: float) -> tuple[list[Tensor], list[Tensor], list[Tensor]]:
-        """Per checked cycle: (settle threshold on A, smallest |A| with range <= alpha |A|,
-        midpoint offset), in the running sums' dtype. The second is found by bisection over
-        every reachable |A| with the float64 product alpha x |A|, so `|A| >= it` decides
-        exactly as `range <= alpha * |A|` evaluated in float64 does."""
+    def alpha_thresholds(self, alpha: float) -> list[SettleTest]:
+        """Per checked cycle, the adaptive-termination test on A in the running sums' dtype.
+
+        settle <=> A >= settle_thr (y_min > 0) and range <= alpha |A| (float64 product, as
+        the reference evaluates it). The second is |A| >= a_min, a_min found by bisection
+        over every reachable |A|; together: A >= max(settle_thr, a_min), or settle_thr <=
+        A <= min(-a_min, -1) (negative A: only with a positive bias), kept only for the
+        cycles where some channel has that second interval.
+        """
         if alpha not in self._alpha_cache:
             bound = float(self.op.bound) + 1
             ranges = torch.stack([r.reshape(-1) for r in self.range])  # (T, Cout)
@@ -161,10 +174,15 @@ class CompKernel(LayerKernel):
                 ok = ranges <= alpha * mid
                 hi = torch.where(ok, mid, hi)
                 lo = torch.where(ok, lo, mid + 1)
-            abs_min = [self._typed(lo[t]) for t in range(len(self.range))]
-            self._alpha_cache[alpha] = ([self._typed(v.reshape(-1)) for v in self.settle_thr],
-                                        abs_min,
-                                        [self._typed(v.reshape(-1)) for v in self.mid_offset])
+            tests = []
+            for t in range(len(self.range)):  # input cycles: a handful
+                settle, a_min = self.settle_thr[t].reshape(-1), lo[t]
+                upper = torch.minimum(-a_min, torch.full_like(a_min, -1.0))
+                negative = ((self._typed(settle), self._typed(upper))
+                            if bool((settle <= upper).any()) else None)
+                tests.append(SettleTest(self._typed(torch.maximum(settle, a_min)), negative,
+                                        self._typed(self.mid_offset[t].reshape(-1))))
+            self._alpha_cache[alpha] = tests
         return self._alpha_cache[alpha]
 
     def group_max(self, e: Tensor) -> Tensor:
@@ -380,38 +398,31 @@ class CompRRAEScheme(Scheme):
 
     def _terminate_alpha(self, k: CompKernel, x_int: Tensor,
                          alpha: float) -> tuple[Tensor, Tensor]:
-        """END and adaptive termination, cycles in order (the settle test is not monotone).
-
-        Every output stops at most once, so its returned value is the sum over cycles of
-        stop_t x value_t (one term) plus alive x the exact result."""
+        """END and adaptive termination. The settle test is not monotone in the cycles, so
+        every cycle is computed; visiting them from the last back to the first, each stop
+        overwrites the value and executed cycles, and the earliest stop remains."""
         cycles = k.mapped.hw.cycles
         mags = self._magnitudes(k, x_int)
-        settle_thr, abs_min, mid = k.alpha_thresholds(alpha)
+        tests = k.alpha_thresholds(alpha)
         midpoint = self.estimate == "midpoint"
-        out = alive = executed = None
-        for t in range(cycles):  # input cycles, MSB first
+        value = self._running_sum(k, mags, cycles - 1)  # the exact result
+        executed = torch.full(value.shape, float(cycles), dtype=value.dtype,
+                              device=value.device)
+        for t in range(cycles - 2, -1, -1):  # input cycles, last to first
             acc = self._running_sum(k, mags, t)
-            if t == cycles - 1:
-                break
-            if out is None:
-                out = torch.zeros_like(acc)
-                alive = torch.ones_like(acc)
-                executed = torch.ones_like(acc)
-            assert alive is not None and executed is not None
-            end = torch.lt(acc, k.end_value[t], out=torch.empty_like(acc))  # END: 0/1
-            # [y_min > 0] x [range <= alpha |A|]; never together with END (y_min <= y_max)
-            settle = torch.ge(acc, settle_thr[t], out=torch.empty_like(acc))
-            settle.mul_(torch.ge(acc.abs(), abs_min[t], out=torch.empty_like(acc)))
-            stop = end.add_(settle).mul_(alive)
+            test = tests[t]
+            settle = torch.ge(acc, test.at_least, out=torch.empty_like(acc))  # 0/1
+            if test.negative is not None:
+                low, high = test.negative
+                settle.add_(torch.ge(acc, low, out=torch.empty_like(acc)).mul_(
+                    torch.le(acc, high, out=torch.empty_like(acc))))
+            # END (y_max < 0) and settling (y_min > 0) exclude each other: stop is 0/1
+            stop = torch.lt(acc, k.end_value[t], out=torch.empty_like(acc)).add_(settle)
             if midpoint:
-                acc.addcmul_(settle, mid[t].expand_as(acc))
-            out.addcmul_(stop, acc)
-            alive.sub_(stop)
-            executed.add_(alive)
-        if out is None:  # a single cycle: nothing checked
-            return acc, torch.ones_like(acc)
-        assert alive is not None and executed is not None
-        return out.addcmul_(alive, acc), executed
+                acc.addcmul_(settle, test.midpoint)
+            value = torch.lerp(value, acc, stop)
+            executed = torch.lerp(executed, acc.new_tensor(float(t + 1)), stop)
+        return value, executed
 
     # ---- events ------------------------------------------------------------------------------
     def count(self, k: CompKernel, executed: Tensor) -> tuple[Events, int]:

@@ -92,6 +92,13 @@ class ExactLinear:
         except RuntimeError:  # op missing or refused for these shapes: the float path
             self.backend = "float32"
 
+    def _int8(self, x: Tensor, scale: float) -> Tensor:
+        """The oneDNN u8 x s8 convolution; the scale is applied in its epilogue."""
+        xu = x.to(torch.uint8).contiguous(memory_format=torch.channels_last)
+        return torch.ops.onednn.qconv2d_pointwise(
+            xu, scale, 0, self._packed, self._scales, self._zeros, None, self.stride,
+            self.padding, self.dilation, 1, 1.0, 0, torch.float32, "none", [], "")
+
     @property
     def dtype(self) -> torch.dtype:
         """dtype of the results: float32, or float64 for the float64 backend."""
@@ -100,11 +107,8 @@ class ExactLinear:
     def __call__(self, x: Tensor, scale: float = 1.0) -> Tensor:
         """scale x weight . x for integer-valued x (any dtype) in [0, max_input]; `scale` a
         power of two (exact while scale x bound stays below 2^24 for float32)."""
-        if self.backend == "int8":  # the scale is applied in the convolution's epilogue
-            xu = x.to(torch.uint8).contiguous(memory_format=torch.channels_last)
-            return torch.ops.onednn.qconv2d_pointwise(
-                xu, scale, 0, self._packed, self._scales, self._zeros, None, self.stride,
-                self.padding, self.dilation, 1, 1.0, 0, torch.float32, "none", [], "")
+        if self.backend == "int8":
+            return self._int8(x, scale)
         xf = x.to(self.weight_float.dtype)
         if self.kind == "linear":
             out = F.linear(xf, self.weight_float)

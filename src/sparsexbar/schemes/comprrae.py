@@ -37,7 +37,7 @@ from torch import Tensor
 
 from ..config import HardwareConfig
 from ..cost import Storage
-from ..engine import FLOAT32_EXACT, EngineOptions, LayerKernel, accumulate
+from ..engine import FLOAT32_EXACT, EngineOptions, LayerKernel, accumulate, exact_accumulate
 from ..errors import SparsexbarError
 from ..events import Events
 from ..frontend import QuantLayer
@@ -79,12 +79,27 @@ class CompKernel(LayerKernel):
         # Each cycle's running sum A_t = W . trunc_t(x) (x with the bits not yet fed zeroed)
         # equals 2^shift_t x W . (x >> shift_t): one exact integer linear op of the shifted
         # input magnitudes (oneDNN int8 on CPU where it is exact, else float; intconv.py).
-        # |A_t| <= col_abs x input_max, so A_t, the bounds y_min/y_max and the midpoint all
-        # stay exact in the op's dtype (float32 below 2^24).
+        # `direct`: |A_t| <= col_abs x input_max < 2^24 (or float64), so A_t, the bounds
+        # and the midpoint are exact in the op's dtype. Otherwise (wide layers on CPU) the
+        # running sums are float64, one cycle's contribution W . chunk_t apart, each exact.
+        self.value_bound = col_abs * layer.input_max  # largest |A_t| and |y|
+        geometry = (layer.stride, layer.padding, layer.dilation)
+        probe = layer.input_shape or None
         self.op = ExactLinear(layer.kind, layer.weight_int, layer.input_max, device,
-                              layer.stride, layer.padding, layer.dilation,
-                              probe_shape=layer.input_shape or None)
-        self.value_dtype = self.op.dtype
+                              *geometry, probe_shape=probe)
+        self.direct = device.type != "cpu" or self.value_bound < FLOAT32_EXACT
+        if not self.direct:
+            self.op = ExactLinear(layer.kind, layer.weight_int, 2**dac - 1, device,
+                                  *geometry, probe_shape=probe)
+            # The exact result from input pieces of `piece_bits` bits (each op exact).
+            self.piece_bits = 0
+            while (self.piece_bits < layer.input_bits
+                   and col_abs * (2 ** (self.piece_bits + 1) - 1) < FLOAT32_EXACT):
+                self.piece_bits += 1
+            self.piece_op = (ExactLinear(layer.kind, layer.weight_int, 2**self.piece_bits - 1,
+                                         device, *geometry, probe_shape=probe)
+                             if self.piece_bits else None)
+        self.value_dtype = self.op.dtype if self.direct else torch.float64
         self.mag_dtype = torch.uint8 if layer.input_max <= 255 else torch.int32
         self._thresholds(layer, 2 * col_abs * layer.input_max + 2, device)
         self._alpha_cache: dict[float, list[SettleTest]] = {}
@@ -165,7 +180,7 @@ class CompKernel(LayerKernel):
         cycles where some channel has that second interval.
         """
         if alpha not in self._alpha_cache:
-            bound = float(self.op.bound) + 1
+            bound = self.value_bound + 1
             ranges = torch.stack([r.reshape(-1) for r in self.range])  # (T, Cout)
             lo = torch.zeros_like(ranges)
             hi = torch.full_like(ranges, bound + 1)  # bound + 1: "never"
@@ -333,15 +348,65 @@ class CompRRAEScheme(Scheme):
         return tuple(p.to(k.mag_dtype).contiguous(memory_format=fmt) for p in parts)
 
     @staticmethod
-    def _running_sum(k: CompKernel, mags: tuple[Tensor, ...], t: int) -> Tensor:
-        """A_t = W . trunc_t(x) = 2^shift x W . (|x| >> shift) (signed: positive part minus
-        negative part) as (positions, Cout) rows, exact in `k.value_dtype`."""
+    def _part(k: CompKernel, mags: tuple[Tensor, ...], t: int, trunc: bool) -> Tensor:
+        """2^shift_t x W . (|x| >> shift_t) (`trunc`: A_t itself) or 2^shift_t x W . chunk_t
+        (cycle t's contribution), signed inputs as positive minus negative part, as
+        (positions, Cout) rows in the op's dtype (exact: see `CompKernel`)."""
         shift = k.shifts[t]
-        parts = [m >> shift for m in mags]
+        mask = 2**k.mapped.hw.dac.bits - 1
+        parts = [m >> shift if trunc else (m >> shift) & mask for m in mags]
         value = k.op.rows(parts[0], float(2**shift))
-        if len(parts) == 2:  # exact: |difference| <= the bound < 2^24
+        if len(parts) == 2:  # exact: |difference| <= the bound
             value = value - k.op.rows(parts[1], float(2**shift))
         return value
+
+    def _running_sum(self, k: CompKernel, mags: tuple[Tensor, ...], t: int) -> Tensor:
+        """A_t = W . trunc_t(x) as (positions, Cout) rows in `k.value_dtype`."""
+        if k.direct:
+            return self._part(k, mags, t, trunc=True)
+        acc = self._part(k, mags, 0, trunc=False).to(torch.float64)
+        for earlier in range(1, t + 1):  # input cycles: a handful
+            acc += self._part(k, mags, earlier, trunc=False)
+        return acc
+
+    @staticmethod
+    def _exact_result(k: CompKernel, mags: tuple[Tensor, ...], x_int: Tensor) -> Tensor:
+        """W . x as float64 (positions, Cout) rows: sum over input pieces of `piece_bits`
+        bits of 2^offset x W . piece (each exact below 2^24), or the engine's exact
+        accumulate when not even 1-bit pieces are exact in float32."""
+        layer = k.mapped.layer
+        if k.piece_op is None:
+            acc = exact_accumulate(layer, x_int)
+            if layer.kind == "conv":
+                acc = acc.permute(0, 2, 3, 1).reshape(-1, layer.out_channels)
+            return acc.contiguous()
+        bits = k.piece_bits
+        total: Tensor | None = None
+        for low in range(0, layer.input_bits, bits):  # pieces: 2 for 8-bit inputs, mostly
+            pieces = [(m >> low) & (2**bits - 1) for m in mags]
+            part = k.piece_op.rows(pieces[0]).to(torch.float64)
+            if len(pieces) == 2:
+                part -= k.piece_op.rows(pieces[1])
+            part *= float(2**low)
+            total = part if total is None else total.add_(part)
+        assert total is not None
+        return total
+
+    def _sums_last_to_first(self, k: CompKernel, mags: tuple[Tensor, ...],
+                            x_int: Tensor) -> Iterator[tuple[int, Tensor]]:
+        """(t, A_t) for t = cycles-1 down to 0, computed as they are asked for; the consumer
+        must not modify them. Direct: one op per cycle. Otherwise A_(cycles-1) is the exact
+        result (the engine's exact accumulate) and A_t = A_(t+1) - contribution_(t+1)."""
+        cycles = k.mapped.hw.cycles
+        if k.direct:
+            for t in range(cycles - 1, -1, -1):  # input cycles, last to first
+                yield t, self._part(k, mags, t, trunc=True)
+            return
+        acc = self._exact_result(k, mags, x_int)
+        for t in range(cycles - 1, -1, -1):  # input cycles, last to first
+            if t < cycles - 1:
+                acc = acc - self._part(k, mags, t + 1, trunc=False)
+            yield t, acc
 
     def terminate(self, k: CompKernel, x_int: Tensor) -> tuple[Tensor, Tensor]:
         """MSB-first execution with the checks: (accumulator float64, executed cycles int8).
@@ -382,13 +447,12 @@ class CompRRAEScheme(Scheme):
         so the earlier cycles are never computed.
         """
         cycles = k.mapped.hw.cycles
-        mags = self._magnitudes(k, x_int)
-        value = self._running_sum(k, mags, cycles - 1)  # the exact result
+        sums = self._sums_last_to_first(k, self._magnitudes(k, x_int), x_int)
+        _, value = next(sums)  # the exact result
         executed = torch.full(value.shape, float(cycles), dtype=value.dtype,
                               device=value.device)
         fired = torch.empty_like(value)
-        for t in range(cycles - 2, -1, -1):  # input cycles, last to first
-            acc = self._running_sum(k, mags, t)
+        for t, acc in sums:  # input cycles, last to first
             torch.lt(acc, k.end_value[t], out=fired)  # 0/1
             if float(fired.sum()) == 0.0:
                 break
@@ -402,14 +466,13 @@ class CompRRAEScheme(Scheme):
         every cycle is computed; visiting them from the last back to the first, each stop
         overwrites the value and executed cycles, and the earliest stop remains."""
         cycles = k.mapped.hw.cycles
-        mags = self._magnitudes(k, x_int)
         tests = k.alpha_thresholds(alpha)
         midpoint = self.estimate == "midpoint"
-        value = self._running_sum(k, mags, cycles - 1)  # the exact result
+        sums = self._sums_last_to_first(k, self._magnitudes(k, x_int), x_int)
+        _, value = next(sums)  # the exact result
         executed = torch.full(value.shape, float(cycles), dtype=value.dtype,
                               device=value.device)
-        for t in range(cycles - 2, -1, -1):  # input cycles, last to first
-            acc = self._running_sum(k, mags, t)
+        for t, acc in sums:  # input cycles, last to first
             test = tests[t]
             settle = torch.ge(acc, test.at_least, out=torch.empty_like(acc))  # 0/1
             if test.negative is not None:
@@ -419,7 +482,7 @@ class CompRRAEScheme(Scheme):
             # END (y_max < 0) and settling (y_min > 0) exclude each other: stop is 0/1
             stop = torch.lt(acc, k.end_value[t], out=torch.empty_like(acc)).add_(settle)
             if midpoint:
-                acc.addcmul_(settle, test.midpoint)
+                acc = acc.addcmul(settle, test.midpoint)
             value = torch.lerp(value, acc, stop)
             executed = torch.lerp(executed, acc.new_tensor(float(t + 1)), stop)
         return value, executed

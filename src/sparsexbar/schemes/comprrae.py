@@ -339,6 +339,8 @@ class CompRRAEScheme(Scheme):
     @staticmethod
     def _magnitudes(k: CompKernel, x_int: Tensor) -> tuple[Tensor, ...]:
         """The input magnitudes as narrow integers: (x,) or, signed, (positive, negative)."""
+        if k.mapped.layer.kind == "linear":  # as `QuantLayer.patches`: (N, features)
+            x_int = x_int.reshape(x_int.shape[0], -1)
         fmt = (torch.channels_last if k.mapped.layer.kind == "conv"
                else torch.contiguous_format)  # the int8 convolution's layout: shifts keep it
         if k.mapped.layer.input_signed:

@@ -429,6 +429,8 @@ class SreScheme(Scheme):
             fmt = (torch.channels_last if layer.kind == "conv" and x_int.dim() == 4
                    else torch.contiguous_format)
             narrow = torch.uint8 if layer.input_max <= 255 else torch.int32
+            if layer.kind == "linear":  # as `QuantLayer.patches`: (N, features)
+                x_int = x_int.reshape(x_int.shape[0], -1)
             parts = ([x_int.clamp(min=0), (-x_int).clamp(min=0)] if layer.input_signed
                      else [x_int])
             parts = [torch.empty(p.shape, dtype=narrow, device=p.device,

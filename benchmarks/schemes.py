@@ -13,7 +13,9 @@ the scheme: engine, digital periphery and event counting; quantization and mappi
 set-up, not timed). The cases run round-robin `--repeats` times and the best time of each is
 kept, so machine load affects all of them alike. Ratios: `x plain` against plain float32
 PyTorch inference of the same model on the same images, `x dense` against the `dense` case
-(isaac, lossless ADC, exact shortcut) of the same run. Targets (issues 4 and 6): sre joint
+(isaac, lossless ADC, exact shortcut) of the same run, and `x dense-int8` against `dense`
+with its exact shortcut on the int8 convolution the schemes use (`DenseInt8`, a reference:
+what dense would cost if the engine took that path too). Targets (issues 4 and 6): sre joint
 <= 2x dense, comprrae <= 4x dense.
 
 Correctness guard: every lossless case must give logits equal (`torch.equal`) to `dense`'s.
@@ -30,21 +32,54 @@ from typing import Any
 import torch
 from rich.console import Console
 from rich.table import Table
+from torch import Tensor
 
 from sparsexbar.checkpoint import load_shipped_model
 from sparsexbar.config import load_config
 from sparsexbar.data import embedded_fashion_mnist_dir, load_idx
-from sparsexbar.engine import EngineOptions
+from sparsexbar.engine import EngineOptions, LayerKernel
 from sparsexbar.frontend import quantize_model
+from sparsexbar.intconv import FLOAT32_EXACT, ExactLinear
 from sparsexbar.io import atomic_write_text
-from sparsexbar.schemes import Scheme, get_scheme
+from sparsexbar.mapping import dense_events
+from sparsexbar.schemes import LayerRun, Scheme, get_scheme
 from sparsexbar.schemes.comprrae import CompRRAEScheme
+from sparsexbar.schemes.dense import DenseScheme
 from sparsexbar.schemes.sre import SreScheme
 from sparsexbar.simulate import _Recorder
 from sparsexbar.zoo import build_model
 
+
+class DenseInt8(DenseScheme):
+    """`dense` whose exact shortcut runs on `ExactLinear` (the int8 convolution the schemes
+    use) instead of the engine's float32 convolutions: what `dense` would cost if the engine
+    took that path too, so the schemes' ratios can be read against it as well."""
+
+    def __init__(self) -> None:
+        self.ops: dict[str, ExactLinear | None] = {}
+
+    def run_layer(self, kernel: LayerKernel, x_int: Tensor, options: EngineOptions) -> LayerRun:
+        layer = kernel.mapped.layer
+        if layer.name not in self.ops:
+            op = ExactLinear(layer.kind, layer.weight_int, layer.input_max, kernel.device,
+                             layer.stride, layer.padding, layer.dilation,
+                             probe_shape=layer.input_shape or None)
+            self.ops[layer.name] = op if op.bound < FLOAT32_EXACT else None
+        op = self.ops[layer.name]
+        if op is None or not kernel.exact_linear:
+            return super().run_layer(kernel, x_int, options)
+        parts = SreScheme._narrow_parts(layer, x_int)
+        value = op(parts[0])
+        if len(parts) == 2:
+            value = value - op(parts[1])
+        acc = torch.empty(value.shape, dtype=torch.float64).copy_(value)
+        events, cycles = dense_events(kernel.mapped, int(x_int.shape[0]))
+        return LayerRun(acc, events, cycles)
+
+
 CASES: dict[str, Callable[[], Scheme]] = {
     "dense": lambda: get_scheme("dense"),
+    "dense-int8": DenseInt8,
     "sre-weight": lambda: SreScheme("weight"),
     "sre-activation": lambda: SreScheme("activation"),
     "sre": lambda: SreScheme("joint"),
@@ -55,6 +90,7 @@ CASES: dict[str, Callable[[], Scheme]] = {
 }
 LABELS = {
     "dense": "dense (lossless, exact shortcut)",
+    "dense-int8": "dense, int8 exact path (reference)",
     "sre-weight": "sre weight, bit",
     "sre-activation": "sre activation, bit",
     "sre": "sre joint, bit",
@@ -133,7 +169,8 @@ def run(model: str, batch_size: int, repeats: int, offset: int, names: list[str]
             "threads": torch.get_num_threads(), "clock": clock_name, "sim_s": best[name],
             "plain_s": best["plain"],
             "x_plain": best[name] / best["plain"],
-            "x_dense": best[name] / best["dense"] if "dense" in best else None,
+            "x_dense": best[name] / best["dense"],
+            "x_dense_int8": best[name] / best["dense-int8"] if "dense-int8" in best else None,
             "images_per_s": batch_size / best[name], "setup_s": setup[name],
             "equals_reference": bool(torch.equal(outputs[name], reference)) if lossless
             else None,
@@ -169,11 +206,13 @@ def main() -> None:
                args.clock)
     table = Table(title=f"schemes: {args.model}, batch {args.batch_size}, "
                         f"{args.threads} thread(s), best of {args.repeats} ({args.clock} time)")
-    for col in ("case", "img/s", "x plain", "x dense", "OU act.", "ADC conv.", "== reference"):
+    for col in ("case", "img/s", "x plain", "x dense", "x dense-int8", "OU act.", "ADC conv.",
+                "== reference"):
         table.add_column(col, justify="left" if col == "case" else "right")
     for r in rows:
+        int8 = "" if r["x_dense_int8"] is None else f"{r['x_dense_int8']:.2f}"
         table.add_row(r["label"], f"{r['images_per_s']:.1f}", f"{r['x_plain']:.2f}",
-                      f"{r['x_dense']:.2f}", f"{r['ou_activations']:,}",
+                      f"{r['x_dense']:.2f}", int8, f"{r['ou_activations']:,}",
                       f"{r['adc_conversions']:,}",
                       {None: "n/a (lossy)", True: "yes", False: "NO"}[r["equals_reference"]])
     console.print(table)

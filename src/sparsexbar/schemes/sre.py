@@ -226,8 +226,25 @@ class SreKernel(LayerKernel):
         self.tile_sets = [inv + off for inv, off in zip(self.tile_inverse, offsets, strict=True)]
         self.sets_total = sum(widths)
         self._count_op: ExactLinear | None = None
+        self._value_op: ExactLinear | None = None
+        self._value_op_built = False
         self.fields = 1
         self.field_base = 1
+
+    def value_op(self) -> ExactLinear | None:
+        """The layer's linear map on its input magnitudes, exact (int8 convolution on CPU
+        where exact, float32 below 2^24, float64 off CPU); None when float32 would not be
+        exact on CPU (the engine's exact accumulate then splits the input). Built on first
+        use."""
+        if not self._value_op_built:
+            layer = self.mapped.layer
+            op = ExactLinear(layer.kind, layer.weight_int, layer.input_max, self.device,
+                             layer.stride, layer.padding, layer.dilation,
+                             probe_shape=layer.input_shape or None)
+            self._value_op = op if (self.device.type != "cpu"
+                                    or op.bound < FLOAT32_EXACT) else None
+            self._value_op_built = True
+        return self._value_op
 
     def count_op(self) -> ExactLinear:
         """The layer's own linear map (conv geometry) with the distinct kept sets as 0/1
@@ -314,14 +331,44 @@ class SreScheme(Scheme):
 
     def run_layer(self, kernel: LayerKernel, x_int: Tensor, options: EngineOptions) -> LayerRun:
         assert isinstance(kernel, SreKernel)
-        if self.dynamic and dynamic_packing_lossless(kernel.mapped):
-            acc = exact_accumulate(kernel.mapped.layer, x_int)
-        elif self.dynamic:
-            acc = self.packed_accumulate(kernel, x_int, options)
-        else:
+        if not self.dynamic:
             acc = accumulate(kernel, x_int, options)
-        events, cycles = self.count(kernel, x_int, options)
+            events, cycles = self.count(kernel, x_int, options)
+            return LayerRun(acc, events, cycles)
+        parts = self._narrow_parts(kernel.mapped.layer, x_int)  # shared by values and counts
+        if dynamic_packing_lossless(kernel.mapped):
+            acc = self.exact_values(kernel, parts, x_int)
+        else:
+            acc = self.packed_accumulate(kernel, x_int, options)
+        events, cycles = self._count(kernel, parts, int(x_int.shape[0]), options)
         return LayerRun(acc, events, cycles)
+
+    @staticmethod
+    def exact_values(kernel: SreKernel, parts: list[Tensor], x_int: Tensor) -> Tensor:
+        """The exact integer result (float64, the layer's output shape): the layer's linear
+        map on the narrow input magnitudes by `ExactLinear` (int8 convolution where exact,
+        positive minus negative part for signed inputs), else the engine's exact accumulate."""
+        op = kernel.value_op()
+        if op is None:
+            return exact_accumulate(kernel.mapped.layer, x_int)
+        value = op(parts[0])
+        if len(parts) == 2:  # exact: |difference| <= the bound < 2^24
+            value = value - op(parts[1])
+        return torch.empty(value.shape, dtype=torch.float64, device=value.device).copy_(value)
+
+    @staticmethod
+    def _narrow_parts(layer: QuantLayer, x_int: Tensor) -> list[Tensor]:
+        """Input magnitudes as narrow integers ((x,) or, signed, (positive, negative)),
+        channels-last for conv layers (the int8 convolution's layout), linear: (N, features)."""
+        fmt = (torch.channels_last if layer.kind == "conv" and x_int.dim() == 4
+               else torch.contiguous_format)
+        narrow = torch.uint8 if layer.input_max <= 255 else torch.int32
+        if layer.kind == "linear":  # as `QuantLayer.patches`: (N, features)
+            x_int = x_int.reshape(x_int.shape[0], -1)
+        parts = ([x_int.clamp(min=0), (-x_int).clamp(min=0)] if layer.input_signed
+                 else [x_int])
+        return [torch.empty(p.shape, dtype=narrow, device=p.device, memory_format=fmt).copy_(p)
+                for p in parts]
 
     def packed_accumulate(self, kernel: SreKernel, x_int: Tensor,
                           options: EngineOptions) -> Tensor:
@@ -419,28 +466,23 @@ class SreScheme(Scheme):
     # ---- event counting ---------------------------------------------------------------------
     def count(self, kernel: SreKernel, x_int: Tensor, options: EngineOptions) -> tuple[Events, int]:
         """Exact events of one batch and the summed per-image busiest-array OU activations."""
+        parts = self._narrow_parts(kernel.mapped.layer, x_int) if self.dynamic else []
+        return self._count(kernel, parts, int(x_int.shape[0]), options)
+
+    def _count(self, kernel: SreKernel, parts: list[Tensor], n: int,
+               options: EngineOptions) -> tuple[Events, int]:
+        """`count` on the narrow input parts (`_narrow_parts`; the static modes need none)."""
         mapped = kernel.mapped
         hw, layer = mapped.hw, mapped.layer
-        n = int(x_int.shape[0])
+        device = kernel.device
         base, _ = dense_events(mapped, n)
         positions, passes = layer.positions, layer.passes
-        parts: list[Tensor] = []
-        if self.dynamic:  # the static modes need no input data
-            fmt = (torch.channels_last if layer.kind == "conv" and x_int.dim() == 4
-                   else torch.contiguous_format)
-            narrow = torch.uint8 if layer.input_max <= 255 else torch.int32
-            if layer.kind == "linear":  # as `QuantLayer.patches`: (N, features)
-                x_int = x_int.reshape(x_int.shape[0], -1)
-            parts = ([x_int.clamp(min=0), (-x_int).clamp(min=0)] if layer.input_signed
-                     else [x_int])
-            parts = [torch.empty(p.shape, dtype=narrow, device=p.device,
-                                 memory_format=fmt).copy_(p) for p in parts]
         ou_r = hw.ou.rows
-        ou_sum = torch.zeros(kernel.segments, dtype=torch.float64, device=x_int.device)
+        ou_sum = torch.zeros(kernel.segments, dtype=torch.float64, device=device)
         row_sum = torch.zeros_like(ou_sum)
         # Per image and array (column tile, row tile): OU activations.
         per_image = torch.zeros((n, len(mapped.col_tiles), len(mapped.row_tiles)),
-                                dtype=torch.float64, device=x_int.device)
+                                dtype=torch.float64, device=device)
         if not self.dynamic:
             # Static: the same kept rows every cycle, whatever the data.
             ou = torch.div(kernel.kept + ou_r - 1, ou_r, rounding_mode="floor")  # (S, I)

@@ -458,7 +458,7 @@ class CompRRAEScheme(Scheme):
             torch.lt(acc, k.end_value[t], out=fired)  # 0/1
             if float(fired.sum()) == 0.0:
                 break
-            value = torch.lerp(value, acc, fired)  # where fired: the running sum (exact)
+            value.lerp_(acc, fired)  # where fired: the running sum (exact)
             executed.sub_(fired)
         return value, executed
 
@@ -474,19 +474,20 @@ class CompRRAEScheme(Scheme):
         _, value = next(sums)  # the exact result
         executed = torch.full(value.shape, float(cycles), dtype=value.dtype,
                               device=value.device)
+        settle, stop, candidate = (torch.empty_like(value) for _ in range(3))
         for t, acc in sums:  # input cycles, last to first
             test = tests[t]
-            settle = torch.ge(acc, test.at_least, out=torch.empty_like(acc))  # 0/1
+            torch.ge(acc, test.at_least, out=settle)  # 0/1
             if test.negative is not None:
                 low, high = test.negative
                 settle.add_(torch.ge(acc, low, out=torch.empty_like(acc)).mul_(
                     torch.le(acc, high, out=torch.empty_like(acc))))
             # END (y_max < 0) and settling (y_min > 0) exclude each other: stop is 0/1
-            stop = torch.lt(acc, k.end_value[t], out=torch.empty_like(acc)).add_(settle)
+            torch.lt(acc, k.end_value[t], out=stop).add_(settle)
             if midpoint:
-                acc = acc.addcmul(settle, test.midpoint)
-            value = torch.lerp(value, acc, stop)
-            executed = torch.lerp(executed, acc.new_tensor(float(t + 1)), stop)
+                acc = torch.addcmul(acc, settle, test.midpoint, out=candidate)
+            value.lerp_(acc, stop)
+            executed.lerp_(acc.new_tensor(float(t + 1)), stop)
         return value, executed
 
     # ---- events ------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-FLOAT32_EXACT = 2**24
+from .engine import FLOAT32_EXACT
 
 
 def _int8_conv_available(device: torch.device) -> bool:

@@ -88,11 +88,12 @@ class CompKernel(LayerKernel):
         self.op = ExactLinear(layer.kind, layer.weight_int, layer.input_max, device,
                               *geometry, probe_shape=probe)
         self.direct = device.type != "cpu" or self.value_bound < FLOAT32_EXACT
+        # Not direct: the exact result from input pieces of `piece_bits` bits (each op exact).
+        self.piece_bits = 0
+        self.piece_op: ExactLinear | None = None
         if not self.direct:
             self.op = ExactLinear(layer.kind, layer.weight_int, 2**dac - 1, device,
                                   *geometry, probe_shape=probe)
-            # The exact result from input pieces of `piece_bits` bits (each op exact).
-            self.piece_bits = 0
             while (self.piece_bits < layer.input_bits
                    and col_abs * (2 ** (self.piece_bits + 1) - 1) < FLOAT32_EXACT):
                 self.piece_bits += 1

@@ -550,9 +550,11 @@ class SreScheme(Scheme):
         sets_total = kernel.sets_total
         ou_img = torch.zeros((images, sets_total), dtype=torch.float64, device=xc.device)
         rows_img = torch.zeros_like(ou_img)
-        # Per image, a sum of counts (<= B - 1 each) over the positions is exact in float32
-        # below 2^24, and float32 sums need no float64 copy of the counts.
-        exact32 = mapped.layer.positions * base < FLOAT32_EXACT and op.dtype == torch.float32
+        # Per image, a sum over the positions of counts (<= B - 1 each) or of OU activations
+        # (<= fields x (B - 1)) is exact in float32 below 2^24, and float32 sums need no
+        # float64 copy of the counts.
+        exact32 = (mapped.layer.positions * base * fields < FLOAT32_EXACT
+                   and op.dtype == torch.float32)
         sum_dtype = None if exact32 else torch.float64
         for first in range(0, 1 if word else cycles, fields):  # 8-bit inputs: 4 or 3 calls
             width = 1 if word else min(fields, cycles - first)

@@ -8,7 +8,8 @@ setup:
 demo: setup
 	.venv/bin/sparsexbar demo $(ARGS)
 
-test: setup
+test:
+	@bash scripts/setup.sh test
 	.venv/bin/ruff check src tests benchmarks
 	.venv/bin/mypy
 	.venv/bin/python -m pytest -q -m "not slow" $(ARGS)

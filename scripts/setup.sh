@@ -24,6 +24,15 @@ quiet_pip() {
     rm -f "$log"
 }
 
+# `setup.sh test` (what `make test` runs) also installs Debian's Chromium, with which the test
+# suite renders report.html headless and offline; without it that one test is skipped.
+if [ "${1:-}" = test ] && ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 \
+        && [ "$(id -u)" = 0 ]; then
+    echo "setup: installing Debian package chromium (report rendering test)" >&2
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null 2>&1 \
+        || echo "setup: could not install chromium; the report rendering test will be skipped" >&2
+fi
+
 PY=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
     "$PY" -m venv .venv

@@ -344,3 +344,93 @@ def test_reproduce_writes_table_json_and_plot(tmp_path: Any) -> None:
     with pytest.raises(SystemExit) as bad:
         main(["reproduce", "nope"])
     assert bad.value.code == 2
+
+
+# ---- the fast paths against the loop reference -----------------------------------------------
+def _check_against_reference(layer: QuantLayer, hw: HardwareConfig, x_int: Tensor,
+                             alpha: float | None) -> CompKernel:
+    scheme = CompRRAEScheme(alpha=alpha)
+    kernel = scheme.kernel(scheme.map_layer(layer, hw), CPU)
+    assert isinstance(kernel, CompKernel)
+    run = scheme.run_layer(kernel, x_int, EngineOptions())
+    ref_acc, ref_ev, ref_cycles = reference_run(layer, hw, x_int, alpha)
+    assert torch.equal(run.accumulator, ref_acc)
+    got = run.events.to_dict()
+    for key, value in ref_ev.items():
+        assert got[key] == value, key
+    assert run.cycles == ref_cycles
+    out, executed = scheme.terminate(kernel, x_int)  # the calibration's entry point
+    assert torch.equal(out, ref_acc) and executed.dtype == torch.int8
+    return kernel
+
+
+@pytest.mark.parametrize("int8", [True, False])
+@pytest.mark.parametrize(("alpha", "dac_bits", "signed"), [
+    (None, 1, False), (0.4, 1, False), (None, 1, True), (1.6, 2, True)])
+def test_backends_match_loop_reference(int8: bool, alpha: float | None, dac_bits: int,
+                                       signed: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Running sums by the int8 convolution (2^shift in its epilogue) or, int8 made
+    unavailable, float32; cycles visited last to first, END stopping early."""
+    from sparsexbar import intconv
+
+    if not int8:
+        monkeypatch.setattr(intconv, "_int8_conv_available", lambda device: False)
+    net = conv_relu(seed=9)
+    x = nets.random_images(2, channels=2, size=5, seed=3, signed=signed)
+    hw = small_hw(**{"dac.bits": dac_bits})
+    layer = quantize_model(net, x, hw.numbers.weight_bits, hw.numbers.input_bits).layers[0]
+    kernel = _check_against_reference(layer, hw, layer.quantize_input(x), alpha)
+    assert kernel.direct
+    assert (kernel.op.backend == "int8") == (int8 and intconv._int8_conv_available(CPU))
+
+
+class WideConv(nn.Module):
+    """64 input channels (576 rows) of weights +-1: every |weight| quantizes to 127, so a
+    column's |weight| sum x 255 is above 2^24 (float32 running sums would not be exact)."""
+
+    def __init__(self, bias: float = 0.0) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(64, 2, 3, padding=1)
+        gen = torch.Generator().manual_seed(4)
+        with torch.no_grad():
+            self.conv.weight.copy_(torch.randint(0, 2, self.conv.weight.shape,
+                                                 generator=gen) * 2.0 - 1)
+            self.conv.bias.fill_(bias)
+        self.relu = nn.ReLU()
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.relu(self.conv(x))
+
+
+@pytest.mark.parametrize(("alpha", "signed"), [(None, False), (0.4, False), (0.4, True)])
+def test_wide_layer_matches_loop_reference(alpha: float | None, signed: bool) -> None:
+    """Float64 running sums one cycle's contribution apart, from the exact result."""
+    x = nets.random_images(1, channels=64, size=3, seed=5, signed=signed)
+    net = WideConv().eval()
+    hw = small_hw(**{"array.rows": 64, "ou.rows": 16, "dac.bits": 2})
+    layer = quantize_model(net, x, hw.numbers.weight_bits, hw.numbers.input_bits).layers[0]
+    x_int = layer.quantize_input(x)
+    kernel = _check_against_reference(layer, hw, x_int, alpha)
+    assert not kernel.direct and kernel.value_bound >= 2**24
+    steps = list(CompRRAEScheme().trace(kernel, x_int))
+    final = layer.reference_accumulate(x_int).to(torch.float64)
+    assert torch.equal(steps[-1][1], final)
+
+
+def test_positive_bias_settles_negative_running_sums() -> None:
+    """With a large positive bias y_min > 0 holds for negative accumulators: the second
+    settle interval (settle threshold <= A <= -smallest |A|) is taken and matches the loop."""
+    net = ConvRelu()
+    nets.seeded_init(net, 6)
+    with torch.no_grad():
+        net.conv.bias.fill_(3.0)
+    net = net.eval()
+    x = nets.random_images(2, channels=2, size=5, seed=8)
+    hw = small_hw(**{"dac.bits": 2})
+    layer = quantize_model(net, x, hw.numbers.weight_bits, hw.numbers.input_bits).layers[0]
+    x_int = layer.quantize_input(x)
+    kernel = _check_against_reference(layer, hw, x_int, 0.2)
+    assert any(test.negative is not None for test in kernel.alpha_thresholds(0.2))
+    running = CompRRAEScheme(alpha=0.2, estimate="running")
+    out, executed = running.terminate(kernel, x_int)
+    assert bool(((executed < hw.cycles) & (out < 0)).any())  # settled below zero

@@ -37,10 +37,11 @@ def test_demo_limit_256_writes_all_outputs(tmp_path: Path, capsys: pytest.Captur
     assert acc["top1"] >= 0.85 and abs(acc["float_top1"] - acc["top1"]) <= 0.02
     comparison = list(csv.DictReader((out / "comparison.csv").open()))
     assert [r["scheme"] for r in comparison] == scheme_names()
-    for png in ("energy_by_component.png", "per_layer_work.png"):
+    plots = ("energy_by_component.png", "per_layer_work.png", "accuracy_vs_energy.png")
+    for png in plots:
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     html = (out / "report.html").read_text()
     images = re.findall(r'src="data:image/png;base64,([^"]+)"', html)
-    assert len(images) == 2 and all(base64.b64decode(i)[:4] == b"\x89PNG" for i in images)
+    assert len(images) == len(plots) and all(base64.b64decode(i)[:4] == b"\x89PNG" for i in images)
     assert "http://" not in html and "https://" not in html  # opens offline
     assert not list(out.glob(".*.tmp"))  # atomic writes leave nothing behind

@@ -121,3 +121,124 @@ def test_prune_cli_bad_method_exits_2(capsys: pytest.CaptureFixture[str]) -> Non
         main(["prune", "--method", "random"])
     assert exc.value.code == 2
     assert "--method" in capsys.readouterr().err
+
+
+# ---- pattern pruning (scheme `pattern`) --------------------------------------------------------
+def test_select_patterns_takes_the_most_frequent_candidates() -> None:
+    from sparsexbar.prune import candidate_codes, mask_codes, select_patterns
+
+    gen = torch.Generator().manual_seed(2)
+    w = torch.rand((6, 5, 3, 3), generator=gen) * 0.1
+    # Force the top-2 positions: (0, 1) for 18 kernels, (4, 8) for 8, (2, 6) for 4.
+    flat = w.reshape(30, 9)
+    flat[:18, [0, 1]] = 1.0
+    flat[18:26, [4, 8]] = 1.0
+    flat[26:, [2, 6]] = 1.0
+    assert candidate_codes(w, 2).reshape(-1).tolist() == [3] * 18 + [272] * 8 + [68] * 4
+    assert select_patterns(w, 2, 2).tolist() == [3, 272]
+    assert select_patterns(w, 2, 8).tolist() == [3, 272, 68]
+    assert mask_codes(flat[:1].reshape(1, 3, 3) >= 1.0).tolist() == [3]
+
+
+def test_projection_keeps_the_most_energy_and_connectivity_hits_the_target() -> None:
+    from sparsexbar.prune import code_masks, connectivity_keep, project_kernels
+
+    gen = torch.Generator().manual_seed(3)
+    w = torch.randn((8, 6, 3, 3), generator=gen)
+    patterns = torch.tensor([0b000011011, 0b110110000, 0b010111010])  # 4, 4, 5 positions
+    best, energy = project_kernels(w, patterns)
+    w2 = (w.reshape(8, 6, 9) ** 2).to(torch.float64)
+    kept = torch.stack([(w2 * code_masks(p).to(torch.float64)).sum(dim=2) for p in patterns],
+                       dim=2)
+    assert torch.equal(best, kept.argmax(dim=2))
+    assert torch.allclose(energy, kept.amax(dim=2))
+    keep = connectivity_keep(energy, 4, 0.8)
+    # kept x 4 <= 0.2 x 9 x 48 = 86.4 -> at most 21 kernels kept, exactly 21.
+    assert int(keep.sum()) == 21
+    assert bool(keep.any(dim=1).all())  # no output channel loses all its kernels
+    strongest = energy.argmax(dim=1)
+    assert bool(keep[torch.arange(8), strongest].all())
+    dropped = energy[~keep]
+    others = energy[keep & ~torch.nn.functional.one_hot(strongest, 6).bool()]
+    assert float(dropped.max()) <= float(others.min())
+    # Gradual: kernels pruned before stay pruned.
+    assert bool((connectivity_keep(energy, 4, 0.9, keep) <= keep).all())
+
+
+def test_pattern_prune_with_fine_tuning_keeps_patterns_and_leaves_linear_dense() -> None:
+    from sparsexbar.prune import (
+        code_masks,
+        mask_codes,
+        pattern_prune_model,
+        pattern_summary,
+        pattern_table,
+    )
+
+    torch.manual_seed(0)
+    net = nets.tiny_cnn(size=8, width=6)
+    fc_before = net.fc.weight.detach().clone()
+    out = pattern_prune_model(net, _tiny_ds(), k=3, max_patterns=2, sparsity=0.8, steps=2,
+                              epochs=1, lr=0.01)
+    assert len(out["history"]) == 2 and out["schedule"][-1] == pytest.approx(0.8)
+    for name, w in (("conv1", net.conv1.weight), ("conv2", net.conv2.weight)):
+        codes = mask_codes(w.detach() != 0)
+        allowed = set(out["patterns"][name].tolist()) | {0}
+        assert set(codes.reshape(-1).tolist()) <= allowed  # fine-tuning regrew nothing
+        assert int(code_masks(codes).sum(dim=2).max()) <= 3
+        assert len(out["patterns"][name]) <= 2
+    table = {r["layer"]: r for r in pattern_table(net)}
+    assert table["conv2"]["sparsity"] >= 0.8 and table["conv2"]["patterns_used"] <= 2
+    # conv1 has one input channel: connectivity keeps each filter's kernel (1 - 3/9 sparse).
+    assert table["conv1"]["kernel_sparsity"] == 0.0
+    assert table["conv1"]["sparsity"] == pytest.approx(1 - 3 / 9)
+    assert not table["fc"]["pattern_pruned"] and table["fc"]["note"] == "dense: Linear"
+    assert not torch.equal(net.fc.weight, fc_before)  # fine-tuned, not pruned
+    summary = pattern_summary(list(table.values()))
+    assert summary["patterns_total"] == sum(r["patterns_used"] for r in table.values()
+                                            if r["pattern_pruned"])
+    assert summary["overall_sparsity"] < summary["pattern_layers_sparsity"]
+
+
+def test_prune_cli_pattern_writes_checkpoint_and_table(tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture[str]
+                                                       ) -> None:
+    from sparsexbar.prune import mask_codes
+    from sparsexbar.zoo import build_model
+
+    torch.manual_seed(0)
+    kwargs = {"in_channels": 1, "num_classes": 10, "input_size": 28, "width": 0.0625}
+    src = tmp_path / "base"
+    save_checkpoint(src, build_model("vgg8", **kwargs),
+                    {"architecture": "vgg8", "arch_kwargs": kwargs, "dataset": "fashion-mnist"})
+    out = tmp_path / "pat"
+    main(["prune", "--model", str(src), "--data", "fashion-mnist", "--split", "test",
+          "--method", "pattern", "--k", "4", "--max-patterns", "3", "--sparsity", "0.8",
+          "--steps", "1", "--epochs", "1", "--limit", "64", "--out", str(out)])
+    text = capsys.readouterr().out
+    assert "| pattern-pruned layers |" in text and "dense: Linear" in text
+    model, meta = load_checkpoint(out)
+    pruning = meta["pruning"]
+    assert (pruning["method"], pruning["k"], pruning["max_patterns"]) == ("pattern", 4, 3)
+    assert pruning["parent"] == str(src) and "projected gradient" in pruning["fine_tuning"]
+    assert pruning["summary"]["pattern_layers_sparsity"] >= 0.79
+    for name, mod in model.named_modules():
+        if isinstance(mod, nn.Conv2d):
+            codes = set(mask_codes(mod.weight != 0).reshape(-1).tolist()) - {0}
+            assert codes <= set(pruning["patterns"][name])
+    assert (tmp_path / "pat.sparsity.md").read_text().startswith("| layer |")
+
+
+def test_prune_cli_pattern_without_3x3_conv_exits_2(tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    from sparsexbar.zoo import build_model
+
+    kwargs = {"in_channels": 1, "num_classes": 10, "input_size": 28, "width": 0.5}
+    src = tmp_path / "lenet"
+    save_checkpoint(src, build_model("lenet5", **kwargs),
+                    {"architecture": "lenet5", "arch_kwargs": kwargs, "dataset": "fashion-mnist"})
+    with pytest.raises(SystemExit) as exc:
+        main(["prune", "--model", str(src), "--method", "pattern", "--split", "test",
+              "--limit", "8", "--epochs", "0", "--out", str(tmp_path / "x")])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and "no 3x3 Conv2d" in err

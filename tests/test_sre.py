@@ -348,3 +348,79 @@ def test_shipped_model_joint_equals_dense() -> None:
         assert res.outputs is not None and dense.outputs is not None
         assert torch.equal(res.outputs, dense.outputs), (mode, gran)
         assert res.to_json()["totals"]["cycles"] <= dense.to_json()["totals"]["cycles"]
+
+
+# ---- the packed-plane counting paths ---------------------------------------------------------
+class _Linear(nn.Module):
+    def __init__(self, features: int = 30, out: int = 5) -> None:
+        super().__init__()
+        self.flatten = nn.Flatten()
+        self.fc = nn.Linear(features, out)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc(self.flatten(x))
+
+
+def _linear_layer(signed: bool, seed: int = 0) -> tuple[QuantLayer, Tensor]:
+    """A pruned linear layer (30 inputs -> 5) and its integer input, some inputs zero."""
+    net = prune_blocks(nets.seeded_init(_Linear(), seed).eval(), 0.4, seed)
+    x = nets.random_images(3, channels=30, size=1, seed=seed, signed=signed)
+    x = torch.where(torch.rand(x.shape, generator=torch.Generator().manual_seed(seed)) < 0.3,
+                    torch.zeros_like(x), x)
+    layer = quantize_model(net, x, 8, 8).layers[0]
+    return layer, layer.quantize_input(x)
+
+
+@pytest.mark.parametrize("int8", [True, False])
+@pytest.mark.parametrize(("kind", "signed", "dac", "mode", "gran"), [
+    ("conv", False, 1, "joint", "bit"), ("conv", True, 1, "activation", "bit"),
+    ("conv", False, 1, "joint", "word"), ("conv", False, 3, "joint", "bit"),
+    ("linear", False, 1, "joint", "bit"), ("linear", True, 2, "activation", "bit"),
+])
+def test_counts_packed_planes_equal_loop_reference(
+        int8: bool, kind: str, signed: bool, dac: int, mode: str, gran: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Several cycles per call of the kept-set convolution (base-B digits): 1-bit DAC (bit
+    pairs/triples taken from one shift), multi-bit DAC (nonzero chunks), linear layers; the
+    int8 convolution and the float32 path (int8 made unavailable: up to 7 cycles per call)."""
+    from sparsexbar import intconv
+
+    if not int8:
+        monkeypatch.setattr(intconv, "_int8_conv_available", lambda device: False)
+    layer, x_int = _layer(signed, seed=11) if kind == "conv" else _linear_layer(signed, seed=4)
+    hw = _small_hw().with_overrides({"dac.bits": dac})
+    scheme = SreScheme(mode, gran)
+    kernel = SreKernel(map_sre(layer, hw, scheme.compress), torch.device("cpu"))
+    events, cycles = scheme.count(kernel, x_int, EngineOptions())
+    op = kernel.count_op()
+    packed = 1 if gran == "word" else min(kernel.fields, hw.cycles)
+    assert (op.backend == "int8") == (int8 and kind == "conv"
+                                       and intconv._int8_conv_available(torch.device("cpu")))
+    if gran == "bit":  # several cycles share a call
+        assert packed >= (2 if op.backend == "int8" else 3)
+    expected, busiest = reference_counts(layer, x_int, hw, mode, gran)
+    got = events.to_dict()
+    for key, value in expected.items():
+        assert got[key] == value, key
+    assert cycles == busiest
+
+
+def test_counts_128_row_arrays_equal_loop_reference() -> None:
+    """isaac's 128-row arrays: base 129, two cycles per int8 call, three row tiles."""
+    net = prune_blocks(nets.single_conv(32, 3, 3, padding=1, seed=2), 0.3, 2)
+    x = nets.random_images(1, channels=32, size=3, seed=2)
+    x = torch.where(torch.rand(x.shape, generator=torch.Generator().manual_seed(2)) < 0.4,
+                    torch.zeros_like(x), x)
+    layer = quantize_model(net, x, 8, 8).layers[0]
+    x_int = layer.quantize_input(x)
+    hw = preset("isaac")
+    scheme = SreScheme("joint", "bit")
+    kernel = SreKernel(map_sre(layer, hw, True), torch.device("cpu"))
+    events, cycles = scheme.count(kernel, x_int, EngineOptions())
+    kernel.count_op()
+    assert len(kernel.mapped.row_tiles) == 3 and kernel.field_base <= 129
+    expected, busiest = reference_counts(layer, x_int, hw, "joint", "bit")
+    got = events.to_dict()
+    for key, value in expected.items():
+        assert got[key] == value, key
+    assert cycles == busiest

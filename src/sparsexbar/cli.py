@@ -276,7 +276,8 @@ def calibrate_comprrae(
 
 @app.command()
 def reproduce(
-    name: Annotated[str, typer.Argument(help="Which study: comprrae.")],
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Which study: comprrae, sre or pattern.")],
     out: Annotated[Path, typer.Option("--out", help="Output directory.")] = Path(
         "out/reproduce"),
     model: ModelOpt = "default",
@@ -289,6 +290,19 @@ def reproduce(
     budget: Annotated[float, typer.Option("--budget", help="Top-1 loss allowed, points.")] = 0.2,
     batch_size: BatchOpt = 250,
     device: DeviceOpt = "cpu",
+    data: Annotated[str, typer.Option(
+        "--data", help="pattern: 'default' (embedded Fashion-MNIST test split), fashion-mnist "
+        "or a CIFAR folder (cifar-10-batches-py).")] = "default",
+    k: Annotated[int, typer.Option("--k", help="pattern: weights kept per 3x3 kernel.")] = 4,
+    max_patterns: Annotated[int, typer.Option(
+        "--max-patterns", help="pattern: patterns per layer at most.")] = 8,
+    sparsity: Annotated[float, typer.Option(
+        "--sparsity", help="pattern: target weight sparsity of the 3x3 convs.")] = 0.8,
+    epochs: Annotated[int, typer.Option(
+        "--epochs", help="pattern: fine-tuning epochs per pruning step.")] = 1,
+    train_epochs: Annotated[int, typer.Option(
+        "--train-epochs", help="pattern with a zoo --model: train it first (0: untrained, "
+        "hardware figures only).")] = 0,
     deviation: Annotated[bool, typer.Option(
         "--deviation/--no-deviation", help="sre: also run the accumulated-deviation study "
         "(top-1 vs rows activated at once; table and plot).")] = True,
@@ -297,6 +311,29 @@ def reproduce(
         "most --test-images).")] = 64,
 ) -> None:
     """Reproduce a published study beside its figures (tables, JSON, plot)."""
+    if name == "pattern":  # the pattern-mapping table beside the published VGG16 figures
+        from .pattern_study import reproduce_markdown as pattern_markdown
+        from .pattern_study import reproduce_pattern
+
+        def given(option: str) -> bool:
+            source = ctx.get_parameter_source(option)
+            return source is not None and source.name != "DEFAULT"
+
+        # This study's own defaults: 200 simulated images, the paper's hardware.
+        images = test_images if given("test_images") else 200
+        pattern_hw = hw if given("hw") else "pattern-nvmsa"
+        if images < 1:
+            raise SparsexbarError(f"--test-images must be >= 1, got {images}")
+        if epochs < 0 or train_epochs < 0:
+            raise SparsexbarError("--epochs and --train-epochs must be >= 0")
+        pattern_console = _console()
+        pattern_report = reproduce_pattern(
+            out, model, data, pattern_hw, parse_overrides(set_), images, k, max_patterns,
+            sparsity, epochs=epochs, train_epochs=train_epochs, batch_size=min(batch_size, 100),
+            device=device, progress=pattern_console.print)
+        pattern_console.print(pattern_markdown(pattern_report))
+        pattern_console.print(f"wrote {out}/pattern_reproduce.json, pattern_reproduce.md")
+        return
     if name == "sre":  # accuracy / speedup / energy saving at several sparsities
         from .sre_study import reproduce_markdown as sre_markdown
         from .sre_study import reproduce_sre
@@ -313,7 +350,7 @@ def reproduce(
                           + (", deviation_study.json, .md, .png" if deviation else ""))
         return
     if name != "comprrae":
-        raise SparsexbarError(f"unknown study '{name}' (known: comprrae)")
+        raise SparsexbarError(f"unknown study '{name}' (known: comprrae, sre, pattern)")
     if not 0 < test_images <= 5000 or not 0 < calibration_images <= 5000:
         raise SparsexbarError("--test-images and --calibration-images must be in 1..5000")
     from .comprrae_study import reproduce_comprrae, reproduce_markdown
@@ -334,8 +371,9 @@ def prune(
     hw: HwOpt = "isaac",
     set_: SetOpt = None,
     method: Annotated[str, typer.Option(
-        "--method", help="ou-structured (blocks of one row x an OU column group's channels) "
-        "or unstructured.")] = "ou-structured",
+        "--method", help="ou-structured (blocks of one row x an OU column group's channels), "
+        "unstructured, or pattern (3x3 kernels keep --k weights in one of --max-patterns "
+        "patterns per layer, plus whole-kernel pruning).")] = "ou-structured",
     sparsity: Annotated[float, typer.Option("--sparsity", help="Target zero fraction.")] = 0.5,
     steps: Annotated[int, typer.Option("--steps", help="Gradual pruning steps.")] = 3,
     epochs: Annotated[int, typer.Option("--epochs", help="Fine-tuning epochs per step.")] = 1,
@@ -346,19 +384,107 @@ def prune(
     seed: Annotated[int, typer.Option("--seed")] = 0,
     split: Annotated[str, typer.Option(
         "--split", help="Fine-tuning split: train (or test, for smoke runs).")] = "train",
+    k: Annotated[int, typer.Option(
+        "--k", help="pattern: weights kept per 3x3 kernel (1..9).")] = 4,
+    max_patterns: Annotated[int, typer.Option(
+        "--max-patterns", help="pattern: patterns per layer at most.")] = 8,
+    half: Annotated[bool, typer.Option(
+        "--half", help="Store float16 weights (accuracy measured after rounding).")] = False,
 ) -> None:
-    """Prune a checkpoint by magnitude with fine-tuning; writes it and a per-layer table."""
+    """Prune a checkpoint (magnitude or pattern) with fine-tuning; writes it and a table."""
     from .config import load_config
-    from .prune import METHODS, prune_command, table_markdown
+    from .prune import METHODS, check_pattern_args, prune_command
 
     if method not in METHODS:
         raise SparsexbarError(f"--method must be one of {', '.join(METHODS)}, got '{method}'")
+    if method == "pattern":
+        check_pattern_args(k, max_patterns, sparsity)
     config = load_config(hw, parse_overrides(set_))
     res = prune_command(model, data, config, sparsity, method, steps, epochs, out, lr=lr,
-                        limit=limit, seed=seed, tune_split=split)
-    typer.echo(table_markdown(res["table"]).rstrip())
+                        limit=limit, seed=seed, tune_split=split, k=k, max_patterns=max_patterns,
+                        half=half)
+    typer.echo(res["markdown"].rstrip())
     typer.echo(f"top-1 {res['top1_before']:.4f} -> {res['top1_after']:.4f}; wrote "
                f"{res['checkpoint']}, {res['table_path']}")
+
+
+@app.command("sweep")
+def sweep_command(
+    sweep_file: Annotated[Path, typer.Argument(help="Sweep file (YAML): see docs/sweeps.md.")],
+    out: Annotated[Path | None, typer.Option(
+        "--out", help="Sweep directory (results/*.parquet); default out/sweep/<stem>.")] = None,
+    backend: Annotated[str, typer.Option(
+        "--backend", help="local (a process pool on this machine) or ray.")] = "local",
+    address: Annotated[str | None, typer.Option(
+        "--address", help="Ray cluster to join (e.g. auto, HOST:6379); default: a local "
+        "Ray instance.")] = None,
+    workers: Annotated[int | None, typer.Option(
+        "--workers", help="Points run at once (default: the CPUs; ray: the cluster's).")] = None,
+    device: Annotated[str | None, typer.Option(
+        "--device", help="cpu or cuda for every point (overrides the file).")] = None,
+    dry_run: Annotated[bool, typer.Option(
+        "--dry-run", help="List the points and which are done; run nothing.")] = False,
+) -> None:
+    """Run a design-space sweep: one simulate() per point, rows in a Parquet data set; a
+    rerun skips the points already there."""
+    from .sweep import done_keys, expand_points, load_sweep, run_sweep
+
+    spec = load_sweep(sweep_file)
+    target = out if out is not None else Path("out/sweep") / sweep_file.stem
+    console = _console()
+    if dry_run:
+        done = done_keys(target)
+        for p in expand_points(spec):
+            state = "done" if p.key in done else ("invalid" if p.config_error else "to run")
+            params = " ".join(f"{k}={v}" for k, v in p.overrides.items())
+            console.print(f"{p.key[:12]}  {state:8s} {p.model} {p.scheme.name} {params}")
+        return
+    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                        TimeElapsedColumn(), console=console)
+    task: Any = None
+
+    def show(report: Any, row: dict[str, Any] | None) -> None:
+        nonlocal task
+        if task is None:
+            console.print(f"sweep {spec.name}: {report.total} points, {report.skipped} already "
+                          f"in {target}, {report.to_run} to run ({backend})")
+            task = progress.add_task("points", total=report.to_run)
+        if row is not None and row["status"] != "ok":
+            progress.console.print(f"failed {row['key'][:12]} ({row['model']}, "
+                                   f"{row['scheme']}): {row['error']}")
+        progress.update(task, completed=report.done,
+                        description=f"ok {report.ok} failed {report.failed}"
+                        + (f" crashed {len(report.crashed)}" if report.crashed else ""))
+
+    with progress:
+        report = run_sweep(spec, target, backend=backend, workers=workers, address=address,
+                           device=device, progress=show)
+    console.print(f"{report.ok} ok, {report.failed} failed (recorded), {report.skipped} skipped "
+                  f"(already done), {len(report.crashed)} crashed in {report.wall_s:.1f} s; "
+                  f"results in {target}/results; next: sparsexbar plot {target}")
+    for key, message in report.crashed:
+        console.print(f"crashed {key[:12]} (not recorded; a rerun retries it): {message}")
+    if report.crashed:
+        raise typer.Exit(1)
+
+
+@app.command("plot")
+def plot_command(
+    sweep_dir: Annotated[Path, typer.Argument(help="A sweep directory (sparsexbar sweep --out).")],
+    out: Annotated[Path | None, typer.Option(
+        "--out", help="Where the PNGs and summary.csv go; default the sweep directory.")] = None,
+) -> None:
+    """Pareto plots (energy vs top-1, area vs throughput) and a summary table of a sweep."""
+    from .sweep import failures, summarize, summary_table
+
+    if not sweep_dir.is_dir():
+        raise SparsexbarError(f"sweep directory not found: {sweep_dir}")
+    summary = summarize(sweep_dir, out)
+    console = _console()
+    console.print(summary_table(summary, f"sweep {sweep_dir} ({len(summary['rows'])} points)"))
+    for line in failures(summary):
+        console.print(f"failed {line}", markup=False, highlight=False)
+    console.print("wrote " + ", ".join(str(p) for p in summary["paths"]))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -11,6 +11,10 @@ a zeroed block is a row that static compression removes from that (array, column
 
 Unstructured: the smallest-magnitude single weights of each layer, for comparison.
 
+Pattern (for `pattern`, DESIGN.md 3.2; see `pattern_prune_model` and docs/schemes/pattern.md):
+each 3x3 kernel keeps `k` weights in one of a small per-layer pattern set, whole kernels are
+pruned by norm (connectivity), masks fixed during fine-tuning. Kept apart from the code above.
+
 Gradual: the target rises over `steps` steps along Zhu & Gupta's cubic schedule
 s_k = S (1 - (1 - k/steps)^3); after each step the model is fine-tuned with the masks
 re-applied after every optimizer step (`train.fine_tune(mask_fn=...)`).
@@ -18,6 +22,7 @@ re-applied after every optimizer step (`train.fine_tune(mask_fn=...)`).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -28,7 +33,7 @@ from torch import Tensor, nn
 from .config import HardwareConfig
 from .errors import SparsexbarError
 
-METHODS = ("ou-structured", "unstructured")
+METHODS = ("ou-structured", "unstructured", "pattern")
 
 
 def crossbar_layers(model: nn.Module) -> list[tuple[str, Tensor]]:
@@ -78,7 +83,8 @@ def layer_mask(weight: Tensor, sparsity: float, method: str, hw: HardwareConfig)
         keep[order[:target]] = False
         return keep.reshape(weight.shape)
     if method != "ou-structured":
-        raise SparsexbarError(f"unknown pruning method '{method}' (known: {', '.join(METHODS)})")
+        raise SparsexbarError(f"unknown pruning method '{method}' for magnitude masks "
+                              "(ou-structured, unstructured)")
     block, n_blocks = _block_index(weight, hw)
     flat = block.reshape(-1)
     score = torch.zeros(n_blocks, dtype=torch.float64).index_add_(0, flat, w.reshape(-1) ** 2)
@@ -144,6 +150,8 @@ def prune_model(model: nn.Module, ds: Any, hw: HardwareConfig, sparsity: float,
 
     if method not in METHODS:
         raise SparsexbarError(f"unknown pruning method '{method}' (known: {', '.join(METHODS)})")
+    if method == "pattern":
+        raise SparsexbarError("method 'pattern' is pruned by pattern_prune_model (k, patterns)")
     targets = schedule(sparsity, steps)
     history: list[Any] = []
     masks: dict[str, Tensor] = {}
@@ -175,16 +183,25 @@ def table_markdown(table: list[dict[str, Any]]) -> str:
 def prune_command(model_spec: str, data_name: str, hw: HardwareConfig, sparsity: float,
                   method: str, steps: int, epochs: int, out: str | Path, lr: float = 0.01,
                   limit: int | None = None, seed: int = 0, progress: bool = True,
-                  tune_split: str = "train") -> dict[str, Any]:
+                  tune_split: str = "train", k: int = 4, max_patterns: int = 8,
+                  half: bool = False) -> dict[str, Any]:
     """Everything behind ``sparsexbar prune``: load a checkpoint (or the shipped model), prune
     and fine-tune on split `tune_split` (train; "test" only for smoke runs), evaluate on the
     test split, write the checkpoint (``<out>.safetensors`` + ``.json``, the table in its
     "pruning" entry) and ``<out>.sparsity.md``.
+
+    `method` "pattern" uses `pattern_prune_model` with `k` and `max_patterns` (the table is then
+    `pattern_table`'s). `half`: store float16 weights (accuracy measured after rounding).
     """
+    import time
+
     from .checkpoint import load_checkpoint, load_shipped_model, save_checkpoint
     from .data import load_dataset
-    from .train import evaluate
+    from .io import atomic_write_text
+    from .train import evaluate, round_weights_to_half
 
+    if method == "pattern":
+        check_pattern_args(k, max_patterns, sparsity)
     if model_spec in ("default", "vgg8-fmnist"):
         model, meta = load_shipped_model()
     else:
@@ -197,16 +214,255 @@ def prune_command(model_spec: str, data_name: str, hw: HardwareConfig, sparsity:
             raise SparsexbarError(f"--limit must be >= 1, got {limit}")
         train_ds, test_ds = train_ds.subset(0, limit), test_ds.subset(0, limit)
     before = evaluate(model, test_ds)
-    result = prune_model(model, train_ds, hw, sparsity, method, steps, epochs, lr, seed,
-                         progress)
+    start = time.perf_counter()
+    if method == "pattern":
+        result = pattern_prune_model(model, train_ds, k, max_patterns, sparsity, steps, epochs,
+                                     lr, seed, progress)
+    else:
+        result = prune_model(model, train_ds, hw, sparsity, method, steps, epochs, lr, seed,
+                             progress)
+    elapsed = time.perf_counter() - start
+    if half:  # what the float16 file holds, so the recorded accuracy is that of the file
+        round_weights_to_half(model)
+        mask_applier(model, result["masks"])(model)
     after = evaluate(model, test_ds)
-    pruning = {"method": method, "tune_split": tune_split, "sparsity": sparsity, "steps": steps,
-               "epochs_per_step": epochs, "lr": lr, "hardware": hw.to_dict(),
-               "top1_before": before, "top1_after": after, "table": result["table"]}
-    new_meta = {k: v for k, v in meta.items() if k not in ("format_version", "dtype")}
+    pruning: dict[str, Any] = {
+        "method": method, "parent": model_spec, "tune_data": name, "tune_split": tune_split,
+        "tune_images": len(train_ds),
+        "sparsity": sparsity, "steps": steps, "epochs_per_step": epochs, "lr": lr,
+        "seed": seed, "prune_time_s": elapsed, "torch_threads": torch.get_num_threads(),
+        "top1_before": before, "top1_after": after, "test_images": len(test_ds)}
+    if method == "pattern":
+        table = pattern_table(model)
+        pruning.update(k=k, max_patterns=max_patterns, schedule=result["schedule"],
+                       fine_tuning="projected gradient: SGD, masks re-applied after every step",
+                       summary=pattern_summary(table),
+                       patterns={n: c.tolist() for n, c in result["patterns"].items()},
+                       history=result["history"], table=table)
+        markdown = pattern_table_markdown(table)
+    else:
+        table = result["table"]
+        pruning.update(hardware=hw.to_dict(), table=table)
+        markdown = table_markdown(table)
+    new_meta = {key: v for key, v in meta.items() if key not in ("format_version", "dtype")}
     new_meta["accuracy"] = {"float_top1": after, "test_images": len(test_ds)}
     new_meta["pruning"] = pruning
-    weights, _ = save_checkpoint(out, model, new_meta)
+    weights, _ = save_checkpoint(out, model, new_meta, half=half)
     table_path = weights.with_name(weights.name.removesuffix(".safetensors") + ".sparsity.md")
-    table_path.write_text(table_markdown(result["table"]))
-    return {"checkpoint": str(weights), "table_path": str(table_path), **pruning}
+    atomic_write_text(table_path, markdown)
+    return {"checkpoint": str(weights), "table_path": str(table_path), "markdown": markdown,
+            **pruning}
+
+
+# ---- pattern pruning (scheme `pattern`, DESIGN.md 3.2) ----------------------------------------
+# Kept apart from the magnitude pruning above. A kernel's pattern is a 9-bit code: bit
+# kh * 3 + kw is set where the kernel keeps its weight (row-major positions of the 3x3 kernel,
+# the im2col row order within one input channel).
+KERNEL_POSITIONS = 9
+
+
+def check_pattern_args(k: int, max_patterns: int, sparsity: float) -> None:
+    """Refuse pattern-pruning arguments out of range, naming the option."""
+    if not 1 <= k <= KERNEL_POSITIONS:
+        raise SparsexbarError(f"--k must be in 1..{KERNEL_POSITIONS} (weights kept per 3x3 "
+                              f"kernel), got {k}")
+    if max_patterns < 1:
+        raise SparsexbarError(f"--max-patterns must be >= 1, got {max_patterns}")
+    if not 0.0 <= sparsity < 1.0:
+        raise SparsexbarError(f"--sparsity must be in [0, 1), got {sparsity}")
+
+
+def is_pattern_layer(module: nn.Module) -> bool:
+    """A Conv2d with a 3x3 kernel and groups=1: the layers pattern pruning applies to."""
+    return (isinstance(module, nn.Conv2d) and tuple(module.kernel_size) == (3, 3)
+            and module.groups == 1)
+
+
+def pattern_layers(model: nn.Module) -> list[tuple[str, Tensor]]:
+    """(name, weight) of every pattern-prunable layer (`is_pattern_layer`), in module order."""
+    out = []
+    for name, mod in model.named_modules():
+        if is_pattern_layer(mod):
+            assert isinstance(mod, nn.Conv2d)
+            out.append((name, mod.weight))
+    return out
+
+
+def mask_codes(mask: Tensor) -> Tensor:
+    """(..., 3, 3) or (..., 9) bool/0-1 -> (...) int64 9-bit pattern codes."""
+    flat = mask.reshape(*mask.shape[:-2], KERNEL_POSITIONS) if mask.dim() >= 2 and tuple(
+        mask.shape[-2:]) == (3, 3) else mask
+    bits = torch.arange(KERNEL_POSITIONS, device=flat.device)
+    return ((flat != 0).to(torch.int64) << bits).sum(dim=-1)
+
+
+def code_masks(codes: Tensor) -> Tensor:
+    """(...) int64 pattern codes -> (..., 9) bool kept positions."""
+    bits = torch.arange(KERNEL_POSITIONS, device=codes.device)
+    return ((codes.unsqueeze(-1) >> bits) & 1).to(torch.bool)
+
+
+def candidate_codes(weight: Tensor, k: int) -> Tensor:
+    """(Cout, Cin) codes of each kernel's `k` largest-|w| positions (its candidate pattern)."""
+    w = weight.detach().abs().reshape(weight.shape[0], weight.shape[1], KERNEL_POSITIONS)
+    idx = w.topk(k, dim=2).indices
+    return (torch.ones_like(idx) << idx).sum(dim=2)  # distinct positions: sum == bitwise or
+
+
+def select_patterns(weight: Tensor, k: int, max_patterns: int) -> Tensor:
+    """The layer's pattern set: its `max_patterns` most frequent candidate patterns (ties: the
+    smaller code first), int64 codes, most frequent first."""
+    counts = torch.bincount(candidate_codes(weight, k).reshape(-1),
+                            minlength=2**KERNEL_POSITIONS)
+    order = torch.argsort(-counts, stable=True)[:max_patterns]
+    return order[counts[order] > 0]
+
+
+def project_kernels(weight: Tensor, patterns: Tensor) -> tuple[Tensor, Tensor]:
+    """Each kernel's pattern (index into `patterns`) keeping the most L2 energy, and that
+    energy (sum of its kept squared weights). Ties go to the earlier (more frequent) pattern."""
+    w2 = weight.detach().to(torch.float64).reshape(
+        weight.shape[0], weight.shape[1], KERNEL_POSITIONS) ** 2
+    energy = w2 @ code_masks(patterns).to(torch.float64).t()  # (Cout, Cin, P)
+    best = energy.argmax(dim=2)
+    return best, energy.gather(2, best.unsqueeze(2)).squeeze(2)
+
+
+def connectivity_keep(energy: Tensor, k: int, sparsity: float,
+                      previous: Tensor | None = None) -> Tensor:
+    """(Cout, Cin) bool kernels kept by connectivity pruning: the kernels with the smallest
+    projected L2 norm are removed until kept kernels x k <= (1 - sparsity) x 9 x kernels, but
+    never an output channel's strongest kernel (no filter is removed whole). Kernels pruned
+    in `previous` stay pruned."""
+    cout, cin = energy.shape
+    kernels = cout * cin
+    allowed = math.floor((1.0 - sparsity) * KERNEL_POSITIONS * kernels / k + 1e-9)
+    n_prune = min(max(0, kernels - allowed), kernels - cout)
+    score = energy.clone()
+    if previous is not None:
+        score[~previous] = -1.0
+    strongest = torch.zeros_like(score, dtype=torch.bool)
+    strongest[torch.arange(cout), score.argmax(dim=1)] = True
+    score = torch.where(strongest, torch.full_like(score, math.inf), score)
+    keep = torch.ones(kernels, dtype=torch.bool)
+    keep[score.reshape(-1).argsort(stable=True)[:n_prune]] = False
+    keep = keep.reshape(cout, cin)
+    return keep if previous is None else keep & previous
+
+
+def pattern_mask(patterns: Tensor, assignment: Tensor, keep: Tensor) -> Tensor:
+    """(Cout, Cin, 3, 3) bool keep-mask: each kept kernel's pattern, pruned kernels empty."""
+    masks = code_masks(patterns[assignment]) & keep.unsqueeze(2)
+    return masks.reshape(*keep.shape, 3, 3)
+
+
+def pattern_prune_model(model: nn.Module, ds: Any, k: int = 4, max_patterns: int = 8,
+                        sparsity: float = 0.8, steps: int = 3, epochs: int = 1,
+                        lr: float = 0.01, seed: int = 0,
+                        progress: bool = False) -> dict[str, Any]:
+    """Pattern-prune every 3x3 conv of `model` in place and fine-tune it on `ds`.
+
+    Per layer: the pattern set (`select_patterns`) and each kernel's pattern
+    (`project_kernels`) are chosen once, from the trained weights; connectivity pruning
+    (`connectivity_keep`) rises to `sparsity` (each layer's zero fraction) over `steps` steps
+    of the cubic schedule; after each step the model is fine-tuned `epochs` epochs (0: none)
+    by projected gradient: SGD with the masks re-applied after every optimizer step. Other
+    layers are left dense. Returns {"masks", "patterns", "schedule", "history"}.
+    """
+    from .train import fine_tune
+
+    check_pattern_args(k, max_patterns, sparsity)
+    layers = pattern_layers(model)
+    if not layers:
+        raise SparsexbarError("model has no 3x3 Conv2d layer to pattern-prune")
+    patterns = {name: select_patterns(w, k, max_patterns) for name, w in layers}
+    assignment = {name: project_kernels(w, patterns[name])[0] for name, w in layers}
+    targets = schedule(sparsity, steps)
+    keep: dict[str, Tensor] = {}
+    masks: dict[str, Tensor] = {}
+    history: list[Any] = []
+    for step, target in enumerate(targets):  # a few steps
+        for name, w in layers:  # layers: a handful
+            pm = code_masks(patterns[name][assignment[name]]).to(torch.float64)
+            w2 = w.detach().to(torch.float64).reshape(pm.shape) ** 2
+            energy = (w2 * pm).sum(dim=2)  # projected kernels' L2^2 (current weights)
+            keep[name] = connectivity_keep(energy, k, target, keep.get(name))
+            masks[name] = pattern_mask(patterns[name], assignment[name], keep[name])
+        apply = mask_applier(model, masks)
+        apply(model)
+        if epochs > 0:
+            out = fine_tune(model, ds, epochs, lr=lr, mask_fn=apply, seed=seed + step,
+                            progress=progress)
+            history.append({"step": step + 1, "sparsity": target, **out})
+    mask_applier(model, masks)(model)
+    model.eval()
+    return {"masks": masks, "patterns": patterns, "schedule": targets, "history": history}
+
+
+def pattern_table(model: nn.Module) -> list[dict[str, Any]]:
+    """Per crossbar layer: weights, zeros, weight sparsity; for 3x3 convs also kernels, pruned
+    (all-zero) kernels, kernel sparsity and the patterns used (distinct nonzero masks of the
+    kept kernels). Other layers are marked dense."""
+    table: list[dict[str, Any]] = []
+    for name, mod in model.named_modules():
+        if not isinstance(mod, (nn.Conv2d, nn.Linear)):
+            continue
+        w = mod.weight.detach()
+        zeros = int((w == 0).sum())
+        row: dict[str, Any] = {"layer": name, "shape": list(w.shape), "weights": w.numel(),
+                               "zeros": zeros, "sparsity": zeros / w.numel(),
+                               "pattern_pruned": is_pattern_layer(mod)}
+        if is_pattern_layer(mod):
+            codes = mask_codes(w != 0)  # (Cout, Cin)
+            kept = codes[codes != 0]
+            row.update(kernels=codes.numel(), zero_kernels=int((codes == 0).sum()),
+                       kernel_sparsity=float((codes == 0).sum()) / codes.numel(),
+                       patterns_used=int(kept.unique().numel()),
+                       max_kept_per_kernel=int(code_masks(kept).sum(dim=1).max())
+                       if kept.numel() else 0)
+        else:
+            row["note"] = ("dense: not a 3x3 conv" if isinstance(mod, nn.Conv2d)
+                           else "dense: Linear")
+        table.append(row)
+    return table
+
+
+def pattern_summary(table: list[dict[str, Any]]) -> dict[str, Any]:
+    """Totals: weight sparsity over the pattern-pruned layers and over all crossbar weights,
+    the patterns per pruned layer and their sum, and the weight share of the dense layers."""
+    pruned = [r for r in table if r["pattern_pruned"]]
+    p_weights = sum(r["weights"] for r in pruned)
+    all_weights = sum(r["weights"] for r in table)
+    return {
+        "pattern_layers": len(pruned),
+        "pattern_layer_weights": p_weights,
+        "pattern_layers_sparsity": sum(r["zeros"] for r in pruned) / p_weights
+        if p_weights else 0.0,
+        "overall_weights": all_weights,
+        "overall_sparsity": sum(r["zeros"] for r in table) / all_weights if all_weights else 0.0,
+        "patterns_per_layer": [r["patterns_used"] for r in pruned],
+        "patterns_total": sum(r["patterns_used"] for r in pruned),
+        "kernel_sparsity": sum(r["zero_kernels"] for r in pruned) / max(
+            1, sum(r["kernels"] for r in pruned)),
+    }
+
+
+def pattern_table_markdown(table: list[dict[str, Any]]) -> str:
+    """The per-layer pattern table and the totals, as Markdown."""
+    lines = ["| layer | shape | pruning | patterns | kernel sparsity | weight sparsity |",
+             "| --- | --- | --- | ---: | ---: | ---: |"]
+    for r in table:
+        shape = "x".join(map(str, r["shape"]))
+        if r["pattern_pruned"]:
+            lines.append(f"| {r['layer']} | {shape} | pattern | {r['patterns_used']} "
+                         f"| {r['kernel_sparsity']:.3f} | {r['sparsity']:.3f} |")
+        else:
+            lines.append(f"| {r['layer']} | {shape} | {r['note']} | - | - "
+                         f"| {r['sparsity']:.3f} |")
+    s = pattern_summary(table)
+    lines.append(f"| pattern-pruned layers | {s['pattern_layer_weights']} weights | "
+                 f"{s['pattern_layers']} layers | {s['patterns_total']} "
+                 f"| {s['kernel_sparsity']:.3f} | {s['pattern_layers_sparsity']:.3f} |")
+    lines.append(f"| all crossbar layers | {s['overall_weights']} weights | | | "
+                 f"| {s['overall_sparsity']:.3f} |")
+    return "\n".join(lines) + "\n"

@@ -170,7 +170,8 @@ def write_comparison(out_dir: str | Path, results: Sequence[dict[str, Any]]) -> 
     paths = [out / "comparison.csv"]
     atomic_write_text(paths[0], _csv_text(rows, list(rows[0])))
     plots = {"energy_by_component.png": _plot_energy(results),
-             "per_layer_work.png": _plot_layers(results)}
+             "per_layer_work.png": _plot_layers(results),
+             "accuracy_vs_energy.png": _plot_accuracy_energy(results)}
     for name, png in plots.items():
         atomic_write_bytes(out / name, png)
         paths.append(out / name)
@@ -200,28 +201,65 @@ def _plot_energy(results: Sequence[dict[str, Any]]) -> bytes:
 
 
 def _plot_layers(results: Sequence[dict[str, Any]]) -> bytes:
+    """Per layer: ADC conversions done per image (log scale, dense as reference) and the share
+    of dense's conversions and OU activations each scheme skipped."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(8, 4))
+    fig, (done_ax, skip_ax) = plt.subplots(2, 1, figsize=(8, 6.5), sharex=True)
     layers = [lay["name"] for lay in results[0]["layers"]]
     width = 0.8 / (len(results) + 1)
     xs = range(len(layers))
     dense = [lay["dense_events"]["adc_conversions"] / results[0]["num_images"]
              for lay in results[0]["layers"]]
-    ax.bar([x - 0.4 + width / 2 for x in xs], dense, width, label="dense (reference)",
-           color="lightgray")
+    done_ax.bar([x - 0.4 + width / 2 for x in xs], dense, width, label="dense (reference)",
+                color="lightgray")
+    skip_width = 0.8 / max(len(results), 1)
     for i, res in enumerate(results):
         vals = [lay["events"]["adc_conversions"] / res["num_images"] for lay in res["layers"]]
-        ax.bar([x - 0.4 + width * (i + 1.5) for x in xs], vals, width, label=res["scheme"]["name"])
-    ax.set_xticks(list(xs), layers, rotation=45, ha="right", fontsize=8)
-    ax.set_ylabel("ADC conversions per image")
-    ax.set_yscale("log")
-    ax.set_title("Per-layer work (done vs dense)")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
+        done_ax.bar([x - 0.4 + width * (i + 1.5) for x in xs], vals, width,
+                    label=res["scheme"]["name"])
+        skipped = [100 * (1 - _share(lay["events"]["adc_conversions"],
+                                     lay["dense_events"]["adc_conversions"]))
+                   for lay in res["layers"]]
+        skip_ax.bar([x - 0.4 + skip_width * (i + 0.5) for x in xs], skipped, skip_width,
+                    label=res["scheme"]["name"], color=f"C{i}")
+    done_ax.set_ylabel("ADC conversions per image")
+    done_ax.set_yscale("log")
+    done_ax.set_title("Per-layer work done (vs dense)")
+    done_ax.legend(fontsize=8)
+    skip_ax.axhline(0, color="black", linewidth=0.5)
+    skip_ax.set_ylabel("conversions skipped (% of dense)")
+    skip_ax.set_title("Per-layer work skipped")
+    skip_ax.set_xticks(list(xs), layers, rotation=45, ha="right", fontsize=8)
+    return _png(fig)
+
+
+def _share(done: float, dense: float) -> float:
+    """done / dense, 1 when dense did nothing (nothing to skip)."""
+    return done / dense if dense else 1.0
+
+
+def _plot_accuracy_energy(results: Sequence[dict[str, Any]]) -> bytes:
+    """Top-1 against energy per image, one labelled point per scheme."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for i, res in enumerate(results):
+        energy_uj = res["totals"]["energy_pj"]["total"] / res["num_images"] * 1e-6
+        top1 = 100 * res["accuracy"]["top1"]
+        ax.scatter([energy_uj], [top1], color=f"C{i}", s=40, zorder=3)
+        ax.annotate(res["scheme"]["name"], (energy_uj, top1), textcoords="offset points",
+                    xytext=(5, 4), fontsize=8)
+    ax.set_xlabel("energy per image (uJ)")
+    ax.set_ylabel("top-1 (%)")
+    ax.set_title("Accuracy vs energy")
+    ax.grid(alpha=0.3)
     return _png(fig)
 
 
@@ -248,6 +286,8 @@ def _html(results: Sequence[dict[str, Any]], rows: list[dict[str, Any]],
         for n, png in plots.items()
     )
     config = html.escape(json.dumps(first["hardware"], indent=2))
+    schemes = html.escape(json.dumps({r["scheme"]["name"]: r["scheme"]["parameters"]
+                                      for r in results}, indent=2))
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>sparsexbar report</title>
 <style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse;font-size:13px}}
@@ -259,7 +299,17 @@ pre{{background:#f6f6f6;padding:1em;font-size:12px}}</style></head><body>
 sparsexbar {html.escape(first['version'])}.</p>
 <h2>Summary</h2><table><tr>{head}</tr>{body}</table>
 <h2>Plots</h2>{imgs}
-<h2>Configuration used</h2><pre>{config}</pre>
+<h2>Schemes and their parameters</h2><pre>{schemes}</pre>
+<h2>Hardware configuration used</h2><pre>{config}</pre>
+<p id="render-check">images not checked (scripts disabled)</p>
+<script>
+window.addEventListener("load", function () {{
+  var imgs = Array.prototype.slice.call(document.images);
+  var shown = imgs.filter(function (i) {{ return i.complete && i.naturalWidth > 0; }});
+  document.getElementById("render-check").textContent =
+    "images shown: " + shown.length + " of " + imgs.length;
+}});
+</script>
 </body></html>
 """
 

@@ -8,12 +8,14 @@ from ..errors import SparsexbarError
 from .base import LayerRun, Scheme
 from .comprrae import CompRRAEScheme
 from .dense import DenseScheme
+from .pattern import PatternScheme
 from .sre import SreScheme
 
 SCHEMES: dict[str, Callable[[], Scheme]] = {
     "dense": DenseScheme,
     "comprrae": CompRRAEScheme,
     "sre": SreScheme,
+    "pattern": PatternScheme,
 }
 
 

@@ -44,6 +44,7 @@ from ..engine import EngineOptions, LayerKernel, accumulate, exact_accumulate
 from ..errors import SparsexbarError
 from ..events import Events
 from ..frontend import QuantLayer
+from ..intconv import FLOAT32_EXACT, ExactLinear
 from ..mapping import MappedLayer, dense_events, map_dense, tiles
 from .base import LayerRun, Scheme
 
@@ -217,6 +218,78 @@ class SreKernel(LayerKernel):
         self.kept = torch.stack(kept_counts, dim=1).to(torch.float64).to(device)  # (S, I)
         self.segments = s_count
         self.keep = keep.to(device)  # (R, S) bool
+        # Distinct kept sets of every tile side by side: tile i's sets are the columns
+        # set_offset[i] .. set_offset[i] + U_i; segment s of tile i counts set
+        # set_offset[i] + tile_inverse[i][s].
+        widths = [int(k.shape[1]) for k in self.tile_keep]
+        offsets = [sum(widths[:i]) for i in range(len(widths))]
+        self.tile_sets = [inv + off for inv, off in zip(self.tile_inverse, offsets, strict=True)]
+        self.sets_total = sum(widths)
+        self._count_op: ExactLinear | None = None
+        self._value_op: ExactLinear | None = None
+        self._value_op_built = False
+        self.fields = 1
+        self.field_base = 1
+
+    def value_op(self) -> ExactLinear | None:
+        """The layer's linear map on its input magnitudes, exact (int8 convolution on CPU
+        where exact, float32 below 2^24, float64 off CPU); None when float32 would not be
+        exact on CPU (the engine's exact accumulate then splits the input). Built on first
+        use."""
+        if not self._value_op_built:
+            layer = self.mapped.layer
+            op = ExactLinear(layer.kind, layer.weight_int, layer.input_max, self.device,
+                             layer.stride, layer.padding, layer.dilation,
+                             probe_shape=layer.input_shape or None)
+            self._value_op = op if (self.device.type != "cpu"
+                                    or op.bound < FLOAT32_EXACT) else None
+            self._value_op_built = True
+        return self._value_op
+
+    def count_op(self) -> ExactLinear:
+        """The layer's own linear map (conv geometry) with the distinct kept sets as 0/1
+        filters: applied to an input bit plane it gives, per output position and set, the
+        active kept rows of the set's row tile, i.e. the rows an im2col patch would select.
+
+        Several cycles share one call: the input holds sum_j B^j x plane_j with B = the
+        largest kept set + 1 (so every count fits one base-B digit), as many digits (fields)
+        as the backend takes exactly: an unsigned byte for the int8 convolution (2 for
+        128-row arrays), results below 2^24 - B for float32 (3 for 128-row arrays).
+        Built on first use: the static modes never need it.
+        """
+        if self._count_op is None:
+            layer = self.mapped.layer
+            r = layer.rows
+            sets = torch.zeros((self.sets_total, r), dtype=torch.int64)
+            col = 0
+            for (a, b), keep in zip(self.mapped.row_tiles, self.tile_keep, strict=True):
+                sets[col : col + keep.shape[1], a:b] = keep.t().cpu().to(torch.int64)
+                col += keep.shape[1]
+            weight = sets.reshape(self.sets_total, *layer.weight_int.shape[1:])
+            base = int(sets.sum(dim=1).max()) + 1 if sets.numel() else 1
+            self.field_base = base
+
+            def build(fields: int) -> ExactLinear:
+                top = sum(base**j for j in range(fields))  # every plane at 1
+                return ExactLinear(layer.kind, weight, top, self.device, layer.stride,
+                                   layer.padding, layer.dilation,
+                                   probe_shape=layer.input_shape or None)
+
+            def most_fields(limit: int) -> int:
+                fields = 1
+                while (sum(base**j for j in range(fields + 1)) <= limit
+                       and (base - 1) * sum(base**j for j in range(fields + 1))
+                       < FLOAT32_EXACT - base):
+                    fields += 1
+                return fields
+
+            op = build(most_fields(255))
+            self.fields = most_fields(255)
+            if op.backend != "int8":
+                self.fields = most_fields(FLOAT32_EXACT)
+                op = build(self.fields)
+            self._count_op = op
+        return self._count_op
 
 
 class SreScheme(Scheme):
@@ -258,14 +331,44 @@ class SreScheme(Scheme):
 
     def run_layer(self, kernel: LayerKernel, x_int: Tensor, options: EngineOptions) -> LayerRun:
         assert isinstance(kernel, SreKernel)
-        if self.dynamic and dynamic_packing_lossless(kernel.mapped):
-            acc = exact_accumulate(kernel.mapped.layer, x_int)
-        elif self.dynamic:
-            acc = self.packed_accumulate(kernel, x_int, options)
-        else:
+        if not self.dynamic:
             acc = accumulate(kernel, x_int, options)
-        events, cycles = self.count(kernel, x_int, options)
+            events, cycles = self.count(kernel, x_int, options)
+            return LayerRun(acc, events, cycles)
+        parts = self._narrow_parts(kernel.mapped.layer, x_int)  # shared by values and counts
+        if dynamic_packing_lossless(kernel.mapped):
+            acc = self.exact_values(kernel, parts, x_int)
+        else:
+            acc = self.packed_accumulate(kernel, x_int, options)
+        events, cycles = self._count(kernel, parts, int(x_int.shape[0]), options)
         return LayerRun(acc, events, cycles)
+
+    @staticmethod
+    def exact_values(kernel: SreKernel, parts: list[Tensor], x_int: Tensor) -> Tensor:
+        """The exact integer result (float64, the layer's output shape): the layer's linear
+        map on the narrow input magnitudes by `ExactLinear` (int8 convolution where exact,
+        positive minus negative part for signed inputs), else the engine's exact accumulate."""
+        op = kernel.value_op()
+        if op is None:
+            return exact_accumulate(kernel.mapped.layer, x_int)
+        value = op(parts[0])
+        if len(parts) == 2:  # exact: |difference| <= the bound < 2^24
+            value = value - op(parts[1])
+        return torch.empty(value.shape, dtype=torch.float64, device=value.device).copy_(value)
+
+    @staticmethod
+    def _narrow_parts(layer: QuantLayer, x_int: Tensor) -> list[Tensor]:
+        """Input magnitudes as narrow integers ((x,) or, signed, (positive, negative)),
+        channels-last for conv layers (the int8 convolution's layout), linear: (N, features)."""
+        fmt = (torch.channels_last if layer.kind == "conv" and x_int.dim() == 4
+               else torch.contiguous_format)
+        narrow = torch.uint8 if layer.input_max <= 255 else torch.int32
+        if layer.kind == "linear":  # as `QuantLayer.patches`: (N, features)
+            x_int = x_int.reshape(x_int.shape[0], -1)
+        parts = ([x_int.clamp(min=0), (-x_int).clamp(min=0)] if layer.input_signed
+                 else [x_int])
+        return [torch.empty(p.shape, dtype=narrow, device=p.device, memory_format=fmt).copy_(p)
+                for p in parts]
 
     def packed_accumulate(self, kernel: SreKernel, x_int: Tensor,
                           options: EngineOptions) -> Tensor:
@@ -363,23 +466,23 @@ class SreScheme(Scheme):
     # ---- event counting ---------------------------------------------------------------------
     def count(self, kernel: SreKernel, x_int: Tensor, options: EngineOptions) -> tuple[Events, int]:
         """Exact events of one batch and the summed per-image busiest-array OU activations."""
+        parts = self._narrow_parts(kernel.mapped.layer, x_int) if self.dynamic else []
+        return self._count(kernel, parts, int(x_int.shape[0]), options)
+
+    def _count(self, kernel: SreKernel, parts: list[Tensor], n: int,
+               options: EngineOptions) -> tuple[Events, int]:
+        """`count` on the narrow input parts (`_narrow_parts`; the static modes need none)."""
         mapped = kernel.mapped
         hw, layer = mapped.hw, mapped.layer
-        n = int(x_int.shape[0])
+        device = kernel.device
         base, _ = dense_events(mapped, n)
         positions, passes = layer.positions, layer.passes
-        parts: list[Tensor] = []
-        if self.dynamic:  # the static modes need no input data
-            patches = layer.patches(x_int.to(torch.float32))  # (N*P, R)
-            positions = patches.shape[0] // max(n, 1)
-            parts = ([patches.clamp(min=0), (-patches).clamp(min=0)] if layer.input_signed
-                     else [patches])
         ou_r = hw.ou.rows
-        ou_sum = torch.zeros(kernel.segments, dtype=torch.float64, device=x_int.device)
+        ou_sum = torch.zeros(kernel.segments, dtype=torch.float64, device=device)
         row_sum = torch.zeros_like(ou_sum)
         # Per image and array (column tile, row tile): OU activations.
         per_image = torch.zeros((n, len(mapped.col_tiles), len(mapped.row_tiles)),
-                                dtype=torch.float64, device=x_int.device)
+                                dtype=torch.float64, device=device)
         if not self.dynamic:
             # Static: the same kept rows every cycle, whatever the data.
             ou = torch.div(kernel.kept + ou_r - 1, ou_r, rounding_mode="floor")  # (S, I)
@@ -391,12 +494,10 @@ class SreScheme(Scheme):
         else:
             chunk = self._images_per_chunk(kernel, positions, options)
             for part in parts:  # one or two passes
-                xi = part.to(torch.uint8 if layer.input_max <= 255 else torch.int32)
                 for a in range(0, n, chunk):  # chunks of whole images (memory bound)
-                    xc = xi[a * positions : (a + chunk) * positions]
-                    m_img = xc.shape[0] // positions
-                    self._count_dynamic(kernel, xc, m_img, positions, ou_sum, row_sum,
-                                        per_image[a : a + m_img])
+                    xc = part[a : a + chunk]
+                    self._count_dynamic(kernel, xc, ou_sum, row_sum,
+                                        per_image[a : a + int(xc.shape[0])])
         cols = kernel.seg_cols
         adc = int(round(float((ou_sum * cols).sum())))
         kept_total = float(kernel.kept.sum())
@@ -418,49 +519,79 @@ class SreScheme(Scheme):
 
     def _images_per_chunk(self, kernel: SreKernel, positions: int,
                           options: EngineOptions) -> int:
-        """Whole images per counting chunk so the (positions x rows) and (positions x distinct
-        sets) float32 intermediates stay within the engine's memory budget."""
-        r = kernel.mapped.levels.shape[0]
-        tallest = max(b - a for a, b in kernel.mapped.row_tiles)
-        cycles = kernel.mapped.hw.cycles
-        widest = max(int(k.shape[1]) for k in kernel.tile_keep)
-        # inputs (int64 + uint8), one tile's planes (uint8 + float32) and counts (x3)
-        width = r * 9 + cycles * (tallest * 5 + widest * 12) + kernel.segments * 16
-        per_image = positions * width  # bytes
+        """Whole images per counting chunk so the input planes and the (positions x kept
+        sets) counts stay within the engine's memory budget."""
+        layer = kernel.mapped.layer
+        inputs = int(torch.Size(layer.input_shape).numel()) if layer.input_shape else layer.rows
+        # inputs: float32 + narrow copies and planes (~12 bytes); counts: ~8 float32 copies
+        per_image = inputs * 12 + positions * kernel.sets_total * 32 + kernel.segments * 16
         return max(1, int(options.memory_budget_mb * 2**20 // max(per_image, 1)))
 
-    def _count_dynamic(self, kernel: SreKernel, xc: Tensor, images: int, positions: int,
-                       ou_sum: Tensor, row_sum: Tensor, per_image: Tensor) -> None:
-        """Add one chunk's dynamic counts. xc: (images*positions, R) uint8/int32 magnitudes.
+    def _count_dynamic(self, kernel: SreKernel, xc: Tensor, ou_sum: Tensor, row_sum: Tensor,
+                       per_image: Tensor) -> None:
+        """Add one chunk's dynamic counts. xc: (images, ...) layer input magnitudes (uint8 or
+        int32), channels-last for conv layers.
 
-        Per row tile and cycle: active kept rows per (position, distinct kept set) by a 0/1
-        float32 matmul (exact: counts <= array.rows < 2^24), OU activations by an exact
-        ceil(count / ou.rows), summed per image in float64; then mapped to the segments.
+        Per group of `kernel.fields` cycles one call of `kernel.count_op()` on the packed bit
+        planes gives the active kept rows per (position, kept set, cycle); the base-B digits
+        are split exactly (floor of a float32 division of integers below 2^24 - B), OU
+        activations are the exact ceil(count / ou.rows), summed per image in float64, then
+        mapped to the segments.
         """
         mapped = kernel.mapped
         hw = mapped.hw
         ou_r, cycles, dac_bits = float(hw.ou.rows), hw.cycles, hw.dac.bits
         chunk_mask = 2**dac_bits - 1
-        xs = xc  # uint8 (inputs up to 8 bits) or int32
+        images = int(xc.shape[0])
+        op = kernel.count_op()
+        base, fields = kernel.field_base, kernel.fields
         word = self.granularity == "word"
-        shifts = (torch.arange(cycles, device=xc.device) * dac_bits).to(xs.dtype).view(1, -1, 1)
+        wide = op.backend != "int8"  # packed values beyond a byte: int32
+        sets_total = kernel.sets_total
+        ou_img = torch.zeros((images, sets_total), dtype=torch.float64, device=xc.device)
+        rows_img = torch.zeros_like(ou_img)
+        # Per image, a sum over the positions of counts (<= B - 1 each) or of OU activations
+        # (<= fields x (B - 1)) is exact in float32 below 2^24, and float32 sums need no
+        # float64 copy of the counts.
+        exact32 = (mapped.layer.positions * base * fields < FLOAT32_EXACT
+                   and op.dtype == torch.float32)
+        sum_dtype = None if exact32 else torch.float64
+        for first in range(0, 1 if word else cycles, fields):  # 8-bit inputs: 4 or 3 calls
+            width = 1 if word else min(fields, cycles - first)
+            if word:  # the same active rows in every cycle: one plane, counted once
+                packed = (xc != 0).to(torch.uint8)
+            elif dac_bits == 1:
+                # bits first .. first+width-1 as y = sum_j 2^j b_j; packed = sum_j B^j b_j
+                packed = (xc >> first) & (2**width - 1)
+                if wide:
+                    packed = packed.to(torch.int32)
+                bits = packed
+                for j in range(1, width):  # fields: a handful
+                    bit = (bits >> j) if j == width - 1 else (bits >> j) & 1
+                    packed = packed + bit * (base**j - 2**j)
+            else:  # a row is active when its chunk of this cycle is nonzero
+                packed = ((xc >> (first * dac_bits)) & chunk_mask).clamp_(max=1)
+                packed = packed.to(torch.int32 if wide else torch.uint8)
+                for j in range(1, width):  # fields: a handful
+                    plane = ((xc >> ((first + j) * dac_bits)) & chunk_mask).clamp_(max=1)
+                    packed = packed + plane.to(packed.dtype) * base**j
+            value = op.rows(packed)  # (images * positions, sets)
+            ou: Tensor | None = None
+            for j in range(width, 0, -1):  # digits, most significant first
+                if j > 1:
+                    digit = torch.floor(value / float(base ** (j - 1)))
+                    value.add_(digit, alpha=-float(base ** (j - 1)))
+                else:
+                    digit = value
+                rows_img += digit.view(images, -1, sets_total).sum(dim=1, dtype=sum_dtype)
+                digit = digit.div_(ou_r).ceil_()  # exact: true division of small integers
+                ou = digit if ou is None else ou.add_(digit)
+            assert ou is not None
+            ou_img += ou.view(images, -1, sets_total).sum(dim=1, dtype=sum_dtype)
+        rows_set = rows_img.sum(dim=0)
         w = float(cycles) if word else 1.0  # word: the same active rows in every cycle
-        for i, (a, b) in enumerate(mapped.row_tiles):  # arrays (row tiles): a few
-            keep = kernel.tile_keep[i]  # (rows_i, U) float32
-            inverse = kernel.tile_inverse[i]
-            xt = xs[:, a:b]
-            u = keep.shape[1]
-            if word:
-                planes = (xt != 0).to(torch.float32).unsqueeze(1)  # (M, 1, rows)
-            elif chunk_mask == 1:
-                planes = ((xt.unsqueeze(1) >> shifts) & 1).to(torch.float32)  # (M, T, rows)
-            else:
-                planes = (((xt.unsqueeze(1) >> shifts) & chunk_mask) != 0).to(torch.float32)
-            counts = planes @ keep  # (M, T, U): all cycles in one matmul
-            ou = torch.ceil(counts / ou_r)  # exact: true division of small integers
-            ou_img = ou.reshape(images, -1, u).sum(dim=1, dtype=torch.float64) * w
-            rows_u = counts.reshape(-1, u).sum(dim=0, dtype=torch.float64) * w
-            ou_seg = ou_img[:, inverse]  # (images, S)
+        for i, sets in enumerate(kernel.tile_sets):  # arrays (row tiles): a few
+            ou_seg = ou_img[:, sets] * w  # (images, S)
             ou_sum += ou_seg.sum(dim=0)
-            row_sum += rows_u[inverse]
+            row_sum += rows_set[sets] * w
             per_image[:, :, i] += ou_seg @ kernel.seg_tile

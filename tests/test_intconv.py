@@ -1,0 +1,86 @@
+"""`ExactLinear` (intconv.py): every backend gives exactly the float64 linear map of integer
+inputs, the int8 convolution is used where it is available and exact, and a wrong int8 result
+at construction sends the layer to the float path."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from sparsexbar import intconv
+from sparsexbar.intconv import FLOAT32_EXACT, ExactLinear
+
+CPU = torch.device("cpu")
+
+
+def reference(kind: str, w: Tensor, x: Tensor, stride: tuple[int, int],
+              padding: tuple[int, int], dilation: tuple[int, int]) -> Tensor:
+    if kind == "linear":
+        return F.linear(x.to(torch.float64), w.to(torch.float64))
+    return F.conv2d(x.to(torch.float64), w.to(torch.float64), None, stride, padding, dilation)
+
+
+CASES = [  # kind, weight shape, input shape, stride, padding, dilation
+    ("conv", (5, 3, 3, 3), (2, 3, 7, 7), (1, 1), (1, 1), (1, 1)),
+    ("conv", (4, 2, 3, 2), (3, 2, 9, 8), (2, 1), (0, 2), (1, 2)),
+    ("conv", (7, 1, 3, 3), (2, 1, 6, 6), (1, 1), (1, 1), (1, 1)),
+    ("linear", (6, 20), (5, 20), (1, 1), (0, 0), (1, 1)),
+]
+
+
+@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("int8", [True, False])
+@pytest.mark.parametrize(("max_input", "scale"), [(255, 1.0), (1, 1.0), (130, 8.0)])
+def test_backends_equal_float64_reference(case: tuple, int8: bool, max_input: int, scale: float,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    kind, w_shape, x_shape, stride, padding, dilation = case
+    gen = torch.Generator().manual_seed(len(w_shape) + max_input)
+    w = torch.randint(-127, 128, w_shape, generator=gen)
+    x = torch.randint(0, max_input + 1, x_shape, generator=gen).to(torch.uint8)
+    available = intconv._int8_conv_available(CPU)
+    if not int8:
+        monkeypatch.setattr(intconv, "_int8_conv_available", lambda device: False)
+    op = ExactLinear(kind, w, max_input, CPU, stride, padding, dilation,
+                     probe_shape=tuple(x_shape[1:]))
+    expected_backend = "int8" if int8 and available and kind == "conv" else "float32"
+    assert op.backend == expected_backend
+    ref = reference(kind, w, x, stride, padding, dilation) * scale
+    got = op(x, scale)
+    assert got.dtype == torch.float32
+    assert torch.equal(got.to(torch.float64), ref)
+    rows = op.rows(x, scale)
+    flat = ref if kind == "linear" else ref.permute(0, 2, 3, 1).reshape(-1, w_shape[0])
+    assert rows.is_contiguous() and torch.equal(rows.to(torch.float64), flat)
+
+
+def test_large_bound_uses_float64() -> None:
+    w = torch.full((2, 600), 127, dtype=torch.int64)
+    w[1] = -127
+    op = ExactLinear("linear", w, 255, CPU)
+    assert op.bound >= FLOAT32_EXACT and op.backend == "float64"
+    x = torch.full((3, 600), 255, dtype=torch.int32)
+    assert torch.equal(op(x), reference("linear", w, x, (1, 1), (0, 0), (1, 1)))
+
+
+def test_weights_beyond_int8_use_float32() -> None:
+    w = torch.tensor([[[[200]], [[-3]]]])  # (1, 2, 1, 1): 200 does not fit int8
+    op = ExactLinear("conv", w, 255, CPU)
+    assert op.backend == "float32"
+    x = torch.randint(0, 256, (2, 2, 4, 4), generator=torch.Generator().manual_seed(1))
+    assert torch.equal(op(x).to(torch.float64),
+                       reference("conv", w, x, (1, 1), (0, 0), (1, 1)))
+
+
+@pytest.mark.skipif(not intconv._int8_conv_available(CPU), reason="no int8 convolution here")
+def test_probe_rejects_a_wrong_int8_result(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A backend whose results are off (saturation, say) fails the probe: float path."""
+    real = ExactLinear._int8
+
+    def off_by_one(self: ExactLinear, x: Tensor, scale: float) -> Tensor:
+        return real(self, x, scale) + 1
+
+    monkeypatch.setattr(ExactLinear, "_int8", off_by_one)
+    w = torch.randint(-127, 128, (3, 2, 3, 3), generator=torch.Generator().manual_seed(2))
+    assert ExactLinear("conv", w, 255, CPU, padding=(1, 1)).backend == "float32"

@@ -1,0 +1,454 @@
+"""Design-space sweeps (issue 9): grid expansion and point keys, the Parquet store and resume,
+the local and Ray backends giving identical tables, failed points recorded, a sweep killed part
+way and rerun completing with every point once, Pareto fronts and plots, bad sweep files."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+import sparsexbar as sx
+from sparsexbar.sweep import (
+    RUN_INFO_COLUMNS,
+    comparable,
+    done_keys,
+    expand_points,
+    load_results,
+    load_sweep,
+    pareto_front,
+    results_dir,
+    run_sweep,
+    write_row,
+)
+from tests.test_cli_errors import assert_one_line_error, cli
+
+ROOT = Path(__file__).resolve().parent.parent
+TINY = "tests.nets:tiny_fmnist_net"
+
+# 4 hardware points x 2 schemes = 8 points: 5 run, 3 fail. ou.rows=999 fails config validation
+# (recorded by the driver); sre (joint mode) refuses a noisy device inside the worker.
+SMALL_SWEEP: dict[str, Any] = {
+    "name": "small",
+    "model": TINY,
+    "data": "default",
+    "limit": 16,
+    "hw": "ideal-small",
+    "schemes": ["dense", "sre"],
+    "grid": {"ou.rows": [4, 8]},
+    "points": [{"device.read_noise_sigma": 0.05}, {"ou.rows": 999}],
+}
+
+
+def write_sweep(folder: Path, content: dict[str, Any], name: str = "sweep.yaml") -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    path.write_text(yaml.safe_dump(content, sort_keys=False))
+    return path
+
+
+@pytest.fixture(scope="module")
+def local_sweep(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The small sweep run once on the local backend (2 spawn workers)."""
+    base = tmp_path_factory.mktemp("local")
+    path = write_sweep(base, SMALL_SWEEP)
+    out = base / "out"
+    report = run_sweep(path, out, backend="local", workers=2)
+    return {"path": path, "out": out, "report": report, "table": load_results(out)}
+
+
+# ---- grid expansion and keys -----------------------------------------------------------------
+def test_points_are_models_x_schemes_x_grid_and_points(tmp_path: Path) -> None:
+    path = write_sweep(tmp_path, {**SMALL_SWEEP, "grid": {"ou.rows": [4, 8], "adc.bits": [5, 6]},
+                                  "set": {"ou.cols": 4}})
+    points = expand_points(load_sweep(path))
+    hw_points = [{"ou.cols": 4, "ou.rows": r, "adc.bits": b} for r in (4, 8) for b in (5, 6)]
+    hw_points += [{"ou.cols": 4, "device.read_noise_sigma": 0.05}, {"ou.cols": 4, "ou.rows": 999}]
+    assert [(p.scheme.name, p.overrides) for p in points] == [
+        (s, h) for s in ("dense", "sre") for h in hw_points]
+    assert len({p.key for p in points}) == len(points) == 12
+    valid = [p for p in points if p.hardware is not None]
+    assert all(p.hardware["ou"]["cols"] == 4 for p in valid)
+    assert [p.parameters["adc.bits"] for p in valid[:4]] == [5, 6, 5, 6]
+    # every swept key is a column of every point: the resolved value, or as written
+    assert valid[4].parameters == {"ou.cols": 4, "ou.rows": 8, "adc.bits": 6,
+                                   "device.read_noise_sigma": 0.05}
+    invalid = [p for p in points if p.config_error is not None]
+    assert len(invalid) == 2 and all(p.hardware is None for p in invalid)
+    assert invalid[0].parameters == {"ou.cols": 4, "ou.rows": 999, "adc.bits": 6,
+                                     "device.read_noise_sigma": 0.0}
+    assert all("ou.rows=999 is larger than array.rows=64" in str(p.config_error)
+               for p in invalid)
+
+
+def test_key_is_the_resolved_point(tmp_path: Path) -> None:
+    """Keys hash what decides a result: defaults spelled out, grid order or a preset's own
+    value given again change nothing; any hardware, scheme, limit or model change does."""
+    def keys(content: dict[str, Any]) -> list[str]:
+        return [p.key for p in expand_points(load_sweep(write_sweep(tmp_path, content)))]
+
+    plain = {"model": TINY, "hw": "ideal-small", "scheme": "sre", "points": [{"ou.rows": 4}]}
+    same = keys(plain)
+    assert keys({**plain, "scheme": {"name": "sre", "mode": "joint", "granularity": "bit"}}) \
+        == same
+    assert keys({**plain, "points": [{"ou.rows": 4, "ou.cols": 8}]}) == same  # preset value
+    assert keys({**plain, "set": {"adc.bits": 6}}) == same  # ideal-small has 6-bit ADCs
+    assert keys({**plain, "points": [{"ou.rows": 8}]}) != same
+    assert keys({**plain, "scheme": {"name": "sre", "mode": "weight"}}) != same
+    assert keys({**plain, "limit": 8}) != same
+    assert keys({**plain, "model": "default"}) != same
+    assert keys({**plain, "hw": "isaac", "points": [{"ou.rows": 4}]}) != same
+    no_points = {k: v for k, v in plain.items() if k != "points"}
+    grid_ab = keys(no_points | {"grid": {"ou.rows": [4, 8], "adc.bits": [5, 6]}})
+    grid_ba = keys(no_points | {"grid": {"adc.bits": [5, 6], "ou.rows": [4, 8]}})
+    assert sorted(grid_ab) == sorted(grid_ba) and len(set(grid_ab)) == 4
+    # a point given twice (grid and points) runs once
+    dup = keys(no_points | {"grid": {"ou.rows": [4, 8]}, "points": [{"ou.rows": 4}]})
+    assert len(dup) == 2 and same[0] in dup
+
+
+def test_example_sweeps_share_their_common_points() -> None:
+    """The shipped examples parse; sweep_adc's dense 8-bit points are sweep_ou's (same key)."""
+    ou = expand_points(load_sweep(ROOT / "examples" / "sweep_ou.yaml"))
+    adc = expand_points(load_sweep(ROOT / "examples" / "sweep_adc.yaml"))
+    assert (len(ou), len(adc)) == (14, 12)
+    assert sum(p.config_error is not None for p in ou) == 2
+    shared = {p.key for p in ou} & {p.key for p in adc}
+    assert {(p.parameters["adc.bits"], p.parameters["ou.rows"]) for p in adc
+            if p.key in shared} == {(8, 8), (8, 16), (8, 32)}
+
+
+def test_checkpoint_weights_are_part_of_the_key(tmp_path: Path) -> None:
+    """A checkpoint model is keyed by its files' content: retrained weights, new keys."""
+    import torch
+
+    from sparsexbar.checkpoint import save_checkpoint
+    from sparsexbar.zoo import build_model
+
+    content = {"model": "ckpt.safetensors", "hw": "ideal-small", "points": [{"ou.rows": 4}]}
+    keys = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        save_checkpoint(tmp_path / "ckpt", build_model("lenet5"), {"architecture": "lenet5"})
+        points = expand_points(load_sweep(write_sweep(tmp_path, content)))
+        assert points[0].model_source == str((tmp_path / "ckpt.safetensors").resolve())
+        keys.append(points[0].key)
+    assert keys[0] != keys[1]
+
+
+# ---- the local backend, failed points, the store ----------------------------------------------
+def test_local_sweep_rows_match_simulate(local_sweep: dict[str, Any]) -> None:
+    report, table = local_sweep["report"], local_sweep["table"]
+    assert (report.total, report.to_run, report.skipped) == (8, 8, 0)
+    assert (report.ok, report.failed, report.crashed) == (5, 3, [])
+    rows = table.to_pylist()
+    points = expand_points(load_sweep(local_sweep["path"]))
+    assert sorted(r["key"] for r in rows) == sorted(p.key for p in points)
+    assert done_keys(local_sweep["out"]) == {p.key for p in points}
+    by_key = {r["key"]: r for r in rows}
+    for point in points:
+        row = by_key[point.key]
+        assert row["model"] == TINY and row["scheme"] == point.scheme.name
+        assert row["limit"] == 16 and row["hw"] == "ideal-small" and row["backend"] == "local"
+        if point.hardware is None or (point.scheme.name == "sre" and
+                                      "device.read_noise_sigma" in point.overrides):
+            continue
+        assert row["status"] == "ok" and row["error"] is None
+        res = sx.simulate(TINY, "default", hw="ideal-small", scheme=point.scheme.name, limit=16,
+                          overrides=point.overrides).to_json()
+        assert row["top1"] == res["accuracy"]["top1"]
+        assert row["quantized_top1"] == res["accuracy"]["quantized_top1"]
+        assert row["ou_activations"] == res["totals"]["events"]["ou_activations"]
+        assert row["adc_conversions"] == res["totals"]["events"]["adc_conversions"]
+        assert row["cycles"] == res["totals"]["cycles"]
+        assert row["energy_uj_per_image"] == res["totals"]["energy_pj"]["total"] / 16 * 1e-6
+        assert row["speedup"] == res["vs_dense"]["speedup"]
+        assert row["images_per_s"] == res["totals"]["images_per_s"]
+        if "device.read_noise_sigma" not in point.overrides:  # ideal device, lossless ADC
+            assert row["top1"] == row["quantized_top1"]
+            assert row["clipping_layers"] == 0
+    ok = [r for r in rows if r["status"] == "ok"]
+    assert sorted((r["scheme"], r["ou.rows"], r["device.read_noise_sigma"]) for r in ok) == [
+        ("dense", 4, 0.0), ("dense", 8, 0.0), ("dense", 8, 0.05), ("sre", 4, 0.0),
+        ("sre", 8, 0.0)]
+    # lossless schemes agree on accuracy; OU 4 rows needs more OU activations than 8
+    ideal = [r for r in ok if r["device.read_noise_sigma"] == 0]
+    acc = {(r["scheme"], r["ou.rows"]): r["top1"] for r in ideal}
+    assert acc[("dense", 4)] == acc[("sre", 4)] == acc[("dense", 8)] == acc[("sre", 8)]
+    ou = {(r["scheme"], r["ou.rows"]): r["ou_activations"] for r in ideal}
+    assert ou[("dense", 4)] > ou[("dense", 8)]
+
+
+def test_failed_points_are_recorded_with_their_error(local_sweep: dict[str, Any]) -> None:
+    failed = [r for r in local_sweep["table"].to_pylist() if r["status"] == "failed"]
+    assert len(failed) == 3
+    by_reason = sorted(failed, key=lambda r: (r["ou.rows"] != 999, r["scheme"]))
+    for row in by_reason[:2]:  # invalid config: recorded by the driver, never run
+        assert row["ou.rows"] == 999 and row["worker"] == "driver"
+        assert "ou.rows=999 is larger than array.rows=64" in row["error"]
+        assert row["hardware_json"] is None
+    noisy = by_reason[2]  # refused inside the worker
+    assert noisy["scheme"] == "sre" and noisy["device.read_noise_sigma"] == 0.05
+    assert "ideal device" in noisy["error"] and noisy["worker"] != "driver"
+    for row in failed:
+        assert row["top1"] is None and row["energy_uj_per_image"] is None
+        assert row["result_json"] is None
+
+
+def test_rerun_skips_finished_points(local_sweep: dict[str, Any]) -> None:
+    out = local_sweep["out"]
+    files = sorted(results_dir(out).glob("*.parquet"))
+    before = {f.name: (f.stat().st_mtime_ns, f.read_bytes()) for f in files}
+    report = run_sweep(local_sweep["path"], out, backend="local", workers=2)
+    assert (report.total, report.skipped, report.to_run, report.ok, report.failed) == (
+        8, 8, 0, 0, 0)
+    after = {f.name: (f.stat().st_mtime_ns, f.read_bytes())
+             for f in sorted(results_dir(out).glob("*.parquet"))}
+    assert after == before
+
+
+def test_mixed_parameter_types_load_as_strings(local_sweep: dict[str, Any],
+                                               tmp_path: Path) -> None:
+    """A directory may gather several sweeps; a parameter that is a number in some rows and a
+    string in others (a failed 'nine') reads as strings, nothing dropped."""
+    out = tmp_path / "out"
+    results_dir(out).mkdir(parents=True)
+    for f in results_dir(local_sweep["out"]).glob("*.parquet"):
+        (results_dir(out) / f.name).write_bytes(f.read_bytes())
+    no_points = {k: v for k, v in SMALL_SWEEP.items() if k != "points"}
+    bad = write_sweep(tmp_path, no_points | {"schemes": ["dense"], "grid": {"ou.rows": ["nine"]}},
+                      "bad.yaml")
+    report = run_sweep(bad, out)  # invalid points only: recorded without any worker
+    assert (report.to_run, report.failed, report.ok) == (1, 1, 0)
+    table = load_results(out)
+    assert table.num_rows == 9
+    assert sorted(v for v in table["ou.rows"].to_pylist() if v is not None) == [
+        "4", "4", "8", "8", "8", "8", "999", "999", "nine"]
+    row = [r for r in table.to_pylist() if r["ou.rows"] == "nine"][0]
+    assert row["status"] == "failed" and "ou.rows" in row["error"]
+
+
+def test_rows_of_a_sweep_that_did_not_vary_a_key_get_it_from_their_hardware(
+        local_sweep: dict[str, Any], tmp_path: Path) -> None:
+    """Rows written by a sweep whose only swept key is ou.rows, gathered with rows that also
+    vary the read noise: load_results fills their read noise from their resolved hardware."""
+    dropped = 0
+    for row in local_sweep["table"].to_pylist():
+        if row["device.read_noise_sigma"] == 0.0 and row["hardware_json"] is not None:
+            del row["device.read_noise_sigma"]  # as a sweep over ou.rows alone writes it
+            dropped += 1
+        write_row(tmp_path, row)
+    assert dropped == 4
+    table = load_results(tmp_path)
+    assert comparable(table).equals(comparable(local_sweep["table"]))
+
+
+# ---- Ray -------------------------------------------------------------------------------------
+def test_ray_backend_gives_the_local_table(local_sweep: dict[str, Any], tmp_path: Path) -> None:
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+             runtime_env={"env_vars": {"PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}})
+    try:
+        out = tmp_path / "ray"
+        report = run_sweep(local_sweep["path"], out, backend="ray", workers=2)
+        assert ray.is_initialized()  # a connected instance is used, not shut down
+        # A model the workers cannot load (no pre-check on Ray: the driver may not see the
+        # workers' files): every runnable point crashes, none is recorded, a rerun retries.
+        lost = write_sweep(tmp_path, {**SMALL_SWEEP, "model": "tests.nets:not_on_workers"},
+                           "lost.yaml")
+        crashed = run_sweep(lost, tmp_path / "lost", backend="ray", workers=2)
+    finally:
+        ray.shutdown()
+    assert (crashed.ok, crashed.failed, len(crashed.crashed)) == (0, 2, 6)
+    assert all("WorkerEnvironmentError" in m and "not_on_workers" in m
+               for _, m in crashed.crashed)
+    assert len(done_keys(tmp_path / "lost")) == 2  # only the invalid configs
+    assert (report.ok, report.failed, report.crashed) == (5, 3, [])
+    ray_table = load_results(out)
+    local_table = local_sweep["table"]
+    assert comparable(ray_table).equals(comparable(local_table))
+    assert set(ray_table["backend"].to_pylist()) == {"ray"}
+    assert not set(RUN_INFO_COLUMNS) & set(comparable(ray_table).column_names)
+
+
+# ---- a sweep killed part way -----------------------------------------------------------------
+def test_killed_sweep_resumes_with_every_point_once(tmp_path: Path) -> None:
+    """The CLI sweep (1 worker, ~0.5 s a point; lossless ADCs, as a clipping ADC is far slower)
+    is SIGKILLed with its pool after two points are written; the rerun runs only the rest and
+    leaves every point exactly once."""
+    path = write_sweep(tmp_path, {"model": "default", "limit": 96, "hw": "ideal-small",
+                                  "grid": {"adc.bits": [5, 6], "ou.rows": [1, 2, 4, 8]}})
+    out = tmp_path / "out"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sparsexbar.cli", "sweep", str(path), "--out", str(out),
+         "--workers", "1"], env=env, start_new_session=True, stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    try:
+        while len(done_keys(out)) < 2 and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    finished = sorted(results_dir(out).glob("*.parquet"))
+    assert 2 <= len(finished) < 8, proc.stderr.read() if proc.stderr else ""
+    before = {f.name: (f.stat().st_mtime_ns, f.read_bytes()) for f in finished}
+    for f in finished:  # only whole files
+        assert pq.read_table(f).num_rows == 1
+    report = run_sweep(path, out, backend="local", workers=2)
+    assert (report.total, report.skipped, report.ok) == (8, len(finished), 8 - len(finished))
+    for name, state in before.items():  # not recomputed, not rewritten
+        f = results_dir(out) / name
+        assert (f.stat().st_mtime_ns, f.read_bytes()) == state
+    table = load_results(out)
+    keys = table["key"].to_pylist()
+    assert len(keys) == len(set(keys)) == 8
+    assert set(keys) == {p.key for p in expand_points(load_sweep(path))}
+    assert set(table["status"].to_pylist()) == {"ok"}
+    assert sorted(os.listdir(results_dir(out))) == sorted(f"{k}.parquet" for k in keys)
+
+
+# ---- Pareto fronts, plot, summary --------------------------------------------------------------
+def test_pareto_front() -> None:
+    cost = [1.0, 2.0, 2.0, 3.0, 0.5, 4.0, 1.0, float("inf"), 5.0]
+    gain = [0.5, 0.9, 0.7, 0.9, 0.1, 0.95, 0.5, 1.0, float("nan")]
+    # (1, .5) twice: equal points, both on; (2, .7) and (3, .9) dominated by (2, .9)
+    assert pareto_front(cost, gain) == [True, True, False, False, True, True, True, False,
+                                        False]
+    assert pareto_front([], []) == []
+
+
+def test_plot_command(local_sweep: dict[str, Any], tmp_path: Path,
+                      capsys: pytest.CaptureFixture[str]) -> None:
+    import csv
+
+    code, out, err = cli(capsys, "plot", str(local_sweep["out"]), "--out", str(tmp_path))
+    assert code == 0, err
+    assert "pareto_energy_accuracy.png" in out and "failed" in out
+    for name in ("pareto_energy_accuracy.png", "pareto_area_throughput.png"):
+        assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with (tmp_path / "summary.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 8
+    ok = [r for r in rows if r["status"] == "ok"]
+    front = pareto_front([float(r["energy_uj_per_image"]) for r in ok],
+                         [float(r["top1"]) for r in ok])
+    assert [r["pareto_energy_accuracy"] == "True" for r in ok] == front
+    front = pareto_front([float(r["area_mm2"]) for r in ok], [float(r["images_per_s"]) for r in ok])
+    assert [r["pareto_area_throughput"] == "True" for r in ok] == front
+    assert any(front)
+    assert all(r["pareto_energy_accuracy"] == "False" for r in rows if r["status"] != "ok")
+
+
+def test_sweep_cli_dry_run_lists_points(local_sweep: dict[str, Any],
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = cli(capsys, "sweep", str(local_sweep["path"]), "--out",
+                         str(local_sweep["out"]), "--dry-run")
+    assert code == 0, err
+    lines = out.splitlines()
+    assert len(lines) == 8 and all(" done " in line for line in lines)
+
+
+# ---- bad input: one line, exit 2 ------------------------------------------------------------
+BAD_FILES: list[tuple[Any, list[str]]] = [
+    ({**SMALL_SWEEP, "bogus": 1}, ["unknown key 'bogus'"]),
+    ({**SMALL_SWEEP, "grid": {}}, ["grid is empty"]),
+    ({**SMALL_SWEEP, "grid": {"ou.rows": []}}, ["grid.ou.rows", "non-empty list"]),
+    ({**SMALL_SWEEP, "grid": {"ou.rows": 4}}, ["grid.ou.rows", "list"]),
+    ({**SMALL_SWEEP, "grid": {"ou.rows": [[4]]}}, ["grid.ou.rows", "single values"]),
+    ({**SMALL_SWEEP, "grid": {"ou.rowz": [4]}}, ["unknown config key 'ou.rowz'"]),
+    ({**SMALL_SWEEP, "grid": {"ou": [4]}}, ["'ou' is a section"]),
+    ({**SMALL_SWEEP, "points": {"ou.rows": 4}}, ["points", "list"]),
+    ({**SMALL_SWEEP, "points": [{}]}, ["points[0]", "non-empty mapping"]),
+    ({**SMALL_SWEEP, "set": {"ou.rows": 999}}, ["base hardware", "ou.rows"]),
+    ({**SMALL_SWEEP, "schemes": ["dense", "nope"]}, ["unknown scheme 'nope'"]),
+    ({**SMALL_SWEEP, "schemes": [{"name": "sre", "speed": 2}]}, ["scheme 'sre'", "speed"]),
+    ({**SMALL_SWEEP, "schemes": [{"name": "sre", "mode": "fast"}]}, ["sre mode", "fast"]),
+    ({**SMALL_SWEEP, "schemes": []}, ["schemes is an empty list"]),
+    ({**SMALL_SWEEP, "limit": -3}, ["limit", "-3"]),
+    ({**SMALL_SWEEP, "batch_size": "big"}, ["batch_size"]),
+    ({**SMALL_SWEEP, "hw": "nope"}, ["nope", "preset"]),
+    ({**SMALL_SWEEP, "model": "lenet5"}, ["lenet5", "untrained"]),
+    ({**SMALL_SWEEP, "models": [TINY]}, ["'model' or 'models'"]),
+    ({k: v for k, v in SMALL_SWEEP.items() if k != "model"} | {"models": [3]}, ["models"]),
+    (["not", "a", "mapping"], ["not a mapping"]),
+]
+
+
+@pytest.mark.parametrize("content, fragments", BAD_FILES)
+def test_bad_sweep_files(tmp_path: Path, capsys: pytest.CaptureFixture[str], content: Any,
+                         fragments: list[str]) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(content, sort_keys=False))
+    code, _, err = cli(capsys, "sweep", str(path), "--out", str(tmp_path / "out"))
+    assert_one_line_error(code, err, *fragments)
+    assert not (tmp_path / "out").exists()
+
+
+INPUTS_MISSING_HERE: list[tuple[dict[str, Any], list[str]]] = [
+    ({"model": "tests.nets:no_such_factory"}, ["tests.nets:no_such_factory"]),
+    ({"data": "no_such_folder"}, ["unknown data set", "no_such_folder"]),
+    ({"device": "tpu"}, ["device", "tpu"]),
+]
+
+
+@pytest.mark.parametrize("change, fragments", INPUTS_MISSING_HERE)
+def test_local_backend_checks_model_data_device_first(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], change: dict[str, Any],
+        fragments: list[str]) -> None:
+    """On the local backend the workers are this machine: a model, data set or device it
+    cannot load is bad input, refused before any point runs or anything is written."""
+    path = write_sweep(tmp_path, {**SMALL_SWEEP, **change})
+    code, _, err = cli(capsys, "sweep", str(path), "--out", str(tmp_path / "out"))
+    assert_one_line_error(code, err, *fragments)
+    assert not (tmp_path / "out").exists()
+
+
+def test_cuda_without_cuda_is_refused(tmp_path: Path,
+                                      capsys: pytest.CaptureFixture[str]) -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is available here")
+    path = write_sweep(tmp_path, SMALL_SWEEP)
+    code, _, err = cli(capsys, "sweep", str(path), "--out", str(tmp_path / "out"),
+                       "--device", "cuda")
+    assert_one_line_error(code, err, "cuda", "not available")
+
+
+def test_bad_sweep_invocations(local_sweep: dict[str, Any], tmp_path: Path,
+                               capsys: pytest.CaptureFixture[str]) -> None:
+    path, out = str(local_sweep["path"]), str(tmp_path / "out")
+    (tmp_path / "broken.yaml").write_text("grid: [unclosed\n")
+    cases = [
+        (["sweep", str(tmp_path / "missing.yaml")], ["sweep file not found"]),
+        (["sweep", str(tmp_path / "broken.yaml")], ["cannot parse sweep file"]),
+        (["sweep", path, "--out", out, "--backend", "slurm"], ["--backend", "slurm"]),
+        (["sweep", path, "--out", out, "--workers", "0"], ["--workers", "0"]),
+        (["sweep", path, "--out", out, "--address", "auto"], ["--address", "--backend ray"]),
+        (["plot", str(tmp_path / "nowhere")], ["sweep directory not found"]),
+        (["plot", str(tmp_path)], ["no sweep results"]),
+    ]
+    for args, fragments in cases:
+        code, _, err = cli(capsys, *args)
+        assert_one_line_error(code, err, *fragments)
+
+
+def test_second_sweep_into_a_busy_directory_is_refused(local_sweep: dict[str, Any],
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    out = local_sweep["out"]
+    with (out / ".lock").open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        code, _, err = cli(capsys, "sweep", str(local_sweep["path"]), "--out", str(out))
+        fcntl.flock(handle, fcntl.LOCK_UN)
+    assert_one_line_error(code, err, "another sweep is writing to")

@@ -10,6 +10,7 @@ round(), so ties (odd p with step 2) are checked too.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import pytest
@@ -17,11 +18,12 @@ import torch
 from torch import Tensor, nn
 
 import sparsexbar
-from sparsexbar import EngineOptions
+from sparsexbar import EngineOptions, engine
 from sparsexbar.config import HardwareConfig, preset
 from sparsexbar.engine import LayerKernel, accumulate
 from sparsexbar.frontend import QuantLayer, quantize_model
-from sparsexbar.mapping import map_dense
+from sparsexbar.mapping import MappedLayer, map_dense
+from sparsexbar.schemes.sre import map_sre
 from tests import nets
 
 BIT_ACCURATE = EngineOptions(exact_shortcut=False)
@@ -87,15 +89,40 @@ def _columns(layer: QuantLayer, hw: HardwareConfig) -> tuple[list[list[int]], li
     return levels, channel, shift, offset
 
 
-def reference_accumulator(layer: QuantLayer, hw: HardwareConfig, x_int: Tensor) -> Tensor:
-    """The machine model in plain Python loops; returns (N, Cout[, Ho, Wo]) float64."""
+def row_groups(levels: list[list[int]], hw: HardwareConfig, packed: bool
+               ) -> list[list[list[int]]]:
+    """Per physical column, the OU row groups that drive it. Dense: consecutive `ou.rows`
+    blocks of each row tile. Packed (SRE weight compression): per row tile and OU column group
+    (`ou.cols` columns of one column tile), the rows with a nonzero level in some column of the
+    group, in order, cut into blocks of `ou.rows`."""
+    rows, ncols = len(levels), len(levels[0])
+    row_tiles = [(a, min(a + hw.array.rows, rows)) for a in range(0, rows, hw.array.rows)]
+    groups: list[list[list[int]]] = [[] for _ in range(ncols)]
+    for c0 in range(0, ncols, hw.array.cols):  # column tiles
+        c1 = min(c0 + hw.array.cols, ncols)
+        for g0 in range(c0, c1, hw.ou.cols):  # OU column groups of the tile
+            members = range(g0, min(g0 + hw.ou.cols, c1))
+            for r0, r1 in row_tiles:
+                kept = [r for r in range(r0, r1)
+                        if not packed or any(levels[r][c] for c in members)]
+                blocks = [kept[i : i + hw.ou.rows] for i in range(0, len(kept), hw.ou.rows)]
+                for col in members:
+                    groups[col].extend(blocks)
+    return groups
+
+
+def reference_accumulator(layer: QuantLayer, hw: HardwareConfig, x_int: Tensor,
+                          packed: bool = False,
+                          conductance: list[list[float]] | None = None) -> Tensor:
+    """The machine model in plain Python loops; returns (N, Cout[, Ho, Wo]) float64.
+    `conductance` (programmed cells, non-ideal) replaces the levels in the partial sums."""
     levels, channel, shift, offset = _columns(layer, hw)
-    rows, ncols = len(levels), len(channel)
+    cells = conductance if conductance is not None else levels
+    ncols = len(channel)
     top, step = 2**hw.adc.bits - 1, hw.adc.step
     db = hw.dac.bits
     cycles = -(-hw.numbers.input_bits // db)
-    row_tiles = [(a, min(a + hw.array.rows, rows)) for a in range(0, rows, hw.array.rows)]
-    col_tiles = [(a, min(a + hw.array.cols, ncols)) for a in range(0, ncols, hw.array.cols)]
+    groups = row_groups(levels, hw, packed)
     per_image = _patches(layer, x_int.tolist())
     result = []
     for positions in per_image:
@@ -108,14 +135,11 @@ def reference_accumulator(layer: QuantLayer, hw: HardwareConfig, x_int: Tensor) 
                 col_sum = [0.0] * ncols
                 for t in range(cycles):
                     chunk = [(v >> (t * db)) & (2**db - 1) for v in xs]
-                    for r0, r1 in row_tiles:  # arrays (row direction)
-                        for g0 in range(r0, r1, hw.ou.rows):  # OU row groups of the array
-                            g1 = min(g0 + hw.ou.rows, r1)
-                            for c0, c1 in col_tiles:  # arrays (column direction)
-                                for col in range(c0, c1):
-                                    p = sum(levels[r][col] * chunk[r] for r in range(g0, g1))
-                                    q = min(max(round(p / step), 0), top) * step
-                                    col_sum[col] += q * 2 ** (t * db)
+                    for col in range(ncols):
+                        for group in groups[col]:  # OU row groups driving this column
+                            p = sum(cells[r][col] * chunk[r] for r in group)
+                            q = min(max(round(p / step), 0), top) * step
+                            col_sum[col] += q * 2 ** (t * db)
                 for col in range(ncols):
                     acc[channel[col]] += sign * shift[col] * col_sum[col]
                 if offset:
@@ -152,9 +176,16 @@ def small_hw(**overrides: Any) -> HardwareConfig:
     return preset("isaac").with_overrides(base)
 
 
-def conv_layer(hw: HardwareConfig, signed: bool = False, seed: int = 0
+def conv_layer(hw: HardwareConfig, signed: bool = False, seed: int = 0, prune: float = 0.0
                ) -> tuple[nn.Module, QuantLayer, Tensor, Tensor]:
+    """One small conv layer (2 -> 3 channels, 3x3, 4x4 images); `prune`: the fraction of its
+    smallest weights set to zero (so packed mappings drop rows)."""
     net = nets.single_conv(in_ch=2, out_ch=3, k=3, stride=1, padding=1, seed=seed)
+    if prune > 0:
+        with torch.no_grad():
+            w = net.conv.weight
+            cut = w.abs().flatten().kthvalue(max(1, int(prune * w.numel()))).values
+            w[w.abs() <= cut] = 0.0
     x = nets.random_images(2, 2, 4, seed=seed, signed=signed)
     qmodel = quantize_model(net, x, hw.numbers.weight_bits, hw.numbers.input_bits)
     layer = qmodel.layers[0]
@@ -237,10 +268,10 @@ def test_small_memory_budget_gives_the_same_lossy_result() -> None:
     _, layer, _, x_int = conv_layer(hw, signed=True, seed=6)
     kernel = LayerKernel(map_dense(layer, hw), torch.device("cpu"))
     ref = reference_accumulator(layer, hw, x_int)
-    tiny = EngineOptions(memory_budget_mb=0.05, exact_shortcut=False)
-    if hasattr(kernel, "chunk_rows"):  # several chunks per pass
-        assert kernel.chunk_rows(0.05) < x_int.shape[0] * layer.positions
-    assert torch.equal(kernel.accumulate(x_int, tiny), ref)
+    for budget in (0.01, 0.001):  # one image per chunk; a few candidates per slice
+        tiny = EngineOptions(memory_budget_mb=budget, exact_shortcut=False)
+        assert kernel.images_per_chunk(tuple(x_int.shape[1:]), budget) < x_int.shape[0]
+        assert torch.equal(kernel.accumulate(x_int, tiny), ref)
 
 
 def test_simulate_with_lossy_adc_runs_the_reference_model() -> None:
@@ -276,3 +307,187 @@ def test_clip_heavy_layer_with_many_groups_matches_the_reference() -> None:
     # Each group's partial sum clips to 1: 500 groups x (2^8 - 1) per column, slices x1 and x16.
     expected = torch.tensor([[17 * 500 * 255]], dtype=torch.float64)
     assert torch.equal(kernel.accumulate(x_int, BIT_ACCURATE), expected)
+
+
+# ---- multi-segment (packed) mappings, non-ideal cells, larger layers -------------------------
+PACKED_CASES = ["bits2-dac1", "bits3-dac2-signed", "step2-bits2-dac2-signed",
+                "step4-bits2-dac3-msb-signed", "step0.5-bits3"]
+
+
+@pytest.mark.parametrize("sign", ["differential", "offset"])
+@pytest.mark.parametrize("case", PACKED_CASES)
+def test_packed_segments_match_the_loop_reference(case: str, sign: str) -> None:
+    """SRE's packed mapping (one segment per OU column group, zero rows dropped, S > 1) runs
+    through the same kernel: every segment's own row groups convert, as the reference says."""
+    overrides, _, signed = LOSSY_CASES[case]
+    hw = small_hw(**{"cell.sign": sign, **overrides})
+    _, layer, _, x_int = conv_layer(hw, signed=signed, seed=8, prune=0.5)
+    mapped = map_sre(layer, hw, compress=True)
+    assert mapped.group_rows.shape[0] > 1  # several segments
+    if sign == "differential":  # pruned rows really are dropped from some segments
+        assert int((mapped.group_rows >= 0).sum()) < layer.rows * mapped.group_rows.shape[0]
+    ref = reference_accumulator(layer, hw, x_int, packed=True)
+    kernel = LayerKernel(mapped, torch.device("cpu"))
+    assert torch.equal(kernel.accumulate(x_int, BIT_ACCURATE), ref)
+    assert not torch.equal(ref, layer.reference_accumulate(x_int).to(torch.float64))
+    tiny = EngineOptions(memory_budget_mb=0.001, exact_shortcut=False)
+    assert torch.equal(kernel.accumulate(x_int, tiny), ref)
+
+
+@pytest.mark.parametrize("packed", [False, True])
+@pytest.mark.parametrize("sign", ["differential", "offset"])
+def test_stuck_cells_convert_every_active_group_as_the_reference_says(sign: str,
+                                                                      packed: bool) -> None:
+    """Non-ideal device (stuck-at faults only: programmed cells stay integers, so the result
+    is exact): the full path converts every OU group with an active row, clips, shifts and
+    removes the offset digitally, for dense and packed mappings and signed inputs."""
+    hw = small_hw(**{"cell.sign": sign, "adc.bits": 3, "dac.bits": 2,
+                     "device.stuck_at_off_rate": 0.1, "device.stuck_at_on_rate": 0.1,
+                     "device.seed": 4})
+    _, layer, _, x_int = conv_layer(hw, signed=True, seed=9, prune=0.3)
+    mapped = map_sre(layer, hw, compress=True) if packed else map_dense(layer, hw)
+    cells = mapped.conductance
+    assert bool((cells != mapped.levels.float()).any())  # some cells are stuck
+    assert bool((cells == cells.round()).all())
+    ref = reference_accumulator(layer, hw, x_int, packed=packed, conductance=cells.tolist())
+    kernel = LayerKernel(mapped, torch.device("cpu"))
+    assert torch.equal(kernel.accumulate(x_int, BIT_ACCURATE), ref)
+    tiny = EngineOptions(memory_budget_mb=0.001, exact_shortcut=False)
+    assert torch.equal(kernel.accumulate(x_int, tiny), ref)
+
+
+def group_reference(mapped: MappedLayer, x_int: Tensor) -> Tensor:
+    """Every conversion of every OU group of the mapping, evaluated in full (ideal device):
+    a loop over cycles, segments and groups, each a matmul over all positions. Validated
+    against the loop reference below; used for layers too large for plain Python."""
+    layer, hw = mapped.layer, mapped.hw
+    top, step, db = 2**hw.adc.bits - 1, hw.adc.step, hw.dac.bits
+    patches = layer.patches(x_int.to(torch.float64))
+    parts = ([(patches.clamp(min=0), 1.0), ((-patches).clamp(min=0), -1.0)]
+             if layer.input_signed else [(patches, 1.0)])
+    levels = mapped.levels.to(torch.float64)
+    acc = torch.zeros((patches.shape[0], layer.out_channels), dtype=torch.float64)
+    for part, sign in parts:
+        xi = part.to(torch.int64)
+        for t in range(hw.cycles):
+            chunk = ((xi >> (t * db)) & (2**db - 1)).to(torch.float64)
+            for seg in range(mapped.group_rows.shape[0]):
+                cols = mapped.segment_cols[seg]
+                cols = cols[cols >= 0]
+                for rows in mapped.group_rows[seg]:
+                    rows = rows[rows >= 0]
+                    if rows.numel() == 0:
+                        continue
+                    p = chunk[:, rows] @ levels[rows][:, cols]  # (M, columns)
+                    q = torch.clamp(torch.round(p / step), 0, top) * step
+                    weight = mapped.col_weight[cols] * sign * 2 ** (t * db)
+                    acc.index_add_(1, mapped.col_channel[cols], q * weight)
+        if mapped.offset:
+            acc -= sign * mapped.offset * part.to(torch.float64).sum(dim=1, keepdim=True)
+    return layer.fold_output(acc, x_int.shape[0])
+
+
+def test_group_reference_agrees_with_the_loop_reference() -> None:
+    for overrides, packed in (({"adc.bits": 2, "dac.bits": 2}, False),
+                              ({"adc.bits": 2, "adc.step": 2, "cell.sign": "offset"}, True)):
+        hw = small_hw(**overrides)
+        _, layer, _, x_int = conv_layer(hw, signed=True, seed=10, prune=0.4)
+        mapped = map_sre(layer, hw, compress=True) if packed else map_dense(layer, hw)
+        assert torch.equal(group_reference(mapped, x_int),
+                           reference_accumulator(layer, hw, x_int, packed=packed))
+
+
+@pytest.mark.parametrize("case", ["dense-dac2", "packed-dac3-signed", "dense-step2-offset"])
+def test_larger_layer_matches_the_group_reference(case: str) -> None:
+    """A layer with many OU groups of different clippable widths, several image chunks and
+    candidate slices (small memory budget), strided and padded."""
+    overrides, packed, signed = {
+        "dense-dac2": ({"dac.bits": 2, "numbers.input_bits": 8}, False, False),
+        "packed-dac3-signed": ({"dac.bits": 3, "numbers.input_bits": 6}, True, True),
+        "dense-step2-offset": ({"dac.bits": 2, "adc.step": 2, "cell.sign": "offset"}, False,
+                               False),
+    }[case]
+    hw = preset("isaac").with_overrides({"array.rows": 40, "array.cols": 48, "ou.rows": 9,
+                                         "ou.cols": 8, "adc.bits": 5, **overrides})
+    net = nets.single_conv(in_ch=12, out_ch=10, k=3, stride=2, padding=1, seed=12)
+    x = nets.random_images(5, 12, 9, seed=12, signed=signed)
+    x = x * (torch.rand(x.shape, generator=torch.Generator().manual_seed(1)) < 0.6)  # zeros
+    layer = quantize_model(net, x, 8, hw.numbers.input_bits).layers[0]
+    x_int = layer.quantize_input(x)
+    mapped = map_sre(layer, hw, compress=True) if packed else map_dense(layer, hw)
+    ref = group_reference(mapped, x_int)
+    assert not torch.equal(ref, layer.reference_accumulate(x_int).to(torch.float64))
+    kernel = LayerKernel(mapped, torch.device("cpu"))
+    if hw.adc.step == 1.0:
+        assert len(kernel.clip_plan.bucket_width) > 1  # groups of several clippable widths
+    for budget in (512.0, 0.01):
+        got = kernel.accumulate(x_int, EngineOptions(memory_budget_mb=budget,
+                                                     exact_shortcut=False))
+        assert torch.equal(got, ref)
+
+
+# ---- accumulated deviation: the draw is the model's, in distribution ------------------------
+def deviation_moments(layer: QuantLayer, hw: HardwareConfig, x_vec: list[int]
+                      ) -> tuple[list[float], list[float]]:
+    """Mean and variance of each output of a linear layer (dense mapping, step 1) when every
+    conversion reads clamp(round(p + e), 0, top), e ~ N(0, (sigma x active rows)^2),
+    independently: sums over conversions of E[q] and Var[q] (times the squared weights)."""
+    levels, channel, shift, offset = _columns(layer, hw)
+    top, db, sigma = 2**hw.adc.bits - 1, hw.dac.bits, hw.device.accumulated_deviation_sigma
+    cycles = -(-hw.numbers.input_bits // db)
+    groups = row_groups(levels, hw, packed=False)
+    mean = [0.0] * layer.out_channels
+    var = [0.0] * layer.out_channels
+    for t in range(cycles):
+        chunk = [(v >> (t * db)) & (2**db - 1) for v in x_vec]
+        for col in range(len(channel)):
+            weight = shift[col] * 2 ** (t * db)
+            for group in groups[col]:
+                active = sum(1 for r in group if chunk[r])
+                if active == 0:
+                    continue  # no row driven: reads 0
+                p = sum(levels[r][col] * chunk[r] for r in group)
+                std = sigma * active
+                reach = int(10 * std) + 2
+                probs = {j: 0.5 * (math.erf((j + 0.5) / (std * 2**0.5))
+                                   - math.erf((j - 0.5) / (std * 2**0.5)))
+                         for j in range(-reach, reach + 1)}
+                e1 = sum(pj * min(max(p + j, 0), top) for j, pj in probs.items())
+                e2 = sum(pj * min(max(p + j, 0), top) ** 2 for j, pj in probs.items())
+                mean[channel[col]] += weight * e1
+                var[channel[col]] += weight**2 * (e2 - e1**2)
+    return [m - offset * sum(x_vec) for m in mean], var  # offset removed digitally
+
+
+@pytest.mark.parametrize(("tail_dense", "sign"), [(None, "differential"), (-1.0, "differential"),
+                                                  (2.0, "differential"), (None, "offset")])
+def test_accumulated_deviation_matches_the_model_in_distribution(
+        tail_dense: float | None, sign: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Mean and variance of the simulated accumulator over 1000 independent draws equal the
+    model's (every conversion noisy, clipped and rounded), whether groups are converted in
+    full (tail_dense -1), only at their tail events (2), or split by the default threshold;
+    with the offset encoding too (its cells clip more)."""
+    if tail_dense is not None:
+        monkeypatch.setattr(engine, "TAIL_DENSE", tail_dense)
+    hw = small_hw(**{"array.rows": 12, "ou.rows": 5, "adc.bits": 4, "dac.bits": 2,
+                     "cell.sign": sign, "device.accumulated_deviation_sigma": 0.12,
+                     "device.seed": 3})
+    fc = nn.Linear(20, 3, bias=False)
+    nets.seeded_init(fc, 6)
+    net = nn.Sequential(nn.Flatten(), fc).eval()
+    x = torch.rand((1, 20), generator=torch.Generator().manual_seed(6))
+    x[0, :4] = 0.0
+    layer = quantize_model(net, x, hw.numbers.weight_bits, hw.numbers.input_bits).layers[0]
+    x_int = layer.quantize_input(x)
+    mean, var = deviation_moments(layer, hw, [int(v) for v in x_int[0].tolist()])
+    exact = layer.reference_accumulate(x_int)[0].tolist()
+    assert any(abs(m - e) > 1 for m, e in zip(mean, exact, strict=True))  # noise has a bias
+    draws = 1000
+    kernel = LayerKernel(map_dense(layer, hw), torch.device("cpu"))
+    assert kernel.deviation_only
+    got = kernel.accumulate(x_int.expand(draws, -1).contiguous(), BIT_ACCURATE)
+    assert bool((got == got.round()).all())  # conversions return integers
+    for c in range(layer.out_channels):
+        sample = got[:, c]
+        assert abs(float(sample.mean()) - mean[c]) < 5 * (var[c] / draws) ** 0.5
+        assert 0.85 < float(sample.var()) / var[c] < 1.15

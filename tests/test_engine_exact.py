@@ -56,10 +56,13 @@ class Checked:
 
 def check_layers(qmodel: QuantizedModel, hw: HardwareConfig, x: Tensor,
                  budget_mb: float = 512.0) -> tuple[Tensor, Checked]:
-    """Run the integer network; at every crossbar layer compare the bit-accurate kernel and the
-    shortcut path with the exact integer accumulator (returned, so later layers see exact
-    inputs). Returns the logits and the mapped layers."""
+    """Run the integer network; at every crossbar layer compare the bit-accurate kernel, the
+    shortcut path and the full per-group path (a non-ideal device whose read noise, 1e-9, is
+    far below half a level: every active group is converted and must read p exactly) with
+    the exact integer accumulator (returned, so later layers see exact inputs). Returns the
+    logits and the mapped layers."""
     checked = Checked({})
+    faint = hw.with_overrides({"device.read_noise_sigma": 1e-9})
     bit_accurate = EngineOptions(memory_budget_mb=budget_mb, exact_shortcut=False)
     shortcut = EngineOptions(memory_budget_mb=budget_mb)
 
@@ -72,7 +75,9 @@ def check_layers(qmodel: QuantizedModel, hw: HardwareConfig, x: Tensor,
         kernel = LayerKernel(mapped, torch.device("cpu"))
         slow = kernel.accumulate(x_int, bit_accurate)
         fast = accumulate(kernel, x_int, shortcut)
-        for got in (slow, fast):
+        full = LayerKernel(map_dense(layer, faint), torch.device("cpu")).accumulate(
+            x_int, bit_accurate)
+        for got in (slow, fast, full):
             assert got.shape == ref.shape
             assert bool((got == torch.round(got)).all())
             assert torch.equal(got.to(torch.int64), ref), layer.name
@@ -222,17 +227,17 @@ def test_small_memory_budget_chunks_and_stays_exact() -> None:
     qmodel = quantize_model(net, x, 8, 8)
     stem = qmodel.layer("stem")
     kernel = LayerKernel(map_dense(stem, hw), torch.device("cpu"))
-    if hasattr(kernel, "chunk_rows"):  # chunks really are smaller than the batch's positions
-        assert kernel.chunk_rows(0.05) < x.shape[0] * stem.positions
+    # chunks really are smaller than the batch
+    assert kernel.images_per_chunk((2, 8, 8), 0.01) < x.shape[0]
     ref = qmodel.run_reference(x)
-    logits, _ = check_layers(qmodel, hw, x, budget_mb=0.05)
+    logits, _ = check_layers(qmodel, hw, x, budget_mb=0.01)
     assert torch.equal(logits, ref)
-    out, _ = simulate_logits(net, x, hw, EngineOptions(memory_budget_mb=0.05,
+    out, _ = simulate_logits(net, x, hw, EngineOptions(memory_budget_mb=0.01,
                                                        exact_shortcut=False))
     assert torch.equal(out, ref)
     # Chunked and unchunked bit-accurate accumulators agree bit for bit.
     x_int = stem.quantize_input(x)
-    small = kernel.accumulate(x_int, EngineOptions(memory_budget_mb=0.05, exact_shortcut=False))
+    small = kernel.accumulate(x_int, EngineOptions(memory_budget_mb=0.01, exact_shortcut=False))
     big = kernel.accumulate(x_int, BIT_ACCURATE)
     assert torch.equal(small, big)
 

@@ -303,6 +303,12 @@ def reproduce(
     train_epochs: Annotated[int, typer.Option(
         "--train-epochs", help="pattern with a zoo --model: train it first (0: untrained, "
         "hardware figures only).")] = 0,
+    deviation: Annotated[bool, typer.Option(
+        "--deviation/--no-deviation", help="sre: also run the accumulated-deviation study "
+        "(top-1 vs rows activated at once; table and plot).")] = True,
+    deviation_images: Annotated[int, typer.Option(
+        "--deviation-images", help="sre: test images of the deviation study (1..5000, at "
+        "most --test-images).")] = 64,
 ) -> None:
     """Reproduce a published study beside its figures (tables, JSON, plot)."""
     if name == "pattern":  # the pattern-mapping table beside the published VGG16 figures
@@ -332,12 +338,16 @@ def reproduce(
         from .sre_study import reproduce_markdown as sre_markdown
         from .sre_study import reproduce_sre
 
+        if deviation and not 0 < deviation_images <= 5000:
+            raise SparsexbarError(f"--deviation-images must be in 1..5000, got {deviation_images}")
         sre_console = _console()
         sre_report = reproduce_sre(out, model, hw, parse_overrides(set_),
                                    test_images=min(test_images, 5000), batch_size=batch_size,
-                                   progress=sre_console.print)
+                                   progress=sre_console.print, deviation=deviation,
+                                   deviation_images=deviation_images)
         sre_console.print(sre_markdown(sre_report))
-        sre_console.print(f"wrote {out}/sre_reproduce.json, sre_reproduce.md")
+        sre_console.print(f"wrote {out}/sre_reproduce.json, sre_reproduce.md"
+                          + (", deviation_study.json, .md, .png" if deviation else ""))
         return
     if name != "comprrae":
         raise SparsexbarError(f"unknown study '{name}' (known: comprrae, sre, pattern)")

@@ -6,30 +6,54 @@ and the ADC returns clamp(round(p / step), 0, 2^bits - 1) * step (DESIGN.md 2.3)
 combines cycles (x 2^(t*dac_bits)), slices and polarities (x +-2^(s*cell_bits)), then the
 offset of the `offset` encoding is removed digitally.
 
-Vectorization (after NeuroSim V1.5): all cycles x row groups x columns of a chunk of output
-positions go through one batched matmul (`torch.bmm` over row groups); the only Python loops
-are over chunks of positions (to bound memory) and over the handful of input cycles/passes.
+Three paths, all vectorized torch, the same code on CPU and CUDA:
 
-Exact shortcut: when the conversions are provably the identity (ideal device, unit step, and no
-reachable partial sum above the ADC range), the per-group conversion is skipped and the layer is
-one integer convolution, done in float32 with the input split into bit pieces small enough that
-every partial sum stays below 2^24 (so float32 arithmetic is exact).
+1. Exact shortcut: when the conversions are provably the identity (ideal device, unit step, no
+   reachable partial sum above the ADC range) the layer is one integer convolution, done in
+   float32 with the input split into bit pieces small enough that every partial sum stays
+   below 2^24 (float32 arithmetic is then exact).
+2. Clip path (ideal device, unit step, an ADC that can clip): the exact result plus
+   ADC(p) - p = -(p - top) for every conversion with p > top. Statically, only the (group,
+   column) pairs whose level sum times the largest input chunk exceeds `top` can clip; per
+   (cycle, position, group) a bound (sum over the group's rows of chunk x the row's largest
+   level over those columns) picks candidates, which evaluate those columns only. The bound
+   comes from depthwise convolutions on the chunk image (no im2col); candidates gather their
+   rows from the image.
+3. Full path (non-ideal device, or a step other than 1): every OU group with an active input
+   row is converted in every column, with read noise and accumulated deviation drawn per
+   conversion; groups with no active row read 0 and are skipped. With accumulated deviation
+   as the only device effect, the clip path runs and the full path adds ADC(p + e) - ADC(p):
+   in full for groups whose noise often reaches half a level, else only at the conversions
+   it reaches (an exact Poisson-process draw, `_tail_events`).
+
+Candidates are processed in blocks of one OU group, one batched matmul per block set; loops
+run over image chunks (memory bound), passes, cycles, candidate slices and width buckets only.
 """
 
 from __future__ import annotations
 
 import math
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
+from .config import Variation
 from .frontend import QuantLayer
 from .mapping import MappedLayer, _gather_group_levels
 
 FLOAT32_EXACT = 2**24
+MAX_BLOCK = 1024  # candidates of one OU group evaluated together by one batched matmul
+SLOTS_LOOPED = 4  # up to this many depthwise filters per input channel: one conv each
+SLICE_OUTPUTS = 2**18  # partial sums evaluated per candidate slice (1 MiB of float32)
+BUCKET_SPREAD = 1.25  # widest / narrowest clippable-column count of the groups of one bucket
+TAIL_DENSE = 0.03  # accumulated deviation: groups whose conversions move with this probability
+# or more are converted in full; the others only where the noise reaches half a level
+TAIL_POINTS = 2**20  # tail-event points handled per slice (memory bound)
 
 
 @dataclass(frozen=True)
@@ -68,6 +92,204 @@ def exact_accumulate(layer: QuantLayer, x_int: Tensor) -> Tensor:
     return acc
 
 
+def _exact_dtype(device: torch.device) -> torch.dtype:
+    """float32 on CPU (direct convolutions of small integers are exact); float64 elsewhere
+    (cuDNN may pick TF32, Winograd or FFT algorithms)."""
+    return torch.float32 if device.type == "cpu" else torch.float64
+
+
+class GroupSums:
+    """s[n, b, pos] = sum_j weight[b, j] * x[n, rows[b, j] at output position pos]: a weighted
+    sum of every OU row group's inputs at every output position, without im2col.
+
+    Conv layers: the rows of a group are cut into pieces by input channel; every piece is a
+    depthwise filter, and the filters of one input channel get distinct slots (pieces of one
+    channel in different groups). Slot j of every channel is one depthwise convolution
+    (groups = Cin), its outputs added into their groups with index_add. Linear layers: a
+    gather of the group rows. Values are small integers: exact in float32 on CPU.
+    """
+
+    def __init__(self, layer: QuantLayer, rows: Tensor, weight: Tensor,
+                 device: torch.device) -> None:
+        self.layer = layer
+        self.device = device
+        self.dtype = _exact_dtype(device)
+        self.groups = int(rows.shape[0])
+        rows = rows.cpu()
+        weight = weight.cpu().to(torch.float64)
+        if layer.kind == "linear":
+            r = layer.rows
+            self.conv_maps = int(rows.numel())  # the gathered (groups x ou) inputs
+            self.rows_padded = torch.where(rows < 0, torch.full_like(rows, r), rows).to(device)
+            self.weight = weight.to(device=device, dtype=self.dtype)
+            return
+        cin = int(layer.weight_int.shape[1])
+        kh, kw = layer.kernel_size
+        kk = kh * kw
+        b_count = self.groups
+        valid = (rows >= 0) & (weight != 0)
+        b_idx, j_idx = valid.nonzero(as_tuple=True)
+        row = rows[b_idx, j_idx]
+        chan, tap = torch.div(row, kk, rounding_mode="floor"), row % kk
+        key = chan * b_count + b_idx  # pieces sorted by channel, then group
+        uniq, inverse = torch.unique(key, return_inverse=True)
+        piece_chan = torch.div(uniq, b_count, rounding_mode="floor")
+        piece_group = uniq % b_count
+        counts = torch.bincount(piece_chan, minlength=cin)
+        first = torch.cumsum(counts, 0) - counts
+        slot = torch.arange(uniq.numel()) - first[piece_chan]
+        self.slots = max(1, int(counts.max())) if counts.numel() else 1
+        filters = torch.zeros((self.slots, cin, kk), dtype=torch.float64)
+        filters[slot[inverse], chan, tap] = weight[b_idx, j_idx]
+        target = torch.full((self.slots, cin), b_count, dtype=torch.int64)  # b_count: dump
+        target[slot, piece_chan] = piece_group
+        self.cin = cin
+        self.conv_maps = cin * (1 if self.slots <= SLOTS_LOOPED else self.slots)
+        if self.slots <= SLOTS_LOOPED:
+            self.filters = [filters[j].reshape(cin, 1, kh, kw).to(device=device, dtype=self.dtype)
+                            for j in range(self.slots)]
+            self.targets = [target[j].to(device) for j in range(self.slots)]
+        else:  # one depthwise convolution with `slots` filters per channel (channel-major)
+            self.filters = [filters.permute(1, 0, 2).reshape(cin * self.slots, 1, kh, kw).to(
+                device=device, dtype=self.dtype)]
+            self.targets = [target.t().reshape(-1).to(device)]
+
+    def __call__(self, x: Tensor) -> Tensor:
+        """x: (N, Cin, H, W) or (N, R) -> (N, groups, positions) in `self.dtype`."""
+        layer = self.layer
+        n = int(x.shape[0])
+        x = x.to(self.dtype)
+        if layer.kind == "linear":
+            xp = F.pad(x.reshape(n, -1), (0, 1))  # padding row -> 0
+            return (xp[:, self.rows_padded] * self.weight).sum(dim=2).unsqueeze(2)
+        out: Tensor | None = None
+        for filt, target in zip(self.filters, self.targets, strict=True):  # <= 4 slots
+            y = F.conv2d(x, filt, None, layer.stride, layer.padding, layer.dilation,
+                         groups=self.cin)
+            y = y.reshape(n, y.shape[1], -1)
+            if out is None:
+                out = torch.zeros((n, self.groups + 1, y.shape[2]), dtype=self.dtype,
+                                  device=x.device)
+            out.index_add_(1, target, y)
+        assert out is not None
+        return out[:, : self.groups]
+
+
+class RowGather:
+    """Flat indices of the rows of an OU group at an output position, in a flattened, padded
+    input chunk: the value of row j of group b at (image n, position pos) is
+    flat[n * image_stride + position_base[pos] + row_offset[b, j]]. `flat` ends with one
+    image of zeros: a padding slot's base (`tail`) reads zeros there. Padding rows (-1) read
+    offset 0 and must meet a zero level."""
+
+    def __init__(self, layer: QuantLayer, rows: Tensor, input_shape: tuple[int, ...],
+                 device: torch.device) -> None:
+        self.layer = layer
+        rows = rows.clamp(min=0)
+        if layer.kind == "linear":
+            self.image_stride = int(layer.rows)
+            self.position_base = torch.zeros(1, dtype=torch.int64, device=device)
+            self.row_offset = rows.to(device)
+            self.pad: tuple[int, int, int, int] = (0, 0, 0, 0)
+            return
+        cin, h, w = (int(v) for v in input_shape)
+        kh, kw = layer.kernel_size
+        ph, pw = layer.padding
+        sh, sw = layer.stride
+        dh, dw = layer.dilation
+        hp, wp = h + 2 * ph, w + 2 * pw
+        ho = (hp - dh * (kh - 1) - 1) // sh + 1
+        wo = (wp - dw * (kw - 1) - 1) // sw + 1
+        chan = torch.div(rows, kh * kw, rounding_mode="floor")
+        tap = rows % (kh * kw)
+        i, j = torch.div(tap, kw, rounding_mode="floor"), tap % kw
+        self.row_offset = (chan * hp * wp + i * dh * wp + j * dw).to(device)
+        oy = torch.arange(ho).view(-1, 1)
+        ox = torch.arange(wo).view(1, -1)
+        self.position_base = (oy * sh * wp + ox * sw).reshape(-1).to(device)
+        self.image_stride = cin * hp * wp
+        self.pad = (pw, pw, ph, ph)
+
+    def flat(self, x: Tensor) -> Tensor:
+        """A chunk of inputs (N, ...) -> its padded, flattened float32 copy + one zero image."""
+        n = int(x.shape[0])
+        out = torch.zeros((n + 1) * self.image_stride, dtype=torch.float32, device=x.device)
+        if self.layer.kind == "linear":
+            out[: n * self.image_stride] = x.reshape(-1)
+        else:
+            out[: n * self.image_stride] = F.pad(x.to(torch.float32), self.pad).reshape(-1)
+        return out
+
+    def position_bases(self, n: int) -> Tensor:
+        """(n * P,) flat index of every (image, position)'s first row, for a chunk of n."""
+        images = torch.arange(n, device=self.position_base.device).unsqueeze(1)
+        return (images * self.image_stride + self.position_base.unsqueeze(0)).reshape(-1)
+
+    def packed_values(self, flat: Tensor, base: Tensor, block_group: Tensor) -> Tensor:
+        """(blocks, size) slot bases, (blocks,) group of each block -> (blocks, size, ou)."""
+        index = base.unsqueeze(2) + self.row_offset.index_select(0, block_group).unsqueeze(1)
+        return flat.index_select(0, index.reshape(-1)).reshape(index.shape)
+
+
+@dataclass
+class Packed:
+    """Candidates (sorted by group) packed into blocks of `size` slots of one group each:
+    candidate i sits in flat slot `slot[i]` = block x size + place in the block."""
+
+    slot: Tensor  # (n,) flat slot of each candidate
+    block_group: Tensor  # (blocks,) group of each block
+    size_bits: int  # slots per block: 2^size_bits
+
+    @property
+    def size(self) -> int:
+        return 1 << self.size_bits
+
+    @classmethod
+    def of(cls, group: Tensor, n_groups: int) -> Packed:
+        """`size` is a power of two near the mean candidates per present group, at most
+        MAX_BLOCK, so padding slots stay below about the number of candidates."""
+        n = int(group.numel())
+        counts = torch.bincount(group, minlength=n_groups)
+        present = max(1, int((counts > 0).sum()))
+        size_bits = min(MAX_BLOCK.bit_length() - 1,
+                        max(0, math.ceil(math.log2(max(1.0, n / present)))))
+        size = 1 << size_bits
+        start = torch.cumsum(counts, 0) - counts
+        per_group = (counts + size - 1) >> size_bits
+        first_slot = (torch.cumsum(per_group, 0) - per_group) << size_bits
+        # slot = first slot of the group + rank of the candidate within its group
+        slot = torch.arange(n, device=group.device) + (first_slot - start).index_select(0, group)
+        block_group = torch.repeat_interleave(torch.arange(n_groups, device=group.device),
+                                              per_group)
+        return cls(slot, block_group, size_bits)
+
+    @property
+    def blocks(self) -> int:
+        return int(self.block_group.numel())
+
+    def spread(self, values: Tensor, fill: int | float) -> Tensor:
+        """(n,) per-candidate values -> (blocks, size), `fill` in the padding slots."""
+        out = torch.full((self.blocks * self.size,), fill, dtype=values.dtype,
+                         device=values.device)
+        out.index_copy_(0, self.slot, values)
+        return out.view(self.blocks, self.size)
+
+
+@dataclass
+class ClipPlan:
+    """Static facts of the clip path: the OU groups with a column that can clip (B' of them),
+    ordered by their number of clippable columns, in buckets of similar widths."""
+
+    groups: Tensor  # (B',) flat (segment * G + group) index
+    rows: Tensor  # (B', ou) row indices, -1 padding
+    levels: Tensor  # (B', ou, W) float32 levels of the clippable columns (0: padding)
+    channel: Tensor  # (B', W) int64 output channel of each clippable column (0 for padding)
+    col_weight: Tensor  # (B', W) float64 signed shift weight (0 for padding)
+    row_bound: Tensor  # (B', ou) float32 largest level of the row over the clippable columns
+    bucket_start: list[int]  # first group of each width bucket, and B' at the end
+    bucket_width: list[int]  # columns evaluated for the groups of each bucket
+
+
 class LayerKernel:
     """Per-layer state of the bit-accurate path: grouped conductances and combine matrices."""
 
@@ -86,41 +308,18 @@ class LayerKernel:
         self.max_partial_sum = mapped.max_partial_sum()
         self.seed = hw.device.seed * 7_919 + zlib.crc32(mapped.layer.name.encode())
         self.calls = 0
+        self._gathers: dict[tuple[str, tuple[int, ...]], RowGather] = {}
 
-    # The tensors of the per-conversion path are built on first use: layers that take the
+    # The tensors of the per-conversion paths are built on first use: layers that take the
     # exact shortcut never pay for them (memory and set-up time).
     @cached_property
     def group_levels(self) -> Tensor:
-        """(S*G, ou, K) float32 programmed levels of every OU row group."""
+        """(S*G, ou, K) float32 programmed conductances (levels, with device effects) of every
+        OU row group."""
         s, g, ou, k = self.shape
-        lv = _gather_group_levels(self.mapped.conductance, self.mapped.group_rows,
-                                  self.mapped.segment_cols)
+        lv = _gather_group_levels(self.mapped.conductance.cpu(), self.mapped.group_rows.cpu(),
+                                  self.mapped.segment_cols.cpu())
         return lv.reshape(s * g, ou, k).to(self.device)
-
-    @cached_property
-    def row_bound(self) -> Tensor:
-        """(S*G, ou, 1): per group row, the largest level over the segment's columns."""
-        s, g, ou, _ = self.shape
-        return self.group_levels.amax(dim=2, keepdim=True).reshape(s * g, ou, 1)
-
-    @cached_property
-    def row_active(self) -> Tensor:
-        """(S*G, ou, 1): 1 for real rows, 0 for padding (finds groups with an active input)."""
-        s, g, ou, _ = self.shape
-        return (self.mapped.group_rows >= 0).to(torch.float32).reshape(s * g, ou, 1).to(
-            self.device)
-
-    @cached_property
-    def row_index(self) -> Tensor:
-        rows = self.mapped.group_rows.reshape(-1)
-        r = self.mapped.levels.shape[0]
-        return torch.where(rows < 0, torch.full_like(rows, r), rows).to(self.device)
-
-    @cached_property
-    def col_index(self) -> Tensor:
-        ccols = self.mapped.physical_cols
-        cols = self.mapped.segment_cols.reshape(-1)
-        return torch.where(cols < 0, torch.full_like(cols, ccols), cols).to(self.device)
 
     @cached_property
     def combine(self) -> Tensor:
@@ -129,133 +328,414 @@ class LayerKernel:
         mapped = self.mapped
         ccols = mapped.physical_cols
         combine = torch.zeros((ccols + 1, mapped.layer.out_channels), dtype=torch.float64)
-        combine[torch.arange(ccols), mapped.col_channel] = mapped.col_weight
+        combine[torch.arange(ccols), mapped.col_channel.cpu()] = mapped.col_weight.cpu()
         return combine.to(self.device)
 
-    def chunk_rows(self, budget_mb: float) -> int:
-        """Output positions per chunk so the (groups x cycles x positions x cols) tensors fit."""
+    @cached_property
+    def col_index(self) -> Tensor:
+        """(S*K,) physical column of every segment column; padding -> Ccols."""
+        ccols = self.mapped.physical_cols
+        cols = self.mapped.segment_cols.reshape(-1).cpu()
+        return torch.where(cols < 0, torch.full_like(cols, ccols), cols).to(self.device)
+
+    @cached_property
+    def clip_plan(self) -> ClipPlan:
+        """The (group, column) pairs that can clip: level sum x largest chunk > ADC top."""
+        mapped = self.mapped
+        hw = mapped.hw
         s, g, ou, k = self.shape
-        per_position = self.mapped.hw.cycles * s * g * (k * 3 + ou) * 4  # bytes, ~3 live copies
-        return max(1, int(budget_mb * 2**20 // per_position))
+        top = hw.adc_max_code
+        chunk_max = 2**hw.dac.bits - 1
+        # Static facts, built on the CPU (the mapping's tensors may live on the device).
+        group_rows, segment_cols = mapped.group_rows.cpu(), mapped.segment_cols.cpu()
+        col_channel, col_weight = mapped.col_channel.cpu(), mapped.col_weight.cpu()
+        lv = _gather_group_levels(mapped.levels.cpu().to(torch.int32), group_rows,
+                                  segment_cols).reshape(s * g, ou, k)
+        can_clip = lv.sum(dim=1) * chunk_max > top  # (S*G, K)
+        count = can_clip.sum(dim=1)
+        # Groups with a clippable column, by their number of clippable columns.
+        order = torch.sort(count, stable=True).indices
+        groups = order[count[order] > 0]
+        width = max(1, int(count.max())) if groups.numel() else 1
+        # Per group: its clippable columns first (in column order), then padding.
+        cols = torch.sort((~can_clip[groups]).to(torch.int8), dim=1, stable=True).indices
+        cols = cols[:, :width]
+        live = torch.gather(can_clip[groups], 1, cols)  # (B', W)
+        levels = torch.gather(lv[groups], 2, cols.unsqueeze(1).expand(-1, ou, -1))
+        levels = levels * live.unsqueeze(1)
+        seg = torch.div(groups, g, rounding_mode="floor")
+        phys = torch.gather(segment_cols[seg], 1, cols).clamp(min=0)
+        channel = torch.where(live, col_channel[phys], torch.zeros_like(phys))
+        weight = torch.where(live, col_weight[phys], torch.zeros((), dtype=torch.float64))
+        # Width buckets: a group joins the current bucket while its width is at most
+        # BUCKET_SPREAD x the bucket's first width (evaluated columns padded by < 1/5).
+        starts: list[int] = []
+        widths: list[int] = []
+        first_width = 0
+        for i, w in enumerate(count[groups].tolist()):  # walks B' ints once (set-up only)
+            if not starts or w > BUCKET_SPREAD * first_width:
+                starts.append(i)
+                widths.append(w)
+                first_width = w
+            widths[-1] = w
+        dev = self.device
+        return ClipPlan(groups.to(dev), group_rows.reshape(s * g, ou)[groups].to(dev),
+                        levels.to(device=dev, dtype=torch.float32), channel.to(dev),
+                        weight.to(dev),
+                        levels.amax(dim=2).to(device=dev, dtype=torch.float32)
+                        if groups.numel() else torch.zeros((0, ou), device=dev),
+                        [*starts, int(groups.numel())], widths)
+
+    @cached_property
+    def clip_sums(self) -> GroupSums:
+        """Per (position, clippable group): sum of chunk x the row's largest clippable level."""
+        plan = self.clip_plan
+        return GroupSums(self.mapped.layer, plan.rows.cpu(), plan.row_bound.cpu(), self.device)
+
+    @cached_property
+    def active_sums(self) -> GroupSums:
+        """Per (position, group): the number of real rows (weight 1) with a nonzero chunk."""
+        s, g, ou, _ = self.shape
+        rows = self.mapped.group_rows.reshape(s * g, ou).cpu()
+        return GroupSums(self.mapped.layer, rows, (rows >= 0).to(torch.float32), self.device)
+
+    def _gather(self, kind: str, input_shape: tuple[int, ...]) -> RowGather:
+        """The row gather of the clip plan's groups ("clip") or of all groups ("all")."""
+        key = (kind, input_shape)
+        if key not in self._gathers:
+            s, g, ou, _ = self.shape
+            rows = (self.clip_plan.rows if kind == "clip"
+                    else self.mapped.group_rows.reshape(s * g, ou))
+            self._gathers[key] = RowGather(self.mapped.layer, rows.cpu(), input_shape,
+                                           self.device)
+        return self._gathers[key]
+
+    def images_per_chunk(self, input_shape: tuple[int, ...], budget_mb: float) -> int:
+        """Images per chunk so one chunk's per-image intermediates fit the memory budget:
+        the input, its chunk image and padded copy, the group sums, the depthwise outputs and
+        (full path) the per-column sums, in bytes."""
+        s, g, ou, k = self.shape
+        layer = self.mapped.layer
+        positions = layer.positions
+        numel = math.prod(input_shape) if input_shape else layer.rows
+        sums = [self.clip_sums] if self.clip_path or self.deviation_only else []
+        if not self.clip_path:
+            sums.append(self.active_sums)
+        # One depthwise convolution's output: Cin x (slots it holds) maps per image.
+        conv_maps = max(group_sums.conv_maps for group_sums in sums) if sums else 0
+        per_image = 4 * 4 * numel + 4 * 3 * (s * g + 1) * positions + 4 * conv_maps * positions
+        if not self.clip_path:
+            per_image += 8 * positions * (s * k + self.mapped.physical_cols + 1)
+        return max(1, int(budget_mb * 2**20 // per_image))
+
+    def chunk_rows(self, budget_mb: float) -> int:
+        """Output positions per chunk (whole images x positions), for callers that chunk by
+        positions; the input shape is the one recorded at calibration."""
+        layer = self.mapped.layer
+        shape = tuple(int(v) for v in layer.input_shape) or (layer.rows,)
+        if layer.kind == "linear":
+            shape = (layer.rows,)
+        return self.images_per_chunk(shape, budget_mb) * layer.positions
+
+    @property
+    def clip_path(self) -> bool:
+        """True when only clipping changes a conversion: ideal device and unit ADC step."""
+        hw = self.mapped.hw
+        return hw.device.ideal and hw.adc.step == 1.0
+
+    @property
+    def deviation_only(self) -> bool:
+        """True when accumulated deviation is the only device effect (ideal cells, no read
+        noise) and the ADC step is 1: conversions are then exact but for clipping and the
+        rare ones whose noise reaches half a level (`_tail_events`)."""
+        dev, hw = self.mapped.hw.device, self.mapped.hw
+        ideal_cells = dev.variation == Variation.none or dev.variation_sigma == 0
+        return (hw.adc.step == 1.0 and dev.accumulated_deviation_sigma > 0 and ideal_cells
+                and dev.read_noise_sigma == 0 and dev.stuck_total_rate == 0)
 
     def accumulate(self, x_int: Tensor, options: EngineOptions) -> Tensor:
         """Integer input (N, ...) -> accumulator (N, Cout[, Ho, Wo]) float64, bit-accurately.
 
-        Ideal device: the exact integer result plus, for every (cycle, position, OU group)
-        whose partial sums could leave the ADC's identity range (bound check below), the
-        difference ADC(p) - p of each of its columns. Non-ideal device: ADC(p) of every
-        OU group with a nonzero input (a group with no active row reads 0).
+        Ideal device and unit step: the exact integer result plus ADC(p) - p of every
+        conversion that clips (clip path). Accumulated deviation only (`deviation_only`): the
+        same, plus the change of every conversion whose noise moves it (full path, tiers).
+        Otherwise: the conversions of every OU group with an active row (full path; a group
+        with no active row reads 0).
         """
         layer = self.mapped.layer
-        ideal = self.mapped.hw.device.ideal
-        patches = layer.patches(x_int.to(torch.float32))  # (M, R)
-        if layer.input_signed:
-            parts = [(patches.clamp(min=0), 1.0), ((-patches).clamp(min=0), -1.0)]
-        else:
-            parts = [(patches, 1.0)]
-        acc = torch.zeros((patches.shape[0], layer.out_channels), dtype=torch.float64,
-                          device=patches.device)
-        for part, sign in parts:  # one or two passes
-            acc += sign * self._column_sums(part, ideal, options) @ self.combine
-            if self.mapped.offset and not ideal:
-                acc -= sign * float(self.mapped.offset) * part.to(torch.float64).sum(
-                    dim=1, keepdim=True)
-        out = layer.fold_output(acc, x_int.shape[0])
-        if ideal:
-            out = out + exact_accumulate(layer, x_int)
-        return out
-
-    def _column_sums(self, patches: Tensor, ideal: bool, options: EngineOptions) -> Tensor:
-        """Per physical column (M, Ccols+1), float64: sum over cycles and OU groups of the
-        conversion results (non-ideal) or of their deviations from the partial sums (ideal)."""
-        hw = self.mapped.hw
-        s, g, ou, k = self.shape
-        cycles, dac_bits = hw.cycles, hw.dac.bits
-        step, top, dev = hw.adc.step, hw.adc_max_code, hw.device
-        # A group's partial sums are all reproduced exactly by the ADC when their bound is at
-        # most `threshold` (integer p <= top with unit step); otherwise the group is a candidate.
-        threshold = float(top) if (ideal and step == 1.0) else 0.0
-        bound_levels = self.row_bound if ideal else self.row_active
-        m_total = patches.shape[0]
-        device = patches.device
-        # float32 sums are exact while every |sum| stays below 2^24 (ideal: integer values).
-        # Bound on any |sum|: each term is at most the largest partial sum, weighted by its
-        # cycle's shift, summed over all cycles and all G groups of a segment.
-        max_term = self.max_partial_sum * float(self.cycle_weight.sum()) * g
-        acc_dtype = torch.float32 if ideal and max_term < FLOAT32_EXACT else torch.float64
-        cycle_weight = self.cycle_weight.to(acc_dtype)
-        block = 256
-        col_sums = torch.zeros((m_total * s, k), dtype=acc_dtype, device=device)
-        chunk = self.chunk_rows(options.memory_budget_mb)
-        x_long = torch.nn.functional.pad(patches.to(torch.int64), (0, 1))  # padding row -> 0
+        x = x_int.to(self.device)
+        n = int(x.shape[0])
+        input_shape = tuple(int(v) for v in x.shape[1:])
+        if layer.kind == "linear":
+            x = x.reshape(n, -1)
+            input_shape = (int(x.shape[1]),)
+        chunk = self.images_per_chunk(input_shape, options.memory_budget_mb)
         gen: torch.Generator | None = None
-        if not ideal:
-            gen = torch.Generator(device=device)
+        if not self.mapped.hw.device.ideal:
+            gen = torch.Generator(device=x.device)
             gen.manual_seed(self.seed + 104_729 * self.calls)
             self.calls += 1
-        shifts = torch.arange(cycles, device=device) * dac_bits
-        for a in range(0, m_total, chunk):  # chunks of output positions (memory bound)
-            xc = x_long[a : a + chunk]
-            m = xc.shape[0]
-            planes = (xc.unsqueeze(0) >> shifts.view(-1, 1, 1)) & (2**dac_bits - 1)
-            xg = planes[:, :, self.row_index].to(torch.float32)  # (T, m, S*G*ou)
-            xg = xg.reshape(cycles * m, s * g, ou).transpose(0, 1)  # (S*G, T*m, ou)
-            bound = torch.bmm(xg, bound_levels).squeeze(2)  # (S*G, T*m)
-            mask = bound > threshold
-            counts = mask.sum(dim=1)
-            n_cand = int(counts.sum())
-            if n_cand == 0:
+        parts: list[tuple[Callable[[Tensor], Tensor], float]] = [(lambda v: v.clamp(min=0), 1.0)]
+        if layer.input_signed:
+            parts.append((lambda v: (-v).clamp(min=0), -1.0))
+        positions = layer.positions
+        out = torch.zeros((n, layer.out_channels, positions), dtype=torch.float64,
+                          device=x.device)
+        for a in range(0, n, chunk):  # chunks of whole images (memory bound)
+            xc = x[a : a + chunk]
+            for select, sign in parts:  # one or two passes
+                part = select(xc)
+                if self.clip_path or self.deviation_only:
+                    self._clip_corrections(part, input_shape, sign, out[a : a + chunk],
+                                           options)
+                if not self.clip_path:
+                    self._full_conversions(part, input_shape, sign, out[a : a + chunk],
+                                           options, gen)
+        if layer.kind == "linear":
+            result = out[:, :, 0]
+        else:
+            _, ho, wo = layer.output_shape
+            result = out.reshape(n, layer.out_channels, ho, wo)
+        if self.mapped.hw.device.ideal or self.deviation_only:  # deviations from the exact sum
+            result = result + exact_accumulate(layer, x_int.to(self.device))
+        return result
+
+    def _cycles(self, part: Tensor) -> list[tuple[int, Tensor]]:
+        """(cycle, chunk image as int32) of every cycle whose chunk is not all zero."""
+        hw = self.mapped.hw
+        dac_bits = hw.dac.bits
+        xi = part.to(torch.int32)
+        top_value = int(xi.max()) if xi.numel() else 0
+        out = []
+        for t in range(hw.cycles):  # a handful of cycles
+            if top_value >> (t * dac_bits) == 0:
+                break  # this and every later cycle's chunk is 0 everywhere
+            out.append((t, (xi >> (t * dac_bits)) & (2**dac_bits - 1)))
+        return out
+
+    @staticmethod
+    def _candidate_slice(width: int, per_candidate_bytes: int, budget_mb: float) -> int:
+        """Candidates per slice: about SLICE_OUTPUTS partial sums (small tensors stay in the
+        allocator's cache and the CPU caches), within the memory budget."""
+        by_budget = int(budget_mb * 2**20 // per_candidate_bytes)
+        return max(1, min(by_budget, max(MAX_BLOCK, SLICE_OUTPUTS // max(1, width))))
+
+    # ---- clip path -------------------------------------------------------------------------
+    def _clip_corrections(self, part: Tensor, input_shape: tuple[int, ...], sign: float,
+                          out: Tensor, options: EngineOptions) -> None:
+        """Add sign x shift x (ADC(p) - p) of every clipping conversion of one chunk's pass
+        into out (n, Cout, P) float64."""
+        plan = self.clip_plan
+        n_groups = int(plan.groups.numel())
+        if n_groups == 0:
+            return
+        top = float(self.mapped.hw.adc_max_code)
+        ou = self.shape[2]
+        cout, positions = int(out.shape[1]), int(out.shape[2])
+        gather = self._gather("clip", input_shape)
+        out_flat = out.view(-1)
+        n_img = int(part.shape[0])
+        per_group = n_img * positions
+        first = torch.tensor(plan.bucket_start, dtype=torch.int64, device=part.device)
+        bases = gather.position_bases(n_img)  # (n*P,) input offset of every position
+        zero_image = n_img * gather.image_stride  # padding slots read the zero image
+        targets = (torch.arange(n_img, device=part.device).unsqueeze(1) * (cout * positions)
+                   + torch.arange(positions, device=part.device)).reshape(-1)
+        for t, chunk_img in self._cycles(part):
+            chunk_f = chunk_img.to(torch.float32)
+            bound = self.clip_sums(chunk_f)  # (n, B', P)
+            # bound is an integer; > top + 0.5 is robust to any rounding below 0.5.
+            mask = (bound > top + 0.5).transpose(0, 1).reshape(n_groups, per_group)
+            cand_group, cand_pos = mask.nonzero(as_tuple=True)  # sorted by group
+            if cand_group.numel() == 0:
                 continue
-            sg_idx, tm_idx = mask.nonzero(as_tuple=True)  # sorted by group
-            # Pack candidates into blocks of `block` rows that share one OU group, so one bmm
-            # evaluates them all and padding is at most one partial block per group.
-            start = torch.cumsum(counts, 0) - counts
-            rank = torch.arange(n_cand, device=device) - start[sg_idx]
-            blocks_per_group = torch.div(counts + block - 1, block, rounding_mode="floor")
-            first_block = torch.cumsum(blocks_per_group, 0) - blocks_per_group
-            block_id = first_block[sg_idx] + torch.div(rank, block, rounding_mode="floor")
-            slot = rank % block
-            n_blocks = int(blocks_per_group.sum())
-            block_group = torch.repeat_interleave(
-                torch.arange(s * g, device=device), blocks_per_group)
-            packed = torch.zeros((n_blocks, block, ou), dtype=torch.float32, device=device)
-            packed[block_id, slot] = xg[sg_idx, tm_idx]
-            p_blocks = torch.bmm(packed, self.group_levels[block_group])  # (blocks, block, K)
-            t_idx = torch.div(tm_idx, m, rounding_mode="floor")
-            rows = (a + tm_idx - t_idx * m) * s + torch.div(sg_idx, g, rounding_mode="floor")
-            weight = cycle_weight[t_idx]
-            if ideal and step == 1.0:
-                # ADC(p) - p = -(p - top) where p > top, else 0: only clipped entries matter.
-                # Padding slots hold p = 0 and never clip.
-                hit_b, hit_slot, hit_col = (p_blocks > float(top)).nonzero(as_tuple=True)
-                if hit_b.numel() == 0:
-                    continue
-                cand_of = torch.zeros((n_blocks, block), dtype=torch.int64, device=device)
-                cand_of[block_id, slot] = torch.arange(n_cand, device=device)
-                cand = cand_of[hit_b, hit_slot]
-                excess = p_blocks[hit_b, hit_slot, hit_col] - float(top)
-                values = -excess.to(acc_dtype) * weight[cand]
-                col_sums.index_put_((rows[cand], hit_col), values, accumulate=True)
+            flat = gather.flat(chunk_f)
+            # Candidates are sorted by group, so each width bucket is one contiguous range.
+            edges = torch.searchsorted(cand_group, first).tolist()
+            scale = -float(self.cycle_weight[t]) * sign
+            for bk, width in enumerate(plan.bucket_width):  # width buckets: a handful
+                per_candidate = 4 * (ou * 3 + width * 4) + 64
+                slice_size = self._candidate_slice(width, per_candidate,
+                                                   options.memory_budget_mb)
+                for c0 in range(edges[bk], edges[bk + 1], slice_size):  # candidate slices
+                    c1 = min(c0 + slice_size, edges[bk + 1])
+                    grp, pos = cand_group[c0:c1], cand_pos[c0:c1]
+                    pk = Packed.of(grp, n_groups)
+                    base = pk.spread(bases.index_select(0, pos), zero_image)
+                    xg = gather.packed_values(flat, base, pk.block_group)  # (blocks, size, ou)
+                    p = torch.bmm(xg, plan.levels.index_select(0, pk.block_group)[:, :, :width])
+                    hit_slot, hit_col = (p.view(-1, width) > top).nonzero(as_tuple=True)
+                    if hit_slot.numel() == 0:
+                        continue
+                    # Flat indices (cheaper than multi-dimensional advanced indexing).
+                    column = (hit_slot >> pk.size_bits) * width + hit_col
+                    target = pk.spread(targets.index_select(0, pos), 0).view(-1)
+                    target = target.index_select(0, hit_slot)
+                    channel = plan.channel.index_select(0, pk.block_group)[:, :width]
+                    target += (channel * positions).reshape(-1).index_select(0, column)
+                    weight = plan.col_weight.index_select(0, pk.block_group)[:, :width]
+                    weight = (weight * scale).reshape(-1).index_select(0, column)
+                    excess = p.view(-1).index_select(0, hit_slot * width + hit_col).sub_(top)
+                    out_flat.index_add_(0, target, weight.mul_(excess))
+
+    # ---- full path -------------------------------------------------------------------------
+    def _full_conversions(self, part: Tensor, input_shape: tuple[int, ...], sign: float,
+                          out: Tensor, options: EngineOptions,
+                          gen: torch.Generator | None) -> None:
+        """Add sign x (sum of conversion results) of one chunk's pass into out (n, Cout, P):
+        ADC(p) with the device effects (non-ideal), ADC(p) - p (ideal, step != 1), or, with
+        accumulated deviation only, ADC(p + e) - ADC(p) (the clip path adds ADC(p) - p)."""
+        mapped = self.mapped
+        hw, layer = mapped.hw, mapped.layer
+        s, g, ou, k = self.shape
+        ideal, deviation_only = hw.device.ideal, self.deviation_only
+        sigma = hw.device.accumulated_deviation_sigma
+        step, top = hw.adc.step, float(hw.adc_max_code)
+        n_img = int(part.shape[0])
+        positions = layer.positions
+        per_group = n_img * positions
+        gather = self._gather("all", input_shape)
+        levels = self.group_levels
+        # The conversion results are multiples of step: with a power-of-two step their sums are
+        # exact in float32 while below 2^24 (bound: the largest |value| x shifts x groups).
+        largest = max(self.max_partial_sum, top * step) * 2
+        max_term = largest * float(self.cycle_weight.sum()) * g
+        exact32 = math.log2(step).is_integer() and max_term / min(step, 1.0) < FLOAT32_EXACT
+        acc_dtype = torch.float32 if exact32 else torch.float64
+        dump = per_group * s  # padding slots add into this last row
+        col_sums = torch.zeros((dump + 1, k), dtype=acc_dtype, device=part.device)
+        per_candidate = 4 * (ou * 3 + k * 8) + 64
+        slice_size = self._candidate_slice(k, per_candidate, options.memory_budget_mb)
+        bases = gather.position_bases(n_img)  # (n*P,) input offset of every position
+        zero_image = n_img * gather.image_stride  # padding slots read the zero image
+        segment = torch.div(torch.arange(s * g, device=part.device), g, rounding_mode="floor")
+        for t, chunk_img in self._cycles(part):
+            shift = float(self.cycle_weight[t])
+            active = self.active_sums((chunk_img != 0).to(torch.float32))  # (n, S*G, P)
+            counts = active.transpose(0, 1).reshape(s * g, per_group)
+            cand_group, cand_pos = (counts > 0.5).nonzero(as_tuple=True)  # sorted by group
+            if cand_group.numel() == 0:
                 continue
-            p = p_blocks[block_id, slot]  # (n_cand, K)
-            if gen is not None:
-                if dev.read_noise_sigma > 0:
-                    p = p * (1 + dev.read_noise_sigma * torch.randn(
-                        p.shape, generator=gen, device=device))
-                if dev.accumulated_deviation_sigma > 0:
-                    active = (packed[block_id, slot] > 0).sum(dim=1, keepdim=True)
-                    # std grows linearly with the rows activated together (variance ~ n^2),
-                    # so fewer, larger activations accumulate more error than many small ones.
-                    p = p + dev.accumulated_deviation_sigma * active.to(torch.float32) * (
-                        torch.randn(p.shape, generator=gen, device=device))
-            q = torch.round(p / step).clamp_(0, top) * step
-            value = (q - p) if ideal else q
-            col_sums.index_add_(0, rows, value.to(acc_dtype) * weight[:, None])
-        per_col = col_sums.to(torch.float64).reshape(m_total, s * k)
-        phys = torch.zeros((m_total, self.mapped.physical_cols + 1), dtype=torch.float64,
-                           device=device)
+            flat = gather.flat(chunk_img.to(torch.float32))
+            if deviation_only:
+                assert gen is not None
+                std = counts[cand_group, cand_pos].to(torch.float64) * sigma
+                tail = torch.special.erfc(0.5 / (std * math.sqrt(2.0)))  # P(|e| >= 1/2)
+                dense = tail > TAIL_DENSE
+                sparse = ~dense
+                self._tail_events(cand_group[sparse], cand_pos[sparse], std[sparse],
+                                  tail[sparse], flat, bases, gather, col_sums, segment, shift,
+                                  gen)
+                cand_group, cand_pos = cand_group[dense], cand_pos[dense]
+            for c0 in range(0, int(cand_group.numel()), slice_size):  # slices of candidates
+                grp = cand_group[c0 : c0 + slice_size]
+                pos = cand_pos[c0 : c0 + slice_size]
+                pk = Packed.of(grp, s * g)
+                base = pk.spread(bases.index_select(0, pos), zero_image)
+                xg = gather.packed_values(flat, base, pk.block_group)  # padding rows: level 0
+                p = torch.bmm(xg, levels.index_select(0, pk.block_group))  # (blocks, size, K)
+                if gen is None:  # ideal device, step != 1: the deviation ADC(p) - p
+                    value = torch.div(p, step).round_().clamp_(0, top).mul_(step).sub_(p)
+                else:
+                    std_slot = self._noise_std(p, pk.spread(counts[grp, pos], 0.0).unsqueeze(2))
+                    value = p
+                    if std_slot is not None:
+                        noise = torch.empty_like(p).normal_(generator=gen)
+                        value = torch.addcmul(p, noise, std_slot)
+                    if step != 1.0:
+                        value = value.div_(step) if value is not p else value / step
+                        value.round_().clamp_(0, top).mul_(step)
+                    else:
+                        value = (value.round_() if value is not p else value.round()).clamp_(
+                            0, top)
+                    if deviation_only:
+                        value.sub_(p.clamp_(max=top))
+                target = pk.spread(pos * s + segment.index_select(0, grp), dump)
+                col_sums.index_add_(0, target.reshape(-1), value.to(acc_dtype).reshape(-1, k),
+                                    alpha=shift)
+        per_col = col_sums[:-1].to(torch.float64).reshape(per_group, s * k)
+        phys = torch.zeros((per_group, mapped.physical_cols + 1), dtype=torch.float64,
+                           device=part.device)
         phys.index_add_(1, self.col_index, per_col)
-        return phys
+        acc = phys @ self.combine  # (n*P, Cout)
+        if mapped.offset and not ideal and not deviation_only:
+            acc -= float(mapped.offset) * self._window_sums(part).reshape(-1, 1)
+        out += sign * acc.reshape(n_img, positions, -1).transpose(1, 2)
+
+    def _tail_events(self, grp: Tensor, pos: Tensor, std: Tensor, tail: Tensor, flat: Tensor,
+                     bases: Tensor, gather: RowGather, col_sums: Tensor, segment: Tensor,
+                     shift: float, gen: torch.Generator) -> None:
+        """Accumulated deviation on groups where noise rarely matters: add ADC(p + e) - ADC(p)
+        of the conversions with |e| >= 1/2 (the others convert exactly, as p is an integer).
+
+        Exact in distribution: each of the K conversions of candidate i has |e| >= 1/2 with
+        probability tail_i, independently. Drawn as a Poisson process: candidate i gets
+        Poisson(K h_i) points (h_i = -log(1 - tail_i)) on uniformly random columns; a column
+        with a point (P = 1 - exp(-h_i) = tail_i) is one such conversion. Given |e| >= 1/2, |e|
+        is drawn by inverse CDF from the Gaussian tail, and its sign is fair.
+        """
+        n = int(grp.numel())
+        if n == 0:
+            return
+        s, g, ou, k = self.shape
+        top = float(self.mapped.hw.adc_max_code)
+        hazard = -torch.log1p(-tail)
+        points = torch.poisson(hazard * k, generator=gen).to(torch.int64)  # per candidate
+        ends = torch.cumsum(points, 0)
+        total = int(ends[-1])
+        if total == 0:
+            return
+        # Slices of about TAIL_POINTS points bound the memory of one pass.
+        marks = list(range(TAIL_POINTS, total, TAIL_POINTS))
+        cuts = torch.searchsorted(ends, torch.tensor(marks, dtype=torch.int64,
+                                                     device=ends.device)).tolist() if marks else []
+        bounds = sorted({0, n, *[min(n, c + 1) for c in cuts]})
+        rows_k = torch.arange(ou, device=grp.device) * k
+        for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):  # point slices
+            cand = torch.repeat_interleave(torch.arange(lo, hi, device=grp.device),
+                                           points[lo:hi])
+            if cand.numel() == 0:
+                continue
+            col = torch.randint(0, k, cand.shape, generator=gen, device=cand.device)
+            key = torch.unique(cand * k + col)  # a column with two points counts once
+            cand = torch.div(key, k, rounding_mode="floor")
+            col = key - cand * k
+            u = 1.0 - torch.rand(key.shape, dtype=torch.float64, generator=gen,
+                                 device=key.device)  # (0, 1]
+            z = -torch.special.ndtri(u * tail.index_select(0, cand) / 2)  # >= 1/(2 std)
+            negative = torch.rand(key.shape, generator=gen, device=key.device) < 0.5
+            e = torch.where(negative, -z, z) * std.index_select(0, cand)
+            cg, cp = grp.index_select(0, cand), pos.index_select(0, cand)
+            xg = flat.index_select(0, (bases.index_select(0, cp).unsqueeze(1)
+                                       + gather.row_offset.index_select(0, cg)).reshape(-1))
+            lv = self.group_levels.view(-1).index_select(
+                0, ((cg * (ou * k) + col).unsqueeze(1) + rows_k).reshape(-1))
+            p = (xg * lv).view(-1, ou).sum(dim=1).to(torch.float64)
+            q = torch.clamp(p + torch.round(e), 0, top) - p.clamp(max=top)
+            rows = cp * s + segment.index_select(0, cg)
+            col_sums.view(-1).index_add_(0, rows * k + col, q.to(col_sums.dtype), alpha=shift)
+
+    def _noise_std(self, p: Tensor, active: Tensor) -> Tensor | None:
+        """Standard deviation of the additive noise on each partial sum, or None: read noise
+        (sigma_r x p) and accumulated deviation (sigma_a x active rows of the group) are
+        independent Gaussians, drawn as one with the summed variance."""
+        dev = self.mapped.hw.device
+        read = p * dev.read_noise_sigma if dev.read_noise_sigma > 0 else None
+        accumulated = (active * dev.accumulated_deviation_sigma
+                       if dev.accumulated_deviation_sigma > 0 else None)
+        if read is not None and accumulated is not None:
+            return torch.sqrt(read.square_().add_(accumulated.square()))
+        return read if read is not None else accumulated
+
+    def _window_sums(self, part: Tensor) -> Tensor:
+        """(n, P) float64: sum of the inputs of every output position (offset removal)."""
+        layer = self.mapped.layer
+        n = int(part.shape[0])
+        if layer.kind == "linear":
+            return part.reshape(n, -1).to(torch.float64).sum(dim=1, keepdim=True)
+        ones = torch.ones((1, *layer.weight_int.shape[1:]), dtype=torch.float64,
+                          device=part.device)
+        return layer.linear_op(part.to(torch.float64), ones).reshape(n, -1)
 
 
 def accumulate(kernel: LayerKernel, x_int: Tensor, options: EngineOptions) -> Tensor:

@@ -67,9 +67,12 @@ class MappedLayer:
             chunk_max = 2**self.hw.dac.bits - 1
             best = 0
             levels = self.levels.to(torch.int32)
-            for seg in range(self.group_rows.shape[0]):  # segments: one for dense
-                lv = _gather_group_levels(levels, self.group_rows[seg : seg + 1],
-                                          self.segment_cols[seg : seg + 1])
+            s, g, ou = self.group_rows.shape
+            k = self.segment_cols.shape[1]
+            step = max(1, 2**24 // max(1, g * ou * k))  # segments per chunk (memory bound)
+            for seg in range(0, s, step):  # chunks of segments: one for dense
+                lv = _gather_group_levels(levels, self.group_rows[seg : seg + step],
+                                          self.segment_cols[seg : seg + step])
                 if lv.numel():
                     best = max(best, int(lv.sum(dim=2).max()))
             self._cache["max_partial_sum"] = float(best * chunk_max)
@@ -87,17 +90,18 @@ class MappedLayer:
 
 
 def _gather_group_levels(levels: Tensor, group_rows: Tensor, segment_cols: Tensor) -> Tensor:
-    """levels (R, C) -> (S, G, ou, K), zero where a row or column index is padding (-1)."""
+    """levels (R, C) -> (S, G, ou, K), zero where a row or column index is padding (-1).
+
+    Gathers only the (row, column) pairs used: memory is that of the result, also for
+    mappings with many small segments."""
     padded = torch.nn.functional.pad(levels, (0, 1, 0, 1))  # index -1 hits the zero row/col
-    rows = group_rows.clamp(min=-1)
-    rows = torch.where(rows < 0, torch.full_like(rows, levels.shape[0]), rows)
+    group_rows = group_rows.to(levels.device)
+    segment_cols = segment_cols.to(levels.device)
+    rows = torch.where(group_rows < 0, torch.full_like(group_rows, levels.shape[0]), group_rows)
     cols = torch.where(segment_cols < 0, torch.full_like(segment_cols, levels.shape[1]),
                        segment_cols)
-    s, g, r = rows.shape
-    k = cols.shape[1]
-    gathered = padded[rows.reshape(s, g * r)]  # (S, G*ou, C+1)
-    gathered = torch.gather(gathered, 2, cols.unsqueeze(1).expand(s, g * r, k))
-    return gathered.reshape(s, g, r, k)
+    s, k = cols.shape
+    return padded[rows.unsqueeze(3), cols.view(s, 1, 1, k)]
 
 
 def tiles(total: int, size: int) -> list[tuple[int, int]]:

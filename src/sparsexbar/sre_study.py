@@ -34,8 +34,12 @@ def reproduce_sre(out_dir: str | Path, model: Any = "default", hw: Any = "isaac"
                   sparsities: Sequence[float] = (0.0, 0.5, 0.7, 0.9), test_images: int = 500,
                   tune_images: int = 2000, epochs: int = 1, lr: float = 0.01,
                   granularity: str = "bit", batch_size: int = 250,
-                  progress: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Run the study; write sre_reproduce.json and .md under `out_dir`; return the report."""
+                  progress: Callable[[str], None] | None = None, deviation: bool = True,
+                  deviation_images: int = 64) -> dict[str, Any]:
+    """Run the study; write sre_reproduce.json and .md under `out_dir`; return the report.
+    `deviation`: also run the accumulated-deviation study (deviation_study.py) on the
+    unpruned model with the first `deviation_images` (at most `test_images`) test images and
+    write its table and plot."""
     from .comprrae_study import fmnist_split
     from .simulate import resolve_model, simulate
 
@@ -76,6 +80,12 @@ def reproduce_sre(out_dir: str | Path, model: Any = "default", hw: Any = "isaac"
     report = {"model": model_name, "hardware": config.to_dict(), "test_images": len(y_test),
               "tune_images": len(y_tune), "epochs_per_step": epochs, "granularity": granularity,
               "rows": rows, "published": PUBLISHED}
+    if deviation:  # accuracy vs rows activated at once (issue 4 item 4)
+        from .deviation_study import deviation_study
+
+        report["deviation"] = deviation_study(
+            out_dir, base, config, test_images=min(deviation_images, len(y_test)),
+            batch_size=batch_size, progress=progress)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "sre_reproduce.json").write_text(json.dumps(report, indent=2) + "\n")
@@ -106,4 +116,8 @@ def reproduce_markdown(report: dict[str, Any]) -> str:
     lines.append(f"| published | | joint (structured) | | | up to {p['speedup_max']}x, avg "
                  f"{p['speedup_avg']}x | up to {100 * p['energy_saving_max']:.1f}%, avg "
                  f"{100 * p['energy_saving_avg']:.1f}% | |")
+    if "deviation" in report:
+        from .deviation_study import deviation_markdown
+
+        lines += ["", deviation_markdown(report["deviation"]).rstrip("\n")]
     return "\n".join(lines) + "\n"

@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 from ..errors import SparsexbarError
 from .base import LayerRun, Scheme
+from .combined import TECHNIQUES, CombinedScheme
 from .comprrae import CompRRAEScheme
 from .dense import DenseScheme
 from .pattern import PatternScheme
@@ -16,6 +17,7 @@ SCHEMES: dict[str, Callable[[], Scheme]] = {
     "comprrae": CompRRAEScheme,
     "sre": SreScheme,
     "pattern": PatternScheme,
+    "combined": CombinedScheme,
 }
 
 
@@ -27,9 +29,24 @@ def get_scheme(scheme: str | Scheme) -> Scheme:
     """A scheme object from a name (or the object itself); unknown names raise."""
     if isinstance(scheme, Scheme):
         return scheme
+    spec, sep, text = scheme.partition(":")
+    if "+" in spec or spec == "combined" or (spec in TECHNIQUES and spec not in SCHEMES):
+        # a composition `a+b+c[:key=value...]` (or one technique that is no scheme: act)
+        return CombinedScheme.from_spec(spec, _options(scheme, text) if sep else None)
     if scheme not in SCHEMES:
         raise SparsexbarError(f"unknown scheme '{scheme}' (known: {', '.join(SCHEMES)})")
     return SCHEMES[scheme]()
+
+
+def _options(scheme: str, text: str) -> dict[str, str]:
+    """'key=value:key=value' -> {key: value}; a malformed item raises naming it."""
+    options: dict[str, str] = {}
+    for item in text.split(":"):
+        key, eq, value = item.partition("=")
+        if not eq or not key.strip():
+            raise SparsexbarError(f"scheme options expect key=value, got '{item}' in '{scheme}'")
+        options[key.strip()] = value.strip()
+    return options
 
 
 __all__ = ["SCHEMES", "LayerRun", "Scheme", "get_scheme", "scheme_names"]

@@ -47,6 +47,7 @@ from ..frontend import QuantLayer
 from ..intconv import FLOAT32_EXACT, ExactLinear
 from ..mapping import MappedLayer, dense_events, map_dense, tiles
 from .base import LayerRun, Scheme
+from .counting import RowSetCounter, position_sum_dtype
 
 MODES = ("weight", "activation", "joint")
 GRANULARITIES = ("bit", "word")
@@ -225,11 +226,9 @@ class SreKernel(LayerKernel):
         offsets = [sum(widths[:i]) for i in range(len(widths))]
         self.tile_sets = [inv + off for inv, off in zip(self.tile_inverse, offsets, strict=True)]
         self.sets_total = sum(widths)
-        self._count_op: ExactLinear | None = None
+        self._counter: RowSetCounter | None = None
         self._value_op: ExactLinear | None = None
         self._value_op_built = False
-        self.fields = 1
-        self.field_base = 1
 
     def value_op(self) -> ExactLinear | None:
         """The layer's linear map on its input magnitudes, exact (int8 convolution on CPU
@@ -246,50 +245,36 @@ class SreKernel(LayerKernel):
             self._value_op_built = True
         return self._value_op
 
-    def count_op(self) -> ExactLinear:
-        """The layer's own linear map (conv geometry) with the distinct kept sets as 0/1
-        filters: applied to an input bit plane it gives, per output position and set, the
-        active kept rows of the set's row tile, i.e. the rows an im2col patch would select.
-
-        Several cycles share one call: the input holds sum_j B^j x plane_j with B = the
-        largest kept set + 1 (so every count fits one base-B digit), as many digits (fields)
-        as the backend takes exactly: an unsigned byte for the int8 convolution (2 for
-        128-row arrays), results below 2^24 - B for float32 (3 for 128-row arrays).
-        Built on first use: the static modes never need it.
-        """
-        if self._count_op is None:
-            layer = self.mapped.layer
-            r = layer.rows
+    @property
+    def counter(self) -> RowSetCounter:
+        """The distinct kept sets of every row tile as a `counting.RowSetCounter`: applied to
+        an input bit plane its convolution gives, per output position and set, the active kept
+        rows of the set's row tile, i.e. the rows an im2col patch would select. Several cycles
+        share one call (base-B digits, `fields` of them). Built on first use: the static modes
+        never need it."""
+        if self._counter is None:
+            r = self.mapped.layer.rows
             sets = torch.zeros((self.sets_total, r), dtype=torch.int64)
             col = 0
             for (a, b), keep in zip(self.mapped.row_tiles, self.tile_keep, strict=True):
                 sets[col : col + keep.shape[1], a:b] = keep.t().cpu().to(torch.int64)
                 col += keep.shape[1]
-            weight = sets.reshape(self.sets_total, *layer.weight_int.shape[1:])
-            base = int(sets.sum(dim=1).max()) + 1 if sets.numel() else 1
-            self.field_base = base
+            self._counter = RowSetCounter(self.mapped.layer, sets, self.device)
+        return self._counter
 
-            def build(fields: int) -> ExactLinear:
-                top = sum(base**j for j in range(fields))  # every plane at 1
-                return ExactLinear(layer.kind, weight, top, self.device, layer.stride,
-                                   layer.padding, layer.dilation,
-                                   probe_shape=layer.input_shape or None)
+    def count_op(self) -> ExactLinear:
+        """The counter's convolution (`RowSetCounter.op`)."""
+        return self.counter.op()
 
-            def most_fields(limit: int) -> int:
-                fields = 1
-                while (sum(base**j for j in range(fields + 1)) <= limit
-                       and (base - 1) * sum(base**j for j in range(fields + 1))
-                       < FLOAT32_EXACT - base):
-                    fields += 1
-                return fields
+    @property
+    def fields(self) -> int:
+        """Cycles (base-B digits) per call of the count convolution (after `count_op()`)."""
+        return self.counter.fields
 
-            op = build(most_fields(255))
-            self.fields = most_fields(255)
-            if op.backend != "int8":
-                self.fields = most_fields(FLOAT32_EXACT)
-                op = build(self.fields)
-            self._count_op = op
-        return self._count_op
+    @property
+    def field_base(self) -> int:
+        """B: the largest kept set + 1."""
+        return self.counter.base
 
 
 class SreScheme(Scheme):
@@ -532,66 +517,31 @@ class SreScheme(Scheme):
         """Add one chunk's dynamic counts. xc: (images, ...) layer input magnitudes (uint8 or
         int32), channels-last for conv layers.
 
-        Per group of `kernel.fields` cycles one call of `kernel.count_op()` on the packed bit
-        planes gives the active kept rows per (position, kept set, cycle); the base-B digits
-        are split exactly (floor of a float32 division of integers below 2^24 - B), OU
-        activations are the exact ceil(count / ou.rows), summed per image in float64, then
-        mapped to the segments.
+        `kernel.counter` gives the active kept rows per (position, kept set) of every cycle
+        (`RowSetCounter.chunk_counts`, several cycles per convolution); OU activations are the
+        exact ceil(count / ou.rows), summed per image, then mapped to the segments.
         """
         mapped = kernel.mapped
         hw = mapped.hw
         ou_r, cycles, dac_bits = float(hw.ou.rows), hw.cycles, hw.dac.bits
-        chunk_mask = 2**dac_bits - 1
         images = int(xc.shape[0])
-        op = kernel.count_op()
-        base, fields = kernel.field_base, kernel.fields
+        counter = kernel.counter
         word = self.granularity == "word"
-        wide = op.backend != "int8"  # packed values beyond a byte: int32
         sets_total = kernel.sets_total
         ou_img = torch.zeros((images, sets_total), dtype=torch.float64, device=xc.device)
         rows_img = torch.zeros_like(ou_img)
-        # Per image, a sum over the positions of counts (<= B - 1 each) or of OU activations
-        # (<= fields x (B - 1)) is exact in float32 below 2^24, and float32 sums need no
-        # float64 copy of the counts.
-        exact32 = (mapped.layer.positions * base * fields < FLOAT32_EXACT
-                   and op.dtype == torch.float32)
-        sum_dtype = None if exact32 else torch.float64
-        for first in range(0, 1 if word else cycles, fields):  # 8-bit inputs: 4 or 3 calls
-            width = 1 if word else min(fields, cycles - first)
-            if word:  # the same active rows in every cycle: one plane, counted once
-                packed = (xc != 0).to(torch.uint8)
-            elif dac_bits == 1:
-                # bits first .. first+width-1 as y = sum_j 2^j b_j; packed = sum_j B^j b_j
-                packed = (xc >> first) & (2**width - 1)
-                if wide:
-                    packed = packed.to(torch.int32)
-                bits = packed
-                for j in range(1, width):  # fields: a handful
-                    bit = (bits >> j) if j == width - 1 else (bits >> j) & 1
-                    packed = packed + bit * (base**j - 2**j)
-            else:  # a row is active when its chunk of this cycle is nonzero
-                packed = ((xc >> (first * dac_bits)) & chunk_mask).clamp_(max=1)
-                packed = packed.to(torch.int32 if wide else torch.uint8)
-                for j in range(1, width):  # fields: a handful
-                    plane = ((xc >> ((first + j) * dac_bits)) & chunk_mask).clamp_(max=1)
-                    packed = packed + plane.to(packed.dtype) * base**j
-            value = op.rows(packed)  # (images * positions, sets)
-            ou: Tensor | None = None
-            for j in range(width, 0, -1):  # digits, most significant first
-                if j > 1:
-                    digit = torch.floor(value / float(base ** (j - 1)))
-                    value.add_(digit, alpha=-float(base ** (j - 1)))
-                else:
-                    digit = value
-                rows_img += digit.view(images, -1, sets_total).sum(dim=1, dtype=sum_dtype)
-                digit = digit.div_(ou_r).ceil_()  # exact: true division of small integers
-                ou = digit if ou is None else ou.add_(digit)
-            assert ou is not None
-            ou_img += ou.view(images, -1, sets_total).sum(dim=1, dtype=sum_dtype)
+        # Per image, a sum over the positions of counts (<= B - 1 each) is exact in float32
+        # below 2^24, and float32 sums need no float64 copy of the counts.
+        sum_dtype = position_sum_dtype(mapped.layer.positions, counter.base, counter.fields,
+                                       counter.op().dtype)
+        for chunks, counts in counter.chunk_counts(xc, cycles, dac_bits, word):
+            reps = float(len(chunks))  # word: the same active rows in every cycle
+            rows_img += counts.view(images, -1, sets_total).sum(dim=1, dtype=sum_dtype) * reps
+            ou = counts.div_(ou_r).ceil_()  # exact: true division of small integers
+            ou_img += ou.view(images, -1, sets_total).sum(dim=1, dtype=sum_dtype) * reps
         rows_set = rows_img.sum(dim=0)
-        w = float(cycles) if word else 1.0  # word: the same active rows in every cycle
         for i, sets in enumerate(kernel.tile_sets):  # arrays (row tiles): a few
-            ou_seg = ou_img[:, sets] * w  # (images, S)
+            ou_seg = ou_img[:, sets]  # (images, S)
             ou_sum += ou_seg.sum(dim=0)
-            row_sum += rows_set[sets] * w
+            row_sum += rows_set[sets]
             per_image[:, :, i] += ou_seg @ kernel.seg_tile

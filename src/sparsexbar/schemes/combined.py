@@ -1,0 +1,493 @@
+"""Compositions of the sparsity techniques in one run (DESIGN.md 3.5; docs/schemes/combined.md).
+
+A composition is a list of techniques, written `a+b+c` (e.g. `pattern+act+comprrae`):
+
+- weight layout, at most one: `sre-weight` (SRE's static row compression per OU column group,
+  `sre` weight mode), `pattern` (kernel-reordering units of pattern-pruned 3x3 convs, with
+  their zero-input unit skipping; a layer it cannot help stays dense, as `pattern` does) or
+  `dense` (the straightforward layout, the default). Two layouts both choose where the weights
+  go: refused.
+- `act`: dynamic activation sparsity (SRE's activation mode): in each cycle the rows whose
+  input chunk is zero (granularity `bit`, or `word`: the whole input) are dropped and the
+  remaining rows of a packing domain packed into ceil(n / ou.rows) OUs (a pattern unit's
+  rows: n of its rows driven, one OU when n > 0). Needs an ideal device, as `sre` does.
+- `comprrae`: CompRRAE's early negative detection (exact), MSB-first inputs; `alpha` adds the
+  adaptive early termination (lossy). ReLU layers only; their conversions must be exact on
+  the composed layout (ideal device, unit ADC step, no clipping), as `comprrae` requires.
+- `sre` is `sre-weight+act`.
+
+Every composition is counted by one generic counter (`counting.count_slots`): OU slots (packing
+domain, columns, array), active rows per domain from the `RowSetCounter` convolution, live
+columns from comprrae's executed cycles. Each single scheme is a special case (the tests check
+sre in every mode, pattern, comprrae and dense event for event). Auxiliary events are those the
+techniques add on their own: sre-weight's row-index reads, pattern's index reads, zero tests
+and fetched inputs, comprrae's comparisons and LUT reads; buffer writes and digital work are
+`dense`'s.
+
+Values: comprrae on a layer -> its exact termination path (the composed layout's conversions
+are exact there); otherwise the layout's own value path (the engine, with SRE's packed
+corrections where act packing can clip), so a lossless composition equals `dense` bit for bit.
+
+The named scheme `combined` picks, per layer, the layout whose static events (every unit
+activated, no input skipping) cost the least energy, ties to fewer arrays, then the simpler
+layout; and adds act and comprrae (END) wherever the hardware allows them (it drops, per layer,
+what would be refused, and says why in its parameters).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ..config import HardwareConfig
+from ..cost import Storage, energy_pj
+from ..engine import EngineOptions, LayerKernel, accumulate
+from ..errors import SparsexbarError
+from ..events import Events
+from ..frontend import QuantLayer
+from ..mapping import MappedLayer, dense_events, map_dense
+from .base import LayerRun, Scheme
+from .comprrae import AlphaSpec, CompKernel, CompRRAEScheme
+from .counting import RowSetCounter, SlotCounts, SlotTable, count_slots, slot_channels
+from .pattern import PatternKernel, PatternMappedLayer, PatternScheme
+from .sre import (
+    GRANULARITIES,
+    SreKernel,
+    SreScheme,
+    column_segments,
+    dynamic_packing_lossless,
+    index_bits,
+    map_sre,
+)
+
+LAYOUTS = ("dense", "sre-weight", "pattern")
+RUNTIME = ("act", "comprrae")
+TECHNIQUES = (*LAYOUTS, *RUNTIME)
+ALIASES = {"sre": ("sre-weight", "act")}
+OPTIONS = ("alpha", "estimate", "granularity")
+
+
+@dataclass(frozen=True)
+class LayerChoice:
+    """What runs on one layer: its weight layout (as mapped: a pattern layer that fell back is
+    `dense`), whether act and comprrae apply, and why something asked for does not."""
+
+    layout: str
+    act: bool
+    comprrae: bool
+    note: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"layout": self.layout, "act": self.act, "comprrae": self.comprrae}
+        if self.note:
+            out["note"] = self.note
+        return out
+
+
+def parse_techniques(spec: str) -> tuple[str, ...]:
+    """`a+b+c` -> the techniques in canonical order; unknown, empty or repeated tokens and two
+    layouts raise with the reason."""
+    tokens = [t.strip() for t in spec.split("+")]
+    if any(not t for t in tokens):
+        raise SparsexbarError(f"empty technique in scheme '{spec}' (write e.g. pattern+act)")
+    seen: dict[str, str] = {}  # technique -> the token that brought it
+    for token in tokens:
+        expanded = ALIASES.get(token, (token,))
+        for name in expanded:
+            if name not in TECHNIQUES:
+                raise SparsexbarError(
+                    f"unknown technique '{token}' in scheme '{spec}' (known: "
+                    f"{', '.join((*TECHNIQUES, *ALIASES))})")
+            if name in seen:
+                alias = next((t for t in (seen[name], token) if t != name), None)
+                via = f" ('{alias}' includes {name})" if alias else ""
+                raise SparsexbarError(f"technique '{name}' given twice in scheme '{spec}'{via}")
+            seen[name] = token
+    layouts = [t for t in seen if t in LAYOUTS]
+    if len(layouts) > 1:
+        raise SparsexbarError(
+            f"scheme '{spec}' combines {' and '.join(layouts)}: both choose the weight layout "
+            "(where each weight is stored); use one")
+    return tuple(t for t in TECHNIQUES if t in seen)
+
+
+def _parse_alpha(text: str) -> float | None:
+    value = text.strip().lower()
+    if value in ("none", "off", ""):
+        return None
+    try:
+        alpha = float(value)
+    except ValueError:
+        raise SparsexbarError(f"alpha must be a number >= 0 or none, got '{text}'") from None
+    if not math.isfinite(alpha) or alpha < 0:
+        raise SparsexbarError(f"alpha must be a number >= 0 or none, got '{text}'")
+    return alpha
+
+
+class CombinedKernel(LayerKernel):
+    """The layout's kernel (values, kept sets), the slot table, the row-set counter and, with
+    comprrae on the layer, comprrae's kernel."""
+
+    def __init__(self, mapped: MappedLayer, device: torch.device, choice: LayerChoice,
+                 alpha: float | None) -> None:
+        super().__init__(mapped, device)
+        self.choice = choice
+        self.inner: SreKernel | PatternKernel
+        self.counter: RowSetCounter | None
+        if isinstance(mapped, PatternMappedLayer):
+            self.inner = PatternKernel(mapped, device)
+            self.table, self.counter = pattern_slots(self.inner, choice.act, device)
+        else:
+            self.inner = SreKernel(mapped, device)
+            self.table = sre_slots(self.inner, device, "act" if choice.act else "none")
+            self.counter = self.inner.counter if choice.act else None
+        self.comp = (CompKernel(map_dense(mapped.layer, mapped.hw), device, alpha)
+                     if choice.comprrae else None)
+
+
+def sre_slots(kernel: SreKernel, device: torch.device, skip: str) -> SlotTable:
+    """Slots of an SRE-style layout (`map_sre`, compressed or not): one per (row tile, OU column
+    group), its domain the group's kept rows in the tile (the kernel's distinct kept sets)."""
+    mapped = kernel.mapped
+    tiles_n = len(mapped.row_tiles)
+    ctile = torch.tensor([t for _, _, t in column_segments(mapped.physical_cols, mapped.hw)],
+                         dtype=torch.int64)
+    slot_set = torch.cat([s.cpu() for s in kernel.tile_sets])  # tile-major: (I * S,)
+    segments = kernel.segments
+    seg = torch.arange(segments).repeat(tiles_n)
+    tile = torch.arange(tiles_n).repeat_interleave(segments)
+    rows = kernel.kept.cpu().t().reshape(-1)  # (I, S) tile-major
+    width = (mapped.segment_cols >= 0).sum(dim=1).to(torch.float64).cpu()[seg]
+    columns = mapped.segment_cols.cpu()[seg]
+    chan, cnt = slot_channels(columns, mapped.col_channel.cpu(), mapped.layer.out_channels)
+    sets = torch.zeros((kernel.sets_total, mapped.layer.rows), dtype=torch.bool)
+    col = 0
+    for (a, b), keep in zip(mapped.row_tiles, kernel.tile_keep, strict=True):  # a few
+        sets[col : col + keep.shape[1], a:b] = keep.t().cpu().bool()
+        col += keep.shape[1]
+    return SlotTable(
+        sets=sets.to(device), slot_set=slot_set.to(device), slot_rows=rows.to(device),
+        slot_width=width.to(device), slot_array=(ctile[seg] * tiles_n + tile).to(device),
+        arrays=len(mapped.col_tiles) * tiles_n, slot_channels=chan.to(device),
+        slot_channel_cols=cnt.to(device), channels=mapped.layer.out_channels, skip=skip)
+
+
+def pattern_slots(kernel: PatternKernel, act: bool,
+                  device: torch.device) -> tuple[SlotTable, RowSetCounter]:
+    """Slots of the kernel-reordering layout: one per unit, its domain the unit's row piece."""
+    plan = kernel.plan
+    mapped = kernel.mapped
+    assert plan is not None
+    r = mapped.layer.rows
+    rows = plan.piece_rows
+    sets = torch.zeros((plan.pieces, r + 1), dtype=torch.bool)
+    sets[torch.arange(plan.pieces).unsqueeze(1).expand_as(rows),
+         torch.where(rows >= 0, rows, torch.full_like(rows, r))] = True
+    sets = sets[:, :r]
+    chan, cnt = slot_channels(plan.unit_columns, mapped.col_channel.cpu(),
+                              mapped.layer.out_channels)
+    table = SlotTable(
+        sets=sets.to(device), slot_set=plan.unit_piece.to(device),
+        slot_rows=plan.piece_height[plan.unit_piece].to(torch.float64).to(device),
+        slot_width=plan.unit_cols.to(torch.float64).to(device),
+        slot_array=plan.unit_array.to(device), arrays=plan.arrays,
+        slot_channels=chan.to(device), slot_channel_cols=cnt.to(device),
+        channels=mapped.layer.out_channels, skip="act" if act else "any")
+    return table, RowSetCounter(mapped.layer, sets, device)
+
+
+class CombinedScheme(Scheme):
+    """A composition of techniques (`a+b+c`), or, named `combined`, the per-layer best one.
+
+    techniques: e.g. ("pattern", "act", "comprrae"); None: the named `combined`.
+    alpha: comprrae's adaptive termination (None: early negative detection only; a float, or
+    {layer name: float or None}); estimate: comprrae's value of a settled output;
+    granularity: act's zero test, "bit" (the chunk of the cycle) or "word" (the whole input).
+    """
+
+    lossless = True
+
+    def __init__(self, techniques: tuple[str, ...] | None = None, alpha: AlphaSpec = None,
+                 estimate: str = "midpoint", granularity: str = "bit") -> None:
+        if granularity not in GRANULARITIES:
+            raise SparsexbarError(f"act granularity must be one of {', '.join(GRANULARITIES)},"
+                                  f" got '{granularity}'")
+        self.auto = techniques is None
+        self.techniques = (tuple(TECHNIQUES[1:]) if techniques is None
+                           else parse_techniques("+".join(techniques)))
+        if not self.auto and alpha is not None and "comprrae" not in self.techniques:
+            raise SparsexbarError("alpha is comprrae's parameter: add comprrae to the scheme")
+        self.comprrae = CompRRAEScheme(alpha=alpha, estimate=estimate)
+        self.granularity = granularity
+        self.name = "combined" if self.auto else "+".join(self.techniques)
+        self.lossless = self.comprrae.lossless
+        self.choices: dict[str, LayerChoice] = {}
+
+    @classmethod
+    def from_spec(cls, spec: str, options: Mapping[str, str] | None = None) -> CombinedScheme:
+        """From CLI text: `a+b+c` or `combined`, with options alpha, estimate, granularity."""
+        opts = dict(options or {})
+        for key in opts:
+            if key not in OPTIONS:
+                raise SparsexbarError(f"unknown option '{key}' for scheme '{spec}' (known: "
+                                      f"{', '.join(OPTIONS)})")
+        techniques = None if spec == "combined" else parse_techniques(spec)
+        return cls(techniques, alpha=_parse_alpha(opts.get("alpha", "none")),
+                   estimate=opts.get("estimate", "midpoint"),
+                   granularity=opts.get("granularity", "bit"))
+
+    # ---- parameters ---------------------------------------------------------------------------
+    def parameters(self) -> dict[str, Any]:
+        comp = self.comprrae.parameters()
+        out: dict[str, Any] = {
+            "techniques": list(self.techniques),
+            "granularity": self.granularity if "act" in self.techniques else None,
+            "alpha": comp["alpha"] if "comprrae" in self.techniques else None,
+            "estimate": comp["estimate"] if "comprrae" in self.techniques else None,
+            "layers": {name: c.to_json() for name, c in self.choices.items()},
+        }
+        if self.auto:
+            out["rule"] = ("per layer: the layout (dense, sre-weight, pattern) whose static "
+                           "events cost the least energy (ties: fewer arrays, then the simpler "
+                           "layout); act where the device is ideal; comprrae on ReLU layers "
+                           "whose conversions are exact")
+        return out
+
+    # ---- mapping ------------------------------------------------------------------------------
+    def map_layer(self, layer: QuantLayer, hw: HardwareConfig) -> MappedLayer:
+        if self.auto:
+            mapped, choice = self._auto_layer(layer, hw)
+        else:
+            mapped, choice = self._fixed_layer(layer, hw)
+        self.choices[layer.name] = choice
+        return mapped
+
+    def _layout(self, layer: QuantLayer, hw: HardwareConfig, layout: str) -> MappedLayer:
+        """The layer mapped with `layout`; pattern's dense fallback comes back as the dense
+        layout cut into OU column groups (`map_sre(compress=False)`)."""
+        if layout == "pattern":
+            mapped = PatternScheme().map_layer(layer, hw)
+            if isinstance(mapped, PatternMappedLayer):
+                return mapped
+        return map_sre(layer, hw, compress=layout == "sre-weight")
+
+    @staticmethod
+    def _layout_name(mapped: MappedLayer, asked: str) -> str:
+        if asked == "pattern" and not isinstance(mapped, PatternMappedLayer):
+            return "dense"
+        return asked
+
+    def _fixed_layer(self, layer: QuantLayer, hw: HardwareConfig) -> tuple[MappedLayer,
+                                                                              LayerChoice]:
+        asked = next((t for t in self.techniques if t in LAYOUTS), "dense")
+        mapped = self._layout(layer, hw, asked)
+        layout = self._layout_name(mapped, asked)
+        act = "act" in self.techniques
+        if act and not hw.device.ideal:
+            raise SparsexbarError(
+                f"act needs an ideal device (layer {layer.name}): dynamic packing is modelled "
+                f"with an ideal device only; drop act from '{self.name}'")
+        comp = "comprrae" in self.techniques and layer.followed_by_relu
+        if comp:
+            why = _inexact_reason(mapped, act)
+            if why:
+                raise SparsexbarError(f"comprrae needs exact conversions: layer '{layer.name}' "
+                                      f"with {layout}{'+act' if act else ''}: {why}")
+        note = "pattern falls back to the dense layout here" if layout != asked else ""
+        return mapped, LayerChoice(layout, act, comp, note)
+
+    def _auto_layer(self, layer: QuantLayer, hw: HardwareConfig) -> tuple[MappedLayer,
+                                                                             LayerChoice]:
+        candidates: list[tuple[tuple[float, int, int], str, MappedLayer]] = []
+        for rank, asked in enumerate(LAYOUTS):
+            try:
+                mapped = self._layout(layer, hw, asked)
+            except SparsexbarError:  # pattern refuses some configurations
+                continue
+            name = self._layout_name(mapped, asked)
+            if name != asked:
+                continue  # the dense candidate covers it
+            energy = static_energy(mapped, hw, name)
+            candidates.append(((energy, mapped.arrays, rank), name, mapped))
+        _, layout, mapped = min(candidates, key=lambda c: c[0])
+        notes = []
+        act = hw.device.ideal
+        if not act:
+            notes.append("act off: the device is not ideal")
+        comp = layer.followed_by_relu
+        if comp:
+            why = _inexact_reason(mapped, act)
+            if why and act and not _inexact_reason(mapped, False):
+                # exact conversions without act: keep comprrae, which skips more than act
+                act = False
+                notes.append(f"act off: with act {why}")
+            elif why:
+                comp = False
+                notes.append(f"comprrae off: {why}")
+        return mapped, LayerChoice(layout, act, comp, "; ".join(notes))
+
+    def kernel(self, mapped: MappedLayer, device: torch.device) -> LayerKernel:
+        choice = self.choices[mapped.layer.name]
+        return CombinedKernel(mapped, device, choice,
+                              self.comprrae.layer_alpha(mapped.layer.name))
+
+    def storage(self, mapped: MappedLayer) -> Storage:
+        """The layout's index storage plus comprrae's LUT and comparators."""
+        choice = self.choices.get(mapped.layer.name)
+        parts = [PatternScheme().storage(mapped) if isinstance(mapped, PatternMappedLayer)
+                 else SreScheme("weight").storage(mapped)
+                 if choice is not None and choice.layout == "sre-weight" else Storage()]
+        if choice is not None and choice.comprrae:
+            parts.append(self.comprrae.storage(mapped))
+        return Storage(index_bits=sum(p.index_bits for p in parts),
+                       lut_bits=sum(p.lut_bits for p in parts),
+                       comparators=sum(p.comparators for p in parts))
+
+    # ---- running ------------------------------------------------------------------------------
+    def run_layer(self, kernel: LayerKernel, x_int: Tensor, options: EngineOptions) -> LayerRun:
+        assert isinstance(kernel, CombinedKernel)
+        layer = kernel.mapped.layer
+        hw = kernel.mapped.hw
+        n = int(x_int.shape[0])
+        choice = kernel.choice
+        parts = (SreScheme._narrow_parts(layer, x_int)
+                 if choice.act or kernel.table.skip != "none" else [])
+        if kernel.comp is not None:
+            acc, executed, checks = self._terminate(kernel.comp, x_int, options)
+        else:
+            acc = self._values(kernel, parts, x_int, options)
+            executed, checks = None, 0
+        chunk = self._images_per_chunk(kernel, executed is not None, options)
+        counts = count_slots(kernel.table, kernel.counter, parts, n, layer.positions,
+                             layer.passes, hw.cycles, hw.dac.bits, hw.ou.rows,
+                             self.granularity == "word", executed, chunk)
+        alpha = self.comprrae.layer_alpha(layer.name) is not None
+        events = layer_events(kernel.mapped, kernel.inner, choice.layout, counts, n, checks,
+                              alpha)
+        return LayerRun(acc, events, int(round(counts.cycles)))
+
+    def _values(self, kernel: CombinedKernel, parts: list[Tensor], x_int: Tensor,
+                options: EngineOptions) -> Tensor:
+        """The layout's values: the engine (static layouts, pattern units: dropping rows whose
+        input is zero changes no partial sum), SRE's dynamic-packing path with act."""
+        inner = kernel.inner
+        if isinstance(inner, PatternKernel):
+            if options.exact_shortcut and inner.exact_linear:
+                return accumulate(inner, x_int, options)
+            step = PatternScheme._images_per_call(inner, options)
+            return torch.cat([accumulate(inner, x_int[a : a + step], options)
+                              for a in range(0, int(x_int.shape[0]), step)])  # image chunks
+        if not kernel.choice.act:
+            return accumulate(inner, x_int, options)
+        sre = SreScheme("joint", self.granularity)
+        if dynamic_packing_lossless(inner.mapped):
+            return sre.exact_values(inner, parts, x_int)
+        return sre.packed_accumulate(inner, x_int, options)
+
+    def _terminate(self, comp: CompKernel, x_int: Tensor,
+                   options: EngineOptions) -> tuple[Tensor, Tensor, int]:
+        """comprrae's values, each output's executed cycles (N, positions, Cout) and the
+        checks made (one per output and cycle checked), in chunks of images."""
+        layer = comp.mapped.layer
+        n = int(x_int.shape[0])
+        per_image = layer.positions * layer.out_channels
+        chunk = max(1, min(self.comprrae.chunk_outputs // per_image,
+                           int(options.memory_budget_mb * 2**20 // (per_image * 64))))
+        values, executed = [], []
+        checks = 0
+        cycles = comp.mapped.hw.cycles
+        for a in range(0, n, chunk):  # chunks of images (memory bound)
+            value, run = self.comprrae.terminate(comp, x_int[a : a + chunk])
+            values.append(value)
+            if layer.kind == "conv":
+                run = run.permute(0, 2, 3, 1)
+            run = run.reshape(run.shape[0], layer.positions, layer.out_channels)
+            checks += int(run.clamp(max=cycles - 1).sum(dtype=torch.int64))
+            executed.append(run)
+        return torch.cat(values), torch.cat(executed), checks
+
+    @staticmethod
+    def _images_per_chunk(kernel: CombinedKernel, live: bool, options: EngineOptions) -> int:
+        """Whole images per counting chunk: inputs and planes, the (positions x domains)
+        counts and, with early termination, the (positions x slots) products."""
+        layer = kernel.mapped.layer
+        inputs = int(torch.Size(layer.input_shape).numel()) if layer.input_shape else layer.rows
+        per_image = (inputs * 12 + layer.positions * int(kernel.table.sets.shape[0]) * 32
+                     + kernel.table.slots * 16)
+        if live:
+            per_image += layer.positions * (kernel.table.slots * 40
+                                            + layer.out_channels * 8)
+        return max(1, int(options.memory_budget_mb * 2**20 // max(per_image, 1)))
+
+
+def _inexact_reason(mapped: MappedLayer, act: bool) -> str:
+    """Why the composed layout's conversions are not provably the identity ('' when they
+    are): comprrae's bounds need the exact partial sums."""
+    hw = mapped.hw
+    if not hw.device.ideal:
+        return "the device is not ideal"
+    if hw.adc.step != 1.0:
+        return f"adc.step={hw.adc.step} is not 1"
+    if act and not isinstance(mapped, PatternMappedLayer):
+        if not dynamic_packing_lossless(mapped):
+            return (f"act packs any {hw.ou.rows} rows of an array together, whose partial sums "
+                    f"can exceed the {hw.adc.bits}-bit ADC range")
+        return ""
+    if mapped.adc_can_clip():
+        return (f"partial sums up to {mapped.max_partial_sum():g} exceed the {hw.adc.bits}-bit "
+                "ADC range")
+    return ""
+
+
+def layer_events(mapped: MappedLayer, inner: SreKernel | PatternKernel, layout: str,
+                 counts: SlotCounts, images: int, checks: int, alpha: bool) -> Events:
+    """The crossbar counts plus what each technique adds: sre-weight's index reads, pattern's
+    index reads, zero tests and fetched inputs, comprrae's comparisons and LUT reads; buffer
+    writes and digital work of `dense`. `checks`: comprrae's checks (outputs x cycles)."""
+    hw, layer = mapped.hw, mapped.layer
+    base, _ = dense_events(mapped, images)
+    steps = images * layer.positions * layer.passes
+    index = comparisons = 0
+    buffer_reads = base.buffer_read_bytes
+    if isinstance(mapped, PatternMappedLayer):
+        plan = mapped.plan
+        assert plan is not None
+        index = PatternScheme._index_bits(mapped) * steps
+        comparisons = plan.pieces * hw.cycles * steps
+        buffer_reads = plan.used_rows * math.ceil(hw.numbers.input_bits / 8) * steps
+    elif layout == "sre-weight":
+        assert isinstance(inner, SreKernel)
+        kept = int(round(float(inner.kept.sum())))
+        index = kept * index_bits(hw) * steps
+    adc = int(round(counts.adc_conversions))
+    return Events(
+        ou_activations=int(round(counts.ou_activations)), adc_conversions=adc,
+        dac_activations=int(round(counts.dac_activations)),
+        cell_reads=int(round(counts.cell_reads)), shift_adds=adc, index_reads=index,
+        comparisons=comparisons + checks * (2 if alpha else 1), lut_reads=checks,
+        buffer_read_bytes=buffer_reads, buffer_write_bytes=base.buffer_write_bytes,
+        digital_ops=base.digital_ops)
+
+
+def static_energy(mapped: MappedLayer, hw: HardwareConfig, layout: str) -> float:
+    """Energy (pJ) of one image on a layout with every unit activated and no input skipping:
+    the layout's own events (`layer_events` of the static counts), leakage excluded."""
+    device = torch.device("cpu")
+    inner: SreKernel | PatternKernel
+    if isinstance(mapped, PatternMappedLayer):
+        inner = PatternKernel(mapped, device)
+        table, _ = pattern_slots(inner, False, device)
+        table.skip = "none"
+    else:
+        inner = SreKernel(mapped, device)
+        table = sre_slots(inner, device, "none")
+    layer = mapped.layer
+    counts = count_slots(table, None, [], 1, layer.positions, layer.passes, hw.cycles,
+                         hw.dac.bits, hw.ou.rows, False, None, 1)
+    events = layer_events(mapped, inner, layout, counts, 1, 0, False)
+    return float(energy_pj(events, hw, 0.0)["total"])

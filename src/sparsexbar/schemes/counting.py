@@ -1,0 +1,353 @@
+"""Exact event counting shared by the sparse schemes (`sre`, the `combined` compositions).
+
+Two pieces:
+
+- `RowSetCounter`: for fixed sets of im2col rows (a packing domain: the kept rows of an OU
+  column group in one array, the rows of a pattern unit), the number of rows of each set whose
+  input chunk is nonzero, per output position and input chunk. One call of the layer's own
+  linear map (its convolution geometry) with the sets as 0/1 filters on a bit plane gives, per
+  position and set, the active rows an im2col patch would select. Several chunks share one
+  call: the input holds sum_j B^j x plane_j with B = the largest set + 1 (every count fits one
+  base-B digit), as many digits as the backend takes exactly (an unsigned byte for the int8
+  convolution, results below 2^24 - B for float32); the digits are split exactly afterwards.
+- `SlotTable` and `count_slots`: the generic counter of DESIGN.md 3.5 (docs/schemes/
+  combined.md). An OU slot j is (packing domain d_j, columns cols_j, array a_j). Per output
+  position m and input chunk t, with n_d the active rows of d and live_j the columns of j
+  whose output channel is still running:
+      OU activations   = ou_j(n)          x [live_j > 0]
+      ADC conversions  = ou_j(n) x live_j  (= shift-adds)
+      DAC activations  = rows_j(n)         x [live_j > 0]
+      cell reads       = rows_j(n) x width_j x [live_j > 0]
+  where, by the slot's skip rule, `none`: every row of the domain every cycle (ou =
+  ceil(|d| / ou.rows), rows = |d|); `act` (dynamic activation sparsity, rows packed):
+  ou = ceil(n_d / ou.rows), rows = n_d; `any` (a pattern unit, activated whole when one of
+  its rows is active): ou = [n_d > 0], rows = |d| [n_d > 0]. Without early termination
+  live_j = width_j always and the sums factor per domain (no per-position products).
+  `cycles`: per image, the busiest array's OU activations (arrays run in parallel).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from ..engine import FLOAT32_EXACT
+from ..frontend import QuantLayer
+from ..intconv import ExactLinear
+
+SKIP_RULES = ("none", "act", "any")
+
+
+class RowSetCounter:
+    """Active rows of fixed im2col row sets per output position and input chunk, exactly.
+
+    `sets`: (D, R) 0/1 (bool or integer) on any device; the layer's input magnitudes go in
+    (uint8 or int32, channels-last for conv layers), counts come out as (positions, D).
+    The convolution is built on first use.
+    """
+
+    def __init__(self, layer: QuantLayer, sets: Tensor, device: torch.device) -> None:
+        self.layer = layer
+        self.device = device
+        self.sets = sets.to(device="cpu", dtype=torch.int64)
+        self.count = int(self.sets.shape[0])
+        self.base = int(self.sets.sum(dim=1).max()) + 1 if self.sets.numel() else 1
+        self.fields = 1
+        self._op: ExactLinear | None = None
+
+    def op(self) -> ExactLinear:
+        """The layer's linear map with the sets as 0/1 filters, taking `fields` base-B digits
+        per call (see the module docstring)."""
+        if self._op is None:
+            layer = self.layer
+            weight = self.sets.reshape(self.count, *layer.weight_int.shape[1:])
+            base = self.base
+
+            def build(fields: int) -> ExactLinear:
+                top = sum(base**j for j in range(fields))  # every plane at 1
+                return ExactLinear(layer.kind, weight, top, self.device, layer.stride,
+                                   layer.padding, layer.dilation,
+                                   probe_shape=layer.input_shape or None)
+
+            def most_fields(limit: int) -> int:
+                fields = 1
+                while (sum(base**j for j in range(fields + 1)) <= limit
+                       and (base - 1) * sum(base**j for j in range(fields + 1))
+                       < FLOAT32_EXACT - base):
+                    fields += 1
+                return fields
+
+            self.fields = most_fields(255)
+            op = build(self.fields)
+            if op.backend != "int8":
+                self.fields = most_fields(FLOAT32_EXACT)
+                op = build(self.fields)
+            self._op = op
+        return self._op
+
+    def chunk_counts(self, xc: Tensor, cycles: int, dac_bits: int,
+                     word: bool) -> Iterator[tuple[tuple[int, ...], Tensor]]:
+        """(chunks, counts) pairs: counts (images x positions, D) in the op's dtype are the
+        active rows of every set for each input chunk index in `chunks` (LSB-first chunk
+        numbers; one chunk per pair with granularity `bit`, all of them at once with `word`:
+        a row is then active in every cycle when its whole input is nonzero). The consumer
+        may modify the counts in place.
+
+        xc: (images, ...) input magnitudes (uint8 or int32), channels-last for conv layers.
+        """
+        op = self.op()
+        base, fields = self.base, self.fields
+        chunk_mask = 2**dac_bits - 1
+        wide = op.backend != "int8"  # packed values beyond a byte: int32
+        if word:  # the same active rows in every cycle: one plane, counted once
+            yield tuple(range(cycles)), op.rows((xc != 0).to(torch.uint8))
+            return
+        for first in range(0, cycles, fields):  # 8-bit inputs: 4 or 3 calls
+            width = min(fields, cycles - first)
+            if dac_bits == 1:
+                # bits first .. first+width-1 as y = sum_j 2^j b_j; packed = sum_j B^j b_j
+                packed = (xc >> first) & (2**width - 1)
+                if wide:
+                    packed = packed.to(torch.int32)
+                bits = packed
+                for j in range(1, width):  # fields: a handful
+                    bit = (bits >> j) if j == width - 1 else (bits >> j) & 1
+                    packed = packed + bit * (base**j - 2**j)
+            else:  # a row is active when its chunk of this cycle is nonzero
+                packed = ((xc >> (first * dac_bits)) & chunk_mask).clamp_(max=1)
+                packed = packed.to(torch.int32 if wide else torch.uint8)
+                for j in range(1, width):  # fields: a handful
+                    plane = ((xc >> ((first + j) * dac_bits)) & chunk_mask).clamp_(max=1)
+                    packed = packed + plane.to(packed.dtype) * base**j
+            value = op.rows(packed)  # (images * positions, sets)
+            for j in range(width, 0, -1):  # digits, most significant first
+                if j > 1:
+                    digit = torch.floor(value / float(base ** (j - 1)))
+                    value.add_(digit, alpha=-float(base ** (j - 1)))
+                else:
+                    digit = value
+                yield (first + j - 1,), digit
+
+
+def position_sum_dtype(positions: int, base: int, fields: int,
+                       op_dtype: torch.dtype) -> torch.dtype | None:
+    """dtype for per-image sums over the positions of counts below `base` x `fields`: None
+    (the counts' own float32) while every such sum stays below 2^24, else float64."""
+    if op_dtype == torch.float32 and positions * base * fields < FLOAT32_EXACT:
+        return None
+    return torch.float64
+
+
+@dataclass
+class SlotTable:
+    """The OU slots of one mapped layer (see the module docstring); tensors on the device.
+
+    `sets`: the packing domains' rows; `slot_set`: the domain of each slot; `slot_rows`: |d|
+    of each slot's domain; `slot_width`: its columns; `slot_array`: the array holding it;
+    `slot_channels` / `slot_channel_cols`: the output channels of its columns and how many
+    columns each has (padding: channel `channels`, 0 columns); `skip`: the skip rule.
+    """
+
+    sets: Tensor  # (D, R) bool
+    slot_set: Tensor  # (J,) int64
+    slot_rows: Tensor  # (J,) float64
+    slot_width: Tensor  # (J,) float64
+    slot_array: Tensor  # (J,) int64
+    arrays: int
+    slot_channels: Tensor  # (J, w) int64
+    slot_channel_cols: Tensor  # (J, w) float32
+    channels: int
+    skip: str
+
+    @property
+    def slots(self) -> int:
+        return int(self.slot_set.numel())
+
+    def array_onehot(self) -> Tensor:
+        """(J, A) float64: which array holds each slot."""
+        return torch.nn.functional.one_hot(self.slot_array, max(self.arrays, 1)).to(
+            torch.float64)
+
+    def static_ou(self, ou_rows: int) -> Tensor:
+        """(J,) float64 OU activations of every slot when all its rows are active."""
+        return torch.div(self.slot_rows + ou_rows - 1, ou_rows, rounding_mode="floor")
+
+
+def slot_channels(columns: Tensor, col_channel: Tensor, channels: int) -> tuple[Tensor, Tensor]:
+    """Per slot (rows of `columns` (J, K) physical columns, -1 padding): its distinct output
+    channels (J, w), padded with `channels`, and the number of its columns of each (J, w)."""
+    j_count = int(columns.shape[0])
+    valid = columns >= 0
+    chan = torch.where(valid, col_channel[columns.clamp(min=0)], torch.full_like(columns,
+                                                                                   channels))
+    counts = torch.zeros((j_count, channels + 1), dtype=torch.int64)
+    counts.scatter_add_(1, chan, valid.to(torch.int64))
+    counts = counts[:, :channels]
+    present = counts > 0
+    width = max(1, int(present.sum(dim=1).max())) if j_count else 1
+    order = torch.sort((~present).to(torch.int8), dim=1, stable=True).indices[:, :width]
+    kept = torch.gather(present, 1, order)
+    out_ch = torch.where(kept, order, torch.full_like(order, channels))
+    out_cnt = torch.where(kept, torch.gather(counts, 1, order), torch.zeros_like(order))
+    return out_ch, out_cnt.to(torch.float32)
+
+
+@dataclass
+class SlotCounts:
+    """Sums of one batch (see `count_slots`): float64 totals and the per-image busiest-array
+    OU activations summed over the images."""
+
+    ou_activations: float = 0.0
+    adc_conversions: float = 0.0
+    dac_activations: float = 0.0
+    cell_reads: float = 0.0
+    cycles: float = 0.0
+
+
+def count_slots(table: SlotTable, counter: RowSetCounter | None, parts: list[Tensor],
+                images: int, positions: int, passes: int, cycles: int, dac_bits: int,
+                ou_rows: int, word: bool, executed: Tensor | None,
+                images_per_chunk: int) -> SlotCounts:
+    """Exact crossbar events of one batch on the slots of `table`.
+
+    parts: the narrow input magnitudes of each pass ((x,) or (positive, negative)), needed
+    unless the skip rule is `none`; counter: the domains' `RowSetCounter` (same condition).
+    executed: None (every output runs every cycle), or (images, positions, channels) the
+    number of MSB-first cycles each output ran (early termination): at MSB-first cycle t (which
+    feeds LSB-first chunk cycles-1-t) an output's columns are live when executed > t.
+    """
+    device = table.slot_set.device
+    j_count = table.slots
+    per_image_ou = torch.zeros((images, j_count), dtype=torch.float64, device=device)
+    sums = torch.zeros(4, dtype=torch.float64, device=device)  # ou, adc, dac, cells
+    static = table.skip == "none"
+    static_ou = table.static_ou(ou_rows)
+    width = table.slot_width
+    if executed is None:
+        _count_full(table, counter, parts, images, positions, cycles, dac_bits, ou_rows, word,
+                    images_per_chunk, per_image_ou, sums, passes)
+    else:
+        chunk = max(1, images_per_chunk)
+        for a in range(0, images, chunk):  # chunks of whole images (memory bound)
+            b = min(images, a + chunk)
+            e = executed[a:b].reshape(-1, executed.shape[-1])
+            n_img = b - a
+            live = _LiveColumns(table, e, cycles)
+            if static:  # both passes see the same live columns
+                for t in range(cycles):  # a handful of input cycles
+                    flag, cols = live.at(t)
+                    flag_img = flag.view(n_img, positions, -1).sum(dim=1, dtype=torch.float64)
+                    cols_img = cols.view(n_img, positions, -1).sum(dim=1, dtype=torch.float64)
+                    ou_img = flag_img * static_ou * passes
+                    per_image_ou[a:b] += ou_img
+                    sums[0] += ou_img.sum()
+                    sums[1] += (cols_img * static_ou).sum() * passes
+                    rows_flag = flag_img.sum(dim=0) * table.slot_rows * passes
+                    sums[2] += rows_flag.sum()
+                    sums[3] += (rows_flag * width).sum()
+                continue
+            assert counter is not None
+            for part in parts:  # one or two passes
+                xc = part[a:b]
+                for chunks, counts in counter.chunk_counts(xc, cycles, dac_bits, word):
+                    n = counts[:, table.slot_set]  # (M, J)
+                    ou, rows = _rule(table, n, ou_rows)
+                    for k in chunks:  # one chunk, or every cycle (word granularity)
+                        flag, cols = live.at(cycles - 1 - k)
+                        ou_img = (ou * flag).view(n_img, positions, -1).sum(
+                            dim=1, dtype=torch.float64)
+                        per_image_ou[a:b] += ou_img
+                        sums[0] += ou_img.sum()
+                        sums[1] += (ou * cols).sum(dtype=torch.float64)
+                        rows_flag = (rows * flag).sum(dim=0, dtype=torch.float64)
+                        sums[2] += rows_flag.sum()
+                        sums[3] += (rows_flag * width).sum()
+    busiest = ((per_image_ou @ table.array_onehot().to(device)).amax(dim=1).sum()
+               if images else torch.zeros((), dtype=torch.float64))
+    ou_t, adc_t, dac_t, cell_t = (float(v) for v in sums.cpu())
+    return SlotCounts(ou_t, adc_t, dac_t, cell_t, float(busiest))
+
+
+def _rule(table: SlotTable, n: Tensor, ou_rows: int) -> tuple[Tensor, Tensor]:
+    """(OU activations, driven rows) per (position, slot) from the active rows n (M, J)."""
+    if table.skip == "act":
+        return torch.div(n, float(ou_rows)).ceil_(), n
+    hit = (n > 0).to(n.dtype)  # "any": the whole unit when one of its rows is active
+    return hit, hit * table.slot_rows.to(n.dtype)
+
+
+class _LiveColumns:
+    """Per MSB-first cycle t: which slots still have a running column ([live > 0], (M, J))
+    and how many columns run (live, (M, J)), from each output's executed cycles."""
+
+    def __init__(self, table: SlotTable, executed: Tensor, cycles: int) -> None:
+        self.table = table
+        pad = torch.zeros((executed.shape[0], 1), dtype=torch.float32, device=executed.device)
+        self.executed = torch.cat([executed.to(torch.float32), pad], dim=1)  # padding: never
+        self.cache: dict[int, tuple[Tensor, Tensor]] = {}
+
+    def at(self, t: int) -> tuple[Tensor, Tensor]:
+        if t not in self.cache:
+            run = (self.executed > t).to(torch.float32)  # (M, channels + 1)
+            cols: Tensor | None = None
+            ch, cnt = self.table.slot_channels, self.table.slot_channel_cols
+            for k in range(ch.shape[1]):  # channels per slot: a handful
+                part = run[:, ch[:, k]] * cnt[:, k]
+                cols = part if cols is None else cols.add_(part)
+            assert cols is not None
+            self.cache = {t: ((cols > 0).to(torch.float32), cols)}  # keep one cycle
+        return self.cache[t]
+
+
+def _count_full(table: SlotTable, counter: RowSetCounter | None, parts: list[Tensor],
+                images: int, positions: int, cycles: int, dac_bits: int, ou_rows: int,
+                word: bool, images_per_chunk: int, per_image_ou: Tensor, sums: Tensor,
+                passes: int) -> None:
+    """`count_slots` without early termination: every column live, sums per domain first."""
+    width = table.slot_width
+    if table.skip == "none":
+        ou = table.static_ou(ou_rows)
+        reps = float(positions * cycles * passes)
+        per_image_ou += (ou * reps).unsqueeze(0)
+        sums[0] += ou.sum() * reps * images
+        sums[1] += (ou * width).sum() * reps * images
+        sums[2] += table.slot_rows.sum() * reps * images
+        sums[3] += (table.slot_rows * width).sum() * reps * images
+        return
+    assert counter is not None
+    d_count = counter.count
+    device = per_image_ou.device
+    ou_set = torch.zeros(d_count, dtype=torch.float64, device=device)
+    rows_set = torch.zeros_like(ou_set)
+    chunk = max(1, images_per_chunk)
+    for part in parts:  # one or two passes
+        for a in range(0, images, chunk):  # chunks of whole images (memory bound)
+            xc = part[a : a + chunk]
+            n_img = int(xc.shape[0])
+            ou_img = torch.zeros((n_img, d_count), dtype=torch.float64, device=device)
+            op = counter.op()
+            sum_dtype = position_sum_dtype(positions, counter.base, 1, op.dtype)
+            for chunks, counts in counter.chunk_counts(xc, cycles, dac_bits, word):
+                reps = float(len(chunks))
+                if table.skip == "act":
+                    rows_set += counts.sum(dim=0, dtype=torch.float64) * reps
+                    ou = counts.div_(float(ou_rows)).ceil_()
+                else:  # "any": one OU and all the domain's rows when one row is active
+                    ou = (counts > 0).to(counts.dtype)
+                ou_img += ou.view(n_img, positions, -1).sum(dim=1, dtype=sum_dtype) * reps
+            if table.skip == "any":
+                set_rows = torch.zeros(d_count, dtype=torch.float64, device=device)
+                set_rows[table.slot_set] = table.slot_rows
+                rows_set += ou_img.sum(dim=0) * set_rows
+            ou_slot = ou_img[:, table.slot_set]  # (images, J)
+            per_image_ou[a : a + n_img] += ou_slot
+            ou_set += ou_img.sum(dim=0)
+    ou_slots = ou_set[table.slot_set]
+    sums[0] += ou_slots.sum()
+    sums[1] += (ou_slots * width).sum()
+    rows_slots = rows_set[table.slot_set]
+    sums[2] += rows_slots.sum()
+    sums[3] += (rows_slots * width).sum()

@@ -1,4 +1,5 @@
-"""`sparsexbar demo --limit 256` on the embedded data and the shipped model writes every output."""
+"""`sparsexbar demo --limit 256` on the embedded data and the shipped pattern-pruned model writes
+every output: every scheme, the combination last, all on the same model and images."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from sparsexbar.cli import main
+from sparsexbar.cli import demo_schemes, main
 from sparsexbar.schemes import scheme_names
 
 
@@ -22,7 +23,8 @@ def test_demo_limit_256_writes_all_outputs(tmp_path: Path, capsys: pytest.Captur
     except SystemExit as exc:  # success returns normally; anything else is a failure
         pytest.fail(f"demo exited with {exc.code}: {capsys.readouterr().err}")
     printed = capsys.readouterr().out
-    for name in scheme_names():
+    assert sorted(demo_schemes()) == sorted(scheme_names()) and demo_schemes()[-1] == "combined"
+    for name in demo_schemes():
         result = json.loads((out / f"{name}_result.json").read_text())
         assert result["num_images"] == 256
         assert result["scheme"]["name"] == name
@@ -36,7 +38,19 @@ def test_demo_limit_256_writes_all_outputs(tmp_path: Path, capsys: pytest.Captur
     assert acc["top1"] == acc["quantized_top1"]
     assert acc["top1"] >= 0.85 and abs(acc["float_top1"] - acc["top1"]) <= 0.02
     comparison = list(csv.DictReader((out / "comparison.csv").open()))
-    assert [r["scheme"] for r in comparison] == scheme_names()
+    assert [r["scheme"] for r in comparison] == demo_schemes()
+    combined = json.loads((out / "combined_result.json").read_text())
+    # Lossless: the combination's top-1 is dense's, with fewer events than any single scheme
+    # here (per layer: every crossbar event of the best single one).
+    assert combined["accuracy"]["top1"] == acc["top1"]
+    singles = [json.loads((out / f"{n}_result.json").read_text()) for n in demo_schemes()[:-1]]
+    for key in ("adc_conversions", "ou_activations"):
+        assert combined["totals"]["events"][key] <= min(r["totals"]["events"][key]
+                                                        for r in singles), key
+    assert combined["totals"]["energy_pj"]["total"] <= min(
+        r["totals"]["energy_pj"]["total"] for r in singles)
+    choices = combined["scheme"]["parameters"]["layers"]
+    assert list(choices) == [lay["name"] for lay in combined["layers"]]
     plots = ("energy_by_component.png", "per_layer_work.png", "accuracy_vs_energy.png")
     for png in plots:
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

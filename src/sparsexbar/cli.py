@@ -121,7 +121,10 @@ def run(
 @app.command()
 def compare(
     out: Annotated[Path, typer.Option("--out", help="Output directory.")] = Path("out/compare"),
-    schemes: Annotated[str, typer.Option("--schemes", help="Comma-separated scheme names.")] = "",
+    schemes: Annotated[str, typer.Option(
+        "--schemes", help="Comma-separated schemes: names (dense, sre, pattern, comprrae, "
+        "combined, ...) or compositions of techniques such as pattern+act+comprrae "
+        "(options after ':', e.g. sre+comprrae:alpha=0.4).")] = "",
     model: ModelOpt = "default",
     data: DataOpt = "default",
     hw: HwOpt = "isaac",
@@ -152,6 +155,9 @@ def _compare(out: Path, names: list[str], model: str, data: str, hw: str,
                   "<scheme>_result.json, <scheme>_layers.csv, plots)")
 
 
+DEMO_SCHEMES = ("dense", "sre", "pattern", "comprrae", "combined")
+
+
 @app.command()
 def demo(
     out: Annotated[Path, typer.Option("--out", help="Output directory.")] = Path("out/demo"),
@@ -159,11 +165,36 @@ def demo(
     batch_size: BatchOpt = 250,
     device: DeviceOpt = "cpu",
     hw: HwOpt = "isaac",
+    model: Annotated[str, typer.Option(
+        "--model", help="The one model every scheme runs: 'pattern' (the shipped "
+        "pattern-pruned VGG-8), 'default' (the shipped VGG-8) or any --model spec.")] = "pattern",
 ) -> None:
-    """The shipped VGG-8 on the embedded Fashion-MNIST test split through every scheme."""
-    from .schemes import scheme_names
+    """Every scheme (dense, sre, pattern, comprrae, encoding, combined) on one model and the
+    embedded Fashion-MNIST test split: one table, CSV, plots and report.html."""
+    _compare(out, demo_schemes(), _demo_model(model), "default", hw, {}, limit, batch_size,
+             device)
 
-    _compare(out, scheme_names(), "default", "default", hw, {}, limit, batch_size, device)
+
+def demo_schemes() -> list[str]:
+    """Every registered scheme, the published ones first and the combination last."""
+    from .schemes import SCHEMES
+
+    names = [n for n in DEMO_SCHEMES if n in SCHEMES]
+    names += [n for n in SCHEMES if n not in names]  # schemes added later run too
+    names.append(names.pop(names.index("combined")))
+    return names
+
+
+def _demo_model(model: str) -> str:
+    """'pattern' -> the shipped pattern-pruned checkpoint; anything else as given."""
+    if model != "pattern":
+        return model
+    from .pattern_study import shipped_pattern_model_path
+
+    path = shipped_pattern_model_path()
+    if not path.is_file():
+        raise SparsexbarError(f"the shipped pattern-pruned model is missing: {path}")
+    return str(path)
 
 
 @app.command()
@@ -277,7 +308,7 @@ def calibrate_comprrae(
 @app.command()
 def reproduce(
     ctx: typer.Context,
-    name: Annotated[str, typer.Argument(help="Which study: comprrae, sre or pattern.")],
+    name: Annotated[str, typer.Argument(help="Which study: comprrae, sre, pattern or all.")],
     out: Annotated[Path, typer.Option("--out", help="Output directory.")] = Path(
         "out/reproduce"),
     model: ModelOpt = "default",
@@ -309,8 +340,20 @@ def reproduce(
     deviation_images: Annotated[int, typer.Option(
         "--deviation-images", help="sre: test images of the deviation study (1..5000, at "
         "most --test-images).")] = 64,
+    sparsities: Annotated[str, typer.Option(
+        "--sparsities", help="all: the SRE study's OU-structured sparsities, comma-separated."
+    )] = "0,0.7",
+    tune_images: Annotated[int, typer.Option(
+        "--tune-images", help="all: fine-tuning images per SRE pruning step.")] = 1000,
+    pattern_images: Annotated[int, typer.Option(
+        "--pattern-images", help="all: simulated images of the pattern study.")] = 50,
 ) -> None:
-    """Reproduce a published study beside its figures (tables, JSON, plot)."""
+    """Reproduce a published study beside its figures (tables, JSON, plot); `all`: every
+    study in one report with the combined scheme's row beside ours."""
+    if name == "all":
+        _reproduce_all(ctx, out, model, hw, set_, test_images, calibration_images, batch_size,
+                       device, deviation, sparsities, tune_images, pattern_images)
+        return
     if name == "pattern":  # the pattern-mapping table beside the published VGG16 figures
         from .pattern_study import reproduce_markdown as pattern_markdown
         from .pattern_study import reproduce_pattern
@@ -350,7 +393,7 @@ def reproduce(
                           + (", deviation_study.json, .md, .png" if deviation else ""))
         return
     if name != "comprrae":
-        raise SparsexbarError(f"unknown study '{name}' (known: comprrae, sre, pattern)")
+        raise SparsexbarError(f"unknown study '{name}' (known: comprrae, sre, pattern, all)")
     if not 0 < test_images <= 5000 or not 0 < calibration_images <= 5000:
         raise SparsexbarError("--test-images and --calibration-images must be in 1..5000")
     from .comprrae_study import reproduce_comprrae, reproduce_markdown
@@ -362,6 +405,40 @@ def reproduce(
     console.print(reproduce_markdown(report))
     console.print(f"wrote {out}/comprrae_reproduce.json, comprrae_reproduce.md, "
                   "comprrae_tradeoff.png")
+
+
+def _reproduce_all(ctx: typer.Context, out: Path, model: str, hw: str, set_: list[str] | None,
+                   test_images: int, calibration_images: int, batch_size: int, device: str,
+                   deviation: bool, sparsities: str, tune_images: int,
+                   pattern_images: int) -> None:
+    """`reproduce all`: modest defaults (a few minutes) unless the options are given."""
+    from .all_study import report_markdown, reproduce_all
+
+    def given(option: str) -> bool:
+        source = ctx.get_parameter_source(option)
+        return source is not None and source.name != "DEFAULT"
+
+    images = test_images if given("test_images") else 200
+    calibration = calibration_images if given("calibration_images") else 250
+    try:
+        levels = [float(v) for v in sparsities.split(",") if v.strip()]
+    except ValueError:
+        raise SparsexbarError(f"--sparsities must be numbers, got '{sparsities}'") from None
+    if not levels or any(not 0 <= v < 1 for v in levels):
+        raise SparsexbarError(f"--sparsities must be in [0, 1), got '{sparsities}'")
+    if not 0 < images <= 5000 or not 0 < calibration <= 5000:
+        raise SparsexbarError("--test-images and --calibration-images must be in 1..5000")
+    if tune_images < 1 or pattern_images < 1:
+        raise SparsexbarError("--tune-images and --pattern-images must be >= 1")
+    console = _console()
+    report = reproduce_all(out, model, hw, parse_overrides(set_), test_images=images,
+                           sre_sparsities=levels, sre_tune_images=tune_images,
+                           pattern_images=pattern_images, calibration_images=calibration,
+                           deviation=deviation and given("deviation"), batch_size=batch_size,
+                           device=device, progress=console.print)
+    console.print(report_markdown(report))
+    console.print(f"wrote {out}/all_reproduce.json, .md, .html, .png and each study under "
+                  f"{out}/sre, {out}/pattern, {out}/comprrae")
 
 
 @app.command()

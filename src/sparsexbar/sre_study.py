@@ -35,11 +35,13 @@ def reproduce_sre(out_dir: str | Path, model: Any = "default", hw: Any = "isaac"
                   tune_images: int = 2000, epochs: int = 1, lr: float = 0.01,
                   granularity: str = "bit", batch_size: int = 250,
                   progress: Callable[[str], None] | None = None, deviation: bool = True,
-                  deviation_images: int = 64) -> dict[str, Any]:
+                  deviation_images: int = 64,
+                  extra_schemes: Sequence[tuple[str, Any]] = ()) -> dict[str, Any]:
     """Run the study; write sre_reproduce.json and .md under `out_dir`; return the report.
     `deviation`: also run the accumulated-deviation study (deviation_study.py) on the
     unpruned model with the first `deviation_images` (at most `test_images`) test images and
-    write its table and plot."""
+    write its table and plot. `extra_schemes`: (label, scheme) pairs run beside the three
+    modes on every pruned model (their rows carry the label as mode)."""
     from .comprrae_study import fmnist_split
     from .simulate import resolve_model, simulate
 
@@ -60,8 +62,9 @@ def reproduce_sre(out_dir: str | Path, model: Any = "default", hw: Any = "isaac"
                                 config.numbers.input_bits)
         dense = simulate(net, (x_test, y_test), config, "dense", batch_size=batch_size,
                          qmodel=qmodel).to_json()
-        for mode in MODES:
-            res = simulate(net, (x_test, y_test), config, SreScheme(mode, granularity),
+        runs = [*((m, SreScheme(m, granularity)) for m in MODES), *extra_schemes]
+        for mode, scheme in runs:
+            res = simulate(net, (x_test, y_test), config, scheme,
                            batch_size=batch_size, qmodel=qmodel).to_json()
             energy = res["totals"]["energy_pj"]["total"]
             dense_energy = res["dense_totals"]["energy_pj"]["total"]

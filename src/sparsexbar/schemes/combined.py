@@ -53,7 +53,7 @@ from ..frontend import QuantLayer
 from ..mapping import MappedLayer, dense_events, map_dense
 from .base import LayerRun, Scheme
 from .comprrae import AlphaSpec, CompKernel, CompRRAEScheme
-from .counting import RowSetCounter, SlotCounts, SlotTable, count_slots, slot_channels
+from .counting import RowSetCounter, SlotCounts, SlotTable, class_channels, count_slots
 from .pattern import PatternKernel, PatternMappedLayer, PatternScheme
 from .sre import (
     GRANULARITIES,
@@ -152,7 +152,8 @@ class CombinedKernel(LayerKernel):
 
 def sre_slots(kernel: SreKernel, device: torch.device, skip: str) -> SlotTable:
     """Slots of an SRE-style layout (`map_sre`, compressed or not): one per (row tile, OU column
-    group), its domain the group's kept rows in the tile (the kernel's distinct kept sets)."""
+    group), tile-major; its domain the group's kept rows in the tile (the kernel's distinct
+    kept sets), its column class the group."""
     mapped = kernel.mapped
     tiles_n = len(mapped.row_tiles)
     ctile = torch.tensor([t for _, _, t in column_segments(mapped.physical_cols, mapped.hw)],
@@ -163,8 +164,8 @@ def sre_slots(kernel: SreKernel, device: torch.device, skip: str) -> SlotTable:
     tile = torch.arange(tiles_n).repeat_interleave(segments)
     rows = kernel.kept.cpu().t().reshape(-1)  # (I, S) tile-major
     width = (mapped.segment_cols >= 0).sum(dim=1).to(torch.float64).cpu()[seg]
-    columns = mapped.segment_cols.cpu()[seg]
-    chan, cnt = slot_channels(columns, mapped.col_channel.cpu(), mapped.layer.out_channels)
+    chan, cnt = class_channels(mapped.segment_cols.cpu(), mapped.col_channel.cpu(),
+                               mapped.layer.out_channels)
     sets = torch.zeros((kernel.sets_total, mapped.layer.rows), dtype=torch.bool)
     col = 0
     for (a, b), keep in zip(mapped.row_tiles, kernel.tile_keep, strict=True):  # a few
@@ -173,13 +174,15 @@ def sre_slots(kernel: SreKernel, device: torch.device, skip: str) -> SlotTable:
     return SlotTable(
         sets=sets.to(device), slot_set=slot_set.to(device), slot_rows=rows.to(device),
         slot_width=width.to(device), slot_array=(ctile[seg] * tiles_n + tile).to(device),
-        arrays=len(mapped.col_tiles) * tiles_n, slot_channels=chan.to(device),
-        slot_channel_cols=cnt.to(device), channels=mapped.layer.out_channels, skip=skip)
+        arrays=len(mapped.col_tiles) * tiles_n, classes=segments,
+        class_channels=chan.to(device), class_channel_cols=cnt.to(device),
+        channels=mapped.layer.out_channels, skip=skip)
 
 
 def pattern_slots(kernel: PatternKernel, act: bool,
                   device: torch.device) -> tuple[SlotTable, RowSetCounter]:
-    """Slots of the kernel-reordering layout: one per unit, its domain the unit's row piece."""
+    """Slots of the kernel-reordering layout: one per unit (its own column class), its
+    domain the unit's row piece."""
     plan = kernel.plan
     mapped = kernel.mapped
     assert plan is not None
@@ -189,14 +192,14 @@ def pattern_slots(kernel: PatternKernel, act: bool,
     sets[torch.arange(plan.pieces).unsqueeze(1).expand_as(rows),
          torch.where(rows >= 0, rows, torch.full_like(rows, r))] = True
     sets = sets[:, :r]
-    chan, cnt = slot_channels(plan.unit_columns, mapped.col_channel.cpu(),
-                              mapped.layer.out_channels)
+    chan, cnt = class_channels(plan.unit_columns, mapped.col_channel.cpu(),
+                               mapped.layer.out_channels)
     table = SlotTable(
         sets=sets.to(device), slot_set=plan.unit_piece.to(device),
         slot_rows=plan.piece_height[plan.unit_piece].to(torch.float64).to(device),
         slot_width=plan.unit_cols.to(torch.float64).to(device),
-        slot_array=plan.unit_array.to(device), arrays=plan.arrays,
-        slot_channels=chan.to(device), slot_channel_cols=cnt.to(device),
+        slot_array=plan.unit_array.to(device), arrays=plan.arrays, classes=plan.units,
+        class_channels=chan.to(device), class_channel_cols=cnt.to(device),
         channels=mapped.layer.out_channels, skip="act" if act else "any")
     return table, RowSetCounter(mapped.layer, sets, device)
 

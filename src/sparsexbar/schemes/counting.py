@@ -145,10 +145,13 @@ def position_sum_dtype(positions: int, base: int, fields: int,
 class SlotTable:
     """The OU slots of one mapped layer (see the module docstring); tensors on the device.
 
-    `sets`: the packing domains' rows; `slot_set`: the domain of each slot; `slot_rows`: |d|
-    of each slot's domain; `slot_width`: its columns; `slot_array`: the array holding it;
-    `slot_channels` / `slot_channel_cols`: the output channels of its columns and how many
-    columns each has (padding: channel `channels`, 0 columns); `skip`: the skip rule.
+    Slots come in `repeats` x `classes` order: slot j has column class j % classes, and the
+    slots of one class hold the same columns (an OU column group in every row tile of an
+    SRE-style layout; a pattern unit is a class of its own). `sets`: the packing domains'
+    rows; `slot_set`: the domain of each slot; `slot_rows`: |d| of each slot's domain;
+    `slot_width`: its columns; `slot_array`: the array holding it; `class_channels` /
+    `class_channel_cols`: the output channels of each class's columns and how many columns
+    each has (padding: channel `channels`, 0 columns); `skip`: the skip rule.
     """
 
     sets: Tensor  # (D, R) bool
@@ -157,14 +160,19 @@ class SlotTable:
     slot_width: Tensor  # (J,) float64
     slot_array: Tensor  # (J,) int64
     arrays: int
-    slot_channels: Tensor  # (J, w) int64
-    slot_channel_cols: Tensor  # (J, w) float32
+    classes: int
+    class_channels: Tensor  # (G, w) int64
+    class_channel_cols: Tensor  # (G, w) float32
     channels: int
     skip: str
 
     @property
     def slots(self) -> int:
         return int(self.slot_set.numel())
+
+    @property
+    def repeats(self) -> int:
+        return self.slots // max(self.classes, 1)
 
     def array_onehot(self) -> Tensor:
         """(J, A) float64: which array holds each slot."""
@@ -176,18 +184,18 @@ class SlotTable:
         return torch.div(self.slot_rows + ou_rows - 1, ou_rows, rounding_mode="floor")
 
 
-def slot_channels(columns: Tensor, col_channel: Tensor, channels: int) -> tuple[Tensor, Tensor]:
-    """Per slot (rows of `columns` (J, K) physical columns, -1 padding): its distinct output
-    channels (J, w), padded with `channels`, and the number of its columns of each (J, w)."""
-    j_count = int(columns.shape[0])
+def class_channels(columns: Tensor, col_channel: Tensor, channels: int) -> tuple[Tensor, Tensor]:
+    """Per column class (rows of `columns` (G, K) physical columns, -1 padding): its distinct
+    output channels (G, w), padded with `channels`, and its number of columns of each."""
+    g_count = int(columns.shape[0])
     valid = columns >= 0
     chan = torch.where(valid, col_channel[columns.clamp(min=0)], torch.full_like(columns,
                                                                                    channels))
-    counts = torch.zeros((j_count, channels + 1), dtype=torch.int64)
+    counts = torch.zeros((g_count, channels + 1), dtype=torch.int64)
     counts.scatter_add_(1, chan, valid.to(torch.int64))
     counts = counts[:, :channels]
     present = counts > 0
-    width = max(1, int(present.sum(dim=1).max())) if j_count else 1
+    width = max(1, int(present.sum(dim=1).max())) if g_count else 1
     order = torch.sort((~present).to(torch.int8), dim=1, stable=True).indices[:, :width]
     kept = torch.gather(present, 1, order)
     out_ch = torch.where(kept, order, torch.full_like(order, channels))
@@ -218,72 +226,94 @@ def count_slots(table: SlotTable, counter: RowSetCounter | None, parts: list[Ten
     executed: None (every output runs every cycle), or (images, positions, channels) the
     number of MSB-first cycles each output ran (early termination): at MSB-first cycle t (which
     feeds LSB-first chunk cycles-1-t) an output's columns are live when executed > t.
+
+    Per-image sums over the positions are float32 (integers below 2^24: at most positions x
+    ou.cols x the largest count per position), totals float64.
     """
     device = table.slot_set.device
-    j_count = table.slots
-    per_image_ou = torch.zeros((images, j_count), dtype=torch.float64, device=device)
+    per_image_ou = torch.zeros((images, table.slots), dtype=torch.float64, device=device)
     sums = torch.zeros(4, dtype=torch.float64, device=device)  # ou, adc, dac, cells
-    static = table.skip == "none"
-    static_ou = table.static_ou(ou_rows)
-    width = table.slot_width
     if executed is None:
         _count_full(table, counter, parts, images, positions, cycles, dac_bits, ou_rows, word,
                     images_per_chunk, per_image_ou, sums, passes)
     else:
-        chunk = max(1, images_per_chunk)
-        for a in range(0, images, chunk):  # chunks of whole images (memory bound)
-            b = min(images, a + chunk)
-            e = executed[a:b].reshape(-1, executed.shape[-1])
-            n_img = b - a
-            live = _LiveColumns(table, e, cycles)
-            if static:  # both passes see the same live columns
-                for t in range(cycles):  # a handful of input cycles
-                    flag, cols = live.at(t)
-                    flag_img = flag.view(n_img, positions, -1).sum(dim=1, dtype=torch.float64)
-                    cols_img = cols.view(n_img, positions, -1).sum(dim=1, dtype=torch.float64)
-                    ou_img = flag_img * static_ou * passes
-                    per_image_ou[a:b] += ou_img
-                    sums[0] += ou_img.sum()
-                    sums[1] += (cols_img * static_ou).sum() * passes
-                    rows_flag = flag_img.sum(dim=0) * table.slot_rows * passes
-                    sums[2] += rows_flag.sum()
-                    sums[3] += (rows_flag * width).sum()
-                continue
-            assert counter is not None
-            for part in parts:  # one or two passes
-                xc = part[a:b]
-                for chunks, counts in counter.chunk_counts(xc, cycles, dac_bits, word):
-                    n = counts[:, table.slot_set]  # (M, J)
-                    ou, rows = _rule(table, n, ou_rows)
-                    for k in chunks:  # one chunk, or every cycle (word granularity)
-                        flag, cols = live.at(cycles - 1 - k)
-                        ou_img = (ou * flag).view(n_img, positions, -1).sum(
-                            dim=1, dtype=torch.float64)
-                        per_image_ou[a:b] += ou_img
-                        sums[0] += ou_img.sum()
-                        sums[1] += (ou * cols).sum(dtype=torch.float64)
-                        rows_flag = (rows * flag).sum(dim=0, dtype=torch.float64)
-                        sums[2] += rows_flag.sum()
-                        sums[3] += (rows_flag * width).sum()
+        _count_live(table, counter, parts, images, positions, cycles, dac_bits, ou_rows, word,
+                    executed, images_per_chunk, per_image_ou, sums, passes)
     busiest = ((per_image_ou @ table.array_onehot().to(device)).amax(dim=1).sum()
                if images else torch.zeros((), dtype=torch.float64))
     ou_t, adc_t, dac_t, cell_t = (float(v) for v in sums.cpu())
     return SlotCounts(ou_t, adc_t, dac_t, cell_t, float(busiest))
 
 
-def _rule(table: SlotTable, n: Tensor, ou_rows: int) -> tuple[Tensor, Tensor]:
-    """(OU activations, driven rows) per (position, slot) from the active rows n (M, J)."""
-    if table.skip == "act":
-        return torch.div(n, float(ou_rows)).ceil_(), n
-    hit = (n > 0).to(n.dtype)  # "any": the whole unit when one of its rows is active
-    return hit, hit * table.slot_rows.to(n.dtype)
+def _per_image(values: Tensor, images: int, positions: int, wide: bool) -> Tensor:
+    """(images x positions, ...) -> (images, ...) float64 sums over the positions: float32
+    arithmetic (exact for integers below 2^24) unless `wide`."""
+    view = values.view(images, positions, *values.shape[1:])
+    return view.sum(dim=1, dtype=torch.float64 if wide else None).to(torch.float64)
+
+
+def _count_live(table: SlotTable, counter: RowSetCounter | None, parts: list[Tensor],
+                images: int, positions: int, cycles: int, dac_bits: int, ou_rows: int,
+                word: bool, executed: Tensor, images_per_chunk: int, per_image_ou: Tensor,
+                sums: Tensor, passes: int) -> None:
+    """`count_slots` with early termination: per (position, cycle, slot) products of the
+    domain's OUs or rows with the class's live columns, as (M, repeats, classes) tensors."""
+    reps, g_count = table.repeats, table.classes
+    # Largest value per position of any summed product (OUs x columns, rows): float32 sums
+    # over the positions stay exact below 2^24.
+    top_ou = float(table.static_ou(ou_rows).max()) if table.slots else 0.0
+    top = max(top_ou * float(table.slot_width.max()), float(table.slot_rows.max())) \
+        if table.slots else 0.0
+    wide = positions * top >= FLOAT32_EXACT
+    static_ou = table.static_ou(ou_rows).to(torch.float32).view(reps, g_count)
+    slot_rows = table.slot_rows.to(torch.float32).view(reps, g_count)
+    width = table.slot_width.view(reps, g_count)
+    chunk = max(1, images_per_chunk)
+    for a in range(0, images, chunk):  # chunks of whole images (memory bound)
+        b = min(images, a + chunk)
+        n_img = b - a
+        live = _LiveColumns(table, executed[a:b].reshape(-1, executed.shape[-1]))
+        if table.skip == "none":  # both passes see the same rows and live columns
+            for t in range(cycles):  # a handful of input cycles
+                flag, cols = live.at(t)
+                flag_img = _per_image(flag, n_img, positions, wide) * passes  # (n, G)
+                cols_img = _per_image(cols, n_img, positions, wide) * passes
+                ou_img = flag_img.unsqueeze(1) * static_ou  # (n, reps, G)
+                per_image_ou[a:b] += ou_img.reshape(n_img, -1)
+                sums[0] += ou_img.sum()
+                sums[1] += (cols_img.unsqueeze(1) * static_ou).sum()
+                rows_flag = flag_img.sum(dim=0) * slot_rows  # (reps, G)
+                sums[2] += rows_flag.sum()
+                sums[3] += (rows_flag * width).sum()
+            continue
+        assert counter is not None
+        for part in parts:  # one or two passes
+            for chunks, counts in counter.chunk_counts(part[a:b], cycles, dac_bits, word):
+                act = table.skip == "act"
+                if act:
+                    n = counts[:, table.slot_set].view(-1, reps, g_count)
+                    ou = torch.div(n, float(ou_rows)).ceil_()
+                else:  # "any": the whole unit when one of its rows is active
+                    ou = (counts > 0).to(counts.dtype)[:, table.slot_set].view(-1, reps, g_count)
+                for k in chunks:  # one chunk, or every cycle (word granularity)
+                    flag, cols = live.at(cycles - 1 - k)
+                    ou_img = _per_image(ou * flag.unsqueeze(1), n_img, positions, wide)
+                    per_image_ou[a:b] += ou_img.reshape(n_img, -1)
+                    sums[0] += ou_img.sum()
+                    sums[1] += _per_image(ou * cols.unsqueeze(1), n_img, positions, wide).sum()
+                    # rows: the active ones (act), or all of a unit's when it runs ("any")
+                    rows_flag = (_per_image(n * flag.unsqueeze(1), n_img, positions, wide).sum(0)
+                                 if act else ou_img.sum(dim=0) * slot_rows)
+                    sums[2] += rows_flag.sum()
+                    sums[3] += (rows_flag * width).sum()
 
 
 class _LiveColumns:
-    """Per MSB-first cycle t: which slots still have a running column ([live > 0], (M, J))
-    and how many columns run (live, (M, J)), from each output's executed cycles."""
+    """Per MSB-first cycle t: which column classes still have a running column ([live > 0])
+    and how many columns run (live), (M, classes) float32, from each output's executed
+    cycles."""
 
-    def __init__(self, table: SlotTable, executed: Tensor, cycles: int) -> None:
+    def __init__(self, table: SlotTable, executed: Tensor) -> None:
         self.table = table
         pad = torch.zeros((executed.shape[0], 1), dtype=torch.float32, device=executed.device)
         self.executed = torch.cat([executed.to(torch.float32), pad], dim=1)  # padding: never
@@ -293,8 +323,8 @@ class _LiveColumns:
         if t not in self.cache:
             run = (self.executed > t).to(torch.float32)  # (M, channels + 1)
             cols: Tensor | None = None
-            ch, cnt = self.table.slot_channels, self.table.slot_channel_cols
-            for k in range(ch.shape[1]):  # channels per slot: a handful
+            ch, cnt = self.table.class_channels, self.table.class_channel_cols
+            for k in range(ch.shape[1]):  # channels per class: a handful
                 part = run[:, ch[:, k]] * cnt[:, k]
                 cols = part if cols is None else cols.add_(part)
             assert cols is not None
@@ -322,6 +352,8 @@ def _count_full(table: SlotTable, counter: RowSetCounter | None, parts: list[Ten
     device = per_image_ou.device
     ou_set = torch.zeros(d_count, dtype=torch.float64, device=device)
     rows_set = torch.zeros_like(ou_set)
+    set_rows = torch.zeros(d_count, dtype=torch.float64, device=device)
+    set_rows[table.slot_set] = table.slot_rows
     chunk = max(1, images_per_chunk)
     for part in parts:  # one or two passes
         for a in range(0, images, chunk):  # chunks of whole images (memory bound)
@@ -339,11 +371,8 @@ def _count_full(table: SlotTable, counter: RowSetCounter | None, parts: list[Ten
                     ou = (counts > 0).to(counts.dtype)
                 ou_img += ou.view(n_img, positions, -1).sum(dim=1, dtype=sum_dtype) * reps
             if table.skip == "any":
-                set_rows = torch.zeros(d_count, dtype=torch.float64, device=device)
-                set_rows[table.slot_set] = table.slot_rows
                 rows_set += ou_img.sum(dim=0) * set_rows
-            ou_slot = ou_img[:, table.slot_set]  # (images, J)
-            per_image_ou[a : a + n_img] += ou_slot
+            per_image_ou[a : a + n_img] += ou_img[:, table.slot_set]
             ou_set += ou_img.sum(dim=0)
     ou_slots = ou_set[table.slot_set]
     sums[0] += ou_slots.sum()

@@ -34,19 +34,19 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"cannot serialize {type(value).__name__}")
 
 
-def _finite(obj: Any) -> Any:
+def json_safe(obj: Any) -> Any:
     """Replace inf/nan floats by strings so the JSON is standard."""
     if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
+        return {k: json_safe(v) for k, v in obj.items()}
     if isinstance(obj, list):
-        return [_finite(v) for v in obj]
+        return [json_safe(v) for v in obj]
     if isinstance(obj, float) and not math.isfinite(obj):
         return str(obj)
     return obj
 
 
 def result_json_text(result: dict[str, Any]) -> str:
-    return json.dumps(_finite(result), indent=2, default=_json_default)
+    return json.dumps(json_safe(result), indent=2, default=_json_default)
 
 
 def layer_rows(result: dict[str, Any]) -> list[dict[str, Any]]:

@@ -37,6 +37,7 @@ from . import __version__
 from .config import HardwareConfig, load_config
 from .errors import ConfigError, SparsexbarError
 from .io import atomic_write_bytes, atomic_write_text, atomic_write_with
+from .report import json_safe
 
 RESULTS_DIR = "results"
 BACKENDS = ("local", "ray")
@@ -458,19 +459,10 @@ def result_row(point: SweepPoint, result: Mapping[str, Any], wall_s: float,
         "adc_reduction": vs["computation_reduction"]["adc_conversions"],
         "ou_reduction": vs["computation_reduction"]["ou_activations"],
         "version": result["version"], "hardware_json": canonical_json(result["hardware"]),
-        "result_json": canonical_json(_finite(result)),
+        "result_json": canonical_json(json_safe(result)),
         "wall_s": wall_s, "finished_at": _now(), "worker": worker,
     }
 
-
-def _finite(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_finite(v) for v in obj]
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return str(obj)
-    return obj
 
 
 def _now() -> str:

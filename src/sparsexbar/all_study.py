@@ -33,6 +33,7 @@ from typing import Any
 
 from .config import load_config
 from .io import atomic_write_bytes, atomic_write_text
+from .report import json_safe
 
 Log = Callable[[str], None]
 
@@ -360,7 +361,7 @@ def write_report(out: Path, report: dict[str, Any]) -> list[Path]:
     png = _plot(report)
     paths = [out / "all_reproduce.json", out / "all_reproduce.md", out / "all_reproduce.png",
              out / "all_reproduce.html"]
-    atomic_write_text(paths[0], json.dumps(report, indent=2) + "\n")
+    atomic_write_text(paths[0], json.dumps(json_safe(report), indent=2) + "\n")
     atomic_write_text(paths[1], report_markdown(report))
     atomic_write_bytes(paths[2], png)
     figures = [("all_reproduce.png", png)]

@@ -417,10 +417,13 @@ def reference_counts(layer: QuantLayer, mapped: EncodingMappedLayer, x_int: Tens
      "precision": 2},
 ])
 @pytest.mark.parametrize("signed", [False, True])
-def test_counts_equal_loop_reference(variant: dict[str, Any], signed: bool) -> None:
+@pytest.mark.parametrize("dac_bits", [1, 2])
+def test_counts_equal_loop_reference(variant: dict[str, Any], signed: bool,
+                                     dac_bits: int) -> None:
     kw = {"input_encoding": "none", "weight_encoding": "none", **variant}
-    layer, x_int, hw = first_layer_case(11, signed, {"numbers.input_bits": 4, "dac.bits": 1,
-                                                     "array.rows": 7, "ou.rows": 3})
+    layer, x_int, hw = first_layer_case(11, signed, {"numbers.input_bits": 2 + 2 * dac_bits,
+                                                     "dac.bits": dac_bits, "array.rows": 7,
+                                                     "ou.rows": 3})
     scheme = EncodingScheme(**kw)
     mapped = scheme.map_layer(layer, hw)
     assert isinstance(mapped, EncodingMappedLayer)
@@ -633,3 +636,18 @@ def test_cli_calibrate_then_run(capsys: pytest.CaptureFixture[str], tmp_path: Pa
     assert res["scheme"]["name"] == "encoding"
     assert [lay["adc_bits"] for lay in res["layers"]] == list(saved["adc_bits"].values())
     assert res["scheme"]["parameters"]["precision"] == saved["precision"]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_equals_cpu() -> None:
+    net, x, y = net_and_data("residual", 9)
+    names = [q.name for q in quantize_model(net, x, 8, 8).layers]
+    for scheme in (EncodingScheme(),
+                   EncodingScheme(adc="calibrated", adc_bits=dict.fromkeys(names, 3),
+                                  precision=3)):
+        cpu = simulate(net, (x, y), "isaac", scheme, batch_size=5)
+        gpu = simulate(net, (x, y), "isaac", scheme, batch_size=5, device="cuda")
+        assert cpu.outputs is not None and gpu.outputs is not None
+        assert torch.equal(cpu.outputs, gpu.outputs)
+        assert [lay["events"] for lay in cpu.data["layers"]] == [
+            lay["events"] for lay in gpu.data["layers"]]

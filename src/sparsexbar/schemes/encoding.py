@@ -35,7 +35,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -178,29 +178,6 @@ def tile_view(x: Tensor, row_tiles: list[tuple[int, int]], tile_rows: int) -> Te
     return padded.reshape(x.shape[0], len(row_tiles), tile_rows)
 
 
-def group_view(x: Tensor, row_tiles: list[tuple[int, int]], tile_rows: int, ou_rows: int) -> Tensor:
-    """(M, R) -> (M, tiles, groups per tile, ou_rows): the rows of every OU row group of the
-    dense mapping, zero-padded (tiles are `tile_rows` apart, groups `ou_rows` apart)."""
-    per_tile = math.ceil(tile_rows / ou_rows)
-    tiles = tile_view(x, row_tiles, tile_rows)
-    tiles = torch.nn.functional.pad(tiles, (0, per_tile * ou_rows - tile_rows))
-    return tiles.reshape(x.shape[0], len(row_tiles), per_tile, ou_rows)
-
-
-def inverted_groups(x: Tensor, thresholds: Tensor, row_tiles: list[tuple[int, int]],
-                    tile_rows: int, ou_rows: int, cycles: int, dac_bits: int) -> int:
-    """Number of (cycle, position, OU row group) that bus-invert feeds complemented: the
-    group's chunk sum exceeds its threshold. x (M, R) magnitudes; thresholds (tiles, groups per
-    tile), padding groups never inverted."""
-    view = group_view(x, row_tiles, tile_rows, ou_rows)
-    mask = 2**dac_bits - 1
-    total = 0
-    for t in range(cycles):  # a handful of input cycles
-        sums = ((view >> (t * dac_bits)) & mask).sum(dim=3, dtype=torch.int32)
-        total += int((sums > thresholds).sum())
-    return total
-
-
 def leading_chunk(tiles: Tensor, dac_bits: int) -> Tensor:
     """(M, I, rows) non-negative integers -> (M, I) int64 index of the most significant nonzero
     chunk of dac_bits bits over each tile's rows (-1 when all are zero)."""
@@ -304,7 +281,9 @@ def clip_tables(enc: LayerEncoding, top: int, step: float, rows: int, weight_sum
     # to `weight_sum`) and summed over cycles and groups they stay below 2^24 (exact in
     # float32) when this holds.
     largest = float(enc.bound.max()) if enc.bound.numel() else 0.0
-    exact32 = step == 1.0 and largest * weight_sum * max(g, 1) < FLOAT32_EXACT
+    # On CUDA float32 matmuls may run in TF32 (a user setting): float64 there.
+    exact32 = (step == 1.0 and largest * weight_sum * max(g, 1) < FLOAT32_EXACT
+               and device.type == "cpu")
     dtype = torch.float32 if exact32 else torch.float64
     return ClipTables(
         cols=cols.to(device), levels=levels.to(device=device, dtype=dtype),
@@ -324,6 +303,43 @@ def chunk_planes(x: Tensor, cycles: int, dac_bits: int) -> Tensor:
     shifts = (torch.arange(cycles, device=x.device) * dac_bits).view(-1, 1, 1).to(x.dtype)
     planes = (padded.unsqueeze(0) >> shifts) & (2**dac_bits - 1)
     return planes.to(torch.uint8).reshape(cycles * x.shape[0], -1)
+
+
+def group_view(x: Tensor, row_tiles: list[tuple[int, int]], tile_rows: int,
+               ou_rows: int) -> Tensor:
+    """(M, R) -> (ou_rows, M, tiles, groups per tile): the rows of every OU row group of the
+    dense mapping, zero-padded (tiles are `tile_rows` apart, groups `ou_rows` apart), with the
+    row-within-group dimension first so that sums over it are adds of contiguous slices."""
+    per_tile = math.ceil(tile_rows / ou_rows)
+    tiles = tile_view(x, row_tiles, tile_rows)
+    tiles = torch.nn.functional.pad(tiles, (0, per_tile * ou_rows - tile_rows))
+    grouped = tiles.reshape(x.shape[0], len(row_tiles), per_tile, ou_rows)
+    return grouped.permute(3, 0, 1, 2).contiguous()
+
+
+def _sum_first(values: Tensor) -> Tensor:
+    """Sum over dim 0 by halving (log2 vectorized adds of contiguous slices)."""
+    while values.shape[0] > 1:
+        if values.shape[0] % 2:
+            values = torch.cat([values, torch.zeros_like(values[:1])])
+        half = values.shape[0] // 2
+        values = values[:half] + values[half:]
+    return values[0]
+
+
+def inverted_groups(x: Tensor, thresholds: Tensor, row_tiles: list[tuple[int, int]],
+                    tile_rows: int, ou_rows: int, cycles: int, dac_bits: int) -> int:
+    """Number of (cycle, position, OU row group) that bus-invert feeds complemented: the
+    group's chunk sum exceeds its threshold. x (M, R) magnitudes; thresholds (tiles, groups per
+    tile), groups that do not exist get one no sum reaches."""
+    chunk_max = 2**dac_bits - 1
+    dtype = torch.uint8 if ou_rows * chunk_max <= 255 else torch.int32
+    view = group_view(x, row_tiles, tile_rows, ou_rows)
+    total = 0
+    for t in range(cycles):  # a handful of input cycles
+        sums = _sum_first(((view >> (t * dac_bits)) & chunk_max).to(dtype))
+        total += int((sums.to(torch.int32) > thresholds).sum())
+    return total
 
 
 def conversion_corrections(planes: Tensor, tables: ClipTables, bus_invert: bool,
@@ -460,9 +476,8 @@ class EncodingKernel(LayerKernel):
 
     def __init__(self, mapped: EncodingMappedLayer, device: torch.device,
                  scheme: EncodingScheme) -> None:
-        base = {f.name: getattr(mapped, f.name) for f in fields(MappedLayer) if f.init}
-        base.update(hw=mapped.layer_hw, _cache={})
-        super().__init__(MappedLayer(**base), device)
+        # The engine (device effects) converts with the layer's own resolution.
+        super().__init__(replace(mapped, hw=mapped.layer_hw, _cache={}), device)
         self.enc_mapped = mapped
         self.precision = scheme.layer_precision(mapped.layer.name)
         self.skip_zero_planes = scheme.skip_zero_planes
@@ -491,7 +506,8 @@ class EncodingKernel(LayerKernel):
         # do not exist get a threshold no chunk sum reaches.
         per_tile = math.ceil(hw.array.rows / hw.ou.rows)
         thr = torch.full((tiles, per_tile), hw.ou.rows * enc.chunk_max + 1, dtype=torch.int32)
-        first = torch.cumsum(torch.tensor(self.tile_groups), 0) - torch.tensor(self.tile_groups)
+        groups = torch.tensor(self.tile_groups)
+        first = torch.cumsum(groups, 0) - groups
         slot = torch.arange(enc.group_tile.numel()) - first[enc.group_tile]
         thr[enc.group_tile, slot] = enc.input_threshold.to(torch.int32)
         self.threshold_view = thr.to(device)
@@ -950,7 +966,9 @@ def load_adc_bits(path: str | Path) -> dict[str, int]:
     return _check_bits(load_calibration(path, "adc_bits"))
 
 
-__all__ = ["EncodingKernel", "EncodingMappedLayer", "EncodingScheme", "LayerEncoding",
-           "chunk_planes", "complement_weights", "conversion_corrections",
-           "dynamic_precision", "encode_layer", "encoded_bound", "executed_chunks", "exact_matmul",
-           "leading_chunk", "load_adc_bits", "lossless_adc_bits"]
+__all__ = ["ClipTables", "EncodingKernel", "EncodingMappedLayer", "EncodingScheme",
+           "LayerEncoding", "chunk_planes", "clip_tables", "complement_weights",
+           "conversion_corrections", "dynamic_precision", "encode_layer", "encoded_bound",
+           "exact_matmul", "executed_chunks", "group_view", "inverted_groups",
+           "leading_chunk", "load_adc_bits", "load_calibration", "lossless_adc_bits",
+           "tile_view"]

@@ -8,6 +8,7 @@ from ..errors import SparsexbarError
 from .base import LayerRun, Scheme
 from .comprrae import CompRRAEScheme
 from .dense import DenseScheme
+from .encoding import EncodingScheme
 from .pattern import PatternScheme
 from .sre import SreScheme
 
@@ -16,6 +17,7 @@ SCHEMES: dict[str, Callable[[], Scheme]] = {
     "comprrae": CompRRAEScheme,
     "sre": SreScheme,
     "pattern": PatternScheme,
+    "encoding": EncodingScheme,
 }
 
 
@@ -24,12 +26,29 @@ def scheme_names() -> list[str]:
 
 
 def get_scheme(scheme: str | Scheme) -> Scheme:
-    """A scheme object from a name (or the object itself); unknown names raise."""
+    """A scheme object from a name (or the object itself); unknown names raise.
+
+    `name:key=value:key=value` passes options to a scheme that has a `from_options`
+    classmethod (e.g. `encoding:adc=calibrated:adc_bits=bits.json`)."""
     if isinstance(scheme, Scheme):
         return scheme
-    if scheme not in SCHEMES:
-        raise SparsexbarError(f"unknown scheme '{scheme}' (known: {', '.join(SCHEMES)})")
-    return SCHEMES[scheme]()
+    name, sep, text = scheme.partition(":")
+    if name not in SCHEMES:
+        raise SparsexbarError(f"unknown scheme '{name}' (known: {', '.join(SCHEMES)})")
+    if not sep:
+        return SCHEMES[name]()
+    from_options = getattr(SCHEMES[name], "from_options", None)
+    if from_options is None:
+        raise SparsexbarError(f"scheme '{name}' takes no options (got '{text}')")
+    options: dict[str, str] = {}
+    for item in text.split(":"):
+        key, eq, value = item.partition("=")
+        if not eq or not key.strip():
+            raise SparsexbarError(f"scheme options expect key=value, got '{item}' in '{scheme}'")
+        options[key.strip()] = value.strip()
+    made = from_options(options)
+    assert isinstance(made, Scheme)
+    return made
 
 
 __all__ = ["SCHEMES", "LayerRun", "Scheme", "get_scheme", "scheme_names"]

@@ -51,6 +51,8 @@ CASES = {
     "comprrae": BenchCase("comprrae, isaac, early negative detection (MSB-first, exact)",
                           "comprrae"),
     "sre": BenchCase("sre, isaac, joint mode (static rows + zero input bits, exact counts)", "sre"),
+    "encoding": BenchCase("encoding, isaac, both encodings + lossless ADC + zero-plane skip",
+                          "encoding"),
 }
 DEFAULT_CASES = tuple(CASES.values())
 

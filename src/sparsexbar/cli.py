@@ -155,7 +155,7 @@ def _compare(out: Path, names: list[str], model: str, data: str, hw: str,
                   "<scheme>_result.json, <scheme>_layers.csv, plots)")
 
 
-DEMO_SCHEMES = ("dense", "sre", "pattern", "comprrae", "combined")
+DEMO_SCHEMES = ("dense", "sre", "pattern", "comprrae", "encoding", "combined")
 
 
 @app.command()
@@ -305,20 +305,90 @@ def calibrate_comprrae(
                   f"{cal.images} calibration images; wrote {out}")
 
 
+@app.command("calibrate-encoding")
+def calibrate_encoding(
+    out: Annotated[Path, typer.Option("--out", help="JSON file for the per-layer bits.")] = Path(
+        "out/encoding/calibration.json"),
+    model: ModelOpt = "default",
+    data: Annotated[str, typer.Option(
+        "--data", help="'default': images 5000.. of the embedded Fashion-MNIST test file (the "
+        "studies test on 0..4999); else a data set name whose train split is used.")] = "default",
+    hw: HwOpt = "isaac",
+    set_: SetOpt = None,
+    scheme: Annotated[str, typer.Option(
+        "--scheme", help="Encoding spec whose ADC is calibrated, e.g. encoding or "
+        "encoding:input=none:weight=none:skip=off.")] = "encoding",
+    budget: Annotated[float, typer.Option("--budget", help="Top-1 loss allowed, points.")] = 0.5,
+    images: Annotated[int, typer.Option("--images", help="Calibration images.")] = 200,
+    min_bits: Annotated[int, typer.Option("--min-bits", help="Lowest ADC bits tried.")] = 3,
+    precision: Annotated[bool, typer.Option(
+        "--precision/--no-precision", help="First calibrate per-layer dynamic precision "
+        "within half the budget.")] = False,
+    batch_size: BatchOpt = 250,
+    device: DeviceOpt = "cpu",
+) -> None:
+    """Pick per-layer ADC bits (and optionally dynamic precision) of the encoding scheme for a
+    top-1 budget on a calibration split; use with --scheme encoding:adc_bits=FILE."""
+    import json
+
+    from .comprrae_study import fmnist_split
+    from .config import load_config
+    from .encoding_study import calibrate_adc_bits, calibrate_precision, parse_scheme
+    from .frontend import quantize_model
+    from .io import atomic_write_text
+    from .simulate import resolve_data, resolve_model
+
+    if images <= 0:
+        raise SparsexbarError(f"--images must be positive, got {images}")
+    if budget < 0:
+        raise SparsexbarError(f"--budget must be >= 0 points, got {budget}")
+    if not 1 <= min_bits <= 16:
+        raise SparsexbarError(f"--min-bits must be in 1..16, got {min_bits}")
+    base = parse_scheme(scheme)
+    config = load_config(hw, parse_overrides(set_))
+    if data == "default":
+        x, y = fmnist_split("calibration", images)
+    else:
+        from .data import load_dataset
+
+        batches = resolve_data(load_dataset(data, "train"), images)
+        x, y = batches.images, batches.labels
+    net, _ = resolve_model(model, int(x.shape[1]), max(int(y.max()) + 1, 10), int(x.shape[-1]))
+    qmodel = quantize_model(net, x[:256], config.numbers.weight_bits, config.numbers.input_bits)
+    console = _console()
+    saved: dict[str, Any] = {}
+    if precision:
+        chosen, p_top1, p_trials = calibrate_precision(
+            qmodel, config, x, y, base, budget / 2, batch_size=batch_size, device=device,
+            progress=console.print)
+        base = base.variant(precision=chosen)
+        saved = {"precision": chosen, "precision_top1": p_top1, "precision_trials": p_trials}
+    cal = calibrate_adc_bits(qmodel, config, x, y, base, budget, min_bits,
+                             batch_size=batch_size, device=device, progress=console.print)
+    atomic_write_text(out, json.dumps({**cal.to_json(), **saved}, indent=2))
+    console.print(f"ADC bits: {cal.adc_bits} (lossless: {cal.lossless_bits})")
+    console.print(f"top-1 {100 * cal.top1:.2f}% vs exact {100 * cal.reference_top1:.2f}% on "
+                  f"{cal.images} calibration images; wrote {out}")
+
+
 @app.command()
 def reproduce(
     ctx: typer.Context,
-    name: Annotated[str, typer.Argument(help="Which study: comprrae, sre, pattern or all.")],
+    name: Annotated[str, typer.Argument(
+        help="Which study: comprrae, sre, pattern, encoding or all.")],
     out: Annotated[Path, typer.Option("--out", help="Output directory.")] = Path(
         "out/reproduce"),
     model: ModelOpt = "default",
     hw: HwOpt = "isaac",
     set_: SetOpt = None,
-    test_images: Annotated[int, typer.Option(
-        "--test-images", help="Images of the test half (0..4999) to run.")] = 1000,
-    calibration_images: Annotated[int, typer.Option(
-        "--calibration-images", help="Images of the calibration half (5000..) for alphas.")] = 500,
-    budget: Annotated[float, typer.Option("--budget", help="Top-1 loss allowed, points.")] = 0.2,
+    test_images: Annotated[int | None, typer.Option(
+        "--test-images", help="Images of the test half (0..4999) to run (default 1000; "
+        "encoding: 500; pattern: 200).")] = None,
+    calibration_images: Annotated[int | None, typer.Option(
+        "--calibration-images", help="Images of the calibration half (5000..) for alphas or "
+        "bits (default 500; encoding: 200).")] = None,
+    budget: Annotated[float | None, typer.Option(
+        "--budget", help="Top-1 loss allowed, points (default 0.2; encoding: 0.5).")] = None,
     batch_size: BatchOpt = 250,
     device: DeviceOpt = "cpu",
     data: Annotated[str, typer.Option(
@@ -363,7 +433,7 @@ def reproduce(
             return source is not None and source.name != "DEFAULT"
 
         # This study's own defaults: 200 simulated images, the paper's hardware.
-        images = test_images if given("test_images") else 200
+        images = 200 if test_images is None else test_images
         pattern_hw = hw if given("hw") else "pattern-nvmsa"
         if images < 1:
             raise SparsexbarError(f"--test-images must be >= 1, got {images}")
@@ -385,15 +455,38 @@ def reproduce(
             raise SparsexbarError(f"--deviation-images must be in 1..5000, got {deviation_images}")
         sre_console = _console()
         sre_report = reproduce_sre(out, model, hw, parse_overrides(set_),
-                                   test_images=min(test_images, 5000), batch_size=batch_size,
-                                   progress=sre_console.print, deviation=deviation,
-                                   deviation_images=deviation_images)
+                                   test_images=min(test_images or 1000, 5000),
+                                   batch_size=batch_size, progress=sre_console.print,
+                                   deviation=deviation, deviation_images=deviation_images)
         sre_console.print(sre_markdown(sre_report))
         sre_console.print(f"wrote {out}/sre_reproduce.json, sre_reproduce.md"
                           + (", deviation_study.json, .md, .png" if deviation else ""))
         return
+    if name == "encoding":  # every technique alone and combined vs dense
+        from .encoding_study import reproduce_encoding
+        from .encoding_study import reproduce_markdown as encoding_markdown
+
+        enc_test = 500 if test_images is None else test_images
+        enc_cal = 200 if calibration_images is None else calibration_images
+        enc_budget = 0.5 if budget is None else budget
+        if not 0 < enc_test <= 5000 or not 0 < enc_cal <= 5000:
+            raise SparsexbarError("--test-images and --calibration-images must be in 1..5000")
+        if enc_budget < 0:
+            raise SparsexbarError(f"--budget must be >= 0 points, got {enc_budget}")
+        enc_console = _console()
+        enc_report = reproduce_encoding(out, model, hw, parse_overrides(set_), enc_test,
+                                        enc_cal, enc_budget, batch_size=batch_size,
+                                        device=device, progress=enc_console.print)
+        enc_console.print(encoding_markdown(enc_report))
+        enc_console.print(f"wrote {out}/encoding_reproduce.json, encoding_reproduce.md, "
+                          "encoding_efficiency.png")
+        return
     if name != "comprrae":
-        raise SparsexbarError(f"unknown study '{name}' (known: comprrae, sre, pattern, all)")
+        raise SparsexbarError(
+            f"unknown study '{name}' (known: comprrae, sre, pattern, encoding, all)")
+    test_images = 1000 if test_images is None else test_images
+    calibration_images = 500 if calibration_images is None else calibration_images
+    budget = 0.2 if budget is None else budget
     if not 0 < test_images <= 5000 or not 0 < calibration_images <= 5000:
         raise SparsexbarError("--test-images and --calibration-images must be in 1..5000")
     from .comprrae_study import reproduce_comprrae, reproduce_markdown
@@ -408,8 +501,8 @@ def reproduce(
 
 
 def _reproduce_all(ctx: typer.Context, out: Path, model: str, hw: str, set_: list[str] | None,
-                   test_images: int, calibration_images: int, batch_size: int, device: str,
-                   deviation: bool, sparsities: str, tune_images: int,
+                   test_images: int | None, calibration_images: int | None, batch_size: int,
+                   device: str, deviation: bool, sparsities: str, tune_images: int,
                    pattern_images: int) -> None:
     """`reproduce all`: modest defaults (a few minutes) unless the options are given."""
     from .all_study import report_markdown, reproduce_all
@@ -418,8 +511,8 @@ def _reproduce_all(ctx: typer.Context, out: Path, model: str, hw: str, set_: lis
         source = ctx.get_parameter_source(option)
         return source is not None and source.name != "DEFAULT"
 
-    images = test_images if given("test_images") else 200
-    calibration = calibration_images if given("calibration_images") else 250
+    images = 200 if test_images is None else test_images
+    calibration = 250 if calibration_images is None else calibration_images
     try:
         levels = [float(v) for v in sparsities.split(",") if v.strip()]
     except ValueError:

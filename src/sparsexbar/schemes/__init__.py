@@ -9,6 +9,7 @@ from .base import LayerRun, Scheme
 from .combined import TECHNIQUES, CombinedScheme
 from .comprrae import CompRRAEScheme
 from .dense import DenseScheme
+from .encoding import EncodingScheme
 from .pattern import PatternScheme
 from .sre import SreScheme
 
@@ -17,6 +18,7 @@ SCHEMES: dict[str, Callable[[], Scheme]] = {
     "comprrae": CompRRAEScheme,
     "sre": SreScheme,
     "pattern": PatternScheme,
+    "encoding": EncodingScheme,
     "combined": CombinedScheme,
 }
 
@@ -26,16 +28,27 @@ def scheme_names() -> list[str]:
 
 
 def get_scheme(scheme: str | Scheme) -> Scheme:
-    """A scheme object from a name (or the object itself); unknown names raise."""
+    """A scheme object from a name (or the object itself); unknown names raise.
+
+    `name:key=value:key=value` passes options to a scheme that has a `from_options`
+    classmethod (e.g. `encoding:adc=calibrated:adc_bits=bits.json`); `a+b+c[:key=value]`
+    is a composition of techniques (`combined.CombinedScheme`)."""
     if isinstance(scheme, Scheme):
         return scheme
-    spec, sep, text = scheme.partition(":")
-    if "+" in spec or spec == "combined" or (spec in TECHNIQUES and spec not in SCHEMES):
+    name, sep, text = scheme.partition(":")
+    if "+" in name or name == "combined" or (name in TECHNIQUES and name not in SCHEMES):
         # a composition `a+b+c[:key=value...]` (or one technique that is no scheme: act)
-        return CombinedScheme.from_spec(spec, _options(scheme, text) if sep else None)
-    if scheme not in SCHEMES:
-        raise SparsexbarError(f"unknown scheme '{scheme}' (known: {', '.join(SCHEMES)})")
-    return SCHEMES[scheme]()
+        return CombinedScheme.from_spec(name, _options(scheme, text) if sep else None)
+    if name not in SCHEMES:
+        raise SparsexbarError(f"unknown scheme '{name}' (known: {', '.join(SCHEMES)})")
+    if not sep:
+        return SCHEMES[name]()
+    from_options = getattr(SCHEMES[name], "from_options", None)
+    if from_options is None:
+        raise SparsexbarError(f"scheme '{name}' takes no options (got '{text}')")
+    made = from_options(_options(scheme, text))
+    assert isinstance(made, Scheme)
+    return made
 
 
 def _options(scheme: str, text: str) -> dict[str, str]:

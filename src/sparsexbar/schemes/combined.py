@@ -54,11 +54,18 @@ from ..mapping import MappedLayer, dense_events, map_dense
 from .base import LayerRun, Scheme
 from .comprrae import AlphaSpec, CompKernel, CompRRAEScheme
 from .counting import RowSetCounter, SlotCounts, SlotTable, class_channels, count_slots
+from .encoding import (
+    EncodingKernel,
+    EncodingMappedLayer,
+    EncodingScheme,
+    lossless_adc_bits,
+)
 from .pattern import PatternKernel, PatternMappedLayer, PatternScheme
 from .sre import (
     GRANULARITIES,
     SreKernel,
     SreScheme,
+    _partial_sum_bound,
     column_segments,
     dynamic_packing_lossless,
     index_bits,
@@ -66,24 +73,43 @@ from .sre import (
 )
 
 LAYOUTS = ("dense", "sre-weight", "pattern")
-RUNTIME = ("act", "comprrae")
+RUNTIME = ("act", "comprrae", "encoding")
 TECHNIQUES = (*LAYOUTS, *RUNTIME)
 ALIASES = {"sre": ("sre-weight", "act")}
-OPTIONS = ("alpha", "estimate", "granularity")
+AUTO_RULE = ("per layer: the layout (dense, sre-weight, pattern) whose static events (every "
+             "unit activated, the ADC bits the composition gets) score best on the objective "
+             "(edp: energy x busiest-array cycles; energy; latency), ties to lower energy, "
+             "fewer arrays, the simpler layout; act where the device "
+             "is ideal; comprrae on ReLU layers whose conversions are exact; encoding's parts "
+             "where they apply (ADC bits on every layer, bus-invert/complement and zero-plane "
+             "skipping on the dense layout without act)")
+OPTIONS = ("alpha", "estimate", "granularity", "objective")
+OBJECTIVES = ("edp", "energy", "latency")
 
 
 @dataclass(frozen=True)
 class LayerChoice:
     """What runs on one layer: its weight layout (as mapped: a pattern layer that fell back is
-    `dense`), whether act and comprrae apply, and why something asked for does not."""
+    `dense`), whether act and comprrae apply, encoding's parts (the layer's ADC bits, None:
+    the configured; zero-plane skipping; bus-invert + weight complement) and why something
+    asked for does not apply."""
 
     layout: str
     act: bool
     comprrae: bool
+    adc_bits: int | None = None
+    skip_planes: bool = False
+    encodings: bool = False
     note: str = ""
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"layout": self.layout, "act": self.act, "comprrae": self.comprrae}
+        if self.adc_bits is not None:
+            out["adc_bits"] = self.adc_bits
+        if self.skip_planes:
+            out["skip_zero_planes"] = True
+        if self.encodings:
+            out["encodings"] = "bus-invert + weight complement"
         if self.note:
             out["note"] = self.note
         return out
@@ -130,22 +156,33 @@ def _parse_alpha(text: str) -> float | None:
 
 
 class CombinedKernel(LayerKernel):
-    """The layout's kernel (values, kept sets), the slot table, the row-set counter and, with
-    comprrae on the layer, comprrae's kernel."""
+    """The layout's kernel (values, kept sets), the slot table and its row-set counter, and,
+    where they apply, comprrae's kernel and encoding's kernel."""
 
     def __init__(self, mapped: MappedLayer, device: torch.device, choice: LayerChoice,
-                 alpha: float | None) -> None:
+                 alpha: float | None, encoding: EncodingScheme | None) -> None:
         super().__init__(mapped, device)
         self.choice = choice
         self.inner: SreKernel | PatternKernel
-        self.counter: RowSetCounter | None
+        self.counter: RowSetCounter | None = None
+        self.enc: EncodingKernel | None = None
+        self.encoding = encoding
         if isinstance(mapped, PatternMappedLayer):
             self.inner = PatternKernel(mapped, device)
             self.table, self.counter = pattern_slots(self.inner, choice.act, device)
         else:
-            self.inner = SreKernel(mapped, device)
-            self.table = sre_slots(self.inner, device, "act" if choice.act else "none")
-            self.counter = self.inner.counter if choice.act else None
+            layout = mapped
+            if isinstance(mapped, EncodingMappedLayer):  # the dense layout, encoded
+                assert encoding is not None
+                self.enc = EncodingKernel(mapped, device, encoding)
+                layout = map_sre(mapped.layer, mapped.hw, compress=False)
+            self.inner = SreKernel(layout, device)
+            skip = "act" if choice.act else "any" if choice.skip_planes else "none"
+            self.table = sre_slots(self.inner, device, skip)
+            if choice.act:
+                self.counter = self.inner.counter
+            elif choice.skip_planes:
+                self.counter = RowSetCounter(mapped.layer, self.table.sets, device)
         self.comp = (CompKernel(map_dense(mapped.layer, mapped.hw), device, alpha)
                      if choice.comprrae else None)
 
@@ -153,7 +190,8 @@ class CombinedKernel(LayerKernel):
 def sre_slots(kernel: SreKernel, device: torch.device, skip: str) -> SlotTable:
     """Slots of an SRE-style layout (`map_sre`, compressed or not): one per (row tile, OU column
     group), tile-major; its domain the group's kept rows in the tile (the kernel's distinct
-    kept sets), its column class the group."""
+    kept sets), its column class the group. skip `any`: zero-plane skipping, the domains are
+    the row tiles (a slot runs when its tile has an active row)."""
     mapped = kernel.mapped
     tiles_n = len(mapped.row_tiles)
     ctile = torch.tensor([t for _, _, t in column_segments(mapped.physical_cols, mapped.hw)],
@@ -171,12 +209,18 @@ def sre_slots(kernel: SreKernel, device: torch.device, skip: str) -> SlotTable:
     for (a, b), keep in zip(mapped.row_tiles, kernel.tile_keep, strict=True):  # a few
         sets[col : col + keep.shape[1], a:b] = keep.t().cpu().bool()
         col += keep.shape[1]
+    gate = None
+    if skip == "any":  # the domains of the count: whole row tiles
+        sets = torch.zeros((tiles_n, mapped.layer.rows), dtype=torch.bool)
+        for i, (a, b) in enumerate(mapped.row_tiles):  # a few
+            sets[i, a:b] = True
+        gate = tile.to(device)
     return SlotTable(
         sets=sets.to(device), slot_set=slot_set.to(device), slot_rows=rows.to(device),
         slot_width=width.to(device), slot_array=(ctile[seg] * tiles_n + tile).to(device),
         arrays=len(mapped.col_tiles) * tiles_n, classes=segments,
         class_channels=chan.to(device), class_channel_cols=cnt.to(device),
-        channels=mapped.layer.out_channels, skip=skip)
+        channels=mapped.layer.out_channels, skip=skip, slot_gate=gate)
 
 
 def pattern_slots(kernel: PatternKernel, act: bool,
@@ -216,12 +260,19 @@ class CombinedScheme(Scheme):
     lossless = True
 
     def __init__(self, techniques: tuple[str, ...] | None = None, alpha: AlphaSpec = None,
-                 estimate: str = "midpoint", granularity: str = "bit") -> None:
+                 estimate: str = "midpoint", granularity: str = "bit",
+                 objective: str = "edp") -> None:
         if granularity not in GRANULARITIES:
             raise SparsexbarError(f"act granularity must be one of {', '.join(GRANULARITIES)},"
                                   f" got '{granularity}'")
+        if objective not in OBJECTIVES:
+            raise SparsexbarError(f"combined objective must be one of {', '.join(OBJECTIVES)},"
+                                  f" got '{objective}'")
+        if techniques is not None and objective != "edp":
+            raise SparsexbarError("objective picks the layout of the named 'combined' only")
+        self.objective = objective
         self.auto = techniques is None
-        self.techniques = (tuple(TECHNIQUES[1:]) if techniques is None
+        self.techniques = (TECHNIQUES if techniques is None
                            else parse_techniques("+".join(techniques)))
         if not self.auto and alpha is not None and "comprrae" not in self.techniques:
             raise SparsexbarError("alpha is comprrae's parameter: add comprrae to the scheme")
@@ -230,6 +281,9 @@ class CombinedScheme(Scheme):
         self.name = "combined" if self.auto else "+".join(self.techniques)
         self.lossless = self.comprrae.lossless
         self.choices: dict[str, LayerChoice] = {}
+        # encoding's lossless encodings (its adc="fixed": the ADC bits are chosen here)
+        self.encoding = EncodingScheme("bus-invert", "complement", "fixed",
+                                       skip_zero_planes=True)
 
     @classmethod
     def from_spec(cls, spec: str, options: Mapping[str, str] | None = None) -> CombinedScheme:
@@ -242,23 +296,24 @@ class CombinedScheme(Scheme):
         techniques = None if spec == "combined" else parse_techniques(spec)
         return cls(techniques, alpha=_parse_alpha(opts.get("alpha", "none")),
                    estimate=opts.get("estimate", "midpoint"),
-                   granularity=opts.get("granularity", "bit"))
+                   granularity=opts.get("granularity", "bit"),
+                   objective=opts.get("objective", "edp"))
 
     # ---- parameters ---------------------------------------------------------------------------
     def parameters(self) -> dict[str, Any]:
         comp = self.comprrae.parameters()
+        techniques = (["layout per layer (dense | sre-weight | pattern)", *RUNTIME]
+                      if self.auto else list(self.techniques))
         out: dict[str, Any] = {
-            "techniques": list(self.techniques),
+            "techniques": techniques,
             "granularity": self.granularity if "act" in self.techniques else None,
             "alpha": comp["alpha"] if "comprrae" in self.techniques else None,
             "estimate": comp["estimate"] if "comprrae" in self.techniques else None,
             "layers": {name: c.to_json() for name, c in self.choices.items()},
         }
         if self.auto:
-            out["rule"] = ("per layer: the layout (dense, sre-weight, pattern) whose static "
-                           "events cost the least energy (ties: fewer arrays, then the simpler "
-                           "layout); act where the device is ideal; comprrae on ReLU layers "
-                           "whose conversions are exact")
+            out["objective"] = self.objective
+            out["rule"] = AUTO_RULE
         return out
 
     # ---- mapping ------------------------------------------------------------------------------
@@ -285,6 +340,40 @@ class CombinedScheme(Scheme):
             return "dense"
         return asked
 
+    def _encode(self, layer: QuantLayer, hw: HardwareConfig, mapped: MappedLayer, layout: str,
+                act: bool) -> tuple[MappedLayer, int | None, bool, bool, list[str]]:
+        """encoding's parts on a composed layer: (mapped, ADC bits, zero-plane skipping,
+        encodings, notes). Bus-invert and weight complement are defined on the dense
+        layout's fixed OU row groups, without act; zero-plane skipping on the static
+        SRE-style layouts (act and pattern units already skip what it would); the ADC bits on
+        every layout, with an ideal device and a unit step, never above the configured."""
+        notes = []
+        encodings = layout == "dense" and not act and hw.device.ideal
+        if encodings:
+            mapped = self.encoding.map_layer(layer, hw)
+        else:
+            why = ("act repacks the rows every cycle" if act
+                   else f"{layout} groups the rows otherwise" if layout != "dense"
+                   else "they are modelled with an ideal device only")
+            notes.append(f"bus-invert/complement off: they use the dense layout's fixed OU "
+                         f"row groups ({why})")
+        skip = layout in ("dense", "sre-weight") and not act
+        bits = self._lowered_bits(mapped, hw, act)
+        if bits is None:
+            notes.append("ADC bits kept: lowering them is exact only with an ideal device "
+                         "and adc.step 1")
+        elif isinstance(mapped, EncodingMappedLayer):
+            mapped.layer_bits = bits
+        return mapped, bits, skip, encodings, notes
+
+    @staticmethod
+    def _lowered_bits(mapped: MappedLayer, hw: HardwareConfig, act: bool) -> int | None:
+        """encoding's lossless ADC resolution of the composed layer, never above the
+        configured; None where lowering it would not be exact (device effects, a step)."""
+        if not hw.device.ideal or hw.adc.step != 1.0:
+            return None
+        return min(hw.adc.bits, lossless_adc_bits(composed_bound(mapped, act)))
+
     def _fixed_layer(self, layer: QuantLayer, hw: HardwareConfig) -> tuple[MappedLayer,
                                                                               LayerChoice]:
         asked = next((t for t in self.techniques if t in LAYOUTS), "dense")
@@ -301,12 +390,17 @@ class CombinedScheme(Scheme):
             if why:
                 raise SparsexbarError(f"comprrae needs exact conversions: layer '{layer.name}' "
                                       f"with {layout}{'+act' if act else ''}: {why}")
-        note = "pattern falls back to the dense layout here" if layout != asked else ""
-        return mapped, LayerChoice(layout, act, comp, note)
+        notes = ["pattern falls back to the dense layout here"] if layout != asked else []
+        bits, skip, encodings = None, False, False
+        if "encoding" in self.techniques:
+            mapped, bits, skip, encodings, more = self._encode(layer, hw, mapped, layout, act)
+            notes += more
+        return mapped, LayerChoice(layout, act, comp, bits, skip, encodings, "; ".join(notes))
 
     def _auto_layer(self, layer: QuantLayer, hw: HardwareConfig) -> tuple[MappedLayer,
                                                                              LayerChoice]:
-        candidates: list[tuple[tuple[float, int, int], str, MappedLayer]] = []
+        act = hw.device.ideal
+        candidates: list[tuple[tuple[float, float, int, int], str, MappedLayer]] = []
         for rank, asked in enumerate(LAYOUTS):
             try:
                 mapped = self._layout(layer, hw, asked)
@@ -315,11 +409,12 @@ class CombinedScheme(Scheme):
             name = self._layout_name(mapped, asked)
             if name != asked:
                 continue  # the dense candidate covers it
-            energy = static_energy(mapped, hw, name)
-            candidates.append(((energy, mapped.arrays, rank), name, mapped))
+            energy, cycles = static_cost(mapped, hw, name, self._lowered_bits(mapped, hw, act))
+            score = {"energy": energy, "latency": float(cycles),
+                     "edp": energy * cycles}[self.objective]
+            candidates.append(((score, energy, mapped.arrays, rank), name, mapped))
         _, layout, mapped = min(candidates, key=lambda c: c[0])
         notes = []
-        act = hw.device.ideal
         if not act:
             notes.append("act off: the device is not ideal")
         comp = layer.followed_by_relu
@@ -332,21 +427,36 @@ class CombinedScheme(Scheme):
             elif why:
                 comp = False
                 notes.append(f"comprrae off: {why}")
-        return mapped, LayerChoice(layout, act, comp, "; ".join(notes))
+        mapped, bits, skip, encodings, more = self._encode(layer, hw, mapped, layout, act)
+        notes += more
+        return mapped, LayerChoice(layout, act, comp, bits, skip, encodings, "; ".join(notes))
 
     def kernel(self, mapped: MappedLayer, device: torch.device) -> LayerKernel:
         choice = self.choices[mapped.layer.name]
         return CombinedKernel(mapped, device, choice,
-                              self.comprrae.layer_alpha(mapped.layer.name))
+                              self.comprrae.layer_alpha(mapped.layer.name),
+                              self.encoding if choice.encodings else None)
+
+    def adc_bits(self, mapped: MappedLayer) -> int:
+        """encoding's per-layer resolution where it applies, else the configured."""
+        choice = self.choices.get(mapped.layer.name)
+        if choice is not None and choice.adc_bits is not None:
+            return choice.adc_bits
+        return mapped.hw.adc.bits
 
     def storage(self, mapped: MappedLayer) -> Storage:
-        """The layout's index storage plus comprrae's LUT and comparators."""
+        """The layout's index storage, comprrae's LUT and comparators, encoding's LUT (bus-
+        invert constants, complement flags) and zero-plane detectors."""
         choice = self.choices.get(mapped.layer.name)
         parts = [PatternScheme().storage(mapped) if isinstance(mapped, PatternMappedLayer)
                  else SreScheme("weight").storage(mapped)
                  if choice is not None and choice.layout == "sre-weight" else Storage()]
         if choice is not None and choice.comprrae:
             parts.append(self.comprrae.storage(mapped))
+        if choice is not None and choice.encodings:
+            parts.append(self.encoding.storage(mapped))
+        elif choice is not None and choice.skip_planes:
+            parts.append(Storage(comparators=len(mapped.row_tiles)))
         return Storage(index_bits=sum(p.index_bits for p in parts),
                        lut_bits=sum(p.lut_bits for p in parts),
                        comparators=sum(p.comparators for p in parts))
@@ -359,19 +469,33 @@ class CombinedScheme(Scheme):
         n = int(x_int.shape[0])
         choice = kernel.choice
         parts = (SreScheme._narrow_parts(layer, x_int)
-                 if choice.act or kernel.table.skip != "none" else [])
+                 if kernel.table.skip != "none" else [])
+        extra = Events()
+        acc: Tensor | None = None
+        if kernel.enc is not None:  # encoding's values and its own events (decisions, LUT)
+            assert kernel.encoding is not None
+            acc, tally = kernel.encoding.execute(kernel.enc, x_int, options, count=True)
+            assert tally is not None
+            own, _ = kernel.encoding.events(kernel.enc, tally, n)
+            base, _ = dense_events(kernel.mapped, n)
+            extra = Events(comparisons=own.comparisons, lut_reads=own.lut_reads,
+                           digital_ops=own.digital_ops - base.digital_ops)
+        elif choice.skip_planes:  # one zero test per window (position, row tile) and cycle
+            extra = Events(comparisons=n * layer.positions * layer.passes * hw.cycles
+                           * len(kernel.mapped.row_tiles))
         if kernel.comp is not None:
             acc, executed, checks = self._terminate(kernel.comp, x_int, options)
         else:
-            acc = self._values(kernel, parts, x_int, options)
+            if acc is None:
+                acc = self._values(kernel, parts, x_int, options)
             executed, checks = None, 0
         chunk = self._images_per_chunk(kernel, executed is not None, options)
         counts = count_slots(kernel.table, kernel.counter, parts, n, layer.positions,
                              layer.passes, hw.cycles, hw.dac.bits, hw.ou.rows,
-                             self.granularity == "word", executed, chunk)
+                             self.granularity == "word" and choice.act, executed, chunk)
         alpha = self.comprrae.layer_alpha(layer.name) is not None
         events = layer_events(kernel.mapped, kernel.inner, choice.layout, counts, n, checks,
-                              alpha)
+                              alpha) + extra
         return LayerRun(acc, events, int(round(counts.cycles)))
 
     def _values(self, kernel: CombinedKernel, parts: list[Tensor], x_int: Tensor,
@@ -422,8 +546,9 @@ class CombinedScheme(Scheme):
         inputs = int(torch.Size(layer.input_shape).numel()) if layer.input_shape else layer.rows
         per_image = (inputs * 12 + layer.positions * int(kernel.table.sets.shape[0]) * 32
                      + kernel.table.slots * 16)
-        if live:
-            per_image += layer.positions * (kernel.table.slots * 40
+        if live:  # prefix sums over the cycles of OUs and rows, gather indices
+            per_image += layer.positions * (kernel.table.slots * (kernel.mapped.hw.cycles + 1)
+                                            * 12 + kernel.table.slots * 24
                                             + layer.out_channels * 8)
         return max(1, int(options.memory_budget_mb * 2**20 // max(per_image, 1)))
 
@@ -445,6 +570,27 @@ def _inexact_reason(mapped: MappedLayer, act: bool) -> str:
         return (f"partial sums up to {mapped.max_partial_sum():g} exceed the {hw.adc.bits}-bit "
                 "ADC range")
     return ""
+
+
+def composed_bound(mapped: MappedLayer, act: bool) -> float:
+    """Largest partial sum any conversion of the composed layer can see (ideal levels): the
+    encoded bound, a pattern unit's, any `ou.rows` rows of an array (act packs any of them
+    together), or the static groups' exact maximum."""
+    hw = mapped.hw
+    chunk_max = 2**hw.dac.bits - 1
+    if isinstance(mapped, EncodingMappedLayer):
+        return mapped.encoded_max
+    if isinstance(mapped, PatternMappedLayer):
+        return mapped.partial_sum_bound
+    if act:
+        worst = 0
+        for a, b in mapped.row_tiles:  # row tiles: a few
+            lv = mapped.levels[a:b].to(torch.int32)
+            if lv.numel():
+                k = min(hw.ou.rows, b - a)
+                worst = max(worst, int(lv.topk(k, dim=0).values.sum(dim=0).max()))
+        return float(worst * chunk_max)
+    return _partial_sum_bound(mapped.levels, mapped.group_rows, mapped.segment_cols, hw)
 
 
 def layer_events(mapped: MappedLayer, inner: SreKernel | PatternKernel, layout: str,
@@ -477,9 +623,11 @@ def layer_events(mapped: MappedLayer, inner: SreKernel | PatternKernel, layout: 
         digital_ops=base.digital_ops)
 
 
-def static_energy(mapped: MappedLayer, hw: HardwareConfig, layout: str) -> float:
-    """Energy (pJ) of one image on a layout with every unit activated and no input skipping:
-    the layout's own events (`layer_events` of the static counts), leakage excluded."""
+def static_cost(mapped: MappedLayer, hw: HardwareConfig, layout: str,
+                adc_bits: int | None = None) -> tuple[float, int]:
+    """(energy pJ, busiest-array OU cycles) of one image on a layout with every unit activated
+    and no input skipping: the layout's own events (`layer_events` of the static counts) with
+    conversions at `adc_bits` (None: the configured), leakage excluded."""
     device = torch.device("cpu")
     inner: SreKernel | PatternKernel
     if isinstance(mapped, PatternMappedLayer):
@@ -493,4 +641,10 @@ def static_energy(mapped: MappedLayer, hw: HardwareConfig, layout: str) -> float
     counts = count_slots(table, None, [], 1, layer.positions, layer.passes, hw.cycles,
                          hw.dac.bits, hw.ou.rows, False, None, 1)
     events = layer_events(mapped, inner, layout, counts, 1, 0, False)
-    return float(energy_pj(events, hw, 0.0)["total"])
+    return float(energy_pj(events, hw, 0.0, adc_bits)["total"]), int(round(counts.cycles))
+
+
+def static_energy(mapped: MappedLayer, hw: HardwareConfig, layout: str,
+                  adc_bits: int | None = None) -> float:
+    """The energy of `static_cost`."""
+    return static_cost(mapped, hw, layout, adc_bits)[0]

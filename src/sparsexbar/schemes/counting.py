@@ -20,8 +20,9 @@ Two pieces:
       cell reads       = rows_j(n) x width_j x [live_j > 0]
   where, by the slot's skip rule, `none`: every row of the domain every cycle (ou =
   ceil(|d| / ou.rows), rows = |d|); `act` (dynamic activation sparsity, rows packed):
-  ou = ceil(n_d / ou.rows), rows = n_d; `any` (a pattern unit, activated whole when one of
-  its rows is active): ou = [n_d > 0], rows = |d| [n_d > 0]. Without early termination
+  ou = ceil(n_d / ou.rows), rows = n_d; `any` (the slot runs whole when one row of its gate
+  domain g_j is active: a pattern unit's own rows, or the row tile of a zero-plane-skipping
+  window): ou = ceil(|d| / ou.rows) [n_g > 0], rows = |d| [n_g > 0]. Without early termination
   live_j = width_j always and the sums factor per domain (no per-position products).
   `cycles`: per image, the busiest array's OU activations (arrays run in parallel).
 """
@@ -151,7 +152,8 @@ class SlotTable:
     rows; `slot_set`: the domain of each slot; `slot_rows`: |d| of each slot's domain;
     `slot_width`: its columns; `slot_array`: the array holding it; `class_channels` /
     `class_channel_cols`: the output channels of each class's columns and how many columns
-    each has (padding: channel `channels`, 0 columns); `skip`: the skip rule.
+    each has (padding: channel `channels`, 0 columns); `skip`: the skip rule; `slot_gate`:
+    the gate domain of each slot (rule `any`; None: its own domain).
     """
 
     sets: Tensor  # (D, R) bool
@@ -165,6 +167,12 @@ class SlotTable:
     class_channel_cols: Tensor  # (G, w) float32
     channels: int
     skip: str
+    slot_gate: Tensor | None = None  # (J,) int64
+
+    @property
+    def gate(self) -> Tensor:
+        """(J,) the domain whose active rows decide whether a slot runs (rule `any`)."""
+        return self.slot_set if self.slot_gate is None else self.slot_gate
 
     @property
     def slots(self) -> int:
@@ -256,80 +264,84 @@ def _count_live(table: SlotTable, counter: RowSetCounter | None, parts: list[Ten
                 images: int, positions: int, cycles: int, dac_bits: int, ou_rows: int,
                 word: bool, executed: Tensor, images_per_chunk: int, per_image_ou: Tensor,
                 sums: Tensor, passes: int) -> None:
-    """`count_slots` with early termination: per (position, cycle, slot) products of the
-    domain's OUs or rows with the class's live columns, as (M, repeats, classes) tensors."""
+    """`count_slots` with early termination.
+
+    A channel with e executed cycles runs in MSB-first cycles t < e, so a slot's column
+    class runs while t < E_max (the largest e of its channels) and converts, at cycle t, the
+    columns of its channels with e > t. Hence, with cum_v = the sum over MSB-first cycles
+    t < v of a slot's per-cycle OUs (or rows):
+        OUs = cum_{E_max},  conversions = sum over the class's channels k of cols_k x cum_{E_k}
+    gathered per (position, slot) from the prefix sums over the cycles; static slots need no
+    sums (cum_v = v x their OUs).
+    """
     reps, g_count = table.repeats, table.classes
-    # Largest value per position of any summed product (OUs x columns, rows): float32 sums
-    # over the positions stay exact below 2^24.
     top_ou = float(table.static_ou(ou_rows).max()) if table.slots else 0.0
     top = max(top_ou * float(table.slot_width.max()), float(table.slot_rows.max())) \
         if table.slots else 0.0
-    wide = positions * top >= FLOAT32_EXACT
+    wide = positions * top * cycles >= FLOAT32_EXACT  # float32 sums over the positions exact
     static_ou = table.static_ou(ou_rows).to(torch.float32).view(reps, g_count)
     slot_rows = table.slot_rows.to(torch.float32).view(reps, g_count)
     width = table.slot_width.view(reps, g_count)
+    ch, cnt = table.class_channels, table.class_channel_cols
+    act = table.skip == "act"
     chunk = max(1, images_per_chunk)
     for a in range(0, images, chunk):  # chunks of whole images (memory bound)
         b = min(images, a + chunk)
         n_img = b - a
-        live = _LiveColumns(table, executed[a:b].reshape(-1, executed.shape[-1]))
-        if table.skip == "none":  # both passes see the same rows and live columns
-            for t in range(cycles):  # a handful of input cycles
-                flag, cols = live.at(t)
-                flag_img = _per_image(flag, n_img, positions, wide) * passes  # (n, G)
-                cols_img = _per_image(cols, n_img, positions, wide) * passes
-                ou_img = flag_img.unsqueeze(1) * static_ou  # (n, reps, G)
-                per_image_ou[a:b] += ou_img.reshape(n_img, -1)
-                sums[0] += ou_img.sum()
-                sums[1] += (cols_img.unsqueeze(1) * static_ou).sum()
-                rows_flag = flag_img.sum(dim=0) * slot_rows  # (reps, G)
-                sums[2] += rows_flag.sum()
-                sums[3] += (rows_flag * width).sum()
+        e = executed[a:b].reshape(-1, executed.shape[-1]).to(torch.uint8)
+        e = torch.cat([e, torch.zeros_like(e[:, :1])], dim=1)  # padding channel: never runs
+        runs = [e[:, ch[:, k]] for k in range(ch.shape[1])]  # (M, G) uint8 per channel slot
+        e_max = runs[0].clone()
+        for r in runs[1:]:  # channels per class: a handful
+            torch.maximum(e_max, r, out=e_max)
+        if table.skip == "none":  # cum_v = v x static OUs; both passes alike
+            emax_img = _per_image(e_max.to(torch.float32), n_img, positions, wide)  # (n, G)
+            ou_img = emax_img.unsqueeze(1) * static_ou * passes  # (n, reps, G)
+            per_image_ou[a:b] += ou_img.reshape(n_img, -1)
+            sums[0] += ou_img.sum()
+            conv = torch.zeros(g_count, dtype=torch.float64, device=e.device)
+            for r, c in zip(runs, cnt.t(), strict=True):  # a handful
+                conv += _per_image(r.to(torch.float32), n_img, positions, wide).sum(0) * c
+            sums[1] += (conv * static_ou).sum() * passes
+            rows_run = emax_img.sum(dim=0) * slot_rows * passes  # (reps, G)
+            sums[2] += rows_run.sum()
+            sums[3] += (rows_run * width).sum()
             continue
         assert counter is not None
+        idx_max = e_max.to(torch.int64).unsqueeze(1).expand(-1, reps, -1).unsqueeze(0)
+        idx = [r.to(torch.int64).unsqueeze(1).expand(-1, reps, -1).unsqueeze(0) for r in runs]
         for part in parts:  # one or two passes
+            m = int(e.shape[0])
+            cum_ou = torch.zeros((cycles + 1, m, reps, g_count), dtype=torch.float32,
+                                 device=e.device)
+            cum_rows = torch.zeros_like(cum_ou) if act else None
             for chunks, counts in counter.chunk_counts(part[a:b], cycles, dac_bits, word):
-                act = table.skip == "act"
-                if act:
-                    n = counts[:, table.slot_set].view(-1, reps, g_count)
+                n = counts[:, table.slot_set].view(-1, reps, g_count) if act else None
+                if n is not None:
                     ou = torch.div(n, float(ou_rows)).ceil_()
-                else:  # "any": the whole unit when one of its rows is active
-                    ou = (counts > 0).to(counts.dtype)[:, table.slot_set].view(-1, reps, g_count)
+                else:  # "any": the whole slot when one row of its gate domain is active
+                    ou = (counts > 0).to(counts.dtype)[:, table.gate].view(-1, reps, g_count)
+                    ou.mul_(static_ou)
                 for k in chunks:  # one chunk, or every cycle (word granularity)
-                    flag, cols = live.at(cycles - 1 - k)
-                    ou_img = _per_image(ou * flag.unsqueeze(1), n_img, positions, wide)
-                    per_image_ou[a:b] += ou_img.reshape(n_img, -1)
-                    sums[0] += ou_img.sum()
-                    sums[1] += _per_image(ou * cols.unsqueeze(1), n_img, positions, wide).sum()
-                    # rows: the active ones (act), or all of a unit's when it runs ("any")
-                    rows_flag = (_per_image(n * flag.unsqueeze(1), n_img, positions, wide).sum(0)
-                                 if act else ou_img.sum(dim=0) * slot_rows)
-                    sums[2] += rows_flag.sum()
-                    sums[3] += (rows_flag * width).sum()
-
-
-class _LiveColumns:
-    """Per MSB-first cycle t: which column classes still have a running column ([live > 0])
-    and how many columns run (live), (M, classes) float32, from each output's executed
-    cycles."""
-
-    def __init__(self, table: SlotTable, executed: Tensor) -> None:
-        self.table = table
-        pad = torch.zeros((executed.shape[0], 1), dtype=torch.float32, device=executed.device)
-        self.executed = torch.cat([executed.to(torch.float32), pad], dim=1)  # padding: never
-        self.cache: dict[int, tuple[Tensor, Tensor]] = {}
-
-    def at(self, t: int) -> tuple[Tensor, Tensor]:
-        if t not in self.cache:
-            run = (self.executed > t).to(torch.float32)  # (M, channels + 1)
-            cols: Tensor | None = None
-            ch, cnt = self.table.class_channels, self.table.class_channel_cols
-            for k in range(ch.shape[1]):  # channels per class: a handful
-                part = run[:, ch[:, k]] * cnt[:, k]
-                cols = part if cols is None else cols.add_(part)
-            assert cols is not None
-            self.cache = {t: ((cols > 0).to(torch.float32), cols)}  # keep one cycle
-        return self.cache[t]
+                    cum_ou[cycles - k] = ou  # MSB-first cycle t = cycles-1-k at index t+1
+                    if cum_rows is not None and n is not None:
+                        cum_rows[cycles - k] = n
+            cum_ou = torch.cumsum(cum_ou, dim=0, out=cum_ou)
+            ou_run = cum_ou.gather(0, idx_max).squeeze(0)  # (M, reps, G)
+            ou_img = _per_image(ou_run, n_img, positions, wide)
+            per_image_ou[a:b] += ou_img.reshape(n_img, -1)
+            sums[0] += ou_img.sum()
+            for r_idx, c in zip(idx, cnt.t(), strict=True):  # channels per class: a handful
+                ran = cum_ou.gather(0, r_idx).squeeze(0)
+                sums[1] += (_per_image(ran, n_img, positions, wide).sum(0) * c).sum()
+            if cum_rows is not None:
+                cum_rows = torch.cumsum(cum_rows, dim=0, out=cum_rows)
+                rows_run = _per_image(cum_rows.gather(0, idx_max).squeeze(0), n_img, positions,
+                                      wide).sum(0)
+            else:
+                rows_run = ou_img.sum(dim=0) / static_ou.clamp(min=1) * slot_rows
+            sums[2] += rows_run.sum()
+            sums[3] += (rows_run * width).sum()
 
 
 def _count_full(table: SlotTable, counter: RowSetCounter | None, parts: list[Tensor],
@@ -352,9 +364,9 @@ def _count_full(table: SlotTable, counter: RowSetCounter | None, parts: list[Ten
     device = per_image_ou.device
     ou_set = torch.zeros(d_count, dtype=torch.float64, device=device)
     rows_set = torch.zeros_like(ou_set)
-    set_rows = torch.zeros(d_count, dtype=torch.float64, device=device)
-    set_rows[table.slot_set] = table.slot_rows
     chunk = max(1, images_per_chunk)
+    act = table.skip == "act"
+    static_ou = table.static_ou(ou_rows)
     for part in parts:  # one or two passes
         for a in range(0, images, chunk):  # chunks of whole images (memory bound)
             xc = part[a : a + chunk]
@@ -364,19 +376,26 @@ def _count_full(table: SlotTable, counter: RowSetCounter | None, parts: list[Ten
             sum_dtype = position_sum_dtype(positions, counter.base, 1, op.dtype)
             for chunks, counts in counter.chunk_counts(xc, cycles, dac_bits, word):
                 reps = float(len(chunks))
-                if table.skip == "act":
+                if act:
                     rows_set += counts.sum(dim=0, dtype=torch.float64) * reps
                     ou = counts.div_(float(ou_rows)).ceil_()
-                else:  # "any": one OU and all the domain's rows when one row is active
+                else:  # "any": per gate domain, the (position, cycle)s it has an active row
                     ou = (counts > 0).to(counts.dtype)
                 ou_img += ou.view(n_img, positions, -1).sum(dim=1, dtype=sum_dtype) * reps
-            if table.skip == "any":
-                rows_set += ou_img.sum(dim=0) * set_rows
-            per_image_ou[a : a + n_img] += ou_img[:, table.slot_set]
+            if act:
+                ou_slot = ou_img[:, table.slot_set]  # (images, J)
+            else:  # each slot: its static OUs whenever its gate domain runs
+                ou_slot = ou_img[:, table.gate] * static_ou
+            per_image_ou[a : a + n_img] += ou_slot
             ou_set += ou_img.sum(dim=0)
-    ou_slots = ou_set[table.slot_set]
+    if act:
+        ou_slots = ou_set[table.slot_set]
+        rows_slots = rows_set[table.slot_set]
+    else:
+        runs = ou_set[table.gate]  # (position, cycle)s each slot runs
+        ou_slots = runs * static_ou
+        rows_slots = runs * table.slot_rows
     sums[0] += ou_slots.sum()
     sums[1] += (ou_slots * width).sum()
-    rows_slots = rows_set[table.slot_set]
     sums[2] += rows_slots.sum()
     sums[3] += (rows_slots * width).sum()

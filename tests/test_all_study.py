@@ -25,14 +25,14 @@ def all_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("all")
     reproduce_all(out, test_images=16, sre_sparsities=(0.5,), sre_tune_images=32,
                   pattern_images=2, pattern_top1_images=200, calibration_images=16,
-                  comprrae_curve=(0.4,), batch_size=16)
+                  comprrae_curve=(0.4,), encoding_sweep=(), batch_size=16)
     return out
 
 
 def test_report_rows_have_published_ours_and_combined(all_dir: Path) -> None:
     report = json.loads((all_dir / "all_reproduce.json").read_text())
     studies = [s["study"].split(" ")[0] for s in report["sections"]]
-    assert studies == ["SRE", "Pattern", "CompRRAE"]
+    assert studies == ["SRE", "Pattern", "CompRRAE", "Encoding"]
     for sec in report["sections"]:
         assert sec["rows"]
         for row in sec["rows"]:
@@ -49,16 +49,17 @@ def test_report_rows_have_published_ours_and_combined(all_dir: Path) -> None:
     comp = json.loads((all_dir / "comprrae" / "comprrae_reproduce.json").read_text())
     assert comp["rows"][1]["run"].startswith("END")
     for name in ("sre/sre_reproduce.md", "pattern/pattern_reproduce.md",
-                 "comprrae/comprrae_reproduce.md", "comprrae/comprrae_tradeoff.png"):
+                 "comprrae/comprrae_reproduce.md", "comprrae/comprrae_tradeoff.png",
+                 "encoding/encoding_reproduce.md"):
         assert (all_dir / name).is_file(), name
 
 
 def test_report_files_markdown_and_self_contained_html(all_dir: Path) -> None:
     md = (all_dir / "all_reproduce.md").read_text()
-    assert md.count("| metric | published | ours | combined |") == 3
+    assert md.count("| metric | published | ours | combined |") == 4
     html = (all_dir / "all_reproduce.html").read_text()
     images = re.findall(r'src="data:image/png;base64,([^"]+)"', html)
-    assert len(images) >= 2  # the summary plot and the CompRRAE trade-off
+    assert len(images) >= 3  # the summary plot, the CompRRAE and encoding plots
     assert base64.b64decode(images[0]) == (all_dir / "all_reproduce.png").read_bytes()
     assert all(base64.b64decode(i)[:4] == b"\x89PNG" for i in images)
     assert not re.search(r'(src|href)="(?!data:)', html)

@@ -1,7 +1,8 @@
-"""`sparsexbar reproduce all`: the published comparisons in one report, our figure beside the
+"""`sparsexbar reproduce all`: the four published comparisons in one report, our figure beside the
 published one in every row, and the `combined` scheme's figure beside them (issue 8).
 
-Each study runs as its own `reproduce` does (sre_study, pattern_study, comprrae_study; their
+Each study runs as its own `reproduce` does (sre_study, pattern_study, comprrae_study,
+encoding_study; their
 JSON and Markdown are written under `<out>/<study>/`), with modest defaults (a few minutes on
 one core; every size is an option). This module only adds the combined runs, on the same
 model, hardware, quantization and images as the study they sit in, and collects the
@@ -15,6 +16,8 @@ headline rows:
 - CompRRAE (isaac): conversions removed, top-1 change, energy efficiency, throughput, for
   early negative detection alone and with the per-layer alphas calibrated by the study; the
   combined scheme with END and with those alphas.
+- Encoding (isaac): throughput, energy efficiency, area efficiency (throughput per total
+  area) of the study's lossless and lossy combinations, and of the combined scheme.
 
 Outputs: all_reproduce.json, all_reproduce.md, all_reproduce.html (self-contained: every
 plot embedded as a data URI), all_reproduce.png.
@@ -43,11 +46,13 @@ def reproduce_all(out_dir: str | Path, model: Any = "default", hw: str = "isaac"
                   sre_sparsities: Sequence[float] = (0.0, 0.7), sre_tune_images: int = 1000,
                   pattern_images: int = 50, pattern_top1_images: int | None = None,
                   calibration_images: int = 250,
-                  comprrae_curve: Sequence[float] = (0.4, 1.6), deviation: bool = False,
+                  comprrae_curve: Sequence[float] = (0.4, 1.6), encoding_budget: float = 0.5,
+                  encoding_sweep: Sequence[int] = (5,), deviation: bool = False,
                   batch_size: int = 250, device: str = "cpu",
                   progress: Log | None = None) -> dict[str, Any]:
     """Run every study and the combined rows; write the report files; return the report."""
     from .comprrae_study import reproduce_comprrae
+    from .encoding_study import reproduce_encoding
     from .pattern_study import reproduce_pattern
     from .schemes.combined import CombinedScheme
     from .sre_study import reproduce_sre
@@ -83,6 +88,15 @@ def reproduce_all(out_dir: str | Path, model: Any = "default", hw: str = "isaac"
                                        calibration_images, batch_size, device, log)
     times["comprrae"] = time.perf_counter() - t0
 
+    log("== encoding (encoding_study), then the combined scheme on its test split")
+    t0 = time.perf_counter()
+    enc = reproduce_encoding(out / "encoding", model, hw, overrides, test_images,
+                             calibration_images, encoding_budget, sweep=tuple(encoding_sweep),
+                             batch_size=batch_size, device=device, progress=log)
+    enc_combined = _encoding_combined(model, hw, overrides, test_images, calibration_images,
+                                      batch_size, device, log)
+    times["encoding"] = time.perf_counter() - t0
+
     report = {
         "model": str(model) if not hasattr(model, "forward") else type(model).__name__,
         "hardware": hw,
@@ -90,11 +104,14 @@ def reproduce_all(out_dir: str | Path, model: Any = "default", hw: str = "isaac"
                      "sre_tune_images": sre_tune_images, "pattern_images": pattern_images,
                      "pattern_top1_images": pattern_top1_images,
                      "calibration_images": calibration_images,
-                     "comprrae_curve": list(comprrae_curve), "deviation": deviation},
+                     "comprrae_curve": list(comprrae_curve),
+                     "encoding_budget": encoding_budget, "encoding_sweep": list(encoding_sweep),
+                     "deviation": deviation},
         "sections": [sre_section(sre), pattern_section(pattern, pattern_combined),
-                     comprrae_section(comp, comp_combined)],
+                     comprrae_section(comp, comp_combined), encoding_section(enc, enc_combined)],
         "studies": {"sre": "sre/sre_reproduce.json", "pattern": "pattern/pattern_reproduce.json",
-                    "comprrae": "comprrae/comprrae_reproduce.json"},
+                    "comprrae": "comprrae/comprrae_reproduce.json",
+                    "encoding": "encoding/encoding_reproduce.json"},
         "time_s": {**times, "total": time.perf_counter() - start},
     }
     write_report(out, report)
@@ -146,6 +163,31 @@ def _comprrae_combined(comp: dict[str, Any], model: Any, hw: str,
                        qmodel=qmodel).to_json()
         rows.append({"run": label, **_summary(res)})
     return rows
+
+
+def _encoding_combined(model: Any, hw: str, overrides: dict[str, Any] | None,
+                       test_images: int, calibration_images: int, batch_size: int, device: str,
+                       log: Log) -> dict[str, Any]:
+    """The combined scheme on the encoding study's test split and quantization."""
+    from .comprrae_study import fmnist_split
+    from .frontend import quantize_model
+    from .schemes.combined import CombinedScheme
+    from .simulate import resolve_model, simulate
+
+    config = load_config(hw, overrides)
+    x_cal = fmnist_split("calibration", calibration_images)[0][:256]
+    x, y = fmnist_split("test", test_images)
+    net, _ = resolve_model(model, 1, 10, 28)
+    qmodel = quantize_model(net, x_cal, config.numbers.weight_bits, config.numbers.input_bits)
+    log(f"combined on {test_images} test images")
+    res = simulate(net, (x, y), config, CombinedScheme(), batch_size=batch_size, device=device,
+                   qmodel=qmodel).to_json()
+    out = _summary(res)
+    # The encoding study's area efficiency: throughput per total area, relative to dense.
+    out["area_throughput_efficiency"] = (res["vs_dense"]["speedup"]
+                                         * res["dense_totals"]["area_um2"]["total"]
+                                         / res["totals"]["area_um2"]["total"])
+    return out
 
 
 def _summary(res: dict[str, Any]) -> dict[str, Any]:
@@ -285,6 +327,39 @@ def comprrae_section(report: dict[str, Any], combined: list[dict[str, Any]]) -> 
     }
 
 
+def encoding_section(report: dict[str, Any], combined: dict[str, Any]) -> dict[str, Any]:
+    """Throughput, energy and area efficiency of encoding's lossless and lossy combinations
+    (its own rows) and of the combined scheme, against the published 2x-4x."""
+    pub = report["published"]
+    rows = {r["run"]: r for r in report["rows"]}
+    lossless = rows["combined, lossless"]
+    lossy = next(r for r in report["rows"] if r["run"].startswith("combined, lossy"))
+
+    def both(key: str) -> str:
+        return f"{_x(lossless[key])} / {_x(lossy[key])}"
+
+    span = f"{pub['throughput'][0]:g}x - {pub['throughput'][1]:g}x"
+    return {
+        "study": "Encoding + dynamic quantization (Chen et al., ASP-DAC 2018)",
+        "setting": f"{report['model']}, {report['hardware']}, {report['test_images']} test "
+                   f"images, ADC bits and precision calibrated on {report['calibration_images']}"
+                   f" images (budget {report['budget_points']} points); ours = encoding's "
+                   "lossless set / lossy set (calibrated precision and ADC bits)",
+        "rows": [
+            _row("throughput", span, both("throughput"), _x(combined["speedup"])),
+            _row("energy efficiency", span, both("energy_efficiency"),
+                 _x(combined["energy_efficiency"])),
+            _row("area efficiency (throughput per area)", span, both("area_efficiency"),
+                 _x(combined["area_throughput_efficiency"]),
+                 "published: over state-of-the-art RRAM accelerators; ours: over dense"),
+            _row("top-1 change (points)", "-",
+                 f"{lossless['top1_change_points']:+.2f} / {lossy['top1_change_points']:+.2f}",
+                 f"{combined['top1_change_points']:+.2f}"),
+        ],
+        "source": "encoding/encoding_reproduce.md",
+    }
+
+
 # ---- report files ---------------------------------------------------------------------------
 def report_markdown(report: dict[str, Any]) -> str:
     lines = [f"# Published comparisons, reproduced (model {report['model']}, "
@@ -368,6 +443,9 @@ def write_report(out: Path, report: dict[str, Any]) -> list[Path]:
     tradeoff = out / "comprrae" / "comprrae_tradeoff.png"
     if tradeoff.is_file():
         figures.append(("comprrae/comprrae_tradeoff.png", tradeoff.read_bytes()))
+    efficiency = out / "encoding" / "encoding_efficiency.png"
+    if efficiency.is_file():
+        figures.append(("encoding/encoding_efficiency.png", efficiency.read_bytes()))
     deviation = out / "sre" / "deviation_study.png"
     if deviation.is_file():
         figures.append(("sre/deviation_study.png", deviation.read_bytes()))

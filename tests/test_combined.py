@@ -473,3 +473,26 @@ def test_shipped_models_lossless_compositions_equal_dense() -> None:
             assert torch.equal(res.outputs, dense.outputs), spec
             _le(res.to_json(), dense.to_json(), spec, cycles=False)
 
+
+
+def test_cli_compare_with_compositions(capsys: pytest.CaptureFixture[str],
+                                       tmp_path: Any) -> None:
+    """`compare --schemes` takes compositions beside named schemes: one run each on the same
+    inputs, one table, CSV and report."""
+    import csv
+    import json
+
+    out = tmp_path / "cmp"
+    code, printed, err = cli(capsys, "compare", "--schemes",
+                             "dense,pattern+act+comprrae,sre+encoding,combined",
+                             "--model", "tests.nets:tiny_fmnist_net", "--limit", "4",
+                             "--out", str(out))
+    assert code == 0, err
+    names = ["dense", "pattern+act+comprrae", "sre-weight+act+encoding", "combined"]
+    rows = list(csv.DictReader((out / "comparison.csv").open()))
+    assert [r["scheme"] for r in rows] == names
+    for name in names:
+        res = json.loads((out / f"{name}_result.json").read_text())
+        assert res["num_images"] == 4 and name in printed
+        assert res["accuracy"]["top1"] == float(rows[0]["top1"])  # lossless: dense's
+    assert (out / "report.html").read_text().count("data:image/png;base64,") == 3

@@ -252,8 +252,11 @@ class RowGather:
         out = torch.zeros((n + 1) * self.image_stride, dtype=torch.float32, device=x.device)
         if self.layer.kind == "linear":
             out[: n * self.image_stride] = x.reshape(-1)
-        else:
-            out[: n * self.image_stride] = F.pad(x.to(torch.float32), self.pad).reshape(-1)
+        else:  # the image inside its zero border, written in place (no padded copy)
+            pw, _, ph, _ = self.pad
+            c, h, w = (int(v) for v in x.shape[1:])
+            padded = out.view(n + 1, c, h + 2 * ph, w + 2 * pw)
+            padded[:n, :, ph : ph + h, pw : pw + w] = x
         return out
 
     def position_bases(self, n: int) -> Tensor:
@@ -528,6 +531,7 @@ class LayerKernel:
         call = self.calls
         self.calls += 1
         noisy = not self.mapped.hw.device.ideal
+        exact_base = self.mapped.hw.device.ideal or self.deviation_only
         parts: list[tuple[Callable[[Tensor], Tensor], float]] = [(lambda v: v.clamp(min=0), 1.0)]
         if layer.input_signed:
             parts.append((lambda v: (-v).clamp(min=0), -1.0))
@@ -548,18 +552,17 @@ class LayerKernel:
                     self._clip_corrections(part, input_shape, sign, out[a:b], task_budget)
                 if not self.clip_path:
                     self._full_conversions(part, input_shape, sign, out[a:b], task_budget, gen)
+            if exact_base:  # the corrections above are deviations from the exact sum
+                out[a:b] += exact_accumulate(layer, x_int[a:b].to(self.device)).reshape(
+                    b - a, layer.out_channels, positions)
 
         threads = options.threads or torch.get_num_threads()
         workers = min(threads, len(spans), PARALLEL_TASKS) if x.device.type == "cpu" else 1
         run_tasks(len(spans), task, workers, threads)
         if layer.kind == "linear":
-            result = out[:, :, 0]
-        else:
-            _, ho, wo = layer.output_shape
-            result = out.reshape(n, layer.out_channels, ho, wo)
-        if self.mapped.hw.device.ideal or self.deviation_only:  # deviations from the exact sum
-            result = result + exact_accumulate(layer, x_int.to(self.device))
-        return result
+            return out[:, :, 0]
+        _, ho, wo = layer.output_shape
+        return out.reshape(n, layer.out_channels, ho, wo)
 
     def task_spans(self, n: int, input_shape: tuple[int, ...], budget_mb: float
                    ) -> list[tuple[int, int]]:

@@ -421,7 +421,7 @@ PUBLISHED = {
               "throughput > 2.8x over prior RRAM accelerators",
 }
 DEFAULT_CURVE = (0.4, 1.6, 6.4)
-DEFAULT_BETA_CURVE = (0.5, 0.25, 0.125, 0.0625, 0.03125, 0.0)
+DEFAULT_BETA_CURVE = (0.5, 0.25, 0.125, 0.0625, 0.03125)
 
 
 def _row(label: str, res: dict[str, Any], dense: dict[str, Any]) -> dict[str, Any]:
@@ -494,11 +494,19 @@ def reproduce_comprrae(out_dir: str | Path, model: Any = "default",
                                   batch_size=batch_size, device=device, progress=say,
                                   remaining_mean=lambdas)
     predictive = run(cal_beta.scheme(), "comprrae, calibrated betas")
+    say("calibrating betas with (bit, slice) bounds")
+    cal_slice = calibrate_comprrae(qmodel, config, x_cal, y_cal, budget_points, "beta", betas,
+                                   batch_size=batch_size, device=device, progress=say,
+                                   bounds="slice", remaining_mean=lambdas)
+    predictive_slice = run(cal_slice.scheme(bounds="slice"),
+                           "comprrae, calibrated betas, (bit, slice) bounds")
     label = f"{budget_points} pt budget"
     rows = [_row("dense", dense, dense), _row("END only (exact)", end, dense),
             _row("END, (bit, slice) bounds (exact)", end_slice, dense),
             _row(f"END + calibrated alpha ({label})", adaptive, dense),
-            _row(f"predictive, calibrated beta ({label})", predictive, dense)]
+            _row(f"predictive, calibrated beta ({label})", predictive, dense),
+            _row(f"predictive, calibrated beta, (bit, slice) bounds ({label})",
+                 predictive_slice, dense)]
     sweep = [_row(f"uniform alpha {a:g}", run(CompRRAEScheme(alpha=a), f"alpha {a:g}"), dense)
              for a in curve]
     beta_sweep = [_row(f"uniform beta {b:g}",
@@ -513,6 +521,7 @@ def reproduce_comprrae(out_dir: str | Path, model: Any = "default",
         "calibration_split": f"images 5000..{5000 + len(y_cal) - 1} of the same file",
         "outputs_equal_dense_with_end": end["accuracy"]["top1"] == dense["accuracy"]["top1"],
         "calibration": cal.to_json(), "beta_calibration": cal_beta.to_json(),
+        "beta_calibration_slice": cal_slice.to_json(),
         "remaining_mean": lambdas, "rows": rows, "curve": sweep, "beta_curve": beta_sweep,
         "profile": profile, "published": PUBLISHED,
     }
@@ -529,7 +538,7 @@ def _fmt_params(values: dict[str, Any]) -> str:
 
 def reproduce_markdown(report: dict[str, Any]) -> str:
     """The reproduction table, beside the published figures, and the stop profile."""
-    cal, cal_beta = report["calibration"], report.get("beta_calibration")
+    cal = report["calibration"]
     lines = [
         f"CompRRAE on {report['model']}, hardware `{report['hardware']}`, "
         f"{report['test_images']} test images ({report['test_split']}); parameters "
@@ -552,10 +561,13 @@ def reproduce_markdown(report: dict[str, Any]) -> str:
     lines += ["", f"Calibrated alphas: {_fmt_params(cal['alphas'])} (calibration: "
               f"{100 * cal['top1']:.2f}% vs exact {100 * cal['exact_top1']:.2f}%, "
               f"{cal['flips']} images changed class)."]
-    if cal_beta is not None:
-        lines.append(f"Calibrated betas: {_fmt_params(cal_beta['betas'])} (calibration: "
-                     f"{100 * cal_beta['top1']:.2f}% vs exact {100 * cal_beta['exact_top1']:.2f}%"
-                     f", {cal_beta['flips']} images changed class).")
+    for key, what in (("beta_calibration", "Calibrated betas"),
+                      ("beta_calibration_slice", "Calibrated betas, (bit, slice) bounds")):
+        got = report.get(key)
+        if got is not None:
+            lines.append(f"{what}: {_fmt_params(got['betas'])} (calibration: "
+                         f"{100 * got['top1']:.2f}% vs exact {100 * got['exact_top1']:.2f}%, "
+                         f"{got['flips']} images changed class).")
     if report.get("profile"):
         lines += ["", "Where early negative detection stops (per-output bounds unless said):",
                   "", profile_markdown(report["profile"])]
@@ -580,11 +592,13 @@ def _plot(report: dict[str, Any], path: Path) -> None:
             ax.annotate(f"{r[param]:g}", (r["top1_change_points"],
                                           100 * r["conversion_reduction"]),
                         fontsize=7, xytext=(3, 3), textcoords="offset points")
-    marks = {"END only (exact)": "s", "END, (bit, slice) bounds (exact)": "D"}
+    marks = {"END only (exact)": "s", "END, (bit, slice) bounds (exact)": "D",
+             "END + calibrated": "P", "predictive, calibrated beta (": "*",
+             "predictive, calibrated beta, (bit": "X"}
     for r in report["rows"][1:]:
-        marker = marks.get(r["run"], "*")
+        marker = next((m for k, m in marks.items() if r["run"].startswith(k)), "o")
         ax.plot([r["top1_change_points"]], [100 * r["conversion_reduction"]], marker,
-                ms=10 if marker == "*" else 7, label=r["run"])
+                ms=11 if marker in "*X" else 7, label=r["run"])
     pub = report["published"]
     ax.plot([pub["top1_change_points"]], [100 * pub["computation_reduction"]], "kx", ms=10,
             label="published (~70%, < 0.2 pt)")

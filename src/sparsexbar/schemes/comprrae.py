@@ -142,15 +142,17 @@ class CompKernel(LayerKernel):
         self.value_dtype = self.op.dtype if self.direct else torch.float64
         self.mag_dtype = torch.uint8 if layer.input_max <= 255 else torch.int32
         # `slice`: W_<s, the part of each weight held in the slices below s (from the cell
-        # levels, so any sign encoding), its linear op on one chunk, and its weight sums.
-        self.low_ops: dict[int, ExactLinear] = {}
+        # levels, so any sign encoding), its weight sums, and one linear op of one chunk
+        # giving every W_<s . chunk at once (s = 1.., stacked along the output channels).
+        self.low_op: ExactLinear | None = None
         low_sums: dict[int, tuple[Tensor, Tensor]] = {}
-        if bounds == "slice":
-            for s, low in self._low_weights(mapped).items():
-                self.low_ops[s] = ExactLinear(layer.kind, low, 2**dac - 1, device, *geometry,
-                                              probe_shape=probe)
+        if bounds == "slice" and hw.slices > 1:
+            lows = self._low_weights(mapped)
+            for s, low in lows.items():
                 flat = low.reshape(layer.out_channels, -1).to(torch.float64)
                 low_sums[s] = (flat.clamp(min=0).sum(dim=1), flat.clamp(max=0).sum(dim=1))
+            self.low_op = ExactLinear(layer.kind, torch.cat(list(lows.values())), 2**dac - 1,
+                                      device, *geometry, probe_shape=probe)
         self._thresholds(layer, low_sums, 2 * col_abs * layer.input_max + 2, device)
         self._alpha_cache: dict[float, list[SettleTest]] = {}
         self._beta_cache: dict[float, list[Tensor]] = {}
@@ -555,12 +557,14 @@ class CompRRAEScheme(Scheme):
         mags = self._magnitudes(k, x_int)
         n = int(x_int.shape[0])
         per = k.steps_per_cycle
+        cout = k.mapped.layer.out_channels
         for t in range(k.mapped.hw.cycles):
             full = self._running_sum(k, mags, t)
+            lows = self._low_parts(k, mags, t) if per > 1 else full
             for j in range(per):  # steps of cycle t: slices, most significant first
                 step = t * per + j
                 s = k.step_slice(step)
-                rows = full - self._low_part(k, mags, t, s) if s else full
+                rows = full - lows[:, (s - 1) * cout : s * cout] if s else full
                 acc = self._fold(k, rows, n)
                 yield step, acc, acc + k.reserve_down[step], acc + k.reserve_up[step]
 
@@ -600,12 +604,14 @@ class CompRRAEScheme(Scheme):
         return value
 
     @staticmethod
-    def _low_part(k: CompKernel, mags: tuple[Tensor, ...], t: int, s: int) -> Tensor:
-        """2^shift_t x W_<s . chunk_t: what the slices below s add in cycle t (`slice`), as
-        (positions, Cout) rows (exact: |W_<s| sums x the chunk stay below 2^24)."""
+    def _low_parts(k: CompKernel, mags: tuple[Tensor, ...], t: int) -> Tensor:
+        """2^shift_t x W_<s . chunk_t for s = 1..slices-1 side by side, (positions,
+        (slices-1) x Cout) rows: what the slices below s add in cycle t (`slice`; exact:
+        |W_<s| sums x the chunk stay below 2^24)."""
         shift = k.shifts[t]
         mask = 2**k.mapped.hw.dac.bits - 1
-        op = k.low_ops[s]
+        op = k.low_op
+        assert op is not None
         value = op.rows((mags[0] >> shift) & mask, float(2**shift))
         if len(mags) == 2:
             value = value - op.rows((mags[1] >> shift) & mask, float(2**shift))
@@ -665,10 +671,13 @@ class CompRRAEScheme(Scheme):
         them). `output`: the cycles' running sums; `slice`: within cycle t, A_t and then
         A_t - 2^shift_t W_<s . chunk_t for s = 1.. (the steps before the cycle's last)."""
         per = k.steps_per_cycle
+        cout = k.mapped.layer.out_channels
         for t, acc in self._sums_last_to_first(k, mags, x_int):  # cycles, last to first
             yield t * per + per - 1, acc
-            for s in range(1, per):  # slices: a handful
-                yield t * per + per - 1 - s, acc - self._low_part(k, mags, t, s)
+            if per > 1:
+                lows = self._low_parts(k, mags, t)
+                for s in range(1, per):  # slices: a handful
+                    yield t * per + per - 1 - s, acc - lows[:, (s - 1) * cout : s * cout]
 
     def terminate(self, k: CompKernel, x_int: Tensor) -> tuple[Tensor, Tensor]:
         """MSB-first execution with the checks: (accumulator float64, executed steps).

@@ -342,7 +342,8 @@ def stop_profile(qmodel: QuantizedModel, hw: HardwareConfig, images: Tensor,
         negative = layer.dequantize(final) < 0
         st["outputs"] += final.numel()
         st["negative"] += float(negative.sum())
-        st["stops"] += torch.bincount(executed.flatten().long(), minlength=cycles + 1).double()
+        st["stops"] += torch.bincount(executed.flatten().long().cpu(),
+                                      minlength=cycles + 1).double()
         st["end_left"] += float(executed.double().sum())
         st["slice_left"] += float(executed_slice.double().sum())
         mag = x_int.abs().to(torch.int64)
@@ -355,7 +356,7 @@ def stop_profile(qmodel: QuantizedModel, hw: HardwareConfig, images: Tensor,
             for step, _, _, y_max in schemes["output"].trace(k_out, x_int):
                 if step < cycles - 1:
                     rel = ((y_max - final) / final.abs().clamp(min=1))[negative]
-                    st["slack"].append((step, rel.float()))
+                    st["slack"].append((step, rel.float().cpu()))
         return value
 
     for a in range(0, len(images), batch_size):  # batches of images

@@ -87,6 +87,8 @@ CASES: dict[str, Callable[[], Scheme]] = {
     "sre-word": lambda: SreScheme("joint", "word"),
     "comprrae": lambda: CompRRAEScheme(),
     "comprrae-alpha": lambda: CompRRAEScheme(alpha=0.4),
+    "comprrae-slice": lambda: CompRRAEScheme(bounds="slice"),
+    "comprrae-beta": lambda: CompRRAEScheme(beta=0.125),
 }
 LABELS = {
     "dense": "dense (lossless, exact shortcut)",
@@ -98,6 +100,8 @@ LABELS = {
     "sre-word": "sre joint, word",
     "comprrae": "comprrae END",
     "comprrae-alpha": "comprrae END + alpha 0.4",
+    "comprrae-slice": "comprrae END, (bit, slice) bounds",
+    "comprrae-beta": "comprrae predictive beta 0.125",
 }
 
 

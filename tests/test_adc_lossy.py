@@ -491,3 +491,161 @@ def test_accumulated_deviation_matches_the_model_in_distribution(
         sample = got[:, c]
         assert abs(float(sample.mean()) - mean[c]) < 5 * (var[c] / draws) ** 0.5
         assert 0.85 < float(sample.var()) / var[c] < 1.15
+
+
+# ---- the full path's noise: every branch of the draw is the model's, in distribution --------
+def noise_moments(layer: QuantLayer, hw: HardwareConfig, x_vec: list[int],
+                  cells: list[list[float]]) -> tuple[list[float], list[float]]:
+    """Mean and variance of each output of a linear layer (dense mapping, step 1) when every
+    conversion of an OU group with an active row reads clamp(round(p + e), 0, top), p from the
+    programmed cells, e ~ N(0, (read x p)^2 + (accumulated x active rows)^2), independently."""
+    _, channel, shift, offset = _columns(layer, hw)
+    levels = _columns(layer, hw)[0]
+    dev = hw.device
+    top, db = 2**hw.adc.bits - 1, hw.dac.bits
+    cycles = -(-hw.numbers.input_bits // db)
+    groups = row_groups(levels, hw, packed=False)
+    mean = [0.0] * layer.out_channels
+    var = [0.0] * layer.out_channels
+    for t in range(cycles):
+        chunk = [(v >> (t * db)) & (2**db - 1) for v in x_vec]
+        for col in range(len(channel)):
+            weight = shift[col] * 2 ** (t * db)
+            for group in groups[col]:
+                active = sum(1 for r in group if chunk[r])
+                if active == 0:
+                    continue  # no row driven: reads 0
+                p = sum(cells[r][col] * chunk[r] for r in group)
+                std = math.hypot(dev.read_noise_sigma * p, dev.accumulated_deviation_sigma * active)
+                if std == 0:
+                    outcomes = {min(max(round(p), 0), top): 1.0}
+                else:
+                    def cdf(v: float, p: float = p, std: float = std) -> float:
+                        return 0.5 * (1 + math.erf((v - p) / (std * 2**0.5)))
+                    reach = int(10 * std) + 2
+                    outcomes = {}
+                    for m in range(math.floor(p) - reach, math.ceil(p) + reach + 1):
+                        q = min(max(m, 0), top)
+                        outcomes[q] = outcomes.get(q, 0.0) + cdf(m + 0.5) - cdf(m - 0.5)
+                e1 = sum(pq * q for q, pq in outcomes.items())
+                e2 = sum(pq * q * q for q, pq in outcomes.items())
+                mean[channel[col]] += weight * e1
+                var[channel[col]] += weight**2 * (e2 - e1**2)
+    return [m - offset * sum(x_vec) for m in mean], var  # offset removed digitally
+
+
+NOISE_CASES = {
+    # name: device overrides (each takes another branch of LayerKernel._noisy_conversions)
+    "read+accumulated": {"device.read_noise_sigma": 0.04,
+                         "device.accumulated_deviation_sigma": 0.1},
+    "read-only": {"device.read_noise_sigma": 0.06},
+    "variation+accumulated": {"device.variation": "lognormal", "device.variation_sigma": 0.1,
+                              "device.accumulated_deviation_sigma": 0.1},
+}
+
+
+@pytest.mark.parametrize("case", list(NOISE_CASES))
+def test_full_path_noise_matches_the_model_in_distribution(case: str) -> None:
+    """Mean and variance over 1000 draws of the accumulator equal the model's (every active
+    conversion noisy, rounded and clipped), for each way the full path draws its noise; the
+    draws run as several tasks on two threads."""
+    hw = small_hw(**{"array.rows": 12, "ou.rows": 5, "adc.bits": 4, "dac.bits": 2,
+                     "device.seed": 5, **NOISE_CASES[case]})
+    fc = nn.Linear(20, 3, bias=False)
+    nets.seeded_init(fc, 8)
+    net = nn.Sequential(nn.Flatten(), fc).eval()
+    x = torch.rand((1, 20), generator=torch.Generator().manual_seed(8))
+    x[0, :5] = 0.0
+    layer = quantize_model(net, x, hw.numbers.weight_bits, hw.numbers.input_bits).layers[0]
+    x_int = layer.quantize_input(x)
+    mapped = map_dense(layer, hw)
+    kernel = LayerKernel(mapped, torch.device("cpu"))
+    assert not kernel.clip_path and not kernel.deviation_only
+    mean, var = noise_moments(layer, hw, [int(v) for v in x_int[0].tolist()],
+                              mapped.conductance.tolist())
+    draws = 1000
+    got = kernel.accumulate(x_int.expand(draws, -1).contiguous(),
+                            EngineOptions(exact_shortcut=False, threads=2))
+    for c in range(layer.out_channels):
+        sample = got[:, c]
+        assert abs(float(sample.mean()) - mean[c]) < 5 * (var[c] / draws) ** 0.5
+        assert 0.85 < float(sample.var()) / var[c] < 1.15
+
+
+# ---- threads: image tasks on a pool; the results do not depend on the thread count ----------
+THREAD_CASES = {
+    # name: (overrides, the result equals the group reference)
+    "clip": ({"dac.bits": 2}, True),
+    "step2": ({"dac.bits": 2, "adc.step": 2}, True),
+    "noisy": ({"dac.bits": 2, "device.variation": "lognormal", "device.variation_sigma": 0.05,
+               "device.read_noise_sigma": 0.02, "device.accumulated_deviation_sigma": 0.05},
+              False),
+    "deviation-only": ({"dac.bits": 2, "device.accumulated_deviation_sigma": 0.1}, False),
+}
+
+
+@pytest.mark.parametrize("case", list(THREAD_CASES))
+def test_results_do_not_depend_on_the_thread_count(case: str) -> None:
+    """1, 2 and 3 threads give the same accumulator bit for bit (noise included: every task
+    draws from its own generator), torch's thread count is restored, and exact cases equal
+    the group reference."""
+    overrides, exact = THREAD_CASES[case]
+    hw = preset("isaac").with_overrides({"array.rows": 40, "array.cols": 48, "ou.rows": 9,
+                                         "ou.cols": 8, "adc.bits": 5, "device.seed": 2,
+                                         **overrides})
+    net = nets.single_conv(in_ch=6, out_ch=8, k=3, stride=1, padding=1, seed=13)
+    x = nets.random_images(7, 6, 6, seed=13, signed=True)
+    layer = quantize_model(net, x, 8, 8).layers[0]
+    x_int = layer.quantize_input(x)
+    mapped = map_dense(layer, hw)
+    results = []
+    for threads in (1, 2, 3):
+        kernel = LayerKernel(mapped, torch.device("cpu"))  # the same call count: same streams
+        assert len(kernel.task_spans(7, tuple(x_int.shape[1:]), 512.0)) == 4
+        before = torch.get_num_threads()
+        results.append(kernel.accumulate(x_int, EngineOptions(exact_shortcut=False,
+                                                              threads=threads)))
+        assert torch.get_num_threads() == before
+    assert all(torch.equal(results[0], r) for r in results[1:])
+    if exact:
+        assert torch.equal(results[0], group_reference(mapped, x_int))
+    else:
+        assert not torch.equal(results[0], group_reference(mapped, x_int))
+
+
+def test_thread_pool_keeps_inference_mode_and_reraises() -> None:
+    hw = small_hw(**{"adc.bits": 2})
+    _, layer, _, x_int = conv_layer(hw, seed=3)
+    x_int = x_int.repeat(3, 1, 1, 1)  # 6 images: 4 tasks
+    kernel = LayerKernel(map_dense(layer, hw), torch.device("cpu"))
+    two = EngineOptions(exact_shortcut=False, threads=2)
+    with torch.inference_mode():  # tensors made here may only be changed in inference mode
+        got = kernel.accumulate(x_int, two)
+    assert torch.equal(got, reference_accumulator(layer, hw, x_int))
+
+    def task(i: int) -> None:
+        if i == 2:
+            raise ValueError("task 2 failed")
+
+    before = torch.get_num_threads()
+    with pytest.raises(ValueError, match="task 2 failed"):
+        engine.run_tasks(4, task, workers=2, threads=2)
+    assert torch.get_num_threads() == before
+
+
+def test_packing_puts_every_candidate_in_one_block_of_its_group() -> None:
+    gen = torch.Generator().manual_seed(0)
+    for n_groups, n in ((1, 1), (5, 40), (40, 3000), (300, 200)):
+        group = torch.sort(torch.randint(0, n_groups, (n,), generator=gen)).values
+        pk = engine.Packed.of(group, n_groups, max_size=256)
+        assert pk.size <= 256 and len(set(pk.slot.tolist())) == n  # one slot each
+        assert torch.equal(pk.block_group[pk.slot >> pk.size_bits], group)
+        counts = torch.bincount(group, minlength=n_groups)
+        assert pk.blocks == int(((counts + pk.size - 1) // pk.size).sum())  # no empty block
+        spread = pk.spread(torch.arange(n), -1).view(-1)
+        assert torch.equal(spread[pk.slot], torch.arange(n))
+        assert int((spread == -1).sum()) == pk.blocks * pk.size - n
+        slices = pk.block_slices(100)
+        assert slices[0][0] == 0 and slices[-1][1] == pk.blocks
+        assert all(b0 < b1 and (b1 - b0) * pk.size <= max(100, pk.size)
+                   for b0, b1 in slices)

@@ -260,31 +260,55 @@ def calibrate_comprrae(
     set_: SetOpt = None,
     budget: Annotated[float, typer.Option("--budget", help="Top-1 loss allowed, points.")] = 0.2,
     images: Annotated[int, typer.Option("--images", help="Calibration images.")] = 500,
-    candidates: Annotated[str, typer.Option(
-        "--candidates", help="Comma-separated alphas tried per layer, largest first.")] = (
-        "3.2,1.6,0.8,0.4,0.2,0.1"),
+    candidates: Annotated[str | None, typer.Option(
+        "--candidates", help="Comma-separated values tried per layer (default alpha: "
+        "3.2,1.6,0.8,0.4,0.2,0.1; beta: 0.5,0.25,0.125,0.0625,0.03125).")] = None,
     batch_size: BatchOpt = 250,
     device: DeviceOpt = "cpu",
+    estimator: Annotated[str, typer.Option(
+        "--estimator", help="alpha (adaptive termination) or beta (predictive negative "
+        "detection; measures the remaining-bit means too).")] = "alpha",
+    criterion: Annotated[str, typer.Option(
+        "--criterion", help="flips: images whose top-1 class changes vs the exact network "
+        "(at most budget points of them); top1: the top-1 drop.")] = "flips",
+    bounds: Annotated[str, typer.Option(
+        "--bounds", help="comprrae bounds the parameters are chosen with: output or "
+        "slice.")] = "output",
 ) -> None:
-    """Pick per-layer comprrae alphas for a top-1 budget on a calibration split."""
+    """Pick per-layer comprrae alphas or betas for a top-1 budget on a calibration split; use
+    the file with --scheme comprrae:calibration=FILE."""
     import json
 
-    from .comprrae_study import calibrate_alphas, fmnist_split
+    from .comprrae_study import CRITERIA, ESTIMATORS, calibrate_comprrae, fmnist_split
     from .config import load_config
     from .frontend import quantize_model
     from .io import atomic_write_text
+    from .schemes.comprrae import BOUNDS
     from .simulate import resolve_data, resolve_model
 
     if images <= 0:
         raise SparsexbarError(f"--images must be positive, got {images}")
     if budget < 0:
         raise SparsexbarError(f"--budget must be >= 0 points, got {budget}")
-    try:
-        alphas = [float(a) for a in candidates.split(",") if a.strip()]
-    except ValueError:
-        raise SparsexbarError(f"--candidates must be numbers, got '{candidates}'") from None
-    if not alphas or any(a < 0 for a in alphas):
-        raise SparsexbarError(f"--candidates must be numbers >= 0, got '{candidates}'")
+    if estimator not in ESTIMATORS:
+        raise SparsexbarError(f"--estimator must be one of {', '.join(ESTIMATORS)}, "
+                              f"got '{estimator}'")
+    if criterion not in CRITERIA:
+        raise SparsexbarError(f"--criterion must be one of {', '.join(CRITERIA)}, "
+                              f"got '{criterion}'")
+    if bounds not in BOUNDS:
+        raise SparsexbarError(f"--bounds must be one of {', '.join(BOUNDS)}, got '{bounds}'")
+    alphas: list[float] | None = None
+    if candidates is not None:
+        try:
+            alphas = [float(a) for a in candidates.split(",") if a.strip()]
+        except ValueError:
+            raise SparsexbarError(f"--candidates must be numbers, got '{candidates}'") from None
+        top = 1.0 if estimator == "beta" else float("inf")
+        if not alphas or any(not 0 <= a <= top for a in alphas):
+            raise SparsexbarError(f"--candidates must be numbers >= 0"
+                                  f"{' and <= 1 for beta' if estimator == 'beta' else ''}, "
+                                  f"got '{candidates}'")
     config = load_config(hw, parse_overrides(set_))
     if data == "default":
         x, y = fmnist_split("calibration", images)
@@ -297,12 +321,12 @@ def calibrate_comprrae(
     net, _ = resolve_model(model, int(x.shape[1]), max(int(y.max()) + 1, 10), int(x.shape[-1]))
     qmodel = quantize_model(net, x[:256], config.numbers.weight_bits, config.numbers.input_bits)
     console = _console()
-    cal = calibrate_alphas(qmodel, config, x, y, budget, alphas, batch_size, device,
-                           progress=console.print)
+    cal = calibrate_comprrae(qmodel, config, x, y, budget, estimator, alphas, criterion,
+                             batch_size, device, progress=console.print, bounds=bounds)
     atomic_write_text(out, json.dumps(cal.to_json(), indent=2))
-    console.print(f"alphas: {cal.alphas}")
+    console.print(f"{estimator}s: {cal.alphas if estimator == 'alpha' else cal.betas}")
     console.print(f"top-1 {100 * cal.top1:.2f}% vs exact {100 * cal.exact_top1:.2f}% on "
-                  f"{cal.images} calibration images; wrote {out}")
+                  f"{cal.images} calibration images ({cal.flips} changed class); wrote {out}")
 
 
 @app.command("calibrate-encoding")
@@ -385,8 +409,8 @@ def reproduce(
         "--test-images", help="Images of the test half (0..4999) to run (default 1000; "
         "encoding: 500; pattern: 200).")] = None,
     calibration_images: Annotated[int | None, typer.Option(
-        "--calibration-images", help="Images of the calibration half (5000..) for alphas or "
-        "bits (default 500; encoding: 200).")] = None,
+        "--calibration-images", help="Images of the calibration half (5000..) for alphas, "
+        "betas or bits (default 1000; encoding: 200).")] = None,
     budget: Annotated[float | None, typer.Option(
         "--budget", help="Top-1 loss allowed, points (default 0.2; encoding: 0.5).")] = None,
     batch_size: BatchOpt = 250,
@@ -485,10 +509,12 @@ def reproduce(
         raise SparsexbarError(
             f"unknown study '{name}' (known: comprrae, sre, pattern, encoding, all)")
     test_images = 1000 if test_images is None else test_images
-    calibration_images = 500 if calibration_images is None else calibration_images
+    calibration_images = 1000 if calibration_images is None else calibration_images
     budget = 0.2 if budget is None else budget
     if not 0 < test_images <= 5000 or not 0 < calibration_images <= 5000:
         raise SparsexbarError("--test-images and --calibration-images must be in 1..5000")
+    if budget < 0:
+        raise SparsexbarError(f"--budget must be >= 0 points, got {budget}")
     from .comprrae_study import reproduce_comprrae, reproduce_markdown
 
     console = _console()

@@ -34,7 +34,8 @@ from __future__ import annotations
 
 import math
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -48,6 +49,8 @@ from .mapping import MappedLayer, _gather_group_levels
 
 FLOAT32_EXACT = 2**24
 MAX_BLOCK = 1024  # candidates of one OU group evaluated together by one batched matmul
+BLOCK_FACTOR = 2.0  # block size ~ sqrt(BLOCK_FACTOR x candidates per group): see Packed.of
+PARALLEL_TASKS = 4  # a call's images are cut into at least this many tasks (thread pool)
 SLOTS_LOOPED = 4  # up to this many depthwise filters per input channel: one conv each
 SLICE_OUTPUTS = 2**18  # partial sums evaluated per candidate slice (1 MiB of float32)
 BUCKET_SPREAD = 1.25  # widest / narrowest clippable-column count of the groups of one bucket
@@ -60,8 +63,39 @@ TAIL_POINTS = 2**20  # tail-event points handled per slice (memory bound)
 class EngineOptions:
     """Run-time knobs of the engine (not hardware)."""
 
-    memory_budget_mb: float = 512.0  # bound on the big intermediates of one chunk, MiB
+    memory_budget_mb: float = 512.0  # bound on the big intermediates of all tasks in flight, MiB
     exact_shortcut: bool = True  # skip per-group conversion where provably lossless
+    # CPU threads of the per-conversion paths (None: torch.get_num_threads()). They run image
+    # tasks side by side, each task single-threaded; results do not depend on this number.
+    threads: int | None = None
+
+
+def run_tasks(count: int, task: Callable[[int], None], workers: int, threads: int) -> None:
+    """Run task(0) ... task(count - 1), `workers` at a time on a thread pool (torch operations
+    release the GIL), each worker's torch operations on threads // workers intra-op threads.
+
+    torch's intra-op thread count is process-wide: it is set for the workers and restored when
+    all tasks are done. Gradient and inference modes are thread-local: the caller's are used.
+    """
+    if workers <= 1 or count <= 1:
+        for i in range(count):  # tasks: a handful of image chunks
+            task(i)
+        return
+    outer = torch.get_num_threads()
+    grad, inference = torch.is_grad_enabled(), torch.is_inference_mode_enabled()
+    inner = max(1, threads // workers)
+
+    def run(i: int) -> None:
+        torch.set_num_threads(inner)
+        with torch.inference_mode(inference), torch.set_grad_enabled(grad):
+            task(i)
+
+    try:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            for future in [pool.submit(run, i) for i in range(count)]:
+                future.result()  # re-raises a task's exception
+    finally:
+        torch.set_num_threads(outer)
 
 
 def exact_accumulate(layer: QuantLayer, x_int: Tensor) -> Tensor:
@@ -190,6 +224,7 @@ class RowGather:
             self.image_stride = int(layer.rows)
             self.position_base = torch.zeros(1, dtype=torch.int64, device=device)
             self.row_offset = rows.to(device)
+            self.row_offset32 = self.row_offset.to(torch.int32)
             self.pad: tuple[int, int, int, int] = (0, 0, 0, 0)
             return
         cin, h, w = (int(v) for v in input_shape)
@@ -209,6 +244,7 @@ class RowGather:
         self.position_base = (oy * sh * wp + ox * sw).reshape(-1).to(device)
         self.image_stride = cin * hp * wp
         self.pad = (pw, pw, ph, ph)
+        self.row_offset32 = self.row_offset.to(torch.int32)
 
     def flat(self, x: Tensor) -> Tensor:
         """A chunk of inputs (N, ...) -> its padded, flattened float32 copy + one zero image."""
@@ -216,18 +252,24 @@ class RowGather:
         out = torch.zeros((n + 1) * self.image_stride, dtype=torch.float32, device=x.device)
         if self.layer.kind == "linear":
             out[: n * self.image_stride] = x.reshape(-1)
-        else:
-            out[: n * self.image_stride] = F.pad(x.to(torch.float32), self.pad).reshape(-1)
+        else:  # the image inside its zero border, written in place (no padded copy)
+            pw, _, ph, _ = self.pad
+            c, h, w = (int(v) for v in x.shape[1:])
+            padded = out.view(n + 1, c, h + 2 * ph, w + 2 * pw)
+            padded[:n, :, ph : ph + h, pw : pw + w] = x
         return out
 
     def position_bases(self, n: int) -> Tensor:
-        """(n * P,) flat index of every (image, position)'s first row, for a chunk of n."""
+        """(n * P,) flat index of every (image, position)'s first row, for a chunk of n; int32
+        (half the memory traffic of the gathers) when the chunk's flat copy allows it."""
         images = torch.arange(n, device=self.position_base.device).unsqueeze(1)
-        return (images * self.image_stride + self.position_base.unsqueeze(0)).reshape(-1)
+        bases = (images * self.image_stride + self.position_base.unsqueeze(0)).reshape(-1)
+        return bases.to(torch.int32) if (n + 1) * self.image_stride < 2**31 else bases
 
     def packed_values(self, flat: Tensor, base: Tensor, block_group: Tensor) -> Tensor:
         """(blocks, size) slot bases, (blocks,) group of each block -> (blocks, size, ou)."""
-        index = base.unsqueeze(2) + self.row_offset.index_select(0, block_group).unsqueeze(1)
+        offsets = self.row_offset32 if base.dtype == torch.int32 else self.row_offset
+        index = base.unsqueeze(2) + offsets.index_select(0, block_group).unsqueeze(1)
         return flat.index_select(0, index.reshape(-1)).reshape(index.shape)
 
 
@@ -245,14 +287,19 @@ class Packed:
         return 1 << self.size_bits
 
     @classmethod
-    def of(cls, group: Tensor, n_groups: int) -> Packed:
-        """`size` is a power of two near the mean candidates per present group, at most
-        MAX_BLOCK, so padding slots stay below about the number of candidates."""
+    def of(cls, group: Tensor, n_groups: int, max_size: int = MAX_BLOCK) -> Packed:
+        """Pack a whole candidate list (all the candidates of a cycle and width bucket).
+
+        A group of c candidates takes ceil(c / size) blocks: padding costs about size / 2
+        slots per group, and every block copies its group's levels. `size` is the power of two
+        nearest to sqrt(BLOCK_FACTOR x mean c over the present groups), which balances the two,
+        at most `max_size` (a candidate slice) and MAX_BLOCK."""
         n = int(group.numel())
         counts = torch.bincount(group, minlength=n_groups)
         present = max(1, int((counts > 0).sum()))
-        size_bits = min(MAX_BLOCK.bit_length() - 1,
-                        max(0, math.ceil(math.log2(max(1.0, n / present)))))
+        ideal = math.sqrt(BLOCK_FACTOR * max(1.0, n / present))
+        size_bits = max(0, min(round(math.log2(ideal)), MAX_BLOCK.bit_length() - 1,
+                               max(1, max_size).bit_length() - 1))
         size = 1 << size_bits
         start = torch.cumsum(counts, 0) - counts
         per_group = (counts + size - 1) >> size_bits
@@ -262,6 +309,11 @@ class Packed:
         block_group = torch.repeat_interleave(torch.arange(n_groups, device=group.device),
                                               per_group)
         return cls(slot, block_group, size_bits)
+
+    def block_slices(self, max_slots: int) -> list[tuple[int, int]]:
+        """[b0, b1) ranges of blocks of at most max_slots slots (at least one block) each."""
+        step = max(1, max_slots >> self.size_bits)
+        return [(b0, min(b0 + step, self.blocks)) for b0 in range(0, self.blocks, step)]
 
     @property
     def blocks(self) -> int:
@@ -461,6 +513,11 @@ class LayerKernel:
         same, plus the change of every conversion whose noise moves it (full path, tiers).
         Otherwise: the conversions of every OU group with an active row (full path; a group
         with no active row reads 0).
+
+        The images are cut into tasks (`task_spans`) that run side by side on CPU threads
+        (`run_tasks`); each task draws its noise from its own generator, seeded by the
+        device seed, the layer, the call and the task, so results do not depend on the
+        number of threads.
         """
         layer = self.mapped.layer
         x = x_int.to(self.device)
@@ -469,49 +526,73 @@ class LayerKernel:
         if layer.kind == "linear":
             x = x.reshape(n, -1)
             input_shape = (int(x.shape[1]),)
-        chunk = self.images_per_chunk(input_shape, options.memory_budget_mb)
-        gen: torch.Generator | None = None
-        if not self.mapped.hw.device.ideal:
-            gen = torch.Generator(device=x.device)
-            gen.manual_seed(self.seed + 104_729 * self.calls)
-            self.calls += 1
+        spans = self.task_spans(n, input_shape, options.memory_budget_mb)
+        task_budget = options.memory_budget_mb / PARALLEL_TASKS
+        call = self.calls
+        self.calls += 1
+        noisy = not self.mapped.hw.device.ideal
+        exact_base = self.mapped.hw.device.ideal or self.deviation_only
         parts: list[tuple[Callable[[Tensor], Tensor], float]] = [(lambda v: v.clamp(min=0), 1.0)]
         if layer.input_signed:
             parts.append((lambda v: (-v).clamp(min=0), -1.0))
         positions = layer.positions
         out = torch.zeros((n, layer.out_channels, positions), dtype=torch.float64,
                           device=x.device)
-        for a in range(0, n, chunk):  # chunks of whole images (memory bound)
-            xc = x[a : a + chunk]
-            for select, sign in parts:  # one or two passes
-                part = select(xc)
-                if self.clip_path or self.deviation_only:
-                    self._clip_corrections(part, input_shape, sign, out[a : a + chunk],
-                                           options)
-                if not self.clip_path:
-                    self._full_conversions(part, input_shape, sign, out[a : a + chunk],
-                                           options, gen)
-        if layer.kind == "linear":
-            result = out[:, :, 0]
-        else:
-            _, ho, wo = layer.output_shape
-            result = out.reshape(n, layer.out_channels, ho, wo)
-        if self.mapped.hw.device.ideal or self.deviation_only:  # deviations from the exact sum
-            result = result + exact_accumulate(layer, x_int.to(self.device))
-        return result
+        self._prepare(input_shape)  # cached tensors are built once, before the threads
 
-    def _cycles(self, part: Tensor) -> list[tuple[int, Tensor]]:
+        def task(i: int) -> None:
+            a, b = spans[i]
+            gen: torch.Generator | None = None
+            if noisy:
+                gen = torch.Generator(device=x.device)
+                gen.manual_seed(self.seed + 104_729 * call + 1_299_709 * i)
+            for select, sign in parts:  # one or two passes
+                part = select(x[a:b])
+                if self.clip_path or self.deviation_only:
+                    self._clip_corrections(part, input_shape, sign, out[a:b], task_budget)
+                if not self.clip_path:
+                    self._full_conversions(part, input_shape, sign, out[a:b], task_budget, gen)
+            if exact_base:  # the corrections above are deviations from the exact sum
+                out[a:b] += exact_accumulate(layer, x_int[a:b].to(self.device)).reshape(
+                    b - a, layer.out_channels, positions)
+
+        threads = options.threads or torch.get_num_threads()
+        workers = min(threads, len(spans), PARALLEL_TASKS) if x.device.type == "cpu" else 1
+        run_tasks(len(spans), task, workers, threads)
+        if layer.kind == "linear":
+            return out[:, :, 0]
+        _, ho, wo = layer.output_shape
+        return out.reshape(n, layer.out_channels, ho, wo)
+
+    def task_spans(self, n: int, input_shape: tuple[int, ...], budget_mb: float
+                   ) -> list[tuple[int, int]]:
+        """[a, b) image ranges of the tasks of a call: at least PARALLEL_TASKS (when there are
+        as many images), each within budget / PARALLEL_TASKS, so that up to PARALLEL_TASKS run
+        at once within the budget; near-equal sizes. A function of the batch and the budget
+        only (never of the thread count): the random streams are those of the tasks."""
+        per_task = self.images_per_chunk(input_shape, budget_mb / PARALLEL_TASKS)
+        count = max(min(n, PARALLEL_TASKS), math.ceil(n / per_task))
+        edges = [round(i * n / count) for i in range(count + 1)]
+        return [(a, b) for a, b in zip(edges[:-1], edges[1:], strict=True) if b > a]
+
+    def _prepare(self, input_shape: tuple[int, ...]) -> None:
+        """Build the cached per-layer tensors the paths use (not thread-safe to build)."""
+        if self.clip_path or self.deviation_only:
+            _ = self.clip_plan, self.clip_sums, self._gather("clip", input_shape)
+        if not self.clip_path:
+            _ = (self.group_levels, self.active_sums, self.col_index, self.combine,
+                 self._gather("all", input_shape))
+
+    def _cycles(self, part: Tensor) -> Iterator[tuple[int, Tensor]]:
         """(cycle, chunk image as int32) of every cycle whose chunk is not all zero."""
         hw = self.mapped.hw
         dac_bits = hw.dac.bits
         xi = part.to(torch.int32)
         top_value = int(xi.max()) if xi.numel() else 0
-        out = []
         for t in range(hw.cycles):  # a handful of cycles
             if top_value >> (t * dac_bits) == 0:
                 break  # this and every later cycle's chunk is 0 everywhere
-            out.append((t, (xi >> (t * dac_bits)) & (2**dac_bits - 1)))
-        return out
+            yield t, (xi >> (t * dac_bits)) & (2**dac_bits - 1)
 
     @staticmethod
     def _candidate_slice(width: int, per_candidate_bytes: int, budget_mb: float) -> int:
@@ -522,8 +603,8 @@ class LayerKernel:
 
     # ---- clip path -------------------------------------------------------------------------
     def _clip_corrections(self, part: Tensor, input_shape: tuple[int, ...], sign: float,
-                          out: Tensor, options: EngineOptions) -> None:
-        """Add sign x shift x (ADC(p) - p) of every clipping conversion of one chunk's pass
+                          out: Tensor, budget_mb: float) -> None:
+        """Add sign x shift x (ADC(p) - p) of every clipping conversion of one task's pass
         into out (n, Cout, P) float64."""
         plan = self.clip_plan
         n_groups = int(plan.groups.numel())
@@ -554,35 +635,37 @@ class LayerKernel:
             edges = torch.searchsorted(cand_group, first).tolist()
             scale = -float(self.cycle_weight[t]) * sign
             for bk, width in enumerate(plan.bucket_width):  # width buckets: a handful
+                lo, hi = edges[bk], edges[bk + 1]
+                if hi == lo:
+                    continue
                 per_candidate = 4 * (ou * 3 + width * 4) + 64
-                slice_size = self._candidate_slice(width, per_candidate,
-                                                   options.memory_budget_mb)
-                for c0 in range(edges[bk], edges[bk + 1], slice_size):  # candidate slices
-                    c1 = min(c0 + slice_size, edges[bk + 1])
-                    grp, pos = cand_group[c0:c1], cand_pos[c0:c1]
-                    pk = Packed.of(grp, n_groups)
-                    base = pk.spread(bases.index_select(0, pos), zero_image)
-                    xg = gather.packed_values(flat, base, pk.block_group)  # (blocks, size, ou)
-                    p = torch.bmm(xg, plan.levels.index_select(0, pk.block_group)[:, :, :width])
+                slice_size = self._candidate_slice(width, per_candidate, budget_mb)
+                pos = cand_pos[lo:hi]
+                pk = Packed.of(cand_group[lo:hi], n_groups, slice_size)
+                base = pk.spread(bases.index_select(0, pos), zero_image)  # (blocks, size)
+                slot_target = pk.spread(targets.index_select(0, pos), 0)
+                levels = plan.levels[:, :, :width]
+                channel = plan.channel[:, :width] * positions
+                weight = plan.col_weight[:, :width] * scale
+                for b0, b1 in pk.block_slices(slice_size):  # candidate slices
+                    bg = pk.block_group[b0:b1]
+                    xg = gather.packed_values(flat, base[b0:b1], bg)  # (blocks, size, ou)
+                    p = torch.bmm(xg, levels.index_select(0, bg))  # (blocks, size, width)
                     hit_slot, hit_col = (p.view(-1, width) > top).nonzero(as_tuple=True)
                     if hit_slot.numel() == 0:
                         continue
                     # Flat indices (cheaper than multi-dimensional advanced indexing).
                     column = (hit_slot >> pk.size_bits) * width + hit_col
-                    target = pk.spread(targets.index_select(0, pos), 0).view(-1)
-                    target = target.index_select(0, hit_slot)
-                    channel = plan.channel.index_select(0, pk.block_group)[:, :width]
-                    target += (channel * positions).reshape(-1).index_select(0, column)
-                    weight = plan.col_weight.index_select(0, pk.block_group)[:, :width]
-                    weight = (weight * scale).reshape(-1).index_select(0, column)
+                    target = slot_target[b0:b1].reshape(-1).index_select(0, hit_slot)
+                    target += channel.index_select(0, bg).view(-1).index_select(0, column)
                     excess = p.view(-1).index_select(0, hit_slot * width + hit_col).sub_(top)
-                    out_flat.index_add_(0, target, weight.mul_(excess))
+                    excess *= weight.index_select(0, bg).view(-1).index_select(0, column)
+                    out_flat.index_add_(0, target, excess.to(torch.float64))
 
     # ---- full path -------------------------------------------------------------------------
     def _full_conversions(self, part: Tensor, input_shape: tuple[int, ...], sign: float,
-                          out: Tensor, options: EngineOptions,
-                          gen: torch.Generator | None) -> None:
-        """Add sign x (sum of conversion results) of one chunk's pass into out (n, Cout, P):
+                          out: Tensor, budget_mb: float, gen: torch.Generator | None) -> None:
+        """Add sign x (sum of conversion results) of one task's pass into out (n, Cout, P):
         ADC(p) with the device effects (non-ideal), ADC(p) - p (ideal, step != 1), or, with
         accumulated deviation only, ADC(p + e) - ADC(p) (the clip path adds ADC(p) - p)."""
         mapped = self.mapped
@@ -605,7 +688,7 @@ class LayerKernel:
         dump = per_group * s  # padding slots add into this last row
         col_sums = torch.zeros((dump + 1, k), dtype=acc_dtype, device=part.device)
         per_candidate = 4 * (ou * 3 + k * 8) + 64
-        slice_size = self._candidate_slice(k, per_candidate, options.memory_budget_mb)
+        slice_size = self._candidate_slice(k, per_candidate, budget_mb)
         bases = gather.position_bases(n_img)  # (n*P,) input offset of every position
         zero_image = n_img * gather.image_stride  # padding slots read the zero image
         segment = torch.div(torch.arange(s * g, device=part.device), g, rounding_mode="floor")
@@ -617,9 +700,10 @@ class LayerKernel:
             if cand_group.numel() == 0:
                 continue
             flat = gather.flat(chunk_img.to(torch.float32))
+            cand_active = counts.reshape(-1).index_select(0, cand_group * per_group + cand_pos)
             if deviation_only:
                 assert gen is not None
-                std = counts[cand_group, cand_pos].to(torch.float64) * sigma
+                std = cand_active.to(torch.float64) * sigma
                 tail = torch.special.erfc(0.5 / (std * math.sqrt(2.0)))  # P(|e| >= 1/2)
                 dense = tail > TAIL_DENSE
                 sparse = ~dense
@@ -627,31 +711,24 @@ class LayerKernel:
                                   tail[sparse], flat, bases, gather, col_sums, segment, shift,
                                   gen)
                 cand_group, cand_pos = cand_group[dense], cand_pos[dense]
-            for c0 in range(0, int(cand_group.numel()), slice_size):  # slices of candidates
-                grp = cand_group[c0 : c0 + slice_size]
-                pos = cand_pos[c0 : c0 + slice_size]
-                pk = Packed.of(grp, s * g)
-                base = pk.spread(bases.index_select(0, pos), zero_image)
-                xg = gather.packed_values(flat, base, pk.block_group)  # padding rows: level 0
-                p = torch.bmm(xg, levels.index_select(0, pk.block_group))  # (blocks, size, K)
+                cand_active = cand_active[dense]
+                if cand_group.numel() == 0:
+                    continue
+            pk = Packed.of(cand_group, s * g, slice_size)
+            base = pk.spread(bases.index_select(0, cand_pos), zero_image)
+            rows = pk.spread(cand_pos * s + segment.index_select(0, cand_group), dump)
+            slot_active = pk.spread(cand_active.to(torch.float32), 0.0)
+            for b0, b1 in pk.block_slices(slice_size):  # candidate slices
+                bg = pk.block_group[b0:b1]
+                xg = gather.packed_values(flat, base[b0:b1], bg)  # padding rows: level 0
+                p = torch.bmm(xg, levels.index_select(0, bg))  # (blocks, size, K)
                 if gen is None:  # ideal device, step != 1: the deviation ADC(p) - p
                     value = torch.div(p, step).round_().clamp_(0, top).mul_(step).sub_(p)
                 else:
-                    std_slot = self._noise_std(p, pk.spread(counts[grp, pos], 0.0).unsqueeze(2))
-                    value = p
-                    if std_slot is not None:
-                        noise = torch.empty_like(p).normal_(generator=gen)
-                        value = torch.addcmul(p, noise, std_slot)
-                    if step != 1.0:
-                        value = value.div_(step) if value is not p else value / step
-                        value.round_().clamp_(0, top).mul_(step)
-                    else:
-                        value = (value.round_() if value is not p else value.round()).clamp_(
-                            0, top)
+                    value = self._noisy_conversions(p, slot_active[b0:b1].unsqueeze(2), gen)
                     if deviation_only:
                         value.sub_(p.clamp_(max=top))
-                target = pk.spread(pos * s + segment.index_select(0, grp), dump)
-                col_sums.index_add_(0, target.reshape(-1), value.to(acc_dtype).reshape(-1, k),
+                col_sums.index_add_(0, rows[b0:b1].reshape(-1), value.to(acc_dtype).view(-1, k),
                                     alpha=shift)
         per_col = col_sums[:-1].to(torch.float64).reshape(per_group, s * k)
         phys = torch.zeros((per_group, mapped.physical_cols + 1), dtype=torch.float64,
@@ -661,6 +738,32 @@ class LayerKernel:
         if mapped.offset and not ideal and not deviation_only:
             acc -= float(mapped.offset) * self._window_sums(part).reshape(-1, 1)
         out += sign * acc.reshape(n_img, positions, -1).transpose(1, 2)
+
+    def _noisy_conversions(self, p: Tensor, active: Tensor, gen: torch.Generator) -> Tensor:
+        """ADC(p + e) of every partial sum p (blocks, size, K), e Gaussian with standard
+        deviation sqrt((read_noise_sigma x p)^2 + (accumulated_deviation_sigma x active)^2)
+        (independent read noise and accumulated deviation, one draw with the summed
+        variance); `active` (blocks, size, 1): the group's active rows. A new tensor."""
+        hw = self.mapped.hw
+        dev = hw.device
+        step, top = hw.adc.step, float(hw.adc_max_code)
+        read, accumulated = dev.read_noise_sigma, dev.accumulated_deviation_sigma
+        if read > 0 or accumulated > 0:  # e = std x z, z standard normal; fused passes
+            z = torch.empty_like(p).normal_(generator=gen)
+            if read > 0 and accumulated > 0:
+                var = torch.addcmul((active * accumulated).square_(), p, p, value=read * read)
+                value = torch.addcmul(p, z, var.sqrt_())
+            elif read > 0:
+                value = torch.addcmul(p, p, z, value=read)  # p + read x p x z
+            else:
+                value = torch.addcmul(p, z, active, value=accumulated)
+        else:  # programmed variation and stuck cells only: no draw
+            value = p.clone()
+        if step != 1.0:
+            value.div_(step).round_().clamp_(0, top).mul_(step)
+        else:
+            value.round_().clamp_(0, top)
+        return value
 
     def _tail_events(self, grp: Tensor, pos: Tensor, std: Tensor, tail: Tensor, flat: Tensor,
                      bases: Tensor, gather: RowGather, col_sums: Tensor, segment: Tensor,
@@ -714,18 +817,6 @@ class LayerKernel:
             q = torch.clamp(p + torch.round(e), 0, top) - p.clamp(max=top)
             rows = cp * s + segment.index_select(0, cg)
             col_sums.view(-1).index_add_(0, rows * k + col, q.to(col_sums.dtype), alpha=shift)
-
-    def _noise_std(self, p: Tensor, active: Tensor) -> Tensor | None:
-        """Standard deviation of the additive noise on each partial sum, or None: read noise
-        (sigma_r x p) and accumulated deviation (sigma_a x active rows of the group) are
-        independent Gaussians, drawn as one with the summed variance."""
-        dev = self.mapped.hw.device
-        read = p * dev.read_noise_sigma if dev.read_noise_sigma > 0 else None
-        accumulated = (active * dev.accumulated_deviation_sigma
-                       if dev.accumulated_deviation_sigma > 0 else None)
-        if read is not None and accumulated is not None:
-            return torch.sqrt(read.square_().add_(accumulated.square()))
-        return read if read is not None else accumulated
 
     def _window_sums(self, part: Tensor) -> Tensor:
         """(n, P) float64: sum of the inputs of every output position (offset removal)."""

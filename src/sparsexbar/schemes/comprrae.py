@@ -1,26 +1,39 @@
 """`comprrae`: output-sparsity prediction and early termination (CompRRAE, Chen et al., ASP-DAC
 2019; our reconstruction, DESIGN.md 3.3, docs/schemes/comprrae.md).
 
-Inputs are fed most significant chunk first (always, whatever `numbers.bit_order` says). After
-each cycle t every output keeps its running sum A (over all arrays of the output) and bounds on
-what the remaining cycles can add: with P_c / N_c the sums of the positive / negative integer
-weights of output channel c (a per-layer LUT) and R_t the largest value the remaining input bits
+Inputs are fed most significant chunk first (always, whatever `numbers.bit_order` says). The
+work of an output is cut into steps: one per input cycle (`bounds="output"`, default) or, with
+`bounds="slice"`, one per (cycle, weight slice), slices most significant first within a cycle
+(the columns are laid out slice-major so that one OU column group holds one slice). After each
+step every output keeps its running sum A (over all arrays of the output) and bounds on what
+the remaining steps can add: with P_c / N_c the sums of the positive / negative integer weights
+of output channel c (a per-layer LUT) and R_t the largest value the input bits after cycle t
 can take, y_max = A + P_c R_t and y_min = A + N_c R_t (signed inputs, two interleaved passes:
-A +- (P_c - N_c) R_t). Outputs are compared in the real domain, acc x input_scale x
-weight_scale[c] + bias[c], exactly as `QuantLayer.dequantize` computes it.
+A +- (P_c - N_c) R_t); `slice` adds the lower slices of the current cycle, bounded by their own
+positive / negative sums (LUT entries per slice) times the largest chunk. Outputs are compared
+in the real domain, acc x input_scale x weight_scale[c] + bias[c], exactly as
+`QuantLayer.dequantize` computes it.
 
 - Early negative detection (END), layers followed by ReLU only: dequantize(y_max) < 0 -> the
   output is negative whatever comes, its ReLU is 0; the column stops and returns A (which
   dequantizes to a negative value, A <= y_max), so the network output is bit-for-bit dense's.
+- Predictive negative detection (`beta` < 1, lossy): with mu the expected remaining
+  contribution, (P_c + N_c) x lambda_t x R_t (lambda_t: the mean of the input bits still to
+  come as a fraction of R_t, measured per layer on calibration images, `remaining_mean`; 0
+  without), the output is predicted negative when dequantize(A + floor((1 - beta) mu +
+  beta (y_max - A))) < 0; it stops and returns min(A, the largest accumulator that dequantizes
+  below 0), so its ReLU is 0. beta = 1 is END.
 - Adaptive early termination (`alpha`, lossy), ReLU layers only: dequantize(y_min) > 0 and
   y_max - y_min <= alpha |A| (accumulator units) -> stop, return floor((y_max + y_min) / 2)
-  (`estimate="midpoint"`, default: A plus the middle of what the rest can add) or A
-  (`estimate="running"`).
-- Events: an output channel that stops after e of T cycles skips, in the remaining cycles, all
-  its columns' conversions (polarities x slices per OU row group per array); an OU activation
-  is skipped only when every column of its column group belongs to a stopped channel; one LUT
-  read and one comparison (two with alpha) per output per cycle checked (after every cycle but
-  the last, until the output stops). Layers not followed by ReLU run exactly as `dense`.
+  (`estimate="midpoint"`, default: A plus the middle of what the rest can add), A + floor(mu)
+  (`"expected"`) or A (`"running"`).
+- Events: an output channel that stops after e steps skips the conversions of its columns in
+  the remaining steps (polarities x slices per step and OU row group per array, / slices with
+  `slice`); an OU activation is skipped only when every column of its column group belongs to
+  a stopped output (or slice); one LUT read and one comparison (two with alpha) per output per
+  step checked (after every step but the last, until the output stops), and one digital
+  multiply-add per check for the predictive threshold. Layers not followed by ReLU run exactly
+  as `dense`.
 
 Values are exact: needs the conversions to be the identity (`MappedLayer.exact_linear()`);
 a layer followed by ReLU whose ADC can clip (or a non-ideal device) is refused.
@@ -28,14 +41,17 @@ a layer followed by ReLU whose ADC can clip (or a non-ideal device) is refused.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
 
-from ..config import HardwareConfig
+from ..config import HardwareConfig, SignEncoding
 from ..cost import Storage
 from ..engine import FLOAT32_EXACT, EngineOptions, LayerKernel, accumulate, exact_accumulate
 from ..errors import SparsexbarError
@@ -46,27 +62,49 @@ from ..mapping import MappedLayer, dense_events, map_dense
 from .base import LayerRun, Scheme
 
 AlphaSpec = float | Mapping[str, float | None] | None
-ESTIMATES = ("midpoint", "running")
-BOUNDS = ("output",)
+BetaSpec = float | Mapping[str, float | None] | None
+RemainingMean = Mapping[str, Sequence[float]] | None
+ESTIMATES = ("midpoint", "running", "expected")
+BOUNDS = ("output", "slice")
 
 
 class SettleTest(NamedTuple):
-    """Adaptive termination at one cycle, on the running sum A (per output channel):
-    A >= at_least, or negative[0] <= A <= negative[1]; `midpoint`: y_mid - A."""
+    """Adaptive termination at one step, on the running sum A (per output channel):
+    A >= at_least, or negative[0] <= A <= negative[1]; `midpoint`: y_mid - A; `expected`:
+    floor(mu), the expected remaining contribution."""
 
     at_least: Tensor
     negative: tuple[Tensor, Tensor] | None
     midpoint: Tensor
+    expected: Tensor | None = None
 
 
 class CompKernel(LayerKernel):
-    """LayerKernel plus the CompRRAE per-layer state: the weight-sum LUT and OU column groups."""
+    """LayerKernel plus the CompRRAE per-layer state: the weight-sum LUT and OU column groups.
 
-    def __init__(self, mapped: MappedLayer, device: torch.device, alpha: float | None) -> None:
+    `bounds`: "output" (one step per input cycle) or "slice" (one step per cycle and weight
+    slice; the mapping must be `slice_major`). `beta`: predictive negative detection (None or
+    1: END); `remaining_mean`: lambda_t per input cycle (mean remaining input bits / R_t).
+    Per-step lists (`end_thr`, `settle_thr`, `range`, `mid_offset`, `end_value`,
+    `reserve_up`, `reserve_down`) have `steps` entries; per-cycle ones (`shifts`,
+    `remaining`) have `cycles`.
+    """
+
+    def __init__(self, mapped: MappedLayer, device: torch.device, alpha: float | None,
+                 bounds: str = "output", beta: float | None = None,
+                 remaining_mean: Sequence[float] | None = None) -> None:
         super().__init__(mapped, device)
         layer, hw = mapped.layer, mapped.hw
         self.checked = layer.followed_by_relu
         self.alpha = alpha
+        self.bounds = bounds if self.checked else "output"  # unchecked layers: dense
+        bounds = self.bounds
+        self.steps_per_cycle = hw.slices if bounds == "slice" else 1
+        self.steps = hw.cycles * self.steps_per_cycle
+        # END's running maximum y_max never grows from one step to the next, except for the
+        # offset encoding's slices (their stored levels hold the offset): backwards visiting
+        # with an early exit is then not valid (`_terminate_negative`).
+        self.monotone = bounds == "output" or hw.cell.sign == SignEncoding.differential
         w = layer.weight_int.reshape(layer.out_channels, -1).to(torch.float64).cpu()
         self.pos_sum = w.clamp(min=0).sum(dim=1)  # P_c, (Cout,)
         self.neg_sum = w.clamp(max=0).sum(dim=1)  # N_c, (Cout,)
@@ -75,6 +113,7 @@ class CompKernel(LayerKernel):
         self.shifts = [(cycles - 1 - t) * dac for t in range(cycles)]
         # Largest value of the input bits still to come after cycle t: 2^(shift_t) - 1.
         self.remaining = [float(2**s - 1) for s in self.shifts]
+        self.remaining_mean = _check_remaining_mean(remaining_mean, cycles, layer.name)
         col_abs = float(w.abs().sum(dim=1).max()) if w.numel() else 0.0
         # Each cycle's running sum A_t = W . trunc_t(x) (x with the bits not yet fed zeroed)
         # equals 2^shift_t x W . (x >> shift_t): one exact integer linear op of the shifted
@@ -102,40 +141,102 @@ class CompKernel(LayerKernel):
                              if self.piece_bits else None)
         self.value_dtype = self.op.dtype if self.direct else torch.float64
         self.mag_dtype = torch.uint8 if layer.input_max <= 255 else torch.int32
-        self._thresholds(layer, 2 * col_abs * layer.input_max + 2, device)
+        # `slice`: W_<s, the part of each weight held in the slices below s (from the cell
+        # levels, so any sign encoding), its weight sums, and one linear op of one chunk
+        # giving every W_<s . chunk at once (s = 1.., stacked along the output channels).
+        self.low_op: ExactLinear | None = None
+        low_sums: dict[int, tuple[Tensor, Tensor]] = {}
+        if bounds == "slice" and hw.slices > 1:
+            lows = self._low_weights(mapped)
+            for s, low in lows.items():
+                flat = low.reshape(layer.out_channels, -1).to(torch.float64)
+                low_sums[s] = (flat.clamp(min=0).sum(dim=1), flat.clamp(max=0).sum(dim=1))
+            self.low_op = ExactLinear(layer.kind, torch.cat(list(lows.values())), 2**dac - 1,
+                                      device, *geometry, probe_shape=probe)
+        self._thresholds(layer, low_sums, 2 * col_abs * layer.input_max + 2, device)
         self._alpha_cache: dict[float, list[SettleTest]] = {}
-        # OU column groups (per column tile, ou.cols wide) and the channels their columns hold.
+        self._beta_cache: dict[float, list[Tensor]] = {}
+        self.beta = beta
+        self._groups(mapped, device)
+        groups = [math.ceil((r1 - r0) / hw.ou.rows) for r0, r1 in mapped.row_tiles]
+        self.row_groups_total = sum(groups)
+        self.row_groups_max = max(groups)
+
+    @property
+    def beta(self) -> float | None:
+        """Predictive negative detection's beta (None: END; 1 counts as None)."""
+        return self._beta
+
+    @beta.setter
+    def beta(self, value: float | None) -> None:
+        self._beta = None if value is None or value >= 1 else float(value)
+
+    def step_slice(self, step: int) -> int:
+        """The lowest slice converted by `step` within its cycle (0: the cycle is complete)."""
+        return self.steps_per_cycle - 1 - step % self.steps_per_cycle
+
+    def _low_weights(self, mapped: MappedLayer) -> dict[int, Tensor]:
+        """{s: W_<s} for s = 1..slices-1, int64 with the weight's shape: the signed sum of the
+        cell levels of each channel's columns of slice < s, times their shift weights."""
+        layer, hw = mapped.layer, mapped.hw
+        levels = mapped.levels.to(torch.float64).cpu()  # (R, Ccols)
+        channel = mapped.col_channel.cpu()
+        col_weight = mapped.col_weight.cpu()
+        col_slice = torch.round(torch.log2(col_weight.abs()) / hw.cell.bits).to(torch.int64)
+        out = {}
+        for s in range(1, hw.slices):  # slices: a handful
+            combine = torch.zeros((mapped.physical_cols, layer.out_channels),
+                                  dtype=torch.float64)
+            below = col_slice < s
+            cols = torch.arange(mapped.physical_cols)[below]
+            combine[cols, channel[below]] = col_weight[below]
+            low = (levels @ combine).t().round().to(torch.int64)  # (Cout, R)
+            out[s] = low.reshape(layer.weight_int.shape)
+        return out
+
+    def _groups(self, mapped: MappedLayer, device: torch.device) -> None:
+        """OU column groups (per column tile, ou.cols wide): the channels their columns hold
+        (`group_channels`, padded by repetition) and, with `slice`, each column's step offset
+        within a cycle (`group_offsets`: slices most significant first)."""
+        hw = mapped.hw
         ou_c = hw.ou.cols
         channel = mapped.col_channel.cpu()
-        lo_ch: list[int] = []
-        hi_ch: list[int] = []
+        offset = torch.zeros_like(channel)
+        if self.steps_per_cycle > 1:
+            col_slice = torch.round(torch.log2(mapped.col_weight.cpu().abs())
+                                    / hw.cell.bits).to(torch.int64)
+            offset = self.steps_per_cycle - 1 - col_slice
+        members: list[list[tuple[int, int]]] = []
         width: list[int] = []
         tile: list[int] = []
         for j, (c0, c1) in enumerate(mapped.col_tiles):
             for g0 in range(c0, c1, ou_c):  # column groups: a handful per array
                 g1 = min(g0 + ou_c, c1)
-                lo_ch.append(int(channel[g0]))
-                hi_ch.append(int(channel[g1 - 1]))
+                pairs = sorted(set(zip(channel[g0:g1].tolist(), offset[g0:g1].tolist(),
+                                       strict=True)))
+                members.append(pairs)
                 width.append(g1 - g0)
                 tile.append(j)
-        span = max(h - lo for lo, h in zip(lo_ch, hi_ch, strict=True)) + 1
-        idx = torch.tensor(lo_ch).unsqueeze(1) + torch.arange(span).unsqueeze(0)
-        self.group_channels = torch.minimum(idx, torch.tensor(hi_ch).unsqueeze(1)).to(device)
-        self._group_range = torch.arange(len(lo_ch), device=device)
+        span = max(len(m) for m in members)
+        chans = [[c for c, _ in m] + [m[-1][0]] * (span - len(m)) for m in members]
+        offs = [[o for _, o in m] + [m[-1][1]] * (span - len(m)) for m in members]
+        self.group_channels = torch.tensor(chans, dtype=torch.int64).to(device)
+        self.group_offsets = torch.tensor(offs, dtype=torch.float32).to(device)
+        self._group_range = torch.arange(len(members), device=device)
         self.group_width = torch.tensor(width, dtype=torch.float64, device=device)
         self.group_tile = torch.tensor(tile, dtype=torch.int64, device=device)
         self.col_tiles = len(mapped.col_tiles)
-        groups = [math.ceil((r1 - r0) / hw.ou.rows) for r0, r1 in mapped.row_tiles]
-        self.row_groups_total = sum(groups)
-        self.row_groups_max = max(groups)
 
-    def _thresholds(self, layer: QuantLayer, bound: float, device: torch.device) -> None:
-        """Per-cycle comparisons on the running sum A, equivalent to the real-domain checks.
+    def _thresholds(self, layer: QuantLayer, low_sums: Mapping[int, tuple[Tensor, Tensor]],
+                    bound: float, device: torch.device) -> None:
+        """Per-step comparisons on the running sum A, equivalent to the real-domain checks.
 
         dequantize is monotone non-decreasing in the accumulator, so for integers y:
         dequantize(y) < 0 <=> y < neg_thr_c and dequantize(y) > 0 <=> y >= pos_thr_c, the two
         thresholds found by bisection over |y| <= bound (every reachable value). Then after
-        cycle t: END fires <=> A < neg_thr - up R_t; y_min > 0 <=> A >= pos_thr - down R_t.
+        step k: END fires <=> A < neg_thr - reserve_up_k; y_min > 0 <=> A >= pos_thr -
+        reserve_down_k, with reserve_up/down_k = up/down x R_t plus, with `slice`, the lower
+        slices' sums x the chunk's largest value x 2^shift_t.
         """
         cout = layer.out_channels
         shape = (1, -1, 1, 1) if layer.kind == "conv" else (1, -1)
@@ -153,15 +254,38 @@ class CompKernel(LayerKernel):
             return a.to(device).reshape(shape)
 
         neg_thr, pos_thr = smallest(True), smallest(False)
+        self.neg_thr, self.pos_thr = neg_thr, pos_thr
         pos = self.pos_sum.to(device).reshape(shape)
         neg = self.neg_sum.to(device).reshape(shape)
         up, down = (pos - neg, neg - pos) if layer.input_signed else (pos, neg)
         self.up, self.down = up, down
-        self.end_thr = [neg_thr - up * r for r in self.remaining]
-        self.settle_thr = [pos_thr - down * r for r in self.remaining]
-        self.range = [(up - down) * r for r in self.remaining]
-        self.mid_offset = [torch.floor((up + down) * r / 2) for r in self.remaining]
+        chunk_max = float(2**self.mapped.hw.dac.bits - 1)
+        self.reserve_up: list[Tensor] = []
+        self.reserve_down: list[Tensor] = []
+        for step in range(self.steps):
+            t = step // self.steps_per_cycle
+            r = self.remaining[t]
+            hi, lo = up * r, down * r
+            s = self.step_slice(step)
+            if s:  # the slices below s of this cycle are still to come
+                p, n = (v.to(device).reshape(shape) for v in low_sums[s])
+                lo_up, lo_down = (p - n, n - p) if layer.input_signed else (p, n)
+                scale = chunk_max * 2.0 ** self.shifts[t]
+                hi, lo = hi + lo_up * scale, lo + lo_down * scale
+            self.reserve_up.append(hi)
+            self.reserve_down.append(lo)
+        self.end_thr = [neg_thr - ru for ru in self.reserve_up]
+        self.settle_thr = [pos_thr - rd for rd in self.reserve_down]
+        self.range = [ru - rd for ru, rd in zip(self.reserve_up, self.reserve_down, strict=True)]
+        self.mid_offset = [torch.floor((ru + rd) / 2)
+                           for ru, rd in zip(self.reserve_up, self.reserve_down, strict=True)]
+        # mu: the expected contribution of the cycles after the step's (remaining_mean).
+        net = (pos + neg)
+        self.expected = [net * (self.remaining_mean[step // self.steps_per_cycle]
+                                * self.remaining[step // self.steps_per_cycle])
+                         for step in range(self.steps)]
         self.end_value = [self._typed(v.reshape(-1)) for v in self.end_thr]
+        self.neg_cap = self._typed((neg_thr - 1).reshape(-1))  # dequantizes below 0
 
     def _typed(self, v: Tensor) -> Tensor:
         """A float64 integer threshold in the dtype of the running sums. Every running sum is
@@ -171,18 +295,28 @@ class CompKernel(LayerKernel):
             return v
         return v.clamp(-FLOAT32_EXACT, FLOAT32_EXACT).to(self.value_dtype)
 
+    def predict_thresholds(self, beta: float) -> list[Tensor]:
+        """Per step, predictive negative detection as a test on A in the running sums' dtype:
+        A < neg_thr - floor((1 - beta) mu + beta reserve_up) <=> dequantize(A + floor(...))
+        < 0 (A an integer). beta = 1: END's thresholds."""
+        if beta not in self._beta_cache:
+            self._beta_cache[beta] = [
+                self._typed((self.neg_thr - torch.floor((1 - beta) * mu + beta * ru)).reshape(-1))
+                for mu, ru in zip(self.expected, self.reserve_up, strict=True)]
+        return self._beta_cache[beta]
+
     def alpha_thresholds(self, alpha: float) -> list[SettleTest]:
-        """Per checked cycle, the adaptive-termination test on A in the running sums' dtype.
+        """Per checked step, the adaptive-termination test on A in the running sums' dtype.
 
         settle <=> A >= settle_thr (y_min > 0) and range <= alpha |A| (float64 product, as
         the reference evaluates it). The second is |A| >= a_min, a_min found by bisection
         over every reachable |A|; together: A >= max(settle_thr, a_min), or settle_thr <=
         A <= min(-a_min, -1) (negative A: only with a positive bias), kept only for the
-        cycles where some channel has that second interval.
+        steps where some channel has that second interval.
         """
         if alpha not in self._alpha_cache:
             bound = self.value_bound + 1
-            ranges = torch.stack([r.reshape(-1) for r in self.range])  # (T, Cout)
+            ranges = torch.stack([r.reshape(-1) for r in self.range])  # (steps, Cout)
             lo = torch.zeros_like(ranges)
             hi = torch.full_like(ranges, bound + 1)  # bound + 1: "never"
             while bool((lo < hi).any()):  # bisection: ~log2(bound) steps
@@ -191,13 +325,15 @@ class CompKernel(LayerKernel):
                 hi = torch.where(ok, mid, hi)
                 lo = torch.where(ok, lo, mid + 1)
             tests = []
-            for t in range(len(self.range)):  # input cycles: a handful
+            for t in range(len(self.range)):  # steps: a handful
                 settle, a_min = self.settle_thr[t].reshape(-1), lo[t]
                 upper = torch.minimum(-a_min, torch.full_like(a_min, -1.0))
                 negative = ((self._typed(settle), self._typed(upper))
                             if bool((settle <= upper).any()) else None)
-                tests.append(SettleTest(self._typed(torch.maximum(settle, a_min)), negative,
-                                        self._typed(self.mid_offset[t].reshape(-1))))
+                tests.append(SettleTest(
+                    self._typed(torch.maximum(settle, a_min)), negative,
+                    self._typed(self.mid_offset[t].reshape(-1)),
+                    self._typed(torch.floor(self.expected[t]).reshape(-1))))
             self._alpha_cache[alpha] = tests
         return self._alpha_cache[alpha]
 
@@ -218,26 +354,73 @@ class CompKernel(LayerKernel):
         assert out is not None
         return out
 
+    def group_cycles(self, e: Tensor) -> Tensor:
+        """(N, P, Cout) executed steps -> (N, P, groups) cycles each OU column group is
+        activated: cycle t runs a group while one of its columns (channel c, step offset j
+        within the cycle) is still needed, e_c > t x steps_per_cycle + j."""
+        if self.steps_per_cycle == 1:
+            return self.group_max(e)
+        span = self.group_channels.shape[1]
+        need: Tensor | None = None
+        for j in range(span):  # (channel, slice) pairs per column group: a handful
+            part = e.index_select(2, self.group_channels[:, j]) - self.group_offsets[:, j]
+            need = part if need is None else torch.maximum(need, part)
+        assert need is not None
+        cycles = float(self.mapped.hw.cycles)
+        return torch.ceil(need / self.steps_per_cycle).clamp_(0.0, cycles)
+
     def column_groups(self) -> int:
         """OU column groups of the layer (over all column tiles)."""
         return int(self.group_width.shape[0])
 
 
-class CompRRAEScheme(Scheme):
-    """Early negative detection (exact) and, with `alpha`, adaptive early termination (lossy).
+def slice_major(mapped: MappedLayer) -> MappedLayer:
+    """The same layer with its columns laid out slice-major (most significant slice first,
+    then channel, then polarity), in the same column tiles: one OU column group then holds
+    one slice of ou.cols / polarities channels (`bounds="slice"`)."""
+    hw = mapped.hw
+    pols, slices = hw.polarities, hw.slices
+    cout = mapped.layer.out_channels
+    perm = torch.tensor([(c * pols + p) * slices + s for s in range(slices - 1, -1, -1)
+                         for c in range(cout) for p in range(pols)], dtype=torch.int64)
+    return dataclasses.replace(mapped, levels=mapped.levels[:, perm],
+                               col_channel=mapped.col_channel[perm],
+                               col_weight=mapped.col_weight[perm], _cache={})
 
-    `alpha`: None (END only), a float for every ReLU layer, or {layer name: float or None}.
-    `bounds`: "output" (bounds on each output after each cycle; the only one implemented).
-    `estimate`: value of an output stopped by alpha: "midpoint" of [y_min, y_max] or the
-    "running" sum A. `lut_entry_bits`: width of one LUT entry (None: weight_bits +
-    ceil(log2(rows)), which holds any sum of a channel's weights).
+
+def _check_remaining_mean(values: Sequence[float] | None, cycles: int, name: str) -> list[float]:
+    """lambda_t per cycle (0 when not given); the last cycle has nothing after it."""
+    if values is None:
+        return [0.0] * cycles
+    out = [float(v) for v in values]
+    if len(out) < cycles - 1 or any(not (math.isfinite(v) and -1 <= v <= 1) for v in out):
+        raise SparsexbarError(
+            f"comprrae remaining_mean of layer '{name}' needs {cycles - 1} numbers in [-1, 1] "
+            f"(one per input cycle but the last), got {list(values)!r}")
+    return (out + [0.0] * cycles)[:cycles]
+
+
+class CompRRAEScheme(Scheme):
+    """Early negative detection (exact); with `beta`, predictive negative detection (lossy);
+    with `alpha`, adaptive early termination (lossy).
+
+    `alpha`: None (no termination), a float for every ReLU layer, or {layer name: float or
+    None}. `beta`: None (END), a float in [0, 1] for every ReLU layer or {layer: float or
+    None}; 1 is END, smaller predicts more outputs negative. `remaining_mean`: {layer: lambda
+    per input cycle} (`comprrae_study.measure_remaining_mean`); missing layers use 0.
+    `bounds`: "output" (bounds after each input cycle) or "slice" (after each (cycle, weight
+    slice) conversion step: tighter, exact). `estimate`: value of an output stopped by alpha:
+    "midpoint" of [y_min, y_max], A + the "expected" remaining contribution, or the "running"
+    sum A. `lut_entry_bits`: width of one LUT entry (None: weight_bits + ceil(log2(rows)),
+    which holds any sum of a channel's weights).
     """
 
     name = "comprrae"
     chunk_outputs = 2**19  # outputs per chunk (measured best on the shipped VGG-8)
 
     def __init__(self, alpha: AlphaSpec = None, bounds: str = "output",
-                 estimate: str = "midpoint", lut_entry_bits: int | None = None) -> None:
+                 estimate: str = "midpoint", lut_entry_bits: int | None = None,
+                 beta: BetaSpec = None, remaining_mean: RemainingMean = None) -> None:
         if bounds not in BOUNDS:
             raise SparsexbarError(
                 f"comprrae bounds='{bounds}' is not implemented (known: {', '.join(BOUNDS)})")
@@ -245,16 +428,48 @@ class CompRRAEScheme(Scheme):
             raise SparsexbarError(
                 f"comprrae estimate='{estimate}' unknown (known: {', '.join(ESTIMATES)})")
         _check_alpha(alpha)
+        _check_beta(beta)
+        if remaining_mean is not None and not isinstance(remaining_mean, Mapping):
+            raise SparsexbarError("comprrae remaining_mean must map layer names to lists")
         self.alpha = alpha
+        self.beta = beta
+        self.remaining_mean = remaining_mean
         self.bounds = bounds
         self.estimate = estimate
         self.lut_entry_bits = lut_entry_bits
-        self.lossless = alpha is None
+        self.lossless = alpha is None and all(
+            b is None or b >= 1 for b in (beta.values() if isinstance(beta, Mapping) else [beta]))
+
+    @classmethod
+    def from_options(cls, options: Mapping[str, str]) -> CompRRAEScheme:
+        """From CLI text options (`comprrae:bounds=slice:beta=0.25`): alpha, beta (numbers or
+        none), bounds, estimate, calibration (a JSON file of `sparsexbar calibrate-comprrae`:
+        its per-layer alphas or betas and remaining_mean; explicit alpha/beta override it)."""
+        known = ("alpha", "beta", "bounds", "estimate", "calibration")
+        for key in options:
+            if key not in known:
+                raise SparsexbarError(f"unknown comprrae option '{key}' (known: "
+                                      f"{', '.join(known)})")
+        kwargs: dict[str, Any] = {}
+        if "calibration" in options:
+            kwargs.update(load_calibration(options["calibration"]))
+        for key in ("alpha", "beta"):
+            if key in options:
+                kwargs[key] = _parse_number(key, options[key])
+        for key in ("bounds", "estimate"):
+            if key in options:
+                kwargs[key] = options[key]
+        return cls(**kwargs)
 
     def parameters(self) -> dict[str, Any]:
-        alpha: Any = dict(self.alpha) if isinstance(self.alpha, Mapping) else self.alpha
+        def plain(v: Any) -> Any:
+            return {k: (list(x) if isinstance(x, Sequence) else x) for k, x in v.items()} \
+                if isinstance(v, Mapping) else v
+
         return {
-            "alpha": alpha,
+            "alpha": plain(self.alpha),
+            "beta": plain(self.beta),
+            "remaining_mean": plain(self.remaining_mean),
             "bounds": self.bounds,
             "estimate": self.estimate,
             "order": "msb_first (always, whatever numbers.bit_order says)",
@@ -263,11 +478,25 @@ class CompRRAEScheme(Scheme):
         }
 
     def layer_alpha(self, name: str) -> float | None:
-        """The alpha of one layer (None: early negative detection only)."""
+        """The alpha of one layer (None: no adaptive termination)."""
         if isinstance(self.alpha, Mapping):
             value = self.alpha.get(name)
             return None if value is None else float(value)
         return None if self.alpha is None else float(self.alpha)
+
+    def layer_beta(self, name: str) -> float | None:
+        """The beta of one layer (None: early negative detection, exact)."""
+        if isinstance(self.beta, Mapping):
+            value = self.beta.get(name)
+        else:
+            value = self.beta
+        return None if value is None or value >= 1 else float(value)
+
+    def layer_remaining_mean(self, name: str) -> Sequence[float] | None:
+        """lambda_t of one layer (None: 0 for every cycle)."""
+        if self.remaining_mean is None:
+            return None
+        return self.remaining_mean.get(name)
 
     def map_layer(self, layer: QuantLayer, hw: HardwareConfig) -> MappedLayer:
         mapped = map_dense(layer, hw)
@@ -278,10 +507,14 @@ class CompRRAEScheme(Scheme):
                    f"{hw.adc.bits}-bit ADC range")
             raise SparsexbarError(
                 f"comprrae needs a lossless ADC for now: layer '{layer.name}': {why}")
+        if layer.followed_by_relu and self.bounds == "slice":
+            return slice_major(mapped)
         return mapped
 
     def kernel(self, mapped: MappedLayer, device: torch.device) -> LayerKernel:
-        return CompKernel(mapped, device, self.layer_alpha(mapped.layer.name))
+        name = mapped.layer.name
+        return CompKernel(mapped, device, self.layer_alpha(name), self.bounds,
+                          self.layer_beta(name), self.layer_remaining_mean(name))
 
     def run_layer(self, kernel: LayerKernel, x_int: Tensor, options: EngineOptions) -> LayerRun:
         if not isinstance(kernel, CompKernel) or not kernel.checked:
@@ -311,7 +544,7 @@ class CompRRAEScheme(Scheme):
         dense, _ = dense_events(kernel.mapped, n)
         events.buffer_read_bytes = dense.buffer_read_bytes
         events.buffer_write_bytes = dense.buffer_write_bytes
-        events.digital_ops = dense.digital_ops
+        events.digital_ops = dense.digital_ops + events.digital_ops  # + predictive thresholds
         return LayerRun(out, events, cycles)
 
     # ---- values ------------------------------------------------------------------------------
@@ -319,14 +552,21 @@ class CompRRAEScheme(Scheme):
     # along the contiguous dimension (vectorized), and the int8 backend's channels-last output
     # is already in that layout.
     def trace(self, k: CompKernel, x_int: Tensor) -> Iterator[tuple[int, Tensor, Tensor, Tensor]]:
-        """MSB-first cycles: (t, running sum A, y_min, y_max) after each cycle t, all float64
-        accumulators of the layer's output shape; after the last cycle y_min = y_max = A."""
+        """MSB-first steps: (step, running sum A, y_min, y_max) after each step, all float64
+        accumulators of the layer's output shape; after the last step y_min = y_max = A."""
         mags = self._magnitudes(k, x_int)
         n = int(x_int.shape[0])
+        per = k.steps_per_cycle
+        cout = k.mapped.layer.out_channels
         for t in range(k.mapped.hw.cycles):
-            acc = self._fold(k, self._running_sum(k, mags, t), n)
-            rem = k.remaining[t]
-            yield t, acc, acc + k.down * rem, acc + k.up * rem
+            full = self._running_sum(k, mags, t)
+            lows = self._low_parts(k, mags, t) if per > 1 else full
+            for j in range(per):  # steps of cycle t: slices, most significant first
+                step = t * per + j
+                s = k.step_slice(step)
+                rows = full - lows[:, (s - 1) * cout : s * cout] if s else full
+                acc = self._fold(k, rows, n)
+                yield step, acc, acc + k.reserve_down[step], acc + k.reserve_up[step]
 
     @staticmethod
     def _fold(k: CompKernel, rows: Tensor, n: int) -> Tensor:
@@ -361,6 +601,20 @@ class CompRRAEScheme(Scheme):
         value = k.op.rows(parts[0], float(2**shift))
         if len(parts) == 2:  # exact: |difference| <= the bound
             value = value - k.op.rows(parts[1], float(2**shift))
+        return value
+
+    @staticmethod
+    def _low_parts(k: CompKernel, mags: tuple[Tensor, ...], t: int) -> Tensor:
+        """2^shift_t x W_<s . chunk_t for s = 1..slices-1 side by side, (positions,
+        (slices-1) x Cout) rows: what the slices below s add in cycle t (`slice`; exact:
+        |W_<s| sums x the chunk stay below 2^24)."""
+        shift = k.shifts[t]
+        mask = 2**k.mapped.hw.dac.bits - 1
+        op = k.low_op
+        assert op is not None
+        value = op.rows((mags[0] >> shift) & mask, float(2**shift))
+        if len(mags) == 2:
+            value = value - op.rows((mags[1] >> shift) & mask, float(2**shift))
         return value
 
     def _running_sum(self, k: CompKernel, mags: tuple[Tensor, ...], t: int) -> Tensor:
@@ -411,17 +665,32 @@ class CompRRAEScheme(Scheme):
                 acc = acc - self._part(k, mags, t + 1, trunc=False)
             yield t, acc
 
-    def terminate(self, k: CompKernel, x_int: Tensor) -> tuple[Tensor, Tensor]:
-        """MSB-first execution with the checks: (accumulator float64, executed cycles int8).
+    def _steps_last_to_first(self, k: CompKernel, mags: tuple[Tensor, ...],
+                             x_int: Tensor) -> Iterator[tuple[int, Tensor]]:
+        """(step, A_step) from the last step back to the first (consumers must not modify
+        them). `output`: the cycles' running sums; `slice`: within cycle t, A_t and then
+        A_t - 2^shift_t W_<s . chunk_t for s = 1.. (the steps before the cycle's last)."""
+        per = k.steps_per_cycle
+        cout = k.mapped.layer.out_channels
+        for t, acc in self._sums_last_to_first(k, mags, x_int):  # cycles, last to first
+            yield t * per + per - 1, acc
+            if per > 1:
+                lows = self._low_parts(k, mags, t)
+                for s in range(1, per):  # slices: a handful
+                    yield t * per + per - 1 - s, acc - lows[:, (s - 1) * cout : s * cout]
 
-        Both have the layer's output shape (N, Cout[, Ho, Wo]); executed in [1, cycles]. The
-        comparisons use the integer thresholds of `CompKernel._thresholds`, equivalent to
-        dequantize(y_max) < 0 and dequantize(y_min) > 0.
+    def terminate(self, k: CompKernel, x_int: Tensor) -> tuple[Tensor, Tensor]:
+        """MSB-first execution with the checks: (accumulator float64, executed steps).
+
+        Both have the layer's output shape (N, Cout[, Ho, Wo]); executed in [1, k.steps]
+        (input cycles with the default `bounds="output"`), int8 (int16 beyond 127 steps).
+        The comparisons use the integer thresholds of `CompKernel._thresholds`, equivalent
+        to dequantize(y_max) < 0 and dequantize(y_min) > 0.
         """
         value, executed = self._terminate_rows(k, x_int)
         n = int(x_int.shape[0])
         layer = k.mapped.layer
-        executed = executed.to(torch.int8)
+        executed = executed.to(torch.int8 if k.steps <= 127 else torch.int16)
         if layer.kind == "linear":
             return value.to(torch.float64), executed
         c, ho, wo = layer.output_shape
@@ -429,34 +698,35 @@ class CompRRAEScheme(Scheme):
                 executed.view(n, ho, wo, c).permute(0, 3, 1, 2).contiguous())
 
     def _terminate_rows(self, k: CompKernel, x_int: Tensor) -> tuple[Tensor, Tensor]:
-        """(value, executed cycles) as (positions, Cout) rows in `k.value_dtype`.
+        """(value, executed steps) as (positions, Cout) rows in `k.value_dtype`.
 
         The checks are float 0/1 masks (`torch.lt(..., out=float)`): boolean masks and
         `torch.where` are several times slower on CPU. lerp(a, b, mask) picks exactly a or b
         (a + 0 x (b - a), or b - (b - a) x 0).
         """
-        if k.alpha is None:
+        if k.alpha is None and k.beta is None and k.monotone:
             return self._terminate_negative(k, x_int)
         return self._terminate_alpha(k, x_int, k.alpha)
 
     def _terminate_negative(self, k: CompKernel, x_int: Tensor) -> tuple[Tensor, Tensor]:
-        """Early negative detection only, cycles visited from the last back to the first.
+        """Early negative detection only, steps visited from the last back to the first.
 
-        y_max never grows from one cycle to the next (the bits fed in cycle t+1 add at most
-        what R_t reserved for them), so once y_max < 0 it stays: END fires at every cycle from
-        an output's stop cycle t* on. Visiting the cycles backwards, an output's value is the
-        running sum of the earliest cycle that fires, its executed cycles t* + 1 = cycles -
-        (checked cycles that fire); and when no output fires at cycle t none fires earlier,
-        so the earlier cycles are never computed.
+        y_max never grows from one step to the next (the bits or slices fed at step k+1 add
+        at most what the reserve kept for them), so once y_max < 0 it stays: END fires at
+        every step from an output's stop step k* on. Visiting the steps backwards, an
+        output's value is the running sum of the earliest step that fires, its executed steps
+        k* + 1 = steps - (checked steps that fire); and when no output fires at step k none
+        fires earlier, so the earlier steps are never computed.
         """
-        cycles = k.mapped.hw.cycles
-        sums = self._sums_last_to_first(k, self._magnitudes(k, x_int), x_int)
+        sums = self._steps_last_to_first(k, self._magnitudes(k, x_int), x_int)
         _, value = next(sums)  # the exact result
-        executed = torch.full(value.shape, float(cycles), dtype=value.dtype,
+        if k.steps_per_cycle > 1:  # the cycle's other steps are computed from it
+            value = value.clone()
+        executed = torch.full(value.shape, float(k.steps), dtype=value.dtype,
                               device=value.device)
         fired = torch.empty_like(value)
-        for t, acc in sums:  # input cycles, last to first
-            torch.lt(acc, k.end_value[t], out=fired)  # 0/1
+        for step, acc in sums:  # steps, last to first
+            torch.lt(acc, k.end_value[step], out=fired)  # 0/1
             if float(fired.sum()) == 0.0:
                 break
             value.lerp_(acc, fired)  # where fired: the running sum (exact)
@@ -464,55 +734,67 @@ class CompRRAEScheme(Scheme):
         return value, executed
 
     def _terminate_alpha(self, k: CompKernel, x_int: Tensor,
-                         alpha: float) -> tuple[Tensor, Tensor]:
-        """END and adaptive termination. The settle test is not monotone in the cycles, so
-        every cycle is computed; visiting them from the last back to the first, each stop
-        overwrites the value and executed cycles, and the earliest stop remains."""
-        cycles = k.mapped.hw.cycles
-        tests = k.alpha_thresholds(alpha)
-        midpoint = self.estimate == "midpoint"
-        sums = self._sums_last_to_first(k, self._magnitudes(k, x_int), x_int)
+                         alpha: float | None) -> tuple[Tensor, Tensor]:
+        """END (or, with beta, predictive negative detection) and adaptive termination. The
+        tests are not monotone in the steps, so every step is computed; visiting them from
+        the last back to the first, each stop overwrites the value and executed steps, and
+        the earliest stop remains."""
+        tests = k.alpha_thresholds(alpha) if alpha is not None else None
+        negative = (k.predict_thresholds(k.beta) if k.beta is not None else k.end_value)
+        add = {"midpoint": "midpoint", "expected": "expected"}.get(self.estimate)
+        sums = self._steps_last_to_first(k, self._magnitudes(k, x_int), x_int)
         _, value = next(sums)  # the exact result
-        executed = torch.full(value.shape, float(cycles), dtype=value.dtype,
+        if k.steps_per_cycle > 1:  # the cycle's other steps are computed from it
+            value = value.clone()
+        executed = torch.full(value.shape, float(k.steps), dtype=value.dtype,
                               device=value.device)
         settle, stop, candidate = (torch.empty_like(value) for _ in range(3))
-        for t, acc in sums:  # input cycles, last to first
-            test = tests[t]
-            torch.ge(acc, test.at_least, out=settle)  # 0/1
-            if test.negative is not None:
-                low, high = test.negative
-                settle.add_(torch.ge(acc, low, out=torch.empty_like(acc)).mul_(
-                    torch.le(acc, high, out=torch.empty_like(acc))))
-            # END (y_max < 0) and settling (y_min > 0) exclude each other: stop is 0/1
-            torch.lt(acc, k.end_value[t], out=stop).add_(settle)
-            if midpoint:
-                acc = torch.addcmul(acc, settle, test.midpoint, out=candidate)
-            value.lerp_(acc, stop)
-            executed.lerp_(acc.new_tensor(float(t + 1)), stop)
+        for step, acc in sums:  # steps, last to first
+            torch.lt(acc, negative[step], out=stop)  # 0/1: (predicted) negative
+            cand = acc
+            if k.beta is not None:  # a predicted output may have A >= 0: its ReLU must be 0
+                cand = torch.minimum(acc, k.neg_cap, out=candidate)
+            if tests is not None:
+                test = tests[step]
+                torch.ge(acc, test.at_least, out=settle)  # 0/1
+                if test.negative is not None:
+                    low, high = test.negative
+                    settle.add_(torch.ge(acc, low, out=torch.empty_like(acc)).mul_(
+                        torch.le(acc, high, out=torch.empty_like(acc))))
+                # negative and settling (y_min > 0) exclude each other: stop is 0/1
+                stop.add_(settle)
+                offset = getattr(test, add) if add is not None else None
+                if k.beta is not None:
+                    settled = acc if offset is None else acc + offset
+                    cand = candidate.lerp_(settled, settle)
+                elif offset is not None:
+                    cand = torch.addcmul(acc, settle, offset, out=candidate)
+            value.lerp_(cand, stop)
+            executed.lerp_(acc.new_tensor(float(step + 1)), stop)
         return value, executed
 
     # ---- events ------------------------------------------------------------------------------
     def count(self, k: CompKernel, executed: Tensor) -> tuple[Events, int]:
-        """Events and busiest-array OU cycles of a batch, from each output's executed cycles
+        """Events and busiest-array OU cycles of a batch, from each output's executed steps
         `executed` (N, positions, Cout), integer-valued (any real or integer dtype)."""
         mapped = k.mapped
         hw, layer = mapped.hw, mapped.layer
         n = int(executed.shape[0])
         passes = layer.passes
         e = executed if executed.is_floating_point() else executed.to(torch.float32)
-        per_channel_cols = hw.polarities * hw.slices
+        per_step_cols = hw.polarities * hw.slices // k.steps_per_cycle
         total_e = int(e.sum(dtype=torch.float64))
-        conversions = passes * k.row_groups_total * per_channel_cols * total_e
-        # A column group runs while any of its channels does: max of their executed cycles
-        # (a group's channels are a few consecutive ones: a max over shifted column slices).
-        e_group = k.group_max(e)  # (N, P, groups)
+        conversions = passes * k.row_groups_total * per_step_cols * total_e
+        # A column group runs while any of its columns does: per cycle, max over its
+        # channels (and slices) still running (a few consecutive channels in `output`).
+        e_group = k.group_cycles(e)  # (N, P, groups)
         group_cycles = e_group.sum(dim=1, dtype=torch.float64)  # (N, groups)
         active_groups = int(group_cycles.sum())
         cells = int((group_cycles.sum(dim=0) * k.group_width).sum())
         per_tile = torch.zeros((n, k.col_tiles), dtype=torch.float64, device=e.device)
         per_tile.index_add_(1, k.group_tile, group_cycles)
         busiest = int(per_tile.amax(dim=1).sum())  # per image: its busiest column tile
-        checks = int(e.clamp(max=hw.cycles - 1).sum(dtype=torch.float64))
+        checks = int(e.clamp(max=k.steps - 1).sum(dtype=torch.float64))
         events = Events(
             ou_activations=passes * k.row_groups_total * active_groups,
             adc_conversions=conversions,
@@ -521,13 +803,16 @@ class CompRRAEScheme(Scheme):
             shift_adds=conversions,
             comparisons=checks * (2 if k.alpha is not None else 1),
             lut_reads=checks,
+            digital_ops=checks if k.beta is not None else 0,
         )
         return events, passes * k.row_groups_max * busiest
 
     # ---- storage -----------------------------------------------------------------------------
     def storage(self, mapped: MappedLayer) -> Storage:
-        """LUT: 2 entries (P_c, N_c) per output channel; comparators: one per OU column group
-        (two with alpha), time-shared by the outputs whose columns the group holds."""
+        """LUT: 2 entries (P_c, N_c) per output channel, 2 more per slice below the top with
+        `slice` (the lower slices' sums), and with beta the predictive threshold's two
+        constants per input cycle; comparators: one per OU column group (two with alpha),
+        time-shared by the outputs whose columns the group holds."""
         layer, hw = mapped.layer, mapped.hw
         if not layer.followed_by_relu:
             return Storage()
@@ -535,7 +820,10 @@ class CompRRAEScheme(Scheme):
             math.log2(max(layer.rows, 2)))
         groups = sum(math.ceil((c1 - c0) / hw.ou.cols) for c0, c1 in mapped.col_tiles)
         per_group = 2 if self.layer_alpha(layer.name) is not None else 1
-        return Storage(lut_bits=2 * layer.out_channels * width, comparators=groups * per_group)
+        entries = 2 * layer.out_channels * (hw.slices if self.bounds == "slice" else 1)
+        if self.layer_beta(layer.name) is not None:
+            entries += 2 * hw.cycles
+        return Storage(lut_bits=entries * width, comparators=groups * per_group)
 
 
 def _check_alpha(alpha: AlphaSpec) -> None:
@@ -543,3 +831,43 @@ def _check_alpha(alpha: AlphaSpec) -> None:
     for v in values:
         if v is not None and not (isinstance(v, int | float) and math.isfinite(v) and v >= 0):
             raise SparsexbarError(f"comprrae alpha must be a number >= 0 or None, got {v!r}")
+
+
+def _check_beta(beta: BetaSpec) -> None:
+    values = list(beta.values()) if isinstance(beta, Mapping) else [beta]
+    for v in values:
+        if v is not None and not (isinstance(v, int | float) and 0 <= v <= 1):
+            raise SparsexbarError(f"comprrae beta must be a number in [0, 1] or None, got {v!r}")
+
+
+def _parse_number(key: str, text: str) -> float | None:
+    value = text.strip().lower()
+    if value in ("none", ""):
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        raise SparsexbarError(f"comprrae {key} must be a number or none, got '{text}'") from None
+
+
+def load_calibration(path: str | Path) -> dict[str, Any]:
+    """alpha / beta / remaining_mean from a `sparsexbar calibrate-comprrae` JSON file."""
+    file = Path(path)
+    try:
+        saved = json.loads(file.read_text())
+    except (OSError, ValueError) as exc:
+        raise SparsexbarError(f"cannot read comprrae calibration '{path}': {exc}") from None
+    if not isinstance(saved, dict):
+        raise SparsexbarError(f"comprrae calibration '{path}' is not a JSON object")
+    out: dict[str, Any] = {}
+    for key, name in (("alphas", "alpha"), ("betas", "beta"),
+                      ("remaining_mean", "remaining_mean")):
+        if key in saved:
+            if not isinstance(saved[key], dict):
+                raise SparsexbarError(f"comprrae calibration '{path}': '{key}' must map layer "
+                                      "names to values")
+            out[name] = saved[key]
+    if not out:
+        raise SparsexbarError(f"comprrae calibration '{path}' has no alphas, betas or "
+                              "remaining_mean")
+    return out

@@ -496,3 +496,31 @@ def test_cli_compare_with_compositions(capsys: pytest.CaptureFixture[str],
         assert res["num_images"] == 4 and name in printed
         assert res["accuracy"]["top1"] == float(rows[0]["top1"])  # lossless: dense's
     assert (out / "report.html").read_text().count("data:image/png;base64,") == 3
+
+
+def test_cli_compare_keeps_variants_of_one_scheme_apart(capsys: pytest.CaptureFixture[str],
+                                                        tmp_path: Any) -> None:
+    """Variants of one scheme (options after ':') are labelled as given: their own table rows,
+    CSV rows and files; the same run twice is refused with exit code 2."""
+    import csv
+    import json
+
+    out = tmp_path / "cmp"
+    code, printed, err = cli(capsys, "compare", "--schemes",
+                             "comprrae,comprrae:alpha=0.4,encoding:skip=off",
+                             "--model", "tests.nets:tiny_fmnist_net", "--limit", "3",
+                             "--out", str(out))
+    assert code == 0, err
+    labels = ["comprrae", "comprrae:alpha=0.4", "encoding:skip=off"]
+    rows = list(csv.DictReader((out / "comparison.csv").open()))
+    assert [r["scheme"] for r in rows] == labels
+    files = ["comprrae", "comprrae_alpha-0.4", "encoding_skip-off"]
+    results = [json.loads((out / f"{f}_result.json").read_text()) for f in files]
+    assert [r["scheme"]["label"] for r in results] == labels
+    assert [r["scheme"]["name"] for r in results] == ["comprrae", "comprrae", "encoding"]
+    assert results[1]["scheme"]["parameters"] != results[0]["scheme"]["parameters"]
+    assert all(label in printed for label in labels)
+    code, _, err = cli(capsys, "compare", "--schemes", "dense,sre,dense", "--limit", "2",
+                       "--out", str(tmp_path / "dup"))
+    assert code == 2 and err.count("\n") == 1 and "'dense' and 'dense'" in err
+    assert not (tmp_path / "dup").exists()

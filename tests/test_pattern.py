@@ -120,11 +120,14 @@ def test_outputs_equal_dense_vgg_shapes_and_pattern_mapping_used() -> None:
 
 # ---- a small layer against loop references -----------------------------------------------------
 def _layer(signed: bool, seed: int = 0, cin: int = 3, cout: int = 7, k: int = 3,
-           patterns: int = 3) -> tuple[QuantLayer, Tensor]:
-    """A pattern-pruned 3x3 conv (padding 1) on 2 images of cin x 5 x 5, and its integer input
-    with extra zeros (so whole blocks see zero inputs)."""
-    net = pattern_net(nets.single_conv(cin, cout, 3, padding=1, seed=seed), k, patterns, 0.75)
-    x = nets.random_images(2, channels=cin, size=5, seed=seed, signed=signed)
+           patterns: int = 3, geometry: tuple[int, int, int] = (1, 1, 1)
+           ) -> tuple[QuantLayer, Tensor]:
+    """A pattern-pruned 3x3 conv ((stride, padding, dilation) = geometry) on 2 images of
+    cin x 7 x 7, and its integer input with extra zeros (so whole blocks see zero inputs)."""
+    stride, padding, dilation = geometry
+    net = pattern_net(nets.single_conv(cin, cout, 3, stride, padding, dilation, seed=seed), k,
+                      patterns, 0.75)
+    x = nets.random_images(2, channels=cin, size=7, seed=seed, signed=signed)
     x = torch.where(torch.rand(x.shape, generator=torch.Generator().manual_seed(seed)) < 0.4,
                     torch.zeros_like(x), x)
     q = quantize_model(net, x, 8, 8)
@@ -192,11 +195,16 @@ def _ensure_pattern(mapped: object) -> PatternMappedLayer:
     return mapped
 
 
-@pytest.mark.parametrize(("k", "ou_rows", "signed"), [(3, 3, False), (3, 3, True),
-                                                      (5, 3, False), (2, 4, False)])
-def test_placement_and_counts_equal_loop_reference(k: int, ou_rows: int, signed: bool) -> None:
-    layer, x_int = _layer(signed, seed=k + ou_rows, k=k)
-    hw = _small_hw(**{"ou.rows": ou_rows})
+@pytest.mark.parametrize(("k", "ou_rows", "signed", "dac_bits", "geometry"),
+                         [(3, 3, False, 2, (1, 1, 1)), (3, 3, True, 2, (1, 1, 1)),
+                          (5, 3, False, 2, (1, 1, 1)), (2, 4, False, 2, (1, 1, 1)),
+                          (3, 3, True, 1, (1, 1, 1)),  # 1-bit DAC: 8 cycles, two flag words
+                          (3, 3, False, 3, (2, 0, 1)), (3, 3, True, 2, (2, 2, 2))])
+def test_placement_and_counts_equal_loop_reference(k: int, ou_rows: int, signed: bool,
+                                                   dac_bits: int,
+                                                   geometry: tuple[int, int, int]) -> None:
+    layer, x_int = _layer(signed, seed=k + ou_rows, k=k, geometry=geometry)
+    hw = _small_hw(**{"ou.rows": ou_rows, "dac.bits": dac_bits})
     mapped = _ensure_pattern(map_pattern(layer, hw, fallback=False))
     plan = mapped.plan
     assert plan is not None

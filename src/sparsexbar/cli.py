@@ -67,6 +67,21 @@ class _Bar:
         self.progress.update(self.task, completed=done)
 
 
+def _refuse_repeated_schemes(schemes: list[str]) -> None:
+    """Two runs whose results would share a label (and so a file name) are refused."""
+    from .report import file_label
+    from .schemes import get_scheme
+
+    seen: dict[str, str] = {}
+    for spec in schemes:
+        options = spec.partition(":")[2]
+        label = file_label(get_scheme(spec).name + (f":{options}" if options else ""))
+        if label in seen:
+            raise SparsexbarError(f"schemes '{seen[label]}' and '{spec}' are the same run; "
+                                  "give each scheme once")
+        seen[label] = spec
+
+
 def _run_schemes(model: str, data: str, hw: str, schemes: list[str], overrides: dict[str, str],
                  limit: int | None, batch_size: int, device: str,
                  console: Console) -> list[dict[str, Any]]:
@@ -78,6 +93,7 @@ def _run_schemes(model: str, data: str, hw: str, schemes: list[str], overrides: 
     config = load_config(hw, overrides)
     for name in schemes:
         get_scheme(name)  # refuse unknown names before any work
+    _refuse_repeated_schemes(schemes)
     batches = resolve_data(data, limit)
     net, model_name = resolve_model(model, int(batches.images.shape[1]),
                                     max(int(batches.labels.max()) + 1, 10),
@@ -91,7 +107,11 @@ def _run_schemes(model: str, data: str, hw: str, schemes: list[str], overrides: 
                            progress=bar, qmodel=qmodel,
                            baseline_accuracy=results[0]["accuracy"] if results else None)
         res.data["model"] = model_name
-        results.append(res.to_json())
+        result = res.to_json()
+        # The canonical name, with the options as given: variants of one scheme stay apart.
+        options = name.partition(":")[2]
+        result["scheme"]["label"] = result["scheme"]["name"] + (f":{options}" if options else "")
+        results.append(result)
     return results
 
 
@@ -142,13 +162,13 @@ def compare(
 
 def _compare(out: Path, names: list[str], model: str, data: str, hw: str,
              overrides: dict[str, str], limit: int | None, batch_size: int, device: str) -> None:
-    from .report import print_tables, write_comparison, write_result
+    from .report import file_label, print_tables, scheme_label, write_comparison, write_result
 
     console = _console()
     results = _run_schemes(model, data, hw, names, overrides, limit, batch_size, device, console)
     paths = []
     for res in results:
-        paths += write_result(out, res, prefix=f"{res['scheme']['name']}_")
+        paths += write_result(out, res, prefix=f"{file_label(scheme_label(res))}_")
     paths += write_comparison(out, results)
     print_tables(results, console, per_layer=False)
     console.print(f"wrote {len(paths)} files to {out}/ (report.html, comparison.csv, "
@@ -686,6 +706,10 @@ def plot_command(
 def main(argv: list[str] | None = None) -> None:
     """Entry point: SparsexbarError and usage errors -> one line on stderr, exit code 2."""
     command = typer.main.get_command(app)
+    # `--model module:factory` imports from the current directory, as `python -m` would (the
+    # console script's sys.path[0] is its own bin directory).
+    if "" not in sys.path and str(Path.cwd()) not in sys.path:
+        sys.path.insert(0, str(Path.cwd()))
     try:
         code = command.main(args=argv, prog_name="sparsexbar", standalone_mode=False)
     except SparsexbarError as exc:

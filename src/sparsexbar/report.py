@@ -107,12 +107,25 @@ def layer_table(result: dict[str, Any]) -> Table:
     return t
 
 
+def scheme_label(result: dict[str, Any]) -> str:
+    """The scheme as the user named it in a comparison (`scheme.label`: the canonical name
+    plus its options, e.g. comprrae:alpha=0.4), else its canonical name."""
+    scheme = result["scheme"]
+    return str(scheme.get("label") or scheme["name"])
+
+
+def file_label(label: str) -> str:
+    """A scheme label made safe as a file-name prefix (':' -> '_', '=' -> '-')."""
+    safe = label.replace(":", "_").replace("=", "-")
+    return "".join(ch if ch.isalnum() or ch in "._+-" else "_" for ch in safe)
+
+
 def summary_row(result: dict[str, Any]) -> dict[str, Any]:
     """The numbers of one run that the side-by-side table and the comparison CSV show."""
     tot, vs = result["totals"], result["vs_dense"]
     n = result["num_images"]
     return {
-        "scheme": result["scheme"]["name"],
+        "scheme": scheme_label(result),
         "top1": result["accuracy"]["top1"],
         "float_top1": result["accuracy"]["float_top1"],
         "quantized_top1": result["accuracy"]["quantized_top1"],
@@ -187,7 +200,7 @@ def _plot_energy(results: Sequence[dict[str, Any]]) -> bytes:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4))
-    names = [r["scheme"]["name"] for r in results]
+    names = [scheme_label(r) for r in results]
     bottom = [0.0] * len(results)
     for comp in ENERGY_COMPONENTS:
         vals = [r["totals"]["energy_pj"][comp] / r["num_images"] * 1e-6 for r in results]
@@ -220,12 +233,12 @@ def _plot_layers(results: Sequence[dict[str, Any]]) -> bytes:
     for i, res in enumerate(results):
         vals = [lay["events"]["adc_conversions"] / res["num_images"] for lay in res["layers"]]
         done_ax.bar([x - 0.4 + width * (i + 1.5) for x in xs], vals, width,
-                    label=res["scheme"]["name"])
+                    label=scheme_label(res))
         skipped = [100 * (1 - _share(lay["events"]["adc_conversions"],
                                      lay["dense_events"]["adc_conversions"]))
                    for lay in res["layers"]]
         skip_ax.bar([x - 0.4 + skip_width * (i + 0.5) for x in xs], skipped, skip_width,
-                    label=res["scheme"]["name"], color=f"C{i}")
+                    label=scheme_label(res), color=f"C{i}")
     done_ax.set_ylabel("ADC conversions per image")
     done_ax.set_yscale("log")
     done_ax.set_title("Per-layer work done (vs dense)")
@@ -254,7 +267,7 @@ def _plot_accuracy_energy(results: Sequence[dict[str, Any]]) -> bytes:
         energy_uj = res["totals"]["energy_pj"]["total"] / res["num_images"] * 1e-6
         top1 = 100 * res["accuracy"]["top1"]
         ax.scatter([energy_uj], [top1], color=f"C{i}", s=40, zorder=3)
-        ax.annotate(res["scheme"]["name"], (energy_uj, top1), textcoords="offset points",
+        ax.annotate(scheme_label(res), (energy_uj, top1), textcoords="offset points",
                     xytext=(5, 4), fontsize=8)
     ax.set_xlabel("energy per image (uJ)")
     ax.set_ylabel("top-1 (%)")
@@ -286,7 +299,7 @@ def _html(results: Sequence[dict[str, Any]], rows: list[dict[str, Any]],
         for n, png in plots.items()
     )
     config = html.escape(json.dumps(first["hardware"], indent=2))
-    schemes = html.escape(json.dumps({r["scheme"]["name"]: r["scheme"]["parameters"]
+    schemes = html.escape(json.dumps({scheme_label(r): r["scheme"]["parameters"]
                                       for r in results}, indent=2))
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>sparsexbar report</title>

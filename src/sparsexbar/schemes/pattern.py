@@ -57,6 +57,7 @@ from functools import cached_property
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from ..config import HardwareConfig, SignEncoding
@@ -68,6 +69,9 @@ from ..frontend import QuantLayer
 from ..mapping import MappedLayer, dense_events, map_dense
 from ..prune import KERNEL_POSITIONS, code_masks, mask_codes
 from .base import LayerRun, Scheme
+
+CODES = 2**KERNEL_POSITIONS  # nonzero-flag codes of the 9 inputs of one 3x3 kernel
+CYCLES_PER_WORD = 63 // KERNEL_POSITIONS  # cycles whose codes share one int64 word
 
 
 def index_bits(count: int) -> int:
@@ -435,18 +439,15 @@ class PatternScheme(Scheme):
         hw, layer = mapped.hw, mapped.layer
         n = int(x_int.shape[0])
         base, _ = dense_events(mapped, n)
-        patches = layer.patches(x_int.to(torch.float32))  # (N*P, R)
-        positions = patches.shape[0] // max(n, 1)
-        parts = ([patches.clamp(min=0), (-patches).clamp(min=0)] if layer.input_signed
-                 else [patches])
+        positions = layer.positions
+        x = x_int.to(torch.int64)  # (N, Cin, H, W)
+        parts = [x.clamp(min=0), (-x).clamp(min=0)] if layer.input_signed else [x]
         active = torch.zeros((n, plan.pieces), dtype=torch.float64, device=x_int.device)
-        chunk = self._images_per_chunk(kernel, positions, options)
+        chunk = self._images_per_chunk(kernel, options)
+        tables = self._flag_tables(hw, x_int.device)
         for part in parts:  # one or two passes
-            xi = part.to(torch.int32)
             for a in range(0, n, chunk):  # chunks of whole images (memory bound)
-                xc = xi[a * positions : (a + chunk) * positions]
-                active[a : a + xc.shape[0] // positions] += self._active_pieces(
-                    kernel, xc, positions)
+                active[a : a + chunk] += self._active_pieces(kernel, part[a : a + chunk], tables)
         totals = active.sum(dim=0) @ kernel.piece_weights  # (4,)
         ou, adc, dac, cells = (int(round(float(v))) for v in totals)
         steps = n * positions * layer.passes
@@ -461,32 +462,73 @@ class PatternScheme(Scheme):
         return events, int(round(float(busiest)))
 
     @staticmethod
-    def _images_per_chunk(kernel: PatternKernel, positions: int,
-                          options: EngineOptions) -> int:
-        """Whole images per counting chunk: the (positions x cycles x pieces) int32 masks and
-        the (positions x rows) inputs stay within the memory budget."""
-        plan = kernel.plan
-        assert plan is not None
-        hw = kernel.mapped.hw
-        rows = kernel.mapped.layer.rows
-        width = rows * 12 + hw.cycles * (plan.pieces * 9 + rows * 2)  # bytes per position
-        return max(1, int(options.memory_budget_mb * 2**20 // max(positions * width, 1)))
+    def _images_per_chunk(kernel: PatternKernel, options: EngineOptions) -> int:
+        """Whole images per counting chunk: the padded flag images, the (channels x positions)
+        words and codes and the (channels x 512) code histogram of every image stay within
+        the memory budget."""
+        layer = kernel.mapped.layer
+        cin, h, w = layer.input_shape
+        ph, pw = layer.padding
+        per_channel = ((h + 2 * ph) * (w + 2 * pw) * 8
+                       + layer.positions * (16 + 16 * CYCLES_PER_WORD) + CODES * 16)
+        return max(1, int(options.memory_budget_mb * 2**20 // max(cin * per_channel, 1)))
 
     @staticmethod
-    def _active_pieces(kernel: PatternKernel, xc: Tensor, positions: int) -> Tensor:
-        """(images, pieces) float64: activations of every row piece, summed over positions and
-        cycles. A piece is active in a cycle when one of its rows has a nonzero chunk: per
-        input channel the 9 nonzero flags form a code, and `code & piece mask` tests them."""
-        hw = kernel.mapped.hw
+    def _flag_tables(hw: HardwareConfig, device: torch.device) -> list[tuple[Tensor, int]]:
+        """Input value -> which of its DAC chunks are nonzero, as lookup tables over all
+        2^input_bits values: per group of up to CYCLES_PER_WORD cycles, an int64 table whose
+        bit KERNEL_POSITIONS * j flags the group's cycle j, and the group's cycle count."""
         cycles, dac_bits = hw.cycles, hw.dac.bits
-        m, r = xc.shape
-        cin = r // KERNEL_POSITIONS
-        shifts = (torch.arange(cycles, device=xc.device) * dac_bits).to(torch.int32)
-        chunks = (xc.unsqueeze(1) >> shifts.view(1, -1, 1)) & (2**dac_bits - 1)  # (m, T, R)
-        bits = (torch.ones(KERNEL_POSITIONS, dtype=torch.int32, device=xc.device)
-                << torch.arange(KERNEL_POSITIONS, dtype=torch.int32, device=xc.device))
-        codes = ((chunks != 0).to(torch.int32).view(m, cycles, cin, KERNEL_POSITIONS)
-                 * bits).sum(dim=3, dtype=torch.int32)  # (m, T, Cin)
-        hit = (codes[:, :, kernel.piece_channel] & kernel.piece_mask) != 0  # (m, T, Bp)
-        images = m // positions
-        return hit.view(images, positions * cycles, -1).sum(dim=1, dtype=torch.float64)
+        values = torch.arange(2**hw.numbers.input_bits, dtype=torch.int64, device=device)
+        tables = []
+        for first in range(0, cycles, CYCLES_PER_WORD):  # one or a few words
+            count = min(CYCLES_PER_WORD, cycles - first)
+            table = torch.zeros_like(values)
+            for j in range(count):  # cycles of the word
+                chunk = (values >> ((first + j) * dac_bits)) & (2**dac_bits - 1)
+                table |= (chunk != 0).to(torch.int64) << (KERNEL_POSITIONS * j)
+            tables.append((table, count))
+        return tables
+
+    @staticmethod
+    def _active_pieces(kernel: PatternKernel, xc: Tensor, tables: list[tuple[Tensor, int]]
+                       ) -> Tensor:
+        """(images, pieces) float64: activations of every row piece of a batch of int64 input
+        magnitudes (images, Cin, H, W), summed over positions and cycles. A piece is active in
+        a cycle when one of its rows has a nonzero chunk: per input channel, output position
+        and cycle the 9 nonzero flags form a code, and `code & piece mask` tests them.
+
+        The codes of several cycles are built at once, per input pixel rather than per im2col
+        entry: each input value's flags come from a table (`_flag_tables`), and kernel
+        position k's shifted window of the flag image is added shifted by k, so that bits
+        9j..9j+8 of the sum are cycle j's code. A histogram of the codes per (image, channel)
+        - 512 bins - times a (code, mask) hit table gives the counts, so the work grows with
+        channels, not with pieces; all counts are integers below 2^53, exact in float64.
+        """
+        layer = kernel.mapped.layer
+        images, cin = int(xc.shape[0]), int(xc.shape[1])
+        _, ho, wo = layer.output_shape
+        (sh, sw), (ph, pw), (dh, dw) = layer.stride, layer.padding, layer.dilation
+        kw_size = layer.kernel_size[1]
+        dev = xc.device
+        lanes = torch.arange(KERNEL_POSITIONS, dtype=torch.int64, device=dev)
+        cell = ((torch.arange(images, device=dev).view(-1, 1) * cin
+                 + torch.arange(cin, device=dev).view(1, -1)) * CODES).view(images, cin, 1, 1)
+        hist = torch.zeros(images * cin * CODES, dtype=torch.int64, device=dev)
+        for table, count in tables:  # one or a few words of cycles
+            flags = F.pad(table[xc], (pw, pw, ph, ph))  # padding: zero inputs, no flags
+            word = torch.zeros((images, cin, ho, wo), dtype=torch.int64, device=dev)
+            for k in range(KERNEL_POSITIONS):  # the 9 kernel positions (im2col row order)
+                r0, c0 = (k // kw_size) * dh, (k % kw_size) * dw
+                window = flags[:, :, r0 : r0 + (ho - 1) * sh + 1 : sh,
+                               c0 : c0 + (wo - 1) * sw + 1 : sw]
+                word += window << k  # disjoint bits: sum == or
+            codes = (word.view(images, cin, 1, ho * wo)
+                     >> (lanes[:count] * KERNEL_POSITIONS).view(1, 1, -1, 1)) & (CODES - 1)
+            hist += torch.bincount((codes + cell).flatten(), minlength=images * cin * CODES)
+        masks, mask_index = torch.unique(kernel.piece_mask, return_inverse=True)
+        table_hit = ((torch.arange(CODES, dtype=torch.int32, device=dev).view(-1, 1)
+                      & masks.view(1, -1)) != 0).to(torch.float64)  # (512 codes, masks)
+        per_mask = (hist.view(images * cin, CODES).to(torch.float64) @ table_hit).view(
+            images, cin, -1)
+        return per_mask[:, kernel.piece_channel, mask_index]

@@ -263,12 +263,19 @@ def _plot_accuracy_energy(results: Sequence[dict[str, Any]]) -> bytes:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4))
-    for i, res in enumerate(results):
-        energy_uj = res["totals"]["energy_pj"]["total"] / res["num_images"] * 1e-6
+    energies = [r["totals"]["energy_pj"]["total"] / r["num_images"] * 1e-6 for r in results]
+    rank = {i: r for r, i in enumerate(sorted(range(len(results)), key=lambda i: energies[i]))}
+    for i, (res, energy_uj) in enumerate(zip(results, energies, strict=True)):
         top1 = 100 * res["accuracy"]["top1"]
         ax.scatter([energy_uj], [top1], color=f"C{i}", s=40, zorder=3)
+        # Neighbours in energy get labels at different heights: lossless schemes share one
+        # accuracy, so their points lie on one line.
         ax.annotate(scheme_label(res), (energy_uj, top1), textcoords="offset points",
-                    xytext=(5, 4), fontsize=8)
+                    xytext=(4, 5 + 11 * (rank[i] % 3)), fontsize=8, color=f"C{i}")
+    ax.margins(x=0.12)
+    positive = [e for e in energies if e > 0]
+    if positive and max(positive) > 10 * min(positive):  # spans a decade: log scale
+        ax.set_xscale("log")
     ax.set_xlabel("energy per image (uJ)")
     ax.set_ylabel("top-1 (%)")
     ax.set_title("Accuracy vs energy")

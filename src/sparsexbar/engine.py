@@ -50,7 +50,10 @@ from .mapping import MappedLayer, _gather_group_levels
 FLOAT32_EXACT = 2**24
 MAX_BLOCK = 1024  # candidates of one OU group evaluated together by one batched matmul
 BLOCK_FACTOR = 2.0  # block size ~ sqrt(BLOCK_FACTOR x candidates per group): see Packed.of
-PARALLEL_TASKS = 4  # a call's images are cut into at least this many tasks (thread pool)
+PARALLEL_TASKS = 4  # paths that draw noise cut a call's images into at least this many
+# tasks (thread pool); the exact clip path into one per worker, up to this many
+PARALLEL_MIN_SUMS = 2**15  # fewer (image, position, group) bounds per call: one worker
+TASKS_PER_WORKER = 1
 SLOTS_LOOPED = 4  # up to this many depthwise filters per input channel: one conv each
 SLICE_OUTPUTS = 2**18  # partial sums evaluated per candidate slice (1 MiB of float32)
 BUCKET_SPREAD = 1.25  # widest / narrowest clippable-column count of the groups of one bucket
@@ -70,18 +73,26 @@ class EngineOptions:
     threads: int | None = None
 
 
-def run_tasks(count: int, task: Callable[[int], None], workers: int, threads: int) -> None:
+def run_tasks(count: int, task: Callable[[int], None], workers: int, threads: int,
+              pool: ThreadPoolExecutor | None = None) -> None:
     """Run task(0) ... task(count - 1), `workers` at a time on a thread pool (torch operations
     release the GIL), each worker's torch operations on threads // workers intra-op threads.
 
-    torch's intra-op thread count is process-wide: it is set for the workers and restored when
-    all tasks are done. Gradient and inference modes are thread-local: the caller's are used.
+    `pool`: an executor of `workers` threads kept by the caller across calls (a fresh thread
+    pays for its first torch operations again: 10-20% of a small layer's time, measured on
+    VGG-8); None: a pool for this call only. torch's intra-op thread count is process-wide:
+    it is set for the workers and restored when all tasks are done. Gradient and inference
+    modes are thread-local: the caller's are used.
     """
-    if workers <= 1 or count <= 1:
-        for i in range(count):  # tasks: a handful of image chunks
-            task(i)
-        return
     outer = torch.get_num_threads()
+    if workers <= 1 or count <= 1:
+        torch.set_num_threads(threads)
+        try:
+            for i in range(count):  # tasks: a handful of image chunks
+                task(i)
+        finally:
+            torch.set_num_threads(outer)
+        return
     grad, inference = torch.is_grad_enabled(), torch.is_inference_mode_enabled()
     inner = max(1, threads // workers)
 
@@ -90,11 +101,14 @@ def run_tasks(count: int, task: Callable[[int], None], workers: int, threads: in
         with torch.inference_mode(inference), torch.set_grad_enabled(grad):
             task(i)
 
+    own = pool is None
+    executor = ThreadPoolExecutor(max_workers=workers) if pool is None else pool
     try:
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            for future in [pool.submit(run, i) for i in range(count)]:
-                future.result()  # re-raises a task's exception
+        for future in [executor.submit(run, i) for i in range(count)]:
+            future.result()  # re-raises a task's exception
     finally:
+        if own:
+            executor.shutdown()
         torch.set_num_threads(outer)
 
 
@@ -361,6 +375,8 @@ class LayerKernel:
         self.seed = hw.device.seed * 7_919 + zlib.crc32(mapped.layer.name.encode())
         self.calls = 0
         self._gathers: dict[tuple[str, tuple[int, ...]], RowGather] = {}
+        self._pool: ThreadPoolExecutor | None = None  # the task workers, kept across calls
+        self._pool_workers = 0
 
     # The tensors of the per-conversion paths are built on first use: layers that take the
     # exact shortcut never pay for them (memory and set-up time).
@@ -526,8 +542,16 @@ class LayerKernel:
         if layer.kind == "linear":
             x = x.reshape(n, -1)
             input_shape = (int(x.shape[1]),)
-        spans = self.task_spans(n, input_shape, options.memory_budget_mb)
-        task_budget = options.memory_budget_mb / PARALLEL_TASKS
+        threads = options.threads or torch.get_num_threads()
+        on_cpu = x.device.type == "cpu"
+        if self.clip_path:
+            # Exact (no random streams; integer sums in float64): one task per worker, since
+            # every task repeats its cycles' and width buckets' set-up operations.
+            tasks = min(threads * TASKS_PER_WORKER, PARALLEL_TASKS) if on_cpu else 1
+        else:
+            tasks = PARALLEL_TASKS  # the random streams are those of the tasks
+        spans = self.task_spans(n, input_shape, options.memory_budget_mb, tasks)
+        task_budget = options.memory_budget_mb / tasks
         call = self.calls
         self.calls += 1
         noisy = not self.mapped.hw.device.ideal
@@ -536,12 +560,16 @@ class LayerKernel:
         if layer.input_signed:
             parts.append((lambda v: (-v).clamp(min=0), -1.0))
         positions = layer.positions
-        out = torch.zeros((n, layer.out_channels, positions), dtype=torch.float64,
+        s_g = self.shape[0] * self.shape[1]
+        # Zeroed by the tasks: an operation of the calling thread on two intra-op threads
+        # would leave its OpenMP thread spinning beside the workers for milliseconds.
+        out = torch.empty((n, layer.out_channels, positions), dtype=torch.float64,
                           device=x.device)
         self._prepare(input_shape)  # cached tensors are built once, before the threads
 
         def task(i: int) -> None:
             a, b = spans[i]
+            out[a:b].zero_()
             gen: torch.Generator | None = None
             if noisy:
                 gen = torch.Generator(device=x.device)
@@ -556,22 +584,39 @@ class LayerKernel:
                 out[a:b] += exact_accumulate(layer, x_int[a:b].to(self.device)).reshape(
                     b - a, layer.out_channels, positions)
 
-        threads = options.threads or torch.get_num_threads()
-        workers = min(threads, len(spans), PARALLEL_TASKS) if x.device.type == "cpu" else 1
-        run_tasks(len(spans), task, workers, threads)
+        workers = min(threads, len(spans), PARALLEL_TASKS) if on_cpu else 1
+        groups = int(self.clip_plan.groups.numel()) if self.clip_path else s_g
+        if n * positions * groups < PARALLEL_MIN_SUMS and on_cpu:
+            # Too little work for a second thread (hand-offs, OpenMP spinning): one thread.
+            workers, threads = 1, 1
+        run_tasks(len(spans), task, workers, threads, self._task_pool(workers))
         if layer.kind == "linear":
             return out[:, :, 0]
         _, ho, wo = layer.output_shape
         return out.reshape(n, layer.out_channels, ho, wo)
 
-    def task_spans(self, n: int, input_shape: tuple[int, ...], budget_mb: float
-                   ) -> list[tuple[int, int]]:
-        """[a, b) image ranges of the tasks of a call: at least PARALLEL_TASKS (when there are
-        as many images), each within budget / PARALLEL_TASKS, so that up to PARALLEL_TASKS run
-        at once within the budget; near-equal sizes. A function of the batch and the budget
-        only (never of the thread count): the random streams are those of the tasks."""
-        per_task = self.images_per_chunk(input_shape, budget_mb / PARALLEL_TASKS)
-        count = max(min(n, PARALLEL_TASKS), math.ceil(n / per_task))
+    def _task_pool(self, workers: int) -> ThreadPoolExecutor | None:
+        """This kernel's pool of `workers` threads (None for one worker), kept across calls:
+        its threads stay warm (thread-local allocator arenas and library buffers) and are
+        blocked, using no CPU, between calls."""
+        if workers <= 1:
+            return None
+        if self._pool is None or self._pool_workers != workers:
+            if self._pool is not None:
+                self._pool.shutdown()
+            self._pool = ThreadPoolExecutor(max_workers=workers,
+                                            thread_name_prefix="sparsexbar-task")
+            self._pool_workers = workers
+        return self._pool
+
+    def task_spans(self, n: int, input_shape: tuple[int, ...], budget_mb: float,
+                   tasks: int = PARALLEL_TASKS) -> list[tuple[int, int]]:
+        """[a, b) image ranges of the tasks of a call: at least `tasks` (when there are as
+        many images), each within budget / tasks, so that up to `tasks` run at once within the
+        budget; near-equal sizes. Paths that draw noise pass PARALLEL_TASKS, never a number
+        that depends on the thread count: the random streams are those of the tasks."""
+        per_task = self.images_per_chunk(input_shape, budget_mb / tasks)
+        count = max(min(n, tasks), math.ceil(n / per_task))
         edges = [round(i * n / count) for i in range(count + 1)]
         return [(a, b) for a, b in zip(edges[:-1], edges[1:], strict=True) if b > a]
 

@@ -617,7 +617,7 @@ def test_results_do_not_depend_on_the_thread_count(case: str) -> None:
 def test_integer_run_on_two_threads_equals_one_thread(min_sums: int,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     """A whole integer run of a small CNN (periphery on one intra-op thread, per-conversion
-    layers as tasks on each kernel's kept pool, or on one thread when their work is small)
+    layers as tasks on the run's kept pool of workers, or on one thread when their work is small)
     gives the same logits bit for bit on 1 and 2 threads, run twice (pools reused), equals the
     reference where lossless, and restores torch's thread count."""
     from sparsexbar.schemes import get_scheme
@@ -646,10 +646,15 @@ def test_integer_run_on_two_threads_equals_one_thread(min_sums: int,
         finally:
             torch.set_num_threads(before)
         assert all(torch.equal(runs[0], r) for r in runs[1:])
+        assert rec.single_thread_periphery  # per-conversion paths: periphery on one thread
         if lossless:
             assert torch.equal(runs[0], qmodel.run_reference(x))
-        if min_sums == 0:  # the clip-path layers ran on their kept two-worker pools
-            assert all(k._pool is not None for k in kernels.values() if k.clip_path)
+            # With the exact shortcut every layer is one convolution on the caller's threads:
+            # the periphery keeps them too.
+            assert not _Recorder(scheme, kernels, EngineOptions(),
+                                 torch.device("cpu")).single_thread_periphery
+        if min_sums == 0:  # the layers ran on the run's kept two-worker pool
+            assert rec.options.pool is not None and rec.options.pool._workers == 2
 
 
 def test_thread_pool_keeps_inference_mode_and_reraises() -> None:

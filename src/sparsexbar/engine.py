@@ -36,7 +36,7 @@ import math
 import zlib
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 
 import torch
@@ -63,6 +63,35 @@ TAIL_DENSE = 0.03  # accumulated deviation: groups whose conversions move with t
 TAIL_POINTS = 2**20  # tail-event points handled per slice (memory bound)
 
 
+class TaskPool:
+    """Worker threads kept across calls and shared by the layers of a run (simulate's
+    executor makes one). Fresh threads per call pay for their first torch operations again
+    (VGG-8 lossy, 2 threads: 231 -> 207 ms per batch with kept threads); one pool for all
+    layers keeps one allocator arena per worker (a pool per layer kept 16 and raised the peak
+    RSS of the noisy case from 0.8 to 1.3 GiB). Idle workers are blocked and use no CPU."""
+
+    def __init__(self) -> None:
+        self._executor: ThreadPoolExecutor | None = None
+        self._workers = 0
+
+    def executor(self, workers: int) -> ThreadPoolExecutor | None:
+        """The pool's executor of `workers` threads; None for one worker (no thread)."""
+        if workers <= 1:
+            return None
+        if self._executor is None or self._workers != workers:
+            self.close()
+            self._executor = ThreadPoolExecutor(max_workers=workers,
+                                                thread_name_prefix="sparsexbar-task")
+            self._workers = workers
+        return self._executor
+
+    def close(self) -> None:
+        """Let the workers exit (a later call starts new ones)."""
+        if self._executor is not None:
+            self._executor.shutdown()
+            self._executor, self._workers = None, 0
+
+
 @dataclass(frozen=True)
 class EngineOptions:
     """Run-time knobs of the engine (not hardware)."""
@@ -72,6 +101,8 @@ class EngineOptions:
     # CPU threads of the per-conversion paths (None: torch.get_num_threads()). They run image
     # tasks side by side, each task single-threaded; results do not depend on this number.
     threads: int | None = None
+    # Workers shared by the layers of a run (None: each call starts its own threads).
+    pool: TaskPool | None = field(default=None, compare=False, repr=False)
 
 
 def run_tasks(count: int, task: Callable[[int], None], workers: int, threads: int,
@@ -79,9 +110,8 @@ def run_tasks(count: int, task: Callable[[int], None], workers: int, threads: in
     """Run task(0) ... task(count - 1), `workers` at a time on a thread pool (torch operations
     release the GIL), each worker's torch operations on threads // workers intra-op threads.
 
-    `pool`: an executor of `workers` threads kept by the caller across calls (a fresh thread
-    pays for its first torch operations again: 10-20% of a small layer's time, measured on
-    VGG-8); None: a pool for this call only. torch's intra-op thread count is process-wide:
+    `pool`: an executor of `workers` threads kept by the caller across calls (`TaskPool`);
+    None: a pool for this call only. torch's intra-op thread count is process-wide:
     it is set for the workers and restored when all tasks are done. Gradient and inference
     modes are thread-local: the caller's are used.
     """
@@ -376,8 +406,6 @@ class LayerKernel:
         self.seed = hw.device.seed * 7_919 + zlib.crc32(mapped.layer.name.encode())
         self.calls = 0
         self._gathers: dict[tuple[str, tuple[int, ...]], RowGather] = {}
-        self._pool: ThreadPoolExecutor | None = None  # the task workers, kept across calls
-        self._pool_workers = 0
 
     # The tensors of the per-conversion paths are built on first use: layers that take the
     # exact shortcut never pay for them (memory and set-up time).
@@ -593,25 +621,12 @@ class LayerKernel:
                     b - a, layer.out_channels, positions)
 
         workers = min(threads, len(spans), PARALLEL_TASKS) if on_cpu else 1
-        run_tasks(len(spans), task, workers, threads, self._task_pool(workers))
+        pool = options.pool.executor(workers) if options.pool is not None else None
+        run_tasks(len(spans), task, workers, threads, pool)
         if layer.kind == "linear":
             return out[:, :, 0]
         _, ho, wo = layer.output_shape
         return out.reshape(n, layer.out_channels, ho, wo)
-
-    def _task_pool(self, workers: int) -> ThreadPoolExecutor | None:
-        """This kernel's pool of `workers` threads (None for one worker), kept across calls:
-        its threads stay warm (thread-local allocator arenas and library buffers) and are
-        blocked, using no CPU, between calls."""
-        if workers <= 1:
-            return None
-        if self._pool is None or self._pool_workers != workers:
-            if self._pool is not None:
-                self._pool.shutdown()
-            self._pool = ThreadPoolExecutor(max_workers=workers,
-                                            thread_name_prefix="sparsexbar-task")
-            self._pool_workers = workers
-        return self._pool
 
     def task_spans(self, n: int, input_shape: tuple[int, ...], budget_mb: float,
                    tasks: int = PARALLEL_TASKS) -> list[tuple[int, int]]:

@@ -174,14 +174,16 @@ class _Runner(fx.Interpreter):
         self.record = record
         self.current = qmodel.layers[0].name
         self.threads = torch.get_num_threads()  # the crossbar layers' intra-op threads
+        # An executor whose layers run on task workers says so (`single_thread_periphery`).
+        self.single_periphery = bool(getattr(executor, "single_thread_periphery", False))
 
     def run(self, *args: Any, **kwargs: Any) -> Any:
-        """Integer runs do the digital periphery (quantize, rescale, ReLU, pooling) on one
-        intra-op thread: it is elementwise work on small tensors (VGG-8 at batch 64: 16 ms on
-        one thread, 21-26 ms on two), and a second OpenMP thread spins for milliseconds after
-        each operation, taking a core from the engine's task workers that start next. The
-        crossbar layers run with the caller's thread count."""
-        if self.executor is None or self.threads <= 1:
+        """With an executor whose layers run on task workers, the digital periphery
+        (quantize, rescale, ReLU, pooling) runs on one intra-op thread: a second OpenMP
+        thread spins for milliseconds after each operation, taking a core from the workers
+        that start next (VGG-8, batch 64: the periphery takes ~12 ms on one thread or two).
+        The crossbar layers run with the caller's thread count."""
+        if not self.single_periphery or self.threads <= 1:
             return super().run(*args, **kwargs)
         torch.set_num_threads(1)
         try:
@@ -204,6 +206,8 @@ class _Runner(fx.Interpreter):
             if self.executor is None:
                 return layer.linear_op(x, layer.float_weight) + _bias(layer)
             x_int = layer.quantize_input(x)
+            if not self.single_periphery:
+                return layer.dequantize(self.executor(layer, x_int))
             torch.set_num_threads(self.threads)
             try:
                 acc = self.executor(layer, x_int)

@@ -560,9 +560,10 @@ class LayerKernel:
         with no active row reads 0).
 
         The images are cut into tasks (`task_spans`) that run side by side on CPU threads
-        (`run_tasks`); each task draws its noise from its own generator, seeded by the
-        device seed, the layer, the call and the task, so results do not depend on the
-        number of threads.
+        (`run_tasks`, on `options.pool` when given); each task draws its noise from its own
+        generator, seeded by the device seed, the layer, the call and the task, so results do
+        not depend on the number of threads. The exact clip path draws nothing: one task per
+        thread. A layer with little work runs on one thread.
         """
         layer = self.mapped.layer
         x = x_int.to(self.device)

@@ -613,6 +613,50 @@ def test_results_do_not_depend_on_the_thread_count(case: str) -> None:
         assert not torch.equal(results[0], group_reference(mapped, x_int))
 
 
+@pytest.mark.parametrize("min_sums", [0, 2**15])
+def test_integer_run_on_two_threads_equals_one_thread(min_sums: int,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """A whole integer run of a small CNN (periphery on one intra-op thread, per-conversion
+    layers as tasks on the run's kept pool of workers, or on one thread when their work is small)
+    gives the same logits bit for bit on 1 and 2 threads, run twice (pools reused), equals the
+    reference where lossless, and restores torch's thread count."""
+    from sparsexbar.schemes import get_scheme
+    from sparsexbar.simulate import _Recorder
+
+    monkeypatch.setattr(engine, "PARALLEL_MIN_SUMS", min_sums)  # 0: every layer in tasks
+    net = nets.tiny_cnn(1, 10, 12, 4, seed=5).eval()
+    x = nets.random_images(9, 1, 12, seed=5)
+    scheme = get_scheme("dense")
+    for overrides, lossless in (({"ou.rows": 9, "ou.cols": 8, "adc.bits": 5, "dac.bits": 2},
+                                 False), ({"ou.rows": 9, "ou.cols": 8}, True)):
+        hw = preset("isaac").with_overrides(overrides)
+        qmodel = quantize_model(net, x, 8, 8)
+        kernels = {q.name: scheme.kernel(scheme.map_layer(q, hw), torch.device("cpu"))
+                   for q in qmodel.layers}
+        assert any(k.clip_path and not k.exact_linear for k in kernels.values()) != lossless
+        rec = _Recorder(scheme, kernels, EngineOptions(exact_shortcut=False),
+                        torch.device("cpu"))
+        before = torch.get_num_threads()
+        runs = []
+        try:
+            for threads in (1, 2, 2):
+                torch.set_num_threads(threads)
+                runs.append(qmodel.run(x, rec))
+                assert torch.get_num_threads() == threads
+        finally:
+            torch.set_num_threads(before)
+        assert all(torch.equal(runs[0], r) for r in runs[1:])
+        assert rec.single_thread_periphery  # per-conversion paths: periphery on one thread
+        if lossless:
+            assert torch.equal(runs[0], qmodel.run_reference(x))
+            # With the exact shortcut every layer is one convolution on the caller's threads:
+            # the periphery keeps them too.
+            assert not _Recorder(scheme, kernels, EngineOptions(),
+                                 torch.device("cpu")).single_thread_periphery
+        if min_sums == 0:  # the layers ran on the run's kept two-worker pool
+            assert rec.options.pool is not None and rec.options.pool._workers == 2
+
+
 def test_thread_pool_keeps_inference_mode_and_reraises() -> None:
     hw = small_hw(**{"adc.bits": 2})
     _, layer, _, x_int = conv_layer(hw, seed=3)

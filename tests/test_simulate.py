@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -326,3 +327,19 @@ def test_model_without_logits_output_is_refused_cleanly() -> None:
     images, labels = data(2)
     with pytest.raises(SparsexbarError):
         simulate(nets.single_conv(in_ch=1, out_ch=3), (images, labels), hw=HW)
+
+
+def test_integer_runs_pool_2x2_like_max_pool2d() -> None:
+    """The integer run's 2x2 stride-2 max pooling (strided maxima) equals F.max_pool2d bit for
+    bit, odd sizes (floor mode) and negative values included; other pools are not taken."""
+    from sparsexbar.frontend import _max_pool_2x2, _strided_2x2
+
+    gen = torch.Generator().manual_seed(4)
+    for shape in ((3, 5, 8, 8), (2, 3, 7, 9), (1, 1, 2, 3)):
+        x = torch.randn(shape, generator=gen)
+        assert _strided_2x2(nn.MaxPool2d(2), x)
+        assert torch.equal(_max_pool_2x2(x), F.max_pool2d(x, 2))
+    x = torch.randn((1, 2, 6, 6), generator=gen)
+    for pool in (nn.MaxPool2d(3), nn.MaxPool2d(2, stride=1), nn.MaxPool2d(2, ceil_mode=True),
+                 nn.MaxPool2d(2, padding=1), nn.AvgPool2d(2)):
+        assert not _strided_2x2(pool, x)

@@ -36,7 +36,7 @@ import math
 import zlib
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 
 import torch
@@ -50,13 +50,46 @@ from .mapping import MappedLayer, _gather_group_levels
 FLOAT32_EXACT = 2**24
 MAX_BLOCK = 1024  # candidates of one OU group evaluated together by one batched matmul
 BLOCK_FACTOR = 2.0  # block size ~ sqrt(BLOCK_FACTOR x candidates per group): see Packed.of
-PARALLEL_TASKS = 4  # a call's images are cut into at least this many tasks (thread pool)
+PARALLEL_TASKS = 4  # paths that draw noise cut a call's images into at least this many
+# tasks (thread pool); the exact clip path into one per worker, up to this many
+PARALLEL_MIN_SUMS = 2**15  # fewer (image, position, group) bounds per call: one worker
+CLIP_TASKS_ONE_THREAD = 2  # clip path, one thread: tasks (image halves) run one by one
 SLOTS_LOOPED = 4  # up to this many depthwise filters per input channel: one conv each
 SLICE_OUTPUTS = 2**18  # partial sums evaluated per candidate slice (1 MiB of float32)
-BUCKET_SPREAD = 1.25  # widest / narrowest clippable-column count of the groups of one bucket
+BUCKET_SPREAD = 1.6  # widest / narrowest clippable-column count of the groups of one bucket
+# (fewer buckets, fewer operations; 1.6 was 3-4% faster than 1.25 on VGG-8, 1 and 2 threads)
 TAIL_DENSE = 0.03  # accumulated deviation: groups whose conversions move with this probability
 # or more are converted in full; the others only where the noise reaches half a level
 TAIL_POINTS = 2**20  # tail-event points handled per slice (memory bound)
+
+
+class TaskPool:
+    """Worker threads kept across calls and shared by the layers of a run (simulate's
+    executor makes one). Fresh threads per call pay for their first torch operations again
+    (VGG-8 lossy, 2 threads: 231 -> 207 ms per batch with kept threads); one pool for all
+    layers keeps one allocator arena per worker (a pool per layer kept 16 and raised the peak
+    RSS of the noisy case from 0.8 to 1.3 GiB). Idle workers are blocked and use no CPU."""
+
+    def __init__(self) -> None:
+        self._executor: ThreadPoolExecutor | None = None
+        self._workers = 0
+
+    def executor(self, workers: int) -> ThreadPoolExecutor | None:
+        """The pool's executor of `workers` threads; None for one worker (no thread)."""
+        if workers <= 1:
+            return None
+        if self._executor is None or self._workers != workers:
+            self.close()
+            self._executor = ThreadPoolExecutor(max_workers=workers,
+                                                thread_name_prefix="sparsexbar-task")
+            self._workers = workers
+        return self._executor
+
+    def close(self) -> None:
+        """Let the workers exit (a later call starts new ones)."""
+        if self._executor is not None:
+            self._executor.shutdown()
+            self._executor, self._workers = None, 0
 
 
 @dataclass(frozen=True)
@@ -68,20 +101,29 @@ class EngineOptions:
     # CPU threads of the per-conversion paths (None: torch.get_num_threads()). They run image
     # tasks side by side, each task single-threaded; results do not depend on this number.
     threads: int | None = None
+    # Workers shared by the layers of a run (None: each call starts its own threads).
+    pool: TaskPool | None = field(default=None, compare=False, repr=False)
 
 
-def run_tasks(count: int, task: Callable[[int], None], workers: int, threads: int) -> None:
+def run_tasks(count: int, task: Callable[[int], None], workers: int, threads: int,
+              pool: ThreadPoolExecutor | None = None) -> None:
     """Run task(0) ... task(count - 1), `workers` at a time on a thread pool (torch operations
     release the GIL), each worker's torch operations on threads // workers intra-op threads.
 
-    torch's intra-op thread count is process-wide: it is set for the workers and restored when
-    all tasks are done. Gradient and inference modes are thread-local: the caller's are used.
+    `pool`: an executor of `workers` threads kept by the caller across calls (`TaskPool`);
+    None: a pool for this call only. torch's intra-op thread count is process-wide:
+    it is set for the workers and restored when all tasks are done. Gradient and inference
+    modes are thread-local: the caller's are used.
     """
-    if workers <= 1 or count <= 1:
-        for i in range(count):  # tasks: a handful of image chunks
-            task(i)
-        return
     outer = torch.get_num_threads()
+    if workers <= 1 or count <= 1:
+        torch.set_num_threads(threads)
+        try:
+            for i in range(count):  # tasks: a handful of image chunks
+                task(i)
+        finally:
+            torch.set_num_threads(outer)
+        return
     grad, inference = torch.is_grad_enabled(), torch.is_inference_mode_enabled()
     inner = max(1, threads // workers)
 
@@ -90,11 +132,14 @@ def run_tasks(count: int, task: Callable[[int], None], workers: int, threads: in
         with torch.inference_mode(inference), torch.set_grad_enabled(grad):
             task(i)
 
+    own = pool is None
+    executor = ThreadPoolExecutor(max_workers=workers) if pool is None else pool
     try:
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            for future in [pool.submit(run, i) for i in range(count)]:
-                future.result()  # re-raises a task's exception
+        for future in [executor.submit(run, i) for i in range(count)]:
+            future.result()  # re-raises a task's exception
     finally:
+        if own:
+            executor.shutdown()
         torch.set_num_threads(outer)
 
 
@@ -420,7 +465,7 @@ class LayerKernel:
         channel = torch.where(live, col_channel[phys], torch.zeros_like(phys))
         weight = torch.where(live, col_weight[phys], torch.zeros((), dtype=torch.float64))
         # Width buckets: a group joins the current bucket while its width is at most
-        # BUCKET_SPREAD x the bucket's first width (evaluated columns padded by < 1/5).
+        # BUCKET_SPREAD x the bucket's first width (evaluated columns padded by < 3/8).
         starts: list[int] = []
         widths: list[int] = []
         first_width = 0
@@ -515,9 +560,10 @@ class LayerKernel:
         with no active row reads 0).
 
         The images are cut into tasks (`task_spans`) that run side by side on CPU threads
-        (`run_tasks`); each task draws its noise from its own generator, seeded by the
-        device seed, the layer, the call and the task, so results do not depend on the
-        number of threads.
+        (`run_tasks`, on `options.pool` when given); each task draws its noise from its own
+        generator, seeded by the device seed, the layer, the call and the task, so results do
+        not depend on the number of threads. The exact clip path draws nothing: one task per
+        thread. A layer with little work runs on one thread.
         """
         layer = self.mapped.layer
         x = x_int.to(self.device)
@@ -526,8 +572,25 @@ class LayerKernel:
         if layer.kind == "linear":
             x = x.reshape(n, -1)
             input_shape = (int(x.shape[1]),)
-        spans = self.task_spans(n, input_shape, options.memory_budget_mb)
-        task_budget = options.memory_budget_mb / PARALLEL_TASKS
+        threads = options.threads or torch.get_num_threads()
+        on_cpu = x.device.type == "cpu"
+        positions = layer.positions
+        s_g = self.shape[0] * self.shape[1]
+        groups = int(self.clip_plan.groups.numel()) if self.clip_path else s_g
+        if on_cpu and n * positions * groups < PARALLEL_MIN_SUMS:
+            # Too little work for a second thread (hand-offs, OpenMP spinning): one thread.
+            threads = 1
+        if self.clip_path:
+            # Exact (no random streams; integer sums in float64): one task per worker, as
+            # every task repeats its cycles' and width buckets' set-up operations; two halves
+            # on one thread (smaller intermediates: ~3% faster than one task, VGG-8).
+            tasks = min(PARALLEL_TASKS, threads if threads > 1 else CLIP_TASKS_ONE_THREAD)
+            if not on_cpu or n * positions * groups < PARALLEL_MIN_SUMS:
+                tasks = 1
+        else:
+            tasks = PARALLEL_TASKS  # the random streams are those of the tasks
+        spans = self.task_spans(n, input_shape, options.memory_budget_mb, tasks)
+        task_budget = options.memory_budget_mb / tasks
         call = self.calls
         self.calls += 1
         noisy = not self.mapped.hw.device.ideal
@@ -535,13 +598,15 @@ class LayerKernel:
         parts: list[tuple[Callable[[Tensor], Tensor], float]] = [(lambda v: v.clamp(min=0), 1.0)]
         if layer.input_signed:
             parts.append((lambda v: (-v).clamp(min=0), -1.0))
-        positions = layer.positions
-        out = torch.zeros((n, layer.out_channels, positions), dtype=torch.float64,
+        # Zeroed by the tasks: an operation of the calling thread on two intra-op threads
+        # would leave its OpenMP thread spinning beside the workers for milliseconds.
+        out = torch.empty((n, layer.out_channels, positions), dtype=torch.float64,
                           device=x.device)
         self._prepare(input_shape)  # cached tensors are built once, before the threads
 
         def task(i: int) -> None:
             a, b = spans[i]
+            out[a:b].zero_()
             gen: torch.Generator | None = None
             if noisy:
                 gen = torch.Generator(device=x.device)
@@ -556,22 +621,22 @@ class LayerKernel:
                 out[a:b] += exact_accumulate(layer, x_int[a:b].to(self.device)).reshape(
                     b - a, layer.out_channels, positions)
 
-        threads = options.threads or torch.get_num_threads()
-        workers = min(threads, len(spans), PARALLEL_TASKS) if x.device.type == "cpu" else 1
-        run_tasks(len(spans), task, workers, threads)
+        workers = min(threads, len(spans), PARALLEL_TASKS) if on_cpu else 1
+        pool = options.pool.executor(workers) if options.pool is not None else None
+        run_tasks(len(spans), task, workers, threads, pool)
         if layer.kind == "linear":
             return out[:, :, 0]
         _, ho, wo = layer.output_shape
         return out.reshape(n, layer.out_channels, ho, wo)
 
-    def task_spans(self, n: int, input_shape: tuple[int, ...], budget_mb: float
-                   ) -> list[tuple[int, int]]:
-        """[a, b) image ranges of the tasks of a call: at least PARALLEL_TASKS (when there are
-        as many images), each within budget / PARALLEL_TASKS, so that up to PARALLEL_TASKS run
-        at once within the budget; near-equal sizes. A function of the batch and the budget
-        only (never of the thread count): the random streams are those of the tasks."""
-        per_task = self.images_per_chunk(input_shape, budget_mb / PARALLEL_TASKS)
-        count = max(min(n, PARALLEL_TASKS), math.ceil(n / per_task))
+    def task_spans(self, n: int, input_shape: tuple[int, ...], budget_mb: float,
+                   tasks: int = PARALLEL_TASKS) -> list[tuple[int, int]]:
+        """[a, b) image ranges of the tasks of a call: at least `tasks` (when there are as
+        many images), each within budget / tasks, so that up to `tasks` run at once within the
+        budget; near-equal sizes. Paths that draw noise pass PARALLEL_TASKS, never a number
+        that depends on the thread count: the random streams are those of the tasks."""
+        per_task = self.images_per_chunk(input_shape, budget_mb / tasks)
+        count = max(min(n, tasks), math.ceil(n / per_task))
         edges = [round(i * n / count) for i in range(count + 1)]
         return [(a, b) for a, b in zip(edges[:-1], edges[1:], strict=True) if b > a]
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import importlib
 import math
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from . import __version__
 from .config import HardwareConfig, load_config
 from .cost import area_um2, buffer_area_um2, energy_pj, latency_ns, ratio, rram_adc_dac_energy
-from .engine import EngineOptions, LayerKernel
+from .engine import EngineOptions, LayerKernel, TaskPool
 from .errors import DataError, SparsexbarError
 from .events import Events
 from .frontend import QuantizedModel, QuantLayer, RunStats, accuracy, quantize_model
@@ -144,10 +144,15 @@ class _Recorder:
                  device: torch.device) -> None:
         self.scheme = scheme
         self.kernels = kernels
-        self.options = options
+        # One pool of task workers for every layer of every batch of the run.
+        self.options = options if options.pool is not None else replace(options, pool=TaskPool())
         self.device = device
         self.events: dict[str, Events] = {name: Events() for name in kernels}
         self.cycles: dict[str, int] = {name: 0 for name in kernels}
+        # Layers on the per-conversion paths run as image tasks on CPU worker threads: the
+        # frontend then keeps the digital periphery on one intra-op thread (frontend._Runner).
+        self.single_thread_periphery = device.type == "cpu" and any(
+            not (options.exact_shortcut and k.exact_linear) for k in kernels.values())
 
     def __call__(self, layer: QuantLayer, x_int: Tensor) -> Tensor:
         run = self.scheme.run_layer(self.kernels[layer.name], x_int, self.options)

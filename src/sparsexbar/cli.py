@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from .errors import SparsexbarError
+from .errors import SparsexbarError, require_choice
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True,
                   help="Bit-accurate simulator of sparsity-exploiting RRAM crossbar accelerators.")
@@ -310,14 +310,9 @@ def calibrate_comprrae(
         raise SparsexbarError(f"--images must be positive, got {images}")
     if budget < 0:
         raise SparsexbarError(f"--budget must be >= 0 points, got {budget}")
-    if estimator not in ESTIMATORS:
-        raise SparsexbarError(f"--estimator must be one of {', '.join(ESTIMATORS)}, "
-                              f"got '{estimator}'")
-    if criterion not in CRITERIA:
-        raise SparsexbarError(f"--criterion must be one of {', '.join(CRITERIA)}, "
-                              f"got '{criterion}'")
-    if bounds not in BOUNDS:
-        raise SparsexbarError(f"--bounds must be one of {', '.join(BOUNDS)}, got '{bounds}'")
+    require_choice("--estimator", estimator, ESTIMATORS)
+    require_choice("--criterion", criterion, CRITERIA)
+    require_choice("--bounds", bounds, BOUNDS)
     alphas: list[float] | None = None
     if candidates is not None:
         try:
@@ -611,8 +606,7 @@ def prune(
     from .config import load_config
     from .prune import METHODS, check_pattern_args, prune_command
 
-    if method not in METHODS:
-        raise SparsexbarError(f"--method must be one of {', '.join(METHODS)}, got '{method}'")
+    require_choice("--method", method, METHODS)
     if method == "pattern":
         check_pattern_args(k, max_patterns, sparsity)
     config = load_config(hw, parse_overrides(set_))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 
 class SparsexbarError(ValueError):
     """Bad input from the user: a config value, a model, a data file, a CLI argument."""
@@ -21,3 +23,11 @@ class DataError(SparsexbarError):
 
 class CheckpointError(SparsexbarError):
     """A checkpoint does not exist, is corrupt, or does not match the architecture."""
+
+
+def require_choice(what: str, value: str, choices: Iterable[str]) -> None:
+    """Raise SparsexbarError "<what> must be one of a, b, c, got '<value>'" unless value is one
+    of choices (what names the option: '--bounds', 'encoding adc')."""
+    known = tuple(choices)
+    if value not in known:
+        raise SparsexbarError(f"{what} must be one of {', '.join(known)}, got '{value}'")

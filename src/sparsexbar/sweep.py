@@ -35,7 +35,7 @@ import yaml
 
 from . import __version__
 from .config import HardwareConfig, load_config
-from .errors import ConfigError, SparsexbarError
+from .errors import ConfigError, SparsexbarError, require_choice
 from .io import atomic_write_bytes, atomic_write_text, atomic_write_with
 from .report import json_safe
 
@@ -671,8 +671,7 @@ def run_sweep(spec: SweepSpec | str | Path, out_dir: str | Path, backend: str = 
     file's. `progress(report, row)` is called once before the first point (row None) and after
     each finished one. Only one sweep may write into a directory at a time (a lock file).
     """
-    if backend not in BACKENDS:
-        raise SparsexbarError(f"--backend must be one of {', '.join(BACKENDS)}, got '{backend}'")
+    require_choice("--backend", backend, BACKENDS)
     if workers is not None and workers <= 0:
         raise SparsexbarError(f"--workers must be positive, got {workers}")
     if address is not None and backend != "ray":

@@ -47,7 +47,7 @@ from torch import Tensor
 from ..config import HardwareConfig
 from ..cost import Storage, energy_pj
 from ..engine import EngineOptions, LayerKernel, accumulate
-from ..errors import SparsexbarError
+from ..errors import SparsexbarError, require_choice
 from ..events import Events
 from ..frontend import QuantLayer
 from ..mapping import MappedLayer, dense_events, map_dense
@@ -262,12 +262,8 @@ class CombinedScheme(Scheme):
     def __init__(self, techniques: tuple[str, ...] | None = None, alpha: AlphaSpec = None,
                  estimate: str = "midpoint", granularity: str = "bit",
                  objective: str = "edp") -> None:
-        if granularity not in GRANULARITIES:
-            raise SparsexbarError(f"act granularity must be one of {', '.join(GRANULARITIES)},"
-                                  f" got '{granularity}'")
-        if objective not in OBJECTIVES:
-            raise SparsexbarError(f"combined objective must be one of {', '.join(OBJECTIVES)},"
-                                  f" got '{objective}'")
+        require_choice("act granularity", granularity, GRANULARITIES)
+        require_choice("combined objective", objective, OBJECTIVES)
         if techniques is not None and objective != "edp":
             raise SparsexbarError("objective picks the layout of the named 'combined' only")
         self.objective = objective

@@ -46,7 +46,7 @@ from torch import Tensor
 from ..config import HardwareConfig
 from ..cost import Storage
 from ..engine import FLOAT32_EXACT, EngineOptions, LayerKernel, accumulate, exact_accumulate
-from ..errors import SparsexbarError
+from ..errors import SparsexbarError, require_choice
 from ..events import Events
 from ..frontend import QuantLayer
 from ..mapping import MappedLayer, _gather_group_levels, dense_events, map_dense
@@ -553,18 +553,10 @@ class EncodingScheme(Scheme):
                  adc: str = "lossless", adc_bits: Mapping[str, int] | str | Path | None = None,
                  skip_zero_planes: bool = True, precision: PrecisionSpec = None,
                  rounding: str = "round") -> None:
-        if input_encoding not in INPUT_ENCODINGS:
-            raise SparsexbarError(f"encoding input must be one of {', '.join(INPUT_ENCODINGS)}, "
-                                  f"got '{input_encoding}'")
-        if weight_encoding not in WEIGHT_ENCODINGS:
-            raise SparsexbarError(f"encoding weight must be one of "
-                                  f"{', '.join(WEIGHT_ENCODINGS)}, got '{weight_encoding}'")
-        if adc not in ADC_MODES:
-            raise SparsexbarError(f"encoding adc must be one of {', '.join(ADC_MODES)}, "
-                                  f"got '{adc}'")
-        if rounding not in ROUNDINGS:
-            raise SparsexbarError(f"encoding rounding must be one of {', '.join(ROUNDINGS)}, "
-                                  f"got '{rounding}'")
+        require_choice("encoding input", input_encoding, INPUT_ENCODINGS)
+        require_choice("encoding weight", weight_encoding, WEIGHT_ENCODINGS)
+        require_choice("encoding adc", adc, ADC_MODES)
+        require_choice("encoding rounding", rounding, ROUNDINGS)
         self.precision_file: str | None = None
         if isinstance(precision, str | Path):
             self.precision_file = str(precision)

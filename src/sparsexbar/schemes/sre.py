@@ -41,7 +41,7 @@ from torch import Tensor
 from ..config import HardwareConfig
 from ..cost import Storage
 from ..engine import EngineOptions, LayerKernel, accumulate, exact_accumulate
-from ..errors import SparsexbarError
+from ..errors import SparsexbarError, require_choice
 from ..events import Events
 from ..frontend import QuantLayer
 from ..intconv import FLOAT32_EXACT, ExactLinear
@@ -284,11 +284,8 @@ class SreScheme(Scheme):
     lossless = True
 
     def __init__(self, mode: str = "joint", granularity: str = "bit") -> None:
-        if mode not in MODES:
-            raise SparsexbarError(f"sre mode must be one of {', '.join(MODES)}, got '{mode}'")
-        if granularity not in GRANULARITIES:
-            raise SparsexbarError(
-                f"sre granularity must be one of {', '.join(GRANULARITIES)}, got '{granularity}'")
+        require_choice("sre mode", mode, MODES)
+        require_choice("sre granularity", granularity, GRANULARITIES)
         self.mode = mode
         self.granularity = granularity
 

@@ -150,7 +150,7 @@ def comparison_table(results: Sequence[dict[str, Any]]) -> Table:
     t = Table(title=f"{first['model']} on {first['dataset']} ({first['num_images']} images), "
               f"hardware {first['hardware']['name']}")
     cols = ["scheme", "top-1 %", "OU act.", "ADC conv.", "energy/img", "latency", "img/s",
-            "area", "speedup", "energy eff.", "area eff."]
+            "area", "speedup", "energy eff.", "arrays eff."]
     for c in cols:
         t.add_column(c, justify="left" if c == "scheme" else "right")
     for res in results:

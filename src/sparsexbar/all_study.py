@@ -280,7 +280,8 @@ def pattern_section(report: dict[str, Any], combined: dict[str, Any]) -> dict[st
             _row("simulated top-1 vs dense (points)", "-",
                  f"{100 * (t['sim_top1_pattern'] - t['sim_top1_dense']):+.2f}",
                  f"{100 * (combined['top1'] - t['sim_top1_dense']):+.2f}",
-                 "same hardware and images"),
+                 "same hardware and images; where the ADC can clip (pattern-nvmsa: OU 9 rows "
+                 "x 4-bit cells x 4-bit DAC), each layout clips its own partial sums"),
             _row("area efficiency (arrays)", span("area_efficiency", _x),
                  _x(t["area_efficiency"]), _x(combined["area_efficiency"])),
             _row("energy efficiency (RRAM+ADC+DAC)",

@@ -431,32 +431,9 @@ def deviation_moments(layer: QuantLayer, hw: HardwareConfig, x_vec: list[int]
                       ) -> tuple[list[float], list[float]]:
     """Mean and variance of each output of a linear layer (dense mapping, step 1) when every
     conversion reads clamp(round(p + e), 0, top), e ~ N(0, (sigma x active rows)^2),
-    independently: sums over conversions of E[q] and Var[q] (times the squared weights)."""
-    levels, channel, shift, offset = _columns(layer, hw)
-    top, db, sigma = 2**hw.adc.bits - 1, hw.dac.bits, hw.device.accumulated_deviation_sigma
-    cycles = -(-hw.numbers.input_bits // db)
-    groups = row_groups(levels, hw, packed=False)
-    mean = [0.0] * layer.out_channels
-    var = [0.0] * layer.out_channels
-    for t in range(cycles):
-        chunk = [(v >> (t * db)) & (2**db - 1) for v in x_vec]
-        for col in range(len(channel)):
-            weight = shift[col] * 2 ** (t * db)
-            for group in groups[col]:
-                active = sum(1 for r in group if chunk[r])
-                if active == 0:
-                    continue  # no row driven: reads 0
-                p = sum(levels[r][col] * chunk[r] for r in group)
-                std = sigma * active
-                reach = int(10 * std) + 2
-                probs = {j: 0.5 * (math.erf((j + 0.5) / (std * 2**0.5))
-                                   - math.erf((j - 0.5) / (std * 2**0.5)))
-                         for j in range(-reach, reach + 1)}
-                e1 = sum(pj * min(max(p + j, 0), top) for j, pj in probs.items())
-                e2 = sum(pj * min(max(p + j, 0), top) ** 2 for j, pj in probs.items())
-                mean[channel[col]] += weight * e1
-                var[channel[col]] += weight**2 * (e2 - e1**2)
-    return [m - offset * sum(x_vec) for m in mean], var  # offset removed digitally
+    independently: `noise_moments` with the programmed levels and no read noise."""
+    assert hw.device.read_noise_sigma == 0
+    return noise_moments(layer, hw, x_vec, _columns(layer, hw)[0])
 
 
 @pytest.mark.parametrize(("tail_dense", "sign"), [(None, "differential"), (-1.0, "differential"),
@@ -499,8 +476,7 @@ def noise_moments(layer: QuantLayer, hw: HardwareConfig, x_vec: list[int],
     """Mean and variance of each output of a linear layer (dense mapping, step 1) when every
     conversion of an OU group with an active row reads clamp(round(p + e), 0, top), p from the
     programmed cells, e ~ N(0, (read x p)^2 + (accumulated x active rows)^2), independently."""
-    _, channel, shift, offset = _columns(layer, hw)
-    levels = _columns(layer, hw)[0]
+    levels, channel, shift, offset = _columns(layer, hw)
     dev = hw.device
     top, db = 2**hw.adc.bits - 1, hw.dac.bits
     cycles = -(-hw.numbers.input_bits // db)

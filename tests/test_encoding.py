@@ -584,7 +584,7 @@ def test_refusals() -> None:
     ("encoding:precision=x", "precision must be a whole number"),
     ("encoding:skip=maybe", "skip must be on or off"),
     ("encoding:rounding=up", "rounding must be one of"),
-    ("encoding:colour=red", "unknown encoding option 'colour'"),
+    ("encoding:colour=red", "unknown option 'colour' for scheme 'encoding'"),
     ("encoding:adc", "expect key=value"),
     ("sre:mode=weight", "takes no options"),
 ])

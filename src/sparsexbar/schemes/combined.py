@@ -47,7 +47,7 @@ from torch import Tensor
 from ..config import HardwareConfig
 from ..cost import Storage, energy_pj
 from ..engine import EngineOptions, LayerKernel, accumulate
-from ..errors import SparsexbarError, require_choice
+from ..errors import SparsexbarError, require_choice, require_known_options
 from ..events import Events
 from ..frontend import QuantLayer
 from ..mapping import MappedLayer, dense_events, map_dense
@@ -285,10 +285,7 @@ class CombinedScheme(Scheme):
     def from_spec(cls, spec: str, options: Mapping[str, str] | None = None) -> CombinedScheme:
         """From CLI text: `a+b+c` or `combined`, with options alpha, estimate, granularity."""
         opts = dict(options or {})
-        for key in opts:
-            if key not in OPTIONS:
-                raise SparsexbarError(f"unknown option '{key}' for scheme '{spec}' (known: "
-                                      f"{', '.join(OPTIONS)})")
+        require_known_options(spec, opts, OPTIONS)
         techniques = None if spec == "combined" else parse_techniques(spec)
         return cls(techniques, alpha=_parse_alpha(opts.get("alpha", "none")),
                    estimate=opts.get("estimate", "midpoint"),

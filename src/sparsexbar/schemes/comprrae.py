@@ -54,7 +54,7 @@ from torch import Tensor
 from ..config import HardwareConfig, SignEncoding
 from ..cost import Storage
 from ..engine import FLOAT32_EXACT, EngineOptions, LayerKernel, accumulate, exact_accumulate
-from ..errors import SparsexbarError
+from ..errors import SparsexbarError, require_known_options
 from ..events import Events
 from ..frontend import QuantLayer
 from ..intconv import ExactLinear
@@ -446,10 +446,7 @@ class CompRRAEScheme(Scheme):
         none), bounds, estimate, calibration (a JSON file of `sparsexbar calibrate-comprrae`:
         its per-layer alphas or betas and remaining_mean; explicit alpha/beta override it)."""
         known = ("alpha", "beta", "bounds", "estimate", "calibration")
-        for key in options:
-            if key not in known:
-                raise SparsexbarError(f"unknown comprrae option '{key}' (known: "
-                                      f"{', '.join(known)})")
+        require_known_options("comprrae", options, known)
         kwargs: dict[str, Any] = {}
         if "calibration" in options:
             kwargs.update(load_calibration(options["calibration"]))

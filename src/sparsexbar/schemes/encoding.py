@@ -46,7 +46,7 @@ from torch import Tensor
 from ..config import HardwareConfig
 from ..cost import Storage
 from ..engine import FLOAT32_EXACT, EngineOptions, LayerKernel, accumulate, exact_accumulate
-from ..errors import SparsexbarError, require_choice
+from ..errors import SparsexbarError, require_choice, require_known_options
 from ..events import Events
 from ..frontend import QuantLayer
 from ..mapping import MappedLayer, _gather_group_levels, dense_events, map_dense
@@ -587,10 +587,7 @@ class EncodingScheme(Scheme):
     def from_options(cls, options: Mapping[str, str]) -> EncodingScheme:
         """From CLI text options: input, weight, adc, adc_bits, skip, precision, rounding."""
         known = ("input", "weight", "adc", "adc_bits", "skip", "precision", "rounding")
-        for key in options:
-            if key not in known:
-                raise SparsexbarError(f"unknown encoding option '{key}' (known: "
-                                      f"{', '.join(known)})")
+        require_known_options("encoding", options, known)
         kwargs: dict[str, Any] = {}
         if "input" in options:
             kwargs["input_encoding"] = options["input"]

@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/engine.py --model vgg8 --batch-size 64
     .venv/bin/python benchmarks/engine.py --model vgg16 --batch-size 256
+    .venv/bin/python benchmarks/engine.py --model vgg8-pattern --cases lossless,pattern,combined
 
 Targets (issue 2): lossless <= 3x plain PyTorch time; lossy bit-accurate <= 15x;
 peak RSS <= 3 GiB for the VGG-16-shaped CIFAR net at batch 256. Figures: docs/benchmarks.md.
@@ -11,12 +12,12 @@ from __future__ import annotations
 
 import argparse
 
-from sparsexbar.bench import CASES, run_benchmark
+from sparsexbar.bench import BENCH_MODELS, CASES, run_benchmark
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--model", default="vgg8", choices=["vgg8", "vgg16"])
+    ap.add_argument("--model", default="vgg8", choices=list(BENCH_MODELS))
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--threads", type=int, default=None)

@@ -53,18 +53,27 @@ CASES = {
     "sre": BenchCase("sre, isaac, joint mode (static rows + zero input bits, exact counts)", "sre"),
     "encoding": BenchCase("encoding, isaac, both encodings + lossless ADC + zero-plane skip",
                           "encoding"),
+    # Meant for --model vgg8-pattern (on unpruned weights pattern falls back to dense layers).
+    "pattern": BenchCase("pattern, isaac, kernel-reordering mapping (exact counts)", "pattern"),
+    "combined": BenchCase("combined, isaac, per-layer best layout + act + comprrae + lossless "
+                          "encoding", "combined"),
 }
 DEFAULT_CASES = tuple(CASES.values())
+BENCH_MODELS = ("vgg8", "vgg8-pattern", "vgg16")
 
 
 def _model_and_inputs(model: str, batch_size: int) -> tuple[torch.nn.Module, torch.Tensor]:
     from . import zoo
 
-    if model == "vgg8":
-        from .checkpoint import load_shipped_model
+    if model in ("vgg8", "vgg8-pattern"):
+        from .checkpoint import load_checkpoint, load_shipped_model
         from .data import fashion_mnist
+        from .pattern_study import shipped_pattern_model_path
 
-        net, _ = load_shipped_model()
+        if model == "vgg8":
+            net, _ = load_shipped_model()
+        else:  # the shipped pattern-pruned VGG-8 (the demo's model)
+            net, _ = load_checkpoint(shipped_pattern_model_path())
         # Real images (the embedded Fashion-MNIST test split, first batch_size): the input
         # sparsity and value distribution decide how many groups can clip.
         test = fashion_mnist("test")

@@ -258,14 +258,22 @@ def train(
 
 @app.command()
 def bench(
-    model: Annotated[str, typer.Option("--model", help="Benchmark model: vgg8 or vgg16.")] = "vgg8",
+    model: Annotated[str, typer.Option(
+        "--model", help="Benchmark model: vgg8, vgg8-pattern (the demo's) or vgg16.")] = "vgg8",
     batch_size: BatchOpt = 64,
     repeats: Annotated[int, typer.Option("--repeats")] = 2,
+    cases: Annotated[str, typer.Option(
+        "--cases", help="Comma-separated cases (default: all; see benchmarks/engine.py).")] = "",
 ) -> None:
     """Images/s of the engine against plain PyTorch inference of the same model (ratios)."""
-    from .bench import run_benchmark
+    from .bench import BENCH_MODELS, CASES, run_benchmark
 
-    run_benchmark(model=model, batch_size=batch_size, repeats=repeats, console=_console())
+    require_choice("--model", model, BENCH_MODELS)
+    names = [c.strip() for c in cases.split(",") if c.strip()] or list(CASES)
+    for name in names:
+        require_choice("--cases item", name, CASES)
+    run_benchmark(model=model, batch_size=batch_size, repeats=repeats,
+                  cases=tuple(CASES[n] for n in names), console=_console())
 
 
 @app.command("calibrate-comprrae")

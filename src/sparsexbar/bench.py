@@ -14,6 +14,7 @@ import multiprocessing as mp
 import resource
 import time
 from dataclasses import asdict, dataclass
+from queue import Empty
 from typing import Any
 
 import torch
@@ -135,6 +136,18 @@ def _timed(fn: Any) -> tuple[float, float]:
     return time.perf_counter() - t, time.process_time() - c
 
 
+def _result_of(proc: Any, queue: Any, case: BenchCase) -> dict[str, Any]:
+    """The row a case's subprocess puts on the queue; an error if it dies without one."""
+    while True:
+        try:
+            row: dict[str, Any] = queue.get(timeout=1.0)
+            return row
+        except Empty:
+            if not proc.is_alive() and queue.empty():
+                raise RuntimeError(f"benchmark case '{case.label}' ended without a result "
+                                   f"(exit code {proc.exitcode})") from None
+
+
 def run_benchmark(model: str = "vgg8", batch_size: int = 64, repeats: int = 2,
                   cases: tuple[BenchCase, ...] = DEFAULT_CASES, threads: int | None = None,
                   console: Console | None = None, json_out: str | None = None
@@ -149,7 +162,7 @@ def run_benchmark(model: str = "vgg8", batch_size: int = 64, repeats: int = 2,
         proc = ctx.Process(target=_run_case,
                            args=(case, model, batch_size, repeats, threads, queue))
         proc.start()
-        row = queue.get()
+        row = _result_of(proc, queue, case)
         proc.join()
         rows.append(row)
         console.print(f"{case.label}: {row['ratio']:.2f}x plain PyTorch "

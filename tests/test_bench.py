@@ -1,0 +1,25 @@
+"""The benchmark harness (not timed here): each case runs in its own subprocess, measures both
+sides, and a lossless case is checked against the integer reference in that run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from sparsexbar.bench import CASES, run_benchmark
+
+
+def test_benchmark_rows_on_the_demo_model(tmp_path: Path) -> None:
+    out = tmp_path / "rows.json"
+    rows = run_benchmark(model="vgg8-pattern", batch_size=2, repeats=1, threads=1,
+                         cases=(CASES["lossless"], CASES["pattern"], CASES["lossy"]),
+                         json_out=str(out))
+    assert [r["scheme"] for r in rows] == ["dense", "pattern", "dense"]
+    assert json.loads(out.read_text()) == json.loads(json.dumps(rows))
+    for r in rows:
+        assert r["batch_size"] == 2 and r["threads"] == 1 and r["model"] == "vgg8-pattern"
+        assert r["plain_s"] > 0 and r["sim_s"] > 0
+        assert r["ratio"] == r["sim_s"] / r["plain_s"]
+        assert r["images_per_s"] == 2 / r["sim_s"] and r["peak_rss_mib"] > 0
+    # Lossless cases equal the integer reference; the clipping case has no such check.
+    assert [r["equals_reference"] for r in rows] == [True, True, None]

@@ -50,6 +50,25 @@ def test_report_embeds_every_plot_and_needs_no_network(report_dir: Path) -> None
     assert "Schemes and their parameters" in html and '&quot;mode&quot;: &quot;joint&quot;' in html
 
 
+def test_report_summary_table_matches_the_csv(report_dir: Path) -> None:
+    """The summary table shows comparison.csv's numbers with units: percentages, ratios."""
+    import csv
+
+    html = (report_dir / "report.html").read_text()
+    table = html[html.index("<h2>Summary</h2>"):html.index("<h2>Plots</h2>")]
+    headers = re.findall(r"<th>([^<]*)</th>", table)
+    cells = [re.findall(r"<td>([^<]*)</td>", row) for row in table.split("<tr>")[2:]]
+    rows = list(csv.DictReader((report_dir / "comparison.csv").open()))
+    assert headers[:2] == ["scheme", "top-1 %"] and "speedup vs dense" in headers
+    assert [c[0] for c in cells] == [r["scheme"] for r in rows] == ["dense", "sre"]
+    for row, csv_row in zip(cells, rows, strict=True):
+        shown = dict(zip(headers, row, strict=True))
+        assert shown["top-1 %"] == f"{100 * float(csv_row['top1']):.2f}"
+        assert shown["ADC conversions"] == f"{int(csv_row['adc_conversions']):,}"
+        assert shown["conversions skipped %"] == f"{100 * float(csv_row['adc_reduction']):.2f}"
+        assert shown["speedup vs dense"] == f"{float(csv_row['speedup']):.2f}x"
+
+
 @pytest.mark.skipif(_chromium() is None, reason="Chromium not installed (make test installs it "
                     "when it can); the embedding test above covers the page")
 def test_report_renders_in_headless_chromium_offline(report_dir: Path, tmp_path: Path) -> None:

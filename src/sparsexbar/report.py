@@ -11,7 +11,7 @@ import html
 import io
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -293,16 +293,53 @@ def _png(fig: Any) -> bytes:
     return buf.getvalue()
 
 
+def _percent(v: float) -> str:
+    return f"{100 * v:.2f}"
+
+
+def _times(v: float) -> str:
+    return f"{v:.2f}x"
+
+
+# The summary table of report.html: comparison.csv's columns, with headers and units.
+HTML_COLUMNS: list[tuple[str, str, Callable[[Any], str]]] = [
+    ("scheme", "scheme", str),
+    ("top1", "top-1 %", _percent),
+    ("quantized_top1", "integer-quantized top-1 %", _percent),
+    ("ou_activations", "OU activations", lambda v: f"{v:,}"),
+    ("adc_conversions", "ADC conversions", lambda v: f"{v:,}"),
+    ("ou_reduction", "OU activations skipped %", _percent),
+    ("adc_reduction", "conversions skipped %", _percent),
+    ("energy_uj_per_image", "energy / image (uJ)", lambda v: f"{v:.4g}"),
+    ("latency_us", "latency (us)", lambda v: f"{v:,.1f}"),
+    ("images_per_s", "images/s", lambda v: f"{v:,.1f}"),
+    ("images_per_s_pipelined", "images/s pipelined", lambda v: f"{v:,.1f}"),
+    ("arrays", "arrays", lambda v: f"{v:,}"),
+    ("area_mm2", "area (mm2)", lambda v: f"{v:.4f}"),
+    ("speedup", "speedup vs dense", _times),
+    ("energy_efficiency", "energy eff. vs dense", _times),
+    ("area_efficiency", "arrays eff. vs dense", _times),
+]
+PLOT_CAPTIONS = {
+    "energy_by_component.png": "Energy per image by component, per scheme",
+    "per_layer_work.png": "Per-layer ADC conversions done, and skipped as % of dense's",
+    "accuracy_vs_energy.png": "Top-1 accuracy against energy per image",
+}
+
+
 def _html(results: Sequence[dict[str, Any]], rows: list[dict[str, Any]],
           plots: dict[str, bytes]) -> str:
     first = results[0]
-    head = "".join(f"<th>{html.escape(k)}</th>" for k in rows[0])
+    columns = [(key, header, form) for key, header, form in HTML_COLUMNS if key in rows[0]]
+    head = "".join(f"<th>{html.escape(header)}</th>" for _, header, _ in columns)
     body = "".join(
-        "<tr>" + "".join(f"<td>{_fmt(v)}</td>" for v in r.values()) + "</tr>" for r in rows
+        "<tr>" + "".join(f"<td>{html.escape(form(r[key]))}</td>" for key, _, form in columns)
+        + "</tr>" for r in rows
     )
     imgs = "".join(
         f'<figure><img alt="{html.escape(n)}" src="data:image/png;base64,'
-        f'{base64.b64encode(png).decode()}"><figcaption>{html.escape(n)}</figcaption></figure>'
+        f'{base64.b64encode(png).decode()}"><figcaption>'
+        f'{html.escape(PLOT_CAPTIONS.get(n, n))} ({html.escape(n)})</figcaption></figure>'
         for n, png in plots.items()
     )
     config = html.escape(json.dumps(first["hardware"], indent=2))
@@ -316,7 +353,8 @@ pre{{background:#f6f6f6;padding:1em;font-size:12px}}</style></head><body>
 <h1>sparsexbar report</h1>
 <p>Model <b>{html.escape(str(first['model']))}</b> on <b>{html.escape(str(first['dataset']))}</b>,
 {first['num_images']} images, hardware <b>{html.escape(first['hardware']['name'])}</b>,
-sparsexbar {html.escape(first['version'])}.</p>
+float top-1 {_percent(first['accuracy']['float_top1'])}%, sparsexbar
+{html.escape(first['version'])}.</p>
 <h2>Summary</h2><table><tr>{head}</tr>{body}</table>
 <h2>Plots</h2>{imgs}
 <h2>Schemes and their parameters</h2><pre>{schemes}</pre>

@@ -268,11 +268,14 @@ def _count_live(table: SlotTable, counter: RowSetCounter | None, parts: list[Ten
 
     A channel with e executed cycles runs in MSB-first cycles t < e, so a slot's column
     class runs while t < E_max (the largest e of its channels) and converts, at cycle t, the
-    columns of its channels with e > t. Hence, with cum_v = the sum over MSB-first cycles
-    t < v of a slot's per-cycle OUs (or rows):
-        OUs = cum_{E_max},  conversions = sum over the class's channels k of cols_k x cum_{E_k}
-    gathered per (position, slot) from the prefix sums over the cycles; static slots need no
-    sums (cum_v = v x their OUs).
+    columns of its channels with e > t. Per (position, slot), with ou_t / n_t the slot's OUs /
+    active rows at MSB-first cycle t:
+        OUs         = sum_t ou_t x [E_max > t]
+        conversions = sum_t ou_t x W_t,  W_t = sum over the class's channels k of cols_k [e_k > t]
+        rows        = sum_t n_t  x [E_max > t]
+    accumulated cycle by cycle (fused multiply-adds into three (positions, slots) float32
+    buffers, integers below 2^24) as the counter yields each cycle's counts; static slots need
+    no per-cycle work (sum_t [E_max > t] = E_max).
     """
     reps, g_count = table.repeats, table.classes
     top_ou = float(table.static_ou(ou_rows).max()) if table.slots else 0.0
@@ -285,21 +288,27 @@ def _count_live(table: SlotTable, counter: RowSetCounter | None, parts: list[Ten
     ch, cnt = table.class_channels, table.class_channel_cols
     act = table.skip == "act"
     chunk = max(1, images_per_chunk)
+    device = executed.device
+    slot_set = table.slot_set
+    # the counter's domains are the slots themselves (one domain per slot, in order): no gather
+    own_domains = counter is not None and counter.count == table.slots and bool(
+        torch.equal(slot_set.cpu(), torch.arange(table.slots)))
+    gate = table.gate
     for a in range(0, images, chunk):  # chunks of whole images (memory bound)
         b = min(images, a + chunk)
         n_img = b - a
         e = executed[a:b].reshape(-1, executed.shape[-1]).to(torch.uint8)
         e = torch.cat([e, torch.zeros_like(e[:, :1])], dim=1)  # padding channel: never runs
-        runs = [e[:, ch[:, k]] for k in range(ch.shape[1])]  # (M, G) uint8 per channel slot
+        runs = [e.index_select(1, ch[:, k]) for k in range(ch.shape[1])]  # (M, G) uint8 each
         e_max = runs[0].clone()
         for r in runs[1:]:  # channels per class: a handful
             torch.maximum(e_max, r, out=e_max)
-        if table.skip == "none":  # cum_v = v x static OUs; both passes alike
+        if table.skip == "none":  # sum_t [E_max > t] = E_max; both passes alike
             emax_img = _per_image(e_max.to(torch.float32), n_img, positions, wide)  # (n, G)
             ou_img = emax_img.unsqueeze(1) * static_ou * passes  # (n, reps, G)
             per_image_ou[a:b] += ou_img.reshape(n_img, -1)
             sums[0] += ou_img.sum()
-            conv = torch.zeros(g_count, dtype=torch.float64, device=e.device)
+            conv = torch.zeros(g_count, dtype=torch.float64, device=device)
             for r, c in zip(runs, cnt.t(), strict=True):  # a handful
                 conv += _per_image(r.to(torch.float32), n_img, positions, wide).sum(0) * c
             sums[1] += (conv * static_ou).sum() * passes
@@ -308,40 +317,52 @@ def _count_live(table: SlotTable, counter: RowSetCounter | None, parts: list[Ten
             sums[3] += (rows_run * width).sum()
             continue
         assert counter is not None
-        idx_max = e_max.to(torch.int64).unsqueeze(1).expand(-1, reps, -1).unsqueeze(0)
-        idx = [r.to(torch.int64).unsqueeze(1).expand(-1, reps, -1).unsqueeze(0) for r in runs]
+        m = int(e.shape[0])
         for part in parts:  # one or two passes
-            m = int(e.shape[0])
-            cum_ou = torch.zeros((cycles + 1, m, reps, g_count), dtype=torch.float32,
-                                 device=e.device)
-            cum_rows = torch.zeros_like(cum_ou) if act else None
+            ou_acc = torch.zeros((m, reps, g_count), dtype=torch.float32, device=device)
+            conv_acc = torch.zeros_like(ou_acc)
+            rows_acc = torch.zeros_like(ou_acc) if act else None
             for chunks, counts in counter.chunk_counts(part[a:b], cycles, dac_bits, word):
-                n = counts[:, table.slot_set].view(-1, reps, g_count) if act else None
-                if n is not None:
+                # how many of these chunks' MSB-first cycles t = cycles-1-k each output runs
+                live = _cycles_below(e_max, chunks, cycles)  # (M, G) float32
+                conv_weight = torch.zeros_like(live)
+                for r, c in zip(runs, cnt.t(), strict=True):  # channels per class: a handful
+                    conv_weight.addcmul_(_cycles_below(r, chunks, cycles), c)
+                live, conv_weight = live.unsqueeze(1), conv_weight.unsqueeze(1)  # (M, 1, G)
+                if act:
+                    n = (counts if own_domains else counts.index_select(1, slot_set)).view(
+                        -1, reps, g_count)
                     ou = torch.div(n, float(ou_rows)).ceil_()
+                    assert rows_acc is not None
+                    rows_acc.addcmul_(n, live)
                 else:  # "any": the whole slot when one row of its gate domain is active
-                    ou = (counts > 0).to(counts.dtype)[:, table.gate].view(-1, reps, g_count)
+                    ou = (counts > 0).to(counts.dtype).index_select(1, gate).view(
+                        -1, reps, g_count)
                     ou.mul_(static_ou)
-                for k in chunks:  # one chunk, or every cycle (word granularity)
-                    cum_ou[cycles - k] = ou  # MSB-first cycle t = cycles-1-k at index t+1
-                    if cum_rows is not None and n is not None:
-                        cum_rows[cycles - k] = n
-            cum_ou = torch.cumsum(cum_ou, dim=0, out=cum_ou)
-            ou_run = cum_ou.gather(0, idx_max).squeeze(0)  # (M, reps, G)
-            ou_img = _per_image(ou_run, n_img, positions, wide)
+                ou_acc.addcmul_(ou, live)
+                conv_acc.addcmul_(ou, conv_weight)
+            ou_img = _per_image(ou_acc, n_img, positions, wide)
             per_image_ou[a:b] += ou_img.reshape(n_img, -1)
             sums[0] += ou_img.sum()
-            for r_idx, c in zip(idx, cnt.t(), strict=True):  # channels per class: a handful
-                ran = cum_ou.gather(0, r_idx).squeeze(0)
-                sums[1] += (_per_image(ran, n_img, positions, wide).sum(0) * c).sum()
-            if cum_rows is not None:
-                cum_rows = torch.cumsum(cum_rows, dim=0, out=cum_rows)
-                rows_run = _per_image(cum_rows.gather(0, idx_max).squeeze(0), n_img, positions,
-                                      wide).sum(0)
+            sums[1] += _per_image(conv_acc, n_img, positions, wide).sum()
+            if rows_acc is not None:
+                rows_run = _per_image(rows_acc, n_img, positions, wide).sum(0)
             else:
                 rows_run = ou_img.sum(dim=0) / static_ou.clamp(min=1) * slot_rows
             sums[2] += rows_run.sum()
             sums[3] += (rows_run * width).sum()
+
+
+def _cycles_below(runs: Tensor, chunks: tuple[int, ...], cycles: int) -> Tensor:
+    """(M, G) float32: for each output's executed-cycle count in `runs` (uint8), how many of
+    the LSB-first `chunks` fall in its executed MSB-first cycles (chunk k is cycle
+    t = cycles-1-k, executed when runs > t)."""
+    if len(chunks) == 1:
+        return (runs > cycles - 1 - chunks[0]).to(torch.float32)
+    live = torch.zeros(runs.shape, dtype=torch.float32, device=runs.device)
+    for k in chunks:  # every cycle at once (word granularity): a handful
+        live += runs > cycles - 1 - k
+    return live
 
 
 def _count_full(table: SlotTable, counter: RowSetCounter | None, parts: list[Tensor],

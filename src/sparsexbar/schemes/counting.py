@@ -335,6 +335,7 @@ def _count_live(table: SlotTable, counter: RowSetCounter | None, parts: list[Ten
         m = int(e.shape[0])
         live = torch.empty((m, g_count), dtype=torch.float32, device=device)  # [E_max > t]
         conv_weight = torch.empty_like(live)  # W_t
+        hits = torch.empty_like(live)  # [e_k > t] of one channel slot
         scratch = torch.empty_like(live)
         for part in parts:  # one or two passes
             ou_acc = torch.zeros((m, reps, g_count), dtype=torch.float32, device=device)
@@ -345,7 +346,7 @@ def _count_live(table: SlotTable, counter: RowSetCounter | None, parts: list[Ten
                 _cycles_below(e_max, chunks, cycles, live, scratch)
                 conv_weight.zero_()
                 for r, c in zip(runs, cnt.t(), strict=True):  # channels per class: a handful
-                    conv_weight.addcmul_(_cycles_below(r, chunks, cycles, scratch, scratch), c)
+                    conv_weight.addcmul_(_cycles_below(r, chunks, cycles, hits, scratch), c)
                 if act:
                     n = (counts if own_domains else counts.index_select(1, slot_set)).view(
                         -1, reps, g_count)
@@ -388,8 +389,7 @@ def _cycles_below(runs: Tensor, chunks: tuple[int, ...], cycles: int, out: Tenso
                   scratch: Tensor) -> Tensor:
     """`out` (M, G) float32: for each output's executed-cycle count in `runs` (uint8), how
     many of the LSB-first `chunks` fall in its executed MSB-first cycles (chunk k is cycle
-    t = cycles-1-k, executed when runs > t). `scratch` (like `out`) may be `out` itself when
-    there is one chunk."""
+    t = cycles-1-k, executed when runs > t). `scratch`: a buffer like `out`, not `out`."""
     if len(chunks) == 1:
         return torch.gt(runs, cycles - 1 - chunks[0], out=out)
     out.zero_()

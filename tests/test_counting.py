@@ -6,7 +6,8 @@ tests check it against the formulation it replaced, written here: per (position,
 sums over the MSB-first cycles of OUs and rows, gathered at each output's executed cycles.
 Every total (OUs, conversions, DAC activations, cell reads, busiest-array cycles) must be
 equal, on the slot tables of real layouts (SRE row tiles: several slots per class; pattern
-units; zero-plane skipping), one and two passes, bit and word granularity, 1- and 2-bit DACs,
+units; zero-plane skipping; with act, also with one domain per slot as `combined` counts
+them with early termination), one and two passes, bit and word granularity, 1- and 2-bit DACs,
 random executed cycles, and any image chunking.
 """
 
@@ -20,8 +21,15 @@ from sparsexbar.config import HardwareConfig, preset
 from sparsexbar.frontend import QuantLayer, quantize_model
 from sparsexbar.prune import pattern_prune_model
 from sparsexbar.schemes import counting
-from sparsexbar.schemes.combined import CombinedKernel, CombinedScheme
-from sparsexbar.schemes.counting import RowSetCounter, SlotCounts, SlotTable, count_slots
+from sparsexbar.schemes.combined import CombinedKernel, CombinedScheme, pattern_slots, sre_slots
+from sparsexbar.schemes.counting import (
+    RowSetCounter,
+    SlotCounts,
+    SlotTable,
+    count_slots,
+    slot_domains,
+)
+from sparsexbar.schemes.pattern import PatternKernel
 from sparsexbar.schemes.sre import SreScheme
 from tests import nets
 from tests.test_sre import prune_blocks
@@ -127,6 +135,22 @@ def test_live_counts_equal_prefix_sum_formulation(spec: str, signed: bool,
     assert isinstance(kernel, CombinedKernel) and kernel.counter is not None
     table, counter = kernel.table, kernel.counter
     assert table.skip == ("act" if "act" in spec else "any")
+    layouts = []  # the layout's own (table, counter), and one domain per slot
+    if table.skip == "act":
+        if isinstance(kernel.inner, PatternKernel):
+            own, own_counter = pattern_slots(kernel.inner, True, CPU)
+        else:
+            own, own_counter = sre_slots(kernel.inner, CPU, "act"), kernel.inner.counter
+        assert not torch.equal(own.slot_set, torch.arange(own.slots))  # a real reordering
+        ordered = slot_domains(own, layer, CPU)
+        assert torch.equal(ordered[0].slot_set, torch.arange(own.slots))
+        layouts += [(own, own_counter), ordered]
+        if 4 * own.slots <= 5 * own_counter.count:  # combined's kernel counts per slot
+            assert torch.equal(kernel.table.slot_set, ordered[0].slot_set)
+            assert torch.equal(kernel.table.sets, ordered[0].sets)
+        table, counter = own, own_counter
+    else:
+        layouts.append((table, counter))
     if spec.startswith("sre"):  # row tiles: several slots per column class
         assert table.repeats > 1
     parts = SreScheme._narrow_parts(layer, x_int)
@@ -141,11 +165,13 @@ def test_live_counts_equal_prefix_sum_formulation(spec: str, signed: bool,
                                     hw.dac.bits, hw.ou.rows, word, executed)
     assert expected.ou_activations > 0 and expected.adc_conversions > 0
     assert expected.cycles > 0
-    for chunk in (1, 2, IMAGES):  # the memory budget's image chunks
-        assert count_slots(table, counter, *args, chunk) == expected, chunk
+    for slots, slot_counter in layouts:
+        for chunk in (1, 2, IMAGES):  # the memory budget's image chunks
+            assert count_slots(slots, slot_counter, *args, chunk) == expected, chunk
     # the cache-sized chunks on CPU: one image per chunk, whatever the budget allows
     monkeypatch.setattr(counting, "LIVE_CPU_CHUNK_VALUES", 1)
-    assert count_slots(table, counter, *args, IMAGES) == expected
+    for slots, slot_counter in layouts:
+        assert count_slots(slots, slot_counter, *args, IMAGES) == expected
     # nothing executed: no OUs, conversions or rows at all
     none_run = count_slots(table, counter, parts, IMAGES, layer.positions, len(parts),
                            hw.cycles, hw.dac.bits, hw.ou.rows, word,

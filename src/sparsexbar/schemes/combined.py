@@ -53,7 +53,14 @@ from ..frontend import QuantLayer
 from ..mapping import MappedLayer, dense_events, map_dense
 from .base import LayerRun, Scheme
 from .comprrae import AlphaSpec, CompKernel, CompRRAEScheme
-from .counting import RowSetCounter, SlotCounts, SlotTable, class_channels, count_slots
+from .counting import (
+    RowSetCounter,
+    SlotCounts,
+    SlotTable,
+    class_channels,
+    count_slots,
+    slot_domains,
+)
 from .encoding import (
     EncodingKernel,
     EncodingMappedLayer,
@@ -185,6 +192,11 @@ class CombinedKernel(LayerKernel):
                 self.counter = RowSetCounter(mapped.layer, self.table.sets, device)
         self.comp = (CompKernel(map_dense(mapped.layer, mapped.hw), device, alpha)
                      if choice.comprrae else None)
+        if (self.comp is not None and choice.act and self.counter is not None
+                and 4 * self.table.slots <= 5 * self.counter.count):
+            # early termination counts per (position, slot) every cycle: one domain per slot
+            # spares a gather per cycle for at most 25% more counter filters
+            self.table, self.counter = slot_domains(self.table, mapped.layer, device)
 
 
 def sre_slots(kernel: SreKernel, device: torch.device, skip: str) -> SlotTable:
@@ -539,9 +551,10 @@ class CombinedScheme(Scheme):
         inputs = int(torch.Size(layer.input_shape).numel()) if layer.input_shape else layer.rows
         per_image = (inputs * 12 + layer.positions * int(kernel.table.sets.shape[0]) * 32
                      + kernel.table.slots * 16)
-        if live:  # prefix sums over the cycles of OUs and rows, gather indices
-            per_image += layer.positions * (kernel.table.slots * (kernel.mapped.hw.cycles + 1)
-                                            * 12 + kernel.table.slots * 24
+        if live:  # per (position, slot): OU sums, a cycle's rows and OUs; per (position,
+            # class): masks, conversion weights, sums; executed cycles per channel
+            table = kernel.table
+            per_image += layer.positions * (table.slots * 12 + table.classes * 32
                                             + layer.out_channels * 8)
         return max(1, int(options.memory_budget_mb * 2**20 // max(per_image, 1)))
 

@@ -30,7 +30,7 @@ Two pieces:
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor
@@ -40,6 +40,12 @@ from ..frontend import QuantLayer
 from ..intconv import ExactLinear
 
 SKIP_RULES = ("none", "act", "any")
+# On CPU, early-termination counting takes images in chunks of about this many (position,
+# slot) values (1 MiB of float32 per per-cycle tensor), below the memory budget's chunks: its
+# per-cycle tensors then stay in cache. Measured on the demo's model (250 images, one thread):
+# count_slots 1.0 s with the budget's chunks (up to 2876 images), 0.82 s with 2^18; 2^16:
+# 1.09 s (per-call overheads), 2^20: 0.90 s.
+LIVE_CPU_CHUNK_VALUES = 2**18
 
 
 class RowSetCounter:
@@ -192,6 +198,20 @@ class SlotTable:
         return torch.div(self.slot_rows + ou_rows - 1, ou_rows, rounding_mode="floor")
 
 
+def slot_domains(table: SlotTable, layer: QuantLayer,
+                 device: torch.device) -> tuple[SlotTable, RowSetCounter]:
+    """The same slots with one packing domain per slot, in slot order (slot j's domain is row
+    j of the sets), and its counter: the counter's counts are then the slots' own, with no
+    gather of (positions, slots) values per cycle in `count_slots` with early termination, for
+    J filters in the counter instead of D (worth it when J is close to D). Skip rule `act`
+    only (`any` counts its gate domains)."""
+    assert table.skip == "act"
+    sets = table.sets.index_select(0, table.slot_set)
+    ordered = replace(table, sets=sets,
+                      slot_set=torch.arange(table.slots, device=table.slot_set.device))
+    return ordered, RowSetCounter(layer, sets, device)
+
+
 def class_channels(columns: Tensor, col_channel: Tensor, channels: int) -> tuple[Tensor, Tensor]:
     """Per column class (rows of `columns` (G, K) physical columns, -1 padding): its distinct
     output channels (G, w), padded with `channels`, and its number of columns of each."""
@@ -268,38 +288,56 @@ def _count_live(table: SlotTable, counter: RowSetCounter | None, parts: list[Ten
 
     A channel with e executed cycles runs in MSB-first cycles t < e, so a slot's column
     class runs while t < E_max (the largest e of its channels) and converts, at cycle t, the
-    columns of its channels with e > t. Hence, with cum_v = the sum over MSB-first cycles
-    t < v of a slot's per-cycle OUs (or rows):
-        OUs = cum_{E_max},  conversions = sum over the class's channels k of cols_k x cum_{E_k}
-    gathered per (position, slot) from the prefix sums over the cycles; static slots need no
-    sums (cum_v = v x their OUs).
+    columns of its channels with e > t. Per (position, slot), with ou_t / n_t the slot's OUs /
+    active rows at MSB-first cycle t:
+        OUs         = sum_t ou_t x [E_max > t]
+        conversions = sum_t ou_t x W_t,  W_t = sum over the class's channels k of cols_k [e_k > t]
+        rows        = sum_t n_t  x [E_max > t]
+    accumulated cycle by cycle as the counter yields each cycle's counts (fused multiply-adds
+    into float32 buffers, integers below 2^24; no (cycles, positions, slots) prefix sums):
+    OUs per (position, slot), conversions and rows per (position, class), since the slots of
+    a class share W_t, [E_max > t] and their width (only totals are needed for those). Static
+    slots need no per-cycle work (sum_t [E_max > t] = E_max).
     """
     reps, g_count = table.repeats, table.classes
     top_ou = float(table.static_ou(ou_rows).max()) if table.slots else 0.0
     top = max(top_ou * float(table.slot_width.max()), float(table.slot_rows.max())) \
         if table.slots else 0.0
     wide = positions * top * cycles >= FLOAT32_EXACT  # float32 sums over the positions exact
+    wide_class = positions * top * cycles * reps >= FLOAT32_EXACT  # the same, per class
     static_ou = table.static_ou(ou_rows).to(torch.float32).view(reps, g_count)
     slot_rows = table.slot_rows.to(torch.float32).view(reps, g_count)
     width = table.slot_width.view(reps, g_count)
+    class_width = width[0] if reps else width.new_zeros(g_count)
+    # the slots of a class hold the same columns (SlotTable): one width per class
+    assert torch.equal(width, class_width.expand_as(width))
     ch, cnt = table.class_channels, table.class_channel_cols
     act = table.skip == "act"
+    device = executed.device
     chunk = max(1, images_per_chunk)
+    if device.type == "cpu":  # cache-sized chunks (see LIVE_CPU_CHUNK_VALUES)
+        per_image = positions * max(table.slots, counter.count if counter is not None else 0)
+        chunk = min(chunk, max(1, LIVE_CPU_CHUNK_VALUES // max(per_image, 1)))
+    slot_set = table.slot_set
+    # the counter's domains are the slots themselves (one domain per slot, in order): no gather
+    own_domains = counter is not None and counter.count == table.slots and bool(
+        torch.equal(slot_set.cpu(), torch.arange(table.slots)))
+    gate = table.gate
     for a in range(0, images, chunk):  # chunks of whole images (memory bound)
         b = min(images, a + chunk)
         n_img = b - a
         e = executed[a:b].reshape(-1, executed.shape[-1]).to(torch.uint8)
         e = torch.cat([e, torch.zeros_like(e[:, :1])], dim=1)  # padding channel: never runs
-        runs = [e[:, ch[:, k]] for k in range(ch.shape[1])]  # (M, G) uint8 per channel slot
+        runs = [e.index_select(1, ch[:, k]) for k in range(ch.shape[1])]  # (M, G) uint8 each
         e_max = runs[0].clone()
         for r in runs[1:]:  # channels per class: a handful
             torch.maximum(e_max, r, out=e_max)
-        if table.skip == "none":  # cum_v = v x static OUs; both passes alike
+        if table.skip == "none":  # sum_t [E_max > t] = E_max; both passes alike
             emax_img = _per_image(e_max.to(torch.float32), n_img, positions, wide)  # (n, G)
             ou_img = emax_img.unsqueeze(1) * static_ou * passes  # (n, reps, G)
             per_image_ou[a:b] += ou_img.reshape(n_img, -1)
             sums[0] += ou_img.sum()
-            conv = torch.zeros(g_count, dtype=torch.float64, device=e.device)
+            conv = torch.zeros(g_count, dtype=torch.float64, device=device)
             for r, c in zip(runs, cnt.t(), strict=True):  # a handful
                 conv += _per_image(r.to(torch.float32), n_img, positions, wide).sum(0) * c
             sums[1] += (conv * static_ou).sum() * passes
@@ -308,40 +346,70 @@ def _count_live(table: SlotTable, counter: RowSetCounter | None, parts: list[Ten
             sums[3] += (rows_run * width).sum()
             continue
         assert counter is not None
-        idx_max = e_max.to(torch.int64).unsqueeze(1).expand(-1, reps, -1).unsqueeze(0)
-        idx = [r.to(torch.int64).unsqueeze(1).expand(-1, reps, -1).unsqueeze(0) for r in runs]
+        m = int(e.shape[0])
+        live = torch.empty((m, g_count), dtype=torch.float32, device=device)  # [E_max > t]
+        conv_weight = torch.empty_like(live)  # W_t
+        hits = torch.empty_like(live)  # [e_k > t] of one channel slot
+        scratch = torch.empty_like(live)
         for part in parts:  # one or two passes
-            m = int(e.shape[0])
-            cum_ou = torch.zeros((cycles + 1, m, reps, g_count), dtype=torch.float32,
-                                 device=e.device)
-            cum_rows = torch.zeros_like(cum_ou) if act else None
+            ou_acc = torch.zeros((m, reps, g_count), dtype=torch.float32, device=device)
+            conv_acc = torch.zeros_like(live)  # per class: the slots of a class share W_t
+            rows_acc = torch.zeros_like(live) if act else None  # ... and their width
             for chunks, counts in counter.chunk_counts(part[a:b], cycles, dac_bits, word):
-                n = counts[:, table.slot_set].view(-1, reps, g_count) if act else None
-                if n is not None:
+                # how many of these chunks' MSB-first cycles t = cycles-1-k each output runs
+                _cycles_below(e_max, chunks, cycles, live, scratch)
+                conv_weight.zero_()
+                for r, c in zip(runs, cnt.t(), strict=True):  # channels per class: a handful
+                    conv_weight.addcmul_(_cycles_below(r, chunks, cycles, hits, scratch), c)
+                if act:
+                    n = (counts if own_domains else counts.index_select(1, slot_set)).view(
+                        -1, reps, g_count)
                     ou = torch.div(n, float(ou_rows)).ceil_()
+                    assert rows_acc is not None
+                    rows_acc.addcmul_(_sum_repeats(n), live)
                 else:  # "any": the whole slot when one row of its gate domain is active
-                    ou = (counts > 0).to(counts.dtype)[:, table.gate].view(-1, reps, g_count)
+                    ou = (counts > 0).to(counts.dtype).index_select(1, gate).view(
+                        -1, reps, g_count)
                     ou.mul_(static_ou)
-                for k in chunks:  # one chunk, or every cycle (word granularity)
-                    cum_ou[cycles - k] = ou  # MSB-first cycle t = cycles-1-k at index t+1
-                    if cum_rows is not None and n is not None:
-                        cum_rows[cycles - k] = n
-            cum_ou = torch.cumsum(cum_ou, dim=0, out=cum_ou)
-            ou_run = cum_ou.gather(0, idx_max).squeeze(0)  # (M, reps, G)
-            ou_img = _per_image(ou_run, n_img, positions, wide)
+                ou_acc.addcmul_(ou, live.unsqueeze(1))
+                conv_acc.addcmul_(_sum_repeats(ou), conv_weight)
+            ou_img = _per_image(ou_acc, n_img, positions, wide)
             per_image_ou[a:b] += ou_img.reshape(n_img, -1)
             sums[0] += ou_img.sum()
-            for r_idx, c in zip(idx, cnt.t(), strict=True):  # channels per class: a handful
-                ran = cum_ou.gather(0, r_idx).squeeze(0)
-                sums[1] += (_per_image(ran, n_img, positions, wide).sum(0) * c).sum()
-            if cum_rows is not None:
-                cum_rows = torch.cumsum(cum_rows, dim=0, out=cum_rows)
-                rows_run = _per_image(cum_rows.gather(0, idx_max).squeeze(0), n_img, positions,
-                                      wide).sum(0)
+            sums[1] += _per_image(conv_acc, n_img, positions, wide_class).sum()
+            if rows_acc is not None:  # per class, the same for each of its slots
+                rows_class = _per_image(rows_acc, n_img, positions, wide_class).sum(0)  # (G,)
+                sums[2] += rows_class.sum()
+                sums[3] += (rows_class * class_width).sum()
             else:
                 rows_run = ou_img.sum(dim=0) / static_ou.clamp(min=1) * slot_rows
-            sums[2] += rows_run.sum()
-            sums[3] += (rows_run * width).sum()
+                sums[2] += rows_run.sum()
+                sums[3] += (rows_run * width).sum()
+
+
+def _sum_repeats(values: Tensor) -> Tensor:
+    """(M, reps, G) -> (M, G) sums over the repeats: slice by slice for a few repeats (faster
+    than a reduction over the middle dimension on CPU), else one reduction."""
+    reps = int(values.shape[1])
+    if reps > 4:
+        return values.sum(dim=1)
+    total = values[:, 0]
+    for r in range(1, reps):  # a few
+        total = total + values[:, r]
+    return total
+
+
+def _cycles_below(runs: Tensor, chunks: tuple[int, ...], cycles: int, out: Tensor,
+                  scratch: Tensor) -> Tensor:
+    """`out` (M, G) float32: for each output's executed-cycle count in `runs` (uint8), how
+    many of the LSB-first `chunks` fall in its executed MSB-first cycles (chunk k is cycle
+    t = cycles-1-k, executed when runs > t). `scratch`: a buffer like `out`, not `out`."""
+    if len(chunks) == 1:
+        return torch.gt(runs, cycles - 1 - chunks[0], out=out)
+    out.zero_()
+    for k in chunks:  # every cycle at once (word granularity): a handful
+        out += torch.gt(runs, cycles - 1 - k, out=scratch)
+    return out
 
 
 def _count_full(table: SlotTable, counter: RowSetCounter | None, parts: list[Tensor],

@@ -1,0 +1,179 @@
+"""The early-termination slot counter (`counting.count_slots` with executed cycles).
+
+It accumulates, cycle by cycle, the OUs per (position, slot) and the conversions and rows per
+(position, column class) under per-cycle live masks, in cache-sized image chunks on CPU. The
+tests check it against the formulation it replaced, written here: per (position, slot) prefix
+sums over the MSB-first cycles of OUs and rows, gathered at each output's executed cycles.
+Every total (OUs, conversions, DAC activations, cell reads, busiest-array cycles) must be
+equal, on the slot tables of real layouts (SRE row tiles: several slots per class; pattern
+units; zero-plane skipping; with act, also with one domain per slot as `combined` counts
+them with early termination), one and two passes, bit and word granularity, 1- and 2-bit DACs,
+random executed cycles, and any image chunking.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import Tensor, nn
+
+from sparsexbar.config import HardwareConfig, preset
+from sparsexbar.frontend import QuantLayer, quantize_model
+from sparsexbar.prune import pattern_prune_model
+from sparsexbar.schemes import counting
+from sparsexbar.schemes.combined import CombinedKernel, CombinedScheme, pattern_slots, sre_slots
+from sparsexbar.schemes.counting import (
+    RowSetCounter,
+    SlotCounts,
+    SlotTable,
+    count_slots,
+    slot_domains,
+)
+from sparsexbar.schemes.pattern import PatternKernel
+from sparsexbar.schemes.sre import SreScheme
+from tests import nets
+from tests.test_sre import prune_blocks
+
+CPU = torch.device("cpu")
+IMAGES = 5
+
+
+class ConvRelu(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(4, 6, 3, padding=1)
+        self.fc = nn.Linear(6 * 5 * 5, 3)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc(torch.flatten(torch.relu(self.conv(x)), 1))
+
+
+def _layer(signed: bool, seed: int) -> tuple[QuantLayer, Tensor]:
+    """A pattern- and block-pruned 3x3 conv and its quantized input (30% zeros)."""
+    net = nets.seeded_init(ConvRelu(), seed).eval()
+    pattern_prune_model(net, None, 4, 3, 0.6, steps=1, epochs=0)
+    net = prune_blocks(net, 0.3, seed)
+    x = nets.random_images(IMAGES, channels=4, size=5, seed=seed, signed=signed)
+    x = torch.where(torch.rand(x.shape, generator=torch.Generator().manual_seed(seed)) < 0.3,
+                    torch.zeros_like(x), x)
+    layer = quantize_model(net, x, 8, 8).layers[0]
+    return layer, layer.quantize_input(x)
+
+
+def prefix_sum_reference(table: SlotTable, counter: RowSetCounter, parts: list[Tensor],
+                         images: int, positions: int, cycles: int, dac_bits: int,
+                         ou_rows: int, word: bool, executed: Tensor) -> SlotCounts:
+    """The replaced formulation, all images at once, float64: per (position, slot), the
+    prefix sums over the MSB-first cycles of the per-cycle OUs and rows, gathered at each
+    output's executed cycles (E_max of the slot's class for OUs and rows, each channel's own
+    for its columns' conversions)."""
+    reps, g_count = table.repeats, table.classes
+    static_ou = table.static_ou(ou_rows).view(reps, g_count)
+    width = table.slot_width.view(reps, g_count)
+    e = executed.reshape(-1, executed.shape[-1]).to(torch.int64)
+    e = torch.cat([e, torch.zeros_like(e[:, :1])], dim=1)  # padding channel: never runs
+    runs = [e[:, table.class_channels[:, k]] for k in range(table.class_channels.shape[1])]
+    e_max = torch.stack(runs).amax(dim=0)
+    per_image_ou = torch.zeros((images, table.slots), dtype=torch.float64)
+    totals = torch.zeros(4, dtype=torch.float64)
+    act = table.skip == "act"
+
+    def gathered(cum: Tensor, at: Tensor) -> Tensor:  # (M, reps, G) cum at each class's index
+        return cum.gather(0, at.unsqueeze(1).expand(-1, reps, -1).unsqueeze(0)).squeeze(0)
+
+    for part in parts:
+        m = int(e.shape[0])
+        cum_ou = torch.zeros((cycles + 1, m, reps, g_count), dtype=torch.float64)
+        cum_rows = torch.zeros_like(cum_ou)
+        for chunks, counts in counter.chunk_counts(part, cycles, dac_bits, word):
+            counts = counts.to(torch.float64)
+            if act:
+                n = counts[:, table.slot_set].view(-1, reps, g_count)
+                ou = torch.ceil(n / ou_rows)
+            else:
+                ran = (counts > 0).to(torch.float64)[:, table.gate].view(-1, reps, g_count)
+                ou = ran * static_ou
+                n = ran * table.slot_rows.view(reps, g_count)
+            for k in chunks:
+                cum_ou[cycles - k] = ou
+                cum_rows[cycles - k] = n
+        cum_ou, cum_rows = cum_ou.cumsum(dim=0), cum_rows.cumsum(dim=0)
+        ou_run = gathered(cum_ou, e_max)
+        per_image_ou += ou_run.view(images, positions, -1).sum(dim=1)
+        totals[0] += ou_run.sum()
+        for r, c in zip(runs, table.class_channel_cols.t(), strict=True):
+            totals[1] += (gathered(cum_ou, r) * c.to(torch.float64)).sum()
+        rows_run = gathered(cum_rows, e_max).sum(dim=0)  # (reps, G)
+        totals[2] += rows_run.sum()
+        totals[3] += (rows_run * width).sum()
+    busiest = (per_image_ou @ table.array_onehot()).amax(dim=1).sum()
+    ou_t, adc_t, dac_t, cell_t = (float(v) for v in totals)
+    return SlotCounts(ou_t, adc_t, dac_t, cell_t, float(busiest))
+
+
+CASES = [  # (composition, signed input, hardware overrides, act granularity)
+    ("sre-weight+act+comprrae", False, {}, "bit"),
+    ("sre-weight+act+comprrae", True, {"dac.bits": 2}, "bit"),
+    ("sre-weight+act+comprrae", False, {}, "word"),
+    ("act+comprrae", True, {}, "bit"),
+    ("pattern+act+comprrae", False, {}, "bit"),
+    ("pattern+act+comprrae", True, {"dac.bits": 2}, "word"),
+    ("sre-weight+comprrae+encoding", True, {}, "bit"),
+    ("comprrae+encoding", False, {"dac.bits": 2}, "bit"),
+]
+
+
+@pytest.mark.parametrize(("spec", "signed", "overrides", "granularity"), CASES)
+def test_live_counts_equal_prefix_sum_formulation(spec: str, signed: bool,
+                                                  overrides: dict[str, int], granularity: str,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    layer, x_int = _layer(signed, seed=len(spec) + 3 * signed)
+    hw: HardwareConfig = preset("isaac").with_overrides(
+        {"array.rows": 16, "array.cols": 24, "ou.rows": 4, "ou.cols": 8, **overrides})
+    scheme = CombinedScheme(tuple(spec.split("+")), granularity=granularity)
+    kernel = scheme.kernel(scheme.map_layer(layer, hw), CPU)
+    assert isinstance(kernel, CombinedKernel) and kernel.counter is not None
+    table, counter = kernel.table, kernel.counter
+    assert table.skip == ("act" if "act" in spec else "any")
+    layouts = []  # the layout's own (table, counter), and one domain per slot
+    if table.skip == "act":
+        if isinstance(kernel.inner, PatternKernel):
+            own, own_counter = pattern_slots(kernel.inner, True, CPU)
+        else:
+            own, own_counter = sre_slots(kernel.inner, CPU, "act"), kernel.inner.counter
+        assert not torch.equal(own.slot_set, torch.arange(own.slots))  # a real reordering
+        ordered = slot_domains(own, layer, CPU)
+        assert torch.equal(ordered[0].slot_set, torch.arange(own.slots))
+        layouts += [(own, own_counter), ordered]
+        if 4 * own.slots <= 5 * own_counter.count:  # combined's kernel counts per slot
+            assert torch.equal(kernel.table.slot_set, ordered[0].slot_set)
+            assert torch.equal(kernel.table.sets, ordered[0].sets)
+        table, counter = own, own_counter
+    else:
+        layouts.append((table, counter))
+    if spec.startswith("sre"):  # row tiles: several slots per column class
+        assert table.repeats > 1
+    parts = SreScheme._narrow_parts(layer, x_int)
+    assert len(parts) == (2 if signed else 1)
+    word = granularity == "word"
+    gen = torch.Generator().manual_seed(7)
+    executed = torch.randint(0, hw.cycles + 1, (IMAGES, layer.positions, layer.out_channels),
+                             generator=gen, dtype=torch.int32)
+    args = (parts, IMAGES, layer.positions, len(parts), hw.cycles, hw.dac.bits, hw.ou.rows,
+            word, executed)
+    expected = prefix_sum_reference(table, counter, parts, IMAGES, layer.positions, hw.cycles,
+                                    hw.dac.bits, hw.ou.rows, word, executed)
+    assert expected.ou_activations > 0 and expected.adc_conversions > 0
+    assert expected.cycles > 0
+    for slots, slot_counter in layouts:
+        for chunk in (1, 2, IMAGES):  # the memory budget's image chunks
+            assert count_slots(slots, slot_counter, *args, chunk) == expected, chunk
+    # the cache-sized chunks on CPU: one image per chunk, whatever the budget allows
+    monkeypatch.setattr(counting, "LIVE_CPU_CHUNK_VALUES", 1)
+    for slots, slot_counter in layouts:
+        assert count_slots(slots, slot_counter, *args, IMAGES) == expected
+    # nothing executed: no OUs, conversions or rows at all
+    none_run = count_slots(table, counter, parts, IMAGES, layer.positions, len(parts),
+                           hw.cycles, hw.dac.bits, hw.ou.rows, word,
+                           torch.zeros_like(executed), IMAGES)
+    assert none_run == SlotCounts()

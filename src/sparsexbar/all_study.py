@@ -144,23 +144,18 @@ def _comprrae_combined(comp: dict[str, Any], model: Any, hw: str,
                        log: Log) -> list[dict[str, Any]]:
     """The combined scheme with END only and with the study's calibrated alphas, on its test
     split and quantization (the first 256 of its calibration images)."""
-    from .comprrae_study import fmnist_split
-    from .frontend import quantize_model
+    from .comprrae_study import study_setup
     from .schemes.combined import CombinedScheme
-    from .simulate import resolve_model, simulate
+    from .simulate import simulate
 
-    config = load_config(hw, overrides)
-    x_cal = fmnist_split("calibration", calibration_images)[0][:256]
-    x, y = fmnist_split("test", test_images)
-    net, _ = resolve_model(model, 1, 10, 28)
-    qmodel = quantize_model(net, x_cal, config.numbers.weight_bits, config.numbers.input_bits)
+    setup = study_setup(model, hw, overrides, test_images, calibration_images)
     alphas = comp["calibration"]["alphas"]
     rows = []
     for label, scheme in (("combined (END)", CombinedScheme()),
                           ("combined (END + calibrated alpha)", CombinedScheme(alpha=alphas))):
         log(f"{label} on {test_images} test images")
-        res = simulate(net, (x, y), config, scheme, batch_size=batch_size, device=device,
-                       qmodel=qmodel).to_json()
+        res = simulate(setup.net, (setup.x_test, setup.y_test), setup.config, scheme,
+                       batch_size=batch_size, device=device, qmodel=setup.qmodel).to_json()
         rows.append({"run": label, **_summary(res)})
     return rows
 
@@ -169,19 +164,14 @@ def _encoding_combined(model: Any, hw: str, overrides: dict[str, Any] | None,
                        test_images: int, calibration_images: int, batch_size: int, device: str,
                        log: Log) -> dict[str, Any]:
     """The combined scheme on the encoding study's test split and quantization."""
-    from .comprrae_study import fmnist_split
-    from .frontend import quantize_model
+    from .comprrae_study import study_setup
     from .schemes.combined import CombinedScheme
-    from .simulate import resolve_model, simulate
+    from .simulate import simulate
 
-    config = load_config(hw, overrides)
-    x_cal = fmnist_split("calibration", calibration_images)[0][:256]
-    x, y = fmnist_split("test", test_images)
-    net, _ = resolve_model(model, 1, 10, 28)
-    qmodel = quantize_model(net, x_cal, config.numbers.weight_bits, config.numbers.input_bits)
+    setup = study_setup(model, hw, overrides, test_images, calibration_images)
     log(f"combined on {test_images} test images")
-    res = simulate(net, (x, y), config, CombinedScheme(), batch_size=batch_size, device=device,
-                   qmodel=qmodel).to_json()
+    res = simulate(setup.net, (setup.x_test, setup.y_test), setup.config, CombinedScheme(),
+                   batch_size=batch_size, device=device, qmodel=setup.qmodel).to_json()
     out = _summary(res)
     # The encoding study's area efficiency: throughput per total area, relative to dense.
     out["area_throughput_efficiency"] = (res["vs_dense"]["speedup"]

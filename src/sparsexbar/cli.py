@@ -513,13 +513,8 @@ def reproduce(
         from .encoding_study import reproduce_encoding
         from .encoding_study import reproduce_markdown as encoding_markdown
 
-        enc_test = 500 if test_images is None else test_images
-        enc_cal = 200 if calibration_images is None else calibration_images
-        enc_budget = 0.5 if budget is None else budget
-        if not 0 < enc_test <= 5000 or not 0 < enc_cal <= 5000:
-            raise SparsexbarError("--test-images and --calibration-images must be in 1..5000")
-        if enc_budget < 0:
-            raise SparsexbarError(f"--budget must be >= 0 points, got {enc_budget}")
+        enc_test, enc_cal, enc_budget = _study_sizes(test_images, calibration_images, budget,
+                                                     (500, 200, 0.5))
         enc_console = _console()
         enc_report = reproduce_encoding(out, model, hw, parse_overrides(set_), enc_test,
                                         enc_cal, enc_budget, batch_size=batch_size,
@@ -531,22 +526,32 @@ def reproduce(
     if name != "comprrae":
         raise SparsexbarError(
             f"unknown study '{name}' (known: comprrae, sre, pattern, encoding, all)")
-    test_images = 1000 if test_images is None else test_images
-    calibration_images = 1000 if calibration_images is None else calibration_images
-    budget = 0.2 if budget is None else budget
-    if not 0 < test_images <= 5000 or not 0 < calibration_images <= 5000:
-        raise SparsexbarError("--test-images and --calibration-images must be in 1..5000")
-    if budget < 0:
-        raise SparsexbarError(f"--budget must be >= 0 points, got {budget}")
+    comp_test, comp_cal, comp_budget = _study_sizes(test_images, calibration_images, budget,
+                                                    (1000, 1000, 0.2))
     from .comprrae_study import reproduce_comprrae, reproduce_markdown
 
     console = _console()
-    report = reproduce_comprrae(out, model, hw, parse_overrides(set_), test_images,
-                                calibration_images, budget, batch_size=batch_size,
+    report = reproduce_comprrae(out, model, hw, parse_overrides(set_), comp_test,
+                                comp_cal, comp_budget, batch_size=batch_size,
                                 device=device, progress=console.print)
     console.print(reproduce_markdown(report))
     console.print(f"wrote {out}/comprrae_reproduce.json, comprrae_reproduce.md, "
                   "comprrae_tradeoff.png")
+
+
+def _study_sizes(test_images: int | None, calibration_images: int | None,
+                 budget: float | None, defaults: tuple[int, int, float]
+                 ) -> tuple[int, int, float]:
+    """A study's test and calibration image counts and accuracy budget (points): the given
+    values, else the study's defaults; counts in 1..5000 (each half of the split), budget >= 0."""
+    test = defaults[0] if test_images is None else test_images
+    cal = defaults[1] if calibration_images is None else calibration_images
+    points = defaults[2] if budget is None else budget
+    if not 0 < test <= 5000 or not 0 < cal <= 5000:
+        raise SparsexbarError("--test-images and --calibration-images must be in 1..5000")
+    if points < 0:
+        raise SparsexbarError(f"--budget must be >= 0 points, got {points}")
+    return test, cal, points
 
 
 def _reproduce_all(ctx: typer.Context, out: Path, model: str, hw: str, set_: list[str] | None,
@@ -560,16 +565,13 @@ def _reproduce_all(ctx: typer.Context, out: Path, model: str, hw: str, set_: lis
         source = ctx.get_parameter_source(option)
         return source is not None and source.name != "DEFAULT"
 
-    images = 200 if test_images is None else test_images
-    calibration = 250 if calibration_images is None else calibration_images
     try:
         levels = [float(v) for v in sparsities.split(",") if v.strip()]
     except ValueError:
         raise SparsexbarError(f"--sparsities must be numbers, got '{sparsities}'") from None
     if not levels or any(not 0 <= v < 1 for v in levels):
         raise SparsexbarError(f"--sparsities must be in [0, 1), got '{sparsities}'")
-    if not 0 < images <= 5000 or not 0 < calibration <= 5000:
-        raise SparsexbarError("--test-images and --calibration-images must be in 1..5000")
+    images, calibration, _ = _study_sizes(test_images, calibration_images, None, (200, 250, 0.0))
     if tune_images < 1 or pattern_images < 1:
         raise SparsexbarError("--tune-images and --pattern-images must be >= 1")
     console = _console()

@@ -93,6 +93,37 @@ def fmnist_split(which: str, images: int | None = None) -> tuple[Tensor, Tensor]
     return ds.to_float(), ds.labels.long()
 
 
+@dataclass
+class StudySetup:
+    """What every published-study reproduction starts from: the hardware, the model and its
+    integer quantization (calibrated on the first 256 calibration images), and both halves."""
+
+    config: HardwareConfig
+    net: torch.nn.Module
+    model_name: str
+    qmodel: QuantizedModel
+    x_test: Tensor
+    y_test: Tensor
+    x_cal: Tensor
+    y_cal: Tensor
+
+
+def study_setup(model: Any, hw: str | HardwareConfig, overrides: dict[str, Any] | None,
+                test_images: int, calibration_images: int) -> StudySetup:
+    """Load the hardware and model, take both halves of the embedded split, quantize."""
+    from .config import load_config
+    from .frontend import quantize_model
+    from .simulate import resolve_model
+
+    config = load_config(hw, overrides)
+    x_cal, y_cal = fmnist_split("calibration", calibration_images)
+    x_test, y_test = fmnist_split("test", test_images)
+    net, model_name = resolve_model(model, 1, 10, 28)
+    qmodel = quantize_model(net, x_cal[:256], config.numbers.weight_bits,
+                            config.numbers.input_bits)
+    return StudySetup(config, net, model_name, qmodel, x_test, y_test, x_cal, y_cal)
+
+
 def measure_remaining_mean(qmodel: QuantizedModel, hw: HardwareConfig, images: Tensor,
                            batch_size: int = 250) -> dict[str, list[float]]:
     """lambda_t per layer followed by ReLU: the mean over its (signed) inputs of the bits fed
@@ -459,19 +490,14 @@ def reproduce_comprrae(out_dir: str | Path, model: Any = "default",
     """Dense vs END (per-output and (bit, slice) bounds) vs calibrated alphas vs calibrated
     predictive betas (and both) vs uniform alpha and beta sweeps, on the Fashion-MNIST test
     half; parameters picked on the calibration half. Writes JSON, markdown and a PNG plot."""
-    from .config import load_config
-    from .frontend import quantize_model
     from .io import atomic_write_text
-    from .simulate import resolve_model, simulate
+    from .simulate import simulate
 
     say = progress or (lambda _msg: None)
-    config = load_config(hw, overrides)
+    setup = study_setup(model, hw, overrides, test_images, calibration_images)
+    config, net, model_name, qmodel = setup.config, setup.net, setup.model_name, setup.qmodel
+    x_cal, y_cal, x_test, y_test = setup.x_cal, setup.y_cal, setup.x_test, setup.y_test
     out = Path(out_dir)
-    x_cal, y_cal = fmnist_split("calibration", calibration_images)
-    x_test, y_test = fmnist_split("test", test_images)
-    net, model_name = resolve_model(model, 1, 10, 28)
-    qmodel = quantize_model(net, x_cal[:256], config.numbers.weight_bits,
-                            config.numbers.input_bits)
     data = (x_test, y_test)
 
     def run(scheme: Any, label: str) -> dict[str, Any]:

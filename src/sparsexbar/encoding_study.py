@@ -273,20 +273,15 @@ def reproduce_encoding(out_dir: str | Path, model: Any = "default",
     and dynamic precision calibrated on the calibration half (precision within half the
     budget, then ADC bits within the whole budget, both against the exact network), plus a
     sweep of uniform dynamic precisions. Writes JSON, markdown and a plot under `out_dir`."""
-    from .comprrae_study import fmnist_split
-    from .config import load_config
-    from .frontend import quantize_model
+    from .comprrae_study import study_setup
     from .io import atomic_write_text
-    from .simulate import resolve_model, simulate
+    from .simulate import simulate
 
     say = progress or (lambda _msg: None)
-    config = load_config(hw, overrides)
+    setup = study_setup(model, hw, overrides, test_images, calibration_images)
+    config, net, model_name, qmodel = setup.config, setup.net, setup.model_name, setup.qmodel
+    x_cal, y_cal, x_test, y_test = setup.x_cal, setup.y_cal, setup.x_test, setup.y_test
     out = Path(out_dir)
-    x_cal, y_cal = fmnist_split("calibration", calibration_images)
-    x_test, y_test = fmnist_split("test", test_images)
-    net, model_name = resolve_model(model, 1, 10, 28)
-    qmodel = quantize_model(net, x_cal[:256], config.numbers.weight_bits,
-                            config.numbers.input_bits)
     ref_cal = reference_top1(qmodel, x_cal, y_cal, batch_size)
     none = EncodingScheme("none", "none", "fixed", skip_zero_planes=False)
     encoded = EncodingScheme("bus-invert", "complement", "lossless", skip_zero_planes=True)

@@ -427,6 +427,19 @@ def test_larger_layer_matches_the_group_reference(case: str) -> None:
 
 
 # ---- accumulated deviation: the draw is the model's, in distribution ------------------------
+def _one_linear_layer(hw: HardwareConfig, seed: int, zero_inputs: int
+                      ) -> tuple[QuantLayer, Tensor]:
+    """A 20 -> 3 linear layer (no bias) quantized on one image whose first `zero_inputs`
+    inputs are zero, and that image's integer input."""
+    fc = nn.Linear(20, 3, bias=False)
+    nets.seeded_init(fc, seed)
+    net = nn.Sequential(nn.Flatten(), fc).eval()
+    x = torch.rand((1, 20), generator=torch.Generator().manual_seed(seed))
+    x[0, :zero_inputs] = 0.0
+    layer = quantize_model(net, x, hw.numbers.weight_bits, hw.numbers.input_bits).layers[0]
+    return layer, layer.quantize_input(x)
+
+
 def deviation_moments(layer: QuantLayer, hw: HardwareConfig, x_vec: list[int]
                       ) -> tuple[list[float], list[float]]:
     """Mean and variance of each output of a linear layer (dense mapping, step 1) when every
@@ -449,13 +462,7 @@ def test_accumulated_deviation_matches_the_model_in_distribution(
     hw = small_hw(**{"array.rows": 12, "ou.rows": 5, "adc.bits": 4, "dac.bits": 2,
                      "cell.sign": sign, "device.accumulated_deviation_sigma": 0.12,
                      "device.seed": 3})
-    fc = nn.Linear(20, 3, bias=False)
-    nets.seeded_init(fc, 6)
-    net = nn.Sequential(nn.Flatten(), fc).eval()
-    x = torch.rand((1, 20), generator=torch.Generator().manual_seed(6))
-    x[0, :4] = 0.0
-    layer = quantize_model(net, x, hw.numbers.weight_bits, hw.numbers.input_bits).layers[0]
-    x_int = layer.quantize_input(x)
+    layer, x_int = _one_linear_layer(hw, seed=6, zero_inputs=4)
     mean, var = deviation_moments(layer, hw, [int(v) for v in x_int[0].tolist()])
     exact = layer.reference_accumulate(x_int)[0].tolist()
     assert any(abs(m - e) > 1 for m, e in zip(mean, exact, strict=True))  # noise has a bias
@@ -527,13 +534,7 @@ def test_full_path_noise_matches_the_model_in_distribution(case: str) -> None:
     draws run as several tasks on two threads."""
     hw = small_hw(**{"array.rows": 12, "ou.rows": 5, "adc.bits": 4, "dac.bits": 2,
                      "device.seed": 5, **NOISE_CASES[case]})
-    fc = nn.Linear(20, 3, bias=False)
-    nets.seeded_init(fc, 8)
-    net = nn.Sequential(nn.Flatten(), fc).eval()
-    x = torch.rand((1, 20), generator=torch.Generator().manual_seed(8))
-    x[0, :5] = 0.0
-    layer = quantize_model(net, x, hw.numbers.weight_bits, hw.numbers.input_bits).layers[0]
-    x_int = layer.quantize_input(x)
+    layer, x_int = _one_linear_layer(hw, seed=8, zero_inputs=5)
     mapped = map_dense(layer, hw)
     kernel = LayerKernel(mapped, torch.device("cpu"))
     assert not kernel.clip_path and not kernel.deviation_only

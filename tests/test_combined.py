@@ -29,7 +29,7 @@ import sparsexbar
 from sparsexbar import EngineOptions
 from sparsexbar.config import load_config, preset
 from sparsexbar.errors import SparsexbarError
-from sparsexbar.frontend import QuantLayer, quantize_model
+from sparsexbar.frontend import QuantizedModel, QuantLayer, quantize_model
 from sparsexbar.mapping import MappedLayer, map_dense
 from sparsexbar.prune import pattern_prune_model
 from sparsexbar.schemes import Scheme, get_scheme
@@ -53,6 +53,15 @@ def mixed_net(seed: int, signed: bool) -> nn.Module:
     net = nets.residual_net(c1=6, size=6, relu_after_add=not signed, seed=seed)
     pattern_prune_model(net, None, 4, 3, 0.6, steps=1, epochs=0)
     return prune_blocks(net.eval(), 0.3, seed)
+
+
+def _mixed_case(seed: int, signed: bool, images: int
+                ) -> tuple[nn.Module, tuple[Tensor, Tensor], QuantizedModel]:
+    """`mixed_net(seed, signed)`, `images` random 6x6 two-channel images with labels, and the
+    net quantized on them (8-bit weights and inputs)."""
+    net = mixed_net(seed, signed)
+    x = nets.random_images(images, channels=2, size=6, seed=seed, signed=signed)
+    return net, (x, nets.random_labels(images, classes=5, seed=seed)), quantize_model(net, x, 8, 8)
 
 
 # (preset, overrides): several row/column tiles; none can clip (comprrae allowed everywhere).
@@ -107,11 +116,8 @@ def singles(clipping: bool) -> list[tuple[Scheme, Scheme]]:
        hw=st.sampled_from([*EXACT_HW, CLIP_HW]))
 def test_generic_counter_reproduces_every_single_scheme(
         seed: int, signed: bool, hw: tuple[str, dict[str, Any]]) -> None:
-    net = mixed_net(seed, signed)
-    x = nets.random_images(2, channels=2, size=6, seed=seed, signed=signed)
-    data = (x, nets.random_labels(2, classes=5, seed=seed))
+    net, data, qmodel = _mixed_case(seed, signed, images=2)
     config = load_config(hw[0], hw[1])
-    qmodel = quantize_model(net, x, 8, 8)
     for composed, single in singles(hw == CLIP_HW):
         _assert_same(_run(net, data, hw, composed, qmodel), _run(net, data, hw, single, qmodel),
                      f"{composed.name} vs {single.name} on {config.name} {hw[1]}")
@@ -292,10 +298,7 @@ def all_compositions() -> list[tuple[str, ...]]:
 @given(seed=st.integers(0, 10_000), signed=st.booleans(), hw=st.sampled_from(EXACT_HW))
 def test_lossless_compositions_equal_dense_bit_for_bit(seed: int, signed: bool,
                                                        hw: tuple[str, dict[str, Any]]) -> None:
-    net = mixed_net(seed, signed)
-    x = nets.random_images(2, channels=2, size=6, seed=seed, signed=signed)
-    data = (x, nets.random_labels(2, classes=5, seed=seed))
-    qmodel = quantize_model(net, x, 8, 8)
+    net, data, qmodel = _mixed_case(seed, signed, images=2)
     dense = _run(net, data, hw, "dense", qmodel)
     assert dense.outputs is not None
     for techniques in all_compositions():
@@ -320,10 +323,7 @@ def _le(a: dict[str, Any], b: dict[str, Any], label: str, cycles: bool = True) -
                                                     (3, False, EXACT_HW[3])])
 def test_adding_techniques_never_adds_work(seed: int, signed: bool,
                                            hw: tuple[str, dict[str, Any]]) -> None:
-    net = mixed_net(seed, signed)
-    x = nets.random_images(3, channels=2, size=6, seed=seed, signed=signed)
-    data = (x, nets.random_labels(3, classes=5, seed=seed))
-    qmodel = quantize_model(net, x, 8, 8)
+    net, data, qmodel = _mixed_case(seed, signed, images=3)
     runs = {t: _run(net, data, hw, CombinedScheme(t), qmodel).to_json()
             for t in all_compositions()}
     for more, fewer in itertools.permutations(runs, 2):

@@ -67,19 +67,26 @@ class _Bar:
         self.progress.update(self.task, completed=done)
 
 
-def _refuse_repeated_schemes(schemes: list[str]) -> None:
-    """Two runs whose results would share a label (and so a file name) are refused."""
+def _scheme_labels(schemes: list[str]) -> list[str]:
+    """Each scheme spec's label: its canonical name with the options as given
+    (`comprrae:alpha=0.4`), so that variants of one scheme stay apart. Unknown schemes raise
+    (before any work); two specs whose results would share a label (and so a file name)
+    are refused."""
     from .report import file_label
     from .schemes import get_scheme
 
+    labels: list[str] = []
     seen: dict[str, str] = {}
     for spec in schemes:
         options = spec.partition(":")[2]
-        label = file_label(get_scheme(spec).name + (f":{options}" if options else ""))
-        if label in seen:
-            raise SparsexbarError(f"schemes '{seen[label]}' and '{spec}' are the same run; "
+        label = get_scheme(spec).name + (f":{options}" if options else "")
+        key = file_label(label)
+        if key in seen:
+            raise SparsexbarError(f"schemes '{seen[key]}' and '{spec}' are the same run; "
                                   "give each scheme once")
-        seen[label] = spec
+        seen[key] = spec
+        labels.append(label)
+    return labels
 
 
 def _run_schemes(model: str, data: str, hw: str, schemes: list[str], overrides: dict[str, str],
@@ -87,13 +94,10 @@ def _run_schemes(model: str, data: str, hw: str, schemes: list[str], overrides: 
                  console: Console) -> list[dict[str, Any]]:
     from .config import load_config
     from .frontend import quantize_model
-    from .schemes import get_scheme
     from .simulate import resolve_data, resolve_model, simulate
 
     config = load_config(hw, overrides)
-    for name in schemes:
-        get_scheme(name)  # refuse unknown names before any work
-    _refuse_repeated_schemes(schemes)
+    labels = _scheme_labels(schemes)
     batches = resolve_data(data, limit)
     net, model_name = resolve_model(model, int(batches.images.shape[1]),
                                     max(int(batches.labels.max()) + 1, 10),
@@ -101,16 +105,14 @@ def _run_schemes(model: str, data: str, hw: str, schemes: list[str], overrides: 
     qmodel = quantize_model(net, batches.images[:256], config.numbers.weight_bits,
                             config.numbers.input_bits)
     results: list[dict[str, Any]] = []
-    for name in schemes:
+    for name, label in zip(schemes, labels, strict=True):
         with _Bar(f"{name:>10}", console) as bar:
             res = simulate(net, batches, config, name, batch_size=batch_size, device=device,
                            progress=bar, qmodel=qmodel,
                            baseline_accuracy=results[0]["accuracy"] if results else None)
         res.data["model"] = model_name
         result = res.to_json()
-        # The canonical name, with the options as given: variants of one scheme stay apart.
-        options = name.partition(":")[2]
-        result["scheme"]["label"] = result["scheme"]["name"] + (f":{options}" if options else "")
+        result["scheme"]["label"] = label
         results.append(result)
     return results
 

@@ -338,6 +338,32 @@ class PatternKernel(LayerKernel):
     mask, and per piece its units in every array."""
 
     @cached_property
+    def flag_tables(self) -> list[tuple[Tensor, int]]:
+        """Input value -> which of its DAC chunks are nonzero, as lookup tables over all
+        2^input_bits values: per group of up to CYCLES_PER_WORD cycles, an int64 table whose
+        bit KERNEL_POSITIONS * j flags the group's cycle j, and the group's cycle count."""
+        hw = self.mapped.hw
+        cycles, dac_bits = hw.cycles, hw.dac.bits
+        values = torch.arange(2**hw.numbers.input_bits, dtype=torch.int64, device=self.device)
+        tables = []
+        for first in range(0, cycles, CYCLES_PER_WORD):  # one or a few words
+            count = min(CYCLES_PER_WORD, cycles - first)
+            table = torch.zeros_like(values)
+            for j in range(count):  # cycles of the word
+                chunk = (values >> ((first + j) * dac_bits)) & (2**dac_bits - 1)
+                table |= (chunk != 0).to(torch.int64) << (KERNEL_POSITIONS * j)
+            tables.append((table, count))
+        return tables
+
+    @cached_property
+    def code_hits(self) -> tuple[Tensor, Tensor]:
+        """(512 codes, distinct piece masks) float64: 1 where a code of nonzero flags meets
+        the mask; and each piece's index into those masks."""
+        masks, mask_index = torch.unique(self.piece_mask, return_inverse=True)
+        codes = torch.arange(CODES, dtype=torch.int32, device=self.device).view(-1, 1)
+        return ((codes & masks.view(1, -1)) != 0).to(torch.float64), mask_index
+
+    @cached_property
     def group_levels(self) -> Tensor:
         """(S*G, ou, K) float32 programmed levels of every OU row group (memory-light)."""
         s, g, ou, k = self.shape
@@ -440,14 +466,13 @@ class PatternScheme(Scheme):
         n = int(x_int.shape[0])
         base, _ = dense_events(mapped, n)
         positions = layer.positions
-        x = x_int.to(torch.int64)  # (N, Cin, H, W)
+        x = x_int.to(kernel.device, torch.int64)  # (N, Cin, H, W)
         parts = [x.clamp(min=0), (-x).clamp(min=0)] if layer.input_signed else [x]
-        active = torch.zeros((n, plan.pieces), dtype=torch.float64, device=x_int.device)
+        active = torch.zeros((n, plan.pieces), dtype=torch.float64, device=kernel.device)
         chunk = self._images_per_chunk(kernel, options)
-        tables = self._flag_tables(hw, x_int.device)
         for part in parts:  # one or two passes
             for a in range(0, n, chunk):  # chunks of whole images (memory bound)
-                active[a : a + chunk] += self._active_pieces(kernel, part[a : a + chunk], tables)
+                active[a : a + chunk] += self._active_pieces(kernel, part[a : a + chunk])
         totals = active.sum(dim=0) @ kernel.piece_weights  # (4,)
         ou, adc, dac, cells = (int(round(float(v))) for v in totals)
         steps = n * positions * layer.passes
@@ -474,32 +499,14 @@ class PatternScheme(Scheme):
         return max(1, int(options.memory_budget_mb * 2**20 // max(cin * per_channel, 1)))
 
     @staticmethod
-    def _flag_tables(hw: HardwareConfig, device: torch.device) -> list[tuple[Tensor, int]]:
-        """Input value -> which of its DAC chunks are nonzero, as lookup tables over all
-        2^input_bits values: per group of up to CYCLES_PER_WORD cycles, an int64 table whose
-        bit KERNEL_POSITIONS * j flags the group's cycle j, and the group's cycle count."""
-        cycles, dac_bits = hw.cycles, hw.dac.bits
-        values = torch.arange(2**hw.numbers.input_bits, dtype=torch.int64, device=device)
-        tables = []
-        for first in range(0, cycles, CYCLES_PER_WORD):  # one or a few words
-            count = min(CYCLES_PER_WORD, cycles - first)
-            table = torch.zeros_like(values)
-            for j in range(count):  # cycles of the word
-                chunk = (values >> ((first + j) * dac_bits)) & (2**dac_bits - 1)
-                table |= (chunk != 0).to(torch.int64) << (KERNEL_POSITIONS * j)
-            tables.append((table, count))
-        return tables
-
-    @staticmethod
-    def _active_pieces(kernel: PatternKernel, xc: Tensor, tables: list[tuple[Tensor, int]]
-                       ) -> Tensor:
+    def _active_pieces(kernel: PatternKernel, xc: Tensor) -> Tensor:
         """(images, pieces) float64: activations of every row piece of a batch of int64 input
         magnitudes (images, Cin, H, W), summed over positions and cycles. A piece is active in
         a cycle when one of its rows has a nonzero chunk: per input channel, output position
         and cycle the 9 nonzero flags form a code, and `code & piece mask` tests them.
 
         The codes of several cycles are built at once, per input pixel rather than per im2col
-        entry: each input value's flags come from a table (`_flag_tables`), and kernel
+        entry: each input value's flags come from a table (`flag_tables`), and kernel
         position k's shifted window of the flag image is added shifted by k, so that bits
         9j..9j+8 of the sum are cycle j's code. A histogram of the codes per (image, channel)
         - 512 bins - times a (code, mask) hit table gives the counts, so the work grows with
@@ -515,7 +522,7 @@ class PatternScheme(Scheme):
         cell = ((torch.arange(images, device=dev).view(-1, 1) * cin
                  + torch.arange(cin, device=dev).view(1, -1)) * CODES).view(images, cin, 1, 1)
         hist = torch.zeros(images * cin * CODES, dtype=torch.int64, device=dev)
-        for table, count in tables:  # one or a few words of cycles
+        for table, count in kernel.flag_tables:  # one or a few words of cycles
             flags = F.pad(table[xc], (pw, pw, ph, ph))  # padding: zero inputs, no flags
             word = torch.zeros((images, cin, ho, wo), dtype=torch.int64, device=dev)
             for k in range(KERNEL_POSITIONS):  # the 9 kernel positions (im2col row order)
@@ -526,9 +533,7 @@ class PatternScheme(Scheme):
             codes = (word.view(images, cin, 1, ho * wo)
                      >> (lanes[:count] * KERNEL_POSITIONS).view(1, 1, -1, 1)) & (CODES - 1)
             hist += torch.bincount((codes + cell).flatten(), minlength=images * cin * CODES)
-        masks, mask_index = torch.unique(kernel.piece_mask, return_inverse=True)
-        table_hit = ((torch.arange(CODES, dtype=torch.int32, device=dev).view(-1, 1)
-                      & masks.view(1, -1)) != 0).to(torch.float64)  # (512 codes, masks)
+        table_hit, mask_index = kernel.code_hits
         per_mask = (hist.view(images * cin, CODES).to(torch.float64) @ table_hit).view(
             images, cin, -1)
         return per_mask[:, kernel.piece_channel, mask_index]

@@ -370,11 +370,3 @@ window.addEventListener("load", function () {{
 </script>
 </body></html>
 """
-
-
-def _fmt(v: Any) -> str:
-    if isinstance(v, float):
-        return f"{v:.4g}"
-    if isinstance(v, int):
-        return f"{v:,}"
-    return html.escape(str(v))

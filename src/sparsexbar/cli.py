@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from .errors import SparsexbarError, require_choice
+
+if TYPE_CHECKING:  # annotations only: the CLI imports torch and the pipeline lazily
+    from torch import Tensor
+
+    from .config import HardwareConfig
+    from .frontend import QuantizedModel
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True,
                   help="Bit-accurate simulator of sparsity-exploiting RRAM crossbar accelerators.")
@@ -278,6 +284,29 @@ def bench(
                   cases=tuple(CASES[n] for n in names), console=_console())
 
 
+def _calibration_setup(model: str, data: str, hw: str, set_: list[str] | None, images: int
+                       ) -> tuple[HardwareConfig, QuantizedModel, Tensor, Tensor]:
+    """The calibrate commands' hardware, calibration images and labels ('default': images
+    5000.. of the embedded Fashion-MNIST test file, which the studies do not test on; else
+    the named data set's train split) and the model quantized on the first 256 of them."""
+    from .comprrae_study import fmnist_split
+    from .config import load_config
+    from .frontend import quantize_model
+    from .simulate import resolve_data, resolve_model
+
+    config = load_config(hw, parse_overrides(set_))
+    if data == "default":
+        x, y = fmnist_split("calibration", images)
+    else:
+        from .data import load_dataset
+
+        batches = resolve_data(load_dataset(data, "train"), images)
+        x, y = batches.images, batches.labels
+    net, _ = resolve_model(model, int(x.shape[1]), max(int(y.max()) + 1, 10), int(x.shape[-1]))
+    qmodel = quantize_model(net, x[:256], config.numbers.weight_bits, config.numbers.input_bits)
+    return config, qmodel, x, y
+
+
 @app.command("calibrate-comprrae")
 def calibrate_comprrae(
     out: Annotated[Path, typer.Option("--out", help="JSON file for the alphas.")] = Path(
@@ -309,12 +338,9 @@ def calibrate_comprrae(
     the file with --scheme comprrae:calibration=FILE."""
     import json
 
-    from .comprrae_study import CRITERIA, ESTIMATORS, calibrate_comprrae, fmnist_split
-    from .config import load_config
-    from .frontend import quantize_model
+    from .comprrae_study import CRITERIA, ESTIMATORS, calibrate_comprrae
     from .io import atomic_write_text
     from .schemes.comprrae import BOUNDS
-    from .simulate import resolve_data, resolve_model
 
     if images <= 0:
         raise SparsexbarError(f"--images must be positive, got {images}")
@@ -334,17 +360,7 @@ def calibrate_comprrae(
             raise SparsexbarError(f"--candidates must be numbers >= 0"
                                   f"{' and <= 1 for beta' if estimator == 'beta' else ''}, "
                                   f"got '{candidates}'")
-    config = load_config(hw, parse_overrides(set_))
-    if data == "default":
-        x, y = fmnist_split("calibration", images)
-    else:
-        from .data import load_dataset
-
-        ds = load_dataset(data, "train")
-        batches = resolve_data(ds, images)
-        x, y = batches.images, batches.labels
-    net, _ = resolve_model(model, int(x.shape[1]), max(int(y.max()) + 1, 10), int(x.shape[-1]))
-    qmodel = quantize_model(net, x[:256], config.numbers.weight_bits, config.numbers.input_bits)
+    config, qmodel, x, y = _calibration_setup(model, data, hw, set_, images)
     console = _console()
     cal = calibrate_comprrae(qmodel, config, x, y, budget, estimator, alphas, criterion,
                              batch_size, device, progress=console.print, bounds=bounds)
@@ -380,12 +396,8 @@ def calibrate_encoding(
     top-1 budget on a calibration split; use with --scheme encoding:adc_bits=FILE."""
     import json
 
-    from .comprrae_study import fmnist_split
-    from .config import load_config
     from .encoding_study import calibrate_adc_bits, calibrate_precision, parse_scheme
-    from .frontend import quantize_model
     from .io import atomic_write_text
-    from .simulate import resolve_data, resolve_model
 
     if images <= 0:
         raise SparsexbarError(f"--images must be positive, got {images}")
@@ -394,16 +406,7 @@ def calibrate_encoding(
     if not 1 <= min_bits <= 16:
         raise SparsexbarError(f"--min-bits must be in 1..16, got {min_bits}")
     base = parse_scheme(scheme)
-    config = load_config(hw, parse_overrides(set_))
-    if data == "default":
-        x, y = fmnist_split("calibration", images)
-    else:
-        from .data import load_dataset
-
-        batches = resolve_data(load_dataset(data, "train"), images)
-        x, y = batches.images, batches.labels
-    net, _ = resolve_model(model, int(x.shape[1]), max(int(y.max()) + 1, 10), int(x.shape[-1]))
-    qmodel = quantize_model(net, x[:256], config.numbers.weight_bits, config.numbers.input_bits)
+    config, qmodel, x, y = _calibration_setup(model, data, hw, set_, images)
     console = _console()
     saved: dict[str, Any] = {}
     if precision:

@@ -107,6 +107,15 @@ class StudySetup:
     x_cal: Tensor
     y_cal: Tensor
 
+    def description(self) -> dict[str, Any]:
+        """The report fields every study shares: model, hardware and both splits."""
+        return {
+            "model": self.model_name, "hardware": self.config.name,
+            "test_images": len(self.y_test),
+            "test_split": f"embedded Fashion-MNIST test file, images 0..{len(self.y_test) - 1}",
+            "calibration_split": f"images 5000..{5000 + len(self.y_cal) - 1} of the same file",
+        }
+
 
 def study_setup(model: Any, hw: str | HardwareConfig, overrides: dict[str, Any] | None,
                 test_images: int, calibration_images: int) -> StudySetup:
@@ -542,10 +551,7 @@ def reproduce_comprrae(out_dir: str | Path, model: Any = "default",
     say(f"profiling where END stops on {min(profile_images, len(y_test))} test images")
     profile = stop_profile(qmodel, config, x_test[:profile_images], device=device)
     report = {
-        "model": model_name, "hardware": config.name, "test_images": len(y_test),
-        "input_bits": config.numbers.input_bits,
-        "test_split": f"embedded Fashion-MNIST test file, images 0..{len(y_test) - 1}",
-        "calibration_split": f"images 5000..{5000 + len(y_cal) - 1} of the same file",
+        **setup.description(), "input_bits": config.numbers.input_bits,
         "outputs_equal_dense_with_end": end["accuracy"]["top1"] == dense["accuracy"]["top1"],
         "calibration": cal.to_json(), "beta_calibration": cal_beta.to_json(),
         "beta_calibration_slice": cal_slice.to_json(),

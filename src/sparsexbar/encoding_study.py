@@ -336,9 +336,7 @@ def reproduce_encoding(out_dir: str | Path, model: Any = "default",
         equal = bool(torch.equal(res.outputs, dense_res.outputs))
         rows.append(_row(label, technique, res.to_json(), dense, equal, scheme.lossless))
     report = {
-        "model": model_name, "hardware": config.name, "test_images": len(y_test),
-        "test_split": f"embedded Fashion-MNIST test file, images 0..{len(y_test) - 1}",
-        "calibration_split": f"images 5000..{5000 + len(y_cal) - 1} of the same file",
+        **setup.description(),
         "calibration_images": len(y_cal), "budget_points": budget_points,
         "reference_top1_calibration": ref_cal,
         "precision_calibration": {"precision": precision, "top1": p_top1,

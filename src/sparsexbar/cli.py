@@ -248,19 +248,28 @@ def train(
     model: Annotated[str, typer.Option("--model", help="Zoo architecture name.")] = "vgg8",
     data: Annotated[str, typer.Option("--data", help="fashion-mnist, cifar10, cifar100.")] = (
         "fashion-mnist"),
-    epochs: Annotated[int, typer.Option("--epochs")] = 10,
+    epochs: Annotated[int, typer.Option("--epochs", help="Passes over the train split.")] = 10,
     out: Annotated[Path, typer.Option("--out", help="Checkpoint stem.")] = Path("out/ckpt/model"),
     batch_size: BatchOpt = 128,
-    seed: Annotated[int, typer.Option("--seed")] = 0,
+    seed: Annotated[int, typer.Option(
+        "--seed", help="Seed of initialization, shuffling and augmentation.")] = 0,
     limit: LimitOpt = None,
+    lr: Annotated[float, typer.Option("--lr", help="Peak learning rate (cosine to 0).")] = 0.05,
+    input_size: Annotated[int | None, typer.Option(
+        "--input-size", help="Train at this image size: Fashion-MNIST 28 -> 32 is zero-padded "
+        "(what the vgg16-fmnist models use), other changes resized.")] = None,
+    precision: Annotated[str, typer.Option(
+        "--precision", help="fp32, or bf16 (autocast; weights stay float32).")] = "fp32",
 ) -> None:
     """Train a zoo model; writes <out>.safetensors and <out>.json."""
     from .train import train_command
 
     if epochs <= 0:
         raise SparsexbarError(f"--epochs must be positive, got {epochs}")
+    if input_size is not None and input_size < 4:
+        raise SparsexbarError(f"--input-size must be >= 4, got {input_size}")
     metrics = train_command(model, data, epochs, str(out), batch_size=batch_size, seed=seed,
-                            limit=limit)
+                            limit=limit, lr=lr, input_size=input_size, precision=precision)
     typer.echo(f"trained {model} on {data}: {metrics}")
 
 

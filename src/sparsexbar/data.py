@@ -115,6 +115,13 @@ class ImageDataset:
         return ImageDataset(self.images[start:stop], self.labels[start:stop], self.classes,
                             self.name)
 
+    def fitted(self, channels: int, size: int, how: str = "auto") -> ImageDataset:
+        """This data set with its images fitted by `fit_images` (itself when they already fit)."""
+        if self.shape == (channels, size, size):
+            return self
+        return ImageDataset(fit_images(self.images, channels, size, how), self.labels,
+                            self.classes, self.name)
+
     def to_float(self) -> Tensor:
         """All images as float32 in [0, 1] (pixel / 255)."""
         return self.images.to(torch.float32) / 255.0
@@ -132,6 +139,51 @@ class ImageDataset:
         for start in range(0, n, batch_size):
             idx = order[start:start + batch_size]
             yield self.images[idx].to(torch.float32) / 255.0, self.labels[idx]
+
+
+def fit_images(images: Tensor, channels: int, size: int, how: str = "auto") -> Tensor:
+    """uint8 (N, C, H, W) images fitted to (N, ``channels``, ``size``, ``size``).
+
+    Channels: grey -> RGB repeats the plane; RGB -> grey takes the ITU-R BT.601 luma
+    (0.299 R + 0.587 G + 0.114 B, what PIL's "L" conversion uses). Size, by ``how``:
+    "pad" centres the image in zeros (28x28 Fashion-MNIST -> 32x32, the usual way to give
+    LeNet/VGG-style 32x32 networks MNIST-like data; needs an even, non-negative difference),
+    "resize" is bilinear (antialiased when shrinking), "auto" pads when the difference is
+    even and non-negative, else resizes. Images already of that shape are returned as they are.
+    """
+    if images.dtype != torch.uint8 or images.dim() != 4:
+        raise DataError(f"images must be uint8 (N, C, H, W), got {images.dtype} "
+                        f"{tuple(images.shape)}")
+    if channels < 1 or size < 1:
+        raise DataError(f"cannot fit images to {channels} channels of {size}x{size}")
+    if how not in ("auto", "pad", "resize"):
+        raise DataError(f"image fit must be auto, pad or resize, got {how!r}")
+    c, h, w = (int(d) for d in images.shape[1:])
+    out = images
+    if c != channels:
+        if c == 1:
+            out = out.expand(-1, channels, -1, -1)
+        elif c == 3 and channels == 1:
+            luma = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
+            out = (out.to(torch.float32) * luma).sum(dim=1, keepdim=True).round().clamp(0, 255)
+            out = out.to(torch.uint8)
+        else:
+            raise DataError(f"cannot convert {c}-channel images to {channels} channels "
+                            "(only grey <-> RGB)")
+    if (h, w) != (size, size):
+        dh, dw = size - h, size - w
+        pad_ok = dh >= 0 and dw >= 0 and dh % 2 == 0 and dw % 2 == 0
+        if how == "pad" and not pad_ok:
+            raise DataError(f"cannot pad {h}x{w} images to {size}x{size} (needs an even, "
+                            "non-negative difference); use resize")
+        if how in ("pad", "auto") and pad_ok:
+            out = torch.nn.functional.pad(out, (dw // 2, dw // 2, dh // 2, dh // 2))
+        else:
+            shrink = size < h or size < w
+            out = torch.nn.functional.interpolate(
+                out.to(torch.float32), size=(size, size), mode="bilinear", align_corners=False,
+                antialias=shrink).round().clamp(0, 255).to(torch.uint8)
+    return out.contiguous()
 
 
 # ---- IDX (MNIST / Fashion-MNIST) -------------------------------------------------------------

@@ -29,6 +29,7 @@ from torch import Tensor, nn
 from .errors import SparsexbarError
 
 MaskFn = Callable[[nn.Module], None]
+PRECISIONS = ("fp32", "bf16")
 
 
 def augment_batch(images: Tensor, generator: torch.Generator, padding: int = 2,
@@ -75,8 +76,16 @@ def _progress(enabled: bool) -> Progress:
 def _run_epochs(model: nn.Module, ds: Any, epochs: int, lr: float, batch_size: int, seed: int,
                 weight_decay: float, hflip: bool, padding: int, progress: bool,
                 mask_fn: MaskFn | None, test_ds: Any | None,
-                log: Callable[[str], None] | None) -> dict[str, Any]:
-    """Shared SGD + cosine loop of `train` and `fine_tune`; returns per-epoch history."""
+                log: Callable[[str], None] | None, precision: str = "fp32") -> dict[str, Any]:
+    """Shared SGD + cosine loop of `train` and `fine_tune`; returns per-epoch history.
+
+    ``precision`` "bf16" runs forward and backward under CPU/CUDA bfloat16 autocast (weights,
+    optimizer state and evaluation stay float32); the model and batches are channels-last,
+    the fast layout for CPU convolutions. Both only change speed and rounding of the updates.
+    """
+    if precision not in PRECISIONS:
+        raise SparsexbarError(f"precision must be one of {', '.join(PRECISIONS)}, "
+                              f"got {precision!r}")
     if epochs < 1:
         raise SparsexbarError(f"epochs must be >= 1, got {epochs}")
     if batch_size < 1:
@@ -87,6 +96,8 @@ def _run_epochs(model: nn.Module, ds: Any, epochs: int, lr: float, batch_size: i
         raise SparsexbarError(f"cannot train on an empty data set ({ds.name})")
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
+    model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    device_type = next(model.parameters()).device.type
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=weight_decay)
     steps_per_epoch = math.ceil(len(ds) / batch_size)
     total = epochs * steps_per_epoch
@@ -103,9 +114,12 @@ def _run_epochs(model: nn.Module, ds: Any, epochs: int, lr: float, batch_size: i
             for b in range(steps_per_epoch):
                 idx = order[b * batch_size:(b + 1) * batch_size]
                 x = augment_batch(ds.images[idx], gen, padding, hflip).to(torch.float32) / 255.0
+                x = x.contiguous(memory_format=torch.channels_last)
                 y = ds.labels[idx]
-                logits = model(x)
-                loss = F.cross_entropy(logits, y)
+                with torch.autocast(device_type, dtype=torch.bfloat16,
+                                    enabled=precision == "bf16"):
+                    logits = model(x)
+                    loss = F.cross_entropy(logits.float(), y)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
@@ -125,6 +139,7 @@ def _run_epochs(model: nn.Module, ds: Any, epochs: int, lr: float, batch_size: i
             if log is not None:
                 log(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}"
                              for k, v in entry.items()))
+    model.to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
     model.eval()
     return {"history": history, "train_time_s": time.perf_counter() - start}
 
@@ -132,7 +147,7 @@ def _run_epochs(model: nn.Module, ds: Any, epochs: int, lr: float, batch_size: i
 def train(model: nn.Module, train_ds: Any, test_ds: Any | None, epochs: int, lr: float = 0.05,
           batch_size: int = 128, seed: int = 0, progress: bool = True,
           weight_decay: float = 5e-4, hflip: bool | None = None, crop_padding: int = 2,
-          log: Callable[[str], None] | None = None) -> dict[str, Any]:
+          log: Callable[[str], None] | None = None, precision: str = "fp32") -> dict[str, Any]:
     """Train ``model`` in place: SGD (momentum 0.9) with per-step cosine decay of ``lr`` to 0.
 
     Augmentation: random crop with ``crop_padding`` px of zero padding, horizontal flip
@@ -144,9 +159,10 @@ def train(model: nn.Module, train_ds: Any, test_ds: Any | None, epochs: int, lr:
     if hflip is None:
         hflip = str(getattr(train_ds, "name", "")).startswith("cifar")
     result = _run_epochs(model, train_ds, epochs, lr, batch_size, seed, weight_decay, hflip,
-                         crop_padding, progress, None, test_ds, log)
+                         crop_padding, progress, None, test_ds, log, precision)
     metrics: dict[str, Any] = {
         "epochs": epochs, "lr": lr, "batch_size": batch_size, "seed": seed,
+        "precision": precision,
         "weight_decay": weight_decay, "optimizer": "sgd momentum 0.9, cosine schedule",
         "augmentation": f"random crop pad {crop_padding}" + (", hflip" if hflip else ""),
         "final_loss": result["history"][-1]["loss"],
@@ -160,7 +176,9 @@ def train(model: nn.Module, train_ds: Any, test_ds: Any | None, epochs: int, lr:
 
 def fine_tune(model: nn.Module, ds: Any, epochs: int, lr: float = 0.01,
               mask_fn: MaskFn | None = None, batch_size: int = 128, seed: int = 0,
-              weight_decay: float = 5e-4, progress: bool = False) -> dict[str, Any]:
+              weight_decay: float = 5e-4, progress: bool = False,
+              precision: str = "fp32",
+              log: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Fine-tune ``model`` in place on ``ds`` with the `train` recipe at a lower ``lr``.
 
     ``mask_fn(model)``, if given, runs under no_grad after every optimizer step (for example
@@ -168,7 +186,7 @@ def fine_tune(model: nn.Module, ds: Any, epochs: int, lr: float = 0.01,
     """
     hflip = str(getattr(ds, "name", "")).startswith("cifar")
     return _run_epochs(model, ds, epochs, lr, batch_size, seed, weight_decay, hflip, 2,
-                       progress, mask_fn, None, None)
+                       progress, mask_fn, None, log, precision)
 
 
 @torch.no_grad()
@@ -186,7 +204,8 @@ def train_command(model_name: str, data_name: str, epochs: int, out: str | Path,
                   batch_size: int = 128, lr: float = 0.05, seed: int = 0,
                   limit: int | None = None, width: float | None = None,
                   root: str | Path | None = None, progress: bool = True,
-                  half: bool = False) -> dict[str, Any]:
+                  half: bool = False, input_size: int | None = None,
+                  precision: str = "fp32") -> dict[str, Any]:
     """Everything behind ``sparsexbar train``: load data, build, train, evaluate, save.
 
     Loads the train and test splits of ``data_name`` (see `data.load_dataset`; ``root`` is
@@ -205,6 +224,13 @@ def train_command(model_name: str, data_name: str, epochs: int, out: str | Path,
     test_ds = load_dataset(data_name, "test", root=root)
     if limit is not None:
         train_ds, test_ds = train_ds.subset(0, limit), test_ds.subset(0, limit)
+    fit: dict[str, Any] | None = None
+    if input_size is not None and input_size != train_ds.shape[1]:
+        c0, h0, _ = train_ds.shape
+        train_ds = train_ds.fitted(c0, input_size)
+        test_ds = test_ds.fitted(c0, input_size)
+        fit = {"from": h0, "to": input_size,
+               "how": "pad" if input_size > h0 and (input_size - h0) % 2 == 0 else "resize"}
     c, h, w = train_ds.shape
     if h != w:
         raise SparsexbarError(f"{train_ds.name}: images must be square, got {h}x{w}")
@@ -215,17 +241,20 @@ def train_command(model_name: str, data_name: str, epochs: int, out: str | Path,
     torch.manual_seed(seed)
     model = zoo.build_model(model_name, **arch_kwargs)
     metrics = train(model, train_ds, test_ds, epochs, lr=lr, batch_size=batch_size, seed=seed,
-                    progress=progress)
+                    progress=progress, precision=precision,
+                    log=(lambda line: print(line, flush=True)) if progress else None)
     if half:  # round to what the float16 file will hold, so the recorded accuracy is exact
         round_weights_to_half(model)
         metrics["float_top1"] = evaluate(model, test_ds, max(batch_size, 256))
     train_meta = {k: metrics[k] for k in ("epochs", "lr", "batch_size", "seed", "weight_decay",
                                           "optimizer", "augmentation", "train_time_s",
-                                          "final_loss")}
+                                          "final_loss", "precision", "history")}
     train_meta.update(train_images=len(train_ds), torch_threads=torch.get_num_threads())
     meta = {"architecture": model_name, "arch_kwargs": arch_kwargs, "dataset": train_ds.name,
             "accuracy": {"float_top1": metrics["float_top1"], "test_images": len(test_ds)},
             "train": train_meta}
+    if fit is not None:
+        meta["input_fit"] = fit
     weights, _ = save_checkpoint(out, model, meta, half=half)
     metrics["checkpoint"] = str(weights)
     return metrics

@@ -621,22 +621,37 @@ def prune(
         "--split", help="Fine-tuning split: train (or test, for smoke runs).")] = "train",
     k: Annotated[int, typer.Option(
         "--k", help="pattern: weights kept per 3x3 kernel (1..9).")] = 4,
-    max_patterns: Annotated[int, typer.Option(
-        "--max-patterns", help="pattern: patterns per layer at most.")] = 8,
+    max_patterns: Annotated[str, typer.Option(
+        "--max-patterns", help="pattern: patterns per layer at most: one number, or one per "
+        "3x3 conv layer, comma-separated (the pattern paper's VGG-16: "
+        "2,2,2,6,8,8,8,6,5,4,6,6,8).")] = "8",
     half: Annotated[bool, typer.Option(
         "--half", help="Store float16 weights (accuracy measured after rounding).")] = False,
+    final_epochs: Annotated[int, typer.Option(
+        "--final-epochs", help="Extra fine-tuning epochs at the final sparsity.")] = 0,
+    precision: Annotated[str, typer.Option(
+        "--precision", help="fp32, or bf16 (autocast; weights stay float32).")] = "fp32",
 ) -> None:
     """Prune a checkpoint (magnitude or pattern) with fine-tuning; writes it and a table."""
     from .config import load_config
     from .prune import METHODS, check_pattern_args, prune_command
 
     require_choice("--method", method, METHODS)
+    require_choice("--precision", precision, ("fp32", "bf16"))
+    try:
+        counts = [int(v) for v in max_patterns.split(",")]
+    except ValueError:
+        raise SparsexbarError(f"--max-patterns must be integers separated by commas, got "
+                              f"'{max_patterns}'") from None
+    patterns: int | list[int] = counts[0] if len(counts) == 1 else counts
+    if final_epochs < 0:
+        raise SparsexbarError(f"--final-epochs must be >= 0, got {final_epochs}")
     if method == "pattern":
-        check_pattern_args(k, max_patterns, sparsity)
+        check_pattern_args(k, patterns, sparsity)
     config = load_config(hw, parse_overrides(set_))
     res = prune_command(model, data, config, sparsity, method, steps, epochs, out, lr=lr,
-                        limit=limit, seed=seed, tune_split=split, k=k, max_patterns=max_patterns,
-                        half=half)
+                        limit=limit, seed=seed, tune_split=split, k=k, max_patterns=patterns,
+                        half=half, final_epochs=final_epochs, precision=precision)
     typer.echo(res["markdown"].rstrip())
     typer.echo(f"top-1 {res['top1_before']:.4f} -> {res['top1_after']:.4f}; wrote "
                f"{res['checkpoint']}, {res['table_path']}")

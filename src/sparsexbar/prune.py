@@ -23,7 +23,7 @@ re-applied after every optimizer step (`train.fine_tune(mask_fn=...)`).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -143,9 +143,12 @@ def schedule(sparsity: float, steps: int) -> list[float]:
 
 def prune_model(model: nn.Module, ds: Any, hw: HardwareConfig, sparsity: float,
                 method: str = "ou-structured", steps: int = 3, epochs: int = 1,
-                lr: float = 0.01, seed: int = 0, progress: bool = False) -> dict[str, Any]:
+                lr: float = 0.01, seed: int = 0, progress: bool = False,
+                final_epochs: int = 0, precision: str = "fp32",
+                log: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Prune `model` in place gradually, fine-tuning `epochs` per step on `ds` (0: no
-    fine-tuning). Returns {"masks", "table", "history", "schedule"}."""
+    fine-tuning), then `final_epochs` more at the final sparsity. `precision` as in
+    `train.train`. Returns {"masks", "table", "history", "schedule"}."""
     from .train import fine_tune
 
     if method not in METHODS:
@@ -159,9 +162,10 @@ def prune_model(model: nn.Module, ds: Any, hw: HardwareConfig, sparsity: float,
         masks = compute_masks(model, target, method, hw)
         apply = mask_applier(model, masks)
         apply(model)
-        if epochs > 0:
-            out = fine_tune(model, ds, epochs, lr=lr, mask_fn=apply, seed=seed + k,
-                            progress=progress)
+        tune = epochs + (final_epochs if k == len(targets) - 1 else 0)
+        if tune > 0:
+            out = fine_tune(model, ds, tune, lr=lr, mask_fn=apply, seed=seed + k,
+                            progress=progress, precision=precision, log=log)
             history.append({"step": k + 1, "sparsity": target, **out})
     mask_applier(model, masks)(model)
     model.eval()
@@ -183,8 +187,9 @@ def table_markdown(table: list[dict[str, Any]]) -> str:
 def prune_command(model_spec: str, data_name: str, hw: HardwareConfig, sparsity: float,
                   method: str, steps: int, epochs: int, out: str | Path, lr: float = 0.01,
                   limit: int | None = None, seed: int = 0, progress: bool = True,
-                  tune_split: str = "train", k: int = 4, max_patterns: int = 8,
-                  half: bool = False) -> dict[str, Any]:
+                  tune_split: str = "train", k: int = 4,
+                  max_patterns: int | Sequence[int] = 8, half: bool = False,
+                  final_epochs: int = 0, precision: str = "fp32") -> dict[str, Any]:
     """Everything behind ``sparsexbar prune``: load a checkpoint (or the shipped model), prune
     and fine-tune on split `tune_split` (train; "test" only for smoke runs), evaluate on the
     test split, write the checkpoint (``<out>.safetensors`` + ``.json``, the table in its
@@ -213,14 +218,21 @@ def prune_command(model_spec: str, data_name: str, hw: HardwareConfig, sparsity:
         if limit < 1:
             raise SparsexbarError(f"--limit must be >= 1, got {limit}")
         train_ds, test_ds = train_ds.subset(0, limit), test_ds.subset(0, limit)
+    kwargs = meta.get("arch_kwargs", {})
+    if "input_size" in kwargs:  # data fitted as the model was trained (28 -> 32: zero padding)
+        channels = int(kwargs.get("in_channels", train_ds.shape[0]))
+        train_ds = train_ds.fitted(channels, int(kwargs["input_size"]))
+        test_ds = test_ds.fitted(channels, int(kwargs["input_size"]))
+    log = (lambda line: print(line, flush=True)) if progress else None
     before = evaluate(model, test_ds)
     start = time.perf_counter()
     if method == "pattern":
         result = pattern_prune_model(model, train_ds, k, max_patterns, sparsity, steps, epochs,
-                                     lr, seed, progress)
+                                     lr, seed, progress, final_epochs=final_epochs,
+                                     precision=precision, log=log)
     else:
         result = prune_model(model, train_ds, hw, sparsity, method, steps, epochs, lr, seed,
-                             progress)
+                             progress, final_epochs=final_epochs, precision=precision, log=log)
     elapsed = time.perf_counter() - start
     if half:  # what the float16 file holds, so the recorded accuracy is that of the file
         round_weights_to_half(model)
@@ -229,12 +241,14 @@ def prune_command(model_spec: str, data_name: str, hw: HardwareConfig, sparsity:
     pruning: dict[str, Any] = {
         "method": method, "parent": model_spec, "tune_data": name, "tune_split": tune_split,
         "tune_images": len(train_ds),
-        "sparsity": sparsity, "steps": steps, "epochs_per_step": epochs, "lr": lr,
+        "sparsity": sparsity, "steps": steps, "epochs_per_step": epochs,
+        "final_epochs": final_epochs, "precision": precision, "lr": lr,
         "seed": seed, "prune_time_s": elapsed, "torch_threads": torch.get_num_threads(),
         "top1_before": before, "top1_after": after, "test_images": len(test_ds)}
     if method == "pattern":
         table = pattern_table(model)
-        pruning.update(k=k, max_patterns=max_patterns, schedule=result["schedule"],
+        pruning.update(k=k, max_patterns=max_patterns if isinstance(max_patterns, int)
+                       else list(max_patterns), schedule=result["schedule"],
                        fine_tuning="projected gradient: SGD, masks re-applied after every step",
                        summary=pattern_summary(table),
                        patterns={n: c.tolist() for n, c in result["patterns"].items()},
@@ -261,13 +275,15 @@ def prune_command(model_spec: str, data_name: str, hw: HardwareConfig, sparsity:
 KERNEL_POSITIONS = 9
 
 
-def check_pattern_args(k: int, max_patterns: int, sparsity: float) -> None:
+def check_pattern_args(k: int, max_patterns: int | Sequence[int], sparsity: float) -> None:
     """Refuse pattern-pruning arguments out of range, naming the option."""
     if not 1 <= k <= KERNEL_POSITIONS:
         raise SparsexbarError(f"--k must be in 1..{KERNEL_POSITIONS} (weights kept per 3x3 "
                               f"kernel), got {k}")
-    if max_patterns < 1:
-        raise SparsexbarError(f"--max-patterns must be >= 1, got {max_patterns}")
+    counts = [max_patterns] if isinstance(max_patterns, int) else list(max_patterns)
+    if not counts or min(counts) < 1:
+        raise SparsexbarError(f"--max-patterns must be >= 1 (one number, or one per 3x3 conv "
+                              f"layer), got {max_patterns}")
     if not 0.0 <= sparsity < 1.0:
         raise SparsexbarError(f"--sparsity must be in [0, 1), got {sparsity}")
 
@@ -356,18 +372,24 @@ def pattern_mask(patterns: Tensor, assignment: Tensor, keep: Tensor) -> Tensor:
     return masks.reshape(*keep.shape, 3, 3)
 
 
-def pattern_prune_model(model: nn.Module, ds: Any, k: int = 4, max_patterns: int = 8,
+def pattern_prune_model(model: nn.Module, ds: Any, k: int = 4,
+                        max_patterns: int | Sequence[int] = 8,
                         sparsity: float = 0.8, steps: int = 3, epochs: int = 1,
                         lr: float = 0.01, seed: int = 0,
-                        progress: bool = False) -> dict[str, Any]:
+                        progress: bool = False, final_epochs: int = 0,
+                        precision: str = "fp32",
+                        log: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Pattern-prune every 3x3 conv of `model` in place and fine-tune it on `ds`.
 
     Per layer: the pattern set (`select_patterns`) and each kernel's pattern
     (`project_kernels`) are chosen once, from the trained weights; connectivity pruning
     (`connectivity_keep`) rises to `sparsity` (each layer's zero fraction) over `steps` steps
     of the cubic schedule; after each step the model is fine-tuned `epochs` epochs (0: none)
-    by projected gradient: SGD with the masks re-applied after every optimizer step. Other
-    layers are left dense. Returns {"masks", "patterns", "schedule", "history"}.
+    by projected gradient: SGD with the masks re-applied after every optimizer step, and
+    `final_epochs` more at the final sparsity. Other layers are left dense. `max_patterns` is
+    one number for every layer or one per 3x3 conv layer in module order (the pattern paper's
+    VGG-16: 2, 2, 2, 6, 8, 8, 8, 6, 5, 4, 6, 6, 8). Returns {"masks", "patterns", "schedule",
+    "history"}.
     """
     from .train import fine_tune
 
@@ -375,7 +397,15 @@ def pattern_prune_model(model: nn.Module, ds: Any, k: int = 4, max_patterns: int
     layers = pattern_layers(model)
     if not layers:
         raise SparsexbarError("model has no 3x3 Conv2d layer to pattern-prune")
-    patterns = {name: select_patterns(w, k, max_patterns) for name, w in layers}
+    if isinstance(max_patterns, int):
+        per_layer = [max_patterns] * len(layers)
+    else:
+        per_layer = list(max_patterns)
+        if len(per_layer) != len(layers):
+            raise SparsexbarError(f"--max-patterns gives {len(per_layer)} counts but the model "
+                                  f"has {len(layers)} 3x3 conv layers")
+    patterns = {name: select_patterns(w, k, count)
+                for (name, w), count in zip(layers, per_layer, strict=True)}
     assignment = {name: project_kernels(w, patterns[name])[0] for name, w in layers}
     targets = schedule(sparsity, steps)
     keep: dict[str, Tensor] = {}
@@ -390,9 +420,10 @@ def pattern_prune_model(model: nn.Module, ds: Any, k: int = 4, max_patterns: int
             masks[name] = pattern_mask(patterns[name], assignment[name], keep[name])
         apply = mask_applier(model, masks)
         apply(model)
-        if epochs > 0:
-            out = fine_tune(model, ds, epochs, lr=lr, mask_fn=apply, seed=seed + step,
-                            progress=progress)
+        tune = epochs + (final_epochs if step == len(targets) - 1 else 0)
+        if tune > 0:
+            out = fine_tune(model, ds, tune, lr=lr, mask_fn=apply, seed=seed + step,
+                            progress=progress, precision=precision, log=log)
             history.append({"step": step + 1, "sparsity": target, **out})
     mask_applier(model, masks)(model)
     model.eval()

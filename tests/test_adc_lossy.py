@@ -18,11 +18,12 @@ import torch
 from torch import Tensor, nn
 
 import sparsexbar
-from sparsexbar import EngineOptions, engine
-from sparsexbar.config import HardwareConfig, preset
-from sparsexbar.engine import LayerKernel, accumulate
-from sparsexbar.frontend import QuantLayer, quantize_model
-from sparsexbar.mapping import MappedLayer, map_dense
+from sparsexbar import EngineOptions
+from sparsexbar.core import engine
+from sparsexbar.core.config import HardwareConfig, preset
+from sparsexbar.core.engine import LayerKernel, accumulate
+from sparsexbar.core.frontend import QuantLayer, quantize_model
+from sparsexbar.core.mapping import MappedLayer, map_dense
 from sparsexbar.schemes.sre import map_sre
 from tests import nets
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from sparsexbar.config import HardwareConfig, preset
+from sparsexbar.core.config import HardwareConfig, preset
 
 ROOT = Path(__file__).resolve().parent.parent
 

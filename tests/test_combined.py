@@ -27,10 +27,10 @@ from torch import Tensor, nn
 
 import sparsexbar
 from sparsexbar import EngineOptions
-from sparsexbar.config import load_config, preset
-from sparsexbar.errors import SparsexbarError
-from sparsexbar.frontend import QuantizedModel, QuantLayer, quantize_model
-from sparsexbar.mapping import MappedLayer, map_dense
+from sparsexbar.core.config import load_config, preset
+from sparsexbar.core.errors import SparsexbarError
+from sparsexbar.core.frontend import QuantizedModel, QuantLayer, quantize_model
+from sparsexbar.core.mapping import MappedLayer, map_dense
 from sparsexbar.prune import pattern_prune_model
 from sparsexbar.schemes import Scheme, get_scheme
 from sparsexbar.schemes.combined import LAYOUTS, CombinedScheme, static_cost

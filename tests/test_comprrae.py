@@ -15,11 +15,11 @@ from hypothesis import strategies as st
 from torch import Tensor, nn
 
 from sparsexbar.checkpoint import shipped_model_path
-from sparsexbar.config import HardwareConfig, preset
-from sparsexbar.engine import EngineOptions
-from sparsexbar.errors import SparsexbarError
-from sparsexbar.frontend import QuantLayer, quantize_model
-from sparsexbar.mapping import dense_events, map_dense
+from sparsexbar.core.config import HardwareConfig, preset
+from sparsexbar.core.engine import EngineOptions
+from sparsexbar.core.errors import SparsexbarError
+from sparsexbar.core.frontend import QuantLayer, quantize_model
+from sparsexbar.core.mapping import dense_events, map_dense
 from sparsexbar.schemes import get_scheme
 from sparsexbar.schemes.comprrae import CompKernel, CompRRAEScheme
 from sparsexbar.simulate import simulate
@@ -665,7 +665,7 @@ def test_backends_match_loop_reference(int8: bool, alpha: float | None, dac_bits
                                        monkeypatch: pytest.MonkeyPatch) -> None:
     """Running sums by the int8 convolution (2^shift in its epilogue) or, int8 made
     unavailable, float32; cycles visited last to first, END stopping early."""
-    from sparsexbar import intconv
+    from sparsexbar.core import intconv
 
     if not int8:
         monkeypatch.setattr(intconv, "_int8_conv_available", lambda device: False)

@@ -13,7 +13,7 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sparsexbar.config import (
+from sparsexbar.core.config import (
     BitOrder,
     HardwareConfig,
     SignEncoding,
@@ -23,7 +23,7 @@ from sparsexbar.config import (
     preset,
     preset_names,
 )
-from sparsexbar.errors import ConfigError, SparsexbarError
+from sparsexbar.core.errors import ConfigError, SparsexbarError
 
 
 def _leaves(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -17,8 +17,8 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from sparsexbar.config import HardwareConfig, preset
-from sparsexbar.frontend import QuantLayer, quantize_model
+from sparsexbar.core.config import HardwareConfig, preset
+from sparsexbar.core.frontend import QuantLayer, quantize_model
 from sparsexbar.prune import pattern_prune_model
 from sparsexbar.schemes import counting
 from sparsexbar.schemes.combined import CombinedKernel, CombinedScheme, pattern_slots, sre_slots

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from sparsexbar.comprrae_study import fmnist_split
-from sparsexbar.config import preset
+from sparsexbar.core.config import preset
+from sparsexbar.core.frontend import quantize_model
 from sparsexbar.deviation_study import FILES, deviation_study, lossless_adc_bits
-from sparsexbar.frontend import quantize_model
 from sparsexbar.sre_study import reproduce_sre
 from tests import nets
 from tests.test_cli_errors import assert_one_line_error, cli
@@ -84,7 +84,7 @@ def test_cli_refuses_a_bad_deviation_image_count(bad: str,
 
 
 def test_bad_study_parameters_are_refused(tmp_path: Path) -> None:
-    from sparsexbar.errors import SparsexbarError
+    from sparsexbar.core.errors import SparsexbarError
 
     net, x, labels = own_labels()
     with pytest.raises(SparsexbarError, match="OU rows must be in 1..64"):

@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from sparsexbar.config import reference_markdown
+from sparsexbar.core.config import reference_markdown
 
 ROOT = Path(__file__).resolve().parents[1]
 

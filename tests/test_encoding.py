@@ -18,17 +18,17 @@ from hypothesis import strategies as st
 from torch import Tensor
 
 from sparsexbar.checkpoint import shipped_model_path
-from sparsexbar.config import HardwareConfig, preset
+from sparsexbar.core.config import HardwareConfig, preset
+from sparsexbar.core.engine import EngineOptions
+from sparsexbar.core.errors import SparsexbarError
+from sparsexbar.core.frontend import QuantLayer, quantize_model
+from sparsexbar.core.mapping import dense_events
 from sparsexbar.encoding_study import (
     calibrate_adc_bits,
     calibrate_precision,
     reproduce_encoding,
     with_bits,
 )
-from sparsexbar.engine import EngineOptions
-from sparsexbar.errors import SparsexbarError
-from sparsexbar.frontend import QuantLayer, quantize_model
-from sparsexbar.mapping import dense_events
 from sparsexbar.schemes import get_scheme
 from sparsexbar.schemes.encoding import (
     EncodingKernel,

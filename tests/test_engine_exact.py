@@ -17,10 +17,10 @@ from torch import Tensor, nn
 
 import sparsexbar
 from sparsexbar import EngineOptions
-from sparsexbar.config import HardwareConfig, preset
-from sparsexbar.engine import LayerKernel, accumulate
-from sparsexbar.frontend import QuantizedModel, QuantLayer, quantize_model
-from sparsexbar.mapping import MappedLayer, map_dense
+from sparsexbar.core.config import HardwareConfig, preset
+from sparsexbar.core.engine import LayerKernel, accumulate
+from sparsexbar.core.frontend import QuantizedModel, QuantLayer, quantize_model
+from sparsexbar.core.mapping import MappedLayer, map_dense
 from tests import nets
 
 BIT_ACCURATE = EngineOptions(exact_shortcut=False)

@@ -12,8 +12,8 @@ import torch
 from torch import Tensor, nn
 
 import sparsexbar
-from sparsexbar.config import HardwareConfig, preset
-from sparsexbar.events import Events
+from sparsexbar.core.config import HardwareConfig, preset
+from sparsexbar.core.events import Events
 from tests import nets
 
 EVENT_NAMES = ["ou_activations", "adc_conversions", "dac_activations", "cell_reads",

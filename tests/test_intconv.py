@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from sparsexbar import intconv
-from sparsexbar.intconv import FLOAT32_EXACT, ExactLinear
+from sparsexbar.core import intconv
+from sparsexbar.core.intconv import FLOAT32_EXACT, ExactLinear
 
 CPU = torch.device("cpu")
 

@@ -16,10 +16,10 @@ from torch import Tensor, nn
 
 import sparsexbar
 from sparsexbar import EngineOptions
-from sparsexbar.config import HardwareConfig, preset
-from sparsexbar.errors import SparsexbarError
-from sparsexbar.frontend import QuantLayer, quantize_model
-from sparsexbar.mapping import map_dense
+from sparsexbar.core.config import HardwareConfig, preset
+from sparsexbar.core.errors import SparsexbarError
+from sparsexbar.core.frontend import QuantLayer, quantize_model
+from sparsexbar.core.mapping import map_dense
 from sparsexbar.prune import code_masks, mask_codes, pattern_prune_model
 from sparsexbar.schemes import get_scheme
 from sparsexbar.schemes.pattern import (
@@ -424,7 +424,7 @@ def test_shipped_pattern_model_accuracy_sparsity_and_patterns() -> None:
 
 
 def test_unit_levels_equals_the_engine_gather() -> None:
-    from sparsexbar.mapping import _gather_group_levels
+    from sparsexbar.core.mapping import _gather_group_levels
     from sparsexbar.schemes.pattern import unit_levels
 
     gen = torch.Generator().manual_seed(0)

@@ -13,9 +13,9 @@ from torch import nn
 
 from sparsexbar.checkpoint import load_checkpoint, read_meta, save_checkpoint
 from sparsexbar.cli import main
-from sparsexbar.config import preset
+from sparsexbar.core.config import preset
+from sparsexbar.core.frontend import quantize_model
 from sparsexbar.data import ImageDataset
-from sparsexbar.frontend import quantize_model
 from sparsexbar.prune import channel_groups, layer_mask, prune_model, schedule, sparsity_table
 from sparsexbar.schemes.sre import kept_matrix, map_sre
 from tests import nets

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from sparsexbar import simulate
-from sparsexbar.config import preset
+from sparsexbar.core.config import preset
 from tests import nets
 
 STORED = Path(__file__).resolve().parent / "data" / "result_small.json"

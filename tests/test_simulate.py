@@ -17,10 +17,10 @@ from torch.utils.data import DataLoader, TensorDataset
 
 import sparsexbar
 from sparsexbar import EngineOptions, HardwareConfig, Result, simulate
-from sparsexbar.config import preset
-from sparsexbar.errors import DataError, SparsexbarError, UnsupportedModelError
-from sparsexbar.events import Events
-from sparsexbar.frontend import quantize_model
+from sparsexbar.core.config import preset
+from sparsexbar.core.errors import DataError, SparsexbarError, UnsupportedModelError
+from sparsexbar.core.events import Events
+from sparsexbar.core.frontend import quantize_model
 from sparsexbar.report import write_result
 from sparsexbar.schemes import get_scheme
 from tests import nets
@@ -332,7 +332,7 @@ def test_model_without_logits_output_is_refused_cleanly() -> None:
 def test_integer_runs_pool_2x2_like_max_pool2d() -> None:
     """The integer run's 2x2 stride-2 max pooling (strided maxima) equals F.max_pool2d bit for
     bit, odd sizes (floor mode) and negative values included; other pools are not taken."""
-    from sparsexbar.frontend import _max_pool_2x2, _strided_2x2
+    from sparsexbar.core.frontend import _max_pool_2x2, _strided_2x2
 
     gen = torch.Generator().manual_seed(4)
     for shape in ((3, 5, 8, 8), (2, 3, 7, 9), (1, 1, 2, 3)):

@@ -15,10 +15,10 @@ from torch import Tensor, nn
 
 import sparsexbar
 from sparsexbar import EngineOptions
-from sparsexbar.config import HardwareConfig, preset
-from sparsexbar.errors import SparsexbarError
-from sparsexbar.frontend import QuantLayer, quantize_model
-from sparsexbar.mapping import map_dense
+from sparsexbar.core.config import HardwareConfig, preset
+from sparsexbar.core.errors import SparsexbarError
+from sparsexbar.core.frontend import QuantLayer, quantize_model
+from sparsexbar.core.mapping import map_dense
 from sparsexbar.schemes import get_scheme
 from sparsexbar.schemes.sre import SreKernel, SreScheme, map_sre
 from tests import nets
@@ -383,7 +383,7 @@ def test_counts_packed_planes_equal_loop_reference(
     """Several cycles per call of the kept-set convolution (base-B digits): 1-bit DAC (bit
     pairs/triples taken from one shift), multi-bit DAC (nonzero chunks), linear layers; the
     int8 convolution and the float32 path (int8 made unavailable: up to 7 cycles per call)."""
-    from sparsexbar import intconv
+    from sparsexbar.core import intconv
 
     if not int8:
         monkeypatch.setattr(intconv, "_int8_conv_available", lambda device: False)

@@ -12,8 +12,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from sparsexbar.checkpoint import load_checkpoint
+from sparsexbar.core.errors import SparsexbarError
 from sparsexbar.data import ImageDataset, load_dataset
-from sparsexbar.errors import SparsexbarError
 from sparsexbar.train import (
     augment_batch,
     evaluate,

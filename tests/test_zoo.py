@@ -12,7 +12,7 @@ import torch
 from torch import fx, nn
 
 from sparsexbar.checkpoint import default_file_mode, load_checkpoint, save_checkpoint
-from sparsexbar.errors import CheckpointError, SparsexbarError
+from sparsexbar.core.errors import CheckpointError, SparsexbarError
 from sparsexbar.zoo import MODELS, build_model
 
 ALLOWED = (nn.Conv2d, nn.Linear, nn.BatchNorm2d, nn.BatchNorm1d, nn.ReLU, nn.MaxPool2d,

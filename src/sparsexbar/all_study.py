@@ -34,8 +34,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from .config import load_config
-from .io import atomic_write_bytes, atomic_write_text
+from .core.config import load_config
+from .core.io import atomic_write_bytes, atomic_write_text
 from .report import json_safe
 
 Log = Callable[[str], None]
@@ -121,8 +121,8 @@ def reproduce_all(out_dir: str | Path, model: Any = "default", hw: str = "isaac"
 # ---- the combined runs -----------------------------------------------------------------------
 def _pattern_combined(images: int, batch_size: int, device: str, log: Log) -> dict[str, Any]:
     """The combined scheme on the pattern study's model, hardware, quantization and images."""
+    from .core.frontend import quantize_model
     from .data import load_dataset
-    from .frontend import quantize_model
     from .pattern_study import load_shipped_pattern_model
     from .schemes.combined import CombinedScheme
     from .simulate import simulate

@@ -21,8 +21,8 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from .config import load_config
-from .engine import EngineOptions
+from .core.config import load_config
+from .core.engine import EngineOptions
 
 
 @dataclass(frozen=True)
@@ -94,7 +94,7 @@ def _model_and_inputs(model: str, batch_size: int) -> tuple[torch.nn.Module, tor
 def _run_case(case: BenchCase, model: str, batch_size: int, repeats: int, threads: int,
               queue: Any) -> None:
     torch.set_num_threads(threads)
-    from .frontend import quantize_model
+    from .core.frontend import quantize_model
     from .schemes import get_scheme
     from .simulate import _Recorder
 
@@ -179,7 +179,7 @@ def run_benchmark(model: str = "vgg8", batch_size: int = 64, repeats: int = 2,
                       {None: "n/a (lossy)", True: "yes", False: "NO"}[r["equals_reference"]])
     console.print(table)
     if json_out:
-        from .io import atomic_write_text
+        from .core.io import atomic_write_text
 
         atomic_write_text(json_out, json.dumps(rows, indent=2))
     return rows

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .errors import CheckpointError, SparsexbarError
+from .core.errors import CheckpointError, SparsexbarError
 
 FORMAT_VERSION = 1
 NORMALIZATION = "none, inputs in [0,1]"

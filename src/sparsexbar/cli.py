@@ -10,13 +10,13 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from .errors import SparsexbarError, require_choice
+from .core.errors import SparsexbarError, require_choice
 
 if TYPE_CHECKING:  # annotations only: the CLI imports torch and the pipeline lazily
     from torch import Tensor
 
-    from .config import HardwareConfig
-    from .frontend import QuantizedModel
+    from .core.config import HardwareConfig
+    from .core.frontend import QuantizedModel
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True,
                   help="Bit-accurate simulator of sparsity-exploiting RRAM crossbar accelerators.")
@@ -98,8 +98,8 @@ def _scheme_labels(schemes: list[str]) -> list[str]:
 def _run_schemes(model: str, data: str, hw: str, schemes: list[str], overrides: dict[str, str],
                  limit: int | None, batch_size: int, device: str,
                  console: Console) -> list[dict[str, Any]]:
-    from .config import load_config
-    from .frontend import quantize_model
+    from .core.config import load_config
+    from .core.frontend import quantize_model
     from .simulate import resolve_data, resolve_model, simulate
 
     config = load_config(hw, overrides)
@@ -231,7 +231,7 @@ def presets(
     fmt: Annotated[str, typer.Option("--format", help="yaml or json.")] = "yaml",
 ) -> None:
     """List the hardware presets, or print one."""
-    from .config import PRESET_BUILDERS, preset
+    from .core.config import PRESET_BUILDERS, preset
 
     if name is None:
         for key, (_, text) in PRESET_BUILDERS.items():
@@ -299,8 +299,8 @@ def _calibration_setup(model: str, data: str, hw: str, set_: list[str] | None, i
     5000.. of the embedded Fashion-MNIST test file, which the studies do not test on; else
     the named data set's train split) and the model quantized on the first 256 of them."""
     from .comprrae_study import fmnist_split
-    from .config import load_config
-    from .frontend import quantize_model
+    from .core.config import load_config
+    from .core.frontend import quantize_model
     from .simulate import resolve_data, resolve_model
 
     config = load_config(hw, parse_overrides(set_))
@@ -348,7 +348,7 @@ def calibrate_comprrae(
     import json
 
     from .comprrae_study import CRITERIA, ESTIMATORS, calibrate_comprrae
-    from .io import atomic_write_text
+    from .core.io import atomic_write_text
     from .schemes.comprrae import BOUNDS
 
     if images <= 0:
@@ -405,8 +405,8 @@ def calibrate_encoding(
     top-1 budget on a calibration split; use with --scheme encoding:adc_bits=FILE."""
     import json
 
+    from .core.io import atomic_write_text
     from .encoding_study import calibrate_adc_bits, calibrate_precision, parse_scheme
-    from .io import atomic_write_text
 
     if images <= 0:
         raise SparsexbarError(f"--images must be positive, got {images}")
@@ -633,7 +633,7 @@ def prune(
         "--precision", help="fp32, or bf16 (autocast; weights stay float32).")] = "fp32",
 ) -> None:
     """Prune a checkpoint (magnitude or pattern) with fine-tuning; writes it and a table."""
-    from .config import load_config
+    from .core.config import load_config
     from .prune import METHODS, check_pattern_args, prune_command
 
     require_choice("--method", method, METHODS)

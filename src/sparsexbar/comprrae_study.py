@@ -35,9 +35,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .config import HardwareConfig
-from .engine import exact_accumulate
-from .frontend import QuantizedModel, QuantLayer, accuracy
+from .core.config import HardwareConfig
+from .core.engine import exact_accumulate
+from .core.frontend import QuantizedModel, QuantLayer, accuracy
 from .schemes.comprrae import CompKernel, CompRRAEScheme, RemainingMean
 
 FMNIST_TEST_SPLIT = (0, 5000)
@@ -120,8 +120,8 @@ class StudySetup:
 def study_setup(model: Any, hw: str | HardwareConfig, overrides: dict[str, Any] | None,
                 test_images: int, calibration_images: int) -> StudySetup:
     """Load the hardware and model, take both halves of the embedded split, quantize."""
-    from .config import load_config
-    from .frontend import quantize_model
+    from .core.config import load_config
+    from .core.frontend import quantize_model
     from .simulate import resolve_model
 
     config = load_config(hw, overrides)
@@ -499,7 +499,7 @@ def reproduce_comprrae(out_dir: str | Path, model: Any = "default",
     """Dense vs END (per-output and (bit, slice) bounds) vs calibrated alphas vs calibrated
     predictive betas (and both) vs uniform alpha and beta sweeps, on the Fashion-MNIST test
     half; parameters picked on the calibration half. Writes JSON, markdown and a PNG plot."""
-    from .io import atomic_write_text
+    from .core.io import atomic_write_text
     from .simulate import simulate
 
     say = progress or (lambda _msg: None)

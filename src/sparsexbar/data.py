@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .errors import DataError
+from .core.errors import DataError
 
 FASHION_MNIST_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal",
                          "Shirt", "Sneaker", "Bag", "Ankle boot"]

@@ -25,10 +25,10 @@ from typing import Any
 
 from torch import Tensor
 
-from .config import HardwareConfig, load_config
-from .errors import SparsexbarError
-from .frontend import QuantizedModel, quantize_model
-from .io import atomic_write_text, atomic_write_with
+from .core.config import HardwareConfig, load_config
+from .core.errors import SparsexbarError
+from .core.frontend import QuantizedModel, quantize_model
+from .core.io import atomic_write_text, atomic_write_with
 
 DEFAULT_OU_ROWS = (128, 64, 32, 16, 8, 4)
 DEFAULT_SIGMAS = (0.1, 0.2)

@@ -29,9 +29,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .config import HardwareConfig
-from .engine import EngineOptions
-from .frontend import QuantizedModel, QuantLayer, accuracy
+from .core.config import HardwareConfig
+from .core.engine import EngineOptions
+from .core.frontend import QuantizedModel, QuantLayer, accuracy
 from .schemes.encoding import EncodingKernel, EncodingMappedLayer, EncodingScheme
 
 Progress = Callable[[str], None]
@@ -274,7 +274,7 @@ def reproduce_encoding(out_dir: str | Path, model: Any = "default",
     budget, then ADC bits within the whole budget, both against the exact network), plus a
     sweep of uniform dynamic precisions. Writes JSON, markdown and a plot under `out_dir`."""
     from .comprrae_study import study_setup
-    from .io import atomic_write_text
+    from .core.io import atomic_write_text
     from .simulate import simulate
 
     say = progress or (lambda _msg: None)
@@ -423,7 +423,7 @@ def parse_scheme(spec: str) -> EncodingScheme:
 
     sch = get_scheme(spec)
     if not isinstance(sch, EncodingScheme):
-        from .errors import SparsexbarError
+        from .core.errors import SparsexbarError
 
         raise SparsexbarError(f"--scheme must be an encoding scheme spec, got '{spec}'")
     return sch

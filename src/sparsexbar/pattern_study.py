@@ -35,9 +35,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .config import load_config
-from .errors import SparsexbarError
-from .frontend import quantize_model
+from .core.config import load_config
+from .core.errors import SparsexbarError
+from .core.frontend import quantize_model
 
 SHIPPED_PATTERN_STEM = "vgg8_fmnist_pattern"
 PUBLISHED: dict[str, Any] = {
@@ -64,7 +64,7 @@ def shipped_pattern_model_path() -> Path:
 def load_shipped_pattern_model() -> tuple[nn.Module, dict[str, Any]]:
     """The shipped pattern-pruned VGG-8 (eval mode) and its metadata."""
     from .checkpoint import load_checkpoint
-    from .errors import CheckpointError
+    from .core.errors import CheckpointError
 
     path = shipped_pattern_model_path()
     if not path.is_file():
@@ -175,8 +175,8 @@ def _static(counts: dict[str, int], per: int, config: Any) -> tuple[int, int, fl
     """(OU activations, busiest-array cycles, RRAM+ADC+DAC pJ) with every unit activated in
     every step (`per` = images x positions x passes x cycles): the mapping without input
     skipping."""
-    from .cost import energy_pj, rram_adc_dac_energy
-    from .events import Events
+    from .core.cost import energy_pj, rram_adc_dac_energy
+    from .core.events import Events
 
     events = Events(ou_activations=counts["ou_activations"], adc_conversions=counts[
         "adc_conversions"], dac_activations=counts["dac_activations"],
@@ -190,8 +190,8 @@ def layer_rows(qmodel: Any, config: Any, pattern_res: dict[str, Any],
     """Per crossbar layer: mapping used, patterns, sparsity, arrays, occupied cells, OU
     activations, cycles and RRAM+ADC+DAC energy, pattern against dense (with input skipping,
     as simulated, and `static_*`: the mapping alone, every unit activated)."""
-    from .cost import rram_adc_dac_energy
-    from .mapping import map_dense
+    from .core.cost import rram_adc_dac_energy
+    from .core.mapping import map_dense
     from .schemes.pattern import (
         PatternScheme,
         dense_static_counts,
@@ -254,7 +254,7 @@ def reproduce_pattern(out_dir: str | Path, model: Any = "default", data: str = "
                       progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Run the study; write pattern_reproduce.json and .md under `out_dir` (atomically).
     Top-1 change on the first `top1_images` test images (None: all)."""
-    from .io import atomic_write_text
+    from .core.io import atomic_write_text
     from .simulate import simulate
 
     log = progress or (lambda _: None)

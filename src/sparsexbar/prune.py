@@ -30,8 +30,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .config import HardwareConfig
-from .errors import SparsexbarError
+from .core.config import HardwareConfig
+from .core.errors import SparsexbarError
 
 METHODS = ("ou-structured", "unstructured", "pattern")
 
@@ -201,8 +201,8 @@ def prune_command(model_spec: str, data_name: str, hw: HardwareConfig, sparsity:
     import time
 
     from .checkpoint import load_checkpoint, load_shipped_model, save_checkpoint
+    from .core.io import atomic_write_text
     from .data import load_dataset
-    from .io import atomic_write_text
     from .train import evaluate, round_weights_to_half
 
     if method == "pattern":

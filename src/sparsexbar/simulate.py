@@ -16,13 +16,13 @@ import torch
 from torch import Tensor, nn
 
 from . import __version__
-from .config import HardwareConfig, load_config
-from .cost import area_um2, buffer_area_um2, energy_pj, latency_ns, ratio, rram_adc_dac_energy
-from .engine import EngineOptions, LayerKernel, TaskPool
-from .errors import DataError, SparsexbarError
-from .events import Events
-from .frontend import QuantizedModel, QuantLayer, RunStats, accuracy, quantize_model
-from .mapping import dense_events, map_dense
+from .core.config import HardwareConfig, load_config
+from .core.cost import area_um2, buffer_area_um2, energy_pj, latency_ns, ratio, rram_adc_dac_energy
+from .core.engine import EngineOptions, LayerKernel, TaskPool
+from .core.errors import DataError, SparsexbarError
+from .core.events import Events
+from .core.frontend import QuantizedModel, QuantLayer, RunStats, accuracy, quantize_model
+from .core.mapping import dense_events, map_dense
 from .schemes import Scheme, get_scheme
 
 ProgressFn = Callable[[int, int], None]  # (images done, images total)

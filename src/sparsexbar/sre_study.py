@@ -18,9 +18,9 @@ from typing import Any
 
 import torch
 
-from .config import load_config
+from .core.config import load_config
+from .core.frontend import quantize_model
 from .data import ImageDataset
-from .frontend import quantize_model
 from .prune import prune_model
 from .schemes.sre import SreScheme
 

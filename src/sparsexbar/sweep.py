@@ -34,9 +34,9 @@ import pyarrow.parquet as pq
 import yaml
 
 from . import __version__
-from .config import HardwareConfig, load_config
-from .errors import ConfigError, SparsexbarError, require_choice
-from .io import atomic_write_bytes, atomic_write_text, atomic_write_with
+from .core.config import HardwareConfig, load_config
+from .core.errors import ConfigError, SparsexbarError, require_choice
+from .core.io import atomic_write_bytes, atomic_write_text, atomic_write_with
 from .report import json_safe
 
 RESULTS_DIR = "results"

@@ -26,7 +26,7 @@ from rich.progress import (
 )
 from torch import Tensor, nn
 
-from .errors import SparsexbarError
+from .core.errors import SparsexbarError
 
 MaskFn = Callable[[nn.Module], None]
 PRECISIONS = ("fp32", "bf16")

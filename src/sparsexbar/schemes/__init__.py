@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from ..errors import SparsexbarError
+from ..core.errors import SparsexbarError
 from .base import LayerRun, Scheme
 from .combined import TECHNIQUES, CombinedScheme
 from .comprrae import CompRRAEScheme

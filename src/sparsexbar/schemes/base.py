@@ -8,12 +8,12 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..config import HardwareConfig
-from ..cost import Storage
-from ..engine import EngineOptions, LayerKernel
-from ..events import Events
-from ..frontend import QuantLayer
-from ..mapping import MappedLayer
+from ..core.config import HardwareConfig
+from ..core.cost import Storage
+from ..core.engine import EngineOptions, LayerKernel
+from ..core.events import Events
+from ..core.frontend import QuantLayer
+from ..core.mapping import MappedLayer
 
 
 @dataclass

@@ -44,13 +44,13 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..config import HardwareConfig
-from ..cost import Storage, energy_pj
-from ..engine import EngineOptions, LayerKernel, accumulate
-from ..errors import SparsexbarError, require_choice, require_known_options
-from ..events import Events
-from ..frontend import QuantLayer
-from ..mapping import MappedLayer, dense_events, map_dense
+from ..core.config import HardwareConfig
+from ..core.cost import Storage, energy_pj
+from ..core.engine import EngineOptions, LayerKernel, accumulate
+from ..core.errors import SparsexbarError, require_choice, require_known_options
+from ..core.events import Events
+from ..core.frontend import QuantLayer
+from ..core.mapping import MappedLayer, dense_events, map_dense
 from .base import LayerRun, Scheme
 from .comprrae import AlphaSpec, CompKernel, CompRRAEScheme
 from .counting import (

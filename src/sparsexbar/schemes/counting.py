@@ -35,9 +35,9 @@ from dataclasses import dataclass, replace
 import torch
 from torch import Tensor
 
-from ..engine import FLOAT32_EXACT
-from ..frontend import QuantLayer
-from ..intconv import ExactLinear
+from ..core.engine import FLOAT32_EXACT
+from ..core.frontend import QuantLayer
+from ..core.intconv import ExactLinear
 
 SKIP_RULES = ("none", "act", "any")
 # On CPU, early-termination counting takes images in chunks of about this many (position,

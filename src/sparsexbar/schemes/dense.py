@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from ..config import HardwareConfig
-from ..engine import EngineOptions, LayerKernel, accumulate
-from ..frontend import QuantLayer
-from ..mapping import MappedLayer, dense_events, map_dense
+from ..core.config import HardwareConfig
+from ..core.engine import EngineOptions, LayerKernel, accumulate
+from ..core.frontend import QuantLayer
+from ..core.mapping import MappedLayer, dense_events, map_dense
 from .base import LayerRun, Scheme
 
 

@@ -60,13 +60,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..config import HardwareConfig, SignEncoding
-from ..cost import Storage
-from ..engine import EngineOptions, LayerKernel, accumulate
-from ..errors import SparsexbarError
-from ..events import Events
-from ..frontend import QuantLayer
-from ..mapping import MappedLayer, dense_events, map_dense
+from ..core.config import HardwareConfig, SignEncoding
+from ..core.cost import Storage
+from ..core.engine import EngineOptions, LayerKernel, accumulate
+from ..core.errors import SparsexbarError
+from ..core.events import Events
+from ..core.frontend import QuantLayer
+from ..core.mapping import MappedLayer, dense_events, map_dense
 from ..prune import KERNEL_POSITIONS, code_masks, mask_codes
 from .base import LayerRun, Scheme
 

@@ -38,14 +38,14 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..config import HardwareConfig
-from ..cost import Storage
-from ..engine import EngineOptions, LayerKernel, accumulate, exact_accumulate
-from ..errors import SparsexbarError, require_choice
-from ..events import Events
-from ..frontend import QuantLayer
-from ..intconv import FLOAT32_EXACT, ExactLinear
-from ..mapping import MappedLayer, dense_events, map_dense, tiles
+from ..core.config import HardwareConfig
+from ..core.cost import Storage
+from ..core.engine import EngineOptions, LayerKernel, accumulate, exact_accumulate
+from ..core.errors import SparsexbarError, require_choice
+from ..core.events import Events
+from ..core.frontend import QuantLayer
+from ..core.intconv import FLOAT32_EXACT, ExactLinear
+from ..core.mapping import MappedLayer, dense_events, map_dense, tiles
 from .base import LayerRun, Scheme
 from .counting import RowSetCounter, position_sum_dtype
 

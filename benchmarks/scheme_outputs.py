@@ -21,17 +21,17 @@ from typing import Any
 
 import torch
 
-from sparsexbar.checkpoint import load_shipped_model
 from sparsexbar.core.config import load_config
 from sparsexbar.core.engine import EngineOptions
 from sparsexbar.core.frontend import quantize_model
 from sparsexbar.core.io import atomic_write_bytes
-from sparsexbar.data import embedded_fashion_mnist_dir, load_idx
 from sparsexbar.schemes import Scheme, get_scheme
 from sparsexbar.schemes.comprrae import CompRRAEScheme
 from sparsexbar.schemes.sre import SreScheme
 from sparsexbar.simulate import _Recorder
-from sparsexbar.zoo import build_model
+from sparsexbar.training.checkpoint import load_shipped_model
+from sparsexbar.training.data import embedded_fashion_mnist_dir, load_idx
+from sparsexbar.training.zoo import build_model
 
 
 def schemes() -> dict[str, Scheme]:

@@ -34,20 +34,20 @@ from rich.console import Console
 from rich.table import Table
 from torch import Tensor
 
-from sparsexbar.checkpoint import load_shipped_model
 from sparsexbar.core.config import load_config
 from sparsexbar.core.engine import EngineOptions, LayerKernel
 from sparsexbar.core.frontend import quantize_model
 from sparsexbar.core.intconv import FLOAT32_EXACT, ExactLinear
 from sparsexbar.core.io import atomic_write_text
 from sparsexbar.core.mapping import dense_events
-from sparsexbar.data import embedded_fashion_mnist_dir, load_idx
 from sparsexbar.schemes import LayerRun, Scheme, get_scheme
 from sparsexbar.schemes.comprrae import CompRRAEScheme
 from sparsexbar.schemes.dense import DenseScheme
 from sparsexbar.schemes.sre import SreScheme
 from sparsexbar.simulate import _Recorder
-from sparsexbar.zoo import build_model
+from sparsexbar.training.checkpoint import load_shipped_model
+from sparsexbar.training.data import embedded_fashion_mnist_dir, load_idx
+from sparsexbar.training.zoo import build_model
 
 
 class DenseInt8(DenseScheme):

@@ -1,18 +1,13 @@
-"""Shared test set-up: the repository root on sys.path (so `tests.nets:<factory>` resolves as a
-`--model module:factory` spec in-process), and the hypothesis profile."""
+"""Shared test set-up: the hypothesis profile and one intra-op thread. (`tests.nets:<factory>`
+resolves as a `--model module:factory` spec because the tests run from the repository root:
+`training.models` imports such a module from the current directory.)"""
 
 from __future__ import annotations
 
 import os
-import sys
-from pathlib import Path
 
 import torch
 from hypothesis import HealthCheck, settings
-
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
 # Tests choose their own max_examples; this profile only removes flakiness sources (no deadline;
 # in CI a fixed example sequence, so a red run is reproducible; locally, fresh examples).

@@ -46,11 +46,11 @@ def assert_one_line_error(code: int, err: str, *fragments: str) -> str:
 
 def need_data_and_models() -> None:
     """`run` needs a data set (and resolving a model imports the zoo and checkpoints)."""
-    data = pytest.importorskip("sparsexbar.data")
-    pytest.importorskip("sparsexbar.zoo")
-    pytest.importorskip("sparsexbar.checkpoint")
+    data = pytest.importorskip("sparsexbar.training.data")
+    pytest.importorskip("sparsexbar.training.zoo")
+    pytest.importorskip("sparsexbar.training.checkpoint")
     if not hasattr(data, "load_dataset"):
-        pytest.skip("sparsexbar.data.load_dataset not there yet")
+        pytest.skip("sparsexbar.training.data.load_dataset not there yet")
 
 
 # ---- errors found before any data is read ----------------------------------------------------
@@ -168,7 +168,7 @@ def test_bad_models_are_refused(capsys: pytest.CaptureFixture[str], tmp_path: Pa
 def test_missing_and_corrupt_checkpoints_are_refused(capsys: pytest.CaptureFixture[str],
                                                      tmp_path: Path) -> None:
     need_data_and_models()
-    from sparsexbar import checkpoint, zoo
+    from sparsexbar.training import checkpoint, zoo
 
     common = ["--data", "default", "--limit", "2", "--out", str(tmp_path / "out")]
     missing = tmp_path / "absent.safetensors"

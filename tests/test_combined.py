@@ -31,13 +31,13 @@ from sparsexbar.core.config import load_config, preset
 from sparsexbar.core.errors import SparsexbarError
 from sparsexbar.core.frontend import QuantizedModel, QuantLayer, quantize_model
 from sparsexbar.core.mapping import MappedLayer, map_dense
-from sparsexbar.prune import pattern_prune_model
 from sparsexbar.schemes import Scheme, get_scheme
 from sparsexbar.schemes.combined import LAYOUTS, CombinedScheme, static_cost
 from sparsexbar.schemes.comprrae import CompKernel, CompRRAEScheme
 from sparsexbar.schemes.encoding import EncodingMappedLayer, EncodingScheme
 from sparsexbar.schemes.pattern import PatternMappedLayer, PatternScheme
 from sparsexbar.schemes.sre import SreScheme, map_sre
+from sparsexbar.training.prune import pattern_prune_model
 from tests import nets
 from tests.test_cli_errors import assert_one_line_error, cli
 from tests.test_sre import prune_blocks
@@ -126,7 +126,7 @@ def test_generic_counter_reproduces_every_single_scheme(
 def test_generic_counter_reproduces_singles_on_vgg_shapes() -> None:
     """VGG-8 (width 1/8, pattern-pruned) on isaac: 128-row arrays, several row tiles, the
     pattern mapping on most 3x3 convs."""
-    from sparsexbar.zoo import build_model
+    from sparsexbar.training.zoo import build_model
 
     torch.manual_seed(0)
     net = build_model("vgg8", in_channels=1, num_classes=10, input_size=28, width=0.125)
@@ -459,8 +459,11 @@ def test_cli_bad_compositions(capsys: pytest.CaptureFixture[str], args: list[str
 
 # ---- the shipped models -----------------------------------------------------------------------
 def test_shipped_models_lossless_compositions_equal_dense() -> None:
-    from sparsexbar.checkpoint import shipped_model_path
-    from sparsexbar.pattern_study import load_shipped_pattern_model, shipped_pattern_model_path
+    from sparsexbar.training.checkpoint import (
+        load_shipped_pattern_model,
+        shipped_model_path,
+        shipped_pattern_model_path,
+    )
 
     if not (shipped_model_path().is_file() and shipped_pattern_model_path().is_file()):
         pytest.skip("shipped checkpoints not built")

@@ -14,7 +14,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import Tensor, nn
 
-from sparsexbar.checkpoint import shipped_model_path
 from sparsexbar.core.config import HardwareConfig, preset
 from sparsexbar.core.engine import EngineOptions
 from sparsexbar.core.errors import SparsexbarError
@@ -23,6 +22,7 @@ from sparsexbar.core.mapping import dense_events, map_dense
 from sparsexbar.schemes import get_scheme
 from sparsexbar.schemes.comprrae import CompKernel, CompRRAEScheme
 from sparsexbar.simulate import simulate
+from sparsexbar.training.checkpoint import shipped_model_path
 from tests import nets
 
 CPU = torch.device("cpu")
@@ -85,7 +85,7 @@ def test_end_equals_dense_bit_for_bit(seed: int, net_kind: str, dac_bits: int,
 
 @pytest.mark.skipif(not shipped_model_path().is_file(), reason="shipped checkpoint not built")
 def test_end_equals_dense_on_shipped_model() -> None:
-    from sparsexbar.data import fashion_mnist
+    from sparsexbar.training.data import fashion_mnist
 
     ds = fashion_mnist("test").subset(0, 64)
     data = (ds.to_float(), ds.labels.long())
@@ -469,7 +469,7 @@ def test_calibration_respects_budget_and_split(tmp_path: Any) -> None:
 
     from sparsexbar.cli import main
     from sparsexbar.comprrae_study import calibrate_alphas, fmnist_split, top1_with_alphas
-    from sparsexbar.data import fashion_mnist
+    from sparsexbar.training.data import fashion_mnist
 
     x_cal, y_cal = fmnist_split("calibration", 40)
     x_test, _ = fmnist_split("test", 40)

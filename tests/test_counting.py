@@ -19,7 +19,6 @@ from torch import Tensor, nn
 
 from sparsexbar.core.config import HardwareConfig, preset
 from sparsexbar.core.frontend import QuantLayer, quantize_model
-from sparsexbar.prune import pattern_prune_model
 from sparsexbar.schemes import counting
 from sparsexbar.schemes.combined import CombinedKernel, CombinedScheme, pattern_slots, sre_slots
 from sparsexbar.schemes.counting import (
@@ -31,6 +30,7 @@ from sparsexbar.schemes.counting import (
 )
 from sparsexbar.schemes.pattern import PatternKernel
 from sparsexbar.schemes.sre import SreScheme
+from sparsexbar.training.prune import pattern_prune_model
 from tests import nets
 from tests.test_sre import prune_blocks
 

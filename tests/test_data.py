@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 import torch
 
-from sparsexbar import data as D
-from sparsexbar.data import DataError, ImageDataset, load_dataset, load_idx
+from sparsexbar.training import data as D
+from sparsexbar.training.data import DataError, ImageDataset, load_dataset, load_idx
 
 
 def _idx_bytes(arr: np.ndarray, magic: int) -> bytes:

@@ -17,7 +17,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import Tensor
 
-from sparsexbar.checkpoint import shipped_model_path
 from sparsexbar.core.config import HardwareConfig, preset
 from sparsexbar.core.engine import EngineOptions
 from sparsexbar.core.errors import SparsexbarError
@@ -41,6 +40,7 @@ from sparsexbar.schemes.encoding import (
     tile_view,
 )
 from sparsexbar.simulate import simulate
+from sparsexbar.training.checkpoint import shipped_model_path
 from tests import nets
 from tests.test_cli_errors import assert_one_line_error, cli
 
@@ -119,7 +119,7 @@ def test_default_scheme_is_the_lossless_combination() -> None:
 
 @pytest.mark.skipif(not shipped_model_path().is_file(), reason="shipped checkpoint not built")
 def test_lossless_combination_equals_dense_on_shipped_model() -> None:
-    from sparsexbar.data import fashion_mnist
+    from sparsexbar.training.data import fashion_mnist
 
     ds = fashion_mnist("test").subset(0, 48)
     data = (ds.to_float(), ds.labels.long())

@@ -20,7 +20,6 @@ from sparsexbar.core.config import HardwareConfig, preset
 from sparsexbar.core.errors import SparsexbarError
 from sparsexbar.core.frontend import QuantLayer, quantize_model
 from sparsexbar.core.mapping import map_dense
-from sparsexbar.prune import code_masks, mask_codes, pattern_prune_model
 from sparsexbar.schemes import get_scheme
 from sparsexbar.schemes.pattern import (
     PatternKernel,
@@ -30,6 +29,7 @@ from sparsexbar.schemes.pattern import (
     map_pattern,
     place_units,
 )
+from sparsexbar.training.prune import code_masks, mask_codes, pattern_prune_model
 from tests import nets
 from tests.test_cli_errors import assert_one_line_error, cli
 
@@ -105,7 +105,7 @@ def test_outputs_equal_dense_random_pattern_nets(seed: int, k: int, patterns: in
 def test_outputs_equal_dense_vgg_shapes_and_pattern_mapping_used() -> None:
     """VGG-8 (width 1/8) on 1x28x28, pattern-pruned: the pattern mapping is used (index reads,
     fewer arrays), the outputs equal dense and the work is smaller."""
-    from sparsexbar.zoo import build_model
+    from sparsexbar.training.zoo import build_model
 
     torch.manual_seed(0)
     net = pattern_net(build_model("vgg8", in_channels=1, num_classes=10, input_size=28,
@@ -390,10 +390,13 @@ def test_cli_bad_pattern_arguments(capsys: pytest.CaptureFixture[str], args: lis
 
 # ---- the shipped pattern-pruned VGG-8 ------------------------------------------------------
 def test_shipped_pattern_model_accuracy_sparsity_and_patterns() -> None:
-    from sparsexbar.data import load_dataset
-    from sparsexbar.pattern_study import load_shipped_pattern_model, shipped_pattern_model_path
-    from sparsexbar.prune import pattern_summary, pattern_table
-    from sparsexbar.train import evaluate
+    from sparsexbar.training.checkpoint import (
+        load_shipped_pattern_model,
+        shipped_pattern_model_path,
+    )
+    from sparsexbar.training.data import load_dataset
+    from sparsexbar.training.prune import pattern_summary, pattern_table
+    from sparsexbar.training.train import evaluate
 
     if not shipped_pattern_model_path().is_file():
         pytest.skip("shipped pattern checkpoint not built")

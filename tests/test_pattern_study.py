@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from sparsexbar.checkpoint import save_checkpoint
 from sparsexbar.pattern_study import PUBLISHED, reproduce_pattern
-from sparsexbar.zoo import build_model
+from sparsexbar.training.checkpoint import save_checkpoint
+from sparsexbar.training.zoo import build_model
 from tests.test_cli_errors import assert_one_line_error, cli
 
 KWARGS = {"in_channels": 1, "num_classes": 10, "input_size": 28, "width": 0.125}

@@ -11,13 +11,19 @@ import pytest
 import torch
 from torch import nn
 
-from sparsexbar.checkpoint import load_checkpoint, read_meta, save_checkpoint
 from sparsexbar.cli import main
 from sparsexbar.core.config import preset
 from sparsexbar.core.frontend import quantize_model
-from sparsexbar.data import ImageDataset
-from sparsexbar.prune import channel_groups, layer_mask, prune_model, schedule, sparsity_table
 from sparsexbar.schemes.sre import kept_matrix, map_sre
+from sparsexbar.training.checkpoint import load_checkpoint, read_meta, save_checkpoint
+from sparsexbar.training.data import ImageDataset
+from sparsexbar.training.prune import (
+    channel_groups,
+    layer_mask,
+    prune_model,
+    schedule,
+    sparsity_table,
+)
 from tests import nets
 
 
@@ -90,7 +96,7 @@ def test_prune_with_fine_tuning_keeps_blocks_and_sre_drops_them() -> None:
 
 def test_prune_cli_writes_checkpoint_and_table(tmp_path: Path,
                                                capsys: pytest.CaptureFixture[str]) -> None:
-    from sparsexbar.zoo import build_model
+    from sparsexbar.training.zoo import build_model
 
     torch.manual_seed(0)
     net = build_model("lenet5", in_channels=1, num_classes=10, input_size=28, width=0.5)
@@ -125,7 +131,7 @@ def test_prune_cli_bad_method_exits_2(capsys: pytest.CaptureFixture[str]) -> Non
 
 # ---- pattern pruning (scheme `pattern`) --------------------------------------------------------
 def test_select_patterns_takes_the_most_frequent_candidates() -> None:
-    from sparsexbar.prune import candidate_codes, mask_codes, select_patterns
+    from sparsexbar.training.prune import candidate_codes, mask_codes, select_patterns
 
     gen = torch.Generator().manual_seed(2)
     w = torch.rand((6, 5, 3, 3), generator=gen) * 0.1
@@ -141,7 +147,7 @@ def test_select_patterns_takes_the_most_frequent_candidates() -> None:
 
 
 def test_projection_keeps_the_most_energy_and_connectivity_hits_the_target() -> None:
-    from sparsexbar.prune import code_masks, connectivity_keep, project_kernels
+    from sparsexbar.training.prune import code_masks, connectivity_keep, project_kernels
 
     gen = torch.Generator().manual_seed(3)
     w = torch.randn((8, 6, 3, 3), generator=gen)
@@ -166,7 +172,7 @@ def test_projection_keeps_the_most_energy_and_connectivity_hits_the_target() -> 
 
 
 def test_pattern_prune_with_fine_tuning_keeps_patterns_and_leaves_linear_dense() -> None:
-    from sparsexbar.prune import (
+    from sparsexbar.training.prune import (
         code_masks,
         mask_codes,
         pattern_prune_model,
@@ -202,8 +208,8 @@ def test_pattern_prune_with_fine_tuning_keeps_patterns_and_leaves_linear_dense()
 def test_prune_cli_pattern_writes_checkpoint_and_table(tmp_path: Path,
                                                        capsys: pytest.CaptureFixture[str]
                                                        ) -> None:
-    from sparsexbar.prune import mask_codes
-    from sparsexbar.zoo import build_model
+    from sparsexbar.training.prune import mask_codes
+    from sparsexbar.training.zoo import build_model
 
     torch.manual_seed(0)
     kwargs = {"in_channels": 1, "num_classes": 10, "input_size": 28, "width": 0.0625}
@@ -230,7 +236,7 @@ def test_prune_cli_pattern_writes_checkpoint_and_table(tmp_path: Path,
 
 def test_prune_cli_pattern_without_3x3_conv_exits_2(tmp_path: Path,
                                                     capsys: pytest.CaptureFixture[str]) -> None:
-    from sparsexbar.zoo import build_model
+    from sparsexbar.training.zoo import build_model
 
     kwargs = {"in_channels": 1, "num_classes": 10, "input_size": 28, "width": 0.5}
     src = tmp_path / "lenet"

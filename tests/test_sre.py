@@ -81,7 +81,7 @@ def test_outputs_equal_dense_random_nets(seed: int, fraction: float, signed: boo
 def test_outputs_equal_dense_vgg8_shapes() -> None:
     """The shipped model's architecture (VGG-8 on 1x28x28), pruned, on real data shapes."""
     torch.manual_seed(0)
-    from sparsexbar.zoo import build_model
+    from sparsexbar.training.zoo import build_model
 
     net = prune_blocks(build_model("vgg8", in_channels=1, num_classes=10, input_size=28,
                                    width=0.125), 0.5, 1).eval()
@@ -337,7 +337,7 @@ def test_registry_and_parameters() -> None:
 
 
 def test_shipped_model_joint_equals_dense() -> None:
-    from sparsexbar.checkpoint import shipped_model_path
+    from sparsexbar.training.checkpoint import shipped_model_path
 
     if not shipped_model_path().is_file():
         pytest.skip("shipped checkpoint not built")

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 from sparsexbar.sre_study import MODES, reproduce_sre
-from sparsexbar.zoo import build_model
+from sparsexbar.training.zoo import build_model
 
 
 def test_reproduce_sre_small(tmp_path: Path) -> None:

@@ -131,8 +131,8 @@ def test_checkpoint_weights_are_part_of_the_key(tmp_path: Path) -> None:
     """A checkpoint model is keyed by its files' content: retrained weights, new keys."""
     import torch
 
-    from sparsexbar.checkpoint import save_checkpoint
-    from sparsexbar.zoo import build_model
+    from sparsexbar.training.checkpoint import save_checkpoint
+    from sparsexbar.training.zoo import build_model
 
     content = {"model": "ckpt.safetensors", "hw": "ideal-small", "points": [{"ou.rows": 4}]}
     keys = []

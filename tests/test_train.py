@@ -11,10 +11,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sparsexbar.checkpoint import load_checkpoint
 from sparsexbar.core.errors import SparsexbarError
-from sparsexbar.data import ImageDataset, load_dataset
-from sparsexbar.train import (
+from sparsexbar.training.checkpoint import load_checkpoint
+from sparsexbar.training.data import ImageDataset, load_dataset
+from sparsexbar.training.train import (
     augment_batch,
     evaluate,
     fine_tune,
@@ -22,7 +22,7 @@ from sparsexbar.train import (
     train,
     train_command,
 )
-from sparsexbar.zoo import build_model
+from sparsexbar.training.zoo import build_model
 
 
 @pytest.fixture(scope="module")

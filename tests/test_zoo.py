@@ -11,9 +11,9 @@ import pytest
 import torch
 from torch import fx, nn
 
-from sparsexbar.checkpoint import default_file_mode, load_checkpoint, save_checkpoint
 from sparsexbar.core.errors import CheckpointError, SparsexbarError
-from sparsexbar.zoo import MODELS, build_model
+from sparsexbar.training.checkpoint import default_file_mode, load_checkpoint, save_checkpoint
+from sparsexbar.training.zoo import MODELS, build_model
 
 ALLOWED = (nn.Conv2d, nn.Linear, nn.BatchNorm2d, nn.BatchNorm1d, nn.ReLU, nn.MaxPool2d,
            nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.Flatten, nn.Dropout)
@@ -205,9 +205,9 @@ def test_checkpoint_missing_or_corrupt_files(tmp_path: Path) -> None:
 
 # ---- the shipped model -----------------------------------------------------------------------
 def test_shipped_model_loads_and_matches_recorded_accuracy() -> None:
-    from sparsexbar.checkpoint import load_shipped_model, shipped_model_path
-    from sparsexbar.data import load_dataset
-    from sparsexbar.train import evaluate
+    from sparsexbar.training.checkpoint import load_shipped_model, shipped_model_path
+    from sparsexbar.training.data import load_dataset
+    from sparsexbar.training.train import evaluate
 
     path = shipped_model_path()
     assert path.is_file() and path.stat().st_size < 2_000_000

@@ -122,10 +122,10 @@ def reproduce_all(out_dir: str | Path, model: Any = "default", hw: str = "isaac"
 def _pattern_combined(images: int, batch_size: int, device: str, log: Log) -> dict[str, Any]:
     """The combined scheme on the pattern study's model, hardware, quantization and images."""
     from .core.frontend import quantize_model
-    from .data import load_dataset
-    from .pattern_study import load_shipped_pattern_model
     from .schemes.combined import CombinedScheme
     from .simulate import simulate
+    from .training.checkpoint import load_shipped_pattern_model
+    from .training.data import load_dataset
 
     net, _ = load_shipped_pattern_model()
     ds = load_dataset("fashion-mnist", "test")

@@ -64,12 +64,15 @@ BENCH_MODELS = ("vgg8", "vgg8-pattern", "vgg16")
 
 
 def _model_and_inputs(model: str, batch_size: int) -> tuple[torch.nn.Module, torch.Tensor]:
-    from . import zoo
+    from .training import zoo
 
     if model in ("vgg8", "vgg8-pattern"):
-        from .checkpoint import load_checkpoint, load_shipped_model
-        from .data import fashion_mnist
-        from .pattern_study import shipped_pattern_model_path
+        from .training.checkpoint import (
+            load_checkpoint,
+            load_shipped_model,
+            shipped_pattern_model_path,
+        )
+        from .training.data import fashion_mnist
 
         if model == "vgg8":
             net, _ = load_shipped_model()

@@ -217,7 +217,7 @@ def _demo_model(model: str) -> str:
     """'pattern' -> the shipped pattern-pruned checkpoint; anything else as given."""
     if model != "pattern":
         return model
-    from .pattern_study import shipped_pattern_model_path
+    from .training.checkpoint import shipped_pattern_model_path
 
     path = shipped_pattern_model_path()
     if not path.is_file():
@@ -262,7 +262,7 @@ def train(
         "--precision", help="fp32, or bf16 (autocast; weights stay float32).")] = "fp32",
 ) -> None:
     """Train a zoo model; writes <out>.safetensors and <out>.json."""
-    from .train import train_command
+    from .training.train import train_command
 
     if epochs <= 0:
         raise SparsexbarError(f"--epochs must be positive, got {epochs}")
@@ -307,7 +307,7 @@ def _calibration_setup(model: str, data: str, hw: str, set_: list[str] | None, i
     if data == "default":
         x, y = fmnist_split("calibration", images)
     else:
-        from .data import load_dataset
+        from .training.data import load_dataset
 
         batches = resolve_data(load_dataset(data, "train"), images)
         x, y = batches.images, batches.labels
@@ -634,7 +634,7 @@ def prune(
 ) -> None:
     """Prune a checkpoint (magnitude or pattern) with fine-tuning; writes it and a table."""
     from .core.config import load_config
-    from .prune import METHODS, check_pattern_args, prune_command
+    from .training.prune import METHODS, check_pattern_args, prune_command
 
     require_choice("--method", method, METHODS)
     require_choice("--precision", precision, ("fp32", "bf16"))
@@ -739,10 +739,6 @@ def plot_command(
 def main(argv: list[str] | None = None) -> None:
     """Entry point: SparsexbarError and usage errors -> one line on stderr, exit code 2."""
     command = typer.main.get_command(app)
-    # `--model module:factory` imports from the current directory, as `python -m` would (the
-    # console script's sys.path[0] is its own bin directory).
-    if "" not in sys.path and str(Path.cwd()) not in sys.path:
-        sys.path.insert(0, str(Path.cwd()))
     try:
         code = command.main(args=argv, prog_name="sparsexbar", standalone_mode=False)
     except SparsexbarError as exc:

@@ -84,7 +84,7 @@ class Calibration:
 
 def fmnist_split(which: str, images: int | None = None) -> tuple[Tensor, Tensor]:
     """(float images, labels) of the 'test' or 'calibration' half of the embedded split."""
-    from .data import fashion_mnist
+    from .training.data import fashion_mnist
 
     a, b = FMNIST_TEST_SPLIT if which == "test" else FMNIST_CALIBRATION_SPLIT
     if images is not None:

@@ -38,8 +38,8 @@ from torch import Tensor, nn
 from .core.config import load_config
 from .core.errors import SparsexbarError
 from .core.frontend import quantize_model
+from .training.checkpoint import load_shipped_pattern_model
 
-SHIPPED_PATTERN_STEM = "vgg8_fmnist_pattern"
 PUBLISHED: dict[str, Any] = {
     "source": "Yu et al., arXiv 2010.06156, VGG16, pattern pruning + kernel-reordering mapping",
     "hardware": "512x512 arrays, 4-bit cells, OU 9x8, ADC 8 bit 1.67 pJ at 1.2 GS/s, DAC 4 bit "
@@ -56,25 +56,9 @@ PUBLISHED: dict[str, Any] = {
 }
 
 
-def shipped_pattern_model_path() -> Path:
-    """Weights of the shipped pattern-pruned VGG-8 (package assets)."""
-    return Path(__file__).resolve().parent / "assets" / f"{SHIPPED_PATTERN_STEM}.safetensors"
-
-
-def load_shipped_pattern_model() -> tuple[nn.Module, dict[str, Any]]:
-    """The shipped pattern-pruned VGG-8 (eval mode) and its metadata."""
-    from .checkpoint import load_checkpoint
-    from .core.errors import CheckpointError
-
-    path = shipped_pattern_model_path()
-    if not path.is_file():
-        raise CheckpointError(f"shipped pattern model {path} is missing from the installation")
-    return load_checkpoint(path)
-
-
 def _load_parent(spec: Any) -> nn.Module | None:
     """The dense model a pattern checkpoint was pruned from, when it can still be loaded."""
-    from .checkpoint import load_checkpoint, load_shipped_model
+    from .training.checkpoint import load_checkpoint, load_shipped_model
 
     if spec in ("default", "vgg8-fmnist"):
         return load_shipped_model()[0]
@@ -85,7 +69,7 @@ def _load_parent(spec: Any) -> nn.Module | None:
 
 def _test_data(data: str, test_images: int) -> tuple[Tensor, Tensor, Tensor, Tensor, str]:
     """(simulated images, labels, all test images, all labels, data name)."""
-    from .data import load_dataset
+    from .training.data import load_dataset
 
     name = "fashion-mnist" if data == "default" else data
     ds = load_dataset(name, "test")
@@ -109,14 +93,14 @@ def prepare_models(model: Any, data: str, x_shape: tuple[int, ...], classes: int
                    log: Callable[[str], None]) -> tuple[nn.Module, nn.Module | None,
                                                         dict[str, Any]]:
     """(pattern-pruned model, its dense baseline or None, how they were obtained)."""
-    from . import zoo
-    from .checkpoint import load_checkpoint
-    from .prune import check_pattern_args, pattern_prune_model
+    from .training import zoo
+    from .training.checkpoint import load_checkpoint
+    from .training.prune import check_pattern_args, pattern_prune_model
 
     check_pattern_args(k, max_patterns, sparsity)
 
     def tune_set() -> Any:
-        from .data import load_dataset
+        from .training.data import load_dataset
 
         ds = load_dataset("fashion-mnist" if data == "default" else data, "train")
         return ds.subset(0, min(tune_images, len(ds)))
@@ -135,7 +119,7 @@ def prepare_models(model: Any, data: str, x_shape: tuple[int, ...], classes: int
                                input_size=x_shape[-1])
         info = {"model": str(model), "source": "zoo", "trained_epochs": train_epochs}
         if train_epochs > 0:
-            from .train import train
+            from .training.train import train
 
             log(f"training {model} for {train_epochs} epoch(s) on the train split")
             train(base, tune_set(), None, train_epochs, seed=seed, progress=False)

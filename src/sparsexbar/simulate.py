@@ -5,7 +5,6 @@
 
 from __future__ import annotations
 
-import importlib
 import math
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
@@ -24,6 +23,8 @@ from .core.events import Events
 from .core.frontend import QuantizedModel, QuantLayer, RunStats, accuracy, quantize_model
 from .core.mapping import dense_events, map_dense
 from .schemes import Scheme, get_scheme
+from .training.data import load_dataset
+from .training.models import resolve_model
 
 ProgressFn = Callable[[int, int], None]  # (images done, images total)
 
@@ -60,36 +61,6 @@ class Result:
 
 
 # ---- resolving inputs -----------------------------------------------------------------------
-def resolve_model(model: nn.Module | str, in_channels: int = 1, num_classes: int = 10,
-                  input_size: int = 28) -> tuple[nn.Module, str]:
-    """An nn.Module from a module, 'default', a zoo name, a checkpoint path or 'module:factory'."""
-    if isinstance(model, nn.Module):
-        return model.eval(), type(model).__name__
-    from . import checkpoint, zoo
-
-    spec = str(model)
-    if spec in ("default", "vgg8-fmnist"):
-        net, _ = checkpoint.load_shipped_model()
-        return net.eval(), "vgg8-fmnist"
-    path = Path(spec)
-    if path.suffix in (".safetensors", ".json") or path.exists():
-        net, meta = checkpoint.load_checkpoint(path)
-        return net.eval(), str(meta.get("architecture", path.stem))
-    if ":" in spec:
-        mod_name, _, factory = spec.partition(":")
-        try:
-            fn = getattr(importlib.import_module(mod_name), factory)
-        except (ImportError, AttributeError) as exc:
-            raise SparsexbarError(f"cannot load model factory '{spec}': {exc}") from None
-        net = fn()
-        if not isinstance(net, nn.Module):
-            raise SparsexbarError(f"model factory '{spec}' did not return an nn.Module")
-        return net.eval(), spec
-    net = zoo.build_model(spec, in_channels=in_channels, num_classes=num_classes,
-                          input_size=input_size)
-    return net.eval(), spec
-
-
 def resolve_data(data: Any, limit: int | None = None) -> Batches:
     """Batches from a data set name/path, a Dataset/DataLoader or an (images, labels) pair."""
     if isinstance(data, Batches):
@@ -99,8 +70,6 @@ def resolve_data(data: Any, limit: int | None = None) -> Batches:
         batches = Batches("tensors", _as_float_images(torch.as_tensor(images)),
                           torch.as_tensor(labels).long())
     elif isinstance(data, str | Path):
-        from .data import load_dataset
-
         name = "fashion-mnist" if str(data) == "default" else str(data)
         ds = load_dataset(name, "test")
         batches = Batches(ds.name, ds.to_float(), ds.labels.long())

@@ -20,9 +20,9 @@ import torch
 
 from .core.config import load_config
 from .core.frontend import quantize_model
-from .data import ImageDataset
-from .prune import prune_model
 from .schemes.sre import SreScheme
+from .training.data import ImageDataset
+from .training.prune import prune_model
 
 PUBLISHED = {"speedup_max": 42.3, "speedup_avg": 13.1, "energy_saving_max": 0.954,
              "energy_saving_avg": 0.853}

@@ -294,7 +294,7 @@ def _model_file(spec: str, base_dir: Path) -> Path | None:
 
 
 def _refuse_untrained(spec: str, base_dir: Path, where: str) -> None:
-    from .zoo import MODELS
+    from .training.zoo import MODELS
 
     if _model_file(spec, base_dir) is None and ":" not in spec and spec in MODELS:
         raise SweepFileError(

@@ -67,7 +67,7 @@ from ..core.errors import SparsexbarError
 from ..core.events import Events
 from ..core.frontend import QuantLayer
 from ..core.mapping import MappedLayer, dense_events, map_dense
-from ..prune import KERNEL_POSITIONS, code_masks, mask_codes
+from ..training.prune import KERNEL_POSITIONS, code_masks, mask_codes
 from .base import LayerRun, Scheme
 
 CODES = 2**KERNEL_POSITIONS  # nonzero-flag codes of the 9 inputs of one 3x3 kernel

@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 
 from torch import Tensor, nn
 
-from .core.errors import SparsexbarError
+from ..core.errors import SparsexbarError
 
 # VGG layer plans: an int is a conv3x3-BN-ReLU with that many (base) output channels,
 # "M" a 2x2 max pool. vgg8 follows NeuroSim's VGG8 (6 conv + 2 linear, hidden 1024);

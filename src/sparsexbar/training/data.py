@@ -28,7 +28,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .core.errors import DataError
+from ..core.errors import DataError
+from .assets import ASSETS_DIR
 
 FASHION_MNIST_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal",
                          "Shirt", "Sneaker", "Bag", "Ankle boot"]
@@ -75,7 +76,7 @@ _IDX_LABELS_MAGIC = 0x00000801  # unsigned byte, 1 dim
 
 def embedded_fashion_mnist_dir() -> Path:
     """Folder of the Fashion-MNIST test split shipped inside the package."""
-    return Path(__file__).resolve().parent / "assets" / "fashion-mnist"
+    return ASSETS_DIR / "fashion-mnist"
 
 
 # ---- common representation -------------------------------------------------------------------

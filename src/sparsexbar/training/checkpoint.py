@@ -16,13 +16,18 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import load, save
 from torch import Tensor, nn
 
-from .core.errors import CheckpointError, SparsexbarError
+from ..core.errors import CheckpointError, SparsexbarError
+from . import zoo
+from .assets import ASSETS_DIR
 
 FORMAT_VERSION = 1
 NORMALIZATION = "none, inputs in [0,1]"
 SHIPPED_MODEL_STEM = "vgg8_fmnist"
+SHIPPED_PATTERN_STEM = "vgg8_fmnist_pattern"
 
 
 def _stem(path: str | Path) -> Path:
@@ -70,7 +75,6 @@ def save_checkpoint(path: str | Path, model: nn.Module, meta: dict[str, Any],
         raise CheckpointError("checkpoint meta needs an 'architecture' (a zoo model name)")
     p = Path(path)
     stem = p / str(meta["architecture"]) if p.is_dir() else _stem(p)
-    from safetensors.torch import save
 
     tensors: dict[str, Tensor] = {}
     for name, t in model.state_dict().items():
@@ -142,17 +146,12 @@ def load_checkpoint(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     stem = _stem(path)
     meta = read_meta(stem)
     weights_path = stem.with_name(stem.name + ".safetensors")
-    from . import zoo
-
     try:
         model = zoo.build_model(meta["architecture"], **meta.get("arch_kwargs", {}))
     except SparsexbarError as exc:
         raise CheckpointError(f"{stem}.json: cannot build model: {exc}") from None
     if not weights_path.is_file():
         raise CheckpointError(f"checkpoint weights {weights_path} do not exist")
-    from safetensors import SafetensorError
-    from safetensors.torch import load
-
     try:
         state = load(weights_path.read_bytes())
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
@@ -170,7 +169,7 @@ def load_checkpoint(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
 
 def shipped_model_path() -> Path:
     """Path of the shipped default model's weights (VGG-8 on Fashion-MNIST, package assets)."""
-    return Path(__file__).resolve().parent / "assets" / f"{SHIPPED_MODEL_STEM}.safetensors"
+    return ASSETS_DIR / f"{SHIPPED_MODEL_STEM}.safetensors"
 
 
 def load_shipped_model() -> tuple[nn.Module, dict[str, Any]]:
@@ -178,4 +177,17 @@ def load_shipped_model() -> tuple[nn.Module, dict[str, Any]]:
     path = shipped_model_path()
     if not path.is_file():
         raise CheckpointError(f"shipped model {path} is missing from the installation")
+    return load_checkpoint(path)
+
+
+def shipped_pattern_model_path() -> Path:
+    """Weights of the shipped pattern-pruned VGG-8 (package assets; the demo's model)."""
+    return ASSETS_DIR / f"{SHIPPED_PATTERN_STEM}.safetensors"
+
+
+def load_shipped_pattern_model() -> tuple[nn.Module, dict[str, Any]]:
+    """The shipped pattern-pruned VGG-8 (eval mode) and its metadata."""
+    path = shipped_pattern_model_path()
+    if not path.is_file():
+        raise CheckpointError(f"shipped pattern model {path} is missing from the installation")
     return load_checkpoint(path)

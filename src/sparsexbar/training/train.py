@@ -26,7 +26,10 @@ from rich.progress import (
 )
 from torch import Tensor, nn
 
-from .core.errors import SparsexbarError
+from ..core.errors import SparsexbarError
+from . import zoo
+from .checkpoint import save_checkpoint
+from .data import load_dataset
 
 MaskFn = Callable[[nn.Module], None]
 PRECISIONS = ("fp32", "bf16")
@@ -214,10 +217,6 @@ def train_command(model_name: str, data_name: str, epochs: int, out: str | Path,
     and writes ``<out>.safetensors`` + ``<out>.json`` (float16 weights if ``half``).
     Returns the metrics dict of `train` plus "checkpoint" (the .safetensors path).
     """
-    from . import zoo
-    from .checkpoint import save_checkpoint
-    from .data import load_dataset
-
     if limit is not None and limit < 1:
         raise SparsexbarError(f"limit must be >= 1, got {limit}")
     train_ds = load_dataset(data_name, "train", root=root)

@@ -23,6 +23,7 @@ re-applied after every optimizer step (`train.fine_tune(mask_fn=...)`).
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -30,8 +31,12 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .core.config import HardwareConfig
-from .core.errors import SparsexbarError
+from ..core.config import HardwareConfig
+from ..core.errors import SparsexbarError
+from ..core.io import atomic_write_text
+from .checkpoint import load_checkpoint, load_shipped_model, save_checkpoint
+from .data import load_dataset
+from .train import evaluate, fine_tune, round_weights_to_half
 
 METHODS = ("ou-structured", "unstructured", "pattern")
 
@@ -149,8 +154,6 @@ def prune_model(model: nn.Module, ds: Any, hw: HardwareConfig, sparsity: float,
     """Prune `model` in place gradually, fine-tuning `epochs` per step on `ds` (0: no
     fine-tuning), then `final_epochs` more at the final sparsity. `precision` as in
     `train.train`. Returns {"masks", "table", "history", "schedule"}."""
-    from .train import fine_tune
-
     if method not in METHODS:
         raise SparsexbarError(f"unknown pruning method '{method}' (known: {', '.join(METHODS)})")
     if method == "pattern":
@@ -198,13 +201,6 @@ def prune_command(model_spec: str, data_name: str, hw: HardwareConfig, sparsity:
     `method` "pattern" uses `pattern_prune_model` with `k` and `max_patterns` (the table is then
     `pattern_table`'s). `half`: store float16 weights (accuracy measured after rounding).
     """
-    import time
-
-    from .checkpoint import load_checkpoint, load_shipped_model, save_checkpoint
-    from .core.io import atomic_write_text
-    from .data import load_dataset
-    from .train import evaluate, round_weights_to_half
-
     if method == "pattern":
         check_pattern_args(k, max_patterns, sparsity)
     if model_spec in ("default", "vgg8-fmnist"):
@@ -391,8 +387,6 @@ def pattern_prune_model(model: nn.Module, ds: Any, k: int = 4,
     VGG-16: 2, 2, 2, 6, 8, 8, 8, 6, 5, 4, 6, 6, 8). Returns {"masks", "patterns", "schedule",
     "history"}.
     """
-    from .train import fine_tune
-
     check_pattern_args(k, max_patterns, sparsity)
     layers = pattern_layers(model)
     if not layers:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import argparse
 
-from sparsexbar.bench import BENCH_MODELS, CASES, run_benchmark
+from sparsexbar.app.bench import BENCH_MODELS, CASES, run_benchmark
 
 
 def main() -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from sparsexbar.bench import CASES, run_benchmark
+from sparsexbar.app.bench import CASES, run_benchmark
 
 
 def test_benchmark_rows_on_the_demo_model(tmp_path: Path) -> None:

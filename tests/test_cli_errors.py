@@ -1,5 +1,5 @@
 """The CLI on bad input (DESIGN.md 4): exit code 2 and exactly one line on stderr naming the
-problem, never a traceback. In-process through `sparsexbar.cli.main` (capsys), and once through
+problem, never a traceback. In-process through `sparsexbar.app.cli.main` (capsys), and once through
 the installed `sparsexbar` script. Plus `presets` and a tiny happy-path `run`."""
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
     """Run the CLI in-process: (exit code, stdout, stderr)."""
-    from sparsexbar.cli import main
+    from sparsexbar.app.cli import main
 
     capsys.readouterr()  # drop anything printed before
     try:
@@ -119,7 +119,7 @@ def test_config_file_that_is_not_a_mapping_or_invalid(capsys: pytest.CaptureFixt
 
 def test_error_through_the_installed_script() -> None:
     script = Path(sys.executable).parent / "sparsexbar"
-    cmd = [str(script)] if script.exists() else [sys.executable, "-m", "sparsexbar.cli"]
+    cmd = [str(script)] if script.exists() else [sys.executable, "-m", "sparsexbar.app.cli"]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.run([*cmd, "run", "--set", "ou.rows=999"], capture_output=True,
                           text=True, timeout=120, env=env, cwd=ROOT, stdin=subprocess.DEVNULL)

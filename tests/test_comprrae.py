@@ -467,7 +467,7 @@ def test_beta_one_is_end_and_smaller_beta_is_lossy() -> None:
 def test_calibration_respects_budget_and_split(tmp_path: Any) -> None:
     import json
 
-    from sparsexbar.cli import main
+    from sparsexbar.app.cli import main
     from sparsexbar.comprrae_study import calibrate_alphas, fmnist_split, top1_with_alphas
     from sparsexbar.training.data import fashion_mnist
 
@@ -520,7 +520,7 @@ def test_remaining_mean_is_the_mean_of_the_bits_to_come() -> None:
 def test_beta_calibration_flips_within_budget(tmp_path: Any) -> None:
     import json
 
-    from sparsexbar.cli import main
+    from sparsexbar.app.cli import main
     from sparsexbar.comprrae_study import calibrate_comprrae, fmnist_split
 
     x_cal, y_cal = fmnist_split("calibration", 60)
@@ -609,7 +609,7 @@ def test_stop_profile_counts() -> None:
 def test_reproduce_writes_table_json_and_plot(tmp_path: Any) -> None:
     import json
 
-    from sparsexbar.cli import main
+    from sparsexbar.app.cli import main
     from sparsexbar.comprrae_study import reproduce_comprrae
 
     report = reproduce_comprrae(tmp_path, model="tests.nets:tiny_fmnist_net", test_images=20,

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from sparsexbar.cli import demo_schemes, main
+from sparsexbar.app.cli import demo_schemes, main
 from sparsexbar.schemes import scheme_names
 
 

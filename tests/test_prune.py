@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import nn
 
-from sparsexbar.cli import main
+from sparsexbar.app.cli import main
 from sparsexbar.core.config import preset
 from sparsexbar.core.frontend import quantize_model
 from sparsexbar.schemes.sre import kept_matrix, map_sre

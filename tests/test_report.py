@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from sparsexbar import simulate
-from sparsexbar.report import write_comparison
+from sparsexbar.app.report import write_comparison
 from tests.nets import random_images, random_labels, tiny_cnn
 
 PLOTS = ("energy_by_component.png", "per_layer_work.png", "accuracy_vs_energy.png")

@@ -17,11 +17,11 @@ from torch.utils.data import DataLoader, TensorDataset
 
 import sparsexbar
 from sparsexbar import EngineOptions, HardwareConfig, Result, simulate
+from sparsexbar.app.report import write_result
 from sparsexbar.core.config import preset
 from sparsexbar.core.errors import DataError, SparsexbarError, UnsupportedModelError
 from sparsexbar.core.events import Events
 from sparsexbar.core.frontend import quantize_model
-from sparsexbar.report import write_result
 from sparsexbar.schemes import get_scheme
 from tests import nets
 

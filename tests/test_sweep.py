@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 import sparsexbar as sx
-from sparsexbar.sweep import (
+from sparsexbar.app.sweep import (
     RUN_INFO_COLUMNS,
     comparable,
     done_keys,
@@ -290,7 +290,7 @@ def test_killed_sweep_resumes_with_every_point_once(tmp_path: Path) -> None:
     out = tmp_path / "out"
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "sparsexbar.cli", "sweep", str(path), "--out", str(out),
+        [sys.executable, "-m", "sparsexbar.app.cli", "sweep", str(path), "--out", str(out),
          "--workers", "1"], env=env, start_new_session=True, stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE)
     deadline = time.monotonic() + 120

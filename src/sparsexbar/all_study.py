@@ -34,9 +34,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from .app.report import json_safe
 from .core.config import load_config
 from .core.io import atomic_write_bytes, atomic_write_text
-from .report import json_safe
 
 Log = Callable[[str], None]
 

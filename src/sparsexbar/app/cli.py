@@ -10,13 +10,13 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from .core.errors import SparsexbarError, require_choice
+from ..core.errors import SparsexbarError, require_choice
 
 if TYPE_CHECKING:  # annotations only: the CLI imports torch and the pipeline lazily
     from torch import Tensor
 
-    from .core.config import HardwareConfig
-    from .core.frontend import QuantizedModel
+    from ..core.config import HardwareConfig
+    from ..core.frontend import QuantizedModel
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True,
                   help="Bit-accurate simulator of sparsity-exploiting RRAM crossbar accelerators.")
@@ -78,8 +78,8 @@ def _scheme_labels(schemes: list[str]) -> list[str]:
     (`comprrae:alpha=0.4`), so that variants of one scheme stay apart. Unknown schemes raise
     (before any work); two specs whose results would share a label (and so a file name)
     are refused."""
+    from ..schemes import get_scheme
     from .report import file_label
-    from .schemes import get_scheme
 
     labels: list[str] = []
     seen: dict[str, str] = {}
@@ -98,9 +98,9 @@ def _scheme_labels(schemes: list[str]) -> list[str]:
 def _run_schemes(model: str, data: str, hw: str, schemes: list[str], overrides: dict[str, str],
                  limit: int | None, batch_size: int, device: str,
                  console: Console) -> list[dict[str, Any]]:
-    from .core.config import load_config
-    from .core.frontend import quantize_model
-    from .simulate import resolve_data, resolve_model, simulate
+    from ..core.config import load_config
+    from ..core.frontend import quantize_model
+    from ..simulate import resolve_data, resolve_model, simulate
 
     config = load_config(hw, overrides)
     labels = _scheme_labels(schemes)
@@ -162,7 +162,7 @@ def compare(
     device: DeviceOpt = "cpu",
 ) -> None:
     """Run several schemes on the same inputs; one table, CSV, plots and report.html."""
-    from .schemes import scheme_names
+    from ..schemes import scheme_names
 
     names = [s.strip() for s in schemes.split(",") if s.strip()] or scheme_names()
     _compare(out, names, model, data, hw, parse_overrides(set_), limit, batch_size, device)
@@ -205,7 +205,7 @@ def demo(
 
 def demo_schemes() -> list[str]:
     """Every registered scheme, the published ones first and the combination last."""
-    from .schemes import SCHEMES
+    from ..schemes import SCHEMES
 
     names = [n for n in DEMO_SCHEMES if n in SCHEMES]
     names += [n for n in SCHEMES if n not in names]  # schemes added later run too
@@ -217,7 +217,7 @@ def _demo_model(model: str) -> str:
     """'pattern' -> the shipped pattern-pruned checkpoint; anything else as given."""
     if model != "pattern":
         return model
-    from .training.checkpoint import shipped_pattern_model_path
+    from ..training.checkpoint import shipped_pattern_model_path
 
     path = shipped_pattern_model_path()
     if not path.is_file():
@@ -231,7 +231,7 @@ def presets(
     fmt: Annotated[str, typer.Option("--format", help="yaml or json.")] = "yaml",
 ) -> None:
     """List the hardware presets, or print one."""
-    from .core.config import PRESET_BUILDERS, preset
+    from ..core.config import PRESET_BUILDERS, preset
 
     if name is None:
         for key, (_, text) in PRESET_BUILDERS.items():
@@ -262,7 +262,7 @@ def train(
         "--precision", help="fp32, or bf16 (autocast; weights stay float32).")] = "fp32",
 ) -> None:
     """Train a zoo model; writes <out>.safetensors and <out>.json."""
-    from .training.train import train_command
+    from ..training.train import train_command
 
     if epochs <= 0:
         raise SparsexbarError(f"--epochs must be positive, got {epochs}")
@@ -298,16 +298,16 @@ def _calibration_setup(model: str, data: str, hw: str, set_: list[str] | None, i
     """The calibrate commands' hardware, calibration images and labels ('default': images
     5000.. of the embedded Fashion-MNIST test file, which the studies do not test on; else
     the named data set's train split) and the model quantized on the first 256 of them."""
-    from .comprrae_study import fmnist_split
-    from .core.config import load_config
-    from .core.frontend import quantize_model
-    from .simulate import resolve_data, resolve_model
+    from ..comprrae_study import fmnist_split
+    from ..core.config import load_config
+    from ..core.frontend import quantize_model
+    from ..simulate import resolve_data, resolve_model
 
     config = load_config(hw, parse_overrides(set_))
     if data == "default":
         x, y = fmnist_split("calibration", images)
     else:
-        from .training.data import load_dataset
+        from ..training.data import load_dataset
 
         batches = resolve_data(load_dataset(data, "train"), images)
         x, y = batches.images, batches.labels
@@ -347,9 +347,9 @@ def calibrate_comprrae(
     the file with --scheme comprrae:calibration=FILE."""
     import json
 
-    from .comprrae_study import CRITERIA, ESTIMATORS, calibrate_comprrae
-    from .core.io import atomic_write_text
-    from .schemes.comprrae import BOUNDS
+    from ..comprrae_study import CRITERIA, ESTIMATORS, calibrate_comprrae
+    from ..core.io import atomic_write_text
+    from ..schemes.comprrae import BOUNDS
 
     if images <= 0:
         raise SparsexbarError(f"--images must be positive, got {images}")
@@ -405,8 +405,8 @@ def calibrate_encoding(
     top-1 budget on a calibration split; use with --scheme encoding:adc_bits=FILE."""
     import json
 
-    from .core.io import atomic_write_text
-    from .encoding_study import calibrate_adc_bits, calibrate_precision, parse_scheme
+    from ..core.io import atomic_write_text
+    from ..encoding_study import calibrate_adc_bits, calibrate_precision, parse_scheme
 
     if images <= 0:
         raise SparsexbarError(f"--images must be positive, got {images}")
@@ -486,8 +486,8 @@ def reproduce(
                        device, deviation, sparsities, tune_images, pattern_images)
         return
     if name == "pattern":  # the pattern-mapping table beside the published VGG16 figures
-        from .pattern_study import reproduce_markdown as pattern_markdown
-        from .pattern_study import reproduce_pattern
+        from ..pattern_study import reproduce_markdown as pattern_markdown
+        from ..pattern_study import reproduce_pattern
 
         def given(option: str) -> bool:
             source = ctx.get_parameter_source(option)
@@ -509,8 +509,8 @@ def reproduce(
         pattern_console.print(f"wrote {out}/pattern_reproduce.json, pattern_reproduce.md")
         return
     if name == "sre":  # accuracy / speedup / energy saving at several sparsities
-        from .sre_study import reproduce_markdown as sre_markdown
-        from .sre_study import reproduce_sre
+        from ..sre_study import reproduce_markdown as sre_markdown
+        from ..sre_study import reproduce_sre
 
         if deviation and not 0 < deviation_images <= 5000:
             raise SparsexbarError(f"--deviation-images must be in 1..5000, got {deviation_images}")
@@ -524,8 +524,8 @@ def reproduce(
                           + (", deviation_study.json, .md, .png" if deviation else ""))
         return
     if name == "encoding":  # every technique alone and combined vs dense
-        from .encoding_study import reproduce_encoding
-        from .encoding_study import reproduce_markdown as encoding_markdown
+        from ..encoding_study import reproduce_encoding
+        from ..encoding_study import reproduce_markdown as encoding_markdown
 
         enc_test, enc_cal, enc_budget = _study_sizes(test_images, calibration_images, budget,
                                                      (500, 200, 0.5))
@@ -542,7 +542,7 @@ def reproduce(
             f"unknown study '{name}' (known: comprrae, sre, pattern, encoding, all)")
     comp_test, comp_cal, comp_budget = _study_sizes(test_images, calibration_images, budget,
                                                     (1000, 1000, 0.2))
-    from .comprrae_study import reproduce_comprrae, reproduce_markdown
+    from ..comprrae_study import reproduce_comprrae, reproduce_markdown
 
     console = _console()
     report = reproduce_comprrae(out, model, hw, parse_overrides(set_), comp_test,
@@ -573,7 +573,7 @@ def _reproduce_all(ctx: typer.Context, out: Path, model: str, hw: str, set_: lis
                    device: str, deviation: bool, sparsities: str, tune_images: int,
                    pattern_images: int) -> None:
     """`reproduce all`: modest defaults (a few minutes) unless the options are given."""
-    from .all_study import report_markdown, reproduce_all
+    from ..all_study import report_markdown, reproduce_all
 
     def given(option: str) -> bool:
         source = ctx.get_parameter_source(option)
@@ -633,8 +633,8 @@ def prune(
         "--precision", help="fp32, or bf16 (autocast; weights stay float32).")] = "fp32",
 ) -> None:
     """Prune a checkpoint (magnitude or pattern) with fine-tuning; writes it and a table."""
-    from .core.config import load_config
-    from .training.prune import METHODS, check_pattern_args, prune_command
+    from ..core.config import load_config
+    from ..training.prune import METHODS, check_pattern_args, prune_command
 
     require_choice("--method", method, METHODS)
     require_choice("--precision", precision, ("fp32", "bf16"))

@@ -18,9 +18,9 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from .core.cost import ENERGY_COMPONENTS
-from .core.events import Events
-from .core.io import atomic_write_bytes, atomic_write_text
+from ..core.cost import ENERGY_COMPONENTS
+from ..core.events import Events
+from ..core.io import atomic_write_bytes, atomic_write_text
 
 LAYER_COLUMNS = ["name", "kind", "rows", "cols", "arrays", "adc_can_clip", "cycles",
                  *Events.names(), *(f"dense_{n}" for n in Events.names()),

@@ -33,10 +33,10 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import yaml
 
-from . import __version__
-from .core.config import HardwareConfig, load_config
-from .core.errors import ConfigError, SparsexbarError, require_choice
-from .core.io import atomic_write_bytes, atomic_write_text, atomic_write_with
+from .. import __version__
+from ..core.config import HardwareConfig, load_config
+from ..core.errors import ConfigError, SparsexbarError, require_choice
+from ..core.io import atomic_write_bytes, atomic_write_text, atomic_write_with
 from .report import json_safe
 
 RESULTS_DIR = "results"
@@ -254,7 +254,7 @@ def _check_leaf(tree: Mapping[str, Any], key: str, where: str) -> None:
 
 def _scheme_spec(item: Any, where: str) -> SchemeSpec:
     """A scheme name, or a mapping {name: ..., <constructor arguments>}."""
-    from .schemes import SCHEMES, Scheme
+    from ..schemes import SCHEMES, Scheme
 
     if isinstance(item, str):
         name, args = item, {}
@@ -294,7 +294,7 @@ def _model_file(spec: str, base_dir: Path) -> Path | None:
 
 
 def _refuse_untrained(spec: str, base_dir: Path, where: str) -> None:
-    from .training.zoo import MODELS
+    from ..training.zoo import MODELS
 
     if _model_file(spec, base_dir) is None and ":" not in spec and spec in MODELS:
         raise SweepFileError(
@@ -490,7 +490,7 @@ def check_device(device: str) -> None:
 
 def load_inputs(point: SweepPoint) -> tuple[Any, Any]:
     """The point's model (nn.Module) and data (simulate.Batches), as simulate() resolves them."""
-    from .simulate import resolve_data, resolve_model
+    from ..simulate import resolve_data, resolve_model
 
     batches = resolve_data(point.data_source, point.limit)
     net, _ = resolve_model(point.model_source, int(batches.images.shape[1]),
@@ -508,8 +508,8 @@ def run_point(point: SweepPoint) -> dict[str, Any]:
     """
     import torch
 
-    from .schemes import SCHEMES, Scheme
-    from .simulate import simulate
+    from ..schemes import SCHEMES, Scheme
+    from ..simulate import simulate
 
     torch.set_num_threads(1)
     worker = f"{socket.gethostname()}:{os.getpid()}"

@@ -21,8 +21,8 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from .core.config import load_config
-from .core.engine import EngineOptions
+from ..core.config import load_config
+from ..core.engine import EngineOptions
 
 
 @dataclass(frozen=True)
@@ -64,15 +64,15 @@ BENCH_MODELS = ("vgg8", "vgg8-pattern", "vgg16")
 
 
 def _model_and_inputs(model: str, batch_size: int) -> tuple[torch.nn.Module, torch.Tensor]:
-    from .training import zoo
+    from ..training import zoo
 
     if model in ("vgg8", "vgg8-pattern"):
-        from .training.checkpoint import (
+        from ..training.checkpoint import (
             load_checkpoint,
             load_shipped_model,
             shipped_pattern_model_path,
         )
-        from .training.data import fashion_mnist
+        from ..training.data import fashion_mnist
 
         if model == "vgg8":
             net, _ = load_shipped_model()
@@ -97,9 +97,9 @@ def _model_and_inputs(model: str, batch_size: int) -> tuple[torch.nn.Module, tor
 def _run_case(case: BenchCase, model: str, batch_size: int, repeats: int, threads: int,
               queue: Any) -> None:
     torch.set_num_threads(threads)
-    from .core.frontend import quantize_model
-    from .schemes import get_scheme
-    from .simulate import _Recorder
+    from ..core.frontend import quantize_model
+    from ..schemes import get_scheme
+    from ..simulate import _Recorder
 
     net, x = _model_and_inputs(model, batch_size)
     hw = load_config("isaac", dict(case.overrides))
@@ -182,7 +182,7 @@ def run_benchmark(model: str = "vgg8", batch_size: int = 64, repeats: int = 2,
                       {None: "n/a (lossy)", True: "yes", False: "NO"}[r["equals_reference"]])
     console.print(table)
     if json_out:
-        from .core.io import atomic_write_text
+        from ..core.io import atomic_write_text
 
         atomic_write_text(json_out, json.dumps(rows, indent=2))
     return rows

@@ -68,7 +68,7 @@ class DenseInt8(DenseScheme):
         op = self.ops[layer.name]
         if op is None or not kernel.exact_linear:
             return super().run_layer(kernel, x_int, options)
-        parts = SreScheme._narrow_parts(layer, x_int)
+        parts = SreScheme.narrow_parts(layer, x_int)
         value = op(parts[0])
         if len(parts) == 2:
             value = value - op(parts[1])

@@ -153,7 +153,7 @@ def test_live_counts_equal_prefix_sum_formulation(spec: str, signed: bool,
         layouts.append((table, counter))
     if spec.startswith("sre"):  # row tiles: several slots per column class
         assert table.repeats > 1
-    parts = SreScheme._narrow_parts(layer, x_int)
+    parts = SreScheme.narrow_parts(layer, x_int)
     assert len(parts) == (2 if signed else 1)
     word = granularity == "word"
     gen = torch.Generator().manual_seed(7)

@@ -51,15 +51,15 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor
 
-from ..core.config import HardwareConfig, SignEncoding
-from ..core.cost import Storage
-from ..core.engine import FLOAT32_EXACT, EngineOptions, LayerKernel, accumulate, exact_accumulate
-from ..core.errors import SparsexbarError, require_known_options
-from ..core.events import Events
-from ..core.frontend import QuantLayer
-from ..core.intconv import ExactLinear
-from ..core.mapping import MappedLayer, dense_events, map_dense
-from .base import LayerRun, Scheme
+from ...core.config import HardwareConfig, SignEncoding
+from ...core.cost import Storage
+from ...core.engine import FLOAT32_EXACT, EngineOptions, LayerKernel, accumulate, exact_accumulate
+from ...core.errors import SparsexbarError, require_known_options
+from ...core.events import Events
+from ...core.frontend import QuantLayer
+from ...core.intconv import ExactLinear
+from ...core.mapping import MappedLayer, dense_events, map_dense
+from ..base import LayerRun, Scheme
 
 AlphaSpec = float | Mapping[str, float | None] | None
 BetaSpec = float | Mapping[str, float | None] | None

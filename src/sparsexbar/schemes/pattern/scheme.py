@@ -60,15 +60,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..core.config import HardwareConfig, SignEncoding
-from ..core.cost import Storage
-from ..core.engine import EngineOptions, LayerKernel, accumulate
-from ..core.errors import SparsexbarError
-from ..core.events import Events
-from ..core.frontend import QuantLayer
-from ..core.mapping import MappedLayer, dense_events, map_dense
-from ..training.prune import KERNEL_POSITIONS, code_masks, mask_codes
-from .base import LayerRun, Scheme
+from ...core.config import HardwareConfig, SignEncoding
+from ...core.cost import Storage
+from ...core.engine import EngineOptions, LayerKernel, accumulate
+from ...core.errors import SparsexbarError
+from ...core.events import Events
+from ...core.frontend import QuantLayer
+from ...core.mapping import MappedLayer, dense_events, map_dense
+from ...training.prune import KERNEL_POSITIONS, code_masks, mask_codes
+from ..base import LayerRun, Scheme
 
 CODES = 2**KERNEL_POSITIONS  # nonzero-flag codes of the 9 inputs of one 3x3 kernel
 CYCLES_PER_WORD = 63 // KERNEL_POSITIONS  # cycles whose codes share one int64 word
@@ -425,14 +425,14 @@ class PatternScheme(Scheme):
         if options.exact_shortcut and kernel.exact_linear:
             acc = accumulate(kernel, x_int, options)
         else:  # bounded memory: the engine keeps (positions x units x columns) sums
-            step = self._images_per_call(kernel, options)
+            step = self.images_per_call(kernel, options)
             acc = torch.cat([accumulate(kernel, x_int[a : a + step], options)
                              for a in range(0, n, step)])  # chunks of images
         events, cycles = self.count(kernel, x_int, options)
         return LayerRun(acc, events, cycles)
 
     @staticmethod
-    def _images_per_call(kernel: PatternKernel, options: EngineOptions) -> int:
+    def images_per_call(kernel: PatternKernel, options: EngineOptions) -> int:
         mapped = kernel.mapped
         s, _, _, k = kernel.shape
         per_image = mapped.layer.positions * (s * k * 24 + (mapped.physical_cols + 1) * 16)
@@ -443,11 +443,12 @@ class PatternScheme(Scheme):
         detector per array."""
         if not isinstance(mapped, PatternMappedLayer) or mapped.plan is None:
             return Storage()
-        return Storage(index_bits=self._index_bits(mapped) + 9 * int(mapped.plan.patterns.numel()),
+        return Storage(index_bits=self.layer_index_bits(mapped)
+                       + 9 * int(mapped.plan.patterns.numel()),
                        comparators=mapped.plan.arrays)
 
     @staticmethod
-    def _index_bits(mapped: PatternMappedLayer) -> int:
+    def layer_index_bits(mapped: PatternMappedLayer) -> int:
         """Index bits read per output position and pass (input + output indices)."""
         plan = mapped.plan
         assert plan is not None
@@ -479,7 +480,7 @@ class PatternScheme(Scheme):
         in_bytes = math.ceil(hw.numbers.input_bits / 8)
         events = Events(
             ou_activations=ou, adc_conversions=adc, dac_activations=dac, cell_reads=cells,
-            shift_adds=adc, index_reads=self._index_bits(mapped) * steps,
+            shift_adds=adc, index_reads=self.layer_index_bits(mapped) * steps,
             comparisons=plan.pieces * hw.cycles * steps,
             buffer_read_bytes=plan.used_rows * in_bytes * steps,
             buffer_write_bytes=base.buffer_write_bytes, digital_ops=base.digital_ops)

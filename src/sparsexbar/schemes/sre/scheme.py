@@ -38,16 +38,16 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..core.config import HardwareConfig
-from ..core.cost import Storage
-from ..core.engine import EngineOptions, LayerKernel, accumulate, exact_accumulate
-from ..core.errors import SparsexbarError, require_choice
-from ..core.events import Events
-from ..core.frontend import QuantLayer
-from ..core.intconv import FLOAT32_EXACT, ExactLinear
-from ..core.mapping import MappedLayer, dense_events, map_dense, tiles
-from .base import LayerRun, Scheme
-from .counting import RowSetCounter, position_sum_dtype
+from ...core.config import HardwareConfig
+from ...core.cost import Storage
+from ...core.engine import EngineOptions, LayerKernel, accumulate, exact_accumulate
+from ...core.errors import SparsexbarError, require_choice
+from ...core.events import Events
+from ...core.frontend import QuantLayer
+from ...core.intconv import FLOAT32_EXACT, ExactLinear
+from ...core.mapping import MappedLayer, dense_events, map_dense, tiles
+from ..base import LayerRun, Scheme
+from ..counting import RowSetCounter, position_sum_dtype
 
 MODES = ("weight", "activation", "joint")
 GRANULARITIES = ("bit", "word")
@@ -107,7 +107,7 @@ def map_sre(layer: QuantLayer, hw: HardwareConfig, compress: bool = True) -> Map
     # Any packed group is some <= ou.rows rows of one array: `rows_bound` bounds its partial
     # sums. Within the ADC range that settles exactness; otherwise compute the exact maximum.
     bound = (rows_bound if rows_bound <= hw.adc_max_code
-             else _partial_sum_bound(levels, group_rows, seg_cols, hw))
+             else group_partial_sum_bound(levels, group_rows, seg_cols, hw))
     kwargs.update(group_rows=group_rows, segment_cols=seg_cols, partial_sum_bound=float(bound),
                   rows_bound=rows_bound)
     if "_cache" in kwargs:  # derived values of the dense row groups do not carry over
@@ -115,7 +115,7 @@ def map_sre(layer: QuantLayer, hw: HardwareConfig, compress: bool = True) -> Map
     return SreMappedLayer(**kwargs)
 
 
-def _partial_sum_bound(levels: Tensor, group_rows: Tensor, seg_cols: Tensor,
+def group_partial_sum_bound(levels: Tensor, group_rows: Tensor, seg_cols: Tensor,
                        hw: HardwareConfig) -> float:
     """Largest column sum of levels over any OU row group, times the largest input chunk."""
     s_count, g_count, ou = group_rows.shape
@@ -317,7 +317,7 @@ class SreScheme(Scheme):
             acc = accumulate(kernel, x_int, options)
             events, cycles = self.count(kernel, x_int, options)
             return LayerRun(acc, events, cycles)
-        parts = self._narrow_parts(kernel.mapped.layer, x_int)  # shared by values and counts
+        parts = self.narrow_parts(kernel.mapped.layer, x_int)  # shared by values and counts
         if dynamic_packing_lossless(kernel.mapped):
             acc = self.exact_values(kernel, parts, x_int)
         else:
@@ -339,7 +339,7 @@ class SreScheme(Scheme):
         return torch.empty(value.shape, dtype=torch.float64, device=value.device).copy_(value)
 
     @staticmethod
-    def _narrow_parts(layer: QuantLayer, x_int: Tensor) -> list[Tensor]:
+    def narrow_parts(layer: QuantLayer, x_int: Tensor) -> list[Tensor]:
         """Input magnitudes as narrow integers ((x,) or, signed, (positive, negative)),
         channels-last for conv layers (the int8 convolution's layout), linear: (N, features)."""
         fmt = (torch.channels_last if layer.kind == "conv" and x_int.dim() == 4
@@ -448,12 +448,12 @@ class SreScheme(Scheme):
     # ---- event counting ---------------------------------------------------------------------
     def count(self, kernel: SreKernel, x_int: Tensor, options: EngineOptions) -> tuple[Events, int]:
         """Exact events of one batch and the summed per-image busiest-array OU activations."""
-        parts = self._narrow_parts(kernel.mapped.layer, x_int) if self.dynamic else []
+        parts = self.narrow_parts(kernel.mapped.layer, x_int) if self.dynamic else []
         return self._count(kernel, parts, int(x_int.shape[0]), options)
 
     def _count(self, kernel: SreKernel, parts: list[Tensor], n: int,
                options: EngineOptions) -> tuple[Events, int]:
-        """`count` on the narrow input parts (`_narrow_parts`; the static modes need none)."""
+        """`count` on the narrow input parts (`narrow_parts`; the static modes need none)."""
         mapped = kernel.mapped
         hw, layer = mapped.hw, mapped.layer
         device = kernel.device

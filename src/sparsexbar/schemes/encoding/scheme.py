@@ -43,14 +43,14 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..core.config import HardwareConfig
-from ..core.cost import Storage
-from ..core.engine import FLOAT32_EXACT, EngineOptions, LayerKernel, accumulate, exact_accumulate
-from ..core.errors import SparsexbarError, require_choice, require_known_options
-from ..core.events import Events
-from ..core.frontend import QuantLayer
-from ..core.mapping import MappedLayer, _gather_group_levels, dense_events, map_dense
-from .base import LayerRun, Scheme
+from ...core.config import HardwareConfig
+from ...core.cost import Storage
+from ...core.engine import FLOAT32_EXACT, EngineOptions, LayerKernel, accumulate, exact_accumulate
+from ...core.errors import SparsexbarError, require_choice, require_known_options
+from ...core.events import Events
+from ...core.frontend import QuantLayer
+from ...core.mapping import MappedLayer, _gather_group_levels, dense_events, map_dense
+from ..base import LayerRun, Scheme
 
 INPUT_ENCODINGS = ("none", "bus-invert")
 WEIGHT_ENCODINGS = ("none", "complement")

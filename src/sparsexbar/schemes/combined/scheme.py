@@ -44,16 +44,16 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..core.config import HardwareConfig
-from ..core.cost import Storage, energy_pj
-from ..core.engine import EngineOptions, LayerKernel, accumulate
-from ..core.errors import SparsexbarError, require_choice, require_known_options
-from ..core.events import Events
-from ..core.frontend import QuantLayer
-from ..core.mapping import MappedLayer, dense_events, map_dense
-from .base import LayerRun, Scheme
-from .comprrae import AlphaSpec, CompKernel, CompRRAEScheme
-from .counting import (
+from ...core.config import HardwareConfig
+from ...core.cost import Storage, energy_pj
+from ...core.engine import EngineOptions, LayerKernel, accumulate
+from ...core.errors import SparsexbarError, require_choice, require_known_options
+from ...core.events import Events
+from ...core.frontend import QuantLayer
+from ...core.mapping import MappedLayer, dense_events, map_dense
+from ..base import LayerRun, Scheme
+from ..comprrae import AlphaSpec, CompKernel, CompRRAEScheme
+from ..counting import (
     RowSetCounter,
     SlotCounts,
     SlotTable,
@@ -61,20 +61,20 @@ from .counting import (
     count_slots,
     slot_domains,
 )
-from .encoding import (
+from ..encoding import (
     EncodingKernel,
     EncodingMappedLayer,
     EncodingScheme,
     lossless_adc_bits,
 )
-from .pattern import PatternKernel, PatternMappedLayer, PatternScheme
-from .sre import (
+from ..pattern import PatternKernel, PatternMappedLayer, PatternScheme
+from ..sre import (
     GRANULARITIES,
     SreKernel,
     SreScheme,
-    _partial_sum_bound,
     column_segments,
     dynamic_packing_lossless,
+    group_partial_sum_bound,
     index_bits,
     map_sre,
 )
@@ -473,7 +473,7 @@ class CombinedScheme(Scheme):
         hw = kernel.mapped.hw
         n = int(x_int.shape[0])
         choice = kernel.choice
-        parts = (SreScheme._narrow_parts(layer, x_int)
+        parts = (SreScheme.narrow_parts(layer, x_int)
                  if kernel.table.skip != "none" else [])
         extra = Events()
         acc: Tensor | None = None
@@ -511,7 +511,7 @@ class CombinedScheme(Scheme):
         if isinstance(inner, PatternKernel):
             if options.exact_shortcut and inner.exact_linear:
                 return accumulate(inner, x_int, options)
-            step = PatternScheme._images_per_call(inner, options)
+            step = PatternScheme.images_per_call(inner, options)
             return torch.cat([accumulate(inner, x_int[a : a + step], options)
                               for a in range(0, int(x_int.shape[0]), step)])  # image chunks
         if not kernel.choice.act:
@@ -596,7 +596,7 @@ def composed_bound(mapped: MappedLayer, act: bool) -> float:
                 k = min(hw.ou.rows, b - a)
                 worst = max(worst, int(lv.topk(k, dim=0).values.sum(dim=0).max()))
         return float(worst * chunk_max)
-    return _partial_sum_bound(mapped.levels, mapped.group_rows, mapped.segment_cols, hw)
+    return group_partial_sum_bound(mapped.levels, mapped.group_rows, mapped.segment_cols, hw)
 
 
 def layer_events(mapped: MappedLayer, inner: SreKernel | PatternKernel, layout: str,
@@ -612,7 +612,7 @@ def layer_events(mapped: MappedLayer, inner: SreKernel | PatternKernel, layout: 
     if isinstance(mapped, PatternMappedLayer):
         plan = mapped.plan
         assert plan is not None
-        index = PatternScheme._index_bits(mapped) * steps
+        index = PatternScheme.layer_index_bits(mapped) * steps
         comparisons = plan.pieces * hw.cycles * steps
         buffer_reads = plan.used_rows * math.ceil(hw.numbers.input_bits / 8) * steps
     elif layout == "sre-weight":

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from ..core.config import HardwareConfig
-from ..core.engine import EngineOptions, LayerKernel, accumulate
-from ..core.frontend import QuantLayer
-from ..core.mapping import MappedLayer, dense_events, map_dense
-from .base import LayerRun, Scheme
+from ...core.config import HardwareConfig
+from ...core.engine import EngineOptions, LayerKernel, accumulate
+from ...core.frontend import QuantLayer
+from ...core.mapping import MappedLayer, dense_events, map_dense
+from ..base import LayerRun, Scheme
 
 
 class DenseScheme(Scheme):

@@ -34,9 +34,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from sparsexbar.comprrae_study import fmnist_split
 from sparsexbar.core.config import preset
 from sparsexbar.core.frontend import QuantizedModel, QuantLayer, accuracy, quantize_model
+from sparsexbar.studies.setup import fmnist_split
 from sparsexbar.training.models import resolve_model
 
 BOUNDS = ("output", "position max", "group max", "group max, per cycle", "(bit, slice)",

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from sparsexbar.all_study import reproduce_all
+from sparsexbar.studies.all import reproduce_all
 from sparsexbar.training.checkpoint import shipped_model_path, shipped_pattern_model_path
 from tests.test_cli_errors import assert_one_line_error, cli
 

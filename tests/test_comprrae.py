@@ -468,7 +468,8 @@ def test_calibration_respects_budget_and_split(tmp_path: Any) -> None:
     import json
 
     from sparsexbar.app.cli import main
-    from sparsexbar.comprrae_study import calibrate_alphas, fmnist_split, top1_with_alphas
+    from sparsexbar.schemes.comprrae.calibration import calibrate_alphas, top1_with_alphas
+    from sparsexbar.studies.setup import fmnist_split
     from sparsexbar.training.data import fashion_mnist
 
     x_cal, y_cal = fmnist_split("calibration", 40)
@@ -504,7 +505,7 @@ def test_calibration_respects_budget_and_split(tmp_path: Any) -> None:
 
 
 def test_remaining_mean_is_the_mean_of_the_bits_to_come() -> None:
-    from sparsexbar.comprrae_study import measure_remaining_mean
+    from sparsexbar.schemes.comprrae.calibration import measure_remaining_mean
 
     net = conv_relu(seed=3)
     x = nets.random_images(5, channels=2, size=5, seed=2)
@@ -521,7 +522,8 @@ def test_beta_calibration_flips_within_budget(tmp_path: Any) -> None:
     import json
 
     from sparsexbar.app.cli import main
-    from sparsexbar.comprrae_study import calibrate_comprrae, fmnist_split
+    from sparsexbar.schemes.comprrae.calibration import calibrate_comprrae
+    from sparsexbar.studies.setup import fmnist_split
 
     x_cal, y_cal = fmnist_split("calibration", 60)
     net = nets.tiny_fmnist_net()
@@ -574,7 +576,7 @@ def test_calibrate_cli_bad_options(capsys: pytest.CaptureFixture[str], tmp_path:
 
 # ---- the profile and the reproduction ----------------------------------------------------------
 def test_stop_profile_counts() -> None:
-    from sparsexbar.comprrae_study import stop_profile
+    from sparsexbar.schemes.comprrae.study import stop_profile
 
     net = nets.tiny_cnn(size=8, width=4, seed=11)
     x = nets.random_images(6, size=8, seed=12)
@@ -610,7 +612,7 @@ def test_reproduce_writes_table_json_and_plot(tmp_path: Any) -> None:
     import json
 
     from sparsexbar.app.cli import main
-    from sparsexbar.comprrae_study import reproduce_comprrae
+    from sparsexbar.schemes.comprrae.study import reproduce_comprrae
 
     report = reproduce_comprrae(tmp_path, model="tests.nets:tiny_fmnist_net", test_images=20,
                                 calibration_images=20, candidates=(1.0,), curve=(4.0,),

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from sparsexbar.comprrae_study import fmnist_split
 from sparsexbar.core.config import preset
 from sparsexbar.core.frontend import quantize_model
-from sparsexbar.deviation_study import FILES, deviation_study, lossless_adc_bits
-from sparsexbar.sre_study import reproduce_sre
+from sparsexbar.schemes.sre.study import reproduce_sre
+from sparsexbar.studies.deviation import FILES, deviation_study, lossless_adc_bits
+from sparsexbar.studies.setup import fmnist_split
 from tests import nets
 from tests.test_cli_errors import assert_one_line_error, cli
 

@@ -22,12 +22,6 @@ from sparsexbar.core.engine import EngineOptions
 from sparsexbar.core.errors import SparsexbarError
 from sparsexbar.core.frontend import QuantLayer, quantize_model
 from sparsexbar.core.mapping import dense_events
-from sparsexbar.encoding_study import (
-    calibrate_adc_bits,
-    calibrate_precision,
-    reproduce_encoding,
-    with_bits,
-)
 from sparsexbar.schemes import get_scheme
 from sparsexbar.schemes.encoding import (
     EncodingKernel,
@@ -39,6 +33,12 @@ from sparsexbar.schemes.encoding import (
     lossless_adc_bits,
     tile_view,
 )
+from sparsexbar.schemes.encoding.calibration import (
+    calibrate_adc_bits,
+    calibrate_precision,
+    with_bits,
+)
+from sparsexbar.schemes.encoding.study import reproduce_encoding
 from sparsexbar.simulate import simulate
 from sparsexbar.training.checkpoint import shipped_model_path
 from tests import nets

@@ -1,4 +1,4 @@
-"""`reproduce pattern` (pattern_study.py) on a small VGG-8: pattern-pruned here, one row per
+"""`reproduce pattern` (schemes/pattern/study.py) on a small VGG-8: pattern-pruned here, one row per
 crossbar layer, the headline ratios consistent with the per-layer figures, lossless on a
 non-clipping ADC (simulated top-1 equal), the published rows beside ours, files written; and
 the CLI verb with a checkpoint, plus its bad input."""
@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from sparsexbar.pattern_study import PUBLISHED, reproduce_pattern
+from sparsexbar.schemes.pattern.study import PUBLISHED, reproduce_pattern
 from sparsexbar.training.checkpoint import save_checkpoint
 from sparsexbar.training.zoo import build_model
 from tests.test_cli_errors import assert_one_line_error, cli

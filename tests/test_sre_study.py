@@ -1,5 +1,5 @@
-"""`reproduce sre` (sre_study.py) on a small LeNet-5: every mode and sparsity gives the dense
-top-1 (SRE is lossless here), a row per (sparsity, mode), and the files are written."""
+"""`reproduce sre` (schemes/sre/study.py) on a small LeNet-5: every mode and sparsity gives the
+dense top-1 (SRE is lossless here), a row per (sparsity, mode), and the files are written."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from sparsexbar.sre_study import MODES, reproduce_sre
+from sparsexbar.schemes.sre.study import MODES, reproduce_sre
 from sparsexbar.training.zoo import build_model
 
 

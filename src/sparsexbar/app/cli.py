@@ -298,10 +298,10 @@ def _calibration_setup(model: str, data: str, hw: str, set_: list[str] | None, i
     """The calibrate commands' hardware, calibration images and labels ('default': images
     5000.. of the embedded Fashion-MNIST test file, which the studies do not test on; else
     the named data set's train split) and the model quantized on the first 256 of them."""
-    from ..comprrae_study import fmnist_split
     from ..core.config import load_config
     from ..core.frontend import quantize_model
     from ..simulate import resolve_data, resolve_model
+    from ..studies.setup import fmnist_split
 
     config = load_config(hw, parse_overrides(set_))
     if data == "default":
@@ -347,9 +347,9 @@ def calibrate_comprrae(
     the file with --scheme comprrae:calibration=FILE."""
     import json
 
-    from ..comprrae_study import CRITERIA, ESTIMATORS, calibrate_comprrae
     from ..core.io import atomic_write_text
     from ..schemes.comprrae import BOUNDS
+    from ..schemes.comprrae.calibration import CRITERIA, ESTIMATORS, calibrate_comprrae
 
     if images <= 0:
         raise SparsexbarError(f"--images must be positive, got {images}")
@@ -406,7 +406,7 @@ def calibrate_encoding(
     import json
 
     from ..core.io import atomic_write_text
-    from ..encoding_study import calibrate_adc_bits, calibrate_precision, parse_scheme
+    from ..schemes.encoding.calibration import calibrate_adc_bits, calibrate_precision, parse_scheme
 
     if images <= 0:
         raise SparsexbarError(f"--images must be positive, got {images}")
@@ -486,8 +486,8 @@ def reproduce(
                        device, deviation, sparsities, tune_images, pattern_images)
         return
     if name == "pattern":  # the pattern-mapping table beside the published VGG16 figures
-        from ..pattern_study import reproduce_markdown as pattern_markdown
-        from ..pattern_study import reproduce_pattern
+        from ..schemes.pattern.study import reproduce_markdown as pattern_markdown
+        from ..schemes.pattern.study import reproduce_pattern
 
         def given(option: str) -> bool:
             source = ctx.get_parameter_source(option)
@@ -509,8 +509,8 @@ def reproduce(
         pattern_console.print(f"wrote {out}/pattern_reproduce.json, pattern_reproduce.md")
         return
     if name == "sre":  # accuracy / speedup / energy saving at several sparsities
-        from ..sre_study import reproduce_markdown as sre_markdown
-        from ..sre_study import reproduce_sre
+        from ..schemes.sre.study import reproduce_markdown as sre_markdown
+        from ..schemes.sre.study import reproduce_sre
 
         if deviation and not 0 < deviation_images <= 5000:
             raise SparsexbarError(f"--deviation-images must be in 1..5000, got {deviation_images}")
@@ -524,8 +524,8 @@ def reproduce(
                           + (", deviation_study.json, .md, .png" if deviation else ""))
         return
     if name == "encoding":  # every technique alone and combined vs dense
-        from ..encoding_study import reproduce_encoding
-        from ..encoding_study import reproduce_markdown as encoding_markdown
+        from ..schemes.encoding.study import reproduce_encoding
+        from ..schemes.encoding.study import reproduce_markdown as encoding_markdown
 
         enc_test, enc_cal, enc_budget = _study_sizes(test_images, calibration_images, budget,
                                                      (500, 200, 0.5))
@@ -542,7 +542,7 @@ def reproduce(
             f"unknown study '{name}' (known: comprrae, sre, pattern, encoding, all)")
     comp_test, comp_cal, comp_budget = _study_sizes(test_images, calibration_images, budget,
                                                     (1000, 1000, 0.2))
-    from ..comprrae_study import reproduce_comprrae, reproduce_markdown
+    from ..schemes.comprrae.study import reproduce_comprrae, reproduce_markdown
 
     console = _console()
     report = reproduce_comprrae(out, model, hw, parse_overrides(set_), comp_test,
@@ -573,7 +573,7 @@ def _reproduce_all(ctx: typer.Context, out: Path, model: str, hw: str, set_: lis
                    device: str, deviation: bool, sparsities: str, tune_images: int,
                    pattern_images: int) -> None:
     """`reproduce all`: modest defaults (a few minutes) unless the options are given."""
-    from ..all_study import report_markdown, reproduce_all
+    from ..studies.all import report_markdown, reproduce_all
 
     def given(option: str) -> bool:
         source = ctx.get_parameter_source(option)

@@ -16,7 +16,6 @@ is seeded by `device.seed`.
 
 from __future__ import annotations
 
-import json
 import math
 import statistics
 from collections.abc import Callable, Sequence
@@ -25,10 +24,14 @@ from typing import Any
 
 from torch import Tensor
 
-from .core.config import HardwareConfig, load_config
-from .core.errors import SparsexbarError
-from .core.frontend import QuantizedModel, quantize_model
-from .core.io import atomic_write_text, atomic_write_with
+from ..core.config import HardwareConfig, load_config
+from ..core.errors import SparsexbarError
+from ..core.frontend import QuantizedModel, quantize_model
+from ..core.runtime import pyplot
+from ..simulate import simulate
+from ..training.models import resolve_model
+from .setup import fmnist_split
+from .writers import save_png, write_json, write_text
 
 DEFAULT_OU_ROWS = (128, 64, 32, 16, 8, 4)
 DEFAULT_SIGMAS = (0.1, 0.2)
@@ -52,8 +55,6 @@ def deviation_study(out_dir: str | Path | None, model: Any = "default", hw: Any 
     """Run the sweep; write deviation_study.json, .md and .png under `out_dir` (if given);
     return the report. `ou_rows` defaults to the array height, then 64, 32, 16, 8, 4 (those
     below it); sigma 0 (no noise) is always run once per OU size."""
-    from .simulate import resolve_model, simulate
-
     config = load_config(hw, overrides)
     rows_list = _ou_rows(config, ou_rows)
     sigma_list = sorted({float(s) for s in sigmas})
@@ -64,8 +65,6 @@ def deviation_study(out_dir: str | Path | None, model: Any = "default", hw: Any 
     if data is None:
         if not 0 < test_images <= 5000:
             raise SparsexbarError(f"--deviation-images must be in 1..5000, got {test_images}")
-        from .comprrae_study import fmnist_split
-
         x, y = fmnist_split("test", test_images)
         dataset = "fashion-mnist test[0:5000]"
     else:
@@ -160,19 +159,14 @@ def write_files(report: dict[str, Any], out: Path) -> list[Path]:
     """deviation_study.json, .md and .png under `out`, each written atomically."""
     out.mkdir(parents=True, exist_ok=True)
     paths = [out / name for name in FILES]
-    atomic_write_text(paths[0], json.dumps(report, indent=2) + "\n")
-    atomic_write_text(paths[1], deviation_markdown(report))
+    write_json(paths[0], report)
+    write_text(paths[1], deviation_markdown(report))
     _plot(report, paths[2])
     return paths
 
 
 def _plot(report: dict[str, Any], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    fig, ax = pyplot().subplots(figsize=(6.4, 4.2))
     rows = report["ou_rows"]
     by = {(s["ou_rows"], s["sigma"]): s for s in report["summary"]}
     for sigma in [0.0, *[s for s in report["sigmas"] if s > 0]]:
@@ -193,5 +187,4 @@ def _plot(report: dict[str, Any], path: Path) -> None:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    atomic_write_with(path, lambda f: fig.savefig(f, format="png", dpi=120))
-    plt.close(fig)
+    save_png(fig, path)

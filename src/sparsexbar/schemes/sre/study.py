@@ -2,7 +2,7 @@
 activation-only and joint modes against `dense`, at several OU-structured sparsities, beside
 the published figures (Yang et al., ISCA 2019).
 
-Splits (Fashion-MNIST, embedded 10k test file, as in `comprrae_study`): images [0, 5000) are
+Splits (Fashion-MNIST, embedded 10k test file, studies.setup): images [0, 5000) are
 judged, images [5000, 10000) fine-tune the pruned model (the train split is not shipped).
 Speedup = dense cycles / sre cycles (busiest array, DESIGN.md 2.5); energy saving =
 1 - sre energy / dense energy (all components, leakage included), one run each.
@@ -11,18 +11,22 @@ Speedup = dense cycles / sre cycles (busiest array, DESIGN.md 2.5); energy savin
 from __future__ import annotations
 
 import copy
-import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from .core.config import load_config
-from .core.frontend import quantize_model
-from .schemes.sre import SreScheme
-from .training.data import ImageDataset
-from .training.prune import prune_model
+from ...core.config import load_config
+from ...core.frontend import quantize_model
+from ...simulate import simulate
+from ...studies.deviation import deviation_markdown, deviation_study
+from ...studies.setup import fmnist_split
+from ...studies.writers import write_json, write_text
+from ...training.data import ImageDataset
+from ...training.models import resolve_model
+from ...training.prune import prune_model
+from .scheme import SreScheme
 
 PUBLISHED = {"speedup_max": 42.3, "speedup_avg": 13.1, "energy_saving_max": 0.954,
              "energy_saving_avg": 0.853}
@@ -42,9 +46,6 @@ def reproduce_sre(out_dir: str | Path, model: Any = "default", hw: Any = "isaac"
     unpruned model with the first `deviation_images` (at most `test_images`) test images and
     write its table and plot. `extra_schemes`: (label, scheme) pairs run beside the three
     modes on every pruned model (their rows carry the label as mode)."""
-    from .comprrae_study import fmnist_split
-    from .simulate import resolve_model, simulate
-
     config = load_config(hw, overrides)
     x_test, y_test = fmnist_split("test", test_images)
     x_tune, y_tune = fmnist_split("calibration", tune_images)
@@ -84,15 +85,13 @@ def reproduce_sre(out_dir: str | Path, model: Any = "default", hw: Any = "isaac"
               "tune_images": len(y_tune), "epochs_per_step": epochs, "granularity": granularity,
               "rows": rows, "published": PUBLISHED}
     if deviation:  # accuracy vs rows activated at once (issue 4 item 4)
-        from .deviation_study import deviation_study
-
         report["deviation"] = deviation_study(
             out_dir, base, config, test_images=min(deviation_images, len(y_test)),
             batch_size=batch_size, progress=progress)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "sre_reproduce.json").write_text(json.dumps(report, indent=2) + "\n")
-    (out / "sre_reproduce.md").write_text(reproduce_markdown(report))
+    write_json(out / "sre_reproduce.json", report)
+    write_text(out / "sre_reproduce.md", reproduce_markdown(report))
     return report
 
 
@@ -120,7 +119,5 @@ def reproduce_markdown(report: dict[str, Any]) -> str:
                  f"{p['speedup_avg']}x | up to {100 * p['energy_saving_max']:.1f}%, avg "
                  f"{100 * p['energy_saving_avg']:.1f}% | |")
     if "deviation" in report:
-        from .deviation_study import deviation_markdown
-
         lines += ["", deviation_markdown(report["deviation"]).rstrip("\n")]
     return "\n".join(lines) + "\n"

@@ -1,12 +1,10 @@
 """`sparsexbar reproduce all`: the four published comparisons in one report, our figure beside the
 published one in every row, and the `combined` scheme's figure beside them (issue 8).
 
-Each study runs as its own `reproduce` does (sre_study, pattern_study, comprrae_study,
-encoding_study; their
-JSON and Markdown are written under `<out>/<study>/`), with modest defaults (a few minutes on
-one core; every size is an option). This module only adds the combined runs, on the same
-model, hardware, quantization and images as the study they sit in, and collects the
-headline rows:
+Each study runs as its own `reproduce` does (schemes/<name>/study.py; their JSON and
+Markdown are written under `<out>/<study>/`), with modest defaults (a few minutes on one
+core; every size is an option). This module only adds the combined runs, on the same model,
+hardware, quantization and images as the study they sit in, and collects the headline rows:
 
 - SRE (isaac, OU-structured pruning at each sparsity): speedup and energy saving against
   `dense`, the largest and the mean over the pruned sparsities, as published (Yang et al.).
@@ -27,16 +25,26 @@ from __future__ import annotations
 
 import base64
 import html
-import io
 import json
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from .app.report import json_safe
-from .core.config import load_config
-from .core.io import atomic_write_bytes, atomic_write_text
+from ..core.config import load_config
+from ..core.frontend import quantize_model
+from ..core.io import atomic_write_bytes, atomic_write_text
+from ..core.runtime import pyplot
+from ..schemes.combined import CombinedScheme
+from ..schemes.comprrae.study import reproduce_comprrae
+from ..schemes.encoding.study import reproduce_encoding
+from ..schemes.pattern.study import reproduce_pattern
+from ..schemes.sre.study import reproduce_sre
+from ..simulate import simulate
+from ..training.checkpoint import load_shipped_pattern_model
+from ..training.data import load_dataset
+from .setup import study_setup
+from .writers import json_safe, png_bytes
 
 Log = Callable[[str], None]
 
@@ -51,18 +59,12 @@ def reproduce_all(out_dir: str | Path, model: Any = "default", hw: str = "isaac"
                   batch_size: int = 250, device: str = "cpu",
                   progress: Log | None = None) -> dict[str, Any]:
     """Run every study and the combined rows; write the report files; return the report."""
-    from .comprrae_study import reproduce_comprrae
-    from .encoding_study import reproduce_encoding
-    from .pattern_study import reproduce_pattern
-    from .schemes.combined import CombinedScheme
-    from .sre_study import reproduce_sre
-
     log = progress or (lambda _msg: None)
     out = Path(out_dir)
     start = time.perf_counter()
     times: dict[str, float] = {}
 
-    log("== SRE (sre_study), with the combined scheme beside the three modes")
+    log("== SRE (schemes/sre/study.py), with the combined scheme beside the three modes")
     t0 = time.perf_counter()
     sre = reproduce_sre(out / "sre", model, hw, overrides, sparsities=tuple(sre_sparsities),
                         test_images=test_images, tune_images=sre_tune_images,
@@ -71,7 +73,7 @@ def reproduce_all(out_dir: str | Path, model: Any = "default", hw: str = "isaac"
                         extra_schemes=[("combined", CombinedScheme())])
     times["sre"] = time.perf_counter() - t0
 
-    log("== pattern (pattern_study) on the shipped pattern-pruned VGG-8, pattern-nvmsa")
+    log("== pattern (schemes/pattern/study.py) on the shipped pattern-pruned VGG-8, pattern-nvmsa")
     t0 = time.perf_counter()
     pattern = reproduce_pattern(out / "pattern", "default", "default", "pattern-nvmsa", None,
                                 test_images=pattern_images, batch_size=min(batch_size, 100),
@@ -79,7 +81,7 @@ def reproduce_all(out_dir: str | Path, model: Any = "default", hw: str = "isaac"
     pattern_combined = _pattern_combined(pattern_images, batch_size, device, log)
     times["pattern"] = time.perf_counter() - t0
 
-    log("== CompRRAE (comprrae_study), then the combined scheme with END and its alphas")
+    log("== CompRRAE (schemes/comprrae/study.py), then the combined scheme with END and its alphas")
     t0 = time.perf_counter()
     comp = reproduce_comprrae(out / "comprrae", model, hw, overrides, test_images,
                               calibration_images, curve=tuple(comprrae_curve),
@@ -88,7 +90,7 @@ def reproduce_all(out_dir: str | Path, model: Any = "default", hw: str = "isaac"
                                        calibration_images, batch_size, device, log)
     times["comprrae"] = time.perf_counter() - t0
 
-    log("== encoding (encoding_study), then the combined scheme on its test split")
+    log("== encoding (schemes/encoding/study.py), then the combined scheme on its test split")
     t0 = time.perf_counter()
     enc = reproduce_encoding(out / "encoding", model, hw, overrides, test_images,
                              calibration_images, encoding_budget, sweep=tuple(encoding_sweep),
@@ -121,12 +123,6 @@ def reproduce_all(out_dir: str | Path, model: Any = "default", hw: str = "isaac"
 # ---- the combined runs -----------------------------------------------------------------------
 def _pattern_combined(images: int, batch_size: int, device: str, log: Log) -> dict[str, Any]:
     """The combined scheme on the pattern study's model, hardware, quantization and images."""
-    from .core.frontend import quantize_model
-    from .schemes.combined import CombinedScheme
-    from .simulate import simulate
-    from .training.checkpoint import load_shipped_pattern_model
-    from .training.data import load_dataset
-
     net, _ = load_shipped_pattern_model()
     ds = load_dataset("fashion-mnist", "test")
     x, y = ds.to_float()[:images], ds.labels.long()[:images]
@@ -144,10 +140,6 @@ def _comprrae_combined(comp: dict[str, Any], model: Any, hw: str,
                        log: Log) -> list[dict[str, Any]]:
     """The combined scheme with END only and with the study's calibrated alphas, on its test
     split and quantization (the first 256 of its calibration images)."""
-    from .comprrae_study import study_setup
-    from .schemes.combined import CombinedScheme
-    from .simulate import simulate
-
     setup = study_setup(model, hw, overrides, test_images, calibration_images)
     alphas = comp["calibration"]["alphas"]
     rows = []
@@ -164,10 +156,6 @@ def _encoding_combined(model: Any, hw: str, overrides: dict[str, Any] | None,
                        test_images: int, calibration_images: int, batch_size: int, device: str,
                        log: Log) -> dict[str, Any]:
     """The combined scheme on the encoding study's test split and quantization."""
-    from .comprrae_study import study_setup
-    from .schemes.combined import CombinedScheme
-    from .simulate import simulate
-
     setup = study_setup(model, hw, overrides, test_images, calibration_images)
     log(f"combined on {test_images} test images")
     res = simulate(setup.net, (setup.x_test, setup.y_test), setup.config, CombinedScheme(),
@@ -374,11 +362,6 @@ def report_markdown(report: dict[str, Any]) -> str:
 def _plot(report: dict[str, Any]) -> bytes:
     """Per study, the ratio metrics side by side: published (lower end of a range or the
     bound), ours, combined (log scale)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     labels: list[str] = []
     published: list[float] = []
     ours: list[float] = []
@@ -392,7 +375,7 @@ def _plot(report: dict[str, Any]) -> bytes:
                 published.append(ratios[0])
                 ours.append(ratios[1])
                 combined.append(ratios[2])
-    fig, ax = plt.subplots(figsize=(9, 0.45 * max(len(labels), 1) + 1.5))
+    fig, ax = pyplot().subplots(figsize=(9, 0.45 * max(len(labels), 1) + 1.5))
     ys = range(len(labels))
     h = 0.27
     ax.barh([y - h for y in ys], published, h, label="published", color="lightgray")
@@ -404,11 +387,7 @@ def _plot(report: dict[str, Any]) -> bytes:
     ax.set_xlabel("ratio against the baseline (x)")
     ax.set_title("Published vs reproduced vs combined")
     ax.legend(fontsize=8)
-    buf = io.BytesIO()
-    fig.tight_layout()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    return buf.getvalue()
+    return png_bytes(fig)
 
 
 def _first_ratio(text: str) -> float | None:

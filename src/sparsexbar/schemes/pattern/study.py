@@ -4,7 +4,7 @@
 Columns: weight sparsity (over the pattern-pruned 3x3 convs, and over all crossbar weights),
 patterns per conv layer and in total, top-1 change of pruning, RRAM array area efficiency
 (array count, and total area), energy efficiency (RRAM + ADC + DAC as published,
-`cost.rram_adc_dac_energy`, and total), speedup, all of `pattern` against the straightforward
+`core.cost.rram_adc_dac_energy`, and total), speedup, all of `pattern` against the straightforward
 mapping (`dense`) on the same pruned weights and the same inputs, on `pattern-nvmsa` by default.
 
 Models (`model`):
@@ -26,7 +26,6 @@ float on the whole test split; the simulated runs use its first `test_images` im
 from __future__ import annotations
 
 import copy
-import json
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -35,10 +34,30 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .core.config import load_config
-from .core.errors import SparsexbarError
-from .core.frontend import quantize_model
-from .training.checkpoint import load_shipped_pattern_model
+from ...core.config import load_config
+from ...core.cost import energy_pj, rram_adc_dac_energy
+from ...core.errors import SparsexbarError
+from ...core.events import Events
+from ...core.frontend import quantize_model
+from ...core.mapping import map_dense
+from ...simulate import simulate
+from ...studies.writers import write_json, write_text
+from ...training import zoo
+from ...training.checkpoint import (
+    load_checkpoint,
+    load_shipped_model,
+    load_shipped_pattern_model,
+)
+from ...training.data import load_dataset
+from ...training.prune import check_pattern_args, pattern_prune_model
+from ...training.train import train
+from .scheme import (
+    PatternScheme,
+    dense_static_counts,
+    infer_patterns,
+    is_pattern_layer,
+    static_counts,
+)
 
 PUBLISHED: dict[str, Any] = {
     "source": "Yu et al., arXiv 2010.06156, VGG16, pattern pruning + kernel-reordering mapping",
@@ -58,8 +77,6 @@ PUBLISHED: dict[str, Any] = {
 
 def _load_parent(spec: Any) -> nn.Module | None:
     """The dense model a pattern checkpoint was pruned from, when it can still be loaded."""
-    from .training.checkpoint import load_checkpoint, load_shipped_model
-
     if spec in ("default", "vgg8-fmnist"):
         return load_shipped_model()[0]
     if isinstance(spec, str) and Path(spec).with_suffix(".json").is_file():
@@ -69,8 +86,6 @@ def _load_parent(spec: Any) -> nn.Module | None:
 
 def _test_data(data: str, test_images: int) -> tuple[Tensor, Tensor, Tensor, Tensor, str]:
     """(simulated images, labels, all test images, all labels, data name)."""
-    from .training.data import load_dataset
-
     name = "fashion-mnist" if data == "default" else data
     ds = load_dataset(name, "test")
     x_all, y_all = ds.to_float(), ds.labels.long()
@@ -93,15 +108,9 @@ def prepare_models(model: Any, data: str, x_shape: tuple[int, ...], classes: int
                    log: Callable[[str], None]) -> tuple[nn.Module, nn.Module | None,
                                                         dict[str, Any]]:
     """(pattern-pruned model, its dense baseline or None, how they were obtained)."""
-    from .training import zoo
-    from .training.checkpoint import load_checkpoint
-    from .training.prune import check_pattern_args, pattern_prune_model
-
     check_pattern_args(k, max_patterns, sparsity)
 
     def tune_set() -> Any:
-        from .training.data import load_dataset
-
         ds = load_dataset("fashion-mnist" if data == "default" else data, "train")
         return ds.subset(0, min(tune_images, len(ds)))
 
@@ -119,8 +128,6 @@ def prepare_models(model: Any, data: str, x_shape: tuple[int, ...], classes: int
                                input_size=x_shape[-1])
         info = {"model": str(model), "source": "zoo", "trained_epochs": train_epochs}
         if train_epochs > 0:
-            from .training.train import train
-
             log(f"training {model} for {train_epochs} epoch(s) on the train split")
             train(base, tune_set(), None, train_epochs, seed=seed, progress=False)
         else:
@@ -159,9 +166,6 @@ def _static(counts: dict[str, int], per: int, config: Any) -> tuple[int, int, fl
     """(OU activations, busiest-array cycles, RRAM+ADC+DAC pJ) with every unit activated in
     every step (`per` = images x positions x passes x cycles): the mapping without input
     skipping."""
-    from .core.cost import energy_pj, rram_adc_dac_energy
-    from .core.events import Events
-
     events = Events(ou_activations=counts["ou_activations"], adc_conversions=counts[
         "adc_conversions"], dac_activations=counts["dac_activations"],
         cell_reads=counts["cell_reads"], shift_adds=counts["adc_conversions"]).scaled(per)
@@ -174,15 +178,6 @@ def layer_rows(qmodel: Any, config: Any, pattern_res: dict[str, Any],
     """Per crossbar layer: mapping used, patterns, sparsity, arrays, occupied cells, OU
     activations, cycles and RRAM+ADC+DAC energy, pattern against dense (with input skipping,
     as simulated, and `static_*`: the mapping alone, every unit activated)."""
-    from .core.cost import rram_adc_dac_energy
-    from .core.mapping import map_dense
-    from .schemes.pattern import (
-        PatternScheme,
-        dense_static_counts,
-        is_pattern_layer,
-        static_counts,
-    )
-
     scheme = PatternScheme()
     rows = []
     for layer, rec in zip(qmodel.layers, pattern_res["layers"], strict=True):
@@ -221,8 +216,6 @@ def layer_rows(qmodel: Any, config: Any, pattern_res: dict[str, Any],
             row.update(patterns=int(plan.patterns.numel()), blocks=plan.blocks,
                        units=plan.units, cells=int(height.sum()) * config.ou.cols)
         elif is_pattern_layer(layer):
-            from .schemes.pattern import infer_patterns
-
             row["patterns"] = int(infer_patterns(w)[0].numel())
         rows.append(row)
     return rows
@@ -238,9 +231,6 @@ def reproduce_pattern(out_dir: str | Path, model: Any = "default", data: str = "
                       progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Run the study; write pattern_reproduce.json and .md under `out_dir` (atomically).
     Top-1 change on the first `top1_images` test images (None: all)."""
-    from .core.io import atomic_write_text
-    from .simulate import simulate
-
     log = progress or (lambda _: None)
     if test_images < 1:
         raise SparsexbarError(f"--test-images must be >= 1, got {test_images}")
@@ -316,8 +306,8 @@ def reproduce_pattern(out_dir: str | Path, model: Any = "default", data: str = "
                    "pattern": pattern_s},
     }
     out = Path(out_dir)
-    atomic_write_text(out / "pattern_reproduce.json", json.dumps(report, indent=2) + "\n")
-    atomic_write_text(out / "pattern_reproduce.md", reproduce_markdown(report))
+    write_json(out / "pattern_reproduce.json", report)
+    write_text(out / "pattern_reproduce.md", reproduce_markdown(report))
     return report
 
 

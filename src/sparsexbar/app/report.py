@@ -21,6 +21,8 @@ from rich.table import Table
 from ..core.cost import ENERGY_COMPONENTS
 from ..core.events import Events
 from ..core.io import atomic_write_bytes, atomic_write_text
+from ..studies.writers import json_safe
+from .plotting import accuracy_vs_energy, energy_by_component, per_layer_work
 
 LAYER_COLUMNS = ["name", "kind", "rows", "cols", "arrays", "adc_can_clip", "cycles",
                  *Events.names(), *(f"dense_{n}" for n in Events.names()),
@@ -32,17 +34,6 @@ def _json_default(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return str(value)
     raise TypeError(f"cannot serialize {type(value).__name__}")
-
-
-def json_safe(obj: Any) -> Any:
-    """Replace inf/nan floats by strings so the JSON is standard."""
-    if isinstance(obj, dict):
-        return {k: json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [json_safe(v) for v in obj]
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return str(obj)
-    return obj
 
 
 def result_json_text(result: dict[str, Any]) -> str:
@@ -182,115 +173,16 @@ def write_comparison(out_dir: str | Path, results: Sequence[dict[str, Any]]) -> 
     rows = [summary_row(r) for r in results]
     paths = [out / "comparison.csv"]
     atomic_write_text(paths[0], _csv_text(rows, list(rows[0])))
-    plots = {"energy_by_component.png": _plot_energy(results),
-             "per_layer_work.png": _plot_layers(results),
-             "accuracy_vs_energy.png": _plot_accuracy_energy(results)}
+    labels = [scheme_label(r) for r in results]
+    plots = {"energy_by_component.png": energy_by_component(results, labels),
+             "per_layer_work.png": per_layer_work(results, labels),
+             "accuracy_vs_energy.png": accuracy_vs_energy(results, labels)}
     for name, png in plots.items():
         atomic_write_bytes(out / name, png)
         paths.append(out / name)
     paths.append(out / "report.html")
     atomic_write_text(paths[-1], _html(results, rows, plots))
     return paths
-
-
-def _plot_energy(results: Sequence[dict[str, Any]]) -> bytes:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4))
-    names = [scheme_label(r) for r in results]
-    bottom = [0.0] * len(results)
-    for comp in ENERGY_COMPONENTS:
-        vals = [r["totals"]["energy_pj"][comp] / r["num_images"] * 1e-6 for r in results]
-        if any(vals):
-            ax.bar(names, vals, bottom=bottom, label=comp)
-            bottom = [b + v for b, v in zip(bottom, vals, strict=True)]
-    ax.set_ylabel("energy per image (uJ)")
-    ax.set_title("Energy by component")
-    ax.legend(fontsize=8)
-    return _png(fig)
-
-
-def _plot_layers(results: Sequence[dict[str, Any]]) -> bytes:
-    """Per layer: ADC conversions done per image (log scale, dense as reference) and the share
-    of dense's conversions and OU activations each scheme skipped."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (done_ax, skip_ax) = plt.subplots(2, 1, figsize=(8, 6.5), sharex=True)
-    layers = [lay["name"] for lay in results[0]["layers"]]
-    width = 0.8 / (len(results) + 1)
-    xs = range(len(layers))
-    dense = [lay["dense_events"]["adc_conversions"] / results[0]["num_images"]
-             for lay in results[0]["layers"]]
-    done_ax.bar([x - 0.4 + width / 2 for x in xs], dense, width, label="dense (reference)",
-                color="lightgray")
-    skip_width = 0.8 / max(len(results), 1)
-    for i, res in enumerate(results):
-        vals = [lay["events"]["adc_conversions"] / res["num_images"] for lay in res["layers"]]
-        done_ax.bar([x - 0.4 + width * (i + 1.5) for x in xs], vals, width,
-                    label=scheme_label(res))
-        skipped = [100 * (1 - _share(lay["events"]["adc_conversions"],
-                                     lay["dense_events"]["adc_conversions"]))
-                   for lay in res["layers"]]
-        skip_ax.bar([x - 0.4 + skip_width * (i + 0.5) for x in xs], skipped, skip_width,
-                    label=scheme_label(res), color=f"C{i}")
-    done_ax.set_ylabel("ADC conversions per image")
-    done_ax.set_yscale("log")
-    done_ax.set_title("Per-layer work done (vs dense)")
-    done_ax.legend(fontsize=8)
-    skip_ax.axhline(0, color="black", linewidth=0.5)
-    skip_ax.set_ylabel("conversions skipped (% of dense)")
-    skip_ax.set_title("Per-layer work skipped")
-    skip_ax.set_xticks(list(xs), layers, rotation=45, ha="right", fontsize=8)
-    return _png(fig)
-
-
-def _share(done: float, dense: float) -> float:
-    """done / dense, 1 when dense did nothing (nothing to skip)."""
-    return done / dense if dense else 1.0
-
-
-def _plot_accuracy_energy(results: Sequence[dict[str, Any]]) -> bytes:
-    """Top-1 against energy per image, one labelled point per scheme."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
-    energies = [r["totals"]["energy_pj"]["total"] / r["num_images"] * 1e-6 for r in results]
-    rank = {i: r for r, i in enumerate(sorted(range(len(results)), key=lambda i: energies[i]))}
-    for i, (res, energy_uj) in enumerate(zip(results, energies, strict=True)):
-        top1 = 100 * res["accuracy"]["top1"]
-        ax.scatter([energy_uj], [top1], color=f"C{i}", s=40, zorder=3)
-        # Neighbours in energy get labels at different heights: lossless schemes share one
-        # accuracy, so their points lie on one line.
-        ax.annotate(scheme_label(res), (energy_uj, top1), textcoords="offset points",
-                    xytext=(4, 5 + 11 * (rank[i] % 3)), fontsize=8, color=f"C{i}")
-    ax.margins(x=0.12)
-    positive = [e for e in energies if e > 0]
-    if positive and max(positive) > 10 * min(positive):  # spans a decade: log scale
-        ax.set_xscale("log")
-    ax.set_xlabel("energy per image (uJ)")
-    ax.set_ylabel("top-1 (%)")
-    ax.set_title("Accuracy vs energy")
-    ax.grid(alpha=0.3)
-    return _png(fig)
-
-
-def _png(fig: Any) -> bytes:
-    import matplotlib.pyplot as plt
-
-    buf = io.BytesIO()
-    fig.tight_layout()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    return buf.getvalue()
 
 
 def _percent(v: float) -> str:

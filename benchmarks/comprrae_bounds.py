@@ -36,6 +36,7 @@ from torch import Tensor
 
 from sparsexbar.core.config import preset
 from sparsexbar.core.frontend import QuantizedModel, QuantLayer, accuracy, quantize_model
+from sparsexbar.core.runtime import torch_threads
 from sparsexbar.studies.setup import fmnist_split
 from sparsexbar.training.models import resolve_model
 
@@ -129,31 +130,31 @@ def main() -> None:
     ap.add_argument("--accuracy-images", type=int, default=500,
                     help="test images for the top-1 of each input scale")
     args = ap.parse_args()
-    torch.set_num_threads(1)
-    hw = preset("isaac")
-    net, _ = resolve_model("default")
-    x_cal, _ = fmnist_split("calibration", 256)
-    x, _ = fmnist_split("test", args.images)
-    qmodel = quantize_model(net, x_cal, 8, 8)
-    inputs = _layer_inputs(qmodel, x)
-    totals: dict[str, float] = dict.fromkeys(BOUNDS, 0.0)
-    weight_total = 0.0
-    print("| layer | " + " | ".join(BOUNDS) + " |")
-    print("| --- | " + " | ".join("---:" for _ in BOUNDS) + " |")
-    for layer in qmodel.layers:
-        if not layer.followed_by_relu:
-            continue
-        got = removed_by_bound(layer, inputs[layer.name], hw.cycles, hw.ou.rows,
-                               hw.array.rows, hw.cell.bits, hw.slices)
-        weight = layer.positions * layer.out_channels * math.ceil(layer.rows / hw.ou.rows)
-        weight_total += weight
-        for key in BOUNDS:
-            totals[key] += got[key] * weight
-        print(f"| {layer.name} | " + " | ".join(f"{100 * got[k]:.1f}%" for k in BOUNDS) + " |")
-    print("| network | " + " | ".join(f"{100 * totals[k] / weight_total:.1f}%" for k in BOUNDS)
-          + " |")
-    print()
-    _input_scales(net, x_cal, args)
+    with torch_threads(1):
+        hw = preset("isaac")
+        net, _ = resolve_model("default")
+        x_cal, _ = fmnist_split("calibration", 256)
+        x, _ = fmnist_split("test", args.images)
+        qmodel = quantize_model(net, x_cal, 8, 8)
+        inputs = _layer_inputs(qmodel, x)
+        totals: dict[str, float] = dict.fromkeys(BOUNDS, 0.0)
+        weight_total = 0.0
+        print("| layer | " + " | ".join(BOUNDS) + " |")
+        print("| --- | " + " | ".join("---:" for _ in BOUNDS) + " |")
+        for layer in qmodel.layers:
+            if not layer.followed_by_relu:
+                continue
+            got = removed_by_bound(layer, inputs[layer.name], hw.cycles, hw.ou.rows,
+                                   hw.array.rows, hw.cell.bits, hw.slices)
+            weight = layer.positions * layer.out_channels * math.ceil(layer.rows / hw.ou.rows)
+            weight_total += weight
+            for key in BOUNDS:
+                totals[key] += got[key] * weight
+            print(f"| {layer.name} | " + " | ".join(f"{100 * got[k]:.1f}%" for k in BOUNDS) + " |")
+        print("| network | " + " | ".join(f"{100 * totals[k] / weight_total:.1f}%" for k in BOUNDS)
+              + " |")
+        print()
+        _input_scales(net, x_cal, args)
 
 
 def _input_scales(net: Any, x_cal: Tensor, args: argparse.Namespace) -> None:

@@ -25,10 +25,11 @@ from sparsexbar.core.config import load_config
 from sparsexbar.core.engine import EngineOptions
 from sparsexbar.core.frontend import quantize_model
 from sparsexbar.core.io import atomic_write_bytes
+from sparsexbar.core.runtime import torch_threads
 from sparsexbar.schemes import Scheme, get_scheme
 from sparsexbar.schemes.comprrae import CompRRAEScheme
 from sparsexbar.schemes.sre import SreScheme
-from sparsexbar.simulate import _Recorder
+from sparsexbar.simulate import LayerRecorder
 from sparsexbar.training.checkpoint import load_shipped_model
 from sparsexbar.training.data import embedded_fashion_mnist_dir, load_idx
 from sparsexbar.training.zoo import build_model
@@ -65,7 +66,7 @@ def save(model: str, images: int, offset: int, path: str) -> None:
     for name, scheme in schemes().items():
         kernels = {q.name: scheme.kernel(scheme.map_layer(q, hw), torch.device("cpu"))
                    for q in qmodel.layers}
-        rec = _Recorder(scheme, kernels, EngineOptions(), torch.device("cpu"))
+        rec = LayerRecorder(scheme, kernels, EngineOptions(), torch.device("cpu"))
         with torch.no_grad():
             logits = qmodel.run(x, rec)
         result[name] = {"logits": logits,
@@ -106,11 +107,11 @@ def main() -> None:
     c.add_argument("a")
     c.add_argument("b")
     args = ap.parse_args()
-    torch.set_num_threads(1)
-    if args.command == "save":
-        save(args.model, args.images, args.offset, args.out)
-    elif not compare(args.a, args.b):
-        raise SystemExit(1)
+    with torch_threads(1):
+        if args.command == "save":
+            save(args.model, args.images, args.offset, args.out)
+        elif not compare(args.a, args.b):
+            raise SystemExit(1)
 
 
 if __name__ == "__main__":

@@ -40,11 +40,12 @@ from sparsexbar.core.frontend import quantize_model
 from sparsexbar.core.intconv import FLOAT32_EXACT, ExactLinear
 from sparsexbar.core.io import atomic_write_text
 from sparsexbar.core.mapping import dense_events
+from sparsexbar.core.runtime import torch_threads
 from sparsexbar.schemes import LayerRun, Scheme, get_scheme
 from sparsexbar.schemes.comprrae import CompRRAEScheme
 from sparsexbar.schemes.dense import DenseScheme
 from sparsexbar.schemes.sre import SreScheme
-from sparsexbar.simulate import _Recorder
+from sparsexbar.simulate import LayerRecorder
 from sparsexbar.training.checkpoint import load_shipped_model
 from sparsexbar.training.data import embedded_fashion_mnist_dir, load_idx
 from sparsexbar.training.zoo import build_model
@@ -137,14 +138,14 @@ def run(model: str, batch_size: int, repeats: int, offset: int, names: list[str]
     qmodel = quantize_model(net, calib, hw.numbers.weight_bits, hw.numbers.input_bits)
     opts = EngineOptions()
     device = torch.device("cpu")
-    recorders: dict[str, _Recorder] = {}
+    recorders: dict[str, LayerRecorder] = {}
     setup: dict[str, float] = {}
     for name in names:
         t0 = time.perf_counter()
         scheme = CASES[name]()
         kernels = {q.name: scheme.kernel(scheme.map_layer(q, hw), device)
                    for q in qmodel.layers}
-        recorders[name] = _Recorder(scheme, kernels, opts, device)
+        recorders[name] = LayerRecorder(scheme, kernels, opts, device)
         setup[name] = time.perf_counter() - t0
     best = {name: float("inf") for name in ["plain", *names]}
     outputs: dict[str, torch.Tensor] = {}
@@ -204,25 +205,25 @@ def main() -> None:
     if unknown:
         ap.error(f"unknown case(s) {', '.join(unknown)}; known: {', '.join(CASES)}")
     names = ["dense", *[n for n in names if n != "dense"]]
-    torch.set_num_threads(args.threads)
-    console = Console()
-    rows = run(args.model, args.batch_size, args.repeats, args.offset, names, console,
-               args.clock)
-    table = Table(title=f"schemes: {args.model}, batch {args.batch_size}, "
-                        f"{args.threads} thread(s), best of {args.repeats} ({args.clock} time)")
-    for col in ("case", "img/s", "x plain", "x dense", "x dense-int8", "OU act.", "ADC conv.",
-                "== reference"):
-        table.add_column(col, justify="left" if col == "case" else "right")
-    for r in rows:
-        int8 = "" if r["x_dense_int8"] is None else f"{r['x_dense_int8']:.2f}"
-        table.add_row(r["label"], f"{r['images_per_s']:.1f}", f"{r['x_plain']:.2f}",
-                      f"{r['x_dense']:.2f}", int8, f"{r['ou_activations']:,}",
-                      f"{r['adc_conversions']:,}",
-                      {None: "n/a (lossy)", True: "yes", False: "NO"}[r["equals_reference"]])
-    console.print(table)
-    console.print(f"plain PyTorch: {args.batch_size / rows[0]['plain_s']:.1f} img/s")
-    if args.json:
-        atomic_write_text(args.json, json.dumps(rows, indent=2))
+    with torch_threads(args.threads):
+        console = Console()
+        rows = run(args.model, args.batch_size, args.repeats, args.offset, names, console,
+                   args.clock)
+        table = Table(title=f"schemes: {args.model}, batch {args.batch_size}, "
+                            f"{args.threads} thread(s), best of {args.repeats} ({args.clock} time)")
+        for col in ("case", "img/s", "x plain", "x dense", "x dense-int8", "OU act.", "ADC conv.",
+                    "== reference"):
+            table.add_column(col, justify="left" if col == "case" else "right")
+        for r in rows:
+            int8 = "" if r["x_dense_int8"] is None else f"{r['x_dense_int8']:.2f}"
+            table.add_row(r["label"], f"{r['images_per_s']:.1f}", f"{r['x_plain']:.2f}",
+                          f"{r['x_dense']:.2f}", int8, f"{r['ou_activations']:,}",
+                          f"{r['adc_conversions']:,}",
+                          {None: "n/a (lossy)", True: "yes", False: "NO"}[r["equals_reference"]])
+        console.print(table)
+        console.print(f"plain PyTorch: {args.batch_size / rows[0]['plain_s']:.1f} img/s")
+        if args.json:
+            atomic_write_text(args.json, json.dumps(rows, indent=2))
 
 
 if __name__ == "__main__":

@@ -22,6 +22,8 @@ from sparsexbar import EngineOptions
 from sparsexbar.core import engine
 from sparsexbar.core.config import HardwareConfig, preset
 from sparsexbar.core.engine import LayerKernel, accumulate
+from sparsexbar.core.engine import kernel as engine_kernel
+from sparsexbar.core.engine import paths as engine_paths
 from sparsexbar.core.frontend import QuantLayer, quantize_model
 from sparsexbar.core.mapping import MappedLayer, map_dense
 from sparsexbar.schemes.sre import map_sre
@@ -459,7 +461,7 @@ def test_accumulated_deviation_matches_the_model_in_distribution(
     full (tail_dense -1), only at their tail events (2), or split by the default threshold;
     with the offset encoding too (its cells clip more)."""
     if tail_dense is not None:
-        monkeypatch.setattr(engine, "TAIL_DENSE", tail_dense)
+        monkeypatch.setattr(engine_paths, "TAIL_DENSE", tail_dense)
     hw = small_hw(**{"array.rows": 12, "ou.rows": 5, "adc.bits": 4, "dac.bits": 2,
                      "cell.sign": sign, "device.accumulated_deviation_sigma": 0.12,
                      "device.seed": 3})
@@ -599,9 +601,9 @@ def test_integer_run_on_two_threads_equals_one_thread(min_sums: int,
     gives the same logits bit for bit on 1 and 2 threads, run twice (pools reused), equals the
     reference where lossless, and restores torch's thread count."""
     from sparsexbar.schemes import get_scheme
-    from sparsexbar.simulate import _Recorder
+    from sparsexbar.simulate import LayerRecorder
 
-    monkeypatch.setattr(engine, "PARALLEL_MIN_SUMS", min_sums)  # 0: every layer in tasks
+    monkeypatch.setattr(engine_kernel, "PARALLEL_MIN_SUMS", min_sums)  # 0: every layer in tasks
     net = nets.tiny_cnn(1, 10, 12, 4, seed=5).eval()
     x = nets.random_images(9, 1, 12, seed=5)
     scheme = get_scheme("dense")
@@ -612,7 +614,7 @@ def test_integer_run_on_two_threads_equals_one_thread(min_sums: int,
         kernels = {q.name: scheme.kernel(scheme.map_layer(q, hw), torch.device("cpu"))
                    for q in qmodel.layers}
         assert any(k.clip_path and not k.exact_linear for k in kernels.values()) != lossless
-        rec = _Recorder(scheme, kernels, EngineOptions(exact_shortcut=False),
+        rec = LayerRecorder(scheme, kernels, EngineOptions(exact_shortcut=False),
                         torch.device("cpu"))
         before = torch.get_num_threads()
         runs = []
@@ -629,7 +631,7 @@ def test_integer_run_on_two_threads_equals_one_thread(min_sums: int,
             assert torch.equal(runs[0], qmodel.run_reference(x))
             # With the exact shortcut every layer is one convolution on the caller's threads:
             # the periphery keeps them too.
-            assert not _Recorder(scheme, kernels, EngineOptions(),
+            assert not LayerRecorder(scheme, kernels, EngineOptions(),
                                  torch.device("cpu")).single_thread_periphery
         if min_sums == 0:  # the layers ran on the run's kept two-worker pool
             assert rec.options.pool is not None and rec.options.pool._workers == 2

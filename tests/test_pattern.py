@@ -427,11 +427,11 @@ def test_shipped_pattern_model_accuracy_sparsity_and_patterns() -> None:
 
 
 def test_unit_levels_equals_the_engine_gather() -> None:
-    from sparsexbar.core.mapping import _gather_group_levels
+    from sparsexbar.core.mapping import gather_group_levels
     from sparsexbar.schemes.pattern import unit_levels
 
     gen = torch.Generator().manual_seed(0)
     levels = torch.randint(0, 16, (30, 20), generator=gen)
     rows = torch.randint(-1, 30, (7, 3, 4), generator=gen)
     cols = torch.randint(-1, 20, (7, 5), generator=gen)
-    assert torch.equal(unit_levels(levels, rows, cols), _gather_group_levels(levels, rows, cols))
+    assert torch.equal(unit_levels(levels, rows, cols), gather_group_levels(levels, rows, cols))

@@ -106,15 +106,19 @@ def _as_float_images(x: Tensor) -> Tensor:
 
 
 # ---- running --------------------------------------------------------------------------------
-class _Recorder:
-    """The executor handed to the frontend: runs each layer through its scheme, sums events."""
+class LayerRecorder:
+    """The executor handed to the frontend: runs each layer through its scheme, sums events.
+
+    One pool of task workers serves every layer of every batch of the run: `options.pool`, or
+    one of its own, closed by `close()` (`with LayerRecorder(...) as recorder:`)."""
 
     def __init__(self, scheme: Scheme, kernels: dict[str, LayerKernel], options: EngineOptions,
                  device: torch.device) -> None:
         self.scheme = scheme
         self.kernels = kernels
-        # One pool of task workers for every layer of every batch of the run.
-        self.options = options if options.pool is not None else replace(options, pool=TaskPool())
+        self._own_pool = TaskPool() if options.pool is None else None
+        self.options = options if self._own_pool is None else replace(options,
+                                                                      pool=self._own_pool)
         self.device = device
         self.events: dict[str, Events] = {name: Events() for name in kernels}
         self.cycles: dict[str, int] = {name: 0 for name in kernels}
@@ -128,6 +132,17 @@ class _Recorder:
         self.events[layer.name] = self.events[layer.name] + run.events
         self.cycles[layer.name] += run.cycles
         return run.accumulator
+
+    def close(self) -> None:
+        """Let the recorder's own workers exit."""
+        if self._own_pool is not None:
+            self._own_pool.close()
+
+    def __enter__(self) -> LayerRecorder:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def simulate(
@@ -169,27 +184,27 @@ def simulate(
     qmodel.to(dev)
     mapped = {q.name: sch.map_layer(q, config) for q in qmodel.layers}
     kernels = {name: sch.kernel(m, dev) for name, m in mapped.items()}
-    recorder = _Recorder(sch, kernels, opts, dev)
     stats = RunStats()
     correct = {"top1": 0, "float_top1": 0, "quantized_top1": 0}
     outputs: list[Tensor] = []
     done = 0
-    for images, labels in batches.iterate(batch_size):
-        images, labels = images.to(dev), labels.to(dev)
-        logits = qmodel.run(images, recorder, stats)
-        if logits.dim() != 2 or logits.shape[0] != images.shape[0]:
-            raise SparsexbarError(
-                f"model output has shape {tuple(logits.shape)}; expected (batch, classes) "
-                "logits for classification"
-            )
-        correct["top1"] += accuracy(logits, labels)
-        if baseline_accuracy is None:
-            correct["float_top1"] += accuracy(qmodel.run_float(images), labels)
-            correct["quantized_top1"] += accuracy(qmodel.run_reference(images), labels)
-        outputs.append(logits.cpu())
-        done += int(images.shape[0])
-        if progress is not None:
-            progress(done, len(batches))
+    with LayerRecorder(sch, kernels, opts, dev) as recorder:
+        for images, labels in batches.iterate(batch_size):
+            images, labels = images.to(dev), labels.to(dev)
+            logits = qmodel.run(images, recorder, stats)
+            if logits.dim() != 2 or logits.shape[0] != images.shape[0]:
+                raise SparsexbarError(
+                    f"model output has shape {tuple(logits.shape)}; expected (batch, classes) "
+                    "logits for classification"
+                )
+            correct["top1"] += accuracy(logits, labels)
+            if baseline_accuracy is None:
+                correct["float_top1"] += accuracy(qmodel.run_float(images), labels)
+                correct["quantized_top1"] += accuracy(qmodel.run_reference(images), labels)
+            outputs.append(logits.cpu())
+            done += int(images.shape[0])
+            if progress is not None:
+                progress(done, len(batches))
     n = len(batches)
     layers = [
         _layer_record(q, mapped[q.name], sch, recorder.events[q.name], recorder.cycles[q.name],

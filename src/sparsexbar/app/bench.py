@@ -23,6 +23,14 @@ from rich.table import Table
 
 from ..core.config import load_config
 from ..core.engine import EngineOptions
+from ..core.frontend import quantize_model
+from ..core.io import atomic_write_text
+from ..core.runtime import torch_threads
+from ..schemes import get_scheme
+from ..simulate import LayerRecorder
+from ..training import zoo
+from ..training.checkpoint import load_checkpoint, load_shipped_model, shipped_pattern_model_path
+from ..training.data import fashion_mnist
 
 
 @dataclass(frozen=True)
@@ -64,16 +72,7 @@ BENCH_MODELS = ("vgg8", "vgg8-pattern", "vgg16")
 
 
 def _model_and_inputs(model: str, batch_size: int) -> tuple[torch.nn.Module, torch.Tensor]:
-    from ..training import zoo
-
     if model in ("vgg8", "vgg8-pattern"):
-        from ..training.checkpoint import (
-            load_checkpoint,
-            load_shipped_model,
-            shipped_pattern_model_path,
-        )
-        from ..training.data import fashion_mnist
-
         if model == "vgg8":
             net, _ = load_shipped_model()
         else:  # the shipped pattern-pruned VGG-8 (the demo's model)
@@ -96,11 +95,13 @@ def _model_and_inputs(model: str, batch_size: int) -> tuple[torch.nn.Module, tor
 
 def _run_case(case: BenchCase, model: str, batch_size: int, repeats: int, threads: int,
               queue: Any) -> None:
-    torch.set_num_threads(threads)
-    from ..core.frontend import quantize_model
-    from ..schemes import get_scheme
-    from ..simulate import _Recorder
+    """One case in its own process, on `threads` intra-op threads; its row onto `queue`."""
+    with torch_threads(threads):
+        queue.put(_measure(case, model, batch_size, repeats, threads))
 
+
+def _measure(case: BenchCase, model: str, batch_size: int, repeats: int,
+             threads: int) -> dict[str, Any]:
     net, x = _model_and_inputs(model, batch_size)
     hw = load_config("isaac", dict(case.overrides))
     t0 = time.perf_counter()
@@ -113,23 +114,23 @@ def _run_case(case: BenchCase, model: str, batch_size: int, repeats: int, thread
     with torch.no_grad():
         net(x)  # warm-up
         plain_runs = [_timed(lambda: net(x)) for _ in range(max(repeats, 3))]
-        rec = _Recorder(scheme, kernels, opts, torch.device("cpu"))
-        sim_runs = [_timed(lambda: qmodel.run(x, rec)) for _ in range(repeats)]
+        with LayerRecorder(scheme, kernels, opts, torch.device("cpu")) as rec:
+            sim_runs = [_timed(lambda: qmodel.run(x, rec)) for _ in range(repeats)]
+            # Correctness guard: a lossless case must equal the integer reference exactly.
+            exact = None
+            if not any(k.mapped.adc_can_clip() for k in kernels.values()):
+                exact = bool(torch.equal(qmodel.run(x, rec), qmodel.run_reference(x)))
         plain, sim = min(w for w, _ in plain_runs), min(w for w, _ in sim_runs)
         # CPU time of this process: on a shared machine, waiting for a core is not counted.
         plain_cpu, sim_cpu = min(c for _, c in plain_runs), min(c for _, c in sim_runs)
-        # Correctness guard: a lossless case must equal the integer reference exactly.
-        exact = None
-        if not any(k.mapped.adc_can_clip() for k in kernels.values()):
-            exact = bool(torch.equal(qmodel.run(x, rec), qmodel.run_reference(x)))
-    queue.put({
+    return {
         **asdict(case), "model": model, "batch_size": batch_size, "threads": threads,
         "plain_s": plain, "sim_s": sim, "ratio": sim / plain, "setup_s": setup_s,
         "plain_cpu_s": plain_cpu, "sim_cpu_s": sim_cpu, "cpu_ratio": sim_cpu / plain_cpu,
         "images_per_s": batch_size / sim, "plain_images_per_s": batch_size / plain,
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "equals_reference": exact,
-    })
+    }
 
 
 def _timed(fn: Any) -> tuple[float, float]:
@@ -182,7 +183,5 @@ def run_benchmark(model: str = "vgg8", batch_size: int = 64, repeats: int = 2,
                       {None: "n/a (lossy)", True: "yes", False: "NO"}[r["equals_reference"]])
     console.print(table)
     if json_out:
-        from ..core.io import atomic_write_text
-
         atomic_write_text(json_out, json.dumps(rows, indent=2))
     return rows

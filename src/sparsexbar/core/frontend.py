@@ -27,6 +27,7 @@ from torch import Tensor, fx, nn
 from torch.fx.experimental.optimization import fuse
 
 from .errors import UnsupportedModelError
+from .runtime import torch_threads
 
 _PASSTHROUGH_MODULES = (nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.Flatten, nn.Dropout,
                         nn.Identity)
@@ -205,11 +206,8 @@ class _Runner(fx.Interpreter):
         The crossbar layers run with the caller's thread count."""
         if not self.single_periphery or self.threads <= 1:
             return super().run(*args, **kwargs)
-        torch.set_num_threads(1)
-        try:
+        with torch_threads(1):
             return super().run(*args, **kwargs)
-        finally:
-            torch.set_num_threads(self.threads)
 
     def _count(self, n: int) -> None:
         if self.stats is not None:
@@ -228,11 +226,8 @@ class _Runner(fx.Interpreter):
             x_int = layer.quantize_input(x)
             if not self.single_periphery:
                 return layer.dequantize(self.executor(layer, x_int))
-            torch.set_num_threads(self.threads)
-            try:
+            with torch_threads(self.threads):
                 acc = self.executor(layer, x_int)
-            finally:
-                torch.set_num_threads(1)
             return layer.dequantize(acc)
         if self.executor is not None and _strided_2x2(mod, args[0]):
             out = _max_pool_2x2(args[0])

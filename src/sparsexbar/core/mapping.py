@@ -71,7 +71,7 @@ class MappedLayer:
             k = self.segment_cols.shape[1]
             step = max(1, 2**24 // max(1, g * ou * k))  # segments per chunk (memory bound)
             for seg in range(0, s, step):  # chunks of segments: one for dense
-                lv = _gather_group_levels(levels, self.group_rows[seg : seg + step],
+                lv = gather_group_levels(levels, self.group_rows[seg : seg + step],
                                           self.segment_cols[seg : seg + step])
                 if lv.numel():
                     best = max(best, int(lv.sum(dim=2).max()))
@@ -89,7 +89,7 @@ class MappedLayer:
         return self.hw.device.ideal and self.hw.adc.step == 1.0 and not self.adc_can_clip()
 
 
-def _gather_group_levels(levels: Tensor, group_rows: Tensor, segment_cols: Tensor) -> Tensor:
+def gather_group_levels(levels: Tensor, group_rows: Tensor, segment_cols: Tensor) -> Tensor:
     """levels (R, C) -> (S, G, ou, K), zero where a row or column index is padding (-1).
 
     Gathers only the (row, column) pairs used: memory is that of the result, also for

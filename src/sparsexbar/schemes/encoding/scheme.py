@@ -49,7 +49,7 @@ from ...core.engine import FLOAT32_EXACT, EngineOptions, LayerKernel, accumulate
 from ...core.errors import SparsexbarError, require_choice, require_known_options
 from ...core.events import Events
 from ...core.frontend import QuantLayer
-from ...core.mapping import MappedLayer, _gather_group_levels, dense_events, map_dense
+from ...core.mapping import MappedLayer, dense_events, gather_group_levels, map_dense
 from ..base import LayerRun, Scheme
 
 INPUT_ENCODINGS = ("none", "bus-invert")
@@ -147,7 +147,7 @@ def encode_layer(mapped: MappedLayer, bus_invert: bool, weight_complement: bool)
     """The static encoding data of a dense-mapped layer."""
     hw = mapped.hw
     rows, tile = group_geometry(mapped)
-    levels = _gather_group_levels(mapped.levels.to(torch.int32), rows.unsqueeze(0),
+    levels = gather_group_levels(mapped.levels.to(torch.int32), rows.unsqueeze(0),
                                   mapped.segment_cols)[0]  # (G, ou, C)
     real = rows >= 0
     level_max = 2**hw.cell.bits - 1

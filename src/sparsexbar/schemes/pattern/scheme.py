@@ -303,7 +303,7 @@ def dense_static_counts(dense: MappedLayer) -> dict[str, int]:
 def unit_levels(levels: Tensor, group_rows: Tensor, segment_cols: Tensor) -> Tensor:
     """(S, G, ou, K) levels of every segment's row groups and columns, zero at padding (-1).
 
-    Same result as `mapping._gather_group_levels`, but it gathers only the (row, column)
+    Same result as `mapping.gather_group_levels`, but it gathers only the (row, column)
     pairs used, not whole rows first: with tens of thousands of one-OU segments (a 512-channel
     layer) whole rows would take S x ou x all columns (gigabytes)."""
     padded = torch.nn.functional.pad(levels, (0, 1, 0, 1))  # index -1 hits the zero row/col

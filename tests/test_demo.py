@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from sparsexbar.app.cli import demo_schemes, main
-from sparsexbar.schemes import scheme_names
+from sparsexbar.app.cli import main
+from sparsexbar.schemes import demo_schemes, scheme_names
 
 
 def test_demo_limit_256_writes_all_outputs(tmp_path: Path, capsys: pytest.CaptureFixture[str]

@@ -586,7 +586,7 @@ def test_refusals() -> None:
     ("encoding:rounding=up", "rounding must be one of"),
     ("encoding:colour=red", "unknown option 'colour' for scheme 'encoding'"),
     ("encoding:adc", "expect key=value"),
-    ("sre:mode=weight", "takes no options"),
+    ("pattern:mode=weight", "takes no options"),
 ])
 def test_cli_bad_scheme_options(capsys: pytest.CaptureFixture[str], tmp_path: Path, spec: str,
                                 fragment: str) -> None:

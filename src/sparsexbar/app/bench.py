@@ -13,7 +13,7 @@ import json
 import multiprocessing as mp
 import resource
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from queue import Empty
 from typing import Any
 
@@ -26,47 +26,14 @@ from ..core.engine import EngineOptions
 from ..core.frontend import quantize_model
 from ..core.io import atomic_write_text
 from ..core.runtime import torch_threads
-from ..schemes import get_scheme
+from ..schemes import BenchCase, bench_cases, get_scheme
 from ..simulate import LayerRecorder
 from ..training import zoo
 from ..training.checkpoint import load_checkpoint, load_shipped_model, shipped_pattern_model_path
 from ..training.data import fashion_mnist
 
-
-@dataclass(frozen=True)
-class BenchCase:
-    label: str
-    scheme: str
-    overrides: tuple[tuple[str, Any], ...] = ()
-    exact_shortcut: bool = True
-
-
-CASES = {
-    "lossless": BenchCase("dense, isaac, lossless ADC (exact shortcut)", "dense"),
-    "ou9x8-adc5": BenchCase("dense, isaac OU 9x8, ADC 5 bit (cannot clip: shortcut)", "dense",
-                            (("ou.rows", 9), ("ou.cols", 8), ("adc.bits", 5))),
-    "ou9x8-adc5-forced": BenchCase(
-        "dense, isaac OU 9x8, ADC 5 bit, per-group bound checks forced", "dense",
-        (("ou.rows", 9), ("ou.cols", 8), ("adc.bits", 5)), exact_shortcut=False),
-    "lossy": BenchCase("dense, isaac OU 9x8, ADC 5 bit, DAC 2 bit (clips: per-conversion)",
-                       "dense", (("ou.rows", 9), ("ou.cols", 8), ("adc.bits", 5),
-                                 ("dac.bits", 2))),
-    "nonideal": BenchCase(
-        "dense, isaac OU 9x8, ADC 5 bit, DAC 2 bit, device variation + read noise + "
-        "accumulated deviation (every active group converted)", "dense",
-        (("ou.rows", 9), ("ou.cols", 8), ("adc.bits", 5), ("dac.bits", 2),
-         ("device.variation", "lognormal"), ("device.variation_sigma", 0.05),
-         ("device.read_noise_sigma", 0.01), ("device.accumulated_deviation_sigma", 0.02))),
-    "comprrae": BenchCase("comprrae, isaac, early negative detection (MSB-first, exact)",
-                          "comprrae"),
-    "sre": BenchCase("sre, isaac, joint mode (static rows + zero input bits, exact counts)", "sre"),
-    "encoding": BenchCase("encoding, isaac, both encodings + lossless ADC + zero-plane skip",
-                          "encoding"),
-    # Meant for --model vgg8-pattern (on unpruned weights pattern falls back to dense layers).
-    "pattern": BenchCase("pattern, isaac, kernel-reordering mapping (exact counts)", "pattern"),
-    "combined": BenchCase("combined, isaac, per-layer best layout + act + comprrae + lossless "
-                          "encoding", "combined"),
-}
+# The cases come from the scheme registry: each scheme's entry declares its own.
+CASES: dict[str, BenchCase] = bench_cases()
 DEFAULT_CASES = tuple(CASES.values())
 BENCH_MODELS = ("vgg8", "vgg8-pattern", "vgg16")
 

@@ -2,21 +2,48 @@
 
 from __future__ import annotations
 
+import inspect
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from typer.core import TyperGroup
 
+from ..core.config import PRESET_BUILDERS, load_config, preset
 from ..core.errors import SparsexbarError, require_choice
-
-if TYPE_CHECKING:  # annotations only: the CLI imports torch and the pipeline lazily
-    from torch import Tensor
-
-    from ..core.config import HardwareConfig
-    from ..core.frontend import QuantizedModel
+from ..core.frontend import quantize_model
+from ..schemes import (
+    CalibrationSpec,
+    Option,
+    RunArgs,
+    StudySpec,
+    calibrations,
+    demo_schemes,
+    get_scheme,
+    scheme_names,
+    studies,
+)
+from ..simulate import resolve_data, simulate
+from ..studies import all as all_study
+from ..training.checkpoint import shipped_pattern_model_path
+from ..training.models import resolve_model
+from ..training.prune import METHODS, check_pattern_args, prune_command
+from ..training.train import train_command
+from .bench import BENCH_MODELS, CASES, run_benchmark
+from .report import file_label, print_tables, scheme_label, write_comparison, write_result
+from .sweep import (
+    done_keys,
+    expand_points,
+    failures,
+    load_sweep,
+    run_sweep,
+    summarize,
+    summary_table,
+)
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True,
                   help="Bit-accurate simulator of sparsity-exploiting RRAM crossbar accelerators.")
@@ -78,9 +105,6 @@ def _scheme_labels(schemes: list[str]) -> list[str]:
     (`comprrae:alpha=0.4`), so that variants of one scheme stay apart. Unknown schemes raise
     (before any work); two specs whose results would share a label (and so a file name)
     are refused."""
-    from ..schemes import get_scheme
-    from .report import file_label
-
     labels: list[str] = []
     seen: dict[str, str] = {}
     for spec in schemes:
@@ -98,10 +122,6 @@ def _scheme_labels(schemes: list[str]) -> list[str]:
 def _run_schemes(model: str, data: str, hw: str, schemes: list[str], overrides: dict[str, str],
                  limit: int | None, batch_size: int, device: str,
                  console: Console) -> list[dict[str, Any]]:
-    from ..core.config import load_config
-    from ..core.frontend import quantize_model
-    from ..simulate import resolve_data, resolve_model, simulate
-
     config = load_config(hw, overrides)
     labels = _scheme_labels(schemes)
     batches = resolve_data(data, limit)
@@ -136,8 +156,6 @@ def run(
     device: DeviceOpt = "cpu",
 ) -> None:
     """Simulate one scheme; write result.json and layers.csv, print the tables."""
-    from .report import print_tables, write_result
-
     console = _console()
     results = _run_schemes(model, data, hw, [scheme], parse_overrides(set_), limit, batch_size,
                            device, console)
@@ -162,16 +180,12 @@ def compare(
     device: DeviceOpt = "cpu",
 ) -> None:
     """Run several schemes on the same inputs; one table, CSV, plots and report.html."""
-    from ..schemes import scheme_names
-
     names = [s.strip() for s in schemes.split(",") if s.strip()] or scheme_names()
     _compare(out, names, model, data, hw, parse_overrides(set_), limit, batch_size, device)
 
 
 def _compare(out: Path, names: list[str], model: str, data: str, hw: str,
              overrides: dict[str, str], limit: int | None, batch_size: int, device: str) -> None:
-    from .report import file_label, print_tables, scheme_label, write_comparison, write_result
-
     console = _console()
     results = _run_schemes(model, data, hw, names, overrides, limit, batch_size, device, console)
     paths = []
@@ -181,9 +195,6 @@ def _compare(out: Path, names: list[str], model: str, data: str, hw: str,
     print_tables(results, console, per_layer=False)
     console.print(f"wrote {len(paths)} files to {out}/ (report.html, comparison.csv, "
                   "<scheme>_result.json, <scheme>_layers.csv, plots)")
-
-
-DEMO_SCHEMES = ("dense", "sre", "pattern", "comprrae", "encoding", "combined")
 
 
 @app.command()
@@ -197,28 +208,16 @@ def demo(
         "--model", help="The one model every scheme runs: 'pattern' (the shipped "
         "pattern-pruned VGG-8), 'default' (the shipped VGG-8) or any --model spec.")] = "pattern",
 ) -> None:
-    """Every scheme (dense, sre, pattern, comprrae, encoding, combined) on one model and the
-    embedded Fashion-MNIST test split: one table, CSV, plots and report.html."""
+    """Every registered scheme (dense, sre, pattern, comprrae, encoding, combined) on one model
+    and the embedded Fashion-MNIST test split: one table, CSV, plots and report.html."""
     _compare(out, demo_schemes(), _demo_model(model), "default", hw, {}, limit, batch_size,
              device)
-
-
-def demo_schemes() -> list[str]:
-    """Every registered scheme, the published ones first and the combination last."""
-    from ..schemes import SCHEMES
-
-    names = [n for n in DEMO_SCHEMES if n in SCHEMES]
-    names += [n for n in SCHEMES if n not in names]  # schemes added later run too
-    names.append(names.pop(names.index("combined")))
-    return names
 
 
 def _demo_model(model: str) -> str:
     """'pattern' -> the shipped pattern-pruned checkpoint; anything else as given."""
     if model != "pattern":
         return model
-    from ..training.checkpoint import shipped_pattern_model_path
-
     path = shipped_pattern_model_path()
     if not path.is_file():
         raise SparsexbarError(f"the shipped pattern-pruned model is missing: {path}")
@@ -231,8 +230,6 @@ def presets(
     fmt: Annotated[str, typer.Option("--format", help="yaml or json.")] = "yaml",
 ) -> None:
     """List the hardware presets, or print one."""
-    from ..core.config import PRESET_BUILDERS, preset
-
     if name is None:
         for key, (_, text) in PRESET_BUILDERS.items():
             typer.echo(f"{key:15s} {text}")
@@ -262,8 +259,6 @@ def train(
         "--precision", help="fp32, or bf16 (autocast; weights stay float32).")] = "fp32",
 ) -> None:
     """Train a zoo model; writes <out>.safetensors and <out>.json."""
-    from ..training.train import train_command
-
     if epochs <= 0:
         raise SparsexbarError(f"--epochs must be positive, got {epochs}")
     if input_size is not None and input_size < 4:
@@ -283,8 +278,6 @@ def bench(
         "--cases", help="Comma-separated cases (default: all; see benchmarks/engine.py).")] = "",
 ) -> None:
     """Images/s of the engine against plain PyTorch inference of the same model (ratios)."""
-    from .bench import BENCH_MODELS, CASES, run_benchmark
-
     require_choice("--model", model, BENCH_MODELS)
     names = [c.strip() for c in cases.split(",") if c.strip()] or list(CASES)
     for name in names:
@@ -293,310 +286,100 @@ def bench(
                   cases=tuple(CASES[n] for n in names), console=_console())
 
 
-def _calibration_setup(model: str, data: str, hw: str, set_: list[str] | None, images: int
-                       ) -> tuple[HardwareConfig, QuantizedModel, Tensor, Tensor]:
-    """The calibrate commands' hardware, calibration images and labels ('default': images
-    5000.. of the embedded Fashion-MNIST test file, which the studies do not test on; else
-    the named data set's train split) and the model quantized on the first 256 of them."""
-    from ..core.config import load_config
-    from ..core.frontend import quantize_model
-    from ..simulate import resolve_data, resolve_model
-    from ..studies.setup import fmnist_split
-
-    config = load_config(hw, parse_overrides(set_))
-    if data == "default":
-        x, y = fmnist_split("calibration", images)
-    else:
-        from ..training.data import load_dataset
-
-        batches = resolve_data(load_dataset(data, "train"), images)
-        x, y = batches.images, batches.labels
-    net, _ = resolve_model(model, int(x.shape[1]), max(int(y.max()) + 1, 10), int(x.shape[-1]))
-    qmodel = quantize_model(net, x[:256], config.numbers.weight_bits, config.numbers.input_bits)
-    return config, qmodel, x, y
+# ---- reproduce NAME, calibrate NAME: built from the declarations -------------------------------
+# Each scheme's study and calibration declare their own options and defaults (StudySpec,
+# CalibrationSpec in its package, listed by the scheme registry); `reproduce all` is the one
+# study that belongs to no scheme. The commands below hold no per-study code.
+STUDIES: dict[str, StudySpec] = {**studies(), all_study.STUDY.name: all_study.STUDY}
+CALIBRATIONS: dict[str, CalibrationSpec] = calibrations()
+CALIBRATION_DATA_HELP = ("'default': images 5000.. of the embedded Fashion-MNIST test file "
+                         "(the studies test on 0..4999); else a data set name whose train "
+                         "split is used.")
 
 
-@app.command("calibrate-comprrae")
-def calibrate_comprrae(
-    out: Annotated[Path, typer.Option("--out", help="JSON file for the alphas.")] = Path(
-        "out/comprrae/alphas.json"),
-    model: ModelOpt = "default",
-    data: Annotated[str, typer.Option(
-        "--data", help="'default': images 5000.. of the embedded Fashion-MNIST test file (the "
-        "studies test on 0..4999); else a data set name whose train split is used.")] = "default",
-    hw: HwOpt = "isaac",
-    set_: SetOpt = None,
-    budget: Annotated[float, typer.Option("--budget", help="Top-1 loss allowed, points.")] = 0.2,
-    images: Annotated[int, typer.Option("--images", help="Calibration images.")] = 500,
-    candidates: Annotated[str | None, typer.Option(
-        "--candidates", help="Comma-separated values tried per layer (default alpha: "
-        "3.2,1.6,0.8,0.4,0.2,0.1; beta: 0.5,0.25,0.125,0.0625,0.03125).")] = None,
-    batch_size: BatchOpt = 250,
-    device: DeviceOpt = "cpu",
-    estimator: Annotated[str, typer.Option(
-        "--estimator", help="alpha (adaptive termination) or beta (predictive negative "
-        "detection; measures the remaining-bit means too).")] = "alpha",
-    criterion: Annotated[str, typer.Option(
-        "--criterion", help="flips: images whose top-1 class changes vs the exact network "
-        "(at most budget points of them); top1: the top-1 drop.")] = "flips",
-    bounds: Annotated[str, typer.Option(
-        "--bounds", help="comprrae bounds the parameters are chosen with: output or "
-        "slice.")] = "output",
-) -> None:
-    """Pick per-layer comprrae alphas or betas for a top-1 budget on a calibration split; use
-    the file with --scheme comprrae:calibration=FILE."""
-    import json
+def _named_group(kind: str, known: Callable[[], list[str]]) -> type[TyperGroup]:
+    """A command group that refuses an unknown name with one line naming the known ones."""
 
-    from ..core.io import atomic_write_text
-    from ..schemes.comprrae import BOUNDS
-    from ..schemes.comprrae.calibration import CRITERIA, ESTIMATORS, calibrate_comprrae
+    class Named(TyperGroup):
+        def get_command(self, ctx: Any, name: str) -> Any:
+            command = super().get_command(ctx, name)
+            if command is None and not name.startswith("-"):
+                raise SparsexbarError(f"unknown {kind} '{name}' (known: {', '.join(known())})")
+            return command
 
-    if images <= 0:
-        raise SparsexbarError(f"--images must be positive, got {images}")
-    if budget < 0:
-        raise SparsexbarError(f"--budget must be >= 0 points, got {budget}")
-    require_choice("--estimator", estimator, ESTIMATORS)
-    require_choice("--criterion", criterion, CRITERIA)
-    require_choice("--bounds", bounds, BOUNDS)
-    alphas: list[float] | None = None
-    if candidates is not None:
-        try:
-            alphas = [float(a) for a in candidates.split(",") if a.strip()]
-        except ValueError:
-            raise SparsexbarError(f"--candidates must be numbers, got '{candidates}'") from None
-        top = 1.0 if estimator == "beta" else float("inf")
-        if not alphas or any(not 0 <= a <= top for a in alphas):
-            raise SparsexbarError(f"--candidates must be numbers >= 0"
-                                  f"{' and <= 1 for beta' if estimator == 'beta' else ''}, "
-                                  f"got '{candidates}'")
-    config, qmodel, x, y = _calibration_setup(model, data, hw, set_, images)
-    console = _console()
-    cal = calibrate_comprrae(qmodel, config, x, y, budget, estimator, alphas, criterion,
-                             batch_size, device, progress=console.print, bounds=bounds)
-    atomic_write_text(out, json.dumps(cal.to_json(), indent=2))
-    console.print(f"{estimator}s: {cal.alphas if estimator == 'alpha' else cal.betas}")
-    console.print(f"top-1 {100 * cal.top1:.2f}% vs exact {100 * cal.exact_top1:.2f}% on "
-                  f"{cal.images} calibration images ({cal.flips} changed class); wrote {out}")
+    return Named
 
 
-@app.command("calibrate-encoding")
-def calibrate_encoding(
-    out: Annotated[Path, typer.Option("--out", help="JSON file for the per-layer bits.")] = Path(
-        "out/encoding/calibration.json"),
-    model: ModelOpt = "default",
-    data: Annotated[str, typer.Option(
-        "--data", help="'default': images 5000.. of the embedded Fashion-MNIST test file (the "
-        "studies test on 0..4999); else a data set name whose train split is used.")] = "default",
-    hw: HwOpt = "isaac",
-    set_: SetOpt = None,
-    scheme: Annotated[str, typer.Option(
-        "--scheme", help="Encoding spec whose ADC is calibrated, e.g. encoding or "
-        "encoding:input=none:weight=none:skip=off.")] = "encoding",
-    budget: Annotated[float, typer.Option("--budget", help="Top-1 loss allowed, points.")] = 0.5,
-    images: Annotated[int, typer.Option("--images", help="Calibration images.")] = 200,
-    min_bits: Annotated[int, typer.Option("--min-bits", help="Lowest ADC bits tried.")] = 3,
-    precision: Annotated[bool, typer.Option(
-        "--precision/--no-precision", help="First calibrate per-layer dynamic precision "
-        "within half the budget.")] = False,
-    batch_size: BatchOpt = 250,
-    device: DeviceOpt = "cpu",
-) -> None:
-    """Pick per-layer ADC bits (and optionally dynamic precision) of the encoding scheme for a
-    top-1 budget on a calibration split; use with --scheme encoding:adc_bits=FILE."""
-    import json
-
-    from ..core.io import atomic_write_text
-    from ..schemes.encoding.calibration import calibrate_adc_bits, calibrate_precision, parse_scheme
-
-    if images <= 0:
-        raise SparsexbarError(f"--images must be positive, got {images}")
-    if budget < 0:
-        raise SparsexbarError(f"--budget must be >= 0 points, got {budget}")
-    if not 1 <= min_bits <= 16:
-        raise SparsexbarError(f"--min-bits must be in 1..16, got {min_bits}")
-    base = parse_scheme(scheme)
-    config, qmodel, x, y = _calibration_setup(model, data, hw, set_, images)
-    console = _console()
-    saved: dict[str, Any] = {}
-    if precision:
-        chosen, p_top1, p_trials = calibrate_precision(
-            qmodel, config, x, y, base, budget / 2, batch_size=batch_size, device=device,
-            progress=console.print)
-        base = base.variant(precision=chosen)
-        saved = {"precision": chosen, "precision_top1": p_top1, "precision_trials": p_trials}
-    cal = calibrate_adc_bits(qmodel, config, x, y, base, budget, min_bits,
-                             batch_size=batch_size, device=device, progress=console.print)
-    atomic_write_text(out, json.dumps({**cal.to_json(), **saved}, indent=2))
-    console.print(f"ADC bits: {cal.adc_bits} (lossless: {cal.lossless_bits})")
-    console.print(f"top-1 {100 * cal.top1:.2f}% vs exact {100 * cal.reference_top1:.2f}% on "
-                  f"{cal.images} calibration images; wrote {out}")
+def _parameter(name: str, annotation: Any, default: Any) -> inspect.Parameter:
+    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default,
+                             annotation=annotation)
 
 
-@app.command()
-def reproduce(
-    ctx: typer.Context,
-    name: Annotated[str, typer.Argument(
-        help="Which study: comprrae, sre, pattern, encoding or all.")],
-    out: Annotated[Path, typer.Option("--out", help="Output directory.")] = Path(
-        "out/reproduce"),
-    model: ModelOpt = "default",
-    hw: HwOpt = "isaac",
-    set_: SetOpt = None,
-    test_images: Annotated[int | None, typer.Option(
-        "--test-images", help="Images of the test half (0..4999) to run (default 1000; "
-        "encoding: 500; pattern: 200).")] = None,
-    calibration_images: Annotated[int | None, typer.Option(
-        "--calibration-images", help="Images of the calibration half (5000..) for alphas, "
-        "betas or bits (default 1000; encoding: 200).")] = None,
-    budget: Annotated[float | None, typer.Option(
-        "--budget", help="Top-1 loss allowed, points (default 0.2; encoding: 0.5).")] = None,
-    batch_size: BatchOpt = 250,
-    device: DeviceOpt = "cpu",
-    data: Annotated[str, typer.Option(
-        "--data", help="pattern: 'default' (embedded Fashion-MNIST test split), fashion-mnist "
-        "or a CIFAR folder (cifar-10-batches-py).")] = "default",
-    k: Annotated[int, typer.Option("--k", help="pattern: weights kept per 3x3 kernel.")] = 4,
-    max_patterns: Annotated[int, typer.Option(
-        "--max-patterns", help="pattern: patterns per layer at most.")] = 8,
-    sparsity: Annotated[float, typer.Option(
-        "--sparsity", help="pattern: target weight sparsity of the 3x3 convs.")] = 0.8,
-    epochs: Annotated[int, typer.Option(
-        "--epochs", help="pattern: fine-tuning epochs per pruning step.")] = 1,
-    train_epochs: Annotated[int, typer.Option(
-        "--train-epochs", help="pattern with a zoo --model: train it first (0: untrained, "
-        "hardware figures only).")] = 0,
-    deviation: Annotated[bool, typer.Option(
-        "--deviation/--no-deviation", help="sre: also run the accumulated-deviation study "
-        "(top-1 vs rows activated at once; table and plot).")] = True,
-    deviation_images: Annotated[int, typer.Option(
-        "--deviation-images", help="sre: test images of the deviation study (1..5000, at "
-        "most --test-images).")] = 64,
-    sparsities: Annotated[str, typer.Option(
-        "--sparsities", help="all: the SRE study's OU-structured sparsities, comma-separated."
-    )] = "0,0.7",
-    tune_images: Annotated[int, typer.Option(
-        "--tune-images", help="all: fine-tuning images per SRE pruning step.")] = 1000,
-    pattern_images: Annotated[int, typer.Option(
-        "--pattern-images", help="all: simulated images of the pattern study.")] = 50,
-) -> None:
-    """Reproduce a published study beside its figures (tables, JSON, plot); `all`: every
-    study in one report with the combined scheme's row beside ours."""
-    if name == "all":
-        _reproduce_all(ctx, out, model, hw, set_, test_images, calibration_images, batch_size,
-                       device, deviation, sparsities, tune_images, pattern_images)
-        return
-    if name == "pattern":  # the pattern-mapping table beside the published VGG16 figures
-        from ..schemes.pattern.study import reproduce_markdown as pattern_markdown
-        from ..schemes.pattern.study import reproduce_pattern
-
-        def given(option: str) -> bool:
-            source = ctx.get_parameter_source(option)
-            return source is not None and source.name != "DEFAULT"
-
-        # This study's own defaults: 200 simulated images, the paper's hardware.
-        images = 200 if test_images is None else test_images
-        pattern_hw = hw if given("hw") else "pattern-nvmsa"
-        if images < 1:
-            raise SparsexbarError(f"--test-images must be >= 1, got {images}")
-        if epochs < 0 or train_epochs < 0:
-            raise SparsexbarError("--epochs and --train-epochs must be >= 0")
-        pattern_console = _console()
-        pattern_report = reproduce_pattern(
-            out, model, data, pattern_hw, parse_overrides(set_), images, k, max_patterns,
-            sparsity, epochs=epochs, train_epochs=train_epochs, batch_size=min(batch_size, 100),
-            device=device, progress=pattern_console.print)
-        pattern_console.print(pattern_markdown(pattern_report))
-        pattern_console.print(f"wrote {out}/pattern_reproduce.json, pattern_reproduce.md")
-        return
-    if name == "sre":  # accuracy / speedup / energy saving at several sparsities
-        from ..schemes.sre.study import reproduce_markdown as sre_markdown
-        from ..schemes.sre.study import reproduce_sre
-
-        if deviation and not 0 < deviation_images <= 5000:
-            raise SparsexbarError(f"--deviation-images must be in 1..5000, got {deviation_images}")
-        sre_console = _console()
-        sre_report = reproduce_sre(out, model, hw, parse_overrides(set_),
-                                   test_images=min(test_images or 1000, 5000),
-                                   batch_size=batch_size, progress=sre_console.print,
-                                   deviation=deviation, deviation_images=deviation_images)
-        sre_console.print(sre_markdown(sre_report))
-        sre_console.print(f"wrote {out}/sre_reproduce.json, sre_reproduce.md"
-                          + (", deviation_study.json, .md, .png" if deviation else ""))
-        return
-    if name == "encoding":  # every technique alone and combined vs dense
-        from ..schemes.encoding.study import reproduce_encoding
-        from ..schemes.encoding.study import reproduce_markdown as encoding_markdown
-
-        enc_test, enc_cal, enc_budget = _study_sizes(test_images, calibration_images, budget,
-                                                     (500, 200, 0.5))
-        enc_console = _console()
-        enc_report = reproduce_encoding(out, model, hw, parse_overrides(set_), enc_test,
-                                        enc_cal, enc_budget, batch_size=batch_size,
-                                        device=device, progress=enc_console.print)
-        enc_console.print(encoding_markdown(enc_report))
-        enc_console.print(f"wrote {out}/encoding_reproduce.json, encoding_reproduce.md, "
-                          "encoding_efficiency.png")
-        return
-    if name != "comprrae":
-        raise SparsexbarError(
-            f"unknown study '{name}' (known: comprrae, sre, pattern, encoding, all)")
-    comp_test, comp_cal, comp_budget = _study_sizes(test_images, calibration_images, budget,
-                                                    (1000, 1000, 0.2))
-    from ..schemes.comprrae.study import reproduce_comprrae, reproduce_markdown
-
-    console = _console()
-    report = reproduce_comprrae(out, model, hw, parse_overrides(set_), comp_test,
-                                comp_cal, comp_budget, batch_size=batch_size,
-                                device=device, progress=console.print)
-    console.print(reproduce_markdown(report))
-    console.print(f"wrote {out}/comprrae_reproduce.json, comprrae_reproduce.md, "
-                  "comprrae_tradeoff.png")
+def _declared(opt: Option) -> inspect.Parameter:
+    """A typer option from a declared Option: `--key` (a switch: `--key/--no-key`)."""
+    flags = (f"{opt.flag}/--no-{opt.flag[2:]}",) if opt.kind == "switch" else (opt.flag,)
+    return _parameter(opt.key, Annotated[opt.python_type, typer.Option(*flags, help=opt.help)],
+                      opt.default)
 
 
-def _study_sizes(test_images: int | None, calibration_images: int | None,
-                 budget: float | None, defaults: tuple[int, int, float]
-                 ) -> tuple[int, int, float]:
-    """A study's test and calibration image counts and accuracy budget (points): the given
-    values, else the study's defaults; counts in 1..5000 (each half of the split), budget >= 0."""
-    test = defaults[0] if test_images is None else test_images
-    cal = defaults[1] if calibration_images is None else calibration_images
-    points = defaults[2] if budget is None else budget
-    if not 0 < test <= 5000 or not 0 < cal <= 5000:
-        raise SparsexbarError("--test-images and --calibration-images must be in 1..5000")
-    if points < 0:
-        raise SparsexbarError(f"--budget must be >= 0 points, got {points}")
-    return test, cal, points
+def _command(spec: StudySpec | CalibrationSpec, out: Path, data: bool) -> Callable[..., None]:
+    """The command of a study or calibration: the common options (--out, --model, [--data,]
+    --hw, --set, --batch-size, --device; their defaults as the spec says), then the spec's
+    own; its values checked (`Option.check`), the spec run, its text printed."""
+    defaults: dict[str, Any] = {"out": out, "model": "default", "data": "default",
+                                "hw": "isaac", "batch_size": 250, "device": "cpu",
+                                **spec.defaults}
+    common = [
+        _parameter("out", Annotated[Path, typer.Option("--out", help="Output directory.")
+                                    if isinstance(spec, StudySpec) else
+                                    typer.Option("--out", help="JSON file written.")],
+                   defaults["out"]),
+        _parameter("model", ModelOpt, defaults["model"]),
+        *([_parameter("data", Annotated[str, typer.Option("--data", help=CALIBRATION_DATA_HELP)],
+                      defaults["data"])] if data else []),
+        _parameter("hw", HwOpt, defaults["hw"]),
+        _parameter("set_", SetOpt, None),
+        _parameter("batch_size", BatchOpt, defaults["batch_size"]),
+        _parameter("device", DeviceOpt, defaults["device"]),
+    ]
+    own = [_declared(opt) for opt in spec.options]
+
+    def command(**values: Any) -> None:
+        checked = {opt.keyword: opt.check(values[opt.key]) for opt in spec.options}
+        console = _console()
+        args = RunArgs(out=values["out"], model=values["model"], hw=values["hw"],
+                       overrides=parse_overrides(values["set_"]),
+                       batch_size=values["batch_size"], device=values["device"],
+                       progress=console.print, data=values.get("data", "default"))
+        console.print(spec.run(args, **checked))
+
+    params = [*common, *own]
+    command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+    command.__annotations__ = {p.name: p.annotation for p in params}
+    command.__name__ = spec.name
+    return command
 
 
-def _reproduce_all(ctx: typer.Context, out: Path, model: str, hw: str, set_: list[str] | None,
-                   test_images: int | None, calibration_images: int | None, batch_size: int,
-                   device: str, deviation: bool, sparsities: str, tune_images: int,
-                   pattern_images: int) -> None:
-    """`reproduce all`: modest defaults (a few minutes) unless the options are given."""
-    from ..studies.all import report_markdown, reproduce_all
+reproduce_app = typer.Typer(
+    cls=_named_group("study", lambda: list(STUDIES)), no_args_is_help=True,
+    help="Reproduce a published study beside its figures (tables, JSON, plot); `all`: every "
+    "study in one report with the combined scheme's row beside ours.")
+for _study in STUDIES.values():
+    reproduce_app.command(_study.name, help=_study.help)(
+        _command(_study, Path("out/reproduce"), data=False))
+app.add_typer(reproduce_app, name="reproduce")
 
-    def given(option: str) -> bool:
-        source = ctx.get_parameter_source(option)
-        return source is not None and source.name != "DEFAULT"
-
-    try:
-        levels = [float(v) for v in sparsities.split(",") if v.strip()]
-    except ValueError:
-        raise SparsexbarError(f"--sparsities must be numbers, got '{sparsities}'") from None
-    if not levels or any(not 0 <= v < 1 for v in levels):
-        raise SparsexbarError(f"--sparsities must be in [0, 1), got '{sparsities}'")
-    images, calibration, _ = _study_sizes(test_images, calibration_images, None, (200, 250, 0.0))
-    if tune_images < 1 or pattern_images < 1:
-        raise SparsexbarError("--tune-images and --pattern-images must be >= 1")
-    console = _console()
-    report = reproduce_all(out, model, hw, parse_overrides(set_), test_images=images,
-                           sre_sparsities=levels, sre_tune_images=tune_images,
-                           pattern_images=pattern_images, calibration_images=calibration,
-                           deviation=deviation and given("deviation"), batch_size=batch_size,
-                           device=device, progress=console.print)
-    console.print(report_markdown(report))
-    console.print(f"wrote {out}/all_reproduce.json, .md, .html, .png and each study under "
-                  f"{out}/sre, {out}/pattern, {out}/comprrae")
+calibrate_app = typer.Typer(
+    cls=_named_group("calibration", lambda: list(CALIBRATIONS)), no_args_is_help=True,
+    help="Calibrate a scheme's lossy parameters for a top-1 budget on a calibration split; "
+    "the JSON file it writes is a scheme option.")
+for _cal in CALIBRATIONS.values():
+    _run = _command(_cal, Path(_cal.out), data=True)
+    calibrate_app.command(_cal.name, help=_cal.help)(_run)
+    # the first spelling of these commands, kept as an alias
+    app.command(f"calibrate-{_cal.name}", help=f"Alias of `calibrate {_cal.name}`.",
+                hidden=True)(_run)
+app.add_typer(calibrate_app, name="calibrate")
 
 
 @app.command()
@@ -633,9 +416,6 @@ def prune(
         "--precision", help="fp32, or bf16 (autocast; weights stay float32).")] = "fp32",
 ) -> None:
     """Prune a checkpoint (magnitude or pattern) with fine-tuning; writes it and a table."""
-    from ..core.config import load_config
-    from ..training.prune import METHODS, check_pattern_args, prune_command
-
     require_choice("--method", method, METHODS)
     require_choice("--precision", precision, ("fp32", "bf16"))
     try:
@@ -676,8 +456,6 @@ def sweep_command(
 ) -> None:
     """Run a design-space sweep: one simulate() per point, rows in a Parquet data set; a
     rerun skips the points already there."""
-    from .sweep import done_keys, expand_points, load_sweep, run_sweep
-
     spec = load_sweep(sweep_file)
     target = out if out is not None else Path("out/sweep") / sweep_file.stem
     console = _console()
@@ -724,8 +502,6 @@ def plot_command(
         "--out", help="Where the PNGs and summary.csv go; default the sweep directory.")] = None,
 ) -> None:
     """Pareto plots (energy vs top-1, area vs throughput) and a summary table of a sweep."""
-    from .sweep import failures, summarize, summary_table
-
     if not sweep_dir.is_dir():
         raise SparsexbarError(f"sweep directory not found: {sweep_dir}")
     summary = summarize(sweep_dir, out)

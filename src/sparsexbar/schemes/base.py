@@ -27,13 +27,19 @@ class LayerRun:
 
 class Scheme:
     """Base class. Subclasses set `name` and override what they change; adding one touches no
-    other module (register it in `schemes/__init__.py`)."""
+    other module (its package's `ENTRY` and one line in `schemes/registry.py`)."""
 
     name: str = "base"
     lossless: bool = True
 
     def parameters(self) -> dict[str, Any]:
         """The scheme's parameters, recorded in the result."""
+        return {}
+
+    def options(self) -> dict[str, Any]:
+        """The values of the scheme's declared options (its registry entry's table, keys as
+        there): what its canonical `name:key=value` text is made of. A value with no text
+        form (per-layer values not read from a file) raises SparsexbarError."""
         return {}
 
     def map_layer(self, layer: QuantLayer, hw: HardwareConfig) -> MappedLayer:

@@ -38,6 +38,8 @@ from ..core.runtime import pyplot
 from ..schemes.combined import CombinedScheme
 from ..schemes.comprrae.study import reproduce_comprrae
 from ..schemes.encoding.study import reproduce_encoding
+from ..schemes.entry import RunArgs, StudySpec
+from ..schemes.options import count, numbers, switch
 from ..schemes.pattern.study import reproduce_pattern
 from ..schemes.sre.study import reproduce_sre
 from ..simulate import simulate
@@ -49,11 +51,17 @@ from .writers import json_safe, png_bytes
 Log = Callable[[str], None]
 
 
+# The defaults, here only (the CLI's come from STUDY): modest, a few minutes on one core.
+TEST_IMAGES, CALIBRATION_IMAGES, SPARSITIES = 200, 250, (0.0, 0.7)
+TUNE_IMAGES, PATTERN_IMAGES = 1000, 50
+
+
 def reproduce_all(out_dir: str | Path, model: Any = "default", hw: str = "isaac",
-                  overrides: dict[str, Any] | None = None, test_images: int = 200,
-                  sre_sparsities: Sequence[float] = (0.0, 0.7), sre_tune_images: int = 1000,
-                  pattern_images: int = 50, pattern_top1_images: int | None = None,
-                  calibration_images: int = 250,
+                  overrides: dict[str, Any] | None = None, test_images: int = TEST_IMAGES,
+                  sre_sparsities: Sequence[float] = SPARSITIES,
+                  sre_tune_images: int = TUNE_IMAGES, pattern_images: int = PATTERN_IMAGES,
+                  pattern_top1_images: int | None = None,
+                  calibration_images: int = CALIBRATION_IMAGES,
                   comprrae_curve: Sequence[float] = (0.4, 1.6), encoding_budget: float = 0.5,
                   encoding_sweep: Sequence[int] = (5,), deviation: bool = False,
                   batch_size: int = 250, device: str = "cpu",
@@ -449,3 +457,36 @@ def _html(report: dict[str, Any], figures: list[tuple[str, bytes]]) -> str:
             "table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;"
             "padding:3px 6px}img{max-width:100%}pre{background:#f6f6f6;padding:1em}</style>"
             "</head><body>" + "".join(parts) + "</body></html>\n")
+
+
+def _reproduce(args: RunArgs, test_images: int, calibration_images: int, deviation: bool,
+               sparsities: list[float], tune_images: int, pattern_images: int) -> str:
+    report = reproduce_all(args.out, args.model, args.hw, dict(args.overrides),
+                           test_images=test_images, sre_sparsities=sparsities,
+                           sre_tune_images=tune_images, pattern_images=pattern_images,
+                           calibration_images=calibration_images, deviation=deviation,
+                           batch_size=args.batch_size, device=args.device,
+                           progress=args.progress)
+    out = args.out
+    return (f"{report_markdown(report)}\nwrote {out}/all_reproduce.json, .md, .html, .png and "
+            f"each study under {out}/sre, {out}/pattern, {out}/comprrae")
+
+
+STUDY = StudySpec(
+    name="all",
+    help="Every published comparison in one report, our figure beside the published one and "
+         "the combined scheme's beside both.",
+    run=_reproduce,
+    options=(
+        count("test_images", TEST_IMAGES, "Images of the test half (0..4999) each study runs.",
+              low=1, high=5000),
+        count("calibration_images", CALIBRATION_IMAGES, "Images of the calibration half "
+              "(5000..) for alphas, betas or bits.", low=1, high=5000),
+        switch("deviation", False, "Also run SRE's accumulated-deviation study."),
+        numbers("sparsities", ",".join(f"{s:g}" for s in SPARSITIES), "The SRE study's "
+                "OU-structured sparsities, comma-separated.", low=0, high=1, high_open=True),
+        count("tune_images", TUNE_IMAGES, "Fine-tuning images per SRE pruning step.", low=1),
+        count("pattern_images", PATTERN_IMAGES, "Simulated images of the pattern study.",
+              low=1),
+    ),
+)

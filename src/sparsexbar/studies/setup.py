@@ -7,6 +7,7 @@ images they are judged on. Other data: the caller passes both splits.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,7 +16,8 @@ from torch import Tensor
 
 from ..core.config import HardwareConfig, load_config
 from ..core.frontend import QuantizedModel, quantize_model
-from ..training.data import fashion_mnist
+from ..simulate import resolve_data
+from ..training.data import fashion_mnist, load_dataset
 from ..training.models import resolve_model
 
 FMNIST_TEST_SPLIT = (0, 5000)
@@ -65,3 +67,20 @@ def study_setup(model: Any, hw: str | HardwareConfig, overrides: dict[str, Any] 
     qmodel = quantize_model(net, x_cal[:256], config.numbers.weight_bits,
                             config.numbers.input_bits)
     return StudySetup(config, net, model_name, qmodel, x_test, y_test, x_cal, y_cal)
+
+
+def calibration_setup(model: Any, data: str, hw: str | HardwareConfig,
+                      overrides: Mapping[str, Any] | None, images: int
+                      ) -> tuple[HardwareConfig, QuantizedModel, Tensor, Tensor]:
+    """A calibration's hardware, images and labels ('default': images 5000.. of the embedded
+    Fashion-MNIST test file, which the studies do not test on; else the named data set's
+    train split) and the model quantized on the first 256 of them."""
+    config = load_config(hw, dict(overrides or {}))
+    if data == "default":
+        x, y = fmnist_split("calibration", images)
+    else:
+        batches = resolve_data(load_dataset(data, "train"), images)
+        x, y = batches.images, batches.labels
+    net, _ = resolve_model(model, int(x.shape[1]), max(int(y.max()) + 1, 10), int(x.shape[-1]))
+    qmodel = quantize_model(net, x[:256], config.numbers.weight_bits, config.numbers.input_bits)
+    return config, qmodel, x, y

@@ -78,7 +78,7 @@ def _run_point(point: SweepPoint) -> dict[str, Any]:
     except SparsexbarError as exc:
         raise WorkerEnvironmentError(f"on {worker}: {exc}") from None
     try:
-        factory: Callable[..., Scheme] = SCHEMES[point.scheme.name]
+        factory: Callable[..., Scheme] = SCHEMES[point.scheme.name].scheme
         result = simulate(net, batches, hw=HardwareConfig.from_dict(point.hardware),
                           scheme=factory(**point.scheme.arguments), batch_size=point.batch_size,
                           device=point.device)

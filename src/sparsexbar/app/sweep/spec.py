@@ -215,7 +215,7 @@ def _scheme_spec(item: Any, where: str) -> SchemeSpec:
         raise SweepFileError(f"{where}: a scheme is a name or a mapping with 'name', got {item!r}")
     if name not in SCHEMES:
         raise SweepFileError(f"{where}: unknown scheme '{name}' (known: {', '.join(SCHEMES)})")
-    factory: Callable[..., Scheme] = SCHEMES[name]
+    factory: Callable[..., Scheme] = SCHEMES[name].scheme
     try:
         scheme = factory(**args)
     except TypeError as exc:

@@ -47,7 +47,7 @@ from torch import Tensor
 from ...core.config import HardwareConfig
 from ...core.cost import Storage, energy_pj
 from ...core.engine import EngineOptions, LayerKernel, accumulate
-from ...core.errors import SparsexbarError, require_choice, require_known_options
+from ...core.errors import SparsexbarError, require_choice
 from ...core.events import Events
 from ...core.frontend import QuantLayer
 from ...core.mapping import MappedLayer, dense_events, map_dense
@@ -90,7 +90,6 @@ AUTO_RULE = ("per layer: the layout (dense, sre-weight, pattern) whose static ev
              "is ideal; comprrae on ReLU layers whose conversions are exact; encoding's parts "
              "where they apply (ADC bits on every layer, bus-invert/complement and zero-plane "
              "skipping on the dense layout without act)")
-OPTIONS = ("alpha", "estimate", "granularity", "objective")
 OBJECTIVES = ("edp", "energy", "latency")
 
 
@@ -147,19 +146,6 @@ def parse_techniques(spec: str) -> tuple[str, ...]:
             f"scheme '{spec}' combines {' and '.join(layouts)}: both choose the weight layout "
             "(where each weight is stored); use one")
     return tuple(t for t in TECHNIQUES if t in seen)
-
-
-def _parse_alpha(text: str) -> float | None:
-    value = text.strip().lower()
-    if value in ("none", "off", ""):
-        return None
-    try:
-        alpha = float(value)
-    except ValueError:
-        raise SparsexbarError(f"alpha must be a number >= 0 or none, got '{text}'") from None
-    if not math.isfinite(alpha) or alpha < 0:
-        raise SparsexbarError(f"alpha must be a number >= 0 or none, got '{text}'")
-    return alpha
 
 
 class CombinedKernel(LayerKernel):
@@ -293,18 +279,14 @@ class CombinedScheme(Scheme):
         self.encoding = EncodingScheme("bus-invert", "complement", "fixed",
                                        skip_zero_planes=True)
 
-    @classmethod
-    def from_spec(cls, spec: str, options: Mapping[str, str] | None = None) -> CombinedScheme:
-        """From CLI text: `a+b+c` or `combined`, with options alpha, estimate, granularity."""
-        opts = dict(options or {})
-        require_known_options(spec, opts, OPTIONS)
-        techniques = None if spec == "combined" else parse_techniques(spec)
-        return cls(techniques, alpha=_parse_alpha(opts.get("alpha", "none")),
-                   estimate=opts.get("estimate", "midpoint"),
-                   granularity=opts.get("granularity", "bit"),
-                   objective=opts.get("objective", "edp"))
-
     # ---- parameters ---------------------------------------------------------------------------
+    def options(self) -> dict[str, Any]:
+        alpha = self.comprrae.alpha
+        if isinstance(alpha, Mapping):
+            raise SparsexbarError("a per-layer alpha has no text form")
+        return {"alpha": alpha, "estimate": self.comprrae.estimate,
+                "granularity": self.granularity, "objective": self.objective}
+
     def parameters(self) -> dict[str, Any]:
         comp = self.comprrae.parameters()
         techniques = (["layout per layer (dense | sre-weight | pattern)", *RUNTIME]
@@ -654,3 +636,14 @@ def static_energy(mapped: MappedLayer, hw: HardwareConfig, layout: str,
                   adc_bits: int | None = None) -> float:
     """The energy of `static_cost`."""
     return static_cost(mapped, hw, layout, adc_bits)[0]
+
+
+def is_composition(name: str) -> bool:
+    """`a+b+c`, or one technique that is no scheme of its own (`act`, `sre-weight`)."""
+    return "+" in name or name in TECHNIQUES
+
+
+def build_combined(name: str, **given: Any) -> CombinedScheme:
+    """The named `combined` or the composition `name` (`a+b+c`) from parsed text options."""
+    techniques = None if name == "combined" else parse_techniques(name)
+    return CombinedScheme(techniques, **given)

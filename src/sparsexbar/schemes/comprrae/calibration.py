@@ -32,9 +32,14 @@ from torch import Tensor
 
 from ...core.config import HardwareConfig
 from ...core.engine import exact_accumulate
+from ...core.errors import SparsexbarError
 from ...core.frontend import QuantizedModel, QuantLayer
+from ...studies.setup import calibration_setup
 from ...studies.top1 import predict, top1
-from .scheme import CompKernel, CompRRAEScheme, RemainingMean
+from ...studies.writers import write_json
+from ..entry import CalibrationSpec, RunArgs
+from ..options import choice, count, number, text
+from .scheme import BOUNDS, CompKernel, CompRRAEScheme, RemainingMean
 
 DEFAULT_CANDIDATES = (3.2, 1.6, 0.8, 0.4, 0.2, 0.1)
 DEFAULT_BETAS = (0.5, 0.25, 0.125, 0.0625, 0.03125)
@@ -262,3 +267,49 @@ def calibrate_alphas(qmodel: QuantizedModel, hw: HardwareConfig, images: Tensor,
     """Per-layer alphas within `budget_points` (`calibrate_comprrae` with alpha)."""
     return calibrate_comprrae(qmodel, hw, images, labels, budget_points, "alpha", candidates,
                               criterion, batch_size, device, progress)
+
+
+def _calibrate(args: RunArgs, images: int, budget: float, candidates: str | None,
+               estimator: str, criterion: str, bounds: str) -> str:
+    """`sparsexbar calibrate comprrae`: per-layer alphas or betas into `args.out`."""
+    values: list[float] | None = None
+    if candidates is not None:
+        try:
+            values = [float(a) for a in candidates.split(",") if a.strip()]
+        except ValueError:
+            raise SparsexbarError(f"--candidates must be numbers, got '{candidates}'") from None
+        top = 1.0 if estimator == "beta" else float("inf")
+        if not values or any(not 0 <= a <= top for a in values):
+            raise SparsexbarError(f"--candidates must be numbers >= 0"
+                                  f"{' and <= 1 for beta' if estimator == 'beta' else ''}, "
+                                  f"got '{candidates}'")
+    config, qmodel, x, y = calibration_setup(args.model, args.data, args.hw, args.overrides,
+                                             images)
+    cal = calibrate_comprrae(qmodel, config, x, y, budget, estimator, values, criterion,
+                             args.batch_size, args.device, progress=args.progress,
+                             bounds=bounds)
+    write_json(args.out, cal.to_json(), newline=False)
+    return (f"{estimator}s: {cal.alphas if estimator == 'alpha' else cal.betas}\n"
+            f"top-1 {100 * cal.top1:.2f}% vs exact {100 * cal.exact_top1:.2f}% on "
+            f"{cal.images} calibration images ({cal.flips} changed class); wrote {args.out}")
+
+
+CALIBRATION = CalibrationSpec(
+    name="comprrae",
+    help="Pick per-layer comprrae alphas or betas for a top-1 budget on a calibration split; "
+         "use the file with --scheme comprrae:calibration=FILE.",
+    run=_calibrate,
+    out="out/comprrae/alphas.json",
+    options=(
+        count("images", 500, "Calibration images.", low=1),
+        number("budget", 0.2, "Top-1 loss allowed, points.", low=0, unit="points"),
+        text("candidates", None, "Comma-separated values tried per layer (default alpha: "
+             "3.2,1.6,0.8,0.4,0.2,0.1; beta: 0.5,0.25,0.125,0.0625,0.03125)."),
+        choice("estimator", ESTIMATORS, "alpha", "alpha (adaptive termination) or beta "
+               "(predictive negative detection; measures the remaining-bit means too)."),
+        choice("criterion", CRITERIA, "flips", "flips: images whose top-1 class changes vs "
+               "the exact network (at most budget points of them); top1: the top-1 drop."),
+        choice("bounds", BOUNDS, "output", "comprrae bounds the parameters are chosen with: "
+               "output or slice."),
+    ),
+)

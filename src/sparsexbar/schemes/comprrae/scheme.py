@@ -54,7 +54,7 @@ from torch import Tensor
 from ...core.config import HardwareConfig, SignEncoding
 from ...core.cost import Storage
 from ...core.engine import FLOAT32_EXACT, EngineOptions, LayerKernel, accumulate, exact_accumulate
-from ...core.errors import SparsexbarError, require_known_options
+from ...core.errors import SparsexbarError
 from ...core.events import Events
 from ...core.frontend import QuantLayer
 from ...core.intconv import ExactLinear
@@ -407,7 +407,7 @@ class CompRRAEScheme(Scheme):
     `alpha`: None (no termination), a float for every ReLU layer, or {layer name: float or
     None}. `beta`: None (END), a float in [0, 1] for every ReLU layer or {layer: float or
     None}; 1 is END, smaller predicts more outputs negative. `remaining_mean`: {layer: lambda
-    per input cycle} (`comprrae_study.measure_remaining_mean`); missing layers use 0.
+    per input cycle} (`calibration.measure_remaining_mean`); missing layers use 0.
     `bounds`: "output" (bounds after each input cycle) or "slice" (after each (cycle, weight
     slice) conversion step: tighter, exact). `estimate`: value of an output stopped by alpha:
     "midpoint" of [y_min, y_max], A + the "expected" remaining contribution, or the "running"
@@ -437,26 +437,30 @@ class CompRRAEScheme(Scheme):
         self.bounds = bounds
         self.estimate = estimate
         self.lut_entry_bits = lut_entry_bits
+        # The calibration file the per-layer values came from (`calibration=FILE` text) and
+        # the keys given beside it: set by `build_comprrae`.
+        self.calibration: str | None = None
+        self.calibration_overrides: tuple[str, ...] = ()
         self.lossless = alpha is None and all(
             b is None or b >= 1 for b in (beta.values() if isinstance(beta, Mapping) else [beta]))
 
-    @classmethod
-    def from_options(cls, options: Mapping[str, str]) -> CompRRAEScheme:
-        """From CLI text options (`comprrae:bounds=slice:beta=0.25`): alpha, beta (numbers or
-        none), bounds, estimate, calibration (a JSON file of `sparsexbar calibrate-comprrae`:
-        its per-layer alphas or betas and remaining_mean; explicit alpha/beta override it)."""
-        known = ("alpha", "beta", "bounds", "estimate", "calibration")
-        require_known_options("comprrae", options, known)
-        kwargs: dict[str, Any] = {}
-        if "calibration" in options:
-            kwargs.update(load_calibration(options["calibration"]))
-        for key in ("alpha", "beta"):
-            if key in options:
-                kwargs[key] = _parse_number(key, options[key])
-        for key in ("bounds", "estimate"):
-            if key in options:
-                kwargs[key] = options[key]
-        return cls(**kwargs)
+    def options(self) -> dict[str, Any]:
+        """alpha, beta, bounds, estimate, calibration (its file: per-layer values read from
+        it are the file's; values given beside it are kept)."""
+        out: dict[str, Any] = {"bounds": self.bounds, "estimate": self.estimate,
+                               "calibration": self.calibration}
+        for key, value in (("alpha", self.alpha), ("beta", self.beta)):
+            if self.calibration is not None and key not in self.calibration_overrides:
+                continue  # read from the calibration file
+            if isinstance(value, Mapping):
+                raise SparsexbarError(f"comprrae {key} per layer has no text form (write a "
+                                      "calibration file and give calibration=FILE)")
+            # beside a file, an explicit none is printed, unlike a default
+            out[key] = "none" if value is None and self.calibration is not None else value
+        if self.calibration is None and self.remaining_mean is not None:
+            raise SparsexbarError("comprrae remaining_mean has no text form (write a "
+                                  "calibration file and give calibration=FILE)")
+        return out
 
     def parameters(self) -> dict[str, Any]:
         def plain(v: Any) -> Any:
@@ -837,16 +841,6 @@ def _check_beta(beta: BetaSpec) -> None:
             raise SparsexbarError(f"comprrae beta must be a number in [0, 1] or None, got {v!r}")
 
 
-def _parse_number(key: str, text: str) -> float | None:
-    value = text.strip().lower()
-    if value in ("none", ""):
-        return None
-    try:
-        return float(value)
-    except ValueError:
-        raise SparsexbarError(f"comprrae {key} must be a number or none, got '{text}'") from None
-
-
 def load_calibration(path: str | Path) -> dict[str, Any]:
     """alpha / beta / remaining_mean from a `sparsexbar calibrate-comprrae` JSON file."""
     file = Path(path)
@@ -868,3 +862,17 @@ def load_calibration(path: str | Path) -> dict[str, Any]:
         raise SparsexbarError(f"comprrae calibration '{path}' has no alphas, betas or "
                               "remaining_mean")
     return out
+
+
+def build_comprrae(**given: Any) -> CompRRAEScheme:
+    """The scheme from parsed text options: `calibration` (a `sparsexbar calibrate comprrae`
+    file: its per-layer alphas or betas and remaining_mean), then alpha, beta, bounds and
+    estimate as given (alpha or beta given beside a file replace the file's)."""
+    calibration = given.pop("calibration", None)
+    kwargs: dict[str, Any] = load_calibration(calibration) if calibration is not None else {}
+    kwargs.update(given)
+    scheme = CompRRAEScheme(**kwargs)
+    if calibration is not None:
+        scheme.calibration = str(calibration)
+        scheme.calibration_overrides = tuple(k for k in ("alpha", "beta") if k in given)
+    return scheme

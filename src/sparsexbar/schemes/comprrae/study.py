@@ -19,6 +19,8 @@ from ...core.runtime import pyplot
 from ...simulate import simulate
 from ...studies.setup import study_setup
 from ...studies.writers import save_png, write_json, write_text
+from ..entry import RunArgs, StudySpec
+from ..options import count, number
 from .calibration import (
     DEFAULT_BETAS,
     DEFAULT_CANDIDATES,
@@ -153,6 +155,7 @@ PUBLISHED = {
               "throughput > 2.8x over prior RRAM accelerators",
 }
 DEFAULT_CURVE = (0.4, 1.6, 6.4)
+TEST_IMAGES, CALIBRATION_IMAGES, BUDGET = 1000, 1000, 0.2  # defaults, here only
 DEFAULT_BETA_CURVE = (0.5, 0.25, 0.125, 0.0625, 0.03125)
 
 
@@ -178,8 +181,10 @@ def _row(label: str, res: dict[str, Any], dense: dict[str, Any]) -> dict[str, An
 
 def reproduce_comprrae(out_dir: str | Path, model: Any = "default",
                        hw: str | HardwareConfig = "isaac",
-                       overrides: dict[str, Any] | None = None, test_images: int = 1000,
-                       calibration_images: int = 1000, budget_points: float = 0.2,
+                       overrides: dict[str, Any] | None = None,
+                       test_images: int = TEST_IMAGES,
+                       calibration_images: int = CALIBRATION_IMAGES,
+                       budget_points: float = BUDGET,
                        candidates: Sequence[float] = DEFAULT_CANDIDATES,
                        curve: Sequence[float] = DEFAULT_CURVE, batch_size: int = 250,
                        device: str = "cpu",
@@ -326,3 +331,29 @@ def _plot(report: dict[str, Any], path: Path) -> None:
     ax.legend(fontsize=7)
     fig.tight_layout()
     save_png(fig, path)
+
+
+def _reproduce(args: RunArgs, test_images: int, calibration_images: int,
+               budget: float) -> str:
+    report = reproduce_comprrae(args.out, args.model, args.hw, dict(args.overrides),
+                                test_images, calibration_images, budget,
+                                batch_size=args.batch_size, device=args.device,
+                                progress=args.progress)
+    return (f"{reproduce_markdown(report)}\nwrote {args.out}/comprrae_reproduce.json, "
+            "comprrae_reproduce.md, comprrae_tradeoff.png")
+
+
+STUDY = StudySpec(
+    name="comprrae",
+    help="CompRRAE: early negative detection, its (bit, slice) bounds, calibrated alphas and "
+         "betas and uniform sweeps against dense, beside the published figures; where "
+         "early negative detection stops.",
+    run=_reproduce,
+    options=(
+        count("test_images", TEST_IMAGES, "Images of the test half (0..4999) to run.",
+              low=1, high=5000),
+        count("calibration_images", CALIBRATION_IMAGES, "Images of the calibration half "
+              "(5000..) the alphas and betas are picked on.", low=1, high=5000),
+        number("budget", BUDGET, "Top-1 loss allowed, points.", low=0, unit="points"),
+    ),
+)

@@ -28,8 +28,12 @@ from ...core.config import HardwareConfig
 from ...core.engine import EngineOptions
 from ...core.errors import SparsexbarError
 from ...core.frontend import QuantizedModel, QuantLayer
+from ...studies.setup import calibration_setup
 from ...studies.top1 import top1
-from .. import get_scheme
+from ...studies.writers import write_json
+from ..entry import CalibrationSpec, RunArgs
+from ..options import count, number, switch, text
+from ..registry import get_scheme
 from .scheme import EncodingKernel, EncodingMappedLayer, EncodingScheme
 
 Progress = Callable[[str], None]
@@ -220,6 +224,47 @@ def parse_scheme(spec: str) -> EncodingScheme:
     if not isinstance(sch, EncodingScheme):
         raise SparsexbarError(f"--scheme must be an encoding scheme spec, got '{spec}'")
     return sch
+
+
+def _calibrate(args: RunArgs, scheme: str, budget: float, images: int, min_bits: int,
+               precision: bool) -> str:
+    """`sparsexbar calibrate encoding`: per-layer ADC bits (and dynamic precision) into
+    `args.out`."""
+    base = parse_scheme(scheme)
+    config, qmodel, x, y = calibration_setup(args.model, args.data, args.hw, args.overrides,
+                                             images)
+    saved: dict[str, Any] = {}
+    if precision:
+        chosen, p_top1, p_trials = calibrate_precision(
+            qmodel, config, x, y, base, budget / 2, batch_size=args.batch_size,
+            device=args.device, progress=args.progress)
+        base = base.variant(precision=chosen)
+        saved = {"precision": chosen, "precision_top1": p_top1, "precision_trials": p_trials}
+    cal = calibrate_adc_bits(qmodel, config, x, y, base, budget, min_bits,
+                             batch_size=args.batch_size, device=args.device,
+                             progress=args.progress)
+    write_json(args.out, {**cal.to_json(), **saved}, newline=False)
+    return (f"ADC bits: {cal.adc_bits} (lossless: {cal.lossless_bits})\n"
+            f"top-1 {100 * cal.top1:.2f}% vs exact {100 * cal.reference_top1:.2f}% on "
+            f"{cal.images} calibration images; wrote {args.out}")
+
+
+CALIBRATION = CalibrationSpec(
+    name="encoding",
+    help="Pick per-layer ADC bits (and optionally dynamic precision) of the encoding scheme "
+         "for a top-1 budget on a calibration split; use with --scheme encoding:adc_bits=FILE.",
+    run=_calibrate,
+    out="out/encoding/calibration.json",
+    options=(
+        text("scheme", "encoding", "Encoding spec whose ADC is calibrated, e.g. encoding or "
+             "encoding:input=none:weight=none:skip=off."),
+        number("budget", 0.5, "Top-1 loss allowed, points.", low=0, unit="points"),
+        count("images", 200, "Calibration images.", low=1),
+        count("min_bits", 3, "Lowest ADC bits tried.", low=1, high=16),
+        switch("precision", False, "First calibrate per-layer dynamic precision within half "
+               "the budget."),
+    ),
+)
 
 
 __all__ = ["AdcCalibration", "calibrate_adc_bits", "calibrate_precision", "parse_scheme",

@@ -46,7 +46,7 @@ from torch import Tensor
 from ...core.config import HardwareConfig
 from ...core.cost import Storage
 from ...core.engine import FLOAT32_EXACT, EngineOptions, LayerKernel, accumulate, exact_accumulate
-from ...core.errors import SparsexbarError, require_choice, require_known_options
+from ...core.errors import SparsexbarError, require_choice
 from ...core.events import Events
 from ...core.frontend import QuantLayer
 from ...core.mapping import MappedLayer, dense_events, gather_group_levels, map_dense
@@ -582,39 +582,19 @@ class EncodingScheme(Scheme):
         self.lossless = adc != "calibrated" and not self.any_precision
         self._chosen_bits: dict[str, int] = {}
 
-    # ---- options ----------------------------------------------------------------------------
-    @classmethod
-    def from_options(cls, options: Mapping[str, str]) -> EncodingScheme:
-        """From CLI text options: input, weight, adc, adc_bits, skip, precision, rounding."""
-        known = ("input", "weight", "adc", "adc_bits", "skip", "precision", "rounding")
-        require_known_options("encoding", options, known)
-        kwargs: dict[str, Any] = {}
-        if "input" in options:
-            kwargs["input_encoding"] = options["input"]
-        if "weight" in options:
-            kwargs["weight_encoding"] = options["weight"]
-        if "adc_bits" in options:
-            kwargs["adc_bits"] = options["adc_bits"]
-            kwargs["adc"] = options.get("adc", "calibrated")
-        elif "adc" in options:
-            kwargs["adc"] = options["adc"]
-        if "skip" in options:
-            kwargs["skip_zero_planes"] = _parse_switch("skip", options["skip"])
-        if "precision" in options:
-            text = options["precision"].strip().lower()
-            if text in ("none", "off", ""):
-                kwargs["precision"] = None
-            elif text.endswith(".json"):
-                kwargs["precision"] = options["precision"].strip()
-            else:
-                try:
-                    kwargs["precision"] = int(text)
-                except ValueError:
-                    raise SparsexbarError(f"encoding precision must be a whole number or none, "
-                                          f"got '{options['precision']}'") from None
-        if "rounding" in options:
-            kwargs["rounding"] = options["rounding"]
-        return cls(**kwargs)
+    def options(self) -> dict[str, Any]:
+        """input, weight, adc, adc_bits (its file), skip, precision (chunks or its file),
+        rounding."""
+        if self.layer_bits_given is not None and self.adc_bits_file is None:
+            raise SparsexbarError("encoding adc_bits per layer have no text form (write them "
+                                  "to a file and give adc_bits=FILE)")
+        if isinstance(self.precision, Mapping) and self.precision_file is None:
+            raise SparsexbarError("encoding precision per layer has no text form (write it to "
+                                  "a file and give precision=FILE)")
+        return {"input": self.input_encoding, "weight": self.weight_encoding, "adc": self.adc,
+                "adc_bits": self.adc_bits_file, "skip": self.skip_zero_planes,
+                "precision": self.precision_file or self.precision,
+                "rounding": self.rounding}
 
     def parameters(self) -> dict[str, Any]:
         return {
@@ -900,15 +880,6 @@ class EncodingScheme(Scheme):
 
 
 # ---- helpers -----------------------------------------------------------------------------------
-def _parse_switch(name: str, text: str) -> bool:
-    value = text.strip().lower()
-    if value in ("1", "true", "yes", "on"):
-        return True
-    if value in ("0", "false", "no", "off"):
-        return False
-    raise SparsexbarError(f"encoding {name} must be on or off, got '{text}'")
-
-
 def _check_bits(bits: Mapping[str, Any]) -> dict[str, int]:
     out: dict[str, int] = {}
     for name, value in bits.items():
@@ -955,8 +926,18 @@ def load_adc_bits(path: str | Path) -> dict[str, int]:
     return _check_bits(load_calibration(path, "adc_bits"))
 
 
+def build_encoding(**given: Any) -> EncodingScheme:
+    """The scheme from parsed text options (keys as in `options.OPTIONS`): `adc_bits=FILE`
+    alone means adc=calibrated."""
+    names = {"input": "input_encoding", "weight": "weight_encoding", "skip": "skip_zero_planes"}
+    kwargs = {names.get(k, k): v for k, v in given.items()}
+    if "adc_bits" in kwargs and "adc" not in kwargs:
+        kwargs["adc"] = "calibrated"
+    return EncodingScheme(**kwargs)
+
+
 __all__ = ["ClipTables", "EncodingKernel", "EncodingMappedLayer", "EncodingScheme",
-           "LayerEncoding", "chunk_planes", "clip_tables", "complement_weights",
+           "LayerEncoding", "build_encoding", "chunk_planes", "clip_tables", "complement_weights",
            "conversion_corrections", "dynamic_precision", "encode_layer", "encoded_bound",
            "exact_matmul", "executed_chunks", "group_view", "inverted_groups",
            "leading_chunk", "load_adc_bits", "load_calibration", "lossless_adc_bits",

@@ -14,9 +14,12 @@ from ...core.runtime import pyplot
 from ...simulate import simulate
 from ...studies.setup import study_setup
 from ...studies.writers import save_png, write_json, write_text
+from ..entry import RunArgs, StudySpec
+from ..options import count, number
 from .calibration import Progress, calibrate_adc_bits, calibrate_precision, reference_top1
 from .scheme import EncodingScheme
 
+TEST_IMAGES, CALIBRATION_IMAGES, BUDGET = 500, 200, 0.5  # defaults, here only
 PUBLISHED = {
     "throughput": (2.0, 4.0),
     "energy_efficiency": (2.0, 4.0),
@@ -58,8 +61,10 @@ def _row(label: str, technique: str, res: dict[str, Any], dense: dict[str, Any],
 
 def reproduce_encoding(out_dir: str | Path, model: Any = "default",
                        hw: str | HardwareConfig = "isaac",
-                       overrides: dict[str, Any] | None = None, test_images: int = 500,
-                       calibration_images: int = 200, budget_points: float = 0.5,
+                       overrides: dict[str, Any] | None = None,
+                       test_images: int = TEST_IMAGES,
+                       calibration_images: int = CALIBRATION_IMAGES,
+                       budget_points: float = BUDGET,
                        sweep: tuple[int, ...] = (4, 5, 6), batch_size: int = 250,
                        device: str = "cpu", progress: Progress | None = None) -> dict[str, Any]:
     """Every technique alone and combined vs `dense` on the Fashion-MNIST test half; ADC bits
@@ -198,3 +203,28 @@ def _plot(report: dict[str, Any], path: Path) -> None:
     ax.legend(fontsize=8)
     fig.tight_layout()
     save_png(fig, path)
+
+
+def _reproduce(args: RunArgs, test_images: int, calibration_images: int,
+               budget: float) -> str:
+    report = reproduce_encoding(args.out, args.model, args.hw, dict(args.overrides),
+                                test_images, calibration_images, budget,
+                                batch_size=args.batch_size, device=args.device,
+                                progress=args.progress)
+    return (f"{reproduce_markdown(report)}\nwrote {args.out}/encoding_reproduce.json, "
+            "encoding_reproduce.md, encoding_efficiency.png")
+
+
+STUDY = StudySpec(
+    name="encoding",
+    help="Encoding: every technique alone and combined against dense, ADC bits and dynamic "
+         "precision calibrated on the calibration half, beside the published 2x-4x.",
+    run=_reproduce,
+    options=(
+        count("test_images", TEST_IMAGES, "Images of the test half (0..4999) to run.",
+              low=1, high=5000),
+        count("calibration_images", CALIBRATION_IMAGES, "Images of the calibration half "
+              "(5000..) the bits and precision are picked on.", low=1, high=5000),
+        number("budget", BUDGET, "Top-1 loss allowed, points.", low=0, unit="points"),
+    ),
+)

@@ -51,6 +51,8 @@ from ...training.checkpoint import (
 from ...training.data import load_dataset
 from ...training.prune import check_pattern_args, pattern_prune_model
 from ...training.train import train
+from ..entry import RunArgs, StudySpec
+from ..options import count, number, text
 from .scheme import (
     PatternScheme,
     dense_static_counts,
@@ -59,6 +61,8 @@ from .scheme import (
     static_counts,
 )
 
+# The study's defaults, here only (the CLI's come from STUDY).
+TEST_IMAGES, K, MAX_PATTERNS, SPARSITY, EPOCHS, TRAIN_EPOCHS = 200, 4, 8, 0.8, 1, 0
 PUBLISHED: dict[str, Any] = {
     "source": "Yu et al., arXiv 2010.06156, VGG16, pattern pruning + kernel-reordering mapping",
     "hardware": "512x512 arrays, 4-bit cells, OU 9x8, ADC 8 bit 1.67 pJ at 1.2 GS/s, DAC 4 bit "
@@ -223,9 +227,10 @@ def layer_rows(qmodel: Any, config: Any, pattern_res: dict[str, Any],
 
 def reproduce_pattern(out_dir: str | Path, model: Any = "default", data: str = "default",
                       hw: Any = "pattern-nvmsa", overrides: dict[str, Any] | None = None,
-                      test_images: int = 200, k: int = 4, max_patterns: int = 8,
-                      sparsity: float = 0.8, steps: int = 3, epochs: int = 1,
-                      lr: float = 0.01, tune_images: int = 20000, train_epochs: int = 0,
+                      test_images: int = TEST_IMAGES, k: int = K,
+                      max_patterns: int = MAX_PATTERNS, sparsity: float = SPARSITY,
+                      steps: int = 3, epochs: int = EPOCHS, lr: float = 0.01,
+                      tune_images: int = 20000, train_epochs: int = TRAIN_EPOCHS,
                       seed: int = 0, batch_size: int = 100, device: str = "cpu",
                       top1_images: int | None = None,
                       progress: Callable[[str], None] | None = None) -> dict[str, Any]:
@@ -379,3 +384,34 @@ def reproduce_markdown(report: dict[str, Any]) -> str:
     lines += ["", f"Ratios are dense / pattern. Time: {ts['total']:.0f} s (dense run "
               f"{ts['dense']:.0f} s, pattern run {ts['pattern']:.0f} s)."]
     return "\n".join(lines) + "\n"
+
+
+def _reproduce(args: RunArgs, test_images: int, data: str, k: int, max_patterns: int,
+               sparsity: float, epochs: int, train_epochs: int) -> str:
+    report = reproduce_pattern(args.out, args.model, data, args.hw, dict(args.overrides),
+                               test_images, k, max_patterns, sparsity, epochs=epochs,
+                               train_epochs=train_epochs,
+                               batch_size=min(args.batch_size, 100), device=args.device,
+                               progress=args.progress)
+    return (f"{reproduce_markdown(report)}\nwrote {args.out}/pattern_reproduce.json, "
+            "pattern_reproduce.md")
+
+
+STUDY = StudySpec(
+    name="pattern",
+    help="Pattern mapping: the published table (sparsity, patterns per layer, accuracy "
+         "change, area and energy efficiency, speedup) beside its VGG16 figures.",
+    run=_reproduce,
+    defaults={"hw": "pattern-nvmsa"},  # the paper's hardware
+    options=(
+        count("test_images", TEST_IMAGES, "Images of the test split to simulate.", low=1),
+        text("data", "default", "'default' (embedded Fashion-MNIST test split), fashion-mnist "
+             "or a CIFAR folder (cifar-10-batches-py)."),
+        count("k", K, "Weights kept per 3x3 kernel."),
+        count("max_patterns", MAX_PATTERNS, "Patterns per layer at most."),
+        number("sparsity", SPARSITY, "Target weight sparsity of the 3x3 convs."),
+        count("epochs", EPOCHS, "Fine-tuning epochs per pruning step.", low=0),
+        count("train_epochs", TRAIN_EPOCHS, "With a zoo --model: train it first (0: "
+              "untrained, hardware figures only).", low=0),
+    ),
+)

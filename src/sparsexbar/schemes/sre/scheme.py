@@ -300,6 +300,9 @@ class SreScheme(Scheme):
     def parameters(self) -> dict[str, Any]:
         return {"mode": self.mode, "granularity": self.granularity}
 
+    def options(self) -> dict[str, Any]:
+        return {"mode": self.mode, "granularity": self.granularity}
+
     def map_layer(self, layer: QuantLayer, hw: HardwareConfig) -> MappedLayer:
         mapped = map_sre(layer, hw, self.compress)
         if self.dynamic and not hw.device.ideal:

@@ -26,8 +26,12 @@ from ...studies.writers import write_json, write_text
 from ...training.data import ImageDataset
 from ...training.models import resolve_model
 from ...training.prune import prune_model
+from ..entry import RunArgs, StudySpec
+from ..options import count, switch
 from .scheme import SreScheme
 
+TEST_IMAGES = 1000  # the study's defaults, here only (the CLI's come from STUDY)
+DEVIATION_IMAGES = 64
 PUBLISHED = {"speedup_max": 42.3, "speedup_avg": 13.1, "energy_saving_max": 0.954,
              "energy_saving_avg": 0.853}
 MODES = ("weight", "activation", "joint")
@@ -35,17 +39,19 @@ MODES = ("weight", "activation", "joint")
 
 def reproduce_sre(out_dir: str | Path, model: Any = "default", hw: Any = "isaac",
                   overrides: dict[str, Any] | None = None,
-                  sparsities: Sequence[float] = (0.0, 0.5, 0.7, 0.9), test_images: int = 500,
+                  sparsities: Sequence[float] = (0.0, 0.5, 0.7, 0.9),
+                  test_images: int = TEST_IMAGES,
                   tune_images: int = 2000, epochs: int = 1, lr: float = 0.01,
                   granularity: str = "bit", batch_size: int = 250,
                   progress: Callable[[str], None] | None = None, deviation: bool = True,
-                  deviation_images: int = 64,
-                  extra_schemes: Sequence[tuple[str, Any]] = ()) -> dict[str, Any]:
+                  deviation_images: int = DEVIATION_IMAGES,
+                  extra_schemes: Sequence[tuple[str, Any]] = (),
+                  device: str = "cpu") -> dict[str, Any]:
     """Run the study; write sre_reproduce.json and .md under `out_dir`; return the report.
-    `deviation`: also run the accumulated-deviation study (deviation_study.py) on the
-    unpruned model with the first `deviation_images` (at most `test_images`) test images and
-    write its table and plot. `extra_schemes`: (label, scheme) pairs run beside the three
-    modes on every pruned model (their rows carry the label as mode)."""
+    `deviation`: also run the accumulated-deviation study (studies.deviation) on the unpruned
+    model with the first `deviation_images` (at most `test_images`) test images and write its
+    table and plot. `extra_schemes`: (label, scheme) pairs run beside the three modes on
+    every pruned model (their rows carry the label as mode)."""
     config = load_config(hw, overrides)
     x_test, y_test = fmnist_split("test", test_images)
     x_tune, y_tune = fmnist_split("calibration", tune_images)
@@ -62,11 +68,11 @@ def reproduce_sre(out_dir: str | Path, model: Any = "default", hw: Any = "isaac"
         qmodel = quantize_model(net, x_test[:256], config.numbers.weight_bits,
                                 config.numbers.input_bits)
         dense = simulate(net, (x_test, y_test), config, "dense", batch_size=batch_size,
-                         qmodel=qmodel).to_json()
+                         device=device, qmodel=qmodel).to_json()
         runs = [*((m, SreScheme(m, granularity)) for m in MODES), *extra_schemes]
         for mode, scheme in runs:
-            res = simulate(net, (x_test, y_test), config, scheme,
-                           batch_size=batch_size, qmodel=qmodel).to_json()
+            res = simulate(net, (x_test, y_test), config, scheme, batch_size=batch_size,
+                           device=device, qmodel=qmodel).to_json()
             energy = res["totals"]["energy_pj"]["total"]
             dense_energy = res["dense_totals"]["energy_pj"]["total"]
             row = {"sparsity": sparsity, "mode": mode,
@@ -87,7 +93,7 @@ def reproduce_sre(out_dir: str | Path, model: Any = "default", hw: Any = "isaac"
     if deviation:  # accuracy vs rows activated at once (issue 4 item 4)
         report["deviation"] = deviation_study(
             out_dir, base, config, test_images=min(deviation_images, len(y_test)),
-            batch_size=batch_size, progress=progress)
+            batch_size=batch_size, device=device, progress=progress)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "sre_reproduce.json", report)
@@ -121,3 +127,31 @@ def reproduce_markdown(report: dict[str, Any]) -> str:
     if "deviation" in report:
         lines += ["", deviation_markdown(report["deviation"]).rstrip("\n")]
     return "\n".join(lines) + "\n"
+
+
+def _reproduce(args: RunArgs, test_images: int, deviation: bool, deviation_images: int) -> str:
+    """`sparsexbar reproduce sre`: the study at its default sparsities; the report's table."""
+    report = reproduce_sre(args.out, args.model, args.hw, dict(args.overrides),
+                           test_images=test_images, batch_size=args.batch_size,
+                           progress=args.progress, deviation=deviation,
+                           deviation_images=deviation_images, device=args.device)
+    files = "sre_reproduce.json, sre_reproduce.md" + (
+        ", deviation_study.json, .md, .png" if deviation else "")
+    return f"{reproduce_markdown(report)}\nwrote {args.out}/{files}"
+
+
+STUDY = StudySpec(
+    name="sre",
+    help="SRE: accuracy, speedup and energy saving of the weight, activation and joint modes "
+         "at several OU-structured sparsities, beside the published figures; accuracy vs "
+         "rows activated at once (deviation study).",
+    run=_reproduce,
+    options=(
+        count("test_images", TEST_IMAGES, "Images of the test half (0..4999) to run.", low=1,
+              high=5000),
+        switch("deviation", True, "Also run the accumulated-deviation study (top-1 vs rows "
+               "activated at once; table and plot)."),
+        count("deviation_images", DEVIATION_IMAGES, "Test images of the deviation study "
+              "(at most --test-images).", low=1, high=5000),
+    ),
+)

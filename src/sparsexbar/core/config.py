@@ -24,6 +24,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from .errors import ConfigError
+from .io import atomic_write_text
 
 
 class SignEncoding(str, Enum):
@@ -329,8 +330,6 @@ class HardwareConfig(_Node):
 
     def save(self, path: str | Path) -> None:
         """Write YAML (.yaml/.yml) or JSON (anything else), atomically."""
-        from .io import atomic_write_text
-
         p = Path(path)
         text = self.to_yaml() if p.suffix.lower() in (".yaml", ".yml") else self.to_json()
         atomic_write_text(p, text)

@@ -12,7 +12,7 @@ test:
 	@bash scripts/setup.sh test
 	.venv/bin/ruff check src tests benchmarks
 	.venv/bin/mypy
-	.venv/bin/python -m pytest -q -m "not slow" $(ARGS)
+	.venv/bin/python -m pytest -q $(ARGS)
 
 bench: setup
 	.venv/bin/python benchmarks/engine.py $(ARGS)

@@ -12,7 +12,6 @@ from .events import Events
 
 ENERGY_COMPONENTS = ("adc", "dac", "crossbar", "shift_add", "index", "comparator", "lut",
                      "buffer", "digital", "leakage")
-AREA_COMPONENTS = ("crossbar", "adc", "dac", "shift_add", "index", "lut", "comparator")
 
 
 @dataclass(frozen=True)

@@ -31,13 +31,3 @@ def require_choice(what: str, value: str, choices: Iterable[str]) -> None:
     known = tuple(choices)
     if value not in known:
         raise SparsexbarError(f"{what} must be one of {', '.join(known)}, got '{value}'")
-
-
-def require_known_options(scheme: str, options: Iterable[str], known: Iterable[str]) -> None:
-    """Raise SparsexbarError naming the first option of `name:key=value` text that the scheme
-    does not take, and the ones it does."""
-    allowed = tuple(known)
-    for key in options:
-        if key not in allowed:
-            raise SparsexbarError(f"unknown option '{key}' for scheme '{scheme}' (known: "
-                                  f"{', '.join(allowed)})")

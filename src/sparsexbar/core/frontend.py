@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import copy
 import operator
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -506,4 +506,3 @@ def accuracy(logits: Tensor, labels: Tensor) -> int:
     return int((logits.argmax(dim=1) == labels).sum())
 
 
-MakeExecutor = Callable[[QuantLayer], LayerExecutor]

@@ -39,7 +39,6 @@ from ..core.engine import FLOAT32_EXACT
 from ..core.frontend import QuantLayer
 from ..core.intconv import ExactLinear
 
-SKIP_RULES = ("none", "act", "any")
 # On CPU, early-termination counting takes images in chunks of about this many (position,
 # slot) values (1 MiB of float32 per per-cycle tensor), below the memory budget's chunks: its
 # per-cycle tensors then stay in cache. Measured on the demo's model (250 images, one thread):

@@ -632,12 +632,6 @@ def static_cost(mapped: MappedLayer, hw: HardwareConfig, layout: str,
     return float(energy_pj(events, hw, 0.0, adc_bits)["total"]), int(round(counts.cycles))
 
 
-def static_energy(mapped: MappedLayer, hw: HardwareConfig, layout: str,
-                  adc_bits: int | None = None) -> float:
-    """The energy of `static_cost`."""
-    return static_cost(mapped, hw, layout, adc_bits)[0]
-
-
 def is_composition(name: str) -> bool:
     """`a+b+c`, or one technique that is no scheme of its own (`act`, `sre-weight`)."""
     return "+" in name or name in TECHNIQUES

@@ -82,7 +82,7 @@ def _run(net: nn.Module, data: tuple[Tensor, Tensor], hw: tuple[str, dict[str, A
 def _assert_same(a: sparsexbar.Result, b: sparsexbar.Result, label: str) -> None:
     assert a.outputs is not None and b.outputs is not None
     assert torch.equal(a.outputs, b.outputs), label
-    for la, lb in zip(a.data["layers"], b.data["layers"], strict=True):
+    for la, lb in zip(a.to_json()["layers"], b.to_json()["layers"], strict=True):
         assert la["events"] == lb["events"], (label, la["name"])
         assert la["cycles"] == lb["cycles"], (label, la["name"])
         assert la["arrays"] == lb["arrays"], (label, la["name"])
@@ -381,13 +381,13 @@ def test_combined_drops_what_the_hardware_refuses() -> None:
     data = (x, nets.random_labels(2, classes=5, seed=4))
     noisy = sparsexbar.simulate(net, data, hw="ideal-small", scheme="combined",
                                 overrides={"device.read_noise_sigma": 0.05})
-    layers = noisy.data["scheme"]["parameters"]["layers"]
+    layers = noisy.to_json()["scheme"]["parameters"]["layers"]
     assert all(not c["act"] and not c["comprrae"] for c in layers.values())
     assert all("not ideal" in c["note"] for c in layers.values())
     # A 3-bit ADC: act's packing and comprrae's bounds need exact conversions; what clips is
     # dropped per layer, and the values are those of the chosen layouts (sre's packed path).
     clip = sparsexbar.simulate(net, data, hw=CLIP_HW[0], overrides=CLIP_HW[1], scheme="combined")
-    notes = [c.get("note", "") for c in clip.data["scheme"]["parameters"]["layers"].values()]
+    notes = [c.get("note", "") for c in clip.to_json()["scheme"]["parameters"]["layers"].values()]
     assert any("off" in n and "ADC" in n for n in notes)
     assert clip.outputs is not None
 

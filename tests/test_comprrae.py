@@ -72,7 +72,7 @@ def test_end_equals_dense_bit_for_bit(seed: int, net_kind: str, dac_bits: int,
     assert dense.outputs is not None and comp.outputs is not None
     assert torch.equal(comp.outputs, dense.outputs)
     assert comp.top1 == dense.top1
-    for lay in comp.data["layers"]:
+    for lay in comp.to_json()["layers"]:
         ev, de = lay["events"], lay["dense_events"]
         assert ev["adc_conversions"] <= de["adc_conversions"]
         assert ev["ou_activations"] <= de["ou_activations"]
@@ -80,7 +80,7 @@ def test_end_equals_dense_bit_for_bit(seed: int, net_kind: str, dac_bits: int,
             assert ev == de
     if net_kind == "signed":
         assert any(lay["input_signed"] and lay["followed_by_relu"]
-                   for lay in comp.data["layers"])
+                   for lay in comp.to_json()["layers"])
 
 
 @pytest.mark.skipif(not shipped_model_path().is_file(), reason="shipped checkpoint not built")
@@ -95,8 +95,8 @@ def test_end_equals_dense_on_shipped_model() -> None:
     assert dense.outputs is not None and comp.outputs is not None and tight.outputs is not None
     assert torch.equal(comp.outputs, dense.outputs)
     assert torch.equal(tight.outputs, dense.outputs)
-    red = comp.data["vs_dense"]["computation_reduction"]["adc_conversions"]
-    red_tight = tight.data["vs_dense"]["computation_reduction"]["adc_conversions"]
+    red = comp.to_json()["vs_dense"]["computation_reduction"]["adc_conversions"]
+    red_tight = tight.to_json()["vs_dense"]["computation_reduction"]["adc_conversions"]
     assert red_tight > red > 0
 
 
@@ -340,10 +340,10 @@ def test_alpha_is_lossy_and_skips_more() -> None:
     assert end.top1 == 1.0
     assert lossy.outputs is not None and end.outputs is not None
     assert not torch.equal(lossy.outputs, end.outputs)  # the change is real and measured
-    red_end = end.data["vs_dense"]["computation_reduction"]["adc_conversions"]
-    red_lossy = lossy.data["vs_dense"]["computation_reduction"]["adc_conversions"]
+    red_end = end.to_json()["vs_dense"]["computation_reduction"]["adc_conversions"]
+    red_lossy = lossy.to_json()["vs_dense"]["computation_reduction"]["adc_conversions"]
     assert red_lossy > red_end > 0
-    assert lossy.data["scheme"]["parameters"]["alpha"] == 1.0
+    assert lossy.to_json()["scheme"]["parameters"]["alpha"] == 1.0
     per_layer = CompRRAEScheme(alpha={"conv1": 1.0})
     assert per_layer.layer_alpha("conv1") == 1.0 and per_layer.layer_alpha("conv2") is None
 
@@ -444,9 +444,10 @@ def test_beta_one_is_end_and_smaller_beta_is_lossy() -> None:
     one = simulate(net, data, "isaac", CompRRAEScheme(beta=1.0), batch_size=32)
     low = simulate(net, data, "isaac", CompRRAEScheme(beta=0.0), batch_size=32)
     assert one.outputs is not None and end.outputs is not None and low.outputs is not None
-    assert torch.equal(one.outputs, end.outputs) and one.data["layers"] == end.data["layers"]
+    assert torch.equal(one.outputs, end.outputs)
+    assert one.to_json()["layers"] == end.to_json()["layers"]
     assert not torch.equal(low.outputs, end.outputs)  # the change is real and measured
-    red = {k: r.data["vs_dense"]["computation_reduction"]["adc_conversions"]
+    red = {k: r.to_json()["vs_dense"]["computation_reduction"]["adc_conversions"]
            for k, r in (("end", end), ("low", low))}
     assert red["low"] > red["end"] > 0
     # a predicted-negative output's value dequantizes below 0: its ReLU is 0

@@ -90,7 +90,7 @@ def test_lossless_variants_equal_dense(seed: int, kind: str, dac_bits: int, sign
                    batch_size=3)
     assert dense.outputs is not None and enc.outputs is not None
     assert torch.equal(enc.outputs, dense.outputs)
-    for lay in enc.data["layers"]:
+    for lay in enc.to_json()["layers"]:
         ev, de = lay["events"], lay["dense_events"]
         assert not lay["adc_can_clip"]
         for key in ("ou_activations", "adc_conversions", "dac_activations", "cell_reads"):
@@ -101,7 +101,7 @@ def test_lossless_variants_equal_dense(seed: int, kind: str, dac_bits: int, sign
         if variant["adc"] == "lossless":
             assert lay["adc_bits"] <= 10
     if kind == "signed":
-        assert any(lay["input_signed"] for lay in enc.data["layers"])
+        assert any(lay["input_signed"] for lay in enc.to_json()["layers"])
 
 
 def test_default_scheme_is_the_lossless_combination() -> None:
@@ -127,9 +127,9 @@ def test_lossless_combination_equals_dense_on_shipped_model() -> None:
     enc = simulate("default", data, "isaac", "encoding", batch_size=48)
     assert dense.outputs is not None and enc.outputs is not None
     assert torch.equal(enc.outputs, dense.outputs)
-    bits = [lay["adc_bits"] for lay in enc.data["layers"]]
+    bits = [lay["adc_bits"] for lay in enc.to_json()["layers"]]
     assert max(bits) <= 5 < 8  # encodings: at most half the chunk mass -> 5 bits
-    vs = enc.data["vs_dense"]
+    vs = enc.to_json()["vs_dense"]
     assert vs["energy_efficiency"] > 2 and vs["speedup"] > 1
 
 
@@ -289,12 +289,12 @@ def test_conversion_path_equals_engine_without_encodings(bits: int, dac_bits: in
     net, x, y = net_and_data("residual", 7, n=4)
     over = {"dac.bits": dac_bits, "array.rows": 16, "ou.rows": 8, "adc.bits": bits}
     dense = simulate(net, (x, y), "isaac", "dense", overrides=over, batch_size=4)
-    names = [lay["name"] for lay in dense.data["layers"]]
+    names = [lay["name"] for lay in dense.to_json()["layers"]]
     sch = EncodingScheme("none", "none", "calibrated", dict.fromkeys(names, bits),
                          skip_zero_planes=False)
     enc = simulate(net, (x, y), "isaac", sch, overrides={**over, "adc.bits": 8}, batch_size=4)
     assert dense.outputs is not None and enc.outputs is not None
-    assert any(lay["adc_can_clip"] for lay in dense.data["layers"])
+    assert any(lay["adc_can_clip"] for lay in dense.to_json()["layers"])
     assert torch.equal(enc.outputs, dense.outputs)
 
 
@@ -449,13 +449,13 @@ def test_adc_energy_and_area_follow_the_chosen_bits() -> None:
     over = {"adc.energy_scale_per_bit": 1.7, "adc.area_scale_per_bit": 1.3, "adc.ref_bits": 7,
             "adc.per_array": 2}
     dense = simulate(net, (x, y), "isaac", "dense", overrides=over, batch_size=5)
-    names = [lay["name"] for lay in dense.data["layers"]]
+    names = [lay["name"] for lay in dense.to_json()["layers"]]
     chosen = dict(zip(names, (3, 9, 5), strict=True))
     res = simulate(net, (x, y), "isaac",
                    EncodingScheme("none", "none", "calibrated", chosen, skip_zero_planes=False),
                    overrides=over, batch_size=5)
     hw = preset("isaac").with_overrides(over)
-    for lay in res.data["layers"]:
+    for lay in res.to_json()["layers"]:
         b = chosen[lay["name"]]
         assert lay["adc_bits"] == b
         conv = lay["events"]["adc_conversions"]
@@ -471,7 +471,7 @@ def test_adc_energy_and_area_follow_the_chosen_bits() -> None:
     lossless = simulate(net, (x, y), "isaac", EncodingScheme("none", "none", "lossless",
                                                              skip_zero_planes=False),
                         overrides=over, batch_size=5)
-    for lay in lossless.data["layers"]:
+    for lay in lossless.to_json()["layers"]:
         assert not lay["adc_can_clip"]
         # one bit fewer would clip: the lossless bits are the smallest exact ones
         m = EncodingScheme("none", "none", "lossless").map_layer(
@@ -524,7 +524,7 @@ def test_calibration_bits_and_precision_reproduce_in_simulate() -> None:
     res = simulate(net, (x, y), hw, sch_p.variant(adc="calibrated", adc_bits=cal.adc_bits),
                    qmodel=q, batch_size=10)
     assert res.top1 == pytest.approx(cal.top1)
-    assert [lay["adc_bits"] for lay in res.data["layers"]] == list(cal.adc_bits.values())
+    assert [lay["adc_bits"] for lay in res.to_json()["layers"]] == list(cal.adc_bits.values())
 
 
 def test_with_bits_changes_only_the_resolution() -> None:
@@ -650,5 +650,5 @@ def test_cuda_equals_cpu() -> None:
         gpu = simulate(net, (x, y), "isaac", scheme, batch_size=5, device="cuda")
         assert cpu.outputs is not None and gpu.outputs is not None
         assert torch.equal(cpu.outputs, gpu.outputs)
-        assert [lay["events"] for lay in cpu.data["layers"]] == [
-            lay["events"] for lay in gpu.data["layers"]]
+        assert [lay["events"] for lay in cpu.to_json()["layers"]] == [
+            lay["events"] for lay in gpu.to_json()["layers"]]

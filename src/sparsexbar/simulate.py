@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ from .core.errors import DataError, SparsexbarError
 from .core.events import Events
 from .core.frontend import QuantizedModel, QuantLayer, RunStats, accuracy, quantize_model
 from .core.mapping import dense_events, map_dense
+from .result import Accuracy, LayerRecord, Result, SchemeRecord, Totals, VsDense
 from .schemes import Scheme, get_scheme
 from .training.data import load_dataset
 from .training.models import resolve_model
@@ -43,21 +44,6 @@ class Batches:
     def iterate(self, batch_size: int) -> Iterator[tuple[Tensor, Tensor]]:
         for a in range(0, len(self), batch_size):
             yield self.images[a : a + batch_size], self.labels[a : a + batch_size]
-
-
-@dataclass
-class Result:
-    """One simulation run; `to_json()` gives the result schema of DESIGN.md 4."""
-
-    data: dict[str, Any]
-    outputs: Tensor | None = field(default=None, repr=False)  # logits of the simulated run
-
-    def to_json(self) -> dict[str, Any]:
-        return self.data
-
-    @property
-    def top1(self) -> float:
-        return float(self.data["accuracy"]["top1"])
 
 
 # ---- resolving inputs -----------------------------------------------------------------------
@@ -159,7 +145,7 @@ def simulate(
     options: EngineOptions | None = None,
     progress: ProgressFn | None = None,
     qmodel: QuantizedModel | None = None,
-    baseline_accuracy: Mapping[str, float] | None = None,
+    baseline_accuracy: Accuracy | Mapping[str, float] | None = None,
 ) -> Result:
     """Run `model` on `data` through the accelerator `hw` with `scheme`; return the Result.
 
@@ -168,6 +154,8 @@ def simulate(
     `baseline_accuracy` ({"float_top1", "quantized_top1"} of an earlier run with the same
     qmodel and data) skips recomputing the float and integer-reference accuracies.
     """
+    if isinstance(baseline_accuracy, Accuracy):
+        baseline_accuracy = baseline_accuracy.to_json()
     if batch_size <= 0:
         raise SparsexbarError(f"--batch-size must be positive, got {batch_size}")
     config = load_config(hw, overrides)
@@ -211,20 +199,15 @@ def simulate(
                       stats.digital_ops.get(q.name, 0), n)
         for q in qmodel.layers
     ]
-    data_out = {
-        "version": __version__,
-        "model": model_name,
-        "dataset": batches.name,
-        "num_images": n,
-        "hardware": config.to_dict(),
-        "scheme": {"name": sch.name, "parameters": sch.parameters()},
-        "accuracy": {k: v / n for k, v in correct.items()} if baseline_accuracy is None else {
-            "top1": correct["top1"] / n, "float_top1": float(baseline_accuracy["float_top1"]),
-            "quantized_top1": float(baseline_accuracy["quantized_top1"])},
-        "layers": layers,
-        **_totals(layers, config, n),
-    }
-    return Result(data_out, torch.cat(outputs))
+    accuracy_out = Accuracy(**{k: v / n for k, v in correct.items()}) if baseline_accuracy is None \
+        else Accuracy(correct["top1"] / n, float(baseline_accuracy["float_top1"]),
+                      float(baseline_accuracy["quantized_top1"]))
+    totals, dense_totals, vs_dense = _totals(layers, config, n)
+    return Result(
+        version=__version__, model=model_name, dataset=batches.name, num_images=n,
+        hardware=config.to_dict(), scheme=SchemeRecord(sch.name, sch.parameters()),
+        accuracy=accuracy_out, layers=tuple(layers), totals=totals, dense_totals=dense_totals,
+        vs_dense=vs_dense, outputs=torch.cat(outputs))
 
 
 def _device(device: str | torch.device) -> torch.device:
@@ -240,7 +223,7 @@ def _device(device: str | torch.device) -> torch.device:
 
 
 def _layer_record(layer: QuantLayer, mapped: Any, scheme: Scheme, events: Events, cycles: int,
-                  extra_digital: int, images: int) -> dict[str, Any]:
+                  extra_digital: int, images: int) -> LayerRecord:
     hw = mapped.hw
     events = events + Events(digital_ops=extra_digital)
     dense_mapped = mapped if scheme.name == "dense" else map_dense(layer, hw)
@@ -249,31 +232,32 @@ def _layer_record(layer: QuantLayer, mapped: Any, scheme: Scheme, events: Events
     time = latency_ns(cycles, hw)
     dense_time = latency_ns(dense_cycles, hw)
     adc_bits = scheme.adc_bits(mapped)
-    return {
-        "name": layer.name,
-        "kind": layer.kind,
-        "rows": layer.rows,
-        "cols": mapped.physical_cols,
-        "out_channels": layer.out_channels,
-        "arrays": mapped.arrays,
-        "input_signed": layer.input_signed,
-        "followed_by_relu": layer.followed_by_relu,
-        "adc_can_clip": mapped.adc_can_clip(),
-        "adc_bits": adc_bits,
-        "events": events.to_dict(),
-        "dense_events": dense_ev.to_dict(),
-        "cycles": cycles,
-        "dense_cycles": dense_cycles,
-        "dense_arrays": dense_mapped.arrays,
-        "latency_ns_per_image": time / images,
-        "energy_pj": energy_pj(events, hw, time, adc_bits),
-        "dense_energy_pj": energy_pj(dense_ev, hw, dense_time),
-        "area_um2": area_um2(mapped.arrays, hw, scheme.storage(mapped), adc_bits),
-        "dense_area_um2": area_um2(dense_mapped.arrays, hw),
-    }
+    return LayerRecord(
+        name=layer.name,
+        kind=layer.kind,
+        rows=layer.rows,
+        cols=mapped.physical_cols,
+        out_channels=layer.out_channels,
+        arrays=mapped.arrays,
+        input_signed=layer.input_signed,
+        followed_by_relu=layer.followed_by_relu,
+        adc_can_clip=mapped.adc_can_clip(),
+        adc_bits=adc_bits,
+        events=events,
+        dense_events=dense_ev,
+        cycles=cycles,
+        dense_cycles=dense_cycles,
+        dense_arrays=dense_mapped.arrays,
+        latency_ns_per_image=time / images,
+        energy_pj=energy_pj(events, hw, time, adc_bits),
+        dense_energy_pj=energy_pj(dense_ev, hw, dense_time),
+        area_um2=area_um2(mapped.arrays, hw, scheme.storage(mapped), adc_bits),
+        dense_area_um2=area_um2(dense_mapped.arrays, hw),
+    )
 
 
-def _sum_dicts(items: list[dict[str, float]]) -> dict[str, float]:
+def _sum_dicts(items: list[Mapping[str, float]]) -> dict[str, float]:
+    """Component-wise sums, in the first item's key order (layer by layer, in order)."""
     out: dict[str, float] = {}
     for item in items:
         for k, v in item.items():
@@ -281,44 +265,47 @@ def _sum_dicts(items: list[dict[str, float]]) -> dict[str, float]:
     return out
 
 
-def _totals(layers: list[dict[str, Any]], hw: HardwareConfig, images: int) -> dict[str, Any]:
-    def block(prefix: str) -> dict[str, Any]:
-        ev = "events" if not prefix else "dense_events"
-        cyc = "cycles" if not prefix else "dense_cycles"
-        arr = "arrays" if not prefix else "dense_arrays"
-        area = _sum_dicts([lay[f"{prefix}area_um2"] for lay in layers])
-        area["buffer"] = buffer_area_um2(hw)
-        area["total"] += area["buffer"]
-        per_image_ns = [latency_ns(lay[cyc], hw) / images for lay in layers]
-        latency_s = sum(per_image_ns) * 1e-9
-        slowest_s = max(per_image_ns) * 1e-9
-        return {
-            "events": _sum_dicts([lay[ev] for lay in layers]),
-            "cycles": sum(lay[cyc] for lay in layers),
-            "arrays": sum(lay[arr] for lay in layers),
-            "energy_pj": _sum_dicts([lay[f"{prefix}energy_pj"] for lay in layers]),
-            "area_um2": area,
-            "latency_s": latency_s,
-            "images_per_s": 1 / latency_s if latency_s > 0 else math.inf,
-            "images_per_s_pipelined": 1 / slowest_s if slowest_s > 0 else math.inf,
-        }
+def _block(layers: list[LayerRecord], hw: HardwareConfig, images: int,
+           dense: bool) -> Totals:
+    """The layers summed: the scheme's (`dense` False) or dense's on the same inputs."""
+    events = [lay.dense_events if dense else lay.events for lay in layers]
+    cycles = [lay.dense_cycles if dense else lay.cycles for lay in layers]
+    area = _sum_dicts([lay.dense_area_um2 if dense else lay.area_um2 for lay in layers])
+    area["buffer"] = buffer_area_um2(hw)
+    area["total"] += area["buffer"]
+    energy = _sum_dicts([lay.dense_energy_pj if dense else lay.energy_pj for lay in layers])
+    per_image_ns = [latency_ns(c, hw) / images for c in cycles]
+    latency_s = sum(per_image_ns) * 1e-9
+    slowest_s = max(per_image_ns) * 1e-9
+    return Totals(
+        events=sum(events, Events()),
+        cycles=sum(cycles),
+        arrays=sum(lay.dense_arrays if dense else lay.arrays for lay in layers),
+        energy_pj=energy,
+        area_um2=area,
+        latency_s=latency_s,
+        images_per_s=1 / latency_s if latency_s > 0 else math.inf,
+        images_per_s_pipelined=1 / slowest_s if slowest_s > 0 else math.inf,
+        energy_pj_per_image=None if dense else energy["total"] / images,
+        rram_adc_dac_energy_pj=rram_adc_dac_energy(energy),
+    )
 
-    totals = block("")
-    dense = block("dense_")
-    totals["energy_pj_per_image"] = totals["energy_pj"]["total"] / images
-    totals["rram_adc_dac_energy_pj"] = rram_adc_dac_energy(totals["energy_pj"])
-    dense["rram_adc_dac_energy_pj"] = rram_adc_dac_energy(dense["energy_pj"])
+
+def _totals(layers: list[LayerRecord], hw: HardwareConfig,
+            images: int) -> tuple[Totals, Totals, VsDense]:
+    totals = _block(layers, hw, images, dense=False)
+    dense = _block(layers, hw, images, dense=True)
     reduction = {
-        key: 1 - ratio(totals["events"][key], dense["events"][key])
+        key: 1 - ratio(getattr(totals.events, key), getattr(dense.events, key))
         for key in ("adc_conversions", "ou_activations")
     }
-    vs_dense = {
-        "speedup": ratio(dense["cycles"], totals["cycles"]),
-        "energy_efficiency": ratio(dense["energy_pj"]["total"], totals["energy_pj"]["total"]),
-        "rram_adc_dac_energy_efficiency": ratio(dense["rram_adc_dac_energy_pj"],
-                                                totals["rram_adc_dac_energy_pj"]),
-        "area_efficiency": ratio(dense["arrays"], totals["arrays"]),
-        "total_area_efficiency": ratio(dense["area_um2"]["total"], totals["area_um2"]["total"]),
-        "computation_reduction": reduction,
-    }
-    return {"totals": totals, "dense_totals": dense, "vs_dense": vs_dense}
+    vs_dense = VsDense(
+        speedup=ratio(dense.cycles, totals.cycles),
+        energy_efficiency=ratio(dense.energy_pj["total"], totals.energy_pj["total"]),
+        rram_adc_dac_energy_efficiency=ratio(dense.rram_adc_dac_energy_pj,
+                                             totals.rram_adc_dac_energy_pj),
+        area_efficiency=ratio(dense.arrays, totals.arrays),
+        total_area_efficiency=ratio(dense.area_um2["total"], totals.area_um2["total"]),
+        computation_reduction=reduction,
+    )
+    return totals, dense, vs_dense

@@ -16,6 +16,7 @@ from typer.core import TyperGroup
 from ..core.config import PRESET_BUILDERS, load_config, preset
 from ..core.errors import SparsexbarError, require_choice
 from ..core.frontend import quantize_model
+from ..result import Result
 from ..schemes import (
     CalibrationSpec,
     Option,
@@ -130,17 +131,14 @@ def _run_schemes(model: str, data: str, hw: str, schemes: list[str], overrides: 
                                     int(batches.images.shape[-1]))
     qmodel = quantize_model(net, batches.images[:256], config.numbers.weight_bits,
                             config.numbers.input_bits)
-    results: list[dict[str, Any]] = []
+    results: list[Result] = []
     for name, label in zip(schemes, labels, strict=True):
         with _Bar(f"{name:>10}", console) as bar:
             res = simulate(net, batches, config, name, batch_size=batch_size, device=device,
                            progress=bar, qmodel=qmodel,
-                           baseline_accuracy=results[0]["accuracy"] if results else None)
-        res.data["model"] = model_name
-        result = res.to_json()
-        result["scheme"]["label"] = label
-        results.append(result)
-    return results
+                           baseline_accuracy=results[0].accuracy if results else None)
+        results.append(res.named(model=model_name, label=label))
+    return [r.to_json() for r in results]  # the report and the files read the JSON schema
 
 
 @app.command()

@@ -5,6 +5,7 @@ Units: energy pJ, time ns (seconds in the result's totals), area um^2. 1 mW x 1 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from .config import HardwareConfig
@@ -45,7 +46,7 @@ def energy_pj(events: Events, hw: HardwareConfig, time_ns: float,
     return parts
 
 
-def rram_adc_dac_energy(energy: dict[str, float]) -> float:
+def rram_adc_dac_energy(energy: Mapping[str, float]) -> float:
     """Energy of the crossbar, ADCs and DACs only (the pattern-mapping paper's metric), pJ."""
     return energy["crossbar"] + energy["adc"] + energy["dac"]
 

@@ -35,6 +35,7 @@ from ..core.config import load_config
 from ..core.frontend import quantize_model
 from ..core.io import atomic_write_bytes, atomic_write_text
 from ..core.runtime import pyplot
+from ..result import Result
 from ..schemes.combined import CombinedScheme
 from ..schemes.comprrae.study import reproduce_comprrae
 from ..schemes.encoding.study import reproduce_encoding
@@ -138,7 +139,7 @@ def _pattern_combined(images: int, batch_size: int, device: str, log: Log) -> di
     qmodel = quantize_model(net, x[:256], config.numbers.weight_bits, config.numbers.input_bits)
     log(f"combined on {images} images (pattern-nvmsa)")
     res = simulate(net, (x, y), config, CombinedScheme(), batch_size=min(batch_size, 100),
-                   device=device, qmodel=qmodel).to_json()
+                   device=device, qmodel=qmodel)
     return _summary(res)
 
 
@@ -155,7 +156,7 @@ def _comprrae_combined(comp: dict[str, Any], model: Any, hw: str,
                           ("combined (END + calibrated alpha)", CombinedScheme(alpha=alphas))):
         log(f"{label} on {test_images} test images")
         res = simulate(setup.net, (setup.x_test, setup.y_test), setup.config, scheme,
-                       batch_size=batch_size, device=device, qmodel=setup.qmodel).to_json()
+                       batch_size=batch_size, device=device, qmodel=setup.qmodel)
         rows.append({"run": label, **_summary(res)})
     return rows
 
@@ -167,30 +168,30 @@ def _encoding_combined(model: Any, hw: str, overrides: dict[str, Any] | None,
     setup = study_setup(model, hw, overrides, test_images, calibration_images)
     log(f"combined on {test_images} test images")
     res = simulate(setup.net, (setup.x_test, setup.y_test), setup.config, CombinedScheme(),
-                   batch_size=batch_size, device=device, qmodel=setup.qmodel).to_json()
+                   batch_size=batch_size, device=device, qmodel=setup.qmodel)
     out = _summary(res)
     # The encoding study's area efficiency: throughput per total area, relative to dense.
-    out["area_throughput_efficiency"] = (res["vs_dense"]["speedup"]
-                                         * res["dense_totals"]["area_um2"]["total"]
-                                         / res["totals"]["area_um2"]["total"])
+    out["area_throughput_efficiency"] = (res.vs_dense.speedup
+                                         * res.dense_totals.area_um2["total"]
+                                         / res.totals.area_um2["total"])
     return out
 
 
-def _summary(res: dict[str, Any]) -> dict[str, Any]:
+def _summary(res: Result) -> dict[str, Any]:
     """The figures of one run the sections quote (ratios against dense on the same run)."""
-    vs = res["vs_dense"]
-    dense_top1 = res["accuracy"]["quantized_top1"]
+    vs = res.vs_dense
+    dense_top1 = res.accuracy.quantized_top1
     return {
-        "top1": res["accuracy"]["top1"], "quantized_top1": dense_top1,
-        "top1_change_points": 100 * (res["accuracy"]["top1"] - dense_top1),
-        "speedup": vs["speedup"], "energy_efficiency": vs["energy_efficiency"],
-        "energy_saving": 1 - 1 / vs["energy_efficiency"] if vs["energy_efficiency"] else 0.0,
-        "rram_adc_dac_energy_efficiency": vs["rram_adc_dac_energy_efficiency"],
-        "area_efficiency": vs["area_efficiency"],
-        "conversion_reduction": vs["computation_reduction"]["adc_conversions"],
-        "ou_reduction": vs["computation_reduction"]["ou_activations"],
+        "top1": res.accuracy.top1, "quantized_top1": dense_top1,
+        "top1_change_points": 100 * (res.accuracy.top1 - dense_top1),
+        "speedup": vs.speedup, "energy_efficiency": vs.energy_efficiency,
+        "energy_saving": 1 - 1 / vs.energy_efficiency if vs.energy_efficiency else 0.0,
+        "rram_adc_dac_energy_efficiency": vs.rram_adc_dac_energy_efficiency,
+        "area_efficiency": vs.area_efficiency,
+        "conversion_reduction": vs.computation_reduction["adc_conversions"],
+        "ou_reduction": vs.computation_reduction["ou_activations"],
         "layouts": {name: c["layout"] for name, c in
-                    res["scheme"]["parameters"].get("layers", {}).items()},
+                    res.scheme.parameters.get("layers", {}).items()},
     }
 
 

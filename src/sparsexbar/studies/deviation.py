@@ -85,12 +85,13 @@ def deviation_study(out_dir: str | Path | None, model: Any = "default", hw: Any 
                 res = simulate(net, (x, y), config, "dense", batch_size=batch_size,
                                device=device, qmodel=qmodel, baseline_accuracy=baseline,
                                overrides={**base, "device.accumulated_deviation_sigma": sigma,
-                                          "device.seed": int(seed)}).to_json()
+                                          "device.seed": int(seed)})
                 if baseline is None:
-                    baseline = {k: res["accuracy"][k] for k in ("float_top1", "quantized_top1")}
+                    baseline = {"float_top1": res.accuracy.float_top1,
+                                "quantized_top1": res.accuracy.quantized_top1}
                 runs.append({"ou_rows": rows, "sigma": sigma, "seed": int(seed),
-                             "adc_bits": res["hardware"]["adc"]["bits"],
-                             "top1": res["accuracy"]["top1"]})
+                             "adc_bits": res.hardware["adc"]["bits"],
+                             "top1": res.accuracy.top1})
                 if progress is not None:
                     progress(f"OU rows {rows:4d}, sigma {sigma:g}, seed {seed}: top-1 "
                              f"{100 * runs[-1]['top1']:.2f}%")

@@ -84,9 +84,8 @@ def _run_point(point: SweepPoint) -> dict[str, Any]:
                           device=point.device)
     except SparsexbarError as exc:
         return failed_row(point, str(exc), time.perf_counter() - start, worker)
-    data = result.to_json()
-    data["model"] = point.model
-    return result_row(point, data, time.perf_counter() - start, worker)
+    return result_row(point, result.named(model=point.model), time.perf_counter() - start,
+                      worker)
 
 
 @dataclass

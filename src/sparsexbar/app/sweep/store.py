@@ -17,6 +17,7 @@ import pyarrow.parquet as pq
 from ... import __version__
 from ...core.errors import SparsexbarError
 from ...core.io import atomic_write_with
+from ...result import Result
 from ...studies.writers import json_safe
 from .spec import SweepPoint, canonical_json, leaf
 
@@ -75,34 +76,35 @@ def failed_row(point: SweepPoint, error: str, wall_s: float = 0.0,
     }
 
 
-def result_row(point: SweepPoint, result: Mapping[str, Any], wall_s: float,
+def result_row(point: SweepPoint, result: Result, wall_s: float,
                worker: str) -> dict[str, Any]:
-    """The row of a finished point: its parameters and the result's headline numbers."""
-    tot, dense, vs = result["totals"], result["dense_totals"], result["vs_dense"]
-    n = int(result["num_images"])
+    """The row of a finished point: its parameters and the result's headline numbers (and the
+    whole result as canonical JSON)."""
+    tot, dense, vs = result.totals, result.dense_totals, result.vs_dense
+    n = int(result.num_images)
     return {
         **_point_columns(point), "status": "ok", "error": None,
-        "dataset": result["dataset"], "num_images": n,
-        "top1": result["accuracy"]["top1"], "float_top1": result["accuracy"]["float_top1"],
-        "quantized_top1": result["accuracy"]["quantized_top1"],
-        "ou_activations": tot["events"]["ou_activations"],
-        "adc_conversions": tot["events"]["adc_conversions"], "cycles": tot["cycles"],
-        "arrays": tot["arrays"],
-        "clipping_layers": sum(1 for lay in result["layers"] if lay["adc_can_clip"]),
-        "energy_uj_per_image": tot["energy_pj"]["total"] / n * 1e-6,
-        "dense_energy_uj_per_image": dense["energy_pj"]["total"] / n * 1e-6,
-        "latency_us": tot["latency_s"] * 1e6, "images_per_s": tot["images_per_s"],
-        "images_per_s_pipelined": tot["images_per_s_pipelined"],
-        "area_mm2": tot["area_um2"]["total"] * 1e-6,
-        "dense_area_mm2": dense["area_um2"]["total"] * 1e-6,
-        "speedup": vs["speedup"], "energy_efficiency": vs["energy_efficiency"],
-        "rram_adc_dac_energy_efficiency": vs["rram_adc_dac_energy_efficiency"],
-        "area_efficiency": vs["area_efficiency"],
-        "total_area_efficiency": vs["total_area_efficiency"],
-        "adc_reduction": vs["computation_reduction"]["adc_conversions"],
-        "ou_reduction": vs["computation_reduction"]["ou_activations"],
-        "version": result["version"], "hardware_json": canonical_json(result["hardware"]),
-        "result_json": canonical_json(json_safe(result)),
+        "dataset": result.dataset, "num_images": n,
+        "top1": result.accuracy.top1, "float_top1": result.accuracy.float_top1,
+        "quantized_top1": result.accuracy.quantized_top1,
+        "ou_activations": tot.events.ou_activations,
+        "adc_conversions": tot.events.adc_conversions, "cycles": tot.cycles,
+        "arrays": tot.arrays,
+        "clipping_layers": sum(1 for lay in result.layers if lay.adc_can_clip),
+        "energy_uj_per_image": tot.energy_pj["total"] / n * 1e-6,
+        "dense_energy_uj_per_image": dense.energy_pj["total"] / n * 1e-6,
+        "latency_us": tot.latency_s * 1e6, "images_per_s": tot.images_per_s,
+        "images_per_s_pipelined": tot.images_per_s_pipelined,
+        "area_mm2": tot.area_um2["total"] * 1e-6,
+        "dense_area_mm2": dense.area_um2["total"] * 1e-6,
+        "speedup": vs.speedup, "energy_efficiency": vs.energy_efficiency,
+        "rram_adc_dac_energy_efficiency": vs.rram_adc_dac_energy_efficiency,
+        "area_efficiency": vs.area_efficiency,
+        "total_area_efficiency": vs.total_area_efficiency,
+        "adc_reduction": vs.computation_reduction["adc_conversions"],
+        "ou_reduction": vs.computation_reduction["ou_activations"],
+        "version": result.version, "hardware_json": canonical_json(result.hardware),
+        "result_json": canonical_json(json_safe(result.to_json())),
         "wall_s": wall_s, "finished_at": _now(), "worker": worker,
     }
 

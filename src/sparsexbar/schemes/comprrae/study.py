@@ -16,6 +16,7 @@ from ...core.config import HardwareConfig
 from ...core.engine import exact_accumulate
 from ...core.frontend import QuantizedModel, QuantLayer
 from ...core.runtime import pyplot
+from ...result import Result
 from ...simulate import simulate
 from ...studies.setup import study_setup
 from ...studies.writers import save_png, write_json, write_text
@@ -159,23 +160,23 @@ TEST_IMAGES, CALIBRATION_IMAGES, BUDGET = 1000, 1000, 0.2  # defaults, here only
 DEFAULT_BETA_CURVE = (0.5, 0.25, 0.125, 0.0625, 0.03125)
 
 
-def _row(label: str, res: dict[str, Any], dense: dict[str, Any]) -> dict[str, Any]:
-    vs = res["vs_dense"]
-    params = res["scheme"]["parameters"]
+def _row(label: str, res: Result, dense: Result) -> dict[str, Any]:
+    vs = res.vs_dense
+    params = res.scheme.parameters
     return {
         "run": label,
         "alpha": params.get("alpha"),
         "beta": params.get("beta"),
         "bounds": params.get("bounds"),
-        "top1": res["accuracy"]["top1"],
-        "top1_change_points": 100 * (res["accuracy"]["top1"] - dense["accuracy"]["top1"]),
-        "conversion_reduction": vs["computation_reduction"]["adc_conversions"],
-        "ou_activation_reduction": vs["computation_reduction"]["ou_activations"],
-        "energy_efficiency": vs["energy_efficiency"],
-        "throughput": vs["speedup"],
-        "throughput_pipelined": res["totals"]["images_per_s_pipelined"]
-        / dense["totals"]["images_per_s_pipelined"],
-        "area_ratio": res["totals"]["area_um2"]["total"] / dense["totals"]["area_um2"]["total"],
+        "top1": res.accuracy.top1,
+        "top1_change_points": 100 * (res.accuracy.top1 - dense.accuracy.top1),
+        "conversion_reduction": vs.computation_reduction["adc_conversions"],
+        "ou_activation_reduction": vs.computation_reduction["ou_activations"],
+        "energy_efficiency": vs.energy_efficiency,
+        "throughput": vs.speedup,
+        "throughput_pipelined": res.totals.images_per_s_pipelined
+        / dense.totals.images_per_s_pipelined,
+        "area_ratio": res.totals.area_um2["total"] / dense.totals.area_um2["total"],
     }
 
 
@@ -202,12 +203,11 @@ def reproduce_comprrae(out_dir: str | Path, model: Any = "default",
     out = Path(out_dir)
     data = (x_test, y_test)
 
-    def run(scheme: Any, label: str) -> dict[str, Any]:
+    def run(scheme: Any, label: str) -> Result:
         say(f"running {label} on {len(y_test)} test images")
         res = simulate(net, data, config, scheme, batch_size=batch_size, device=device,
-                       qmodel=qmodel).to_json()
-        res["model"] = model_name
-        return res
+                       qmodel=qmodel)
+        return res.named(model=model_name)
 
     dense = run("dense", "dense")
     end = run(CompRRAEScheme(), "comprrae, early negative detection only")
@@ -245,7 +245,7 @@ def reproduce_comprrae(out_dir: str | Path, model: Any = "default",
     profile = stop_profile(qmodel, config, x_test[:profile_images], device=device)
     report = {
         **setup.description(), "input_bits": config.numbers.input_bits,
-        "outputs_equal_dense_with_end": end["accuracy"]["top1"] == dense["accuracy"]["top1"],
+        "outputs_equal_dense_with_end": end.accuracy.top1 == dense.accuracy.top1,
         "calibration": cal.to_json(), "beta_calibration": cal_beta.to_json(),
         "beta_calibration_slice": cal_slice.to_json(),
         "remaining_mean": lambdas, "rows": rows, "curve": sweep, "beta_curve": beta_sweep,

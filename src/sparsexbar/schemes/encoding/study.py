@@ -11,6 +11,7 @@ import torch
 
 from ...core.config import HardwareConfig
 from ...core.runtime import pyplot
+from ...result import Result
 from ...simulate import simulate
 from ...studies.setup import study_setup
 from ...studies.writers import save_png, write_json, write_text
@@ -29,33 +30,33 @@ PUBLISHED = {
 }
 
 
-def _row(label: str, technique: str, res: dict[str, Any], dense: dict[str, Any],
-         outputs_equal: bool, lossless: bool) -> dict[str, Any]:
-    vs = res["vs_dense"]
-    tot, dtot = res["totals"], res["dense_totals"]
-    area_ratio = dtot["area_um2"]["total"] / tot["area_um2"]["total"]
-    ev, dev = tot["events"], dtot["events"]
+def _row(label: str, technique: str, res: Result, dense: Result, outputs_equal: bool,
+         lossless: bool) -> dict[str, Any]:
+    vs = res.vs_dense
+    tot, dtot = res.totals, res.dense_totals
+    area_ratio = dtot.area_um2["total"] / tot.area_um2["total"]
+    ev, dev = tot.events, dtot.events
     return {
         "run": label,
         "technique": technique,
         "lossless": lossless,
         "outputs_equal_dense": outputs_equal,
-        "top1": res["accuracy"]["top1"],
-        "top1_change_points": 100 * (res["accuracy"]["top1"] - dense["accuracy"]["top1"]),
-        "adc_bits": [lay["adc_bits"] for lay in res["layers"]],
-        "throughput": vs["speedup"],
-        "energy_efficiency": vs["energy_efficiency"],
+        "top1": res.accuracy.top1,
+        "top1_change_points": 100 * (res.accuracy.top1 - dense.accuracy.top1),
+        "adc_bits": [lay.adc_bits for lay in res.layers],
+        "throughput": vs.speedup,
+        "energy_efficiency": vs.energy_efficiency,
         # Throughput per unit of total area (the published metric), relative to dense.
-        "area_efficiency": vs["speedup"] * area_ratio,
+        "area_efficiency": vs.speedup * area_ratio,
         "area_ratio": area_ratio,
-        "adc_energy_ratio": dtot["energy_pj"]["adc"] / max(tot["energy_pj"]["adc"], 1e-30),
-        "conversion_reduction": vs["computation_reduction"]["adc_conversions"],
-        "cycles_saved": 1 - tot["cycles"] / dtot["cycles"],
-        "partial_products": ev["adc_conversions"],
-        "dense_partial_products": dev["adc_conversions"],
-        "lut_bits_area_um2": tot["area_um2"]["lut"],
-        "comparisons": ev["comparisons"],
-        "extra_digital_ops": ev["digital_ops"] - dev["digital_ops"],
+        "adc_energy_ratio": dtot.energy_pj["adc"] / max(tot.energy_pj["adc"], 1e-30),
+        "conversion_reduction": vs.computation_reduction["adc_conversions"],
+        "cycles_saved": 1 - tot.cycles / dtot.cycles,
+        "partial_products": ev.adc_conversions,
+        "dense_partial_products": dev.adc_conversions,
+        "lut_bits_area_um2": tot.area_um2["lut"],
+        "comparisons": ev.comparisons,
+        "extra_digital_ops": ev.digital_ops - dev.digital_ops,
     }
 
 
@@ -97,10 +98,8 @@ def reproduce_encoding(out_dir: str | Path, model: Any = "default",
                                   progress=say)
     data = (x_test, y_test)
     say(f"running dense on {len(y_test)} test images")
-    dense_res = simulate(net, data, config, "dense", batch_size=batch_size, device=device,
-                         qmodel=qmodel)
-    dense = dense_res.to_json()
-    dense["model"] = model_name
+    dense = simulate(net, data, config, "dense", batch_size=batch_size, device=device,
+                     qmodel=qmodel).named(model=model_name)
     variants: list[tuple[str, str, EncodingScheme]] = [
         ("ADC bits per layer, lossless", "adc", none.variant(adc="lossless")),
         (f"ADC bits per layer, calibrated ({budget_points:g} pt)", "adc",
@@ -125,10 +124,10 @@ def reproduce_encoding(out_dir: str | Path, model: Any = "default",
     for label, technique, scheme in variants:
         say(f"running {label} on {len(y_test)} test images")
         res = simulate(net, data, config, scheme, batch_size=batch_size, device=device,
-                       qmodel=qmodel, baseline_accuracy=dense["accuracy"])
-        assert res.outputs is not None and dense_res.outputs is not None
-        equal = bool(torch.equal(res.outputs, dense_res.outputs))
-        rows.append(_row(label, technique, res.to_json(), dense, equal, scheme.lossless))
+                       qmodel=qmodel, baseline_accuracy=dense.accuracy)
+        assert res.outputs is not None and dense.outputs is not None
+        equal = bool(torch.equal(res.outputs, dense.outputs))
+        rows.append(_row(label, technique, res, dense, equal, scheme.lossless))
     report = {
         **setup.description(),
         "calibration_images": len(y_cal), "budget_points": budget_points,
@@ -136,7 +135,7 @@ def reproduce_encoding(out_dir: str | Path, model: Any = "default",
         "precision_calibration": {"precision": precision, "top1": p_top1,
                                   "budget_points": budget_points / 2, "trials": p_trials},
         "adc_calibration": cal_adc.to_json(), "combined_calibration": cal_comb.to_json(),
-        "dense_top1": dense["accuracy"]["top1"], "rows": rows, "published": PUBLISHED,
+        "dense_top1": dense.accuracy.top1, "rows": rows, "published": PUBLISHED,
     }
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "encoding_reproduce.json", report, newline=False)

@@ -40,6 +40,7 @@ from ...core.errors import SparsexbarError
 from ...core.events import Events
 from ...core.frontend import quantize_model
 from ...core.mapping import map_dense
+from ...result import Result
 from ...simulate import simulate
 from ...studies.writers import write_json, write_text
 from ...training import zoo
@@ -177,14 +178,14 @@ def _static(counts: dict[str, int], per: int, config: Any) -> tuple[int, int, fl
             rram_adc_dac_energy(energy_pj(events, config, 0.0)))
 
 
-def layer_rows(qmodel: Any, config: Any, pattern_res: dict[str, Any],
+def layer_rows(qmodel: Any, config: Any, pattern_res: Result,
                images: int) -> list[dict[str, Any]]:
     """Per crossbar layer: mapping used, patterns, sparsity, arrays, occupied cells, OU
     activations, cycles and RRAM+ADC+DAC energy, pattern against dense (with input skipping,
     as simulated, and `static_*`: the mapping alone, every unit activated)."""
     scheme = PatternScheme()
     rows = []
-    for layer, rec in zip(qmodel.layers, pattern_res["layers"], strict=True):
+    for layer, rec in zip(qmodel.layers, pattern_res.layers, strict=True):
         mapped = scheme.map_layer(layer, config)
         plan = getattr(mapped, "plan", None)
         per = images * layer.positions * layer.passes * config.cycles
@@ -199,13 +200,13 @@ def layer_rows(qmodel: Any, config: Any, pattern_res: dict[str, Any],
             "mapping": "pattern" if plan is not None else (
                 "dense (fallback)" if is_pattern_layer(layer) else "dense (not a 3x3 conv)"),
             "weight_sparsity": float((wf == 0).sum()) / wf.numel(),
-            "arrays": rec["arrays"], "dense_arrays": rec["dense_arrays"],
+            "arrays": rec.arrays, "dense_arrays": rec.dense_arrays,
             "cells": dense_cells, "dense_cells": dense_cells,
-            "ou_activations": rec["events"]["ou_activations"],
-            "dense_ou_activations": rec["dense_events"]["ou_activations"],
-            "cycles": rec["cycles"], "dense_cycles": rec["dense_cycles"],
-            "rram_adc_dac_pj": rram_adc_dac_energy(rec["energy_pj"]),
-            "dense_rram_adc_dac_pj": rram_adc_dac_energy(rec["dense_energy_pj"]),
+            "ou_activations": rec.events.ou_activations,
+            "dense_ou_activations": rec.dense_events.ou_activations,
+            "cycles": rec.cycles, "dense_cycles": rec.dense_cycles,
+            "rram_adc_dac_pj": rram_adc_dac_energy(rec.energy_pj),
+            "dense_rram_adc_dac_pj": rram_adc_dac_energy(rec.dense_energy_pj),
             "index_bits": scheme.storage(mapped).index_bits,
             "static_ou_activations": ours_static[0], "dense_static_ou_activations":
             dense_static[0], "static_cycles": ours_static[1],
@@ -259,11 +260,11 @@ def reproduce_pattern(out_dir: str | Path, model: Any = "default", data: str = "
     sim_start = time.perf_counter()
     log(f"dense mapping on {len(y)} images ({config.name})")
     dense = simulate(pruned, (x, y), config, "dense", batch_size=batch_size, device=device,
-                     qmodel=qmodel).to_json()
+                     qmodel=qmodel)
     dense_s = time.perf_counter() - sim_start
     log(f"pattern mapping on {len(y)} images ({config.name})")
     pat = simulate(pruned, (x, y), config, "pattern", batch_size=batch_size, device=device,
-                   qmodel=qmodel, baseline_accuracy=dense["accuracy"]).to_json()
+                   qmodel=qmodel, baseline_accuracy=dense.accuracy)
     pattern_s = time.perf_counter() - sim_start - dense_s
     layers = layer_rows(qmodel, config, pat, len(y))
     conv = [r for r in layers if "patterns" in r]
@@ -276,7 +277,7 @@ def reproduce_pattern(out_dir: str | Path, model: Any = "default", data: str = "
         ours = sum(r[key] for r in rows)
         return sum(r[f"dense_{key}"] for r in rows) / ours if ours else float("inf")
 
-    vs = pat["vs_dense"]
+    vs = pat.vs_dense
     totals = {
         "sparsity_pattern_layers": zeros_conv / conv_w if conv_w else 0.0,
         "sparsity_overall": zeros_all / all_w if all_w else 0.0,
@@ -288,17 +289,17 @@ def reproduce_pattern(out_dir: str | Path, model: Any = "default", data: str = "
                                if top1_base is not None and not info.get("untrained")
                                else None),
         "top1_images": len(y_all),
-        "sim_top1_dense": dense["accuracy"]["top1"], "sim_top1_pattern": pat["accuracy"]["top1"],
-        "area_efficiency": vs["area_efficiency"],
+        "sim_top1_dense": dense.accuracy.top1, "sim_top1_pattern": pat.accuracy.top1,
+        "area_efficiency": vs.area_efficiency,
         "area_efficiency_conv": ratio("arrays", conv),
-        "total_area_efficiency": vs["total_area_efficiency"],
+        "total_area_efficiency": vs.total_area_efficiency,
         "cell_area_efficiency": ratio("cells", layers),
         "cell_area_efficiency_conv": ratio("cells", conv),
-        "arrays": pat["totals"]["arrays"], "dense_arrays": pat["dense_totals"]["arrays"],
-        "rram_adc_dac_energy_efficiency": vs["rram_adc_dac_energy_efficiency"],
-        "energy_efficiency": vs["energy_efficiency"],
-        "speedup": vs["speedup"],
-        "ou_reduction": vs["computation_reduction"]["ou_activations"],
+        "arrays": pat.totals.arrays, "dense_arrays": pat.dense_totals.arrays,
+        "rram_adc_dac_energy_efficiency": vs.rram_adc_dac_energy_efficiency,
+        "energy_efficiency": vs.energy_efficiency,
+        "speedup": vs.speedup,
+        "ou_reduction": vs.computation_reduction["ou_activations"],
         # The mapping alone (every unit activated, no input skipping), same layers:
         "static_ou_reduction": 1 - 1 / ratio("static_ou_activations", layers),
         "static_speedup": ratio("static_cycles", layers),

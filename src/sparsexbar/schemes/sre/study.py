@@ -68,21 +68,21 @@ def reproduce_sre(out_dir: str | Path, model: Any = "default", hw: Any = "isaac"
         qmodel = quantize_model(net, x_test[:256], config.numbers.weight_bits,
                                 config.numbers.input_bits)
         dense = simulate(net, (x_test, y_test), config, "dense", batch_size=batch_size,
-                         device=device, qmodel=qmodel).to_json()
+                         device=device, qmodel=qmodel)
         runs = [*((m, SreScheme(m, granularity)) for m in MODES), *extra_schemes]
         for mode, scheme in runs:
             res = simulate(net, (x_test, y_test), config, scheme, batch_size=batch_size,
-                           device=device, qmodel=qmodel).to_json()
-            energy = res["totals"]["energy_pj"]["total"]
-            dense_energy = res["dense_totals"]["energy_pj"]["total"]
-            row = {"sparsity": sparsity, "mode": mode,
-                   "weight_sparsity": _zero_fraction(net),
-                   "float_top1": res["accuracy"]["float_top1"],
-                   "dense_top1": dense["accuracy"]["top1"], "top1": res["accuracy"]["top1"],
-                   "speedup": res["vs_dense"]["speedup"],
-                   "energy_saving": 1 - energy / dense_energy if dense_energy else 0.0,
-                   "ou_reduction": res["vs_dense"]["computation_reduction"]["ou_activations"],
-                   "index_area_um2": res["totals"]["area_um2"]["index"]}
+                           device=device, qmodel=qmodel)
+            energy = res.totals.energy_pj["total"]
+            dense_energy = res.dense_totals.energy_pj["total"]
+            row: dict[str, Any] = {
+                "sparsity": sparsity, "mode": mode, "weight_sparsity": _zero_fraction(net),
+                "float_top1": res.accuracy.float_top1,
+                "dense_top1": dense.accuracy.top1, "top1": res.accuracy.top1,
+                "speedup": res.vs_dense.speedup,
+                "energy_saving": 1 - energy / dense_energy if dense_energy else 0.0,
+                "ou_reduction": res.vs_dense.computation_reduction["ou_activations"],
+                "index_area_um2": res.totals.area_um2["index"]}
             rows.append(row)
             if progress is not None:
                 progress(f"sparsity {sparsity:.2f} {mode:>10}: speedup {row['speedup']:.2f}x, "

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..options import choice
-from .scheme import GRANULARITIES, MODES
+from .mapping import GRANULARITIES, MODES
 
 OPTIONS = (
     choice("mode", MODES, "joint", "weight: static row compression per OU column group; "

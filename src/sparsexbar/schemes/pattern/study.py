@@ -54,13 +54,8 @@ from ...training.prune import check_pattern_args, pattern_prune_model
 from ...training.train import train
 from ..entry import RunArgs, StudySpec
 from ..options import count, number, text
-from .scheme import (
-    PatternScheme,
-    dense_static_counts,
-    infer_patterns,
-    is_pattern_layer,
-    static_counts,
-)
+from .mapping import dense_static_counts, infer_patterns, is_pattern_layer, static_counts
+from .scheme import PatternScheme
 
 # The study's defaults, here only (the CLI's come from STUDY).
 TEST_IMAGES, K, MAX_PATTERNS, SPARSITY, EPOCHS, TRAIN_EPOCHS = 200, 4, 8, 0.8, 1, 0

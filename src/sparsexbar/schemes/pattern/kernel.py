@@ -1,0 +1,83 @@
+"""pattern kernel: the engine kernel of a pattern layout plus the per-cycle flag tables that say
+which units have an active row."""
+
+from __future__ import annotations
+
+from functools import cached_property
+
+import torch
+from torch import Tensor
+
+from ...core.engine import LayerKernel
+from ...core.mapping import MappedLayer
+from ...training.prune import KERNEL_POSITIONS
+from .mapping import PatternMappedLayer, unit_levels
+
+CODES = 2**KERNEL_POSITIONS  # nonzero-flag codes of the 9 inputs of one 3x3 kernel
+
+
+CYCLES_PER_WORD = 63 // KERNEL_POSITIONS  # cycles whose codes share one int64 word
+
+
+class PatternKernel(LayerKernel):
+    """`LayerKernel` plus what counting needs: each row piece's input channel and position
+    mask, and per piece its units in every array."""
+
+    @cached_property
+    def flag_tables(self) -> list[tuple[Tensor, int]]:
+        """Input value -> which of its DAC chunks are nonzero, as lookup tables over all
+        2^input_bits values: per group of up to CYCLES_PER_WORD cycles, an int64 table whose
+        bit KERNEL_POSITIONS * j flags the group's cycle j, and the group's cycle count."""
+        hw = self.mapped.hw
+        cycles, dac_bits = hw.cycles, hw.dac.bits
+        values = torch.arange(2**hw.numbers.input_bits, dtype=torch.int64, device=self.device)
+        tables = []
+        for first in range(0, cycles, CYCLES_PER_WORD):  # one or a few words
+            count = min(CYCLES_PER_WORD, cycles - first)
+            table = torch.zeros_like(values)
+            for j in range(count):  # cycles of the word
+                chunk = (values >> ((first + j) * dac_bits)) & (2**dac_bits - 1)
+                table |= (chunk != 0).to(torch.int64) << (KERNEL_POSITIONS * j)
+            tables.append((table, count))
+        return tables
+
+    @cached_property
+    def code_hits(self) -> tuple[Tensor, Tensor]:
+        """(512 codes, distinct piece masks) float64: 1 where a code of nonzero flags meets
+        the mask; and each piece's index into those masks."""
+        masks, mask_index = torch.unique(self.piece_mask, return_inverse=True)
+        codes = torch.arange(CODES, dtype=torch.int32, device=self.device).view(-1, 1)
+        return ((codes & masks.view(1, -1)) != 0).to(torch.float64), mask_index
+
+    @cached_property
+    def group_levels(self) -> Tensor:
+        """(S*G, ou, K) float32 programmed levels of every OU row group (memory-light)."""
+        s, g, ou, k = self.shape
+        lv = unit_levels(self.mapped.conductance, self.mapped.group_rows,
+                         self.mapped.segment_cols)
+        return lv.reshape(s * g, ou, k).to(self.device)
+
+    def __init__(self, mapped: MappedLayer, device: torch.device) -> None:
+        super().__init__(mapped, device)
+        self.plan = mapped.plan if isinstance(mapped, PatternMappedLayer) else None
+        if self.plan is None:
+            return
+        plan = self.plan
+        rows = plan.piece_rows
+        channel = plan.block_channel[plan.piece_block]
+        pos = torch.where(rows >= 0, rows - channel.view(-1, 1) * KERNEL_POSITIONS,
+                          torch.full_like(rows, KERNEL_POSITIONS))
+        bits = torch.where(pos < KERNEL_POSITIONS, torch.ones_like(pos) << pos.clamp(
+            max=KERNEL_POSITIONS - 1), torch.zeros_like(pos))
+        self.piece_channel = channel.to(device)
+        self.piece_mask = bits.sum(dim=1).to(torch.int32).to(device)  # 9-bit position mask
+        height = plan.piece_height.to(torch.float64)
+        cols = plan.piece_cols.to(torch.float64)
+        units = plan.piece_units.to(torch.float64)
+        # Per activated piece: OUs, conversions, driven rows, cell reads (all its units).
+        self.piece_weights = torch.stack([units, cols, height * units, height * cols],
+                                         dim=1).to(device)  # (Bp, 4)
+        per_array = torch.zeros((plan.pieces, max(plan.arrays, 1)), dtype=torch.float64)
+        per_array.index_put_((plan.unit_piece, plan.unit_array),
+                             torch.ones(plan.units, dtype=torch.float64), accumulate=True)
+        self.piece_arrays = per_array.to(device)  # (Bp, A): units of the piece in each array

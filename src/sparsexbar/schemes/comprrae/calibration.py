@@ -39,7 +39,8 @@ from ...studies.top1 import predict, top1
 from ...studies.writers import write_json
 from ..entry import CalibrationSpec, RunArgs
 from ..options import choice, count, number, text
-from .scheme import BOUNDS, CompKernel, CompRRAEScheme, RemainingMean
+from .kernel import CompKernel
+from .scheme import BOUNDS, CompRRAEScheme, RemainingMean
 
 DEFAULT_CANDIDATES = (3.2, 1.6, 0.8, 0.4, 0.2, 0.1)
 DEFAULT_BETAS = (0.5, 0.25, 0.125, 0.0625, 0.03125)

@@ -28,7 +28,8 @@ from .calibration import (
     calibrate_comprrae,
     measure_remaining_mean,
 )
-from .scheme import CompKernel, CompRRAEScheme
+from .kernel import CompKernel
+from .scheme import CompRRAEScheme
 
 
 def stop_profile(qmodel: QuantizedModel, hw: HardwareConfig, images: Tensor,

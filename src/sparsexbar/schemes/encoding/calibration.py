@@ -34,7 +34,9 @@ from ...studies.writers import write_json
 from ..entry import CalibrationSpec, RunArgs
 from ..options import count, number, switch, text
 from ..registry import get_scheme
-from .scheme import EncodingKernel, EncodingMappedLayer, EncodingScheme
+from .kernel import EncodingKernel
+from .mapping import EncodingMappedLayer
+from .scheme import EncodingScheme
 
 Progress = Callable[[str], None]
 

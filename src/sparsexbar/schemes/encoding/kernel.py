@@ -1,0 +1,343 @@
+"""encoding kernel: the layer's values and counts with the encodings: chunk planes, bus-invert
+decisions, leading chunks and dynamic precision, and the clipping corrections per conversion."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from functools import cached_property
+from typing import TYPE_CHECKING
+
+import torch
+from torch import Tensor
+
+from ...core.engine import FLOAT32_EXACT, LayerKernel
+from .mapping import EncodingMappedLayer, LayerEncoding
+
+if TYPE_CHECKING:  # annotations only: the scheme builds its kernels
+    from .scheme import EncodingScheme
+
+
+# ---- dynamic quantization ----------------------------------------------------------------------
+def tile_view(x: Tensor, row_tiles: list[tuple[int, int]], tile_rows: int) -> Tensor:
+    """(M, R) -> (M, tiles, tile_rows): rows split by array row tile, zero-padded."""
+    r = x.shape[1]
+    padded = torch.nn.functional.pad(x, (0, len(row_tiles) * tile_rows - r))
+    return padded.reshape(x.shape[0], len(row_tiles), tile_rows)
+
+
+def leading_chunk(tiles: Tensor, dac_bits: int) -> Tensor:
+    """(M, I, rows) non-negative integers -> (M, I) int64 index of the most significant nonzero
+    chunk of dac_bits bits over each tile's rows (-1 when all are zero)."""
+    top = tiles.amax(dim=2).to(torch.int64)
+    bitlen = torch.zeros_like(top)
+    v = top.clone()
+    while bool((v > 0).any()):  # at most input_bits iterations
+        bitlen += (v > 0).to(torch.int64)
+        v >>= 1
+    return torch.div(bitlen - 1, dac_bits, rounding_mode="floor")
+
+
+def dynamic_precision(tiles: Tensor, lead: Tensor, precision: int, dac_bits: int,
+                      rounding: str, value_max: int) -> Tensor:
+    """Keep the `precision` chunks from the leading one down, per (position, tile).
+
+    tiles (M, I, rows) int64, lead (M, I) from `leading_chunk`. Dropped chunks are removed by
+    truncation, or by rounding half up to a multiple of the kept LSB u, saturating at the
+    largest multiple of u the kept chunks (and the input range `value_max`) hold, so no chunk
+    above `lead` or below the kept ones is ever fed.
+    """
+    low = (lead - precision + 1).clamp(min=0)  # lowest kept chunk
+    unit = (torch.ones_like(low) << (low * dac_bits)).unsqueeze(2)  # (M, I, 1)
+    if rounding == "truncate":
+        return torch.div(tiles, unit, rounding_mode="floor") * unit
+    span = (torch.ones_like(lead) << ((lead + 1).clamp(min=0) * dac_bits)).unsqueeze(2)
+    top = torch.minimum(span - unit, torch.div(value_max, unit, rounding_mode="floor") * unit)
+    rounded = torch.div(tiles + unit // 2, unit, rounding_mode="floor") * unit
+    return torch.minimum(rounded, top)
+
+
+def executed_chunks(tiles: Tensor, lead: Tensor | None, cycles: int, dac_bits: int,
+                    skip_zero: bool, precision: int | None) -> Tensor:
+    """(T, M, I) bool: chunk t of (position, tile) is executed.
+
+    `tiles` (M, I, rows): the values fed (after any precision transform). skip: only chunks
+    nonzero on some row of the tile; precision P: only chunks lead-P+1 .. lead (none for an
+    all-zero tile); both: both.
+    """
+    m, i, _ = tiles.shape
+    run = torch.ones((cycles, m, i), dtype=torch.bool, device=tiles.device)
+    if skip_zero:
+        mask = 2**dac_bits - 1
+        for t in range(cycles):  # a handful of input cycles
+            run[t] = ((tiles >> (t * dac_bits)) & mask).amax(dim=2) > 0
+    if precision is not None:
+        assert lead is not None
+        t_idx = torch.arange(cycles, device=tiles.device).view(-1, 1, 1)
+        run &= (t_idx <= lead.unsqueeze(0)) & (t_idx > (lead - precision).unsqueeze(0))
+    return run
+
+
+# ---- encoded conversions -----------------------------------------------------------------------
+@dataclass
+class ClipTables:
+    """What the conversion model of one layer at one ADC resolution needs (device tensors):
+    per OU row group, the columns whose encoded partial sums can leave the ADC's identity
+    range (K at most; padding columns point at column C, which maps to no channel)."""
+
+    cols: Tensor  # (G, K) int64 physical columns, C for padding
+    levels: Tensor  # (G, ou, K) stored levels (0 on padding)
+    sign: Tensor | None  # (1, G, K) -1 where stored complemented, +1 else; None: all +1
+    group_rows: Tensor  # (G, ou) int64 rows of each group, padding -> R (a zero input)
+    real: Tensor  # (G, ou) uint8 1 on real rows
+    member: Tensor  # (R+1, G) float32 1 where the row belongs to the group
+    row_bound: Tensor  # (R+1, G) the row's largest level over its group's K columns
+    bound_total: Tensor  # (G,) sum over the group's rows of row_bound
+    threshold: Tensor  # (G,) bus-invert threshold on the group's chunk sum
+    dtype: torch.dtype  # float32 where every sum below is an integer under 2^24, else float64
+
+
+def clip_tables(enc: LayerEncoding, top: int, step: float, rows: int, weight_sum: int,
+                device: torch.device) -> ClipTables:
+    """Per group, the columns that need a conversion model (bound > top with a unit step; any
+    nonzero bound otherwise, where rounding changes values), and the per-group matrices."""
+    threshold = top if step == 1.0 else 0
+    need = enc.bound > threshold  # (G, C)
+    g, ou, c = enc.stored.shape
+    k = int(need.sum(dim=1).max()) if need.numel() else 0
+    rank = torch.cumsum(need.to(torch.int64), dim=1) - 1
+    cols = torch.full((g, k + 1), c, dtype=torch.int64)
+    gi, ci = need.nonzero(as_tuple=True)
+    cols[gi, rank[gi, ci]] = ci
+    cols = cols[:, :k]
+    padded = torch.nn.functional.pad(enc.stored.to(torch.float64), (0, 1))  # column C -> 0
+    levels = torch.gather(padded, 2, cols.unsqueeze(1).expand(-1, ou, -1))  # (G, ou, K)
+    flags = torch.gather(torch.nn.functional.pad(enc.complemented, (0, 1)), 1, cols)
+    sign = torch.where(flags, -1.0, 1.0).unsqueeze(0) if bool(flags.any()) else None
+    group_rows = torch.where(enc.group_rows < 0, torch.full_like(enc.group_rows, rows),
+                             enc.group_rows)
+    flat_rows = group_rows.reshape(-1)
+    flat_groups = torch.arange(g).repeat_interleave(ou)
+    member = torch.zeros((rows + 1, g), dtype=torch.float64)
+    member[flat_rows, flat_groups] = 1.0
+    row_bound = torch.zeros((rows + 1, g), dtype=torch.float64)
+    row_max = levels.amax(dim=2) if k else torch.zeros((g, ou), dtype=torch.float64)
+    row_bound[flat_rows, flat_groups] = row_max.reshape(-1)
+    member[rows] = 0.0
+    row_bound[rows] = 0.0
+    # Unit step: partial sums and errors are integers; weighted by the cycle shifts (summing
+    # to `weight_sum`) and summed over cycles and groups they stay below 2^24 (exact in
+    # float32) when this holds.
+    largest = float(enc.bound.max()) if enc.bound.numel() else 0.0
+    # On CUDA float32 matmuls may run in TF32 (a user setting): float64 there.
+    exact32 = (step == 1.0 and largest * weight_sum * max(g, 1) < FLOAT32_EXACT
+               and device.type == "cpu")
+    dtype = torch.float32 if exact32 else torch.float64
+    return ClipTables(
+        cols=cols.to(device), levels=levels.to(device=device, dtype=dtype),
+        sign=None if sign is None else sign.to(device=device, dtype=dtype),
+        group_rows=group_rows.to(device),
+        real=(enc.group_rows >= 0).to(device=device, dtype=torch.uint8),
+        member=member.to(device=device, dtype=torch.float32),
+        row_bound=row_bound.to(device=device, dtype=dtype),
+        bound_total=row_bound.sum(dim=0).to(device=device, dtype=dtype),
+        threshold=enc.input_threshold.to(device), dtype=dtype)
+
+
+def chunk_planes(x: Tensor, cycles: int, dac_bits: int) -> Tensor:
+    """x (m, R) non-negative integers -> (T*m, R+1) uint8 input chunks, cycle-major, with a
+    zero column R (the input of padding rows)."""
+    padded = torch.nn.functional.pad(x, (0, 1))
+    shifts = (torch.arange(cycles, device=x.device) * dac_bits).view(-1, 1, 1).to(x.dtype)
+    planes = (padded.unsqueeze(0) >> shifts) & (2**dac_bits - 1)
+    return planes.to(torch.uint8).reshape(cycles * x.shape[0], -1)
+
+
+def group_view(x: Tensor, row_tiles: list[tuple[int, int]], tile_rows: int,
+               ou_rows: int) -> Tensor:
+    """(M, R) -> (ou_rows, M, tiles, groups per tile): the rows of every OU row group of the
+    dense mapping, zero-padded (tiles are `tile_rows` apart, groups `ou_rows` apart), with the
+    row-within-group dimension first so that sums over it are adds of contiguous slices."""
+    per_tile = math.ceil(tile_rows / ou_rows)
+    tiles = tile_view(x, row_tiles, tile_rows)
+    tiles = torch.nn.functional.pad(tiles, (0, per_tile * ou_rows - tile_rows))
+    grouped = tiles.reshape(x.shape[0], len(row_tiles), per_tile, ou_rows)
+    return grouped.permute(3, 0, 1, 2).contiguous()
+
+
+def _sum_first(values: Tensor) -> Tensor:
+    """Sum over dim 0 by halving (log2 vectorized adds of contiguous slices)."""
+    while values.shape[0] > 1:
+        if values.shape[0] % 2:
+            values = torch.cat([values, torch.zeros_like(values[:1])])
+        half = values.shape[0] // 2
+        values = values[:half] + values[half:]
+    return values[0]
+
+
+def inverted_groups(x: Tensor, thresholds: Tensor, row_tiles: list[tuple[int, int]],
+                    tile_rows: int, ou_rows: int, cycles: int, dac_bits: int) -> int:
+    """Number of (cycle, position, OU row group) that bus-invert feeds complemented: the
+    group's chunk sum exceeds its threshold. x (M, R) magnitudes; thresholds (tiles, groups per
+    tile), groups that do not exist get one no sum reaches."""
+    chunk_max = 2**dac_bits - 1
+    dtype = torch.uint8 if ou_rows * chunk_max <= 255 else torch.int32
+    view = group_view(x, row_tiles, tile_rows, ou_rows)
+    total = 0
+    for t in range(cycles):  # a handful of input cycles
+        sums = _sum_first(((view >> (t * dac_bits)) & chunk_max).to(dtype))
+        total += int((sums.to(torch.int32) > thresholds).sum())
+    return total
+
+
+def conversion_corrections(planes: Tensor, tables: ClipTables, bus_invert: bool,
+                           chunk_max: int, m: int, cycles: int, dac_bits: int, top: int,
+                           step: float, columns: int, count_clipped: bool = False,
+                           block: int = 512) -> tuple[Tensor, int, int]:
+    """Per (position, physical column), the sum over cycles and groups of
+    sign x (ADC(p') - p') x 2^(t dac): exactly what the ADC changes in the digitally recovered
+    result. planes (T*m, R+1) from `chunk_planes`.
+
+    The sign is -1 per encoding that complemented the conversion's inputs or stored levels
+    (the recovery subtracts p'). Bus-invert is decided per (cycle, position, group) on the
+    chunk sum. Only (cycle, position, group) whose bound (the fed chunks x the rows' largest
+    levels) exceeds the identity range are evaluated, on the group's K columns, packed by
+    group into blocks of one batched matmul. Returns ((m, columns+1) float64, conversions
+    outside the ADC range (with `count_clipped`, else 0), inverted (cycle, position, group)).
+    """
+    device = planes.device
+    g_count, ou, k = tables.levels.shape
+    dtype = tables.dtype
+    out = torch.zeros((m, columns + 1), dtype=dtype, device=device)
+    pf = planes.to(dtype)
+    bound = pf @ tables.row_bound  # (T*m, G)
+    inverted: Tensor | None = None
+    n_inverted = 0
+    if bus_invert:
+        sums = pf @ tables.member.to(dtype)  # exact: small integers
+        inverted = sums > tables.threshold.to(dtype)
+        n_inverted = int(inverted.sum())
+        bound = torch.where(inverted, chunk_max * tables.bound_total - bound, bound)
+    mask = bound > (float(top) if step == 1.0 else 0.0)
+    g_idx, tm_idx = mask.t().nonzero(as_tuple=True)  # sorted by group
+    n_cand = int(g_idx.numel())
+    if n_cand == 0 or k == 0:
+        return out.to(torch.float64), 0, n_inverted
+    counts = torch.bincount(g_idx, minlength=g_count)
+    start = torch.cumsum(counts, 0) - counts
+    rank = torch.arange(n_cand, device=device) - start[g_idx]
+    blocks = torch.div(counts + block - 1, block, rounding_mode="floor")
+    first = torch.cumsum(blocks, 0) - blocks
+    slot = first[g_idx] * block + rank  # flat slot of each candidate
+    n_blocks = int(blocks.sum())
+    block_group = torch.repeat_interleave(torch.arange(g_count, device=device), blocks)
+    x = planes[tm_idx.unsqueeze(1), tables.group_rows[g_idx]]  # (n, ou) uint8
+    t_idx = torch.div(tm_idx, m, rounding_mode="floor")
+    # ADC(p) - p = -(p - top) where p > top: the negative sign goes into the slot weights.
+    weight = -torch.pow(2.0, (t_idx * dac_bits).to(dtype))
+    if inverted is not None:
+        inv = inverted[tm_idx, g_idx]
+        x = torch.where(inv.unsqueeze(1), (chunk_max - x) * tables.real[g_idx], x)
+        weight = torch.where(inv, -weight, weight)
+    packed = torch.zeros((n_blocks * block, ou), dtype=dtype, device=device)
+    packed[slot] = x.to(dtype)
+    slot_weight = torch.zeros((n_blocks * block, 1), dtype=dtype, device=device)
+    slot_weight[slot, 0] = weight
+    # (position, group) row of each slot; padding slots go to a dump row with weight 0.
+    slot_row = torch.full((n_blocks * block,), m * g_count, dtype=torch.int64, device=device)
+    slot_row[slot] = (tm_idx - t_idx * m) * g_count + g_idx
+    p = torch.bmm(packed.view(n_blocks, block, ou), tables.levels[block_group])  # (nb, B, K)
+    clipped = 0
+    if step == 1.0:
+        err = p.sub_(float(top)).clamp_(min=0)  # p - top where p > top
+        if count_clipped:
+            clipped = int(torch.count_nonzero(err))
+    else:  # -(ADC(p) - p), to match the negated weights
+        if count_clipped:
+            clipped = int(torch.count_nonzero(p > top * step))
+        err = p.sub_(torch.round(p / step).clamp_(0, top).mul_(step))
+    err = err.view(-1, k).mul_(slot_weight)
+    per_row = torch.zeros((m * g_count + 1, k), dtype=dtype, device=device)
+    per_row.index_add_(0, slot_row, err)
+    grouped = per_row[:-1].view(m, g_count, k)
+    if tables.sign is not None:
+        grouped = grouped * tables.sign
+    out.index_add_(1, tables.cols.reshape(-1), grouped.reshape(m, g_count * k))
+    return out.to(torch.float64), clipped, n_inverted
+
+
+def exact_matmul(x: Tensor, weight: Tensor, col_abs_sum: float) -> Tensor:
+    """x (M, R) non-negative integers (float32) @ weight (R, Cout) integers (float32), exactly,
+    as float64. float32 while every partial sum stays below 2^24 (CPU), else in bit pieces of
+    x; float64 on CUDA (where float32 matmuls may use TF32)."""
+    if x.device.type != "cpu":
+        return x.to(torch.float64) @ weight.to(torch.float64)
+    wf = weight
+    x_max = float(x.max()) if x.numel() else 0.0
+    if col_abs_sum * x_max < FLOAT32_EXACT:
+        return (x @ wf).to(torch.float64)
+    piece_bits = 1
+    while col_abs_sum * (2 ** (piece_bits + 1) - 1) < FLOAT32_EXACT:
+        piece_bits += 1
+    if col_abs_sum >= FLOAT32_EXACT:
+        return x.to(torch.float64) @ weight.to(torch.float64)
+    xi = x.to(torch.int64)
+    acc = torch.zeros((x.shape[0], weight.shape[1]), dtype=torch.float64, device=x.device)
+    for j in range(math.ceil(int(x_max).bit_length() / piece_bits)):  # 2-3 pieces
+        piece = ((xi >> (j * piece_bits)) & (2**piece_bits - 1)).to(torch.float32)
+        acc += (piece @ wf).to(torch.float64) * float(2 ** (j * piece_bits))
+    return acc
+
+
+class EncodingKernel(LayerKernel):
+    """A `LayerKernel` converting at the layer's ADC bits (the engine path for a non-ideal
+    device), plus the encoding's device tensors and counting constants."""
+
+    def __init__(self, mapped: EncodingMappedLayer, device: torch.device,
+                 scheme: EncodingScheme) -> None:
+        # The engine (device effects) converts with the layer's own resolution.
+        super().__init__(replace(mapped, hw=mapped.layer_hw, _cache={}), device)
+        self.enc_mapped = mapped
+        self.precision = scheme.layer_precision(mapped.layer.name)
+        self.skip_zero_planes = scheme.skip_zero_planes
+        hw, layer = mapped.hw, mapped.layer
+        enc = mapped.encoding
+        assert enc is not None
+        self.enc = enc
+        self.tile_rows = [b - a for a, b in mapped.row_tiles]
+        self.tile_groups = [math.ceil(r / hw.ou.rows) for r in self.tile_rows]
+        col_groups = [math.ceil((c1 - c0) / hw.ou.cols) for c0, c1 in mapped.col_tiles]
+        self.col_groups_total = sum(col_groups)
+        self.col_groups_max = max(col_groups)
+        self.columns = mapped.physical_cols
+        tiles = len(mapped.row_tiles)
+        per_tile_pairs = torch.zeros(tiles, dtype=torch.int64)
+        per_tile_pairs.index_add_(0, enc.group_tile, enc.complemented.sum(dim=1))
+        per_tile_groups = torch.zeros(tiles, dtype=torch.int64)
+        per_tile_groups.index_add_(0, enc.group_tile,
+                                   enc.complemented.any(dim=1).to(torch.int64))
+        self.complemented_pairs = per_tile_pairs.tolist()  # per tile
+        self.complemented_groups = per_tile_groups.tolist()  # per tile
+        w = layer.matrix()
+        self.weight_float = w.to(device=device, dtype=torch.float32)
+        self.col_abs_sum = float(w.abs().sum(dim=0).max()) if w.numel() else 0.0
+        # Bus-invert thresholds laid out as `group_view` (tiles, groups per tile); groups that
+        # do not exist get a threshold no chunk sum reaches.
+        per_tile = math.ceil(hw.array.rows / hw.ou.rows)
+        thr = torch.full((tiles, per_tile), hw.ou.rows * enc.chunk_max + 1, dtype=torch.int32)
+        groups = torch.tensor(self.tile_groups)
+        first = torch.cumsum(groups, 0) - groups
+        slot = torch.arange(enc.group_tile.numel()) - first[enc.group_tile]
+        thr[enc.group_tile, slot] = enc.input_threshold.to(torch.int32)
+        self.threshold_view = thr.to(device)
+
+    @property
+    def dynamic(self) -> bool:
+        """Data-dependent cycle counts: zero-plane skipping or dynamic precision."""
+        return self.skip_zero_planes or self.precision is not None
+
+    @cached_property
+    def tables(self) -> ClipTables:
+        hw = self.enc_mapped.layer_hw
+        return clip_tables(self.enc, hw.adc_max_code, hw.adc.step, self.enc_mapped.layer.rows,
+                           2 ** (hw.cycles * hw.dac.bits) - 1, self.device)

@@ -479,7 +479,7 @@ def _check_beta(beta: BetaSpec) -> None:
 
 
 def load_calibration(path: str | Path) -> dict[str, Any]:
-    """alpha / beta / remaining_mean from a `sparsexbar calibrate-comprrae` JSON file."""
+    """alpha / beta / remaining_mean from a `sparsexbar calibrate comprrae` JSON file."""
     file = Path(path)
     try:
         saved = json.loads(file.read_text())

@@ -16,7 +16,7 @@ The layer keeps the straightforward (dense) mapping; each technique is switched 
   partial sum then at most halves.
 - ADC resolution per layer: `fixed` (the config's adc.bits), `lossless` (the smallest bits that
   hold every reachable encoded partial sum: exact), `calibrated` (given per-layer bits, e.g. from
-  `sparsexbar calibrate-encoding`: lossy, modelled bit-accurately).
+  `sparsexbar calibrate encoding`: lossy, modelled bit-accurately).
 - Dynamic quantization, per input window and array row tile (the im2col inputs one array sees
   at one output position, in one pass): `skip` zero planes (a cycle whose chunk is zero on all
   the tile's rows is not executed: lossless) and `precision P` (only the P chunks starting at the

@@ -64,7 +64,7 @@ class EncodingScheme(Scheme):
 
     input_encoding: "none" | "bus-invert". weight_encoding: "none" | "complement".
     adc: "fixed" (config adc.bits) | "lossless" (smallest exact bits per layer) | "calibrated"
-    (`adc_bits`: {layer name: bits}, or a JSON file written by `calibrate-encoding`).
+    (`adc_bits`: {layer name: bits}, or a JSON file written by `calibrate encoding`).
     skip_zero_planes: skip input chunks that are zero on a whole row tile of a window.
     precision: None, or P chunks processed per window row tile from its leading nonzero chunk
     (an int for every layer, {layer name: int or None}, or a JSON file with a "precision" map);
@@ -92,7 +92,7 @@ class EncodingScheme(Scheme):
             adc_bits = load_adc_bits(adc_bits)
         if adc == "calibrated" and adc_bits is None:
             raise SparsexbarError("encoding adc=calibrated needs per-layer bits (adc_bits=FILE "
-                                  "from 'sparsexbar calibrate-encoding')")
+                                  "from 'sparsexbar calibrate encoding')")
         if adc != "calibrated" and adc_bits is not None:
             raise SparsexbarError(f"encoding adc_bits are used only with adc=calibrated "
                                   f"(adc={adc})")
@@ -428,7 +428,7 @@ def _check_precision(precision: Any) -> int | dict[str, int | None] | None:
 
 def load_calibration(path: str | Path, key: str) -> dict[str, Any]:
     """The per-layer map `key` ("adc_bits" or "precision") of a JSON file written by
-    `sparsexbar calibrate-encoding`, or a plain {layer: value} mapping."""
+    `sparsexbar calibrate encoding`, or a plain {layer: value} mapping."""
     p = Path(path)
     if not p.is_file():
         raise SparsexbarError(f"encoding {key} file not found: {p}")

@@ -5,9 +5,12 @@ resolves as a `--model module:factory` spec because the tests run from the repos
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 
-import torch
+import pytest
 from hypothesis import HealthCheck, settings
+
+from sparsexbar.core.runtime import torch_threads
 
 # Tests choose their own max_examples; this profile only removes flakiness sources (no deadline;
 # in CI a fixed example sequence, so a red run is reproducible; locally, fresh examples).
@@ -17,6 +20,11 @@ settings.register_profile(
 )
 settings.load_profile("sparsexbar")
 
-# Small tensors: extra intra-op threads only spin-wait and contend on a shared 2-core machine
-# (measured: 5x the CPU time and wall time of this suite with 2 threads under load).
-torch.set_num_threads(1)
+
+@pytest.fixture(scope="session", autouse=True)
+def one_intra_op_thread() -> Iterator[None]:
+    """Small tensors: extra intra-op threads only spin-wait and contend on a shared 2-core
+    machine (measured: 5x the CPU time and wall time of this suite with 2 threads under
+    load)."""
+    with torch_threads(1):
+        yield

@@ -7,6 +7,7 @@ Regenerate the file only for an intended schema change:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,8 @@ import pytest
 
 from sparsexbar import simulate
 from sparsexbar.core.config import preset
+from sparsexbar.core.events import Events
+from sparsexbar.result import LayerRecord
 from tests import nets
 
 STORED = Path(__file__).resolve().parent / "data" / "result_small.json"
@@ -51,6 +54,27 @@ def test_result_json_equals_the_stored_one(results: dict[str, Any], scheme: str)
     got = results[scheme]
     assert _key_paths(got) == _key_paths(stored)  # the same keys, in the same order
     assert got == stored
+
+
+def test_result_is_typed_and_frozen() -> None:
+    """The records are frozen dataclasses; their JSON is made at the edge (`to_json`), and a
+    renamed copy (`named`) changes only the model and the scheme's label."""
+    hw = preset("isaac").with_overrides({"array.rows": 32, "array.cols": 32, "ou.rows": 8,
+                                         "ou.cols": 8})
+    data = (nets.random_images(4, 1, 8, seed=0), nets.random_labels(4, 10, seed=0))
+    res = simulate(nets.tiny_cnn(1, 10, 8, 4, seed=0), data, hw, "sre")
+    assert isinstance(res.layers[0], LayerRecord) and isinstance(res.totals.events, Events)
+    assert res.top1 == res.accuracy.top1 == res.to_json()["accuracy"]["top1"]
+    assert res.totals.energy_pj_per_image is not None
+    assert res.dense_totals.energy_pj_per_image is None  # left out of dense_totals' JSON
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        res.model = "other"  # type: ignore[misc]
+    renamed = res.named(model="m", label="sre:mode=joint")
+    out = renamed.to_json()
+    assert out["model"] == "m" and out["scheme"]["label"] == "sre:mode=joint"
+    assert "label" not in res.to_json()["scheme"]
+    assert {k: v for k, v in out.items() if k not in ("model", "scheme")} == {
+        k: v for k, v in res.to_json().items() if k not in ("model", "scheme")}
 
 
 if __name__ == "__main__":

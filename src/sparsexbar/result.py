@@ -32,15 +32,16 @@ def _plain(value: Any) -> Any:
 
 
 class _Record:
-    """`to_json()`: every field in declaration order (`OPTIONAL` ones left out when None)."""
+    """`to_json()`: every field in declaration order (`OPTIONAL` ones left out when None, fields
+    with metadata {"json": False} never)."""
 
     OPTIONAL: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
         for f in fields(self):  # type: ignore[arg-type]
-            if not f.repr:
-                continue  # not part of the schema (e.g. the logits)
+            if not f.metadata.get("json", True):
+                continue  # not part of the schema (the logits)
             value = getattr(self, f.name)
             if value is None and f.name in self.OPTIONAL:
                 continue
@@ -144,7 +145,8 @@ class Result(_Record):
     totals: Totals
     dense_totals: Totals
     vs_dense: VsDense
-    outputs: Tensor | None = field(default=None, repr=False, compare=False)
+    outputs: Tensor | None = field(default=None, repr=False, compare=False,
+                                   metadata={"json": False})
 
     @property
     def top1(self) -> float:

@@ -365,10 +365,19 @@ class EnergyConfig(_Node):
 
 class AreaConfig(_Node):
     cell_um2: float = Field(
-        0.0144, ge=0, description="Area per cell, um^2 (4F^2 at F=60 nm, an estimate)."
+        0.00153,
+        ge=0,
+        description=(
+            "Area per cell, um^2. ISAAC: 8 arrays of 128x128 cells in 0.0002 mm^2 (32 nm)."
+        ),
     )
     shift_add_um2: float = Field(
-        60.0, ge=0, description="Shift-and-add unit per array, um^2 (ISAAC: 0.00024 mm^2 / 4)."
+        30.0,
+        ge=0,
+        description=(
+            "Shift-and-add logic per array, um^2. ISAAC: 4 units of 60 um^2 serve the 8 arrays "
+            "of an IMA (0.00024 mm^2)."
+        ),
     )
     buffer_kb: float = Field(64.0, ge=0, description="On-chip buffer size, KiB.")
     buffer_um2_per_kb: float = Field(

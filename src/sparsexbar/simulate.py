@@ -24,7 +24,7 @@ from .core.frontend import QuantizedModel, QuantLayer, RunStats, accuracy, quant
 from .core.mapping import dense_events, map_dense
 from .result import Accuracy, LayerRecord, Result, SchemeRecord, Totals, VsDense
 from .schemes import Scheme, get_scheme
-from .training.data import ImageDataset, load_dataset
+from .training.data import KNOWN_DATASETS, ImageDataset, load_dataset
 from .training.inputs import (
     DEFAULT_SPEC,
     InputRecord,
@@ -40,6 +40,9 @@ from .training.inputs import (
 from .training.models import LoadedModel, load_model
 
 ProgressFn = Callable[[int, int], None]  # (images done, images total)
+# The spellings of the named data sets load_dataset takes (root= says where their files are).
+NAMED_DATASETS = ("fashion-mnist", "fashionmnist", "fmnist", "cifar10", "cifar-10", "cifar100",
+                  "cifar-100")
 
 
 @dataclass
@@ -88,12 +91,13 @@ def _read_data(data: Any, limit: int | None, root: str | Path | None) -> _Raw:
     named data set's files are), an ImageDataset, an (images, labels) pair, a Dataset or a
     DataLoader; anything else, or images and labels that do not go together, is refused."""
     check_limit(limit)
+    if root is not None and (not isinstance(data, str) or data.lower().replace("_", "-")
+                             not in NAMED_DATASETS):
+        raise SparsexbarError(f"--root applies to a named data set ({', '.join(KNOWN_DATASETS)})"
+                              f", not to {data if isinstance(data, str | Path) else 'this data'}")
     if isinstance(data, str | Path):
         name = "fashion-mnist" if str(data) == "default" else str(data)
         data = load_dataset(name, "test", root=root)
-    elif root is not None:
-        raise SparsexbarError("--root applies to a named data set (cifar10, cifar100, "
-                              "fashion-mnist)")
     if isinstance(data, ImageDataset):
         ds = data.subset(0, limit)
         return _Raw(ds.name, ds.images, ds.labels, ds)

@@ -620,7 +620,7 @@ def prune(
     split: Annotated[str, typer.Option(
         "--split", help="Fine-tuning split: train (or test, for smoke runs).")] = "train",
     k: Annotated[int, typer.Option(
-        "--k", help="pattern: weights kept per 3x3 kernel (1..9).")] = 4,
+        "--k", callback=_whole(1, 9), help="pattern: weights kept per 3x3 kernel (1..9).")] = 4,
     max_patterns: Annotated[str, typer.Option(
         "--max-patterns", help="pattern: patterns per layer at most: one number, or one per "
         "3x3 conv layer, comma-separated (the pattern paper's VGG-16: "
@@ -643,8 +643,7 @@ def prune(
         raise SparsexbarError(f"--max-patterns must be integers separated by commas, got "
                               f"'{max_patterns}'") from None
     patterns: int | list[int] = counts[0] if len(counts) == 1 else counts
-    if method == "pattern":
-        check_pattern_args(k, patterns, sparsity)
+    check_pattern_args(k, patterns, sparsity)  # checked whatever the method
     config = load_config(hw, parse_overrides(set_))
     check_out_stem(out, CHECKPOINT_FILES + (".sparsity.md",))
     if root is not None and not root.is_dir():

@@ -281,7 +281,10 @@ def prepare(images: Tensor, spec: InputSpec, given: InputSpec, name: str) -> tup
              f"{fitted}")
     if images.dtype == torch.uint8:
         scale = spec.scale if spec.scale is not None else PIXEL_SCALE
-        x = images.to(torch.float32) * scale
+        # / 255 exactly as ImageDataset.to_float and training do (x * (1/255) can differ
+        # in the last bit)
+        x = images.to(torch.float32)
+        x = x / 255.0 if scale == PIXEL_SCALE else x * scale
         x = _normalize(x, spec, name)
     elif images.is_floating_point():
         if given.normalizes:
@@ -324,17 +327,20 @@ def map_labels(ds: ImageDataset, classes: Sequence[str] | None, outputs: int) ->
     if classes is not None:
         index = {_norm(c): i for i, c in enumerate(classes)}
         target = []
+        by_name = 0
         for folder in folders:
             key = _norm(folder)
             if key in index:
                 target.append(index[key])
+                by_name += 1
             elif folder.isdigit() and int(folder) < len(classes):
                 target.append(int(folder))
             else:
                 raise SparsexbarError(f"image folder class '{folder}' of '{ds.name}' is not one "
                                       f"of the model's classes ({_short(classes, 12)}); "
                                       "rename the folder or give --classes")
-        how = "folder names -> the model's class names"
+        how = ("folder names -> the model's class names" if by_name
+               else "folder numbers -> output indices")
     elif all(f.isdigit() for f in folders):
         target = [int(f) for f in folders]
         bad = [f for f, t in zip(folders, target, strict=True) if t >= outputs]

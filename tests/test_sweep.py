@@ -474,7 +474,23 @@ BAD_FILES: list[tuple[Any, list[str]]] = [
     ({**SMALL_SWEEP, "models": [TINY]}, ["'model' or 'models'"]),
     ({k: v for k, v in SMALL_SWEEP.items() if k != "model"} | {"models": [3]}, ["models"]),
     (["not", "a", "mapping"], ["not a mapping"]),
+    ({**SMALL_SWEEP, "input": {"scale": 0}}, ["input", "scale"]),
+    ({**SMALL_SWEEP, "input": {"shift": 1}}, ["input", "shift"]),
+    ({**SMALL_SWEEP, "input": "0..255"}, ["input", "mapping"]),
+    ({**SMALL_SWEEP, "classes": "cat"}, ["classes"]),
+    ({**SMALL_SWEEP, "model": "tests.nets:raising_factory"}, ["raised"]),
 ]
+
+
+def test_input_spec_of_a_sweep_file(tmp_path: Path) -> None:
+    """`input` (InputSpec fields) and `classes` reach every point and are part of its key;
+    a sweep file without them keeps the keys it had."""
+    plain = expand_points(load_sweep(write_sweep(tmp_path, SMALL_SWEEP, "a.yaml")))
+    given = expand_points(load_sweep(write_sweep(
+        tmp_path, {**SMALL_SWEEP, "input": {"scale": 1, "fit": "pad"}}, "b.yaml")))
+    assert all(p.input == {"scale": 1, "fit": "pad"} for p in given)
+    assert all(p.input is None for p in plain)
+    assert not {p.key for p in plain} & {p.key for p in given}
 
 
 @pytest.mark.parametrize("content, fragments", BAD_FILES)

@@ -695,6 +695,7 @@ def sweep_command(
     def show(report: Any, row: dict[str, Any] | None) -> None:
         nonlocal task
         if task is None:
+            _flush_notes()
             console.print(f"sweep {spec.name}: {report.total} points, {report.skipped} already "
                           f"in {target}, {report.to_run} to run ({backend})")
             task = progress.add_task("points", total=report.to_run)

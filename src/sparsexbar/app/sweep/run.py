@@ -12,6 +12,7 @@ import socket
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -22,12 +23,11 @@ import torch
 
 from ... import __version__
 from ...core.config import HardwareConfig
-from ...core.errors import SparsexbarError, require_choice
+from ...core.errors import SparsexbarError, SparsexbarWarning, require_choice
 from ...core.io import atomic_write_text
 from ...core.runtime import torch_threads
 from ...schemes import SCHEMES, Scheme
-from ...simulate import resolve_data, simulate
-from ...training.models import resolve_model
+from ...simulate import resolve_inputs, simulate
 from .spec import SweepPoint, SweepSpec, expand_points, load_sweep
 from .store import done_keys, failed_row, result_row, results_dir, write_row
 
@@ -52,11 +52,11 @@ def check_device(device: str) -> None:
 
 
 def load_inputs(point: SweepPoint) -> tuple[Any, Any]:
-    """The point's model (nn.Module) and data (simulate.Batches), as simulate() resolves them."""
-    batches = resolve_data(point.data_source, point.limit)
-    net, _ = resolve_model(point.model_source, int(batches.images.shape[1]),
-                           max(int(batches.labels.max()) + 1, 10), int(batches.images.shape[-1]))
-    return net, batches
+    """The point's model (nn.Module) and data (simulate.Batches, made for the model: its input
+    spec, the sweep file's `input` and `classes`), as simulate() resolves them."""
+    loaded, batches = resolve_inputs(point.model_source, point.data_source, point.limit,
+                                     point.input, point.classes)
+    return loaded.net, batches
 
 
 def run_point(point: SweepPoint) -> dict[str, Any]:
@@ -67,7 +67,8 @@ def run_point(point: SweepPoint) -> dict[str, Any]:
     model or data or use the device here raises WorkerEnvironmentError, and anything else
     propagates too: crashes, reported by the driver and not recorded.
     """
-    with torch_threads(1):
+    with torch_threads(1), warnings.catch_warnings():
+        warnings.simplefilter("ignore", SparsexbarWarning)  # the row holds the numbers
         return _run_point(point)
 
 

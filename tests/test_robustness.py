@@ -203,7 +203,9 @@ def test_compare_runs_what_can_run_on_a_noisy_device(tmp_path: Path,
                             "device.read_noise_sigma=0.05", "--out", str(out))
     line = assert_one_line_error(code, err, "1 of 3 schemes did not run", "sre:mode=weight")
     assert str(out) in line
-    assert json.loads((out / "failed.json").read_text()).keys() == {"sre"}
+    failed = json.loads((out / "failed.json").read_text())
+    assert failed.keys() == {"sre"}
+    assert "give the scheme as sre:mode=weight" in failed["sre"]  # the spelling that ran
     assert (out / "dense_result.json").is_file() and (out / "sre_mode-weight_result.json").is_file()
     assert not (out / "sre_result.json").exists()
     assert len((out / "comparison.csv").read_text().splitlines()) == 3  # header + 2 schemes
@@ -270,3 +272,20 @@ def test_results_are_written_with_normal_file_modes(tmp_path: Path,
     assert code == 0
     for name in ("result.json", "layers.csv"):
         assert (tmp_path / "out" / name).stat().st_mode & 0o777 == 0o644
+
+
+def test_nothing_unpickles_with_torch_load() -> None:
+    """Every torch.load in the package, benchmarks and scripts passes weights_only=True (no
+    arbitrary code from a file); checkpoints are safetensors."""
+    import ast
+
+    root = Path(__file__).resolve().parent.parent
+    calls = []
+    for folder in ("src", "benchmarks", "scripts"):
+        for path in (root / folder).rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.Call) and ast.unparse(node.func) == "torch.load":
+                    safe = any(k.arg == "weights_only" and isinstance(k.value, ast.Constant)
+                               and k.value.value is True for k in node.keywords)
+                    calls.append((str(path.relative_to(root)), safe))
+    assert calls and all(safe for _, safe in calls), calls

@@ -147,7 +147,7 @@ class ImageDataset:
             yield self.images[idx].to(torch.float32) / 255.0, self.labels[idx]
 
 
-def fit_images(images: Tensor, channels: int, size: int, how: str = "auto") -> Tensor:
+def fit_images(images: Tensor, channels: int, size: int | None, how: str = "auto") -> Tensor:
     """uint8 (or float) (N, C, H, W) images fitted to (N, ``channels``, ``size``, ``size``).
 
     Channels: grey -> RGB repeats the plane; RGB -> grey takes the ITU-R BT.601 luma
@@ -155,14 +155,15 @@ def fit_images(images: Tensor, channels: int, size: int, how: str = "auto") -> T
     "pad" centres the image in zeros (28x28 Fashion-MNIST -> 32x32, the usual way to give
     LeNet/VGG-style 32x32 networks MNIST-like data; needs an even, non-negative difference),
     "resize" is bilinear (antialiased when shrinking), "auto" pads when the difference is
-    even and non-negative, else resizes. Images already of that shape are returned as they are.
-    Float images are fitted the same way (padding with 0.0) and stay float32.
+    even and non-negative, else resizes; ``size`` None keeps the images' size. Images already
+    of that shape are returned as they are. Float images are fitted the same way (padding with
+    0.0) and stay float32.
     """
     if not (images.dtype == torch.uint8 or images.is_floating_point()) or images.dim() != 4:
         raise DataError(f"images must be uint8 or float (N, C, H, W), got {images.dtype} "
                         f"{tuple(images.shape)}")
     pixels = images.dtype == torch.uint8
-    if channels < 1 or size < 1:
+    if channels < 1 or (size is not None and size < 1):
         raise DataError(f"cannot fit images to {channels} channels of {size}x{size}")
     if how not in ("auto", "pad", "resize"):
         raise DataError(f"image fit must be auto, pad or resize, got {how!r}")
@@ -178,12 +179,12 @@ def fit_images(images: Tensor, channels: int, size: int, how: str = "auto") -> T
         else:
             raise DataError(f"cannot convert {c}-channel images to {channels} channels "
                             "(only grey <-> RGB)")
-    if (h, w) != (size, size):
+    if size is not None and (h, w) != (size, size):
         dh, dw = size - h, size - w
         pad_ok = dh >= 0 and dw >= 0 and dh % 2 == 0 and dw % 2 == 0
         if how == "pad" and not pad_ok:
             raise DataError(f"cannot pad {h}x{w} images to {size}x{size} (needs an even, "
-                            "non-negative difference); use resize")
+                            "non-negative difference); use resize (--input-fit resize)")
         if how in ("pad", "auto") and pad_ok:
             out = torch.nn.functional.pad(out, (dw // 2, dw // 2, dh // 2, dh // 2))
         else:
@@ -195,7 +196,7 @@ def fit_images(images: Tensor, channels: int, size: int, how: str = "auto") -> T
     return out.contiguous() if pixels else out.to(torch.float32).contiguous()
 
 
-def fit_description(shape: tuple[int, int, int], channels: int, size: int,
+def fit_description(shape: tuple[int, int, int], channels: int, size: int | None,
                     how: str = "auto") -> str:
     """What `fit_images` does to images of `shape` (C, H, W), in words ('' when nothing):
     e.g. 'grey -> RGB, 28x28 -> 32x32 (zero padding)'."""
@@ -204,7 +205,7 @@ def fit_description(shape: tuple[int, int, int], channels: int, size: int,
     if c != channels:
         names = {1: "grey", 3: "RGB"}
         parts.append(f"{names.get(c, f'{c} channels')} -> {names.get(channels, channels)}")
-    if (h, w) != (size, size):
+    if size is not None and (h, w) != (size, size):
         dh, dw = size - h, size - w
         pad = how in ("auto", "pad") and dh >= 0 and dw >= 0 and dh % 2 == 0 and dw % 2 == 0
         parts.append(f"{h}x{w} -> {size}x{size} ({'zero padding' if pad else 'bilinear resize'})")

@@ -266,19 +266,12 @@ def prepare(images: Tensor, spec: InputSpec, given: InputSpec, name: str) -> tup
                               f"{tuple(images.shape)}")
     c, h, w = (int(d) for d in images.shape[1:])
     channels = spec.channels or c
-    if spec.size is not None:
-        size = spec.size
-    elif h == w:
-        size = h
-    else:
-        size = None
-    fitted = ""
-    if (channels, size) != (c, h) or (size is not None and w != size):
-        target = size if size is not None else max(h, w)
-        fitted = fit_description((c, h, w), channels, target, spec.fit or "auto")
-        images = fit_images(images, channels, target, spec.fit or "auto")
-        note(f"images of '{name}' fitted to the model's input {channels}x{target}x{target}: "
-             f"{fitted}")
+    size = spec.size  # None: the data's own
+    fitted = fit_description((c, h, w), channels, size, spec.fit or "auto")
+    if fitted:
+        images = fit_images(images, channels, size, spec.fit or "auto")
+        shape = "x".join(str(int(d)) for d in images.shape[1:])
+        note(f"images of '{name}' fitted to the model's input {shape}: {fitted}")
     if images.dtype == torch.uint8:
         scale = spec.scale if spec.scale is not None else PIXEL_SCALE
         # / 255 exactly as ImageDataset.to_float and training do (x * (1/255) can differ

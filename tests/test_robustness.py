@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from sparsexbar import simulate
 from sparsexbar.core.errors import SparsexbarError, SparsexbarNote, SparsexbarWarning
@@ -289,3 +290,36 @@ def test_nothing_unpickles_with_torch_load() -> None:
                                and k.value.value is True for k in node.keywords)
                     calls.append((str(path.relative_to(root)), safe))
     assert calls and all(safe for _, safe in calls), calls
+
+
+# ---- config types --------------------------------------------------------------------------
+@pytest.mark.parametrize(("key", "text"), [
+    ("ou.rows", "true"), ("adc.bits", "yes"), ("adc.step", "on"), ("timing.ou_cycle_ns", "true"),
+    ("cell.slices", "false"), ("ou.rows", "9.5"), ("device.seed", "1.5"), ("name", "yes")])
+def test_config_fields_refuse_booleans_and_fractions(key: str, text: str) -> None:
+    """`--set` values are YAML scalars: yes/true/on would have become 1 for a number field
+    (ou.rows=true ran with 1-row OUs); now refused naming the key, for every field."""
+    from sparsexbar.core.config import ConfigError, preset
+
+    with pytest.raises(ConfigError, match=f"{key}: must be"):
+        preset("isaac").with_overrides({key: yaml.safe_load(text)})
+    assert preset("isaac").with_overrides({"ou.rows": 9.0}).ou.rows == 9
+
+
+def test_a_config_node_added_later_is_strict_too() -> None:
+    from pydantic import ValidationError
+
+    from sparsexbar.core.config import _Node
+
+    class Later(_Node):
+        bits: int = 1
+        enabled: bool = False
+        rate: float | None = None
+
+    with pytest.raises(ValidationError, match="not a boolean"):
+        Later(bits=True)
+    with pytest.raises(ValidationError, match="not a boolean"):
+        Later(rate=True)
+    with pytest.raises(ValidationError, match="whole number"):
+        Later(bits=2.5)
+    assert Later(enabled=True, bits=3, rate=0.5) == Later(enabled=True, bits=3.0, rate=0.5)

@@ -253,9 +253,10 @@ def _probe(loaded: LoadedModel, images: Tensor, size_known: bool) -> int:
     take the images, or does not return (batch, classes) logits, is refused naming both
     (`size_known` False: the size was the data's, so the hint says how to give another)."""
     shape = "x".join(str(int(d)) for d in images.shape[1:])
+    param = next(iter(loaded.net.parameters()), None)  # the model may live on a GPU
     try:
         with torch.no_grad():
-            out = loaded.net(images[:1])
+            out = loaded.net(images[:1].to(param.device if param is not None else "cpu"))
     except Exception as exc:  # the user's model: any error means it cannot take these inputs
         hint = ("" if size_known else " (the data's size; give the size the model takes, "
                 "--input-size / input_spec size, and the images are fitted to it)")

@@ -149,6 +149,12 @@ class CombinedScheme(Scheme):
         return out
 
     # ---- mapping ------------------------------------------------------------------------------
+    def overridden(self, hw: HardwareConfig) -> dict[str, str]:
+        out = self.comprrae.overridden(hw) if self.auto or "comprrae" in self.techniques else {}
+        if self.auto or "encoding" in self.techniques:
+            out["adc.bits"] = "encoding's ADC bits per layer, the fewest exact ones"
+        return out
+
     def map_layer(self, layer: QuantLayer, hw: HardwareConfig) -> MappedLayer:
         if self.auto:
             mapped, choice = self._auto_layer(layer, hw)

@@ -147,6 +147,13 @@ class EncodingScheme(Scheme):
             args["adc_bits"] = None
         return EncodingScheme(**args)
 
+    def overridden(self, hw: HardwareConfig) -> dict[str, str]:
+        if self.adc == "fixed":
+            return {}
+        how = ("adc=lossless, the fewest exact bits" if self.adc == "lossless"
+               else "adc=calibrated, from its file")
+        return {"adc.bits": f"{how}; encoding:adc=fixed follows adc.bits"}
+
     @property
     def bus_invert(self) -> bool:
         return self.input_encoding == "bus-invert"

@@ -127,19 +127,24 @@ class Accuracy(_Record):
 @dataclass(frozen=True)
 class SchemeRecord(_Record):
     """The scheme's name and parameters; `label` (compare and demo runs): the name with the
-    options as given, which keeps variants of one scheme apart."""
+    options as given, which keeps variants of one scheme apart; `overrides`: the config
+    settings the scheme did not follow ({key: what it used instead}), when there are any."""
 
-    OPTIONAL = ("label",)
+    OPTIONAL = ("label", "overrides")
 
     name: str
     parameters: Mapping[str, Any]
     label: str | None = None
+    overrides: Mapping[str, str] | None = None
 
 
 @dataclass(frozen=True)
 class Result(_Record):
     """One simulation run; `to_json()` gives the result schema of DESIGN.md 4, `outputs` the
-    simulated logits (not part of the JSON)."""
+    simulated logits (not part of the JSON). `input` (added to the schema, last): what the
+    model takes and what was done to the data to fit it (`training.inputs.InputRecord`)."""
+
+    OPTIONAL = ("input",)
 
     version: str
     model: str
@@ -152,6 +157,7 @@ class Result(_Record):
     totals: Totals
     dense_totals: Totals
     vs_dense: VsDense
+    input: Mapping[str, Any] | None = None
     outputs: Tensor | None = field(default=None, repr=False, compare=False,
                                    metadata={"json": False})
 

@@ -23,10 +23,18 @@ import math
 from collections.abc import Mapping
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from .errors import ConfigError
 from .io import atomic_write_text
@@ -69,6 +77,46 @@ AdcBits = Annotated[int, Field(ge=1, le=MAX_ADC_BITS)] | Literal["auto"]
 class _Node(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, use_enum_values=False,
                               allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _strict_types(cls, value: Any, info: ValidationInfo) -> Any:
+        """Refuse what lax validation would quietly convert, for every field of every node
+        (fields added later included): a boolean for a field that is not one (YAML's
+        true/yes/on would become 1) and a number with a fraction for an integer field."""
+        if info.field_name is None:
+            return value
+        kinds = _field_types(cls.model_fields[info.field_name].annotation)
+        if isinstance(value, bool) and bool not in kinds:
+            raise ValueError(f"must be {_describe(kinds)}, not a boolean "
+                             f"({str(value).lower()})")
+        if (isinstance(value, float) and int in kinds and float not in kinds
+                and not (math.isfinite(value) and value.is_integer())):
+            raise ValueError(f"must be a whole number, got {value}")
+        return value
+
+
+def _field_types(annotation: Any) -> set[Any]:
+    """The types a field takes: its annotation, or the members of a union (`int | None`)."""
+    if get_origin(annotation) is Union or type(annotation).__name__ == "UnionType":
+        return set().union(*(_field_types(a) for a in get_args(annotation)))
+    if get_origin(annotation) is Annotated:  # Annotated[int, Field(...)]: the int
+        return {get_args(annotation)[0]}
+    return {annotation}
+
+
+def _describe(kinds: set[Any]) -> str:
+    if int in kinds:
+        return "a whole number"
+    if float in kinds:
+        return "a number"
+    if str in kinds:
+        return "text"
+    enums = [k for k in kinds if isinstance(k, type) and issubclass(k, Enum)]
+    if enums:
+        return "one of " + ", ".join(e.value for e in enums[0])
+    return "a mapping" if any(isinstance(k, type) and issubclass(k, BaseModel)
+                              for k in kinds) else "a value of its type"
 
 
 class ArrayConfig(_Node):

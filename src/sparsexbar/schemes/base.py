@@ -67,6 +67,12 @@ class Scheme:
         """Index/LUT bits and comparators this scheme adds to the layer."""
         return Storage()
 
+    def overridden(self, hw: HardwareConfig) -> dict[str, str]:
+        """The config settings this scheme does not follow on `hw`, each with what it uses
+        instead (recorded in the result and shown beside its table row). ADC bits per layer
+        other than `adc.bits` are found from `adc_bits` and need not be listed here."""
+        return {}
+
     def adc_bits(self, mapped: MappedLayer) -> int:
         """ADC resolution of this layer (schemes may lower it per layer)."""
         return mapped.hw.adc_bits

@@ -149,6 +149,12 @@ class CombinedScheme(Scheme):
         return out
 
     # ---- mapping ------------------------------------------------------------------------------
+    def overridden(self, hw: HardwareConfig) -> dict[str, str]:
+        # ADC bits follow adc.bits (with auto, encoding's exact per-layer bits: the same rule
+        # as the encoding scheme's, docs/cost.md): nothing to report there
+        return self.comprrae.overridden(hw) if self.auto or "comprrae" in self.techniques \
+            else {}
+
     def map_layer(self, layer: QuantLayer, hw: HardwareConfig) -> MappedLayer:
         if self.auto:
             mapped, choice = self._auto_layer(layer, hw)

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ...core.config import HardwareConfig
+from ...core.config import BitOrder, HardwareConfig
 from ...core.cost import Storage
 from ...core.engine import EngineOptions, LayerKernel, accumulate, exact_accumulate
 from ...core.errors import SparsexbarError
@@ -114,6 +114,11 @@ class CompRRAEScheme(Scheme):
             "checked_layers": "followed by ReLU",
             "lut_entry_bits": self.lut_entry_bits,
         }
+
+    def overridden(self, hw: HardwareConfig) -> dict[str, str]:
+        if hw.numbers.bit_order != BitOrder.msb_first:
+            return {"numbers.bit_order": "msb_first (comprrae's bounds need it)"}
+        return {}
 
     def layer_alpha(self, name: str) -> float | None:
         """The alpha of one layer (None: no adaptive termination)."""

@@ -150,6 +150,15 @@ class EncodingScheme(Scheme):
             args["adc_bits"] = None
         return EncodingScheme(**args)
 
+    def overridden(self, hw: HardwareConfig) -> dict[str, str]:
+        """adc=auto and adc=fixed follow adc.bits (auto: the rule of docs/cost.md); lossless
+        overrides a fixed adc.bits, calibrated any."""
+        if self.adc in ("fixed", "auto") or (self.adc == "lossless" and hw.adc.bits == "auto"):
+            return {}
+        how = ("adc=lossless, the fewest exact bits" if self.adc == "lossless"
+               else "adc=calibrated, from its file")
+        return {"adc.bits": f"{how}; encoding (adc=auto) follows adc.bits"}
+
     @property
     def bus_invert(self) -> bool:
         return self.input_encoding == "bus-invert"

@@ -58,7 +58,7 @@ class SreScheme(Scheme):
         if self.dynamic and not hw.device.ideal:
             raise SparsexbarError(
                 f"sre {self.mode} mode needs an ideal device (layer {layer.name}): dynamic "
-                "packing is modelled with an ideal device only; use mode=weight")
+                "packing is modelled with an ideal device only; give the scheme as sre:mode=weight")
         return mapped
 
     def kernel(self, mapped: MappedLayer, device: torch.device) -> LayerKernel:

@@ -230,22 +230,23 @@ def test_compare_into_a_used_directory_keeps_one_run(tmp_path: Path,
 
 def test_a_scheme_that_overrides_a_setting_says_so(tmp_path: Path,
                                                    capsys: pytest.CaptureFixture[str]) -> None:
-    """encoding picks its own lossless ADC bits: with --set adc.bits=3 the table says so
-    (it is no longer a silent 'encoding 0.95 beside dense 0.65')."""
+    """encoding's default follows adc.bits (3 here); `adc=lossless` picks its own bits, and the
+    table says so (no silent 'encoding 0.95 beside dense 0.65')."""
     out = tmp_path / "out"
     code, stdout, _ = cli(capsys, "compare", "--model", TINY, "--limit", "3", "--schemes",
-                          "dense,encoding,encoding:adc=fixed", "--set", "adc.bits=3",
+                          "dense,encoding,encoding:adc=lossless", "--set", "adc.bits=3",
                           "--out", str(out))
     assert code == 0
-    enc = json.loads((out / "encoding_result.json").read_text())["scheme"]
-    bits = enc["overrides"]["adc.bits"]
+    follows = json.loads((out / "encoding_result.json").read_text())
+    assert "overrides" not in follows["scheme"]
+    assert {lay["adc_bits"] for lay in follows["layers"]} == {3}
+    lossless = json.loads((out / "encoding_adc-lossless_result.json").read_text())["scheme"]
+    bits = lossless["overrides"]["adc.bits"]
     assert bits.endswith("per layer, not 3 (adc=lossless, the fewest exact bits; "
-                         "encoding:adc=fixed follows adc.bits)")
+                         "encoding (adc=auto) follows adc.bits)")
     assert "overrides" not in json.loads((out / "dense_result.json").read_text())["scheme"]
-    fixed = json.loads((out / "encoding_adc-fixed_result.json").read_text())["scheme"]
-    assert "overrides" not in fixed
     text = " ".join(stdout.split())
-    assert "encoding *" in text and f"* encoding: adc.bits {bits}" in text
+    assert "encoding:adc=lossless *" in text and f"* encoding:adc=lossless: adc.bits {bits}" in text
 
 
 # ---- named data sets need their folder: --root ---------------------------------------------------
@@ -294,7 +295,7 @@ def test_nothing_unpickles_with_torch_load() -> None:
 
 # ---- config types --------------------------------------------------------------------------
 @pytest.mark.parametrize(("key", "text"), [
-    ("ou.rows", "true"), ("adc.bits", "yes"), ("adc.step", "on"), ("timing.ou_cycle_ns", "true"),
+    ("ou.rows", "true"), ("adc.bits", "yes"), ("adc.step", "on"), ("timing.read_ns", "true"),
     ("cell.slices", "false"), ("ou.rows", "9.5"), ("device.seed", "1.5"), ("name", "yes")])
 def test_config_fields_refuse_booleans_and_fractions(key: str, text: str) -> None:
     """`--set` values are YAML scalars: yes/true/on would have become 1 for a number field

@@ -119,14 +119,14 @@ def test_key_is_the_resolved_point(tmp_path: Path) -> None:
 
 
 def test_example_sweeps_share_their_common_points() -> None:
-    """The shipped examples parse; sweep_adc's dense 8-bit points are sweep_ou's (same key)."""
+    """The shipped examples parse; sweep_adc's dense auto-ADC points are sweep_ou's (same key)."""
     ou = expand_points(load_sweep(ROOT / "examples" / "sweep_ou.yaml"))
     adc = expand_points(load_sweep(ROOT / "examples" / "sweep_adc.yaml"))
-    assert (len(ou), len(adc)) == (14, 12)
+    assert (len(ou), len(adc)) == (14, 15)
     assert sum(p.config_error is not None for p in ou) == 2
     shared = {p.key for p in ou} & {p.key for p in adc}
     assert {(p.parameters["adc.bits"], p.parameters["ou.rows"]) for p in adc
-            if p.key in shared} == {(8, 8), (8, 16), (8, 32)}
+            if p.key in shared} == {("auto", 8), ("auto", 16), ("auto", 32)}
 
 
 def test_checkpoint_weights_are_part_of_the_key(tmp_path: Path) -> None:

@@ -52,8 +52,9 @@ class _Record:
 @dataclass(frozen=True)
 class LayerRecord(_Record):
     """One crossbar layer of a run: its shape and mapping, what it did (`events`, `cycles`:
-    its busiest array's OU activations, summed over the images) and what `dense` does on the
-    same inputs, energy and area by component (each with a `total`)."""
+    its busiest array's OU activations, summed over the images; `latency_ns_per_image`: its
+    busiest array's time per image by the timing rule) and what `dense` does on the same
+    inputs, energy and area by component (each with a `total`)."""
 
     name: str
     kind: str
@@ -75,6 +76,12 @@ class LayerRecord(_Record):
     dense_energy_pj: Mapping[str, float]
     area_um2: Mapping[str, float]
     dense_area_um2: Mapping[str, float]
+    # timing (core/cost.py): dense's time per image on the same inputs; which unit bounds the
+    # busiest array ("adc": some activation waits for its conversions, "read": none does);
+    # dense's ADC bits for the layer (adc.bits auto resolves per layer)
+    dense_latency_ns_per_image: float
+    time_bound: str
+    dense_adc_bits: int
 
 
 @dataclass(frozen=True)

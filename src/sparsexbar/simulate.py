@@ -16,12 +16,19 @@ from torch import Tensor, nn
 
 from . import __version__
 from .core.config import HardwareConfig, load_config
-from .core.cost import area_um2, buffer_area_um2, energy_pj, latency_ns, ratio, rram_adc_dac_energy
+from .core.cost import (
+    activation_timing,
+    area_um2,
+    buffer_area_um2,
+    energy_pj,
+    ratio,
+    rram_adc_dac_energy,
+)
 from .core.engine import EngineOptions, LayerKernel, TaskPool
 from .core.errors import DataError, SparsexbarError, note, warn
 from .core.events import Events
 from .core.frontend import QuantizedModel, QuantLayer, RunStats, accuracy, quantize_model
-from .core.mapping import dense_events, map_dense
+from .core.mapping import dense_events, dense_time_ns, map_dense
 from .result import Accuracy, LayerRecord, Result, SchemeRecord, Totals, VsDense
 from .schemes import Scheme, get_scheme
 from .training.data import KNOWN_DATASETS, ImageDataset, load_dataset
@@ -287,6 +294,7 @@ class LayerRecorder:
         self.device = device
         self.events: dict[str, Events] = {name: Events() for name in kernels}
         self.cycles: dict[str, int] = {name: 0 for name in kernels}
+        self.time_ns: dict[str, float] = {name: 0.0 for name in kernels}
         # Layers on the per-conversion paths run as image tasks on CPU worker threads: the
         # frontend then keeps the digital periphery on one intra-op thread (frontend._Runner).
         self.single_thread_periphery = device.type == "cpu" and any(
@@ -296,6 +304,7 @@ class LayerRecorder:
         run = self.scheme.run_layer(self.kernels[layer.name], x_int, self.options)
         self.events[layer.name] = self.events[layer.name] + run.events
         self.cycles[layer.name] += run.cycles
+        self.time_ns[layer.name] += run.time_ns
         return run.accumulator
 
     def close(self) -> None:
@@ -383,7 +392,7 @@ def simulate(
     n = len(batches)
     layers = [
         _layer_record(q, mapped[q.name], sch, recorder.events[q.name], recorder.cycles[q.name],
-                      stats.digital_ops.get(q.name, 0), n)
+                      recorder.time_ns[q.name], stats.digital_ops.get(q.name, 0), n)
         for q in qmodel.layers
     ]
     accuracy_out = Accuracy(**{k: v / n for k, v in correct.items()}) if baseline_accuracy is None \
@@ -426,6 +435,10 @@ def _overrides(scheme: Scheme, config: HardwareConfig,
     out = dict(scheme.overridden(config))
     why = out.pop("adc.bits", "")
     bits = sorted({lay.adc_bits for lay in layers})
+    if config.adc.bits == "auto":  # sized per layer by the rule (docs/cost.md): no override,
+        if why:                    # unless the scheme took its bits from elsewhere
+            out["adc.bits"] = f"{why}, not auto"
+        return out
     if bits and bits != [config.adc.bits]:
         used = f"{bits[0]}" if len(bits) == 1 else f"{bits[0]}..{bits[-1]}"
         out["adc.bits"] = f"{used} per layer, not {config.adc.bits}" + (f" ({why})" if why else "")
@@ -450,15 +463,17 @@ def _device(device: str | torch.device) -> torch.device:
 
 
 def _layer_record(layer: QuantLayer, mapped: Any, scheme: Scheme, events: Events, cycles: int,
-                  extra_digital: int, images: int) -> LayerRecord:
-    hw = mapped.hw
+                  time: float, extra_digital: int, images: int) -> LayerRecord:
+    hw = mapped.hw  # adc.bits resolved for the layer
     events = events + Events(digital_ops=extra_digital)
     dense_mapped = mapped if scheme.name == "dense" else map_dense(layer, hw)
     dense_ev, dense_cycles = dense_events(dense_mapped, images)
     dense_ev = dense_ev + Events(digital_ops=extra_digital)
-    time = latency_ns(cycles, hw)
-    dense_time = latency_ns(dense_cycles, hw)
+    dense_time = dense_time_ns(dense_mapped, images, activation_timing(dense_mapped.hw))
     adc_bits = scheme.adc_bits(mapped)
+    # every activation takes at least the analog read: the busiest array's time equals its
+    # activations x read_ns exactly when no activation waits for its conversions
+    bound = "read" if time <= cycles * hw.timing.read_ns * (1 + 1e-9) else "adc"
     return LayerRecord(
         name=layer.name,
         kind=layer.kind,
@@ -480,6 +495,9 @@ def _layer_record(layer: QuantLayer, mapped: Any, scheme: Scheme, events: Events
         dense_energy_pj=energy_pj(dense_ev, hw, dense_time),
         area_um2=area_um2(mapped.arrays, hw, scheme.storage(mapped), adc_bits),
         dense_area_um2=area_um2(dense_mapped.arrays, hw),
+        dense_latency_ns_per_image=dense_time / images,
+        time_bound=bound,
+        dense_adc_bits=dense_mapped.hw.adc_bits,
     )
 
 
@@ -501,7 +519,8 @@ def _block(layers: list[LayerRecord], hw: HardwareConfig, images: int,
     area["buffer"] = buffer_area_um2(hw)
     area["total"] += area["buffer"]
     energy = _sum_dicts([lay.dense_energy_pj if dense else lay.energy_pj for lay in layers])
-    per_image_ns = [latency_ns(c, hw) / images for c in cycles]
+    per_image_ns = [lay.dense_latency_ns_per_image if dense else lay.latency_ns_per_image
+                    for lay in layers]
     latency_s = sum(per_image_ns) * 1e-9
     slowest_s = max(per_image_ns) * 1e-9
     return Totals(
@@ -527,7 +546,7 @@ def _totals(layers: list[LayerRecord], hw: HardwareConfig,
         for key in ("adc_conversions", "ou_activations")
     }
     vs_dense = VsDense(
-        speedup=ratio(dense.cycles, totals.cycles),
+        speedup=ratio(dense.latency_s, totals.latency_s),
         energy_efficiency=ratio(dense.energy_pj["total"], totals.energy_pj["total"]),
         rram_adc_dac_energy_efficiency=ratio(dense.rram_adc_dac_energy_pj,
                                              totals.rram_adc_dac_energy_pj),

@@ -22,6 +22,7 @@ import torch
 from torch import Tensor
 
 from .config import HardwareConfig, SignEncoding, Variation
+from .cost import ActivationTiming
 from .events import Events
 from .frontend import QuantLayer
 
@@ -158,7 +159,10 @@ def program_conductance(levels: Tensor, hw: HardwareConfig, layer_name: str) -> 
 
 
 def map_dense(layer: QuantLayer, hw: HardwareConfig) -> MappedLayer:
-    """The straightforward mapping: every weight slice in place, consecutive OU row groups."""
+    """The straightforward mapping: every weight slice in place, consecutive OU row groups.
+    `adc.bits: auto` is resolved for the layer here (`HardwareConfig.for_layer`): every
+    mapper starts from this one, so a mapped layer's `hw` always has its ADC bits."""
+    hw = hw.for_layer(layer.rows)
     levels, col_channel, col_weight, offset = cell_levels(layer, hw)
     r, c = levels.shape
     row_tiles = tiles(r, hw.array.rows)
@@ -189,28 +193,36 @@ def map_dense(layer: QuantLayer, hw: HardwareConfig) -> MappedLayer:
     )
 
 
+def column_group_widths(col_tiles: list[tuple[int, int]], ou_cols: int) -> list[list[int]]:
+    """Per column tile (array column), the widths of its OU column groups."""
+    return [[min(ou_cols, c1 - g) for g in range(c0, c1, ou_cols)] for c0, c1 in col_tiles]
+
+
 def dense_events(mapped: MappedLayer, images: int) -> tuple[Events, int]:
     """Closed-form events of the straightforward mapping and its busiest array's OU cycles.
 
     Per image and pass, every array activates ceil(r/ou_rows) x ceil(c/ou_cols) OUs per cycle
-    per output position; each activation converts each of its columns once.
+    per output position; each activation converts each of its columns once, in
+    ceil(columns / adc.per_array) ADC rounds.
     """
     hw, layer = mapped.hw, mapped.layer
     per = layer.positions * hw.cycles * layer.passes * images
-    ou_r, ou_c = hw.ou.rows, hw.ou.cols
-    ou_act = adc = dac = cells = 0
+    ou_r = hw.ou.rows
+    adcs = hw.adc.per_array
+    ou_act = adc = rounds = dac = cells = 0
     busiest = 0
+    widths = column_group_widths(mapped.col_tiles, hw.ou.cols)
     for r0, r1 in mapped.row_tiles:
         rows = r1 - r0
         groups = math.ceil(rows / ou_r)
-        for c0, c1 in mapped.col_tiles:
-            cols = c1 - c0
-            col_groups = math.ceil(cols / ou_c)
-            ou_act += groups * col_groups
+        for tile in widths:
+            cols = sum(tile)
+            ou_act += groups * len(tile)
             adc += groups * cols
-            dac += rows * col_groups
+            rounds += groups * sum(-(-w // adcs) for w in tile)
+            dac += rows * len(tile)
             cells += rows * cols
-            busiest = max(busiest, groups * col_groups)
+            busiest = max(busiest, groups * len(tile))
     in_bytes = math.ceil(hw.numbers.input_bits / 8)
     positions = layer.positions * images
     digital = positions * layer.out_channels * 2  # bias add + rescale per output
@@ -219,6 +231,7 @@ def dense_events(mapped: MappedLayer, images: int) -> tuple[Events, int]:
     events = Events(
         ou_activations=ou_act * per,
         adc_conversions=adc * per,
+        adc_rounds=rounds * per,
         dac_activations=dac * per,
         cell_reads=cells * per,
         shift_adds=adc * per,
@@ -227,3 +240,15 @@ def dense_events(mapped: MappedLayer, images: int) -> tuple[Events, int]:
         digital_ops=digital,
     )
     return events, busiest * per
+
+
+def dense_time_ns(mapped: MappedLayer, images: int, timing: ActivationTiming) -> float:
+    """The straightforward mapping's busiest array's time, ns, summed over `images`: per
+    position, cycle and pass, the array of the tallest row tile (most row groups) and the
+    column tile whose column groups take longest (`timing` of each group's columns)."""
+    hw, layer = mapped.hw, mapped.layer
+    per = layer.positions * hw.cycles * layer.passes * images
+    groups = max(math.ceil((r1 - r0) / hw.ou.rows) for r0, r1 in mapped.row_tiles)
+    tile_time = max(sum(timing.time_ns(w) for w in tile)
+                    for tile in column_group_widths(mapped.col_tiles, hw.ou.cols))
+    return groups * tile_time * per

@@ -18,6 +18,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
 from typer.core import TyperGroup
 
 from ..core.config import PRESET_BUILDERS, load_config, preset
@@ -38,9 +39,11 @@ from ..schemes import (
 )
 from ..simulate import check_device, resolve_inputs, simulate
 from ..studies import all as all_study
-from ..training.checkpoint import shipped_pattern_model_path
+from ..studies.shipped_models import measure_shipped
+from ..training.checkpoint import WEIGHT_FORMATS, shipped_pattern_model_path
 from ..training.inputs import FITS, InputSpec, parse_classes, parse_normalize, parse_scale
 from ..training.prune import METHODS, check_pattern_args, prune_command
+from ..training.shipped import SHIPPED, describe, find_shipped, shipped_names
 from ..training.train import PRECISIONS, train_command
 from .bench import BENCH_MODELS, CASES, check_bench_args, run_benchmark
 from .outputs import check_out_dir, check_out_file, check_out_stem
@@ -425,12 +428,69 @@ def presets(
     typer.echo(cfg.to_yaml() if fmt == "yaml" else cfg.to_json())
 
 
+@app.command("models")
+def models_command(
+    markdown: Annotated[bool, typer.Option(
+        "--markdown", help="Print the list as a Markdown table (docs/models.md).")] = False,
+    measure: Annotated[str | None, typer.Option(
+        "--measure", help="Simulate this shipped model (or 'all') with dense on isaac over "
+        "the test split and record its accuracies in its metadata.")] = None,
+    limit: LimitOpt = None,
+    out: Annotated[Path, typer.Option(
+        "--out", help="With --measure: where the runs' result JSON go.")] = Path("out/models"),
+) -> None:
+    """List the shipped models: data, input size, weight sparsity and accuracies (float,
+    8-bit integer-quantized, simulated dense on isaac), from their metadata."""
+    if measure is not None:
+        names = shipped_names() if measure == "all" else [measure]
+        for name in names:
+            if find_shipped(name) is None or name not in shipped_names():
+                raise SparsexbarError(f"--measure: unknown shipped model '{name}' (shipped: "
+                                      f"{', '.join(shipped_names())})")
+        check_out_dir(out)
+        for name in names:
+            with _Bar(name, _console()) as bar:
+                acc = measure_shipped(name, out, limit=limit, progress=bar)
+            typer.echo(f"{name}: simulated dense top-1 {acc['simulated_dense_top1']:.4f} "
+                       f"on {acc['simulated_images']} images")
+    rows = [describe(m) for m in SHIPPED if m.path.is_file()]
+
+    def pct(v: Any) -> str:
+        return "-" if v is None else f"{100 * float(v):.2f}"
+
+    head = ["name", "architecture", "data", "input", "sparsity", "float %", "8-bit %",
+            "simulated %", "weights", "MB"]
+    cells = [[r["name"], str(r["architecture"]), str(r["data"]), r["input"],
+              f"{100 * r['sparsity']:.1f}%", pct(r["float_top1"]), pct(r["quantized_top1"]),
+              pct(r["simulated_top1"]), str(r["weights"]), f"{r['file_mb']:.1f}"]
+             for r in rows]
+    if markdown:
+        typer.echo("| " + " | ".join(head) + " |")
+        typer.echo("| " + " | ".join("---" for _ in head) + " |")
+        for c in cells:
+            typer.echo("| " + " | ".join(c) + " |")
+        return
+    table = Table(title="shipped models (sparsexbar --model NAME)")
+    for h in head:
+        table.add_column(h, justify="right" if h.endswith(("%", "MB")) or h == "sparsity"
+                         else "left")
+    for c in cells:
+        table.add_row(*c)
+    _console().print(table)
+    for r in rows:
+        typer.echo(f"{r['name']}: {r['description']}")
+
+
 PositiveLr = Annotated[float, typer.Option(
     "--lr", help="Peak learning rate (cosine to 0).", callback=_finite(0, low_open=True))]
 SeedOpt = Annotated[int, typer.Option(
     "--seed", callback=_whole(0), help="Seed of initialization, shuffling and augmentation.")]
 PrecisionOpt = Annotated[str, typer.Option(
     "--precision", help="fp32, or bf16 (autocast; weights stay float32).")]
+WeightsOpt = Annotated[str, typer.Option(
+    "--weights", help="File format of the weights: float32, float16 or int8 (per-channel "
+    "int8, pruned tensors sparse: the shipped models' form); accuracy is measured on what "
+    "the file holds.")]
 CHECKPOINT_FILES = (".safetensors", ".json")
 
 
@@ -452,16 +512,18 @@ def train(
         "-> 32 is zero-padded (what the vgg16-fmnist models use), other changes resized.")] = None,
     precision: PrecisionOpt = "fp32",
     root: RootOpt = None,
+    weights: WeightsOpt = "float32",
 ) -> None:
     """Train a zoo model; writes <out>.safetensors and <out>.json (with the classes and the
     input spec the model takes)."""
     require_choice("--precision", precision, PRECISIONS)
+    require_choice("--weights", weights, WEIGHT_FORMATS)
     check_out_stem(out, CHECKPOINT_FILES)
     if root is not None and not root.is_dir():
         raise SparsexbarError(f"--root {root} is not a folder")
     metrics = train_command(model, data, epochs, str(out), batch_size=batch_size, seed=seed,
                             limit=limit, lr=lr, input_size=input_size, precision=precision,
-                            root=root)
+                            root=root, weights=weights)
     typer.echo(f"trained {model} on {data}: {metrics}")
 
 
@@ -594,7 +656,8 @@ app.add_typer(calibrate_app, name="calibrate")
 @app.command()
 def prune(
     model: Annotated[str, typer.Option(
-        "--model", help="'default' (the shipped VGG-8) or a checkpoint to prune.")] = "default",
+        "--model", help="A shipped model (vgg16-fmnist, ...; 'default': the shipped VGG-8) or "
+        "a checkpoint to prune.")] = "default",
     data: Annotated[str, typer.Option(
         "--data", help="Data set of the checkpoint (default: the one it was trained on).")] = (
         "default"),
@@ -632,9 +695,11 @@ def prune(
         help="Extra fine-tuning epochs at the final sparsity.")] = 0,
     precision: PrecisionOpt = "fp32",
     root: RootOpt = None,
+    weights: WeightsOpt = "float32",
 ) -> None:
     """Prune a checkpoint (magnitude or pattern) with fine-tuning; writes it and a table."""
     require_choice("--method", method, METHODS)
+    require_choice("--weights", weights, WEIGHT_FORMATS)
     require_choice("--precision", precision, PRECISIONS)
     require_choice("--split", split, ("train", "test"))
     try:
@@ -650,7 +715,8 @@ def prune(
         raise SparsexbarError(f"--root {root} is not a folder")
     res = prune_command(model, data, config, sparsity, method, steps, epochs, out, lr=lr,
                         limit=limit, seed=seed, tune_split=split, k=k, max_patterns=patterns,
-                        half=half, final_epochs=final_epochs, precision=precision, root=root)
+                        half=half, final_epochs=final_epochs, precision=precision, root=root,
+                        weights=weights)
     typer.echo(res["markdown"].rstrip())
     typer.echo(f"top-1 {res['top1_before']:.4f} -> {res['top1_after']:.4f}; wrote "
                f"{res['checkpoint']}, {res['table_path']}")

@@ -2,9 +2,20 @@
 
 The JSON holds {"format_version": 1, "architecture": zoo name, "arch_kwargs": {...},
 "dataset": ..., "normalization": "none, inputs in [0,1]", "accuracy": {"float_top1": ...},
-"train": {...}, "dtype": "float32" | "float16"}. Loading rebuilds the model with
+"train": {...}, "dtype": "float32" | "float16" | "int8"}. Loading rebuilds the model with
 `zoo.build_model` and loads the weights with ``strict=True``; nothing is unpickled
 (safetensors only, never ``torch.load``).
+
+Weight formats (`WEIGHT_FORMATS`): float32; float16 (tensors of >= 2 dims halved); int8, the
+shipped models' compact form: every Conv2d/Linear weight W (Cout, ...) stored as
+q = round(W / s) in int8 with s[c] = max |W[c]| / 127 per output channel (a nonzero weight
+below half a step kept as +-1), and loaded as q x s. The simulator quantizes each layer to
+symmetric per-channel 8-bit integers after folding BatchNorm (a per-channel factor), so the
+loaded model quantizes to the same integers q. A
+tensor at least a quarter zero is stored sparse: its nonzero positions as packed bits
+(numpy.packbits, row-major) and the nonzero q in that order; zeros stay exactly zero, so
+sparsity and pattern sets counted from the loaded weights are those of the pruned model. The
+JSON's "packed" entry lists each int8 tensor's shape and form.
 """
 
 from __future__ import annotations
@@ -15,6 +26,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load, save
@@ -25,6 +37,9 @@ from . import zoo
 from .assets import ASSETS_DIR
 
 FORMAT_VERSION = 1
+WEIGHT_FORMATS = ("float32", "float16", "int8")
+QMAX = 127
+SPARSE_MIN_ZERO_FRACTION = 0.25
 NORMALIZATION = "none, inputs in [0,1]"
 SHIPPED_MODEL_STEM = "vgg8_fmnist"
 SHIPPED_PATTERN_STEM = "vgg8_fmnist_pattern"
@@ -61,25 +76,127 @@ def _atomic_write(dest: Path, data: bytes) -> None:
         raise
 
 
+def _crossbar_weights(model: nn.Module) -> set[str]:
+    """State-dict names of the Conv2d/Linear weights (what int8 stores)."""
+    return {f"{name}.weight" if name else "weight" for name, mod in model.named_modules()
+            if isinstance(mod, nn.Conv2d | nn.Linear)}
+
+
+def quantize_int8(weight: Tensor) -> tuple[Tensor, Tensor]:
+    """(q int8 of weight's shape, scale float32 (Cout,)): weight ~ q x scale per output
+    channel, |q| <= 127, scale = max |W[c]| / 127 (1 for an all-zero channel). Zeros stay
+    zero and nonzeros stay nonzero (a weight below half a step is stored as +-1): a pruned
+    model keeps exactly its sparsity and kernel patterns, in the file and in the simulator's
+    integers."""
+    w = weight.detach().to(torch.float32).cpu()
+    amax = w.reshape(w.shape[0], -1).abs().amax(dim=1)
+    scale = torch.where(amax > 0, amax / QMAX, torch.ones_like(amax))
+    shape = (-1,) + (1,) * (w.dim() - 1)
+    q = torch.round(w / scale.reshape(shape)).clamp(-QMAX, QMAX)
+    q = torch.where((q == 0) & (w != 0), torch.sign(w), q)
+    return q.to(torch.int8), scale
+
+
+def dequantize_int8(q: Tensor, scale: Tensor) -> Tensor:
+    """q x scale per output channel, float32."""
+    return q.to(torch.float32) * scale.to(torch.float32).reshape((-1,) + (1,) * (q.dim() - 1))
+
+
+def round_model_weights(model: nn.Module, weights: str) -> None:
+    """Round the model's weights in place to what a `weights` file holds (float16: every
+    tensor of >= 2 dims; int8: the Conv2d/Linear weights, per channel), so that accuracy
+    measured on the model is that of the file."""
+    if weights not in WEIGHT_FORMATS:
+        raise SparsexbarError(f"weights must be one of {', '.join(WEIGHT_FORMATS)}, got "
+                              f"{weights!r}")
+    targets = _crossbar_weights(model)
+    with torch.no_grad():
+        for name, t in model.state_dict().items():
+            if not (t.is_floating_point() and t.dim() >= 2):
+                continue
+            if weights == "float16":
+                t.copy_(t.to(torch.float16).to(t.dtype))
+            elif weights == "int8" and name in targets:
+                t.copy_(dequantize_int8(*quantize_int8(t)).to(t.dtype))
+
+
+def _pack_int8(name: str, t: Tensor, tensors: dict[str, Tensor],
+               packed: dict[str, Any]) -> None:
+    """Store one weight in int8, dense or sparse (see the module docstring)."""
+    q, scale = quantize_int8(t)
+    tensors[f"{name}::scale"] = scale.contiguous()
+    flat = q.reshape(-1)
+    nonzero = flat != 0
+    if float((~nonzero).sum()) >= SPARSE_MIN_ZERO_FRACTION * flat.numel():
+        tensors[f"{name}::mask"] = torch.from_numpy(np.packbits(nonzero.numpy()))
+        tensors[f"{name}::values"] = flat[nonzero].contiguous()
+        form = "sparse"
+    else:
+        tensors[f"{name}::q"] = q.contiguous()
+        form = "dense"
+    packed[name] = {"shape": list(q.shape), "form": form}
+
+
+def _unpack_int8(state: dict[str, Tensor], packed: Any, where: Path) -> dict[str, Tensor]:
+    """The float32 state dict of an int8 checkpoint; malformed entries raise CheckpointError."""
+    if not isinstance(packed, dict):
+        raise CheckpointError(f"{where}: int8 checkpoint without a 'packed' table")
+    out = {k: v for k, v in state.items() if "::" not in k}
+    for name, info in packed.items():
+        try:
+            shape = tuple(int(d) for d in info["shape"])
+            scale = state[f"{name}::scale"]
+            if info["form"] == "sparse":
+                count = int(np.prod(shape))
+                bits = np.unpackbits(state[f"{name}::mask"].numpy(), count=count).astype(bool)
+                values = state[f"{name}::values"]
+                idx = torch.from_numpy(np.flatnonzero(bits))
+                if idx.numel() != values.numel():
+                    raise ValueError(f"{idx.numel()} mask bits set, {values.numel()} values")
+                q = torch.zeros(count, dtype=torch.int8)
+                q[idx] = values.to(torch.int8)
+                q = q.reshape(shape)
+            else:
+                q = state[f"{name}::q"]
+            if tuple(q.shape) != shape or scale.numel() != shape[0]:
+                raise ValueError(f"shape {tuple(q.shape)} / {scale.numel()} scales, expected "
+                                 f"{shape}")
+        except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+            raise CheckpointError(f"{where}: int8 tensor {name!r} is malformed: {exc}") from None
+        out[name] = dequantize_int8(q, scale)
+    return out
+
+
 def save_checkpoint(path: str | Path, model: nn.Module, meta: dict[str, Any],
-                    half: bool = False) -> tuple[Path, Path]:
+                    half: bool = False, weights: str | None = None) -> tuple[Path, Path]:
     """Write ``<stem>.safetensors`` and ``<stem>.json`` atomically; returns both paths.
 
     ``path`` is a stem (a .safetensors/.json suffix is stripped) or an existing directory
     (the stem is then ``<dir>/<architecture>``). ``meta`` must name the zoo
     "architecture" and should hold "arch_kwargs", "dataset", "accuracy", "train".
-    ``half=True`` stores weight matrices/kernels (tensors with >= 2 dims) as float16 to halve
-    the file; 1-D tensors (biases, BatchNorm) stay float32. Loading restores float32.
+    ``weights``: "float32" (default), "float16" (tensors with >= 2 dims halved; ``half=True``
+    says the same) or "int8" (the Conv2d/Linear weights per channel, sparse where a quarter
+    or more is zero; see the module docstring). 1-D tensors (biases, BatchNorm) stay float32.
+    Loading restores float32.
     """
+    fmt = weights or ("float16" if half else "float32")
+    if fmt not in WEIGHT_FORMATS:
+        raise SparsexbarError(f"weights must be one of {', '.join(WEIGHT_FORMATS)}, got "
+                              f"{fmt!r}")
     if "architecture" not in meta:
         raise CheckpointError("checkpoint meta needs an 'architecture' (a zoo model name)")
     p = Path(path)
     stem = p / str(meta["architecture"]) if p.is_dir() else _stem(p)
 
     tensors: dict[str, Tensor] = {}
+    packed: dict[str, Any] = {}
+    targets = _crossbar_weights(model)
     for name, t in model.state_dict().items():
         t = t.detach().cpu()
-        if half and t.is_floating_point() and t.dim() >= 2:
+        if fmt == "int8" and name in targets:
+            _pack_int8(name, t, tensors, packed)
+            continue
+        if fmt == "float16" and t.is_floating_point() and t.dim() >= 2:
             t = t.to(torch.float16)
         tensors[name] = t.contiguous()
     doc: dict[str, Any] = {
@@ -90,10 +207,13 @@ def save_checkpoint(path: str | Path, model: nn.Module, meta: dict[str, Any],
         "normalization": meta.get("normalization", NORMALIZATION),
         "accuracy": dict(meta.get("accuracy", {})),
         "train": dict(meta.get("train", {})),
-        "dtype": "float16" if half else "float32",
+        "dtype": fmt,
     }
+    if packed:
+        doc["packed"] = packed
     for key, value in meta.items():
-        doc.setdefault(key, value)
+        if key != "packed":
+            doc.setdefault(key, value)
     weights_path = stem.with_name(stem.name + ".safetensors")
     json_path = stem.with_name(stem.name + ".json")
     try:
@@ -156,6 +276,8 @@ def load_checkpoint(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
         state = load(weights_path.read_bytes())
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
         raise CheckpointError(f"corrupt checkpoint weights {weights_path}: {exc}") from None
+    if meta.get("dtype") == "int8":
+        state = _unpack_int8(state, meta.get("packed"), weights_path)
     expected = model.state_dict()
     _check_state(expected, state, weights_path)
     state = {k: (v.to(expected[k].dtype) if v.is_floating_point() else v)

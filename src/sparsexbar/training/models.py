@@ -22,7 +22,8 @@ from torch import nn
 
 from ..core.errors import SparsexbarError, warn
 from . import zoo
-from .checkpoint import load_checkpoint, load_shipped_model
+from .checkpoint import load_checkpoint
+from .shipped import find_shipped, load_shipped, shipped_names
 
 
 @dataclass(frozen=True)
@@ -47,9 +48,10 @@ def load_model(model: nn.Module | str, in_channels: int = 1, num_classes: int = 
     if isinstance(model, nn.Module):
         return LoadedModel(model.eval(), type(model).__name__)
     spec = str(model)
-    if spec in ("default", "vgg8-fmnist"):
-        net, meta = load_shipped_model()
-        return LoadedModel(net.eval(), "vgg8-fmnist", meta)
+    shipped = find_shipped(spec)
+    if shipped is not None:
+        net, meta = load_shipped(spec)
+        return LoadedModel(net.eval(), shipped.name, meta)
     path = Path(spec)
     if path.suffix in (".safetensors", ".json") or path.exists():
         net, meta = load_checkpoint(path)
@@ -57,9 +59,9 @@ def load_model(model: nn.Module | str, in_channels: int = 1, num_classes: int = 
     if ":" in spec:
         return LoadedModel(_from_factory(spec), spec)
     if spec not in zoo.MODELS:
-        raise SparsexbarError(f"unknown model '{spec}': not a file, not module:factory, not "
-                              f"'default' and not a zoo architecture "
-                              f"({', '.join(sorted(zoo.MODELS))})")
+        raise SparsexbarError(f"unknown model '{spec}': not a file, not module:factory, not a "
+                              f"shipped model ({', '.join(shipped_names())}) and not a zoo "
+                              f"architecture ({', '.join(sorted(zoo.MODELS))})")
     net = zoo.build_model(spec, in_channels=in_channels, num_classes=num_classes,
                           input_size=input_size)
     warn(f"model '{spec}' is the zoo architecture with untrained (random) weights: its top-1 "

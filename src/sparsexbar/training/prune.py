@@ -34,9 +34,10 @@ from torch import Tensor, nn
 from ..core.config import HardwareConfig
 from ..core.errors import SparsexbarError
 from ..core.io import atomic_write_text
-from .checkpoint import load_checkpoint, load_shipped_model, save_checkpoint
+from .checkpoint import WEIGHT_FORMATS, load_checkpoint, round_model_weights, save_checkpoint
 from .data import load_dataset
-from .train import evaluate, fine_tune, round_weights_to_half
+from .shipped import find_shipped, load_shipped
+from .train import evaluate, fine_tune, quantized_top1
 
 METHODS = ("ou-structured", "unstructured", "pattern")
 
@@ -193,14 +194,17 @@ def prune_command(model_spec: str, data_name: str, hw: HardwareConfig, sparsity:
                   tune_split: str = "train", k: int = 4,
                   max_patterns: int | Sequence[int] = 8, half: bool = False,
                   final_epochs: int = 0, precision: str = "fp32",
-                  root: str | Path | None = None) -> dict[str, Any]:
+                  root: str | Path | None = None, weights: str | None = None) -> dict[str, Any]:
     """Everything behind ``sparsexbar prune``: load a checkpoint (or the shipped model), prune
     and fine-tune on split `tune_split` (train; "test" only for smoke runs), evaluate on the
     test split, write the checkpoint (``<out>.safetensors`` + ``.json``, the table in its
     "pruning" entry) and ``<out>.sparsity.md``.
 
     `method` "pattern" uses `pattern_prune_model` with `k` and `max_patterns` (the table is then
-    `pattern_table`'s). `half`: store float16 weights (accuracy measured after rounding).
+    `pattern_table`'s). `weights`: the file's format (float32, float16 - also `half` - or
+    int8, pruned tensors stored sparse; see `checkpoint`); accuracies are measured on what the
+    file holds (float top-1 and the 8-bit integer-quantized network's). `model_spec`: a
+    checkpoint or a shipped model's name (`vgg16-fmnist`).
     `root`: where the data set's files are (cifar10). The target sparsity, steps and epochs
     are checked before anything is loaded.
     """
@@ -213,8 +217,12 @@ def prune_command(model_spec: str, data_name: str, hw: HardwareConfig, sparsity:
                               f"{final_epochs}")
     if method == "pattern":
         check_pattern_args(k, max_patterns, sparsity)
-    if model_spec in ("default", "vgg8-fmnist"):
-        model, meta = load_shipped_model()
+    fmt = weights or ("float16" if half else "float32")
+    if fmt not in WEIGHT_FORMATS:
+        raise SparsexbarError(f"--weights must be one of {', '.join(WEIGHT_FORMATS)}, got "
+                              f"{fmt!r}")
+    if find_shipped(model_spec) is not None:
+        model, meta = load_shipped(model_spec)
     else:
         model, meta = load_checkpoint(model_spec)
     name = data_name if data_name != "default" else str(meta.get("dataset") or "fashion-mnist")
@@ -240,17 +248,19 @@ def prune_command(model_spec: str, data_name: str, hw: HardwareConfig, sparsity:
         result = prune_model(model, train_ds, hw, sparsity, method, steps, epochs, lr, seed,
                              progress, final_epochs=final_epochs, precision=precision, log=log)
     elapsed = time.perf_counter() - start
-    if half:  # what the float16 file holds, so the recorded accuracy is that of the file
-        round_weights_to_half(model)
+    if fmt != "float32":  # what the file holds, so the recorded accuracy is that of the file
+        round_model_weights(model, fmt)
         mask_applier(model, result["masks"])(model)
     after = evaluate(model, test_ds)
+    quantized = quantized_top1(model, train_ds, test_ds)
     pruning: dict[str, Any] = {
         "method": method, "parent": model_spec, "tune_data": name, "tune_split": tune_split,
         "tune_images": len(train_ds),
         "sparsity": sparsity, "steps": steps, "epochs_per_step": epochs,
         "final_epochs": final_epochs, "precision": precision, "lr": lr,
         "seed": seed, "prune_time_s": elapsed, "torch_threads": torch.get_num_threads(),
-        "top1_before": before, "top1_after": after, "test_images": len(test_ds)}
+        "top1_before": before, "top1_after": after, "test_images": len(test_ds),
+        "weight_sparsity": weight_sparsity(model)}
     if method == "pattern":
         table = pattern_table(model)
         pruning.update(k=k, max_patterns=max_patterns if isinstance(max_patterns, int)
@@ -261,17 +271,27 @@ def prune_command(model_spec: str, data_name: str, hw: HardwareConfig, sparsity:
                        history=result["history"], table=table)
         markdown = pattern_table_markdown(table)
     else:
-        table = result["table"]
+        table = sparsity_table(model, hw)  # of the weights the file holds
         pruning.update(hardware=hw.to_dict(), table=table)
         markdown = table_markdown(table)
-    new_meta = {key: v for key, v in meta.items() if key not in ("format_version", "dtype")}
-    new_meta["accuracy"] = {"float_top1": after, "test_images": len(test_ds)}
+    new_meta = {key: v for key, v in meta.items()
+                if key not in ("format_version", "dtype", "packed")}
+    new_meta["accuracy"] = {"float_top1": after, "quantized_top1": quantized,
+                            "test_images": len(test_ds)}
     new_meta["pruning"] = pruning
-    weights, _ = save_checkpoint(out, model, new_meta, half=half)
-    table_path = weights.with_name(weights.name.removesuffix(".safetensors") + ".sparsity.md")
+    saved, _ = save_checkpoint(out, model, new_meta, weights=fmt)
+    table_path = saved.with_name(saved.name.removesuffix(".safetensors") + ".sparsity.md")
     atomic_write_text(table_path, markdown)
-    return {"checkpoint": str(weights), "table_path": str(table_path), "markdown": markdown,
-            **pruning}
+    return {"checkpoint": str(saved), "table_path": str(table_path), "markdown": markdown,
+            "quantized_top1": quantized, **pruning}
+
+
+def weight_sparsity(model: nn.Module) -> float:
+    """The zero fraction of all Conv2d/Linear weights, counted from the weights."""
+    layers = crossbar_layers(model)
+    zeros = sum(int((w == 0).sum()) for _, w in layers)
+    total = sum(w.numel() for _, w in layers)
+    return zeros / total if total else 0.0
 
 
 # ---- pattern pruning (scheme `pattern`, DESIGN.md 3.2) ----------------------------------------
@@ -453,6 +473,7 @@ def pattern_table(model: nn.Module) -> list[dict[str, Any]]:
             row.update(kernels=codes.numel(), zero_kernels=int((codes == 0).sum()),
                        kernel_sparsity=float((codes == 0).sum()) / codes.numel(),
                        patterns_used=int(kept.unique().numel()),
+                       patterns_used_codes=sorted(int(c) for c in kept.unique()),
                        max_kept_per_kernel=int(code_masks(kept).sum(dim=1).max())
                        if kept.numel() else 0)
         else:

@@ -27,8 +27,9 @@ from rich.progress import (
 from torch import Tensor, nn
 
 from ..core.errors import SparsexbarError
+from ..core.frontend import quantize_model
 from . import zoo
-from .checkpoint import save_checkpoint
+from .checkpoint import WEIGHT_FORMATS, round_model_weights, save_checkpoint
 from .data import load_dataset
 
 MaskFn = Callable[[nn.Module], None]
@@ -208,15 +209,21 @@ def train_command(model_name: str, data_name: str, epochs: int, out: str | Path,
                   limit: int | None = None, width: float | None = None,
                   root: str | Path | None = None, progress: bool = True,
                   half: bool = False, input_size: int | None = None,
-                  precision: str = "fp32") -> dict[str, Any]:
+                  precision: str = "fp32", weights: str | None = None) -> dict[str, Any]:
     """Everything behind ``sparsexbar train``: load data, build, train, evaluate, save.
 
     Loads the train and test splits of ``data_name`` (see `data.load_dataset`; ``root`` is
     where its files are), keeps the first ``limit`` images of each if given, builds zoo model
     ``model_name`` sized to the data (``width`` multiplier if given), trains it with `train`,
-    and writes ``<out>.safetensors`` + ``<out>.json`` (float16 weights if ``half``).
+    and writes ``<out>.safetensors`` + ``<out>.json`` in the ``weights`` format (float32,
+    float16 - also ``half`` - or int8; see `checkpoint`), its accuracy measured on what the
+    file holds: float top-1, and the 8-bit integer-quantized network's (`quantized_top1`).
     Returns the metrics dict of `train` plus "checkpoint" (the .safetensors path).
     """
+    fmt = weights or ("float16" if half else "float32")
+    if fmt not in WEIGHT_FORMATS:
+        raise SparsexbarError(f"--weights must be one of {', '.join(WEIGHT_FORMATS)}, got "
+                              f"{fmt!r}")
     if limit is not None and limit < 1:
         raise SparsexbarError(f"limit must be >= 1, got {limit}")
     if model_name not in zoo.MODELS:
@@ -245,9 +252,10 @@ def train_command(model_name: str, data_name: str, epochs: int, out: str | Path,
     metrics = train(model, train_ds, test_ds, epochs, lr=lr, batch_size=batch_size, seed=seed,
                     progress=progress, precision=precision,
                     log=(lambda line: print(line, flush=True)) if progress else None)
-    if half:  # round to what the float16 file will hold, so the recorded accuracy is exact
-        round_weights_to_half(model)
+    if fmt != "float32":  # round to what the file will hold: the recorded accuracy is exact
+        round_model_weights(model, fmt)
         metrics["float_top1"] = evaluate(model, test_ds, max(batch_size, 256))
+    metrics["quantized_top1"] = quantized_top1(model, train_ds, test_ds)
     train_meta = {k: metrics[k] for k in ("epochs", "lr", "batch_size", "seed", "weight_decay",
                                           "optimizer", "augmentation", "train_time_s",
                                           "final_loss", "precision", "history")}
@@ -258,10 +266,30 @@ def train_command(model_name: str, data_name: str, epochs: int, out: str | Path,
                   "scale": 1 / 255, "mean": [0.0], "std": [1.0]}
     meta = {"architecture": model_name, "arch_kwargs": arch_kwargs, "dataset": train_ds.name,
             "classes": list(train_ds.classes), "input": input_spec,
-            "accuracy": {"float_top1": metrics["float_top1"], "test_images": len(test_ds)},
+            "accuracy": {"float_top1": metrics["float_top1"],
+                         "quantized_top1": metrics["quantized_top1"],
+                         "test_images": len(test_ds)},
             "train": train_meta}
     if fit is not None:
         meta["input_fit"] = fit
-    weights, _ = save_checkpoint(out, model, meta, half=half)
-    metrics["checkpoint"] = str(weights)
+    saved, _ = save_checkpoint(out, model, meta, weights=fmt)
+    metrics["checkpoint"] = str(saved)
     return metrics
+
+
+@torch.no_grad()
+def quantized_top1(model: nn.Module, calibration_ds: Any, test_ds: Any, weight_bits: int = 8,
+                   input_bits: int = 8, calibration_images: int = 256,
+                   batch_size: int = 256) -> float:
+    """Top-1 (fraction) of the integer-quantized network (the simulator's oracle: what every
+    lossless simulated run gives) on `test_ds`, input scales calibrated on the first
+    `calibration_images` images of `calibration_ds`."""
+    was_training = model.training
+    model.eval()
+    calib = calibration_ds.subset(0, calibration_images).to_float()
+    qmodel = quantize_model(model, calib, weight_bits, input_bits)
+    correct = 0
+    for x, y in test_ds.loader(batch_size):
+        correct += int((qmodel.run_reference(x).argmax(dim=1) == y).sum())
+    model.train(was_training)
+    return correct / len(test_ds)

@@ -1,0 +1,143 @@
+"""Shipped models: the int8 / sparse checkpoint form (exact integers, zeros kept), the names
+users type, `sparsexbar models`, and every shipped model against its recorded figures:
+accuracy on the first 1,000 test images, and for the pruned ones the sparsity and pattern sets
+counted from the weights."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from sparsexbar.core.errors import CheckpointError, SparsexbarError
+from sparsexbar.core.frontend import quantize_model
+from sparsexbar.training import zoo
+from sparsexbar.training.checkpoint import (
+    load_checkpoint,
+    quantize_int8,
+    round_model_weights,
+    save_checkpoint,
+)
+from sparsexbar.training.data import fashion_mnist
+from sparsexbar.training.models import load_model
+from sparsexbar.training.prune import crossbar_layers, mask_codes, pattern_layers
+from sparsexbar.training.shipped import SHIPPED, find_shipped, load_shipped, shipped_names
+from sparsexbar.training.train import evaluate
+from tests import nets
+from tests.test_cli_errors import assert_one_line_error, cli
+
+
+def _pruned_vgg(seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    net = zoo.build_model("vgg8", in_channels=1, num_classes=10, input_size=12, width=0.125)
+    nets.randomize_bn(net, seed)
+    with torch.no_grad():  # half the first conv's weights and a third of the rest zero
+        for i, (_, w) in enumerate(crossbar_layers(net)):
+            keep = torch.rand(w.shape, generator=torch.Generator().manual_seed(i)) > (
+                0.5 if i == 0 else 0.1 + 0.2 * (i % 2))
+            w.mul_(keep)
+    return net.eval()
+
+
+def test_int8_checkpoint_keeps_the_integers_and_the_zeros(tmp_path: Path) -> None:
+    net = _pruned_vgg()
+    saved, json_path = save_checkpoint(tmp_path / "m", net, {"architecture": "vgg8",
+                                       "arch_kwargs": {"in_channels": 1, "input_size": 12,
+                                                       "width": 0.125}}, weights="int8")
+    meta = json.loads(json_path.read_text())
+    assert meta["dtype"] == "int8"
+    forms = {name: info["form"] for name, info in meta["packed"].items()}
+    names = [name for name, _ in crossbar_layers(net)]
+    assert sorted(forms) == sorted(f"{n}.weight" for n in names)
+    assert {"dense", "sparse"} <= set(forms.values())  # 10% zero: dense; 30%, 50%: sparse
+    loaded, _ = load_checkpoint(saved)
+    rounded = _pruned_vgg()
+    round_model_weights(rounded, "int8")
+    original = dict(crossbar_layers(net))
+    stored = {}
+    for (name, a), (_, b) in zip(crossbar_layers(loaded), crossbar_layers(rounded),
+                                 strict=True):
+        assert torch.equal(a, b), name  # exactly what the file holds
+        assert torch.equal(a == 0, original[name] == 0), name  # zeros and nonzeros kept
+        stored[name] = quantize_int8(original[name])[0]
+        assert torch.equal(quantize_int8(a)[0], stored[name]), name  # a fixed point
+    # the simulator's 8-bit integers (after BN folding) are the file's
+    x = nets.random_images(4, 1, 12, seed=3)
+    for layer in quantize_model(loaded, x, 8, 8).layers:
+        assert torch.equal(layer.weight_int, stored[layer.name].to(torch.int64)), layer.name
+    # the file is compact: int8 values, the sparse ones without their zeros
+    floats = sum(w.numel() for _, w in crossbar_layers(net)) * 4
+    assert saved.stat().st_size < floats / 3
+
+
+def test_malformed_int8_checkpoint_is_refused(tmp_path: Path) -> None:
+    net = _pruned_vgg(1)
+    meta = {"architecture": "vgg8", "arch_kwargs": {"in_channels": 1, "input_size": 12,
+                                                    "width": 0.125}}
+    _, json_path = save_checkpoint(tmp_path / "m", net, meta, weights="int8")
+    doc = json.loads(json_path.read_text())
+    name = next(n for n, info in doc["packed"].items() if info["form"] == "sparse")
+    doc["packed"][name]["shape"][0] += 1
+    json_path.write_text(json.dumps(doc))
+    with pytest.raises(CheckpointError, match=name.replace(".", r"\.")):
+        load_checkpoint(json_path)
+    del doc["packed"]
+    json_path.write_text(json.dumps(doc))
+    with pytest.raises(CheckpointError, match="packed"):
+        load_checkpoint(json_path)
+
+
+def test_shipped_names_resolve() -> None:
+    assert "vgg8-fmnist" in shipped_names() and "vgg8-fmnist-pattern" in shipped_names()
+    assert find_shipped("default") == find_shipped("vgg8-fmnist")
+    loaded = load_model("vgg8-fmnist-pattern")
+    assert loaded.name == "vgg8-fmnist-pattern" and loaded.meta is not None
+    with pytest.raises(SparsexbarError, match="nope"):
+        load_shipped("nope")
+
+
+def test_models_command_lists_every_shipped_model(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = cli(capsys, "models", "--markdown")
+    assert code == 0
+    lines = [line for line in out.splitlines() if line.startswith("| ")]
+    assert [line.split(" | ")[0][2:] for line in lines[2:]] == shipped_names()
+    assert "simulated %" in lines[0]
+    code, _, err = cli(capsys, "models", "--measure", "vgg99")
+    assert_one_line_error(code, err, "vgg99")
+
+
+@pytest.mark.parametrize("name", shipped_names())
+def test_shipped_model_matches_its_recorded_figures(name: str) -> None:
+    """Loads; float top-1 on the first 1,000 test images within 1 pt of the recorded one;
+    the pruned ones: weight zeros per layer and pattern sets counted from the weights equal
+    the recorded ones."""
+    net, meta = load_shipped(name)
+    acc = meta["accuracy"]
+    ds = fashion_mnist("test").subset(0, 1000)
+    kwargs = meta.get("arch_kwargs", {})
+    if kwargs.get("input_size", 28) != 28:
+        ds = ds.fitted(int(kwargs.get("in_channels", 1)), int(kwargs["input_size"]))
+    first = evaluate(net, ds)
+    recorded = acc.get("float_top1_first_1000", acc["float_top1"])
+    assert abs(first - recorded) <= 0.01, (first, recorded)
+    pruning = meta.get("pruning")
+    if not pruning or "table" not in pruning:
+        return
+    rows = {row["layer"]: row for row in pruning["table"]}
+    for layer, w in crossbar_layers(net):
+        assert int((w == 0).sum()) == rows[layer]["zeros"], layer
+    if pruning["method"] == "pattern":
+        for layer, w in pattern_layers(net):
+            codes = mask_codes(w != 0)
+            used = sorted(int(c) for c in codes[codes != 0].unique())
+            assert len(used) == rows[layer]["patterns_used"], layer
+            if "patterns_used_codes" in rows[layer]:
+                assert used == rows[layer]["patterns_used_codes"], layer
+
+
+def test_every_registered_model_has_a_description() -> None:
+    assert len({m.name for m in SHIPPED}) == len(SHIPPED)
+    assert all(m.description for m in SHIPPED)

@@ -513,17 +513,22 @@ def train(
     precision: PrecisionOpt = "fp32",
     root: RootOpt = None,
     weights: WeightsOpt = "float32",
+    width: Annotated[float | None, typer.Option(
+        "--width", help="Channel-width multiplier of the architecture (default: its own; "
+        "the vgg16-fmnist models use 0.5).")] = None,
 ) -> None:
     """Train a zoo model; writes <out>.safetensors and <out>.json (with the classes and the
     input spec the model takes)."""
     require_choice("--precision", precision, PRECISIONS)
     require_choice("--weights", weights, WEIGHT_FORMATS)
+    if width is not None and not (0 < width <= 4):
+        raise SparsexbarError(f"--width must be in (0, 4], got {width}")
     check_out_stem(out, CHECKPOINT_FILES)
     if root is not None and not root.is_dir():
         raise SparsexbarError(f"--root {root} is not a folder")
     metrics = train_command(model, data, epochs, str(out), batch_size=batch_size, seed=seed,
                             limit=limit, lr=lr, input_size=input_size, precision=precision,
-                            root=root, weights=weights)
+                            root=root, weights=weights, width=width)
     typer.echo(f"trained {model} on {data}: {metrics}")
 
 

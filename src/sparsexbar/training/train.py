@@ -27,7 +27,8 @@ from rich.progress import (
 from torch import Tensor, nn
 
 from ..core.errors import SparsexbarError
-from ..core.frontend import quantize_model
+from ..core.frontend import QuantLayer, quantize_model
+from ..core.intconv import ExactLinear
 from . import zoo
 from .checkpoint import WEIGHT_FORMATS, round_model_weights, save_checkpoint
 from .data import load_dataset
@@ -288,8 +289,54 @@ def quantized_top1(model: nn.Module, calibration_ds: Any, test_ds: Any, weight_b
     model.eval()
     calib = calibration_ds.subset(0, calibration_images).to_float()
     qmodel = quantize_model(model, calib, weight_bits, input_bits)
+    executor = NibbleExecutor()
     correct = 0
     for x, y in test_ds.loader(batch_size):
-        correct += int((qmodel.run_reference(x).argmax(dim=1) == y).sum())
+        correct += int((qmodel.run(x, executor).argmax(dim=1) == y).sum())
     model.train(was_training)
     return correct / len(test_ds)
+
+
+class NibbleExecutor:
+    """The exact integer accumulator of a layer (what `QuantLayer.reference_accumulate` gives)
+    computed fast: the input magnitudes are split into 4-bit digits, x = sum_k 16^k d_k, and
+    each digit plane goes through `ExactLinear` (oneDNN u8 x s8 on CPU where exact, else
+    float32), whose results are exact because every |weight . d_k| <= column |weight| sum x 15
+    stays below 2^24 for 8-bit weights up to ~8,800 rows. Signed inputs run as positive and
+    negative parts. The digit results combine in int64. VGG-16 (width 1, 32x32): ~5x faster
+    than the float64 reference on this CPU; `tests/test_shipped.py` checks equality."""
+
+    def __init__(self) -> None:
+        self._linear: dict[int, ExactLinear] = {}
+
+    def _exact(self, layer: QuantLayer) -> ExactLinear | None:
+        key = id(layer)
+        if key not in self._linear:
+            lin = ExactLinear(layer.kind, layer.weight_int, 15, layer.weight_int.device,
+                              layer.stride, layer.padding, layer.dilation)
+            self._linear[key] = lin
+        lin = self._linear[key]
+        return lin if lin.backend != "float64" else None
+
+    def __call__(self, layer: QuantLayer, x_int: Tensor) -> Tensor:
+        lin = self._exact(layer)
+        if lin is None:  # digits would not be exact either: the float64 reference
+            return layer.reference_accumulate(x_int)
+        parts = [(x_int.clamp(min=0), 1)]
+        if layer.input_signed:
+            parts.append(((-x_int).clamp(min=0), -1))
+        acc: Tensor | None = None
+        for part, sign in parts:
+            rest = part.to(torch.int64)
+            weight = 1
+            while bool((rest > 0).any()):
+                digit = rest & 15
+                term = lin(digit.to(torch.float32)).to(torch.int64) * (sign * weight)
+                acc = term if acc is None else acc + term
+                rest = rest >> 4
+                weight *= 16
+        if acc is None:  # an all-zero input
+            return layer.reference_accumulate(x_int)
+        if layer.kind == "conv" and not acc.is_contiguous():
+            acc = acc.contiguous()
+        return acc

@@ -48,8 +48,20 @@ from ...training.checkpoint import (
     load_checkpoint,
     load_shipped_model,
     load_shipped_pattern_model,
+    read_meta,
+)
+from ...studies.headline import accuracy_note, headline_markdown, headline_row
+from ...studies.published import PATTERN_HARDWARE, PATTERN_OTHER_ROWS, PATTERN_SOURCE, as_json
+from ...studies.setup import (
+    FMNIST_TEST_IMAGES,
+    QUANTIZATION_IMAGES,
+    exact_top1,
+    fmnist_split,
+    model_input_size,
 )
 from ...training.data import load_dataset
+from ...training.models import load_model
+from ...training.shipped import find_shipped
 from ...training.prune import check_pattern_args, pattern_prune_model
 from ...training.train import train
 from ..entry import RunArgs, StudySpec
@@ -59,20 +71,12 @@ from .scheme import PatternScheme
 
 # The study's defaults, here only (the CLI's come from STUDY).
 TEST_IMAGES, K, MAX_PATTERNS, SPARSITY, EPOCHS, TRAIN_EPOCHS = 200, 4, 8, 0.8, 1, 0
-PUBLISHED: dict[str, Any] = {
-    "source": "Yu et al., arXiv 2010.06156, VGG16, pattern pruning + kernel-reordering mapping",
-    "hardware": "512x512 arrays, 4-bit cells, OU 9x8, ADC 8 bit 1.67 pJ at 1.2 GS/s, DAC 4 bit "
-                "0.0182 pJ, 4.8 pJ per OU operation",
-    "patterns_per_layer": "2-12",
-    "rows": [
-        {"data": "CIFAR-10", "sparsity": 0.860, "patterns_total": 71, "top1_change": -0.09,
-         "area_efficiency": 4.67, "rram_adc_dac_energy_efficiency": 2.13, "speedup": 1.35},
-        {"data": "CIFAR-100", "sparsity": 0.852, "patterns_total": 66, "top1_change": 0.01,
-         "area_efficiency": 5.20, "rram_adc_dac_energy_efficiency": 2.15, "speedup": 1.15},
-        {"data": "ImageNet", "sparsity": 0.825, "patterns_total": 76, "top1_change": -0.75,
-         "area_efficiency": 4.16, "rram_adc_dac_energy_efficiency": 1.98, "speedup": 1.17},
-    ],
+PUBLISHED: dict[str, Any] = {  # studies.published holds the figures; this is their view
+    "source": PATTERN_SOURCE, "hardware": PATTERN_HARDWARE, "patterns_per_layer": "2-12",
+    "figures": as_json("pattern"), "other_rows": list(PATTERN_OTHER_ROWS),
 }
+BASELINE = ("the straightforward (dense) mapping of the same pruned weights on {hw}, same "
+            "inputs; energy: RRAM, ADC and DAC only, as published")
 
 
 def _load_parent(spec: Any) -> nn.Module | None:
@@ -84,12 +88,25 @@ def _load_parent(spec: Any) -> nn.Module | None:
     return None
 
 
-def _test_data(data: str, test_images: int) -> tuple[Tensor, Tensor, Tensor, Tensor, str]:
-    """(simulated images, labels, all test images, all labels, data name)."""
-    name = "fashion-mnist" if data == "default" else data
-    ds = load_dataset(name, "test")
+def _test_data(data: str, test_images: int,
+               size: int = 28) -> tuple[Tensor, Tensor, Tensor, Tensor, str]:
+    """(simulated images, labels, all test images, all labels, data name); the default data
+    (the embedded Fashion-MNIST test file) zero-padded to `size` x `size`."""
+    if data == "default":
+        x_all, y_all = fmnist_split("test", None, size)
+        return x_all[:test_images], y_all[:test_images], x_all, y_all, "fashion-mnist"
+    ds = load_dataset(data, "test")
     x_all, y_all = ds.to_float(), ds.labels.long()
     return x_all[:test_images], y_all[:test_images], x_all, y_all, ds.name
+
+
+def _model_size(model: Any) -> int:
+    """The input size of a shipped model (its metadata), else 28."""
+    if isinstance(model, str):
+        found = find_shipped(model)
+        if found is not None and found.path.is_file():
+            return model_input_size(read_meta(found.path))
+    return 28
 
 
 @torch.no_grad()
@@ -120,8 +137,25 @@ def prepare_models(model: Any, data: str, x_shape: tuple[int, ...], classes: int
     elif model in ("default", "vgg8-fmnist"):
         pruned, meta = load_shipped_pattern_model()
         parent = _load_parent("default")
-        return pruned, parent, {"model": "vgg8-fmnist-pattern (shipped)", "source": "shipped",
-                                "pruning": _pruning_recipe(meta)}
+        return pruned, parent, {"model": "vgg8-fmnist-pattern", "source": "shipped",
+                                "parent": "vgg8-fmnist", "pruning": _pruning_recipe(meta),
+                                "input_size": model_input_size(meta)}
+    elif isinstance(model, str) and find_shipped(model) is not None:
+        loaded = load_model(model)
+        meta = dict(loaded.meta or {})
+        if (meta.get("pruning") or {}).get("method") == "pattern":
+            parent_name = str((meta.get("pruning") or {}).get("parent") or "")
+            parent_name = parent_name if find_shipped(parent_name) else model.removesuffix(
+                "-pattern")
+            found = find_shipped(parent_name)
+            parent = (load_model(parent_name).net if found is not None and found.path.is_file()
+                      else None)
+            return loaded.net, parent, {"model": loaded.name, "source": "shipped",
+                                        "parent": parent_name if parent is not None else None,
+                                        "pruning": _pruning_recipe(meta),
+                                        "input_size": model_input_size(meta)}
+        base, info = loaded.net, {"model": loaded.name, "source": "shipped",
+                                  "input_size": model_input_size(meta)}
     elif str(model) in zoo.MODELS:
         torch.manual_seed(seed)
         base = zoo.build_model(str(model), in_channels=x_shape[0], num_classes=classes,
@@ -237,7 +271,7 @@ def reproduce_pattern(out_dir: str | Path, model: Any = "default", data: str = "
         raise SparsexbarError(f"--test-images must be >= 1, got {test_images}")
     start = time.perf_counter()
     config = load_config(hw, overrides)
-    x, y, x_all, y_all, data_name = _test_data(data, test_images)
+    x, y, x_all, y_all, data_name = _test_data(data, test_images, _model_size(model))
     if top1_images is not None:
         x_all, y_all = x_all[:top1_images], y_all[:top1_images]
     classes = max(int(y_all.max()) + 1, 10)
@@ -247,11 +281,17 @@ def reproduce_pattern(out_dir: str | Path, model: Any = "default", data: str = "
     pruned.eval()
     if info.get("untrained"):  # accuracy means nothing: do not spend time on it
         x_all, y_all = x, y
-    log(f"float top-1 on the {len(y_all)} test images")
+    log(f"float and exact integer top-1 on the {len(y_all)} test images")
     top1_pruned = float_top1(pruned, x_all, y_all)
     top1_base = float_top1(base, x_all, y_all) if base is not None else None
-    qmodel = quantize_model(pruned, x[:256], config.numbers.weight_bits,
-                            config.numbers.input_bits)
+    # Input scales from the calibration split (the train split) for the default data.
+    x_q = (fmnist_split("calibration", QUANTIZATION_IMAGES, int(x.shape[-1]))[0]
+           if data == "default" else x[:QUANTIZATION_IMAGES])
+    wb, ib = config.numbers.weight_bits, config.numbers.input_bits
+    qmodel = quantize_model(pruned, x_q, wb, ib)
+    exact_pruned = exact_top1(qmodel, x_all, y_all)
+    exact_base = (exact_top1(quantize_model(base, x_q, wb, ib), x_all, y_all)
+                  if base is not None else None)
     sim_start = time.perf_counter()
     log(f"dense mapping on {len(y)} images ({config.name})")
     dense = simulate(pruned, (x, y), config, "dense", batch_size=batch_size, device=device,
@@ -284,6 +324,15 @@ def reproduce_pattern(out_dir: str | Path, model: Any = "default", data: str = "
                                if top1_base is not None and not info.get("untrained")
                                else None),
         "top1_images": len(y_all),
+        "exact_top1_base": exact_base, "exact_top1_pruned": exact_pruned,
+        "exact_top1_change_points": (100 * (exact_pruned - exact_base)
+                                     if exact_base is not None and not info.get("untrained")
+                                     else None),
+        # Against the separate baseline run (the straightforward mapping, same weights):
+        "baseline_area_efficiency": dense.totals.arrays / pat.totals.arrays,
+        "baseline_rram_adc_dac_energy_efficiency": (dense.totals.rram_adc_dac_energy_pj
+                                                    / pat.totals.rram_adc_dac_energy_pj),
+        "baseline_speedup": dense.totals.latency_s / pat.totals.latency_s,
         "sim_top1_dense": dense.accuracy.top1, "sim_top1_pattern": pat.accuracy.top1,
         "area_efficiency": vs.area_efficiency,
         "area_efficiency_conv": ratio("arrays", conv),
@@ -302,14 +351,40 @@ def reproduce_pattern(out_dir: str | Path, model: Any = "default", data: str = "
     }
     report = {
         "study": "pattern", **info, "data": data_name, "hardware": config.to_dict(),
-        "test_images": len(y), "totals": totals, "layers": layers, "published": PUBLISHED,
+        "test_images": len(y), "accuracy_images": len(y_all), "totals": totals,
+        "layers": layers, "published": PUBLISHED,
+        "baseline": BASELINE.format(hw=config.name),
         "time_s": {"total": time.perf_counter() - start, "dense": dense_s,
                    "pattern": pattern_s},
     }
+    report["headline"] = headline_rows(report)
     out = Path(out_dir)
     write_json(out / "pattern_reproduce.json", report)
     write_text(out / "pattern_reproduce.md", reproduce_markdown(report))
     return report
+
+
+def headline_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per published figure (VGG16, CIFAR-10): the pattern mapping against the
+    straightforward mapping of the same pruned weights (a separate run on the same images)."""
+    t = report["totals"]
+    change = t["exact_top1_change_points"]
+    common = {"setting": "pattern mapping (kernel reordering, zero-input skipping)",
+              "baseline": report["baseline"], "model": report["model"],
+              "test_images": report["test_images"], "top1": t["exact_top1_pruned"],
+              "accuracy_images": report["accuracy_images"],
+              "accuracy_how": "the integer-quantized pruned network's top-1 on the whole test "
+                              "split (the mapping is lossless on the pruned weights where the "
+                              "ADC cannot clip); change: against its dense parent, same way"}
+    return [
+        headline_row("pattern", "sparsity", t["sparsity_pattern_layers"], **common),
+        headline_row("pattern", "patterns_total", float(t["patterns_total"]), **common),
+        headline_row("pattern", "top1_change", change, **common),
+        headline_row("pattern", "area_efficiency", t["baseline_area_efficiency"], **common),
+        headline_row("pattern", "energy_efficiency",
+                     t["baseline_rram_adc_dac_energy_efficiency"], **common),
+        headline_row("pattern", "speedup", t["baseline_speedup"], **common),
+    ]
 
 
 def _x(value: float | None, digits: int = 2) -> str:
@@ -320,12 +395,13 @@ def reproduce_markdown(report: dict[str, Any]) -> str:
     """The headline table beside the published rows, then the per-layer table (Markdown)."""
     t = report["totals"]
     hw = report["hardware"]["name"]
-    change = t["top1_change_points"]
+    change = t["exact_top1_change_points"]
     note = " (untrained: accuracy figures meaningless)" if report.get("untrained") else ""
     lines = [
         f"Pattern mapping on {report['model']}{note}, {report['data']}: hardware `{hw}`, "
-        f"{report['test_images']} simulated test images; top-1 change in float on "
-        f"{t['top1_images']} test images.", "",
+        f"{report['test_images']} simulated test images; top-1 (integer-quantized network) "
+        f"on {t['top1_images']} test images; baseline: {report['baseline']}.", "",
+        headline_markdown(report["headline"]), accuracy_note(report["headline"]),
         "| | data | weight sparsity | patterns per conv layer (total) | top-1 change (points) "
         "| area eff. (arrays) | area eff. (total area) | energy eff. (RRAM+ADC+DAC) "
         "| energy eff. (total) | speedup |",
@@ -341,15 +417,23 @@ def reproduce_markdown(report: dict[str, Any]) -> str:
         f"| {_x(t['speedup'])} |",
     ]
     pub = report["published"]
-    for r in pub["rows"]:
+    fig = pub["figures"]
+    lines.append(f"| published: VGG16 | CIFAR-10 | {fig['sparsity']['text']} "
+                 f"| {pub['patterns_per_layer']} ({fig['patterns_total']['text']}) "
+                 f"| {fig['top1_change']['text']} | {fig['area_efficiency']['text']} | - "
+                 f"| {fig['energy_efficiency']['text']} | - | {fig['speedup']['text']} |")
+    for r in pub["other_rows"]:
         lines.append(f"| published: VGG16 | {r['data']} | {100 * r['sparsity']:.1f}% "
                      f"| {pub['patterns_per_layer']} ({r['patterns_total']}) "
                      f"| {r['top1_change']:+.2f} | {r['area_efficiency']:.2f}x | - "
-                     f"| {r['rram_adc_dac_energy_efficiency']:.2f}x | - "
+                     f"| {r['energy_efficiency']:.2f}x | - "
                      f"| {r['speedup']:.2f}x |")
     base = "-" if t["top1_base"] is None else f"{100 * t['top1_base']:.2f}%"
+    ebase = "-" if t["exact_top1_base"] is None else f"{100 * t['exact_top1_base']:.2f}%"
     lines += [
         "",
+        f"Top-1 (integer-quantized): dense parent {ebase}, pattern-pruned "
+        f"{100 * t['exact_top1_pruned']:.2f}%. "
         f"Top-1 (float): dense parent {base}, pattern-pruned {100 * t['top1_pruned']:.2f}%. "
         f"Simulated top-1 on `{hw}` ({report['test_images']} images, same pruned weights): "
         f"straightforward mapping {100 * t['sim_top1_dense']:.2f}%, pattern mapping "

@@ -488,9 +488,8 @@ def test_calibration_respects_budget_and_split(tmp_path: Any) -> None:
 
     x_cal, y_cal = fmnist_split("calibration", 40)
     x_test, _ = fmnist_split("test", 40)
-    full = fashion_mnist("test")
-    assert torch.equal(x_cal, full.subset(5000, 5040).to_float())
-    assert torch.equal(x_test, full.subset(0, 40).to_float())
+    assert torch.equal(x_cal, fashion_mnist("train").subset(0, 40).to_float())
+    assert torch.equal(x_test, fashion_mnist("test").subset(0, 40).to_float())
     net = nets.tiny_fmnist_net()
     hw = preset("isaac")
     q = quantize_model(net, x_cal, 8, 8)
@@ -623,31 +622,46 @@ def test_stop_profile_counts() -> None:
 
 
 def test_reproduce_writes_table_json_and_plot(tmp_path: Any) -> None:
+    """Both input widths; END alone lossless (the exact network's classes); the lossy settings'
+    whole-split top-1 from the same values the simulated run computes; ratios against the
+    separate ISAAC-class baseline run; headline rows from those rows; files written."""
     import json
 
     from sparsexbar.app.cli import main
-    from sparsexbar.schemes.comprrae.study import reproduce_comprrae
+    from sparsexbar.schemes.comprrae.study import SETTINGS, reproduce_comprrae
 
     report = reproduce_comprrae(tmp_path, model="tests.nets:tiny_fmnist_net", test_images=20,
                                 calibration_images=20, candidates=(1.0,), curve=(4.0,),
                                 betas=(0.25,), beta_curve=(0.0,), batch_size=20,
-                                profile_images=8)
-    dense, end, end_slice, cal, pred, pred_slice = report["rows"]
-    assert pred_slice["bounds"] == "slice"
-    assert pred_slice["beta"] == report["beta_calibration_slice"]["betas"]
-    assert report["outputs_equal_dense_with_end"]
-    assert end["top1_change_points"] == 0.0 and dense["conversion_reduction"] == 0.0
-    assert end_slice["top1_change_points"] == 0.0
-    assert end_slice["conversion_reduction"] > end["conversion_reduction"] > 0
-    assert report["curve"][0]["conversion_reduction"] > end["conversion_reduction"]
-    assert report["beta_curve"][0]["conversion_reduction"] > end["conversion_reduction"]
-    assert pred["beta"] == report["beta_calibration"]["betas"]
+                                profile_images=8, accuracy_images=60, input_bits=(8, 16),
+                                slice_bounds=True)
+    assert [w["input_bits"] for w in report["widths"]] == [8, 16]
+    for width in report["widths"]:
+        dense, end, cal, pred, end_slice, pred_slice = width["rows"]
+        assert [end["run"], cal["run"], pred["run"]] == list(SETTINGS)
+        assert end["classes_equal_exact"] and end["top1"] == width["exact_top1"]
+        assert end["top1_change_points"] == 0.0 and dense["conversion_reduction"] == 0.0
+        assert end["accuracy_images"] == cal["accuracy_images"] == 60
+        assert cal["classes_equal_values_path"] and pred["classes_equal_values_path"]
+        assert pred_slice["bounds"] == "slice"
+        assert end_slice["conversion_reduction"] > end["conversion_reduction"] > 0
+        assert width["curve"][0]["conversion_reduction"] > end["conversion_reduction"]
+        assert pred["beta"] == width["beta_calibration"]["betas"]
+        assert width["baseline"].startswith("dense on isaac")
+        # isaac is the study's hardware too: the baseline run is the in-run dense
+        assert end["baseline_speedup"] == pytest.approx(end["throughput"], rel=1e-9)
     assert [r["layer"] for r in report["profile"]] == ["conv1", "conv2"]
+    head = report["headline"]
+    assert len(head) == 2 * 3 * 4 and sum(h["primary"] for h in head) == 4
+    by = {(h["input_bits"], h["setting"].split(",")[0], h["key"]): h for h in head}
+    w16 = report["widths"][1]["rows"]
+    assert by[(16, SETTINGS[2], "throughput")]["ours_value"] == w16[3]["baseline_speedup"]
+    assert by[(8, SETTINGS[0], "top1_change")]["ours_value"] == 0.0
     saved = json.loads((tmp_path / "comprrae_reproduce.json").read_text())
-    assert saved["rows"] == report["rows"]
+    assert saved["headline"] == head and saved["rows"] == report["rows"]
     assert (tmp_path / "comprrae_tradeoff.png").stat().st_size > 1000
     md = (tmp_path / "comprrae_reproduce.md").read_text()
-    assert "| END only (exact) |" in md and "| uniform beta 0 |" in md and "| conv2 |" in md
+    assert "| END alone |" in md and "| uniform beta 0 |" in md and "| conv2 |" in md
     with pytest.raises(SystemExit) as bad:
         main(["reproduce", "nope"])
     assert bad.value.code == 2

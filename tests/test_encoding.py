@@ -556,20 +556,39 @@ def test_with_bits_changes_only_the_resolution() -> None:
 
 
 def test_reproduce_encoding_small(tmp_path: Path) -> None:
+    """Every technique against the separate ISAAC-class baseline run; lossless rows equal it
+    bit for bit with the exact network's top-1; lossy rows' whole-split top-1 from the same
+    values the simulated run computes; headline rows from those rows."""
+    from sparsexbar.schemes.encoding.study import LOSSLESS_SET, LOSSY_SET
+
     net = nets.tiny_fmnist_net()
     report = reproduce_encoding(tmp_path, net, "isaac", test_images=12, calibration_images=12,
-                                budget_points=10.0, sweep=(3,), batch_size=12)
+                                budget_points=10.0, sweep=(3,), batch_size=12,
+                                accuracy_images=40)
     rows = report["rows"]
-    assert rows[0]["run"] == "dense" and len(rows) == 11
+    assert rows[0]["run"] == "baseline: dense on isaac" and len(rows) == 11
+    assert report["baseline"].startswith("dense on isaac (ISAAC-class, ADC bits sized")
+    assert report["baseline_classes_equal_exact"]
     for r in rows:
+        assert r["accuracy_images"] == 40
         if r["lossless"]:
             assert r["outputs_equal_dense"] and r["top1_change_points"] == 0
+            assert r["top1"] == report["exact_top1"]
+        else:
+            assert r["classes_equal_values_path"]
         assert r["throughput"] >= 1.0
     by = {r["run"]: r for r in rows}
-    assert by["ADC bits per layer, lossless"]["energy_efficiency"] > 1
     assert by["skip zero planes"]["throughput"] > 1
+    head = report["headline"]
+    assert [(h["setting"], h["key"]) for h in head] == [
+        (f"encoding {s}", k) for s in (LOSSLESS_SET, LOSSY_SET)
+        for k in ("throughput", "energy_efficiency", "area_efficiency")]
+    for h in head:
+        src = by[h["setting"].removeprefix("encoding ")]
+        assert h["ours_value"] == src[h["key"]]
+        assert h["ratio"] == pytest.approx(src[h["key"]] / h["published_value"])
     assert json.loads((tmp_path / "encoding_reproduce.json").read_text())["rows"] == rows
-    assert "published" in (tmp_path / "encoding_reproduce.md").read_text()
+    assert "2x-4x" in (tmp_path / "encoding_reproduce.md").read_text()
     assert (tmp_path / "encoding_efficiency.png").stat().st_size > 0
 
 

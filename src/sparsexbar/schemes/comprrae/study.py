@@ -13,13 +13,12 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ...core.config import HardwareConfig
+from ...core.config import HardwareConfig, load_config
 from ...core.engine import exact_accumulate
 from ...core.frontend import QuantizedModel, QuantLayer
 from ...core.runtime import pyplot
 from ...result import Result
 from ...simulate import simulate
-from ...core.config import load_config
 from ...studies.headline import accuracy_note, headline_markdown, headline_row, vs_baseline
 from ...studies.published import as_json
 from ...studies.setup import (
@@ -34,8 +33,8 @@ from ..entry import RunArgs, StudySpec
 from ..options import count, number
 from .calibration import (
     DEFAULT_BETAS,
-    _Executor,
     DEFAULT_CANDIDATES,
+    _Executor,
     calibrate_comprrae,
     measure_remaining_mean,
 )

@@ -8,16 +8,15 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import Tensor
 
-from ...core.config import HardwareConfig
+from ...core.config import HardwareConfig, load_config
+from ...core.engine import EngineOptions
+from ...core.frontend import QuantizedModel
 from ...core.runtime import pyplot
 from ...result import Result
 from ...simulate import simulate
-from ...core.config import load_config
-from ...core.engine import EngineOptions
-from ...core.frontend import QuantizedModel
-from ...studies.headline import accuracy_note, headline_markdown, vs_baseline
-from ...studies.headline import headline_row
+from ...studies.headline import accuracy_note, headline_markdown, headline_row, vs_baseline
 from ...studies.published import as_json
 from ...studies.setup import (
     FMNIST_CALIBRATION_IMAGES,
@@ -28,8 +27,6 @@ from ...studies.setup import (
 from ...studies.writers import save_png, write_json, write_text
 from ..entry import RunArgs, StudySpec
 from ..options import count, number, switch
-from torch import Tensor
-
 from .calibration import (
     Progress,
     _Executor,

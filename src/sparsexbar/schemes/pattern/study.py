@@ -42,6 +42,14 @@ from ...core.frontend import quantize_model
 from ...core.mapping import map_dense
 from ...result import Result
 from ...simulate import simulate
+from ...studies.headline import accuracy_note, headline_markdown, headline_row
+from ...studies.published import PATTERN_HARDWARE, PATTERN_OTHER_ROWS, PATTERN_SOURCE, as_json
+from ...studies.setup import (
+    QUANTIZATION_IMAGES,
+    exact_top1,
+    fmnist_split,
+    model_input_size,
+)
 from ...studies.writers import write_json, write_text
 from ...training import zoo
 from ...training.checkpoint import (
@@ -50,19 +58,10 @@ from ...training.checkpoint import (
     load_shipped_pattern_model,
     read_meta,
 )
-from ...studies.headline import accuracy_note, headline_markdown, headline_row
-from ...studies.published import PATTERN_HARDWARE, PATTERN_OTHER_ROWS, PATTERN_SOURCE, as_json
-from ...studies.setup import (
-    FMNIST_TEST_IMAGES,
-    QUANTIZATION_IMAGES,
-    exact_top1,
-    fmnist_split,
-    model_input_size,
-)
 from ...training.data import load_dataset
 from ...training.models import load_model
-from ...training.shipped import find_shipped
 from ...training.prune import check_pattern_args, pattern_prune_model
+from ...training.shipped import find_shipped
 from ...training.train import train
 from ..entry import RunArgs, StudySpec
 from ..options import count, number, text
@@ -141,8 +140,8 @@ def prepare_models(model: Any, data: str, x_shape: tuple[int, ...], classes: int
                                 "parent": "vgg8-fmnist", "pruning": _pruning_recipe(meta),
                                 "input_size": model_input_size(meta)}
     elif isinstance(model, str) and find_shipped(model) is not None:
-        loaded = load_model(model)
-        meta = dict(loaded.meta or {})
+        shipped = load_model(model)
+        meta = dict(shipped.meta or {})
         if (meta.get("pruning") or {}).get("method") == "pattern":
             parent_name = str((meta.get("pruning") or {}).get("parent") or "")
             parent_name = parent_name if find_shipped(parent_name) else model.removesuffix(
@@ -150,12 +149,12 @@ def prepare_models(model: Any, data: str, x_shape: tuple[int, ...], classes: int
             found = find_shipped(parent_name)
             parent = (load_model(parent_name).net if found is not None and found.path.is_file()
                       else None)
-            return loaded.net, parent, {"model": loaded.name, "source": "shipped",
-                                        "parent": parent_name if parent is not None else None,
-                                        "pruning": _pruning_recipe(meta),
-                                        "input_size": model_input_size(meta)}
-        base, info = loaded.net, {"model": loaded.name, "source": "shipped",
-                                  "input_size": model_input_size(meta)}
+            return shipped.net, parent, {"model": shipped.name, "source": "shipped",
+                                         "parent": parent_name if parent is not None else None,
+                                         "pruning": _pruning_recipe(meta),
+                                         "input_size": model_input_size(meta)}
+        base, info = shipped.net, {"model": shipped.name, "source": "shipped",
+                                   "input_size": model_input_size(meta)}
     elif str(model) in zoo.MODELS:
         torch.manual_seed(seed)
         base = zoo.build_model(str(model), in_channels=x_shape[0], num_classes=classes,

@@ -1,6 +1,6 @@
 # The two commands of the README: `make demo` (the main job) and `make test` (the test suite).
 # Both run scripts/setup.sh first, which is idempotent.
-.PHONY: setup demo test lint bench
+.PHONY: setup demo test lint bench docs
 
 setup:
 	@bash scripts/setup.sh
@@ -16,3 +16,7 @@ test:
 
 bench: setup
 	.venv/bin/python benchmarks/engine.py $(ARGS)
+
+# The reproduction tables of README.md and docs/reproduce.md, from docs/results/all_reproduce.json.
+docs: setup
+	.venv/bin/python -m sparsexbar.studies.docs_tables

@@ -559,9 +559,9 @@ def bench(
 # study that belongs to no scheme. The commands below hold no per-study code.
 STUDIES: dict[str, StudySpec] = {**studies(), all_study.STUDY.name: all_study.STUDY}
 CALIBRATIONS: dict[str, CalibrationSpec] = calibrations()
-CALIBRATION_DATA_HELP = ("'default': images 5000.. of the embedded Fashion-MNIST test file "
-                         "(the studies test on 0..4999); else a data set name whose train "
-                         "split is used.")
+CALIBRATION_DATA_HELP = ("'default': the first images of the Fashion-MNIST train split (the "
+                         "studies test on the embedded test file); else a data set name whose "
+                         "train split is used.")
 
 
 def _named_group(kind: str, known: Callable[[], list[str]]) -> type[TyperGroup]:

@@ -182,7 +182,8 @@ def _roles(rows: list[dict[str, Any]], role: str) -> list[dict[str, Any]]:
     """The rows with their `role` (ours: the study's scheme; combined) set."""
     for r in rows:
         r["role"] = role
-        r.setdefault("primary", role == "ours")
+        if role != "ours":
+            r["primary"] = False
     return rows
 
 

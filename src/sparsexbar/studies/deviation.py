@@ -9,7 +9,7 @@ Everything else is ideal. Our choice: each OU size gets the ADC resolution that 
 partial sums exactly (`lossless_adc`), so the deviation is the only error and sigma 0 is the
 integer-quantized network; with the preset's ADC, whole-array activation would also clip.
 
-Images: the first `test_images` of the embedded Fashion-MNIST test half (0..4999), as in the
+Images: the first `test_images` of the embedded Fashion-MNIST test file, as in the
 other studies, unless `data` is given. One run per (OU rows, sigma, seed); the noise of a run
 is seeded by `device.seed`.
 """
@@ -63,10 +63,10 @@ def deviation_study(out_dir: str | Path | None, model: Any = "default", hw: Any 
     if not seeds:
         raise SparsexbarError("the deviation study needs at least one seed")
     if data is None:
-        if not 0 < test_images <= 5000:
-            raise SparsexbarError(f"--deviation-images must be in 1..5000, got {test_images}")
+        if not 0 < test_images <= 10000:
+            raise SparsexbarError(f"--deviation-images must be in 1..10000, got {test_images}")
         x, y = fmnist_split("test", test_images)
-        dataset = "fashion-mnist test[0:5000]"
+        dataset = f"fashion-mnist test[0:{test_images}]"
     else:
         x, y = data
         dataset = "given"

@@ -23,9 +23,10 @@ HEADLINE_COLUMNS = ("metric", "ours", "published", "ratio", "same direction", "s
 def headline_row(study: str, key: str, ours: float | None, *, setting: str, baseline: str,
                  model: str, test_images: int, top1: float | None = None,
                  accuracy_images: int | None = None, accuracy_how: str = "",
-                 note: str = "") -> dict[str, Any]:
+                 note: str = "", primary: bool = True) -> dict[str, Any]:
     """The row of published figure `study.key` with our value `ours` (same unit as the
-    figure's value: a ratio, a fraction or points), measured by `setting` against `baseline`."""
+    figure's value: a ratio, a fraction or points), measured by `setting` against `baseline`;
+    `primary`: the row the README's headline table shows."""
     pub = figure(study, key)
     ratio = None if ours is None or pub.value == 0 else ours / pub.value
     return {
@@ -36,7 +37,7 @@ def headline_row(study: str, key: str, ours: float | None, *, setting: str, base
         "within_2x": ratio is not None and 0.5 <= ratio <= 2.0,
         "setting": setting, "baseline": baseline, "model": model, "test_images": test_images,
         "top1": top1, "accuracy_images": accuracy_images, "accuracy_how": accuracy_how,
-        "source": pub.source, "note": note,
+        "source": pub.source, "note": note, "primary": primary,
     }
 
 

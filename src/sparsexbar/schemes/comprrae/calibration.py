@@ -1,6 +1,6 @@
 """CompRRAE calibration (issue 6): per-layer values of the lossy estimators for an accuracy
-budget, picked on the calibration split (studies.setup: images 5000.. of the embedded
-Fashion-MNIST test file; other data: the caller's images).
+budget, picked on the calibration split (studies.setup: the first images of the Fashion-MNIST
+train split; other data: the caller's images).
 
 Calibration (`calibrate_comprrae`) picks, per layer followed by ReLU, one value of a lossy
 estimator's parameter: `alpha` (adaptive termination) or `beta` (predictive negative

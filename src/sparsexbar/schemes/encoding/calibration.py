@@ -1,6 +1,6 @@
 """Encoding calibration (issue 7): per-layer ADC resolution and dynamic precision for an
-accuracy budget, picked on the calibration split (studies.setup: images 5000.. of the
-embedded Fashion-MNIST test file), never on the images they are judged on.
+accuracy budget, picked on the calibration split (studies.setup: the first images of the
+Fashion-MNIST train split), never on the images they are judged on.
 
 ADC calibration is greedy, layer by layer in execution order: for each layer, from its
 lossless resolution downwards, the smallest bits whose top-1 on the calibration images stays

@@ -8,6 +8,11 @@ patterns per conv layer and in total, top-1 change of pruning, RRAM array area e
 mapping (`dense`) on the same pruned weights and the same inputs, on `pattern-nvmsa` by default.
 
 Models (`model`):
+- a shipped pattern-pruned name (default `vgg16-fmnist-pattern`, the paper's network with its
+  per-layer pattern counts): used as shipped, its dense parent (`vgg16-fmnist`) the baseline
+  of the top-1 change; top-1 of both is the integer-quantized network's on the whole test
+  split (studies.setup, `exact_top1`), the ratios against a separate run of the
+  straightforward mapping on the same pruned weights;
 - "default": the shipped pattern-pruned VGG-8 (`assets/vgg8_fmnist_pattern.*`, pruned and
   fine-tuned on the Fashion-MNIST train split), its dense parent the shipped VGG-8.
 - a checkpoint: used as is when its JSON says it was pattern-pruned (the parent named there is
@@ -45,6 +50,7 @@ from ...simulate import simulate
 from ...studies.headline import accuracy_note, headline_markdown, headline_row
 from ...studies.published import PATTERN_HARDWARE, PATTERN_OTHER_ROWS, PATTERN_SOURCE, as_json
 from ...studies.setup import (
+    FMNIST_TEST_IMAGES,
     QUANTIZATION_IMAGES,
     exact_top1,
     fmnist_split,
@@ -254,7 +260,8 @@ def layer_rows(qmodel: Any, config: Any, pattern_res: Result,
     return rows
 
 
-def reproduce_pattern(out_dir: str | Path, model: Any = "default", data: str = "default",
+def reproduce_pattern(out_dir: str | Path, model: Any = "vgg16-fmnist-pattern",
+                      data: str = "default",
                       hw: Any = "pattern-nvmsa", overrides: dict[str, Any] | None = None,
                       test_images: int = TEST_IMAGES, k: int = K,
                       max_patterns: int = MAX_PATTERNS, sparsity: float = SPARSITY,
@@ -481,9 +488,10 @@ STUDY = StudySpec(
     help="Pattern mapping: the published table (sparsity, patterns per layer, accuracy "
          "change, area and energy efficiency, speedup) beside its VGG16 figures.",
     run=_reproduce,
-    defaults={"hw": "pattern-nvmsa"},  # the paper's hardware
+    defaults={"hw": "pattern-nvmsa", "model": "vgg16-fmnist-pattern"},  # the paper's
     options=(
-        count("test_images", TEST_IMAGES, "Images of the test split to simulate.", low=1),
+        count("test_images", TEST_IMAGES, "Images of the test split to simulate.", low=1,
+              high=FMNIST_TEST_IMAGES),
         text("data", "default", "'default' (embedded Fashion-MNIST test split), fashion-mnist "
              "or a CIFAR folder (cifar-10-batches-py)."),
         count("k", K, "Weights kept per 3x3 kernel.", low=1, high=9),

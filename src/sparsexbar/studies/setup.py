@@ -31,6 +31,7 @@ from ..core.frontend import QuantizedModel, quantize_model
 from ..simulate import resolve_data
 from ..training.data import ImageDataset, fashion_mnist, fit_images, load_dataset
 from ..training.models import load_model
+from ..training.train import NibbleExecutor
 
 FMNIST_TEST_IMAGES = 10000  # the whole embedded test file
 FMNIST_CALIBRATION_IMAGES = 60000  # the train split
@@ -85,8 +86,6 @@ def exact_predictions(qmodel: QuantizedModel, images: Tensor,
                       batch_size: int = 500) -> Tensor:
     """Top-1 class of every image through the exact integer network (fast exact path,
     `NibbleExecutor`), cached per quantized model and image count within the process."""
-    from ..training.train import NibbleExecutor  # the training module imports the pipeline
-
     key = (weights_key(qmodel), len(images), float(images.double().sum()))
     if key not in _EXACT:
         ex = NibbleExecutor()

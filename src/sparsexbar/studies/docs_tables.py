@@ -6,7 +6,9 @@
 
 - README.md: the four tables' headline rows (the `primary` rows: each paper's headline
   setting), ours beside published;
-- docs/reproduce.md: every row of every section, the combined scheme's included.
+- docs/reproduce.md: every row of every section, the combined scheme's included;
+- docs/schemes/NAME.md (between `<!-- reproduce:NAME:begin -->` and `...:end -->`): the rows of
+  that study's section.
 
 `--check` writes nothing and exits 1 when a file differs from what the generator gives
 (tests/test_docs_tables.py runs the same comparison).
@@ -69,23 +71,45 @@ def full_block(report: dict[str, Any]) -> str:
     return "\n".join(lines).rstrip("\n") + "\n"
 
 
-def replace_block(text: str, block: str, where: str) -> str:
+def section_block(report: dict[str, Any], study: str) -> str:
+    """One study's section of the report (its rows, ours and combined)."""
+    sec = next(s for s in report["sections"] if s["study"] == study)
+    return "\n".join([_provenance(report), "", f"Baseline: {sec['baseline']}.", "",
+                      headline_markdown(sec["rows"]).rstrip("\n"), "",
+                      accuracy_note(sec["rows"]).rstrip("\n")]) + "\n"
+
+
+def markers(study: str | None = None) -> tuple[str, str]:
+    """The begin and end markers (of one study's block in its scheme page)."""
+    if study is None:
+        return BEGIN, END
+    return f"<!-- reproduce:{study}:begin -->", f"<!-- reproduce:{study}:end -->"
+
+
+def replace_block(text: str, block: str, where: str, study: str | None = None) -> str:
     """`text` with the part between the markers replaced by `block`."""
-    if text.count(BEGIN) != 1 or text.count(END) != 1 or text.index(BEGIN) > text.index(END):
-        raise ValueError(f"{where}: needs exactly one {BEGIN} ... {END} pair")
-    head, rest = text.split(BEGIN, 1)
-    _, tail = rest.split(END, 1)
-    return f"{head}{BEGIN}\n{block}{END}{tail}"
+    begin, end = markers(study)
+    if text.count(begin) != 1 or text.count(end) != 1 or text.index(begin) > text.index(end):
+        raise ValueError(f"{where}: needs exactly one {begin} ... {end} pair")
+    head, rest = text.split(begin, 1)
+    _, tail = rest.split(end, 1)
+    return f"{head}{begin}\n{block}{end}{tail}"
 
 
 def generated(root: Path, report: dict[str, Any] | None = None) -> dict[Path, str]:
     """{file: its full text with the generated blocks} for README.md and docs/reproduce.md
-    under `root`."""
+    and the scheme pages that carry a study's markers, under `root`."""
     report = report if report is not None else json.loads((root / RESULT).read_text())
-    return {root / README: replace_block((root / README).read_text(), readme_block(report),
-                                         str(README)),
-            root / FULL: replace_block((root / FULL).read_text(), full_block(report),
-                                       str(FULL))}
+    out = {root / README: replace_block((root / README).read_text(), readme_block(report),
+                                        str(README)),
+           root / FULL: replace_block((root / FULL).read_text(), full_block(report),
+                                      str(FULL))}
+    for sec in report["sections"]:
+        page = root / "docs" / "schemes" / f"{sec['study']}.md"
+        if page.is_file() and markers(sec["study"])[0] in page.read_text():
+            out[page] = replace_block(page.read_text(), section_block(report, sec["study"]),
+                                      str(page), sec["study"])
+    return out
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -65,17 +65,21 @@ def pruned_models(model: Any, sparsities: Sequence[float], tune_images: int, epo
                   lr: float, hw: Any, say: Progress) -> tuple[nn.Module, str, Any,
                                                               list[tuple[float, nn.Module, str]]]:
     """(parent module, its name, its metadata, [(target sparsity, pruned module, name)]): the
-    shipped NAME-sreXX variants of a shipped `model` when they are all there, else `model`
-    OU-structured pruned here at `sparsities` (fine-tuned on the calibration split)."""
+    shipped NAME-sreXX variants of a shipped `model` that are installed (those missing are
+    said and left out), else (none, or not a shipped model) `model` OU-structured pruned here
+    at `sparsities` (fine-tuned on the calibration split)."""
     parent = load_model(model)
     shipped = find_shipped(parent.name) if isinstance(model, str) else None
     out: list[tuple[float, nn.Module, str]] = []
     if shipped is not None:
-        names = [f"{shipped.name}-sre{round(100 * s)}" for s in sparsities]
-        found = [find_shipped(n) for n in names]
-        if all(f is not None and f.path.is_file() for f in found):
-            for s, n in zip(sparsities, names, strict=True):
-                out.append((s, load_model(n).net, n))
+        for s in sparsities:  # the shipped variants there are
+            name = f"{shipped.name}-sre{round(100 * s)}"
+            found = find_shipped(name)
+            if found is not None and found.path.is_file():
+                out.append((s, load_model(name).net, name))
+            else:
+                say(f"{name} is not shipped in this installation: left out")
+        if out:
             return parent.net, parent.name, parent.meta, out
     size = model_input_size(parent.meta)
     x_tune, y_tune = fmnist_split("calibration", tune_images, size)

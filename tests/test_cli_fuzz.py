@@ -106,6 +106,7 @@ BAD_VALUES_BY_COMMAND: dict[tuple[tuple[str, ...], str], list[str]] = {
     (("bench",), "--model"): ["nope-model"],
     (("calibrate", "encoding"), "--scheme"): ["nope", "dense"],
     (("reproduce", "pattern"), "--data"): ["/nonexistent-data"],
+    (("reproduce", "all"), "--pattern-model"): ["nope-model"],
 }
 
 

@@ -45,7 +45,7 @@ from ..schemes.combined import CombinedScheme
 from ..schemes.comprrae.study import BASELINE_HW, reproduce_comprrae
 from ..schemes.encoding.study import reproduce_encoding
 from ..schemes.entry import RunArgs, StudySpec
-from ..schemes.options import count, numbers, switch
+from ..schemes.options import count, numbers, switch, text
 from ..schemes.pattern.study import reproduce_pattern
 from ..schemes.sre.study import headline_rows as sre_headline_rows
 from ..schemes.sre.study import reproduce_sre
@@ -413,9 +413,11 @@ def _html(report: dict[str, Any], figures: list[tuple[str, bytes]]) -> str:
 
 def _reproduce(args: RunArgs, test_images: int, calibration_images: int,
                accuracy_images: int, deviation: bool, sparsities: list[float],
-               tune_images: int, pattern_images: int) -> str:
+               tune_images: int, pattern_images: int, pattern_model: str) -> str:
+    load_model(pattern_model)  # a bad name: refused before any work
     report = reproduce_all(args.out, MODEL if args.model == "default" else args.model,
                            args.hw, dict(args.overrides), test_images=test_images,
+                           pattern_model=pattern_model,
                            sre_sparsities=sparsities, sre_tune_images=tune_images,
                            pattern_images=pattern_images,
                            calibration_images=calibration_images,
@@ -449,5 +451,7 @@ STUDY = StudySpec(
               "pruned here only).", low=1),
         count("pattern_images", TEST_IMAGES, "Simulated images of the pattern study.", low=1,
               high=FMNIST_TEST_IMAGES),
+        text("pattern_model", PATTERN_MODEL, "The pattern study's pattern-pruned model (a "
+             "shipped name or a checkpoint)."),
     ),
 )

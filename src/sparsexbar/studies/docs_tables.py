@@ -61,13 +61,39 @@ def readme_block(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def outside_block(report: dict[str, Any]) -> str:
+    """The headline rows (ours, primary) whose ratio to the published figure lies outside
+    [0.5, 2], with where the study's own table measures what moves them."""
+    where = {"sre": "the study's table: weight-only vs activation-only vs joint, bit vs word "
+                    "granularity, per pruned model (sre/sre_reproduce.md)",
+             "pattern": "the study's per-layer table and the mapping alone (every unit "
+                        "activated) (pattern/pattern_reproduce.md)",
+             "comprrae": "END alone vs END + alpha vs predictor, 8- vs 16-bit inputs "
+                         "(comprrae/comprrae_reproduce.md)",
+             "encoding": "each technique alone (reproduce encoding --techniques) "
+                         "(encoding/encoding_reproduce.md)"}
+    lines = []
+    for sec in report["sections"]:
+        for r in sec["rows"]:
+            if (r["role"] == "ours" and r.get("primary", True) and r["ratio"] is not None
+                    and r["unit"] != "pt" and not 0.5 <= r["ratio"] <= 2.0):
+                lines.append(f"- {STUDY_NAMES[sec['study']]}, {r['metric']}: "
+                             f"{fmt_value(r['ours_value'], r['unit'])} vs "
+                             f"{r['published_text']} (ratio {r['ratio']:.2f}); measured "
+                             f"ablation: {where[sec['study']]}.")
+    return "\n".join(lines) + "\n" if lines else "- none\n"
+
+
 def full_block(report: dict[str, Any]) -> str:
-    """Every section's rows (ours, then combined), as `reproduce all` prints them."""
+    """Every section's rows (ours, then combined), as `reproduce all` prints them, and the
+    headline rows outside [0.5x, 2x] of the published figure."""
     lines = [_provenance(report), ""]
     for sec in report["sections"]:
         lines += [f"### {sec['title']}", "", f"Baseline: {sec['baseline']}.", "",
                   headline_markdown(sec["rows"]).rstrip("\n"), "",
                   accuracy_note(sec["rows"]).rstrip("\n"), ""]
+    lines += ["### Outside [0.5x, 2x] of the published figure", "",
+              outside_block(report).rstrip("\n"), ""]
     return "\n".join(lines).rstrip("\n") + "\n"
 
 

@@ -436,12 +436,16 @@ def models_command(
         "--measure", help="Simulate this shipped model (or 'all') with dense on isaac over "
         "the test split and record its accuracies in its metadata.")] = None,
     limit: LimitOpt = None,
-    out: Annotated[Path, typer.Option(
-        "--out", help="With --measure: where the runs' result JSON go.")] = Path("out/models"),
+    out: Annotated[Path | None, typer.Option(
+        "--out", help="With --measure: where the runs' result JSON go (default "
+        "out/models).")] = None,
 ) -> None:
     """List the shipped models: data, input size, weight sparsity and accuracies (float,
     8-bit integer-quantized, simulated dense on isaac), from their metadata."""
+    if measure is None and (out is not None or limit is not None):
+        raise SparsexbarError("--out and --limit are options of --measure")
     if measure is not None:
+        out = out if out is not None else Path("out/models")
         names = shipped_names() if measure == "all" else [measure]
         for name in names:
             if find_shipped(name) is None or name not in shipped_names():

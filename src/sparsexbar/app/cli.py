@@ -466,7 +466,10 @@ def models_command(
             "simulated %", "weights", "MB"]
     cells = [[r["name"], str(r["architecture"]), str(r["data"]), r["input"],
               f"{100 * r['sparsity']:.1f}%", pct(r["float_top1"]), pct(r["quantized_top1"]),
-              pct(r["simulated_top1"]), str(r["weights"]), f"{r['file_mb']:.1f}"]
+              pct(r["simulated_top1"]) + (
+                  f" ({r['simulated_images']:,} img)" if r["simulated_images"]
+                  not in (None, r["test_images"]) else ""),
+              str(r["weights"]), f"{r['file_mb']:.1f}"]
              for r in rows]
     if markdown:
         typer.echo("| " + " | ".join(head) + " |")
@@ -705,6 +708,9 @@ def prune(
     precision: PrecisionOpt = "fp32",
     root: RootOpt = None,
     weights: WeightsOpt = "float32",
+    tune_images: Annotated[int | None, typer.Option(
+        "--tune-images", callback=_whole(1), help="Fine-tune on the first N images of the "
+        "split only (default: all); the test split stays whole.")] = None,
 ) -> None:
     """Prune a checkpoint (magnitude or pattern) with fine-tuning; writes it and a table."""
     require_choice("--method", method, METHODS)
@@ -725,7 +731,7 @@ def prune(
     res = prune_command(model, data, config, sparsity, method, steps, epochs, out, lr=lr,
                         limit=limit, seed=seed, tune_split=split, k=k, max_patterns=patterns,
                         half=half, final_epochs=final_epochs, precision=precision, root=root,
-                        weights=weights)
+                        weights=weights, tune_images=tune_images)
     typer.echo(res["markdown"].rstrip())
     typer.echo(f"top-1 {res['top1_before']:.4f} -> {res['top1_after']:.4f}; wrote "
                f"{res['checkpoint']}, {res['table_path']}")

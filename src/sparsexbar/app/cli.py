@@ -39,11 +39,11 @@ from ..schemes import (
 )
 from ..simulate import check_device, resolve_inputs, simulate
 from ..studies import all as all_study
-from ..studies.shipped_models import measure_shipped
+from ..studies.shipped_models import measure_shipped, shipped_markdown, shipped_table
 from ..training.checkpoint import WEIGHT_FORMATS, shipped_pattern_model_path
 from ..training.inputs import FITS, InputSpec, parse_classes, parse_normalize, parse_scale
 from ..training.prune import METHODS, check_pattern_args, prune_command
-from ..training.shipped import SHIPPED, describe, find_shipped, shipped_names
+from ..training.shipped import find_shipped, shipped_names
 from ..training.train import PRECISIONS, train_command
 from .bench import BENCH_MODELS, CASES, check_bench_args, run_benchmark
 from .outputs import check_out_dir, check_out_file, check_out_stem
@@ -457,25 +457,9 @@ def models_command(
                 acc = measure_shipped(name, out, limit=limit, progress=bar)
             typer.echo(f"{name}: simulated dense top-1 {acc['simulated_dense_top1']:.4f} "
                        f"on {acc['simulated_images']} images")
-    rows = [describe(m) for m in SHIPPED if m.path.is_file()]
-
-    def pct(v: Any) -> str:
-        return "-" if v is None else f"{100 * float(v):.2f}"
-
-    head = ["name", "architecture", "data", "input", "sparsity", "float %", "8-bit %",
-            "simulated %", "weights", "MB"]
-    cells = [[r["name"], str(r["architecture"]), str(r["data"]), r["input"],
-              f"{100 * r['sparsity']:.1f}%", pct(r["float_top1"]), pct(r["quantized_top1"]),
-              pct(r["simulated_top1"]) + (
-                  f" ({r['simulated_images']:,} img)" if r["simulated_images"]
-                  not in (None, r["test_images"]) else ""),
-              str(r["weights"]), f"{r['file_mb']:.1f}"]
-             for r in rows]
+    rows, head, cells = shipped_table()
     if markdown:
-        typer.echo("| " + " | ".join(head) + " |")
-        typer.echo("| " + " | ".join("---" for _ in head) + " |")
-        for c in cells:
-            typer.echo("| " + " | ".join(c) + " |")
+        typer.echo(shipped_markdown().rstrip())
         return
     table = Table(title="shipped models (sparsexbar --model NAME)")
     for h in head:

@@ -83,6 +83,8 @@ BAD_VALUES: dict[str, list[str]] = {
     "--classes": ["x", "a,a"],
     "--format": ["xml"],
     "--precision": ["fp64"],
+    "--weights": ["int4", "float8"],
+    "--measure": ["vgg99"],
     "--method": ["nope"],
     "--split": ["val"],
     "--max-patterns": ["a,b", "0"],

@@ -122,6 +122,25 @@ def test_prune_cli_writes_checkpoint_and_table(tmp_path: Path,
     assert (tmp_path / "pruned.sparsity.md").read_text().startswith("| layer |")
 
 
+def test_prune_tune_images_cuts_the_tuning_split_only(tmp_path: Path) -> None:
+    """--tune-images N fine-tunes on the first N train images; the test split stays whole."""
+    from sparsexbar.training.zoo import build_model
+
+    torch.manual_seed(0)
+    net = build_model("lenet5", in_channels=1, num_classes=10, input_size=28, width=0.5)
+    src = tmp_path / "base"
+    save_checkpoint(src, net, {"architecture": "lenet5",
+                               "arch_kwargs": {"in_channels": 1, "num_classes": 10,
+                                               "input_size": 28, "width": 0.5},
+                               "dataset": "fashion-mnist"})
+    out = tmp_path / "pruned"
+    main(["prune", "--model", str(src), "--sparsity", "0.5", "--steps", "1", "--epochs", "1",
+          "--tune-images", "48", "--out", str(out)])
+    pruning = read_meta(out)["pruning"]
+    assert pruning["tune_images"] == 48 and pruning["tune_split"] == "train"
+    assert pruning["test_images"] == 10_000
+
+
 def test_prune_cli_bad_method_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exc:
         main(["prune", "--method", "random"])

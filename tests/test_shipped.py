@@ -14,6 +14,7 @@ from torch import nn
 
 from sparsexbar.core.errors import CheckpointError, SparsexbarError
 from sparsexbar.core.frontend import quantize_model
+from sparsexbar.studies.shipped_models import shipped_markdown
 from sparsexbar.training import zoo
 from sparsexbar.training.checkpoint import (
     load_checkpoint,
@@ -141,3 +142,11 @@ def test_shipped_model_matches_its_recorded_figures(name: str) -> None:
 def test_every_registered_model_has_a_description() -> None:
     assert len({m.name for m in SHIPPED}) == len(SHIPPED)
     assert all(m.description for m in SHIPPED)
+
+
+def test_docs_models_table_is_current() -> None:
+    """docs/models.md's table of shipped models is `sparsexbar models --markdown`'s output."""
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "models.md").read_text()
+    begin, end = "<!-- models-table -->\n", "<!-- /models-table -->"
+    block = doc[doc.index(begin) + len(begin):doc.index(end)]
+    assert block == shipped_markdown()

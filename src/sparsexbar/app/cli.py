@@ -39,11 +39,11 @@ from ..schemes import (
 )
 from ..simulate import check_device, resolve_inputs, simulate
 from ..studies import all as all_study
-from ..studies.shipped_models import measure_shipped
+from ..studies.shipped_models import measure_shipped, shipped_markdown, shipped_table
 from ..training.checkpoint import WEIGHT_FORMATS, shipped_pattern_model_path
 from ..training.inputs import FITS, InputSpec, parse_classes, parse_normalize, parse_scale
 from ..training.prune import METHODS, check_pattern_args, prune_command
-from ..training.shipped import SHIPPED, describe, find_shipped, shipped_names
+from ..training.shipped import find_shipped, shipped_names
 from ..training.train import PRECISIONS, train_command
 from .bench import BENCH_MODELS, CASES, check_bench_args, run_benchmark
 from .outputs import check_out_dir, check_out_file, check_out_stem
@@ -436,12 +436,16 @@ def models_command(
         "--measure", help="Simulate this shipped model (or 'all') with dense on isaac over "
         "the test split and record its accuracies in its metadata.")] = None,
     limit: LimitOpt = None,
-    out: Annotated[Path, typer.Option(
-        "--out", help="With --measure: where the runs' result JSON go.")] = Path("out/models"),
+    out: Annotated[Path | None, typer.Option(
+        "--out", help="With --measure: where the runs' result JSON go (default "
+        "out/models).")] = None,
 ) -> None:
     """List the shipped models: data, input size, weight sparsity and accuracies (float,
     8-bit integer-quantized, simulated dense on isaac), from their metadata."""
+    if measure is None and (out is not None or limit is not None):
+        raise SparsexbarError("--out and --limit are options of --measure")
     if measure is not None:
+        out = out if out is not None else Path("out/models")
         names = shipped_names() if measure == "all" else [measure]
         for name in names:
             if find_shipped(name) is None or name not in shipped_names():
@@ -453,22 +457,9 @@ def models_command(
                 acc = measure_shipped(name, out, limit=limit, progress=bar)
             typer.echo(f"{name}: simulated dense top-1 {acc['simulated_dense_top1']:.4f} "
                        f"on {acc['simulated_images']} images")
-    rows = [describe(m) for m in SHIPPED if m.path.is_file()]
-
-    def pct(v: Any) -> str:
-        return "-" if v is None else f"{100 * float(v):.2f}"
-
-    head = ["name", "architecture", "data", "input", "sparsity", "float %", "8-bit %",
-            "simulated %", "weights", "MB"]
-    cells = [[r["name"], str(r["architecture"]), str(r["data"]), r["input"],
-              f"{100 * r['sparsity']:.1f}%", pct(r["float_top1"]), pct(r["quantized_top1"]),
-              pct(r["simulated_top1"]), str(r["weights"]), f"{r['file_mb']:.1f}"]
-             for r in rows]
+    rows, head, cells = shipped_table()
     if markdown:
-        typer.echo("| " + " | ".join(head) + " |")
-        typer.echo("| " + " | ".join("---" for _ in head) + " |")
-        for c in cells:
-            typer.echo("| " + " | ".join(c) + " |")
+        typer.echo(shipped_markdown().rstrip())
         return
     table = Table(title="shipped models (sparsexbar --model NAME)")
     for h in head:
@@ -701,6 +692,9 @@ def prune(
     precision: PrecisionOpt = "fp32",
     root: RootOpt = None,
     weights: WeightsOpt = "float32",
+    tune_images: Annotated[int | None, typer.Option(
+        "--tune-images", callback=_whole(1), help="Fine-tune on the first N images of the "
+        "split only (default: all); the test split stays whole.")] = None,
 ) -> None:
     """Prune a checkpoint (magnitude or pattern) with fine-tuning; writes it and a table."""
     require_choice("--method", method, METHODS)
@@ -721,7 +715,7 @@ def prune(
     res = prune_command(model, data, config, sparsity, method, steps, epochs, out, lr=lr,
                         limit=limit, seed=seed, tune_split=split, k=k, max_patterns=patterns,
                         half=half, final_epochs=final_epochs, precision=precision, root=root,
-                        weights=weights)
+                        weights=weights, tune_images=tune_images)
     typer.echo(res["markdown"].rstrip())
     typer.echo(f"top-1 {res['top1_before']:.4f} -> {res['top1_after']:.4f}; wrote "
                f"{res['checkpoint']}, {res['table_path']}")

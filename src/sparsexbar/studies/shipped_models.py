@@ -16,7 +16,7 @@ from ..core.io import atomic_write_text
 from ..simulate import simulate
 from ..training.checkpoint import read_meta
 from ..training.data import fashion_mnist
-from ..training.shipped import find_shipped, load_shipped
+from ..training.shipped import SHIPPED, describe, find_shipped, load_shipped
 from ..training.train import evaluate
 
 
@@ -53,3 +53,32 @@ def measure_shipped(name: str, out_dir: str | Path, limit: int | None = None,
     meta["accuracy"] = acc
     atomic_write_text(json_path, json.dumps(meta, indent=2) + "\n")
     return acc
+
+
+def shipped_table() -> tuple[list[dict[str, Any]], list[str], list[list[str]]]:
+    """(rows of `describe`, header, cells) of `sparsexbar models`: the shipped models in this
+    installation with their data, input, sparsity and accuracies (%), from their metadata."""
+    rows = [describe(m) for m in SHIPPED if m.path.is_file()]
+
+    def pct(v: Any) -> str:
+        return "-" if v is None else f"{100 * float(v):.2f}"
+
+    head = ["name", "architecture", "data", "input", "sparsity", "float %", "8-bit %",
+            "simulated %", "weights", "MB"]
+    cells = [[r["name"], str(r["architecture"]), str(r["data"]), r["input"],
+              f"{100 * r['sparsity']:.1f}%", pct(r["float_top1"]), pct(r["quantized_top1"]),
+              pct(r["simulated_top1"]) + (
+                  f" ({r['simulated_images']:,} img)" if r["simulated_images"]
+                  not in (None, r["test_images"]) else ""),
+              str(r["weights"]), f"{r['file_mb']:.1f}"]
+             for r in rows]
+    return rows, head, cells
+
+
+def shipped_markdown() -> str:
+    """`sparsexbar models --markdown`: the table docs/models.md holds between its
+    ``<!-- models-table -->`` markers (tests/test_shipped.py checks it is current)."""
+    _, head, cells = shipped_table()
+    lines = ["| " + " | ".join(head) + " |", "| " + " | ".join("---" for _ in head) + " |"]
+    lines += ["| " + " | ".join(c) + " |" for c in cells]
+    return "\n".join(lines) + "\n"

@@ -194,7 +194,8 @@ def prune_command(model_spec: str, data_name: str, hw: HardwareConfig, sparsity:
                   tune_split: str = "train", k: int = 4,
                   max_patterns: int | Sequence[int] = 8, half: bool = False,
                   final_epochs: int = 0, precision: str = "fp32",
-                  root: str | Path | None = None, weights: str | None = None) -> dict[str, Any]:
+                  root: str | Path | None = None, weights: str | None = None,
+                  tune_images: int | None = None) -> dict[str, Any]:
     """Everything behind ``sparsexbar prune``: load a checkpoint (or the shipped model), prune
     and fine-tune on split `tune_split` (train; "test" only for smoke runs), evaluate on the
     test split, write the checkpoint (``<out>.safetensors`` + ``.json``, the table in its
@@ -205,8 +206,9 @@ def prune_command(model_spec: str, data_name: str, hw: HardwareConfig, sparsity:
     int8, pruned tensors stored sparse; see `checkpoint`); accuracies are measured on what the
     file holds (float top-1 and the 8-bit integer-quantized network's). `model_spec`: a
     checkpoint or a shipped model's name (`vgg16-fmnist`).
-    `root`: where the data set's files are (cifar10). The target sparsity, steps and epochs
-    are checked before anything is loaded.
+    `root`: where the data set's files are (cifar10). `tune_images`: fine-tune on the first N
+    images of the split only (the test split stays whole, unlike `limit`). The target
+    sparsity, steps and epochs are checked before anything is loaded.
     """
     if not 0.0 <= sparsity < 1.0:  # `not` also catches NaN
         raise SparsexbarError(f"--sparsity must be in [0, 1), got {sparsity}")
@@ -232,6 +234,10 @@ def prune_command(model_spec: str, data_name: str, hw: HardwareConfig, sparsity:
         if limit < 1:
             raise SparsexbarError(f"--limit must be >= 1, got {limit}")
         train_ds, test_ds = train_ds.subset(0, limit), test_ds.subset(0, limit)
+    if tune_images is not None:
+        if tune_images < 1:
+            raise SparsexbarError(f"--tune-images must be >= 1, got {tune_images}")
+        train_ds = train_ds.subset(0, min(tune_images, len(train_ds)))
     kwargs = meta.get("arch_kwargs", {})
     if "input_size" in kwargs:  # data fitted as the model was trained (28 -> 32: zero padding)
         channels = int(kwargs.get("in_channels", train_ds.shape[0]))

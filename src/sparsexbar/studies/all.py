@@ -51,6 +51,7 @@ from ..schemes.sre.study import headline_rows as sre_headline_rows
 from ..schemes.sre.study import reproduce_sre
 from ..simulate import simulate
 from ..training.models import load_model
+from ..training.shipped import find_shipped
 from .headline import (
     HEADLINE_COLUMNS,
     accuracy_note,
@@ -414,10 +415,12 @@ def _html(report: dict[str, Any], figures: list[tuple[str, bytes]]) -> str:
 def _reproduce(args: RunArgs, test_images: int, calibration_images: int,
                accuracy_images: int, deviation: bool, sparsities: list[float],
                tune_images: int, pattern_images: int, pattern_model: str) -> str:
-    load_model(pattern_model)  # a bad name: refused before any work
-    report = reproduce_all(args.out, MODEL if args.model == "default" else args.model,
-                           args.hw, dict(args.overrides), test_images=test_images,
-                           pattern_model=pattern_model,
+    model = MODEL if args.model == "default" else args.model
+    # Bad names refused before any work: unknown ones first, then missing shipped files.
+    for spec in sorted((model, pattern_model), key=lambda m: find_shipped(m) is not None):
+        load_model(spec)
+    report = reproduce_all(args.out, model, args.hw, dict(args.overrides),
+                           test_images=test_images, pattern_model=pattern_model,
                            sre_sparsities=sparsities, sre_tune_images=tune_images,
                            pattern_images=pattern_images,
                            calibration_images=calibration_images,

@@ -54,3 +54,21 @@ def test_reproduce_sre_small(tmp_path: Path) -> None:
     saved = json.loads((tmp_path / "sre_reproduce.json").read_text())
     assert saved["rows"] == rows and saved["headline"] == report["headline"]
     assert "up to 42.3x" in (tmp_path / "sre_reproduce.md").read_text()
+
+
+def test_shipped_pruned_variants_are_the_studys_models() -> None:
+    """`vgg16-fmnist` resolves to its installed -sreXX variants (nothing pruned here)."""
+    from sparsexbar.schemes.sre.study import pruned_models
+    from sparsexbar.training.shipped import find_shipped
+
+    names = [f"vgg16-fmnist-sre{p}" for p in (50, 70, 90)]
+    installed = [n for n in names if (m := find_shipped(n)) is not None and m.path.is_file()]
+    parent = find_shipped("vgg16-fmnist")
+    if not installed or parent is None or not parent.path.is_file():
+        pytest.skip("the VGG-16 models are not installed")
+    said: list[str] = []
+    _, name, _, variants = pruned_models("vgg16-fmnist", (0.5, 0.7, 0.9), 8, 0, 0.01, "isaac",
+                                         said.append)
+    assert name == "vgg16-fmnist"
+    assert [n for _, _, n in variants] == installed
+    assert len(said) == len(names) - len(installed)

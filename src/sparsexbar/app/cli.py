@@ -255,6 +255,10 @@ def train(
         "(what the vgg16-fmnist models use), other changes resized.")] = None,
     precision: Annotated[str, typer.Option(
         "--precision", help="fp32, or bf16 (autocast; weights stay float32).")] = "fp32",
+    width: Annotated[float | None, typer.Option(
+        "--width", help="Channel width multiplier of the zoo model (default its own).")] = None,
+    half: Annotated[bool, typer.Option(
+        "--half", help="Store float16 weights (accuracy measured after rounding).")] = False,
 ) -> None:
     """Train a zoo model; writes <out>.safetensors and <out>.json."""
     if epochs <= 0:
@@ -262,7 +266,8 @@ def train(
     if input_size is not None and input_size < 4:
         raise SparsexbarError(f"--input-size must be >= 4, got {input_size}")
     metrics = train_command(model, data, epochs, str(out), batch_size=batch_size, seed=seed,
-                            limit=limit, lr=lr, input_size=input_size, precision=precision)
+                            limit=limit, lr=lr, input_size=input_size, precision=precision,
+                            width=width, half=half)
     typer.echo(f"trained {model} on {data}: {metrics}")
 
 

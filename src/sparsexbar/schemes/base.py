@@ -11,6 +11,7 @@ from torch import Tensor
 from ..core.config import HardwareConfig
 from ..core.cost import Storage
 from ..core.engine import EngineOptions, LayerKernel
+from ..core.errors import UnsupportedModelError
 from ..core.events import Events
 from ..core.frontend import QuantLayer
 from ..core.mapping import MappedLayer
@@ -58,3 +59,12 @@ class Scheme:
     def adc_bits(self, mapped: MappedLayer) -> int:
         """ADC resolution of this layer (schemes may lower it per layer)."""
         return mapped.hw.adc.bits
+
+
+def refuse_grouped(scheme: str, layer: QuantLayer, reason: str) -> None:
+    """Raise the one-line refusal of a scheme that does not map grouped/depthwise convs
+    (`layer.groups` > 1), naming the layer and the reason; nothing for other layers."""
+    if layer.groups > 1:
+        raise UnsupportedModelError(
+            f"{scheme} does not map grouped convolutions: layer '{layer.name}' has "
+            f"groups={layer.groups} ({reason}); dense and pattern map it block-diagonally")

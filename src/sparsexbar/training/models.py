@@ -1,5 +1,6 @@
-"""Model specs -> modules: an `nn.Module`, 'default' (the shipped VGG-8), a zoo name, a
-checkpoint path or 'module:factory'.
+"""Model specs -> modules: an `nn.Module`, 'default' (the shipped VGG-8), a shipped model's
+name ('vgg8-fmnist', 'mobilenetv2-fmnist'), a zoo name, a checkpoint path, an ONNX file
+('net.onnx', `onnx_import`) or 'module:factory'.
 
 'module:factory' imports `module` the way `python -m` would: from the installed packages, or
 else from the current directory, without adding the current directory to `sys.path`.
@@ -18,20 +19,30 @@ from torch import nn
 
 from ..core.errors import SparsexbarError
 from . import zoo
+from .assets import ASSETS_DIR
 from .checkpoint import load_checkpoint, load_shipped_model
+from .onnx_import import load_onnx
+
+# Shipped models besides the default VGG-8: name -> checkpoint stem in the package assets.
+SHIPPED = {"mobilenetv2-fmnist": "mobilenetv2_fmnist"}
 
 
 def resolve_model(model: nn.Module | str, in_channels: int = 1, num_classes: int = 10,
                   input_size: int = 28) -> tuple[nn.Module, str]:
-    """An nn.Module (eval mode) and its name from a module, 'default', a zoo name, a
-    checkpoint path or 'module:factory'."""
+    """An nn.Module (eval mode) and its name from a module, 'default', a shipped model's name,
+    a zoo name, a checkpoint path, an ONNX file or 'module:factory'."""
     if isinstance(model, nn.Module):
         return model.eval(), type(model).__name__
     spec = str(model)
     if spec in ("default", "vgg8-fmnist"):
         net, _ = load_shipped_model()
         return net.eval(), "vgg8-fmnist"
+    if spec in SHIPPED:
+        net, _ = load_checkpoint(ASSETS_DIR / f"{SHIPPED[spec]}.safetensors")
+        return net.eval(), spec
     path = Path(spec)
+    if path.suffix.lower() == ".onnx":
+        return load_onnx(path), path.stem
     if path.suffix in (".safetensors", ".json") or path.exists():
         net, meta = load_checkpoint(path)
         return net.eval(), str(meta.get("architecture", path.stem))

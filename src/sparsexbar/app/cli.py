@@ -56,7 +56,8 @@ LimitOpt = Annotated[int | None, typer.Option("--limit", help="Run only the firs
 BatchOpt = Annotated[int, typer.Option("--batch-size", help="Images per batch.")]
 DeviceOpt = Annotated[str, typer.Option("--device", help="cpu or cuda.")]
 ModelOpt = Annotated[str, typer.Option(
-    "--model", help="'default' (shipped VGG-8), a zoo name, a checkpoint or module:factory.")]
+    "--model", help="'default' (shipped VGG-8), mobilenetv2-fmnist, a zoo name, a checkpoint, "
+    "an ONNX file (net.onnx) or module:factory.")]
 DataOpt = Annotated[str, typer.Option(
     "--data", help="'default' (embedded Fashion-MNIST test split), fashion-mnist, cifar10, "
     "cifar100 or an image-folder path.")]

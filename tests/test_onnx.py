@@ -89,7 +89,7 @@ def test_exported_models_simulate_bit_identically(tmp_path: Path, factory: objec
 
 
 def _model(nodes: list[onnx.NodeProto], inits: dict[str, np.ndarray], in_shape: list[int],
-           out_shape: list[int], opset: int = 13) -> onnx.ModelProto:
+           out_shape: list[int] | None, opset: int = 13) -> onnx.ModelProto:
     graph = helper.make_graph(
         nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, in_shape)],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, out_shape)],
@@ -135,6 +135,57 @@ def test_hand_built_graph_with_matmul_add_clip_and_global_pool(tmp_path: Path) -
         torch.testing.assert_close(net(x).double(), want, rtol=1e-5, atol=1e-5)
     res = sparsexbar.simulate(str(path), (x, torch.zeros(3, dtype=torch.int64)), hw="isaac")
     assert [lay.name for lay in res.layers] == ["conv", "dense"]
+
+
+def test_keras_flatten_after_a_channels_last_transpose(tmp_path: Path) -> None:
+    """tf2onnx writes a Keras Flatten after convolutions (inputs as NCHW) as Transpose(0, 2,
+    3, 1) + Reshape(-1, K): the importer flattens the NCHW tensor and folds the channels-last
+    order into the next Dense (MatMul + Add); BatchNormalization after the ReLU stays a
+    digital BatchNorm, so the dense layer's inputs are signed."""
+    rng = np.random.default_rng(1)
+    w = rng.normal(size=(3, 1, 3, 3)) * 0.5
+    m, b = rng.normal(size=(3 * 2 * 2, 4)), rng.normal(size=(4,))
+    scale, shift = rng.uniform(0.5, 1.5, 3), rng.normal(size=3) * 0.3
+    mean, var = rng.normal(size=3) * 0.2, rng.uniform(0.5, 1.5, 3)
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["c"], name="conv2d/Conv2D", pads=[1, 1, 1, 1],
+                         kernel_shape=[3, 3]),
+        helper.make_node("Relu", ["c"], ["r"], name="conv2d/Relu"),
+        helper.make_node("BatchNormalization", ["r", "s", "t", "mu", "var"], ["n"],
+                         name="batch_normalization/FusedBatchNormV3"),
+        helper.make_node("MaxPool", ["n"], ["p"], name="max_pooling2d/MaxPool",
+                         kernel_shape=[2, 2], strides=[2, 2]),
+        helper.make_node("Transpose", ["p"], ["t_out"], name="flatten/transpose",
+                         perm=[0, 2, 3, 1]),
+        helper.make_node("Reshape", ["t_out", "shape"], ["f"], name="flatten/Reshape"),
+        helper.make_node("MatMul", ["f", "m"], ["mm"], name="dense/MatMul"),
+        helper.make_node("Add", ["mm", "b"], ["y"], name="dense/BiasAdd"),
+    ]
+    model = _model(nodes, {"w": w, "m": m, "b": b, "s": scale, "t": shift, "mu": mean,
+                           "var": var}, [1, 1, 4, 4], [1, 4])
+    model.graph.initializer.append(numpy_helper.from_array(np.array([-1, 12], np.int64),
+                                                           "shape"))
+    path = tmp_path / "keras.onnx"
+    onnx.save(model, str(path))
+    net = load_onnx(path)
+    x = torch.rand(5, 1, 4, 4)
+    conv = torch.nn.functional.conv2d(x.double(), torch.from_numpy(w), padding=1).relu()
+    bn = ((conv - torch.from_numpy(mean).view(1, -1, 1, 1))
+          / torch.sqrt(torch.from_numpy(var).view(1, -1, 1, 1) + 1e-5)
+          * torch.from_numpy(scale).view(1, -1, 1, 1) + torch.from_numpy(shift).view(1, -1, 1, 1))
+    pooled = torch.nn.functional.max_pool2d(bn, 2)
+    want = pooled.permute(0, 2, 3, 1).reshape(5, -1) @ torch.from_numpy(m) + torch.from_numpy(b)
+    with torch.no_grad():
+        torch.testing.assert_close(net(x).double(), want, rtol=1e-5, atol=1e-5)
+    res = sparsexbar.simulate(str(path), (x, torch.zeros(5, dtype=torch.int64)), hw="isaac")
+    assert [(lay.name, lay.input_signed) for lay in res.layers] == [
+        ("conv2d_Conv2D", False), ("dense_MatMul", True)]
+    # Anything else reading the transposed tensor is refused, naming the node.
+    bad = _model([*nodes[:5], helper.make_node("Relu", ["t_out"], ["y"], name="oops")],
+                 {"w": w, "s": scale, "t": shift, "mu": mean, "var": var}, [1, 1, 4, 4], None)
+    onnx.save(bad, str(tmp_path / "bad.onnx"))
+    with pytest.raises(UnsupportedModelError, match="'oops' .Relu.: it reads a channels-last"):
+        load_onnx(tmp_path / "bad.onnx")
 
 
 def unsupported_graph(path: Path) -> Path:

@@ -15,6 +15,7 @@ parameters and buffers. Supported nodes:
 | MaxPool, AveragePool (2-D, symmetric pads) | nn.MaxPool2d, nn.AvgPool2d |
 | GlobalAveragePool; ReduceMean over axes (2, 3) | nn.AdaptiveAvgPool2d(1) (+ nn.Flatten) |
 | Flatten (axis 1); Reshape to (N, -1) | nn.Flatten |
+| Transpose(0, 2, 3, 1), flatten, Gemm/MatMul (Keras' Flatten) | the order folded into the Linear |
 | Add of two tensors | a residual add |
 | Identity, Dropout | nothing (the input passes through) |
 | Constant | a value for the nodes above (a Clip bound, a Reshape shape) |
@@ -48,8 +49,8 @@ except ImportError:  # pragma: no cover - the dev environment installs it
 
 MIN_OPSET, MAX_OPSET = 7, 23
 SUPPORTED_OPS = ("Conv", "Gemm", "MatMul", "BatchNormalization", "Relu", "Clip", "MaxPool",
-                 "AveragePool", "GlobalAveragePool", "ReduceMean", "Flatten", "Reshape", "Add",
-                 "Identity", "Dropout", "Constant")
+                 "AveragePool", "GlobalAveragePool", "ReduceMean", "Flatten", "Reshape",
+                 "Transpose", "Add", "Identity", "Dropout", "Constant")
 
 
 def _attrs(node: Any) -> dict[str, Any]:
@@ -74,11 +75,21 @@ class _Graph:
                 f"{where}: the graph must have one input and one output, it has "
                 f"{len(inputs)} and {len(g.output)}")
         self.values[inputs[0].name] = self.graph.placeholder("x")
-        # Ranks of the values, where ONNX shape inference knows them (BatchNormalization).
-        self.ranks: dict[str, int] = {}
+        # Shapes of the values where ONNX shape inference knows them (None: a dimension it
+        # does not know): the rank of a BatchNormalization's input, a Transpose's (C, H, W).
+        self.shapes: dict[str, list[int | None]] = {}
         for info in [*g.input, *g.value_info, *g.output]:
             if info.type.HasField("tensor_type") and info.type.tensor_type.HasField("shape"):
-                self.ranks[info.name] = len(info.type.tensor_type.shape.dim)
+                self.shapes[info.name] = [d.dim_value if d.HasField("dim_value") else None
+                                          for d in info.type.tensor_type.shape.dim]
+        self.ranks = {name: len(shape) for name, shape in self.shapes.items()}
+        # A Transpose(0, 2, 3, 1) of an NCHW value (tf2onnx writes one before a Keras Flatten):
+        # its name -> (C, H, W); the fx node stays the NCHW value. Flattened, it becomes a
+        # value whose features are in channels-last order: its name -> the permutation
+        # (feature j of the channels-last flatten is feature perm[j] of the NCHW flatten),
+        # which the next Gemm/MatMul folds into its weight.
+        self.nhwc: dict[str, tuple[int, int, int]] = {}
+        self.permuted: dict[str, torch.Tensor] = {}
         self.output = g.output[0].name
         # How many nodes read each value (a MatMul's Add is folded only when it is the one).
         self.readers: dict[str, int] = {}
@@ -101,6 +112,10 @@ class _Graph:
 
     def tensor(self, node: Any, index: int = 0) -> fx.Node:
         name = node.input[index]
+        if name in self.nhwc or name in self.permuted:
+            raise self.refuse(node, "it reads a channels-last (transposed) tensor: only a "
+                              "Flatten/Reshape and then a Gemm/MatMul may follow a "
+                              "Transpose(0, 2, 3, 1)")
         if name not in self.values:
             if name in self.consts:
                 raise self.refuse(node, "a constant tensor input is not supported here")
@@ -168,6 +183,21 @@ def _linear(weight: np.ndarray, bias: np.ndarray | None) -> nn.Linear:
     return lin
 
 
+def _features_input(g: _Graph, node: Any, weight: np.ndarray) -> tuple[np.ndarray, fx.Node]:
+    """A linear layer's weight (out, in) and input: a channels-last flatten (`_Graph.permuted`)
+    is read as the NCHW flatten it permutes, the permutation folded into the weight."""
+    name = node.input[0]
+    perm = g.permuted.get(name)
+    if perm is None:
+        return weight, g.tensor(node)
+    if weight.shape[1] != perm.numel():
+        raise g.refuse(node, f"{weight.shape[1]} input features after a channels-last flatten "
+                       f"of {perm.numel()}")
+    folded = np.zeros_like(weight)
+    folded[:, perm.numpy()] = weight
+    return folded, g.values[name]
+
+
 def _gemm(g: _Graph, node: Any, attrs: dict[str, Any]) -> None:
     if int(attrs.get("transA", 0)) != 0:
         raise g.refuse(node, "transA=1 is not supported")
@@ -178,7 +208,8 @@ def _gemm(g: _Graph, node: Any, attrs: dict[str, Any]) -> None:
     c = g.const(node, 2, "bias (C)")
     if c is not None:
         c = np.asarray(c, dtype=np.float64).reshape(-1) * float(attrs.get("beta", 1.0))
-    g.module(node, _linear(w, c), g.tensor(node))
+    w, arg = _features_input(g, node, w)
+    g.module(node, _linear(w, c), arg)
 
 
 def _matmul(g: _Graph, node: Any, nodes: list[Any], index: int) -> int:
@@ -199,7 +230,8 @@ def _matmul(g: _Graph, node: Any, nodes: list[Any], index: int) -> int:
         if value is not None and value.size == w.shape[1]:
             bias = value.reshape(-1)
             last = index + 1
-    g.module(node, _linear(w.T, bias), g.tensor(node))
+    weight, arg = _features_input(g, node, np.ascontiguousarray(w.T))
+    g.module(node, _linear(weight, bias), arg)
     if last != index:
         g.values[nodes[last].output[0]] = g.values[out]
     return last
@@ -279,7 +311,33 @@ def _reshape(g: _Graph, node: Any, attrs: dict[str, Any]) -> None:
     # (N, -1), (0, -1), or a batch-1 export's (1, K) / (-1, K): a flatten to (N, features).
     if len(target) != 2 or target[0] not in (-1, 0, 1) or (target[0] == -1 and target[1] == -1):
         raise g.refuse(node, f"Reshape to {target}: only a flatten to (N, -1) is supported")
-    g.module(node, nn.Flatten(), g.tensor(node))
+    _flatten(g, node)
+
+
+def _flatten(g: _Graph, node: Any) -> None:
+    """nn.Flatten of the node's input; of a Transpose(0, 2, 3, 1), the NCHW value flattened,
+    its output marked as permuted (`_Graph.permuted`)."""
+    name = node.input[0]
+    chw = g.nhwc.get(name)
+    if chw is None:
+        g.module(node, nn.Flatten(), g.tensor(node))
+        return
+    g.module(node, nn.Flatten(), g.values[name])
+    c, h, w = chw
+    g.permuted[node.output[0]] = torch.arange(c * h * w).reshape(c, h, w).permute(1, 2, 0) \
+        .reshape(-1)
+
+
+def _transpose(g: _Graph, node: Any, attrs: dict[str, Any]) -> None:
+    perm = [int(p) for p in attrs.get("perm", [])]
+    if perm != [0, 2, 3, 1]:
+        raise g.refuse(node, f"Transpose perm {perm}: only (0, 2, 3, 1) before a flatten (a "
+                       "channels-last Flatten, as tf2onnx writes Keras' Flatten) is supported")
+    shape = g.shapes.get(node.input[0], [])
+    if len(shape) != 4 or any(d is None or d <= 0 for d in shape[1:]):
+        raise g.refuse(node, "the (C, H, W) shape of its input is unknown")
+    g.values[node.output[0]] = g.tensor(node)
+    g.nhwc[node.output[0]] = (int(shape[1] or 0), int(shape[2] or 0), int(shape[3] or 0))
 
 
 def _build(model: Any, where: str) -> fx.GraphModule:
@@ -320,7 +378,9 @@ def _build(model: Any, where: str) -> fx.GraphModule:
             if int(attrs.get("axis", 1)) != 1:
                 raise g.refuse(node, f"axis={attrs['axis']}: only a flatten from axis 1 is "
                                "supported")
-            g.module(node, nn.Flatten(), g.tensor(node))
+            _flatten(g, node)
+        elif op == "Transpose":
+            _transpose(g, node, attrs)
         elif op == "Reshape":
             _reshape(g, node, attrs)
         elif op == "Add":

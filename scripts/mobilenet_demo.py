@@ -27,10 +27,11 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=1000)
     parser.add_argument("--out", default="out/mobilenet_demo")
     parser.add_argument("--batch-size", type=int, default=250)
+    parser.add_argument("--model", default="mobilenetv2-fmnist")
     args = parser.parse_args()
     ds = load_dataset("fashion-mnist", "test").fitted(1, 32)  # 28 -> 32: 2-px zero padding
     images, labels = ds.to_float()[: args.limit], ds.labels[: args.limit].long()
-    net, name = resolve_model("mobilenetv2-fmnist")
+    net, _ = resolve_model(args.model)
     results = []
     baseline = None
     for scheme, hw, overrides in RUNS:

@@ -138,8 +138,11 @@ def cell_levels(layer: QuantLayer, hw: HardwareConfig) -> tuple[Tensor, Tensor, 
     """Slice the integer weight matrix into cell levels in the physical column layout.
 
     Returns levels (R, Ccols) uint8, col_channel (Ccols,), col_weight (Ccols,) float64, offset.
+    A grouped layer's levels are its groups' blocks on the diagonal, zero elsewhere (cells
+    outside the blocks are not stored: zero also under the offset encoding).
     """
-    w = layer.matrix().to(torch.int64)  # (R, Cout)
+    # One group's rows per output channel: (Rg, Cout); all rows when groups is 1.
+    w = layer.weight_int.reshape(layer.out_channels, -1).t().to(torch.int64)
     cb, s_count, pols = hw.cell.bits, hw.slices, hw.polarities
     mask = 2**cb - 1
     if hw.cell.sign == SignEncoding.differential:
@@ -150,18 +153,22 @@ def cell_levels(layer: QuantLayer, hw: HardwareConfig) -> tuple[Tensor, Tensor, 
         offset = 2 ** (hw.numbers.weight_bits - 1)
         parts = [w + offset]
         signs = [1.0]
-    r, cout = w.shape
-    levels = torch.empty((r, cout, pols, s_count), dtype=torch.int64)
+    rg, cout = w.shape
+    levels = torch.empty((rg, cout, pols, s_count), dtype=torch.uint8)
     col_weight = torch.empty((cout, pols, s_count), dtype=torch.float64)
     for p, (mag, sign) in enumerate(zip(parts, signs, strict=True)):
         for s in range(s_count):  # slices: a handful, not rows/OUs
             levels[:, :, p, s] = (mag >> (s * cb)) & mask
             col_weight[:, p, s] = sign * float(2 ** (s * cb))
-    if offset and layer.groups > 1:  # cells outside the groups' blocks are not stored
-        on_block = layer.dense_weight(torch.ones_like(layer.weight_int)).reshape(cout, -1).t()
-        levels *= on_block.view(r, cout, 1, 1)
+    g = layer.groups
+    if g > 1:  # the blocks on the diagonal of the (Cin*kh*kw, Cout) matrix
+        per = cout // g
+        full = torch.zeros((g, rg, g, per, pols, s_count), dtype=torch.uint8)
+        idx = torch.arange(g)
+        full[idx, :, idx] = levels.view(rg, g, per, pols, s_count).transpose(0, 1)
+        levels = full.view(g * rg, cout, pols, s_count)
     col_channel = torch.arange(cout).repeat_interleave(pols * s_count)
-    return levels.reshape(r, -1).to(torch.uint8), col_channel, col_weight.reshape(-1), offset
+    return levels.reshape(levels.shape[0], -1), col_channel, col_weight.reshape(-1), offset
 
 
 def program_conductance(levels: Tensor, hw: HardwareConfig, layer_name: str) -> Tensor:

@@ -79,7 +79,7 @@ def save(model: str, images: int, offset: int, path: str) -> None:
 
 
 def compare(a_path: str, b_path: str) -> bool:
-    a, b = torch.load(a_path), torch.load(b_path)
+    a, b = torch.load(a_path, weights_only=True), torch.load(b_path, weights_only=True)
     same = True
     for name in sorted(set(a) | set(b)):
         if name not in a or name not in b:

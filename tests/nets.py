@@ -250,3 +250,59 @@ def nan_net() -> nn.Module:
 def not_a_module() -> object:
     """A factory that returns something that is not an nn.Module."""
     return {"not": "a module"}
+
+
+def bn_nan_net() -> nn.Module:
+    """The 28x28 TinyCNN with a NaN in a BatchNorm running mean (a buffer, not a parameter)."""
+    net = tiny_fmnist_net()
+    with torch.no_grad():
+        net.bn1.running_mean[0] = float("nan")
+    return net
+
+
+def bn_eps0_net() -> nn.Module:
+    """The 28x28 TinyCNN whose BatchNorm has eps=0 and a zero running variance: folding it
+    would divide by zero."""
+    net = tiny_fmnist_net()
+    net.bn1.eps = 0.0
+    with torch.no_grad():
+        net.bn1.running_var[0] = 0.0
+    return net
+
+
+def raising_factory() -> nn.Module:
+    """A factory that raises."""
+    raise RuntimeError("weights server unreachable")
+
+
+def factory_with_argument(width: int) -> nn.Module:
+    """A factory that needs an argument."""
+    return tiny_cnn(1, 10, 28, width)
+
+
+def tuple_factory() -> tuple[nn.Module, int]:
+    """A factory that returns a tuple (a model and something else)."""
+    return tiny_fmnist_net(), 3
+
+
+def rgb32_net() -> nn.Module:
+    """TinyCNN for 3x32x32 inputs (CIFAR-shaped), 10 classes."""
+    return tiny_cnn(3, 10, 32, 2, seed=4)
+
+
+def five_class_net() -> nn.Module:
+    """TinyCNN for 1x28x28 inputs with 5 outputs."""
+    return tiny_cnn(1, 5, 28, 2, seed=5)
+
+
+def default_on_pixels() -> nn.Module:
+    """The shipped VGG-8 made to take pixel values 0..255 instead of [0, 1] (its first conv's
+    weights / 255: conv(255 x) then gives the shipped model's activations), as a model trained
+    on unscaled images (Keras style) would: its float top-1 is the shipped model's only with
+    an input scale of 1."""
+    from sparsexbar.training.checkpoint import load_shipped_model
+
+    net, _ = load_shipped_model()
+    with torch.no_grad():
+        net.features[0].weight.div_(255.0)
+    return net.eval()

@@ -106,7 +106,7 @@ def singles(clipping: bool) -> list[tuple[Scheme, Scheme]]:
         pairs += [(CombinedScheme(("comprrae",)), CompRRAEScheme()),
                   (CombinedScheme(("comprrae",), alpha=0.4), CompRRAEScheme(alpha=0.4)),
                   (CombinedScheme(("encoding",)), EncodingScheme(
-                      "bus-invert", "complement", "lossless", skip_zero_planes=True))]
+                      "bus-invert", "complement", "auto", skip_zero_planes=True))]
     return pairs
 
 
@@ -366,12 +366,16 @@ def test_combined_picks_the_cheapest_static_layout_and_records_it() -> None:
         for layout in LAYOUTS:
             mapped = scheme._layout(layer, config, layout)
             if scheme._layout_name(mapped, layout) == layout:
-                energy, cycles = static_cost(mapped, config, layout,
-                                             scheme._lowered_bits(mapped, config, True))
-                scores[layout] = energy * cycles
+                energy, time_ns = static_cost(mapped, config, layout,
+                                              scheme._lowered_bits(mapped, config, True))
+                scores[layout] = energy * time_ns
         assert scores[choice["layout"]] == min(scores.values()), (layer.name, scores)
-        assert choice["adc_bits"] <= config.adc.bits
-    assert {c["layout"] for c in params["layers"].values()} == {"pattern", "dense"}
+        assert choice["adc_bits"] <= config.for_layer(layer.rows).adc_bits
+    # the pattern-pruned 3x3 convs pick pattern; the others dense or sre-weight, whichever is
+    # cheaper (fc: a few all-zero rows save DAC drives worth more than their indices)
+    layouts = {name: c["layout"] for name, c in params["layers"].items()}
+    assert layouts["stem"] == layouts["body"] == "pattern"
+    assert {layouts["tail"], layouts["fc"]} <= {"dense", "sre-weight"}
     assert params["objective"] == "edp"
 
 

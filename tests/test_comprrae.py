@@ -24,12 +24,15 @@ from sparsexbar.schemes.comprrae import CompKernel, CompRRAEScheme
 from sparsexbar.simulate import simulate
 from sparsexbar.training.checkpoint import shipped_model_path
 from tests import nets
+from tests.timing_ref import Timing
 
 CPU = torch.device("cpu")
 
 
 def small_hw(**over: Any) -> HardwareConfig:
-    base = {"array.rows": 8, "array.cols": 10, "ou.rows": 3, "ou.cols": 4, "adc.bits": 8}
+    # a short analog read (1 ns): activations converting 2 or more columns wait for the ADC
+    base = {"array.rows": 8, "array.cols": 10, "ou.rows": 3, "ou.cols": 4, "adc.bits": 8,
+            "timing.read_ns": 1.0}
     base.update(over)
     return preset("isaac").with_overrides(base)
 
@@ -240,8 +243,9 @@ def reference_run(layer: QuantLayer, hw: HardwareConfig, x_int: Tensor,
                         break
                 if done or t == cycles - 1:
                     break
-    ev = dict.fromkeys(["ou_activations", "adc_conversions", "dac_activations", "cell_reads",
-                        "comparisons", "lut_reads", "digital_ops"], 0)
+    ev = dict.fromkeys(["ou_activations", "adc_conversions", "adc_rounds", "dac_activations",
+                        "cell_reads", "comparisons", "lut_reads", "digital_ops"], 0)
+    timing = Timing(hw, hw.adc_bits)
     pols = hw.polarities
     if per > 1:  # slice-major: (slice, channel, polarity); step offset in the cycle
         layout = [(c, slices - 1 - s) for s in range(slices - 1, -1, -1) for c in range(cout)
@@ -252,11 +256,14 @@ def reference_run(layer: QuantLayer, hw: HardwareConfig, x_int: Tensor,
     row_tiles = [(a, min(a + hw.array.rows, rows)) for a in range(0, rows, hw.array.rows)]
     col_tiles = [(a, min(a + hw.array.cols, ncols)) for a in range(0, ncols, hw.array.cols)]
     busiest_total = 0
+    busiest_ns = 0.0
     for img in range(n):
         per_array = {}
+        per_array_ns = {}
         for r0, r1 in row_tiles:
             for c0, c1 in col_tiles:
                 acts = 0
+                ns = 0.0
                 for p in range(p_count):
                     m = img * p_count + p
                     for t in range(cycles):
@@ -270,12 +277,16 @@ def reference_run(layer: QuantLayer, hw: HardwareConfig, x_int: Tensor,
                                     continue
                                 for _pass in range(passes):
                                     acts += 1
+                                    ns += timing.ns(len(live))
                                     ev["ou_activations"] += 1
                                     ev["adc_conversions"] += len(live)
+                                    ev["adc_rounds"] += timing.rounds(len(live))
                                     ev["dac_activations"] += g_rows
                                     ev["cell_reads"] += g_rows * len(cols)
                 per_array[(r0, c0)] = acts
+                per_array_ns[(r0, c0)] = ns
         busiest_total += max(per_array.values())
+        busiest_ns += max(per_array_ns.values())
     for m in range(n * p_count):
         for c in range(cout):
             checks = min(executed[m][c], steps - 1)
@@ -284,7 +295,7 @@ def reference_run(layer: QuantLayer, hw: HardwareConfig, x_int: Tensor,
             ev["digital_ops"] += checks if beta is not None else 0
     acc_t = torch.tensor(out, dtype=torch.float64)  # (N*P, Cout)
     acc_t = layer.fold_output(acc_t, n)
-    return acc_t, ev, busiest_total
+    return acc_t, ev, busiest_total, busiest_ns
 
 
 LAMBDAS = [0.3, 0.25, 0.2, 0.25, 0.3, 0.35, 0.4, 0.0]
@@ -309,7 +320,8 @@ def test_counts_match_loop_reference(alpha: float | None, signed: bool, bounds: 
     kernel = scheme.kernel(scheme.map_layer(layer, hw), CPU)
     x_int = layer.quantize_input(x)
     run = scheme.run_layer(kernel, x_int, EngineOptions())
-    ref_acc, ref_ev, ref_cycles = reference_run(layer, hw, x_int, alpha, bounds, beta, lam)
+    ref_acc, ref_ev, ref_cycles, ref_ns = reference_run(layer, hw, x_int, alpha, bounds, beta,
+                                                        lam)
     assert torch.equal(run.accumulator, ref_acc)
     got = run.events.to_dict()
     dense, _ = dense_events(kernel.mapped, 2)
@@ -318,12 +330,13 @@ def test_counts_match_loop_reference(alpha: float | None, signed: bool, bounds: 
         assert got[key] == value, key
     assert got["shift_adds"] == ref_ev["adc_conversions"]
     assert run.cycles == ref_cycles
+    assert run.time_ns == pytest.approx(ref_ns, rel=1e-12)
     assert ref_ev["adc_conversions"] < dense.adc_conversions  # something was skipped
     if alpha is not None or beta is not None:  # the lossy rule fired too, beyond END
-        _, end_ev, _ = reference_run(layer, hw, x_int, None, bounds)
+        _, end_ev, _, _ = reference_run(layer, hw, x_int, None, bounds)
         assert ref_ev["adc_conversions"] < end_ev["adc_conversions"]
     if bounds == "slice" and alpha is None and beta is None:  # tighter than per output
-        _, out_ev, _ = reference_run(layer, hw, x_int, None, "output")
+        _, out_ev, _, _ = reference_run(layer, hw, x_int, None, "output")
         assert ref_ev["adc_conversions"] < out_ev["adc_conversions"]
 
 
@@ -647,13 +660,14 @@ def _check_against_reference(layer: QuantLayer, hw: HardwareConfig, x_int: Tenso
     kernel = scheme.kernel(scheme.map_layer(layer, hw), CPU)
     assert isinstance(kernel, CompKernel)
     run = scheme.run_layer(kernel, x_int, EngineOptions())
-    ref_acc, ref_ev, ref_cycles = reference_run(layer, hw, x_int, alpha, bounds)
+    ref_acc, ref_ev, ref_cycles, ref_ns = reference_run(layer, hw, x_int, alpha, bounds)
     assert torch.equal(run.accumulator, ref_acc)
     got = run.events.to_dict()
     got["digital_ops"] -= dense_events(kernel.mapped, int(x_int.shape[0]))[0].digital_ops
     for key, value in ref_ev.items():
         assert got[key] == value, key
     assert run.cycles == ref_cycles
+    assert run.time_ns == pytest.approx(ref_ns, rel=1e-12)
     out, executed = scheme.terminate(kernel, x_int)  # the calibration's entry point
     assert torch.equal(out, ref_acc) and executed.dtype == torch.int8
     return kernel

@@ -23,6 +23,7 @@ from sparsexbar.core.config import (
     preset,
     preset_names,
 )
+from sparsexbar.core.cost import activation_timing
 from sparsexbar.core.errors import ConfigError, SparsexbarError
 
 
@@ -74,11 +75,14 @@ def test_preset_round_trips_after_overrides(name: str, tmp_path: Path) -> None:
         "cell.sign": "offset",
         "cell.bits": 3,
         "cell.slices": 3,
+        "numbers.weight_bits": 8,
         "numbers.bit_order": "msb_first",
         "device.variation": "lognormal",
         "device.variation_sigma": "0.125",
         "adc.step": 2,
-        "timing.ou_cycle_ns": "12.5",
+        "timing.read_ns": "12.5",
+        "adc.bits": "auto",
+        "adc.kind": "flash",
         "energy.leakage_mw": 0.1 + 0.2,  # a float with no short decimal form
         "name": "custom-x",
     }
@@ -89,7 +93,8 @@ def test_preset_round_trips_after_overrides(name: str, tmp_path: Path) -> None:
     assert cfg.device.variation is Variation.lognormal
     assert cfg.device.variation_sigma == 0.125
     assert cfg.energy.leakage_mw == 0.1 + 0.2
-    assert cfg.timing.ou_cycle_ns == 12.5
+    assert cfg.timing.read_ns == 12.5
+    assert cfg.adc.bits == "auto" and cfg.adc.kind.value == "flash"
     for suffix in (".yaml", ".json"):
         path = tmp_path / f"o{suffix}"
         cfg.save(path)
@@ -247,7 +252,7 @@ def test_nan_is_refused_for_every_float_field() -> None:
 
 def test_infinity_is_refused_for_every_float_field() -> None:
     accepted = []
-    for key in _float_leaves() + ["timing.ou_cycle_ns"]:
+    for key in _float_leaves():
         try:
             preset("isaac").with_overrides({key: float("inf")})
         except ConfigError as exc:
@@ -373,39 +378,77 @@ def test_cycles(input_bits: int, dac_bits: int, cycles: int) -> None:
     assert cfg.cycles == cycles
 
 
-def test_adc_energy_doubles_per_bit_and_area_scales() -> None:
-    cfg = preset("isaac")
-    ref = cfg.adc.energy_pj
-    assert cfg.adc_energy_pj() == ref == cfg.adc_energy_pj(cfg.adc.ref_bits)
+def test_sar_adc_energy_area_and_time_scale_with_bits() -> None:
+    """SAR (docs/cost.md): energy and area (1 - share) x b / ref + share x 2^(b - ref) of the
+    reference; conversion time b / (ref x rate): a 4-bit conversion takes half an 8-bit one."""
+    cfg = preset("isaac")  # 8-bit reference: 1.6667 pJ, 1200 um^2, 1.2 GS/s
+    e, a = cfg.adc.energy_capacitive_share, cfg.adc.area_capacitive_share
     for bits in range(1, 17):
-        assert cfg.adc_energy_pj(bits) == pytest.approx(ref * 2.0 ** (bits - 8), rel=1e-12)
-        if bits > 1:
-            assert cfg.adc_energy_pj(bits) == pytest.approx(2 * cfg.adc_energy_pj(bits - 1),
-                                                            rel=1e-12)
-        assert cfg.adc_area_um2(bits) == pytest.approx(cfg.adc.area_um2 * 2.0 ** (bits - 8),
-                                                       rel=1e-12)
-    six = cfg.with_overrides({"adc.bits": 6})
-    assert six.adc_energy_pj() == pytest.approx(ref / 4, rel=1e-12)
-    assert six.adc_area_um2() == pytest.approx(cfg.adc.area_um2 / 4, rel=1e-12)
-    custom = cfg.with_overrides({"adc.energy_scale_per_bit": 3, "adc.area_scale_per_bit": 1.5,
+        assert cfg.adc_energy_pj(bits) == pytest.approx(
+            cfg.adc.energy_pj * ((1 - e) * bits / 8 + e * 2.0 ** (bits - 8)), rel=1e-12)
+        assert cfg.adc_area_um2(bits) == pytest.approx(
+            cfg.adc.area_um2 * ((1 - a) * bits / 8 + a * 2.0 ** (bits - 8)), rel=1e-12)
+        assert cfg.adc_conversion_ns(bits) == pytest.approx(bits / (8 * 1.2), rel=1e-12)
+    assert cfg.adc_energy_pj(8) == pytest.approx(1.6667, rel=1e-12)
+    assert cfg.adc_conversion_ns(4) == pytest.approx(cfg.adc_conversion_ns(8) / 2, rel=1e-12)
+    # the fit to the Saberi-scaled ISAAC ADC (4..10 bits, pJ and um^2), within 0.5%
+    table = {4: (0.79, 361.04), 5: (0.99, 476.91), 6: (1.20, 626.91), 7: (1.42, 845.18),
+             8: (1.67, 1200.0), 9: (1.969, 1827.9), 10: (2.379, 3002.0)}
+    for bits, (pj, um2) in table.items():
+        assert cfg.adc_energy_pj(bits) == pytest.approx(pj, rel=5e-3)
+        assert cfg.adc_area_um2(bits) == pytest.approx(um2, rel=5e-3)
+    # share 1: the Walden figure of merit, x2 per bit
+    walden = cfg.with_overrides({"adc.energy_capacitive_share": 1, "adc.area_capacitive_share": 1,
                                  "adc.ref_bits": 4, "adc.energy_pj": 2.0, "adc.area_um2": 10})
-    assert custom.adc_energy_pj(6) == pytest.approx(2.0 * 9, rel=1e-12)
-    assert custom.adc_area_um2(2) == pytest.approx(10 / 1.5**2, rel=1e-12)
+    assert walden.adc_energy_pj(6) == pytest.approx(8.0, rel=1e-12)
+    assert walden.adc_area_um2(2) == pytest.approx(2.5, rel=1e-12)
+    # flash: 2^b - 1 comparators, constant time
+    flash = cfg.with_overrides({"adc.kind": "flash"})
+    assert flash.adc_energy_pj(4) == pytest.approx(cfg.adc.energy_pj * 15 / 255, rel=1e-12)
+    assert flash.adc_area_um2(9) == pytest.approx(cfg.adc.area_um2 * 511 / 255, rel=1e-12)
+    assert flash.adc_conversion_ns(4) == flash.adc_conversion_ns(8) == pytest.approx(1 / 1.2)
 
 
-def test_ou_cycle_ns_derived_from_the_adcs_or_given() -> None:
-    isaac = preset("isaac")  # 16 columns, one 1.2 GS/s ADC per array
-    assert isaac.ou_cycle_ns == pytest.approx(16 / 1.2, rel=1e-12)
-    nvmsa = preset("pattern-nvmsa")  # 8 columns, 8 ADCs per array
-    assert nvmsa.ou_cycle_ns == pytest.approx(1 / 1.2, rel=1e-12)
-    cfg = isaac.with_overrides({"ou.cols": 10, "adc.per_array": 3, "adc.sample_rate_gsps": 2})
-    assert cfg.ou_cycle_ns == pytest.approx(math.ceil(10 / 3) / 2, rel=1e-12)
-    assert isaac.with_overrides({"timing.ou_cycle_ns": 7.5}).ou_cycle_ns == 7.5
+def test_activation_time_is_the_larger_of_read_and_adc_rounds() -> None:
+    """The timing rule worked by hand: an OU with 3 of its 8 columns terminated (5 live)
+    and 2 ADCs takes 3 rounds; 8 live columns 4 rounds; the read bounds short ones."""
+    cfg = preset("isaac").with_overrides({"adc.bits": 8, "adc.per_array": 2,
+                                          "timing.read_ns": 1.0})
+    timing = activation_timing(cfg)
+    conv = 8 / (8 * 1.2)  # ns, one 8-bit conversion
+    assert timing.rounds(5) == 3 and timing.rounds(8) == 4 and timing.rounds(2) == 1
+    assert timing.time_ns(5) == pytest.approx(3 * conv, rel=1e-12)
+    assert timing.time_ns(8) == pytest.approx(4 * conv, rel=1e-12)
+    assert timing.time_ns(1) == pytest.approx(1.0, rel=1e-12)  # one round < the 1 ns read
+    assert timing.time_ns(0) == 0.0
+    assert timing.bound(8) == "adc" and timing.bound(1) == "read"
+    # a 4-bit ADC converts in half the time: the same 8 columns take 2 x 4 rounds x conv / 2
+    four = activation_timing(cfg, adc_bits=4)
+    assert four.time_ns(8) == pytest.approx(4 * conv / 2, rel=1e-12)
+    # three of eight columns with 2 ADCs: 2 rounds (the issue's worked case)
+    assert timing.rounds(3) == 2
+
+
+def test_auto_adc_bits_are_the_fewest_that_cannot_clip() -> None:
+    cfg = preset("isaac")  # OU 16 rows, 2-bit cells, 1-bit DAC: at most 16 x 3 = 48 -> 6 bits
+    assert cfg.adc.bits == "auto"
+    assert cfg.auto_adc_bits(1152) == 6 and cfg.for_layer(1152).adc_bits == 6
+    assert cfg.auto_adc_bits(9) == 5  # a 9-row layer: 27 -> 5 bits
+    assert cfg.auto_adc_bits(1) == 2  # 3 -> 2 bits
+    two = cfg.with_overrides({"dac.bits": 2, "ou.rows": 9, "cell.bits": 4})
+    assert two.auto_adc_bits(100) == 9  # 9 x 15 x 3 = 405 <= 511
+    stepped = cfg.with_overrides({"adc.step": 4})
+    assert stepped.auto_adc_bits(100) == 4  # 48 / 4 = 12 -> (2^4 - 1) x 4 >= 48
+    fixed = cfg.with_overrides({"adc.bits": 3})
+    assert fixed.for_layer(1000) is fixed and fixed.adc_bits == 3
+    with pytest.raises(ConfigError, match="auto"):
+        _ = cfg.adc_max_code  # unresolved: a bug, named
 
 
 def test_adc_max_code_and_device_ideal() -> None:
     cfg = preset("isaac")
-    assert cfg.adc_max_code == 255
+    assert cfg.for_layer(1000).adc_max_code == 63
+    assert cfg.with_overrides({"adc.bits": 8}).adc_max_code == 255
     assert cfg.device.ideal
     assert not cfg.with_overrides({"device.read_noise_sigma": 0.01}).device.ideal
     assert not cfg.with_overrides({"device.accumulated_deviation_sigma": 0.1}).device.ideal

@@ -13,11 +13,14 @@ random executed cycles, and any image chunking.
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 from torch import Tensor, nn
 
 from sparsexbar.core.config import HardwareConfig, preset
+from sparsexbar.core.cost import activation_timing
 from sparsexbar.core.frontend import QuantLayer, quantize_model
 from sparsexbar.schemes import counting
 from sparsexbar.schemes.combined import CombinedKernel, CombinedScheme, pattern_slots, sre_slots
@@ -33,6 +36,7 @@ from sparsexbar.schemes.sre import SreScheme
 from sparsexbar.training.prune import pattern_prune_model
 from tests import nets
 from tests.test_sre import prune_blocks
+from tests.timing_ref import Timing
 
 CPU = torch.device("cpu")
 IMAGES = 5
@@ -60,13 +64,15 @@ def _layer(signed: bool, seed: int) -> tuple[QuantLayer, Tensor]:
     return layer, layer.quantize_input(x)
 
 
-def prefix_sum_reference(table: SlotTable, counter: RowSetCounter, parts: list[Tensor],
+def prefix_sum_reference(table: SlotTable, counter: RowSetCounter | None, parts: list[Tensor],
                          images: int, positions: int, cycles: int, dac_bits: int,
-                         ou_rows: int, word: bool, executed: Tensor) -> SlotCounts:
+                         ou_rows: int, word: bool, executed: Tensor,
+                         timing: Timing) -> SlotCounts:
     """The replaced formulation, all images at once, float64: per (position, slot), the
     prefix sums over the MSB-first cycles of the per-cycle OUs and rows, gathered at each
     output's executed cycles (E_max of the slot's class for OUs and rows, each channel's own
-    for its columns' conversions)."""
+    for its columns' conversions). Time and ADC rounds, cycle by cycle: the OUs of cycle t
+    each convert W_t = the class's columns whose channel runs past t."""
     reps, g_count = table.repeats, table.classes
     static_ou = table.static_ou(ou_rows).view(reps, g_count)
     width = table.slot_width.view(reps, g_count)
@@ -75,8 +81,12 @@ def prefix_sum_reference(table: SlotTable, counter: RowSetCounter, parts: list[T
     runs = [e[:, table.class_channels[:, k]] for k in range(table.class_channels.shape[1])]
     e_max = torch.stack(runs).amax(dim=0)
     per_image_ou = torch.zeros((images, table.slots), dtype=torch.float64)
-    totals = torch.zeros(4, dtype=torch.float64)
+    per_image_ns = torch.zeros_like(per_image_ou)
+    totals = torch.zeros(5, dtype=torch.float64)
     act = table.skip == "act"
+    most = int(table.slot_width.max())
+    time_of = torch.tensor([timing.ns(c) for c in range(most + 1)], dtype=torch.float64)
+    rounds_of = torch.tensor([timing.rounds(c) for c in range(most + 1)], dtype=torch.float64)
 
     def gathered(cum: Tensor, at: Tensor) -> Tensor:  # (M, reps, G) cum at each class's index
         return cum.gather(0, at.unsqueeze(1).expand(-1, reps, -1).unsqueeze(0)).squeeze(0)
@@ -85,7 +95,12 @@ def prefix_sum_reference(table: SlotTable, counter: RowSetCounter, parts: list[T
         m = int(e.shape[0])
         cum_ou = torch.zeros((cycles + 1, m, reps, g_count), dtype=torch.float64)
         cum_rows = torch.zeros_like(cum_ou)
-        for chunks, counts in counter.chunk_counts(part, cycles, dac_bits, word):
+        if table.skip == "none":  # every slot whole in every cycle its class runs
+            cum_ou[1:] = static_ou.to(torch.float64)
+            cum_rows[1:] = table.slot_rows.view(reps, g_count)
+        chunked = ([] if counter is None or table.skip == "none"
+                   else counter.chunk_counts(part, cycles, dac_bits, word))
+        for chunks, counts in chunked:
             counts = counts.to(torch.float64)
             if act:
                 n = counts[:, table.slot_set].view(-1, reps, g_count)
@@ -97,6 +112,13 @@ def prefix_sum_reference(table: SlotTable, counter: RowSetCounter, parts: list[T
             for k in chunks:
                 cum_ou[cycles - k] = ou
                 cum_rows[cycles - k] = n
+        for t in range(cycles):  # MSB-first cycle t: its OUs at index t + 1
+            w_t = sum((r > t).to(torch.float64) * c.to(torch.float64)
+                      for r, c in zip(runs, table.class_channel_cols.t(), strict=True))
+            assert isinstance(w_t, Tensor)
+            idx = w_t.to(torch.int64).unsqueeze(1)  # (M, 1, G)
+            per_image_ns += (cum_ou[t + 1] * time_of[idx]).view(images, positions, -1).sum(1)
+            totals[4] += (cum_ou[t + 1] * rounds_of[idx]).sum()
         cum_ou, cum_rows = cum_ou.cumsum(dim=0), cum_rows.cumsum(dim=0)
         ou_run = gathered(cum_ou, e_max)
         per_image_ou += ou_run.view(images, positions, -1).sum(dim=1)
@@ -107,8 +129,15 @@ def prefix_sum_reference(table: SlotTable, counter: RowSetCounter, parts: list[T
         totals[2] += rows_run.sum()
         totals[3] += (rows_run * width).sum()
     busiest = (per_image_ou @ table.array_onehot()).amax(dim=1).sum()
-    ou_t, adc_t, dac_t, cell_t = (float(v) for v in totals)
-    return SlotCounts(ou_t, adc_t, dac_t, cell_t, float(busiest))
+    busiest_ns = (per_image_ns @ table.array_onehot()).amax(dim=1).sum()
+    ou_t, adc_t, dac_t, cell_t, rounds_t = (float(v) for v in totals)
+    return SlotCounts(ou_t, adc_t, dac_t, cell_t, float(busiest), rounds_t, float(busiest_ns))
+
+
+def close(a: SlotCounts, b: SlotCounts) -> bool:
+    """Every count equal, the times equal to float rounding (summed in another order)."""
+    return (dataclasses.replace(a, time_ns=0.0) == dataclasses.replace(b, time_ns=0.0)
+            and a.time_ns == pytest.approx(b.time_ns, rel=1e-12))
 
 
 CASES = [  # (composition, signed input, hardware overrides, act granularity)
@@ -129,7 +158,8 @@ def test_live_counts_equal_prefix_sum_formulation(spec: str, signed: bool,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     layer, x_int = _layer(signed, seed=len(spec) + 3 * signed)
     hw: HardwareConfig = preset("isaac").with_overrides(
-        {"array.rows": 16, "array.cols": 24, "ou.rows": 4, "ou.cols": 8, **overrides})
+        {"array.rows": 16, "array.cols": 24, "ou.rows": 4, "ou.cols": 8, "timing.read_ns": 1.0,
+         **overrides})
     scheme = CombinedScheme(tuple(spec.split("+")), granularity=granularity)
     kernel = scheme.kernel(scheme.map_layer(layer, hw), CPU)
     assert isinstance(kernel, CombinedKernel) and kernel.counter is not None
@@ -161,19 +191,49 @@ def test_live_counts_equal_prefix_sum_formulation(spec: str, signed: bool,
                              generator=gen, dtype=torch.int32)
     args = (parts, IMAGES, layer.positions, len(parts), hw.cycles, hw.dac.bits, hw.ou.rows,
             word, executed)
+    bits = scheme.adc_bits(kernel.mapped)
+    timing = activation_timing(kernel.mapped.hw, bits)
     expected = prefix_sum_reference(table, counter, parts, IMAGES, layer.positions, hw.cycles,
-                                    hw.dac.bits, hw.ou.rows, word, executed)
+                                    hw.dac.bits, hw.ou.rows, word, executed,
+                                    Timing(kernel.mapped.hw, bits))
     assert expected.ou_activations > 0 and expected.adc_conversions > 0
-    assert expected.cycles > 0
+    assert expected.cycles > 0 and expected.time_ns > expected.cycles * 1.0  # ADC-bound ones
     for slots, slot_counter in layouts:
         for chunk in (1, 2, IMAGES):  # the memory budget's image chunks
-            assert count_slots(slots, slot_counter, *args, chunk) == expected, chunk
+            assert close(count_slots(slots, slot_counter, *args, chunk, timing), expected), chunk
     # the cache-sized chunks on CPU: one image per chunk, whatever the budget allows
     monkeypatch.setattr(counting, "LIVE_CPU_CHUNK_VALUES", 1)
     for slots, slot_counter in layouts:
-        assert count_slots(slots, slot_counter, *args, IMAGES) == expected
+        assert close(count_slots(slots, slot_counter, *args, IMAGES, timing), expected)
     # nothing executed: no OUs, conversions or rows at all
     none_run = count_slots(table, counter, parts, IMAGES, layer.positions, len(parts),
                            hw.cycles, hw.dac.bits, hw.ou.rows, word,
-                           torch.zeros_like(executed), IMAGES)
+                           torch.zeros_like(executed), IMAGES, timing)
     assert none_run == SlotCounts()
+
+
+@pytest.mark.parametrize("signed", [False, True])
+def test_static_slots_with_termination_equal_the_reference(signed: bool) -> None:
+    """Skip rule `none` (every row of a slot every cycle) with early termination: OUs, rows,
+    conversions, ADC rounds and time per cycle from the channels still running."""
+    layer, x_int = _layer(signed, seed=19)
+    hw = preset("isaac").with_overrides({"array.rows": 16, "array.cols": 24, "ou.rows": 4,
+                                         "ou.cols": 8, "timing.read_ns": 1.0})
+    scheme = CombinedScheme(("sre-weight", "comprrae"))
+    kernel = scheme.kernel(scheme.map_layer(layer, hw), CPU)
+    assert isinstance(kernel, CombinedKernel) and kernel.counter is None
+    table = kernel.table
+    assert table.skip == "none" and table.repeats > 1
+    parts = SreScheme.narrow_parts(layer, x_int)
+    executed = torch.randint(0, hw.cycles + 1, (IMAGES, layer.positions, layer.out_channels),
+                             generator=torch.Generator().manual_seed(3), dtype=torch.int32)
+    bits = scheme.adc_bits(kernel.mapped)
+    expected = prefix_sum_reference(table, None, parts, IMAGES, layer.positions,
+                                    hw.cycles, hw.dac.bits, hw.ou.rows, False, executed,
+                                    Timing(kernel.mapped.hw, bits))
+    assert expected.time_ns > 0 and expected.adc_rounds > 0
+    for chunk in (1, IMAGES):
+        got = count_slots(table, None, parts, IMAGES, layer.positions, len(parts), hw.cycles,
+                          hw.dac.bits, hw.ou.rows, False, executed, chunk,
+                          activation_timing(kernel.mapped.hw, bits))
+        assert close(got, expected), chunk

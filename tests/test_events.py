@@ -16,9 +16,12 @@ from sparsexbar.core.config import HardwareConfig, preset
 from sparsexbar.core.events import Events
 from tests import nets
 
-EVENT_NAMES = ["ou_activations", "adc_conversions", "dac_activations", "cell_reads",
-               "shift_adds", "index_reads", "comparisons", "lut_reads", "buffer_read_bytes",
-               "buffer_write_bytes", "digital_ops"]
+EVENT_NAMES = ["ou_activations", "adc_conversions", "adc_rounds", "dac_activations",
+               "cell_reads", "shift_adds", "index_reads", "comparisons", "lut_reads",
+               "buffer_read_bytes", "buffer_write_bytes", "digital_ops", "zero_checks",
+               "ou_forms", "gathers", "routes", "encodes", "decodes"]
+SCHEME_LOGIC = ["index_reads", "comparisons", "lut_reads", "zero_checks", "ou_forms", "gathers",
+                "routes", "encodes", "decodes"]
 
 
 @dataclass
@@ -53,7 +56,17 @@ def sizes(total: int, tile: int) -> list[int]:
     return [min(tile, total - a) for a in range(0, total, tile)]
 
 
-def closed_form(shape: Shape, hw: HardwareConfig, images: int, signed: bool) -> dict[str, int]:
+def auto_bits(hw: HardwareConfig, rows: int) -> int:
+    """adc.bits auto, worked out here: the fewest b with 2^b - 1 >= the largest OU partial sum
+    (min(ou.rows, array.rows, layer rows) x largest level x largest chunk), unit step."""
+    if hw.adc.bits != "auto":
+        return int(hw.adc.bits)
+    worst = (min(hw.ou.rows, hw.array.rows, rows) * (2**hw.cell.bits - 1)
+             * (2**hw.dac.bits - 1))
+    return max(1, math.ceil(math.log2(worst + 1)))
+
+
+def closed_form(shape: Shape, hw: HardwareConfig, images: int, signed: bool) -> dict[str, Any]:
     differential = hw.cell.sign.value == "differential"
     stored = hw.numbers.weight_bits - (1 if differential else 0)
     slices = hw.cell.slices if hw.cell.slices is not None else math.ceil(stored / hw.cell.bits)
@@ -63,16 +76,31 @@ def closed_form(shape: Shape, hw: HardwareConfig, images: int, signed: bool) -> 
     ou_r, ou_c = hw.ou.rows, hw.ou.cols
     row_sizes, col_sizes = sizes(shape.rows, hw.array.rows), sizes(cols, hw.array.cols)
     arrays = [(ra, ca) for ra in row_sizes for ca in col_sizes]
+    # timing: a SAR conversion of b bits takes b / (ref_bits x rate) ns; an OU activation
+    # converting w columns with A ADCs takes max(read, ceil(w / A) x conversion)
+    bits = auto_bits(hw, shape.rows)
+    conv_ns = bits / (hw.adc.ref_bits * hw.adc.sample_rate_gsps)
+    adcs = hw.adc.per_array
+
+    def act_ns(w: int) -> float:
+        return max(hw.timing.read_ns, math.ceil(w / adcs) * conv_ns)
+
+    tile_ns = max(sum(act_ns(w) for w in sizes(ca, ou_c)) for ca in col_sizes)
     return {
         "cols": cols,
         "arrays": len(row_sizes) * len(col_sizes),
+        "adc_bits": bits,
         "ou_activations": per * sum(math.ceil(ra / ou_r) * math.ceil(ca / ou_c)
                                     for ra, ca in arrays),
         "adc_conversions": per * sum(math.ceil(ra / ou_r) * ca for ra, ca in arrays),
+        "adc_rounds": per * sum(math.ceil(ra / ou_r) * sum(math.ceil(w / adcs)
+                                                           for w in sizes(ca, ou_c))
+                                for ra, ca in arrays),
         "dac_activations": per * sum(ra * math.ceil(ca / ou_c) for ra, ca in arrays),
         "cell_reads": per * sum(ra * ca for ra, ca in arrays),
         "shift_adds": per * sum(math.ceil(ra / ou_r) * ca for ra, ca in arrays),
         "cycles": per * max(math.ceil(ra / ou_r) * math.ceil(ca / ou_c) for ra, ca in arrays),
+        "time_ns": per * max(math.ceil(ra / ou_r) for ra in row_sizes) * tile_ns,
     }
 
 
@@ -135,12 +163,15 @@ def test_dense_events_equal_the_closed_forms(case: str, model_name: str) -> None
         assert lay["cols"] == want["cols"]
         assert lay["arrays"] == want["arrays"]
         assert lay["cycles"] == want["cycles"]
-        for key in ("ou_activations", "adc_conversions", "dac_activations", "cell_reads",
-                    "shift_adds"):
+        assert lay["adc_bits"] == lay["dense_adc_bits"] == want["adc_bits"]
+        for key in ("ou_activations", "adc_conversions", "adc_rounds", "dac_activations",
+                    "cell_reads", "shift_adds"):
             assert ev[key] == want[key], (lay["name"], key)
             assert type(ev[key]) is int
-        assert ev["index_reads"] == ev["comparisons"] == ev["lut_reads"] == 0
+        assert all(ev[key] == 0 for key in SCHEME_LOGIC)
         assert set(ev) == set(EVENT_NAMES) == set(Events.names())
+        assert lay["latency_ns_per_image"] == pytest.approx(want["time_ns"] / 2, rel=1e-12)
+        assert lay["dense_latency_ns_per_image"] == lay["latency_ns_per_image"]
         assert lay["dense_events"] == ev
         assert lay["dense_cycles"] == lay["cycles"] and lay["dense_arrays"] == lay["arrays"]
 
@@ -176,12 +207,15 @@ def test_totals_energy_and_ratios(case: str) -> None:
         assert result["dense_totals"]["events"][name] == totals["events"][name]
     assert totals["cycles"] == sum(lay["cycles"] for lay in layers)
     assert totals["arrays"] == sum(lay["arrays"] for lay in layers)
-    for lay in layers:
+    shapes = layer_shapes(factory(), images(2))
+    latency_s = 0.0
+    for lay, shape, sgn in zip(layers, shapes, [True, False, True, False], strict=True):
         ev, en = lay["events"], lay["energy_pj"]
         components = {k: v for k, v in en.items() if k != "total"}
         assert en["total"] == pytest.approx(sum(components.values()), rel=1e-12)
-        assert components["adc"] == pytest.approx(ev["adc_conversions"] * hw.adc_energy_pj(),
-                                                  rel=1e-12)
+        bits = auto_bits(hw, shape.rows)
+        assert components["adc"] == pytest.approx(
+            ev["adc_conversions"] * hw.adc_energy_pj(bits), rel=1e-12)
         assert components["dac"] == pytest.approx(ev["dac_activations"] * hw.dac.energy_pj,
                                                   rel=1e-12)
         assert components["crossbar"] == pytest.approx(
@@ -189,7 +223,8 @@ def test_totals_energy_and_ratios(case: str) -> None:
             + ev["ou_activations"] * hw.energy.ou_activation_pj, rel=1e-12)
         assert components["shift_add"] == pytest.approx(ev["shift_adds"] * hw.energy.shift_add_pj,
                                                         rel=1e-12)
-        time_ns = lay["cycles"] * hw.ou_cycle_ns
+        time_ns = closed_form(shape, hw, 2, sgn)["time_ns"]
+        latency_s += time_ns / 2 * 1e-9
         assert components["leakage"] == pytest.approx(hw.energy.leakage_mw * time_ns, rel=1e-12)
         assert lay["latency_ns_per_image"] == pytest.approx(time_ns / 2, rel=1e-12)
         area = {k: v for k, v in lay["area_um2"].items() if k != "total"}
@@ -197,13 +232,12 @@ def test_totals_energy_and_ratios(case: str) -> None:
         assert area["crossbar"] == pytest.approx(
             lay["arrays"] * hw.array.rows * hw.array.cols * hw.area.cell_um2, rel=1e-12)
         assert area["adc"] == pytest.approx(
-            lay["arrays"] * hw.adc.per_array * hw.adc_area_um2(), rel=1e-12)
+            lay["arrays"] * hw.adc.per_array * hw.adc_area_um2(bits), rel=1e-12)
     for comp in totals["energy_pj"]:
         assert totals["energy_pj"][comp] == pytest.approx(
             sum(lay["energy_pj"][comp] for lay in layers), rel=1e-12)
     assert totals["energy_pj"]["total"] == pytest.approx(
         sum(v for k, v in totals["energy_pj"].items() if k != "total"), rel=1e-12)
-    latency_s = sum(lay["cycles"] * hw.ou_cycle_ns / 2 for lay in layers) * 1e-9
     assert totals["latency_s"] == pytest.approx(latency_s, rel=1e-12)
     assert totals["images_per_s"] == pytest.approx(1 / latency_s, rel=1e-12)
     # dense against itself: every ratio is exactly one, every reduction exactly zero

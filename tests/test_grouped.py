@@ -26,6 +26,7 @@ from sparsexbar.schemes import scheme_names
 from tests import nets
 from tests.test_cli_errors import assert_one_line_error, cli
 from tests.test_engine_exact import make_hw
+from tests.timing_ref import Timing, layer_bits
 
 CPU = torch.device("cpu")
 BIT_ACCURATE = EngineOptions(exact_shortcut=False)
@@ -144,40 +145,109 @@ def test_a_lossy_adc_gives_what_each_group_gives_alone(overrides: dict[str, Any]
     assert checked == ["dw", "pw"]
 
 
-# ---- events and arrays: closed forms ---------------------------------------------------------
+# ---- events, arrays, ADC bits and time: closed forms -----------------------------------------
 def grouped_closed_form(cin: int, cout: int, groups: int, kk: int, positions: int,
-                        hw: HardwareConfig, images: int) -> dict[str, int]:
+                        hw: HardwareConfig, images: int) -> dict[str, Any]:
     """Block-diagonal packing: a group is Rg = Cin/g x kk rows by Cg = Cout/g x polarities x
     slices columns; k = min(rows // Rg, cols // Cg, groups) groups per array when a group fits
     one array, else each group tiled over ceil(Rg / rows) x ceil(Cg / cols) arrays of its own.
-    Every block is cut into OUs of its own rows and columns."""
+    Every block is cut into OUs of its own rows and columns (column groups from the block's
+    first column). ADC bits `auto`: from a group's rows (an OU never holds two groups' rows).
+    Time (docs/cost.md): an activation converting w columns takes max(read, ceil(w / A) x
+    conversion); an array runs its blocks one after another; the busiest array sets it.
+    Unsigned inputs (one pass): the grouped layers of `grouped_net` follow a ReLU(6)."""
     differential = hw.cell.sign.value == "differential"
     stored = hw.numbers.weight_bits - (1 if differential else 0)
-    slices = math.ceil(stored / hw.cell.bits)
+    slices = hw.cell.slices if hw.cell.slices is not None else math.ceil(stored / hw.cell.bits)
     rg, cg = cin // groups * kk, cout // groups * slices * (2 if differential else 1)
     ar, ac, ou_r, ou_c = hw.array.rows, hw.array.cols, hw.ou.rows, hw.ou.cols
     per = images * positions * math.ceil(hw.numbers.input_bits / hw.dac.bits)
+    bits = layer_bits(hw, rg)
+    timing = Timing(hw, bits)
+
+    def parts(total: int, size: int) -> list[int]:
+        return [min(size, total - a) for a in range(0, total, size)]
+
+    def block_ou(r: int, c: int) -> int:
+        return math.ceil(r / ou_r) * math.ceil(c / ou_c)
+
+    def block_ns(r: int, c: int) -> float:
+        return math.ceil(r / ou_r) * sum(timing.ns(w) for w in parts(c, ou_c))
+
     if rg <= ar and cg <= ac:
         k = min(ar // rg, ac // cg, groups)
         arrays = math.ceil(groups / k)
         blocks = [(rg, cg)] * groups
-        busiest = k * math.ceil(rg / ou_r) * math.ceil(cg / ou_c)
+        busiest, busiest_ns = k * block_ou(rg, cg), k * block_ns(rg, cg)
     else:
-        row_parts = [min(ar, rg - a) for a in range(0, rg, ar)]
-        col_parts = [min(ac, cg - a) for a in range(0, cg, ac)]
+        row_parts, col_parts = parts(rg, ar), parts(cg, ac)
         arrays = groups * len(row_parts) * len(col_parts)
         blocks = [(r, c) for _ in range(groups) for r in row_parts for c in col_parts]
-        busiest = max(math.ceil(r / ou_r) * math.ceil(c / ou_c) for r, c in blocks)
+        busiest = max(block_ou(r, c) for r, c in blocks)
+        busiest_ns = max(block_ns(r, c) for r, c in blocks)
     return {
         "arrays": arrays,
         "cols": cg * groups,
-        "ou_activations": per * sum(math.ceil(r / ou_r) * math.ceil(c / ou_c)
-                                    for r, c in blocks),
+        "adc_bits": bits,
+        "ou_activations": per * sum(block_ou(r, c) for r, c in blocks),
         "adc_conversions": per * sum(math.ceil(r / ou_r) * c for r, c in blocks),
+        "adc_rounds": per * sum(math.ceil(r / ou_r) * sum(timing.rounds(w)
+                                                          for w in parts(c, ou_c))
+                                for r, c in blocks),
         "dac_activations": per * sum(r * math.ceil(c / ou_c) for r, c in blocks),
         "cell_reads": per * sum(r * c for r, c in blocks),
         "cycles": per * busiest,
+        "time_ns": per * busiest_ns,
     }
+
+
+def check_closed_forms(net_kw: dict[str, Any], hw: HardwareConfig,
+                       arrays: dict[str, int] | None = None) -> None:
+    """Simulate `grouped_net(**net_kw)` on two images with dense and pattern: each grouped
+    layer's events, arrays, ADC bits, busiest array's OU activations and latency equal
+    `grouped_closed_form`, exactly (latency to float rounding), and pattern's equal dense's."""
+    net = nets.grouped_net(**net_kw)
+    x = nets.random_images(2, net_kw["in_ch"], net_kw["size"], seed=3)
+    labels = torch.zeros(2, dtype=torch.int64)
+    results = [sparsexbar.simulate(net, (x, labels), hw=hw, scheme=s).to_json()
+               for s in ("dense", "pattern")]
+    mods = dict(net.named_modules())
+    out_sizes: dict[str, int] = {}
+    handles = [mods[name].register_forward_hook(
+        lambda _m, _i, out, name=name: out_sizes.__setitem__(name, out.shape[2] * out.shape[3]))
+        for name in ("dw", "pw")]
+    with torch.no_grad():
+        net(x[:1])
+    for h in handles:
+        h.remove()
+    checked = []
+    for lay, pat in zip(*(r["layers"] for r in results), strict=True):
+        mod = mods[lay["name"]]
+        if not isinstance(mod, nn.Conv2d) or mod.groups == 1:
+            continue
+        want = grouped_closed_form(mod.in_channels, mod.out_channels, mod.groups,
+                                   mod.kernel_size[0] * mod.kernel_size[1],
+                                   out_sizes[lay["name"]], hw, 2)
+        assert not lay["input_signed"]
+        assert lay["rows"] == mod.in_channels * mod.kernel_size[0] * mod.kernel_size[1]
+        assert lay["cols"] == want["cols"]
+        assert lay["arrays"] == want["arrays"] == lay["dense_arrays"], lay["name"]
+        if arrays is not None:
+            assert lay["arrays"] == arrays[lay["name"]]
+        assert lay["adc_bits"] == lay["dense_adc_bits"] == want["adc_bits"], lay["name"]
+        assert lay["cycles"] == want["cycles"], lay["name"]
+        for key in ("ou_activations", "adc_conversions", "adc_rounds", "dac_activations",
+                    "cell_reads"):
+            assert lay["events"][key] == want[key], (lay["name"], key)
+            assert type(lay["events"][key]) is int
+        assert lay["events"]["shift_adds"] == want["adc_conversions"]
+        assert lay["latency_ns_per_image"] == pytest.approx(want["time_ns"] / 2, rel=1e-12)
+        assert lay["dense_latency_ns_per_image"] == lay["latency_ns_per_image"]
+        assert lay["dense_events"] == lay["events"]
+        for key in ("events", "arrays", "cycles", "adc_bits", "latency_ns_per_image"):
+            assert pat[key] == lay[key], (lay["name"], key)
+        checked.append(lay["name"])
+    assert checked == [n for n in ("dw", "pw") if mods[n].groups > 1]  # type: ignore[union-attr]
 
 
 @pytest.mark.parametrize(("net_kw", "overrides", "arrays"), [
@@ -189,44 +259,47 @@ def grouped_closed_form(cin: int, cout: int, groups: int, kk: int, positions: in
     # arrays smaller than one group: 4 rows < 18 rows of a 2-channel 3x3 group
     ({"channels": 6, "groups": 3, "stride": 2}, {"array.rows": 4, "array.cols": 6,
                                                  "ou.rows": 3, "ou.cols": 4}, None),
-    # offset cells (8 slices of 1 bit, one polarity), ragged OUs
+    # offset cells (8 slices of 1 bit, one polarity), ragged OUs, one ADC per array
     ({"channels": 6, "groups": 6}, {"cell.sign": "offset", "cell.bits": 1, "array.rows": 30,
-                                    "array.cols": 17, "ou.rows": 4, "ou.cols": 5}, None),
+                                    "array.cols": 17, "ou.rows": 4, "ou.cols": 5,
+                                    "adc.per_array": 1}, None),
 ])
 def test_grouped_events_and_arrays_equal_closed_forms(net_kw: dict[str, Any],
                                                       overrides: dict[str, Any],
                                                       arrays: dict[str, int] | None) -> None:
-    hw = preset("isaac").with_overrides(overrides)
-    net = nets.grouped_net(**{"in_ch": 2, "size": 6, **net_kw})
-    x = nets.random_images(2, 2, 6, seed=3)
-    res = sparsexbar.simulate(net, (x, torch.zeros(2, dtype=torch.int64)), hw=hw,
-                              scheme="dense").to_json()
-    mods = dict(net.named_modules())
-    out_sizes: dict[str, int] = {}
-    handles = [mods[name].register_forward_hook(
-        lambda _m, _i, out, name=name: out_sizes.__setitem__(name, out.shape[2] * out.shape[3]))
-        for name in ("dw", "pw")]
-    with torch.no_grad():
-        net(x[:1])
-    for h in handles:
-        h.remove()
-    for lay in res["layers"]:
-        mod = mods[lay["name"]]
-        if not isinstance(mod, nn.Conv2d) or mod.groups == 1:
-            continue
-        positions = out_sizes[lay["name"]]
-        want = grouped_closed_form(mod.in_channels, mod.out_channels, mod.groups,
-                                   mod.kernel_size[0] * mod.kernel_size[1], positions, hw, 2)
-        assert lay["rows"] == mod.in_channels * mod.kernel_size[0] * mod.kernel_size[1]
-        assert lay["cols"] == want["cols"]
-        assert lay["arrays"] == want["arrays"] == lay["dense_arrays"], lay["name"]
-        if arrays is not None:
-            assert lay["arrays"] == arrays[lay["name"]]
-        assert lay["cycles"] == want["cycles"], lay["name"]
-        for key in ("ou_activations", "adc_conversions", "dac_activations", "cell_reads"):
-            assert lay["events"][key] == want[key], (lay["name"], key)
-        assert lay["events"]["shift_adds"] == want["adc_conversions"]
-        assert lay["dense_events"] == lay["events"]
+    check_closed_forms({"in_ch": 2, "size": 6, **net_kw},
+                       preset("isaac").with_overrides(overrides), arrays)
+
+
+@st.composite
+def closed_form_case(draw: st.DrawFn) -> tuple[dict[str, Any], dict[str, Any]]:
+    groups = draw(st.sampled_from([2, 3, 4, 6, 8]))
+    channels = groups * draw(st.integers(1, 3))
+    k = draw(st.sampled_from([1, 3]))
+    net = dict(in_ch=draw(st.integers(1, 2)), channels=channels, groups=groups, k=k,
+               stride=draw(st.integers(1, 3)), padding=draw(st.integers(0, 1)) if k == 3 else 0,
+               size=draw(st.integers(5, 7)),
+               pw_groups=draw(st.sampled_from([g for g in (1, 2, 3, 4) if channels % g == 0])),
+               seed=draw(st.integers(0, 10_000)))
+    # from arrays smaller than one group (4 rows < 9) to arrays holding every group
+    hw = {"array.rows": draw(st.sampled_from([4, 9, 20, 128])),
+          "array.cols": draw(st.sampled_from([3, 8, 24, 128])),
+          "ou.rows": draw(st.integers(1, 9)), "ou.cols": draw(st.integers(1, 8)),
+          "cell.bits": draw(st.integers(1, 4)), "dac.bits": draw(st.sampled_from([1, 2, 4])),
+          "cell.sign": draw(st.sampled_from(["differential", "offset"])),
+          "adc.per_array": draw(st.sampled_from([1, 2, 8])),
+          "adc.bits": draw(st.sampled_from(["auto", 12]))}
+    hw["ou.rows"] = min(hw["ou.rows"], hw["array.rows"])
+    hw["ou.cols"] = min(hw["ou.cols"], hw["array.cols"])
+    return net, hw
+
+
+@settings(max_examples=25, deadline=None)
+@given(closed_form_case())
+def test_grouped_closed_forms_hold_for_any_packing(
+        case: tuple[dict[str, Any], dict[str, Any]]) -> None:
+    net_kw, overrides = case
+    check_closed_forms(net_kw, preset("isaac").with_overrides(overrides))
 
 
 def test_packing_puts_many_groups_in_one_array_and_stores_no_off_diagonal_cell() -> None:

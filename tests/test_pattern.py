@@ -32,6 +32,7 @@ from sparsexbar.schemes.pattern import (
 from sparsexbar.training.prune import code_masks, mask_codes, pattern_prune_model
 from tests import nets
 from tests.test_cli_errors import assert_one_line_error, cli
+from tests.timing_ref import Timing
 
 CROSSBAR_EVENTS = ("ou_activations", "adc_conversions", "dac_activations", "cell_reads",
                    "shift_adds")
@@ -137,7 +138,8 @@ def _layer(signed: bool, seed: int = 0, cin: int = 3, cout: int = 7, k: int = 3,
 
 def _small_hw(**overrides: object) -> HardwareConfig:
     base: dict[str, object] = {"array.rows": 10, "array.cols": 12, "ou.rows": 3, "ou.cols": 4,
-                               "dac.bits": 2, "cell.bits": 2, "adc.bits": 8}
+                               "dac.bits": 2, "cell.bits": 2, "adc.bits": 8,
+                               "timing.read_ns": 1.0}
     base.update(overrides)
     return preset("ideal-small").with_overrides(base)
 
@@ -172,7 +174,8 @@ def reference_units(layer: QuantLayer, hw: HardwareConfig) -> list[dict[str, obj
             for a in range(0, len(positions), hw.ou.rows):
                 rows = [i * 9 + p for p in positions[a : a + hw.ou.rows]]
                 for b in range(0, len(cols), hw.ou.cols):
-                    units.append({"rows": rows, "cols": cols[b : b + hw.ou.cols]})
+                    units.append({"rows": rows, "cols": cols[b : b + hw.ou.cols],
+                                  "piece": (i, code, a)})
     units.sort(key=lambda u: -len(u["rows"]))  # stable: keeps (channel, mask, piece, group)
     # Next-fit shelves.
     slots = hw.array.cols // hw.ou.cols
@@ -225,10 +228,13 @@ def test_placement_and_counts_equal_loop_reference(k: int, ou_rows: int, signed:
     n = x_int.shape[0]
     positions = patches.shape[0] // n
     parts = [patches.clamp(min=0), (-patches).clamp(min=0)] if layer.input_signed else [patches]
-    expected = dict.fromkeys(CROSSBAR_EVENTS, 0)
+    expected = dict.fromkeys(CROSSBAR_EVENTS + ("adc_rounds",), 0)
+    timing = Timing(hw, 8)
     busiest = 0
+    busiest_ns = 0.0
     for img in range(n):
         per_array = [0] * plan.arrays
+        per_array_ns = [0.0] * plan.arrays
         for pos in range(positions):
             for part in parts:
                 vec = part[img * positions + pos]
@@ -244,15 +250,26 @@ def test_placement_and_counts_equal_loop_reference(k: int, ou_rows: int, signed:
                         expected["shift_adds"] += c
                         expected["dac_activations"] += h
                         expected["cell_reads"] += h * c
+                        expected["adc_rounds"] += timing.rounds(c)
                         per_array[int(u["array"])] += 1
+                        per_array_ns[int(u["array"])] += timing.ns(c)
         busiest += max(per_array)
+        busiest_ns += max(per_array_ns)
     scheme = PatternScheme()
-    events, cycles = scheme.count(PatternKernel(mapped, torch.device("cpu")), x_int,
-                                  EngineOptions())
+    events, cycles, time_ns = scheme.count(PatternKernel(mapped, torch.device("cpu")), x_int,
+                                           EngineOptions())
     got = events.to_dict()
     for key, value in expected.items():
         assert got[key] == value, key
     assert cycles == busiest
+    assert time_ns == pytest.approx(busiest_ns, rel=1e-12)
+    # the logic pattern adds: input zero tests, gathered words, routed results
+    steps = positions * n * len(parts)
+    assert got["zero_checks"] == plan.used_rows * hw.cycles * steps
+    # each row piece (block, piece) gathers its rows' input words
+    pieces = {u["piece"]: len(u["rows"]) for u in units}
+    assert got["gathers"] == sum(pieces.values()) * steps
+    assert got["routes"] == got["shift_adds"]
     assert 0 < expected["ou_activations"] < len(units) * hw.cycles * positions * n * len(parts)
     # Index bits: per block input channel + pattern id, per stored kernel its output channel.
     cout, cin = layer.weight_int.shape[:2]
@@ -263,7 +280,7 @@ def test_placement_and_counts_equal_loop_reference(k: int, ou_rows: int, signed:
     assert got["comparisons"] == plan.pieces * hw.cycles * positions * n * len(parts)
     # Small memory budget: chunking over images changes no count.
     assert scheme.count(PatternKernel(mapped, torch.device("cpu")), x_int,
-                        EngineOptions(memory_budget_mb=1e-6)) == (events, cycles)
+                        EngineOptions(memory_budget_mb=1e-6)) == (events, cycles, time_ns)
 
 
 def test_every_stored_weight_in_exactly_one_unit() -> None:

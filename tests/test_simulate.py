@@ -158,10 +158,15 @@ def test_other_data_and_config_forms_give_the_same_result(tmp_path: Path) -> Non
     assert sim(d=(images, labels), hw=str(path)).to_json() == base
     assert sim(d=(images, labels), hw=HW.to_dict()).to_json() == base
     assert sim(d=(images, labels), scheme=get_scheme("dense")).to_json() == base
-    # uint8 images are scaled to [0, 1]
+    # uint8 images are pixels, scaled to [0, 1] (the default input spec); float images are
+    # used as given; the result's `input` says which
     u8 = (images * 255).round().to(torch.uint8)
     out = sim(d=(u8, labels)).to_json()
     again = sim(d=(u8.float() / 255, labels)).to_json()
+    assert out.pop("input") == {"shape": [1, 8, 8], "data_shape": [1, 8, 8], "fitted": None,
+                                "pixels": True, "scale": 1 / 255, "mean": [0.0], "std": [1.0],
+                                "labels": "the data's labels"}
+    assert again.pop("input")["pixels"] is False
     assert out == again
 
 

@@ -22,6 +22,7 @@ from sparsexbar.core.mapping import map_dense
 from sparsexbar.schemes import get_scheme
 from sparsexbar.schemes.sre import SreKernel, SreScheme, map_sre
 from tests import nets
+from tests.timing_ref import Timing, layer_bits
 
 MODES = [(m, g) for m in ("weight", "activation", "joint") for g in ("bit", "word")]
 CROSSBAR_EVENTS = ("ou_activations", "adc_conversions", "dac_activations", "cell_reads",
@@ -108,24 +109,31 @@ def _layer(signed: bool, seed: int = 0) -> tuple[QuantLayer, Tensor]:
 
 def _small_hw() -> HardwareConfig:
     # Several row and column tiles, OU groups that do not divide the tiles, 2-bit DAC.
+    # A short analog read (1 ns): activations converting 2 or more columns wait for the ADC.
     return preset("ideal-small").with_overrides(
-        {"array.rows": 8, "array.cols": 10, "ou.rows": 3, "ou.cols": 4, "dac.bits": 2})
+        {"array.rows": 8, "array.cols": 10, "ou.rows": 3, "ou.cols": 4, "dac.bits": 2,
+         "timing.read_ns": 1.0})
 
 
 def reference_counts(layer: QuantLayer, x_int: Tensor, hw: HardwareConfig, mode: str,
-                     gran: str) -> tuple[dict[str, int], int]:
-    """Loop over images, positions, passes, cycles, arrays and OU column groups."""
+                     gran: str) -> tuple[dict[str, int], int, float]:
+    """Loop over images, positions, passes, cycles, arrays and OU column groups: events, and
+    per image the busiest array's OU activations and time (summed over the images)."""
     levels = map_dense(layer, hw).levels.to(torch.int64)  # (R, C)
+    timing = Timing(hw, layer_bits(hw, layer.rows))
     r, c = levels.shape
     patches = layer.patches(x_int.to(torch.float32)).to(torch.int64)
     n = x_int.shape[0]
     positions = patches.shape[0] // n
     parts = [patches.clamp(min=0), (-patches).clamp(min=0)] if layer.input_signed else [patches]
     idx_bits = max(1, math.ceil(math.log2(hw.array.rows)))
-    out = dict.fromkeys(CROSSBAR_EVENTS + ("index_reads",), 0)
+    out = dict.fromkeys(CROSSBAR_EVENTS + ("index_reads", "adc_rounds", "zero_checks",
+                                           "ou_forms"), 0)
     busiest_total = 0
+    busiest_ns = 0.0
     for img in range(n):
         per_array: dict[tuple[int, int], int] = {}
+        per_array_ns: dict[tuple[int, int], float] = {}
         for pos in range(positions):
             for part in parts:
                 vec = part[img * positions + pos]
@@ -151,14 +159,23 @@ def reference_counts(layer: QuantLayer, x_int: Tensor, hw: HardwareConfig, mode:
                                     active = sum(1 for v in word if v)
                                 ou = math.ceil(active / hw.ou.rows)
                                 out["ou_activations"] += ou
+                                out["adc_rounds"] += ou * timing.rounds(g1 - g0)
+                                if mode != "weight":  # dynamic packing: tests and forms
+                                    out["ou_forms"] += ou
                                 out["adc_conversions"] += ou * (g1 - g0)
                                 out["shift_adds"] += ou * (g1 - g0)
                                 out["dac_activations"] += active
                                 out["cell_reads"] += active * (g1 - g0)
                                 key = (r0, t0)
                                 per_array[key] = per_array.get(key, 0) + ou
+                                per_array_ns[key] = (per_array_ns.get(key, 0.0)
+                                                     + ou * timing.ns(g1 - g0))
         busiest_total += max(per_array.values())
-    return out, busiest_total
+        busiest_ns += max(per_array_ns.values())
+    if mode != "weight":  # every row's chunk (bit) or word tested for zero, every cycle/word
+        out["zero_checks"] = (layer.rows * n * positions * len(parts)
+                              * (hw.cycles if gran == "bit" else 1))
+    return out, busiest_total, busiest_ns
 
 
 @pytest.mark.parametrize("signed", [False, True])
@@ -170,12 +187,13 @@ def test_counts_equal_loop_reference(mode: str, gran: str, signed: bool) -> None
     mapped = map_sre(layer, hw, scheme.compress)
     assert len(mapped.row_tiles) == 3 and len(mapped.col_tiles) == 3
     kernel = SreKernel(mapped, torch.device("cpu"))
-    events, cycles = scheme.count(kernel, x_int, EngineOptions())
-    expected, busiest = reference_counts(layer, x_int, hw, mode, gran)
+    events, cycles, time_ns = scheme.count(kernel, x_int, EngineOptions())
+    expected, busiest, busiest_ns = reference_counts(layer, x_int, hw, mode, gran)
     got = events.to_dict()
     for key, value in expected.items():
         assert got[key] == value, key
     assert cycles == busiest
+    assert time_ns == pytest.approx(busiest_ns, rel=1e-12)
     assert expected["ou_activations"] > 0
 
 
@@ -206,7 +224,7 @@ def test_index_storage_and_reads() -> None:
     weight = SreScheme("weight")
     assert weight.storage(map_sre(layer, hw, True)).index_bits == kept * bits
     assert SreScheme("activation").storage(map_sre(layer, hw, False)).index_bits == 0
-    events, _ = weight.count(SreKernel(map_sre(layer, hw, True), torch.device("cpu")), x_int,
+    events, _, _ = weight.count(SreKernel(map_sre(layer, hw, True), torch.device("cpu")), x_int,
                              EngineOptions())
     assert events.index_reads == kept * bits * layer.positions * 2  # 2 images, 1 pass
 
@@ -391,18 +409,19 @@ def test_counts_packed_planes_equal_loop_reference(
     hw = _small_hw().with_overrides({"dac.bits": dac})
     scheme = SreScheme(mode, gran)
     kernel = SreKernel(map_sre(layer, hw, scheme.compress), torch.device("cpu"))
-    events, cycles = scheme.count(kernel, x_int, EngineOptions())
+    events, cycles, time_ns = scheme.count(kernel, x_int, EngineOptions())
     op = kernel.count_op()
     packed = 1 if gran == "word" else min(kernel.fields, hw.cycles)
     assert (op.backend == "int8") == (int8 and kind == "conv"
                                        and intconv._int8_conv_available(torch.device("cpu")))
     if gran == "bit":  # several cycles share a call
         assert packed >= (2 if op.backend == "int8" else 3)
-    expected, busiest = reference_counts(layer, x_int, hw, mode, gran)
+    expected, busiest, busiest_ns = reference_counts(layer, x_int, hw, mode, gran)
     got = events.to_dict()
     for key, value in expected.items():
         assert got[key] == value, key
     assert cycles == busiest
+    assert time_ns == pytest.approx(busiest_ns, rel=1e-12)
 
 
 def test_counts_128_row_arrays_equal_loop_reference() -> None:
@@ -416,11 +435,12 @@ def test_counts_128_row_arrays_equal_loop_reference() -> None:
     hw = preset("isaac")
     scheme = SreScheme("joint", "bit")
     kernel = SreKernel(map_sre(layer, hw, True), torch.device("cpu"))
-    events, cycles = scheme.count(kernel, x_int, EngineOptions())
+    events, cycles, time_ns = scheme.count(kernel, x_int, EngineOptions())
     kernel.count_op()
     assert len(kernel.mapped.row_tiles) == 3 and kernel.field_base <= 129
-    expected, busiest = reference_counts(layer, x_int, hw, "joint", "bit")
+    expected, busiest, busiest_ns = reference_counts(layer, x_int, hw, "joint", "bit")
     got = events.to_dict()
     for key, value in expected.items():
         assert got[key] == value, key
     assert cycles == busiest
+    assert time_ns == pytest.approx(busiest_ns, rel=1e-12)

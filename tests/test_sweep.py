@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import yaml
@@ -30,6 +31,7 @@ from sparsexbar.app.sweep import (
     run_sweep,
     write_row,
 )
+from sparsexbar.core.errors import SparsexbarWarning
 from tests.test_cli_errors import assert_one_line_error, cli
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -117,14 +119,14 @@ def test_key_is_the_resolved_point(tmp_path: Path) -> None:
 
 
 def test_example_sweeps_share_their_common_points() -> None:
-    """The shipped examples parse; sweep_adc's dense 8-bit points are sweep_ou's (same key)."""
+    """The shipped examples parse; sweep_adc's dense auto-ADC points are sweep_ou's (same key)."""
     ou = expand_points(load_sweep(ROOT / "examples" / "sweep_ou.yaml"))
     adc = expand_points(load_sweep(ROOT / "examples" / "sweep_adc.yaml"))
-    assert (len(ou), len(adc)) == (14, 12)
+    assert (len(ou), len(adc)) == (14, 15)
     assert sum(p.config_error is not None for p in ou) == 2
     shared = {p.key for p in ou} & {p.key for p in adc}
     assert {(p.parameters["adc.bits"], p.parameters["ou.rows"]) for p in adc
-            if p.key in shared} == {(8, 8), (8, 16), (8, 32)}
+            if p.key in shared} == {("auto", 8), ("auto", 16), ("auto", 32)}
 
 
 def test_checkpoint_weights_are_part_of_the_key(tmp_path: Path) -> None:
@@ -250,6 +252,96 @@ def test_rows_of_a_sweep_that_did_not_vary_a_key_get_it_from_their_hardware(
     assert dropped == 4
     table = load_results(tmp_path)
     assert comparable(table).equals(comparable(local_sweep["table"]))
+
+
+def test_a_corrupt_or_foreign_row_file_is_rerun(local_sweep: dict[str, Any],
+                                                tmp_path: Path) -> None:
+    """A row file damaged after it was written (or replaced by another Parquet file) does not
+    count as done: the rerun runs that point again and writes its row; `plot` skips such a
+    file with a warning line and keeps the rest."""
+    out = tmp_path / "out"
+    results_dir(out).mkdir(parents=True)
+    files = sorted(results_dir(local_sweep["out"]).glob("*.parquet"))
+    for f in files:
+        (results_dir(out) / f.name).write_bytes(f.read_bytes())
+    ok = [f.name for f in files if pq.read_table(f)["status"][0].as_py() == "ok"]
+    corrupt, foreign = results_dir(out) / ok[0], results_dir(out) / ok[1]
+    corrupt.write_bytes(b"PAR1" + os.urandom(64) + b"PAR1")
+    pq.write_table(pa.table({"x": [1, 2]}), foreign)
+    assert done_keys(out) == {f.stem for f in files} - {corrupt.stem, foreign.stem}
+    with pytest.warns(SparsexbarWarning, match="skipped .*not a sweep row file"):
+        assert load_results(out).num_rows == len(files) - 2
+    report = run_sweep(local_sweep["path"], out, backend="local", workers=1)
+    assert (report.skipped, report.to_run, report.ok) == (len(files) - 2, 2, 2)
+    assert comparable(load_results(out)).equals(comparable(local_sweep["table"]))
+
+
+def _session_processes(sid: int) -> list[int]:
+    """Live (not zombie) processes of session `sid`, from /proc."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()  # after "pid (comm) "
+        if fields[0] != "Z" and int(fields[3]) == sid:
+            pids.append(int(entry.name))
+    return pids
+
+
+def _start_sweep(tmp_path: Path) -> tuple[subprocess.Popen[str], Path]:
+    """The CLI sweep in a session of its own, once its worker runs (the driver and the
+    worker and multiprocessing's resource tracker in that session)."""
+    path = write_sweep(tmp_path, {"model": "default", "limit": 96, "hw": "ideal-small",
+                                  "grid": {"adc.bits": [5, 6], "ou.rows": [1, 2, 4, 8]}})
+    out = tmp_path / "out"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sparsexbar.app.cli", "sweep", str(path), "--out", str(out),
+         "--workers", "1"], env=env, start_new_session=True, stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while len(_session_processes(proc.pid)) < 3 and time.monotonic() < deadline:
+        assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+        time.sleep(0.05)
+    time.sleep(0.5)  # the worker past its start-up
+    return proc, out
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_killed_driver_leaves_no_worker(tmp_path: Path) -> None:
+    """SIGKILL of the sweep's driver alone: its pool worker (parent-death signal) and the
+    resource tracker end with it."""
+    proc, _ = _start_sweep(tmp_path)
+    assert len(_session_processes(proc.pid)) >= 3
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    deadline = time.monotonic() + 10
+    while _session_processes(proc.pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _session_processes(proc.pid) == []
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_ctrl_c_ends_a_sweep_at_once_with_one_line(tmp_path: Path) -> None:
+    """SIGINT to the sweep's process group (Ctrl-C in a terminal): the driver ends its worker
+    and exits 130 within a few seconds, one line on stderr, no partial file, no process left."""
+    proc, out = _start_sweep(tmp_path)
+    start = time.monotonic()
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=30)
+    assert time.monotonic() - start < 5
+    assert proc.returncode == 130
+    assert err.splitlines() == ["sparsexbar: interrupted; nothing half-written is left (files "
+                                "are written whole or not at all)"]
+    assert not list(out.rglob("*.tmp"))
+    deadline = time.monotonic() + 10
+    while _session_processes(proc.pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _session_processes(proc.pid) == []
 
 
 # ---- Ray -------------------------------------------------------------------------------------
@@ -382,7 +474,23 @@ BAD_FILES: list[tuple[Any, list[str]]] = [
     ({**SMALL_SWEEP, "models": [TINY]}, ["'model' or 'models'"]),
     ({k: v for k, v in SMALL_SWEEP.items() if k != "model"} | {"models": [3]}, ["models"]),
     (["not", "a", "mapping"], ["not a mapping"]),
+    ({**SMALL_SWEEP, "input": {"scale": 0}}, ["input", "scale"]),
+    ({**SMALL_SWEEP, "input": {"shift": 1}}, ["input", "shift"]),
+    ({**SMALL_SWEEP, "input": "0..255"}, ["input", "mapping"]),
+    ({**SMALL_SWEEP, "classes": "cat"}, ["classes"]),
+    ({**SMALL_SWEEP, "model": "tests.nets:raising_factory"}, ["raised"]),
 ]
+
+
+def test_input_spec_of_a_sweep_file(tmp_path: Path) -> None:
+    """`input` (InputSpec fields) and `classes` reach every point and are part of its key;
+    a sweep file without them keeps the keys it had."""
+    plain = expand_points(load_sweep(write_sweep(tmp_path, SMALL_SWEEP, "a.yaml")))
+    given = expand_points(load_sweep(write_sweep(
+        tmp_path, {**SMALL_SWEEP, "input": {"scale": 1, "fit": "pad"}}, "b.yaml")))
+    assert all(p.input == {"scale": 1, "fit": "pad"} for p in given)
+    assert all(p.input is None for p in plain)
+    assert not {p.key for p in plain} & {p.key for p in given}
 
 
 @pytest.mark.parametrize("content, fragments", BAD_FILES)

@@ -142,8 +142,13 @@ def test_train_command_writes_a_reloadable_checkpoint(tmp_path: Path) -> None:
     meta = json.loads((tmp_path / "ckpt" / "net.json").read_text())
     assert metrics["checkpoint"] == str(out) + ".safetensors"
     assert meta["architecture"] == "lenet5" and meta["format_version"] == 1
-    assert meta["arch_kwargs"] == {"in_channels": 3, "num_classes": 2, "input_size": 32,
+    # an image folder is read at its images' own size (12x12 RGB here)
+    assert meta["arch_kwargs"] == {"in_channels": 3, "num_classes": 2, "input_size": 12,
                                    "width": 0.5}
+    # what a run needs to feed the model and map an image folder's classes
+    assert meta["classes"] == ["dark", "light"]
+    assert meta["input"] == {"channels": 3, "size": 12, "fit": "auto", "scale": 1 / 255,
+                             "mean": [0.0], "std": [1.0]}
     assert meta["normalization"] == "none, inputs in [0,1]" and meta["dtype"] == "float16"
     assert meta["train"]["epochs"] == 3 and meta["train"]["train_images"] == 24
     model, _ = load_checkpoint(out)

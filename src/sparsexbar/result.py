@@ -52,8 +52,9 @@ class _Record:
 @dataclass(frozen=True)
 class LayerRecord(_Record):
     """One crossbar layer of a run: its shape and mapping, what it did (`events`, `cycles`:
-    its busiest array's OU activations, summed over the images) and what `dense` does on the
-    same inputs, energy and area by component (each with a `total`)."""
+    its busiest array's OU activations, summed over the images; `latency_ns_per_image`: its
+    busiest array's time per image by the timing rule) and what `dense` does on the same
+    inputs, energy and area by component (each with a `total`)."""
 
     name: str
     kind: str
@@ -75,6 +76,12 @@ class LayerRecord(_Record):
     dense_energy_pj: Mapping[str, float]
     area_um2: Mapping[str, float]
     dense_area_um2: Mapping[str, float]
+    # timing (core/cost.py): dense's time per image on the same inputs; which unit bounds the
+    # busiest array ("adc": some activation waits for its conversions, "read": none does);
+    # dense's ADC bits for the layer (adc.bits auto resolves per layer)
+    dense_latency_ns_per_image: float
+    time_bound: str
+    dense_adc_bits: int
 
 
 @dataclass(frozen=True)
@@ -120,19 +127,24 @@ class Accuracy(_Record):
 @dataclass(frozen=True)
 class SchemeRecord(_Record):
     """The scheme's name and parameters; `label` (compare and demo runs): the name with the
-    options as given, which keeps variants of one scheme apart."""
+    options as given, which keeps variants of one scheme apart; `overrides`: the config
+    settings the scheme did not follow ({key: what it used instead}), when there are any."""
 
-    OPTIONAL = ("label",)
+    OPTIONAL = ("label", "overrides")
 
     name: str
     parameters: Mapping[str, Any]
     label: str | None = None
+    overrides: Mapping[str, str] | None = None
 
 
 @dataclass(frozen=True)
 class Result(_Record):
     """One simulation run; `to_json()` gives the result schema of DESIGN.md 4, `outputs` the
-    simulated logits (not part of the JSON)."""
+    simulated logits (not part of the JSON). `input` (added to the schema, last): what the
+    model takes and what was done to the data to fit it (`training.inputs.InputRecord`)."""
+
+    OPTIONAL = ("input",)
 
     version: str
     model: str
@@ -145,6 +157,7 @@ class Result(_Record):
     totals: Totals
     dense_totals: Totals
     vs_dense: VsDense
+    input: Mapping[str, Any] | None = None
     outputs: Tensor | None = field(default=None, repr=False, compare=False,
                                    metadata={"json": False})
 

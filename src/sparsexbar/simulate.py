@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -16,27 +16,51 @@ from torch import Tensor, nn
 
 from . import __version__
 from .core.config import HardwareConfig, load_config
-from .core.cost import area_um2, buffer_area_um2, energy_pj, latency_ns, ratio, rram_adc_dac_energy
+from .core.cost import (
+    activation_timing,
+    area_um2,
+    buffer_area_um2,
+    energy_pj,
+    ratio,
+    rram_adc_dac_energy,
+)
 from .core.engine import EngineOptions, LayerKernel, TaskPool
-from .core.errors import DataError, SparsexbarError
+from .core.errors import DataError, SparsexbarError, note, warn
 from .core.events import Events
 from .core.frontend import QuantizedModel, QuantLayer, RunStats, accuracy, quantize_model
-from .core.mapping import dense_events, map_dense
+from .core.mapping import dense_events, dense_time_ns, map_dense
 from .result import Accuracy, LayerRecord, Result, SchemeRecord, Totals, VsDense
 from .schemes import Scheme, get_scheme
-from .training.data import load_dataset
-from .training.models import resolve_model
+from .training.data import KNOWN_DATASETS, ImageDataset, load_dataset
+from .training.inputs import (
+    DEFAULT_SPEC,
+    InputRecord,
+    InputSpec,
+    check_classes,
+    map_labels,
+    model_classes,
+    prepare,
+    resolved,
+    spec_from_meta,
+    without_unset,
+)
+from .training.models import LoadedModel, load_model
 
 ProgressFn = Callable[[int, int], None]  # (images done, images total)
+# The spellings of the named data sets load_dataset takes (root= says where their files are).
+NAMED_DATASETS = ("fashion-mnist", "fashionmnist", "fmnist", "cifar10", "cifar-10", "cifar100",
+                  "cifar-100")
 
 
 @dataclass
 class Batches:
-    """Data normalized for the pipeline: float images in the model's input range, int labels."""
+    """Data normalized for the pipeline: float images in the model's input range, int labels
+    (the model's class indices), and what was done to make them so (`input`)."""
 
     name: str
     images: Tensor  # (N, C, H, W) float32
     labels: Tensor  # (N,) int64
+    input: InputRecord | None = None
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
@@ -45,50 +69,212 @@ class Batches:
         for a in range(0, len(self), batch_size):
             yield self.images[a : a + batch_size], self.labels[a : a + batch_size]
 
+    def limited(self, limit: int | None) -> Batches:
+        """The first `limit` images (all of them for None)."""
+        if limit is None:
+            return self
+        return Batches(self.name, self.images[:limit], self.labels[:limit], self.input)
+
+
+@dataclass(frozen=True)
+class _Raw:
+    """Data as read, before the model's input spec: uint8 pixels or float inputs."""
+
+    name: str
+    images: Tensor
+    labels: Tensor
+    dataset: ImageDataset | None = None  # the labelled data set, when there is one
+
 
 # ---- resolving inputs -----------------------------------------------------------------------
-def resolve_data(data: Any, limit: int | None = None) -> Batches:
-    """Batches from a data set name/path, a Dataset/DataLoader or an (images, labels) pair."""
-    if isinstance(data, Batches):
-        batches = data
-    elif isinstance(data, tuple) and len(data) == 2:
-        images, labels = data
-        batches = Batches("tensors", _as_float_images(torch.as_tensor(images)),
-                          torch.as_tensor(labels).long())
-    elif isinstance(data, str | Path):
+def check_limit(limit: int | None) -> None:
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int)
+                              or limit <= 0):
+        raise SparsexbarError(f"--limit must be a positive whole number, got {limit}")
+
+
+def _read_data(data: Any, limit: int | None, root: str | Path | None) -> _Raw:
+    """The data as read (first `limit` images): a data set name or folder (`root`: where a
+    named data set's files are), an ImageDataset, an (images, labels) pair, a Dataset or a
+    DataLoader; anything else, or images and labels that do not go together, is refused."""
+    check_limit(limit)
+    if root is not None and (not isinstance(data, str) or data.lower().replace("_", "-")
+                             not in NAMED_DATASETS):
+        raise SparsexbarError(f"--root applies to a named data set ({', '.join(KNOWN_DATASETS)})"
+                              f", not to {data if isinstance(data, str | Path) else 'this data'}")
+    if isinstance(data, str | Path):
         name = "fashion-mnist" if str(data) == "default" else str(data)
-        ds = load_dataset(name, "test")
-        batches = Batches(ds.name, ds.to_float(), ds.labels.long())
-    elif hasattr(data, "to_float") and hasattr(data, "labels"):  # data.ImageDataset
-        batches = Batches(getattr(data, "name", "dataset"), data.to_float(), data.labels.long())
+        data = load_dataset(name, "test", root=root)
+    if isinstance(data, ImageDataset):
+        ds = data.subset(0, limit)
+        return _Raw(ds.name, ds.images, ds.labels, ds)
+    if isinstance(data, tuple) and len(data) == 2:
+        try:
+            images, labels = torch.as_tensor(data[0]), torch.as_tensor(data[1])
+        except (TypeError, ValueError, RuntimeError) as exc:
+            raise SparsexbarError(f"cannot use the (images, labels) pair as tensors: "
+                                  f"{' '.join(str(exc).split())}") from None
+        name = "tensors"
     elif isinstance(data, torch.utils.data.DataLoader | torch.utils.data.Dataset):
-        xs, ys = [], []
-        items = data if isinstance(data, torch.utils.data.DataLoader) else (
-            torch.utils.data.DataLoader(data, batch_size=256))
-        for x, y in items:
-            xs.append(torch.as_tensor(x))
-            ys.append(torch.as_tensor(y))
-            if limit is not None and sum(len(t) for t in ys) >= limit:
-                break
-        batches = Batches(type(data).__name__, _as_float_images(torch.cat(xs)),
-                          torch.cat(ys).long())
+        images, labels = _gather(data, limit)
+        name = type(data).__name__
     else:
-        raise SparsexbarError(f"cannot use {type(data).__name__} as data")
-    if limit is not None:
-        if limit <= 0:
-            raise SparsexbarError(f"--limit must be positive, got {limit}")
-        batches = Batches(batches.name, batches.images[:limit], batches.labels[:limit])
+        raise SparsexbarError(f"cannot use {type(data).__name__} as data (a data set name or "
+                              "folder, an (images, labels) pair, a Dataset or a DataLoader)")
+    images, labels = _checked_tensors(images, labels, name)
+    return _Raw(name, images[:limit], labels[:limit])
+
+
+def _gather(data: Any, limit: int | None) -> tuple[Tensor, Tensor]:
+    xs: list[Tensor] = []
+    ys: list[Tensor] = []
+    items = data if isinstance(data, torch.utils.data.DataLoader) else (
+        torch.utils.data.DataLoader(data, batch_size=256))
+    for item in items:
+        if not (isinstance(item, tuple | list) and len(item) == 2):
+            raise SparsexbarError(f"{type(data).__name__} must yield (images, labels) pairs, "
+                                  f"got {type(item).__name__}")
+        xs.append(torch.as_tensor(item[0]))
+        ys.append(torch.as_tensor(item[1]))
+        if limit is not None and sum(len(t) for t in ys) >= limit:
+            break
+    if not xs:
+        raise DataError(f"data set '{type(data).__name__}' has no images")
+    try:
+        return torch.cat(xs), torch.cat(ys)
+    except RuntimeError as exc:
+        raise SparsexbarError(f"{type(data).__name__}: batches of different shapes: "
+                              f"{str(exc).splitlines()[0]}") from None
+
+
+def _checked_tensors(images: Tensor, labels: Tensor, name: str) -> tuple[Tensor, Tensor]:
+    """Images (N, C, H, W) uint8 or float (channels-last (N, H, W, C) with C 1 or 3, and
+    (N, H, W), are turned around with a note) and labels (N,) of class indices."""
+    if images.dtype == torch.bool or not (images.dtype == torch.uint8
+                                          or images.is_floating_point()):
+        raise SparsexbarError(f"data set '{name}': images must be uint8 pixels (0..255) or "
+                              f"floats, got {images.dtype}")
+    if images.dim() == 3:
+        images = images.unsqueeze(1)
+        note(f"images of '{name}' are (N, H, W): read as one channel")
+    elif images.dim() == 4 and images.shape[-1] in (1, 3) and images.shape[1] not in (1, 3):
+        images = images.permute(0, 3, 1, 2).contiguous()
+        note(f"images of '{name}' are channels-last (N, H, W, C): read as (N, C, H, W)")
+    if images.dim() != 4:
+        raise SparsexbarError(f"data set '{name}': images must be (N, C, H, W), got shape "
+                              f"{tuple(images.shape)}")
+    if labels.dim() != 1 or labels.dtype == torch.bool or labels.is_floating_point() \
+            or labels.is_complex():
+        raise SparsexbarError(f"data set '{name}': labels must be class indices, whole numbers "
+                              f"of shape (N,), got {labels.dtype} {tuple(labels.shape)}")
+    if len(labels) != len(images):
+        raise SparsexbarError(f"data set '{name}': {len(images)} images but {len(labels)} "
+                              "labels")
+    if len(labels) and int(labels.min()) < 0:
+        raise SparsexbarError(f"data set '{name}': labels must be >= 0, got {int(labels.min())}")
+    return images, labels.long()
+
+
+def resolve_data(data: Any, limit: int | None = None, root: str | Path | None = None) -> Batches:
+    """Batches from a data set name/path, a Dataset/DataLoader or an (images, labels) pair,
+    in the default input range (uint8 pixels / 255; float images as they are), not fitted to
+    any model (`resolve_inputs` fits them to one)."""
+    if isinstance(data, Batches):
+        check_limit(limit)
+        batches = data.limited(limit)
+    else:
+        raw = _read_data(data, limit, root)
+        images, _ = prepare(raw.images, DEFAULT_SPEC, InputSpec(), raw.name)
+        batches = Batches(raw.name, images, raw.labels)
+    _check_batches(batches)
+    return batches
+
+
+def _check_batches(batches: Batches) -> None:
     if len(batches) == 0:
         raise DataError(f"data set '{batches.name}' has no images")
     if not torch.isfinite(batches.images).all():
         raise DataError(f"data set '{batches.name}' contains NaN or Inf")
-    return batches
 
 
-def _as_float_images(x: Tensor) -> Tensor:
-    if x.dtype == torch.uint8:
-        return x.to(torch.float32) / 255.0
-    return x.to(torch.float32)
+def resolve_inputs(model: nn.Module | str, data: Any, limit: int | None = None,
+                   input_spec: InputSpec | Mapping[str, Any] | None = None,
+                   classes: Sequence[str] | None = None,
+                   root: str | Path | None = None) -> tuple[LoadedModel, Batches]:
+    """The model and the data made for it, before any simulation: the data read (first
+    `limit` images), the model resolved, its input spec (`input_spec`, then its checkpoint's,
+    then the defaults: `training.inputs`), the images fitted, scaled and normalized, the labels
+    mapped to the model's classes (`classes`: its class names in output order, where its
+    checkpoint does not say), and one image run through the float model, so a model that
+    cannot take the data is refused here. Batches already prepared are used as they are."""
+    given = without_unset(input_spec)
+    model_names = list(classes) if classes is not None else None
+    if isinstance(data, Batches):
+        batches = resolve_data(data, limit)
+        c, size = int(batches.images.shape[1]), int(batches.images.shape[-1])
+        loaded = load_model(model, c, max(int(batches.labels.max()) + 1, 10), size)
+        _probe(loaded, batches.images, size_known=True)
+        return loaded, batches
+    raw = _read_data(data, limit, root)
+    if len(raw.labels) == 0:
+        raise DataError(f"data set '{raw.name}' has no images")
+    c, h, w = (int(d) for d in raw.images.shape[1:])
+    ds = raw.dataset
+    data_classes = len(ds.classes) if ds is not None and ds.from_folders else max(
+        int(raw.labels.max()) + 1, 10)
+    loaded = load_model(model, given.channels or c, data_classes, given.size or h)
+    spec = resolved(given, spec_from_meta(loaded.meta, loaded.net))
+    images, fitted = prepare(raw.images, spec, given, raw.name)
+    if raw.images.is_floating_point() and (spec.scale != DEFAULT_SPEC.scale
+                                           or spec.mean != (0.0,) or spec.std != (1.0,)):
+        warn(f"data set '{raw.name}' holds float images, used as given; the model's metadata "
+             f"says its inputs are pixels x {spec.scale:g} normalized by mean {spec.mean} and "
+             f"std {spec.std}: give uint8 pixels to have that applied")
+    batches = Batches(raw.name, images, raw.labels)
+    _check_batches(batches)
+    outputs = _probe(loaded, images, size_known=spec.size is not None)
+    if model_names is None:
+        model_names = model_classes(loaded.meta)
+    elif len(model_names) != outputs:
+        raise SparsexbarError(f"--classes names {len(model_names)} classes but the model has "
+                              f"{outputs} outputs")
+    if model_names is not None and len(model_names) != outputs:
+        model_names = None  # metadata that does not fit the model says nothing
+    if ds is not None:
+        labels, how = map_labels(ds, model_names, outputs)
+    else:
+        labels, how = raw.labels, "the data's labels"
+    check_classes(labels, outputs, None if ds is None or ds.from_folders else ds.num_classes,
+                  raw.name)
+    shape = tuple(int(d) for d in images.shape[1:])
+    pixels = raw.images.dtype == torch.uint8
+    record = InputRecord(
+        shape=(shape[0], shape[1], shape[2]), data_shape=(c, h, w), fitted=fitted,
+        pixels=pixels, scale=spec.scale if pixels else None, mean=spec.mean if pixels else None,
+        std=spec.std if pixels else None, labels=how)
+    return loaded, Batches(raw.name, images, labels, record)
+
+
+def _probe(loaded: LoadedModel, images: Tensor, size_known: bool) -> int:
+    """Run one image through the float model; its number of outputs. A model that cannot
+    take the images, or does not return (batch, classes) logits, is refused naming both
+    (`size_known` False: the size was the data's, so the hint says how to give another)."""
+    shape = "x".join(str(int(d)) for d in images.shape[1:])
+    param = next(iter(loaded.net.parameters()), None)  # the model may live on a GPU
+    try:
+        with torch.no_grad():
+            out = loaded.net(images[:1].to(param.device if param is not None else "cpu"))
+    except Exception as exc:  # the user's model: any error means it cannot take these inputs
+        hint = ("" if size_known else " (the data's size; give the size the model takes, "
+                "--input-size / input_spec size, and the images are fitted to it)")
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise SparsexbarError(f"model '{loaded.name}' cannot take inputs of {shape}{hint}: "
+                              f"{first}") from None
+    if not isinstance(out, Tensor) or out.dim() != 2 or out.shape[0] != 1:
+        got = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
+        raise SparsexbarError(f"model '{loaded.name}' returns {got} for one {shape} image; "
+                              "expected (batch, classes) logits for classification")
+    return int(out.shape[1])
 
 
 # ---- running --------------------------------------------------------------------------------
@@ -108,6 +294,7 @@ class LayerRecorder:
         self.device = device
         self.events: dict[str, Events] = {name: Events() for name in kernels}
         self.cycles: dict[str, int] = {name: 0 for name in kernels}
+        self.time_ns: dict[str, float] = {name: 0.0 for name in kernels}
         # Layers on the per-conversion paths run as image tasks on CPU worker threads: the
         # frontend then keeps the digital periphery on one intra-op thread (frontend._Runner).
         self.single_thread_periphery = device.type == "cpu" and any(
@@ -117,6 +304,7 @@ class LayerRecorder:
         run = self.scheme.run_layer(self.kernels[layer.name], x_int, self.options)
         self.events[layer.name] = self.events[layer.name] + run.events
         self.cycles[layer.name] += run.cycles
+        self.time_ns[layer.name] += run.time_ns
         return run.accumulator
 
     def close(self) -> None:
@@ -146,26 +334,34 @@ def simulate(
     progress: ProgressFn | None = None,
     qmodel: QuantizedModel | None = None,
     baseline_accuracy: Accuracy | Mapping[str, float] | None = None,
+    input_spec: InputSpec | Mapping[str, Any] | None = None,
+    classes: Sequence[str] | None = None,
+    root: str | Path | None = None,
 ) -> Result:
     """Run `model` on `data` through the accelerator `hw` with `scheme`; return the Result.
 
-    Calibration (input scales): `calibration` if given, else the first `calibration_images`
-    images of the data. `qmodel` reuses an already quantized model (compare runs share one);
-    `baseline_accuracy` ({"float_top1", "quantized_top1"} of an earlier run with the same
-    qmodel and data) skips recomputing the float and integer-reference accuracies.
+    The data is made for the model first (`resolve_inputs`): `input_spec` says what the model
+    takes where its checkpoint does not (an `InputSpec` or a mapping of its fields: channels,
+    size, fit, scale, mean, std), `classes` its class names in output order (to map an image
+    folder's labels), `root` where a named data set's files are (cifar10). Calibration (input
+    scales): `calibration` if given, else the first `calibration_images` images of the data.
+    `qmodel` reuses an already quantized model (compare runs share one); `baseline_accuracy`
+    ({"float_top1", "quantized_top1"} of an earlier run with the same qmodel and data) skips
+    recomputing the float and integer-reference accuracies. Bad input of any kind raises
+    SparsexbarError before any simulation; doubtful numbers (a float top-1 near chance,
+    class counts that differ) give a SparsexbarWarning.
     """
     if isinstance(baseline_accuracy, Accuracy):
         baseline_accuracy = baseline_accuracy.to_json()
-    if batch_size <= 0:
-        raise SparsexbarError(f"--batch-size must be positive, got {batch_size}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
+        raise SparsexbarError(f"--batch-size must be a positive whole number, got {batch_size}")
     config = load_config(hw, overrides)
     sch = get_scheme(scheme)
     opts = options or EngineOptions()
     dev = _device(device)
-    batches = resolve_data(data, limit)
-    in_ch, size = int(batches.images.shape[1]), int(batches.images.shape[-1])
-    num_classes = int(batches.labels.max()) + 1
-    net, model_name = resolve_model(model, in_ch, max(num_classes, 10), size)
+    loaded, batches = resolve_inputs(model, data, limit, input_spec, classes, root)
+    net, model_name = loaded.net, loaded.name
+    calibration_images = _positive("calibration_images", calibration_images)
     if qmodel is None:
         calib = calibration if calibration is not None else batches.images[:calibration_images]
         qmodel = quantize_model(net, calib, config.numbers.weight_bits, config.numbers.input_bits)
@@ -196,18 +392,62 @@ def simulate(
     n = len(batches)
     layers = [
         _layer_record(q, mapped[q.name], sch, recorder.events[q.name], recorder.cycles[q.name],
-                      stats.digital_ops.get(q.name, 0), n)
+                      recorder.time_ns[q.name], stats.digital_ops.get(q.name, 0), n)
         for q in qmodel.layers
     ]
     accuracy_out = Accuracy(**{k: v / n for k, v in correct.items()}) if baseline_accuracy is None \
         else Accuracy(correct["top1"] / n, float(baseline_accuracy["float_top1"]),
                       float(baseline_accuracy["quantized_top1"]))
+    if baseline_accuracy is None:
+        _warn_near_chance(accuracy_out.float_top1, n, int(outputs[0].shape[1]), model_name)
     totals, dense_totals, vs_dense = _totals(layers, config, n)
     return Result(
         version=__version__, model=model_name, dataset=batches.name, num_images=n,
-        hardware=config.to_dict(), scheme=SchemeRecord(sch.name, sch.parameters()),
+        hardware=config.to_dict(),
+        scheme=SchemeRecord(sch.name, sch.parameters(),
+                            overrides=_overrides(sch, config, layers) or None),
         accuracy=accuracy_out, layers=tuple(layers), totals=totals, dense_totals=dense_totals,
-        vs_dense=vs_dense, outputs=torch.cat(outputs))
+        vs_dense=vs_dense,
+        input=batches.input.to_json() if batches.input is not None else None,
+        outputs=torch.cat(outputs))
+
+
+def _positive(what: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise SparsexbarError(f"{what} must be a positive whole number, got {value!r}")
+    return value
+
+
+def _warn_near_chance(float_top1: float, images: int, classes: int, model: str) -> None:
+    """A float model within a quarter of the way from chance to perfect on 20 images or more
+    is most likely given inputs it was not trained on."""
+    chance = 1 / max(classes, 1)
+    if images >= 20 and classes >= 2 and float_top1 < chance + (1 - chance) / 4:
+        warn(f"the float model scores {float_top1:.1%} top-1, near chance "
+             f"({chance:.0%}): check what inputs it expects (--input-scale, --normalize, "
+             "--classes) and that it is trained")
+
+
+def _overrides(scheme: Scheme, config: HardwareConfig,
+               layers: list[LayerRecord]) -> dict[str, str]:
+    """The config settings the scheme did not follow, each with what it used instead: the
+    scheme's own (`Scheme.overridden`) and ADC bits per layer other than adc.bits."""
+    out = dict(scheme.overridden(config))
+    why = out.pop("adc.bits", "")
+    bits = sorted({lay.adc_bits for lay in layers})
+    if config.adc.bits == "auto":  # sized per layer by the rule (docs/cost.md): no override,
+        if why:                    # unless the scheme took its bits from elsewhere
+            out["adc.bits"] = f"{why}, not auto"
+        return out
+    if bits and bits != [config.adc.bits]:
+        used = f"{bits[0]}" if len(bits) == 1 else f"{bits[0]}..{bits[-1]}"
+        out["adc.bits"] = f"{used} per layer, not {config.adc.bits}" + (f" ({why})" if why else "")
+    return out
+
+
+def check_device(device: str | torch.device) -> torch.device:
+    """The torch device of `device`; one this machine cannot use raises SparsexbarError."""
+    return _device(device)
 
 
 def _device(device: str | torch.device) -> torch.device:
@@ -223,15 +463,17 @@ def _device(device: str | torch.device) -> torch.device:
 
 
 def _layer_record(layer: QuantLayer, mapped: Any, scheme: Scheme, events: Events, cycles: int,
-                  extra_digital: int, images: int) -> LayerRecord:
-    hw = mapped.hw
+                  time: float, extra_digital: int, images: int) -> LayerRecord:
+    hw = mapped.hw  # adc.bits resolved for the layer
     events = events + Events(digital_ops=extra_digital)
     dense_mapped = mapped if scheme.name == "dense" else map_dense(layer, hw)
     dense_ev, dense_cycles = dense_events(dense_mapped, images)
     dense_ev = dense_ev + Events(digital_ops=extra_digital)
-    time = latency_ns(cycles, hw)
-    dense_time = latency_ns(dense_cycles, hw)
+    dense_time = dense_time_ns(dense_mapped, images, activation_timing(dense_mapped.hw))
     adc_bits = scheme.adc_bits(mapped)
+    # every activation takes at least the analog read: the busiest array's time equals its
+    # activations x read_ns exactly when no activation waits for its conversions
+    bound = "read" if time <= cycles * hw.timing.read_ns * (1 + 1e-9) else "adc"
     return LayerRecord(
         name=layer.name,
         kind=layer.kind,
@@ -253,6 +495,9 @@ def _layer_record(layer: QuantLayer, mapped: Any, scheme: Scheme, events: Events
         dense_energy_pj=energy_pj(dense_ev, hw, dense_time),
         area_um2=area_um2(mapped.arrays, hw, scheme.storage(mapped), adc_bits),
         dense_area_um2=area_um2(dense_mapped.arrays, hw),
+        dense_latency_ns_per_image=dense_time / images,
+        time_bound=bound,
+        dense_adc_bits=dense_mapped.hw.adc_bits,
     )
 
 
@@ -274,7 +519,8 @@ def _block(layers: list[LayerRecord], hw: HardwareConfig, images: int,
     area["buffer"] = buffer_area_um2(hw)
     area["total"] += area["buffer"]
     energy = _sum_dicts([lay.dense_energy_pj if dense else lay.energy_pj for lay in layers])
-    per_image_ns = [latency_ns(c, hw) / images for c in cycles]
+    per_image_ns = [lay.dense_latency_ns_per_image if dense else lay.latency_ns_per_image
+                    for lay in layers]
     latency_s = sum(per_image_ns) * 1e-9
     slowest_s = max(per_image_ns) * 1e-9
     return Totals(
@@ -300,7 +546,7 @@ def _totals(layers: list[LayerRecord], hw: HardwareConfig,
         for key in ("adc_conversions", "ou_activations")
     }
     vs_dense = VsDense(
-        speedup=ratio(dense.cycles, totals.cycles),
+        speedup=ratio(dense.latency_s, totals.latency_s),
         energy_efficiency=ratio(dense.energy_pj["total"], totals.energy_pj["total"]),
         rram_adc_dac_energy_efficiency=ratio(dense.rram_adc_dac_energy_pj,
                                              totals.rram_adc_dac_energy_pj),

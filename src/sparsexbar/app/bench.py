@@ -23,6 +23,7 @@ from rich.table import Table
 
 from ..core.config import load_config
 from ..core.engine import EngineOptions
+from ..core.errors import SparsexbarError
 from ..core.frontend import quantize_model
 from ..core.io import atomic_write_text
 from ..core.runtime import torch_threads
@@ -36,6 +37,7 @@ from ..training.data import fashion_mnist
 CASES: dict[str, BenchCase] = bench_cases()
 DEFAULT_CASES = tuple(CASES.values())
 BENCH_MODELS = ("vgg8", "vgg8-pattern", "vgg16")
+FMNIST_TEST_IMAGES = 10000  # the embedded Fashion-MNIST test split the vgg8 cases run on
 
 
 def _model_and_inputs(model: str, batch_size: int) -> tuple[torch.nn.Module, torch.Tensor]:
@@ -58,6 +60,19 @@ def _model_and_inputs(model: str, batch_size: int) -> tuple[torch.nn.Module, tor
     else:
         raise ValueError(f"unknown benchmark model {model}")
     return net.eval(), x
+
+
+def check_bench_args(model: str, batch_size: int, repeats: int) -> None:
+    """Refuse, before any case starts, what the cases would fail on (SparsexbarError)."""
+    if model not in BENCH_MODELS:
+        raise SparsexbarError(f"--model must be one of {', '.join(BENCH_MODELS)}, got '{model}'")
+    if batch_size < 1:
+        raise SparsexbarError(f"--batch-size must be positive, got {batch_size}")
+    if repeats < 1:
+        raise SparsexbarError(f"--repeats must be positive, got {repeats}")
+    if model in ("vgg8", "vgg8-pattern") and batch_size > FMNIST_TEST_IMAGES:
+        raise SparsexbarError(f"--batch-size {batch_size} exceeds the {FMNIST_TEST_IMAGES} "
+                              f"test images the {model} benchmark runs on")
 
 
 def _run_case(case: BenchCase, model: str, batch_size: int, repeats: int, threads: int,
@@ -124,6 +139,7 @@ def run_benchmark(model: str = "vgg8", batch_size: int = 64, repeats: int = 2,
                   console: Console | None = None, json_out: str | None = None
                   ) -> list[dict[str, Any]]:
     """Run every case in a fresh subprocess; print a table; return the rows."""
+    check_bench_args(model, batch_size, repeats)
     console = console or Console()
     threads = threads or torch.get_num_threads()
     ctx = mp.get_context("spawn")

@@ -1,10 +1,17 @@
-"""The `sparsexbar` command line. Bad input: one line on stderr naming the problem, exit code 2."""
+"""The `sparsexbar` command line. Bad input: one line on stderr naming the problem, exit code 2,
+found before any heavy work (outputs included: an `--out` that cannot be written is refused
+first). Warnings and notes of the run (a model near chance, images fitted to the model): one
+line each on stderr. Ctrl-C: one line, exit code 130, no partial files (writes are atomic)."""
 
 from __future__ import annotations
 
 import inspect
+import json
+import math
 import sys
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -14,8 +21,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from typer.core import TyperGroup
 
 from ..core.config import PRESET_BUILDERS, load_config, preset
-from ..core.errors import SparsexbarError, require_choice
+from ..core.errors import SparsexbarError, SparsexbarNote, SparsexbarWarning, require_choice
 from ..core.frontend import quantize_model
+from ..core.io import atomic_write_text
 from ..result import Result
 from ..schemes import (
     CalibrationSpec,
@@ -28,15 +36,23 @@ from ..schemes import (
     scheme_names,
     studies,
 )
-from ..simulate import resolve_data, simulate
+from ..simulate import check_device, resolve_inputs, simulate
 from ..studies import all as all_study
 from ..training.checkpoint import shipped_pattern_model_path
-from ..training.models import resolve_model
+from ..training.inputs import FITS, InputSpec, parse_classes, parse_normalize, parse_scale
 from ..training.prune import METHODS, check_pattern_args, prune_command
-from ..training.train import train_command
-from .bench import BENCH_MODELS, CASES, run_benchmark
-from .report import file_label, print_tables, scheme_label, write_comparison, write_result
+from ..training.train import PRECISIONS, train_command
+from .bench import BENCH_MODELS, CASES, check_bench_args, run_benchmark
+from .outputs import check_out_dir, check_out_file, check_out_stem
+from .report import (
+    file_label,
+    print_tables,
+    scheme_label,
+    write_comparison,
+    write_result,
+)
 from .sweep import (
+    BACKENDS,
     done_keys,
     expand_points,
     failures,
@@ -49,18 +65,112 @@ from .sweep import (
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True,
                   help="Bit-accurate simulator of sparsity-exploiting RRAM crossbar accelerators.")
 
-HwOpt = Annotated[str, typer.Option("--hw", help="Preset name or a YAML/JSON config file.")]
+
+# ---- option values checked when parsed (a usage error: one line, exit 2) --------------------
+def _finite(low: float | None = None, high: float | None = None, low_open: bool = False,
+            high_open: bool = False) -> Callable[[float | None], float | None]:
+    """A callback refusing NaN, infinities and values outside [low, high] (open ends as
+    given): click's ranges let NaN through."""
+    def check(value: float | None) -> float | None:
+        if value is None:
+            return None
+        bad = not math.isfinite(value)
+        if low is not None:
+            bad = bad or value < low or (low_open and value == low)
+        if high is not None:
+            bad = bad or value > high or (high_open and value == high)
+        if bad:
+            lo = "" if low is None else ("(" if low_open else "[") + f"{low:g}, "
+            hi = "" if high is None else f"{high:g}" + (")" if high_open else "]")
+            where = (f"in {lo}{hi}" if low is not None and high is not None else
+                     f"{'>' if low_open else '>='} {low:g}" if low is not None else
+                     f"{'<' if high_open else '<='} {high:g}" if high is not None else
+                     "finite")
+            raise typer.BadParameter(f"must be a number {where}, got {value}")
+        return value
+
+    return check
+
+
+def _whole(low: int, high: int | None = None) -> Callable[[int | None], int | None]:
+    """A callback refusing whole numbers outside [low, high], naming the value."""
+    def check(value: int | None) -> int | None:
+        if value is not None and (value < low or (high is not None and value > high)):
+            where = f"in {low}..{high}" if high is not None else f">= {low}"
+            raise typer.BadParameter(f"must be {where}, got {value}")
+        return value
+
+    return check
+
+
+def _scheme_help() -> str:
+    return ("Scheme: " + ", ".join(scheme_names()) + ", or a composition such as "
+            "pattern+act+comprrae; options after ':' (sre:mode=weight, comprrae:alpha=0.4).")
+
+
+HwOpt = Annotated[str, typer.Option("--hw", help="Preset name (isaac, pattern-nvmsa, "
+                                    "ideal-small) or a YAML/JSON config file.")]
 SetOpt = Annotated[list[str] | None, typer.Option(
     "--set", help="Override a config key, e.g. --set ou.rows=9 (repeatable).")]
-LimitOpt = Annotated[int | None, typer.Option("--limit", help="Run only the first N images.")]
-BatchOpt = Annotated[int, typer.Option("--batch-size", help="Images per batch.")]
+LimitOpt = Annotated[int | None, typer.Option("--limit", callback=_whole(1),
+                                              help="Run only the first N images.")]
+BatchOpt = Annotated[int, typer.Option("--batch-size", callback=_whole(1),
+                                       help="Images per batch.")]
 DeviceOpt = Annotated[str, typer.Option("--device", help="cpu or cuda.")]
 ModelOpt = Annotated[str, typer.Option(
-    "--model", help="'default' (shipped VGG-8), mobilenetv2-fmnist, a zoo name, a checkpoint, "
-    "an ONNX file (net.onnx) or module:factory.")]
+    "--model", help="'default' (shipped VGG-8), mobilenetv2-fmnist (shipped MobileNetV2), a "
+    "zoo name (untrained), a checkpoint (.safetensors + .json), an ONNX file (net.onnx) or "
+    "module:factory (a function of no arguments returning the nn.Module; the module is "
+    "imported from the installed packages or the current directory).")]
 DataOpt = Annotated[str, typer.Option(
-    "--data", help="'default' (embedded Fashion-MNIST test split), fashion-mnist, cifar10, "
-    "cifar100 or an image-folder path.")]
+    "--data", help="'default' (embedded Fashion-MNIST test split), fashion-mnist, cifar10 or "
+    "cifar100 (with --root), a CIFAR folder or an image folder (one sub-folder per class).")]
+RootOpt = Annotated[Path | None, typer.Option(
+    "--root", help="Folder of a named data set's files (cifar10: the folder holding "
+    "cifar-10-batches-py, or that folder).")]
+ScaleOpt = Annotated[str | None, typer.Option(
+    "--input-scale", help="What the model takes per pixel value 0..255: 1/255 (inputs in "
+    "[0, 1], the default of checkpoints without this), or 1 (0..255).")]
+NormalizeOpt = Annotated[str | None, typer.Option(
+    "--normalize", help="(input - MEAN) / STD after the scale: MEAN,STD or per channel "
+    "M1,M2,M3/S1,S2,S3 (default: the checkpoint's, else none).")]
+SizeOpt = Annotated[int | None, typer.Option(
+    "--input-size", callback=_whole(1), help="Image size the model takes (default: its "
+    "checkpoint's, else the data's); other sizes are fitted.")]
+ChannelsOpt = Annotated[int | None, typer.Option(
+    "--input-channels", callback=_whole(1, 3), help="Channels the model takes, 1 or 3 "
+    "(default: its checkpoint's or first conv's).")]
+FitOpt = Annotated[str | None, typer.Option(
+    "--input-fit", help="How images of another size are fitted: auto (zero padding when the "
+    "difference is even and positive, else resize), pad or resize.")]
+ClassesOpt = Annotated[str | None, typer.Option(
+    "--classes", help="The model's class names in output order, comma-separated, or "
+    "fashion-mnist / cifar10 (maps an image folder's class folders; default: the "
+    "checkpoint's).")]
+
+
+@dataclass(frozen=True)
+class InputOptions:
+    """What the model takes, from the command line (None: not given)."""
+
+    spec: InputSpec
+    classes: list[str] | None
+    root: Path | None
+
+
+def _input_options(scale: str | None, normalize: str | None, size: int | None,
+                   channels: int | None, fit: str | None, classes: str | None,
+                   root: Path | None) -> InputOptions:
+    if fit is not None:
+        require_choice("--input-fit", fit, FITS)
+    if channels is not None and channels not in (1, 3):
+        raise SparsexbarError(f"--input-channels must be 1 or 3, got {channels}")
+    mean, std = parse_normalize(normalize) if normalize is not None else (None, None)
+    spec = InputSpec(channels=channels, size=size, fit=fit,
+                     scale=parse_scale(scale) if scale is not None else None, mean=mean, std=std)
+    if root is not None and not root.is_dir():
+        raise SparsexbarError(f"--root {root} is not a folder")
+    return InputOptions(spec, parse_classes(classes) if classes is not None else None, root)
 
 
 def _console() -> Console:
@@ -75,6 +185,8 @@ def parse_overrides(items: list[str] | None) -> dict[str, str]:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise SparsexbarError(f"--set expects key=value, got '{item}'")
+        if key.strip() in out:
+            raise SparsexbarError(f"--set gives '{key.strip()}' twice")
         out[key.strip()] = value.strip()
     return out
 
@@ -90,6 +202,7 @@ class _Bar:
         self.task: Any = None
 
     def __enter__(self) -> _Bar:
+        _flush_notes()  # the checks are done: what they noted is shown before the work
         self.progress.__enter__()
         return self
 
@@ -121,25 +234,44 @@ def _scheme_labels(schemes: list[str]) -> list[str]:
     return labels
 
 
+@dataclass
+class _Runs:
+    """The results of a comparison (as JSON) and the schemes that did not run, with why."""
+
+    results: list[dict[str, Any]]
+    failed: dict[str, str]
+
+
 def _run_schemes(model: str, data: str, hw: str, schemes: list[str], overrides: dict[str, str],
-                 limit: int | None, batch_size: int, device: str,
-                 console: Console) -> list[dict[str, Any]]:
+                 limit: int | None, batch_size: int, device: str, console: Console,
+                 inputs: InputOptions, out: Path, keep_going: bool) -> _Runs:
+    """Check everything (config, schemes, device, output directory, model and data), then run
+    each scheme. `keep_going`: a scheme that refuses the run (SparsexbarError) is recorded and
+    the others run; else it ends the command."""
     config = load_config(hw, overrides)
     labels = _scheme_labels(schemes)
-    batches = resolve_data(data, limit)
-    net, model_name = resolve_model(model, int(batches.images.shape[1]),
-                                    max(int(batches.labels.max()) + 1, 10),
-                                    int(batches.images.shape[-1]))
-    qmodel = quantize_model(net, batches.images[:256], config.numbers.weight_bits,
+    check_device(device)
+    check_out_dir(out)
+    loaded, batches = resolve_inputs(model, data, limit, inputs.spec, inputs.classes,
+                                     inputs.root)
+    qmodel = quantize_model(loaded.net, batches.images[:256], config.numbers.weight_bits,
                             config.numbers.input_bits)
     results: list[Result] = []
+    failed: dict[str, str] = {}
     for name, label in zip(schemes, labels, strict=True):
-        with _Bar(f"{name:>10}", console) as bar:
-            res = simulate(net, batches, config, name, batch_size=batch_size, device=device,
-                           progress=bar, qmodel=qmodel,
-                           baseline_accuracy=results[0].accuracy if results else None)
-        results.append(res.named(model=model_name, label=label))
-    return [r.to_json() for r in results]  # the report and the files read the JSON schema
+        try:
+            with _Bar(f"{name:>10}", console) as bar:
+                res = simulate(loaded.net, batches, config, name, batch_size=batch_size,
+                               device=device, progress=bar, qmodel=qmodel,
+                               baseline_accuracy=results[0].accuracy if results else None)
+        except SparsexbarError as exc:
+            if not keep_going:
+                raise
+            failed[label] = str(exc)
+            console.print(f"{label}: did not run: {exc}", markup=False, highlight=False)
+            continue
+        results.append(res.named(model=loaded.name, label=label))
+    return _Runs([r.to_json() for r in results], failed)  # the report reads the JSON schema
 
 
 @app.command()
@@ -148,18 +280,27 @@ def run(
     model: ModelOpt = "default",
     data: DataOpt = "default",
     hw: HwOpt = "isaac",
-    scheme: Annotated[str, typer.Option("--scheme", help="Scheme name.")] = "dense",
+    scheme: Annotated[str, typer.Option("--scheme", help=_scheme_help())] = "dense",
     set_: SetOpt = None,
     limit: LimitOpt = None,
     batch_size: BatchOpt = 256,
     device: DeviceOpt = "cpu",
+    root: RootOpt = None,
+    input_scale: ScaleOpt = None,
+    normalize: NormalizeOpt = None,
+    input_size: SizeOpt = None,
+    input_channels: ChannelsOpt = None,
+    input_fit: FitOpt = None,
+    classes: ClassesOpt = None,
 ) -> None:
     """Simulate one scheme; write result.json and layers.csv, print the tables."""
     console = _console()
-    results = _run_schemes(model, data, hw, [scheme], parse_overrides(set_), limit, batch_size,
-                           device, console)
-    paths = write_result(out, results[0])
-    print_tables(results, console)
+    inputs = _input_options(input_scale, normalize, input_size, input_channels, input_fit,
+                            classes, root)
+    runs = _run_schemes(model, data, hw, [scheme], parse_overrides(set_), limit, batch_size,
+                        device, console, inputs, out, keep_going=False)
+    paths = write_result(out, runs.results[0])
+    print_tables(runs.results, console)
     console.print("wrote " + ", ".join(str(p) for p in paths))
 
 
@@ -167,9 +308,9 @@ def run(
 def compare(
     out: Annotated[Path, typer.Option("--out", help="Output directory.")] = Path("out/compare"),
     schemes: Annotated[str, typer.Option(
-        "--schemes", help="Comma-separated schemes: names (dense, sre, pattern, comprrae, "
-        "combined, ...) or compositions of techniques such as pattern+act+comprrae "
-        "(options after ':', e.g. sre+comprrae:alpha=0.4).")] = "",
+        "--schemes", help="Comma-separated schemes (default: every registered one: "
+        + ", ".join(scheme_names()) + ") or compositions of techniques such as "
+        "pattern+act+comprrae (options after ':', e.g. sre+comprrae:alpha=0.4).")] = "",
     model: ModelOpt = "default",
     data: DataOpt = "default",
     hw: HwOpt = "isaac",
@@ -177,23 +318,68 @@ def compare(
     limit: LimitOpt = None,
     batch_size: BatchOpt = 256,
     device: DeviceOpt = "cpu",
+    root: RootOpt = None,
+    input_scale: ScaleOpt = None,
+    normalize: NormalizeOpt = None,
+    input_size: SizeOpt = None,
+    input_channels: ChannelsOpt = None,
+    input_fit: FitOpt = None,
+    classes: ClassesOpt = None,
 ) -> None:
-    """Run several schemes on the same inputs; one table, CSV, plots and report.html."""
+    """Run several schemes on the same inputs; one table, CSV, plots and report.html. A scheme
+    that refuses the run (e.g. sre's activation modes on a noisy device) is recorded in
+    failed.json and the table, the others run, and the command exits with code 2."""
     names = [s.strip() for s in schemes.split(",") if s.strip()] or scheme_names()
-    _compare(out, names, model, data, hw, parse_overrides(set_), limit, batch_size, device)
+    inputs = _input_options(input_scale, normalize, input_size, input_channels, input_fit,
+                            classes, root)
+    _compare(out, names, model, data, hw, parse_overrides(set_), limit, batch_size, device,
+             inputs)
+
+
+# Files a comparison writes per scheme; those of schemes not in the new run are removed.
+PER_SCHEME_FILES = ("_result.json", "_layers.csv")
+FAILED_FILE = "failed.json"
 
 
 def _compare(out: Path, names: list[str], model: str, data: str, hw: str,
-             overrides: dict[str, str], limit: int | None, batch_size: int, device: str) -> None:
+             overrides: dict[str, str], limit: int | None, batch_size: int, device: str,
+             inputs: InputOptions | None = None) -> None:
     console = _console()
-    results = _run_schemes(model, data, hw, names, overrides, limit, batch_size, device, console)
+    inputs = inputs or InputOptions(InputSpec(), None, None)
+    runs = _run_schemes(model, data, hw, names, overrides, limit, batch_size, device, console,
+                        inputs, out, keep_going=True)
+    if not runs.results:
+        raise SparsexbarError("no scheme ran: " + "; ".join(
+            f"{label}: {why}" for label, why in runs.failed.items()))
     paths = []
-    for res in results:
+    for res in runs.results:
         paths += write_result(out, res, prefix=f"{file_label(scheme_label(res))}_")
-    paths += write_comparison(out, results)
-    print_tables(results, console, per_layer=False)
+    paths += write_comparison(out, runs.results, runs.failed)
+    if runs.failed:
+        atomic_write_text(out / FAILED_FILE, json.dumps(runs.failed, indent=2) + "\n")
+        paths.append(out / FAILED_FILE)
+    _remove_stale(out, paths, console)
+    print_tables(runs.results, console, per_layer=False, failed=runs.failed)
     console.print(f"wrote {len(paths)} files to {out}/ (report.html, comparison.csv, "
                   "<scheme>_result.json, <scheme>_layers.csv, plots)")
+    if runs.failed:
+        raise SparsexbarError(
+            f"{len(runs.failed)} of {len(names)} schemes did not run ("
+            + "; ".join(f"{label}: {why}" for label, why in runs.failed.items())
+            + f"); the others' results are in {out}/")
+
+
+def _remove_stale(out: Path, written: Sequence[Path], console: Console) -> None:
+    """Remove the per-scheme files (and failed.json) an earlier comparison left in `out`
+    for schemes this one did not run, so the directory holds one run only."""
+    keep = {p.name for p in written}
+    stale = sorted(p for p in out.iterdir() if p.is_file() and p.name not in keep and (
+        p.name.endswith(PER_SCHEME_FILES) or p.name == FAILED_FILE))
+    for p in stale:
+        p.unlink(missing_ok=True)
+    if stale:
+        console.print(f"removed {len(stale)} files of an earlier comparison in {out}/: "
+                      + ", ".join(p.name for p in stale), markup=False, highlight=False)
 
 
 @app.command()
@@ -229,46 +415,58 @@ def presets(
     fmt: Annotated[str, typer.Option("--format", help="yaml or json.")] = "yaml",
 ) -> None:
     """List the hardware presets, or print one."""
+    if fmt not in ("yaml", "json"):
+        raise SparsexbarError(f"--format must be yaml or json, got '{fmt}'")
     if name is None:
         for key, (_, text) in PRESET_BUILDERS.items():
             typer.echo(f"{key:15s} {text}")
         return
-    if fmt not in ("yaml", "json"):
-        raise SparsexbarError(f"--format must be yaml or json, got '{fmt}'")
     cfg = preset(name)
     typer.echo(cfg.to_yaml() if fmt == "yaml" else cfg.to_json())
+
+
+PositiveLr = Annotated[float, typer.Option(
+    "--lr", help="Peak learning rate (cosine to 0).", callback=_finite(0, low_open=True))]
+SeedOpt = Annotated[int, typer.Option(
+    "--seed", callback=_whole(0), help="Seed of initialization, shuffling and augmentation.")]
+PrecisionOpt = Annotated[str, typer.Option(
+    "--precision", help="fp32, or bf16 (autocast; weights stay float32).")]
+CHECKPOINT_FILES = (".safetensors", ".json")
 
 
 @app.command()
 def train(
     model: Annotated[str, typer.Option("--model", help="Zoo architecture name.")] = "vgg8",
-    data: Annotated[str, typer.Option("--data", help="fashion-mnist, cifar10, cifar100.")] = (
+    data: Annotated[str, typer.Option(
+        "--data", help="fashion-mnist, cifar10, cifar100 (with --root) or a folder.")] = (
         "fashion-mnist"),
-    epochs: Annotated[int, typer.Option("--epochs", help="Passes over the train split.")] = 10,
+    epochs: Annotated[int, typer.Option("--epochs", callback=_whole(1),
+                                        help="Passes over the train split.")] = 10,
     out: Annotated[Path, typer.Option("--out", help="Checkpoint stem.")] = Path("out/ckpt/model"),
     batch_size: BatchOpt = 128,
-    seed: Annotated[int, typer.Option(
-        "--seed", help="Seed of initialization, shuffling and augmentation.")] = 0,
+    seed: SeedOpt = 0,
     limit: LimitOpt = None,
-    lr: Annotated[float, typer.Option("--lr", help="Peak learning rate (cosine to 0).")] = 0.05,
+    lr: PositiveLr = 0.05,
     input_size: Annotated[int | None, typer.Option(
-        "--input-size", help="Train at this image size: Fashion-MNIST 28 -> 32 is zero-padded "
-        "(what the vgg16-fmnist models use), other changes resized.")] = None,
-    precision: Annotated[str, typer.Option(
-        "--precision", help="fp32, or bf16 (autocast; weights stay float32).")] = "fp32",
+        "--input-size", callback=_whole(4), help="Train at this image size: Fashion-MNIST 28 "
+        "-> 32 is zero-padded (what the vgg16-fmnist models use), other changes resized.")] = None,
+    precision: PrecisionOpt = "fp32",
+    root: RootOpt = None,
     width: Annotated[float | None, typer.Option(
-        "--width", help="Channel width multiplier of the zoo model (default its own).")] = None,
+        "--width", callback=_finite(0.0, 4.0, low_open=True),
+        help="Channel width multiplier of the zoo model, in (0, 4] (default its own).")] = None,
     half: Annotated[bool, typer.Option(
         "--half", help="Store float16 weights (accuracy measured after rounding).")] = False,
 ) -> None:
-    """Train a zoo model; writes <out>.safetensors and <out>.json."""
-    if epochs <= 0:
-        raise SparsexbarError(f"--epochs must be positive, got {epochs}")
-    if input_size is not None and input_size < 4:
-        raise SparsexbarError(f"--input-size must be >= 4, got {input_size}")
+    """Train a zoo model; writes <out>.safetensors and <out>.json (with the classes and the
+    input spec the model takes)."""
+    require_choice("--precision", precision, PRECISIONS)
+    check_out_stem(out, CHECKPOINT_FILES)
+    if root is not None and not root.is_dir():
+        raise SparsexbarError(f"--root {root} is not a folder")
     metrics = train_command(model, data, epochs, str(out), batch_size=batch_size, seed=seed,
                             limit=limit, lr=lr, input_size=input_size, precision=precision,
-                            width=width, half=half)
+                            root=root, width=width, half=half)
     typer.echo(f"trained {model} on {data}: {metrics}")
 
 
@@ -277,15 +475,18 @@ def bench(
     model: Annotated[str, typer.Option(
         "--model", help="Benchmark model: vgg8, vgg8-pattern (the demo's) or vgg16.")] = "vgg8",
     batch_size: BatchOpt = 64,
-    repeats: Annotated[int, typer.Option("--repeats")] = 2,
+    repeats: Annotated[int, typer.Option(
+        "--repeats", callback=_whole(1),
+        help="Timed runs of each case (the fastest is reported).")] = 2,
     cases: Annotated[str, typer.Option(
-        "--cases", help="Comma-separated cases (default: all; see benchmarks/engine.py).")] = "",
+        "--cases", help="Comma-separated cases (default: all): " + ", ".join(CASES) + ".")] = "",
 ) -> None:
     """Images/s of the engine against plain PyTorch inference of the same model (ratios)."""
     require_choice("--model", model, BENCH_MODELS)
     names = [c.strip() for c in cases.split(",") if c.strip()] or list(CASES)
     for name in names:
         require_choice("--cases item", name, CASES)
+    check_bench_args(model, batch_size, repeats)
     run_benchmark(model=model, batch_size=batch_size, repeats=repeats,
                   cases=tuple(CASES[n] for n in names), console=_console())
 
@@ -329,13 +530,15 @@ def _declared(opt: Option) -> inspect.Parameter:
 def _command(spec: StudySpec | CalibrationSpec, out: Path, data: bool) -> Callable[..., None]:
     """The command of a study or calibration: the common options (--out, --model, [--data,]
     --hw, --set, --batch-size, --device; their defaults as the spec says), then the spec's
-    own; its values checked (`Option.check`), the spec run, its text printed."""
+    own; its values checked (`Option.check`), the output and the device checked, the spec run,
+    its text printed."""
     defaults: dict[str, Any] = {"out": out, "model": "default", "data": "default",
                                 "hw": "isaac", "batch_size": 250, "device": "cpu",
                                 **spec.defaults}
+    study = isinstance(spec, StudySpec)
     common = [
         _parameter("out", Annotated[Path, typer.Option("--out", help="Output directory.")
-                                    if isinstance(spec, StudySpec) else
+                                    if study else
                                     typer.Option("--out", help="JSON file written.")],
                    defaults["out"]),
         _parameter("model", ModelOpt, defaults["model"]),
@@ -350,11 +553,18 @@ def _command(spec: StudySpec | CalibrationSpec, out: Path, data: bool) -> Callab
 
     def command(**values: Any) -> None:
         checked = {opt.keyword: opt.check(values[opt.key]) for opt in spec.options}
+        overrides = parse_overrides(values["set_"])
+        load_config(values["hw"], overrides)  # a bad config: refused before any work
+        check_device(values["device"])
+        if study:
+            check_out_dir(values["out"])
+        else:
+            check_out_file(values["out"])
         console = _console()
         args = RunArgs(out=values["out"], model=values["model"], hw=values["hw"],
-                       overrides=parse_overrides(values["set_"]),
-                       batch_size=values["batch_size"], device=values["device"],
-                       progress=console.print, data=values.get("data", "default"))
+                       overrides=overrides, batch_size=values["batch_size"],
+                       device=values["device"], progress=console.print,
+                       data=values.get("data", "default"))
         console.print(spec.run(args, **checked))
 
     params = [*common, *own]
@@ -388,26 +598,34 @@ app.add_typer(calibrate_app, name="calibrate")
 
 @app.command()
 def prune(
-    model: ModelOpt = "default",
-    data: Annotated[str, typer.Option("--data", help="Data set of the checkpoint.")] = "default",
+    model: Annotated[str, typer.Option(
+        "--model", help="'default' (the shipped VGG-8) or a checkpoint to prune.")] = "default",
+    data: Annotated[str, typer.Option(
+        "--data", help="Data set of the checkpoint (default: the one it was trained on).")] = (
+        "default"),
     hw: HwOpt = "isaac",
     set_: SetOpt = None,
     method: Annotated[str, typer.Option(
         "--method", help="ou-structured (blocks of one row x an OU column group's channels), "
         "unstructured, or pattern (3x3 kernels keep --k weights in one of --max-patterns "
         "patterns per layer, plus whole-kernel pruning).")] = "ou-structured",
-    sparsity: Annotated[float, typer.Option("--sparsity", help="Target zero fraction.")] = 0.5,
-    steps: Annotated[int, typer.Option("--steps", help="Gradual pruning steps.")] = 3,
-    epochs: Annotated[int, typer.Option("--epochs", help="Fine-tuning epochs per step.")] = 1,
-    lr: Annotated[float, typer.Option("--lr", help="Fine-tuning learning rate.")] = 0.01,
+    sparsity: Annotated[float, typer.Option(
+        "--sparsity", help="Target zero fraction, in [0, 1).",
+        callback=_finite(0, 1, high_open=True))] = 0.5,
+    steps: Annotated[int, typer.Option("--steps", callback=_whole(1),
+                                       help="Gradual pruning steps.")] = 3,
+    epochs: Annotated[int, typer.Option("--epochs", callback=_whole(0),
+                                        help="Fine-tuning epochs per step.")] = 1,
+    lr: Annotated[float, typer.Option("--lr", help="Fine-tuning learning rate.",
+                                      callback=_finite(0, low_open=True))] = 0.01,
     out: Annotated[Path, typer.Option("--out", help="Checkpoint stem.")] = Path(
         "out/ckpt/pruned"),
     limit: LimitOpt = None,
-    seed: Annotated[int, typer.Option("--seed")] = 0,
+    seed: SeedOpt = 0,
     split: Annotated[str, typer.Option(
         "--split", help="Fine-tuning split: train (or test, for smoke runs).")] = "train",
     k: Annotated[int, typer.Option(
-        "--k", help="pattern: weights kept per 3x3 kernel (1..9).")] = 4,
+        "--k", callback=_whole(1, 9), help="pattern: weights kept per 3x3 kernel (1..9).")] = 4,
     max_patterns: Annotated[str, typer.Option(
         "--max-patterns", help="pattern: patterns per layer at most: one number, or one per "
         "3x3 conv layer, comma-separated (the pattern paper's VGG-16: "
@@ -415,27 +633,29 @@ def prune(
     half: Annotated[bool, typer.Option(
         "--half", help="Store float16 weights (accuracy measured after rounding).")] = False,
     final_epochs: Annotated[int, typer.Option(
-        "--final-epochs", help="Extra fine-tuning epochs at the final sparsity.")] = 0,
-    precision: Annotated[str, typer.Option(
-        "--precision", help="fp32, or bf16 (autocast; weights stay float32).")] = "fp32",
+        "--final-epochs", callback=_whole(0),
+        help="Extra fine-tuning epochs at the final sparsity.")] = 0,
+    precision: PrecisionOpt = "fp32",
+    root: RootOpt = None,
 ) -> None:
     """Prune a checkpoint (magnitude or pattern) with fine-tuning; writes it and a table."""
     require_choice("--method", method, METHODS)
-    require_choice("--precision", precision, ("fp32", "bf16"))
+    require_choice("--precision", precision, PRECISIONS)
+    require_choice("--split", split, ("train", "test"))
     try:
         counts = [int(v) for v in max_patterns.split(",")]
     except ValueError:
         raise SparsexbarError(f"--max-patterns must be integers separated by commas, got "
                               f"'{max_patterns}'") from None
     patterns: int | list[int] = counts[0] if len(counts) == 1 else counts
-    if final_epochs < 0:
-        raise SparsexbarError(f"--final-epochs must be >= 0, got {final_epochs}")
-    if method == "pattern":
-        check_pattern_args(k, patterns, sparsity)
+    check_pattern_args(k, patterns, sparsity)  # checked whatever the method
     config = load_config(hw, parse_overrides(set_))
+    check_out_stem(out, CHECKPOINT_FILES + (".sparsity.md",))
+    if root is not None and not root.is_dir():
+        raise SparsexbarError(f"--root {root} is not a folder")
     res = prune_command(model, data, config, sparsity, method, steps, epochs, out, lr=lr,
                         limit=limit, seed=seed, tune_split=split, k=k, max_patterns=patterns,
-                        half=half, final_epochs=final_epochs, precision=precision)
+                        half=half, final_epochs=final_epochs, precision=precision, root=root)
     typer.echo(res["markdown"].rstrip())
     typer.echo(f"top-1 {res['top1_before']:.4f} -> {res['top1_after']:.4f}; wrote "
                f"{res['checkpoint']}, {res['table_path']}")
@@ -452,14 +672,16 @@ def sweep_command(
         "--address", help="Ray cluster to join (e.g. auto, HOST:6379); default: a local "
         "Ray instance.")] = None,
     workers: Annotated[int | None, typer.Option(
-        "--workers", help="Points run at once (default: the CPUs; ray: the cluster's).")] = None,
+        "--workers", callback=_whole(1), help="Points run at once (default: the CPUs; ray: the "
+        "cluster's).")] = None,
     device: Annotated[str | None, typer.Option(
         "--device", help="cpu or cuda for every point (overrides the file).")] = None,
     dry_run: Annotated[bool, typer.Option(
         "--dry-run", help="List the points and which are done; run nothing.")] = False,
 ) -> None:
     """Run a design-space sweep: one simulate() per point, rows in a Parquet data set; a
-    rerun skips the points already there."""
+    rerun skips the points already there (a corrupt row file is run again)."""
+    require_choice("--backend", backend, BACKENDS)
     spec = load_sweep(sweep_file)
     target = out if out is not None else Path("out/sweep") / sweep_file.stem
     console = _console()
@@ -470,6 +692,7 @@ def sweep_command(
             params = " ".join(f"{k}={v}" for k, v in p.overrides.items())
             console.print(f"{p.key[:12]}  {state:8s} {p.model} {p.scheme.name} {params}")
         return
+    check_out_dir(target)
     progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                         TimeElapsedColumn(), console=console)
     task: Any = None
@@ -477,12 +700,14 @@ def sweep_command(
     def show(report: Any, row: dict[str, Any] | None) -> None:
         nonlocal task
         if task is None:
+            _flush_notes()
             console.print(f"sweep {spec.name}: {report.total} points, {report.skipped} already "
                           f"in {target}, {report.to_run} to run ({backend})")
             task = progress.add_task("points", total=report.to_run)
         if row is not None and row["status"] != "ok":
             progress.console.print(f"failed {row['key'][:12]} ({row['model']}, "
-                                   f"{row['scheme']}): {row['error']}")
+                                   f"{row['scheme']}): {row['error']}", markup=False,
+                                   highlight=False)
         progress.update(task, completed=report.done,
                         description=f"ok {report.ok} failed {report.failed}"
                         + (f" crashed {len(report.crashed)}" if report.crashed else ""))
@@ -494,7 +719,8 @@ def sweep_command(
                   f"(already done), {len(report.crashed)} crashed in {report.wall_s:.1f} s; "
                   f"results in {target}/results; next: sparsexbar plot {target}")
     for key, message in report.crashed:
-        console.print(f"crashed {key[:12]} (not recorded; a rerun retries it): {message}")
+        console.print(f"crashed {key[:12]} (not recorded; a rerun retries it): {message}",
+                      markup=False, highlight=False)
     if report.crashed:
         raise typer.Exit(1)
 
@@ -508,6 +734,7 @@ def plot_command(
     """Pareto plots (energy vs top-1, area vs throughput) and a summary table of a sweep."""
     if not sweep_dir.is_dir():
         raise SparsexbarError(f"sweep directory not found: {sweep_dir}")
+    check_out_dir(out if out is not None else sweep_dir)
     summary = summarize(sweep_dir, out)
     console = _console()
     console.print(summary_table(summary, f"sweep {sweep_dir} ({len(summary['rows'])} points)"))
@@ -516,18 +743,55 @@ def plot_command(
     console.print("wrote " + ", ".join(str(p) for p in summary["paths"]))
 
 
+# Warnings and notes wait here until the work starts (the first progress bar) or the command
+# ends, so that bad input found after a note still gives one line on stderr, the error's.
+_PENDING: list[str] = []
+
+
+def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                  file: Any = None, line: str | None = None) -> None:
+    """SparsexbarWarning / SparsexbarNote: one line for stderr (held until `_flush_notes`);
+    other warnings as Python shows them."""
+    if issubclass(category, SparsexbarWarning):
+        kind = "note" if issubclass(category, SparsexbarNote) else "warning"
+        text = " ".join(str(message).split())
+        _PENDING.append(f"sparsexbar: {kind}: {text}")
+    else:
+        _PYTHON_SHOWWARNING(message, category, filename, lineno, file, line)
+
+
+def _flush_notes() -> None:
+    """Print the held warnings and notes on stderr."""
+    while _PENDING:
+        print(_PENDING.pop(0), file=sys.stderr, flush=True)
+
+
+_PYTHON_SHOWWARNING = warnings.showwarning
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Entry point: SparsexbarError and usage errors -> one line on stderr, exit code 2."""
+    """Entry point: SparsexbarError and usage errors -> one line on stderr, exit code 2;
+    Ctrl-C -> one line, exit code 130; warnings of the run -> one line each."""
     command = typer.main.get_command(app)
+    _PENDING.clear()
     try:
-        code = command.main(args=argv, prog_name="sparsexbar", standalone_mode=False)
+        with warnings.catch_warnings():
+            warnings.simplefilter("default", SparsexbarWarning)
+            warnings.showwarning = _show_warning
+            code = command.main(args=argv, prog_name="sparsexbar", standalone_mode=False)
+        if code == 130:  # typer's return for Ctrl-C (KeyboardInterrupt) without standalone mode
+            _interrupted()
+        _flush_notes()
     except SparsexbarError as exc:
+        _PENDING.clear()
         _fail(str(exc))
     except typer.Exit as exc:
+        if isinstance(exc.__cause__, KeyboardInterrupt):
+            _interrupted()
+        _flush_notes()
         sys.exit(exc.exit_code)
     except (typer.Abort, KeyboardInterrupt):
-        print("sparsexbar: aborted", file=sys.stderr)
-        sys.exit(130)
+        _interrupted()
     except OSError as exc:
         _fail(f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": "))
     except Exception as exc:
@@ -539,8 +803,15 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(code)
 
 
+def _interrupted() -> None:
+    _PENDING.clear()
+    print("sparsexbar: interrupted; nothing half-written is left (files are written whole or "
+          "not at all)", file=sys.stderr, flush=True)
+    sys.exit(130)
+
+
 def _fail(message: str) -> None:
-    print(f"sparsexbar: error: {message}", file=sys.stderr)
+    print(f"sparsexbar: error: {' '.join(message.split())}", file=sys.stderr)
     sys.exit(2)
 
 

@@ -14,18 +14,38 @@ from ..studies.writers import png_bytes
 
 
 def energy_by_component(results: Sequence[dict[str, Any]], labels: Sequence[str]) -> bytes:
-    """Energy per image of each run, stacked by component."""
-    fig, ax = pyplot().subplots(figsize=(7, 4))
+    """Energy per image of each run by component: stacked (left, linear: what dominates) and
+    component by component on a log scale (right: every unit the cost model charges, however
+    small, e.g. a scheme's zero detectors beside its ADCs)."""
+    plt = pyplot()
+    fig, (stack, each) = plt.subplots(1, 2, figsize=(13, 4.6),
+                                      gridspec_kw={"width_ratios": [1, 1.6]})
     names = list(labels)
+    present = [c for c in ENERGY_COMPONENTS
+               if any(r["totals"]["energy_pj"].get(c, 0.0) for r in results)]
+    colors = plt.get_cmap("tab20").colors
+    color = {c: colors[i % len(colors)] for i, c in enumerate(ENERGY_COMPONENTS)}
     bottom = [0.0] * len(results)
-    for comp in ENERGY_COMPONENTS:
-        vals = [r["totals"]["energy_pj"][comp] / r["num_images"] * 1e-6 for r in results]
-        if any(vals):
-            ax.bar(names, vals, bottom=bottom, label=comp)
-            bottom = [b + v for b, v in zip(bottom, vals, strict=True)]
-    ax.set_ylabel("energy per image (uJ)")
-    ax.set_title("Energy by component")
-    ax.legend(fontsize=8)
+    for comp in present:
+        vals = [r["totals"]["energy_pj"].get(comp, 0.0) / r["num_images"] * 1e-6
+                for r in results]
+        stack.bar(names, vals, bottom=bottom, label=comp, color=color[comp])
+        bottom = [b + v for b, v in zip(bottom, vals, strict=True)]
+    stack.set_ylabel("energy per image (uJ)")
+    stack.set_title("Energy by component (stacked)")
+    stack.tick_params(axis="x", labelrotation=30)
+    width = 0.8 / max(len(results), 1)
+    for j, (r, name) in enumerate(zip(results, names, strict=True)):
+        vals = [r["totals"]["energy_pj"].get(c, 0.0) / r["num_images"] * 1e-6 for c in present]
+        xs = [i + (j - (len(results) - 1) / 2) * width for i in range(len(present))]
+        each.bar(xs, [v if v > 0 else float("nan") for v in vals], width, label=name)
+    each.set_xticks(range(len(present)), present, rotation=45, ha="right")
+    each.set_yscale("log")
+    each.set_ylabel("energy per image (uJ, log)")
+    each.set_title("Each component, per scheme")
+    each.legend(fontsize=7, ncol=2)
+    stack.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
     return png_bytes(fig)
 
 

@@ -11,7 +11,7 @@ import html
 import io
 import json
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -136,7 +136,17 @@ def summary_row(result: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def comparison_table(results: Sequence[dict[str, Any]]) -> Table:
+def overrides_text(result: dict[str, Any]) -> str:
+    """The config settings a run's scheme did not follow, in words ('' when none):
+    'adc.bits 4..6 per layer, not 3 (...)'."""
+    overrides = result["scheme"].get("overrides") or {}
+    return "; ".join(f"{key} {value}" for key, value in overrides.items())
+
+
+def comparison_table(results: Sequence[dict[str, Any]],
+                     failed: Mapping[str, str] | None = None) -> Table:
+    """One row per scheme; a scheme that did not follow a config setting is marked (*) and
+    the caption says which and what it used; a scheme that did not run has a row saying so."""
     first = results[0]
     t = Table(title=f"{first['model']} on {first['dataset']} ({first['num_images']} images), "
               f"hardware {first['hardware']['name']}")
@@ -144,31 +154,44 @@ def comparison_table(results: Sequence[dict[str, Any]]) -> Table:
             "area", "speedup", "energy eff.", "arrays eff."]
     for c in cols:
         t.add_column(c, justify="left" if c == "scheme" else "right")
+    notes: list[str] = []
     for res in results:
         r = summary_row(res)
-        t.add_row(r["scheme"], f"{100 * r['top1']:.2f}", f"{r['ou_activations']:,}",
+        text = overrides_text(res)
+        mark = " *" * (len(notes) + 1) if text else ""
+        if text:
+            notes.append(f"{'*' * (len(notes) + 1)} {r['scheme']}: {text}")
+        t.add_row(r["scheme"] + mark, f"{100 * r['top1']:.2f}", f"{r['ou_activations']:,}",
                   f"{r['adc_conversions']:,}", _si(r["energy_uj_per_image"] * 1e-6, "J"),
                   _si(r["latency_us"] * 1e-6, "s"), f"{r['images_per_s']:,.0f}",
                   f"{r['area_mm2']:.3f} mm2", f"{r['speedup']:.2f}x",
                   f"{r['energy_efficiency']:.2f}x", f"{r['area_efficiency']:.2f}x")
+    for label, why in (failed or {}).items():
+        t.add_row(label, "did not run", *["-"] * (len(cols) - 2))
+        notes.append(f"{label} did not run: {why}")
+    if notes:
+        t.caption = "\n".join(notes)
+        t.caption_justify = "left"
     return t
 
 
 def print_tables(results: Sequence[dict[str, Any]], console: Console | None = None,
-                 per_layer: bool = True) -> None:
+                 per_layer: bool = True, failed: Mapping[str, str] | None = None) -> None:
     console = console or Console()
     if per_layer:
         for res in results:
             console.print(layer_table(res))
-    console.print(comparison_table(results))
+    console.print(comparison_table(results, failed))
     acc = results[0]["accuracy"]
     console.print(f"float top-1 {100 * acc['float_top1']:.2f}%, integer-quantized top-1 "
                   f"{100 * acc['quantized_top1']:.2f}%")
 
 
 # ---- comparison outputs: CSV, plots, HTML --------------------------------------------------
-def write_comparison(out_dir: str | Path, results: Sequence[dict[str, Any]]) -> list[Path]:
-    """comparison.csv, the PNG plots and a self-contained report.html; return the paths."""
+def write_comparison(out_dir: str | Path, results: Sequence[dict[str, Any]],
+                     failed: Mapping[str, str] | None = None) -> list[Path]:
+    """comparison.csv, the PNG plots and a self-contained report.html; return the paths.
+    `failed`: the schemes that did not run and why (named in the report)."""
     out = Path(out_dir)
     rows = [summary_row(r) for r in results]
     paths = [out / "comparison.csv"]
@@ -181,7 +204,7 @@ def write_comparison(out_dir: str | Path, results: Sequence[dict[str, Any]]) -> 
         atomic_write_bytes(out / name, png)
         paths.append(out / name)
     paths.append(out / "report.html")
-    atomic_write_text(paths[-1], _html(results, rows, plots))
+    atomic_write_text(paths[-1], _html(results, rows, plots, failed or {}))
     return paths
 
 
@@ -220,8 +243,12 @@ PLOT_CAPTIONS = {
 
 
 def _html(results: Sequence[dict[str, Any]], rows: list[dict[str, Any]],
-          plots: dict[str, bytes]) -> str:
+          plots: dict[str, bytes], failed: Mapping[str, str]) -> str:
     first = results[0]
+    notes = [f"{scheme_label(r)}: {overrides_text(r)}" for r in results if overrides_text(r)]
+    notes += [f"{label} did not run: {why}" for label, why in failed.items()]
+    notes_html = ("<h2>Notes</h2><ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in notes)
+                  + "</ul>") if notes else ""
     columns = [(key, header, form) for key, header, form in HTML_COLUMNS if key in rows[0]]
     head = "".join(f"<th>{html.escape(header)}</th>" for _, header, _ in columns)
     body = "".join(
@@ -248,6 +275,7 @@ pre{{background:#f6f6f6;padding:1em;font-size:12px}}</style></head><body>
 float top-1 {_percent(first['accuracy']['float_top1'])}%, sparsexbar
 {html.escape(first['version'])}.</p>
 <h2>Summary</h2><table><tr>{head}</tr>{body}</table>
+{notes_html}
 <h2>Plots</h2>{imgs}
 <h2>Schemes and their parameters</h2><pre>{schemes}</pre>
 <h2>Hardware configuration used</h2><pre>{config}</pre>

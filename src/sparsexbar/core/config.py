@@ -5,10 +5,15 @@ saves to YAML or JSON with an exact round trip (enums are stored by name), valid
 with an error that names the offending field, and accepts dotted overrides
 (``{"ou.rows": 9}``), as the CLI's ``--set key=value`` does.
 
-Sources for defaults: ISAAC (Shafiee et al., ISCA 2016) for the 128x128 array, 2-bit cells,
-1-bit DAC and 8-bit 1.2 GS/s ADC; the pattern-mapping paper (Yu et al., arXiv 2010.06156) for
-the ``pattern-nvmsa`` preset. Per-event energies and per-component areas not given by those
-sources are our estimates in the NeuroSim/MNSIM range and say so in their descriptions.
+Sources for defaults: ISAAC (Shafiee et al., ISCA 2016, Table I: 32 nm, per IMA and per
+tile power and area) for the 128x128 array, 2-bit cells, 1-bit DAC, the 8-bit 1.2 GS/s SAR ADC
+(Kull et al., ISSCC 2013), the DAC, cell read, shift-and-add and eDRAM energies and areas; the
+SAR scaling with resolution of Saberi et al. (IEEE TCAS-I 2011) for the ADC model; the
+pattern-mapping paper (Yu et al., arXiv 2010.06156) for the ``pattern-nvmsa`` preset. The
+logic that the schemes add (zero detection, OU forming, index decoding, input gathering,
+output routing, encoders, decoders) is not in those tables: its energies and areas are stated
+assumptions, sized against ISAAC's 16-bit shift-and-add unit. docs/cost.md has the model in a
+page and every constant with its source.
 """
 
 from __future__ import annotations
@@ -18,10 +23,18 @@ import math
 from collections.abc import Mapping
 from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from .errors import ConfigError
 from .io import atomic_write_text
@@ -49,9 +62,61 @@ class Variation(str, Enum):
     normal = "normal"
 
 
+class ADCKind(str, Enum):
+    """ADC architecture: how conversion time, energy and area scale with resolution."""
+
+    sar = "sar"
+    flash = "flash"
+
+
+AUTO = "auto"
+MAX_ADC_BITS = 16
+AdcBits = Annotated[int, Field(ge=1, le=MAX_ADC_BITS)] | Literal["auto"]
+
+
 class _Node(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, use_enum_values=False,
                               allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _strict_types(cls, value: Any, info: ValidationInfo) -> Any:
+        """Refuse what lax validation would quietly convert, for every field of every node
+        (fields added later included): a boolean for a field that is not one (YAML's
+        true/yes/on would become 1) and a number with a fraction for an integer field."""
+        if info.field_name is None:
+            return value
+        kinds = _field_types(cls.model_fields[info.field_name].annotation)
+        if isinstance(value, bool) and bool not in kinds:
+            raise ValueError(f"must be {_describe(kinds)}, not a boolean "
+                             f"({str(value).lower()})")
+        if (isinstance(value, float) and int in kinds and float not in kinds
+                and not (math.isfinite(value) and value.is_integer())):
+            raise ValueError(f"must be a whole number, got {value}")
+        return value
+
+
+def _field_types(annotation: Any) -> set[Any]:
+    """The types a field takes: its annotation, or the members of a union (`int | None`)."""
+    if get_origin(annotation) is Union or type(annotation).__name__ == "UnionType":
+        return set().union(*(_field_types(a) for a in get_args(annotation)))
+    if get_origin(annotation) is Annotated:  # Annotated[int, Field(...)]: the int
+        return {get_args(annotation)[0]}
+    return {annotation}
+
+
+def _describe(kinds: set[Any]) -> str:
+    if int in kinds:
+        return "a whole number"
+    if float in kinds:
+        return "a number"
+    if str in kinds:
+        return "text"
+    enums = [k for k in kinds if isinstance(k, type) and issubclass(k, Enum)]
+    if enums:
+        return "one of " + ", ".join(e.value for e in enums[0])
+    return "a mapping" if any(isinstance(k, type) and issubclass(k, BaseModel)
+                              for k in kinds) else "a value of its type"
 
 
 class ArrayConfig(_Node):
@@ -88,13 +153,39 @@ class OUConfig(_Node):
 class DACConfig(_Node):
     bits: int = Field(1, ge=1, le=8, description="Input bits applied per cycle (bit-serial chunk).")
     energy_pj: float = Field(
-        0.0039, ge=0, description="Energy per row driven per cycle, pJ (ISAAC 1-bit DAC estimate)."
+        0.39,
+        ge=0,
+        description=(
+            "Energy per row driven per OU activation, pJ. ISAAC: 8 x 128 1-bit DACs draw 4 mW "
+            "per IMA over its 100 ns cycle: 4 mW x 100 ns / 1024."
+        ),
     )
-    area_um2: float = Field(0.17, ge=0, description="Area of one row driver/DAC, um^2 (ISAAC).")
+    area_um2: float = Field(
+        0.166, ge=0, description="Area of one row driver/DAC, um^2 (ISAAC: 170 um^2 / 1024)."
+    )
 
 
 class ADCConfig(_Node):
-    bits: int = Field(8, ge=1, le=16, description="ADC resolution, bits.")
+    bits: AdcBits = Field(
+        8,
+        description=(
+            "ADC resolution, bits (1..16), or `auto`: per layer, the fewest bits that can never "
+            "clip, (2^bits - 1) x step >= OU rows x largest cell level x largest DAC chunk, with "
+            "OU rows = min(ou.rows, array.rows, the layer's rows). A scheme whose encoding "
+            "narrows the range (encoding, combined) sizes below that, exactly."
+        ),
+    )
+    kind: ADCKind = Field(
+        ADCKind.sar,
+        description=(
+            "`sar`: one comparator decision per bit, conversion time bits / (ref_bits x "
+            "sample_rate_gsps) (a 4-bit conversion takes half an 8-bit one); energy and area "
+            "as (1 - share) x bits / ref_bits + share x 2^(bits - ref_bits) of their reference "
+            "values (comparator and logic linear in bits, capacitive DAC in 2^bits). `flash`: "
+            "2^bits - 1 comparators, constant time 1 / sample_rate_gsps, energy and area in "
+            "(2^bits - 1) / (2^ref_bits - 1)."
+        ),
+    )
     step: float = Field(
         1.0,
         gt=0,
@@ -104,20 +195,47 @@ class ADCConfig(_Node):
         ),
     )
     energy_pj: float = Field(
-        1.67, ge=0, description="Energy per conversion at `ref_bits`, pJ (ISAAC: 8 bit, 1.2 GS/s)."
+        1.6667,
+        ge=0,
+        description=(
+            "Energy per conversion at `ref_bits`, pJ. ISAAC: 8 ADCs of 8 bits at 1.2 GS/s per "
+            "IMA draw 16 mW (Kull et al., ISSCC 2013, scaled to 32 nm): 2 mW / 1.2 GS/s."
+        ),
     )
     area_um2: float = Field(
-        1200.0, ge=0, description="Area of one ADC at `ref_bits`, um^2 (ISAAC)."
+        1200.0, ge=0, description="Area of one ADC at `ref_bits`, um^2 (ISAAC: 0.0096 mm^2 / 8)."
     )
-    ref_bits: int = Field(8, ge=1, le=16, description="Resolution the energy and area refer to.")
-    energy_scale_per_bit: float = Field(
-        2.0, gt=0, description="Energy factor per bit away from `ref_bits` (x2 per bit default)."
+    ref_bits: int = Field(
+        8, ge=1, le=16, description="Resolution the energy, area and sample rate refer to."
     )
-    area_scale_per_bit: float = Field(
-        2.0, gt=0, description="Area factor per bit away from `ref_bits`."
+    energy_capacitive_share: float = Field(
+        0.0632,
+        ge=0,
+        le=1,
+        description=(
+            "SAR: share of the conversion energy at `ref_bits` that scales with 2^bits (the "
+            "capacitive DAC); the rest scales with bits. 0.0632 fits the scaling of Saberi et "
+            "al. (TCAS-I 2011) applied to ISAAC's ADC, as tabulated for 4..10 bits in "
+            "Accelergy's hwcomponents-library (isaac.py), within 0.4%. 1: x2 per bit (Walden)."
+        ),
     )
-    sample_rate_gsps: float = Field(1.2, gt=0, description="Conversions per ns per ADC (GS/s).")
-    per_array: int = Field(1, ge=1, description="ADCs shared by the columns of one array.")
+    area_capacitive_share: float = Field(
+        0.4552,
+        ge=0,
+        le=1,
+        description=(
+            "SAR: share of the area at `ref_bits` that scales with 2^bits; the rest scales with "
+            "bits. 0.4552 fits the same 4..10-bit table within 0.01%."
+        ),
+    )
+    sample_rate_gsps: float = Field(
+        1.2,
+        gt=0,
+        description="Conversions per ns of one ADC at `ref_bits`, GS/s (ISAAC: 1.2).",
+    )
+    per_array: int = Field(
+        1, ge=1, description="ADCs of one array; they convert an OU's columns in rounds."
+    )
 
 
 class NumbersConfig(_Node):
@@ -179,22 +297,111 @@ class DeviceConfig(_Node):
 
 class EnergyConfig(_Node):
     cell_read_pj: float = Field(
-        0.00125, ge=0, description="Energy per active cell per cycle, pJ (estimate)."
+        0.00183,
+        ge=0,
+        description=(
+            "Energy per cell read (an active cell on a driven row) per OU activation, pJ. "
+            "ISAAC: 8 arrays of 128x128 cells draw 2.4 mW per IMA, every cell read each 100 ns "
+            "cycle: 0.3 mW x 100 ns / 16384."
+        ),
     )
     ou_activation_pj: float = Field(
         0.0, ge=0, description="Fixed energy per OU activation (drivers, S&H), pJ."
     )
-    shift_add_pj: float = Field(0.05, ge=0, description="Energy per shift-and-add, pJ (estimate).")
+    shift_add_pj: float = Field(
+        0.0208,
+        ge=0,
+        description=(
+            "Energy per shift-and-add (one per conversion), pJ. ISAAC: 4 units per IMA draw "
+            "0.2 mW and add the results of 8 ADCs at 1.2 GS/s: 0.2 mW / 9.6 G/s."
+        ),
+    )
     index_read_pj_per_bit: float = Field(
         0.001, ge=0, description="Energy per index bit read, pJ (SRAM estimate)."
     )
-    comparison_pj: float = Field(0.02, ge=0, description="Energy per comparison, pJ (estimate).")
-    lut_read_pj: float = Field(0.05, ge=0, description="Energy per LUT entry read, pJ (estimate).")
+    index_decode_pj_per_bit: float = Field(
+        0.0013,
+        ge=0,
+        description=(
+            "Energy to decode one index bit into a row select (SRE's kept-row indices, "
+            "pattern's input and output indices), pJ. Assumption: one 2-input gate level per "
+            "bit, 1/16 of ISAAC's 16-bit shift-and-add (0.0208 / 16)."
+        ),
+    )
+    comparison_pj: float = Field(
+        0.0208,
+        ge=0,
+        description=(
+            "Energy per comparison of two words (CompRRAE's bound tests, encoding's majority "
+            "vote and leading-chunk detection), pJ. Assumption: a 16-bit comparator costs one "
+            "16-bit add (ISAAC's shift-and-add, 0.0208 pJ)."
+        ),
+    )
+    lut_read_pj: float = Field(
+        0.05, ge=0, description="Energy per LUT entry read (a 16-24-bit SRAM word), pJ (estimate)."
+    )
+    zero_check_pj: float = Field(
+        0.0013,
+        ge=0,
+        description=(
+            "Energy to test one input chunk for zero in one cycle (SRE's activation sparsity, "
+            "pattern's zero-input skipping, encoding's zero-plane detection), pJ. Assumption: a "
+            "dac.bits-input OR and its latch, 1/16 of ISAAC's 16-bit shift-and-add."
+        ),
+    )
+    ou_form_pj: float = Field(
+        0.0208,
+        ge=0,
+        description=(
+            "Energy to form one OU of active rows (SRE's dynamic packing: a running count over "
+            "the rows' zero flags picks the next ou.rows active rows), pJ. Assumption: one "
+            "16-bit add per formed OU (ISAAC's shift-and-add)."
+        ),
+    )
+    gather_pj: float = Field(
+        0.0208,
+        ge=0,
+        description=(
+            "Energy to route one input word into a pattern block's rows (pattern's input "
+            "preprocessing: a mux selected by the block's input index), pJ. Assumption: one "
+            "16-bit add (ISAAC's shift-and-add) per word."
+        ),
+    )
+    route_pj: float = Field(
+        0.0104,
+        ge=0,
+        description=(
+            "Energy to route one shift-and-added column result to its output channel "
+            "(pattern's output indexing unit), pJ. Assumption: half a 16-bit add."
+        ),
+    )
+    encode_pj: float = Field(
+        0.0013,
+        ge=0,
+        description=(
+            "Energy to bus-invert one input chunk (an XOR per DAC bit on a driven row), pJ. "
+            "Assumption: as `zero_check_pj`."
+        ),
+    )
+    decode_pj: float = Field(
+        0.0208,
+        ge=0,
+        description=(
+            "Energy of one digital recovery (encoding: c x S' - p' for a complemented column, "
+            "or a LUT constant added to an inverted group's channel), pJ. Assumption: one "
+            "16-bit add (ISAAC's shift-and-add)."
+        ),
+    )
     buffer_read_pj_per_byte: float = Field(
-        0.3, ge=0, description="Energy per byte read from the on-chip buffer, pJ (eDRAM estimate)."
+        0.64,
+        ge=0,
+        description=(
+            "Energy per byte read from the on-chip buffer, pJ. ISAAC's 64 KB eDRAM: 20.45 pJ "
+            "per 256-bit access (CACTI, 32 nm)."
+        ),
     )
     buffer_write_pj_per_byte: float = Field(
-        0.35, ge=0, description="Energy per byte written to the on-chip buffer, pJ."
+        0.64, ge=0, description="Energy per byte written to the on-chip buffer, pJ (as a read)."
     )
     digital_op_pj: float = Field(
         0.1, ge=0, description="Energy per digital op (add, scale, pool, compare), pJ."
@@ -206,23 +413,46 @@ class EnergyConfig(_Node):
 
 class AreaConfig(_Node):
     cell_um2: float = Field(
-        0.0144, ge=0, description="Area per cell, um^2 (4F^2 at F=60 nm, an estimate)."
+        0.00153,
+        ge=0,
+        description=(
+            "Area per cell, um^2. ISAAC: 8 arrays of 128x128 cells in 0.0002 mm^2 (32 nm)."
+        ),
     )
-    shift_add_um2: float = Field(60.0, ge=0, description="Shift-and-add unit per array, um^2.")
+    shift_add_um2: float = Field(
+        30.0,
+        ge=0,
+        description=(
+            "Shift-and-add logic per array, um^2. ISAAC: 4 units of 60 um^2 serve the 8 arrays "
+            "of an IMA (0.00024 mm^2)."
+        ),
+    )
     buffer_kb: float = Field(64.0, ge=0, description="On-chip buffer size, KiB.")
-    buffer_um2_per_kb: float = Field(1600.0, ge=0, description="Buffer area per KiB, um^2.")
+    buffer_um2_per_kb: float = Field(
+        1297.0, ge=0, description="Buffer area per KiB, um^2 (ISAAC: 0.083 mm^2 for 64 KB eDRAM)."
+    )
     index_um2_per_bit: float = Field(0.3, ge=0, description="Index storage per bit, um^2 (SRAM).")
     lut_um2_per_bit: float = Field(0.3, ge=0, description="LUT storage per bit, um^2 (SRAM).")
     comparator_um2: float = Field(20.0, ge=0, description="One comparator, um^2.")
+    logic_unit_um2: float = Field(
+        60.0,
+        ge=0,
+        description=(
+            "One scheme logic unit per array that has it (SRE's zero detector, OU former and "
+            "index decoder; pattern's input gather and output router; encoding's encoder and "
+            "decoder), um^2. Assumption: the size of ISAAC's 16-bit shift-and-add unit."
+        ),
+    )
 
 
 class TimingConfig(_Node):
-    ou_cycle_ns: float | None = Field(
-        None,
+    read_ns: float = Field(
+        10.0,
         gt=0,
         description=(
-            "Time of one OU activation, ns. None: derived from the ADCs, "
-            "ceil(ou.cols / adc.per_array) / adc.sample_rate_gsps."
+            "Analog time of one OU activation (drive the rows, settle the bit lines, sample and "
+            "hold), ns. An activation takes max(read_ns, ceil(conversions / adc.per_array) x "
+            "one conversion's time). 10 ns: NeuroSim's default read pulse."
         ),
     )
 
@@ -290,25 +520,60 @@ class HardwareConfig(_Node):
         return math.ceil(self.numbers.input_bits / self.dac.bits)
 
     @property
-    def adc_max_code(self) -> int:
-        return 2**self.adc.bits - 1
-
-    def adc_energy_pj(self, bits: int | None = None) -> float:
-        """Energy of one conversion at `bits` (default adc.bits), pJ."""
-        b = self.adc.bits if bits is None else bits
-        return self.adc.energy_pj * self.adc.energy_scale_per_bit ** (b - self.adc.ref_bits)
-
-    def adc_area_um2(self, bits: int | None = None) -> float:
-        """Area of one ADC at `bits` (default adc.bits), um^2."""
-        b = self.adc.bits if bits is None else bits
-        return self.adc.area_um2 * self.adc.area_scale_per_bit ** (b - self.adc.ref_bits)
+    def adc_bits(self) -> int:
+        """The ADC resolution of a resolved config (`for_layer`); `auto` unresolved raises."""
+        bits = self.adc.bits
+        if isinstance(bits, str):
+            raise ConfigError("adc.bits is 'auto': resolve it per layer (HardwareConfig."
+                              "for_layer) before asking for the ADC range")
+        return bits
 
     @property
-    def ou_cycle_ns(self) -> float:
-        """Time of one OU activation, ns."""
-        if self.timing.ou_cycle_ns is not None:
-            return self.timing.ou_cycle_ns
-        return math.ceil(self.ou.cols / self.adc.per_array) / self.adc.sample_rate_gsps
+    def adc_max_code(self) -> int:
+        return 2**self.adc_bits - 1
+
+    def max_chunk_partial_sum(self, rows: int) -> int:
+        """Largest partial sum of one column of an OU of `rows` rows: rows x largest cell level
+        x largest input chunk."""
+        return rows * (2**self.cell.bits - 1) * (2**self.dac.bits - 1)
+
+    def auto_adc_bits(self, layer_rows: int) -> int:
+        """The fewest ADC bits that can never clip on a layer of `layer_rows` im2col rows:
+        (2^b - 1) x step >= its largest OU partial sum (OU rows = min(ou.rows, array.rows,
+        layer_rows))."""
+        rows = max(1, min(self.ou.rows, self.array.rows, layer_rows))
+        return bits_to_hold(self.max_chunk_partial_sum(rows), self.adc.step)
+
+    def for_layer(self, layer_rows: int) -> HardwareConfig:
+        """This config with adc.bits resolved for a layer of `layer_rows` rows (itself when
+        the bits are fixed)."""
+        if not isinstance(self.adc.bits, str):
+            return self
+        bits = self.auto_adc_bits(layer_rows)
+        return self.model_copy(update={"adc": self.adc.model_copy(update={"bits": bits})})
+
+    def adc_energy_pj(self, bits: int | None = None) -> float:
+        """Energy of one conversion at `bits` (default: the resolved adc.bits), pJ."""
+        return self.adc.energy_pj * self._adc_scale(bits, self.adc.energy_capacitive_share)
+
+    def adc_area_um2(self, bits: int | None = None) -> float:
+        """Area of one ADC at `bits` (default: the resolved adc.bits), um^2."""
+        return self.adc.area_um2 * self._adc_scale(bits, self.adc.area_capacitive_share)
+
+    def adc_conversion_ns(self, bits: int | None = None) -> float:
+        """Time of one conversion at `bits`, ns: SAR b / (ref_bits x rate), flash 1 / rate."""
+        b = self.adc_bits if bits is None else bits
+        if self.adc.kind == ADCKind.flash:
+            return 1.0 / self.adc.sample_rate_gsps
+        return b / (self.adc.ref_bits * self.adc.sample_rate_gsps)
+
+    def _adc_scale(self, bits: int | None, share: float) -> float:
+        """Energy or area at `bits` relative to `ref_bits` (see `adc.kind`)."""
+        b = self.adc_bits if bits is None else bits
+        ref = self.adc.ref_bits
+        if self.adc.kind == ADCKind.flash:
+            return (2.0**b - 1) / (2.0**ref - 1)
+        return (1 - share) * b / ref + share * 2.0 ** (b - ref)
 
     # ---- serialization ------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -340,6 +605,14 @@ class HardwareConfig(_Node):
         for key, value in overrides.items():
             _set_dotted(data, key, value)
         return HardwareConfig.from_dict(data, source="override")
+
+
+def bits_to_hold(bound: float, step: float = 1.0) -> int:
+    """Smallest ADC bits whose range (2^b - 1) x step holds `bound` (at least 1 bit)."""
+    bits = 1
+    while (2**bits - 1) * step < bound:
+        bits += 1
+    return bits
 
 
 def _one_line(exc: ValidationError, source: str) -> str:
@@ -384,7 +657,7 @@ def _isaac() -> dict[str, Any]:
         "cell": {"bits": 2, "sign": "differential"},
         "ou": {"rows": 16, "cols": 16},
         "dac": {"bits": 1},
-        "adc": {"bits": 8, "energy_pj": 1.67, "ref_bits": 8, "sample_rate_gsps": 1.2},
+        "adc": {"bits": "auto", "ref_bits": 8, "sample_rate_gsps": 1.2},
     }
 
 
@@ -403,6 +676,25 @@ def _pattern_nvmsa() -> dict[str, Any]:
             "per_array": 8,
         },
         "energy": {"ou_activation_pj": 4.8, "cell_read_pj": 0.0},
+        # the paper's 4-bit DAC converts at 18 MS/s: one OU activation per 1/18 MS/s
+        "timing": {"read_ns": 1000.0 / 18.0},
+    }
+
+
+def _isaac_paper() -> dict[str, Any]:
+    # ISAAC's own configuration (Shafiee et al., ISCA 2016): a crossbar is read whole (all 128
+    # rows at once: the OU is the array), one 8-bit ADC per array converts its 128 columns in
+    # one 100 ns cycle; inputs are 16-bit and fed 1 bit per cycle, weights 16-bit in 2-bit
+    # cells stored with an offset (biased, ISAAC's encoding), 8 arrays per IMA, 12 IMAs per tile.
+    return {
+        "name": "isaac-paper",
+        "array": {"rows": 128, "cols": 128},
+        "cell": {"bits": 2, "sign": "offset"},
+        "ou": {"rows": 128, "cols": 128},
+        "dac": {"bits": 1},
+        "adc": {"bits": 8, "ref_bits": 8, "sample_rate_gsps": 1.2, "per_array": 1},
+        "numbers": {"weight_bits": 16, "input_bits": 16},
+        "timing": {"read_ns": 100.0},
     }
 
 
@@ -418,12 +710,17 @@ def _ideal_small() -> dict[str, Any]:
 
 
 PRESET_BUILDERS = {
-    "isaac": (_isaac, "ISAAC-like: 128x128, 2-bit cells, 1-bit DAC, 8-bit 1.2 GS/s ADC, OU 16x16"),
+    "isaac": (_isaac, "ISAAC-like with OUs: 128x128, 2-bit cells, 1-bit DAC, OU 16x16, SAR "
+              "ADC 1.2 GS/s sized to need (adc.bits auto: 6 bits)"),
     "pattern-nvmsa": (
         _pattern_nvmsa,
         "Pattern-mapping paper: 512x512, 4-bit cells, OU 9x8, ADC 8 bit, DAC 4 bit, 4.8 pJ/OU op",
     ),
     "ideal-small": (_ideal_small, "Small arrays for quick studies: 64x64, OU 8x8, 6-bit ADC"),
+    "isaac-paper": (
+        _isaac_paper,
+        "ISAAC as published: 128x128 read whole, 1 ADC (8 bit) per array, 16-bit data, 100 ns",
+    ),
 }
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable
 
 
@@ -31,3 +32,24 @@ def require_choice(what: str, value: str, choices: Iterable[str]) -> None:
     known = tuple(choices)
     if value not in known:
         raise SparsexbarError(f"{what} must be one of {', '.join(known)}, got '{value}'")
+
+
+class SparsexbarWarning(UserWarning):
+    """A run that goes on but whose numbers may not mean what the user thinks (a model near
+    chance, class counts that differ, an untrained model). The CLI prints one line per
+    warning on stderr: `sparsexbar: warning: ...`."""
+
+
+class SparsexbarNote(SparsexbarWarning):
+    """What the run did to make the inputs fit (images resized, grey -> RGB...): the CLI
+    prints `sparsexbar: note: ...`."""
+
+
+def warn(message: str) -> None:
+    """Issue a SparsexbarWarning (one line)."""
+    warnings.warn(message, SparsexbarWarning, stacklevel=2)
+
+
+def note(message: str) -> None:
+    """Issue a SparsexbarNote (one line)."""
+    warnings.warn(message, SparsexbarNote, stacklevel=2)

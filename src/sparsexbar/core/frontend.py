@@ -22,6 +22,7 @@ non-negative (the next layer's inputs stay unsigned) and it zeroes every negativ
 from __future__ import annotations
 
 import copy
+import math
 import operator
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -380,11 +381,24 @@ def trace(model: nn.Module) -> fx.GraphModule:
             f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
         ) from None
     _check_supported(gm)
-    for name, p in gm.named_parameters():
-        if not torch.isfinite(p).all():
-            raise UnsupportedModelError(f"model parameter '{name}' contains NaN or Inf")
+    _check_finite(gm)
     fused = fuse(gm, inplace=False)
     return fused if isinstance(fused, fx.GraphModule) else fx.symbolic_trace(fused)
+
+
+def _check_finite(gm: fx.GraphModule) -> None:
+    """Parameters and buffers (BatchNorm running statistics) finite, and every BatchNorm's
+    running_var + eps positive (else folding divides by zero)."""
+    for kind, items in (("parameter", gm.named_parameters()), ("buffer", gm.named_buffers())):
+        for name, t in items:
+            if t.is_floating_point() and not torch.isfinite(t).all():
+                raise UnsupportedModelError(f"model {kind} '{name}' contains NaN or Inf")
+    for name, mod in gm.named_modules():
+        if isinstance(mod, nn.modules.batchnorm._BatchNorm) and mod.running_var is not None:
+            if not bool((mod.running_var + mod.eps > 0).all()):
+                raise UnsupportedModelError(
+                    f"BatchNorm '{name}': running_var + eps is not positive for some channel "
+                    f"(eps={mod.eps}); folding it would divide by zero")
 
 
 def _nonnegative(node: fx.Node, modules: dict[str, nn.Module], input_nonneg: bool) -> bool:
@@ -509,6 +523,9 @@ def quantize_model(
         rec = record.get(layer.name)
         if rec is None:
             raise UnsupportedModelError(f"layer '{layer.name}' is never executed")
+        if not math.isfinite(rec.amax):
+            raise UnsupportedModelError(f"the inputs of layer '{layer.name}' reach NaN or Inf "
+                                        "on the calibration images (the model overflows)")
         layer.input_scale = rec.amax / layer.input_max if rec.amax > 0 else 1.0
         layer.input_shape = rec.input_shape
         layer.output_shape = rec.output_shape

@@ -1,4 +1,7 @@
-"""Atomic file writes: write to a temporary file in the target's directory, then rename."""
+"""Atomic file writes: write to a temporary file in the target's directory, then rename.
+
+The file gets the mode a plain `open(path, "w")` would give it: the existing file's, or 0o666
+less the process umask (mkstemp's temporary file is 0o600)."""
 
 from __future__ import annotations
 
@@ -28,6 +31,7 @@ def atomic_write_with(path: str | Path, writer: Callable[[BinaryIO], object]) ->
             writer(f)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, _file_mode(target))
         os.replace(tmp, target)
     except BaseException:
         try:
@@ -35,3 +39,27 @@ def atomic_write_with(path: str | Path, writer: Callable[[BinaryIO], object]) ->
         except FileNotFoundError:
             pass
         raise
+
+
+def _file_mode(target: Path) -> int:
+    """The permission bits of a file written at `target`: those of the file there, else
+    0o666 less the umask."""
+    try:
+        return target.stat().st_mode & 0o7777
+    except OSError:
+        return 0o666 & ~_umask()
+
+
+def _umask() -> int:
+    """The process umask, read without changing it where Linux tells it (/proc/self/status),
+    else set and restored."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask

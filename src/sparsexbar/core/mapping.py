@@ -33,6 +33,7 @@ import torch
 from torch import Tensor
 
 from .config import HardwareConfig, SignEncoding, Variation
+from .cost import ActivationTiming
 from .events import Events
 from .frontend import QuantLayer
 
@@ -256,7 +257,11 @@ def map_grouped(layer: QuantLayer, hw: HardwareConfig) -> MappedLayer:
 
 def map_dense(layer: QuantLayer, hw: HardwareConfig) -> MappedLayer:
     """The straightforward mapping: every weight slice in place, consecutive OU row groups
-    (grouped convolutions: `map_grouped`)."""
+    (grouped convolutions: `map_grouped`). `adc.bits: auto` is resolved for the layer here
+    (`HardwareConfig.for_layer`, from the rows one OU can hold: a group's rows for a grouped
+    layer, whose OUs never straddle two groups): every mapper starts from this one, so a
+    mapped layer's `hw` always has its ADC bits."""
+    hw = hw.for_layer(layer.group_rows)
     if layer.groups > 1:
         return map_grouped(layer, hw)
     levels, col_channel, col_weight, offset = cell_levels(layer, hw)
@@ -289,27 +294,36 @@ def map_dense(layer: QuantLayer, hw: HardwareConfig) -> MappedLayer:
     )
 
 
+def column_group_widths(col_tiles: list[tuple[int, int]], ou_cols: int) -> list[list[int]]:
+    """Per column tile (array column), the widths of its OU column groups."""
+    return [[min(ou_cols, c1 - g) for g in range(c0, c1, ou_cols)] for c0, c1 in col_tiles]
+
+
 def dense_events(mapped: MappedLayer, images: int) -> tuple[Events, int]:
     """Closed-form events of the straightforward mapping and its busiest array's OU cycles.
 
     Per image and pass, every array activates ceil(r/ou_rows) x ceil(c/ou_cols) OUs per cycle
     per output position for each block it holds (r x c: the whole array's tile; a grouped
-    layer's blocks one by one); each activation converts each of its columns once.
+    layer's blocks one by one, OU column groups cut from each block's first column); each
+    activation converts each of its columns once, in ceil(columns / adc.per_array) ADC rounds.
     """
     hw, layer = mapped.hw, mapped.layer
     per = layer.positions * hw.cycles * layer.passes * images
-    ou_r, ou_c = hw.ou.rows, hw.ou.cols
-    ou_act = adc = dac = cells = 0
+    ou_r = hw.ou.rows
+    adcs = hw.adc.per_array
+    ou_act = adc = rounds = dac = cells = 0
     per_array: dict[int, int] = {}
     for r0, r1, c0, c1, array in mapped.array_blocks():  # arrays (blocks): a few to hundreds
-        rows, cols = r1 - r0, c1 - c0
+        rows = r1 - r0
         groups = math.ceil(rows / ou_r)
-        col_groups = math.ceil(cols / ou_c)
-        ou_act += groups * col_groups
+        tile = column_group_widths([(c0, c1)], hw.ou.cols)[0]
+        cols = sum(tile)
+        ou_act += groups * len(tile)
         adc += groups * cols
-        dac += rows * col_groups
+        rounds += groups * sum(-(-w // adcs) for w in tile)
+        dac += rows * len(tile)
         cells += rows * cols
-        per_array[array] = per_array.get(array, 0) + groups * col_groups
+        per_array[array] = per_array.get(array, 0) + groups * len(tile)
     busiest = max(per_array.values(), default=0)
     in_bytes = math.ceil(hw.numbers.input_bits / 8)
     positions = layer.positions * images
@@ -319,6 +333,7 @@ def dense_events(mapped: MappedLayer, images: int) -> tuple[Events, int]:
     events = Events(
         ou_activations=ou_act * per,
         adc_conversions=adc * per,
+        adc_rounds=rounds * per,
         dac_activations=dac * per,
         cell_reads=cells * per,
         shift_adds=adc * per,
@@ -327,3 +342,24 @@ def dense_events(mapped: MappedLayer, images: int) -> tuple[Events, int]:
         digital_ops=digital,
     )
     return events, busiest * per
+
+
+def dense_time_ns(mapped: MappedLayer, images: int, timing: ActivationTiming) -> float:
+    """The straightforward mapping's busiest array's time, ns, summed over `images`: per
+    position, cycle and pass, the array of the tallest row tile (most row groups) and the
+    column tile whose column groups take longest (`timing` of each group's columns). A
+    grouped layer's array runs its blocks one after another: its time is the sum over its
+    blocks of row groups x the block's column groups' times."""
+    hw, layer = mapped.hw, mapped.layer
+    per = layer.positions * hw.cycles * layer.passes * images
+    if mapped.blocks is not None:
+        per_array: dict[int, float] = {}
+        for r0, r1, c0, c1, array in mapped.blocks:  # blocks: a few to hundreds
+            groups = math.ceil((r1 - r0) / hw.ou.rows)
+            block = sum(timing.time_ns(w) for w in column_group_widths([(c0, c1)], hw.ou.cols)[0])
+            per_array[array] = per_array.get(array, 0.0) + groups * block
+        return max(per_array.values(), default=0.0) * per
+    groups = max(math.ceil((r1 - r0) / hw.ou.rows) for r0, r1 in mapped.row_tiles)
+    tile_time = max(sum(timing.time_ns(w) for w in tile)
+                    for tile in column_group_widths(mapped.col_tiles, hw.ou.cols))
+    return groups * tile_time * per

@@ -3,27 +3,39 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
 
 from ..core.config import HardwareConfig
-from ..core.cost import Storage
+from ..core.cost import ActivationTiming, Storage, activation_timing
 from ..core.engine import EngineOptions, LayerKernel
 from ..core.errors import UnsupportedModelError
 from ..core.events import Events
 from ..core.frontend import QuantLayer
-from ..core.mapping import MappedLayer
+from ..core.mapping import MappedLayer, dense_events, dense_time_ns
 
 
 @dataclass
 class LayerRun:
-    """What one layer did on one batch: its integer accumulator, events and busiest-array cycles."""
+    """What one layer did on one batch: its integer accumulator, events, and per image its
+    busiest array's OU activations (`cycles`) and time (`time_ns`, by the timing rule of
+    core/cost.py), both summed over the batch's images."""
 
     accumulator: Tensor
     events: Events
     cycles: int
+    time_ns: float
+
+
+class Counted(NamedTuple):
+    """A batch's exact counts: events, and per image the busiest array's OU activations and
+    time (ns), summed over the images (`LayerRun`'s last three fields)."""
+
+    events: Events
+    cycles: int
+    time_ns: float
 
 
 class Scheme:
@@ -56,9 +68,26 @@ class Scheme:
         """Index/LUT bits and comparators this scheme adds to the layer."""
         return Storage()
 
+    def overridden(self, hw: HardwareConfig) -> dict[str, str]:
+        """The config settings this scheme does not follow on `hw`, each with what it uses
+        instead (recorded in the result and shown beside its table row). ADC bits per layer
+        other than `adc.bits` are found from `adc_bits` and need not be listed here."""
+        return {}
+
     def adc_bits(self, mapped: MappedLayer) -> int:
         """ADC resolution of this layer (schemes may lower it per layer)."""
-        return mapped.hw.adc.bits
+        return mapped.hw.adc_bits
+
+    def dense_run(self, mapped: MappedLayer, accumulator: Tensor, images: int) -> LayerRun:
+        """The run of a layer that executes the straightforward mapping whole (closed-form
+        events and time, at this scheme's ADC bits for the layer)."""
+        events, cycles = dense_events(mapped, images)
+        return LayerRun(accumulator, events, cycles,
+                        dense_time_ns(mapped, images, self.timing(mapped)))
+
+    def timing(self, mapped: MappedLayer) -> ActivationTiming:
+        """The timing rule of this layer's OU activations, at its ADC bits."""
+        return activation_timing(mapped.hw, self.adc_bits(mapped))
 
 
 def refuse_grouped(scheme: str, layer: QuantLayer, reason: str) -> None:

@@ -24,7 +24,10 @@ Two pieces:
   domain g_j is active: a pattern unit's own rows, or the row tile of a zero-plane-skipping
   window): ou = ceil(|d| / ou.rows) [n_g > 0], rows = |d| [n_g > 0]. Without early termination
   live_j = width_j always and the sums factor per domain (no per-position products).
-  `cycles`: per image, the busiest array's OU activations (arrays run in parallel).
+  `cycles`: per image, the busiest array's OU activations (arrays run in parallel);
+  `time_ns`: per image, the busiest array's time by the timing rule (core/cost.py): an
+  activation of slot j converting c columns (width_j, or live_j with early termination) takes
+  `timing.time_ns(c)` and ceil(c / adc.per_array) ADC rounds.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from dataclasses import dataclass, replace
 import torch
 from torch import Tensor
 
+from ..core.cost import ActivationTiming
 from ..core.engine import FLOAT32_EXACT
 from ..core.frontend import QuantLayer
 from ..core.intconv import ExactLinear
@@ -232,20 +236,22 @@ def class_channels(columns: Tensor, col_channel: Tensor, channels: int) -> tuple
 
 @dataclass
 class SlotCounts:
-    """Sums of one batch (see `count_slots`): float64 totals and the per-image busiest-array
-    OU activations summed over the images."""
+    """Sums of one batch (see `count_slots`): float64 totals, and per image the busiest
+    array's OU activations and time (ns), summed over the images."""
 
     ou_activations: float = 0.0
     adc_conversions: float = 0.0
     dac_activations: float = 0.0
     cell_reads: float = 0.0
     cycles: float = 0.0
+    adc_rounds: float = 0.0
+    time_ns: float = 0.0
 
 
 def count_slots(table: SlotTable, counter: RowSetCounter | None, parts: list[Tensor],
                 images: int, positions: int, passes: int, cycles: int, dac_bits: int,
                 ou_rows: int, word: bool, executed: Tensor | None,
-                images_per_chunk: int) -> SlotCounts:
+                images_per_chunk: int, timing: ActivationTiming) -> SlotCounts:
     """Exact crossbar events of one batch on the slots of `table`.
 
     parts: the narrow input magnitudes of each pass ((x,) or (positive, negative)), needed
@@ -255,21 +261,28 @@ def count_slots(table: SlotTable, counter: RowSetCounter | None, parts: list[Ten
     feeds LSB-first chunk cycles-1-t) an output's columns are live when executed > t.
 
     Per-image sums over the positions are float32 (integers below 2^24: at most positions x
-    ou.cols x the largest count per position), totals float64.
+    ou.cols x the largest count per position), totals float64. `timing`: the layer's timing
+    rule (each activation's time and ADC rounds from the columns it converts).
     """
     device = table.slot_set.device
     per_image_ou = torch.zeros((images, table.slots), dtype=torch.float64, device=device)
-    sums = torch.zeros(4, dtype=torch.float64, device=device)  # ou, adc, dac, cells
+    per_image_ns = torch.zeros_like(per_image_ou)
+    sums = torch.zeros(5, dtype=torch.float64, device=device)  # ou, adc, dac, cells, rounds
+    most = int(table.slot_width.max()) if table.slots else 0
+    tables = timing.table(most, device)
     if executed is None:
         _count_full(table, counter, parts, images, positions, cycles, dac_bits, ou_rows, word,
-                    images_per_chunk, per_image_ou, sums, passes)
+                    images_per_chunk, per_image_ou, sums, passes, per_image_ns, tables)
     else:
         _count_live(table, counter, parts, images, positions, cycles, dac_bits, ou_rows, word,
-                    executed, images_per_chunk, per_image_ou, sums, passes)
-    busiest = ((per_image_ou @ table.array_onehot().to(device)).amax(dim=1).sum()
-               if images else torch.zeros((), dtype=torch.float64))
-    ou_t, adc_t, dac_t, cell_t = (float(v) for v in sums.cpu())
-    return SlotCounts(ou_t, adc_t, dac_t, cell_t, float(busiest))
+                    executed, images_per_chunk, per_image_ou, sums, passes, per_image_ns,
+                    tables)
+    onehot = table.array_onehot().to(device)
+    zero = torch.zeros((), dtype=torch.float64)
+    busiest = (per_image_ou @ onehot).amax(dim=1).sum() if images else zero
+    busiest_ns = (per_image_ns @ onehot).amax(dim=1).sum() if images else zero
+    ou_t, adc_t, dac_t, cell_t, rounds_t = (float(v) for v in sums.cpu())
+    return SlotCounts(ou_t, adc_t, dac_t, cell_t, float(busiest), rounds_t, float(busiest_ns))
 
 
 def _per_image(values: Tensor, images: int, positions: int, wide: bool) -> Tensor:
@@ -282,7 +295,8 @@ def _per_image(values: Tensor, images: int, positions: int, wide: bool) -> Tenso
 def _count_live(table: SlotTable, counter: RowSetCounter | None, parts: list[Tensor],
                 images: int, positions: int, cycles: int, dac_bits: int, ou_rows: int,
                 word: bool, executed: Tensor, images_per_chunk: int, per_image_ou: Tensor,
-                sums: Tensor, passes: int) -> None:
+                sums: Tensor, passes: int, per_image_ns: Tensor,
+                tables: tuple[Tensor, Tensor]) -> None:
     """`count_slots` with early termination.
 
     A channel with e executed cycles runs in MSB-first cycles t < e, so a slot's column
@@ -296,8 +310,12 @@ def _count_live(table: SlotTable, counter: RowSetCounter | None, parts: list[Ten
     into float32 buffers, integers below 2^24; no (cycles, positions, slots) prefix sums):
     OUs per (position, slot), conversions and rows per (position, class), since the slots of
     a class share W_t, [E_max > t] and their width (only totals are needed for those). Static
-    slots need no per-cycle work (sum_t [E_max > t] = E_max).
+    slots need no per-cycle work for these (sum_t [E_max > t] = E_max). Time and ADC rounds:
+    an activation at cycle t converts W_t columns, so
+        time   = sum_t ou_t x time_ns(W_t),   rounds = sum_t ou_t x rounds(W_t)
+    per (position, slot) and per class (`tables`: time and rounds by conversion count).
     """
+    time_of, rounds_of = tables
     reps, g_count = table.repeats, table.classes
     top_ou = float(table.static_ou(ou_rows).max()) if table.slots else 0.0
     top = max(top_ou * float(table.slot_width.max()), float(table.slot_rows.max())) \
@@ -343,6 +361,23 @@ def _count_live(table: SlotTable, counter: RowSetCounter | None, parts: list[Ten
             rows_run = emax_img.sum(dim=0) * slot_rows * passes  # (reps, G)
             sums[2] += rows_run.sum()
             sums[3] += (rows_run * width).sum()
+            # every slot of a class runs static_ou activations at each cycle its class runs
+            class_ns = torch.zeros((e.shape[0], g_count), dtype=torch.float64, device=device)
+            class_rounds = torch.zeros_like(class_ns)
+            conv_t = torch.empty((e.shape[0], g_count), dtype=torch.float32, device=device)
+            hit = torch.empty_like(conv_t)
+            scratch_t = torch.empty_like(conv_t)
+            for t in range(cycles):  # input cycles: a handful
+                conv_t.zero_()
+                for r, c in zip(runs, cnt.t(), strict=True):  # channels per class: a few
+                    conv_t.addcmul_(_cycles_below(r, (cycles - 1 - t,), cycles, hit,
+                                                  scratch_t), c)
+                idx = conv_t.to(torch.int64)
+                class_ns += time_of[idx]
+                class_rounds += rounds_of[idx]
+            ns_img = _per_image(class_ns, n_img, positions, True)  # (n, G)
+            per_image_ns[a:b] += (ns_img.unsqueeze(1) * static_ou * passes).reshape(n_img, -1)
+            sums[4] += (class_rounds.sum(dim=0) * static_ou).sum() * passes
             continue
         assert counter is not None
         m = int(e.shape[0])
@@ -352,6 +387,8 @@ def _count_live(table: SlotTable, counter: RowSetCounter | None, parts: list[Ten
         scratch = torch.empty_like(live)
         for part in parts:  # one or two passes
             ou_acc = torch.zeros((m, reps, g_count), dtype=torch.float32, device=device)
+            ns_acc = torch.zeros((m, reps, g_count), dtype=torch.float64, device=device)
+            rounds_acc = torch.zeros((m, g_count), dtype=torch.float64, device=device)
             conv_acc = torch.zeros_like(live)  # per class: the slots of a class share W_t
             rows_acc = torch.zeros_like(live) if act else None  # ... and their width
             for chunks, counts in counter.chunk_counts(part[a:b], cycles, dac_bits, word):
@@ -372,8 +409,26 @@ def _count_live(table: SlotTable, counter: RowSetCounter | None, parts: list[Ten
                     ou.mul_(static_ou)
                 ou_acc.addcmul_(ou, live.unsqueeze(1))
                 conv_acc.addcmul_(_sum_repeats(ou), conv_weight)
+                # W_t = 0 wherever the class does not run (live 0): time and rounds 0 there
+                if len(chunks) == 1:
+                    idx = conv_weight.to(torch.int64)
+                    t_sum, r_sum = time_of[idx], rounds_of[idx]
+                else:  # several cycles at once (word): each cycle's W_t on its own
+                    t_sum = torch.zeros(live.shape, dtype=torch.float64, device=device)
+                    r_sum = torch.zeros_like(t_sum)
+                    for k in chunks:  # cycles: a handful
+                        w_k = torch.zeros_like(live)
+                        for r, c in zip(runs, cnt.t(), strict=True):  # channels per class
+                            w_k.addcmul_(_cycles_below(r, (k,), cycles, hits, scratch), c)
+                        idx = w_k.to(torch.int64)
+                        t_sum += time_of[idx]
+                        r_sum += rounds_of[idx]
+                ns_acc.addcmul_(ou.to(torch.float64), t_sum.unsqueeze(1))
+                rounds_acc.addcmul_(_sum_repeats(ou).to(torch.float64), r_sum)
             ou_img = _per_image(ou_acc, n_img, positions, wide)
             per_image_ou[a:b] += ou_img.reshape(n_img, -1)
+            per_image_ns[a:b] += _per_image(ns_acc, n_img, positions, True).reshape(n_img, -1)
+            sums[4] += rounds_acc.sum()
             sums[0] += ou_img.sum()
             sums[1] += _per_image(conv_acc, n_img, positions, wide_class).sum()
             if rows_acc is not None:  # per class, the same for each of its slots
@@ -414,9 +469,13 @@ def _cycles_below(runs: Tensor, chunks: tuple[int, ...], cycles: int, out: Tenso
 def _count_full(table: SlotTable, counter: RowSetCounter | None, parts: list[Tensor],
                 images: int, positions: int, cycles: int, dac_bits: int, ou_rows: int,
                 word: bool, images_per_chunk: int, per_image_ou: Tensor, sums: Tensor,
-                passes: int) -> None:
-    """`count_slots` without early termination: every column live, sums per domain first."""
+                passes: int, per_image_ns: Tensor, tables: tuple[Tensor, Tensor]) -> None:
+    """`count_slots` without early termination: every column live, sums per domain first.
+    Every activation of slot j converts its width_j columns: time and rounds per slot."""
     width = table.slot_width
+    slot_ns = tables[0][width.to(torch.int64)]
+    slot_rounds = tables[1][width.to(torch.int64)]
+    start = per_image_ou.clone()
     if table.skip == "none":
         ou = table.static_ou(ou_rows)
         reps = float(positions * cycles * passes)
@@ -425,6 +484,8 @@ def _count_full(table: SlotTable, counter: RowSetCounter | None, parts: list[Ten
         sums[1] += (ou * width).sum() * reps * images
         sums[2] += table.slot_rows.sum() * reps * images
         sums[3] += (table.slot_rows * width).sum() * reps * images
+        per_image_ns += (per_image_ou - start) * slot_ns
+        sums[4] += (ou * slot_rounds).sum() * reps * images
         return
     assert counter is not None
     d_count = counter.count
@@ -466,3 +527,5 @@ def _count_full(table: SlotTable, counter: RowSetCounter | None, parts: list[Ten
     sums[1] += (ou_slots * width).sum()
     sums[2] += rows_slots.sum()
     sums[3] += (rows_slots * width).sum()
+    sums[4] += (ou_slots * slot_rounds).sum()
+    per_image_ns += (per_image_ou - start) * slot_ns

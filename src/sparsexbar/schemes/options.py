@@ -150,11 +150,12 @@ class Option:
             return value
         if self.kind == "numbers":
             values = self.parse_numbers(str(value))
-            if not values or any(not self._within(v) for v in values):
+            if not values or any(not (math.isfinite(v) and self._within(v)) for v in values):
                 raise SparsexbarError(f"{self.flag} must be {self._bounds() or 'numbers'}, "
                                       f"got '{value}'")
             return values
-        if self.kind in ("number", "count") and not self._within(value):
+        if self.kind in ("number", "count") and (
+                not math.isfinite(value) or not self._within(value)):
             raise SparsexbarError(f"{self.flag} must be {self._bounds()}, got {value}")
         return value
 

@@ -1,7 +1,8 @@
 """Data sets as uint8 image tensors: IDX (Fashion-MNIST), CIFAR-10/100 pickles, image folders.
 
 Every loader returns an `ImageDataset` holding uint8 images (N, C, H, W) and int64 labels (N,).
-Models take float images in [0, 1] (`ImageDataset.to_float`), never normalized.
+The zoo's models take float images in [0, 1] (`ImageDataset.to_float`), never normalized; what
+another model takes (scale, normalization, size, channels) is its `training.inputs.InputSpec`.
 
 Nothing here downloads implicitly: the ``download_*`` functions are the only code that touches
 the network, and they are called only when the user asks for them.
@@ -82,12 +83,16 @@ def embedded_fashion_mnist_dir() -> Path:
 # ---- common representation -------------------------------------------------------------------
 @dataclass
 class ImageDataset:
-    """Images uint8 (N, C, H, W), labels int64 (N,), class names, and a data set name."""
+    """Images uint8 (N, C, H, W), labels int64 (N,), class names, and a data set name.
+
+    `from_folders`: the labels are the indices of the sorted class-folder names of an image
+    folder (not labels of the data set's own), so a model's class names must map them."""
 
     images: Tensor
     labels: Tensor
     classes: list[str]
     name: str
+    from_folders: bool = False
 
     def __post_init__(self) -> None:
         if self.images.dtype != torch.uint8 or self.images.dim() != 4:
@@ -114,14 +119,14 @@ class ImageDataset:
     def subset(self, start: int, stop: int | None = None) -> ImageDataset:
         """Images ``start:stop`` (Python slice semantics) as a new data set sharing storage."""
         return ImageDataset(self.images[start:stop], self.labels[start:stop], self.classes,
-                            self.name)
+                            self.name, self.from_folders)
 
     def fitted(self, channels: int, size: int, how: str = "auto") -> ImageDataset:
         """This data set with its images fitted by `fit_images` (itself when they already fit)."""
         if self.shape == (channels, size, size):
             return self
         return ImageDataset(fit_images(self.images, channels, size, how), self.labels,
-                            self.classes, self.name)
+                            self.classes, self.name, self.from_folders)
 
     def to_float(self) -> Tensor:
         """All images as float32 in [0, 1] (pixel / 255)."""
@@ -142,20 +147,23 @@ class ImageDataset:
             yield self.images[idx].to(torch.float32) / 255.0, self.labels[idx]
 
 
-def fit_images(images: Tensor, channels: int, size: int, how: str = "auto") -> Tensor:
-    """uint8 (N, C, H, W) images fitted to (N, ``channels``, ``size``, ``size``).
+def fit_images(images: Tensor, channels: int, size: int | None, how: str = "auto") -> Tensor:
+    """uint8 (or float) (N, C, H, W) images fitted to (N, ``channels``, ``size``, ``size``).
 
     Channels: grey -> RGB repeats the plane; RGB -> grey takes the ITU-R BT.601 luma
     (0.299 R + 0.587 G + 0.114 B, what PIL's "L" conversion uses). Size, by ``how``:
     "pad" centres the image in zeros (28x28 Fashion-MNIST -> 32x32, the usual way to give
     LeNet/VGG-style 32x32 networks MNIST-like data; needs an even, non-negative difference),
     "resize" is bilinear (antialiased when shrinking), "auto" pads when the difference is
-    even and non-negative, else resizes. Images already of that shape are returned as they are.
+    even and non-negative, else resizes; ``size`` None keeps the images' size. Images already
+    of that shape are returned as they are. Float images are fitted the same way (padding with
+    0.0) and stay float32.
     """
-    if images.dtype != torch.uint8 or images.dim() != 4:
-        raise DataError(f"images must be uint8 (N, C, H, W), got {images.dtype} "
+    if not (images.dtype == torch.uint8 or images.is_floating_point()) or images.dim() != 4:
+        raise DataError(f"images must be uint8 or float (N, C, H, W), got {images.dtype} "
                         f"{tuple(images.shape)}")
-    if channels < 1 or size < 1:
+    pixels = images.dtype == torch.uint8
+    if channels < 1 or (size is not None and size < 1):
         raise DataError(f"cannot fit images to {channels} channels of {size}x{size}")
     if how not in ("auto", "pad", "resize"):
         raise DataError(f"image fit must be auto, pad or resize, got {how!r}")
@@ -166,25 +174,42 @@ def fit_images(images: Tensor, channels: int, size: int, how: str = "auto") -> T
             out = out.expand(-1, channels, -1, -1)
         elif c == 3 and channels == 1:
             luma = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
-            out = (out.to(torch.float32) * luma).sum(dim=1, keepdim=True).round().clamp(0, 255)
-            out = out.to(torch.uint8)
+            out = (out.to(torch.float32) * luma).sum(dim=1, keepdim=True)
+            out = out.round().clamp(0, 255).to(torch.uint8) if pixels else out
         else:
             raise DataError(f"cannot convert {c}-channel images to {channels} channels "
                             "(only grey <-> RGB)")
-    if (h, w) != (size, size):
+    if size is not None and (h, w) != (size, size):
         dh, dw = size - h, size - w
         pad_ok = dh >= 0 and dw >= 0 and dh % 2 == 0 and dw % 2 == 0
         if how == "pad" and not pad_ok:
             raise DataError(f"cannot pad {h}x{w} images to {size}x{size} (needs an even, "
-                            "non-negative difference); use resize")
+                            "non-negative difference); use resize (--input-fit resize)")
         if how in ("pad", "auto") and pad_ok:
             out = torch.nn.functional.pad(out, (dw // 2, dw // 2, dh // 2, dh // 2))
         else:
             shrink = size < h or size < w
             out = torch.nn.functional.interpolate(
                 out.to(torch.float32), size=(size, size), mode="bilinear", align_corners=False,
-                antialias=shrink).round().clamp(0, 255).to(torch.uint8)
-    return out.contiguous()
+                antialias=shrink)
+            out = out.round().clamp(0, 255).to(torch.uint8) if pixels else out
+    return out.contiguous() if pixels else out.to(torch.float32).contiguous()
+
+
+def fit_description(shape: tuple[int, int, int], channels: int, size: int | None,
+                    how: str = "auto") -> str:
+    """What `fit_images` does to images of `shape` (C, H, W), in words ('' when nothing):
+    e.g. 'grey -> RGB, 28x28 -> 32x32 (zero padding)'."""
+    c, h, w = shape
+    parts = []
+    if c != channels:
+        names = {1: "grey", 3: "RGB"}
+        parts.append(f"{names.get(c, f'{c} channels')} -> {names.get(channels, channels)}")
+    if size is not None and (h, w) != (size, size):
+        dh, dw = size - h, size - w
+        pad = how in ("auto", "pad") and dh >= 0 and dw >= 0 and dh % 2 == 0 and dw % 2 == 0
+        parts.append(f"{h}x{w} -> {size}x{size} ({'zero padding' if pad else 'bilinear resize'})")
+    return ", ".join(parts)
 
 
 # ---- IDX (MNIST / Fashion-MNIST) -------------------------------------------------------------
@@ -484,15 +509,19 @@ def download_cifar(name: str, download_dir: str | Path) -> Path:
 
 
 # ---- image folders ------------------------------------------------------------------------------
-def _read_image(path: Path, size: int, channels: int) -> np.ndarray:
-    """One image file as uint8 (channels, size, size), resized bilinearly with PIL."""
+GREY_MODES = ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F")
+
+
+def _read_image(path: Path, size: tuple[int, int], channels: int) -> np.ndarray:
+    """One image file as uint8 (channels, H, W) of `size` (W, H), resized bilinearly with PIL
+    when it differs."""
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(path) as src:
             img = src.convert("L" if channels == 1 else "RGB")
-            if img.size != (size, size):
-                img = img.resize((size, size), Image.Resampling.BILINEAR)
+            if img.size != size:
+                img = img.resize(size, Image.Resampling.BILINEAR)
             arr = np.asarray(img, dtype=np.uint8)
     except (UnidentifiedImageError, OSError, ValueError) as exc:
         raise DataError(f"cannot read image {path}: {exc}") from None
@@ -503,40 +532,64 @@ def _read_image(path: Path, size: int, channels: int) -> np.ndarray:
     return np.ascontiguousarray(arr)
 
 
-def image_folder(root: str | Path, size: int = 32, channels: int = 3,
-                 name: str | None = None) -> ImageDataset:
-    """Images from ``root/<class>/*.<image suffix>``; classes are the sorted sub-folder names.
+def _image_header(path: Path) -> tuple[str, tuple[int, int]]:
+    """(PIL mode, (W, H)) of an image file, from its header."""
+    from PIL import Image, UnidentifiedImageError
 
-    Every image is converted to ``channels`` (1 gray, 3 RGB) and resized to ``size`` x ``size``
-    pixels (bilinear). Files are ordered by class, then by file name.
+    try:
+        with Image.open(path) as src:
+            return src.mode, src.size
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        raise DataError(f"cannot read image {path}: {exc}") from None
+
+
+def image_folder(root: str | Path, size: int | None = None, channels: int | None = None,
+                 name: str | None = None) -> ImageDataset:
+    """Images from ``root/<class>/*.<image suffix>``; classes are the sorted sub-folder names
+    (`ImageDataset.from_folders`: a model's class names must map them).
+
+    ``channels``: 1 (grey) or 3 (RGB); None: 1 when every image is grey, else 3. ``size``:
+    every image resized to ``size`` x ``size`` (bilinear); None: the images' own size, or
+    when they differ, the most common one (the others resized to it). Files are ordered by
+    class, then by file name. Fitting to a model's input is `fit_images`' job.
     """
     root = Path(root)
-    if channels not in (1, 3):
+    if channels is not None and channels not in (1, 3):
         raise DataError(f"channels must be 1 or 3, got {channels}")
-    if size < 1:
+    if size is not None and size < 1:
         raise DataError(f"image size must be >= 1, got {size}")
     if not root.is_dir():
         raise DataError(f"image folder {root} does not exist")
     classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not classes:
         raise DataError(f"image folder {root} has no class sub-folders")
-    images: list[np.ndarray] = []
-    labels: list[int] = []
+    files: list[tuple[int, Path]] = []
     for label, cls in enumerate(classes):
-        for f in sorted((root / cls).iterdir()):
-            if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES:
-                images.append(_read_image(f, size, channels))
-                labels.append(label)
-    if not images:
+        files += [(label, f) for f in sorted((root / cls).iterdir())
+                  if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES]
+    if not files:
         raise DataError(f"image folder {root} holds no images ({', '.join(IMAGE_SUFFIXES)})")
-    return ImageDataset(torch.from_numpy(np.stack(images)), torch.tensor(labels, dtype=torch.int64),
-                        classes, name or root.name)
+    if size is None or channels is None:
+        headers = [_image_header(f) for _, f in files]
+        if channels is None:
+            channels = 1 if all(mode in GREY_MODES for mode, _ in headers) else 3
+        if size is None:
+            sizes = [wh for _, wh in headers]
+            target = max(set(sizes), key=lambda wh: (sizes.count(wh), wh))
+        else:
+            target = (size, size)
+    else:
+        target = (size, size)
+    images = [_read_image(f, target, channels) for _, f in files]
+    return ImageDataset(torch.from_numpy(np.stack(images)),
+                        torch.tensor([label for label, _ in files], dtype=torch.int64),
+                        classes, name or root.name, from_folders=True)
 
 
 # ---- by name -------------------------------------------------------------------------------------
 def load_dataset(name_or_path: str | Path, split: str = "test", root: str | Path | None = None,
-                 download_dir: str | Path | None = None, size: int = 32,
-                 channels: int = 3) -> ImageDataset:
+                 download_dir: str | Path | None = None, size: int | None = None,
+                 channels: int | None = None) -> ImageDataset:
     """A data set by name ('fashion-mnist', 'cifar10', 'cifar100') or folder path.
 
     A folder path is read as CIFAR when it is (or contains) an extracted CIFAR folder, else
@@ -556,8 +609,9 @@ def load_dataset(name_or_path: str | Path, split: str = "test", root: str | Path
         cname = norm.replace("-", "")
         candidates = [r for r in (root, download_dir) if r is not None]
         if not candidates:
-            raise DataError(f"{cname} needs root=<folder with {CIFAR_ARCHIVES[cname][2]}> "
-                            "(use download_cifar() to fetch it)")
+            raise DataError(f"{cname} needs root=<folder with "
+                            f"{CIFAR_ARCHIVES[cname][2]}> (CLI: --root; download_cifar() "
+                            "can fetch it)")
         for cand in candidates[:-1]:
             try:
                 return cifar(cname, split, cand)

@@ -11,54 +11,126 @@ from __future__ import annotations
 import importlib
 import importlib.machinery
 import importlib.util
+import inspect
 import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 from torch import nn
 
-from ..core.errors import SparsexbarError
+from ..core.errors import SparsexbarError, warn
 from . import zoo
-from .assets import ASSETS_DIR
-from .checkpoint import load_checkpoint, load_shipped_model
+from .checkpoint import (
+    SHIPPED_MOBILENET_NAME,
+    load_checkpoint,
+    load_shipped_mobilenet,
+    load_shipped_model,
+)
 from .onnx_import import load_onnx
 
-# Shipped models besides the default VGG-8: name -> checkpoint stem in the package assets.
-SHIPPED = {"mobilenetv2-fmnist": "mobilenetv2_fmnist"}
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A resolved model spec: the module (eval mode), its name, the checkpoint metadata
+    (None for a module, a factory or a zoo architecture) and whether its weights were
+    trained (False for a zoo name: fresh random weights)."""
+
+    net: nn.Module
+    name: str
+    meta: Mapping[str, Any] | None = None
+    trained: bool = True
+
+
+def load_model(model: nn.Module | str, in_channels: int = 1, num_classes: int = 10,
+               input_size: int = 28) -> LoadedModel:
+    """Resolve `model`: an nn.Module, 'default' (the shipped VGG-8), 'mobilenetv2-fmnist' (the
+    shipped MobileNetV2), an ONNX file (`onnx_import.load_onnx`), a checkpoint path, a
+    'module:factory' (a function of no arguments returning an nn.Module, imported from the
+    installed packages or else the current directory) or a zoo name (built for inputs of
+    `in_channels` x `input_size` x `input_size` and `num_classes` outputs, with untrained
+    weights: a warning says so). A spec that cannot be loaded raises SparsexbarError."""
+    if isinstance(model, nn.Module):
+        return LoadedModel(model.eval(), type(model).__name__)
+    spec = str(model)
+    if spec in ("default", "vgg8-fmnist"):
+        net, meta = load_shipped_model()
+        return LoadedModel(net.eval(), "vgg8-fmnist", meta)
+    if spec == SHIPPED_MOBILENET_NAME:
+        net, meta = load_shipped_mobilenet()
+        return LoadedModel(net.eval(), spec, meta)
+    path = Path(spec)
+    if path.suffix.lower() == ".onnx":
+        return LoadedModel(load_onnx(path), path.stem)
+    if path.suffix in (".safetensors", ".json") or path.exists():
+        net, meta = load_checkpoint(path)
+        return LoadedModel(net.eval(), str(meta.get("architecture", path.stem)), meta)
+    if ":" in spec:
+        return LoadedModel(_from_factory(spec), spec)
+    if spec not in zoo.MODELS:
+        raise SparsexbarError(f"unknown model '{spec}': not a file, not module:factory, not "
+                              f"'default' and not a zoo architecture "
+                              f"({', '.join(sorted(zoo.MODELS))})")
+    net = zoo.build_model(spec, in_channels=in_channels, num_classes=num_classes,
+                          input_size=input_size)
+    warn(f"model '{spec}' is the zoo architecture with untrained (random) weights: its top-1 "
+         "is chance; give a checkpoint (sparsexbar train) for meaningful accuracy")
+    return LoadedModel(net.eval(), spec, trained=False)
 
 
 def resolve_model(model: nn.Module | str, in_channels: int = 1, num_classes: int = 10,
                   input_size: int = 28) -> tuple[nn.Module, str]:
     """An nn.Module (eval mode) and its name from a module, 'default', a shipped model's name,
-    a zoo name, a checkpoint path, an ONNX file or 'module:factory'."""
-    if isinstance(model, nn.Module):
-        return model.eval(), type(model).__name__
-    spec = str(model)
-    if spec in ("default", "vgg8-fmnist"):
-        net, _ = load_shipped_model()
-        return net.eval(), "vgg8-fmnist"
-    if spec in SHIPPED:
-        net, _ = load_checkpoint(ASSETS_DIR / f"{SHIPPED[spec]}.safetensors")
-        return net.eval(), spec
-    path = Path(spec)
-    if path.suffix.lower() == ".onnx":
-        return load_onnx(path), path.stem
-    if path.suffix in (".safetensors", ".json") or path.exists():
-        net, meta = load_checkpoint(path)
-        return net.eval(), str(meta.get("architecture", path.stem))
-    if ":" in spec:
-        mod_name, _, factory = spec.partition(":")
-        try:
-            fn = getattr(import_module_here(mod_name), factory)
-        except (ImportError, AttributeError) as exc:
-            raise SparsexbarError(f"cannot load model factory '{spec}': {exc}") from None
+    a zoo name, a checkpoint path, an ONNX file or 'module:factory' (see `load_model`)."""
+    loaded = load_model(model, in_channels, num_classes, input_size)
+    return loaded.net, loaded.name
+
+
+def _from_factory(spec: str) -> nn.Module:
+    """The module 'module:factory' returns; whatever goes wrong (the module cannot be
+    imported or has a syntax error, there is no such factory, it needs arguments, it raises,
+    it returns something else) is a SparsexbarError of one line naming the spec."""
+    mod_name, _, factory = spec.partition(":")
+    if not mod_name or not factory:
+        raise SparsexbarError(f"model spec '{spec}' must be module:factory")
+    try:
+        module = import_module_here(mod_name)
+    except ModuleNotFoundError as exc:
+        raise SparsexbarError(f"cannot load model factory '{spec}': no module named "
+                              f"'{exc.name or mod_name}' among the installed packages or in "
+                              f"the current directory ({Path.cwd()})") from None
+    except Exception as exc:  # the user's module: a syntax error or anything it raises
+        raise SparsexbarError(f"cannot import the module of model factory '{spec}': "
+                              f"{_one_line(exc)}") from None
+    fn = getattr(module, factory, None)
+    if fn is None or not callable(fn):
+        raise SparsexbarError(f"cannot load model factory '{spec}': module '{mod_name}' has "
+                              f"no function '{factory}'")
+    try:
+        inspect.signature(fn).bind()
+    except TypeError:
+        raise SparsexbarError(f"model factory '{spec}' needs arguments "
+                              f"{inspect.signature(fn)}; give a function of no arguments "
+                              "that returns the nn.Module") from None
+    except ValueError:  # no signature (a builtin): call it and see
+        pass
+    try:
         net = fn()
-        if not isinstance(net, nn.Module):
-            raise SparsexbarError(f"model factory '{spec}' did not return an nn.Module")
-        return net.eval(), spec
-    net = zoo.build_model(spec, in_channels=in_channels, num_classes=num_classes,
-                          input_size=input_size)
-    return net.eval(), spec
+    except Exception as exc:  # the user's code
+        raise SparsexbarError(f"model factory '{spec}' raised {_one_line(exc)}") from None
+    if not isinstance(net, nn.Module):
+        raise SparsexbarError(f"model factory '{spec}' did not return an nn.Module (got "
+                              f"{type(net).__name__})")
+    return net
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    if isinstance(exc, SyntaxError) and exc.filename:
+        text = f"{exc.msg} ({exc.filename}, line {exc.lineno})"
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def import_module_here(name: str) -> ModuleType:

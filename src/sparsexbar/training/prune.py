@@ -192,7 +192,8 @@ def prune_command(model_spec: str, data_name: str, hw: HardwareConfig, sparsity:
                   limit: int | None = None, seed: int = 0, progress: bool = True,
                   tune_split: str = "train", k: int = 4,
                   max_patterns: int | Sequence[int] = 8, half: bool = False,
-                  final_epochs: int = 0, precision: str = "fp32") -> dict[str, Any]:
+                  final_epochs: int = 0, precision: str = "fp32",
+                  root: str | Path | None = None) -> dict[str, Any]:
     """Everything behind ``sparsexbar prune``: load a checkpoint (or the shipped model), prune
     and fine-tune on split `tune_split` (train; "test" only for smoke runs), evaluate on the
     test split, write the checkpoint (``<out>.safetensors`` + ``.json``, the table in its
@@ -200,7 +201,16 @@ def prune_command(model_spec: str, data_name: str, hw: HardwareConfig, sparsity:
 
     `method` "pattern" uses `pattern_prune_model` with `k` and `max_patterns` (the table is then
     `pattern_table`'s). `half`: store float16 weights (accuracy measured after rounding).
+    `root`: where the data set's files are (cifar10). The target sparsity, steps and epochs
+    are checked before anything is loaded.
     """
+    if not 0.0 <= sparsity < 1.0:  # `not` also catches NaN
+        raise SparsexbarError(f"--sparsity must be in [0, 1), got {sparsity}")
+    if steps < 1:
+        raise SparsexbarError(f"--steps must be >= 1, got {steps}")
+    if epochs < 0 or final_epochs < 0:
+        raise SparsexbarError(f"--epochs and --final-epochs must be >= 0, got {epochs} and "
+                              f"{final_epochs}")
     if method == "pattern":
         check_pattern_args(k, max_patterns, sparsity)
     if model_spec in ("default", "vgg8-fmnist"):
@@ -208,8 +218,8 @@ def prune_command(model_spec: str, data_name: str, hw: HardwareConfig, sparsity:
     else:
         model, meta = load_checkpoint(model_spec)
     name = data_name if data_name != "default" else str(meta.get("dataset") or "fashion-mnist")
-    train_ds = load_dataset(name, tune_split)
-    test_ds = load_dataset(name, "test")
+    train_ds = load_dataset(name, tune_split, root=root)
+    test_ds = load_dataset(name, "test", root=root)
     if limit is not None:
         if limit < 1:
             raise SparsexbarError(f"--limit must be >= 1, got {limit}")

@@ -219,6 +219,9 @@ def train_command(model_name: str, data_name: str, epochs: int, out: str | Path,
     """
     if limit is not None and limit < 1:
         raise SparsexbarError(f"limit must be >= 1, got {limit}")
+    if model_name not in zoo.MODELS:
+        raise SparsexbarError(f"unknown model {model_name!r}; known models: "
+                              f"{', '.join(sorted(zoo.MODELS))}")
     train_ds = load_dataset(data_name, "train", root=root)
     test_ds = load_dataset(data_name, "test", root=root)
     if limit is not None:
@@ -249,7 +252,12 @@ def train_command(model_name: str, data_name: str, epochs: int, out: str | Path,
                                           "optimizer", "augmentation", "train_time_s",
                                           "final_loss", "precision", "history")}
     train_meta.update(train_images=len(train_ds), torch_threads=torch.get_num_threads())
+    # What the model takes (training.inputs.InputSpec) and what its outputs are: a run of
+    # the checkpoint fits other data to it and maps an image folder's classes by name.
+    input_spec = {"channels": c, "size": h, "fit": fit["how"] if fit is not None else "auto",
+                  "scale": 1 / 255, "mean": [0.0], "std": [1.0]}
     meta = {"architecture": model_name, "arch_kwargs": arch_kwargs, "dataset": train_ds.name,
+            "classes": list(train_ds.classes), "input": input_spec,
             "accuracy": {"float_top1": metrics["float_top1"], "test_images": len(test_ds)},
             "train": train_meta}
     if fit is not None:

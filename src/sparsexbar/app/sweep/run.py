@@ -3,11 +3,16 @@ tasks; the driver writes the rows either way, so both give the same table."""
 
 from __future__ import annotations
 
+import ctypes
 import fcntl
 import multiprocessing
 import os
+import signal
 import socket
+import sys
+import threading
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -18,12 +23,11 @@ import torch
 
 from ... import __version__
 from ...core.config import HardwareConfig
-from ...core.errors import SparsexbarError, require_choice
+from ...core.errors import SparsexbarError, SparsexbarWarning, require_choice
 from ...core.io import atomic_write_text
 from ...core.runtime import torch_threads
 from ...schemes import SCHEMES, Scheme
-from ...simulate import resolve_data, simulate
-from ...training.models import resolve_model
+from ...simulate import resolve_inputs, simulate
 from .spec import SweepPoint, SweepSpec, expand_points, load_sweep
 from .store import done_keys, failed_row, result_row, results_dir, write_row
 
@@ -48,11 +52,11 @@ def check_device(device: str) -> None:
 
 
 def load_inputs(point: SweepPoint) -> tuple[Any, Any]:
-    """The point's model (nn.Module) and data (simulate.Batches), as simulate() resolves them."""
-    batches = resolve_data(point.data_source, point.limit)
-    net, _ = resolve_model(point.model_source, int(batches.images.shape[1]),
-                           max(int(batches.labels.max()) + 1, 10), int(batches.images.shape[-1]))
-    return net, batches
+    """The point's model (nn.Module) and data (simulate.Batches, made for the model: its input
+    spec, the sweep file's `input` and `classes`), as simulate() resolves them."""
+    loaded, batches = resolve_inputs(point.model_source, point.data_source, point.limit,
+                                     point.input, point.classes)
+    return loaded.net, batches
 
 
 def run_point(point: SweepPoint) -> dict[str, Any]:
@@ -63,7 +67,8 @@ def run_point(point: SweepPoint) -> dict[str, Any]:
     model or data or use the device here raises WorkerEnvironmentError, and anything else
     propagates too: crashes, reported by the driver and not recorded.
     """
-    with torch_threads(1):
+    with torch_threads(1), warnings.catch_warnings():
+        warnings.simplefilter("ignore", SparsexbarWarning)  # the row holds the numbers
         return _run_point(point)
 
 
@@ -203,9 +208,12 @@ def _crash_message(exc: BaseException) -> str:
 
 def _run_local(points: list[SweepPoint], workers: int | None, address: str | None,
                device: str) -> Iterator[Outcome]:
-    """A spawn process pool; yields outcomes as they complete."""
+    """A spawn process pool; yields outcomes as they complete. Its workers ignore Ctrl-C and
+    die with the driver (`_worker_init`); an interrupted driver (Ctrl-C, an exception) ends
+    them at once instead of waiting for the points they run."""
     count = min(workers or os.cpu_count() or 1, len(points))
-    pool = ProcessPoolExecutor(max_workers=count, mp_context=multiprocessing.get_context("spawn"))
+    pool = ProcessPoolExecutor(max_workers=count, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=_worker_init, initargs=(os.getpid(),))
     finished_all = False
     try:
         pending: dict[Future[dict[str, Any]], SweepPoint] = {
@@ -220,8 +228,53 @@ def _run_local(points: list[SweepPoint], workers: int | None, address: str | Non
                     outcome = (point, {}, _crash_message(exc))
                 yield outcome
         finished_all = True
-    finally:  # interrupted: drop queued points, do not wait for the running ones
+    finally:  # interrupted: drop queued points, end the running ones
+        if not finished_all:
+            _end_workers(pool)
         pool.shutdown(wait=finished_all, cancel_futures=True)
+
+
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def _worker_init(driver: int) -> None:
+    """Set up a pool worker: Ctrl-C (SIGINT to the terminal's process group) is the driver's
+    to handle, and the worker dies with the driver, even a SIGKILLed one: Linux's parent-death
+    signal, else a thread that watches the parent. Checked once after, as the driver may have
+    died before."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    armed = False
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            armed = libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) == 0
+        except (OSError, AttributeError):
+            armed = False
+    if not armed:
+        threading.Thread(target=_watch_parent, args=(driver,), daemon=True,
+                         name="sparsexbar-parent-watch").start()
+    if os.getppid() != driver:
+        os._exit(1)
+
+
+def _watch_parent(driver: int) -> None:
+    while os.getppid() == driver:
+        time.sleep(0.5)
+    os._exit(1)
+
+
+def _end_workers(pool: ProcessPoolExecutor) -> None:
+    """Terminate the pool's worker processes and reap them (SIGKILL after 2 s)."""
+    procs = list(dict(getattr(pool, "_processes", None) or {}).values())  # CPython's pool
+    for proc in procs:
+        if proc.is_alive():
+            proc.terminate()
+    deadline = time.monotonic() + 2.0
+    for proc in procs:
+        proc.join(max(0.0, deadline - time.monotonic()))
+        if proc.is_alive():
+            proc.kill()
+            proc.join(1.0)
 
 
 def _run_ray(points: list[SweepPoint], workers: int | None, address: str | None,

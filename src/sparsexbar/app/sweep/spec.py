@@ -27,11 +27,12 @@ from ... import __version__
 from ...core.config import load_config
 from ...core.errors import ConfigError, SparsexbarError
 from ...schemes import SCHEMES, Scheme
+from ...training.inputs import InputSpec
 from ...training.zoo import MODELS
 
 # Top-level keys of a sweep file.
 SWEEP_FILE_KEYS = ("name", "model", "models", "data", "limit", "hw", "set", "scheme", "schemes",
-                   "grid", "points", "batch_size", "device")
+                   "grid", "points", "batch_size", "device", "input", "classes")
 
 
 class SweepFileError(SparsexbarError):
@@ -65,6 +66,8 @@ class SweepSpec:
     points: list[dict[str, Any]]
     batch_size: int
     device: str
+    input: dict[str, Any] | None = None  # what the models take (InputSpec fields), if said
+    classes: list[str] | None = None  # the models' class names, if said
 
     def hardware_points(self) -> list[dict[str, Any]]:
         """The override dicts: the grid's cartesian product (in file order), then `points`."""
@@ -131,9 +134,27 @@ def parse_sweep(raw: Mapping[str, Any], path: Path) -> SweepSpec:
     schemes = [_scheme_spec(s, where) for s in
                _one_or_list(raw, "scheme", "schemes", where, default=["dense"])]
     name = _typed(raw, "name", str, where, path.stem)
+    input_spec = raw.get("input")
+    if input_spec is not None:
+        if not isinstance(input_spec, dict):
+            raise SweepFileError(f"{where}: input must be a mapping of channels, size, fit, "
+                                 f"scale, mean, std; got {input_spec!r}")
+        try:
+            input_spec = InputSpec.from_json(input_spec, f"{where}: input").to_json()
+        except SweepFileError:
+            raise
+        except SparsexbarError as exc:
+            raise SweepFileError(f"{where}: input: {exc}") from None
+        input_spec = {k: v for k, v in input_spec.items() if v is not None}
+    classes = raw.get("classes")
+    if classes is not None and (not isinstance(classes, list) or len(classes) < 2 or not all(
+            isinstance(c, str) and c for c in classes)):
+        raise SweepFileError(f"{where}: classes must be a list of the models' class names, in "
+                             f"output order; got {classes!r}")
     return SweepSpec(path=path, name=name, models=models, data=data, limit=limit, hw=hw,
                      hw_source=hw_source, base_overrides=base_overrides, schemes=schemes,
-                     grid=grid, points=points, batch_size=batch_size, device=device)
+                     grid=grid, points=points, batch_size=batch_size, device=device,
+                     input=input_spec or None, classes=classes)
 
 
 def _typed(raw: Mapping[str, Any], key: str, kind: type, where: str, default: Any) -> Any:
@@ -275,6 +296,8 @@ class SweepPoint:
     hardware: dict[str, Any] | None  # the resolved tree; None when the config is invalid
     parameters: dict[str, Any]  # every key the sweep varies -> this point's value
     config_error: str | None = None
+    input: dict[str, Any] | None = None  # InputSpec fields the sweep file gives
+    classes: list[str] | None = None
 
 
 def leaf(tree: Mapping[str, Any], key: str) -> Any:
@@ -348,15 +371,22 @@ def expand_points(spec: SweepSpec) -> list[SweepPoint]:
             for overrides, tree, error, params in resolved:
                 hardware_part: Any = tree if tree is not None else {
                     "invalid": {"base": base_tree, "overrides": overrides}}
-                key = point_key({
+                payload: dict[str, Any] = {
                     "model": model, "model_digest": digest, "data": spec.data,
                     "limit": spec.limit, "batch_size": spec.batch_size,
                     "scheme": {"name": scheme.name, "parameters": scheme.parameters},
                     "hardware": hardware_part, "version": __version__,
-                })
+                }
+                # only when given, so that the keys of sweeps without them do not change
+                if spec.input:
+                    payload["input"] = spec.input
+                if spec.classes:
+                    payload["classes"] = spec.classes
+                key = point_key(payload)
                 points.setdefault(key, SweepPoint(
                     key=key, model=model, model_source=source, data=spec.data,
                     data_source=data_source, limit=spec.limit, batch_size=spec.batch_size,
                     device=spec.device, scheme=scheme, hw=spec.hw, overrides=overrides,
-                    hardware=tree, parameters=params, config_error=error))
+                    hardware=tree, parameters=params, config_error=error,
+                    input=spec.input, classes=spec.classes))
     return list(points.values())

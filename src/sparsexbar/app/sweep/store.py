@@ -15,7 +15,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ... import __version__
-from ...core.errors import SparsexbarError
+from ...core.errors import SparsexbarError, warn
 from ...core.io import atomic_write_with
 from ...result import Result
 from ...studies.writers import json_safe
@@ -119,9 +119,27 @@ def results_dir(out_dir: str | Path) -> Path:
 
 
 def done_keys(out_dir: str | Path) -> set[str]:
-    """Keys of the points whose row file is there (whole files only: writes are atomic)."""
+    """Keys of the points whose row file is there and is a row of that point (writes are
+    atomic, but a file may have been damaged or replaced since: a corrupt or foreign file is
+    not done, so its point runs again and the file is replaced)."""
     folder = results_dir(out_dir)
-    return {p.stem for p in folder.glob("*.parquet")} if folder.is_dir() else set()
+    if not folder.is_dir():
+        return set()
+    return {p.stem for p in folder.glob("*.parquet") if row_file_problem(p) is None}
+
+
+def row_file_problem(path: Path) -> str | None:
+    """Why `path` is not a sweep row file (None when it is one): unreadable or corrupt
+    Parquet, not one row, or not the row of the key its name says."""
+    try:
+        table = pq.read_table(path, columns=["key", "status"])
+    except (OSError, ValueError, pa.ArrowException) as exc:  # corrupt, foreign, unreadable
+        return f"not a sweep row file ({' '.join(str(exc).split())[:200]})"
+    if table.num_rows != 1:
+        return f"not a sweep row file ({table.num_rows} rows)"
+    if table["key"][0].as_py() != path.stem:
+        return "not a sweep row file (its key is not its name)"
+    return None
 
 
 def row_table(row: Mapping[str, Any]) -> pa.Table:
@@ -145,7 +163,8 @@ def write_row(out_dir: str | Path, row: Mapping[str, Any]) -> Path:
 
 
 def load_results(out_dir: str | Path) -> pa.Table:
-    """Every row of a sweep directory as one Arrow table (one row per point, sorted by key).
+    """Every row of a sweep directory as one Arrow table (one row per point, sorted by key);
+    a file that is not a row (corrupt, foreign) is skipped with a warning.
 
     Parameter columns absent from some rows are null there; a parameter whose values have
     incompatible types across rows (e.g. a number and a string of a failed point) is read as
@@ -153,9 +172,18 @@ def load_results(out_dir: str | Path) -> pa.Table:
     """
     folder = results_dir(out_dir)
     files = sorted(folder.glob("*.parquet")) if folder.is_dir() else []
-    if not files:
+    tables = []
+    for f in files:
+        problem = row_file_problem(f)
+        if problem is None:
+            try:
+                tables.append(pq.read_table(f))
+                continue
+            except (OSError, ValueError, pa.ArrowException) as exc:
+                problem = f"unreadable ({' '.join(str(exc).split())[:200]})"
+        warn(f"skipped {f}: {problem}; a rerun of the sweep recomputes its point")
+    if not tables:
         raise SparsexbarError(f"no sweep results in {out_dir} (expected {folder}/*.parquet)")
-    tables = [pq.read_table(f) for f in files]
     kinds: dict[str, set[str]] = {}
     for t in tables:
         for f in t.schema:

@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 
 from ...core.config import HardwareConfig
-from ...core.cost import Storage, energy_pj
+from ...core.cost import Storage, activation_timing, energy_pj
 from ...core.engine import EngineOptions, LayerKernel, accumulate
 from ...core.errors import SparsexbarError, require_choice
 from ...core.events import Events
@@ -149,6 +149,12 @@ class CombinedScheme(Scheme):
         return out
 
     # ---- mapping ------------------------------------------------------------------------------
+    def overridden(self, hw: HardwareConfig) -> dict[str, str]:
+        # ADC bits follow adc.bits (with auto, encoding's exact per-layer bits: the same rule
+        # as the encoding scheme's, docs/cost.md): nothing to report there
+        return self.comprrae.overridden(hw) if self.auto or "comprrae" in self.techniques \
+            else {}
+
     def map_layer(self, layer: QuantLayer, hw: HardwareConfig) -> MappedLayer:
         refuse_grouped("combined", layer, "it composes the sre, comprrae and encoding "
                        "kernels, which are modelled for groups=1 layers")
@@ -194,19 +200,21 @@ class CombinedScheme(Scheme):
         skip = layout in ("dense", "sre-weight") and not act
         bits = self._lowered_bits(mapped, hw, act)
         if bits is None:
-            notes.append("ADC bits kept: lowering them is exact only with an ideal device "
-                         "and adc.step 1")
+            notes.append("ADC bits kept: adc.bits is fixed in the hardware config")
         elif isinstance(mapped, EncodingMappedLayer):
             mapped.layer_bits = bits
         return mapped, bits, skip, encodings, notes
 
     @staticmethod
     def _lowered_bits(mapped: MappedLayer, hw: HardwareConfig, act: bool) -> int | None:
-        """encoding's lossless ADC resolution of the composed layer, never above the
-        configured; None where lowering it would not be exact (device effects, a step)."""
-        if not hw.device.ideal or hw.adc.step != 1.0:
+        """encoding's ADC rule (the same as the `encoding` scheme's default, on any device):
+        with adc.bits `auto`, the fewest bits that hold every partial sum of the composed
+        layer (`composed_bound`, ideal levels), never above the layer's auto bits; None (the
+        configured bits) when adc.bits is fixed."""
+        if hw.adc.bits != "auto":
             return None
-        return min(hw.adc.bits, lossless_adc_bits(composed_bound(mapped, act)))
+        return min(mapped.hw.adc_bits,
+                   lossless_adc_bits(composed_bound(mapped, act), hw.adc.step))
 
     def _fixed_layer(self, layer: QuantLayer, hw: HardwareConfig) -> tuple[MappedLayer,
                                                                               LayerChoice]:
@@ -243,9 +251,9 @@ class CombinedScheme(Scheme):
             name = self._layout_name(mapped, asked)
             if name != asked:
                 continue  # the dense candidate covers it
-            energy, cycles = static_cost(mapped, hw, name, self._lowered_bits(mapped, hw, act))
-            score = {"energy": energy, "latency": float(cycles),
-                     "edp": energy * cycles}[self.objective]
+            energy, time_ns = static_cost(mapped, hw, name, self._lowered_bits(mapped, hw, act))
+            score = {"energy": energy, "latency": time_ns,
+                     "edp": energy * time_ns}[self.objective]
             candidates.append(((score, energy, mapped.arrays, rank), name, mapped))
         _, layout, mapped = min(candidates, key=lambda c: c[0])
         notes = []
@@ -276,7 +284,7 @@ class CombinedScheme(Scheme):
         choice = self.choices.get(mapped.layer.name)
         if choice is not None and choice.adc_bits is not None:
             return choice.adc_bits
-        return mapped.hw.adc.bits
+        return mapped.hw.adc_bits
 
     def storage(self, mapped: MappedLayer) -> Storage:
         """The layout's index storage, comprrae's LUT and comparators, encoding's LUT (bus-
@@ -291,9 +299,13 @@ class CombinedScheme(Scheme):
             parts.append(self.encoding.storage(mapped))
         elif choice is not None and choice.skip_planes:
             parts.append(Storage(comparators=len(mapped.row_tiles)))
-        return Storage(index_bits=sum(p.index_bits for p in parts),
-                       lut_bits=sum(p.lut_bits for p in parts),
-                       comparators=sum(p.comparators for p in parts))
+        if (choice is not None and choice.act
+                and not isinstance(mapped, PatternMappedLayer)):
+            parts.append(Storage(logic_units=2 * mapped.arrays))  # zero detector, OU former
+        total = Storage()
+        for part in parts:  # a handful
+            total = total + part
+        return total
 
     # ---- running ------------------------------------------------------------------------------
     def run_layer(self, kernel: LayerKernel, x_int: Tensor, options: EngineOptions) -> LayerRun:
@@ -310,13 +322,15 @@ class CombinedScheme(Scheme):
             assert kernel.encoding is not None
             acc, tally = kernel.encoding.execute(kernel.enc, x_int, options, count=True)
             assert tally is not None
-            own, _ = kernel.encoding.events(kernel.enc, tally, n)
+            own = kernel.encoding.events(kernel.enc, tally, n).events
             base, _ = dense_events(kernel.mapped, n)
             extra = Events(comparisons=own.comparisons, lut_reads=own.lut_reads,
-                           digital_ops=own.digital_ops - base.digital_ops)
-        elif choice.skip_planes:  # one zero test per window (position, row tile) and cycle
-            extra = Events(comparisons=n * layer.positions * layer.passes * hw.cycles
-                           * len(kernel.mapped.row_tiles))
+                           digital_ops=own.digital_ops - base.digital_ops,
+                           zero_checks=own.zero_checks, decodes=own.decodes)
+        elif choice.skip_planes:  # every row's chunk tested; a plane decision per window
+            steps = n * layer.positions * layer.passes * hw.cycles
+            extra = Events(comparisons=steps * len(kernel.mapped.row_tiles),
+                           zero_checks=steps * layer.rows)
         if kernel.comp is not None:
             acc, executed, checks = self._terminate(kernel.comp, x_int, options)
         else:
@@ -324,13 +338,17 @@ class CombinedScheme(Scheme):
                 acc = self._values(kernel, parts, x_int, options)
             executed, checks = None, 0
         chunk = self._images_per_chunk(kernel, executed is not None, options)
+        word = self.granularity == "word" and choice.act
         counts = count_slots(kernel.table, kernel.counter, parts, n, layer.positions,
-                             layer.passes, hw.cycles, hw.dac.bits, hw.ou.rows,
-                             self.granularity == "word" and choice.act, executed, chunk)
+                             layer.passes, hw.cycles, hw.dac.bits, hw.ou.rows, word, executed,
+                             chunk, self.timing(kernel.mapped))
         alpha = self.comprrae.layer_alpha(layer.name) is not None
         events = layer_events(kernel.mapped, kernel.inner, choice.layout, counts, n, checks,
-                              alpha) + extra
-        return LayerRun(acc, events, int(round(counts.cycles)))
+                              alpha, choice.act, word) + extra
+        if kernel.enc is not None and kernel.encoding is not None \
+                and kernel.encoding.bus_invert:
+            events.encodes = events.dac_activations  # every driven row's chunk encoded
+        return LayerRun(acc, events, int(round(counts.cycles)), counts.time_ns)
 
     def _values(self, kernel: CombinedKernel, parts: list[Tensor], x_int: Tensor,
                 options: EngineOptions) -> Tensor:
@@ -399,10 +417,10 @@ def _inexact_reason(mapped: MappedLayer, act: bool) -> str:
     if act and not isinstance(mapped, PatternMappedLayer):
         if not dynamic_packing_lossless(mapped):
             return (f"act packs any {hw.ou.rows} rows of an array together, whose partial sums "
-                    f"can exceed the {hw.adc.bits}-bit ADC range")
+                    f"can exceed the {hw.adc_bits}-bit ADC range")
         return ""
     if mapped.adc_can_clip():
-        return (f"partial sums up to {mapped.max_partial_sum():g} exceed the {hw.adc.bits}-bit "
+        return (f"partial sums up to {mapped.max_partial_sum():g} exceed the {hw.adc_bits}-bit "
                 "ADC range")
     return ""
 
@@ -429,40 +447,50 @@ def composed_bound(mapped: MappedLayer, act: bool) -> float:
 
 
 def layer_events(mapped: MappedLayer, inner: SreKernel | PatternKernel, layout: str,
-                 counts: SlotCounts, images: int, checks: int, alpha: bool) -> Events:
+                 counts: SlotCounts, images: int, checks: int, alpha: bool, act: bool = False,
+                 word: bool = False) -> Events:
     """The crossbar counts plus what each technique adds: sre-weight's index reads, pattern's
-    index reads, zero tests and fetched inputs, comprrae's comparisons and LUT reads; buffer
-    writes and digital work of `dense`. `checks`: comprrae's checks (outputs x cycles)."""
+    index reads, zero tests, gathered inputs and routed results, act's zero tests and formed
+    OUs, comprrae's comparisons and LUT reads; buffer writes and digital work of `dense`.
+    `checks`: comprrae's checks (outputs x cycles)."""
     hw, layer = mapped.hw, mapped.layer
     base, _ = dense_events(mapped, images)
     steps = images * layer.positions * layer.passes
-    index = comparisons = 0
+    index = comparisons = zero_checks = gathers = routes = 0
     buffer_reads = base.buffer_read_bytes
+    adc = int(round(counts.adc_conversions))
     if isinstance(mapped, PatternMappedLayer):
         plan = mapped.plan
         assert plan is not None
         index = PatternScheme.layer_index_bits(mapped) * steps
         comparisons = plan.pieces * hw.cycles * steps
         buffer_reads = plan.used_rows * math.ceil(hw.numbers.input_bits / 8) * steps
+        zero_checks = plan.used_rows * hw.cycles * steps
+        gathers = int(plan.piece_height.sum()) * steps
+        routes = adc
     elif layout == "sre-weight":
         assert isinstance(inner, SreKernel)
         kept = int(round(float(inner.kept.sum())))
         index = kept * index_bits(hw) * steps
-    adc = int(round(counts.adc_conversions))
+    ou = int(round(counts.ou_activations))
+    if act and not isinstance(mapped, PatternMappedLayer):  # dynamic packing: SRE's logic
+        zero_checks = layer.rows * steps * (1 if word else hw.cycles)
     return Events(
-        ou_activations=int(round(counts.ou_activations)), adc_conversions=adc,
+        ou_activations=ou, adc_conversions=adc, adc_rounds=int(round(counts.adc_rounds)),
         dac_activations=int(round(counts.dac_activations)),
         cell_reads=int(round(counts.cell_reads)), shift_adds=adc, index_reads=index,
         comparisons=comparisons + checks * (2 if alpha else 1), lut_reads=checks,
         buffer_read_bytes=buffer_reads, buffer_write_bytes=base.buffer_write_bytes,
-        digital_ops=base.digital_ops)
+        digital_ops=base.digital_ops, zero_checks=zero_checks,
+        ou_forms=ou if act and not isinstance(mapped, PatternMappedLayer) else 0,
+        gathers=gathers, routes=routes)
 
 
 def static_cost(mapped: MappedLayer, hw: HardwareConfig, layout: str,
-                adc_bits: int | None = None) -> tuple[float, int]:
-    """(energy pJ, busiest-array OU cycles) of one image on a layout with every unit activated
+                adc_bits: int | None = None) -> tuple[float, float]:
+    """(energy pJ, busiest-array time ns) of one image on a layout with every unit activated
     and no input skipping: the layout's own events (`layer_events` of the static counts) with
-    conversions at `adc_bits` (None: the configured), leakage excluded."""
+    conversions at `adc_bits` (None: the layer's), leakage excluded."""
     device = torch.device("cpu")
     inner: SreKernel | PatternKernel
     if isinstance(mapped, PatternMappedLayer):
@@ -474,9 +502,10 @@ def static_cost(mapped: MappedLayer, hw: HardwareConfig, layout: str,
         table = sre_slots(inner, device, "none")
     layer = mapped.layer
     counts = count_slots(table, None, [], 1, layer.positions, layer.passes, hw.cycles,
-                         hw.dac.bits, hw.ou.rows, False, None, 1)
+                         hw.dac.bits, hw.ou.rows, False, None, 1,
+                         activation_timing(mapped.hw, adc_bits))
     events = layer_events(mapped, inner, layout, counts, 1, 0, False)
-    return float(energy_pj(events, hw, 0.0, adc_bits)["total"]), int(round(counts.cycles))
+    return float(energy_pj(events, mapped.hw, 0.0, adc_bits)["total"]), counts.time_ns
 
 
 def is_composition(name: str) -> bool:

@@ -158,14 +158,16 @@ class CompKernel(LayerKernel):
                                     / hw.cell.bits).to(torch.int64)
             offset = self.steps_per_cycle - 1 - col_slice
         members: list[list[tuple[int, int]]] = []
+        member_cols: list[list[int]] = []
         width: list[int] = []
         tile: list[int] = []
         for j, (c0, c1) in enumerate(mapped.col_tiles):
             for g0 in range(c0, c1, ou_c):  # column groups: a handful per array
                 g1 = min(g0 + ou_c, c1)
-                pairs = sorted(set(zip(channel[g0:g1].tolist(), offset[g0:g1].tolist(),
-                                       strict=True)))
+                found = list(zip(channel[g0:g1].tolist(), offset[g0:g1].tolist(), strict=True))
+                pairs = sorted(set(found))
                 members.append(pairs)
+                member_cols.append([found.count(p) for p in pairs])
                 width.append(g1 - g0)
                 tile.append(j)
         span = max(len(m) for m in members)
@@ -173,6 +175,9 @@ class CompKernel(LayerKernel):
         offs = [[o for _, o in m] + [m[-1][1]] * (span - len(m)) for m in members]
         self.group_channels = torch.tensor(chans, dtype=torch.int64).to(device)
         self.group_offsets = torch.tensor(offs, dtype=torch.float32).to(device)
+        # columns of each member in the group (padding members: 0)
+        self.group_member_cols = torch.tensor([c + [0] * (span - len(c)) for c in member_cols],
+                                              dtype=torch.int64).to(device)
         self._group_range = torch.arange(len(members), device=device)
         self.group_width = torch.tensor(width, dtype=torch.float64, device=device)
         self.group_tile = torch.tensor(tile, dtype=torch.int64, device=device)
@@ -319,6 +324,24 @@ class CompKernel(LayerKernel):
         assert need is not None
         cycles = float(self.mapped.hw.cycles)
         return torch.ceil(need / self.steps_per_cycle).clamp_(0.0, cycles)
+
+    def live_columns(self, e: Tensor) -> list[Tensor]:
+        """(N, P, Cout) executed steps -> per input cycle t, (N, P, groups) int64: the columns
+        of each OU column group still converting in its activation of cycle t (column of
+        channel c, step offset j: e_c > t x steps_per_cycle + j); 0: the group is idle."""
+        span = self.group_channels.shape[1]
+        need = [e.index_select(2, self.group_channels[:, j]) - self.group_offsets[:, j]
+                for j in range(span)]  # (channel, slice) pairs per column group: a handful
+        spc = float(self.steps_per_cycle)
+        out = []
+        for t in range(self.mapped.hw.cycles):  # input cycles: a handful
+            live: Tensor | None = None
+            for j in range(span):
+                part = (need[j] > t * spc).to(torch.int64) * self.group_member_cols[:, j]
+                live = part if live is None else live + part
+            assert live is not None
+            out.append(live)
+        return out
 
     def column_groups(self) -> int:
         """OU column groups of the layer (over all column tiles)."""

@@ -12,14 +12,14 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ...core.config import HardwareConfig
+from ...core.config import BitOrder, HardwareConfig
 from ...core.cost import Storage
 from ...core.engine import EngineOptions, LayerKernel, accumulate, exact_accumulate
 from ...core.errors import SparsexbarError
 from ...core.events import Events
 from ...core.frontend import QuantLayer
 from ...core.mapping import MappedLayer, dense_events, map_dense
-from ..base import LayerRun, Scheme, refuse_grouped
+from ..base import Counted, LayerRun, Scheme, refuse_grouped
 from .kernel import CompKernel, slice_major
 
 AlphaSpec = float | Mapping[str, float | None] | None
@@ -115,6 +115,11 @@ class CompRRAEScheme(Scheme):
             "lut_entry_bits": self.lut_entry_bits,
         }
 
+    def overridden(self, hw: HardwareConfig) -> dict[str, str]:
+        if hw.numbers.bit_order != BitOrder.msb_first:
+            return {"numbers.bit_order": "msb_first (comprrae's bounds need it)"}
+        return {}
+
     def layer_alpha(self, name: str) -> float | None:
         """The alpha of one layer (None: no adaptive termination)."""
         if isinstance(self.alpha, Mapping):
@@ -144,7 +149,7 @@ class CompRRAEScheme(Scheme):
             why = ("the device is not ideal" if not hw.device.ideal
                    else f"adc.step={hw.adc.step} is not 1" if hw.adc.step != 1.0
                    else f"partial sums up to {mapped.max_partial_sum():g} exceed the "
-                   f"{hw.adc.bits}-bit ADC range")
+                   f"{mapped.hw.adc_bits}-bit ADC range")
             raise SparsexbarError(
                 f"comprrae needs a lossless ADC for now: layer '{layer.name}': {why}")
         if layer.followed_by_relu and self.bounds == "slice":
@@ -159,8 +164,7 @@ class CompRRAEScheme(Scheme):
     def run_layer(self, kernel: LayerKernel, x_int: Tensor, options: EngineOptions) -> LayerRun:
         if not isinstance(kernel, CompKernel) or not kernel.checked:
             acc = accumulate(kernel, x_int, options)
-            events, cycles = dense_events(kernel.mapped, int(x_int.shape[0]))
-            return LayerRun(acc, events, cycles)
+            return self.dense_run(kernel.mapped, acc, int(x_int.shape[0]))
         layer = kernel.mapped.layer
         n = int(x_int.shape[0])
         # Chunks of about `chunk_outputs` outputs: fewer, larger convolutions, state in cache.
@@ -170,10 +174,11 @@ class CompRRAEScheme(Scheme):
         out = torch.empty((n, *layer.output_shape), dtype=torch.float64, device=x_int.device)
         events = Events()
         cycles = 0
+        time_ns = 0.0
         for a in range(0, n, chunk):  # chunks of images (memory bound)
             value, executed = self._terminate_rows(kernel, x_int[a : a + chunk])
             m = int(executed.shape[0]) // layer.positions
-            ev, cyc = self.count(kernel, executed.view(m, layer.positions, -1))
+            ev, cyc, ns = self.count(kernel, executed.view(m, layer.positions, -1))
             if layer.kind == "linear":
                 out[a : a + m] = value
             else:
@@ -181,11 +186,12 @@ class CompRRAEScheme(Scheme):
                 out[a : a + m] = value.view(m, ho, wo, c).permute(0, 3, 1, 2)
             events = events + ev
             cycles += cyc
+            time_ns += ns
         dense, _ = dense_events(kernel.mapped, n)
         events.buffer_read_bytes = dense.buffer_read_bytes
         events.buffer_write_bytes = dense.buffer_write_bytes
         events.digital_ops = dense.digital_ops + events.digital_ops  # + predictive thresholds
-        return LayerRun(out, events, cycles)
+        return LayerRun(out, events, cycles, time_ns)
 
     # ---- values ------------------------------------------------------------------------------
     # Values are kept as (positions, Cout) rows: the per-channel thresholds then broadcast
@@ -414,9 +420,11 @@ class CompRRAEScheme(Scheme):
         return value, executed
 
     # ---- events ------------------------------------------------------------------------------
-    def count(self, k: CompKernel, executed: Tensor) -> tuple[Events, int]:
-        """Events and busiest-array OU cycles of a batch, from each output's executed steps
-        `executed` (N, positions, Cout), integer-valued (any real or integer dtype)."""
+    def count(self, k: CompKernel, executed: Tensor) -> Counted:
+        """Events, and per image the busiest array's OU cycles and time, of a batch, from each
+        output's executed steps `executed` (N, positions, Cout), integer-valued (any real or
+        integer dtype). An OU activation converts its group's live columns (`live_columns`):
+        its time and ADC rounds follow (the timing rule)."""
         mapped = k.mapped
         hw, layer = mapped.hw, mapped.layer
         n = int(executed.shape[0])
@@ -434,10 +442,21 @@ class CompRRAEScheme(Scheme):
         per_tile = torch.zeros((n, k.col_tiles), dtype=torch.float64, device=e.device)
         per_tile.index_add_(1, k.group_tile, group_cycles)
         busiest = int(per_tile.amax(dim=1).sum())  # per image: its busiest column tile
+        # time and ADC rounds of every activation, from its live columns
+        time_table, round_table = self.timing(mapped).table(hw.ou.cols, e.device)
+        group_ns = torch.zeros((n, k.column_groups()), dtype=torch.float64, device=e.device)
+        rounds = 0.0
+        for live in k.live_columns(e):  # input cycles: a handful
+            group_ns += time_table[live].sum(dim=1)
+            rounds += float(round_table[live].sum())
+        tile_ns = torch.zeros((n, k.col_tiles), dtype=torch.float64, device=e.device)
+        tile_ns.index_add_(1, k.group_tile, group_ns)
+        busiest_ns = float(tile_ns.amax(dim=1).sum()) if n else 0.0
         checks = int(e.clamp(max=k.steps - 1).sum(dtype=torch.float64))
         events = Events(
             ou_activations=passes * k.row_groups_total * active_groups,
             adc_conversions=conversions,
+            adc_rounds=passes * k.row_groups_total * int(round(rounds)),
             dac_activations=passes * layer.rows * active_groups,
             cell_reads=passes * layer.rows * cells,
             shift_adds=conversions,
@@ -445,7 +464,8 @@ class CompRRAEScheme(Scheme):
             lut_reads=checks,
             digital_ops=checks if k.beta is not None else 0,
         )
-        return events, passes * k.row_groups_max * busiest
+        return Counted(events, passes * k.row_groups_max * busiest,
+                       passes * k.row_groups_max * busiest_ns)
 
     # ---- storage -----------------------------------------------------------------------------
     def storage(self, mapped: MappedLayer) -> Storage:

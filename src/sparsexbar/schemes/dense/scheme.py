@@ -7,7 +7,7 @@ from torch import Tensor
 from ...core.config import HardwareConfig
 from ...core.engine import EngineOptions, LayerKernel, accumulate
 from ...core.frontend import QuantLayer
-from ...core.mapping import MappedLayer, dense_events, map_dense
+from ...core.mapping import MappedLayer, map_dense
 from ..base import LayerRun, Scheme
 
 
@@ -19,5 +19,4 @@ class DenseScheme(Scheme):
 
     def run_layer(self, kernel: LayerKernel, x_int: Tensor, options: EngineOptions) -> LayerRun:
         acc = accumulate(kernel, x_int, options)
-        events, cycles = dense_events(kernel.mapped, int(x_int.shape[0]))
-        return LayerRun(acc, events, cycles)
+        return self.dense_run(kernel.mapped, acc, int(x_int.shape[0]))

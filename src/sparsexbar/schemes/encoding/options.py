@@ -10,8 +10,10 @@ OPTIONS = (
            "window's chunk when more than half its rows are 1"),
     choice("weight", WEIGHT_ENCODINGS, "complement", "weight encoding: complement stores a "
            "column's levels complemented when that lowers its partial sums"),
-    choice("adc", ADC_MODES, "lossless", "ADC bits per layer: fixed (adc.bits), lossless "
-           "(the fewest exact bits), calibrated (adc_bits=FILE)"),
+    choice("adc", ADC_MODES, "auto", "ADC bits per layer: auto (the config's adc.bits; with "
+           "adc.bits auto, the fewest exact bits of the encoded sums), fixed (adc.bits), "
+           "lossless (the fewest exact bits, whatever adc.bits says), calibrated "
+           "(adc_bits=FILE)"),
     path("adc_bits", "per-layer ADC bits, a `sparsexbar calibrate encoding` file (implies "
          "adc=calibrated)"),
     switch("skip", True, "skip input chunks that are zero on a whole row tile of a window"),

@@ -18,8 +18,8 @@ from ...core.engine import EngineOptions, LayerKernel, accumulate, exact_accumul
 from ...core.errors import SparsexbarError, require_choice
 from ...core.events import Events
 from ...core.frontend import QuantLayer
-from ...core.mapping import MappedLayer, dense_events, map_dense
-from ..base import LayerRun, Scheme, refuse_grouped
+from ...core.mapping import MappedLayer, column_group_widths, dense_events, map_dense
+from ..base import Counted, LayerRun, Scheme, refuse_grouped
 from .kernel import (
     EncodingKernel,
     chunk_planes,
@@ -39,7 +39,7 @@ INPUT_ENCODINGS = ("none", "bus-invert")
 WEIGHT_ENCODINGS = ("none", "complement")
 
 
-ADC_MODES = ("fixed", "lossless", "calibrated")
+ADC_MODES = ("auto", "fixed", "lossless", "calibrated")
 
 
 ROUNDINGS = ("round", "truncate")
@@ -63,7 +63,10 @@ class EncodingScheme(Scheme):
     """Data encoding + per-layer ADC resolution + dynamic quantization, each switchable.
 
     input_encoding: "none" | "bus-invert". weight_encoding: "none" | "complement".
-    adc: "fixed" (config adc.bits) | "lossless" (smallest exact bits per layer) | "calibrated"
+    adc: "auto" (the config's rule: its fixed adc.bits, or with adc.bits auto the smallest
+    exact bits of the encoded partial sums per layer) | "fixed" (the config's adc.bits, auto
+    resolved as for dense) | "lossless" (smallest exact bits per layer, whatever the config
+    says) | "calibrated"
     (`adc_bits`: {layer name: bits}, or a JSON file written by `calibrate encoding`).
     skip_zero_planes: skip input chunks that are zero on a whole row tile of a window.
     precision: None, or P chunks processed per window row tile from its leading nonzero chunk
@@ -74,7 +77,7 @@ class EncodingScheme(Scheme):
     name = "encoding"
 
     def __init__(self, input_encoding: str = "bus-invert", weight_encoding: str = "complement",
-                 adc: str = "lossless", adc_bits: Mapping[str, int] | str | Path | None = None,
+                 adc: str = "auto", adc_bits: Mapping[str, int] | str | Path | None = None,
                  skip_zero_planes: bool = True, precision: PrecisionSpec = None,
                  rounding: str = "round") -> None:
         require_choice("encoding input", input_encoding, INPUT_ENCODINGS)
@@ -147,6 +150,15 @@ class EncodingScheme(Scheme):
             args["adc_bits"] = None
         return EncodingScheme(**args)
 
+    def overridden(self, hw: HardwareConfig) -> dict[str, str]:
+        """adc=auto and adc=fixed follow adc.bits (auto: the rule of docs/cost.md); lossless
+        overrides a fixed adc.bits, calibrated any."""
+        if self.adc in ("fixed", "auto") or (self.adc == "lossless" and hw.adc.bits == "auto"):
+            return {}
+        how = ("adc=lossless, the fewest exact bits" if self.adc == "lossless"
+               else "adc=calibrated, from its file")
+        return {"adc.bits": f"{how}; encoding (adc=auto) follows adc.bits"}
+
     @property
     def bus_invert(self) -> bool:
         return self.input_encoding == "bus-invert"
@@ -186,9 +198,10 @@ class EncodingScheme(Scheme):
         enc = encode_layer(dense, self.bus_invert, self.weight_complement)
         encoded_max = float(enc.bound.max()) if enc.bound.numel() else 0.0
         lossless = lossless_adc_bits(encoded_max, hw.adc.step)
-        if self.adc == "fixed":
-            bits = hw.adc.bits
-        elif self.adc == "lossless":
+        follows_config = self.adc == "fixed" or (self.adc == "auto" and hw.adc.bits != "auto")
+        if follows_config:
+            bits = dense.hw.adc_bits
+        elif self.adc in ("auto", "lossless"):
             if lossless > MAX_ADC_BITS:
                 raise SparsexbarError(f"encoding: layer '{layer.name}' needs {lossless} ADC "
                                       f"bits to be lossless (at most {MAX_ADC_BITS})")
@@ -212,14 +225,15 @@ class EncodingScheme(Scheme):
     def adc_bits(self, mapped: MappedLayer) -> int:
         if isinstance(mapped, EncodingMappedLayer):
             return mapped.layer_bits
-        return mapped.hw.adc.bits
+        return mapped.hw.adc_bits
 
     def storage(self, mapped: MappedLayer) -> Storage:
         """LUT bits: bus-invert stores one signed recovery constant per (OU row group, output
         channel), wide enough for the layer's largest; weight complement one flag bit per
         (group, physical column). Comparators: one majority (popcount + compare) unit per
         array for bus-invert; one zero/leading-chunk detector per array row tile for dynamic
-        quantization."""
+        quantization. Logic per array: a bus-invert encoder, and a decoder (the digital
+        recovery) when either encoding is on."""
         if not isinstance(mapped, EncodingMappedLayer) or mapped.encoding is None:
             return Storage()
         enc = mapped.encoding
@@ -235,15 +249,16 @@ class EncodingScheme(Scheme):
             lut += int(enc.complemented.numel())
         if self.skip_zero_planes or self.layer_precision(mapped.layer.name) is not None:
             comparators += len(mapped.row_tiles)
-        return Storage(lut_bits=lut, comparators=comparators)
+        units = mapped.arrays * ((1 if self.bus_invert else 0)
+                                 + (1 if self.bus_invert or self.weight_complement else 0))
+        return Storage(lut_bits=lut, comparators=comparators, logic_units=units)
 
     # ---- running ----------------------------------------------------------------------------
     def run_layer(self, kernel: LayerKernel, x_int: Tensor, options: EngineOptions) -> LayerRun:
         assert isinstance(kernel, EncodingKernel)
         acc, tally = self.execute(kernel, x_int, options, count=True)
         assert tally is not None
-        events, cycles = self.events(kernel, tally, int(x_int.shape[0]))
-        return LayerRun(acc, events, cycles)
+        return LayerRun(acc, *self.events(kernel, tally, int(x_int.shape[0])))
 
     def execute(self, kernel: EncodingKernel, x_int: Tensor, options: EngineOptions,
                 count: bool = True, count_clipped: bool = False) -> tuple[Tensor, _Tally | None]:
@@ -360,8 +375,11 @@ class EncodingScheme(Scheme):
         return fed, mat
 
     # ---- events -----------------------------------------------------------------------------
-    def events(self, kernel: EncodingKernel, tally: _Tally, images: int) -> tuple[Events, int]:
-        """Exact events of one batch and the summed per-image busiest-array OU activations."""
+    def events(self, kernel: EncodingKernel, tally: _Tally, images: int) -> Counted:
+        """Exact events of one batch, and per image the busiest array's OU activations and
+        time, summed over the images: every executed (position, cycle) of a row tile runs its
+        row groups in every column group, each converting its columns (the timing rule at
+        this layer's ADC bits)."""
         mapped = kernel.enc_mapped
         hw, layer = mapped.hw, mapped.layer
         base, _ = dense_events(mapped, images)
@@ -369,22 +387,30 @@ class EncodingScheme(Scheme):
         rows = torch.tensor(kernel.tile_rows, dtype=torch.int64)
         per_tile = tally.per_image.sum(dim=0)  # (tiles,)
         cg, cols = kernel.col_groups_total, kernel.columns
+        timing = self.timing(mapped)
+        widths = column_group_widths(mapped.col_tiles, hw.ou.cols)
+        rounds_per_group = sum(timing.rounds(w) for tile in widths for w in tile)
+        tile_ns = max(sum(timing.time_ns(w) for w in tile) for tile in widths)
         executed_groups = int((per_tile * groups).sum())  # (cycle, position, group) executed
         adc = executed_groups * cols
         comparisons = 0
         lut_reads = 0
+        decodes = 0
+        zero_checks = 0
         digital = base.digital_ops
         window_tiles = images * layer.positions * layer.passes * len(mapped.row_tiles)
+        driven = int((per_tile * rows).sum()) * cg
         if self.bus_invert:  # a majority decision per group and cycle; a LUT add per channel
             comparisons += executed_groups
             lut_reads += tally.inverted * layer.out_channels
-            digital += tally.inverted * layer.out_channels
-        if self.weight_complement:
+            decodes += tally.inverted * layer.out_channels
+        if self.weight_complement:  # c x S' - p' per complemented (group, column) conversion
             pairs = torch.tensor(kernel.complemented_pairs, dtype=torch.int64)
             flagged = torch.tensor(kernel.complemented_groups, dtype=torch.int64)
-            digital += int((per_tile * (pairs + flagged)).sum())
-        if self.skip_zero_planes:
+            decodes += int((per_tile * (pairs + flagged)).sum())
+        if self.skip_zero_planes:  # every row's chunk tested; a plane decision per tile
             comparisons += window_tiles * hw.cycles
+            zero_checks += images * layer.positions * layer.passes * layer.rows * hw.cycles
         if kernel.precision is not None:
             comparisons += window_tiles
             if self.rounding == "round":
@@ -392,7 +418,8 @@ class EncodingScheme(Scheme):
         events = Events(
             ou_activations=executed_groups * cg,
             adc_conversions=adc,
-            dac_activations=int((per_tile * rows).sum()) * cg,
+            adc_rounds=executed_groups * rounds_per_group,
+            dac_activations=driven,
             cell_reads=int((per_tile * rows).sum()) * cols,
             shift_adds=adc,
             comparisons=comparisons,
@@ -400,12 +427,15 @@ class EncodingScheme(Scheme):
             buffer_read_bytes=base.buffer_read_bytes,
             buffer_write_bytes=base.buffer_write_bytes,
             digital_ops=digital,
+            zero_checks=zero_checks,
+            encodes=driven if self.bus_invert else 0,
+            decodes=decodes,
         )
-        busiest = (tally.per_image * groups.unsqueeze(0)).amax(dim=1).sum() * kernel.col_groups_max
-        return events, int(busiest)
+        busiest_groups = (tally.per_image * groups.unsqueeze(0)).amax(dim=1).sum()
+        busiest = busiest_groups * kernel.col_groups_max
+        return Counted(events, int(busiest), float(busiest_groups) * tile_ns)
 
 
-# ---- helpers -----------------------------------------------------------------------------------
 def _check_bits(bits: Mapping[str, Any]) -> dict[str, int]:
     out: dict[str, int] = {}
     for name, value in bits.items():

@@ -8,6 +8,7 @@ from functools import cached_property
 import torch
 from torch import Tensor
 
+from ...core.cost import ActivationTiming
 from ...core.engine import LayerKernel
 from ...core.mapping import MappedLayer
 from ...training.prune import KERNEL_POSITIONS
@@ -81,3 +82,20 @@ class PatternKernel(LayerKernel):
         per_array.index_put_((plan.unit_piece, plan.unit_array),
                              torch.ones(plan.units, dtype=torch.float64), accumulate=True)
         self.piece_arrays = per_array.to(device)  # (Bp, A): units of the piece in each array
+        self._timed: dict[ActivationTiming, tuple[Tensor, Tensor]] = {}
+
+    def piece_timing(self, timing: ActivationTiming) -> tuple[Tensor, Tensor]:
+        """Per piece activation, by the timing rule: its ADC rounds (Bp,) and the time its
+        units take in each array (Bp, A), ns (each unit one OU converting its columns)."""
+        if timing not in self._timed:
+            plan = self.plan
+            assert plan is not None
+            cols = [int(c) for c in plan.unit_cols.tolist()]
+            unit_ns = torch.tensor([timing.time_ns(c) for c in cols], dtype=torch.float64)
+            unit_rounds = torch.tensor([timing.rounds(c) for c in cols], dtype=torch.float64)
+            rounds = torch.zeros(plan.pieces, dtype=torch.float64).index_add_(
+                0, plan.unit_piece, unit_rounds)
+            per_array = torch.zeros((plan.pieces, max(plan.arrays, 1)), dtype=torch.float64)
+            per_array.index_put_((plan.unit_piece, plan.unit_array), unit_ns, accumulate=True)
+            self._timed[timing] = (rounds.to(self.device), per_array.to(self.device))
+        return self._timed[timing]

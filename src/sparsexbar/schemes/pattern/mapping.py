@@ -262,6 +262,7 @@ def map_pattern(layer: QuantLayer, hw: HardwareConfig, fallback: bool = True) ->
     """Kernel-reordering mapping of a 3x3 conv (dense fallback, see the module docstring,
     unless `fallback` is False); any other layer gets the dense mapping."""
     dense = map_dense(layer, hw)
+    hw = dense.hw  # adc.bits resolved for the layer
     if not is_pattern_layer(layer):
         return dense
     plan = plan_pattern(layer, hw)

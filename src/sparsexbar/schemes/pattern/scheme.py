@@ -16,7 +16,7 @@ from ...core.events import Events
 from ...core.frontend import QuantLayer
 from ...core.mapping import MappedLayer, dense_events
 from ...training.prune import KERNEL_POSITIONS
-from ..base import LayerRun, Scheme
+from ..base import Counted, LayerRun, Scheme
 from .kernel import CODES, CYCLES_PER_WORD, PatternKernel
 from .mapping import PatternMappedLayer, index_bits, map_pattern
 
@@ -43,17 +43,14 @@ class PatternScheme(Scheme):
         assert isinstance(kernel, PatternKernel)
         n = int(x_int.shape[0])
         if kernel.plan is None:  # dense mapping
-            acc = accumulate(kernel, x_int, options)
-            events, cycles = dense_events(kernel.mapped, n)
-            return LayerRun(acc, events, cycles)
+            return self.dense_run(kernel.mapped, accumulate(kernel, x_int, options), n)
         if options.exact_shortcut and kernel.exact_linear:
             acc = accumulate(kernel, x_int, options)
         else:  # bounded memory: the engine keeps (positions x units x columns) sums
             step = self.images_per_call(kernel, options)
             acc = torch.cat([accumulate(kernel, x_int[a : a + step], options)
                              for a in range(0, n, step)])  # chunks of images
-        events, cycles = self.count(kernel, x_int, options)
-        return LayerRun(acc, events, cycles)
+        return LayerRun(acc, *self.count(kernel, x_int, options))
 
     @staticmethod
     def images_per_call(kernel: PatternKernel, options: EngineOptions) -> int:
@@ -64,12 +61,12 @@ class PatternScheme(Scheme):
 
     def storage(self, mapped: MappedLayer) -> Storage:
         """Input index per block, output index per stored kernel, the pattern table; one zero
-        detector per array."""
+        detector per array; an input gather unit and an output router per array."""
         if not isinstance(mapped, PatternMappedLayer) or mapped.plan is None:
             return Storage()
         return Storage(index_bits=self.layer_index_bits(mapped)
                        + 9 * int(mapped.plan.patterns.numel()),
-                       comparators=mapped.plan.arrays)
+                       comparators=mapped.plan.arrays, logic_units=2 * mapped.plan.arrays)
 
     @staticmethod
     def layer_index_bits(mapped: PatternMappedLayer) -> int:
@@ -81,9 +78,10 @@ class PatternScheme(Scheme):
         return plan.blocks * in_bits + plan.stored_kernels * index_bits(int(cout))
 
     # ---- event counting ---------------------------------------------------------------------
-    def count(self, kernel: PatternKernel, x_int: Tensor,
-              options: EngineOptions) -> tuple[Events, int]:
-        """Exact events of one batch and the summed per-image busiest-array OU activations."""
+    def count(self, kernel: PatternKernel, x_int: Tensor, options: EngineOptions) -> Counted:
+        """Exact events of one batch, and per image the busiest array's OU activations and
+        time, summed over the images. An activated piece runs its units (one OU each), each
+        converting its columns (`timing`)."""
         mapped = kernel.mapped
         plan = kernel.plan
         assert isinstance(mapped, PatternMappedLayer) and plan is not None
@@ -98,18 +96,28 @@ class PatternScheme(Scheme):
         for part in parts:  # one or two passes
             for a in range(0, n, chunk):  # chunks of whole images (memory bound)
                 active[a : a + chunk] += self._active_pieces(kernel, part[a : a + chunk])
-        totals = active.sum(dim=0) @ kernel.piece_weights  # (4,)
+        piece_rounds, piece_array_ns = kernel.piece_timing(self.timing(mapped))
+        per_piece = active.sum(dim=0)
+        totals = per_piece @ kernel.piece_weights  # (4,)
         ou, adc, dac, cells = (int(round(float(v))) for v in totals)
         steps = n * positions * layer.passes
         in_bytes = math.ceil(hw.numbers.input_bits / 8)
         events = Events(
-            ou_activations=ou, adc_conversions=adc, dac_activations=dac, cell_reads=cells,
-            shift_adds=adc, index_reads=self.layer_index_bits(mapped) * steps,
+            ou_activations=ou, adc_conversions=adc,
+            adc_rounds=int(round(float(per_piece @ piece_rounds))), dac_activations=dac,
+            cell_reads=cells, shift_adds=adc, index_reads=self.layer_index_bits(mapped) * steps,
             comparisons=plan.pieces * hw.cycles * steps,
             buffer_read_bytes=plan.used_rows * in_bytes * steps,
-            buffer_write_bytes=base.buffer_write_bytes, digital_ops=base.digital_ops)
-        busiest = (active @ kernel.piece_arrays).amax(dim=1).sum() if n else torch.zeros(())
-        return events, int(round(float(busiest)))
+            buffer_write_bytes=base.buffer_write_bytes, digital_ops=base.digital_ops,
+            # every fetched input chunk tested for zero; every block row gathers its input
+            # word; every column result routed to its output channel
+            zero_checks=plan.used_rows * hw.cycles * steps,
+            gathers=int(plan.piece_height.sum()) * steps, routes=adc)
+        if not n:
+            return Counted(events, 0, 0.0)
+        busiest = (active @ kernel.piece_arrays).amax(dim=1).sum()
+        busiest_ns = (active @ piece_array_ns).amax(dim=1).sum()
+        return Counted(events, int(round(float(busiest))), float(busiest_ns))
 
     @staticmethod
     def _images_per_chunk(kernel: PatternKernel, options: EngineOptions) -> int:

@@ -403,9 +403,10 @@ STUDY = StudySpec(
         count("test_images", TEST_IMAGES, "Images of the test split to simulate.", low=1),
         text("data", "default", "'default' (embedded Fashion-MNIST test split), fashion-mnist "
              "or a CIFAR folder (cifar-10-batches-py)."),
-        count("k", K, "Weights kept per 3x3 kernel."),
-        count("max_patterns", MAX_PATTERNS, "Patterns per layer at most."),
-        number("sparsity", SPARSITY, "Target weight sparsity of the 3x3 convs."),
+        count("k", K, "Weights kept per 3x3 kernel.", low=1, high=9),
+        count("max_patterns", MAX_PATTERNS, "Patterns per layer at most.", low=1),
+        number("sparsity", SPARSITY, "Target weight sparsity of the 3x3 convs.", low=0, high=1,
+               high_open=True),
         count("epochs", EPOCHS, "Fine-tuning epochs per pruning step.", low=0),
         count("train_epochs", TRAIN_EPOCHS, "With a zoo --model: train it first (0: "
               "untrained, hardware figures only).", low=0),

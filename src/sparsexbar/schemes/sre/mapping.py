@@ -38,6 +38,7 @@ def map_sre(layer: QuantLayer, hw: HardwareConfig, compress: bool = True) -> Map
     the kept rows (all rows when not `compress`, else rows nonzero somewhere in the group)
     packed in order into OU row groups of `ou.rows` (padded with -1)."""
     dense = map_dense(layer, hw)
+    hw = dense.hw  # adc.bits resolved for the layer
     levels = dense.levels
     r, c = levels.shape
     row_tiles = tiles(r, hw.array.rows)

@@ -14,7 +14,7 @@ from ...core.errors import SparsexbarError, require_choice
 from ...core.events import Events
 from ...core.frontend import QuantLayer
 from ...core.mapping import MappedLayer, dense_events
-from ..base import LayerRun, Scheme, refuse_grouped
+from ..base import Counted, LayerRun, Scheme, refuse_grouped
 from ..counting import position_sum_dtype
 from .kernel import SreKernel
 from .mapping import (
@@ -60,7 +60,7 @@ class SreScheme(Scheme):
         if self.dynamic and not hw.device.ideal:
             raise SparsexbarError(
                 f"sre {self.mode} mode needs an ideal device (layer {layer.name}): dynamic "
-                "packing is modelled with an ideal device only; use mode=weight")
+                "packing is modelled with an ideal device only; give the scheme as sre:mode=weight")
         return mapped
 
     def kernel(self, mapped: MappedLayer, device: torch.device) -> LayerKernel:
@@ -70,15 +70,13 @@ class SreScheme(Scheme):
         assert isinstance(kernel, SreKernel)
         if not self.dynamic:
             acc = accumulate(kernel, x_int, options)
-            events, cycles = self.count(kernel, x_int, options)
-            return LayerRun(acc, events, cycles)
+            return LayerRun(acc, *self.count(kernel, x_int, options))
         parts = self.narrow_parts(kernel.mapped.layer, x_int)  # shared by values and counts
         if dynamic_packing_lossless(kernel.mapped):
             acc = self.exact_values(kernel, parts, x_int)
         else:
             acc = self.packed_accumulate(kernel, x_int, options)
-        events, cycles = self._count(kernel, parts, int(x_int.shape[0]), options)
-        return LayerRun(acc, events, cycles)
+        return LayerRun(acc, *self._count(kernel, parts, int(x_int.shape[0]), options))
 
     @staticmethod
     def exact_values(kernel: SreKernel, parts: list[Tensor], x_int: Tensor) -> Tensor:
@@ -195,19 +193,21 @@ class SreScheme(Scheme):
             corr.index_put_((rows_idx, cols[bs]), delta, accumulate=True)
 
     def storage(self, mapped: MappedLayer) -> Storage:
-        """Index bits: every kept row of every (array, column group) stores its row index."""
-        if not self.compress:
-            return Storage()
-        return Storage(index_bits=int(kept_matrix(mapped).sum()) * index_bits(mapped.hw))
+        """Index bits: every kept row of every (array, column group) stores its row index;
+        logic per array: an index decoder (weight compression), a zero detector and an OU
+        former (dynamic activation sparsity)."""
+        units = mapped.arrays * ((1 if self.compress else 0) + (2 if self.dynamic else 0))
+        bits = int(kept_matrix(mapped).sum()) * index_bits(mapped.hw) if self.compress else 0
+        return Storage(index_bits=bits, logic_units=units)
 
     # ---- event counting ---------------------------------------------------------------------
-    def count(self, kernel: SreKernel, x_int: Tensor, options: EngineOptions) -> tuple[Events, int]:
+    def count(self, kernel: SreKernel, x_int: Tensor, options: EngineOptions) -> Counted:
         """Exact events of one batch and the summed per-image busiest-array OU activations."""
         parts = self.narrow_parts(kernel.mapped.layer, x_int) if self.dynamic else []
         return self._count(kernel, parts, int(x_int.shape[0]), options)
 
     def _count(self, kernel: SreKernel, parts: list[Tensor], n: int,
-               options: EngineOptions) -> tuple[Events, int]:
+               options: EngineOptions) -> Counted:
         """`count` on the narrow input parts (`narrow_parts`; the static modes need none)."""
         mapped = kernel.mapped
         hw, layer = mapped.hw, mapped.layer
@@ -215,34 +215,49 @@ class SreScheme(Scheme):
         base, _ = dense_events(mapped, n)
         positions, passes = layer.positions, layer.passes
         ou_r = hw.ou.rows
+        # every activation of a segment converts its columns: its time and ADC rounds
+        timing = self.timing(mapped)
+        widths = [int(w) for w in kernel.seg_cols.tolist()]
+        seg_time = torch.tensor([timing.time_ns(w) for w in widths], dtype=torch.float64,
+                                device=device)
+        seg_rounds = torch.tensor([timing.rounds(w) for w in widths], dtype=torch.float64,
+                                  device=device)
         ou_sum = torch.zeros(kernel.segments, dtype=torch.float64, device=device)
         row_sum = torch.zeros_like(ou_sum)
-        # Per image and array (column tile, row tile): OU activations.
+        # Per image and array (column tile, row tile): OU activations and their time.
         per_image = torch.zeros((n, len(mapped.col_tiles), len(mapped.row_tiles)),
                                 dtype=torch.float64, device=device)
+        per_image_ns = torch.zeros_like(per_image)
         if not self.dynamic:
             # Static: the same kept rows every cycle, whatever the data.
             ou = torch.div(kernel.kept + ou_r - 1, ou_r, rounding_mode="floor")  # (S, I)
             reps = float(positions * hw.cycles * passes)
             ou_sum += ou.sum(dim=1) * reps * n
             row_sum += kernel.kept.sum(dim=1) * reps * n
-            per_array = (kernel.seg_tile.t() @ ou) * reps  # (Ct, I)
-            per_image += per_array.unsqueeze(0)
+            per_image += ((kernel.seg_tile.t() @ ou) * reps).unsqueeze(0)  # (Ct, I)
+            per_image_ns += ((kernel.seg_tile.t() @ (ou * seg_time.unsqueeze(1)))
+                             * reps).unsqueeze(0)
         else:
             chunk = self._images_per_chunk(kernel, positions, options)
             for part in parts:  # one or two passes
                 for a in range(0, n, chunk):  # chunks of whole images (memory bound)
                     xc = part[a : a + chunk]
-                    self._count_dynamic(kernel, xc, ou_sum, row_sum,
-                                        per_image[a : a + int(xc.shape[0])])
+                    b = a + int(xc.shape[0])
+                    self._count_dynamic(kernel, xc, ou_sum, row_sum, per_image[a:b],
+                                        per_image_ns[a:b], seg_time)
         cols = kernel.seg_cols
         adc = int(round(float((ou_sum * cols).sum())))
         kept_total = float(kernel.kept.sum())
         idx = (int(round(kept_total)) * index_bits(hw) * n * positions * passes
                if self.compress else 0)
+        ou_total = int(round(float(ou_sum.sum())))
+        # dynamic packing: every input chunk (bit) or word is tested for zero, every OU formed
+        checks = (layer.rows * n * positions * passes
+                  * (hw.cycles if self.granularity == "bit" else 1)) if self.dynamic else 0
         events = Events(
-            ou_activations=int(round(float(ou_sum.sum()))),
+            ou_activations=ou_total,
             adc_conversions=adc,
+            adc_rounds=int(round(float((ou_sum * seg_rounds).sum()))),
             dac_activations=int(round(float(row_sum.sum()))),
             cell_reads=int(round(float((row_sum * cols).sum()))),
             shift_adds=adc,
@@ -250,9 +265,14 @@ class SreScheme(Scheme):
             buffer_read_bytes=base.buffer_read_bytes,
             buffer_write_bytes=base.buffer_write_bytes,
             digital_ops=base.digital_ops,
+            zero_checks=checks,
+            ou_forms=ou_total if self.dynamic else 0,
         )
-        busiest = per_image.reshape(n, -1).amax(dim=1).sum() if n else torch.zeros(())
-        return events, int(round(float(busiest)))
+        if not n:
+            return Counted(events, 0, 0.0)
+        busiest = per_image.reshape(n, -1).amax(dim=1).sum()
+        busiest_ns = per_image_ns.reshape(n, -1).amax(dim=1).sum()
+        return Counted(events, int(round(float(busiest))), float(busiest_ns))
 
     def _images_per_chunk(self, kernel: SreKernel, positions: int,
                           options: EngineOptions) -> int:
@@ -265,7 +285,7 @@ class SreScheme(Scheme):
         return max(1, int(options.memory_budget_mb * 2**20 // max(per_image, 1)))
 
     def _count_dynamic(self, kernel: SreKernel, xc: Tensor, ou_sum: Tensor, row_sum: Tensor,
-                       per_image: Tensor) -> None:
+                       per_image: Tensor, per_image_ns: Tensor, seg_time: Tensor) -> None:
         """Add one chunk's dynamic counts. xc: (images, ...) layer input magnitudes (uint8 or
         int32), channels-last for conv layers.
 
@@ -297,3 +317,4 @@ class SreScheme(Scheme):
             ou_sum += ou_seg.sum(dim=0)
             row_sum += rows_set[sets]
             per_image[:, :, i] += ou_seg @ kernel.seg_tile
+            per_image_ns[:, :, i] += (ou_seg * seg_time) @ kernel.seg_tile

@@ -239,3 +239,48 @@ def test_shipped_model_loads_and_matches_recorded_accuracy() -> None:
     top1 = evaluate(model, first1000, batch_size=500)
     assert abs(top1 - meta["accuracy"]["float_top1_first1000"]) <= 0.01
     assert top1 >= 0.9
+
+
+# ---- the shipped MobileNetV2 (mobilenetv2-fmnist) ----------------------------------------------
+def test_shipped_mobilenet_loads_and_matches_recorded_accuracy() -> None:
+    """The shipped MobileNetV2: its metadata says what it is (width 0.5, Fashion-MNIST padded
+    to 32x32, float16 weights) and its float top-1 on the first 1000 test images, fitted to
+    32x32 the way it was trained, is the recorded one. Skipped only while the asset is absent
+    (scripts/ship_mobilenet.py puts it in place)."""
+    from sparsexbar.training.checkpoint import load_shipped_mobilenet, shipped_mobilenet_path
+    from sparsexbar.training.data import load_dataset
+    from sparsexbar.training.inputs import spec_from_meta
+    from sparsexbar.training.models import load_model
+    from sparsexbar.training.train import evaluate
+
+    path = shipped_mobilenet_path()
+    if not path.is_file():
+        pytest.skip(f"{path.name} is not shipped yet")
+    assert path.stat().st_size < 2_000_000
+    model, meta = load_shipped_mobilenet()
+    assert meta["architecture"] == "mobilenetv2" and meta["dataset"] == "fashion-mnist"
+    assert meta["arch_kwargs"] == {"in_channels": 1, "num_classes": 10, "input_size": 32,
+                                   "width": 0.5}
+    assert meta["dtype"] == "float16"
+    assert meta["accuracy"]["test_images"] == 10000
+    assert sum(isinstance(m, nn.Conv2d) and m.groups > 1 for m in model.modules()) == 12
+    spec = spec_from_meta(meta, model)
+    assert (spec.channels, spec.size, spec.fit) == (1, 32, "pad")
+    loaded = load_model("mobilenetv2-fmnist")
+    assert loaded.name == "mobilenetv2-fmnist" and loaded.meta == meta
+    first1000 = load_dataset("fashion-mnist", "test").subset(0, 1000).fitted(1, 32, "pad")
+    top1 = evaluate(loaded.net, first1000, batch_size=500)
+    assert abs(top1 - meta["accuracy"]["float_top1_first1000"]) <= 0.01
+    assert top1 >= 0.8
+
+
+def test_a_missing_shipped_mobilenet_is_one_line_with_exit_2(
+        capsys: pytest.CaptureFixture[str], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from sparsexbar.training import checkpoint
+    from tests.test_cli_errors import assert_one_line_error, cli
+
+    monkeypatch.setattr(checkpoint, "ASSETS_DIR", tmp_path)
+    code, _, err = cli(capsys, "run", "--model", "mobilenetv2-fmnist", "--data", "default",
+                       "--limit", "2", "--out", str(tmp_path / "out"))
+    assert_one_line_error(code, err, "mobilenetv2-fmnist", "missing from the installation")

@@ -189,7 +189,7 @@ def full_conversions(kernel: LayerKernel, part: Tensor, input_shape: tuple[int, 
     phys.index_add_(1, kernel.col_index, per_col)
     acc = phys @ kernel.combine  # (n*P, Cout)
     if mapped.offset and not ideal and not deviation_only:
-        acc -= float(mapped.offset) * window_sums(kernel, part).reshape(-1, 1)
+        acc -= float(mapped.offset) * window_sums(kernel, part)
     out += sign * acc.reshape(n_img, positions, -1).transpose(1, 2)
 
 
@@ -275,11 +275,16 @@ def tail_events(kernel: LayerKernel, grp: Tensor, pos: Tensor, std: Tensor, tail
 
 
 def window_sums(kernel: LayerKernel, part: Tensor) -> Tensor:
-    """(n, P) float64: sum of the inputs of every output position (offset removal)."""
+    """(n*P, 1) float64: sum of the inputs of every output position (offset removal); a
+    grouped conv: (n*P, Cout), each output channel's sum over its group's inputs."""
     layer = kernel.mapped.layer
     n = int(part.shape[0])
     if layer.kind == "linear":
         return part.reshape(n, -1).to(torch.float64).sum(dim=1, keepdim=True)
-    ones = torch.ones((1, *layer.weight_int.shape[1:]), dtype=torch.float64,
+    g = layer.groups
+    ones = torch.ones((g, *layer.weight_int.shape[1:]), dtype=torch.float64,
                       device=part.device)
-    return layer.linear_op(part.to(torch.float64), ones).reshape(n, -1)
+    sums = torch.nn.functional.conv2d(part.to(torch.float64), ones, None, layer.stride,
+                                      layer.padding, layer.dilation, g)  # (n, g, Ho, Wo)
+    sums = sums.reshape(n, g, -1).transpose(1, 2).reshape(-1, g)
+    return sums if g == 1 else sums.repeat_interleave(layer.out_channels // g, dim=1)

@@ -152,6 +152,41 @@ def mlp(features: int = 64, hidden: int = 20, classes: int = 10, seed: int = 0) 
     return randomize_bn(seeded_init(Mlp(features, hidden, classes), seed), seed)
 
 
+class GroupedNet(nn.Module):
+    """conv-ReLU6 stem, a grouped (depthwise when groups = channels) conv-BN-ReLU, a grouped
+    1x1 conv, a residual add when the shapes allow it, flatten, linear."""
+
+    def __init__(self, in_ch: int, channels: int, groups: int, k: int, stride: int,
+                 padding: int, size: int, pw_groups: int, classes: int) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(in_ch, channels, 3, padding=1)
+        self.act0 = nn.ReLU6()
+        self.dw = nn.Conv2d(channels, channels, k, stride=stride, padding=padding, groups=groups,
+                            bias=False)
+        self.bn = nn.BatchNorm2d(channels)
+        self.act1 = nn.ReLU()
+        self.pw = nn.Conv2d(channels, channels, 1, groups=pw_groups)
+        out = (size + 2 * padding - k) // stride + 1
+        self.residual = out == size
+        self.flatten = nn.Flatten()
+        self.fc = nn.Linear(channels * out * out, classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.act0(self.stem(x))
+        y = self.pw(self.act1(self.bn(self.dw(x))))
+        if self.residual:
+            y = y + x
+        return self.fc(self.flatten(y))
+
+
+def grouped_net(in_ch: int = 2, channels: int = 6, groups: int = 6, k: int = 3, stride: int = 1,
+                padding: int = 1, size: int = 8, pw_groups: int = 2, classes: int = 5,
+                seed: int = 0) -> nn.Module:
+    """`GroupedNet`: a depthwise/grouped conv and a grouped 1x1 conv, seeded."""
+    net = GroupedNet(in_ch, channels, groups, k, stride, padding, size, pw_groups, classes)
+    return randomize_bn(seeded_init(net, seed), seed)
+
+
 # ---- models the simulator must refuse -------------------------------------------------------
 class _GeluNet(nn.Module):
     def __init__(self) -> None:
@@ -183,7 +218,8 @@ class _GroupedNet(nn.Module):
 
 
 def grouped_conv_net() -> nn.Module:
-    """A net with a grouped convolution (groups=2), which cannot be mapped."""
+    """A 28x28 net with a grouped convolution (groups=2): dense and pattern map it, the other
+    schemes refuse it."""
     return _GroupedNet().eval()
 
 

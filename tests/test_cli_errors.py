@@ -149,7 +149,6 @@ def test_presets_prints_a_loadable_config(capsys: pytest.CaptureFixture[str], na
     ("factory", "fragments"),
     [
         ("unsupported_net", ["GELU"]),
-        ("grouped_conv_net", ["group"]),
         ("lstm_net", ["LSTM"]),
         ("nan_net", ["NaN"]),
         ("not_a_module", ["not_a_module"]),

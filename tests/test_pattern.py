@@ -29,6 +29,7 @@ from sparsexbar.schemes.pattern import (
     map_pattern,
     place_units,
 )
+from sparsexbar.schemes.pattern.kernel import MASKS_DIRECT
 from sparsexbar.training.prune import code_masks, mask_codes, pattern_prune_model
 from tests import nets
 from tests.test_cli_errors import assert_one_line_error, cli
@@ -452,3 +453,25 @@ def test_unit_levels_equals_the_engine_gather() -> None:
     rows = torch.randint(-1, 30, (7, 3, 4), generator=gen)
     cols = torch.randint(-1, 20, (7, 5), generator=gen)
     assert torch.equal(unit_levels(levels, rows, cols), gather_group_levels(levels, rows, cols))
+
+
+@pytest.mark.parametrize(("input_bits", "dac_bits", "geometry"),
+                         [(8, 1, (1, 1, 1)), (8, 2, (2, 0, 1)), (12, 1, (1, 1, 1)),
+                          (16, 1, (1, 2, 2)), (9, 3, (1, 1, 1))])
+def test_mask_counts_equal_code_histogram(input_bits: int, dac_bits: int,
+                                          geometry: tuple[int, int, int]) -> None:
+    """The two counters of active pieces (mask by mask with cycle-flag words of 1, 2 or 4
+    bytes, and the 9-bit code histogram) give the same counts, all nonzero somewhere."""
+    layer, _ = _layer(False, seed=3, cin=4, geometry=geometry, patterns=4)
+    hw = _small_hw(**{"dac.bits": dac_bits, "numbers.input_bits": input_bits})
+    kernel = PatternKernel(_ensure_pattern(map_pattern(layer, hw, fallback=False)),
+                           torch.device("cpu"))
+    gen = torch.Generator().manual_seed(input_bits)
+    x = torch.randint(0, 2**input_bits, (3, *layer.input_shape), generator=gen)
+    x = torch.where(torch.rand(x.shape, generator=gen) < 0.5, 0, x >> torch.randint(
+        0, input_bits, x.shape, generator=gen))  # zeros and small values: zero chunks
+    masks, _ = kernel.masks
+    assert 1 < len(masks) <= MASKS_DIRECT
+    direct = PatternScheme._mask_counts(kernel, x, masks)
+    assert torch.equal(direct, PatternScheme._code_counts(kernel, x))
+    assert bool((direct > 0).any()) and bool((direct < hw.cycles * layer.positions).any())

@@ -14,7 +14,7 @@ from torch import nn
 
 from sparsexbar.core.errors import CheckpointError, SparsexbarError
 from sparsexbar.core.frontend import quantize_model
-from sparsexbar.studies.shipped_models import shipped_markdown
+from sparsexbar.studies.shipped_models import current_doc, shipped_markdown
 from sparsexbar.training import zoo
 from sparsexbar.training.checkpoint import (
     load_checkpoint,
@@ -150,3 +150,4 @@ def test_docs_models_table_is_current() -> None:
     begin, end = "<!-- models-table -->\n", "<!-- /models-table -->"
     block = doc[doc.index(begin) + len(begin):doc.index(end)]
     assert block == shipped_markdown()
+    assert current_doc(doc) == doc  # the model cards too

@@ -286,11 +286,13 @@ def test_unknown_scheme_and_preset_are_refused() -> None:
         sim(hw="isaac", overrides={"ou.rows": 999})
 
 
-@pytest.mark.parametrize("factory", [nets.unsupported_net, nets.grouped_conv_net, nets.lstm_net])
-def test_unsupported_layers_are_refused(factory: Any) -> None:
+@pytest.mark.parametrize(("factory", "scheme"), [(nets.unsupported_net, "dense"),
+                                               (nets.grouped_conv_net, "sre"),
+                                               (nets.lstm_net, "dense")])
+def test_unsupported_layers_are_refused(factory: Any, scheme: str) -> None:
     images, labels = nets.random_images(2, 1, 28), nets.random_labels(2)
     with pytest.raises(UnsupportedModelError) as info:
-        simulate(factory(), (images, labels), hw=HW)
+        simulate(factory(), (images, labels), hw=HW, scheme=scheme)
     assert "\n" not in str(info.value)
 
 

@@ -15,12 +15,12 @@ from sparsexbar.core.errors import CheckpointError, SparsexbarError
 from sparsexbar.training.checkpoint import default_file_mode, load_checkpoint, save_checkpoint
 from sparsexbar.training.zoo import MODELS, build_model
 
-ALLOWED = (nn.Conv2d, nn.Linear, nn.BatchNorm2d, nn.BatchNorm1d, nn.ReLU, nn.MaxPool2d,
-           nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.Flatten, nn.Dropout)
+ALLOWED = (nn.Conv2d, nn.Linear, nn.BatchNorm2d, nn.BatchNorm1d, nn.ReLU, nn.ReLU6,
+           nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.Flatten, nn.Dropout)
 SHAPES = [(1, 28, 10), (3, 32, 100)]  # (in_channels, input_size, num_classes)
 # Narrow versions of the big nets keep the forward passes fast.
 WIDTH = {"vgg8": 0.25, "vgg11": 0.125, "vgg16": 0.125, "resnet20": 0.5, "resnet18": 0.125,
-         "lenet5": 1.0}
+         "lenet5": 1.0, "mobilenetv2": 0.25}
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))
@@ -41,8 +41,8 @@ def test_builds_forwards_and_traces(name: str, channels: int, size: int, classes
     assert leaves, name
     for m in leaves:
         assert isinstance(m, ALLOWED), f"{name}: {type(m).__name__}"
-        if isinstance(m, nn.Conv2d):
-            assert m.groups == 1
+        if isinstance(m, nn.Conv2d):  # depthwise (groups = channels) in MobileNetV2 only
+            assert m.groups == 1 or (name == "mobilenetv2" and m.groups == m.in_channels)
         if isinstance(m, nn.ReLU):
             assert not m.inplace
     # Traced graph: only module calls, residual adds and flatten-free plumbing.
@@ -80,6 +80,25 @@ def test_lenet5_classic_sizes() -> None:
     model = build_model("lenet5", in_channels=1, num_classes=10, input_size=28)
     linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
     assert [(m.in_features, m.out_features) for m in linears] == [(400, 120), (120, 84), (84, 10)]
+
+
+def test_mobilenetv2_blocks_strides_and_depthwise_layers() -> None:
+    """CIFAR-style MobileNetV2: stride-1 stem, blocks capped per stage (2: 12 blocks, 4: the
+    paper's 17), three stride-2 stages (32 -> 4), depthwise 3x3 convs, residual adds where the
+    shape is kept, a 1280 x width head."""
+    for blocks, count in ((2, 12), (4, 17)):
+        model = build_model("mobilenetv2", in_channels=1, num_classes=10, input_size=32,
+                            width=0.5, blocks=blocks)
+        assert len(model.blocks) == count
+    model = build_model("mobilenetv2", in_channels=1, num_classes=10, input_size=32, width=0.5)
+    depthwise = [m for m in model.modules() if isinstance(m, nn.Conv2d) and m.groups > 1]
+    assert len(depthwise) == 12 and all(m.groups == m.in_channels == m.out_channels
+                                        and m.kernel_size == (3, 3) for m in depthwise)
+    assert [m.stride[0] for m in depthwise] == [1, 2, 1, 2, 1, 2, 1, 1, 1, 1, 1, 1]
+    assert sum(b.residual for b in model.blocks) == 5
+    assert model.fc.in_features == 640
+    feats = model.head(model.blocks(model.stem(torch.rand(1, 1, 32, 32))))
+    assert feats.shape == (1, 640, 4, 4)
 
 
 def test_registry_errors() -> None:
@@ -220,3 +239,48 @@ def test_shipped_model_loads_and_matches_recorded_accuracy() -> None:
     top1 = evaluate(model, first1000, batch_size=500)
     assert abs(top1 - meta["accuracy"]["float_top1_first1000"]) <= 0.01
     assert top1 >= 0.9
+
+
+# ---- the shipped MobileNetV2 (mobilenetv2-fmnist) ----------------------------------------------
+def test_shipped_mobilenet_loads_and_matches_recorded_accuracy() -> None:
+    """The shipped MobileNetV2: its metadata says what it is (width 0.5, Fashion-MNIST padded
+    to 32x32, float16 weights) and its float top-1 on the first 1000 test images, fitted to
+    32x32 the way it was trained, is the recorded one. Skipped only while the asset is absent
+    (scripts/ship_mobilenet.py puts it in place)."""
+    from sparsexbar.training.checkpoint import load_shipped_mobilenet, shipped_mobilenet_path
+    from sparsexbar.training.data import load_dataset
+    from sparsexbar.training.inputs import spec_from_meta
+    from sparsexbar.training.models import load_model
+    from sparsexbar.training.train import evaluate
+
+    path = shipped_mobilenet_path()
+    if not path.is_file():
+        pytest.skip(f"{path.name} is not shipped yet")
+    assert path.stat().st_size < 2_000_000
+    model, meta = load_shipped_mobilenet()
+    assert meta["architecture"] == "mobilenetv2" and meta["dataset"] == "fashion-mnist"
+    assert meta["arch_kwargs"] == {"in_channels": 1, "num_classes": 10, "input_size": 32,
+                                   "width": 0.5}
+    assert meta["dtype"] == "float16"
+    assert meta["accuracy"]["test_images"] == 10000
+    assert sum(isinstance(m, nn.Conv2d) and m.groups > 1 for m in model.modules()) == 12
+    spec = spec_from_meta(meta, model)
+    assert (spec.channels, spec.size, spec.fit) == (1, 32, "pad")
+    loaded = load_model("mobilenetv2-fmnist")
+    assert loaded.name == "mobilenetv2-fmnist" and loaded.meta == meta
+    first1000 = load_dataset("fashion-mnist", "test").subset(0, 1000).fitted(1, 32, "pad")
+    top1 = evaluate(loaded.net, first1000, batch_size=500)
+    assert abs(top1 - meta["accuracy"]["float_top1_first1000"]) <= 0.01
+    assert top1 >= 0.8
+
+
+def test_a_missing_shipped_mobilenet_is_one_line_with_exit_2(
+        capsys: pytest.CaptureFixture[str], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from sparsexbar.training import checkpoint
+    from tests.test_cli_errors import assert_one_line_error, cli
+
+    monkeypatch.setattr(checkpoint, "ASSETS_DIR", tmp_path)
+    code, _, err = cli(capsys, "run", "--model", "mobilenetv2-fmnist", "--data", "default",
+                       "--limit", "2", "--out", str(tmp_path / "out"))
+    assert_one_line_error(code, err, "mobilenetv2-fmnist", "missing from the installation")

@@ -121,10 +121,10 @@ BatchOpt = Annotated[int, typer.Option("--batch-size", callback=_whole(1),
                                        help="Images per batch.")]
 DeviceOpt = Annotated[str, typer.Option("--device", help="cpu or cuda.")]
 ModelOpt = Annotated[str, typer.Option(
-    "--model", help="'default' (shipped VGG-8), a zoo name (untrained), a checkpoint "
-    "(.safetensors + .json) or module:factory (a function of no arguments returning the "
-    "nn.Module; the module is imported from the installed packages or the current "
-    "directory).")]
+    "--model", help="'default' (shipped VGG-8), mobilenetv2-fmnist (shipped MobileNetV2), a "
+    "zoo name (untrained), a checkpoint (.safetensors + .json), an ONNX file (net.onnx) or "
+    "module:factory (a function of no arguments returning the nn.Module; the module is "
+    "imported from the installed packages or the current directory).")]
 DataOpt = Annotated[str, typer.Option(
     "--data", help="'default' (embedded Fashion-MNIST test split), fashion-mnist, cifar10 or "
     "cifar100 (with --root), a CIFAR folder or an image folder (one sub-folder per class).")]
@@ -505,21 +505,24 @@ def train(
     root: RootOpt = None,
     weights: WeightsOpt = "float32",
     width: Annotated[float | None, typer.Option(
-        "--width", help="Channel-width multiplier of the architecture (default: its own; "
-        "the vgg16-fmnist models use 0.5).")] = None,
+        "--width", callback=_finite(0.0, 4.0, low_open=True),
+        help="Channel width multiplier of the zoo model, in (0, 4] (default its own; the "
+        "vgg16-fmnist models use 0.5).")] = None,
+    half: Annotated[bool, typer.Option(
+        "--half", help="Store float16 weights (= --weights float16; accuracy measured after "
+        "rounding).")] = False,
 ) -> None:
     """Train a zoo model; writes <out>.safetensors and <out>.json (with the classes and the
     input spec the model takes)."""
     require_choice("--precision", precision, PRECISIONS)
     require_choice("--weights", weights, WEIGHT_FORMATS)
-    if width is not None and not (0 < width <= 4):
-        raise SparsexbarError(f"--width must be in (0, 4], got {width}")
     check_out_stem(out, CHECKPOINT_FILES)
     if root is not None and not root.is_dir():
         raise SparsexbarError(f"--root {root} is not a folder")
     metrics = train_command(model, data, epochs, str(out), batch_size=batch_size, seed=seed,
                             limit=limit, lr=lr, input_size=input_size, precision=precision,
-                            root=root, weights=weights, width=width)
+                            root=root, weights="float16" if half and weights == "float32"
+                            else weights, width=width)
     typer.echo(f"trained {model} on {data}: {metrics}")
 
 

@@ -11,6 +11,12 @@ Quantization (DESIGN.md 2.1): weights symmetric per output channel, integers in
 [-(2^(B-1)-1), 2^(B-1)-1]; inputs one scale per layer from calibration (max of |x|), unsigned
 integers in [0, 2^b-1], or, for a signed input, sign-magnitude with a b-bit magnitude run as
 two passes (positive and negative part).
+
+Grouped and depthwise Conv2d (`groups` > 1) keep torch's weight shape (Cout, Cin/groups, kh,
+kw); their crossbar matrix is the dense-equivalent, block-diagonal one (`matrix()`: rows the
+full im2col rows Cin*kh*kw, zero outside each group's block), which the mapping places group
+by group (core/mapping.py). ReLU6 is a digital clamp to [0, 6]: like ReLU its outputs are
+non-negative (the next layer's inputs stay unsigned) and it zeroes every negative output.
 """
 
 from __future__ import annotations
@@ -32,9 +38,10 @@ from .runtime import torch_threads
 
 _PASSTHROUGH_MODULES = (nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.Flatten, nn.Dropout,
                         nn.Identity)
-_ALLOWED_MODULES = (nn.Conv2d, nn.Linear, nn.BatchNorm1d, nn.BatchNorm2d, nn.ReLU,
+_RELU_MODULES = (nn.ReLU, nn.ReLU6)
+_ALLOWED_MODULES = (nn.Conv2d, nn.Linear, nn.BatchNorm1d, nn.BatchNorm2d, *_RELU_MODULES,
                     *_PASSTHROUGH_MODULES)
-_RELU_FUNCTIONS = {F.relu, torch.relu}
+_RELU_FUNCTIONS = {F.relu, torch.relu, F.relu6}
 _ADD_FUNCTIONS = {operator.add, torch.add}
 _PASSTHROUGH_FUNCTIONS = {torch.flatten, F.max_pool2d, F.avg_pool2d, F.adaptive_avg_pool2d,
                           F.dropout}
@@ -42,6 +49,8 @@ _ALLOWED_FUNCTIONS = _RELU_FUNCTIONS | _ADD_FUNCTIONS | _PASSTHROUGH_FUNCTIONS |
                                                                                   getattr}
 _PASSTHROUGH_METHODS = {"view", "reshape", "flatten", "contiguous"}
 _ALLOWED_METHODS = _PASSTHROUGH_METHODS | {"relu", "size", "add", "dim"}
+SUPPORTED = ("Conv2d (grouped and depthwise included), Linear, BatchNorm, ReLU, ReLU6, max/avg "
+             "pooling, Flatten, Dropout, residual adds")
 
 
 @dataclass
@@ -61,6 +70,7 @@ class QuantLayer:
     stride: tuple[int, int] = (1, 1)
     padding: tuple[int, int] = (0, 0)
     dilation: tuple[int, int] = (1, 1)
+    groups: int = 1  # grouped/depthwise conv: weight_int is (Cout, Cin/groups, kh, kw)
     input_shape: tuple[int, ...] = ()  # per image, recorded at calibration
     output_shape: tuple[int, ...] = ()  # per image
 
@@ -69,9 +79,19 @@ class QuantLayer:
         return int(self.weight_int.shape[0])
 
     @property
-    def rows(self) -> int:
-        """Crossbar rows of the unrolled layer: Cin*kh*kw (im2col order)."""
+    def in_channels(self) -> int:
+        """Input channels (features of a linear layer), all groups together."""
+        return int(self.weight_int.shape[1]) * self.groups
+
+    @property
+    def group_rows(self) -> int:
+        """im2col rows of one group: (Cin/groups)*kh*kw (all rows when groups is 1)."""
         return int(self.weight_int[0].numel())
+
+    @property
+    def rows(self) -> int:
+        """Rows of the unrolled layer: Cin*kh*kw (im2col order, every group's rows)."""
+        return self.group_rows * self.groups
 
     @property
     def kernel_size(self) -> tuple[int, int]:
@@ -95,9 +115,26 @@ class QuantLayer:
     def input_max(self) -> int:
         return 2**self.input_bits - 1
 
+    def dense_weight(self, weight: Tensor | None = None) -> Tensor:
+        """`weight` (default `weight_int`; torch's grouped shape) as the dense-equivalent
+        (Cout, Cin, kh, kw) tensor: group g's output channels see only its input channels,
+        zeros elsewhere. The weight itself when groups is 1."""
+        w = self.weight_int if weight is None else weight
+        if self.groups == 1:
+            return w
+        cout, cin_g = int(w.shape[0]), int(w.shape[1])
+        out = torch.zeros((cout, cin_g * self.groups, *w.shape[2:]), dtype=w.dtype,
+                          device=w.device)
+        per = cout // self.groups
+        view = out.view(self.groups, per, self.groups, cin_g, *w.shape[2:])
+        idx = torch.arange(self.groups, device=w.device)
+        view[idx, :, idx] = w.view(self.groups, per, cin_g, *w.shape[2:])
+        return out
+
     def matrix(self) -> Tensor:
-        """Integer weight matrix (rows = Cin*kh*kw in im2col order, cols = Cout), int64."""
-        return self.weight_int.reshape(self.out_channels, -1).t().contiguous()
+        """Integer weight matrix (rows = Cin*kh*kw in im2col order, cols = Cout), int64;
+        block-diagonal for a grouped conv (`dense_weight`)."""
+        return self.dense_weight().reshape(self.out_channels, -1).t().contiguous()
 
     def quantize_input(self, x: Tensor) -> Tensor:
         """Real input -> integers (as float32 holding integer values)."""
@@ -130,7 +167,7 @@ class QuantLayer:
         """The layer's linear map (no bias) of x with the given weight tensor."""
         if self.kind == "linear":
             return F.linear(x, weight)
-        return F.conv2d(x, weight, None, self.stride, self.padding, self.dilation)
+        return F.conv2d(x, weight, None, self.stride, self.padding, self.dilation, self.groups)
 
     def reference_accumulate(self, x_int: Tensor) -> Tensor:
         """Exact integer accumulator via float64 (exact below 2^53), returned as int64."""
@@ -239,13 +276,15 @@ class _Runner(fx.Interpreter):
             self._count(out.numel() * max(kh * kw - 1, 1))
         elif isinstance(mod, nn.AdaptiveAvgPool2d):
             self._count(args[0].numel())
-        elif isinstance(mod, (nn.ReLU, nn.BatchNorm1d, nn.BatchNorm2d)):
-            self._count(out.numel() * (2 if not isinstance(mod, nn.ReLU) else 1))
+        elif isinstance(mod, (nn.ReLU, nn.BatchNorm1d, nn.BatchNorm2d, nn.ReLU6)):
+            self._count(out.numel() * (1 if type(mod) is nn.ReLU else 2))  # ReLU6: 2 compares
         return out
 
     def call_function(self, target: Any, args: Any, kwargs: Any) -> Any:
         out = super().call_function(target, args, kwargs)
-        if target in _ADD_FUNCTIONS or target in _RELU_FUNCTIONS:
+        if target is F.relu6:
+            self._count(out.numel() * 2)
+        elif target in _ADD_FUNCTIONS or target in _RELU_FUNCTIONS:
             self._count(out.numel())
         elif target in (F.max_pool2d, F.avg_pool2d, F.adaptive_avg_pool2d):
             self._count(args[0].numel())
@@ -306,15 +345,10 @@ def _check_supported(gm: fx.GraphModule) -> None:
             mod = modules[node.target]
             if not isinstance(mod, _ALLOWED_MODULES):
                 raise UnsupportedModelError(
-                    f"unsupported layer '{node.target}' ({type(mod).__name__}); supported: Conv2d, "
-                    "Linear, BatchNorm, ReLU, max/avg pooling, Flatten, Dropout, residual adds"
+                    f"unsupported layer '{node.target}' ({type(mod).__name__}); supported: "
+                    f"{SUPPORTED}"
                 )
             if isinstance(mod, nn.Conv2d):
-                if mod.groups != 1:
-                    raise UnsupportedModelError(
-                        f"unsupported layer '{node.target}': grouped/depthwise Conv2d "
-                        f"(groups={mod.groups})"
-                    )
                 if mod.padding_mode != "zeros":
                     raise UnsupportedModelError(
                         f"unsupported layer '{node.target}': padding_mode={mod.padding_mode}"
@@ -373,7 +407,7 @@ def _nonnegative(node: fx.Node, modules: dict[str, nn.Module], input_nonneg: boo
         return input_nonneg
     if node.op == "call_module":
         mod = modules[str(node.target)]
-        if isinstance(mod, nn.ReLU):
+        if isinstance(mod, _RELU_MODULES):
             return True
         if isinstance(mod, _PASSTHROUGH_MODULES):
             return _arg_nonneg(node.args[0], modules, input_nonneg)
@@ -410,7 +444,7 @@ def _followed_by_relu(node: fx.Node, modules: dict[str, nn.Module]) -> bool:
         return False
     u = users[0]
     return (
-        (u.op == "call_module" and isinstance(modules.get(str(u.target)), nn.ReLU))
+        (u.op == "call_module" and isinstance(modules.get(str(u.target)), _RELU_MODULES))
         or (u.op == "call_function" and u.target in _RELU_FUNCTIONS)
         or (u.op == "call_method" and u.target == "relu")
     )
@@ -474,6 +508,7 @@ def quantize_model(
             layer.stride = _pair(mod.stride)
             layer.padding = _pair(mod.padding)  # type: ignore[arg-type]  # str refused above
             layer.dilation = _pair(mod.dilation)
+            layer.groups = int(mod.groups)
         layers.append(layer)
         gm.add_submodule(str(node.target), CrossbarModule(layer))
     if not layers:

@@ -10,6 +10,17 @@ segment (a set of physical columns that share their row grouping), the row group
 The straightforward (dense) mapping has a single segment (all columns) whose row groups are the
 consecutive `ou.rows`-row blocks of each row tile; sparse mappers (later schemes) pack rows
 differently per segment but return the same `MappedLayer` shape.
+
+Grouped and depthwise convolutions (`map_grouped`, the dense mapping of a layer with groups >
+1): the layer's matrix is block-diagonal (group g: rows g*Rg..(g+1)*Rg of the im2col rows,
+columns g*Cg..(g+1)*Cg of the physical columns, Rg = (Cin/groups)*kh*kw, Cg = Cout/groups x
+polarities x slices). Each group is its own block; blocks are packed along the diagonal of
+arrays, k = min(array.rows // Rg, array.cols // Cg) groups per array, so that nothing outside
+the blocks is stored (the zeros between groups take no array). A group larger than one array
+is tiled over arrays of its own, like a dense layer. OUs never straddle two groups: every
+block is cut into OUs of its own rows and columns (one segment per block's column range), so
+no scheme converts or counts the off-diagonal zeros. `MappedLayer.blocks` lists the blocks
+and the array of each; `dense_events` counts OUs block by block.
 """
 
 from __future__ import annotations
@@ -42,6 +53,9 @@ class MappedLayer:
     # Row groups per segment, padded with -1: (S, G, ou_rows); columns per segment, padded -1.
     group_rows: Tensor
     segment_cols: Tensor  # (S, K)
+    # Grouped layers: (row start, row stop, col start, col stop, array) of every block of one
+    # group in one array; None: the grid of row tiles x column tiles, one array each.
+    blocks: list[tuple[int, int, int, int, int]] | None = None
     _cache: dict[str, object] = field(default_factory=dict, repr=False, compare=False)
 
     @property
@@ -56,7 +70,18 @@ class MappedLayer:
 
     @property
     def arrays(self) -> int:
+        if self.blocks is not None:
+            return len({b[4] for b in self.blocks})
         return len(self.row_tiles) * len(self.col_tiles)
+
+    def array_blocks(self) -> list[tuple[int, int, int, int, int]]:
+        """(row start, row stop, col start, col stop, array) of every stored rectangle: the
+        blocks of a grouped layer, else every (row tile, column tile) pair."""
+        if self.blocks is not None:
+            return list(self.blocks)
+        n_cols = len(self.col_tiles)
+        return [(r0, r1, c0, c1, i * n_cols + j) for i, (r0, r1) in enumerate(self.row_tiles)
+                for j, (c0, c1) in enumerate(self.col_tiles)]
 
     @property
     def physical_cols(self) -> int:
@@ -114,8 +139,11 @@ def cell_levels(layer: QuantLayer, hw: HardwareConfig) -> tuple[Tensor, Tensor, 
     """Slice the integer weight matrix into cell levels in the physical column layout.
 
     Returns levels (R, Ccols) uint8, col_channel (Ccols,), col_weight (Ccols,) float64, offset.
+    A grouped layer's levels are its groups' blocks on the diagonal, zero elsewhere (cells
+    outside the blocks are not stored: zero also under the offset encoding).
     """
-    w = layer.matrix().to(torch.int64)  # (R, Cout)
+    # One group's rows per output channel: (Rg, Cout); all rows when groups is 1.
+    w = layer.weight_int.reshape(layer.out_channels, -1).t().to(torch.int64)
     cb, s_count, pols = hw.cell.bits, hw.slices, hw.polarities
     mask = 2**cb - 1
     if hw.cell.sign == SignEncoding.differential:
@@ -126,15 +154,22 @@ def cell_levels(layer: QuantLayer, hw: HardwareConfig) -> tuple[Tensor, Tensor, 
         offset = 2 ** (hw.numbers.weight_bits - 1)
         parts = [w + offset]
         signs = [1.0]
-    r, cout = w.shape
-    levels = torch.empty((r, cout, pols, s_count), dtype=torch.int64)
+    rg, cout = w.shape
+    levels = torch.empty((rg, cout, pols, s_count), dtype=torch.uint8)
     col_weight = torch.empty((cout, pols, s_count), dtype=torch.float64)
     for p, (mag, sign) in enumerate(zip(parts, signs, strict=True)):
         for s in range(s_count):  # slices: a handful, not rows/OUs
             levels[:, :, p, s] = (mag >> (s * cb)) & mask
             col_weight[:, p, s] = sign * float(2 ** (s * cb))
+    g = layer.groups
+    if g > 1:  # the blocks on the diagonal of the (Cin*kh*kw, Cout) matrix
+        per = cout // g
+        full = torch.zeros((g, rg, g, per, pols, s_count), dtype=torch.uint8)
+        idx = torch.arange(g)
+        full[idx, :, idx] = levels.view(rg, g, per, pols, s_count).transpose(0, 1)
+        levels = full.view(g * rg, cout, pols, s_count)
     col_channel = torch.arange(cout).repeat_interleave(pols * s_count)
-    return levels.reshape(r, -1).to(torch.uint8), col_channel, col_weight.reshape(-1), offset
+    return levels.reshape(levels.shape[0], -1), col_channel, col_weight.reshape(-1), offset
 
 
 def program_conductance(levels: Tensor, hw: HardwareConfig, layer_name: str) -> Tensor:
@@ -158,11 +193,77 @@ def program_conductance(levels: Tensor, hw: HardwareConfig, layer_name: str) -> 
     return g.clamp(min=0)
 
 
+def _ou_groups(start: int, stop: int, ou: int) -> Tensor:
+    """Consecutive OU row groups of rows [start, stop), padded with -1: (n, ou)."""
+    n = math.ceil((stop - start) / ou)
+    padded = torch.full((n * ou,), -1, dtype=torch.int64)
+    padded[: stop - start] = torch.arange(start, stop)
+    return padded.reshape(n, ou)
+
+
+def group_blocks(layer: QuantLayer, hw: HardwareConfig) -> list[tuple[int, int, int, int, int]]:
+    """The blocks of a grouped layer (see the module docstring), in group order: (row start,
+    row stop, col start, col stop, array). Groups that fit one array share arrays, k per
+    array along the diagonal; a larger group is tiled over arrays of its own."""
+    g = layer.groups
+    rg = layer.group_rows
+    cg = layer.out_channels // g * hw.polarities * hw.slices
+    ar, ac = hw.array.rows, hw.array.cols
+    blocks: list[tuple[int, int, int, int, int]] = []
+    if rg <= ar and cg <= ac:
+        per_array = min(ar // rg, ac // cg, g)
+        return [(i * rg, (i + 1) * rg, i * cg, (i + 1) * cg, i // per_array) for i in range(g)]
+    array = 0
+    for i in range(g):  # groups larger than an array: each its own tiles
+        for r0, r1 in tiles(rg, ar):
+            for c0, c1 in tiles(cg, ac):
+                blocks.append((i * rg + r0, i * rg + r1, i * cg + c0, i * cg + c1, array))
+                array += 1
+    return blocks
+
+
+def map_grouped(layer: QuantLayer, hw: HardwareConfig) -> MappedLayer:
+    """The straightforward mapping of a grouped/depthwise conv: block-diagonal packing (module
+    docstring); one segment per column range of a group in an array, its row groups the
+    consecutive OU row groups of each of the group's row ranges."""
+    levels, col_channel, col_weight, offset = cell_levels(layer, hw)
+    blocks = group_blocks(layer, hw)
+    ou = hw.ou.rows
+    segments: dict[tuple[int, int], list[tuple[int, int]]] = {}
+    for r0, r1, c0, c1, _ in blocks:  # blocks: one or a few per group
+        rows = segments.setdefault((c0, c1), [])
+        if (r0, r1) not in rows:
+            rows.append((r0, r1))
+    s_count = len(segments)
+    seg_groups = [torch.cat([_ou_groups(r0, r1, ou) for r0, r1 in rows])
+                  for rows in segments.values()]
+    g_max = max(int(t.shape[0]) for t in seg_groups)
+    k_max = max(c1 - c0 for c0, c1 in segments)
+    group_rows = torch.full((s_count, g_max, ou), -1, dtype=torch.int64)
+    segment_cols = torch.full((s_count, k_max), -1, dtype=torch.int64)
+    for i, ((c0, c1), grp) in enumerate(zip(segments, seg_groups, strict=True)):
+        group_rows[i, : grp.shape[0]] = grp
+        segment_cols[i, : c1 - c0] = torch.arange(c0, c1)
+    arrays = sorted({b[4] for b in blocks})
+    row_tiles = [(min(b[0] for b in blocks if b[4] == a), max(b[1] for b in blocks if b[4] == a))
+                 for a in arrays]
+    col_tiles = [(min(b[2] for b in blocks if b[4] == a), max(b[3] for b in blocks if b[4] == a))
+                 for a in arrays]
+    return MappedLayer(layer=layer, hw=hw, levels=levels, col_channel=col_channel,
+                       col_weight=col_weight, offset=offset, row_tiles=row_tiles,
+                       col_tiles=col_tiles, group_rows=group_rows, segment_cols=segment_cols,
+                       blocks=blocks)
+
+
 def map_dense(layer: QuantLayer, hw: HardwareConfig) -> MappedLayer:
-    """The straightforward mapping: every weight slice in place, consecutive OU row groups.
-    `adc.bits: auto` is resolved for the layer here (`HardwareConfig.for_layer`): every
-    mapper starts from this one, so a mapped layer's `hw` always has its ADC bits."""
-    hw = hw.for_layer(layer.rows)
+    """The straightforward mapping: every weight slice in place, consecutive OU row groups
+    (grouped convolutions: `map_grouped`). `adc.bits: auto` is resolved for the layer here
+    (`HardwareConfig.for_layer`, from the rows one OU can hold: a group's rows for a grouped
+    layer, whose OUs never straddle two groups): every mapper starts from this one, so a
+    mapped layer's `hw` always has its ADC bits."""
+    hw = hw.for_layer(layer.group_rows)
+    if layer.groups > 1:
+        return map_grouped(layer, hw)
     levels, col_channel, col_weight, offset = cell_levels(layer, hw)
     r, c = levels.shape
     row_tiles = tiles(r, hw.array.rows)
@@ -202,27 +303,28 @@ def dense_events(mapped: MappedLayer, images: int) -> tuple[Events, int]:
     """Closed-form events of the straightforward mapping and its busiest array's OU cycles.
 
     Per image and pass, every array activates ceil(r/ou_rows) x ceil(c/ou_cols) OUs per cycle
-    per output position; each activation converts each of its columns once, in
-    ceil(columns / adc.per_array) ADC rounds.
+    per output position for each block it holds (r x c: the whole array's tile; a grouped
+    layer's blocks one by one, OU column groups cut from each block's first column); each
+    activation converts each of its columns once, in ceil(columns / adc.per_array) ADC rounds.
     """
     hw, layer = mapped.hw, mapped.layer
     per = layer.positions * hw.cycles * layer.passes * images
     ou_r = hw.ou.rows
     adcs = hw.adc.per_array
     ou_act = adc = rounds = dac = cells = 0
-    busiest = 0
-    widths = column_group_widths(mapped.col_tiles, hw.ou.cols)
-    for r0, r1 in mapped.row_tiles:
+    per_array: dict[int, int] = {}
+    for r0, r1, c0, c1, array in mapped.array_blocks():  # arrays (blocks): a few to hundreds
         rows = r1 - r0
         groups = math.ceil(rows / ou_r)
-        for tile in widths:
-            cols = sum(tile)
-            ou_act += groups * len(tile)
-            adc += groups * cols
-            rounds += groups * sum(-(-w // adcs) for w in tile)
-            dac += rows * len(tile)
-            cells += rows * cols
-            busiest = max(busiest, groups * len(tile))
+        tile = column_group_widths([(c0, c1)], hw.ou.cols)[0]
+        cols = sum(tile)
+        ou_act += groups * len(tile)
+        adc += groups * cols
+        rounds += groups * sum(-(-w // adcs) for w in tile)
+        dac += rows * len(tile)
+        cells += rows * cols
+        per_array[array] = per_array.get(array, 0) + groups * len(tile)
+    busiest = max(per_array.values(), default=0)
     in_bytes = math.ceil(hw.numbers.input_bits / 8)
     positions = layer.positions * images
     digital = positions * layer.out_channels * 2  # bias add + rescale per output
@@ -245,9 +347,18 @@ def dense_events(mapped: MappedLayer, images: int) -> tuple[Events, int]:
 def dense_time_ns(mapped: MappedLayer, images: int, timing: ActivationTiming) -> float:
     """The straightforward mapping's busiest array's time, ns, summed over `images`: per
     position, cycle and pass, the array of the tallest row tile (most row groups) and the
-    column tile whose column groups take longest (`timing` of each group's columns)."""
+    column tile whose column groups take longest (`timing` of each group's columns). A
+    grouped layer's array runs its blocks one after another: its time is the sum over its
+    blocks of row groups x the block's column groups' times."""
     hw, layer = mapped.hw, mapped.layer
     per = layer.positions * hw.cycles * layer.passes * images
+    if mapped.blocks is not None:
+        per_array: dict[int, float] = {}
+        for r0, r1, c0, c1, array in mapped.blocks:  # blocks: a few to hundreds
+            groups = math.ceil((r1 - r0) / hw.ou.rows)
+            block = sum(timing.time_ns(w) for w in column_group_widths([(c0, c1)], hw.ou.cols)[0])
+            per_array[array] = per_array.get(array, 0.0) + groups * block
+        return max(per_array.values(), default=0.0) * per
     groups = max(math.ceil((r1 - r0) / hw.ou.rows) for r0, r1 in mapped.row_tiles)
     tile_time = max(sum(timing.time_ns(w) for w in tile)
                     for tile in column_group_widths(mapped.col_tiles, hw.ou.cols))

@@ -11,6 +11,7 @@ from torch import Tensor
 from ..core.config import HardwareConfig
 from ..core.cost import ActivationTiming, Storage, activation_timing
 from ..core.engine import EngineOptions, LayerKernel
+from ..core.errors import UnsupportedModelError
 from ..core.events import Events
 from ..core.frontend import QuantLayer
 from ..core.mapping import MappedLayer, dense_events, dense_time_ns
@@ -87,3 +88,12 @@ class Scheme:
     def timing(self, mapped: MappedLayer) -> ActivationTiming:
         """The timing rule of this layer's OU activations, at its ADC bits."""
         return activation_timing(mapped.hw, self.adc_bits(mapped))
+
+
+def refuse_grouped(scheme: str, layer: QuantLayer, reason: str) -> None:
+    """Raise the one-line refusal of a scheme that does not map grouped/depthwise convs
+    (`layer.groups` > 1), naming the layer and the reason; nothing for other layers."""
+    if layer.groups > 1:
+        raise UnsupportedModelError(
+            f"{scheme} does not map grouped convolutions: layer '{layer.name}' has "
+            f"groups={layer.groups} ({reason}); dense and pattern map it block-diagonally")

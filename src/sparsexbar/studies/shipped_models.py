@@ -82,3 +82,79 @@ def shipped_markdown() -> str:
     lines = ["| " + " | ".join(head) + " |", "| " + " | ".join("---" for _ in head) + " |"]
     lines += ["| " + " | ".join(c) + " |" for c in cells]
     return "\n".join(lines) + "\n"
+
+
+def model_card(name: str) -> str:
+    """A shipped model's card (Markdown) from its metadata: how it was made (command, epochs,
+    wall time, threads), its accuracies and file size, and pruning figures where pruned."""
+    model = find_shipped(name)
+    assert model is not None, name
+    meta = read_meta(model.path)
+    acc, train, pruning = meta.get("accuracy", {}), meta.get("train", {}), meta.get("pruning")
+    rows = [("architecture", f"`{meta.get('architecture')}` {json.dumps(meta.get('arch_kwargs'))}"),
+            ("data", f"{meta.get('dataset')}" + (f", input {json.dumps(meta['input'])}"
+                                                  if meta.get("input") else ""))]
+    if pruning:
+        rows += [("pruned from", f"`{pruning.get('parent')}`, method {pruning.get('method')}, "
+                  f"target {pruning.get('sparsity')}, {pruning.get('steps')} steps x "
+                  f"{pruning.get('epochs_per_step')} epochs + {pruning.get('final_epochs') or 0}"
+                  f" final, on {pruning.get('tune_images'):,} {pruning.get('tune_split')} "
+                  f"images"),
+                 ("weight sparsity", _pct(pruning.get("weight_sparsity",
+                                                      pruning.get("sparsity")))),
+                 ("prune wall time", f"{float(pruning.get('prune_time_s', 0)):,.0f} s on "
+                  f"{pruning.get('torch_threads')} threads"),
+                 ("top-1 before -> after", f"{100 * float(pruning['top1_before']):.2f}% -> "
+                  f"{100 * float(pruning['top1_after']):.2f}%")]
+    elif train:
+        history = train.get("history", [])
+        rows += [("training", f"{train.get('epochs')} epochs on {train.get('train_images'):,} "
+                  f"images, batch {train.get('batch_size')}, lr {train.get('lr')} cosine, "
+                  f"precision {train.get('precision', 'fp32')}, seed {train.get('seed')}"),
+                 ("training wall time", f"{float(train.get('train_time_s', 0)):,.0f} s on "
+                  f"{train.get('torch_threads')} threads"),
+                 ("test top-1 per epoch", ", ".join(
+                     f"{100 * float(h['test_top1']):.2f}" for h in history
+                     if "test_top1" in h))]
+    rows += [("float top-1 (10k test)", _pct(acc.get("float_top1"))),
+             ("8-bit integer-quantized top-1 (10k test)", _pct(acc.get(
+                 "quantized_top1", acc.get("simulated_quantized_top1")))),
+             ("simulated dense top-1", _pct(acc.get("simulated_dense_top1")) + (
+                 f" on {acc['simulated_images']:,} images ({acc.get('simulated_hardware')})"
+                 if acc.get("simulated_images") else "")),
+             ("file", f"{model.path.stat().st_size / 2**20:.2f} MiB ({meta.get('dtype')})")]
+    lines = [f"| `{name}` | |", "| --- | --- |"] + [f"| {k} | {v} |" for k, v in rows]
+    return "\n".join(lines) + "\n"
+
+
+def _pct(value: Any) -> str:
+    return "-" if value is None else f"{100 * float(value):.2f}%"
+
+
+def current_doc(text: str) -> str:
+    """docs/models.md's text with its generated blocks (the models table, each model card
+    between ``<!-- card:NAME -->`` markers) made current."""
+    def put(text: str, begin: str, end: str, block: str) -> str:
+        if begin not in text:
+            return text
+        i, j = text.index(begin) + len(begin), text.index(end)
+        return text[:i] + block + text[j:]
+
+    text = put(text, "<!-- models-table -->\n", "<!-- /models-table -->", shipped_markdown())
+    for model in SHIPPED:
+        if model.path.is_file():
+            text = put(text, f"<!-- card:{model.name} -->\n", f"<!-- /card:{model.name} -->",
+                       model_card(model.name))
+    return text
+
+
+def update_models_doc(path: str | Path) -> None:
+    """Rewrite docs/models.md's generated blocks (`current_doc`)."""
+    doc = Path(path)
+    atomic_write_text(doc, current_doc(doc.read_text()))
+
+
+if __name__ == "__main__":  # python -m sparsexbar.studies.shipped_models docs/models.md
+    import sys
+
+    update_models_doc(sys.argv[1] if len(sys.argv) > 1 else "docs/models.md")

@@ -43,6 +43,10 @@ SPARSE_MIN_ZERO_FRACTION = 0.25
 NORMALIZATION = "none, inputs in [0,1]"
 SHIPPED_MODEL_STEM = "vgg8_fmnist"
 SHIPPED_PATTERN_STEM = "vgg8_fmnist_pattern"
+# The shipped MobileNetV2 (width 0.5, Fashion-MNIST padded to 32x32): the name users type
+# (`--model mobilenetv2-fmnist`) and its assets stem.
+SHIPPED_MOBILENET_NAME = "mobilenetv2-fmnist"
+SHIPPED_MOBILENET_STEM = "mobilenetv2_fmnist"
 
 
 def _stem(path: str | Path) -> Path:
@@ -312,4 +316,18 @@ def load_shipped_pattern_model() -> tuple[nn.Module, dict[str, Any]]:
     path = shipped_pattern_model_path()
     if not path.is_file():
         raise CheckpointError(f"shipped pattern model {path} is missing from the installation")
+    return load_checkpoint(path)
+
+
+def shipped_mobilenet_path() -> Path:
+    """Weights of the shipped MobileNetV2 (package assets; `--model mobilenetv2-fmnist`)."""
+    return ASSETS_DIR / f"{SHIPPED_MOBILENET_STEM}.safetensors"
+
+
+def load_shipped_mobilenet() -> tuple[nn.Module, dict[str, Any]]:
+    """The shipped MobileNetV2 (eval mode) and its metadata."""
+    path = shipped_mobilenet_path()
+    if not path.is_file():
+        raise CheckpointError(f"shipped model {SHIPPED_MOBILENET_NAME}: {path} is missing from "
+                              "the installation")
     return load_checkpoint(path)

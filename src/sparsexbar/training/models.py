@@ -1,5 +1,6 @@
-"""Model specs -> modules: an `nn.Module`, 'default' (the shipped VGG-8), a zoo name, a
-checkpoint path or 'module:factory'.
+"""Model specs -> modules: an `nn.Module`, 'default' (the shipped VGG-8), a shipped model's
+name ('vgg8-fmnist', 'mobilenetv2-fmnist'), a zoo name, a checkpoint path, an ONNX file
+('net.onnx', `onnx_import`) or 'module:factory'.
 
 'module:factory' imports `module` the way `python -m` would: from the installed packages, or
 else from the current directory, without adding the current directory to `sys.path`.
@@ -23,6 +24,7 @@ from torch import nn
 from ..core.errors import SparsexbarError, warn
 from . import zoo
 from .checkpoint import load_checkpoint
+from .onnx_import import load_onnx
 from .shipped import find_shipped, load_shipped, shipped_names
 
 
@@ -40,7 +42,8 @@ class LoadedModel:
 
 def load_model(model: nn.Module | str, in_channels: int = 1, num_classes: int = 10,
                input_size: int = 28) -> LoadedModel:
-    """Resolve `model`: an nn.Module, 'default' (the shipped VGG-8), a checkpoint path, a
+    """Resolve `model`: an nn.Module, 'default' (the shipped VGG-8), 'mobilenetv2-fmnist' (the
+    shipped MobileNetV2), an ONNX file (`onnx_import.load_onnx`), a checkpoint path, a
     'module:factory' (a function of no arguments returning an nn.Module, imported from the
     installed packages or else the current directory) or a zoo name (built for inputs of
     `in_channels` x `input_size` x `input_size` and `num_classes` outputs, with untrained
@@ -53,6 +56,8 @@ def load_model(model: nn.Module | str, in_channels: int = 1, num_classes: int = 
         net, meta = load_shipped(spec)
         return LoadedModel(net.eval(), shipped.name, meta)
     path = Path(spec)
+    if path.suffix.lower() == ".onnx":
+        return LoadedModel(load_onnx(path), path.stem)
     if path.suffix in (".safetensors", ".json") or path.exists():
         net, meta = load_checkpoint(path)
         return LoadedModel(net.eval(), str(meta.get("architecture", path.stem)), meta)
@@ -71,8 +76,8 @@ def load_model(model: nn.Module | str, in_channels: int = 1, num_classes: int = 
 
 def resolve_model(model: nn.Module | str, in_channels: int = 1, num_classes: int = 10,
                   input_size: int = 28) -> tuple[nn.Module, str]:
-    """An nn.Module (eval mode) and its name from a module, 'default', a zoo name, a
-    checkpoint path or 'module:factory' (see `load_model`)."""
+    """An nn.Module (eval mode) and its name from a module, 'default', a shipped model's name,
+    a zoo name, a checkpoint path, an ONNX file or 'module:factory' (see `load_model`)."""
     loaded = load_model(model, in_channels, num_classes, input_size)
     return loaded.net, loaded.name
 

@@ -49,6 +49,9 @@ SHIPPED: tuple[ShippedModel, ...] = (
     ShippedModel("vgg16-fmnist-pattern", "vgg16_fmnist_pattern",
                  "vgg16-fmnist pattern-pruned with the pattern paper's per-layer pattern counts "
                  "(71 in all), 86% sparsity of the 3x3 convs"),
+    ShippedModel("mobilenetv2-fmnist", "mobilenetv2_fmnist",
+                 "CIFAR-style MobileNetV2 (width 0.5; depthwise and grouped convs) on "
+                 "Fashion-MNIST padded to 32x32"),
 )
 ALIASES = {"default": "vgg8-fmnist"}
 

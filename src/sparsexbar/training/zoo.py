@@ -2,8 +2,9 @@
 
 Every constructor takes ``in_channels``, ``num_classes`` and ``input_size`` (H = W, pixels)
 and works for 28x28 one-channel (Fashion-MNIST) and 32x32 three-channel (CIFAR) inputs.
-Only crossbar-mappable layer types are used (Conv2d with groups=1, Linear, BatchNorm2d/1d,
-ReLU, MaxPool2d, AvgPool2d, AdaptiveAvgPool2d, Flatten, Dropout), ReLUs are never in-place,
+Only crossbar-mappable layer types are used (Conv2d, grouped and depthwise included, Linear,
+BatchNorm2d/1d, ReLU, ReLU6, MaxPool2d, AvgPool2d, AdaptiveAvgPool2d, Flatten, Dropout), ReLUs
+are never in-place,
 residual adds are written ``out = out + shortcut``, and no forward has data-dependent Python
 control flow, so ``torch.fx.symbolic_trace`` works on all of them.
 
@@ -225,6 +226,87 @@ def lenet5(in_channels: int = 1, num_classes: int = 10, input_size: int = 28,
     return LeNet5(in_channels, num_classes, input_size, width)
 
 
+class InvertedResidual(nn.Module):
+    """MobileNetV2 block: 1x1 expansion conv-BN-ReLU6 (left out when ``expand`` is 1), 3x3
+    depthwise conv-BN-ReLU6 (stride 1 or 2), 1x1 linear projection conv-BN; a residual add when
+    the stride is 1 and the channel count is kept."""
+
+    def __init__(self, in_planes: int, planes: int, stride: int, expand: int) -> None:
+        super().__init__()
+        hidden = in_planes * expand
+        layers: list[nn.Module] = []
+        if expand != 1:
+            layers += [nn.Conv2d(in_planes, hidden, 1, bias=False), nn.BatchNorm2d(hidden),
+                       nn.ReLU6()]
+        layers += [nn.Conv2d(hidden, hidden, 3, stride=stride, padding=1, groups=hidden,
+                             bias=False), nn.BatchNorm2d(hidden), nn.ReLU6(),
+                   nn.Conv2d(hidden, planes, 1, bias=False), nn.BatchNorm2d(planes)]
+        self.conv = nn.Sequential(*layers)
+        self.residual = stride == 1 and in_planes == planes
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = self.conv(x)
+        # Structural (fixed at construction), so fx traces one branch.
+        return out + x if self.residual else out
+
+
+# MobileNetV2 stages (Sandler et al. 2018, table 2): expansion t, channels c, blocks n,
+# stride s of the first block. CIFAR-style: a stride-1 stem and three stride-2 stages (24, 32,
+# 64; the paper's 160-stage stride is 1 here), so a 32x32 input ends at 4x4 and no expanded
+# (6x) block runs at full resolution (they dominated CPU training time at 32x32).
+_MBV2_STAGES = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1),
+                (6, 160, 3, 1), (6, 320, 1, 1))
+
+
+class MobileNetV2(nn.Module):
+    """CIFAR-style MobileNetV2: 3x3 stem (stride 1), inverted residual blocks with depthwise
+    3x3 convolutions and ReLU6, 1x1 head conv, global average pool, Linear classifier.
+    ``width`` scales every channel count (head included); ``blocks`` caps the blocks per stage
+    (a shallower net for small budgets)."""
+
+    def __init__(self, in_channels: int, num_classes: int, width: float = 1.0,
+                 blocks: int = 2, head: int = 1280, dropout: float = 0.0) -> None:
+        super().__init__()
+        stem = _scaled(32, width)
+        self.stem = nn.Sequential(nn.Conv2d(in_channels, stem, 3, padding=1, bias=False),
+                                  nn.BatchNorm2d(stem), nn.ReLU6())
+        layers: list[nn.Module] = []
+        in_planes = stem
+        for expand, channels, count, stride in _MBV2_STAGES:
+            planes = _scaled(channels, width)
+            for j in range(min(count, blocks)):
+                layers.append(InvertedResidual(in_planes, planes, stride if j == 0 else 1,
+                                               expand))
+                in_planes = planes
+        self.blocks = nn.Sequential(*layers)
+        last = _scaled(head, width)
+        self.head = nn.Sequential(nn.Conv2d(in_planes, last, 1, bias=False),
+                                  nn.BatchNorm2d(last), nn.ReLU6())
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.flatten = nn.Flatten()
+        self.dropout = nn.Dropout(dropout)
+        self.fc = nn.Linear(last, num_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = self.head(self.blocks(self.stem(x)))
+        return self.fc(self.dropout(self.flatten(self.pool(out))))
+
+
+def mobilenetv2(in_channels: int = 3, num_classes: int = 10, input_size: int = 32,
+                width: float = 1.0, blocks: int = 2, head: int = 1280,
+                dropout: float = 0.0) -> MobileNetV2:
+    """CIFAR-style MobileNetV2 (see `MobileNetV2`): channels times ``width``, at most
+    ``blocks`` inverted residual blocks per stage (2: 12 blocks, a CPU budget; 4: the paper's
+    17), a ``head``-channel 1x1 conv (times ``width``). ``input_size`` is only validated
+    (global average pooling)."""
+    _check_args(in_channels, num_classes, input_size, width, min_size=8)
+    if blocks < 1:
+        raise SparsexbarError(f"blocks must be >= 1, got {blocks}")
+    if head < 1:
+        raise SparsexbarError(f"head must be >= 1, got {head}")
+    return MobileNetV2(in_channels, num_classes, width, blocks, head, dropout)
+
+
 MODELS: dict[str, Callable[..., nn.Module]] = {
     "vgg8": vgg8,
     "vgg11": vgg11,
@@ -232,6 +314,7 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     "resnet20": resnet20,
     "resnet18": resnet18,
     "lenet5": lenet5,
+    "mobilenetv2": mobilenetv2,
 }
 
 

@@ -39,7 +39,7 @@ class GroupSums:
             self.rows_padded = torch.where(rows < 0, torch.full_like(rows, r), rows).to(device)
             self.weight = weight.to(device=device, dtype=self.dtype)
             return
-        cin = int(layer.weight_int.shape[1])
+        cin = layer.in_channels  # rows index the full im2col rows (every group's)
         kh, kw = layer.kernel_size
         kk = kh * kw
         b_count = self.groups

@@ -16,6 +16,7 @@ from ..config import Variation
 from ..mapping import MappedLayer, gather_group_levels
 from .exact import exact_accumulate
 from .gather import GroupSums, RowGather
+from .noise import NormalTable, Stream, column_mix, stream_salt
 from .options import EngineOptions
 from .paths import clip_corrections, full_conversions
 from .plan import PARALLEL_TASKS, ClipPlan, build_clip_plan, images_per_chunk, task_spans
@@ -133,10 +134,13 @@ class LayerKernel:
         with no active row reads 0).
 
         The images are cut into tasks (`task_spans`) that run side by side on CPU threads
-        (`run_tasks`, on `options.pool` when given); each task draws its noise from its own
-        generator, seeded by the device seed, the layer, the call and the task, so results do
-        not depend on the number of threads. The exact clip path draws nothing: one task per
-        thread. A layer with little work runs on one thread.
+        (`run_tasks`, on `options.pool` when given). The full path's noise is counter-based
+        (`noise.py`: a function of the device seed, layer, call, pass, cycle, image, position,
+        OU group and column), so it runs one task per thread, and results do not depend on
+        the number of threads, tasks or slices. The tail events of accumulated deviation draw
+        from a generator per task, seeded by the device seed, the layer, the call and the
+        task: that path keeps PARALLEL_TASKS tasks whatever the thread count. A layer with
+        little work runs on one thread.
         """
         layer = self.mapped.layer
         x = x_int.to(self.device)
@@ -153,15 +157,16 @@ class LayerKernel:
         if on_cpu and n * positions * groups < PARALLEL_MIN_SUMS:
             # Too little work for a second thread (hand-offs, OpenMP spinning): one thread.
             threads = 1
-        if self.clip_path:
-            # Exact (no random streams; integer sums in float64): one task per worker, as
-            # every task repeats its cycles' and width buckets' set-up operations; two halves
-            # on one thread (smaller intermediates: ~3% faster than one task, VGG-8).
+        if not self.deviation_only:
+            # No per-task random stream (the clip path draws nothing, the full path's draws
+            # are counter-based): one task per worker, as every task repeats its cycles' and
+            # width buckets' set-up operations; two halves on one thread (smaller
+            # intermediates: ~3% faster than one task for the clip path, VGG-8).
             tasks = min(PARALLEL_TASKS, threads if threads > 1 else CLIP_TASKS_ONE_THREAD)
             if not on_cpu or n * positions * groups < PARALLEL_MIN_SUMS:
                 tasks = 1
         else:
-            tasks = PARALLEL_TASKS  # the random streams are those of the tasks
+            tasks = PARALLEL_TASKS  # the tail events' random streams are those of the tasks
         spans = self.task_spans(n, input_shape, options.memory_budget_mb, tasks)
         task_budget = options.memory_budget_mb / tasks
         call = self.calls
@@ -181,16 +186,18 @@ class LayerKernel:
             a, b = spans[i]
             out[a:b].zero_()
             gen: torch.Generator | None = None
-            if noisy:
+            if self.deviation_only:  # the tail events draw from the task's generator
                 gen = torch.Generator(device=x.device)
                 gen.manual_seed(self.seed + 104_729 * call + 1_299_709 * i)
-            for select, sign in parts:  # one or two passes
+            for j, (select, sign) in enumerate(parts):  # one or two passes
                 part = select(x[a:b])
                 if self.clip_path or self.deviation_only:
                     clip_corrections(self, part, input_shape, sign, out[a:b], task_budget)
                 if not self.clip_path:
+                    stream = Stream(stream_salt(self.seed, call, j), a * positions) \
+                        if noisy else None
                     full_conversions(self, part, input_shape, sign, out[a:b], task_budget,
-                                     gen)
+                                     gen, stream)
             if exact_base:  # the corrections above are deviations from the exact sum
                 out[a:b] += exact_accumulate(layer, x_int[a:b].to(self.device)).reshape(
                     b - a, layer.out_channels, positions)
@@ -215,6 +222,8 @@ class LayerKernel:
         if not self.clip_path:
             _ = (self.group_levels, self.active_sums, self.col_index, self.combine,
                  self.gather("all", input_shape))
+            if not self.mapped.hw.device.ideal:  # the draws' tables
+                _ = NormalTable.on(self.device), column_mix(self.shape[3], self.device)
 
 
 def accumulate(kernel: LayerKernel, x_int: Tensor, options: EngineOptions) -> Tensor:

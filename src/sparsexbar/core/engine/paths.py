@@ -20,6 +20,7 @@ from torch import Tensor
 
 from .exact import FLOAT32_EXACT
 from .gather import RowGather
+from .noise import Stream, Workspace, margin, noisy_adc
 from .plan import Packed, candidate_slice
 
 if TYPE_CHECKING:  # annotations only: the kernel calls these paths
@@ -106,7 +107,8 @@ def clip_corrections(kernel: LayerKernel, part: Tensor, input_shape: tuple[int, 
 
 
 def full_conversions(kernel: LayerKernel, part: Tensor, input_shape: tuple[int, ...], sign: float,
-                      out: Tensor, budget_mb: float, gen: torch.Generator | None) -> None:
+                      out: Tensor, budget_mb: float, gen: torch.Generator | None,
+                      stream: Stream | None) -> None:
     """Add sign x (sum of conversion results) of one task's pass into out (n, Cout, P):
     ADC(p) with the device effects (non-ideal), ADC(p) - p (ideal, step != 1), or, with
     accumulated deviation only, ADC(p + e) - ADC(p) (the clip path adds ADC(p) - p)."""
@@ -131,6 +133,7 @@ def full_conversions(kernel: LayerKernel, part: Tensor, input_shape: tuple[int, 
     col_sums = torch.zeros((dump + 1, k), dtype=acc_dtype, device=part.device)
     per_candidate = 4 * (ou * 3 + k * 8) + 64
     slice_size = candidate_slice(k, per_candidate, budget_mb)
+    ws: Workspace | None = None
     bases = gather.position_bases(n_img)  # (n*P,) input offset of every position
     zero_image = n_img * gather.image_stride  # padding slots read the zero image
     segment = torch.div(torch.arange(s * g, device=part.device), g, rounding_mode="floor")
@@ -160,14 +163,22 @@ def full_conversions(kernel: LayerKernel, part: Tensor, input_shape: tuple[int, 
         base = pk.spread(bases.index_select(0, cand_pos), zero_image)
         rows = pk.spread(cand_pos * s + segment.index_select(0, cand_group), dump)
         slot_active = pk.spread(cand_active.to(torch.float32), 0.0)
-        for b0, b1 in pk.block_slices(slice_size):  # candidate slices
+        keys = None if stream is None else pk.spread(
+            stream.keys(t, cand_pos, cand_group, s * g), 0)
+        slices = pk.block_slices(slice_size)
+        outputs = max(b1 - b0 for b0, b1 in slices) * pk.size * k
+        if ws is None or ws.outputs < outputs:
+            ws = Workspace(outputs, part.device)
+        for b0, b1 in slices:  # candidate slices
             bg = pk.block_group[b0:b1]
             xg = gather.packed_values(flat, base[b0:b1], bg)  # padding rows: level 0
-            p = torch.bmm(xg, levels.index_select(0, bg))  # (blocks, size, K)
-            if gen is None:  # ideal device, step != 1: the deviation ADC(p) - p
+            p = torch.bmm(xg, levels.index_select(0, bg),
+                          out=ws.take(ws.p, b1 - b0, pk.size, k))  # (blocks, size, K)
+            if keys is None:  # ideal device, step != 1: the deviation ADC(p) - p
                 value = torch.div(p, step).round_().clamp_(0, top).mul_(step).sub_(p)
             else:
-                value = noisy_conversions(kernel, p, slot_active[b0:b1].unsqueeze(2), gen)
+                value = noisy_conversions(kernel, p, slot_active[b0:b1].unsqueeze(2),
+                                          keys[b0:b1], ws)
                 if deviation_only:
                     value.sub_(p.clamp_(max=top))
             col_sums.index_add_(0, rows[b0:b1].reshape(-1), value.to(acc_dtype).view(-1, k),
@@ -178,36 +189,35 @@ def full_conversions(kernel: LayerKernel, part: Tensor, input_shape: tuple[int, 
     phys.index_add_(1, kernel.col_index, per_col)
     acc = phys @ kernel.combine  # (n*P, Cout)
     if mapped.offset and not ideal and not deviation_only:
-        acc -= float(mapped.offset) * window_sums(kernel, part).reshape(-1, 1)
+        acc -= float(mapped.offset) * window_sums(kernel, part)
     out += sign * acc.reshape(n_img, positions, -1).transpose(1, 2)
 
 
-def noisy_conversions(kernel: LayerKernel, p: Tensor, active: Tensor,
-                      gen: torch.Generator) -> Tensor:
+def noisy_conversions(kernel: LayerKernel, p: Tensor, active: Tensor, keys: Tensor,
+                      ws: Workspace) -> Tensor:
     """ADC(p + e) of every partial sum p (blocks, size, K), e Gaussian with standard
     deviation sqrt((read_noise_sigma x p)^2 + (accumulated_deviation_sigma x active)^2)
-    (independent read noise and accumulated deviation, one draw with the summed
-    variance); `active` (blocks, size, 1): the group's active rows. A new tensor."""
+    (independent read noise and accumulated deviation, one draw with the summed variance);
+    `active` (blocks, size, 1): the group's active rows; `keys` (blocks, size) int32: the
+    slots' random keys (`noise.noisy_adc` draws one normal per conversion from them). The
+    result lives in `ws` (valid until its next use)."""
     hw = kernel.mapped.hw
     dev = hw.device
     step, top = hw.adc.step, float(hw.adc_max_code)
     read, accumulated = dev.read_noise_sigma, dev.accumulated_deviation_sigma
-    if read > 0 or accumulated > 0:  # e = std x z, z standard normal; fused passes
-        z = torch.empty_like(p).normal_(generator=gen)
-        if read > 0 and accumulated > 0:
-            var = torch.addcmul((active * accumulated).square_(), p, p, value=read * read)
-            value = torch.addcmul(p, z, var.sqrt_())
-        elif read > 0:
-            value = torch.addcmul(p, p, z, value=read)  # p + read x p x z
-        else:
-            value = torch.addcmul(p, z, active, value=accumulated)
+    blocks, size, k = (int(v) for v in p.shape)
+    flat = p.view(blocks * size, k)
+    if read > 0 or accumulated > 0:
+        deviation = (active * accumulated).view(-1, 1) if accumulated > 0 else None
+        # |p + s z| / step: below twice the ideal largest partial sum (programmed variation,
+        # noise of a midpoint; wider draws are in refined buckets)
+        largest = 2 * max(kernel.max_partial_sum, top * step) / step
+        value = noisy_adc(flat, keys.reshape(-1), read, deviation, top, step, ws,
+                          margin(largest))
     else:  # programmed variation and stuck cells only: no draw
-        value = p.clone()
-    if step != 1.0:
-        value.div_(step).round_().clamp_(0, top).mul_(step)
-    else:
-        value.round_().clamp_(0, top)
-    return value
+        value = torch.div(flat, step, out=ws.take(ws.code, blocks * size, k))
+        value.round_().clamp_(0, top).mul_(step)
+    return value.view(blocks, size, k)
 
 
 def tail_events(kernel: LayerKernel, grp: Tensor, pos: Tensor, std: Tensor, tail: Tensor,
@@ -265,11 +275,16 @@ def tail_events(kernel: LayerKernel, grp: Tensor, pos: Tensor, std: Tensor, tail
 
 
 def window_sums(kernel: LayerKernel, part: Tensor) -> Tensor:
-    """(n, P) float64: sum of the inputs of every output position (offset removal)."""
+    """(n*P, 1) float64: sum of the inputs of every output position (offset removal); a
+    grouped conv: (n*P, Cout), each output channel's sum over its group's inputs."""
     layer = kernel.mapped.layer
     n = int(part.shape[0])
     if layer.kind == "linear":
         return part.reshape(n, -1).to(torch.float64).sum(dim=1, keepdim=True)
-    ones = torch.ones((1, *layer.weight_int.shape[1:]), dtype=torch.float64,
+    g = layer.groups
+    ones = torch.ones((g, *layer.weight_int.shape[1:]), dtype=torch.float64,
                       device=part.device)
-    return layer.linear_op(part.to(torch.float64), ones).reshape(n, -1)
+    sums = torch.nn.functional.conv2d(part.to(torch.float64), ones, None, layer.stride,
+                                      layer.padding, layer.dilation, g)  # (n, g, Ho, Wo)
+    sums = sums.reshape(n, g, -1).transpose(1, 2).reshape(-1, g)
+    return sums if g == 1 else sums.repeat_interleave(layer.out_channels // g, dim=1)

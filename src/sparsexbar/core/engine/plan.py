@@ -19,8 +19,8 @@ if TYPE_CHECKING:  # annotations only: the kernel builds its plans from here
 
 MAX_BLOCK = 1024  # candidates of one OU group evaluated together by one batched matmul
 BLOCK_FACTOR = 2.0  # block size ~ sqrt(BLOCK_FACTOR x candidates per group): see Packed.of
-PARALLEL_TASKS = 4  # paths that draw noise cut a call's images into at least this many
-# tasks (thread pool); the exact clip path into one per worker, up to this many
+PARALLEL_TASKS = 4  # the tail events (per-task random streams) cut a call's images into at
+# least this many tasks (thread pool); the other paths into one per worker, up to this many
 SLICE_OUTPUTS = 2**18  # partial sums evaluated per candidate slice (1 MiB of float32)
 BUCKET_SPREAD = 1.6  # widest / narrowest clippable-column count of the groups of one bucket
 # (fewer buckets, fewer operations; 1.6 was 3-4% faster than 1.25 on VGG-8, 1 and 2 threads)
@@ -166,8 +166,8 @@ def task_spans(kernel: LayerKernel, n: int, input_shape: tuple[int, ...], budget
                tasks: int = PARALLEL_TASKS) -> list[tuple[int, int]]:
     """[a, b) image ranges of the tasks of a call: at least `tasks` (when there are as
     many images), each within budget / tasks, so that up to `tasks` run at once within the
-    budget; near-equal sizes. Paths that draw noise pass PARALLEL_TASKS, never a number
-    that depends on the thread count: the random streams are those of the tasks."""
+    budget; near-equal sizes. The tail events of accumulated deviation pass PARALLEL_TASKS,
+    never a number that depends on the thread count: their random streams are the tasks'."""
     per_task = images_per_chunk(kernel, input_shape, budget_mb / tasks)
     count = max(min(n, tasks), math.ceil(n / per_task))
     edges = [round(i * n / count) for i in range(count + 1)]

@@ -17,7 +17,7 @@ from ...core.errors import SparsexbarError, require_choice
 from ...core.events import Events
 from ...core.frontend import QuantLayer
 from ...core.mapping import MappedLayer, dense_events
-from ..base import LayerRun, Scheme
+from ..base import LayerRun, Scheme, refuse_grouped
 from ..comprrae import AlphaSpec, CompKernel, CompRRAEScheme
 from ..counting import (
     SlotCounts,
@@ -156,6 +156,8 @@ class CombinedScheme(Scheme):
             else {}
 
     def map_layer(self, layer: QuantLayer, hw: HardwareConfig) -> MappedLayer:
+        refuse_grouped("combined", layer, "it composes the sre, comprrae and encoding "
+                       "kernels, which are modelled for groups=1 layers")
         if self.auto:
             mapped, choice = self._auto_layer(layer, hw)
         else:

@@ -19,7 +19,7 @@ from ...core.errors import SparsexbarError
 from ...core.events import Events
 from ...core.frontend import QuantLayer
 from ...core.mapping import MappedLayer, dense_events, map_dense
-from ..base import Counted, LayerRun, Scheme
+from ..base import Counted, LayerRun, Scheme, refuse_grouped
 from .kernel import CompKernel, slice_major
 
 AlphaSpec = float | Mapping[str, float | None] | None
@@ -142,6 +142,8 @@ class CompRRAEScheme(Scheme):
         return self.remaining_mean.get(name)
 
     def map_layer(self, layer: QuantLayer, hw: HardwareConfig) -> MappedLayer:
+        refuse_grouped("comprrae", layer, "its per-cycle running sums, bounds and skipped "
+                       "conversions are counted per column tile of a groups=1 layer")
         mapped = map_dense(layer, hw)
         if layer.followed_by_relu and not mapped.exact_linear():
             why = ("the device is not ideal" if not hw.device.ideal

@@ -19,7 +19,7 @@ from ...core.errors import SparsexbarError, require_choice
 from ...core.events import Events
 from ...core.frontend import QuantLayer
 from ...core.mapping import MappedLayer, column_group_widths, dense_events, map_dense
-from ..base import Counted, LayerRun, Scheme
+from ..base import Counted, LayerRun, Scheme, refuse_grouped
 from .kernel import (
     EncodingKernel,
     chunk_planes,
@@ -182,6 +182,8 @@ class EncodingScheme(Scheme):
 
     # ---- mapping ----------------------------------------------------------------------------
     def map_layer(self, layer: QuantLayer, hw: HardwareConfig) -> MappedLayer:
+        refuse_grouped("encoding", layer, "its complemented layouts, thresholds and ADC "
+                       "tables are per row tile of a groups=1 layer")
         dense = map_dense(layer, hw)
         encoded = self.bus_invert or self.weight_complement
         precision = self.layer_precision(layer.name)

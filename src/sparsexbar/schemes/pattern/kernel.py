@@ -18,6 +18,8 @@ CODES = 2**KERNEL_POSITIONS  # nonzero-flag codes of the 9 inputs of one 3x3 ker
 
 
 CYCLES_PER_WORD = 63 // KERNEL_POSITIONS  # cycles whose codes share one int64 word
+MASKS_DIRECT = 32  # up to this many distinct piece masks: counted mask by mask (OR of the
+# masked positions' cycle flags, bit counts), more: by the code histogram
 
 
 class PatternKernel(LayerKernel):
@@ -41,6 +43,25 @@ class PatternKernel(LayerKernel):
                 table |= (chunk != 0).to(torch.int64) << (KERNEL_POSITIONS * j)
             tables.append((table, count))
         return tables
+
+    @cached_property
+    def cycle_flags(self) -> Tensor:
+        """Input value -> its nonzero DAC chunks as one word, bit t for cycle t: a lookup
+        table over all 2^input_bits values (uint8 up to 8 cycles, else int16 or int32)."""
+        hw = self.mapped.hw
+        cycles, dac_bits = hw.cycles, hw.dac.bits
+        values = torch.arange(2**hw.numbers.input_bits, dtype=torch.int64, device=self.device)
+        word = torch.zeros_like(values)
+        for t in range(cycles):  # a handful of cycles
+            word |= (((values >> (t * dac_bits)) & (2**dac_bits - 1)) != 0).to(torch.int64) << t
+        dtype = torch.uint8 if cycles <= 8 else torch.int16 if cycles <= 15 else torch.int32
+        return word.to(dtype)
+
+    @cached_property
+    def masks(self) -> tuple[list[int], Tensor]:
+        """The distinct 9-bit piece masks, and each piece's index into them."""
+        masks, mask_index = torch.unique(self.piece_mask, return_inverse=True)
+        return [int(m) for m in masks.tolist()], mask_index
 
     @cached_property
     def code_hits(self) -> tuple[Tensor, Tensor]:

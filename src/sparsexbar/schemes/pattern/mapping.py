@@ -22,8 +22,11 @@ def index_bits(count: int) -> int:
 
 
 def is_pattern_layer(layer: QuantLayer) -> bool:
-    """3x3 convolutions get the kernel-reordering mapping; every other layer is dense."""
-    return layer.kind == "conv" and layer.kernel_size == (3, 3)
+    """3x3 convolutions (groups=1) get the kernel-reordering mapping; every other layer is
+    dense: linear and 1x1 layers, and grouped/depthwise convs (pattern pruning picks patterns
+    per layer over all its kernels; a depthwise layer, one kernel per channel, is mapped
+    block-diagonally as `dense` maps it)."""
+    return layer.kind == "conv" and layer.kernel_size == (3, 3) and layer.groups == 1
 
 
 def infer_patterns(weight_int: Tensor) -> tuple[Tensor, Tensor]:

@@ -17,7 +17,7 @@ from ...core.frontend import QuantLayer
 from ...core.mapping import MappedLayer, dense_events
 from ...training.prune import KERNEL_POSITIONS
 from ..base import Counted, LayerRun, Scheme
-from .kernel import CODES, CYCLES_PER_WORD, PatternKernel
+from .kernel import CODES, CYCLES_PER_WORD, MASKS_DIRECT, PatternKernel
 from .mapping import PatternMappedLayer, index_bits, map_pattern
 
 
@@ -135,7 +135,64 @@ class PatternScheme(Scheme):
     def _active_pieces(kernel: PatternKernel, xc: Tensor) -> Tensor:
         """(images, pieces) float64: activations of every row piece of a batch of int64 input
         magnitudes (images, Cin, H, W), summed over positions and cycles. A piece is active in
-        a cycle when one of its rows has a nonzero chunk: per input channel, output position
+        a cycle when one of its rows has a nonzero chunk.
+
+        With few distinct piece masks (pattern pruning: a handful per layer), mask by mask:
+        every input pixel's nonzero chunks form one word (`cycle_flags`, bit t for cycle
+        t); the OR of the shifted windows of the mask's kernel positions is, per (image,
+        channel, output position), the word of the cycles in which a piece with that mask is
+        active, and the sum of its set bits over the positions is the count. Otherwise, by
+        the histogram of the 9-bit codes (`_code_counts`). Integers, exact in float64."""
+        masks, mask_index = kernel.masks
+        if len(masks) > MASKS_DIRECT:
+            per_mask = PatternScheme._code_counts(kernel, xc)
+        else:
+            per_mask = PatternScheme._mask_counts(kernel, xc, masks)
+        return per_mask[:, kernel.piece_channel, mask_index]
+
+    @staticmethod
+    def _windows(kernel: PatternKernel, flags: Tensor) -> list[Tensor]:
+        """The 9 kernel positions' windows (views, im2col row order) of padded per-pixel
+        values (images, Cin, H + 2 ph, W + 2 pw): (images, Cin, Ho, Wo) each."""
+        layer = kernel.mapped.layer
+        _, ho, wo = layer.output_shape
+        (sh, sw), (dh, dw) = layer.stride, layer.dilation
+        kw_size = layer.kernel_size[1]
+        windows = []
+        for k in range(KERNEL_POSITIONS):  # the 9 kernel positions
+            r0, c0 = (k // kw_size) * dh, (k % kw_size) * dw
+            windows.append(flags[:, :, r0 : r0 + (ho - 1) * sh + 1 : sh,
+                                 c0 : c0 + (wo - 1) * sw + 1 : sw])
+        return windows
+
+    @staticmethod
+    def _mask_counts(kernel: PatternKernel, xc: Tensor, masks: list[int]) -> Tensor:
+        """(images, Cin, masks) float64: active (position, cycle) pairs of a piece of each
+        mask, by ORs of cycle-flag words and bit counts (SWAR on their bytes)."""
+        layer = kernel.mapped.layer
+        ph, pw = layer.padding
+        images, cin = int(xc.shape[0]), int(xc.shape[1])
+        flags = F.pad(kernel.cycle_flags[xc], (pw, pw, ph, ph))  # padding: no flags
+        windows = PatternScheme._windows(kernel, flags)
+        counts = torch.zeros((images, cin, len(masks)), dtype=torch.float64, device=xc.device)
+        for d, mask in enumerate(masks):  # a handful of distinct masks
+            bits = [k for k in range(KERNEL_POSITIONS) if mask >> k & 1]
+            if not bits:
+                continue
+            word = windows[bits[0]].contiguous() if len(bits) == 1 else torch.bitwise_or(
+                windows[bits[0]], windows[bits[1]])
+            for k in bits[2:]:
+                word |= windows[k]
+            b = word.view(torch.uint8)  # bit count of every byte, then their sum
+            b = b - ((b >> 1) & 0x55)
+            b = (b & 0x33).add_((b >> 2) & 0x33)
+            b = b.add_(b >> 4).bitwise_and_(0x0F)
+            counts[:, :, d] = b.reshape(images, cin, -1).sum(dim=2, dtype=torch.int64)
+        return counts
+
+    @staticmethod
+    def _code_counts(kernel: PatternKernel, xc: Tensor) -> Tensor:
+        """(images, Cin, distinct masks) float64, by codes: per input channel, output position
         and cycle the 9 nonzero flags form a code, and `code & piece mask` tests them.
 
         The codes of several cycles are built at once, per input pixel rather than per im2col
@@ -148,8 +205,7 @@ class PatternScheme(Scheme):
         layer = kernel.mapped.layer
         images, cin = int(xc.shape[0]), int(xc.shape[1])
         _, ho, wo = layer.output_shape
-        (sh, sw), (ph, pw), (dh, dw) = layer.stride, layer.padding, layer.dilation
-        kw_size = layer.kernel_size[1]
+        ph, pw = layer.padding
         dev = xc.device
         lanes = torch.arange(KERNEL_POSITIONS, dtype=torch.int64, device=dev)
         cell = ((torch.arange(images, device=dev).view(-1, 1) * cin
@@ -158,15 +214,11 @@ class PatternScheme(Scheme):
         for table, count in kernel.flag_tables:  # one or a few words of cycles
             flags = F.pad(table[xc], (pw, pw, ph, ph))  # padding: zero inputs, no flags
             word = torch.zeros((images, cin, ho, wo), dtype=torch.int64, device=dev)
-            for k in range(KERNEL_POSITIONS):  # the 9 kernel positions (im2col row order)
-                r0, c0 = (k // kw_size) * dh, (k % kw_size) * dw
-                window = flags[:, :, r0 : r0 + (ho - 1) * sh + 1 : sh,
-                               c0 : c0 + (wo - 1) * sw + 1 : sw]
+            for k, window in enumerate(PatternScheme._windows(kernel, flags)):
                 word += window << k  # disjoint bits: sum == or
             codes = (word.view(images, cin, 1, ho * wo)
                      >> (lanes[:count] * KERNEL_POSITIONS).view(1, 1, -1, 1)) & (CODES - 1)
             hist += torch.bincount((codes + cell).flatten(), minlength=images * cin * CODES)
-        table_hit, mask_index = kernel.code_hits
-        per_mask = (hist.view(images * cin, CODES).to(torch.float64) @ table_hit).view(
+        table_hit, _ = kernel.code_hits
+        return (hist.view(images * cin, CODES).to(torch.float64) @ table_hit).view(
             images, cin, -1)
-        return per_mask[:, kernel.piece_channel, mask_index]

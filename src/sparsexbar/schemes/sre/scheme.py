@@ -14,7 +14,7 @@ from ...core.errors import SparsexbarError, require_choice
 from ...core.events import Events
 from ...core.frontend import QuantLayer
 from ...core.mapping import MappedLayer, dense_events
-from ..base import Counted, LayerRun, Scheme
+from ..base import Counted, LayerRun, Scheme, refuse_grouped
 from ..counting import position_sum_dtype
 from .kernel import SreKernel
 from .mapping import (
@@ -54,6 +54,8 @@ class SreScheme(Scheme):
         return {"mode": self.mode, "granularity": self.granularity}
 
     def map_layer(self, layer: QuantLayer, hw: HardwareConfig) -> MappedLayer:
+        refuse_grouped("sre", layer, "its row compression, per-array kept-row sets and dynamic "
+                       "packing are modelled on the grid of a groups=1 layer's arrays")
         mapped = map_sre(layer, hw, self.compress)
         if self.dynamic and not hw.device.ideal:
             raise SparsexbarError(

@@ -1,0 +1,262 @@
+"""Counter-based Gaussian draws of the full path: every conversion's noise is a function of
+the conversion itself (device seed, layer, call, cycle, pass, image, position, OU group,
+column), never of the task, chunk, slice or thread that computes it.
+
+Random bits: `hash32_` (Chris Wellons' lowbias32, a bijective integer hash) of a counter
+made of a per-slot key (a hash of the slot's identity and the stream) XOR a per-column
+constant. Every op is a vectorized int32 torch op (the same code on CPU and CUDA); one 32-bit
+hash gives two conversions 16 bits each.
+
+Gaussian from 16 bits, exactly: z = Phi^-1(u) with u uniform; its top 16 bits pick one of
+2^16 equally likely quantile buckets [Phi^-1(i / 2^16), Phi^-1((i + 1) / 2^16)). A conversion
+reads clamp(round(p + s z), 0, top), a non-decreasing function of z, so where the whole
+bucket gives one code (checked with the bucket's midpoint and a bound on its half-width,
+`NARROW`), that code is the conversion's, whatever z is inside the bucket. The others
+(buckets wider than `NARROW` in the tails, about 0.1% of draws, and codes within s x NARROW
+of a rounding boundary) draw the rest of u (32 more bits) and convert
+p + s Phi^-1((i + v) / 2^16) exactly. So each conversion's code has exactly the distribution
+of clamp(round(p + s z)) with z standard normal (to float32 arithmetic, like any draw), for
+about one table gather per conversion instead of a transcendental.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+TABLE_BITS = 16  # bits of the quantile bucket per draw (two draws per 32-bit hash)
+NARROW = 0.005  # half-width in z above which a bucket is always refined (its midpoint is inf)
+MARGIN = 1e-4  # float32 slack of the rounding check for |v| <= MARGIN_SCALE (~26 ulp at 64);
+MARGIN_SCALE = 64.0  # larger values scale it: margin(v_max) = MARGIN x v_max / MARGIN_SCALE
+SEGMENT = 32  # conversions per segment in the search for the ones to refine
+_M1 = 0x7FEB352D
+_M2 = 0x846CA68B - 2**32  # as a signed int32
+_MASK32 = 0xFFFFFFFF
+REFINE_SALT = (0x3C6EF372, 0x5851F42D)  # streams of the refinement bits (low, high half)
+COLUMN_SALT = 0x1B873593
+
+
+def hash32_(x: Tensor) -> Tensor:
+    """lowbias32 of an int32 tensor, in place (wrapping int32 products; logical right shifts
+    as arithmetic shifts and a mask). A bijection of the 32-bit words."""
+    x.bitwise_xor_((x >> 16) & 0xFFFF)
+    x.mul_(_M1)
+    x.bitwise_xor_((x >> 15) & 0x1FFFF)
+    x.mul_(_M2)
+    x.bitwise_xor_((x >> 16) & 0xFFFF)
+    return x
+
+
+def hash32_int(value: int) -> int:
+    """lowbias32 of a Python int (its low 32 bits), as an unsigned 32-bit int."""
+    x = value & _MASK32
+    x ^= x >> 16
+    x = (x * (_M1 & _MASK32)) & _MASK32
+    x ^= x >> 15
+    x = (x * (_M2 & _MASK32)) & _MASK32
+    x ^= x >> 16
+    return x
+
+
+def as_int32(value: int) -> int:
+    """The low 32 bits of `value` as a signed int32 value."""
+    value &= _MASK32
+    return value - 2**32 if value >= 2**31 else value
+
+
+def stream_salt(*parts: int) -> int:
+    """A 32-bit stream key from integers (seed, layer, call, cycle, pass), by chained hashes."""
+    salt = 0x9E3779B9
+    for part in parts:
+        salt = hash32_int(salt ^ hash32_int(part & _MASK32) ^ hash32_int(part >> 32))
+    return salt
+
+
+def slot_keys(slot_ids: Tensor, salt: int) -> Tensor:
+    """(n,) int64 slot identities -> (n,) int32 keys: hash32(low word ^ hash32(high word ^
+    salt)); distinct identities of one stream give independent-looking keys."""
+    low = slot_ids & _MASK32
+    low = torch.where(low >= 2**31, low - 2**32, low).to(torch.int32)
+    high = (slot_ids >> 32).to(torch.int32)
+    high.bitwise_xor_(as_int32(salt))
+    hash32_(high)
+    return hash32_(low.bitwise_xor_(high))
+
+
+@dataclass(frozen=True)
+class Stream:
+    """The random stream of one pass of a layer call (`salt`: device seed, layer, call,
+    pass) as seen by one task, whose first (image, position) is global position `offset`."""
+
+    salt: int
+    offset: int
+
+    def keys(self, cycle: int, position: Tensor, group: Tensor, groups: int) -> Tensor:
+        """(n,) int32 keys of the slots (task position, OU group) of a cycle: a hash of the
+        global slot (position + offset) x groups + group and of the cycle's stream."""
+        slot = (position + self.offset) * groups + group
+        return slot_keys(slot, stream_salt(self.salt, cycle))
+
+
+class NormalTable:
+    """The 2^16 quantile buckets of the standard normal on one device: `mid` (float32
+    midpoint of every bucket, inf where the bucket is wider than 2 x NARROW)."""
+
+    _tables: dict[torch.device, NormalTable] = {}
+
+    def __init__(self, device: torch.device) -> None:
+        n = 1 << TABLE_BITS
+        q = torch.arange(n + 1, dtype=torch.float64) / n
+        edges = torch.special.ndtri(q)  # -inf, ..., +inf
+        lo, hi = edges[:-1], edges[1:]
+        mid = (lo + hi) / 2
+        mid32 = mid.to(torch.float32)
+        half = torch.maximum(mid32.double() - lo, hi - mid32.double())
+        mid32[~(half <= NARROW)] = math.inf  # tails (and the two infinite buckets)
+        self.mid = mid32.to(device)
+        self.narrow_fraction = float((half <= NARROW).double().mean())
+
+    @classmethod
+    def on(cls, device: torch.device) -> NormalTable:
+        table = cls._tables.get(device)
+        if table is None:
+            table = cls._tables[device] = cls(device)
+        return table
+
+
+_MIX: dict[tuple[torch.device, int], Tensor] = {}
+
+
+def column_mix(k: int, device: torch.device) -> Tensor:
+    """(ceil(k / 2),) int32 per-column-pair constants hash32(j ^ COLUMN_SALT) (cached)."""
+    key = (device, (k + 1) // 2)
+    mix = _MIX.get(key)
+    if mix is None:
+        j = torch.arange(key[1], dtype=torch.int32, device=device)
+        mix = _MIX[key] = hash32_(j.bitwise_xor_(COLUMN_SALT))
+    return mix
+
+
+class Workspace:
+    """Buffers of one task's noisy conversions, reused slice after slice: at most `outputs`
+    conversions per slice. No allocation per slice, and the few tensors a slice touches
+    (4 bytes per conversion each) stay in the CPU cache."""
+
+    def __init__(self, outputs: int, device: torch.device) -> None:
+        self.outputs = outputs
+        half = outputs  # rows x ceil(k / 2) <= rows x k
+        f32, i32 = torch.float32, torch.int32
+        self.p = torch.empty(outputs, dtype=f32, device=device)  # partial sums (bmm output)
+        self.z = torch.empty(outputs, dtype=f32, device=device)  # draws, then p + s z
+        self.s = torch.empty(outputs, dtype=f32, device=device)  # standard deviations
+        self.code = torch.empty(outputs, dtype=f32, device=device)
+        self.idx = torch.empty(outputs, dtype=i32, device=device)
+        self.h = torch.empty(half, dtype=i32, device=device)
+        self.t = torch.empty(half, dtype=i32, device=device)
+
+    @staticmethod
+    def take(buffer: Tensor, *shape: int) -> Tensor:
+        """The first prod(shape) elements of `buffer`, viewed as `shape`."""
+        return buffer[: math.prod(shape)].view(shape)
+
+
+def bucket_indices(keys: Tensor, k: int, mix: Tensor, ws: Workspace) -> Tensor:
+    """(rows,) int32 keys -> (rows, k) int32 bucket indices (in `ws`): columns 2j and 2j + 1
+    take the low and the high 16 bits of mix32(key ^ mix[j])."""
+    rows = int(keys.shape[0])
+    half = (k + 1) // 2
+    h = torch.bitwise_xor(keys.unsqueeze(1), mix.unsqueeze(0), out=ws.take(ws.h, rows, half))
+    h.mul_(_M1)  # mix32_, with the shifted copy in a reused buffer
+    t = torch.bitwise_right_shift(h, 15, out=ws.take(ws.t, rows, half)).bitwise_and_(0x1FFFF)
+    h.bitwise_xor_(t).mul_(_M2)
+    halves = h.view(torch.uint16)  # (rows, 2 half): low, high, low, ...
+    idx = ws.take(ws.idx, rows, k)
+    return idx.copy_(halves if 2 * half == k else halves[:, :k])
+
+
+def margin(largest: float) -> float:
+    """Slack of the rounding check when every |p + s z| / step is at most `largest`."""
+    return MARGIN * max(1.0, largest / MARGIN_SCALE)
+
+
+def noisy_adc(p: Tensor, keys: Tensor, read: float, deviation: Tensor | None, top: float,
+              step: float, ws: Workspace, slack: float = MARGIN) -> Tensor:
+    """clamp(round((p + s z) / step), 0, top) x step for every partial sum p (rows, k) >= 0,
+    z a standard normal drawn from `keys` (rows,) int32, one draw per (row, column), and
+    s = sqrt((read x p)^2 + deviation^2) (`deviation` (rows, 1): a per-row standard
+    deviation, or None). `slack`: `margin` of the largest |p + s z| / step. The result lives
+    in `ws` (valid until its next use)."""
+    rows, k = (int(v) for v in p.shape)
+    mix = column_mix(k, p.device)
+    idx = bucket_indices(keys, k, mix, ws)
+    z = ws.take(ws.z, rows, k)
+    torch.index_select(NormalTable.on(p.device).mid, 0, idx.view(-1), out=z.view(-1))
+    sigma: Tensor | None  # s where it is a tensor of its own
+    if deviation is None:  # s = read x p
+        sigma = None
+        v = torch.addcmul(p, p, z, value=read, out=z)  # p + read p z_mid
+    elif read > 0:
+        sigma = torch.addcmul(deviation.square(), p, p, value=read * read,
+                              out=ws.take(ws.s, rows, k)).sqrt_()
+        v = torch.addcmul(p, z, sigma, out=z)  # p + s z_mid
+    else:  # s = deviation, one per row
+        sigma = deviation
+        v = torch.addcmul(p, z, deviation, out=z)
+    if step != 1.0:
+        v.div_(step)
+    code = torch.round(v, out=ws.take(ws.code, rows, k))
+    # |v - code| + s x NARROW / step <= 0.5 - MARGIN: every z of the bucket gives `code`;
+    # not so (or NaN, an infinite midpoint): refine.
+    gap = v.sub_(code).abs_()
+    if sigma is None:
+        gap.add_(p, alpha=read * NARROW / step)
+    else:
+        gap.add_(sigma, alpha=NARROW / step)
+    code.clamp_(0, top)
+    if step != 1.0:
+        code.mul_(step)
+    limit = 0.5 - slack
+    if float(gap.max()) <= limit:  # NaN compares False
+        return code
+    flagged = _flagged(gap.view(-1), limit)
+    row = torch.div(flagged, k, rounding_mode="floor")
+    col = flagged - row * k
+    u = refine_bits(keys, mix, row, col).add_(idx.view(-1).index_select(0, flagged)) \
+        .div_(1 << TABLE_BITS)
+    zf = torch.special.ndtri(u).to(torch.float32)
+    pf = p.reshape(-1).index_select(0, flagged)
+    if sigma is None:
+        vf = torch.addcmul(pf, pf, zf, value=read)
+    else:
+        sf = sigma.reshape(-1).index_select(0, row if sigma is deviation else flagged)
+        vf = torch.addcmul(pf, zf, sf)
+    if step != 1.0:
+        vf.div_(step)
+    code.view(-1).index_copy_(0, flagged, vf.round_().clamp_(0, top).mul_(step))
+    return code
+
+
+def refine_bits(keys: Tensor, mix: Tensor, row: Tensor, col: Tensor) -> Tensor:
+    """(m,) float64 uniforms in (0, 1) for the conversions (row, col): 32 more bits of their
+    own stream (the hash of their counter ^ REFINE_SALT of their half)."""
+    x = keys.index_select(0, row) ^ mix.index_select(0, col >> 1)
+    x ^= (col & 1).to(torch.int32).mul_(as_int32(REFINE_SALT[1] ^ REFINE_SALT[0])) \
+        .bitwise_xor_(as_int32(REFINE_SALT[0]))
+    h = hash32_(x).to(torch.int64).bitwise_and_(_MASK32)
+    return h.to(torch.float64).add_(0.5).div_(2**32)
+
+
+def _flagged(gap: Tensor, limit: float) -> Tensor:
+    """Flat indices where not (gap <= limit) (NaN included), found segment by segment."""
+    n = int(gap.numel())
+    whole = n - n % SEGMENT
+    seg = gap[:whole].view(-1, SEGMENT)
+    bad = torch.nonzero(~(seg.amax(dim=1) <= limit)).view(-1)
+    inner = torch.nonzero(~(seg.index_select(0, bad) <= limit), as_tuple=True)
+    found = bad.index_select(0, inner[0]).mul_(SEGMENT).add_(inner[1])
+    if whole < n:
+        found = torch.cat([found, torch.nonzero(~(gap[whole:] <= limit)).view(-1) + whole])
+    return found

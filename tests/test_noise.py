@@ -1,0 +1,187 @@
+"""The full path's counter-based draws (core/engine/noise.py) against a plain torch reference.
+
+Per effect (programmed variation, read noise, accumulated deviation, both noises together):
+the conversion errors (ADC code - partial sum) of the engine's draws and of a reference that
+draws z with `torch.randn` have the same mean and variance and pass a two-sample
+Kolmogorov-Smirnov test. Every code equals clamp(round(p + s Phi^-1(u))) for the
+conversion's own 48-bit uniform u (the table and the refinement are exact), and the draws do
+not depend on how a call is cut into tasks, slices and threads.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import Tensor, nn
+
+from sparsexbar import EngineOptions
+from sparsexbar.core.config import preset
+from sparsexbar.core.engine import LayerKernel, noise
+from sparsexbar.core.frontend import quantize_model
+from sparsexbar.core.mapping import map_dense, program_conductance
+from tests import nets
+
+TOP = 31.0  # a 5-bit ADC
+SLOTS, COLS = 6000, 40  # conversions per case: 240,000 (odd half-count of columns: 20 pairs)
+P_VALUES = (0.3, 2.5, 7.49, 13.0, 29.6, 40.2)  # per slot, cyclically; 2.5: on a boundary,
+# 29.6 and 40.2: clipped at TOP
+KS_C = 1.95  # two-sample KS critical coefficient at alpha = 0.001 (conservative for ties)
+
+
+def ks_statistic(a: Tensor, b: Tensor) -> float:
+    """Two-sample Kolmogorov-Smirnov statistic sup |F_a - F_b| (ties handled exactly)."""
+    a, b = a.double().sort().values, b.double().sort().values
+    grid = torch.cat([a, b]).unique()
+    fa = torch.searchsorted(a, grid, right=True).double() / a.numel()
+    fb = torch.searchsorted(b, grid, right=True).double() / b.numel()
+    return float((fa - fb).abs().max())
+
+
+def assert_same_distribution(got: Tensor, ref: Tensor, what: str) -> None:
+    """Mean within 5 standard errors, variance within 3%, KS below its 0.001 critical value."""
+    n, m = got.numel(), ref.numel()
+    var = float(ref.double().var())
+    se = math.sqrt(var / n + var / m) if var > 0 else 1e-12
+    assert abs(float(got.double().mean() - ref.double().mean())) < 5 * se + 1e-12, what
+    if var > 0:
+        assert 0.97 < float(got.double().var()) / var < 1.03, what
+    assert ks_statistic(got, ref) < KS_C * math.sqrt((n + m) / (n * m)), what
+
+
+def draw_case(read: float, deviation: float, step: float = 1.0, seed: int = 7
+              ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """(p, s, engine codes, keys) of SLOTS x COLS conversions: p from P_VALUES by slot,
+    s = sqrt((read p)^2 + deviation^2), keys of the slots of one stream."""
+    p = torch.tensor(P_VALUES, dtype=torch.float32).repeat(SLOTS // len(P_VALUES) + 1)[:SLOTS]
+    p = p.unsqueeze(1).expand(SLOTS, COLS).contiguous()
+    stream = noise.Stream(noise.stream_salt(seed, 0, 0), 0)
+    keys = stream.keys(0, torch.arange(SLOTS), torch.zeros(SLOTS, dtype=torch.int64), 1)
+    dev = torch.full((SLOTS, 1), deviation) if deviation > 0 else None
+    ws = noise.Workspace(SLOTS * COLS, p.device)
+    code = noise.noisy_adc(p, keys, read, dev, TOP, step, ws, noise.margin(2 * 81)).clone()
+    s = torch.sqrt((read * p) ** 2 + deviation**2)
+    return p, s, code, keys
+
+
+EFFECTS = {  # name: (read noise sigma, accumulated deviation sigma x active rows, ADC step)
+    "read noise": (0.05, 0.0, 1.0),
+    "accumulated deviation": (0.0, 0.3, 1.0),
+    "accumulated deviation, wide": (0.0, 1.7, 1.0),
+    "read noise + accumulated deviation": (0.03, 0.2, 1.0),
+    "read noise + accumulated deviation, step 2": (0.03, 0.6, 2.0),
+}
+
+
+@pytest.mark.parametrize("effect", list(EFFECTS))
+def test_conversion_errors_match_a_torch_randn_reference(effect: str) -> None:
+    """Per partial sum, the engine's conversion errors and those of z = torch.randn: same mean,
+    variance and distribution (KS)."""
+    read, deviation, step = EFFECTS[effect]
+    p, s, code, _ = draw_case(read, deviation, step)
+    gen = torch.Generator().manual_seed(11)
+    z = torch.randn(p.shape, generator=gen)
+    ref = torch.round((p + s * z) / step).clamp_(0, TOP) * step
+    assert not torch.equal(code, ref)
+    spread = 0
+    for value in P_VALUES:
+        rows = p[:, 0] == torch.tensor(value, dtype=torch.float32)
+        err, ref_err = (code[rows] - p[rows]).reshape(-1), (ref[rows] - p[rows]).reshape(-1)
+        spread += int(float(ref_err.var()) > 0)
+        assert_same_distribution(err, ref_err, f"{effect}, p = {value}")
+    assert spread >= 3  # the noise moves the codes of most partial sums
+
+
+@pytest.mark.parametrize("effect", list(EFFECTS))
+def test_every_code_is_the_exact_conversion_of_its_own_uniform(effect: str) -> None:
+    """code = clamp(round((p + s Phi^-1(u)) / step)) x step for every conversion, u its 48-bit
+    uniform (16 bucket bits + 32 refinement bits): the table's midpoint gives the exact code
+    wherever it is used, and some conversions take the refinement."""
+    read, deviation, step = EFFECTS[effect]
+    p, s, code, keys = draw_case(read, deviation, step)
+    mix = noise.column_mix(COLS, p.device)
+    ws = noise.Workspace(SLOTS * COLS, p.device)
+    idx = noise.bucket_indices(keys, COLS, mix, ws).clone()
+    row = torch.arange(SLOTS).repeat_interleave(COLS)
+    col = torch.arange(COLS).repeat(SLOTS)
+    u = noise.refine_bits(keys, mix, row, col).add_(idx.view(-1).double()).div_(2**16)
+    z = torch.special.ndtri(u).view(SLOTS, COLS)
+    v = (p.double() + s.double() * z) / step
+    exact = torch.round(v).clamp_(0, TOP) * step
+    near = (v - v.round()).abs() > 0.5 - 1e-5  # float32 rounding may go either way there
+    assert bool((code == exact)[~near].all()), effect
+    mid = noise.NormalTable.on(p.device).mid.index_select(0, idx.view(-1)).view(SLOTS, COLS)
+    coarse = torch.round((p + s * mid) / step).clamp_(0, TOP) * step
+    assert int((coarse != code).sum()) > 0  # the refinement changed some codes
+
+
+def test_variation_matches_a_torch_randn_reference() -> None:
+    """Programmed variation (applied once, when a layer is mapped): the factors
+    conductance / level of the nonzero cells, lognormal and normal, against exp(sigma z) and
+    1 + sigma z with z = torch.randn."""
+    levels = torch.randint(1, 4, (300, 400), generator=torch.Generator().manual_seed(3))
+    for kind, sigma in (("lognormal", 0.08), ("normal", 0.05)):
+        hw = preset("isaac").with_overrides({"device.variation": kind,
+                                             "device.variation_sigma": sigma,
+                                             "device.seed": 4})
+        factor = (program_conductance(levels, hw, "layer") / levels).reshape(-1)
+        z = torch.randn(factor.shape, generator=torch.Generator().manual_seed(5)) * sigma
+        ref = torch.exp(z) if kind == "lognormal" else (1 + z).clamp(min=0)
+        assert_same_distribution(factor, ref, kind)
+
+
+def test_the_draws_are_quantile_buckets_of_equal_probability() -> None:
+    """The 16-bit bucket indices are uniform (chi-square over 256 bins of the top 8 bits)
+    and the midpoints of the used buckets are those of the standard normal."""
+    _, _, _, keys = draw_case(0.05, 0.0)
+    ws = noise.Workspace(SLOTS * COLS, torch.device("cpu"))
+    idx = noise.bucket_indices(keys, COLS, noise.column_mix(COLS, keys.device), ws)
+    counts = torch.bincount((idx.reshape(-1) >> 8).long(), minlength=256).double()
+    expected = idx.numel() / 256
+    chi2 = float(((counts - expected) ** 2 / expected).sum())
+    assert chi2 < 255 + 5 * math.sqrt(2 * 255)  # 255 degrees of freedom, ~5 sigma
+    table = noise.NormalTable.on(torch.device("cpu"))
+    assert table.narrow_fraction > 0.99  # midpoints used for > 99% of the draws
+    finite = table.mid[table.mid.isfinite()]
+    assert abs(float(finite.mean())) < 1e-3 and abs(float(finite.var()) - 1) < 0.02
+
+
+def _noisy_layer(seed: int = 2) -> tuple[LayerKernel, Tensor]:
+    """A small conv layer on a noisy device (variation, read noise, accumulated deviation)."""
+    hw = preset("isaac").with_overrides({
+        "array.rows": 40, "array.cols": 48, "ou.rows": 9, "ou.cols": 8, "adc.bits": 5,
+        "dac.bits": 2, "device.seed": seed, "device.variation": "lognormal",
+        "device.variation_sigma": 0.05, "device.read_noise_sigma": 0.02,
+        "device.accumulated_deviation_sigma": 0.05})
+    net = nets.single_conv(in_ch=6, out_ch=8, k=3, stride=1, padding=1, seed=13)
+    x = nets.random_images(9, 6, 6, seed=13, signed=True)
+    layer = quantize_model(nn.Sequential(net), x, 8, 8).layers[0]
+    return LayerKernel(map_dense(layer, hw), torch.device("cpu")), layer.quantize_input(x)
+
+
+def test_draws_do_not_depend_on_tasks_slices_or_threads(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A seeded noisy call gives the same accumulator on 1 and 2 threads, with the images cut
+    into 1, 2 or many tasks (memory budget) and the candidates into tiny slices; a second call
+    (the next batch) draws anew; the same seed gives the same result in a new kernel."""
+    from sparsexbar.core.engine import plan
+
+    results = []
+    for threads, budget, slice_outputs in ((1, 512.0, plan.SLICE_OUTPUTS),
+                                           (2, 512.0, plan.SLICE_OUTPUTS),
+                                           (2, 0.05, plan.SLICE_OUTPUTS), (1, 512.0, 64)):
+        monkeypatch.setattr(plan, "SLICE_OUTPUTS", slice_outputs)
+        kernel, x_int = _noisy_layer()
+        assert not kernel.clip_path and not kernel.deviation_only
+        opts = EngineOptions(exact_shortcut=False, threads=threads, memory_budget_mb=budget)
+        if budget < 1:
+            assert len(kernel.task_spans(9, tuple(x_int.shape[1:]), budget, 2)) > 2
+        first = kernel.accumulate(x_int, opts)
+        second = kernel.accumulate(x_int, opts)
+        assert not torch.equal(first, second)  # the next call draws anew
+        results.append((first, second))
+    for first, second in results[1:]:
+        assert torch.equal(first, results[0][0]) and torch.equal(second, results[0][1])
+    other, x_int = _noisy_layer(seed=3)
+    assert not torch.equal(other.accumulate(x_int, EngineOptions(exact_shortcut=False)),
+                           results[0][0])

@@ -102,6 +102,11 @@ def model_card(name: str) -> str:
                   f"images"),
                  ("weight sparsity", _pct(pruning.get("weight_sparsity",
                                                       pruning.get("sparsity")))),
+                 ("patterns per 3x3 conv layer", ", ".join(
+                     str(c) for c in pruning.get("summary", {}).get("patterns_per_layer", []))
+                  + (f" ({pruning['summary']['patterns_total']} in all; 3x3 convs "
+                     f"{100 * pruning['summary']['pattern_layers_sparsity']:.2f}% sparse)"
+                     if "patterns_total" in pruning.get("summary", {}) else "")),
                  ("prune wall time", f"{float(pruning.get('prune_time_s', 0)):,.0f} s on "
                   f"{pruning.get('torch_threads')} threads"),
                  ("top-1 before -> after", f"{100 * float(pruning['top1_before']):.2f}% -> "

@@ -94,8 +94,8 @@ def test_prune_with_fine_tuning_keeps_blocks_and_sre_drops_them() -> None:
         assert kept <= row["blocks"] - row["zero_blocks"]
 
 
-def test_prune_cli_writes_checkpoint_and_table(tmp_path: Path,
-                                               capsys: pytest.CaptureFixture[str]) -> None:
+def _lenet_checkpoint(tmp_path: Path) -> Path:
+    """A seeded, untrained LeNet-5 (width 0.5) saved as a Fashion-MNIST checkpoint stem."""
     from sparsexbar.training.zoo import build_model
 
     torch.manual_seed(0)
@@ -105,6 +105,12 @@ def test_prune_cli_writes_checkpoint_and_table(tmp_path: Path,
                                "arch_kwargs": {"in_channels": 1, "num_classes": 10,
                                                "input_size": 28, "width": 0.5},
                                "dataset": "fashion-mnist"})
+    return src
+
+
+def test_prune_cli_writes_checkpoint_and_table(tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    src = _lenet_checkpoint(tmp_path)
     out = tmp_path / "pruned"
     main(["prune", "--model", str(src), "--data", "fashion-mnist", "--split", "test",
           "--sparsity", "0.5", "--steps", "1", "--epochs", "1", "--limit", "64",
@@ -124,15 +130,7 @@ def test_prune_cli_writes_checkpoint_and_table(tmp_path: Path,
 
 def test_prune_tune_images_cuts_the_tuning_split_only(tmp_path: Path) -> None:
     """--tune-images N fine-tunes on the first N train images; the test split stays whole."""
-    from sparsexbar.training.zoo import build_model
-
-    torch.manual_seed(0)
-    net = build_model("lenet5", in_channels=1, num_classes=10, input_size=28, width=0.5)
-    src = tmp_path / "base"
-    save_checkpoint(src, net, {"architecture": "lenet5",
-                               "arch_kwargs": {"in_channels": 1, "num_classes": 10,
-                                               "input_size": 28, "width": 0.5},
-                               "dataset": "fashion-mnist"})
+    src = _lenet_checkpoint(tmp_path)
     out = tmp_path / "pruned"
     main(["prune", "--model", str(src), "--sparsity", "0.5", "--steps", "1", "--epochs", "1",
           "--tune-images", "48", "--out", str(out)])

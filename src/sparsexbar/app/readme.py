@@ -19,22 +19,11 @@ from typing import Any
 
 from ..core.errors import SparsexbarError
 from ..core.io import atomic_write_text
-from .report import scheme_label, summary_row
+from .report import _si, scheme_label, summary_row
 
 BEGIN, END = "<!-- demo-table -->", "<!-- /demo-table -->"
 SUMMARY_KEYS = ("version", "model", "dataset", "num_images", "hardware", "scheme", "accuracy",
                 "totals", "dense_totals", "vs_dense")
-
-
-def _si(value: float, unit: str) -> str:
-    for factor, prefix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
-        if abs(value) >= factor:
-            return f"{value / factor:.2f} {prefix}{unit}".rstrip()
-    return f"{value:.0f} {unit}".rstrip()
-
-
-def _time(seconds: float) -> str:
-    return f"{seconds * 1e3:.2f} ms" if seconds >= 1e-3 else f"{seconds * 1e6:.1f} us"
 
 
 def _hardware_text(hw: dict[str, Any], results: Sequence[dict[str, Any]]) -> str:
@@ -77,7 +66,7 @@ def demo_markdown(results: Sequence[dict[str, Any]]) -> str:
         lines.append(
             f"| {scheme_label(res)} | {100 * r['top1']:.2f} | {_si(r['ou_activations'], '')} | "
             f"{_si(r['adc_conversions'], '')} | {r['energy_uj_per_image']:.1f} uJ | "
-            f"{_time(latency)} | {r['images_per_s']:,.0f} | {r['area_mm2']:.3f} mm2 | "
+            f"{_si(latency, 's')} | {r['images_per_s']:,.0f} | {r['area_mm2']:.3f} mm2 | "
             f"{r['speedup']:.2f}x | {r['energy_efficiency']:.2f}x |")
     return "\n".join(lines) + "\n"
 

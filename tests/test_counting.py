@@ -17,6 +17,8 @@ import dataclasses
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch import Tensor, nn
 
 from sparsexbar.core.config import HardwareConfig, preset
@@ -237,3 +239,107 @@ def test_static_slots_with_termination_equal_the_reference(signed: bool) -> None
                           hw.dac.bits, hw.ou.rows, False, executed, chunk,
                           activation_timing(kernel.mapped.hw, bits))
         assert close(got, expected), chunk
+
+
+# ---- the counter's shortcuts: row blocks (grouped convolution) and per-value tables ---------
+def _block_case(channels: int, k: int, stride: int, block_rows: int, sets_per_block: int,
+                seed: int) -> tuple[QuantLayer, Tensor, list[tuple[int, int]], Tensor]:
+    """A conv layer, random sets each inside one row block, the blocks, and an input with
+    zeros, values up to 255."""
+    net = nets.single_conv(channels, 3, k, stride=stride, padding=k // 2, seed=seed)
+    x = nets.random_images(2, channels=channels, size=7, seed=seed)
+    layer = quantize_model(net, x, 8, 8).layers[0]
+    rows = layer.rows
+    blocks = [(a, min(a + block_rows, rows)) for a in range(0, rows, block_rows)]
+    gen = torch.Generator().manual_seed(seed)
+    sets = torch.zeros((len(blocks) * sets_per_block, rows), dtype=torch.bool)
+    for i, (a, b) in enumerate(blocks):
+        pick = torch.rand((sets_per_block, b - a), generator=gen) < 0.6
+        sets[i * sets_per_block : (i + 1) * sets_per_block, a:b] = pick
+    sets = sets[torch.randperm(sets.shape[0], generator=gen)]  # blocks interleaved
+    x_int = torch.randint(0, 256, (2, *layer.input_shape), generator=gen, dtype=torch.int64)
+    x_int = torch.where(torch.rand(x_int.shape, generator=gen) < 0.4, 0, x_int)
+    return layer, sets, blocks, x_int.to(torch.uint8).contiguous(
+        memory_format=torch.channels_last)
+
+
+@settings(max_examples=12, deadline=None)
+@given(channels=st.integers(12, 40), k=st.sampled_from([1, 3]), stride=st.sampled_from([1, 2]),
+       block_rows=st.sampled_from([8, 16, 36]), sets_per_block=st.integers(1, 6),
+       dac=st.sampled_from([1, 2]), seed=st.integers(0, 50), int8=st.booleans())
+def test_blocked_counter_equals_the_plain_convolution(
+        channels: int, k: int, stride: int, block_rows: int, sets_per_block: int, dac: int,
+        seed: int, int8: bool) -> None:
+    """A counter split by row blocks (one grouped convolution over each block's channels)
+    gives the plain counter's counts exactly, on both backends; it is used where it saves
+    most of the work."""
+    from sparsexbar.core import intconv
+
+    layer, sets, blocks, x_int = _block_case(channels, k, stride, block_rows, sets_per_block,
+                                             seed)
+    available = intconv._int8_conv_available
+    try:
+        if not int8:
+            intconv._int8_conv_available = lambda device: False  # type: ignore[assignment]
+        plain = RowSetCounter(layer, sets, CPU)
+        blocked = RowSetCounter(layer, sets, CPU, row_blocks=blocks)
+        plan = counting.block_plan(layer, blocked.sets, blocks)
+        expect_blocked = plan is not None
+        assert isinstance(blocked.op(), counting.BlockedRows) == expect_blocked
+        assert blocked.op().backend == plain.op().backend
+        for word in (False, True):
+            got = [(c, v.clone()) for c, v in blocked.chunk_counts(x_int, 8 // dac, dac, word)]
+            want = [(c, v.clone()) for c, v in plain.chunk_counts(x_int, 8 // dac, dac, word)]
+            assert [c for c, _ in got] == [c for c, _ in want]
+            for (_, a), (_, b) in zip(got, want, strict=True):
+                assert torch.equal(a, b)
+    finally:
+        intconv._int8_conv_available = available  # type: ignore[assignment]
+
+
+def test_blocked_counter_is_used_on_many_row_tiles() -> None:
+    """isaac-like tiles on a 32-channel 3x3 layer (288 rows, 9 blocks of 32): the grouped
+    convolution does a fraction of the plain one's work, and is chosen."""
+    layer, sets, blocks, _ = _block_case(32, 3, 1, 32, 4, seed=3)
+    plan = counting.block_plan(layer, sets.to(torch.int64), blocks)
+    assert plan is not None and plan.groups == 9
+    assert int(plan.weight.shape[0]) == 9 * 4 and int(plan.weight.shape[1]) <= 5
+    # a set spanning two blocks: no split
+    spanning = sets.clone()
+    spanning[0, :64] = True
+    assert counting.block_plan(layer, spanning.to(torch.int64), blocks) is None
+
+
+def _sums_from_chunks(counter: RowSetCounter, x_int: Tensor, cycles: int, dac: int,
+                      word: bool, ou_rows: int, gate: bool) -> tuple[Tensor, Tensor]:
+    """`image_sums` by its definition: per image, the sums over positions and cycles of
+    f(count) and of the counts, from `chunk_counts`."""
+    images = int(x_int.shape[0])
+    ou = torch.zeros((images, counter.count), dtype=torch.float64)
+    rows = torch.zeros_like(ou)
+    for chunks, counts in counter.chunk_counts(x_int, cycles, dac, word):
+        c = counts.to(torch.float64).view(images, -1, counter.count)
+        f = (c > 0).to(torch.float64) if gate else torch.ceil(c / ou_rows)
+        rows += c.sum(dim=1) * len(chunks)
+        ou += f.sum(dim=1) * len(chunks)
+    return ou, rows
+
+
+@pytest.mark.parametrize("dac", [1, 2])
+@pytest.mark.parametrize("word", [False, True])
+@pytest.mark.parametrize("gate", [False, True])
+@pytest.mark.parametrize("table_limit", [counting.LUT_ENTRIES, 1])
+def test_image_sums_equal_the_sums_of_the_chunk_counts(dac: int, word: bool, gate: bool,
+                                                       table_limit: int,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """Per-value tables (and, with tables too large, the digit split) give the OU activations
+    (ceil(n / ou.rows), or [n > 0] for gated sets) and active rows of every image exactly."""
+    monkeypatch.setattr(counting, "LUT_ENTRIES", table_limit)
+    layer, sets, blocks, x_int = _block_case(24, 3, 1, 36, 5, seed=7)
+    for row_blocks in (None, blocks):
+        counter = RowSetCounter(layer, sets, CPU, row_blocks=row_blocks)
+        for ou_rows in (1, 3, 9):
+            got = counter.image_sums(x_int, 8 // dac, dac, word, ou_rows, gate=gate)
+            want = _sums_from_chunks(counter, x_int, 8 // dac, dac, word, ou_rows, gate)
+            assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
+            assert float(want[1].sum()) > 0

@@ -40,16 +40,18 @@ def _int8_conv_available(device: torch.device) -> bool:
 class ExactLinear:
     """x (N, C, H, W) or (N, C), integers in [0, max_input] -> weight . x exactly.
 
-    `weight`: integer tensor (Cout, C, kh, kw) or (Cout, C). `kind`: "conv" or "linear".
-    Returns float32 on CPU (float64 elsewhere) holding the exact integer results; conv outputs
-    may be channels-last. `bound`: the largest |result| (column |weight| sum x max_input).
+    `weight`: integer tensor (Cout, C / groups, kh, kw) or (Cout, C). `kind`: "conv" or
+    "linear"; `groups`: torch's grouped convolution (conv only). Returns float32 on CPU
+    (float64 elsewhere) holding the exact integer results; conv outputs may be channels-last.
+    `bound`: the largest |result| (column |weight| sum x max_input).
     """
 
     def __init__(self, kind: str, weight: Tensor, max_input: int, device: torch.device,
                  stride: tuple[int, int] = (1, 1), padding: tuple[int, int] = (0, 0),
                  dilation: tuple[int, int] = (1, 1),
-                 probe_shape: tuple[int, ...] | None = None) -> None:
+                 probe_shape: tuple[int, ...] | None = None, groups: int = 1) -> None:
         self.kind = kind
+        self.groups = groups
         self.stride, self.padding, self.dilation = list(stride), list(padding), list(dilation)
         self.device = device
         w = weight.to(torch.int64).cpu()
@@ -74,9 +76,10 @@ class ExactLinear:
         self._zeros = torch.zeros(cout, dtype=torch.int64)
         try:
             self._packed = torch.ops.onednn.qconv_prepack(
-                w8, self._scales, 1.0, 0, self.stride, self.padding, self.dilation, 1, None)
+                w8, self._scales, 1.0, 0, self.stride, self.padding, self.dilation, self.groups,
+                None)
             kh, kw = int(w8.shape[2]), int(w8.shape[3])
-            shape = probe_shape or (int(w8.shape[1]), kh * self.dilation[0] + 2,
+            shape = probe_shape or (int(w8.shape[1]) * self.groups, kh * self.dilation[0] + 2,
                                     kw * self.dilation[1] + 2)
             gen = torch.Generator().manual_seed(0)
             probes = [torch.full((1, *shape), self.max_input, dtype=torch.uint8),
@@ -85,7 +88,7 @@ class ExactLinear:
             self.backend = "int8"
             for x in probes:
                 ref = F.conv2d(x.to(torch.float64), w8.to(torch.float64), None, self.stride,
-                               self.padding, self.dilation)
+                               self.padding, self.dilation, self.groups)
                 if not torch.equal(self(x).to(torch.float64), ref):
                     self.backend = "float32"
                     return
@@ -97,7 +100,7 @@ class ExactLinear:
         xu = x.to(torch.uint8).contiguous(memory_format=torch.channels_last)
         return torch.ops.onednn.qconv2d_pointwise(
             xu, scale, 0, self._packed, self._scales, self._zeros, None, self.stride,
-            self.padding, self.dilation, 1, 1.0, 0, torch.float32, "none", [], "")
+            self.padding, self.dilation, self.groups, 1.0, 0, torch.float32, "none", [], "")
 
     @property
     def dtype(self) -> torch.dtype:
@@ -114,7 +117,7 @@ class ExactLinear:
             out = F.linear(xf, self.weight_float)
         else:
             out = F.conv2d(xf, self.weight_float, None, self.stride, self.padding,
-                           self.dilation)
+                           self.dilation, self.groups)
         if self.backend == "float64":
             out = torch.round(out)
         return out.mul_(scale) if scale != 1.0 else out

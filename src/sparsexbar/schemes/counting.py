@@ -49,6 +49,13 @@ from ..core.intconv import ExactLinear
 # count_slots 1.0 s with the budget's chunks (up to 2876 images), 0.82 s with 2^18; 2^16:
 # 1.09 s (per-call overheads), 2^20: 0.90 s.
 LIVE_CPU_CHUNK_VALUES = 2**18
+# `block_plan`: split a counter's convolution by row block only below this share of the plain
+# one's multiply-adds (the gather of the blocks' channels and oneDNN's grouped convolution
+# cost the rest). Measured on the demo's model (64 images, one thread): 0.47 (3 row tiles)
+# 3.5 -> 5.2 ms per call, slower; 0.23 (5 tiles) 5.8 -> 4.0 ms; 0.12 (9 tiles) 8.7 -> 4.3 ms.
+BLOCKED_WORK_SHARE = 0.35
+# `RowSetCounter.image_sums`: the largest per-value table (int64 entries; 2 MiB).
+LUT_ENTRIES = 2**18
 
 
 class RowSetCounter:
@@ -59,25 +66,32 @@ class RowSetCounter:
     The convolution is built on first use.
     """
 
-    def __init__(self, layer: QuantLayer, sets: Tensor, device: torch.device) -> None:
+    def __init__(self, layer: QuantLayer, sets: Tensor, device: torch.device,
+                 row_blocks: list[tuple[int, int]] | None = None) -> None:
         self.layer = layer
         self.device = device
         self.sets = sets.to(device="cpu", dtype=torch.int64)
         self.count = int(self.sets.shape[0])
         self.base = int(self.sets.sum(dim=1).max()) + 1 if self.sets.numel() else 1
         self.fields = 1
-        self._op: ExactLinear | None = None
+        self.row_blocks = row_blocks
+        self._tables: dict[tuple[int, bool, str], Tensor] = {}
+        self._op: ExactLinear | BlockedRows | None = None
 
-    def op(self) -> ExactLinear:
+    def op(self) -> ExactLinear | BlockedRows:
         """The layer's linear map with the sets as 0/1 filters, taking `fields` base-B digits
-        per call (see the module docstring)."""
+        per call (see the module docstring); split by row block (`BlockedRows`) where every
+        set lies in one of `row_blocks` and that saves work."""
         if self._op is None:
             layer = self.layer
             weight = self.sets.reshape(self.count, *layer.weight_int.shape[1:])
             base = self.base
+            plan = block_plan(layer, self.sets, self.row_blocks)
 
-            def build(fields: int) -> ExactLinear:
+            def build(fields: int) -> ExactLinear | BlockedRows:
                 top = sum(base**j for j in range(fields))  # every plane at 1
+                if plan is not None:
+                    return BlockedRows(layer, plan, top, self.device)
                 return ExactLinear(layer.kind, weight, top, self.device, layer.stride,
                                    layer.padding, layer.dilation,
                                    probe_shape=layer.input_shape or None)
@@ -109,12 +123,28 @@ class RowSetCounter:
         xc: (images, ...) input magnitudes (uint8 or int32), channels-last for conv layers.
         """
         op = self.op()
-        base, fields = self.base, self.fields
-        chunk_mask = 2**dac_bits - 1
-        wide = op.backend != "int8"  # packed values beyond a byte: int32
         if word:  # the same active rows in every cycle: one plane, counted once
             yield tuple(range(cycles)), op.rows((xc != 0).to(torch.uint8))
             return
+        base = self.base
+        for first, width, packed in self._packed_planes(xc, cycles, dac_bits):
+            value = op.rows(packed)  # (images * positions, sets)
+            for j in range(width, 0, -1):  # digits, most significant first
+                if j > 1:
+                    digit = torch.floor(value / float(base ** (j - 1)))
+                    value.add_(digit, alpha=-float(base ** (j - 1)))
+                else:
+                    digit = value
+                yield (first + j - 1,), digit
+
+    def _packed_planes(self, xc: Tensor, cycles: int,
+                       dac_bits: int) -> Iterator[tuple[int, int, Tensor]]:
+        """(first chunk, chunks, packed input) per convolution call: the input chunks
+        first .. first + chunks - 1 as base-B digits (1 where the chunk is nonzero), up to
+        `fields` of them (see the module docstring)."""
+        base, fields = self.base, self.fields
+        chunk_mask = 2**dac_bits - 1
+        wide = self.op().backend != "int8"  # packed values beyond a byte: int32
         for first in range(0, cycles, fields):  # 8-bit inputs: 4 or 3 calls
             width = min(fields, cycles - first)
             if dac_bits == 1:
@@ -132,23 +162,158 @@ class RowSetCounter:
                 for j in range(1, width):  # fields: a handful
                     plane = ((xc >> ((first + j) * dac_bits)) & chunk_mask).clamp_(max=1)
                     packed = packed + plane.to(packed.dtype) * base**j
-            value = op.rows(packed)  # (images * positions, sets)
-            for j in range(width, 0, -1):  # digits, most significant first
-                if j > 1:
-                    digit = torch.floor(value / float(base ** (j - 1)))
-                    value.add_(digit, alpha=-float(base ** (j - 1)))
-                else:
-                    digit = value
-                yield (first + j - 1,), digit
+            yield first, width, packed
+
+    def image_sums(self, xc: Tensor, cycles: int, dac_bits: int, word: bool, ou_rows: int,
+                   gate: bool = False) -> tuple[Tensor, Tensor]:
+        """Per image and set, summed over the positions and input chunks: (OU activations,
+        active rows), both (images, D) float64 and exact. An OU activation count is
+        ceil(n / ou_rows) for n active rows, or [n > 0] with `gate` (the set runs whole
+        when one row is active; rows then still counts the active rows).
+
+        Same counts as summing `chunk_counts`, without its per-digit arithmetic: each
+        convolution's packed base-B value v indexes a table holding, for the digits c_j of v,
+        sum_j f(c_j) in the low 32 bits and sum_j c_j above (f: the OU count), so one gather
+        and one integer sum over the positions replace the digit split, the division and two
+        float sums per cycle. Tables up to 2^18 entries; a call packing more digits than that
+        allows falls back to `chunk_counts`'s split.
+        """
+        images = int(xc.shape[0])
+        device = xc.device
+        ou_img = torch.zeros((images, self.count), dtype=torch.float64, device=device)
+        rows_img = torch.zeros_like(ou_img)
+        op = self.op()
+        fields = 1 if word else self.fields
+        if self.base ** fields > LUT_ENTRIES or not images:
+            positions = None
+            for chunks, counts in self.chunk_counts(xc, cycles, dac_bits, word):
+                reps = float(len(chunks))
+                positions = positions or counts.shape[0] // images
+                view = counts.view(images, -1, self.count)
+                rows_img += view.sum(dim=1, dtype=torch.float64) * reps
+                ou = (counts > 0).to(counts.dtype) if gate else counts.div_(
+                    float(ou_rows)).ceil_()
+                ou_img += ou.view(images, -1, self.count).sum(dim=1, dtype=torch.float64) * reps
+            return ou_img, rows_img
+        table = self._sum_table(self.base ** fields, ou_rows, gate, device)
+        planes = ([(float(cycles), (xc != 0).to(torch.uint8))] if word else
+                  ((1.0, packed) for _, _, packed in self._packed_planes(xc, cycles, dac_bits)))
+        for reps, packed in planes:
+            value = op.rows(packed)  # (images x positions, D) exact integers < B^fields
+            both = table.index_select(0, value.view(-1).to(torch.int32)).view(
+                images, -1, self.count).sum(dim=1)  # int64
+            ou_img += (both & (2**32 - 1)).to(torch.float64) * reps
+            rows_img += (both >> 32).to(torch.float64) * reps
+        return ou_img, rows_img
+
+    def _sum_table(self, entries: int, ou_rows: int, gate: bool,
+                   device: torch.device) -> Tensor:
+        """(entries,) int64: for v = sum_j B^j c_j, sum_j f(c_j) + 2^32 sum_j c_j (see
+        `image_sums`); cached per (f, device)."""
+        key = (ou_rows, gate, str(device))
+        table = self._tables.get(key)
+        if table is None or table.numel() < entries:
+            v = torch.arange(entries, dtype=torch.int64)
+            f_sum = torch.zeros_like(v)
+            c_sum = torch.zeros_like(v)
+            rest = v.clone()
+            while bool((rest > 0).any()):  # digits: a handful
+                c = rest % self.base
+                f_sum += (c > 0).to(torch.int64) if gate else torch.div(
+                    c + ou_rows - 1, ou_rows, rounding_mode="floor")
+                c_sum += c
+                rest = torch.div(rest, self.base, rounding_mode="floor")
+            table = (f_sum + (c_sum << 32)).to(device)
+            self._tables[key] = table
+        return table
 
 
-def position_sum_dtype(positions: int, base: int, fields: int,
-                       op_dtype: torch.dtype) -> torch.dtype | None:
-    """dtype for per-image sums over the positions of counts below `base` x `fields`: None
-    (the counts' own float32) while every such sum stays below 2^24, else float64."""
-    if op_dtype == torch.float32 and positions * base * fields < FLOAT32_EXACT:
+@dataclass(frozen=True)
+class BlockPlan:
+    """How `BlockedRows` splits a counter's sets: block g reads input channels
+    `channel_index[g * width : (g + 1) * width]` and computes its sets as the output
+    channels g * per_block ...; `select[d]` is set d's output channel; `weight` is the grouped
+    convolution's (G * per_block, width, kh, kw) 0/1 filters."""
+
+    weight: Tensor
+    channel_index: Tensor
+    select: Tensor
+    groups: int
+
+
+def block_plan(layer: QuantLayer, sets: Tensor,
+               row_blocks: list[tuple[int, int]] | None) -> BlockPlan | None:
+    """The split of `sets` (D, R) by the im2col row blocks `row_blocks` (an array's row tiles)
+    for a groups=1 conv layer, when every set's rows lie in one block and the grouped
+    convolution does under `BLOCKED_WORK_SHARE` of the plain one's work; else None.
+
+    A block of rows a..b-1 reads the input channels a // (kh kw) .. ceil(b / (kh kw)) - 1 only
+    (im2col rows run channel-major), so the counter's convolution over all C channels for all
+    D sets becomes a grouped one over about C / G channels per block: a row tile's sets see
+    one tile's channels.
+    """
+    if (row_blocks is None or len(row_blocks) < 2 or layer.kind != "conv" or layer.groups != 1
+            or not sets.numel()):
         return None
-    return torch.float64
+    khw = layer.kernel_size[0] * layer.kernel_size[1]
+    channels = layer.in_channels
+    d, r = sets.shape
+    starts = torch.tensor([a for a, _ in row_blocks], dtype=torch.int64)
+    stops = torch.tensor([b for _, b in row_blocks], dtype=torch.int64)
+    present = sets != 0
+    any_row = present.any(dim=1)
+    rows = torch.arange(r)
+    first = torch.where(present, rows, r).amin(dim=1)
+    last = torch.where(present, rows, -1).amax(dim=1)
+    block = torch.searchsorted(stops, first, right=True).clamp(max=len(row_blocks) - 1)
+    inside = (first >= starts[block]) & (last < stops[block])
+    if not bool((inside | ~any_row).all()):
+        return None
+    block = torch.where(any_row, block, torch.zeros_like(block))
+    lo = torch.div(starts, khw, rounding_mode="floor")
+    hi = torch.div(stops + khw - 1, khw, rounding_mode="floor")
+    width = int((hi - lo).max())
+    g = len(row_blocks)
+    per_block_sets = torch.bincount(block, minlength=g)
+    per_block = int(per_block_sets.max())
+    if g * width * per_block >= BLOCKED_WORK_SHARE * channels * d:
+        return None
+    order = torch.argsort(block, stable=True)
+    rank = torch.empty_like(order)
+    rank[order] = torch.arange(d) - (torch.cumsum(per_block_sets, 0) - per_block_sets)[
+        block[order]]
+    select = block * per_block + rank  # (D,) output channel of every set
+    # Filters: set d's rows, from its block's first channel, `width` channels wide.
+    padded = torch.nn.functional.pad(sets, (0, width * khw))  # room past the last channel
+    cols = (lo[block] * khw).unsqueeze(1) + torch.arange(width * khw).unsqueeze(0)
+    weight = torch.zeros((g * per_block, width * khw), dtype=torch.int64)
+    weight[select] = torch.gather(padded, 1, cols)
+    channel_index = (lo.unsqueeze(1) + torch.arange(width).unsqueeze(0)).clamp(
+        max=channels - 1).reshape(-1)  # past the last channel: weights are zero there
+    return BlockPlan(weight.reshape(g * per_block, width, *layer.kernel_size), channel_index,
+                     select, g)
+
+
+class BlockedRows:
+    """A counter's convolution run block by block as one grouped convolution (`block_plan`):
+    the same counts as the plain one (exact; same dtype), `rows()` in the sets' order."""
+
+    def __init__(self, layer: QuantLayer, plan: BlockPlan, max_input: int,
+                 device: torch.device) -> None:
+        shape = layer.input_shape
+        probe = (int(plan.channel_index.numel()), *shape[1:]) if shape else None
+        self.op = ExactLinear("conv", plan.weight, max_input, device, layer.stride,
+                              layer.padding, layer.dilation, probe_shape=probe,
+                              groups=plan.groups)
+        self.channel_index = plan.channel_index.to(device)
+        self.select = plan.select.to(device)
+        self.backend = self.op.backend
+        self.dtype = self.op.dtype
+
+    def rows(self, x: Tensor) -> Tensor:
+        """(images x positions, D) counts of x (N, C, H, W) integers in [0, max_input]."""
+        gathered = x.index_select(1, self.channel_index)
+        return self.op.rows(gathered).index_select(1, self.select)
 
 
 @dataclass
@@ -201,8 +366,9 @@ class SlotTable:
         return torch.div(self.slot_rows + ou_rows - 1, ou_rows, rounding_mode="floor")
 
 
-def slot_domains(table: SlotTable, layer: QuantLayer,
-                 device: torch.device) -> tuple[SlotTable, RowSetCounter]:
+def slot_domains(table: SlotTable, layer: QuantLayer, device: torch.device,
+                 row_blocks: list[tuple[int, int]] | None = None
+                 ) -> tuple[SlotTable, RowSetCounter]:
     """The same slots with one packing domain per slot, in slot order (slot j's domain is row
     j of the sets), and its counter: the counter's counts are then the slots' own, with no
     gather of (positions, slots) values per cycle in `count_slots` with early termination, for
@@ -212,7 +378,7 @@ def slot_domains(table: SlotTable, layer: QuantLayer,
     sets = table.sets.index_select(0, table.slot_set)
     ordered = replace(table, sets=sets,
                       slot_set=torch.arange(table.slots, device=table.slot_set.device))
-    return ordered, RowSetCounter(layer, sets, device)
+    return ordered, RowSetCounter(layer, sets, device, row_blocks)
 
 
 def class_channels(columns: Tensor, col_channel: Tensor, channels: int) -> tuple[Tensor, Tensor]:
@@ -499,17 +665,12 @@ def _count_full(table: SlotTable, counter: RowSetCounter | None, parts: list[Ten
         for a in range(0, images, chunk):  # chunks of whole images (memory bound)
             xc = part[a : a + chunk]
             n_img = int(xc.shape[0])
-            ou_img = torch.zeros((n_img, d_count), dtype=torch.float64, device=device)
-            op = counter.op()
-            sum_dtype = position_sum_dtype(positions, counter.base, 1, op.dtype)
-            for chunks, counts in counter.chunk_counts(xc, cycles, dac_bits, word):
-                reps = float(len(chunks))
-                if act:
-                    rows_set += counts.sum(dim=0, dtype=torch.float64) * reps
-                    ou = counts.div_(float(ou_rows)).ceil_()
-                else:  # "any": per gate domain, the (position, cycle)s it has an active row
-                    ou = (counts > 0).to(counts.dtype)
-                ou_img += ou.view(n_img, positions, -1).sum(dim=1, dtype=sum_dtype) * reps
+            # act: OUs ceil(n / ou.rows); any: per gate domain, the (position, cycle)s it
+            # has an active row
+            ou_img, rows_img = counter.image_sums(xc, cycles, dac_bits, word, ou_rows,
+                                                  gate=not act)
+            if act:
+                rows_set += rows_img.sum(dim=0)
             if act:
                 ou_slot = ou_img[:, table.slot_set]  # (images, J)
             else:  # each slot: its static OUs whenever its gate domain runs

@@ -86,14 +86,16 @@ class CombinedKernel(LayerKernel):
             if choice.act:
                 self.counter = self.inner.counter
             elif choice.skip_planes:
-                self.counter = RowSetCounter(mapped.layer, self.table.sets, device)
+                self.counter = RowSetCounter(mapped.layer, self.table.sets, device,
+                                             row_blocks=list(mapped.row_tiles))
         self.comp = (CompKernel(map_dense(mapped.layer, mapped.hw), device, alpha)
                      if choice.comprrae else None)
         if (self.comp is not None and choice.act and self.counter is not None
                 and 4 * self.table.slots <= 5 * self.counter.count):
             # early termination counts per (position, slot) every cycle: one domain per slot
             # spares a gather per cycle for at most 25% more counter filters
-            self.table, self.counter = slot_domains(self.table, mapped.layer, device)
+            self.table, self.counter = slot_domains(self.table, mapped.layer, device,
+                                                    row_blocks=self.counter.row_blocks)
 
 
 def sre_slots(kernel: SreKernel, device: torch.device, skip: str) -> SlotTable:

@@ -9,7 +9,7 @@ from torch import Tensor
 from ...core.engine import LayerKernel
 from ...core.intconv import FLOAT32_EXACT, ExactLinear
 from ...core.mapping import MappedLayer
-from ..counting import RowSetCounter
+from ..counting import BlockedRows, RowSetCounter
 from .mapping import column_segments, kept_matrix
 
 
@@ -80,10 +80,11 @@ class SreKernel(LayerKernel):
             for (a, b), keep in zip(self.mapped.row_tiles, self.tile_keep, strict=True):
                 sets[col : col + keep.shape[1], a:b] = keep.t().cpu().to(torch.int64)
                 col += keep.shape[1]
-            self._counter = RowSetCounter(self.mapped.layer, sets, self.device)
+            self._counter = RowSetCounter(self.mapped.layer, sets, self.device,
+                                          row_blocks=list(self.mapped.row_tiles))
         return self._counter
 
-    def count_op(self) -> ExactLinear:
+    def count_op(self) -> ExactLinear | BlockedRows:
         """The counter's convolution (`RowSetCounter.op`)."""
         return self.counter.op()
 

@@ -15,7 +15,6 @@ from ...core.events import Events
 from ...core.frontend import QuantLayer
 from ...core.mapping import MappedLayer, dense_events
 from ..base import Counted, LayerRun, Scheme, refuse_grouped
-from ..counting import position_sum_dtype
 from .kernel import SreKernel
 from .mapping import (
     GRANULARITIES,
@@ -289,28 +288,16 @@ class SreScheme(Scheme):
         """Add one chunk's dynamic counts. xc: (images, ...) layer input magnitudes (uint8 or
         int32), channels-last for conv layers.
 
-        `kernel.counter` gives the active kept rows per (position, kept set) of every cycle
-        (`RowSetCounter.chunk_counts`, several cycles per convolution); OU activations are the
-        exact ceil(count / ou.rows), summed per image, then mapped to the segments.
+        `kernel.counter` gives, per image and kept set, the OU activations (the exact
+        ceil(active kept rows / ou.rows) of every position and cycle) and the active rows
+        (`RowSetCounter.image_sums`), then mapped to the segments.
         """
         mapped = kernel.mapped
         hw = mapped.hw
         ou_r, cycles, dac_bits = float(hw.ou.rows), hw.cycles, hw.dac.bits
-        images = int(xc.shape[0])
         counter = kernel.counter
-        word = self.granularity == "word"
-        sets_total = kernel.sets_total
-        ou_img = torch.zeros((images, sets_total), dtype=torch.float64, device=xc.device)
-        rows_img = torch.zeros_like(ou_img)
-        # Per image, a sum over the positions of counts (<= B - 1 each) is exact in float32
-        # below 2^24, and float32 sums need no float64 copy of the counts.
-        sum_dtype = position_sum_dtype(mapped.layer.positions, counter.base, counter.fields,
-                                       counter.op().dtype)
-        for chunks, counts in counter.chunk_counts(xc, cycles, dac_bits, word):
-            reps = float(len(chunks))  # word: the same active rows in every cycle
-            rows_img += counts.view(images, -1, sets_total).sum(dim=1, dtype=sum_dtype) * reps
-            ou = counts.div_(ou_r).ceil_()  # exact: true division of small integers
-            ou_img += ou.view(images, -1, sets_total).sum(dim=1, dtype=sum_dtype) * reps
+        ou_img, rows_img = counter.image_sums(xc, cycles, dac_bits,
+                                              self.granularity == "word", int(ou_r))
         rows_set = rows_img.sum(dim=0)
         for i, sets in enumerate(kernel.tile_sets):  # arrays (row tiles): a few
             ou_seg = ou_img[:, sets]  # (images, S)

@@ -324,3 +324,26 @@ def test_cuda_matches_the_integer_reference() -> None:
         res = sparsexbar.simulate(net, (x, labels), hw=hw, options=opts, device="cuda")
         assert res.outputs is not None
         assert torch.equal(res.outputs.cpu(), ref)
+
+
+@settings(max_examples=25, deadline=None)
+@given(cin=st.integers(1, 5), k=st.sampled_from([1, 2, 3, 5]), stride=st.sampled_from([1, 2, 3]),
+       padding=st.integers(0, 2), dilation=st.sampled_from([1, 2]), size=st.integers(5, 11),
+       dtype=st.sampled_from([torch.uint8, torch.int32, torch.int64]), seed=st.integers(0, 99))
+def test_integer_patches_equal_float_im2col(cin: int, k: int, stride: int, padding: int,
+                                            dilation: int, size: int, dtype: torch.dtype,
+                                            seed: int) -> None:
+    """im2col of integer inputs (strided copies per kernel element) equals torch's float
+    im2col element for element, with strides, padding and dilation."""
+    if (k - 1) * dilation + 1 > size + 2 * padding:
+        return  # no output position
+    net = nets.single_conv(cin, 2, k, stride=stride, padding=padding, dilation=dilation,
+                           seed=seed)
+    x = nets.random_images(2, channels=cin, size=size, seed=seed)
+    layer = quantize_model(net, x, 8, 8).layers[0]
+    x_int = torch.randint(0, 256, (2, cin, size, size),
+                          generator=torch.Generator().manual_seed(seed))
+    want = layer.patches(x_int.to(torch.float32))
+    got = layer.patches(x_int.to(dtype))
+    assert got.dtype == dtype and got.shape == (2 * layer.positions, layer.rows)
+    assert torch.equal(got.to(torch.float32), want)

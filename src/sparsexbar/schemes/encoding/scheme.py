@@ -287,14 +287,14 @@ class EncodingScheme(Scheme):
         if precision is not None or convert:
             acc_mat = torch.zeros((n * layer.positions, layer.out_channels),
                                   dtype=torch.float64, device=x_int.device)
-        patches = layer.patches(x_int.to(torch.float32))
-        parts = ([(patches.clamp(min=0), 1.0), ((-patches).clamp(min=0), -1.0)]
-                 if layer.input_signed else [(patches, 1.0)])
+        narrow = torch.uint8 if layer.input_max <= 255 else torch.int32
+        # magnitudes of each pass in the narrow dtype first: 1-byte windows (im2col)
+        parts = ([(layer.patches(x_int.clamp(min=0).to(narrow)), 1.0),
+                  (layer.patches((-x_int).clamp(min=0).to(narrow)), -1.0)]
+                 if layer.input_signed else [(layer.patches(x_int.to(narrow)), 1.0)])
         positions = layer.positions
         chunk = self._images_per_chunk(kernel, positions, options, convert)
-        narrow = torch.uint8 if layer.input_max <= 255 else torch.int32
-        for part, sign in parts:  # one or two passes
-            xi = part.to(narrow)
+        for xi, sign in parts:  # one or two passes
             for a in range(0, n, chunk):  # chunks of whole images (memory bound)
                 xc = xi[a * positions : (a + chunk) * positions]
                 images = xc.shape[0] // positions

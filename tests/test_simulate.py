@@ -350,3 +350,22 @@ def test_integer_runs_pool_2x2_like_max_pool2d() -> None:
     for pool in (nn.MaxPool2d(3), nn.MaxPool2d(2, stride=1), nn.MaxPool2d(2, ceil_mode=True),
                  nn.MaxPool2d(2, padding=1), nn.AvgPool2d(2)):
         assert not _strided_2x2(pool, x)
+
+
+@pytest.mark.parametrize(("scheme", "overrides"), [
+    ("dense", {}),  # lossless, no clipping: the simulated logits stand for the reference
+    ("sre", {}),
+    ("dense", {"adc.bits": 3}),  # the ADC clips: the reference is run (exact shortcut)
+    ("comprrae:alpha=0.5", {}),  # a lossy scheme: the reference is run
+])
+def test_quantized_top1_is_the_integer_reference_networks(scheme: str,
+                                                          overrides: dict[str, Any]) -> None:
+    """quantized_top1 is the top-1 of the integer-quantized network (run_reference, float64),
+    whether simulate() reuses the simulated logits (provably equal) or runs it."""
+    net = nets.randomize_bn(nets.tiny_cnn(1, 10, 8, 4, seed=3), seed=3)
+    images, labels = data(40, seed=5)
+    qmodel = quantize_model(net, images, 8, 8)
+    want = int((qmodel.run_reference(images).argmax(dim=1) == labels).sum()) / 40
+    res = simulate(net, (images, labels), hw="ideal-small", overrides=overrides, scheme=scheme,
+                   batch_size=16)
+    assert res.accuracy.quantized_top1 == want

@@ -326,18 +326,20 @@ class CompKernel(LayerKernel):
         return torch.ceil(need / self.steps_per_cycle).clamp_(0.0, cycles)
 
     def live_columns(self, e: Tensor) -> list[Tensor]:
-        """(N, P, Cout) executed steps -> per input cycle t, (N, P, groups) int64: the columns
+        """(N, P, Cout) executed steps -> per input cycle t, (N, P, groups): the columns
         of each OU column group still converting in its activation of cycle t (column of
-        channel c, step offset j: e_c > t x steps_per_cycle + j); 0: the group is idle."""
+        channel c, step offset j: e_c > t x steps_per_cycle + j); 0: the group is idle.
+        int32 (a narrower copy than int64; the counts are at most ou.cols)."""
         span = self.group_channels.shape[1]
         need = [e.index_select(2, self.group_channels[:, j]) - self.group_offsets[:, j]
                 for j in range(span)]  # (channel, slice) pairs per column group: a handful
         spc = float(self.steps_per_cycle)
+        member = self.group_member_cols.to(torch.int32)
         out = []
         for t in range(self.mapped.hw.cycles):  # input cycles: a handful
             live: Tensor | None = None
             for j in range(span):
-                part = (need[j] > t * spc).to(torch.int64) * self.group_member_cols[:, j]
+                part = (need[j] > t * spc).to(torch.int32) * member[:, j]
                 live = part if live is None else live + part
             assert live is not None
             out.append(live)

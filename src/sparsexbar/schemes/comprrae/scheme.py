@@ -443,12 +443,21 @@ class CompRRAEScheme(Scheme):
         per_tile.index_add_(1, k.group_tile, group_cycles)
         busiest = int(per_tile.amax(dim=1).sum())  # per image: its busiest column tile
         # time and ADC rounds of every activation, from its live columns
+        # Both depend on an activation's live-column count only (0 .. ou.cols): count, per
+        # (image, group), the activations with each count (one bincount per cycle), then
+        # weigh the histogram by the tables.
         time_table, round_table = self.timing(mapped).table(hw.ou.cols, e.device)
-        group_ns = torch.zeros((n, k.column_groups()), dtype=torch.float64, device=e.device)
-        rounds = 0.0
+        values = hw.ou.cols + 1
+        groups = k.column_groups()
+        slot = ((torch.arange(n, device=e.device).view(n, 1, 1) * groups
+                 + torch.arange(groups, device=e.device).view(1, 1, groups)) * values).to(
+            torch.int32)
+        hist = torch.zeros(n * groups * values, dtype=torch.float64, device=e.device)
         for live in k.live_columns(e):  # input cycles: a handful
-            group_ns += time_table[live].sum(dim=1)
-            rounds += float(round_table[live].sum())
+            hist += torch.bincount((live + slot).view(-1), minlength=hist.numel())
+        hist = hist.view(n, groups, values)
+        group_ns = hist @ time_table  # (N, groups)
+        rounds = float((hist.sum(dim=(0, 1)) * round_table).sum())
         tile_ns = torch.zeros((n, k.col_tiles), dtype=torch.float64, device=e.device)
         tile_ns.index_add_(1, k.group_tile, group_ns)
         busiest_ns = float(tile_ns.amax(dim=1).sum()) if n else 0.0

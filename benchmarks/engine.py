@@ -3,9 +3,13 @@
     .venv/bin/python benchmarks/engine.py --model vgg8 --batch-size 64
     .venv/bin/python benchmarks/engine.py --model vgg16 --batch-size 256
     .venv/bin/python benchmarks/engine.py --model vgg8-pattern --cases lossless,pattern,combined
+    .venv/bin/python benchmarks/engine.py --model vgg16-fmnist-pattern --batch-size 256
 
-Targets (issue 2): lossless <= 3x plain PyTorch time; lossy bit-accurate <= 15x;
-peak RSS <= 3 GiB for the VGG-16-shaped CIFAR net at batch 256. Figures: docs/benchmarks.md.
+Models: vgg8 / vgg8-pattern (the shipped VGG-8s, the demo's model), vgg16-fmnist /
+vgg16-fmnist-pattern (the shipped VGG-16 workloads on the test images padded to 32x32), vgg16
+(random weights, CIFAR-shaped random inputs). Targets (issue 18): noisy <= 40x plain PyTorch,
+lossy <= 8x, every scheme <= 3x dense; peak RSS <= 4 GiB for VGG-16 at batch 256.
+Figures: docs/benchmarks.md.
 """
 
 from __future__ import annotations

@@ -23,3 +23,12 @@ def test_benchmark_rows_on_the_demo_model(tmp_path: Path) -> None:
         assert r["images_per_s"] == 2 / r["sim_s"] and r["peak_rss_mib"] > 0
     # Lossless cases equal the integer reference; the clipping case has no such check.
     assert [r["equals_reference"] for r in rows] == [True, True, None]
+
+
+def test_benchmark_runs_the_shipped_vgg16_workload() -> None:
+    """The shipped VGG-16 (32x32, padded test images) as a benchmark model: its rows, with the
+    lossless cases equal to the integer reference."""
+    rows = run_benchmark(model="vgg16-fmnist", batch_size=1, repeats=1, threads=1,
+                         cases=(CASES["lossless"], CASES["sre"]))
+    assert [r["model"] for r in rows] == ["vgg16-fmnist"] * 2
+    assert [r["equals_reference"] for r in rows] == [True, True]

@@ -32,11 +32,15 @@ from ..simulate import LayerRecorder
 from ..training import zoo
 from ..training.checkpoint import load_checkpoint, load_shipped_model, shipped_pattern_model_path
 from ..training.data import fashion_mnist
+from ..training.shipped import load_shipped
 
 # The cases come from the scheme registry: each scheme's entry declares its own.
 CASES: dict[str, BenchCase] = bench_cases()
 DEFAULT_CASES = tuple(CASES.values())
-BENCH_MODELS = ("vgg8", "vgg8-pattern", "vgg16")
+# vgg8 / vgg8-pattern: the shipped VGG-8s (28x28); vgg16-fmnist / vgg16-fmnist-pattern: the
+# shipped VGG-16 workloads (32x32, the test images padded); vgg16: random weights (shape only).
+BENCH_MODELS = ("vgg8", "vgg8-pattern", "vgg16-fmnist", "vgg16-fmnist-pattern", "vgg16")
+SHIPPED_VGG16 = ("vgg16-fmnist", "vgg16-fmnist-pattern")
 FMNIST_TEST_IMAGES = 10000  # the embedded Fashion-MNIST test split the vgg8 cases run on
 
 
@@ -52,6 +56,12 @@ def _model_and_inputs(model: str, batch_size: int) -> tuple[torch.nn.Module, tor
         x = test.subset(0, min(batch_size, len(test))).to_float()
         if x.shape[0] < batch_size:
             raise ValueError(f"batch size {batch_size} exceeds the {x.shape[0]} test images")
+    elif model in SHIPPED_VGG16:
+        net, _ = load_shipped(model)
+        test = fashion_mnist("test")
+        if batch_size > len(test):
+            raise ValueError(f"batch size {batch_size} exceeds the {len(test)} test images")
+        x = test.subset(0, batch_size).fitted(1, 32).to_float()
     elif model == "vgg16":
         # No CIFAR here: random weights and uniform random inputs (shape only).
         gen = torch.Generator().manual_seed(0)
@@ -70,7 +80,7 @@ def check_bench_args(model: str, batch_size: int, repeats: int) -> None:
         raise SparsexbarError(f"--batch-size must be positive, got {batch_size}")
     if repeats < 1:
         raise SparsexbarError(f"--repeats must be positive, got {repeats}")
-    if model in ("vgg8", "vgg8-pattern") and batch_size > FMNIST_TEST_IMAGES:
+    if model != "vgg16" and batch_size > FMNIST_TEST_IMAGES:
         raise SparsexbarError(f"--batch-size {batch_size} exceeds the {FMNIST_TEST_IMAGES} "
                               f"test images the {model} benchmark runs on")
 

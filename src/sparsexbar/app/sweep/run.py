@@ -216,8 +216,16 @@ def _run_local(points: list[SweepPoint], workers: int | None, address: str | Non
                                initializer=_worker_init, initargs=(os.getpid(),))
     finished_all = False
     try:
-        pending: dict[Future[dict[str, Any]], SweepPoint] = {
-            pool.submit(run_point, p): p for p in points}
+        # The workers start in submit(): with SIGINT blocked there, they inherit the blocked
+        # mask (kept across exec), so a Ctrl-C while one is still starting up (before its
+        # initializer ignores SIGINT) cannot print a traceback from it; the driver gets a
+        # SIGINT that arrived meanwhile when the mask is restored, and ends them.
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        try:
+            pending: dict[Future[dict[str, Any]], SweepPoint] = {
+                pool.submit(run_point, p): p for p in points}
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
         while pending:
             finished, _ = wait(list(pending), return_when=FIRST_COMPLETED)
             for fut in finished:

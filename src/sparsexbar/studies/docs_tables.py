@@ -8,7 +8,9 @@
   setting), ours beside published;
 - docs/reproduce.md: every row of every section, the combined scheme's included;
 - docs/schemes/NAME.md (between `<!-- reproduce:NAME:begin -->` and `...:end -->`): the rows of
-  that study's section.
+  that study's section;
+- docs/schemes/pattern.md: the measured area-efficiency ablation (studies/ablations.py), from
+  docs/results/ablation_pattern_area.json.
 
 `--check` writes nothing and exits 1 when a file differs from what the generator gives
 (tests/test_docs_tables.py runs the same comparison).
@@ -24,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from ..core.io import atomic_write_text
+from .ablations import PATTERN_AREA_MARKERS, PATTERN_AREA_RESULT, pattern_area_markdown
 from .headline import accuracy_note, fmt_value, headline_markdown
 
 BEGIN, END = "<!-- reproduce:begin -->", "<!-- reproduce:end -->"
@@ -135,6 +138,18 @@ def generated(root: Path, report: dict[str, Any] | None = None) -> dict[Path, st
         if page.is_file() and markers(sec["study"])[0] in page.read_text():
             out[page] = replace_block(page.read_text(), section_block(report, sec["study"]),
                                       str(page), sec["study"])
+    # measured ablations (studies/ablations.py), where their result file is committed
+    ablation = root / PATTERN_AREA_RESULT
+    page = root / "docs" / "schemes" / "pattern.md"
+    if ablation.is_file() and page in out:
+        begin, end = PATTERN_AREA_MARKERS
+        text = out[page]
+        if text.count(begin) != 1 or text.count(end) != 1:
+            raise ValueError(f"{page}: needs exactly one {begin} ... {end} pair")
+        head, rest = text.split(begin, 1)
+        _, tail = rest.split(end, 1)
+        block = pattern_area_markdown(json.loads(ablation.read_text()))
+        out[page] = f"{head}{begin}\n{block}{end}{tail}"
     return out
 
 

@@ -1,0 +1,29 @@
+"""Measured ablations (studies/ablations.py): the pattern area-efficiency rows come from the
+mapping of the pruned networks; dense arrays follow the closed form of the tiling."""
+
+from __future__ import annotations
+
+import math
+
+from sparsexbar.core.config import load_config
+from sparsexbar.studies.ablations import pattern_area_markdown, pattern_area_rows
+from sparsexbar.training import zoo
+
+
+def test_pattern_area_rows_follow_the_mapping() -> None:
+    rows = pattern_area_rows(widths=(0.25,), presets=("isaac",), shipped=None)
+    assert len(rows) == 1
+    row = rows[0]
+    hw = load_config("isaac")
+    net = zoo.build_model("vgg16", in_channels=1, num_classes=10, input_size=32, width=0.25)
+    convs = [m for m in net.modules() if m.__class__.__name__ == "Conv2d"]
+    # dense tiling: ceil(9 Cin / rows) row tiles x ceil(Cout x columns per weight / cols)
+    per_weight = hw.slices * hw.polarities
+    dense = sum(math.ceil(9 * c.in_channels / hw.array.rows)
+                * math.ceil(c.out_channels * per_weight / hw.array.cols) for c in convs)
+    assert row["conv_layers"] == len(convs) == 13
+    assert row["dense_arrays"] == dense
+    assert 0 < row["pattern_arrays"] < row["dense_arrays"]  # 86% zeros: fewer arrays
+    assert row["area_efficiency"] == dense / row["pattern_arrays"]
+    text = pattern_area_markdown({"rows": rows, "published": 4.67, "time_s": 1.0})
+    assert f"| {row['dense_arrays']} | {row['pattern_arrays']} |" in text

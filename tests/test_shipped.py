@@ -139,6 +139,30 @@ def test_shipped_model_matches_its_recorded_figures(name: str) -> None:
                 assert used == rows[layer]["patterns_used_codes"], layer
 
 
+VGG16_BARS = {"vgg16-fmnist-sre50": 0.010, "vgg16-fmnist-sre70": 0.010,
+              "vgg16-fmnist-sre90": 0.010, "vgg16-fmnist-pattern": 0.005}
+
+
+def test_vgg16_workload_meets_the_accuracy_bars() -> None:
+    """The workload issue's bars, on the whole test split (the files' metadata, written by
+    train/prune): dense >= 93% float and its 8-bit network within 0.5 pt; OU-structured
+    variants within 1.0 pt of dense, the pattern variant within 0.5 pt; each pruned one's
+    recorded parent accuracy is the shipped dense model's."""
+    _, dense = load_shipped("vgg16-fmnist")
+    base = dense["accuracy"]
+    assert base["test_images"] == 10000
+    assert base["float_top1"] >= 0.93
+    assert abs(base["quantized_top1"] - base["float_top1"]) <= 0.005
+    for name, bar in VGG16_BARS.items():
+        _, meta = load_shipped(name)
+        acc = meta["accuracy"]
+        assert acc["test_images"] == 10000, name
+        assert base["float_top1"] - acc["float_top1"] <= bar + 1e-9, name
+        if name != "vgg16-fmnist-sre90":  # pruned from sre70, whose own figure it records
+            assert meta["pruning"]["top1_before"] == base["float_top1"], name
+        assert meta["pruning"]["tune_images"] in (None, 60000), name  # the whole train split
+
+
 def test_every_registered_model_has_a_description() -> None:
     assert len({m.name for m in SHIPPED}) == len(SHIPPED)
     assert all(m.description for m in SHIPPED)

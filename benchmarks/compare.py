@@ -1,0 +1,63 @@
+"""Before/after table of `benchmarks/engine.py --json` rows, as Markdown (docs/benchmarks.md).
+
+    .venv/bin/python benchmarks/compare.py docs/results/bench/vgg8p_before_t1.json \
+        docs/results/bench/vgg8p_after_t1.json
+
+Per case: x plain PyTorch (wall and CPU time) before and after, x dense (the `lossless` case of
+the same file: every scheme against dense on the same model, settings and run), peak RSS, and
+whether the lossless cases equal the integer reference. Figures come from the files only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+
+def _rows(path: Path) -> dict[str, dict[str, Any]]:
+    rows = json.loads(path.read_text())
+    return {r["key"]: r for r in rows}
+
+
+def _x_dense(rows: dict[str, dict[str, Any]], name: str) -> str:
+    dense = rows.get("lossless")
+    if dense is None or name not in rows:
+        return "-"
+    return f"{rows[name]['sim_s'] / dense['sim_s']:.2f}"
+
+
+def table(before: Path | None, after: Path) -> str:
+    """Markdown rows: one per case of `after` (with `before`'s figures where it has it)."""
+    new = _rows(after)
+    old = _rows(before) if before is not None else {}
+    first = next(iter(new.values()))
+    head = (f"{first['model']}, batch {first['batch_size']}, {first['threads']} thread"
+            f"{'s' if first['threads'] > 1 else ''}")
+    lines = [f"| case ({head}) | x plain before | x plain after | x plain (CPU) after "
+             "| x dense before | x dense after | img/s after | peak RSS after | == reference |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
+    for name, r in new.items():
+        b = old.get(name)
+        ref = {None: "n/a (lossy)", True: "yes", False: "NO"}[r["equals_reference"]]
+        lines.append(
+            f"| {r['label']} | {'-' if b is None else format(b['ratio'], '.2f')} "
+            f"| {r['ratio']:.2f} | {r['cpu_ratio']:.2f} "
+            f"| {_x_dense(old, name) if b is not None else '-'} | {_x_dense(new, name)} "
+            f"| {r['images_per_s']:.1f} | {r['peak_rss_mib']:.0f} MiB | {ref} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("files", nargs="+", type=Path, help="[before.json] after.json")
+    args = ap.parse_args()
+    if len(args.files) > 2:
+        ap.error("give one or two files: [before.json] after.json")
+    before, after = (None, args.files[0]) if len(args.files) == 1 else args.files
+    print(table(before, after), end="")
+
+
+if __name__ == "__main__":
+    main()

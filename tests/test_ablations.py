@@ -27,3 +27,20 @@ def test_pattern_area_rows_follow_the_mapping() -> None:
     assert row["area_efficiency"] == dense / row["pattern_arrays"]
     text = pattern_area_markdown({"rows": rows, "published": 4.67, "time_s": 1.0})
     assert f"| {row['dense_arrays']} | {row['pattern_arrays']} |" in text
+
+
+def test_sre_speedup_rows_come_from_simulated_runs() -> None:
+    """Network speedup is the run's vs_dense figure; the best layer's is the largest ratio of
+    dense to sre latency over the layers, at least the network's."""
+    from sparsexbar.simulate import simulate
+    from sparsexbar.studies.ablations import sre_speedup_markdown, sre_speedup_rows
+
+    rows = sre_speedup_rows("vgg8-fmnist-pattern", ou_sizes=(8,), images=2)
+    res = simulate("vgg8-fmnist-pattern", "default", hw="isaac",
+                   overrides={"ou.rows": 8, "ou.cols": 8}, scheme="sre", limit=2, batch_size=2)
+    (row,) = rows
+    assert row["network_speedup"] == res.vs_dense.speedup
+    best = max(r.dense_latency_ns_per_image / r.latency_ns_per_image for r in res.layers)
+    assert row["best_layer_speedup"] == best >= row["network_speedup"]
+    text = sre_speedup_markdown({"rows": rows, "published": 42.3, "time_s": 1.0})
+    assert f"{row['network_speedup']:.2f}x" in text

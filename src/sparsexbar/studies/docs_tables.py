@@ -9,8 +9,8 @@
 - docs/reproduce.md: every row of every section, the combined scheme's included;
 - docs/schemes/NAME.md (between `<!-- reproduce:NAME:begin -->` and `...:end -->`): the rows of
   that study's section;
-- docs/schemes/pattern.md: the measured area-efficiency ablation (studies/ablations.py), from
-  docs/results/ablation_pattern_area.json.
+- docs/schemes/pattern.md and sre.md: the measured ablations (studies/ablations.py), from
+  docs/results/ablation_*.json.
 
 `--check` writes nothing and exits 1 when a file differs from what the generator gives
 (tests/test_docs_tables.py runs the same comparison).
@@ -21,17 +21,29 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from ..core.io import atomic_write_text
-from .ablations import PATTERN_AREA_MARKERS, PATTERN_AREA_RESULT, pattern_area_markdown
+from .ablations import (
+    PATTERN_AREA_MARKERS,
+    PATTERN_AREA_RESULT,
+    SRE_SPEEDUP_MARKERS,
+    SRE_SPEEDUP_RESULT,
+    pattern_area_markdown,
+    sre_speedup_markdown,
+)
 from .headline import accuracy_note, fmt_value, headline_markdown
 
 BEGIN, END = "<!-- reproduce:begin -->", "<!-- reproduce:end -->"
 RESULT = Path("docs/results/all_reproduce.json")
 README, FULL = Path("README.md"), Path("docs/reproduce.md")
+# (result file, markers, scheme page, its Markdown) of each measured ablation
+ABLATIONS: tuple[tuple[Path, tuple[str, str], str, Callable[[dict[str, Any]], str]], ...] = (
+    (PATTERN_AREA_RESULT, PATTERN_AREA_MARKERS, "pattern", pattern_area_markdown),
+    (SRE_SPEEDUP_RESULT, SRE_SPEEDUP_MARKERS, "sre", sre_speedup_markdown),
+)
 STUDY_NAMES = {"sre": "SRE", "pattern": "Pattern", "comprrae": "CompRRAE",
                "encoding": "Encoding"}
 
@@ -139,17 +151,16 @@ def generated(root: Path, report: dict[str, Any] | None = None) -> dict[Path, st
             out[page] = replace_block(page.read_text(), section_block(report, sec["study"]),
                                       str(page), sec["study"])
     # measured ablations (studies/ablations.py), where their result file is committed
-    ablation = root / PATTERN_AREA_RESULT
-    page = root / "docs" / "schemes" / "pattern.md"
-    if ablation.is_file() and page in out:
-        begin, end = PATTERN_AREA_MARKERS
+    for result, (begin, end), study, markdown in ABLATIONS:
+        ablation, page = root / result, root / "docs" / "schemes" / f"{study}.md"
+        if not ablation.is_file() or page not in out:
+            continue
         text = out[page]
         if text.count(begin) != 1 or text.count(end) != 1:
             raise ValueError(f"{page}: needs exactly one {begin} ... {end} pair")
         head, rest = text.split(begin, 1)
         _, tail = rest.split(end, 1)
-        block = pattern_area_markdown(json.loads(ablation.read_text()))
-        out[page] = f"{head}{begin}\n{block}{end}{tail}"
+        out[page] = f"{head}{begin}\n{markdown(json.loads(ablation.read_text()))}{end}{tail}"
     return out
 
 

@@ -188,3 +188,25 @@ def test_nibble_executor_equals_the_float64_reference(signed_input: bool) -> Non
             got = executor(layer, xi)
             assert got.dtype == torch.int64
             assert torch.equal(got, layer.reference_accumulate(xi)), layer.name
+
+
+@pytest.mark.parametrize("model", ["grouped", "mobilenetv2"])
+def test_nibble_executor_takes_grouped_and_depthwise_convs(model: str) -> None:
+    """Grouped and depthwise layers (each group its own block) in the digit-plane accumulator:
+    equal to the float64 reference (a groups=1 int8 convolution of a depthwise weight was
+    built before, and failed on the layer's input)."""
+    from sparsexbar.core.frontend import quantize_model
+    from tests import nets
+
+    torch.manual_seed(5)
+    if model == "grouped":
+        net, size, ch = nets.grouped_net(in_ch=2, channels=6, groups=6, size=8), 8, 2
+    else:
+        net = build_model("mobilenetv2", in_channels=1, num_classes=10, input_size=32,
+                          width=0.25).eval()
+        size, ch = 32, 1
+    x = torch.rand(6, ch, size, size)
+    q = quantize_model(net.eval(), x, 8, 8)
+    assert any(layer.groups > 1 for layer in q.layers)
+    with torch.no_grad():
+        assert torch.equal(q.run(x, NibbleExecutor()), q.run_reference(x))

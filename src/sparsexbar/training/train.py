@@ -313,7 +313,8 @@ class NibbleExecutor:
         key = id(layer)
         if key not in self._linear:
             lin = ExactLinear(layer.kind, layer.weight_int, 15, layer.weight_int.device,
-                              layer.stride, layer.padding, layer.dilation)
+                              layer.stride, layer.padding, layer.dilation,
+                              probe_shape=layer.input_shape or None, groups=layer.groups)
             self._linear[key] = lin
         lin = self._linear[key]
         return lin if lin.backend != "float64" else None

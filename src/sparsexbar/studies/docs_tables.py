@@ -34,15 +34,20 @@ from .ablations import (
     pattern_area_markdown,
     sre_speedup_markdown,
 )
+from .deviation import deviation_markdown
 from .headline import accuracy_note, fmt_value, headline_markdown
 
 BEGIN, END = "<!-- reproduce:begin -->", "<!-- reproduce:end -->"
 RESULT = Path("docs/results/all_reproduce.json")
+# the accumulated-deviation study on the VGG-16 workload (studies/deviation.py's JSON)
+DEVIATION_RESULT = Path("docs/results/deviation_vgg16.json")
 README, FULL = Path("README.md"), Path("docs/reproduce.md")
 # (result file, markers, scheme page, its Markdown) of each measured ablation
 ABLATIONS: tuple[tuple[Path, tuple[str, str], str, Callable[[dict[str, Any]], str]], ...] = (
     (PATTERN_AREA_RESULT, PATTERN_AREA_MARKERS, "pattern", pattern_area_markdown),
     (SRE_SPEEDUP_RESULT, SRE_SPEEDUP_MARKERS, "sre", sre_speedup_markdown),
+    (DEVIATION_RESULT, ("<!-- deviation:vgg16:begin -->", "<!-- deviation:vgg16:end -->"), "sre",
+     deviation_markdown),
 )
 STUDY_NAMES = {"sre": "SRE", "pattern": "Pattern", "comprrae": "CompRRAE",
                "encoding": "Encoding"}

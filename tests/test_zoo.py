@@ -277,10 +277,12 @@ def test_shipped_mobilenet_loads_and_matches_recorded_accuracy() -> None:
 def test_a_missing_shipped_mobilenet_is_one_line_with_exit_2(
         capsys: pytest.CaptureFixture[str], tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch) -> None:
-    from sparsexbar.training import checkpoint
+    from sparsexbar.training import checkpoint, shipped
     from tests.test_cli_errors import assert_one_line_error, cli
 
+    # an installation without the file: both places that look for shipped files see none
     monkeypatch.setattr(checkpoint, "ASSETS_DIR", tmp_path)
+    monkeypatch.setattr(shipped, "ASSETS_DIR", tmp_path)
     code, _, err = cli(capsys, "run", "--model", "mobilenetv2-fmnist", "--data", "default",
                        "--limit", "2", "--out", str(tmp_path / "out"))
     assert_one_line_error(code, err, "mobilenetv2-fmnist", "missing from the installation")

@@ -1,10 +1,12 @@
-"""Before/after table of `benchmarks/engine.py --json` rows, as Markdown (docs/benchmarks.md).
+"""Before/after table of `benchmarks/engine.py --json` (or `simulate_call.py --json`) rows, as
+Markdown (docs/benchmarks.md).
 
     .venv/bin/python benchmarks/compare.py docs/results/bench/vgg8p_before_t1.json \
         docs/results/bench/vgg8p_after_t1.json
 
 Per case: x plain PyTorch (wall and CPU time) before and after, x dense (the `lossless` case of
-the same file: every scheme against dense on the same model, settings and run), peak RSS, and
+the same file: every scheme against dense on the same model, settings and run; also in CPU
+time, which a shared machine's waiting for a core does not inflate), peak RSS, and
 whether the lossless cases equal the integer reference. Figures come from the files only.
 """
 
@@ -21,11 +23,11 @@ def _rows(path: Path) -> dict[str, dict[str, Any]]:
     return {r["key"]: r for r in rows}
 
 
-def _x_dense(rows: dict[str, dict[str, Any]], name: str) -> str:
+def _x_dense(rows: dict[str, dict[str, Any]], name: str, key: str = "sim_s") -> str:
     dense = rows.get("lossless")
     if dense is None or name not in rows:
         return "-"
-    return f"{rows[name]['sim_s'] / dense['sim_s']:.2f}"
+    return f"{rows[name][key] / dense[key]:.2f}"
 
 
 def table(before: Path | None, after: Path) -> str:
@@ -36,8 +38,9 @@ def table(before: Path | None, after: Path) -> str:
     head = (f"{first['model']}, batch {first['batch_size']}, {first['threads']} thread"
             f"{'s' if first['threads'] > 1 else ''}")
     lines = [f"| case ({head}) | x plain before | x plain after | x plain (CPU) after "
-             "| x dense before | x dense after | img/s after | peak RSS after | == reference |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
+             "| x dense before | x dense after | x dense (CPU) before | x dense (CPU) after "
+             "| img/s after | peak RSS after | == reference |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
     for name, r in new.items():
         b = old.get(name)
         ref = {None: "n/a (lossy)", True: "yes", False: "NO"}[r["equals_reference"]]
@@ -45,7 +48,25 @@ def table(before: Path | None, after: Path) -> str:
             f"| {r['label']} | {'-' if b is None else format(b['ratio'], '.2f')} "
             f"| {r['ratio']:.2f} | {r['cpu_ratio']:.2f} "
             f"| {_x_dense(old, name) if b is not None else '-'} | {_x_dense(new, name)} "
+            f"| {_x_dense(old, name, 'sim_cpu_s') if b is not None else '-'} "
+            f"| {_x_dense(new, name, 'sim_cpu_s')} "
             f"| {r['images_per_s']:.1f} | {r['peak_rss_mib']:.0f} MiB | {ref} |")
+    return "\n".join(lines) + "\n"
+
+
+def simulate_table(before: Path | None, after: Path) -> str:
+    """The same for `benchmarks/simulate_call.py --json` rows: simulate() against the engine."""
+    new = json.loads(after.read_text())
+    old = {r["scheme"]: r for r in json.loads(before.read_text())} if before else {}
+    lines = ["| scheme | engine s before | simulate() s before | x engine before "
+             "| x engine (CPU) before | engine s after | simulate() s after | x engine after "
+             "| x engine (CPU) after |", "| --- |" + " ---: |" * 8]
+    for r in new:
+        b = old.get(r["scheme"])
+        was = ("- | - | - | -" if b is None else f"{b['engine_s']:.3f} | {b['simulate_s']:.3f} "
+               f"| {b['ratio']:.2f} | {b['cpu_ratio']:.2f}")
+        lines.append(f"| {r['scheme']} | {was} | {r['engine_s']:.3f} | {r['simulate_s']:.3f} "
+                     f"| {r['ratio']:.2f} | {r['cpu_ratio']:.2f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -56,7 +77,8 @@ def main() -> None:
     if len(args.files) > 2:
         ap.error("give one or two files: [before.json] after.json")
     before, after = (None, args.files[0]) if len(args.files) == 1 else args.files
-    print(table(before, after), end="")
+    rows = json.loads(after.read_text())
+    print((simulate_table if rows and "engine_s" in rows[0] else table)(before, after), end="")
 
 
 if __name__ == "__main__":

@@ -39,6 +39,7 @@ from ..core.frontend import quantize_model
 from ..core.io import atomic_write_text
 from ..core.mapping import map_dense
 from ..schemes import get_scheme
+from ..simulate import simulate
 from ..training import zoo
 from ..training.prune import pattern_prune_model
 from ..training.shipped import load_shipped
@@ -118,8 +119,6 @@ def sre_speedup_rows(model: str = "vgg16-fmnist-sre90", ou_sizes: Sequence[int] 
                      images: int = 20) -> list[dict[str, Any]]:
     """One row per OU size: `sre` (joint, bit) against `dense` on `isaac` with that OU (both),
     the first `images` test images: the network's speedup and its best layer's."""
-    from ..simulate import simulate
-
     rows = []
     for size in ou_sizes:
         res = simulate(model, "default", hw="isaac", overrides={"ou.rows": size, "ou.cols": size},

@@ -30,7 +30,8 @@ from ..core.frontend import QuantizedModel, quantize_model
 from ..core.runtime import pyplot
 from ..simulate import simulate
 from ..training.models import resolve_model
-from .setup import fmnist_split
+from ..training.shipped import find_shipped, load_shipped
+from .setup import fmnist_split, model_input_size
 from .writers import save_png, write_json, write_text
 
 DEFAULT_OU_ROWS = (128, 64, 32, 16, 8, 4)
@@ -65,7 +66,10 @@ def deviation_study(out_dir: str | Path | None, model: Any = "default", hw: Any 
     if data is None:
         if not 0 < test_images <= 10000:
             raise SparsexbarError(f"--deviation-images must be in 1..10000, got {test_images}")
-        x, y = fmnist_split("test", test_images)
+        # the shipped models record their input size (the VGG-16s take 32x32: padded)
+        shipped = find_shipped(model) if isinstance(model, str) else None
+        size = model_input_size(load_shipped(model)[1]) if shipped is not None else 28
+        x, y = fmnist_split("test", test_images, size)
         dataset = f"fashion-mnist test[0:{test_images}]"
     else:
         x, y = data

@@ -29,8 +29,8 @@ from ..core.io import atomic_write_text
 from ..core.runtime import torch_threads
 from ..schemes import BenchCase, bench_cases, get_scheme
 from ..simulate import LayerRecorder
+from ..studies.setup import model_input_size
 from ..training import zoo
-from ..training.checkpoint import load_checkpoint, load_shipped_model, shipped_pattern_model_path
 from ..training.data import fashion_mnist
 from ..training.shipped import load_shipped
 
@@ -40,28 +40,21 @@ DEFAULT_CASES = tuple(CASES.values())
 # vgg8 / vgg8-pattern: the shipped VGG-8s (28x28); vgg16-fmnist / vgg16-fmnist-pattern: the
 # shipped VGG-16 workloads (32x32, the test images padded); vgg16: random weights (shape only).
 BENCH_MODELS = ("vgg8", "vgg8-pattern", "vgg16-fmnist", "vgg16-fmnist-pattern", "vgg16")
-SHIPPED_VGG16 = ("vgg16-fmnist", "vgg16-fmnist-pattern")
+SHIPPED_BENCH = {"vgg8": "vgg8-fmnist", "vgg8-pattern": "vgg8-fmnist-pattern",
+                 "vgg16-fmnist": "vgg16-fmnist", "vgg16-fmnist-pattern": "vgg16-fmnist-pattern"}
 FMNIST_TEST_IMAGES = 10000  # the embedded Fashion-MNIST test split the vgg8 cases run on
 
 
 def _model_and_inputs(model: str, batch_size: int) -> tuple[torch.nn.Module, torch.Tensor]:
-    if model in ("vgg8", "vgg8-pattern"):
-        if model == "vgg8":
-            net, _ = load_shipped_model()
-        else:  # the shipped pattern-pruned VGG-8 (the demo's model)
-            net, _ = load_checkpoint(shipped_pattern_model_path())
-        # Real images (the embedded Fashion-MNIST test split, first batch_size): the input
-        # sparsity and value distribution decide how many groups can clip.
-        test = fashion_mnist("test")
-        x = test.subset(0, min(batch_size, len(test))).to_float()
-        if x.shape[0] < batch_size:
-            raise ValueError(f"batch size {batch_size} exceeds the {x.shape[0]} test images")
-    elif model in SHIPPED_VGG16:
-        net, _ = load_shipped(model)
+    if model in SHIPPED_BENCH:
+        net, meta = load_shipped(SHIPPED_BENCH[model])
+        # Real images (the embedded Fashion-MNIST test split, first batch_size, fitted to the
+        # model's recorded input: the VGG-16s pad to 32x32): the input sparsity and value
+        # distribution decide how many groups can clip.
         test = fashion_mnist("test")
         if batch_size > len(test):
             raise ValueError(f"batch size {batch_size} exceeds the {len(test)} test images")
-        x = test.subset(0, batch_size).fitted(1, 32).to_float()
+        x = test.subset(0, batch_size).fitted(1, model_input_size(meta)).to_float()
     elif model == "vgg16":
         # No CIFAR here: random weights and uniform random inputs (shape only).
         gen = torch.Generator().manual_seed(0)

@@ -185,10 +185,8 @@ class RowSetCounter:
         op = self.op()
         fields = 1 if word else self.fields
         if self.base ** fields > LUT_ENTRIES or not images:
-            positions = None
             for chunks, counts in self.chunk_counts(xc, cycles, dac_bits, word):
                 reps = float(len(chunks))
-                positions = positions or counts.shape[0] // images
                 view = counts.view(images, -1, self.count)
                 rows_img += view.sum(dim=1, dtype=torch.float64) * reps
                 ou = (counts > 0).to(counts.dtype) if gate else counts.div_(

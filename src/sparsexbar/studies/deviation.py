@@ -29,8 +29,7 @@ from ..core.errors import SparsexbarError
 from ..core.frontend import QuantizedModel, quantize_model
 from ..core.runtime import pyplot
 from ..simulate import simulate
-from ..training.models import resolve_model
-from ..training.shipped import find_shipped, load_shipped
+from ..training.models import load_model, resolve_model
 from .setup import fmnist_split, model_input_size
 from .writers import save_png, write_json, write_text
 
@@ -66,16 +65,17 @@ def deviation_study(out_dir: str | Path | None, model: Any = "default", hw: Any 
     if data is None:
         if not 0 < test_images <= 10000:
             raise SparsexbarError(f"--deviation-images must be in 1..10000, got {test_images}")
-        # the shipped models record their input size (the VGG-16s take 32x32: padded)
-        shipped = find_shipped(model) if isinstance(model, str) else None
-        size = model_input_size(load_shipped(model)[1]) if shipped is not None else 28
-        x, y = fmnist_split("test", test_images, size)
+        # the images fitted to the input size the checkpoint records (the VGG-16s: 32x32,
+        # padded), as study_setup does
+        loaded = load_model(model)
+        x, y = fmnist_split("test", test_images, model_input_size(loaded.meta))
+        net, model_name = loaded.net, loaded.name
         dataset = f"fashion-mnist test[0:{test_images}]"
     else:
         x, y = data
         dataset = "given"
-    net, model_name = resolve_model(model, int(x.shape[1]), max(int(y.max()) + 1, 10),
-                                    int(x.shape[-1]))
+        net, model_name = resolve_model(model, int(x.shape[1]), max(int(y.max()) + 1, 10),
+                                        int(x.shape[-1]))
     qmodel: QuantizedModel = quantize_model(net, x[:256], config.numbers.weight_bits,
                                             config.numbers.input_bits)
     baseline: dict[str, float] | None = None

@@ -140,9 +140,11 @@ def markers(study: str | None = None) -> tuple[str, str]:
     return f"<!-- reproduce:{study}:begin -->", f"<!-- reproduce:{study}:end -->"
 
 
-def replace_block(text: str, block: str, where: str, study: str | None = None) -> str:
-    """`text` with the part between the markers replaced by `block`."""
-    begin, end = markers(study)
+def replace_block(text: str, block: str, where: str, study: str | None = None,
+                  bounds: tuple[str, str] | None = None) -> str:
+    """`text` with the part between the markers (`bounds`, else those of `study`) replaced
+    by `block`."""
+    begin, end = bounds or markers(study)
     if text.count(begin) != 1 or text.count(end) != 1 or text.index(begin) > text.index(end):
         raise ValueError(f"{where}: needs exactly one {begin} ... {end} pair")
     head, rest = text.split(begin, 1)
@@ -166,14 +168,9 @@ def generated(root: Path, report: dict[str, Any] | None = None) -> dict[Path, st
     # measured ablations (studies/ablations.py), where their result file is committed
     for result, (begin, end), study, markdown in ABLATIONS:
         ablation, page = root / result, root / "docs" / "schemes" / f"{study}.md"
-        if not ablation.is_file() or page not in out:
-            continue
-        text = out[page]
-        if text.count(begin) != 1 or text.count(end) != 1:
-            raise ValueError(f"{page}: needs exactly one {begin} ... {end} pair")
-        head, rest = text.split(begin, 1)
-        _, tail = rest.split(end, 1)
-        out[page] = f"{head}{begin}\n{markdown(json.loads(ablation.read_text()))}{end}{tail}"
+        if ablation.is_file() and page in out:
+            out[page] = replace_block(out[page], markdown(json.loads(ablation.read_text())),
+                                      str(page), bounds=(begin, end))
     return out
 
 

@@ -294,10 +294,8 @@ class SreScheme(Scheme):
         """
         mapped = kernel.mapped
         hw = mapped.hw
-        ou_r, cycles, dac_bits = float(hw.ou.rows), hw.cycles, hw.dac.bits
-        counter = kernel.counter
-        ou_img, rows_img = counter.image_sums(xc, cycles, dac_bits,
-                                              self.granularity == "word", int(ou_r))
+        ou_img, rows_img = kernel.counter.image_sums(xc, hw.cycles, hw.dac.bits,
+                                                     self.granularity == "word", hw.ou.rows)
         rows_set = rows_img.sum(dim=0)
         for i, sets in enumerate(kernel.tile_sets):  # arrays (row tiles): a few
             ou_seg = ou_img[:, sets]  # (images, S)

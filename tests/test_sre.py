@@ -335,6 +335,36 @@ def test_dynamic_modes_clipping_adc_equal_reference(mode: str, gran: str, signed
     assert not torch.equal(run.accumulator, exact)  # the ADC did change the result
 
 
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 10_000), ou_rows=st.integers(1, 5), array_rows=st.integers(4, 12),
+       adc_bits=st.integers(2, 5), mode=st.sampled_from(["joint", "activation"]),
+       gran=st.sampled_from(["bit", "word"]), step=st.sampled_from([1.0, 2.0]),
+       zeros=st.floats(0.0, 0.9))
+def test_packed_path_equals_reference_property(seed: int, ou_rows: int, array_rows: int,
+                                               adc_bits: int, mode: str, gran: str,
+                                               step: float, zeros: float) -> None:
+    """The vectorized packed path (static blocks split at the packed-OU boundary, running
+    sums per kept-row set) equals the loop reference for any OU height, array height, input
+    sparsity and ADC: boundaries inside a set's last block, sets of one block, empty OUs."""
+    ou_rows = min(ou_rows, array_rows)
+    net = prune_blocks(nets.single_conv(2, 3, 3, padding=1, seed=seed), 0.5, seed)
+    x = nets.random_images(2, channels=2, size=4, seed=seed)
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.where(torch.rand(x.shape, generator=gen) < zeros, torch.zeros_like(x), x)
+    layer = quantize_model(net, x, 8, 8).layers[0]
+    x_int = layer.quantize_input(x)
+    hw = preset("ideal-small").with_overrides(
+        {"array.rows": array_rows, "array.cols": 10, "ou.rows": ou_rows, "ou.cols": 4,
+         "dac.bits": 2, "adc.bits": adc_bits, "adc.step": step})
+    scheme = SreScheme(mode, gran)
+    mapped = scheme.map_layer(layer, hw)
+    kernel = scheme.kernel(mapped, torch.device("cpu"))
+    got = scheme.packed_accumulate(kernel, x_int, EngineOptions(memory_budget_mb=0.002))
+    expected = layer.fold_output(reference_packed_values(layer, x_int, hw, mode, gran),
+                                 x_int.shape[0])
+    assert torch.equal(got, expected)
+
+
 def test_dynamic_modes_refuse_non_ideal_device() -> None:
     layer, _ = _layer(False)
     hw = preset("isaac").with_overrides({"device.read_noise_sigma": 0.01})

@@ -21,6 +21,9 @@ from typing import Any
 from .base import Scheme
 from .options import Option, format_options
 
+OU9X8_ADC5 = (("ou.rows", 9), ("ou.cols", 8), ("adc.bits", 5))  # cannot clip at 8-bit DAC
+CLIPPING = (*OU9X8_ADC5, ("dac.bits", 2))  # the bench's lossy setting: this ADC clips
+
 
 @dataclass(frozen=True)
 class BenchCase:

@@ -38,7 +38,7 @@ Modules: kernel (LayerChoice, CombinedKernel, slot tables), scheme (CombinedSche
 layer_events, static_cost), options (its `name:key=value` table).
 """
 
-from ..entry import BenchCase, SchemeEntry
+from ..entry import CLIPPING, BenchCase, SchemeEntry
 from .kernel import CombinedKernel, LayerChoice, pattern_slots, sre_slots
 from .options import OPTIONS
 from .scheme import (
@@ -64,7 +64,10 @@ ENTRY = SchemeEntry(
     build=build_combined,
     matches=is_composition,
     bench=(BenchCase("combined", "combined, isaac, per-layer best layout + act + comprrae + "
-                     "lossless encoding", "combined"),),
+                     "lossless encoding", "combined"),
+           BenchCase("combined-lossy", "combined, isaac OU 9x8, ADC 5 bit, DAC 2 bit (clips; "
+                     "comprrae dropped where it would clip)",
+                     "combined", CLIPPING)),
 )
 
 __all__ = ["ALIASES", "CombinedKernel", "CombinedScheme", "ENTRY", "LAYOUTS", "LayerChoice",

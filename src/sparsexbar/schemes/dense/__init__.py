@@ -1,9 +1,7 @@
 """`dense`: the OU-based baseline with the straightforward mapping; skips nothing."""
 
-from ..entry import BenchCase, SchemeEntry
+from ..entry import CLIPPING, OU9X8_ADC5, BenchCase, SchemeEntry
 from .scheme import DenseScheme
-
-OU9X8_ADC5 = (("ou.rows", 9), ("ou.cols", 8), ("adc.bits", 5))
 
 ENTRY = SchemeEntry(
     name="dense",
@@ -17,11 +15,11 @@ ENTRY = SchemeEntry(
                   "dense, isaac OU 9x8, ADC 5 bit, per-group bound checks forced", "dense",
                   OU9X8_ADC5, exact_shortcut=False),
         BenchCase("lossy", "dense, isaac OU 9x8, ADC 5 bit, DAC 2 bit (clips: per-conversion)",
-                  "dense", (*OU9X8_ADC5, ("dac.bits", 2))),
+                  "dense", CLIPPING),
         BenchCase("nonideal",
                   "dense, isaac OU 9x8, ADC 5 bit, DAC 2 bit, device variation + read noise + "
                   "accumulated deviation (every active group converted)", "dense",
-                  (*OU9X8_ADC5, ("dac.bits", 2), ("device.variation", "lognormal"),
+                  (*CLIPPING, ("device.variation", "lognormal"),
                    ("device.variation_sigma", 0.05), ("device.read_noise_sigma", 0.01),
                    ("device.accumulated_deviation_sigma", 0.02))),
     ),

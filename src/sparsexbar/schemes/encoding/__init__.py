@@ -34,7 +34,7 @@ and counts), scheme (EncodingScheme), options (its `name:key=value` table), cali
 (`sparsexbar calibrate encoding`), study (`sparsexbar reproduce encoding`).
 """
 
-from ..entry import BenchCase, SchemeEntry
+from ..entry import CLIPPING, BenchCase, SchemeEntry
 from .kernel import (
     ClipTables,
     EncodingKernel,
@@ -77,7 +77,9 @@ ENTRY = SchemeEntry(
     options=OPTIONS,
     build=build_encoding,
     bench=(BenchCase("encoding", "encoding, isaac, both encodings + lossless ADC + zero-plane "
-                     "skip", "encoding"),),
+                     "skip", "encoding"),
+           BenchCase("encoding-lossy", "encoding, isaac OU 9x8, ADC 5 bit, DAC 2 bit (clips)",
+                     "encoding", CLIPPING)),
     calibration="sparsexbar.schemes.encoding.calibration:CALIBRATION",
     study="sparsexbar.schemes.encoding.study:STUDY",
 )

@@ -52,7 +52,7 @@ Modules: mapping (patterns, units, placement, fallback), kernel (PatternKernel),
 (PatternScheme), study (`sparsexbar reproduce pattern`).
 """
 
-from ..entry import BenchCase, SchemeEntry
+from ..entry import CLIPPING, BenchCase, SchemeEntry
 from .kernel import PatternKernel
 from .mapping import (
     PatternMappedLayer,
@@ -75,7 +75,9 @@ ENTRY = SchemeEntry(
          "inputs skipped",
     # Meant for --model vgg8-pattern (on unpruned weights pattern falls back to dense layers).
     bench=(BenchCase("pattern", "pattern, isaac, kernel-reordering mapping (exact counts)",
-                     "pattern"),),
+                     "pattern"),
+           BenchCase("pattern-lossy", "pattern, isaac OU 9x8, ADC 5 bit, DAC 2 bit (clips)",
+                     "pattern", CLIPPING)),
     study="sparsexbar.schemes.pattern.study:STUDY",
 )
 

@@ -32,7 +32,7 @@ Modules: mapping (map_sre, partial-sum bounds), kernel (SreKernel), scheme (SreS
 options (its `name:key=value` table), study (`sparsexbar reproduce sre`).
 """
 
-from ..entry import BenchCase, SchemeEntry
+from ..entry import CLIPPING, BenchCase, SchemeEntry
 from .kernel import SreKernel
 from .mapping import (
     GRANULARITIES,
@@ -56,7 +56,10 @@ ENTRY = SchemeEntry(
          "OU granularity",
     options=OPTIONS,
     bench=(BenchCase("sre", "sre, isaac, joint mode (static rows + zero input bits, exact "
-                     "counts)", "sre"),),
+                     "counts)", "sre"),
+           BenchCase("sre-lossy", "sre, isaac OU 9x8, ADC 5 bit, DAC 2 bit (clips: packed OUs "
+                     "converted)",
+                     "sre", CLIPPING)),
     study="sparsexbar.schemes.sre.study:STUDY",
 )
 

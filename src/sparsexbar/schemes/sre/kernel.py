@@ -11,6 +11,7 @@ from ...core.intconv import FLOAT32_EXACT, ExactLinear
 from ...core.mapping import MappedLayer
 from ..counting import BlockedRows, RowSetCounter
 from .mapping import column_segments, kept_matrix
+from .packing import PackPlan, build_pack_plan
 
 
 class SreKernel(LayerKernel):
@@ -50,6 +51,15 @@ class SreKernel(LayerKernel):
         self._counter: RowSetCounter | None = None
         self._value_op: ExactLinear | None = None
         self._value_op_built = False
+        self._pack_plan: PackPlan | None = None
+
+    def pack_plan(self) -> PackPlan:
+        """The static plan of dynamic packing with a lossy ADC (`packing.build_pack_plan`),
+        built on first use."""
+        if self._pack_plan is None:
+            self._pack_plan = build_pack_plan(self.mapped, self.tile_keep, self.tile_inverse,
+                                              self.combine, self.device)
+        return self._pack_plan
 
     def value_op(self) -> ExactLinear | None:
         """The layer's linear map on its input magnitudes, exact (int8 convolution on CPU

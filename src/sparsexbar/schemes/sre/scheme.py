@@ -24,6 +24,11 @@ from .mapping import (
     kept_matrix,
     map_sre,
 )
+from .packing import packed_corrections
+
+PACK_CHUNK_MB = 32.0  # working set of one chunk of dynamic packing with a lossy ADC: on VGG-8
+# (vgg8-pattern, OU 9x8, 5-bit ADC, 2-bit DAC, one thread) 32 MiB took 24 s, 16 MiB 25 s,
+# 64 MiB 27 s and 512 MiB 31 s for 64 images (cache-sized chunks)
 
 
 class SreScheme(Scheme):
@@ -107,89 +112,28 @@ class SreScheme(Scheme):
     def packed_accumulate(self, kernel: SreKernel, x_int: Tensor,
                           options: EngineOptions) -> Tensor:
         """Accumulator (float64) with dynamic packing and a lossy ADC (ideal device): the exact
-        result plus, per (position, cycle, column group) whose packed OUs could leave the
-        ADC's identity range, ADC(p) - p of every packed OU's columns.
-
-        Per row tile and cycle, the active kept rows of every (position, segment) are ranked
-        in row order (cumsum); rank // ou.rows is the OU a row lands in. A bound (chunk x the
-        row's largest level in the segment, summed per OU) picks the candidates; their OU
-        partial sums are scatter-added per column and converted.
-        """
+        result plus ADC(p) - p of every packed OU's columns (`packing.packed_corrections`: per
+        row tile and cycle, the active kept rows of every position and kept-row set, ranked in
+        row order, packed into OUs of ou.rows; partial sums by batched products per block)."""
         mapped = kernel.mapped
         hw, layer = mapped.hw, mapped.layer
-        device = x_int.device
-        step, top = hw.adc.step, float(hw.adc_max_code)
-        ou, dac_bits = hw.ou.rows, hw.dac.bits
-        r, c = mapped.levels.shape
-        cols = mapped.segment_cols.to(device)
-        cols = torch.where(cols < 0, torch.full_like(cols, c), cols)  # (S, K), pad -> c
-        lv = torch.nn.functional.pad(mapped.levels.to(device=device, dtype=torch.float32),
-                                     (0, 1))
-        lev_seg = lv[:, cols]  # (R, S, K)
-        rowmax = lev_seg.amax(dim=2)  # (R, S)
-        s_count, k = cols.shape
+        plan = kernel.pack_plan()
         patches = layer.patches(x_int.to(torch.float32))
-        m_total = patches.shape[0]
+        m_total = int(patches.shape[0])
         parts = ([(patches.clamp(min=0), 1.0), ((-patches).clamp(min=0), -1.0)]
                  if layer.input_signed else [(patches, 1.0)])
-        tallest = max(b - a for a, b in mapped.row_tiles)
-        per_pos = tallest * s_count * 24 + 1  # bytes of the (m, rows, S) intermediates
-        chunk = max(1, int(options.memory_budget_mb * 2**20 // per_pos))
-        out = torch.zeros((m_total, layer.out_channels), dtype=torch.float64, device=device)
+        budget = min(options.memory_budget_mb, PACK_CHUNK_MB) * 2**20
+        out = torch.zeros((m_total, layer.out_channels), dtype=torch.float64,
+                          device=x_int.device)
         for part, sign in parts:  # one or two passes
-            corr = torch.zeros((m_total, c + 1), dtype=torch.float64, device=device)
-            xi = part.to(torch.int64)
-            for a, b in mapped.row_tiles:  # arrays (row tiles): a few
-                groups = -(-(b - a) // ou)
-                kp = kernel.keep[a:b]
-                for t in range(hw.cycles):  # a handful of cycles
-                    for m0 in range(0, m_total, chunk):  # chunks of positions (memory)
-                        xs = xi[m0 : m0 + chunk, a:b]
-                        ch = ((xs >> (t * dac_bits)) & (2**dac_bits - 1)).to(torch.float32)
-                        on = (ch != 0) if self.granularity == "bit" else (xs != 0)
-                        self._packed_corrections(on, ch, kp, lev_seg[a:b], rowmax[a:b], cols,
-                                                 groups, ou, step, top,
-                                                 float(2 ** (t * dac_bits)), corr, m0,
-                                                 options.memory_budget_mb)
-            out += sign * (corr @ kernel.combine)
+            corr = torch.zeros_like(out)
+            words = torch.zeros((layer.rows + 1, m_total), dtype=torch.int32,
+                                device=x_int.device)
+            words[: layer.rows] = part.t()  # row-major; row R reads 0 (padding entries)
+            packed_corrections(plan, words, hw.cycles, hw.dac.bits, self.granularity,
+                               hw.ou.rows, hw.adc.step, float(hw.adc_max_code), corr, budget)
+            out += sign * corr
         return layer.fold_output(out, x_int.shape[0]) + exact_accumulate(layer, x_int)
-
-    @staticmethod
-    def _packed_corrections(on: Tensor, ch: Tensor, kp: Tensor, lev: Tensor, rowmax: Tensor,
-                            cols: Tensor, groups: int, ou: int, step: float, top: float,
-                            weight: float, corr: Tensor, m0: int, budget_mb: float) -> None:
-        """Add ADC(p) - p (times the cycle's shift `weight`) of one chunk's packed OUs."""
-        m, rows = ch.shape
-        s_count = kp.shape[1]
-        act = on.unsqueeze(2) & kp.unsqueeze(0)  # (m, rows, S)
-        rank = torch.cumsum(act.to(torch.int32), dim=1) - 1
-        g = torch.where(act, torch.div(rank, ou, rounding_mode="floor"),
-                        torch.full_like(rank, groups)).to(torch.int64)  # dump bin: groups
-        base = (torch.arange(m, device=ch.device).view(-1, 1, 1) * s_count
-                + torch.arange(s_count, device=ch.device).view(1, 1, -1)) * (groups + 1)
-        vals = ch.unsqueeze(2) * rowmax.unsqueeze(0)
-        bound = torch.zeros(m * s_count * (groups + 1), dtype=torch.float32, device=ch.device)
-        bound.index_add_(0, (base + g).reshape(-1), vals.reshape(-1))
-        bound = bound.view(m, s_count, groups + 1)[:, :, :groups]
-        threshold = top if step == 1.0 else 0.0
-        cm, cs = (bound > threshold).any(dim=2).nonzero(as_tuple=True)
-        if cm.numel() == 0:
-            return
-        k = lev.shape[2]
-        per_cand = rows * k * 4 * 3 + 1  # bytes of contrib + partial sums, ~3 live copies
-        block = max(1, int(budget_mb * 2**20 // per_cand))
-        for c0 in range(0, cm.numel(), block):  # chunks of candidates (memory bound)
-            bm, bs = cm[c0 : c0 + block], cs[c0 : c0 + block]
-            contrib = ch[bm].unsqueeze(2) * lev[:, bs, :].permute(1, 0, 2)  # (C, rows, K)
-            gi = g[bm, :, bs]  # (C, rows)
-            p = torch.zeros((bm.numel(), groups + 1, k), dtype=torch.float32,
-                            device=ch.device)
-            p.scatter_add_(1, gi.unsqueeze(2).expand(-1, -1, k), contrib)
-            p = p[:, :groups]
-            q = torch.round(p / step).clamp_(0, top) * step
-            delta = (q - p).to(torch.float64).sum(dim=1) * weight  # (C, K)
-            rows_idx = (m0 + bm).unsqueeze(1).expand(-1, k)
-            corr.index_put_((rows_idx, cols[bs]), delta, accumulate=True)
 
     def storage(self, mapped: MappedLayer) -> Storage:
         """Index bits: every kept row of every (array, column group) stores its row index;

@@ -1,0 +1,176 @@
+"""Dynamic packing with a lossy ADC (ideal device), vectorized: the ADC corrections of every
+packed OU of an SRE-style layout.
+
+Per (row tile, column group) the active kept rows of a position and cycle, in row order, are
+packed into OUs of `ou.rows`. Segments of one row tile that keep the same rows share their
+packing: the plan works on the tile's distinct kept-row sets, each with the columns of all its
+segments. A set's kept rows are cut into static blocks of `ou.rows` rows (the OUs of the
+weight-compressed layout). A block holds at most `ou.rows` active rows, so at most one packed-OU
+boundary falls inside it: its rows before the boundary belong to packed OU o (that of its first
+row), the rest (partial sums A) to OU o + 1. With H the running sum over the set's blocks of
+the block partial sums minus A, a packed OU that ends in block e and follows one that ended in
+block e' has the partial sums H_e - (H_e' - A_e'); the set's last OU may be the A of its last
+block alone. The block sums are batched matrix products
+of (ou.rows, positions) inputs with each block's (width, ou.rows) levels; only the ranks (a
+cumulative sum over the kept rows) are per-row work. Every packed OU's partial sums are exact
+integers in float32; ADC(p) - p of each is added per output channel.
+
+Sets are grouped into buckets of equal width (columns) and block count, so every step is a
+regular tensor operation; all work runs in entry-major, position-minor layout.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from ...core.mapping import MappedLayer
+
+
+@dataclass
+class PackBucket:
+    """Sets of one row tile with the same width and number of blocks: `sets` x `blocks`
+    blocks of `ou.rows` entries, each set's kept rows padded with the zero row (index R)."""
+
+    sets: int
+    blocks: int  # per set
+    entry_row: Tensor  # (sets x blocks x ou,) int64 layer row of each entry (R: padding)
+    levels: Tensor  # (sets x blocks, width, ou) float32 levels of each block's set columns
+    channel_map: Tensor  # (sets x width, Cout) float64 signed shift weight to output channels
+
+    @property
+    def bytes_per_position(self) -> int:
+        """Working memory of one position in `packed_corrections`: entries (words, chunks,
+        ranks, masks) and block/OU partial sums (~9 float32 copies)."""
+        return int(self.entry_row.numel()) * 24 + self.sets * (self.blocks + 1) * int(
+            self.levels.shape[1]) * 36 + 64
+
+
+@dataclass
+class PackPlan:
+    """The buckets of every row tile (`PackBucket`)."""
+
+    buckets: list[PackBucket]
+
+
+def build_pack_plan(mapped: MappedLayer, tile_keep: list[Tensor], tile_inverse: list[Tensor],
+                    combine: Tensor, device: torch.device) -> PackPlan:
+    """The static plan of `packed_corrections` from the kernel's distinct kept-row sets per
+    row tile (`tile_keep[i]`: (rows, U) of tile i; `tile_inverse[i]`: (S,) set of each
+    segment) and its (C + 1, Cout) column-to-channel `combine` matrix."""
+    ou = mapped.hw.ou.rows
+    r, c = mapped.levels.shape
+    cols = mapped.segment_cols.cpu()
+    cols = torch.where(cols < 0, torch.full_like(cols, c), cols)  # (S, K), padding -> c
+    levels = torch.nn.functional.pad(mapped.levels.cpu().to(torch.float32), (0, 1, 0, 1))
+    combine = combine.cpu()
+    groups: dict[tuple[int, int], list[tuple[Tensor, Tensor]]] = {}
+    for (a, _), keep, inverse in zip(mapped.row_tiles, tile_keep, tile_inverse, strict=True):
+        keep, inverse = keep.cpu().bool(), inverse.cpu()
+        for u in range(int(keep.shape[1])):  # the tile's distinct sets
+            rows = keep[:, u].nonzero().flatten() + a
+            segs = (inverse == u).nonzero().flatten()
+            if rows.numel() == 0 or segs.numel() == 0:
+                continue  # no kept row: no OU ever runs
+            set_cols = cols[segs].reshape(-1)
+            key = (int(set_cols.numel()), -(-int(rows.numel()) // ou))
+            groups.setdefault(key, []).append((rows, set_cols))
+    buckets = []
+    for (width, nb), sets in sorted(groups.items()):
+        entries = torch.full((len(sets), nb * ou), r, dtype=torch.int64)
+        for j, (rows, _) in enumerate(sets):
+            entries[j, : rows.numel()] = rows
+        set_cols = torch.stack([sc for _, sc in sets])  # (sets, width)
+        lv = levels[entries.unsqueeze(2), set_cols.unsqueeze(1)]  # (sets, nb*ou, width)
+        lv = lv.view(len(sets) * nb, ou, width).transpose(1, 2).contiguous()
+        buckets.append(PackBucket(len(sets), nb, entries.reshape(-1).to(device), lv.to(device),
+                                  combine[set_cols.reshape(-1)].to(device)))
+    return PackPlan(buckets)
+
+
+def packed_corrections(plan: PackPlan, words: Tensor, cycles: int, dac_bits: int,
+                       granularity: str, ou: int, step: float, top: float, out: Tensor,
+                       budget_bytes: float) -> None:
+    """Add sum over cycles and packed OUs of shift x (ADC(p) - p), per output channel, into
+    `out` (M, Cout) float64.
+
+    words: (R + 1, M) int32 input magnitudes of M positions, row-major (row R: zero);
+    granularity: "bit" (a row takes a place in an OU when its chunk is not 0) or "word" (when
+    its input is not 0). Each bucket runs in chunks of positions of `budget_bytes`."""
+    total_positions = int(words.shape[1])
+    top_value = int(words.max()) if words.numel() else 0
+    live = [t for t in range(cycles) if top_value >> (t * dac_bits)]  # chunks not all 0
+    for bucket in plan.buckets:  # a few per row tile
+        step_m = max(1, int(budget_bytes // bucket.bytes_per_position))
+        for m0 in range(0, total_positions, step_m):  # chunks of positions (memory bound)
+            word = words[:, m0 : m0 + step_m].index_select(0, bucket.entry_row)  # (E, m)
+            total = _chunk_deltas(bucket, word, live, dac_bits, granularity, ou, step, top)
+            if total is not None:
+                out[m0 : m0 + step_m].addmm_(total.t(), bucket.channel_map)
+
+
+def _chunk_deltas(bucket: PackBucket, word: Tensor, live: list[int], dac_bits: int,
+                  granularity: str, ou: int, step: float, top: float) -> Tensor | None:
+    """(sets x width, m) float64: the shift-weighted sum over the live cycles of
+    `_bucket_deltas`."""
+    place = _places(word != 0, bucket, ou) if granularity == "word" else None
+    total: Tensor | None = None
+    for t in live:  # a handful of cycles
+        chunk = (word >> (t * dac_bits)) & (2**dac_bits - 1)
+        past, first = place if place is not None else _places(chunk != 0, bucket, ou)
+        delta = _bucket_deltas(bucket, chunk.to(torch.float32), past, first, step, top)
+        if total is None:
+            total = delta.mul_(float(2 ** (t * dac_bits)))
+        else:
+            total.add_(delta, alpha=float(2 ** (t * dac_bits)))
+    return total
+
+
+def _places(on: Tensor, bucket: PackBucket, ou: int) -> tuple[Tensor, Tensor]:
+    """From (E, m) active entries: (sets x blocks, ou, m) bool, the entries past their
+    block's packed-OU boundary, and (sets, blocks, m) the packed OU of each block's first
+    entry."""
+    m = int(on.shape[1])
+    act = on.view(bucket.sets, bucket.blocks * ou, m).to(torch.int16)
+    before = torch.cumsum(act, dim=1, dtype=torch.int16).sub_(act)  # active entries before
+    before = before.view(bucket.sets * bucket.blocks, ou, m)
+    first = torch.div(before[:, 0, :], ou, rounding_mode="floor")  # packed OU of the block
+    past = before >= ((first + 1) * ou).unsqueeze(1)  # ranks of the next OU
+    return past, first.view(bucket.sets, bucket.blocks, m)
+
+
+def _bucket_deltas(bucket: PackBucket, x: Tensor, past: Tensor, first: Tensor, step: float,
+                   top: float) -> Tensor:
+    """(sets x width, m) sums over each set's packed OUs of ADC(p) - p."""
+    sets, nb = bucket.sets, bucket.blocks
+    width = int(bucket.levels.shape[1])
+    m = int(x.shape[1])
+    xb = x.view(sets * nb, -1, m)
+    whole = torch.bmm(bucket.levels, xb)  # (sets x nb, width, m) block partial sums
+    tail = torch.bmm(bucket.levels, xb * past)  # A: the rows past the boundary
+    running = whole.sub_(tail).view(sets, nb, width, m).cumsum(dim=1)  # H
+    tail = tail.view(sets, nb, width, m)
+    carry = torch.zeros((sets, nb + 1, width, m), dtype=torch.float32, device=x.device)
+    torch.sub(running, tail, out=carry[:, 1:])  # H - A at every block (1-based; 0: none)
+    # a packed OU ends in block b when the next block starts in a later OU (the last: always)
+    end = torch.ones((sets, nb, m), dtype=torch.bool, device=x.device)
+    torch.gt(first[:, 1:], first[:, :-1], out=end[:, :-1])
+    index = torch.where(end, torch.arange(1, nb + 1, device=x.device).view(1, -1, 1), 0)
+    last_end = torch.cummax(index, dim=1).values
+    previous = torch.zeros_like(last_end)
+    previous[:, 1:] = last_end[:, :-1]  # the block where the preceding OU ended (0: none)
+    # the set's last packed OU may start past the boundary of its last block: its partial
+    # sums are that block's A (0, converted to 0, where no row is past it)
+    p = torch.empty((sets, nb + 1, width, m), dtype=torch.float32, device=x.device)
+    torch.sub(running, carry.gather(1, previous.unsqueeze(2).expand(-1, -1, width, -1)),
+              out=p[:, :nb])
+    p[:, nb] = tail[:, -1]
+    end = torch.cat([end, end[:, -1:]], dim=1).unsqueeze(2)
+    if step == 1.0:  # integer sums (exact in float32): only what clips changes
+        delta = p.sub_(top).clamp_(min=0).neg_().mul_(end)
+        return delta.sum(dim=1).view(sets * width, m).to(torch.float64)
+    delta = (torch.round(p / step).clamp_(0, top) * step).sub_(p).to(torch.float64)
+    delta.mul_(end)  # one conversion per packed OU
+    return delta.sum(dim=1).view(sets * width, m)

@@ -241,22 +241,25 @@ def conversion_corrections(planes: Tensor, tables: ClipTables, bus_invert: bool,
     slot = first[g_idx] * block + rank  # flat slot of each candidate
     n_blocks = int(blocks.sum())
     block_group = torch.repeat_interleave(torch.arange(g_count, device=device), blocks)
-    x = planes[tm_idx.unsqueeze(1), tables.group_rows[g_idx]]  # (n, ou) uint8
+    width = int(planes.shape[1])  # flat gathers (2-D advanced indexing is several x slower)
+    flat = (tm_idx * width).unsqueeze(1) + tables.group_rows.index_select(0, g_idx)
+    x = planes.reshape(-1).index_select(0, flat.reshape(-1)).view(n_cand, ou)  # uint8
     t_idx = torch.div(tm_idx, m, rounding_mode="floor")
     # ADC(p) - p = -(p - top) where p > top: the negative sign goes into the slot weights.
     weight = -torch.pow(2.0, (t_idx * dac_bits).to(dtype))
     if inverted is not None:
-        inv = inverted[tm_idx, g_idx]
+        inv = inverted.reshape(-1).index_select(0, tm_idx * g_count + g_idx)
         x = torch.where(inv.unsqueeze(1), (chunk_max - x) * tables.real[g_idx], x)
         weight = torch.where(inv, -weight, weight)
     packed = torch.zeros((n_blocks * block, ou), dtype=dtype, device=device)
-    packed[slot] = x.to(dtype)
+    packed.index_copy_(0, slot, x.to(dtype))
     slot_weight = torch.zeros((n_blocks * block, 1), dtype=dtype, device=device)
-    slot_weight[slot, 0] = weight
+    slot_weight.index_copy_(0, slot, weight.unsqueeze(1))
     # (position, group) row of each slot; padding slots go to a dump row with weight 0.
     slot_row = torch.full((n_blocks * block,), m * g_count, dtype=torch.int64, device=device)
-    slot_row[slot] = (tm_idx - t_idx * m) * g_count + g_idx
-    p = torch.bmm(packed.view(n_blocks, block, ou), tables.levels[block_group])  # (nb, B, K)
+    slot_row.index_copy_(0, slot, (tm_idx - t_idx * m) * g_count + g_idx)
+    p = torch.bmm(packed.view(n_blocks, block, ou),
+                  tables.levels.index_select(0, block_group))  # (nb, B, K)
     clipped = 0
     if step == 1.0:
         err = p.sub_(float(top)).clamp_(min=0)  # p - top where p > top

@@ -4,8 +4,9 @@ Markdown (docs/benchmarks.md).
     .venv/bin/python benchmarks/compare.py docs/results/bench/vgg8p_before_t1.json \
         docs/results/bench/vgg8p_after_t1.json
 
-Per case: x plain PyTorch (wall and CPU time) before and after, x dense (the `lossless` case of
-the same file: every scheme against dense on the same model, settings and run; also in CPU
+Per case: x plain PyTorch (wall and CPU time) before and after, x dense (the `dense` case of
+the same file with the same overrides, else `lossless`: every scheme against dense on the same
+model, settings and run, a clipping setting against dense in it; also in CPU
 time, which a shared machine's waiting for a core does not inflate), peak RSS, and
 whether the lossless cases equal the integer reference. Figures come from the files only.
 """
@@ -23,9 +24,20 @@ def _rows(path: Path) -> dict[str, dict[str, Any]]:
     return {r["key"]: r for r in rows}
 
 
+def _dense_of(rows: dict[str, dict[str, Any]], name: str) -> dict[str, Any] | None:
+    """The dense row a case is compared with: `dense` with the same overrides (a scheme in a
+    clipping setting against dense in that setting), else the `lossless` case."""
+    row = rows[name]
+    for other in rows.values():
+        if (other["scheme"] == "dense" and other["overrides"] == row["overrides"]
+                and other.get("exact_shortcut", True)):
+            return other
+    return rows.get("lossless")
+
+
 def _x_dense(rows: dict[str, dict[str, Any]], name: str, key: str = "sim_s") -> str:
-    dense = rows.get("lossless")
-    if dense is None or name not in rows:
+    dense = _dense_of(rows, name) if name in rows else None
+    if dense is None:
         return "-"
     return f"{rows[name][key] / dense[key]:.2f}"
 

@@ -42,17 +42,20 @@ def _x_dense(rows: dict[str, dict[str, Any]], name: str, key: str = "sim_s") -> 
     return f"{rows[name][key] / dense[key]:.2f}"
 
 
-def table(before: Path | None, after: Path) -> str:
-    """Markdown rows: one per case of `after` (with `before`'s figures where it has it)."""
+def table(before: Path | None, after: Path, names: tuple[str, str] = ("before", "after")) -> str:
+    """Markdown rows: one per case of `after` (with `before`'s figures where it has it);
+    `names`: the two columns' headings (e.g. "1 thread", "2 threads")."""
     new = _rows(after)
     old = _rows(before) if before is not None else {}
     first = next(iter(new.values()))
     head = (f"{first['model']}, batch {first['batch_size']}, {first['threads']} thread"
             f"{'s' if first['threads'] > 1 else ''}")
-    lines = [f"| case ({head}) | x plain before | x plain after | x plain (CPU) after "
-             "| x dense before | x dense after | x dense (CPU) before | x dense (CPU) after "
-             "| img/s after | peak RSS after | == reference |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
+    b_, a_ = names
+    lines = [f"| case ({head}) | x plain {b_} | x plain {a_} | x plain (CPU) {a_} "
+             f"| x dense {b_} | x dense {a_} | x dense (CPU) {b_} | x dense (CPU) {a_} "
+             f"| img/s {b_} | img/s {a_} | peak RSS {a_} | == reference |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: "
+             "| --- |"]
     for name, r in new.items():
         b = old.get(name)
         ref = {None: "n/a (lossy)", True: "yes", False: "NO"}[r["equals_reference"]]
@@ -62,6 +65,7 @@ def table(before: Path | None, after: Path) -> str:
             f"| {_x_dense(old, name) if b is not None else '-'} | {_x_dense(new, name)} "
             f"| {_x_dense(old, name, 'sim_cpu_s') if b is not None else '-'} "
             f"| {_x_dense(new, name, 'sim_cpu_s')} "
+            f"| {'-' if b is None else format(b['images_per_s'], '.1f')} "
             f"| {r['images_per_s']:.1f} | {r['peak_rss_mib']:.0f} MiB | {ref} |")
     return "\n".join(lines) + "\n"
 
@@ -85,12 +89,17 @@ def simulate_table(before: Path | None, after: Path) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("files", nargs="+", type=Path, help="[before.json] after.json")
+    ap.add_argument("--names", nargs=2, default=("before", "after"), metavar=("BEFORE", "AFTER"),
+                    help="headings of the two runs (default: before after)")
     args = ap.parse_args()
     if len(args.files) > 2:
         ap.error("give one or two files: [before.json] after.json")
     before, after = (None, args.files[0]) if len(args.files) == 1 else args.files
     rows = json.loads(after.read_text())
-    print((simulate_table if rows and "engine_s" in rows[0] else table)(before, after), end="")
+    if rows and "engine_s" in rows[0]:
+        print(simulate_table(before, after), end="")
+    else:
+        print(table(before, after, tuple(args.names)), end="")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,28 @@
+"""One-off check: CPU and wall time of `simulate()` (comprrae on the demo's model) with the
+process's default intra-op threads, for 250 and 1,000 images; run it on an idle machine and
+beside a busy process to see what oversubscribed OpenMP threads cost.
+
+    .venv/bin/python benchmarks/threads_check.py
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+from sparsexbar.simulate import simulate
+
+
+def main() -> None:
+    for n in (250, 1000):
+        cpu, wall = time.process_time(), time.perf_counter()
+        simulate("vgg8-fmnist-pattern", "default", hw="isaac", scheme="comprrae", limit=n,
+                 batch_size=250)
+        print(n, "cpu", round(time.process_time() - cpu, 1), "wall",
+              round(time.perf_counter() - wall, 1), "threads", torch.get_num_threads(),
+              flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -133,8 +133,9 @@ def _places(on: Tensor, bucket: PackBucket, ou: int) -> tuple[Tensor, Tensor]:
     block's packed-OU boundary, and (sets, blocks, m) the packed OU of each block's first
     entry."""
     m = int(on.shape[1])
-    act = on.view(bucket.sets, bucket.blocks * ou, m).to(torch.int16)
-    before = torch.cumsum(act, dim=1, dtype=torch.int16).sub_(act)  # active entries before
+    rank_dtype = torch.int16 if bucket.blocks * ou < 2**15 else torch.int32  # ranks fit
+    act = on.view(bucket.sets, bucket.blocks * ou, m).to(rank_dtype)
+    before = torch.cumsum(act, dim=1, dtype=rank_dtype).sub_(act)  # active entries before
     before = before.view(bucket.sets * bucket.blocks, ou, m)
     first = torch.div(before[:, 0, :], ou, rounding_mode="floor")  # packed OU of the block
     past = before >= ((first + 1) * ou).unsqueeze(1)  # ranks of the next OU

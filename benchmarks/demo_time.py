@@ -38,15 +38,13 @@ def record(log: Path, comparison: Path) -> dict[str, Any]:
     """The run's times (whole run; per scheme from its finished progress bar) and the
     comparison rows' accuracies and event counts."""
     text = log.read_text()
-    fields = {}
-    for line in text.splitlines():
-        if ":" in line and line.startswith("\t"):
-            key, _, value = line.strip().rpartition(": ")
-            fields[key] = value
+    fields: dict[str, str] = {}
     schemes: dict[str, float] = {}
     for line in text.splitlines():
-        m = _PROGRESS.match(line)
-        if m and m.group(2) == m.group(3):
+        if ":" in line and line.startswith("\t"):  # /usr/bin/time -v: "\tkey: value"
+            key, _, value = line.strip().rpartition(": ")
+            fields[key] = value
+        elif (m := _PROGRESS.match(line)) and m.group(2) == m.group(3):  # a finished bar
             schemes[m.group(1)] = int(m.group(4)) * 3600 + int(m.group(5)) * 60 + int(m.group(6))
     with comparison.open() as f:
         rows = {r["scheme"]: {k: r[k] for k in _COUNTS} for r in csv.DictReader(f)}

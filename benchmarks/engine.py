@@ -15,26 +15,35 @@ Figures: docs/benchmarks.md.
 from __future__ import annotations
 
 import argparse
+from collections.abc import Mapping
 
 from sparsexbar.app.bench import BENCH_MODELS, CASES, run_benchmark
+from sparsexbar.schemes.entry import BenchCase
+
+
+def cli(cases: Mapping[str, BenchCase], description: str, model: str = "vgg8",
+        batch_size: int = 64, repeats: int = 2, threads: int | None = None) -> None:
+    """Parse the benchmark options (defaults as given) and run the chosen `cases`."""
+    ap = argparse.ArgumentParser(description=description,
+                                 formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--model", default=model, choices=list(BENCH_MODELS))
+    ap.add_argument("--batch-size", type=int, default=batch_size)
+    ap.add_argument("--repeats", type=int, default=repeats)
+    ap.add_argument("--threads", type=int, default=threads)
+    ap.add_argument("--json", default=None, help="also write the rows to this JSON file")
+    ap.add_argument("--cases", default=",".join(cases),
+                    help=f"comma-separated subset of: {', '.join(cases)}")
+    args = ap.parse_args()
+    names = [c.strip() for c in args.cases.split(",") if c.strip()]
+    unknown = [c for c in names if c not in cases]
+    if unknown:
+        ap.error(f"unknown case(s) {', '.join(unknown)}; known: {', '.join(cases)}")
+    run_benchmark(args.model, args.batch_size, args.repeats, threads=args.threads,
+                  json_out=args.json, cases=tuple(cases[c] for c in names))
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--model", default="vgg8", choices=list(BENCH_MODELS))
-    ap.add_argument("--batch-size", type=int, default=64)
-    ap.add_argument("--repeats", type=int, default=2)
-    ap.add_argument("--threads", type=int, default=None)
-    ap.add_argument("--json", default=None, help="also write the rows to this JSON file")
-    ap.add_argument("--cases", default=",".join(CASES),
-                    help=f"comma-separated subset of: {', '.join(CASES)}")
-    args = ap.parse_args()
-    names = [c.strip() for c in args.cases.split(",") if c.strip()]
-    unknown = [c for c in names if c not in CASES]
-    if unknown:
-        ap.error(f"unknown case(s) {', '.join(unknown)}; known: {', '.join(CASES)}")
-    run_benchmark(args.model, args.batch_size, args.repeats, threads=args.threads,
-                  json_out=args.json, cases=tuple(CASES[c] for c in names))
+    cli(CASES, __doc__ or "")
 
 
 if __name__ == "__main__":

@@ -11,9 +11,8 @@ encoding-lossy,combined-lossy`.
 
 from __future__ import annotations
 
-import argparse
+from engine import cli  # benchmarks/engine.py, beside this script
 
-from sparsexbar.app.bench import run_benchmark
 from sparsexbar.schemes.entry import BenchCase
 
 CLIPPING = (("ou.rows", 9), ("ou.cols", 8), ("adc.bits", 5), ("dac.bits", 2))
@@ -33,21 +32,7 @@ CASES = {
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__,
-                                 formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--model", default="vgg8-pattern")
-    ap.add_argument("--batch-size", type=int, default=16)
-    ap.add_argument("--repeats", type=int, default=1)
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--json", default=None)
-    ap.add_argument("--cases", default=",".join(CASES))
-    args = ap.parse_args()
-    names = [c.strip() for c in args.cases.split(",") if c.strip()]
-    unknown = [c for c in names if c not in CASES]
-    if unknown:
-        ap.error(f"unknown case(s) {', '.join(unknown)}; known: {', '.join(CASES)}")
-    run_benchmark(args.model, args.batch_size, args.repeats, threads=args.threads,
-                  json_out=args.json, cases=tuple(CASES[c] for c in names))
+    cli(CASES, __doc__ or "", model="vgg8-pattern", batch_size=16, repeats=1, threads=1)
 
 
 if __name__ == "__main__":

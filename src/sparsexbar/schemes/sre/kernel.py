@@ -40,7 +40,6 @@ class SreKernel(LayerKernel):
             kept_counts.append(kt.sum(dim=0))
         self.kept = torch.stack(kept_counts, dim=1).to(torch.float64).to(device)  # (S, I)
         self.segments = s_count
-        self.keep = keep.to(device)  # (R, S) bool
         # Distinct kept sets of every tile side by side: tile i's sets are the columns
         # set_offset[i] .. set_offset[i] + U_i; segment s of tile i counts set
         # set_offset[i] + tile_inverse[i][s].

@@ -10,13 +10,13 @@ boundary falls inside it: its rows before the boundary belong to packed OU o (th
 row), the rest (partial sums A) to OU o + 1. With H the running sum over the set's blocks of
 the block partial sums minus A, a packed OU that ends in block e and follows one that ended in
 block e' has the partial sums H_e - (H_e' - A_e'); the set's last OU may be the A of its last
-block alone. The block sums are batched matrix products
-of (ou.rows, positions) inputs with each block's (width, ou.rows) levels; only the ranks (a
-cumulative sum over the kept rows) are per-row work. Every packed OU's partial sums are exact
+block alone. The block sums are batched matrix products of (ou.rows, positions) inputs with
+each block's (width, ou.rows) levels; only the ranks (a cumulative sum over the kept rows) are
+per-row work. Every packed OU's partial sums are exact
 integers in float32; ADC(p) - p of each is added per output channel.
 
-Sets are grouped into buckets of equal width (columns) and block count, so every step is a
-regular tensor operation; all work runs in entry-major, position-minor layout.
+Sets (of every row tile) are grouped into buckets of equal width (columns) and block count, so
+every step is a regular tensor operation; all work runs in entry-major, position-minor layout.
 """
 
 from __future__ import annotations
@@ -31,8 +31,9 @@ from ...core.mapping import MappedLayer
 
 @dataclass
 class PackBucket:
-    """Sets of one row tile with the same width and number of blocks: `sets` x `blocks`
-    blocks of `ou.rows` entries, each set's kept rows padded with the zero row (index R)."""
+    """Kept-row sets (of any row tile) with the same width and number of blocks: `sets` x
+    `blocks` blocks of `ou.rows` entries, each set's kept rows padded with the zero row
+    (index R)."""
 
     sets: int
     blocks: int  # per set
@@ -50,7 +51,7 @@ class PackBucket:
 
 @dataclass
 class PackPlan:
-    """The buckets of every row tile (`PackBucket`)."""
+    """The buckets of a layer's kept-row sets (`PackBucket`)."""
 
     buckets: list[PackBucket]
 
@@ -92,9 +93,9 @@ def build_pack_plan(mapped: MappedLayer, tile_keep: list[Tensor], tile_inverse: 
 
 def packed_corrections(plan: PackPlan, words: Tensor, cycles: int, dac_bits: int,
                        granularity: str, ou: int, step: float, top: float, out: Tensor,
-                       budget_bytes: float) -> None:
-    """Add sum over cycles and packed OUs of shift x (ADC(p) - p), per output channel, into
-    `out` (M, Cout) float64.
+                       budget_bytes: float, sign: float = 1.0) -> None:
+    """Add sign x the sum over cycles and packed OUs of shift x (ADC(p) - p), per output
+    channel, into `out` (M, Cout) float64.
 
     words: (R + 1, M) int32 input magnitudes of M positions, row-major (row R: zero);
     granularity: "bit" (a row takes a place in an OU when its chunk is not 0) or "word" (when
@@ -108,7 +109,7 @@ def packed_corrections(plan: PackPlan, words: Tensor, cycles: int, dac_bits: int
             word = words[:, m0 : m0 + step_m].index_select(0, bucket.entry_row)  # (E, m)
             total = _chunk_deltas(bucket, word, live, dac_bits, granularity, ou, step, top)
             if total is not None:
-                out[m0 : m0 + step_m].addmm_(total.t(), bucket.channel_map)
+                out[m0 : m0 + step_m].addmm_(total.t(), bucket.channel_map, alpha=sign)
 
 
 def _chunk_deltas(bucket: PackBucket, word: Tensor, live: list[int], dac_bits: int,

@@ -126,13 +126,12 @@ class SreScheme(Scheme):
         out = torch.zeros((m_total, layer.out_channels), dtype=torch.float64,
                           device=x_int.device)
         for part, sign in parts:  # one or two passes
-            corr = torch.zeros_like(out)
             words = torch.zeros((layer.rows + 1, m_total), dtype=torch.int32,
                                 device=x_int.device)
             words[: layer.rows] = part.t()  # row-major; row R reads 0 (padding entries)
             packed_corrections(plan, words, hw.cycles, hw.dac.bits, self.granularity,
-                               hw.ou.rows, hw.adc.step, float(hw.adc_max_code), corr, budget)
-            out += sign * corr
+                               hw.ou.rows, hw.adc.step, float(hw.adc_max_code), out, budget,
+                               sign)
         return layer.fold_output(out, x_int.shape[0]) + exact_accumulate(layer, x_int)
 
     def storage(self, mapped: MappedLayer) -> Storage:

@@ -55,6 +55,8 @@ def need_data_and_models() -> None:
 
 # ---- errors found before any data is read ----------------------------------------------------
 EARLY_ERRORS = [
+    (["--threads", "0", "models"], ["--threads", "1..1024", "0"]),
+    (["--threads", "two", "models"], ["--threads", "integer"]),
     (["run", "--hw", "nope"], ["nope", "preset"]),
     (["run", "--set", "ou.rows=999"], ["ou.rows", "array.rows"]),
     (["run", "--set", "ou.cols=999"], ["ou.cols", "array.cols"]),

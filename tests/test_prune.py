@@ -128,6 +128,20 @@ def test_prune_cli_writes_checkpoint_and_table(tmp_path: Path,
     assert (tmp_path / "pruned.sparsity.md").read_text().startswith("| layer |")
 
 
+def test_threads_option_sets_the_commands_threads_and_restores_them(tmp_path: Path) -> None:
+    """`sparsexbar --threads N CMD`: CMD runs on N intra-op threads (the pruning metadata
+    records the count it ran on); the caller's count is back afterwards."""
+    src = _lenet_checkpoint(tmp_path)
+    before = torch.get_num_threads()
+    for threads in (2, 1):
+        out = tmp_path / f"pruned{threads}"
+        main(["--threads", str(threads), "prune", "--model", str(src), "--sparsity", "0.5",
+              "--steps", "1", "--epochs", "1", "--tune-images", "32", "--limit", "32",
+              "--out", str(out)])
+        assert read_meta(out)["pruning"]["torch_threads"] == threads
+        assert torch.get_num_threads() == before
+
+
 def test_prune_tune_images_cuts_the_tuning_split_only(tmp_path: Path) -> None:
     """--tune-images N fine-tunes on the first N train images; the test split stays whole."""
     src = _lenet_checkpoint(tmp_path)

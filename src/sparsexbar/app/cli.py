@@ -25,6 +25,7 @@ from ..core.config import PRESET_BUILDERS, load_config, preset
 from ..core.errors import SparsexbarError, SparsexbarNote, SparsexbarWarning, require_choice
 from ..core.frontend import quantize_model
 from ..core.io import atomic_write_text
+from ..core.runtime import torch_threads
 from ..result import Result
 from ..schemes import (
     CalibrationSpec,
@@ -174,6 +175,21 @@ def _input_options(scale: str | None, normalize: str | None, size: int | None,
     if root is not None and not root.is_dir():
         raise SparsexbarError(f"--root {root} is not a folder")
     return InputOptions(spec, parse_classes(classes) if classes is not None else None, root)
+
+
+@app.callback()
+def _root(
+    ctx: typer.Context,
+    threads: Annotated[int | None, typer.Option(
+        "--threads", callback=_whole(1, 1024),
+        help="torch's intra-op threads for the whole command (default: torch's own, one per "
+             "core). On a shared machine give the free cores: OpenMP threads beside another "
+             "busy process spin-wait, measured ~10x the CPU time on 2 cores "
+             "(docs/benchmarks.md).")] = None,
+) -> None:
+    """Bit-accurate simulator of sparsity-exploiting RRAM crossbar accelerators."""
+    if threads is not None:
+        ctx.with_resource(torch_threads(threads))  # restored when the command ends
 
 
 def _console() -> Console:

@@ -154,13 +154,26 @@ CASES = [  # (composition, signed input, hardware overrides, act granularity)
 ]
 
 
+# The timing rule's shapes (`counting.TimingShape`): ADC-bound activations (time and rounds
+# looked up per cycle), every activation read-bound with one ADC per array (time = read x OUs,
+# rounds = conversions) or with an ADC per column (rounds = OUs): (overrides, time, rounds).
+TIMINGS = {
+    "adc-bound": ({"timing.read_ns": 1.0}, None, "conversions"),
+    "read-bound": ({"timing.read_ns": 100.0}, 100.0, "conversions"),
+    "read-bound-adc-per-column": ({"timing.read_ns": 100.0, "adc.per_array": 8}, 100.0, "one"),
+}
+
+
+@pytest.mark.parametrize("timing_name", list(TIMINGS))
 @pytest.mark.parametrize(("spec", "signed", "overrides", "granularity"), CASES)
 def test_live_counts_equal_prefix_sum_formulation(spec: str, signed: bool,
                                                   overrides: dict[str, int], granularity: str,
+                                                  timing_name: str,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     layer, x_int = _layer(signed, seed=len(spec) + 3 * signed)
+    timing_overrides, shape_time, shape_rounds = TIMINGS[timing_name]
     hw: HardwareConfig = preset("isaac").with_overrides(
-        {"array.rows": 16, "array.cols": 24, "ou.rows": 4, "ou.cols": 8, "timing.read_ns": 1.0,
+        {"array.rows": 16, "array.cols": 24, "ou.rows": 4, "ou.cols": 8, **timing_overrides,
          **overrides})
     scheme = CombinedScheme(tuple(spec.split("+")), granularity=granularity)
     kernel = scheme.kernel(scheme.map_layer(layer, hw), CPU)
@@ -199,7 +212,12 @@ def test_live_counts_equal_prefix_sum_formulation(spec: str, signed: bool,
                                     hw.dac.bits, hw.ou.rows, word, executed,
                                     Timing(kernel.mapped.hw, bits))
     assert expected.ou_activations > 0 and expected.adc_conversions > 0
-    assert expected.cycles > 0 and expected.time_ns > expected.cycles * 1.0  # ADC-bound ones
+    shape = counting.TimingShape.of(timing.table(int(table.slot_width.max())))
+    assert (shape.time_ns, shape.rounds) == (shape_time, shape_rounds)
+    if shape_time is None:
+        assert expected.cycles > 0 and expected.time_ns > expected.cycles * 1.0  # ADC-bound
+    else:  # the shortcut: every activation read-bound
+        assert expected.time_ns == pytest.approx(shape_time * expected.cycles, rel=1e-12)
     for slots, slot_counter in layouts:
         for chunk in (1, 2, IMAGES):  # the memory budget's image chunks
             assert close(count_slots(slots, slot_counter, *args, chunk, timing), expected), chunk
@@ -214,13 +232,15 @@ def test_live_counts_equal_prefix_sum_formulation(spec: str, signed: bool,
     assert none_run == SlotCounts()
 
 
+@pytest.mark.parametrize("timing_name", list(TIMINGS))
 @pytest.mark.parametrize("signed", [False, True])
-def test_static_slots_with_termination_equal_the_reference(signed: bool) -> None:
+def test_static_slots_with_termination_equal_the_reference(signed: bool,
+                                                           timing_name: str) -> None:
     """Skip rule `none` (every row of a slot every cycle) with early termination: OUs, rows,
     conversions, ADC rounds and time per cycle from the channels still running."""
     layer, x_int = _layer(signed, seed=19)
     hw = preset("isaac").with_overrides({"array.rows": 16, "array.cols": 24, "ou.rows": 4,
-                                         "ou.cols": 8, "timing.read_ns": 1.0})
+                                         "ou.cols": 8, **TIMINGS[timing_name][0]})
     scheme = CombinedScheme(("sre-weight", "comprrae"))
     kernel = scheme.kernel(scheme.map_layer(layer, hw), CPU)
     assert isinstance(kernel, CombinedKernel) and kernel.counter is None

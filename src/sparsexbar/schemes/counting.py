@@ -456,6 +456,32 @@ def _per_image(values: Tensor, images: int, positions: int, wide: bool) -> Tenso
     return view.sum(dim=1, dtype=torch.float64 if wide else None).to(torch.float64)
 
 
+@dataclass(frozen=True)
+class TimingShape:
+    """What the timing rule reduces to over conversion counts 1..most (`ActivationTiming.table`):
+    `time_ns`, the one time of every activation that converts (read-bound everywhere, the usual
+    case), else None; `rounds`: "conversions" (one ADC per array: a round per conversion), "one"
+    (ADCs enough for every column: one round per activation), else "table". Where they hold, the
+    time and rounds of early-terminated counts follow from the OU and conversion sums, exactly,
+    with no per-cycle lookups."""
+
+    time_ns: float | None
+    rounds: str
+
+    @staticmethod
+    def of(tables: tuple[Tensor, Tensor]) -> TimingShape:
+        time_of, rounds_of = (t.cpu() for t in tables)
+        most = int(time_of.shape[0]) - 1
+        const = most >= 1 and bool((time_of[1:] == time_of[1]).all())
+        if torch.equal(rounds_of, torch.arange(most + 1, dtype=rounds_of.dtype)):
+            rounds = "conversions"
+        elif bool((rounds_of[1:] == 1).all()):
+            rounds = "one"
+        else:
+            rounds = "table"
+        return TimingShape(float(time_of[1]) if const else None, rounds)
+
+
 def _count_live(table: SlotTable, counter: RowSetCounter | None, parts: list[Tensor],
                 images: int, positions: int, cycles: int, dac_bits: int, ou_rows: int,
                 word: bool, executed: Tensor, images_per_chunk: int, per_image_ou: Tensor,
@@ -478,8 +504,13 @@ def _count_live(table: SlotTable, counter: RowSetCounter | None, parts: list[Ten
     an activation at cycle t converts W_t columns, so
         time   = sum_t ou_t x time_ns(W_t),   rounds = sum_t ou_t x rounds(W_t)
     per (position, slot) and per class (`tables`: time and rounds by conversion count).
+    Where every converting activation takes one time T (`TimingShape`; W_t > 0 exactly where
+    the class runs, E_max > t), time = T x OUs; with one round per conversion rounds =
+    conversions, with one per activation rounds = OUs: those sums are not accumulated.
     """
     time_of, rounds_of = tables
+    shape = TimingShape.of(tables)
+    lookups = shape.time_ns is None or shape.rounds == "table"  # per-cycle table lookups
     reps, g_count = table.repeats, table.classes
     top_ou = float(table.static_ou(ou_rows).max()) if table.slots else 0.0
     top = max(top_ou * float(table.slot_width.max()), float(table.slot_rows.max())) \
@@ -526,6 +557,12 @@ def _count_live(table: SlotTable, counter: RowSetCounter | None, parts: list[Ten
             sums[2] += rows_run.sum()
             sums[3] += (rows_run * width).sum()
             # every slot of a class runs static_ou activations at each cycle its class runs
+            if not lookups:  # time T x OUs; rounds = conversions or OUs
+                assert shape.time_ns is not None
+                per_image_ns[a:b] += ou_img.reshape(n_img, -1) * shape.time_ns
+                sums[4] += ((conv * static_ou).sum() * passes if shape.rounds == "conversions"
+                            else ou_img.sum())
+                continue
             class_ns = torch.zeros((e.shape[0], g_count), dtype=torch.float64, device=device)
             class_rounds = torch.zeros_like(class_ns)
             conv_t = torch.empty((e.shape[0], g_count), dtype=torch.float32, device=device)
@@ -551,8 +588,10 @@ def _count_live(table: SlotTable, counter: RowSetCounter | None, parts: list[Ten
         scratch = torch.empty_like(live)
         for part in parts:  # one or two passes
             ou_acc = torch.zeros((m, reps, g_count), dtype=torch.float32, device=device)
-            ns_acc = torch.zeros((m, reps, g_count), dtype=torch.float64, device=device)
-            rounds_acc = torch.zeros((m, g_count), dtype=torch.float64, device=device)
+            ns_acc = torch.zeros((m, reps, g_count), dtype=torch.float64, device=device) \
+                if shape.time_ns is None else None
+            rounds_acc = torch.zeros((m, g_count), dtype=torch.float64, device=device) \
+                if shape.rounds == "table" else None
             conv_acc = torch.zeros_like(live)  # per class: the slots of a class share W_t
             rows_acc = torch.zeros_like(live) if act else None  # ... and their width
             for chunks, counts in counter.chunk_counts(part[a:b], cycles, dac_bits, word):
@@ -573,6 +612,8 @@ def _count_live(table: SlotTable, counter: RowSetCounter | None, parts: list[Ten
                     ou.mul_(static_ou)
                 ou_acc.addcmul_(ou, live.unsqueeze(1))
                 conv_acc.addcmul_(_sum_repeats(ou), conv_weight)
+                if not lookups:
+                    continue
                 # W_t = 0 wherever the class does not run (live 0): time and rounds 0 there
                 if len(chunks) == 1:
                     idx = conv_weight.to(torch.int64)
@@ -587,14 +628,22 @@ def _count_live(table: SlotTable, counter: RowSetCounter | None, parts: list[Ten
                         idx = w_k.to(torch.int64)
                         t_sum += time_of[idx]
                         r_sum += rounds_of[idx]
-                ns_acc.addcmul_(ou.to(torch.float64), t_sum.unsqueeze(1))
-                rounds_acc.addcmul_(_sum_repeats(ou).to(torch.float64), r_sum)
+                if ns_acc is not None:
+                    ns_acc.addcmul_(ou.to(torch.float64), t_sum.unsqueeze(1))
+                if rounds_acc is not None:
+                    rounds_acc.addcmul_(_sum_repeats(ou).to(torch.float64), r_sum)
             ou_img = _per_image(ou_acc, n_img, positions, wide)
             per_image_ou[a:b] += ou_img.reshape(n_img, -1)
-            per_image_ns[a:b] += _per_image(ns_acc, n_img, positions, True).reshape(n_img, -1)
-            sums[4] += rounds_acc.sum()
+            conv_sum = _per_image(conv_acc, n_img, positions, wide_class).sum()
+            if ns_acc is not None:
+                per_image_ns[a:b] += _per_image(ns_acc, n_img, positions, True).reshape(
+                    n_img, -1)
+            elif shape.time_ns is not None:
+                per_image_ns[a:b] += ou_img.reshape(n_img, -1) * shape.time_ns
+            sums[4] += (rounds_acc.sum() if rounds_acc is not None else
+                        conv_sum if shape.rounds == "conversions" else ou_img.sum())
             sums[0] += ou_img.sum()
-            sums[1] += _per_image(conv_acc, n_img, positions, wide_class).sum()
+            sums[1] += conv_sum
             if rows_acc is not None:  # per class, the same for each of its slots
                 rows_class = _per_image(rows_acc, n_img, positions, wide_class).sum(0)  # (G,)
                 sums[2] += rows_class.sum()

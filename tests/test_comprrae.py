@@ -301,16 +301,24 @@ def reference_run(layer: QuantLayer, hw: HardwareConfig, x_int: Tensor,
 LAMBDAS = [0.3, 0.25, 0.2, 0.25, 0.3, 0.35, 0.4, 0.0]
 
 
+# The timing rule's shapes (`cost.TimingShape`): ADC-bound (time and rounds per activation
+# from its live columns), read-bound with one ADC per array or an ADC per OU column (time and
+# rounds from the activation and conversion sums).
+TIMINGS = {"adc-bound": {}, "read-bound": {"timing.read_ns": 100.0},
+           "read-bound-adc-per-column": {"timing.read_ns": 100.0, "adc.per_array": 4}}
+
+
+@pytest.mark.parametrize("timing_name", list(TIMINGS))
 @pytest.mark.parametrize(("alpha", "signed", "bounds", "beta"), [
     (None, False, "output", None), (0.4, False, "output", None), (None, True, "output", None),
     (0.4, True, "output", None), (None, False, "slice", None), (None, True, "slice", None),
     (0.4, False, "slice", None), (None, False, "output", 0.25), (0.4, True, "output", 0.25),
     (None, True, "slice", 0.125)])
 def test_counts_match_loop_reference(alpha: float | None, signed: bool, bounds: str,
-                                     beta: float | None) -> None:
+                                     beta: float | None, timing_name: str) -> None:
     net = conv_relu(seed=5)
     x = nets.random_images(2, channels=2, size=5, seed=7, signed=signed)
-    hw = small_hw(**{"dac.bits": 2})
+    hw = small_hw(**{"dac.bits": 2, **TIMINGS[timing_name]})
     q = quantize_model(net, x, hw.numbers.weight_bits, hw.numbers.input_bits)
     layer = q.layers[0]
     assert layer.followed_by_relu and layer.input_signed == signed

@@ -154,7 +154,7 @@ CASES = [  # (composition, signed input, hardware overrides, act granularity)
 ]
 
 
-# The timing rule's shapes (`counting.TimingShape`): ADC-bound activations (time and rounds
+# The timing rule's shapes (`cost.TimingShape`): ADC-bound activations (time and rounds
 # looked up per cycle), every activation read-bound with one ADC per array (time = read x OUs,
 # rounds = conversions) or with an ADC per column (rounds = OUs): (overrides, time, rounds).
 TIMINGS = {
@@ -212,7 +212,7 @@ def test_live_counts_equal_prefix_sum_formulation(spec: str, signed: bool,
                                     hw.dac.bits, hw.ou.rows, word, executed,
                                     Timing(kernel.mapped.hw, bits))
     assert expected.ou_activations > 0 and expected.adc_conversions > 0
-    shape = counting.TimingShape.of(timing.table(int(table.slot_width.max())))
+    shape = timing.shape(int(table.slot_width.max()))
     assert (shape.time_ns, shape.rounds) == (shape_time, shape_rounds)
     if shape_time is None:
         assert expected.cycles > 0 and expected.time_ns > expected.cycles * 1.0  # ADC-bound

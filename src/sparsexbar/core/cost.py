@@ -51,6 +51,19 @@ class Storage:
 
 
 @dataclass(frozen=True)
+class TimingShape:
+    """What a timing rule reduces to over conversion counts 1..most (`ActivationTiming.shape`):
+    `time_ns`, the one time of every activation that converts (read-bound everywhere, the
+    usual case), else None; `rounds`: "conversions" (one ADC per array: a round per
+    conversion), "one" (an ADC for every column: one round per activation), else "table".
+    Where they hold, counts need no per-activation lookups: time = time_ns x activations,
+    rounds = conversions or activations, exactly."""
+
+    time_ns: float | None
+    rounds: str
+
+
+@dataclass(frozen=True)
 class ActivationTiming:
     """The time of one OU activation as a function of its conversions (the timing rule).
 
@@ -79,6 +92,13 @@ class ActivationTiming:
                              device=device),
                 torch.tensor([self.rounds(c) for c in counts], dtype=torch.float64,
                              device=device))
+
+    def shape(self, most: int) -> TimingShape:
+        """What the rule reduces to over activations converting 1..`most` columns."""
+        times = {self.time_ns(c) for c in range(1, most + 1)}
+        return TimingShape(times.pop() if len(times) == 1 else None,
+                           "conversions" if self.adcs == 1 else
+                           "one" if self.adcs >= most else "table")
 
     def bound(self, conversions: int) -> str:
         """Which unit sets the time of an activation converting `conversions` columns:

@@ -38,7 +38,7 @@ from dataclasses import dataclass, replace
 import torch
 from torch import Tensor
 
-from ..core.cost import ActivationTiming
+from ..core.cost import ActivationTiming, TimingShape
 from ..core.engine import FLOAT32_EXACT
 from ..core.frontend import QuantLayer
 from ..core.intconv import ExactLinear
@@ -440,7 +440,7 @@ def count_slots(table: SlotTable, counter: RowSetCounter | None, parts: list[Ten
     else:
         _count_live(table, counter, parts, images, positions, cycles, dac_bits, ou_rows, word,
                     executed, images_per_chunk, per_image_ou, sums, passes, per_image_ns,
-                    tables)
+                    tables, timing.shape(most))
     onehot = table.array_onehot().to(device)
     zero = torch.zeros((), dtype=torch.float64)
     busiest = (per_image_ou @ onehot).amax(dim=1).sum() if images else zero
@@ -456,37 +456,11 @@ def _per_image(values: Tensor, images: int, positions: int, wide: bool) -> Tenso
     return view.sum(dim=1, dtype=torch.float64 if wide else None).to(torch.float64)
 
 
-@dataclass(frozen=True)
-class TimingShape:
-    """What the timing rule reduces to over conversion counts 1..most (`ActivationTiming.table`):
-    `time_ns`, the one time of every activation that converts (read-bound everywhere, the usual
-    case), else None; `rounds`: "conversions" (one ADC per array: a round per conversion), "one"
-    (ADCs enough for every column: one round per activation), else "table". Where they hold, the
-    time and rounds of early-terminated counts follow from the OU and conversion sums, exactly,
-    with no per-cycle lookups."""
-
-    time_ns: float | None
-    rounds: str
-
-    @staticmethod
-    def of(tables: tuple[Tensor, Tensor]) -> TimingShape:
-        time_of, rounds_of = (t.cpu() for t in tables)
-        most = int(time_of.shape[0]) - 1
-        const = most >= 1 and bool((time_of[1:] == time_of[1]).all())
-        if torch.equal(rounds_of, torch.arange(most + 1, dtype=rounds_of.dtype)):
-            rounds = "conversions"
-        elif bool((rounds_of[1:] == 1).all()):
-            rounds = "one"
-        else:
-            rounds = "table"
-        return TimingShape(float(time_of[1]) if const else None, rounds)
-
-
 def _count_live(table: SlotTable, counter: RowSetCounter | None, parts: list[Tensor],
                 images: int, positions: int, cycles: int, dac_bits: int, ou_rows: int,
                 word: bool, executed: Tensor, images_per_chunk: int, per_image_ou: Tensor,
                 sums: Tensor, passes: int, per_image_ns: Tensor,
-                tables: tuple[Tensor, Tensor]) -> None:
+                tables: tuple[Tensor, Tensor], shape: TimingShape) -> None:
     """`count_slots` with early termination.
 
     A channel with e executed cycles runs in MSB-first cycles t < e, so a slot's column
@@ -509,7 +483,6 @@ def _count_live(table: SlotTable, counter: RowSetCounter | None, parts: list[Ten
     conversions, with one per activation rounds = OUs: those sums are not accumulated.
     """
     time_of, rounds_of = tables
-    shape = TimingShape.of(tables)
     lookups = shape.time_ns is None or shape.rounds == "table"  # per-cycle table lookups
     reps, g_count = table.repeats, table.classes
     top_ou = float(table.static_ou(ou_rows).max()) if table.slots else 0.0

@@ -446,18 +446,28 @@ class CompRRAEScheme(Scheme):
         # Both depend on an activation's live-column count only (0 .. ou.cols): count, per
         # (image, group), the activations with each count (one bincount per cycle), then
         # weigh the histogram by the tables.
-        time_table, round_table = self.timing(mapped).table(hw.ou.cols, e.device)
-        values = hw.ou.cols + 1
-        groups = k.column_groups()
-        slot = ((torch.arange(n, device=e.device).view(n, 1, 1) * groups
-                 + torch.arange(groups, device=e.device).view(1, 1, groups)) * values).to(
-            torch.int32)
-        hist = torch.zeros(n * groups * values, dtype=torch.float64, device=e.device)
-        for live in k.live_columns(e):  # input cycles: a handful
-            hist += torch.bincount((live + slot).view(-1), minlength=hist.numel())
-        hist = hist.view(n, groups, values)
-        group_ns = hist @ time_table  # (N, groups)
-        rounds = float((hist.sum(dim=(0, 1)) * round_table).sum())
+        # Where every converting activation takes one time T and its rounds are its
+        # conversions or 1 (`TimingShape`), time = T x activations and rounds follow from the
+        # sums above, with no histogram.
+        timing = self.timing(mapped)
+        shape = timing.shape(hw.ou.cols)
+        if shape.time_ns is not None and shape.rounds != "table":
+            group_ns = group_cycles * shape.time_ns
+            rounds = float(active_groups if shape.rounds == "one"
+                           else per_step_cols * total_e)  # conversions per row group, pass
+        else:
+            time_table, round_table = timing.table(hw.ou.cols, e.device)
+            values = hw.ou.cols + 1
+            groups = k.column_groups()
+            slot = ((torch.arange(n, device=e.device).view(n, 1, 1) * groups
+                     + torch.arange(groups, device=e.device).view(1, 1, groups)) * values).to(
+                torch.int32)
+            hist = torch.zeros(n * groups * values, dtype=torch.float64, device=e.device)
+            for live in k.live_columns(e):  # input cycles: a handful
+                hist += torch.bincount((live + slot).view(-1), minlength=hist.numel())
+            hist = hist.view(n, groups, values)
+            group_ns = hist @ time_table  # (N, groups)
+            rounds = float((hist.sum(dim=(0, 1)) * round_table).sum())
         tile_ns = torch.zeros((n, k.col_tiles), dtype=torch.float64, device=e.device)
         tile_ns.index_add_(1, k.group_tile, group_ns)
         busiest_ns = float(tile_ns.amax(dim=1).sum()) if n else 0.0

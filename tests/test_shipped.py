@@ -163,6 +163,29 @@ def test_vgg16_workload_meets_the_accuracy_bars() -> None:
         assert meta["pruning"]["tune_images"] in (None, 60000), name  # the whole train split
 
 
+VGG16_NAMES = ["vgg16-fmnist", "vgg16-fmnist-sre50", "vgg16-fmnist-sre70", "vgg16-fmnist-sre90",
+               "vgg16-fmnist-pattern"]
+
+
+@pytest.mark.parametrize("name", [n for n in VGG16_NAMES if n in shipped_names()])
+def test_vgg16_models_run_on_the_embedded_data(name: str, tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    """`sparsexbar run --model NAME` on the embedded 28x28 Fashion-MNIST: the tool pads the
+    images to the model's 32x32 and says so; 15 crossbar layers; the lossless dense run's
+    top-1 is the integer-quantized network's."""
+    code, _, err = cli(capsys, "run", "--model", name, "--limit", "4", "--batch-size", "4",
+                       "--out", str(tmp_path))
+    assert code == 0, err
+    result = json.loads((tmp_path / "result.json").read_text())
+    assert result["model"] == name and result["num_images"] == 4
+    assert result["input"]["shape"] == [1, 32, 32] and result["input"]["data_shape"] == [1, 28, 28]
+    assert "zero padding" in result["input"]["fitted"] and "32x32" in err
+    assert len(result["layers"]) == 15
+    assert result["accuracy"]["top1"] == result["accuracy"]["quantized_top1"]
+    _, meta = load_shipped(name)
+    assert meta["arch_kwargs"]["input_size"] == 32
+
+
 def test_every_registered_model_has_a_description() -> None:
     assert len({m.name for m in SHIPPED}) == len(SHIPPED)
     assert all(m.description for m in SHIPPED)

@@ -44,3 +44,4 @@ def test_sre_speedup_rows_come_from_simulated_runs() -> None:
     assert row["best_layer_speedup"] == best >= row["network_speedup"]
     text = sre_speedup_markdown({"rows": rows, "published": 42.3, "time_s": 1.0})
     assert f"{row['network_speedup']:.2f}x" in text
+    assert row["width"] == 0.25 and "vgg8-fmnist-pattern at width 0.25 |" in text

@@ -50,6 +50,9 @@ def test_rows_are_numbers_from_the_figures(all_dir: Path) -> None:
                                                          "encoding"]
     assert report["rows"] == [r for s in report["sections"] for r in s["rows"]]
     assert report["time_s"]["total"] > 0
+    # the zoo width of each model (from the shipped model's metadata; None for a module path)
+    assert report["model_widths"] == {"tests.nets:tiny_fmnist_net": None,
+                                      "vgg8-fmnist-pattern": 0.25}
     for row in report["rows"]:
         for key in NUMERIC:
             assert key in row, (key, row)

@@ -16,6 +16,7 @@ from sparsexbar.core.frontend import quantize_model
 from sparsexbar.schemes.sre.study import reproduce_sre
 from sparsexbar.studies.deviation import FILES, deviation_study, lossless_adc_bits
 from sparsexbar.studies.setup import fmnist_split
+from sparsexbar.training.shipped import load_shipped
 from tests import nets
 from tests.test_cli_errors import assert_one_line_error, cli
 
@@ -101,5 +102,6 @@ def test_deviation_study_fits_the_images_to_a_shipped_32x32_model() -> None:
     report = deviation_study(None, model="vgg16-fmnist", ou_rows=(128,), sigmas=(0.1,),
                              test_images=2)
     assert report["test_images"] == 2 and report["model"] == "vgg16-fmnist"
+    assert report["model_width"] == load_shipped("vgg16-fmnist")[1]["arch_kwargs"]["width"]
     clean = [s for s in report["summary"] if s["sigma"] == 0]
     assert clean and clean[0]["top1_mean"] == report["quantized_top1"]

@@ -52,6 +52,9 @@ def test_generator_prints_rows_from_their_numbers(tmp_path: Path) -> None:
     assert "| SRE | speedup (largest) | 21.15x | up to 42.3x | 0.50 | yes |" in block
     assert "30.00x" not in block  # combined rows only in the full table
     assert "30.00x" in full_block(report)
+    # the models' widths: recorded ones shown; a result without them is the half-width set's
+    assert "at half width" in block
+    assert "at width 1," in readme_block({**report, "model_widths": {"a": 1.0, "b": 1.0}})
     (tmp_path / "docs" / "results").mkdir(parents=True)
     (tmp_path / RESULT).write_text(json.dumps(report))
     (tmp_path / "README.md").write_text(f"intro\n{BEGIN}\nold\n{END}\nrest\n")

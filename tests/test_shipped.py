@@ -25,7 +25,13 @@ from sparsexbar.training.checkpoint import (
 from sparsexbar.training.data import fashion_mnist
 from sparsexbar.training.models import load_model
 from sparsexbar.training.prune import crossbar_layers, mask_codes, pattern_layers
-from sparsexbar.training.shipped import SHIPPED, find_shipped, load_shipped, shipped_names
+from sparsexbar.training.shipped import (
+    SHIPPED,
+    find_shipped,
+    load_shipped,
+    model_width,
+    shipped_names,
+)
 from sparsexbar.training.train import evaluate
 from tests import nets
 from tests.test_cli_errors import assert_one_line_error, cli
@@ -184,6 +190,17 @@ def test_vgg16_models_run_on_the_embedded_data(name: str, tmp_path: Path,
     assert result["accuracy"]["top1"] == result["accuracy"]["quantized_top1"]
     _, meta = load_shipped(name)
     assert meta["arch_kwargs"]["input_size"] == 32
+
+
+def test_model_width_reads_the_metadata(tmp_path: Path) -> None:
+    """A shipped name or a checkpoint path: the width its metadata records; anything else
+    (a module spec, a file without our metadata, a module object): None."""
+    assert model_width("vgg8-fmnist") == 0.25
+    assert model_width(find_shipped("vgg8-fmnist-pattern").path) == 0.25  # type: ignore[union-attr]
+    assert model_width("tests.nets:tiny_fmnist_net") is None
+    (tmp_path / "net.json").write_text("{not json")
+    assert model_width(tmp_path / "net.safetensors") is None
+    assert model_width(nn.Linear(2, 2)) is None
 
 
 def test_every_registered_model_has_a_description() -> None:

@@ -42,8 +42,9 @@ from ..schemes import get_scheme
 from ..simulate import simulate
 from ..training import zoo
 from ..training.prune import pattern_prune_model
-from ..training.shipped import load_shipped
+from ..training.shipped import load_shipped, model_width
 from .published import FIGURES, PATTERN_PER_LAYER
+from .shipped_models import width_phrase
 
 PATTERN_AREA_RESULT = Path("docs/results/ablation_pattern_area.json")
 PATTERN_AREA_MARKERS = ("<!-- ablation:pattern-area:begin -->",
@@ -110,7 +111,8 @@ def pattern_area_markdown(report: dict[str, Any]) -> str:
         eff = r["area_efficiency"]
         shown = "-" if eff is None else f"{eff:.2f}x"
         vs = "-" if eff is None else f"{eff / published:.2f}"
-        lines.append(f"| {r['network']} | {r['preset']} | {r['conv_layers']} "
+        name = r["network"] if "width" in r["network"] else f"{r['network']}, width {r['width']:g}"
+        lines.append(f"| {name} | {r['preset']} | {r['conv_layers']} "
                      f"| {r['dense_arrays']} | {r['pattern_arrays']} | {shown} | {vs} |")
     return "\n".join(lines) + "\n"
 
@@ -126,7 +128,8 @@ def sre_speedup_rows(model: str = "vgg16-fmnist-sre90", ou_sizes: Sequence[int] 
         layers = [(r.dense_latency_ns_per_image / r.latency_ns_per_image, r.name)
                   for r in res.layers if r.latency_ns_per_image > 0]
         best, best_layer = max(layers)
-        rows.append({"model": model, "ou": f"{size}x{size}", "images": images,
+        rows.append({"model": model, "width": model_width(model), "ou": f"{size}x{size}",
+                     "images": images,
                      "network_speedup": res.vs_dense.speedup, "best_layer_speedup": best,
                      "best_layer": best_layer})
     return rows
@@ -142,7 +145,8 @@ def sre_speedup_markdown(report: dict[str, Any]) -> str:
              "| best layer | best layer's speedup | / published |",
              "| --- | --- | ---: | ---: | ---: | --- | ---: | ---: |"]
     for r in report["rows"]:
-        lines.append(f"| {r['model']} | {r['ou']} | {r['images']} "
+        width = [r["width"]] if "width" in r else None
+        lines.append(f"| {r['model']}{width_phrase(width)} | {r['ou']} | {r['images']} "
                      f"| {r['network_speedup']:.2f}x | {r['network_speedup'] / published:.2f} "
                      f"| {r['best_layer']} | {r['best_layer_speedup']:.2f}x "
                      f"| {r['best_layer_speedup'] / published:.2f} |")

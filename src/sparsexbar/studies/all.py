@@ -51,7 +51,7 @@ from ..schemes.sre.study import headline_rows as sre_headline_rows
 from ..schemes.sre.study import reproduce_sre
 from ..simulate import simulate
 from ..training.models import load_model
-from ..training.shipped import find_shipped
+from ..training.shipped import find_shipped, model_width
 from .headline import (
     HEADLINE_COLUMNS,
     accuracy_note,
@@ -162,6 +162,7 @@ def reproduce_all(out_dir: str | Path, model: Any = MODEL, hw: str = "isaac",
 
     report = {
         "model": _name(model), "pattern_model": _name(pattern_model), "hardware": hw,
+        "model_widths": {_name(m): model_width(m) for m in (model, pattern_model)},
         "settings": {"test_images": test_images, "pattern_images": pattern_images,
                      "accuracy_images": accuracy_images, "sre_sparsities": list(sre_sparsities),
                      "sre_tune_images": sre_tune_images,

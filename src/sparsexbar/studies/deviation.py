@@ -30,7 +30,9 @@ from ..core.frontend import QuantizedModel, quantize_model
 from ..core.runtime import pyplot
 from ..simulate import simulate
 from ..training.models import load_model, resolve_model
+from ..training.shipped import model_width
 from .setup import fmnist_split, model_input_size
+from .shipped_models import width_phrase
 from .writers import save_png, write_json, write_text
 
 DEFAULT_OU_ROWS = (128, 64, 32, 16, 8, 4)
@@ -100,7 +102,8 @@ def deviation_study(out_dir: str | Path | None, model: Any = "default", hw: Any 
                     progress(f"OU rows {rows:4d}, sigma {sigma:g}, seed {seed}: top-1 "
                              f"{100 * runs[-1]['top1']:.2f}%")
     assert baseline is not None
-    report = {"model": model_name, "dataset": dataset, "test_images": int(len(y)),
+    report = {"model": model_name, "model_width": model_width(model), "dataset": dataset,
+              "test_images": int(len(y)),
               "hardware": config.to_dict(), "array_rows": config.array.rows,
               "lossless_adc": lossless_adc, "sigmas": sigma_list, "seeds": [int(s) for s in seeds],
               "ou_rows": rows_list, **baseline, "runs": runs, "summary": _summary(runs)}
@@ -139,7 +142,9 @@ def deviation_markdown(report: dict[str, Any]) -> str:
     sigmas = report["sigmas"]
     by = {(s["ou_rows"], s["sigma"]): s for s in report["summary"]}
     seeds = len(report["seeds"])
-    lines = [f"Accumulated deviation on {report['model']}, {report['test_images']} images "
+    width = [report["model_width"]] if "model_width" in report else None
+    lines = [f"Accumulated deviation on {report['model']}{width_phrase(width)}, "
+             f"{report['test_images']} images "
              f"({report['dataset']}), {seeds} seed(s) per noisy cell; top-1 %, "
              f"{'mean +- std over seeds; ' if seeds > 1 else ''}ADC "
              f"{'lossless for each OU height' if report['lossless_adc'] else 'of the preset'}. "

@@ -8,7 +8,7 @@ Each run's result JSON is written beside (`<out>/<name>_dense.json`).
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +18,17 @@ from ..training.checkpoint import read_meta
 from ..training.data import fashion_mnist
 from ..training.shipped import SHIPPED, describe, find_shipped, load_shipped
 from ..training.train import evaluate
+
+
+def width_phrase(widths: Sequence[float | None] | None) -> str:
+    """How a result's models are described by width: " at width W" from the widths it recorded
+    (None entries: not a zoo model), "" when none is known, and for a result that recorded no
+    widths (written before they were recorded, when the shipped VGG-16s were half width)
+    " at half width" with a pointer to docs/models.md."""
+    if widths is None:
+        return ' at half width (docs/models.md, "Width")'
+    shown = sorted({f"{w:g}" for w in widths if w is not None})
+    return f" at width {', '.join(shown)}" if shown else ""
 
 
 def measure_shipped(name: str, out_dir: str | Path, limit: int | None = None,

@@ -79,6 +79,20 @@ def load_shipped(name: str) -> tuple[nn.Module, dict[str, Any]]:
     return load_checkpoint(model.path)
 
 
+def model_width(model: object) -> float | None:
+    """The zoo width a shipped model (by name) or a checkpoint (a path) was built with, from
+    its metadata; None for anything else (a module, a `module:factory` spec, an ONNX file)."""
+    if not isinstance(model, (str, Path)):
+        return None
+    shipped = find_shipped(str(model))
+    path = shipped.path if shipped is not None else Path(model)
+    try:
+        width = read_meta(path).get("arch_kwargs", {}).get("width")
+    except SparsexbarError:  # no metadata of ours there
+        return None
+    return float(width) if isinstance(width, (int, float)) else None
+
+
 def describe(model: ShippedModel) -> dict[str, Any]:
     """One row of `sparsexbar models`, from the model's metadata."""
     meta = read_meta(model.path)

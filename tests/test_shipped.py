@@ -145,6 +145,10 @@ def test_shipped_model_matches_its_recorded_figures(name: str) -> None:
                 assert used == rows[layer]["patterns_used_codes"], layer
 
 
+VGG16_NAMES = ["vgg16-fmnist", "vgg16-fmnist-sre50", "vgg16-fmnist-sre70", "vgg16-fmnist-sre90",
+               "vgg16-fmnist-pattern"]
+
+
 VGG16_BARS = {"vgg16-fmnist-sre50": 0.010, "vgg16-fmnist-sre70": 0.010,
               "vgg16-fmnist-sre90": 0.010, "vgg16-fmnist-pattern": 0.005}
 
@@ -155,6 +159,8 @@ def test_vgg16_workload_meets_the_accuracy_bars() -> None:
     variants within 1.0 pt of dense, the pattern variant within 0.5 pt; each pruned one's
     recorded parent accuracy is the shipped dense model's."""
     _, dense = load_shipped("vgg16-fmnist")
+    for name in VGG16_NAMES:  # the papers' network: full width (64-512 channels)
+        assert load_shipped(name)[1]["arch_kwargs"]["width"] == 1, name
     base = dense["accuracy"]
     assert base["test_images"] == 10000
     assert base["float_top1"] >= 0.93
@@ -167,10 +173,6 @@ def test_vgg16_workload_meets_the_accuracy_bars() -> None:
         if name != "vgg16-fmnist-sre90":  # pruned from sre70, whose own figure it records
             assert meta["pruning"]["top1_before"] == base["float_top1"], name
         assert meta["pruning"]["tune_images"] in (None, 60000), name  # the whole train split
-
-
-VGG16_NAMES = ["vgg16-fmnist", "vgg16-fmnist-sre50", "vgg16-fmnist-sre70", "vgg16-fmnist-sre90",
-               "vgg16-fmnist-pattern"]
 
 
 @pytest.mark.parametrize("name", [n for n in VGG16_NAMES if n in shipped_names()])

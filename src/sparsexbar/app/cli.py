@@ -523,7 +523,7 @@ def train(
     width: Annotated[float | None, typer.Option(
         "--width", callback=_finite(0.0, 4.0, low_open=True),
         help="Channel width multiplier of the zoo model, in (0, 4] (default its own; the "
-        "vgg16-fmnist models use 0.5).")] = None,
+        "vgg16-fmnist models use 1).")] = None,
     half: Annotated[bool, typer.Option(
         "--half", help="Store float16 weights (= --weights float16; accuracy measured after "
         "rounding).")] = False,

@@ -2,7 +2,7 @@
 ones (issue 19, item 6): which assumption moves a figure, and by how much.
 
 Pattern mapping, RRAM array area efficiency (dense arrays / pattern arrays of the 3x3 convs):
-the published 4.67x is for the paper's full-width VGG-16; ours runs a half-width one. The
+the published 4.67x is for the paper's full-width VGG-16; our first set was half width. The
 arrays a layer needs depend on its size against the array's, so this study maps the same
 pruning recipe (the paper's per-layer pattern counts, 86% sparsity of the 3x3 convs, 4-entry
 patterns, magnitude pruning of seeded random weights: the mapping needs the zero structure

@@ -37,9 +37,8 @@ SHIPPED: tuple[ShippedModel, ...] = (
                  "vgg8-fmnist pattern-pruned (4 of 9 weights, <= 8 patterns per layer): the "
                  "demo's model"),
     ShippedModel("vgg16-fmnist", "vgg16_fmnist",
-                 "CIFAR-style VGG-16 (13 conv + 2 linear) at half width (32-256 channels: "
-                 "full width could not be trained and pruned on this 2-core CPU in the time "
-                 "there was) on Fashion-MNIST padded to 32x32: the papers' network"),
+                 "CIFAR-style VGG-16 (13 conv + 2 linear) at full width (64-512 channels) on "
+                 "Fashion-MNIST padded to 32x32: the papers' network"),
     ShippedModel("vgg16-fmnist-sre50", "vgg16_fmnist_sre50",
                  "vgg16-fmnist OU-structured pruned to 50% (SRE's pruning, isaac's OU columns)"),
     ShippedModel("vgg16-fmnist-sre70", "vgg16_fmnist_sre70",

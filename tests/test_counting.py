@@ -303,6 +303,8 @@ def test_blocked_counter_equals_the_plain_convolution(
             intconv._int8_conv_available = lambda device: False  # type: ignore[assignment]
         plain = RowSetCounter(layer, sets, CPU)
         blocked = RowSetCounter(layer, sets, CPU, row_blocks=blocks)
+        assert blocked.sets.dtype == torch.bool  # one byte per (set, row) kept for the run
+        assert torch.equal(blocked.sets, sets.cpu() != 0)
         plan = counting.block_plan(layer, blocked.sets, blocks)
         expect_blocked = plan is not None
         assert isinstance(blocked.op(), counting.BlockedRows) == expect_blocked

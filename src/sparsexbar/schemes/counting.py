@@ -61,16 +61,18 @@ LUT_ENTRIES = 2**18
 class RowSetCounter:
     """Active rows of fixed im2col row sets per output position and input chunk, exactly.
 
-    `sets`: (D, R) 0/1 (bool or integer) on any device; the layer's input magnitudes go in
-    (uint8 or int32, channels-last for conv layers), counts come out as (positions, D).
-    The convolution is built on first use.
+    `sets`: (D, R) 0/1 (bool or integer) on any device, kept as bool on the CPU (one byte per
+    entry: an int64 copy of a full-width VGG-16 layer's sets at OU 4x4 took 1.3 GB per layer,
+    kept for the whole run); the layer's input magnitudes go in (uint8 or int32, channels-last
+    for conv layers), counts come out as (positions, D). The convolution is built on first use
+    from a transient integer copy.
     """
 
     def __init__(self, layer: QuantLayer, sets: Tensor, device: torch.device,
                  row_blocks: list[tuple[int, int]] | None = None) -> None:
         self.layer = layer
         self.device = device
-        self.sets = sets.to(device="cpu", dtype=torch.int64)
+        self.sets = sets.to(device="cpu") != 0
         self.count = int(self.sets.shape[0])
         self.base = int(self.sets.sum(dim=1).max()) + 1 if self.sets.numel() else 1
         self.fields = 1
@@ -84,9 +86,10 @@ class RowSetCounter:
         set lies in one of `row_blocks` and that saves work."""
         if self._op is None:
             layer = self.layer
-            weight = self.sets.reshape(self.count, *layer.weight_int.shape[1:])
+            sets = self.sets.to(torch.int64)  # transient: the filters and the block plan
+            weight = sets.reshape(self.count, *layer.weight_int.shape[1:])
             base = self.base
-            plan = block_plan(layer, self.sets, self.row_blocks)
+            plan = block_plan(layer, sets, self.row_blocks)
 
             def build(fields: int) -> ExactLinear | BlockedRows:
                 top = sum(base**j for j in range(fields))  # every plane at 1
@@ -282,7 +285,7 @@ def block_plan(layer: QuantLayer, sets: Tensor,
         block[order]]
     select = block * per_block + rank  # (D,) output channel of every set
     # Filters: set d's rows, from its block's first channel, `width` channels wide.
-    padded = torch.nn.functional.pad(sets, (0, width * khw))  # room past the last channel
+    padded = torch.nn.functional.pad(sets.to(torch.int64), (0, width * khw))  # room past the end
     cols = (lo[block] * khw).unsqueeze(1) + torch.arange(width * khw).unsqueeze(0)
     weight = torch.zeros((g * per_block, width * khw), dtype=torch.int64)
     weight[select] = torch.gather(padded, 1, cols)

@@ -119,7 +119,7 @@ def model_card(name: str) -> str:
                      f"{100 * pruning['summary']['pattern_layers_sparsity']:.2f}% sparse)"
                      if "patterns_total" in pruning.get("summary", {}) else "")),
                  ("prune wall time", f"{float(pruning.get('prune_time_s', 0)):,.0f} s on "
-                  f"{pruning.get('torch_threads')} threads"),
+                  f"{_threads(pruning.get('torch_threads'))}"),
                  ("top-1 before -> after", f"{100 * float(pruning['top1_before']):.2f}% -> "
                   f"{100 * float(pruning['top1_after']):.2f}%")]
     elif train:
@@ -128,7 +128,7 @@ def model_card(name: str) -> str:
                   f"images, batch {train.get('batch_size')}, lr {train.get('lr')} cosine, "
                   f"precision {train.get('precision', 'fp32')}, seed {train.get('seed')}"),
                  ("training wall time", f"{float(train.get('train_time_s', 0)):,.0f} s on "
-                  f"{train.get('torch_threads')} threads"),
+                  f"{_threads(train.get('torch_threads'))}"),
                  ("test top-1 per epoch", ", ".join(
                      f"{100 * float(h['test_top1']):.2f}" for h in history
                      if "test_top1" in h))]
@@ -141,6 +141,10 @@ def model_card(name: str) -> str:
              ("file", f"{model.path.stat().st_size / 2**20:.2f} MiB ({meta.get('dtype')})")]
     lines = [f"| `{name}` | |", "| --- | --- |"] + [f"| {k} | {v} |" for k, v in rows]
     return "\n".join(lines) + "\n"
+
+
+def _threads(count: Any) -> str:
+    return f"{count} thread" if count == 1 else f"{count} threads"
 
 
 def _pct(value: Any) -> str:

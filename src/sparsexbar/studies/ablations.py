@@ -86,8 +86,8 @@ def pattern_area_rows(widths: Sequence[float] = (0.5, 1.0),
                      net))
     if shipped is not None:
         net, meta = load_shipped(shipped)
-        nets.append((f"{shipped} (shipped, trained)",
-                     float(meta.get("arch_kwargs", {}).get("width", 1.0)), net))
+        width = float(meta.get("arch_kwargs", {}).get("width", 1.0))
+        nets.append((f"{shipped} (shipped, trained), width {width:g}", width, net))
     rows = []
     for label, width, net in nets:
         for preset in presets:
@@ -111,8 +111,7 @@ def pattern_area_markdown(report: dict[str, Any]) -> str:
         eff = r["area_efficiency"]
         shown = "-" if eff is None else f"{eff:.2f}x"
         vs = "-" if eff is None else f"{eff / published:.2f}"
-        name = r["network"] if "width" in r["network"] else f"{r['network']}, width {r['width']:g}"
-        lines.append(f"| {name} | {r['preset']} | {r['conv_layers']} "
+        lines.append(f"| {r['network']} | {r['preset']} | {r['conv_layers']} "
                      f"| {r['dense_arrays']} | {r['pattern_arrays']} | {shown} | {vs} |")
     return "\n".join(lines) + "\n"
 

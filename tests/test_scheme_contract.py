@@ -72,6 +72,49 @@ def test_dense_events_are_the_dense_schemes_events(entry: SchemeEntry,
     assert res["dense_totals"]["events"] == dense["totals"]["events"]
 
 
+@pytest.mark.parametrize("entry", ENTRIES, ids=IDS)
+@pytest.mark.parametrize("adc", [{}, {"adc.bits": 2}], ids=["lossless-adc", "clipping-adc"])
+def test_image_tasks_give_the_whole_batchs_results(entry: SchemeEntry, adc: dict[str, int],
+                                                   case: dict[str, Any]) -> None:
+    """A layer's later calls run as image tasks (`LayerRecorder._split`): the same batch's
+    second run (split) gives the first's (whole) outputs bit for bit and the same events,
+    busiest-array cycles and time; one and two threads give the same results."""
+    from sparsexbar.core.config import preset
+    from sparsexbar.core.engine import EngineOptions
+    from sparsexbar.simulate import LayerRecorder
+
+    hw = preset(HW[0]).with_overrides({**HW[1], **adc})
+    qmodel, (x, _) = case["qmodel"], case["data"]
+    scheme = get_scheme(entry.name)
+    results = []
+    before = torch.get_num_threads()
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            try:
+                mapped = [scheme.map_layer(q, hw) for q in qmodel.layers]
+            except SparsexbarError as exc:  # comprrae: a lossless ADC only
+                assert adc and "lossless ADC" in str(exc)
+                pytest.skip(f"{entry.name} refuses a clipping ADC")
+            kernels = {m.layer.name: scheme.kernel(m, torch.device("cpu")) for m in mapped}
+            assert all(k.exact_linear for k in kernels.values()) == (not adc)
+            with LayerRecorder(scheme, kernels, EngineOptions(), torch.device("cpu")) as rec:
+                whole = qmodel.run(x, rec)
+                once = (dict(rec.events), dict(rec.cycles), dict(rec.time_ns))
+                assert rec._split(kernels[qmodel.layers[0].name], x) == [(0, 1), (1, 3)]
+                split = qmodel.run(x, rec)
+            assert torch.equal(split, whole)
+            for name in kernels:
+                assert rec.events[name] == once[0][name].scaled(2), (entry.name, name)
+                assert rec.cycles[name] == 2 * once[1][name], (entry.name, name)
+                assert rec.time_ns[name] == pytest.approx(2 * once[2][name], rel=1e-12)
+            results.append((split, rec.events, rec.cycles, rec.time_ns))
+    finally:
+        torch.set_num_threads(before)
+    assert torch.equal(results[0][0], results[1][0])
+    assert results[0][1:] == results[1][1:]  # time sums too: the split is the threads' own
+
+
 # ---- name:key=value ------------------------------------------------------------------------------
 def _files(tmp: Path) -> dict[str, str]:
     """An example file for every path option of the registered schemes (by key): a new path

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -24,13 +25,14 @@ from .core.cost import (
     ratio,
     rram_adc_dac_energy,
 )
-from .core.engine import EngineOptions, LayerKernel, TaskPool, exact_accumulate
+from .core.engine import EngineOptions, LayerKernel, TaskPool, exact_accumulate, run_tasks
 from .core.errors import DataError, SparsexbarError, note, warn
 from .core.events import Events
 from .core.frontend import QuantizedModel, QuantLayer, RunStats, accuracy, quantize_model
 from .core.mapping import dense_events, dense_time_ns, map_dense
 from .result import Accuracy, LayerRecord, Result, SchemeRecord, Totals, VsDense
-from .schemes import Scheme, get_scheme
+from .schemes import LayerRun, Scheme, get_scheme
+from .schemes.base import Counted
 from .training.data import KNOWN_DATASETS, ImageDataset, load_dataset
 from .training.inputs import (
     DEFAULT_SPEC,
@@ -48,6 +50,10 @@ from .training.models import LoadedModel, load_model
 
 ProgressFn = Callable[[int, int], None]  # (images done, images total)
 # The spellings of the named data sets load_dataset takes (root= says where their files are).
+# A crossbar layer's call on CPU with an ideal device runs as this many image ranges side by side
+# (`LayerRecorder._split`): the schemes' counting is many small operations that a second
+# intra-op thread barely speeds up, a second task does.
+IMAGE_TASKS = 2
 NAMED_DATASETS = ("fashion-mnist", "fashionmnist", "fmnist", "cifar10", "cifar-10", "cifar100",
                   "cifar-100")
 
@@ -295,17 +301,70 @@ class LayerRecorder:
         self.events: dict[str, Events] = {name: Events() for name in kernels}
         self.cycles: dict[str, int] = {name: 0 for name in kernels}
         self.time_ns: dict[str, float] = {name: 0.0 for name in kernels}
-        # Layers on the per-conversion paths run as image tasks on CPU worker threads: the
-        # frontend then keeps the digital periphery on one intra-op thread (frontend._Runner).
-        self.single_thread_periphery = device.type == "cpu" and any(
-            not (options.exact_shortcut and k.exact_linear) for k in kernels.values())
+        self._called: set[str] = set()  # layers run once (their lazy caches are built)
+        # Layers run as image tasks on CPU worker threads (`_split`, and the per-conversion
+        # paths): the frontend then keeps the digital periphery on one intra-op thread
+        # (frontend._Runner).
+        self.single_thread_periphery = device.type == "cpu"
 
     def __call__(self, layer: QuantLayer, x_int: Tensor) -> Tensor:
+        """The layer's integer accumulator on the batch."""
         run = self.scheme.run_layer(self.kernels[layer.name], x_int, self.options)
-        self.events[layer.name] = self.events[layer.name] + run.events
-        self.cycles[layer.name] += run.cycles
-        self.time_ns[layer.name] += run.time_ns
+        self._record(layer.name, [run])
         return run.accumulator
+
+    def dequantized(self, layer: QuantLayer, x_int: Tensor) -> Tensor:
+        """The layer's real output (`QuantLayer.dequantize` of its accumulator) on the batch:
+        as image tasks side by side where `_split` allows, each dequantizing its own rows
+        into the output (no copy of the whole accumulator), else as `__call__`."""
+        kernel = self.kernels[layer.name]
+        spans = self._split(kernel, x_int)
+        if len(spans) == 1:
+            return layer.dequantize(self(layer, x_int))
+        threads = self.options.threads or torch.get_num_threads()
+        workers = min(threads, len(spans))
+        inner = replace(self.options, threads=max(1, threads // workers), pool=None,
+                        memory_budget_mb=self.options.memory_budget_mb / workers)
+        runs: list[Counted | None] = [None] * len(spans)
+        out: list[Tensor] = []  # the output, allocated by the first task to finish
+        lock = threading.Lock()
+
+        def task(i: int) -> None:
+            a, b = spans[i]
+            run = self.scheme.run_layer(kernel, x_int[a:b], inner)
+            acc = run.accumulator
+            runs[i] = Counted(run.events, run.cycles, run.time_ns)
+            with lock:
+                if not out:
+                    out.append(torch.empty((int(x_int.shape[0]), *acc.shape[1:]),
+                                           dtype=torch.float32, device=acc.device))
+            layer.dequantize(acc, out[0][a:b])
+
+        pool = self.options.pool.executor(workers) if self.options.pool is not None else None
+        run_tasks(len(spans), task, workers, threads, pool)
+        self._record(layer.name, [r for r in runs if r is not None])  # in image order
+        return out[0]
+
+    def _record(self, name: str, runs: Sequence[Counted | LayerRun]) -> None:
+        """Add the counts of a call's runs (in image order) to the layer's totals."""
+        self._called.add(name)
+        for run in runs:
+            self.events[name] = self.events[name] + run.events
+            self.cycles[name] += run.cycles
+            self.time_ns[name] += run.time_ns
+
+    def _split(self, kernel: LayerKernel, x_int: Tensor) -> list[tuple[int, int]]:
+        """[a, b) image ranges the layer's call runs as: IMAGE_TASKS halves on CPU with an
+        ideal device (every image's result, events and time are its own: no per-call random
+        stream) once the layer has run once (its lazily built caches then exist before two
+        threads read them); else the whole batch. The split does not depend on the thread
+        count, so neither do the results (time sums are float sums in task order)."""
+        n = int(x_int.shape[0])
+        if (self.device.type != "cpu" or n < IMAGE_TASKS or not kernel.mapped.hw.device.ideal
+                or kernel.mapped.layer.name not in self._called):
+            return [(0, n)]
+        cuts = [n * i // IMAGE_TASKS for i in range(IMAGE_TASKS + 1)]
+        return list(zip(cuts[:-1], cuts[1:], strict=True))
 
     def close(self) -> None:
         """Let the recorder's own workers exit."""

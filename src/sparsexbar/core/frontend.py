@@ -142,11 +142,14 @@ class QuantLayer:
         lo = -self.input_max if self.input_signed else 0
         return q.clamp_(lo, self.input_max)
 
-    def dequantize(self, acc: Tensor) -> Tensor:
-        """Integer accumulator (any dtype holding integers) -> real output, float32."""
+    def dequantize(self, acc: Tensor, out: Tensor | None = None) -> Tensor:
+        """Integer accumulator (any dtype holding integers) -> real output, float32 (into
+        `out`, of acc's shape, when given)."""
         shape = (1, -1, 1, 1) if self.kind == "conv" else (1, -1)
         scale = (self.weight_scale * self.input_scale).reshape(shape)
-        return acc.to(torch.float32) * scale + self.bias.reshape(shape)
+        if out is None:
+            return acc.to(torch.float32) * scale + self.bias.reshape(shape)
+        return torch.mul(acc.to(torch.float32), scale, out=out).add_(self.bias.reshape(shape))
 
     def patches(self, x_int: Tensor) -> Tensor:
         """im2col: (N, Cin, H, W) -> (N*P, rows); linear: (N, Cin) -> (N, Cin). Same dtype
@@ -284,9 +287,15 @@ class _Runner(fx.Interpreter):
             if self.executor is None:
                 return layer.linear_op(x, layer.float_weight) + _bias(layer)
             x_int = layer.quantize_input(x)
+            # An executor that dequantizes itself (`dequantized`: the real output, e.g. each
+            # image task its own rows) saves the full accumulator's copy.
+            run = getattr(self.executor, "dequantized", None)
             if not self.single_periphery:
-                return layer.dequantize(self.executor(layer, x_int))
+                return (run(layer, x_int) if run is not None
+                        else layer.dequantize(self.executor(layer, x_int)))
             with torch_threads(self.threads):
+                if run is not None:
+                    return run(layer, x_int)
                 acc = self.executor(layer, x_int)
             return layer.dequantize(acc)
         if self.executor is not None and _strided_2x2(mod, args[0]):

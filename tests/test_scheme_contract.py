@@ -76,9 +76,10 @@ def test_dense_events_are_the_dense_schemes_events(entry: SchemeEntry,
 @pytest.mark.parametrize("adc", [{}, {"adc.bits": 2}], ids=["lossless-adc", "clipping-adc"])
 def test_image_tasks_give_the_whole_batchs_results(entry: SchemeEntry, adc: dict[str, int],
                                                    case: dict[str, Any]) -> None:
-    """A layer's later calls run as image tasks (`LayerRecorder._split`): the same batch's
-    second run (split) gives the first's (whole) outputs bit for bit and the same events,
-    busiest-array cycles and time; one and two threads give the same results."""
+    """A layer's later calls run as image tasks (`LayerRecorder._split`; forced here for the
+    schemes that opt out, `Scheme.image_tasks`): the same batch's second run (split) gives
+    the first's (whole) outputs bit for bit and the same events, busiest-array cycles and
+    time; one and two threads give the same results."""
     from sparsexbar.core.config import preset
     from sparsexbar.core.engine import EngineOptions
     from sparsexbar.simulate import LayerRecorder
@@ -86,6 +87,8 @@ def test_image_tasks_give_the_whole_batchs_results(entry: SchemeEntry, adc: dict
     hw = preset(HW[0]).with_overrides({**HW[1], **adc})
     qmodel, (x, _) = case["qmodel"], case["data"]
     scheme = get_scheme(entry.name)
+    declared = scheme.image_tasks
+    scheme.image_tasks = True  # every scheme's images are independent, tasks or not
     results = []
     before = torch.get_num_threads()
     try:
@@ -109,6 +112,9 @@ def test_image_tasks_give_the_whole_batchs_results(entry: SchemeEntry, adc: dict
                 assert rec.cycles[name] == 2 * once[1][name], (entry.name, name)
                 assert rec.time_ns[name] == pytest.approx(2 * once[2][name], rel=1e-12)
             results.append((split, rec.events, rec.cycles, rec.time_ns))
+            scheme.image_tasks = declared  # the recorder honours the scheme's choice
+            assert (len(rec._split(kernels[qmodel.layers[0].name], x)) == 2) == declared
+            scheme.image_tasks = True
     finally:
         torch.set_num_threads(before)
     assert torch.equal(results[0][0], results[1][0])

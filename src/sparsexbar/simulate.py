@@ -355,12 +355,14 @@ class LayerRecorder:
 
     def _split(self, kernel: LayerKernel, x_int: Tensor) -> list[tuple[int, int]]:
         """[a, b) image ranges the layer's call runs as: IMAGE_TASKS halves on CPU with an
-        ideal device (every image's result, events and time are its own: no per-call random
-        stream) once the layer has run once (its lazily built caches then exist before two
-        threads read them); else the whole batch. The split does not depend on the thread
-        count, so neither do the results (time sums are float sums in task order)."""
+        ideal device (no per-call random stream) for a scheme that allows it
+        (`Scheme.image_tasks`), once the layer has run once (its lazily built caches then
+        exist before two threads read them); else the whole batch. The split does not depend
+        on the thread count, so neither do the results (time sums are float sums in task
+        order)."""
         n = int(x_int.shape[0])
-        if (self.device.type != "cpu" or n < IMAGE_TASKS or not kernel.mapped.hw.device.ideal
+        if (self.device.type != "cpu" or n < IMAGE_TASKS or not self.scheme.image_tasks
+                or not kernel.mapped.hw.device.ideal
                 or kernel.mapped.layer.name not in self._called):
             return [(0, n)]
         cuts = [n * i // IMAGE_TASKS for i in range(IMAGE_TASKS + 1)]

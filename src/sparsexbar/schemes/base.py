@@ -44,6 +44,11 @@ class Scheme:
 
     name: str = "base"
     lossless: bool = True
+    # Whether a layer's later calls on CPU with an ideal device may run as image tasks side by
+    # side (simulate.LayerRecorder._split): every image's result, events and time must be its
+    # own. A scheme whose counting is many small operations per chunk (Python-bound: two
+    # threads then take turns) sets False.
+    image_tasks: bool = True
 
     def parameters(self) -> dict[str, Any]:
         """The scheme's parameters, recorded in the result."""

@@ -629,9 +629,9 @@ def test_integer_run_on_two_threads_equals_one_thread(min_sums: int,
         assert rec.single_thread_periphery  # per-conversion paths: periphery on one thread
         if lossless:
             assert torch.equal(runs[0], qmodel.run_reference(x))
-            # Every layer runs as image tasks after its first call (LayerRecorder._split):
-            # the periphery keeps one thread.
-            assert LayerRecorder(scheme, kernels, EngineOptions(),
+            # With the exact shortcut every layer is one convolution on the caller's threads:
+            # the periphery keeps them too.
+            assert not LayerRecorder(scheme, kernels, EngineOptions(),
                                  torch.device("cpu")).single_thread_periphery
         if min_sums == 0:  # the layers ran on the run's kept two-worker pool
             assert rec.options.pool is not None and rec.options.pool._workers == 2

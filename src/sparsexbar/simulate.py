@@ -302,10 +302,11 @@ class LayerRecorder:
         self.cycles: dict[str, int] = {name: 0 for name in kernels}
         self.time_ns: dict[str, float] = {name: 0.0 for name in kernels}
         self._called: set[str] = set()  # layers run once (their lazy caches are built)
-        # Layers run as image tasks on CPU worker threads (`_split`, and the per-conversion
+        # Layers run as image tasks on CPU worker threads (`_split`, the per-conversion
         # paths): the frontend then keeps the digital periphery on one intra-op thread
         # (frontend._Runner).
-        self.single_thread_periphery = device.type == "cpu"
+        self.single_thread_periphery = device.type == "cpu" and (scheme.image_tasks or any(
+            not (options.exact_shortcut and k.exact_linear) for k in kernels.values()))
 
     def __call__(self, layer: QuantLayer, x_int: Tensor) -> Tensor:
         """The layer's integer accumulator on the batch."""

@@ -44,11 +44,13 @@ class Scheme:
 
     name: str = "base"
     lossless: bool = True
-    # Whether a layer's later calls on CPU with an ideal device may run as image tasks side by
-    # side (simulate.LayerRecorder._split): every image's result, events and time must be its
-    # own. A scheme whose counting is many small operations per chunk (Python-bound: two
-    # threads then take turns) sets False.
-    image_tasks: bool = True
+    # Whether a layer's later calls on CPU with an ideal device run as image tasks side by side
+    # (simulate.LayerRecorder._split; every image's result, events and time must be its own).
+    # It pays where counting is many small operations that a second intra-op thread barely
+    # speeds up (sre); a whole-batch convolution on two intra-op threads is faster than two
+    # one-thread halves (full-width VGG-16, batch 256, two threads: dense 191-194 -> 131-134
+    # img/s split), so the default is the whole batch (docs/benchmarks.md, part 5).
+    image_tasks: bool = False
 
     def parameters(self) -> dict[str, Any]:
         """The scheme's parameters, recorded in the result."""

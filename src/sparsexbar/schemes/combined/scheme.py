@@ -101,10 +101,6 @@ class CombinedScheme(Scheme):
     """
 
     lossless = True
-    # Image tasks measured slower (vgg8-pattern, batch 64, 10 repeats, commit 5744ea7): two
-    # threads 218 -> 140 img/s, one 143 -> 135 (its early-termination counting is many
-    # small per-cycle operations on cache-sized chunks: the tasks take turns).
-    image_tasks = False
 
     def __init__(self, techniques: tuple[str, ...] | None = None, alpha: AlphaSpec = None,
                  estimate: str = "midpoint", granularity: str = "bit",

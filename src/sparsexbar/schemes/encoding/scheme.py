@@ -75,9 +75,6 @@ class EncodingScheme(Scheme):
     """
 
     name = "encoding"
-    # Image tasks measured no faster (vgg8-pattern, batch 64, 10 repeats, commit 5744ea7):
-    # two threads 515 -> 504 img/s, one 304 -> 291.
-    image_tasks = False
 
     def __init__(self, input_encoding: str = "bus-invert", weight_encoding: str = "complement",
                  adc: str = "auto", adc_bits: Mapping[str, int] | str | Path | None = None,

@@ -36,6 +36,11 @@ class SreScheme(Scheme):
 
     name = "sre"
     lossless = True
+    # Image tasks (Scheme.image_tasks): its per-(position, kept set) counting gains little
+    # from a second intra-op thread. vgg8-pattern, batch 64, 10 repeats: x dense 4.62 ->
+    # 3.54 (one thread), 3.79 -> 2.49-3.00 (two); full-width VGG-16, batch 256, two threads:
+    # 11.3 -> 13.4 img/s (docs/benchmarks.md, part 5).
+    image_tasks = True
 
     def __init__(self, mode: str = "joint", granularity: str = "bit") -> None:
         require_choice("sre mode", mode, MODES)

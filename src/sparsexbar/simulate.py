@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import math
-import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -49,11 +48,11 @@ from .training.inputs import (
 from .training.models import LoadedModel, load_model
 
 ProgressFn = Callable[[int, int], None]  # (images done, images total)
-# The spellings of the named data sets load_dataset takes (root= says where their files are).
 # A crossbar layer's call on CPU with an ideal device runs as this many image ranges side by side
 # (`LayerRecorder._split`): the schemes' counting is many small operations that a second
 # intra-op thread barely speeds up, a second task does.
 IMAGE_TASKS = 2
+# The spellings of the named data sets load_dataset takes (root= says where their files are).
 NAMED_DATASETS = ("fashion-mnist", "fashionmnist", "fmnist", "cifar10", "cifar-10", "cifar100",
                   "cifar-100")
 
@@ -327,24 +326,19 @@ class LayerRecorder:
         inner = replace(self.options, threads=max(1, threads // workers), pool=None,
                         memory_budget_mb=self.options.memory_budget_mb / workers)
         runs: list[Counted | None] = [None] * len(spans)
-        out: list[Tensor] = []  # the output, allocated by the first task to finish
-        lock = threading.Lock()
+        out = torch.empty((int(x_int.shape[0]), *layer.output_shape), dtype=torch.float32,
+                          device=x_int.device)
 
         def task(i: int) -> None:
             a, b = spans[i]
             run = self.scheme.run_layer(kernel, x_int[a:b], inner)
-            acc = run.accumulator
             runs[i] = Counted(run.events, run.cycles, run.time_ns)
-            with lock:
-                if not out:
-                    out.append(torch.empty((int(x_int.shape[0]), *acc.shape[1:]),
-                                           dtype=torch.float32, device=acc.device))
-            layer.dequantize(acc, out[0][a:b])
+            layer.dequantize(run.accumulator, out[a:b])
 
         pool = self.options.pool.executor(workers) if self.options.pool is not None else None
         run_tasks(len(spans), task, workers, threads, pool)
         self._record(layer.name, [r for r in runs if r is not None])  # in image order
-        return out[0]
+        return out
 
     def _record(self, name: str, runs: Sequence[Counted | LayerRun]) -> None:
         """Add the counts of a call's runs (in image order) to the layer's totals."""

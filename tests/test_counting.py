@@ -221,10 +221,13 @@ def test_live_counts_equal_prefix_sum_formulation(spec: str, signed: bool,
     for slots, slot_counter in layouts:
         for chunk in (1, 2, IMAGES):  # the memory budget's image chunks
             assert close(count_slots(slots, slot_counter, *args, chunk, timing), expected), chunk
-    # the cache-sized chunks on CPU: one image per chunk, whatever the budget allows
+    # the cache-sized work on CPU, whatever the budget allows: row blocks of one row, with the
+    # counter's convolutions on one image or on all at once
     monkeypatch.setattr(counting, "LIVE_CPU_CHUNK_VALUES", 1)
-    for slots, slot_counter in layouts:
-        assert close(count_slots(slots, slot_counter, *args, IMAGES, timing), expected)
+    for conv_rows in (1, counting.LIVE_CONV_ROWS, IMAGES * layer.positions):
+        monkeypatch.setattr(counting, "LIVE_CONV_ROWS", conv_rows)
+        for slots, slot_counter in layouts:
+            assert close(count_slots(slots, slot_counter, *args, IMAGES, timing), expected)
     # nothing executed: no OUs, conversions or rows at all
     none_run = count_slots(table, counter, parts, IMAGES, layer.positions, len(parts),
                            hw.cycles, hw.dac.bits, hw.ou.rows, word,

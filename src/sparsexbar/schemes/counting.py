@@ -43,12 +43,18 @@ from ..core.engine import FLOAT32_EXACT
 from ..core.frontend import QuantLayer
 from ..core.intconv import ExactLinear
 
-# On CPU, early-termination counting takes images in chunks of about this many (position,
-# slot) values (1 MiB of float32 per per-cycle tensor), below the memory budget's chunks: its
-# per-cycle tensors then stay in cache. Measured on the demo's model (250 images, one thread):
-# count_slots 1.0 s with the budget's chunks (up to 2876 images), 0.82 s with 2^18; 2^16:
-# 1.09 s (per-call overheads), 2^20: 0.90 s.
+# On CPU, early-termination counting does its per-cycle work on about this many (position,
+# slot) values at a time (1 MiB of float32 per per-cycle tensor), below the memory budget's
+# chunks: its per-cycle tensors then stay in cache. Measured on the demo's model (250
+# images, one thread): count_slots 1.0 s with the budget's chunks (up to 2876 images), 0.82 s
+# with 2^18; 2^16: 1.09 s (per-call overheads), 2^20: 0.90 s.
 LIVE_CPU_CHUNK_VALUES = 2**18
+# ... while the counter's convolutions take chunks of at least this many positions (whole
+# images), their per-cycle work in row blocks of the size above. Chunks by the size above alone
+# gave the full-width VGG-16's late layers (2x2 and 4x4 positions, 9,216 sets) one image per
+# convolution: combined, 32 images, one thread, 7.9-8.4 s; 1,024 positions 2.5-2.7 s, 4,096
+# 2.3-2.4 s; the demo's model (64 images) 0.48 s, 0.51 s and 0.52-0.54 s.
+LIVE_CONV_ROWS = 2048
 # `block_plan`: split a counter's convolution by row block only below this share of the plain
 # one's multiply-adds (the gather of the blocks' channels and oneDNN's grouped convolution
 # cost the rest). Measured on the demo's model (64 images, one thread): 0.47 (3 row tiles)
@@ -534,9 +540,16 @@ def _count_live(table: SlotTable, counter: RowSetCounter | None, parts: list[Ten
     act = table.skip == "act"
     device = executed.device
     chunk = max(1, images_per_chunk)
-    if device.type == "cpu":  # cache-sized chunks (see LIVE_CPU_CHUNK_VALUES)
-        per_image = positions * max(table.slots, counter.count if counter is not None else 0)
-        chunk = min(chunk, max(1, LIVE_CPU_CHUNK_VALUES // max(per_image, 1)))
+    widest = max(table.slots, counter.count if counter is not None else 0, 1)
+    step = None  # rows of the per-cycle work at a time (None: the whole chunk)
+    if device.type == "cpu":  # cache-sized work (see LIVE_CPU_CHUNK_VALUES)
+        per_image = positions * widest
+        if table.skip == "none":  # no counter: the chunks themselves are cache-sized
+            chunk = min(chunk, max(1, LIVE_CPU_CHUNK_VALUES // per_image))
+        else:  # the counter's convolutions on large chunks, the per-cycle work in row blocks
+            chunk = min(chunk, max(1, LIVE_CPU_CHUNK_VALUES // per_image,
+                                   -(-LIVE_CONV_ROWS // positions)))
+            step = max(1, LIVE_CPU_CHUNK_VALUES // widest)
     slot_set = table.slot_set
     # the counter's domains are the slots themselves (one domain per slot, in order): no gather
     own_domains = counter is not None and counter.count == table.slots and bool(
@@ -589,56 +602,62 @@ def _count_live(table: SlotTable, counter: RowSetCounter | None, parts: list[Ten
             continue
         assert counter is not None
         m = int(e.shape[0])
-        live = torch.empty((m, g_count), dtype=torch.float32, device=device)  # [E_max > t]
-        conv_weight = torch.empty_like(live)  # W_t
-        hits = torch.empty_like(live)  # [e_k > t] of one channel slot
-        scratch = torch.empty_like(live)
+        rows_step = m if step is None else min(m, step)
+        live_buf = torch.empty((rows_step, g_count), dtype=torch.float32, device=device)
+        weight_buf, hits_buf, scratch_buf = (torch.empty_like(live_buf) for _ in range(3))
         for part in parts:  # one or two passes
             ou_acc = torch.zeros((m, reps, g_count), dtype=torch.float32, device=device)
             ns_acc = torch.zeros((m, reps, g_count), dtype=torch.float64, device=device) \
                 if shape.time_ns is None else None
             rounds_acc = torch.zeros((m, g_count), dtype=torch.float64, device=device) \
                 if shape.rounds == "table" else None
-            conv_acc = torch.zeros_like(live)  # per class: the slots of a class share W_t
-            rows_acc = torch.zeros_like(live) if act else None  # ... and their width
-            for chunks, counts in counter.chunk_counts(part[a:b], cycles, dac_bits, word):
-                # how many of these chunks' MSB-first cycles t = cycles-1-k each output runs
-                _cycles_below(e_max, chunks, cycles, live, scratch)
-                conv_weight.zero_()
-                for r, c in zip(runs, cnt.t(), strict=True):  # channels per class: a handful
-                    conv_weight.addcmul_(_cycles_below(r, chunks, cycles, hits, scratch), c)
-                if act:
-                    n = (counts if own_domains else counts.index_select(1, slot_set)).view(
-                        -1, reps, g_count)
-                    ou = torch.div(n, float(ou_rows)).ceil_()
-                    assert rows_acc is not None
-                    rows_acc.addcmul_(_sum_repeats(n), live)
-                else:  # "any": the whole slot when one row of its gate domain is active
-                    ou = (counts > 0).to(counts.dtype).index_select(1, gate).view(
-                        -1, reps, g_count)
-                    ou.mul_(static_ou)
-                ou_acc.addcmul_(ou, live.unsqueeze(1))
-                conv_acc.addcmul_(_sum_repeats(ou), conv_weight)
-                if not lookups:
-                    continue
-                # W_t = 0 wherever the class does not run (live 0): time and rounds 0 there
-                if len(chunks) == 1:
-                    idx = conv_weight.to(torch.int64)
-                    t_sum, r_sum = time_of[idx], rounds_of[idx]
-                else:  # several cycles at once (word): each cycle's W_t on its own
-                    t_sum = torch.zeros(live.shape, dtype=torch.float64, device=device)
-                    r_sum = torch.zeros_like(t_sum)
-                    for k in chunks:  # cycles: a handful
-                        w_k = torch.zeros_like(live)
-                        for r, c in zip(runs, cnt.t(), strict=True):  # channels per class
-                            w_k.addcmul_(_cycles_below(r, (k,), cycles, hits, scratch), c)
-                        idx = w_k.to(torch.int64)
-                        t_sum += time_of[idx]
-                        r_sum += rounds_of[idx]
-                if ns_acc is not None:
-                    ns_acc.addcmul_(ou.to(torch.float64), t_sum.unsqueeze(1))
-                if rounds_acc is not None:
-                    rounds_acc.addcmul_(_sum_repeats(ou).to(torch.float64), r_sum)
+            conv_acc = torch.zeros((m, g_count), dtype=torch.float32, device=device)
+            rows_acc = torch.zeros_like(conv_acc) if act else None  # per class, as W_t
+            for chunks, all_counts in counter.chunk_counts(part[a:b], cycles, dac_bits, word):
+                for r0 in range(0, m, rows_step):  # row blocks (cache-sized on CPU)
+                    r1 = min(m, r0 + rows_step)
+                    # [E_max > t] and W_t of the block's rows
+                    live, conv_weight = live_buf[: r1 - r0], weight_buf[: r1 - r0]
+                    hits, scratch = hits_buf[: r1 - r0], scratch_buf[: r1 - r0]
+                    counts = all_counts[r0:r1]
+                    block_runs = [r[r0:r1] for r in runs]
+                    # how many of these chunks' MSB-first cycles t = cycles-1-k each output runs
+                    _cycles_below(e_max[r0:r1], chunks, cycles, live, scratch)
+                    conv_weight.zero_()
+                    for r, c in zip(block_runs, cnt.t(), strict=True):  # channels per class
+                        conv_weight.addcmul_(_cycles_below(r, chunks, cycles, hits, scratch), c)
+                    if act:
+                        n = (counts if own_domains else counts.index_select(1, slot_set)).view(
+                            -1, reps, g_count)
+                        ou = torch.div(n, float(ou_rows)).ceil_()
+                        assert rows_acc is not None
+                        rows_acc[r0:r1].addcmul_(_sum_repeats(n), live)
+                    else:  # "any": the whole slot when one row of its gate domain is active
+                        ou = (counts > 0).to(counts.dtype).index_select(1, gate).view(
+                            -1, reps, g_count)
+                        ou.mul_(static_ou)
+                    ou_acc[r0:r1].addcmul_(ou, live.unsqueeze(1))
+                    conv_acc[r0:r1].addcmul_(_sum_repeats(ou), conv_weight)
+                    if not lookups:
+                        continue
+                    # W_t = 0 wherever the class does not run (live 0): time and rounds 0 there
+                    if len(chunks) == 1:
+                        idx = conv_weight.to(torch.int64)
+                        t_sum, r_sum = time_of[idx], rounds_of[idx]
+                    else:  # several cycles at once (word): each cycle's W_t on its own
+                        t_sum = torch.zeros(live.shape, dtype=torch.float64, device=device)
+                        r_sum = torch.zeros_like(t_sum)
+                        for k in chunks:  # cycles: a handful
+                            w_k = torch.zeros_like(live)
+                            for r, c in zip(block_runs, cnt.t(), strict=True):  # a handful
+                                w_k.addcmul_(_cycles_below(r, (k,), cycles, hits, scratch), c)
+                            idx = w_k.to(torch.int64)
+                            t_sum += time_of[idx]
+                            r_sum += rounds_of[idx]
+                    if ns_acc is not None:
+                        ns_acc[r0:r1].addcmul_(ou.to(torch.float64), t_sum.unsqueeze(1))
+                    if rounds_acc is not None:
+                        rounds_acc[r0:r1].addcmul_(_sum_repeats(ou).to(torch.float64), r_sum)
             ou_img = _per_image(ou_acc, n_img, positions, wide)
             per_image_ou[a:b] += ou_img.reshape(n_img, -1)
             conv_sum = _per_image(conv_acc, n_img, positions, wide_class).sum()

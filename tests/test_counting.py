@@ -130,8 +130,10 @@ def prefix_sum_reference(table: SlotTable, counter: RowSetCounter | None, parts:
         rows_run = gathered(cum_rows, e_max).sum(dim=0)  # (reps, G)
         totals[2] += rows_run.sum()
         totals[3] += (rows_run * width).sum()
-    busiest = (per_image_ou @ table.array_onehot()).amax(dim=1).sum()
-    busiest_ns = (per_image_ns @ table.array_onehot()).amax(dim=1).sum()
+    onehot = torch.nn.functional.one_hot(table.slot_array, max(table.arrays, 1)).to(
+        torch.float64)  # (J, A): which array holds each slot
+    busiest = (per_image_ou @ onehot).amax(dim=1).sum()
+    busiest_ns = (per_image_ns @ onehot).amax(dim=1).sum()
     ou_t, adc_t, dac_t, cell_t, rounds_t = (float(v) for v in totals)
     return SlotCounts(ou_t, adc_t, dac_t, cell_t, float(busiest), rounds_t, float(busiest_ns))
 

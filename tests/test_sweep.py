@@ -276,6 +276,14 @@ def test_a_corrupt_or_foreign_row_file_is_rerun(local_sweep: dict[str, Any],
     assert comparable(load_results(out)).equals(comparable(local_sweep["table"]))
 
 
+def _cmdline(pid: int) -> str:
+    """The command line of process `pid` ('' once it is gone)."""
+    try:
+        return (Path("/proc") / str(pid) / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
 def _session_processes(sid: int) -> list[int]:
     """Live (not zombie) processes of session `sid`, from /proc."""
     pids = []
@@ -328,12 +336,26 @@ def test_killed_driver_leaves_no_worker(tmp_path: Path) -> None:
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_ctrl_c_ends_a_sweep_at_once_with_one_line(tmp_path: Path) -> None:
     """SIGINT to the sweep's process group (Ctrl-C in a terminal): the driver ends its worker
-    and exits 130 within a few seconds, one line on stderr, no partial file, no process left."""
+    at once and exits 130, one line on stderr, no partial file, no process left.
+
+    Timed from the signal: the worker gone within 5 s, the driver's exit (interpreter
+    teardown included) within 15 s. A single 5 s bound on the exit failed now and then in the
+    full suite on the 2-core CI machine (6-7 s) while this test alone took under 1 s."""
     proc, out = _start_sweep(tmp_path)
+    workers = {pid for pid in _session_processes(proc.pid) if "spawn_main" in _cmdline(pid)}
+    assert workers  # the pool's worker runs (the resource tracker ends with the driver)
     start = time.monotonic()
     os.killpg(proc.pid, signal.SIGINT)
+    worker_gone = None
+    while proc.poll() is None and time.monotonic() - start < 30:
+        if worker_gone is None and not workers & set(_session_processes(proc.pid)):
+            worker_gone = time.monotonic() - start
+        time.sleep(0.02)
     _, err = proc.communicate(timeout=30)
-    assert time.monotonic() - start < 5
+    exited = time.monotonic() - start
+    if worker_gone is None:  # the driver ended before the poll saw its worker go
+        worker_gone = exited
+    assert worker_gone < 5 and exited < 15, (worker_gone, exited)
     assert proc.returncode == 130
     assert err.splitlines() == ["sparsexbar: interrupted; nothing half-written is left (files "
                                 "are written whole or not at all)"]

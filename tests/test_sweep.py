@@ -303,7 +303,10 @@ def _session_processes(sid: int) -> list[int]:
 def _start_sweep(tmp_path: Path) -> tuple[subprocess.Popen[str], Path]:
     """The CLI sweep in a session of its own, once its worker runs (the driver and the
     worker and multiprocessing's resource tracker in that session)."""
-    path = write_sweep(tmp_path, {"model": "default", "limit": 96, "hw": "ideal-small",
+    # Points on the whole test split (tens of seconds each, minutes for the sweep): a driver
+    # that waited for its running point, or for the sweep, would take far longer than the
+    # tests' bounds.
+    path = write_sweep(tmp_path, {"model": "default", "limit": 10000, "hw": "ideal-small",
                                   "grid": {"adc.bits": [5, 6], "ou.rows": [1, 2, 4, 8]}})
     out = tmp_path / "out"
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
@@ -338,9 +341,11 @@ def test_ctrl_c_ends_a_sweep_at_once_with_one_line(tmp_path: Path) -> None:
     """SIGINT to the sweep's process group (Ctrl-C in a terminal): the driver ends its worker
     at once and exits 130, one line on stderr, no partial file, no process left.
 
-    Timed from the signal: the worker gone within 5 s, the driver's exit (interpreter
-    teardown included) within 15 s. A single 5 s bound on the exit failed now and then in the
-    full suite on the 2-core CI machine (6-7 s) while this test alone took under 1 s."""
+    Timed from the signal: the worker gone within 10 s, the driver's exit (interpreter
+    teardown included) within 15 s, where one point takes tens of seconds. The test alone
+    takes under 1 s from the signal to the exit; in the full suite on this 2-core machine the
+    worker went 6 s after the signal in some runs (a 5 s bound failed there, when a point took
+    about 1 s and the whole sweep 9 s, too short to tell waiting from ending)."""
     proc, out = _start_sweep(tmp_path)
     workers = {pid for pid in _session_processes(proc.pid) if "spawn_main" in _cmdline(pid)}
     assert workers  # the pool's worker runs (the resource tracker ends with the driver)
@@ -355,7 +360,7 @@ def test_ctrl_c_ends_a_sweep_at_once_with_one_line(tmp_path: Path) -> None:
     exited = time.monotonic() - start
     if worker_gone is None:  # the driver ended before the poll saw its worker go
         worker_gone = exited
-    assert worker_gone < 5 and exited < 15, (worker_gone, exited)
+    assert worker_gone < 10 and exited < 15, (worker_gone, exited)
     assert proc.returncode == 130
     assert err.splitlines() == ["sparsexbar: interrupted; nothing half-written is left (files "
                                 "are written whole or not at all)"]

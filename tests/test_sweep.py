@@ -276,6 +276,25 @@ def test_a_corrupt_or_foreign_row_file_is_rerun(local_sweep: dict[str, Any],
     assert comparable(load_results(out)).equals(comparable(local_sweep["table"]))
 
 
+def _terminal_sigint() -> None:
+    """In the child before exec: SIGINT at its default action and not blocked, as a shell
+    starts a command. A child inherits an ignored SIGINT (and Python then installs no
+    KeyboardInterrupt handler): in full `make test` runs this test's pytest process had
+    SIGHUP, SIGINT and SIGQUIT ignored by the time it ran (/proc SigIgn 0x1001007; not so
+    when test_sweep.py runs alone), so the driver never saw the Ctrl-C and ran on."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+
+def _signal_mask(pid: int, field: str) -> int:
+    """A signal mask of process `pid` from /proc (SigBlk, SigIgn, SigCgt): bit s-1 is
+    signal s."""
+    for line in (Path("/proc") / str(pid) / "status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1], 16)
+    raise AssertionError(f"no {field} in /proc/{pid}/status")
+
+
 def _cmdline(pid: int) -> str:
     """The command line of process `pid` ('' once it is gone)."""
     try:
@@ -313,7 +332,7 @@ def _start_sweep(tmp_path: Path) -> tuple[subprocess.Popen[str], Path]:
     proc = subprocess.Popen(
         [sys.executable, "-m", "sparsexbar.app.cli", "sweep", str(path), "--out", str(out),
          "--workers", "1"], env=env, start_new_session=True, stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE, text=True)
+        stderr=subprocess.PIPE, text=True, preexec_fn=_terminal_sigint)
     deadline = time.monotonic() + 120
     while len(_session_processes(proc.pid)) < 3 and time.monotonic() < deadline:
         assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
@@ -342,11 +361,13 @@ def test_ctrl_c_ends_a_sweep_at_once_with_one_line(tmp_path: Path) -> None:
     at once and exits 130, one line on stderr, no partial file, no process left.
 
     Timed from the signal: the worker gone within 10 s, the driver's exit (interpreter
-    teardown included) within 15 s, where one point takes tens of seconds. The test alone
-    takes under 1 s from the signal to the exit; in the full suite on this 2-core machine the
-    worker went 6 s after the signal in some runs (a 5 s bound failed there, when a point took
-    about 1 s and the whole sweep 9 s, too short to tell waiting from ending)."""
+    teardown included) within 15 s, where one point takes tens of seconds. It takes under
+    1 s here. The driver starts as from a shell (`_terminal_sigint`): started with SIGINT
+    ignored, as it was in full suite runs, it never saw the signal and ran its points on
+    (6-7 s, the whole sweep, when points took about 1 s; over 30 s with these)."""
     proc, out = _start_sweep(tmp_path)
+    # the driver catches SIGINT (Python's KeyboardInterrupt handler), as from a terminal
+    assert _signal_mask(proc.pid, "SigCgt") >> (signal.SIGINT - 1) & 1
     workers = {pid for pid in _session_processes(proc.pid) if "spawn_main" in _cmdline(pid)}
     assert workers  # the pool's worker runs (the resource tracker ends with the driver)
     start = time.monotonic()

@@ -1,0 +1,78 @@
+"""Where issue 18's targets stand: the table of docs/benchmarks.md ("Where the targets stand"),
+printed from the committed result files in docs/results/bench/ (no figure typed by hand).
+
+    .venv/bin/python benchmarks/standing.py
+
+Each row names its file; update the file names here when a newer run replaces one.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+B = str(Path(__file__).resolve().parents[1] / "docs" / "results" / "bench") + "/"
+
+
+def rows(name: str) -> Any:
+    """The rows of one result file."""
+    return json.loads(Path(B + name).read_text())
+
+
+def case(name: str, key: str) -> dict[str, Any]:
+    """The row of bench case `key` in a result file."""
+    return next(r for r in rows(name) if r["key"] == key)
+
+
+def xdense(name: str, key: str, dense: str = "lossless") -> float:
+    """Simulated time of case `key` over that of the dense case `dense` in the same file."""
+    return float(case(name, key)["sim_s"] / case(name, dense)["sim_s"])
+
+
+def met(value: float, limit: float) -> str:
+    """'yes' where `value` is within the target `limit` (at most), else 'no'."""
+    return "yes" if value <= limit else "no"
+
+
+def main() -> None:
+    out: list[tuple[str, str, str, str]] = []
+    n1, n2 = case("noisy6_t1.json", "nonideal"), case("noisy6_t2.json", "nonideal")
+    out.append(("noisy <= 40x plain PyTorch, one thread (shipped VGG-8, batch 64)",
+                f"{n1['ratio']:.0f}x", met(n1["ratio"], 40), "noisy6_t1.json"))
+    gain = n2["images_per_s"] / n1["images_per_s"]
+    out.append(("noisy: two threads >= 1.7x one", f"{gain:.2f}x", "yes" if gain >= 1.7 else "no",
+                "noisy6_t{1,2}.json"))
+    lossy = case("vgg8_lossy6_t1.json", "lossy")["ratio"]
+    out.append(("lossy bit-accurate <= 8x plain, one thread (shipped VGG-8)", f"{lossy:.1f}x",
+                met(lossy, 8), "vgg8_lossy6_t1.json"))
+    for name, keys in (("vgg8p_after6_t1.json", ("sre", "combined")),
+                       ("vgg8p_after4_t1.json", ("pattern", "comprrae", "encoding"))):
+        for key in keys:
+            v = xdense(name, key)
+            out.append((f"{key} <= 3x dense, demo setting (vgg8-pattern, batch 64, one thread)",
+                        f"{v:.2f}x", met(v, 3), name))
+    for key in ("sre-lossy", "pattern-lossy", "encoding-lossy", "combined-lossy"):
+        v = xdense("lossy16_after6_t1.json", key, "lossy")
+        out.append((f"{key} <= 3x dense with the same clipping ADC (batch 16, one thread)",
+                    f"{v:.1f}x", met(v, 3), "lossy16_after6_t1.json"))
+    ratios = [r["ratio"] for r in rows("simcall_after4.json")]
+    out.append(("simulate() within 1.5x of the engine (batch 64, every scheme)",
+                f"{min(ratios):.2f}-{max(ratios):.2f}x", met(max(ratios), 1.5),
+                "simcall_after4.json"))
+    vgg16 = ("vgg16p_w1_after4_t2.json", "vgg16p_after6_1.json", "vgg16p_after6_2.json")
+    rss = max(r["peak_rss_mib"] for name in vgg16 for r in rows(name))
+    out.append(("VGG-16 (full width) peak RSS <= 4 GiB at batch 256, every case", f"{rss:.0f} MiB",
+                met(rss, 4096), ", ".join(vgg16)))
+    d0, d1 = rows("demo10k_before_quiet.json"), rows("demo10k_after6.json")
+    out.append(("`sparsexbar demo` on the 10k split, before and after",
+                f"{d0['wall_s']:.0f} s -> {d1['wall_s']:.0f} s", "recorded",
+                "demo10k_before_quiet.json, demo10k_after6.json"))
+    print("| target (issue 18) | latest | met | result file (docs/results/bench/) |")
+    print("| --- | ---: | --- | --- |")
+    for row in out:
+        print("| " + " | ".join(row) + " |")
+
+
+if __name__ == "__main__":
+    main()

@@ -122,11 +122,6 @@ class ExactLinear:
             out = torch.round(out)
         return out.mul_(scale) if scale != 1.0 else out
 
-    def native_rows(self, x: Tensor) -> Tensor:
-        """`rows(x)`: the column order is the weight's own (the interface of
-        `counting.BlockedRows`, whose columns are permuted)."""
-        return self.rows(x)
-
     def rows(self, x: Tensor, scale: float = 1.0) -> Tensor:
         """scale x weight . x as a contiguous (positions, Cout) matrix: conv outputs
         (N, Cout, Ho, Wo) as (N*Ho*Wo, Cout) rows (free for the int8 backend's channels-last

@@ -193,11 +193,11 @@ class RowSetCounter:
         """
         images = int(xc.shape[0])
         device = xc.device
-        ou_img = torch.zeros((images, self.count), dtype=torch.float64, device=device)
-        rows_img = torch.zeros_like(ou_img)
         op = self.op()
         fields = 1 if word else self.fields
         if self.base ** fields > LUT_ENTRIES or not images:
+            ou_img = torch.zeros((images, self.count), dtype=torch.float64, device=device)
+            rows_img = torch.zeros_like(ou_img)
             for chunks, counts in self.chunk_counts(xc, cycles, dac_bits, word):
                 reps = float(len(chunks))
                 view = counts.view(images, -1, self.count)
@@ -211,15 +211,13 @@ class RowSetCounter:
                   ((1.0, packed) for _, _, packed in self._packed_planes(xc, cycles, dac_bits)))
         # Sums in the op's own column order (`BlockedRows`: its grouped convolution's
         # channels), put in the sets' order once per call, on (images, D) sums.
-        select = op.select if isinstance(op, BlockedRows) else None
-        native_ou = native_rows = None
+        blocked = op if isinstance(op, BlockedRows) else None
+        width = blocked.width if blocked is not None else self.count  # D' >= D columns
+        native_ou = torch.zeros((images, width), dtype=torch.float64, device=device)
+        native_rows = torch.zeros_like(native_ou)
         for reps, packed in planes:
-            value = op.native_rows(packed)  # (images x positions, D') integers < B^fields
-            width = int(value.shape[1])
-            if native_ou is None:
-                native_ou = torch.zeros((images, width), dtype=torch.float64, device=device)
-                native_rows = torch.zeros_like(native_ou)
-            assert native_rows is not None
+            # (images x positions, D') exact integers < B^fields
+            value = blocked.native_rows(packed) if blocked is not None else op.rows(packed)
             positions = int(value.shape[0]) // images
             # Whole images per block so one block's gathered int64 values stay in the CPU
             # cache (SUM_BLOCK_VALUES): the gather and the sum over the positions then read
@@ -234,13 +232,10 @@ class RowSetCounter:
                 ).view(b - a, positions, width).sum(dim=1)  # int64
                 native_ou[a:b] += (both & (2**32 - 1)).to(torch.float64) * reps
                 native_rows[a:b] += (both >> 32).to(torch.float64) * reps
-        if native_ou is not None and native_rows is not None:
-            if select is not None:
-                native_ou = native_ou.index_select(1, select)
-                native_rows = native_rows.index_select(1, select)
-            ou_img += native_ou
-            rows_img += native_rows
-        return ou_img, rows_img
+        if blocked is not None:
+            return (native_ou.index_select(1, blocked.select),
+                    native_rows.index_select(1, blocked.select))
+        return native_ou, native_rows
 
     def _sum_table(self, entries: int, ou_rows: int, gate: bool,
                    device: torch.device) -> Tensor:
@@ -343,6 +338,7 @@ class BlockedRows:
                               groups=plan.groups)
         self.channel_index = plan.channel_index.to(device)
         self.select = plan.select.to(device)
+        self.width = int(plan.weight.shape[0])  # D': the grouped convolution's channels
         self.backend = self.op.backend
         self.dtype = self.op.dtype
 

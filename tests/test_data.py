@@ -52,9 +52,57 @@ def test_load_idx_roundtrip(tmp_path: Path, small_idx: tuple[np.ndarray, np.ndar
 
 
 @pytest.mark.parametrize("gz", [False, True])
+@pytest.mark.parametrize("limit", [1, 3, 7, 50])
+def test_load_idx_limit_reads_the_first_images(
+        tmp_path: Path, small_idx: tuple[np.ndarray, np.ndarray], gz: bool, limit: int) -> None:
+    images, labels = small_idx
+    img, lab = _write_idx(tmp_path, images, labels, gz)
+    x, y = load_idx(img, lab, limit=limit)
+    assert x.shape == (min(limit, 7), 1, 5, 4) and y.shape == (min(limit, 7),)
+    assert np.array_equal(x[:, 0].numpy(), images[:limit])
+    assert y.tolist() == labels[:limit].astype(int).tolist()
+
+
+def test_load_idx_limit_leaves_the_rest_of_a_gzip_file_unread(
+        tmp_path: Path, small_idx: tuple[np.ndarray, np.ndarray]) -> None:
+    # Damage inside the compressed stream past what the first image needs: the whole read
+    # names it, a read of the first image never reaches it (the trailer's length is intact).
+    rng = np.random.default_rng(1)
+    images = rng.integers(0, 256, (400, 28, 28), dtype=np.uint8)  # incompressible
+    labels = rng.integers(0, 10, 400, dtype=np.uint8)
+    img, lab = _write_idx(tmp_path, images, labels, gz=True)
+    raw = bytearray(img.read_bytes())
+    raw[len(raw) // 2 : len(raw) // 2 + 64] = bytes(64)
+    img.write_bytes(bytes(raw))
+    with pytest.raises(DataError, match="corrupt gzip"):
+        load_idx(img, lab)
+    x, _ = load_idx(img, lab, limit=1)
+    assert np.array_equal(x[0, 0].numpy(), images[0])
+
+
+@pytest.mark.parametrize("limit", [None, 2])
+def test_load_idx_count_mismatch_with_and_without_limit(
+        tmp_path: Path, small_idx: tuple[np.ndarray, np.ndarray], limit: int | None) -> None:
+    images, labels = small_idx
+    img, lab = _write_idx(tmp_path, images, labels, gz=True)
+    lab.write_bytes(gzip.compress(_idx_bytes(labels[:5], 0x801)))
+    with pytest.raises(DataError, match="7 images but .* 5 labels"):
+        load_idx(img, lab, limit=limit)
+
+
+def test_load_dataset_limit_equals_the_subset_of_the_whole_split() -> None:
+    first = load_dataset("fashion-mnist", "test", limit=64)
+    whole = load_dataset("fashion-mnist", "test").subset(0, 64)
+    assert torch.equal(first.images, whole.images) and torch.equal(first.labels, whole.labels)
+    assert first.classes == whole.classes and first.name == whole.name
+
+
+@pytest.mark.parametrize("gz", [False, True])
 @pytest.mark.parametrize("delta", [-1, +3])
+@pytest.mark.parametrize("limit", [None, 2])
 def test_load_idx_truncated_or_oversize_names_file(
-        tmp_path: Path, small_idx: tuple[np.ndarray, np.ndarray], gz: bool, delta: int) -> None:
+        tmp_path: Path, small_idx: tuple[np.ndarray, np.ndarray], gz: bool, delta: int,
+        limit: int | None) -> None:
     images, labels = small_idx
     img, lab = _write_idx(tmp_path, images, labels, gz=False)
     payload = img.read_bytes()
@@ -62,7 +110,7 @@ def test_load_idx_truncated_or_oversize_names_file(
     img.write_bytes(gzip.compress(payload) if gz else payload)
     word = "truncated" if delta < 0 else "oversize"
     with pytest.raises(DataError, match=word) as err:
-        load_idx(img, lab)
+        load_idx(img, lab, limit=limit)
     assert str(img) in str(err.value)
 
 
@@ -78,9 +126,10 @@ def test_load_idx_bad_magic_count_mismatch_and_corrupt_gzip(
         load_idx(img, lab)
     bad = tmp_path / "bad.gz"
     bad.write_bytes(gzip.compress(_idx_bytes(images, 0x803))[:30])
-    with pytest.raises(DataError, match="corrupt gzip") as err:
-        load_idx(bad, lab)
-    assert str(bad) in str(err.value)
+    for limit in (None, 2):
+        with pytest.raises(DataError, match="corrupt gzip") as err:
+            load_idx(bad, lab, limit=limit)
+        assert str(bad) in str(err.value)
     tiny = tmp_path / "tiny"
     tiny.write_bytes(b"\0\0\x08")
     with pytest.raises(DataError, match="truncated IDX file .*tiny"):

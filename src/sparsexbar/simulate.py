@@ -109,7 +109,7 @@ def _read_data(data: Any, limit: int | None, root: str | Path | None) -> _Raw:
                               f", not to {data if isinstance(data, str | Path) else 'this data'}")
     if isinstance(data, str | Path):
         name = "fashion-mnist" if str(data) == "default" else str(data)
-        data = load_dataset(name, "test", root=root)
+        data = load_dataset(name, "test", root=root, limit=limit)
     if isinstance(data, ImageDataset):
         ds = data.subset(0, limit)
         return _Raw(ds.name, ds.images, ds.labels, ds)

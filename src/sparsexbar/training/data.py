@@ -21,7 +21,8 @@ import tarfile
 import tempfile
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+import zlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -227,8 +228,15 @@ def _read_maybe_gzip(path: Path) -> bytes:
     return raw
 
 
-def _parse_idx(path: Path, magic: int, ndim: int) -> np.ndarray:
-    """Parse an unsigned-byte IDX file with ``ndim`` dimensions into a uint8 array."""
+def _parse_idx(path: Path, magic: int, ndim: int,
+               limit: int | None = None) -> tuple[np.ndarray, int]:
+    """Parse an unsigned-byte IDX file with ``ndim`` dimensions into a uint8 array and the
+    item count its header gives: all of it, or its first ``limit`` items where the whole
+    file's size checks out without reading it (`_idx_prefix`)."""
+    if limit is not None:
+        prefix = _idx_prefix(path, magic, ndim, limit)
+        if prefix is not None:
+            return prefix
     data = _read_maybe_gzip(path)
     header = 4 + 4 * ndim
     if len(data) < 4:
@@ -247,20 +255,63 @@ def _parse_idx(path: Path, magic: int, ndim: int) -> np.ndarray:
     if payload > expected:
         raise DataError(f"oversize IDX file {path}: {payload} payload bytes, dims {dims} "
                         f"need {expected}")
-    return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(dims)
+    array = np.frombuffer(data, dtype=np.uint8, offset=header).reshape(dims)
+    return (array if limit is None else array[:limit]), dims[0]
 
 
-def load_idx(images_path: str | Path, labels_path: str | Path) -> tuple[Tensor, Tensor]:
+def _idx_prefix(path: Path, magic: int, ndim: int,
+                limit: int) -> tuple[np.ndarray, int] | None:
+    """The first ``limit`` items of an IDX file and its item count, reading (and gunzipping)
+    only those, when the header is valid and the whole file's length is what its dims say: a
+    raw file's size, or a gzip file's ISIZE trailer (uncompressed length mod 2^32). None
+    otherwise: the caller then reads the whole file, which names what is wrong. Bytes past
+    the prefix are not decompressed, so damage there goes unseen, as it changes none of the
+    images used. (64 images of the 10k test split: 0.03 -> 0.001 s.)"""
+    header = 4 + 4 * ndim
+    try:
+        with path.open("rb") as raw:
+            gz = raw.read(2) == b"\x1f\x8b"
+            size = raw.seek(0, os.SEEK_END)
+            if gz:
+                if size < 18:  # shorter than a gzip header and trailer
+                    return None
+                raw.seek(size - 4)
+                (length,) = struct.unpack("<I", raw.read(4))
+            else:
+                length = size
+            raw.seek(0)
+            read: Callable[[int], bytes] = gzip.GzipFile(fileobj=raw).read if gz else raw.read
+            head = read(header)
+            if len(head) < header or struct.unpack(">I", head[:4])[0] != magic:
+                return None
+            dims = struct.unpack(f">{ndim}I", head[4:])
+            item = int(np.prod(dims[1:], dtype=np.int64))
+            whole = header + dims[0] * item
+            if length != (whole % 2**32 if gz else whole):
+                return None
+            count = min(limit, dims[0])
+            body = read(count * item)
+    except (OSError, EOFError, zlib.error):
+        return None  # the whole read raises the matching DataError
+    if len(body) < count * item:
+        return None
+    return np.frombuffer(body, dtype=np.uint8).reshape(count, *dims[1:]), dims[0]
+
+
+def load_idx(images_path: str | Path, labels_path: str | Path,
+             limit: int | None = None) -> tuple[Tensor, Tensor]:
     """Load an IDX image file (magic 0x803) and label file (0x801), gzip or raw.
 
     Returns uint8 images (N, 1, H, W) and int64 labels (N,). Format: LeCun's MNIST page.
+    ``limit``: the first ``limit`` images and labels only, read without decompressing the
+    rest where the files' sizes check out (`_idx_prefix`).
     """
     images_path, labels_path = Path(images_path), Path(labels_path)
-    images = _parse_idx(images_path, _IDX_IMAGES_MAGIC, 3)
-    labels = _parse_idx(labels_path, _IDX_LABELS_MAGIC, 1)
-    if images.shape[0] != labels.shape[0]:
-        raise DataError(f"{images_path} has {images.shape[0]} images but {labels_path} has "
-                        f"{labels.shape[0]} labels")
+    images, image_count = _parse_idx(images_path, _IDX_IMAGES_MAGIC, 3, limit)
+    labels, label_count = _parse_idx(labels_path, _IDX_LABELS_MAGIC, 1, limit)
+    if image_count != label_count:
+        raise DataError(f"{images_path} has {image_count} images but {labels_path} has "
+                        f"{label_count} labels")
     img = torch.from_numpy(images.copy()).unsqueeze(1)
     lab = torch.from_numpy(labels.astype(np.int64))
     return img, lab
@@ -303,16 +354,18 @@ def _find_idx_pair(folder: Path, split: str) -> tuple[Path, Path] | None:
 
 
 def fashion_mnist(split: str = "test", root: str | Path | None = None,
-                  download_dir: str | Path | None = None) -> ImageDataset:
+                  download_dir: str | Path | None = None,
+                  limit: int | None = None) -> ImageDataset:
     """Fashion-MNIST ``split`` ('train' 60k or 'test' 10k, 28x28 gray) from local files.
 
     Searches `fashion_mnist_dirs` in order; never downloads (see `download_fashion_mnist`).
+    ``limit``: the split's first ``limit`` images only (see `load_idx`).
     """
     dirs = fashion_mnist_dirs(split, root, download_dir)
     for folder in dirs:
         pair = _find_idx_pair(folder, split)
         if pair is not None:
-            images, labels = load_idx(*pair)
+            images, labels = load_idx(*pair, limit=limit)
             return ImageDataset(images, labels, list(FASHION_MNIST_CLASSES), "fashion-mnist")
     searched = ", ".join(str(d) for d in dirs)
     raise DataError(f"Fashion-MNIST {split} split not found (searched {searched}); install "
@@ -589,7 +642,7 @@ def image_folder(root: str | Path, size: int | None = None, channels: int | None
 # ---- by name -------------------------------------------------------------------------------------
 def load_dataset(name_or_path: str | Path, split: str = "test", root: str | Path | None = None,
                  download_dir: str | Path | None = None, size: int | None = None,
-                 channels: int | None = None) -> ImageDataset:
+                 channels: int | None = None, limit: int | None = None) -> ImageDataset:
     """A data set by name ('fashion-mnist', 'cifar10', 'cifar100') or folder path.
 
     A folder path is read as CIFAR when it is (or contains) an extracted CIFAR folder, else
@@ -598,13 +651,22 @@ def load_dataset(name_or_path: str | Path, split: str = "test", root: str | Path
     ``root`` is where the named data set's files are (needed for CIFAR); ``download_dir`` is
     one more folder searched (files fetched earlier by a ``download_*`` function). For an image
     folder, ``split`` selects ``<path>/<split>`` when that sub-folder exists, and images are
-    resized to ``size`` with ``channels`` channels.
+    resized to ``size`` with ``channels`` channels. ``limit``: the first ``limit`` images
+    only (Fashion-MNIST reads no more of its files than those; the others are cut after
+    loading).
     """
     _check_split(split)
     key = str(name_or_path)
     norm = key.lower().replace("_", "-")
     if norm in ("fashion-mnist", "fashionmnist", "fmnist"):
-        return fashion_mnist(split, root, download_dir)
+        return fashion_mnist(split, root, download_dir, limit)
+    return _load_other(key, norm, split, root, download_dir, size, channels).subset(0, limit)
+
+
+def _load_other(key: str, norm: str, split: str, root: str | Path | None,
+                download_dir: str | Path | None, size: int | None,
+                channels: int | None) -> ImageDataset:
+    """`load_dataset` for CIFAR-10/100 (by name or folder) and image folders."""
     if norm in ("cifar10", "cifar-10", "cifar100", "cifar-100"):
         cname = norm.replace("-", "")
         candidates = [r for r in (root, download_dir) if r is not None]

@@ -56,10 +56,10 @@ def main() -> None:
         v = xdense("lossy16_after6_t1.json", key, "lossy")
         out.append((f"{key} <= 3x dense with the same clipping ADC (batch 16, one thread)",
                     f"{v:.1f}x", met(v, 3), "lossy16_after6_t1.json"))
-    ratios = [r["ratio"] for r in rows("simcall_after6.json")]
+    ratios = [r["ratio"] for r in rows("simcall_after7.json")]
     out.append(("simulate() within 1.5x of the engine (batch 64, every scheme)",
                 f"{min(ratios):.2f}-{max(ratios):.2f}x", met(max(ratios), 1.5),
-                "simcall_after6.json"))
+                "simcall_after7.json"))
     vgg16 = ("vgg16p_w1_after4_t2.json", "vgg16p_after6_1.json", "vgg16p_after6_2.json")
     rss = max(r["peak_rss_mib"] for name in vgg16 for r in rows(name))
     out.append(("VGG-16 (full width) peak RSS <= 4 GiB at batch 256, every case", f"{rss:.0f} MiB",

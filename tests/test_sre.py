@@ -20,7 +20,7 @@ from sparsexbar.core.errors import SparsexbarError
 from sparsexbar.core.frontend import QuantLayer, quantize_model
 from sparsexbar.core.mapping import map_dense
 from sparsexbar.schemes import get_scheme
-from sparsexbar.schemes.sre import SreKernel, SreScheme, map_sre
+from sparsexbar.schemes.sre import SreKernel, SreScheme, map_sre, packing
 from tests import nets
 from tests.timing_ref import Timing, layer_bits
 
@@ -333,6 +333,49 @@ def test_dynamic_modes_clipping_adc_equal_reference(mode: str, gran: str, signed
     assert torch.equal(run.accumulator, expected)
     exact = layer.reference_accumulate(x_int).to(torch.float64)
     assert not torch.equal(run.accumulator, exact)  # the ADC did change the result
+
+
+@pytest.mark.parametrize("pair_dense", [0.0, 0.5, 1.0])
+@pytest.mark.parametrize(("mode", "gran", "signed"), [
+    ("joint", "bit", False), ("activation", "word", True), ("joint", "word", True)])
+def test_packed_path_skips_positions_that_cannot_clip(monkeypatch: pytest.MonkeyPatch,
+                                                      pair_dense: float, mode: str, gran: str,
+                                                      signed: bool) -> None:
+    """A cycle's (set, position) pairs whose bound (chunk x each entry's largest level) stays
+    within the ADC range are skipped: the result equals the loop reference whether the
+    cycles run on the other pairs, packed in blocks of one set (pair_dense 1), on all pairs
+    (0) or on either (0.5), and the packed runs did see fewer positions than their chunk."""
+    layer, x_int = _layer(signed, seed=5)
+    hw = _small_hw().with_overrides({"adc.bits": 4})
+    scheme = SreScheme(mode, gran)
+    kernel = scheme.kernel(scheme.map_layer(layer, hw), torch.device("cpu"))
+    seen: list[tuple[int, int]] = []  # (positions of a cycle's run, positions of its chunk)
+    real = packing._bucket_deltas
+
+    def spy(bucket, x, past, first, step, top):  # type: ignore[no-untyped-def]
+        seen.append((int(x.shape[1]), chunk_positions[0]))
+        return real(bucket, x, past, first, step, top)
+
+    chunk_positions = [0]
+    real_chunk = packing._chunk_deltas
+
+    def chunk_spy(bucket, word, *args):  # type: ignore[no-untyped-def]
+        chunk_positions[0] = int(word.shape[1])
+        return real_chunk(bucket, word, *args)
+
+    monkeypatch.setattr(packing, "PAIR_DENSE", pair_dense)
+    monkeypatch.setattr(packing, "_bucket_deltas", spy)
+    monkeypatch.setattr(packing, "_chunk_deltas", chunk_spy)
+    got = scheme.packed_accumulate(kernel, x_int, EngineOptions())
+    expected = layer.fold_output(reference_packed_values(layer, x_int, hw, mode, gran),
+                                 x_int.shape[0])
+    assert torch.equal(got, expected)
+    assert not torch.equal(got, layer.reference_accumulate(x_int).to(torch.float64))
+    gathered = sum(1 for run, whole in seen if run < whole)
+    if pair_dense == 0.0:
+        assert gathered == 0 and seen
+    elif pair_dense == 1.0:
+        assert gathered > 0
 
 
 @settings(max_examples=25, deadline=None)

@@ -45,7 +45,8 @@ class PackBucket:
     levels: Tensor  # (sets x blocks, width, ou) float32 levels of each block's set columns
     col_channel: Tensor  # (sets x width,) int64 output channel of each set column
     col_weight: Tensor  # (sets x width,) float64 its signed shift weight (padding: 0)
-    entry_max: Tensor  # (sets, 1, blocks x ou) float32 each entry's largest level in its set
+    set_levels: Tensor  # (sets, width, blocks x ou) float32 the levels of each set's entries
+    bounded: bool = True  # every level >= 0: a whole set's column sum bounds its packed OUs'
 
     @property
     def bytes_per_position(self) -> int:
@@ -92,13 +93,14 @@ def build_pack_plan(mapped: MappedLayer, tile_keep: list[Tensor], tile_inverse: 
         set_cols = torch.stack([sc for _, sc in sets])  # (sets, width)
         lv = levels[entries.unsqueeze(2), set_cols.unsqueeze(1)]  # (sets, nb*ou, width)
         lv = lv.view(len(sets) * nb, ou, width).transpose(1, 2).contiguous()
-        entry_max = lv.amax(dim=1).view(len(sets), 1, nb * ou)  # padding entries: 0
+        set_levels = lv.view(len(sets), nb, width, ou).permute(0, 2, 1, 3).reshape(
+            len(sets), width, nb * ou)
         weights = combine[set_cols.reshape(-1)]  # (sets x width, Cout): one entry per column
         channel = weights.abs().argmax(dim=1)
         buckets.append(PackBucket(len(sets), nb, entries.reshape(-1).to(device), lv.to(device),
                                   channel.to(device),
                                   weights.gather(1, channel.unsqueeze(1)).view(-1).to(device),
-                                  entry_max.to(device)))
+                                  set_levels.contiguous().to(device), bool((lv >= 0).all())))
     return PackPlan(buckets)
 
 
@@ -130,11 +132,12 @@ def _chunk_deltas(bucket: PackBucket, word: Tensor, live: list[int], dac_bits: i
     chunk's m positions into `out` (m, Cout), each set column into its output channel.
 
     With a unit ADC step a conversion changes only where its partial sum p exceeds `top`,
-    and every packed OU of a set sums at most chunk x `entry_max` over the set's entries (all
-    integers: exact). So a cycle runs only on the (set, position) pairs whose bound exceeds
-    `top` (`_pair_deltas`: packed in blocks of one set), or on all pairs when more than
-    `PAIR_DENSE` of them may clip. vgg8-pattern, OU 9x8, 5-bit ADC, 2-bit DAC: 22% of the
-    (set, cycle, position) triples may clip."""
+    and a packed OU's sum on a column is at most the whole set's sum on it (the chunks and
+    levels are nonnegative integers: exact). So a cycle runs only on the (set, position) pairs
+    where some column of the whole set exceeds `top` (`_pair_deltas`: packed in blocks of one
+    set), or on all pairs when more than `PAIR_DENSE` of them may clip. vgg8-pattern, OU 9x8,
+    5-bit ADC, 2-bit DAC: 6.2% of the (set, cycle, position) triples may clip by this bound
+    (22% by chunk x each entry's largest level), and 2.8% do."""
     m = int(word.shape[1])
     place = _places(word != 0, bucket, ou) if granularity == "word" else None
     flat_out = out.view(-1)
@@ -143,9 +146,9 @@ def _chunk_deltas(bucket: PackBucket, word: Tensor, live: list[int], dac_bits: i
         weight = bucket.col_weight * (float(2 ** (t * dac_bits)) * sign)  # (sets x width,)
         chunk = (word >> (t * dac_bits)) & (2**dac_bits - 1)
         chunk_f = chunk.to(torch.float32)
-        if step == 1.0:
-            bound = torch.bmm(bucket.entry_max, chunk_f.view(bucket.sets, -1, m))  # (sets, 1, m)
-            may = bound.view(bucket.sets, m) > top
+        if step == 1.0 and bucket.bounded:
+            whole = torch.bmm(bucket.set_levels, chunk_f.view(bucket.sets, -1, m))
+            may = whole.amax(dim=1) > top  # (sets, m)
             pairs = int(may.sum())
             if pairs == 0:
                 continue  # no packed OU of the bucket can clip in this cycle
@@ -164,8 +167,8 @@ def _pair_deltas(bucket: PackBucket, may: Tensor, chunk: Tensor, word: Tensor | 
                  top: float, flat_out: Tensor, cout: int, weight: Tensor) -> None:
     """Add weight x `_bucket_deltas` (unit step) of the (set, position) pairs in `may` (sets,
     m) into `flat_out` ((m, Cout) flattened), each set column into its channel: the pairs,
-    sorted by set, go into blocks of one set (`Packed`; padding slots read a zero position
-    and add their zero delta to position 0), each block a set of `_bucket_deltas` with its
+    sorted by set, go into blocks of one set (`Packed`; padding slots read zeros and add
+    their zero delta to position m - 1), each block a set of `_bucket_deltas` with its
     set's levels. `word`: the (E, m) inputs whose nonzero entries take places (granularity
     "word"), None for the chunk's ("bit")."""
     sets, nb = bucket.sets, bucket.blocks
@@ -175,14 +178,16 @@ def _pair_deltas(bucket: PackBucket, may: Tensor, chunk: Tensor, word: Tensor | 
     set_of, position = may.nonzero(as_tuple=True)  # sorted by set
     pk = Packed.of(set_of, sets)
     size = pk.size
-    slots = pk.spread(position, m)  # (blocks, size); padding: position m (zeros)
+    slots = pk.spread(position, m)  # (blocks, size); padding: position m
+    valid = (slots < m).unsqueeze(1)  # padding slots read position m - 1, zeroed
+    slots.clamp_(max=m - 1)
     owner = pk.block_group  # (blocks,) set of each block
     blocks = pk.blocks
     entry = owner.unsqueeze(1) * per_set + torch.arange(per_set, device=may.device)
-    flat = (entry.unsqueeze(2) * (m + 1) + slots.unsqueeze(1)).view(-1)  # (blocks, E_s, size)
-    x = torch.nn.functional.pad(chunk, (0, 1)).view(-1).index_select(0, flat)
-    on = (torch.nn.functional.pad(word, (0, 1)).view(-1).index_select(0, flat) if word is not None
-          else x) != 0
+    flat = (entry.unsqueeze(2) * m + slots.unsqueeze(1)).view(-1)  # (blocks, E_s, size)
+    x = chunk.view(-1).index_select(0, flat).view(blocks, per_set, size).mul_(valid)
+    on = (word.view(-1).index_select(0, flat).view(blocks, per_set, size).mul_(valid)
+          if word is not None else x) != 0
     levels = bucket.levels.view(sets, nb, width, ou).index_select(0, owner)
     part = replace(bucket, sets=blocks, levels=levels.view(blocks * nb, width, ou))
     past, first = _places(on.view(blocks * per_set, size), part, ou)
@@ -190,7 +195,7 @@ def _pair_deltas(bucket: PackBucket, may: Tensor, chunk: Tensor, word: Tensor | 
                            1.0, top).view(blocks, width, size)
     column = (owner * width).unsqueeze(1) + torch.arange(width, device=may.device)  # (blocks, w)
     delta.mul_(weight.index_select(0, column.view(-1)).view(blocks, width, 1))
-    target = slots.clamp(max=m - 1).unsqueeze(1) * cout \
+    target = slots.unsqueeze(1) * cout \
         + bucket.col_channel.index_select(0, column.view(-1)).view(blocks, width, 1)
     flat_out.index_add_(0, target.view(-1), delta.view(-1))
 

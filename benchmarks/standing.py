@@ -53,9 +53,9 @@ def main() -> None:
             out.append((f"{key} <= 3x dense, demo setting (vgg8-pattern, batch 64, one thread)",
                         f"{v:.2f}x", met(v, 3), name))
     for key in ("sre-lossy", "pattern-lossy", "encoding-lossy", "combined-lossy"):
-        v = xdense("lossy16_after6_t1.json", key, "lossy")
+        v = xdense("lossy16_after7_2.json", key, "lossy")
         out.append((f"{key} <= 3x dense with the same clipping ADC (batch 16, one thread)",
-                    f"{v:.1f}x", met(v, 3), "lossy16_after6_t1.json"))
+                    f"{v:.1f}x", met(v, 3), "lossy16_after7_2.json"))
     ratios = [r["ratio"] for r in rows("simcall_after7.json")]
     out.append(("simulate() within 1.5x of the engine (batch 64, every scheme)",
                 f"{min(ratios):.2f}-{max(ratios):.2f}x", met(max(ratios), 1.5),

@@ -10,7 +10,13 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from sparsexbar.core import intconv
-from sparsexbar.core.intconv import FLOAT32_EXACT, ExactLinear
+from sparsexbar.core.intconv import (
+    FLOAT32_EXACT,
+    INT8_MM_MAX_K,
+    ExactLinear,
+    exact_int_mm,
+    int8_operand,
+)
 
 CPU = torch.device("cpu")
 
@@ -84,3 +90,26 @@ def test_probe_rejects_a_wrong_int8_result(monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.setattr(ExactLinear, "_int8", off_by_one)
     w = torch.randint(-127, 128, (3, 2, 3, 3), generator=torch.Generator().manual_seed(2))
     assert ExactLinear("conv", w, 255, CPU, padding=(1, 1)).backend == "float32"
+
+
+def test_int8_operand_refuses_what_int8_products_cannot_hold() -> None:
+    ok = torch.tensor([[-128.0, 0.0], [127.0, 3.0]])
+    op = int8_operand(ok)
+    assert op is not None and op.dtype == torch.int8 and torch.equal(op.to(torch.float32), ok)
+    assert int8_operand(torch.tensor([[0.5, 1.0]])) is None  # not an integer
+    assert int8_operand(torch.tensor([[128.0]])) is None
+    assert int8_operand(torch.tensor([[-129.0]])) is None
+    assert int8_operand(torch.zeros((INT8_MM_MAX_K, 1))) is None  # int32 sums could overflow
+    assert int8_operand(torch.zeros((INT8_MM_MAX_K - 1, 1))) is not None
+
+
+@pytest.mark.parametrize(("m", "k", "n"), [(1, 1, 1), (5, 289, 34), (300, 17, 3), (64, 1153, 135)])
+def test_exact_int_mm_equals_the_integer_product(m: int, k: int, n: int) -> None:
+    gen = torch.Generator().manual_seed(m * 7 + k)
+    rows = torch.randint(0, 128, (m, k), dtype=torch.uint8, generator=gen)
+    weight = torch.randint(-128, 128, (k, n), generator=gen).to(torch.float32)
+    op = int8_operand(weight)
+    assert op is not None
+    got = exact_int_mm(rows, op)
+    assert got.dtype == torch.int32
+    assert torch.equal(got.to(torch.int64), rows.to(torch.int64) @ weight.to(torch.int64))

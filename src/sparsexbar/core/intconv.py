@@ -132,3 +132,28 @@ class ExactLinear:
         cout = int(out.shape[1])
         return out.permute(0, 2, 3, 1).contiguous().view(-1, cout)
 
+
+
+INT8_MM_MAX_K = 2**31 // (127 * 128)  # rows x largest |product| stays below 2^31 (int32)
+
+
+def int8_operand(matrix: Tensor) -> Tensor | None:
+    """`matrix` (K, N) as the int8 right operand of `exact_int_mm`, or None where that path
+    does not apply: not on CPU, no `torch._int_mm`, values that are not integers in
+    [-128, 127], or K too large for an int32 sum (`INT8_MM_MAX_K`)."""
+    if (matrix.device.type != "cpu" or not hasattr(torch, "_int_mm") or matrix.dim() != 2
+            or int(matrix.shape[0]) >= INT8_MM_MAX_K):
+        return None
+    if matrix.numel() and (not bool((matrix == matrix.round()).all())
+                           or float(matrix.min()) < -128 or float(matrix.max()) > 127):
+        return None
+    return matrix.to(torch.int8).contiguous()
+
+
+def exact_int_mm(rows: Tensor, weight8: Tensor) -> Tensor:
+    """rows (M, K) uint8 with every value <= 127, times `int8_operand`'s (K, N) int8 matrix:
+    (M, N) int32, exact (int32 accumulation of int8 products; K < `INT8_MM_MAX_K`). The rows
+    are reinterpreted as int8 (the same values below 128): no copy. On this project's CPU
+    about 10x faster than converting the rows to float32 and multiplying (a (50176, 289) x
+    (289, 34) product: 77 -> 7.5 ms, one thread)."""
+    return torch._int_mm(rows.view(torch.int8), weight8)

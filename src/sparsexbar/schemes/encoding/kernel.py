@@ -12,6 +12,7 @@ import torch
 from torch import Tensor
 
 from ...core.engine import FLOAT32_EXACT, LayerKernel
+from ...core.intconv import exact_int_mm, int8_operand
 from .mapping import EncodingMappedLayer, LayerEncoding
 
 if TYPE_CHECKING:  # annotations only: the scheme builds its kernels
@@ -110,6 +111,8 @@ class ClipTables:
     bound_total: Tensor  # (G,) sum over the group's rows of row_bound
     threshold: Tensor  # (G,) bus-invert threshold on the group's chunk sum
     dtype: torch.dtype  # float32 where every sum below is an integer under 2^24, else float64
+    member8: Tensor | None = None  # `member` and `row_bound` as int8 operands of
+    row_bound8: Tensor | None = None  # `exact_int_mm` (CPU, integer levels), else None
 
 
 def clip_tables(enc: LayerEncoding, top: int, step: float, rows: int, weight_sum: int,
@@ -148,6 +151,8 @@ def clip_tables(enc: LayerEncoding, top: int, step: float, rows: int, weight_sum
     exact32 = (step == 1.0 and largest * weight_sum * max(g, 1) < FLOAT32_EXACT
                and device.type == "cpu")
     dtype = torch.float32 if exact32 else torch.float64
+    member8 = int8_operand(member.to(device)) if device.type == "cpu" else None
+    row_bound8 = int8_operand(row_bound.to(device)) if member8 is not None else None
     return ClipTables(
         cols=cols.to(device), levels=levels.to(device=device, dtype=dtype),
         sign=None if sign is None else sign.to(device=device, dtype=dtype),
@@ -156,7 +161,8 @@ def clip_tables(enc: LayerEncoding, top: int, step: float, rows: int, weight_sum
         member=member.to(device=device, dtype=torch.float32),
         row_bound=row_bound.to(device=device, dtype=dtype),
         bound_total=row_bound.sum(dim=0).to(device=device, dtype=dtype),
-        threshold=enc.input_threshold.to(device), dtype=dtype)
+        threshold=enc.input_threshold.to(device), dtype=dtype,
+        member8=member8 if row_bound8 is not None else None, row_bound8=row_bound8)
 
 
 def chunk_planes(x: Tensor, cycles: int, dac_bits: int) -> Tensor:
@@ -219,12 +225,25 @@ def conversion_corrections(planes: Tensor, tables: ClipTables, bus_invert: bool,
     g_count, ou, k = tables.levels.shape
     dtype = tables.dtype
     out = torch.zeros((m, columns + 1), dtype=dtype, device=device)
-    pf = planes.to(dtype)
-    bound = pf @ tables.row_bound  # (T*m, G)
+    # The chunks' sums per group: int8 products (exact, ~10x faster on CPU) where the planes
+    # and the tables fit int8, else float products (exact: small integers).
+    int8 = tables.row_bound8 is not None and chunk_max <= 127 and planes.dtype == torch.uint8
+    pf = None if int8 else planes.to(dtype)
+    if int8:
+        assert tables.row_bound8 is not None
+        bound = exact_int_mm(planes, tables.row_bound8).to(dtype)  # (T*m, G)
+    else:
+        assert pf is not None
+        bound = pf @ tables.row_bound
     inverted: Tensor | None = None
     n_inverted = 0
     if bus_invert:
-        sums = pf @ tables.member.to(dtype)  # exact: small integers
+        if int8:
+            assert tables.member8 is not None
+            sums = exact_int_mm(planes, tables.member8).to(dtype)
+        else:
+            assert pf is not None
+            sums = pf @ tables.member.to(dtype)
         inverted = sums > tables.threshold.to(dtype)
         n_inverted = int(inverted.sum())
         bound = torch.where(inverted, chunk_max * tables.bound_total - bound, bound)

@@ -111,14 +111,22 @@ class ClipTables:
     bound_total: Tensor  # (G,) sum over the group's rows of row_bound
     threshold: Tensor  # (G,) bus-invert threshold on the group's chunk sum
     dtype: torch.dtype  # float32 where every sum below is an integer under 2^24, else float64
+    channels: int = 0  # output channels (with `channel`)
+    channel: Tensor | None = None  # (G, K) int64 output channel of each column (padding: 0)
+    channel_weight: Tensor | None = None  # (G, K) float64 its signed shift weight x the
+    # complement sign (padding: 0); None: `conversion_corrections` returns physical columns
     member8: Tensor | None = None  # `member` and `row_bound` as int8 operands of
     row_bound8: Tensor | None = None  # `exact_int_mm` (CPU, integer levels), else None
 
 
 def clip_tables(enc: LayerEncoding, top: int, step: float, rows: int, weight_sum: int,
-                device: torch.device) -> ClipTables:
+                device: torch.device, col_channel: Tensor | None = None,
+                col_weight: Tensor | None = None, out_channels: int = 0) -> ClipTables:
     """Per group, the columns that need a conversion model (bound > top with a unit step; any
-    nonzero bound otherwise, where rounding changes values), and the per-group matrices."""
+    nonzero bound otherwise, where rounding changes values), and the per-group matrices.
+    `col_channel`, `col_weight` (C,): each physical column's output channel (of
+    `out_channels`) and signed shift weight (the mapping's), for corrections added straight
+    into the output channels."""
     threshold = top if step == 1.0 else 0
     need = enc.bound > threshold  # (G, C)
     g, ou, c = enc.stored.shape
@@ -151,6 +159,13 @@ def clip_tables(enc: LayerEncoding, top: int, step: float, rows: int, weight_sum
     exact32 = (step == 1.0 and largest * weight_sum * max(g, 1) < FLOAT32_EXACT
                and device.type == "cpu")
     dtype = torch.float32 if exact32 else torch.float64
+    channel = channel_weight = None
+    if col_channel is not None and col_weight is not None:
+        pad_channel = torch.nn.functional.pad(col_channel.cpu().to(torch.int64), (0, 1))
+        pad_weight = torch.nn.functional.pad(col_weight.cpu().to(torch.float64), (0, 1))
+        channel = pad_channel[cols].to(device)  # column C (padding): channel 0, weight 0
+        channel_weight = pad_weight[cols] * (torch.where(flags, -1.0, 1.0).to(torch.float64))
+        channel_weight = channel_weight.to(device)
     member8 = int8_operand(member.to(device)) if device.type == "cpu" else None
     row_bound8 = int8_operand(row_bound.to(device)) if member8 is not None else None
     return ClipTables(
@@ -162,6 +177,7 @@ def clip_tables(enc: LayerEncoding, top: int, step: float, rows: int, weight_sum
         row_bound=row_bound.to(device=device, dtype=dtype),
         bound_total=row_bound.sum(dim=0).to(device=device, dtype=dtype),
         threshold=enc.input_threshold.to(device), dtype=dtype,
+        channels=out_channels, channel=channel, channel_weight=channel_weight,
         member8=member8 if row_bound8 is not None else None, row_bound8=row_bound8)
 
 
@@ -218,13 +234,18 @@ def conversion_corrections(planes: Tensor, tables: ClipTables, bus_invert: bool,
     (the recovery subtracts p'). Bus-invert is decided per (cycle, position, group) on the
     chunk sum. Only (cycle, position, group) whose bound (the fed chunks x the rows' largest
     levels) exceeds the identity range are evaluated, on the group's K columns, packed by
-    group into blocks of one batched matmul. Returns ((m, columns+1) float64, conversions
-    outside the ADC range (with `count_clipped`, else 0), inverted (cycle, position, group)).
+    group into blocks of one batched matmul. Returns ((m, columns+1) float64 per physical
+    column, or, where the tables carry the column-to-channel map, (m, Cout) float64 per output
+    channel with the columns' shift weights applied (one scatter of the evaluated slots, no
+    (m, columns) matrix), conversions outside the ADC range (with `count_clipped`, else 0),
+    inverted (cycle, position, group)).
     """
     device = planes.device
     g_count, ou, k = tables.levels.shape
     dtype = tables.dtype
-    out = torch.zeros((m, columns + 1), dtype=dtype, device=device)
+    by_channel = tables.channel is not None and tables.channel_weight is not None
+    out = torch.zeros((m, tables.channels if by_channel else columns + 1), dtype=dtype,
+                      device=device)
     # The chunks' sums per group: int8 products (exact, ~10x faster on CPU) where the planes
     # and the tables fit int8, else float products (exact: small integers).
     int8 = tables.row_bound8 is not None and chunk_max <= 127 and planes.dtype == torch.uint8
@@ -289,6 +310,18 @@ def conversion_corrections(planes: Tensor, tables: ClipTables, bus_invert: bool,
             clipped = int(torch.count_nonzero(p > top * step))
         err = p.sub_(torch.round(p / step).clamp_(0, top).mul_(step))
     err = err.view(-1, k).mul_(slot_weight)
+    if by_channel:  # each slot's columns straight into their channels, in float64 (exact)
+        assert tables.channel is not None and tables.channel_weight is not None
+        cout = int(out.shape[1])
+        position = torch.full((n_blocks * block,), m, dtype=torch.int64, device=device)
+        position.index_copy_(0, slot, tm_idx - t_idx * m)  # padding slots: row m (dropped)
+        target = (position.view(n_blocks, block, 1) * cout
+                  + tables.channel.index_select(0, block_group).unsqueeze(1))
+        value = err.view(n_blocks, block, k).to(torch.float64).mul_(
+            tables.channel_weight.index_select(0, block_group).unsqueeze(1))
+        flat = torch.zeros(((m + 1) * cout,), dtype=torch.float64, device=device)
+        flat.index_add_(0, target.view(-1), value.view(-1))
+        return flat[: m * cout].view(m, cout), clipped, n_inverted
     per_row = torch.zeros((m * g_count + 1, k), dtype=dtype, device=device)
     per_row.index_add_(0, slot_row, err)
     grouped = per_row[:-1].view(m, g_count, k)
@@ -372,4 +405,6 @@ class EncodingKernel(LayerKernel):
     def tables(self) -> ClipTables:
         hw = self.enc_mapped.layer_hw
         return clip_tables(self.enc, hw.adc_max_code, hw.adc.step, self.enc_mapped.layer.rows,
-                           2 ** (hw.cycles * hw.dac.bits) - 1, self.device)
+                           2 ** (hw.cycles * hw.dac.bits) - 1, self.device,
+                           self.mapped.col_channel, self.mapped.col_weight,
+                           self.mapped.layer.out_channels)

@@ -307,8 +307,9 @@ class EncodingScheme(Scheme):
                     acc_mat[rows] += sign * exact_matmul(fed.to(torch.float32),
                                                          kernel.weight_float,
                                                          kernel.col_abs_sum)
-                if mat is not None:
-                    acc_mat[rows] += sign * (mat @ kernel.combine)
+                if mat is not None:  # per output channel, or per physical column
+                    acc_mat[rows] += sign * (mat if kernel.tables.channel is not None
+                                             else mat @ kernel.combine)
         if precision is not None:
             assert acc_mat is not None
             return layer.fold_output(acc_mat, n), tally

@@ -284,23 +284,6 @@ def test_compositions_equal_loop_reference(spec: str, signed: bool, alpha: float
     assert run.cycles == busiest
 
 
-@pytest.mark.parametrize(("spec", "adc_bits", "tasks"), [
-    ("sre-weight+act", 3, True),  # dynamic packing with a clipping ADC: image tasks
-    ("sre-weight+act", "auto", False),  # lossless: the whole batch
-    ("sre-weight+act+comprrae", "auto", False), ("pattern+act", 3, False),
-    ("sre-weight", 3, False)])
-def test_image_tasks_where_the_layer_runs_dynamic_packing_with_a_clipping_adc(
-        spec: str, adc_bits: int | str, tasks: bool) -> None:
-    layer, _ = _conv_layer(False, seed=5)
-    hw = preset("isaac").with_overrides({"array.rows": 16, "array.cols": 24, "ou.rows": 4,
-                                         "ou.cols": 8, "dac.bits": 2, "adc.bits": adc_bits})
-    scheme = CombinedScheme(tuple(spec.split("+")))
-    kernel = scheme.kernel(scheme.map_layer(layer, hw), CPU)
-    assert scheme.image_tasks_for(kernel) is tasks
-    scheme.image_tasks = True  # the scheme-wide switch still forces them
-    assert scheme.image_tasks_for(kernel)
-
-
 # ---- lossless compositions equal dense --------------------------------------------------------
 def all_compositions() -> list[tuple[str, ...]]:
     out = []

@@ -304,9 +304,8 @@ class LayerRecorder:
         # Layers run as image tasks on CPU worker threads (`_split`, the per-conversion
         # paths): the frontend then keeps the digital periphery on one intra-op thread
         # (frontend._Runner).
-        self.single_thread_periphery = device.type == "cpu" and any(
-            scheme.image_tasks_for(k) or not (options.exact_shortcut and k.exact_linear)
-            for k in kernels.values())
+        self.single_thread_periphery = device.type == "cpu" and (scheme.image_tasks or any(
+            not (options.exact_shortcut and k.exact_linear) for k in kernels.values()))
 
     def __call__(self, layer: QuantLayer, x_int: Tensor) -> Tensor:
         """The layer's integer accumulator on the batch."""
@@ -352,12 +351,12 @@ class LayerRecorder:
     def _split(self, kernel: LayerKernel, x_int: Tensor) -> list[tuple[int, int]]:
         """[a, b) image ranges the layer's call runs as: IMAGE_TASKS halves on CPU with an
         ideal device (no per-call random stream) for a scheme that allows it
-        (`Scheme.image_tasks_for`), once the layer has run once (its lazily built caches then
+        (`Scheme.image_tasks`), once the layer has run once (its lazily built caches then
         exist before two threads read them); else the whole batch. The split does not depend
         on the thread count, so neither do the results (time sums are float sums in task
         order)."""
         n = int(x_int.shape[0])
-        if (self.device.type != "cpu" or n < IMAGE_TASKS or not self.scheme.image_tasks_for(kernel)
+        if (self.device.type != "cpu" or n < IMAGE_TASKS or not self.scheme.image_tasks
                 or not kernel.mapped.hw.device.ideal
                 or kernel.mapped.layer.name not in self._called):
             return [(0, n)]

@@ -52,11 +52,6 @@ class Scheme:
     # img/s split), so the default is the whole batch (docs/benchmarks.md, part 5).
     image_tasks: bool = False
 
-    def image_tasks_for(self, kernel: LayerKernel) -> bool:
-        """Whether this layer's later calls run as image tasks: `image_tasks`, unless the
-        scheme decides per layer."""
-        return self.image_tasks
-
     def parameters(self) -> dict[str, Any]:
         """The scheme's parameters, recorded in the result."""
         return {}

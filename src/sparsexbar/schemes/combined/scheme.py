@@ -279,19 +279,6 @@ class CombinedScheme(Scheme):
                               self.comprrae.layer_alpha(mapped.layer.name),
                               self.encoding if choice.encodings else None)
 
-    def image_tasks_for(self, kernel: LayerKernel) -> bool:
-        """Image tasks (`Scheme.image_tasks`) where the layer runs sre's dynamic packing with
-        a clipping ADC, whose many small gathers and products a second intra-op thread barely
-        speeds up (vgg8-pattern, OU 9x8, 5-bit ADC, 2-bit DAC, 16 images: 8.6 img/s on one
-        thread, 7.6 on two as one task; docs/benchmarks.md, part 7); else the whole batch,
-        which is faster for the lossless setting (part 5)."""
-        if self.image_tasks:
-            return True
-        assert isinstance(kernel, CombinedKernel)
-        return (kernel.choice.act and kernel.comp is None and kernel.enc is None
-                and isinstance(kernel.inner, SreKernel)
-                and not dynamic_packing_lossless(kernel.inner.mapped))
-
     def adc_bits(self, mapped: MappedLayer) -> int:
         """encoding's per-layer resolution where it applies, else the configured."""
         choice = self.choices.get(mapped.layer.name)

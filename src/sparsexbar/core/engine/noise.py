@@ -27,6 +27,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from .indices import nonzero_2d, nonzero_flat
+
 TABLE_BITS = 16  # bits of the quantile bucket per draw (two draws per 32-bit hash)
 NARROW = 0.005  # half-width in z above which a bucket is always refined (its midpoint is inf)
 MARGIN = 1e-4  # float32 slack of the rounding check for |v| <= MARGIN_SCALE (~26 ulp at 64);
@@ -254,9 +256,9 @@ def _flagged(gap: Tensor, limit: float) -> Tensor:
     n = int(gap.numel())
     whole = n - n % SEGMENT
     seg = gap[:whole].view(-1, SEGMENT)
-    bad = torch.nonzero(~(seg.amax(dim=1) <= limit)).view(-1)
-    inner = torch.nonzero(~(seg.index_select(0, bad) <= limit), as_tuple=True)
+    bad = nonzero_flat(~(seg.amax(dim=1) <= limit))
+    inner = nonzero_2d(~(seg.index_select(0, bad) <= limit))
     found = bad.index_select(0, inner[0]).mul_(SEGMENT).add_(inner[1])
     if whole < n:
-        found = torch.cat([found, torch.nonzero(~(gap[whole:] <= limit)).view(-1) + whole])
+        found = torch.cat([found, nonzero_flat(~(gap[whole:] <= limit)) + whole])
     return found

@@ -20,6 +20,7 @@ from torch import Tensor
 
 from .exact import FLOAT32_EXACT
 from .gather import RowGather
+from .indices import nonzero_2d
 from .noise import Stream, Workspace, margin, noisy_adc
 from .plan import Packed, candidate_slice
 
@@ -68,7 +69,7 @@ def clip_corrections(kernel: LayerKernel, part: Tensor, input_shape: tuple[int, 
         bound = kernel.clip_sums(chunk_f)  # (n, B', P)
         # bound is an integer; > top + 0.5 is robust to any rounding below 0.5.
         mask = (bound > top + 0.5).transpose(0, 1).reshape(n_groups, per_group)
-        cand_group, cand_pos = mask.nonzero(as_tuple=True)  # sorted by group
+        cand_group, cand_pos = nonzero_2d(mask)  # sorted by group
         if cand_group.numel() == 0:
             continue
         flat = gather.flat(chunk_f)
@@ -92,7 +93,7 @@ def clip_corrections(kernel: LayerKernel, part: Tensor, input_shape: tuple[int, 
                 bg = pk.block_group[b0:b1]
                 xg = gather.packed_values(flat, base[b0:b1], bg)  # (blocks, size, ou)
                 p = torch.bmm(xg, levels.index_select(0, bg))  # (blocks, size, width)
-                hit_slot, hit_col = (p.view(-1, width) > top).nonzero(as_tuple=True)
+                hit_slot, hit_col = nonzero_2d(p.view(-1, width) > top)
                 if hit_slot.numel() == 0:
                     continue
                 # Flat indices (cheaper than multi-dimensional advanced indexing).
@@ -141,7 +142,7 @@ def full_conversions(kernel: LayerKernel, part: Tensor, input_shape: tuple[int, 
         shift = float(kernel.cycle_weight[t])
         active = kernel.active_sums((chunk_img != 0).to(torch.float32))  # (n, S*G, P)
         counts = active.transpose(0, 1).reshape(s * g, per_group)
-        cand_group, cand_pos = (counts > 0.5).nonzero(as_tuple=True)  # sorted by group
+        cand_group, cand_pos = nonzero_2d(counts > 0.5)  # sorted by group
         if cand_group.numel() == 0:
             continue
         flat = gather.flat(chunk_img.to(torch.float32))

@@ -12,6 +12,7 @@ import torch
 from torch import Tensor
 
 from ...core.engine import FLOAT32_EXACT, LayerKernel
+from ...core.engine.indices import nonzero_2d
 from ...core.intconv import exact_int_mm, int8_operand
 from .mapping import EncodingMappedLayer, LayerEncoding
 
@@ -269,7 +270,7 @@ def conversion_corrections(planes: Tensor, tables: ClipTables, bus_invert: bool,
         n_inverted = int(inverted.sum())
         bound = torch.where(inverted, chunk_max * tables.bound_total - bound, bound)
     mask = bound > (float(top) if step == 1.0 else 0.0)
-    g_idx, tm_idx = mask.t().nonzero(as_tuple=True)  # sorted by group
+    g_idx, tm_idx = nonzero_2d(mask.t())  # sorted by group
     n_cand = int(g_idx.numel())
     if n_cand == 0 or k == 0:
         return out.to(torch.float64), 0, n_inverted

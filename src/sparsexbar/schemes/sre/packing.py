@@ -26,6 +26,7 @@ from dataclasses import dataclass, replace
 import torch
 from torch import Tensor
 
+from ...core.engine.indices import nonzero_2d
 from ...core.engine.plan import Packed
 from ...core.mapping import MappedLayer
 
@@ -175,7 +176,7 @@ def _pair_deltas(bucket: PackBucket, may: Tensor, chunk: Tensor, word: Tensor | 
     width = int(bucket.levels.shape[1])
     m = int(may.shape[1])
     per_set = nb * ou  # entries of a set
-    set_of, position = may.nonzero(as_tuple=True)  # sorted by set
+    set_of, position = nonzero_2d(may)  # sorted by set
     pk = Packed.of(set_of, sets)
     size = pk.size
     slots = pk.spread(position, m)  # (blocks, size); padding: position m

@@ -13,7 +13,9 @@ block e' has the partial sums H_e - (H_e' - A_e'); the set's last OU may be the 
 block alone. The block sums are batched matrix products of (ou.rows, positions) inputs with
 each block's (width, ou.rows) levels; only the ranks (a cumulative sum over the kept rows) are
 per-row work. Every packed OU's partial sums are exact
-integers in float32; ADC(p) - p of each is added per output channel.
+integers in float32; ADC(p) - p of each is added per output channel. With a unit ADC step
+only the (set, position) pairs whose whole-set column sums exceed the ADC top can change
+anything: a cycle runs the packing on those pairs only (`_pair_deltas`).
 
 Sets (of every row tile) are grouped into buckets of equal width (columns) and block count, so
 every step is a regular tensor operation; all work runs in entry-major, position-minor layout.

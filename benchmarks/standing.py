@@ -37,12 +37,12 @@ def met(value: float, limit: float) -> str:
 
 def main() -> None:
     out: list[tuple[str, str, str, str]] = []
-    n1, n2 = case("noisy6_t1.json", "nonideal"), case("noisy6_t2.json", "nonideal")
+    n1, n2 = case("noisy7_t1.json", "nonideal"), case("noisy7_t2.json", "nonideal")
     out.append(("noisy <= 40x plain PyTorch, one thread (shipped VGG-8, batch 64)",
-                f"{n1['ratio']:.0f}x", met(n1["ratio"], 40), "noisy6_t1.json"))
+                f"{n1['ratio']:.0f}x", met(n1["ratio"], 40), "noisy7_t1.json"))
     gain = n2["images_per_s"] / n1["images_per_s"]
     out.append(("noisy: two threads >= 1.7x one", f"{gain:.2f}x", "yes" if gain >= 1.7 else "no",
-                "noisy6_t{1,2}.json"))
+                "noisy7_t{1,2}.json"))
     lossy = case("vgg8_lossy_after7_2.json", "lossy")["ratio"]
     out.append(("lossy bit-accurate <= 8x plain, one thread (shipped VGG-8)", f"{lossy:.1f}x",
                 met(lossy, 8), "vgg8_lossy_after7_2.json"))

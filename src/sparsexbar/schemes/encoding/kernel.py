@@ -100,29 +100,28 @@ def executed_chunks(tiles: Tensor, lead: Tensor | None, cycles: int, dac_bits: i
 class ClipTables:
     """What the conversion model of one layer at one ADC resolution needs (device tensors):
     per OU row group, the columns whose encoded partial sums can leave the ADC's identity
-    range (K at most; padding columns point at column C, which maps to no channel)."""
+    range (K at most; padding columns point at column C, with weight 0 in channel 0)."""
 
     cols: Tensor  # (G, K) int64 physical columns, C for padding
     levels: Tensor  # (G, ou, K) stored levels (0 on padding)
-    sign: Tensor | None  # (1, G, K) -1 where stored complemented, +1 else; None: all +1
     group_rows: Tensor  # (G, ou) int64 rows of each group, padding -> R (a zero input)
     real: Tensor  # (G, ou) uint8 1 on real rows
     member: Tensor  # (R+1, G) float32 1 where the row belongs to the group
     row_bound: Tensor  # (R+1, G) the row's largest level over its group's K columns
     bound_total: Tensor  # (G,) sum over the group's rows of row_bound
     threshold: Tensor  # (G,) bus-invert threshold on the group's chunk sum
+    channels: int  # the layer's output channels
+    channel: Tensor  # (G, K) int64 output channel of each column (padding: 0)
+    channel_weight: Tensor  # (G, K) float64 its signed shift weight, negated where the stored
+    # levels are complemented (the recovery subtracts p'); padding: 0
     dtype: torch.dtype  # float32 where every sum below is an integer under 2^24, else float64
-    channels: int = 0  # output channels (with `channel`)
-    channel: Tensor | None = None  # (G, K) int64 output channel of each column (padding: 0)
-    channel_weight: Tensor | None = None  # (G, K) float64 its signed shift weight x the
-    # complement sign (padding: 0); None: `conversion_corrections` returns physical columns
     member8: Tensor | None = None  # `member` and `row_bound` as int8 operands of
     row_bound8: Tensor | None = None  # `exact_int_mm` (CPU, integer levels), else None
 
 
 def clip_tables(enc: LayerEncoding, top: int, step: float, rows: int, weight_sum: int,
-                device: torch.device, col_channel: Tensor | None = None,
-                col_weight: Tensor | None = None, out_channels: int = 0) -> ClipTables:
+                device: torch.device, col_channel: Tensor, col_weight: Tensor,
+                out_channels: int) -> ClipTables:
     """Per group, the columns that need a conversion model (bound > top with a unit step; any
     nonzero bound otherwise, where rounding changes values), and the per-group matrices.
     `col_channel`, `col_weight` (C,): each physical column's output channel (of
@@ -140,7 +139,6 @@ def clip_tables(enc: LayerEncoding, top: int, step: float, rows: int, weight_sum
     padded = torch.nn.functional.pad(enc.stored.to(torch.float64), (0, 1))  # column C -> 0
     levels = torch.gather(padded, 2, cols.unsqueeze(1).expand(-1, ou, -1))  # (G, ou, K)
     flags = torch.gather(torch.nn.functional.pad(enc.complemented, (0, 1)), 1, cols)
-    sign = torch.where(flags, -1.0, 1.0).unsqueeze(0) if bool(flags.any()) else None
     group_rows = torch.where(enc.group_rows < 0, torch.full_like(enc.group_rows, rows),
                              enc.group_rows)
     flat_rows = group_rows.reshape(-1)
@@ -160,25 +158,21 @@ def clip_tables(enc: LayerEncoding, top: int, step: float, rows: int, weight_sum
     exact32 = (step == 1.0 and largest * weight_sum * max(g, 1) < FLOAT32_EXACT
                and device.type == "cpu")
     dtype = torch.float32 if exact32 else torch.float64
-    channel = channel_weight = None
-    if col_channel is not None and col_weight is not None:
-        pad_channel = torch.nn.functional.pad(col_channel.cpu().to(torch.int64), (0, 1))
-        pad_weight = torch.nn.functional.pad(col_weight.cpu().to(torch.float64), (0, 1))
-        channel = pad_channel[cols].to(device)  # column C (padding): channel 0, weight 0
-        channel_weight = pad_weight[cols] * (torch.where(flags, -1.0, 1.0).to(torch.float64))
-        channel_weight = channel_weight.to(device)
+    pad_channel = torch.nn.functional.pad(col_channel.cpu().to(torch.int64), (0, 1))
+    pad_weight = torch.nn.functional.pad(col_weight.cpu().to(torch.float64), (0, 1))
+    channel = pad_channel[cols]  # column C (padding): channel 0, weight 0
+    channel_weight = torch.where(flags, -pad_weight[cols], pad_weight[cols])
     member8 = int8_operand(member.to(device)) if device.type == "cpu" else None
     row_bound8 = int8_operand(row_bound.to(device)) if member8 is not None else None
     return ClipTables(
         cols=cols.to(device), levels=levels.to(device=device, dtype=dtype),
-        sign=None if sign is None else sign.to(device=device, dtype=dtype),
         group_rows=group_rows.to(device),
         real=(enc.group_rows >= 0).to(device=device, dtype=torch.uint8),
         member=member.to(device=device, dtype=torch.float32),
         row_bound=row_bound.to(device=device, dtype=dtype),
         bound_total=row_bound.sum(dim=0).to(device=device, dtype=dtype),
-        threshold=enc.input_threshold.to(device), dtype=dtype,
-        channels=out_channels, channel=channel, channel_weight=channel_weight,
+        threshold=enc.input_threshold.to(device), channels=out_channels,
+        channel=channel.to(device), channel_weight=channel_weight.to(device), dtype=dtype,
         member8=member8 if row_bound8 is not None else None, row_bound8=row_bound8)
 
 
@@ -225,28 +219,24 @@ def inverted_groups(x: Tensor, thresholds: Tensor, row_tiles: list[tuple[int, in
 
 def conversion_corrections(planes: Tensor, tables: ClipTables, bus_invert: bool,
                            chunk_max: int, m: int, cycles: int, dac_bits: int, top: int,
-                           step: float, columns: int, count_clipped: bool = False,
+                           step: float, count_clipped: bool = False,
                            block: int = 512) -> tuple[Tensor, int, int]:
-    """Per (position, physical column), the sum over cycles and groups of
-    sign x (ADC(p') - p') x 2^(t dac): exactly what the ADC changes in the digitally recovered
-    result. planes (T*m, R+1) from `chunk_planes`.
+    """Per (position, output channel), the sum over cycles, groups and the channel's columns
+    of shift x sign x (ADC(p') - p') x 2^(t dac): exactly what the ADC changes in the
+    digitally recovered result. planes (T*m, R+1) from `chunk_planes`.
 
     The sign is -1 per encoding that complemented the conversion's inputs or stored levels
     (the recovery subtracts p'). Bus-invert is decided per (cycle, position, group) on the
     chunk sum. Only (cycle, position, group) whose bound (the fed chunks x the rows' largest
     levels) exceeds the identity range are evaluated, on the group's K columns, packed by
-    group into blocks of one batched matmul. Returns ((m, columns+1) float64 per physical
-    column, or, where the tables carry the column-to-channel map, (m, Cout) float64 per output
-    channel with the columns' shift weights applied (one scatter of the evaluated slots, no
-    (m, columns) matrix), conversions outside the ADC range (with `count_clipped`, else 0),
-    inverted (cycle, position, group)).
+    group into blocks of one batched matmul, whose columns are scattered straight into their
+    channels (no (positions, physical columns) matrix). Returns ((m, Cout) float64,
+    conversions outside the ADC range (with `count_clipped`, else 0), inverted (cycle,
+    position, group)).
     """
     device = planes.device
     g_count, ou, k = tables.levels.shape
     dtype = tables.dtype
-    by_channel = tables.channel is not None and tables.channel_weight is not None
-    out = torch.zeros((m, tables.channels if by_channel else columns + 1), dtype=dtype,
-                      device=device)
     # The chunks' sums per group: int8 products (exact, ~10x faster on CPU) where the planes
     # and the tables fit int8, else float products (exact: small integers).
     int8 = tables.row_bound8 is not None and chunk_max <= 127 and planes.dtype == torch.uint8
@@ -273,7 +263,8 @@ def conversion_corrections(planes: Tensor, tables: ClipTables, bus_invert: bool,
     g_idx, tm_idx = nonzero_2d(mask.t())  # sorted by group
     n_cand = int(g_idx.numel())
     if n_cand == 0 or k == 0:
-        return out.to(torch.float64), 0, n_inverted
+        return torch.zeros((m, tables.channels), dtype=torch.float64, device=device), 0, \
+            n_inverted
     counts = torch.bincount(g_idx, minlength=g_count)
     start = torch.cumsum(counts, 0) - counts
     rank = torch.arange(n_cand, device=device) - start[g_idx]
@@ -296,9 +287,9 @@ def conversion_corrections(planes: Tensor, tables: ClipTables, bus_invert: bool,
     packed.index_copy_(0, slot, x.to(dtype))
     slot_weight = torch.zeros((n_blocks * block, 1), dtype=dtype, device=device)
     slot_weight.index_copy_(0, slot, weight.unsqueeze(1))
-    # (position, group) row of each slot; padding slots go to a dump row with weight 0.
-    slot_row = torch.full((n_blocks * block,), m * g_count, dtype=torch.int64, device=device)
-    slot_row.index_copy_(0, slot, (tm_idx - t_idx * m) * g_count + g_idx)
+    # position of each slot; padding slots go to a dump row m with weight 0
+    position = torch.full((n_blocks * block,), m, dtype=torch.int64, device=device)
+    position.index_copy_(0, slot, tm_idx - t_idx * m)
     p = torch.bmm(packed.view(n_blocks, block, ou),
                   tables.levels.index_select(0, block_group))  # (nb, B, K)
     clipped = 0
@@ -311,25 +302,15 @@ def conversion_corrections(planes: Tensor, tables: ClipTables, bus_invert: bool,
             clipped = int(torch.count_nonzero(p > top * step))
         err = p.sub_(torch.round(p / step).clamp_(0, top).mul_(step))
     err = err.view(-1, k).mul_(slot_weight)
-    if by_channel:  # each slot's columns straight into their channels, in float64 (exact)
-        assert tables.channel is not None and tables.channel_weight is not None
-        cout = int(out.shape[1])
-        position = torch.full((n_blocks * block,), m, dtype=torch.int64, device=device)
-        position.index_copy_(0, slot, tm_idx - t_idx * m)  # padding slots: row m (dropped)
-        target = (position.view(n_blocks, block, 1) * cout
-                  + tables.channel.index_select(0, block_group).unsqueeze(1))
-        value = err.view(n_blocks, block, k).to(torch.float64).mul_(
-            tables.channel_weight.index_select(0, block_group).unsqueeze(1))
-        flat = torch.zeros(((m + 1) * cout,), dtype=torch.float64, device=device)
-        flat.index_add_(0, target.view(-1), value.view(-1))
-        return flat[: m * cout].view(m, cout), clipped, n_inverted
-    per_row = torch.zeros((m * g_count + 1, k), dtype=dtype, device=device)
-    per_row.index_add_(0, slot_row, err)
-    grouped = per_row[:-1].view(m, g_count, k)
-    if tables.sign is not None:
-        grouped = grouped * tables.sign
-    out.index_add_(1, tables.cols.reshape(-1), grouped.reshape(m, g_count * k))
-    return out.to(torch.float64), clipped, n_inverted
+    # each slot's columns straight into their channels, in float64 (exact integers)
+    cout = tables.channels
+    target = (position.view(n_blocks, block, 1) * cout
+              + tables.channel.index_select(0, block_group).unsqueeze(1))
+    value = err.view(n_blocks, block, k).to(torch.float64).mul_(
+        tables.channel_weight.index_select(0, block_group).unsqueeze(1))
+    out = torch.zeros(((m + 1) * cout,), dtype=torch.float64, device=device)
+    out.index_add_(0, target.view(-1), value.view(-1))
+    return out[: m * cout].view(m, cout), clipped, n_inverted
 
 
 def exact_matmul(x: Tensor, weight: Tensor, col_abs_sum: float) -> Tensor:

@@ -307,9 +307,8 @@ class EncodingScheme(Scheme):
                     acc_mat[rows] += sign * exact_matmul(fed.to(torch.float32),
                                                          kernel.weight_float,
                                                          kernel.col_abs_sum)
-                if mat is not None:  # per output channel, or per physical column
-                    acc_mat[rows] += sign * (mat if kernel.tables.channel is not None
-                                             else mat @ kernel.combine)
+                if mat is not None:  # per output channel
+                    acc_mat[rows] += sign * mat
         if precision is not None:
             assert acc_mat is not None
             return layer.fold_output(acc_mat, n), tally
@@ -336,8 +335,8 @@ class EncodingScheme(Scheme):
     def _chunk(self, kernel: EncodingKernel, xc: Tensor, images: int, positions: int,
                tally: _Tally | None, first_image: int, convert: bool,
                count_clipped: bool = False) -> tuple[Tensor, Tensor | None]:
-        """One chunk of one pass, xc (m, R) magnitudes: (the values fed (m, R), the column
-        corrections (m, C+1) float64 or None)."""
+        """One chunk of one pass, xc (m, R) magnitudes: (the values fed (m, R), the ADC
+        corrections (m, Cout) float64 per output channel or None)."""
         mapped = kernel.enc_mapped
         hw = mapped.hw
         cycles, dac = hw.cycles, hw.dac.bits
@@ -365,8 +364,7 @@ class EncodingScheme(Scheme):
             planes = chunk_planes(fed, cycles, dac)
             mat, clipped, inverted = conversion_corrections(
                 planes, kernel.tables, self.bus_invert, kernel.enc.chunk_max, xc.shape[0],
-                cycles, dac, top, step, mapped.physical_cols,
-                count_clipped=count_clipped and tally is not None)
+                cycles, dac, top, step, count_clipped=count_clipped and tally is not None)
             if tally is not None:
                 tally.clipped += clipped
                 tally.inverted += inverted

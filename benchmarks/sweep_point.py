@@ -13,6 +13,7 @@ import time
 
 import torch
 
+from sparsexbar.app.cli import parse_overrides
 from sparsexbar.core.io import atomic_write_text
 from sparsexbar.simulate import simulate
 
@@ -26,10 +27,7 @@ def main() -> None:
     ap.add_argument("--json", default=None, help="also write the row to this JSON file")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    overrides = {}
-    for item in args.set:
-        key, _, value = item.partition("=")
-        overrides[key] = int(value) if value.lstrip("-").isdigit() else value
+    overrides = parse_overrides(args.set)  # as `sparsexbar run --set` reads them
     start = time.perf_counter()
     result = simulate("default", "default", hw="isaac", scheme=args.scheme, overrides=overrides,
                       limit=args.images, batch_size=args.images)

@@ -133,7 +133,6 @@ class ExactLinear:
         return out.permute(0, 2, 3, 1).contiguous().view(-1, cout)
 
 
-
 INT8_MM_MAX_K = 2**31 // (127 * 128)  # rows x largest |product| stays below 2^31 (int32)
 
 

@@ -214,13 +214,16 @@ def fit_description(shape: tuple[int, int, int], channels: int, size: int | None
 
 
 # ---- IDX (MNIST / Fashion-MNIST) -------------------------------------------------------------
+_GZIP_MAGIC = b"\x1f\x8b"  # the first two bytes of a gzip file
+
+
 def _read_maybe_gzip(path: Path) -> bytes:
     """File bytes, gunzipped when the file starts with the gzip magic 1f 8b."""
     try:
         raw = path.read_bytes()
     except OSError as exc:
         raise DataError(f"cannot read {path}: {exc.strerror or exc}") from None
-    if raw[:2] == b"\x1f\x8b":
+    if raw[:2] == _GZIP_MAGIC:
         try:
             return gzip.decompress(raw)
         except (OSError, EOFError, gzip.BadGzipFile) as exc:
@@ -270,7 +273,7 @@ def _idx_prefix(path: Path, magic: int, ndim: int,
     header = 4 + 4 * ndim
     try:
         with path.open("rb") as raw:
-            gz = raw.read(2) == b"\x1f\x8b"
+            gz = raw.read(2) == _GZIP_MAGIC
             size = raw.seek(0, os.SEEK_END)
             if gz:
                 if size < 18:  # shorter than a gzip header and trailer

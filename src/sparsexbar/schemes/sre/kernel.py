@@ -57,7 +57,7 @@ class SreKernel(LayerKernel):
         built on first use."""
         if self._pack_plan is None:
             self._pack_plan = build_pack_plan(self.mapped, self.tile_keep, self.tile_inverse,
-                                              self.combine, self.device)
+                                              self.device)
         return self._pack_plan
 
     def value_op(self) -> ExactLinear | None:

@@ -67,16 +67,18 @@ class PackPlan:
 
 
 def build_pack_plan(mapped: MappedLayer, tile_keep: list[Tensor], tile_inverse: list[Tensor],
-                    combine: Tensor, device: torch.device) -> PackPlan:
+                    device: torch.device) -> PackPlan:
     """The static plan of `packed_corrections` from the kernel's distinct kept-row sets per
     row tile (`tile_keep[i]`: (rows, U) of tile i; `tile_inverse[i]`: (S,) set of each
-    segment) and its (C + 1, Cout) column-to-channel `combine` matrix."""
+    segment); each column's output channel and signed shift weight are the mapping's."""
     ou = mapped.hw.ou.rows
     r, c = mapped.levels.shape
     cols = mapped.segment_cols.cpu()
     cols = torch.where(cols < 0, torch.full_like(cols, c), cols)  # (S, K), padding -> c
     levels = torch.nn.functional.pad(mapped.levels.cpu().to(torch.float32), (0, 1, 0, 1))
-    combine = combine.cpu()
+    # column c (padding) -> channel 0, weight 0
+    col_channel = torch.nn.functional.pad(mapped.col_channel.cpu().to(torch.int64), (0, 1))
+    col_weight = torch.nn.functional.pad(mapped.col_weight.cpu().to(torch.float64), (0, 1))
     groups: dict[tuple[int, int], list[tuple[Tensor, Tensor]]] = {}
     for (a, _), keep, inverse in zip(mapped.row_tiles, tile_keep, tile_inverse, strict=True):
         keep, inverse = keep.cpu().bool(), inverse.cpu()
@@ -98,11 +100,10 @@ def build_pack_plan(mapped: MappedLayer, tile_keep: list[Tensor], tile_inverse: 
         lv = lv.view(len(sets) * nb, ou, width).transpose(1, 2).contiguous()
         set_levels = lv.view(len(sets), nb, width, ou).permute(0, 2, 1, 3).reshape(
             len(sets), width, nb * ou)
-        weights = combine[set_cols.reshape(-1)]  # (sets x width, Cout): one entry per column
-        channel = weights.abs().argmax(dim=1)
+        flat_cols = set_cols.reshape(-1)
         buckets.append(PackBucket(len(sets), nb, entries.reshape(-1).to(device), lv.to(device),
-                                  channel.to(device),
-                                  weights.gather(1, channel.unsqueeze(1)).view(-1).to(device),
+                                  col_channel[flat_cols].to(device),
+                                  col_weight[flat_cols].to(device),
                                   set_levels.contiguous().to(device), bool((lv >= 0).all())))
     return PackPlan(buckets)
 

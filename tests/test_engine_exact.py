@@ -17,8 +17,10 @@ from torch import Tensor, nn
 
 import sparsexbar
 from sparsexbar import EngineOptions
+from sparsexbar.core import intconv
 from sparsexbar.core.config import HardwareConfig, preset
-from sparsexbar.core.engine import LayerKernel, accumulate
+from sparsexbar.core.engine import LayerKernel, accumulate, exact_accumulate
+from sparsexbar.core.engine.exact import exact_int8_op
 from sparsexbar.core.frontend import QuantizedModel, QuantLayer, quantize_model
 from sparsexbar.core.mapping import MappedLayer, map_dense
 from tests import nets
@@ -347,3 +349,82 @@ def test_integer_patches_equal_float_im2col(cin: int, k: int, stride: int, paddi
     got = layer.patches(x_int.to(dtype))
     assert got.dtype == dtype and got.shape == (2 * layer.positions, layer.rows)
     assert torch.equal(got.to(torch.float32), want)
+
+
+# ---- the exact shortcut's backends (engine/exact.py) -----------------------------------------
+
+
+def _conv_layers(net: nn.Module, x: Tensor, weight_bits: int = 8,
+                 input_bits: int = 8) -> list[tuple[QuantLayer, Tensor]]:
+    """(layer, its integer input) of every conv layer of the quantized net on x."""
+    qmodel = quantize_model(net, x, weight_bits, input_bits)
+    seen: list[tuple[QuantLayer, Tensor]] = []
+
+    def record(layer: QuantLayer, x_int: Tensor) -> Tensor:
+        if layer.kind == "conv":
+            seen.append((layer, x_int.clone()))
+        return layer.reference_accumulate(x_int).to(torch.float64)
+
+    qmodel.run(x, record)
+    return seen
+
+
+@pytest.mark.parametrize("net_name", ["residual", "strided", "grouped"])
+def test_exact_shortcut_int8_convolution_equals_the_reference(net_name: str) -> None:
+    """Unsigned 8-bit inputs, 8-bit weights: the int8 convolution (where this CPU has it)
+    gives the integer accumulator exactly, on the layer's inputs, all-zero and all-255 inputs;
+    the result is float64 and contiguous."""
+    net = {"residual": nets.residual_net(in_ch=3, c1=8, c2=5, seed=11),
+           "strided": nets.residual_net(in_ch=2, c1=6, c2=4, k1=5, stride=2, padding=2,
+                                        dilation=1, size=12, seed=12),
+           "grouped": nets.grouped_net(in_ch=2, channels=6, groups=6, seed=13)}[net_name]
+    x = nets.random_images(3, 3 if net_name == "residual" else 2,
+                           12 if net_name == "strided" else 8, seed=5)
+    layers = [(lay, xi) for lay, xi in _conv_layers(net, x) if not lay.input_signed]
+    assert layers
+    int8 = intconv._int8_conv_available(torch.device("cpu"))
+    for layer, x_int in layers:
+        op = exact_int8_op(layer, torch.device("cpu"))
+        assert (op is not None) == int8, layer.name
+        for xi in (x_int, torch.zeros_like(x_int), torch.full_like(x_int, layer.input_max)):
+            got = exact_accumulate(layer, xi)
+            assert got.dtype == torch.float64 and got.is_contiguous()
+            assert torch.equal(got, layer.reference_accumulate(xi).to(torch.float64))
+
+
+def test_exact_shortcut_int8_refused_where_it_would_be_wrong(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """No int8 convolution for signed inputs, inputs beyond 255 or weights beyond int8, and
+    none for an input that holds a value the layer cannot (it would wrap in uint8): each
+    takes the float path and stays exact."""
+    cpu = torch.device("cpu")
+    net = nets.residual_net(in_ch=2, c1=4, c2=3, relu_after_add=False, seed=3)
+    x = nets.random_images(2, 2, 8, seed=9, signed=True)
+    signed = [lay for lay, _ in _conv_layers(net, x) if lay.input_signed]
+    assert signed and all(exact_int8_op(lay, cpu) is None for lay in signed)
+    for layer, x_int in _conv_layers(net, x):
+        assert torch.equal(exact_accumulate(layer, x_int),
+                           layer.reference_accumulate(x_int).to(torch.float64))
+    # 9-bit inputs, 10-bit weights: outside uint8 / int8.
+    wide_in = _conv_layers(nets.single_conv(seed=2), nets.random_images(2, 2, 6, seed=2),
+                           input_bits=9)
+    wide_w = _conv_layers(nets.single_conv(seed=2), nets.random_images(2, 2, 6, seed=2),
+                          weight_bits=10)
+    for layer, x_int in wide_in + wide_w:
+        assert exact_int8_op(layer, cpu) is None
+        assert torch.equal(exact_accumulate(layer, x_int),
+                           layer.reference_accumulate(x_int).to(torch.float64))
+    assert int(wide_in[0][1].max()) > 255 and int(wide_w[0][0].weight_int.abs().max()) > 127
+    # An 8-bit layer given a value above its input range: the guard sends it to the float
+    # path (a uint8 copy would wrap 300 to 44).
+    layer, x_int = _conv_layers(nets.single_conv(seed=4), nets.random_images(2, 2, 6, seed=4))[0]
+    bad = x_int.clone()
+    bad[0, 0, 0, 0] = 300
+    assert torch.equal(exact_accumulate(layer, bad),
+                       layer.reference_accumulate(bad).to(torch.float64))
+    # Without the CPU's int8 convolution every layer takes the float path, still exact.
+    monkeypatch.setattr(intconv, "_int8_conv_available", lambda device: False)
+    layer, x_int = _conv_layers(nets.single_conv(seed=5), nets.random_images(2, 2, 6, seed=5))[0]
+    assert exact_int8_op(layer, cpu) is None
+    assert torch.equal(exact_accumulate(layer, x_int),
+                       layer.reference_accumulate(x_int).to(torch.float64))

@@ -73,6 +73,9 @@ class QuantLayer:
     groups: int = 1  # grouped/depthwise conv: weight_int is (Cout, Cin/groups, kh, kw)
     input_shape: tuple[int, ...] = ()  # per image, recorded at calibration
     output_shape: tuple[int, ...] = ()  # per image
+    # Derived operators of this layer's fixed weights, built on first use (e.g. the exact
+    # shortcut's int8 convolution per device, `engine.exact`); never compared or printed.
+    _cache: dict[object, object] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def out_channels(self) -> int:

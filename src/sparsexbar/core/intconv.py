@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .engine import FLOAT32_EXACT
+FLOAT32_EXACT = 2**24  # integers below this are exact in float32 (any summation order)
 
 
 def _int8_conv_available(device: torch.device) -> bool:

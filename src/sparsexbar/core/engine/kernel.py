@@ -14,7 +14,7 @@ from torch import Tensor
 
 from ..config import Variation
 from ..mapping import MappedLayer, gather_group_levels
-from .exact import exact_accumulate
+from .exact import exact_accumulate, exact_int8_op
 from .gather import GroupSums, RowGather
 from .noise import NormalTable, Stream, column_mix, stream_salt
 from .options import EngineOptions
@@ -219,6 +219,7 @@ class LayerKernel:
         """Build the cached per-layer tensors the paths use (not thread-safe to build)."""
         if self.clip_path or self.deviation_only:
             _ = self.clip_plan, self.clip_sums, self.gather("clip", input_shape)
+            exact_int8_op(self.mapped.layer, self.device, input_shape)  # the exact base's
         if not self.clip_path:
             _ = (self.group_levels, self.active_sums, self.col_index, self.combine,
                  self.gather("all", input_shape))

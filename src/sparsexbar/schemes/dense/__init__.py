@@ -22,6 +22,11 @@ ENTRY = SchemeEntry(
                   (*CLIPPING, ("device.variation", "lognormal"),
                    ("device.variation_sigma", 0.05), ("device.read_noise_sigma", 0.01),
                    ("device.accumulated_deviation_sigma", 0.02))),
+        BenchCase("variation",
+                  "dense, isaac OU 9x8, ADC 5 bit, DAC 2 bit, programmed variation only (every "
+                  "active group converted, no draws: the noisy path's floor)", "dense",
+                  (*CLIPPING, ("device.variation", "lognormal"),
+                   ("device.variation_sigma", 0.05))),
     ),
 )
 

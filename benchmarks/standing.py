@@ -30,6 +30,12 @@ def xdense(name: str, key: str, dense: str = "lossless") -> float:
     return float(case(name, key)["sim_s"] / case(name, dense)["sim_s"])
 
 
+def span(values: list[float]) -> str:
+    """'a-bx' over the runs of one setting (one value: 'ax')."""
+    lo, hi = min(values), max(values)
+    return f"{lo:.2f}x" if lo == hi else f"{lo:.2f}-{hi:.2f}x"
+
+
 def met(value: float, limit: float) -> str:
     """'yes' where `value` is within the target `limit` (at most), else 'no'."""
     return "yes" if value <= limit else "no"
@@ -37,40 +43,39 @@ def met(value: float, limit: float) -> str:
 
 def main() -> None:
     out: list[tuple[str, str, str, str]] = []
-    n1, n2 = case("noisy7_t1.json", "nonideal"), case("noisy7_t2.json", "nonideal")
+    n1, n2 = case("noisy8_t1.json", "nonideal"), case("noisy8_t2.json", "nonideal")
     out.append(("noisy <= 40x plain PyTorch, one thread (shipped VGG-8, batch 64)",
-                f"{n1['ratio']:.0f}x", met(n1["ratio"], 40), "noisy7_t1.json"))
+                f"{n1['ratio']:.0f}x", met(n1["ratio"], 40), "noisy8_t1.json"))
     gain = n2["images_per_s"] / n1["images_per_s"]
     out.append(("noisy: two threads >= 1.7x one", f"{gain:.2f}x", "yes" if gain >= 1.7 else "no",
-                "noisy7_t{1,2}.json"))
-    lossy = case("vgg8_lossy_after7_2.json", "lossy")["ratio"]
-    out.append(("lossy bit-accurate <= 8x plain, one thread (shipped VGG-8)", f"{lossy:.1f}x",
-                met(lossy, 8), "vgg8_lossy_after7_2.json"))
-    for name, keys in (("vgg8p_after6_t1.json", ("sre", "combined")),
-                       ("vgg8p_after4_t1.json", ("pattern", "comprrae", "encoding"))):
-        for key in keys:
-            v = xdense(name, key)
-            out.append((f"{key} <= 3x dense, demo setting (vgg8-pattern, batch 64, one thread)",
-                        f"{v:.2f}x", met(v, 3), name))
-    for key, name in (("sre-lossy", "lossy16_after7_2.json"),
-                      ("pattern-lossy", "lossy16_after7_2.json"),
-                      ("encoding-lossy", "enc16_after7b_2.json"),
-                      ("combined-lossy", "lossy16_after7_2.json")):
-        v = xdense(name, key, "lossy")
+                "noisy8_t{1,2}.json"))
+    # Where a pair of after-runs exists, the range over both; met only if both are.
+    pair = ("vgg8_after8_1.json", "vgg8_after8_2.json")
+    lossy = [case(name, "lossy")["ratio"] for name in pair]
+    out.append(("lossy bit-accurate <= 8x plain, one thread (shipped VGG-8)", span(lossy),
+                met(max(lossy), 8), "vgg8_after8_{1,2}.json"))
+    demo = ("vgg8p_after8_1.json", "vgg8p_after8_2.json")
+    for key in ("sre", "pattern", "comprrae", "encoding", "combined"):
+        v = [xdense(name, key) for name in demo]
+        out.append((f"{key} <= 3x dense, demo setting (vgg8-pattern, batch 64, one thread)",
+                    span(v), met(max(v), 3), "vgg8p_after8_{1,2}.json"))
+    for key in ("sre-lossy", "pattern-lossy", "encoding-lossy", "combined-lossy"):
+        name = "lossy16_after8.json"
+        v1 = xdense(name, key, "lossy")
         out.append((f"{key} <= 3x dense with the same clipping ADC (batch 16, one thread)",
-                    f"{v:.1f}x", met(v, 3), name))
-    ratios = [r["ratio"] for r in rows("simcall_after7.json")]
+                    f"{v1:.1f}x", met(v1, 3), name))
+    ratios = [r["ratio"] for r in rows("simcall_after8.json")]
     out.append(("simulate() within 1.5x of the engine (batch 64, every scheme)",
                 f"{min(ratios):.2f}-{max(ratios):.2f}x", met(max(ratios), 1.5),
-                "simcall_after7.json"))
-    vgg16 = ("vgg16p_w1_after4_t2.json", "vgg16p_after6_1.json", "vgg16p_after6_2.json")
+                "simcall_after8.json"))
+    vgg16 = ("vgg16p_after8.json",)
     rss = max(r["peak_rss_mib"] for name in vgg16 for r in rows(name))
     out.append(("VGG-16 (full width) peak RSS <= 4 GiB at batch 256, every case", f"{rss:.0f} MiB",
                 met(rss, 4096), ", ".join(vgg16)))
-    d0, d1 = rows("demo10k_before_quiet.json"), rows("demo10k_after7.json")
+    d0, d1 = rows("demo10k_before_quiet.json"), rows("demo10k_after8.json")
     out.append(("`sparsexbar demo` on the 10k split, before and after",
                 f"{d0['wall_s']:.0f} s -> {d1['wall_s']:.0f} s", "recorded",
-                "demo10k_before_quiet.json, demo10k_after7.json"))
+                "demo10k_before_quiet.json, demo10k_after8.json"))
     print("| target (issue 18) | latest | met | result file (docs/results/bench/) |")
     print("| --- | ---: | --- | --- |")
     for row in out:

@@ -5,6 +5,7 @@ sizes."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -428,3 +429,16 @@ def test_exact_shortcut_int8_refused_where_it_would_be_wrong(
     assert exact_int8_op(layer, cpu) is None
     assert torch.equal(exact_accumulate(layer, x_int),
                        layer.reference_accumulate(x_int).to(torch.float64))
+
+
+def test_exact_shortcut_cache_follows_the_weights() -> None:
+    """A layer copied with new weights (`dataclasses.replace`) builds its own int8 operator:
+    the cache is not carried over, so the copy's accumulator uses the copy's weights."""
+    layer, x_int = _conv_layers(nets.single_conv(seed=6), nets.random_images(2, 2, 6, seed=6))[0]
+    first = exact_accumulate(layer, x_int)
+    assert torch.equal(first, layer.reference_accumulate(x_int).to(torch.float64))
+    flipped = dataclasses.replace(layer, weight_int=-layer.weight_int)
+    assert not flipped._cache
+    got = exact_accumulate(flipped, x_int)
+    assert torch.equal(got, flipped.reference_accumulate(x_int).to(torch.float64))
+    assert torch.equal(got, -first)

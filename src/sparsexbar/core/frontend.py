@@ -74,8 +74,10 @@ class QuantLayer:
     input_shape: tuple[int, ...] = ()  # per image, recorded at calibration
     output_shape: tuple[int, ...] = ()  # per image
     # Derived operators of this layer's fixed weights, built on first use (e.g. the exact
-    # shortcut's int8 convolution per device, `engine.exact`); never compared or printed.
-    _cache: dict[object, object] = field(default_factory=dict, repr=False, compare=False)
+    # shortcut's int8 convolution per device, `engine.exact`); never compared or printed, and
+    # not an init field: `dataclasses.replace` (new weights) starts with an empty cache.
+    _cache: dict[object, object] = field(default_factory=dict, init=False, repr=False,
+                                         compare=False)
 
     @property
     def out_channels(self) -> int:

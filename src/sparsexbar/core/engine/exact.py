@@ -1,7 +1,7 @@
 """The exact shortcut: a layer's integer accumulator, exactly, by the fastest exact backend.
 
 On CPU, conv layers whose weights fit int8 and whose inputs are unsigned and fit uint8 run
-oneDNN's u8 x s8 -> s32 convolution (`intconv.ExactLinear`, built once per layer and device,
+oneDNN's u8 x s8 -> s32 convolution (`layer_linear_op`, built once per layer and device,
 probed against float64 on first use): the int32 accumulator is exact, and its float32 copy is
 exact as every |result| is below 2^24 (the static bound: column |weight| sum x input max).
 Otherwise float32 linear operations on bit pieces of the input, exact while every partial
@@ -18,27 +18,34 @@ from torch import Tensor
 from ..frontend import QuantLayer
 from ..intconv import FLOAT32_EXACT, ExactLinear
 
-_INT8_KEY = "exact_int8"  # the layer cache's key of the int8 convolution
+_LINEAR_KEY = "exact_linear"  # the layer cache's key (with the device) of `layer_linear_op`
 
 
-def exact_int8_op(layer: QuantLayer, device: torch.device,
-                  input_shape: tuple[int, ...] | None = None) -> ExactLinear | None:
-    """The layer's exact int8 convolution on `device` (built, probed and cached in the
-    layer on first use; `input_shape` per image for the probe), or None where it does not
-    apply: not CPU, not a conv, signed inputs, inputs beyond 255, weights beyond int8, no
-    VNNI, or a probe that differs from float64. Build it before sharing the layer between
-    threads (`LayerKernel._prepare` does)."""
-    if device.type != "cpu" or layer.kind != "conv" or layer.input_signed \
-            or layer.input_max > 255:
+def layer_linear_op(layer: QuantLayer, device: torch.device) -> ExactLinear:
+    """The layer's exact linear map of inputs in [0, input_max] on `device`
+    (`intconv.ExactLinear`: oneDNN's int8 convolution on CPU where exact, float32 below 2^24,
+    float64 off CPU), probed on the layer's recorded input shape; built on first use and
+    cached in the layer, one per device, shared by the exact shortcut and the schemes that
+    apply the layer's own weights (sre's values, comprrae's running sums). Build it before
+    sharing the layer between threads (`LayerKernel._prepare` does)."""
+    key = (_LINEAR_KEY, str(device))
+    op = layer._cache.get(key)
+    if not isinstance(op, ExactLinear):
+        op = layer._cache[key] = ExactLinear(
+            layer.kind, layer.weight_int, layer.input_max, device, layer.stride,
+            layer.padding, layer.dilation, probe_shape=layer.input_shape or None,
+            groups=layer.groups)
+    return op
+
+
+def exact_int8_op(layer: QuantLayer, device: torch.device) -> ExactLinear | None:
+    """`layer_linear_op` where it is the int8 convolution and the exact shortcut may use it
+    (CPU, a conv layer with unsigned inputs), else None: not a conv, signed inputs, inputs
+    beyond 255 or weights beyond int8, no VNNI, or a probe that differs from float64."""
+    if device.type != "cpu" or layer.kind != "conv" or layer.input_signed:
         return None
-    key = (_INT8_KEY, str(device))
-    if key not in layer._cache:
-        shape = input_shape or (tuple(layer.input_shape) if layer.input_shape else None)
-        op = ExactLinear("conv", layer.weight_int, layer.input_max, device, layer.stride,
-                         layer.padding, layer.dilation, probe_shape=shape, groups=layer.groups)
-        layer._cache[key] = op if op.backend == "int8" else None
-    cached = layer._cache[key]
-    return cached if isinstance(cached, ExactLinear) else None
+    op = layer_linear_op(layer, device)
+    return op if op.backend == "int8" else None
 
 
 def exact_accumulate(layer: QuantLayer, x_int: Tensor) -> Tensor:
@@ -47,7 +54,7 @@ def exact_accumulate(layer: QuantLayer, x_int: Tensor) -> Tensor:
     if x_int.device.type != "cpu":
         # cuDNN may pick TF32, Winograd or FFT algorithms, which are not exact: use float64.
         return layer.reference_accumulate(x_int).to(torch.float64)
-    op = exact_int8_op(layer, x_int.device, tuple(int(v) for v in x_int.shape[1:]))
+    op = exact_int8_op(layer, x_int.device)
     if op is not None and x_int.numel():
         low, high = torch.aminmax(x_int)
         if int(low) >= 0 and int(high) <= op.max_input:  # values outside would wrap in uint8

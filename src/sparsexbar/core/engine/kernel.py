@@ -220,7 +220,7 @@ class LayerKernel:
         if self.clip_path or self.deviation_only:
             _ = self.clip_plan, self.clip_sums, self.gather("clip", input_shape)
             # the exact base's int8 convolution (engine/exact.py), cached in the layer
-            exact_int8_op(self.mapped.layer, self.device, input_shape)
+            exact_int8_op(self.mapped.layer, self.device)
         if not self.clip_path:
             _ = (self.group_levels, self.active_sums, self.col_index, self.combine,
                  self.gather("all", input_shape))

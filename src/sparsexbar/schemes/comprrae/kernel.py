@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 
 from ...core.config import SignEncoding
-from ...core.engine import FLOAT32_EXACT, LayerKernel
+from ...core.engine import FLOAT32_EXACT, LayerKernel, layer_linear_op
 from ...core.errors import SparsexbarError
 from ...core.frontend import QuantLayer
 from ...core.intconv import ExactLinear
@@ -75,13 +75,13 @@ class CompKernel(LayerKernel):
         self.value_bound = col_abs * layer.input_max  # largest |A_t| and |y|
         geometry = (layer.stride, layer.padding, layer.dilation)
         probe = layer.input_shape or None
-        self.op = ExactLinear(layer.kind, layer.weight_int, layer.input_max, device,
-                              *geometry, probe_shape=probe)
         self.direct = device.type != "cpu" or self.value_bound < FLOAT32_EXACT
         # Not direct: the exact result from input pieces of `piece_bits` bits (each op exact).
         self.piece_bits = 0
         self.piece_op: ExactLinear | None = None
-        if not self.direct:
+        if self.direct:  # the layer's own map, shared with the exact shortcut (engine/exact.py)
+            self.op = layer_linear_op(layer, device)
+        else:
             self.op = ExactLinear(layer.kind, layer.weight_int, 2**dac - 1, device,
                                   *geometry, probe_shape=probe)
             while (self.piece_bits < layer.input_bits

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ...core.engine import LayerKernel
+from ...core.engine import LayerKernel, layer_linear_op
 from ...core.intconv import FLOAT32_EXACT, ExactLinear
 from ...core.mapping import MappedLayer
 from ..counting import BlockedRows, RowSetCounter
@@ -48,8 +48,6 @@ class SreKernel(LayerKernel):
         self.tile_sets = [inv + off for inv, off in zip(self.tile_inverse, offsets, strict=True)]
         self.sets_total = sum(widths)
         self._counter: RowSetCounter | None = None
-        self._value_op: ExactLinear | None = None
-        self._value_op_built = False
         self._pack_plan: PackPlan | None = None
 
     def pack_plan(self) -> PackPlan:
@@ -61,19 +59,12 @@ class SreKernel(LayerKernel):
         return self._pack_plan
 
     def value_op(self) -> ExactLinear | None:
-        """The layer's linear map on its input magnitudes, exact (int8 convolution on CPU
-        where exact, float32 below 2^24, float64 off CPU); None when float32 would not be
-        exact on CPU (the engine's exact accumulate then splits the input). Built on first
-        use."""
-        if not self._value_op_built:
-            layer = self.mapped.layer
-            op = ExactLinear(layer.kind, layer.weight_int, layer.input_max, self.device,
-                             layer.stride, layer.padding, layer.dilation,
-                             probe_shape=layer.input_shape or None)
-            self._value_op = op if (self.device.type != "cpu"
-                                    or op.bound < FLOAT32_EXACT) else None
-            self._value_op_built = True
-        return self._value_op
+        """The layer's linear map on its input magnitudes, exact (`engine.layer_linear_op`,
+        shared with the exact shortcut: int8 convolution on CPU where exact, float32 below
+        2^24, float64 off CPU); None when float32 would not be exact on CPU (the engine's exact
+        accumulate then splits the input)."""
+        op = layer_linear_op(self.mapped.layer, self.device)
+        return op if self.device.type != "cpu" or op.bound < FLOAT32_EXACT else None
 
     @property
     def counter(self) -> RowSetCounter:

@@ -24,6 +24,7 @@ from sparsexbar.core.errors import SparsexbarError
 from sparsexbar.core.frontend import QuantLayer, quantize_model
 from sparsexbar.core.mapping import dense_events
 from sparsexbar.schemes import get_scheme
+from sparsexbar.schemes.counting import BlockedRows
 from sparsexbar.schemes.encoding import (
     EncodingKernel,
     EncodingMappedLayer,
@@ -38,6 +39,11 @@ from sparsexbar.schemes.encoding.calibration import (
     calibrate_adc_bits,
     calibrate_precision,
     with_bits,
+)
+from sparsexbar.schemes.encoding.kernel import (
+    GroupChunkCounts,
+    executed_chunks,
+    inverted_groups,
 )
 from sparsexbar.schemes.encoding.study import reproduce_encoding
 from sparsexbar.simulate import simulate
@@ -451,6 +457,8 @@ def reference_counts(layer: QuantLayer, mapped: EncodingMappedLayer, x_int: Tens
 
 @pytest.mark.parametrize("variant", [
     {"skip_zero_planes": True},
+    {"input_encoding": "bus-invert", "skip_zero_planes": True},
+    {"input_encoding": "bus-invert", "weight_encoding": "complement"},
     {"skip_zero_planes": False, "precision": 2},
     {"skip_zero_planes": True, "precision": 3, "rounding": "truncate"},
     {"input_encoding": "bus-invert", "weight_encoding": "complement", "skip_zero_planes": True,
@@ -486,6 +494,70 @@ def test_counts_equal_loop_reference(variant: dict[str, Any], signed: bool,
     assert run.cycles == busiest
     assert run.time_ns == pytest.approx(busiest_ns, rel=1e-12)
     assert ev.adc_conversions < dense.adc_conversions
+
+
+def window_counts(counter: GroupChunkCounts, layer: QuantLayer, mapped: EncodingMappedLayer,
+                  part: Tensor) -> tuple[int, Tensor]:
+    """The im2col reference of `GroupChunkCounts.count`: `inverted_groups` and
+    `executed_chunks` (zero-plane skipping) on the pass's windows."""
+    hw = mapped.hw
+    enc = mapped.encoding
+    assert enc is not None
+    n = int(part.shape[0])
+    kernel = EncodingKernel(mapped, CPU, EncodingScheme())
+    windows = layer.patches(part)
+    tiles = tile_view(windows, mapped.row_tiles, hw.array.rows)
+    run = executed_chunks(tiles, None, hw.cycles, hw.dac.bits, True, None)
+    per_image = run.sum(dim=0).reshape(n, -1, len(mapped.row_tiles)).sum(dim=1)
+    inverted = inverted_groups(windows, kernel.threshold_view, mapped.row_tiles,
+                               hw.array.rows, hw.ou.rows, hw.cycles, hw.dac.bits)
+    return inverted, per_image
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 10_000), dac_bits=st.sampled_from([1, 2, 3]),
+       input_bits=st.sampled_from([4, 8, 10]), ou_rows=st.sampled_from([1, 3, 4, 9]),
+       shape=st.sampled_from(["blocked", "plain", "strided", "linear"]))
+def test_group_chunk_counts_equal_the_window_counts(seed: int, dac_bits: int, input_bits: int,
+                                                    ou_rows: int, shape: str) -> None:
+    """The im2col-free counter (layer's own convolution on packed chunks, grouped by row
+    tile where that saves work) counts exactly what the window functions count: bus-invert
+    decisions and executed chunks per image and row tile, on uint8 and (10-bit) int32
+    inputs, every pass of signed inputs."""
+    if shape == "linear":
+        net: torch.nn.Module = nets.mlp(features=40, hidden=6, seed=seed)
+        x = nets.random_images(3, channels=1, size=8, seed=seed,
+                               signed=seed % 2 == 1)[:, :, :5, :].reshape(3, 40)
+    else:
+        in_ch = {"blocked": 24, "plain": 6}.get(shape, 3)
+        stride, dilation = (2, 2) if shape == "strided" else (1, 1)
+        net = nets.single_conv(in_ch=in_ch, out_ch=4, k=3, stride=stride, dilation=dilation,
+                               seed=seed)
+        x = sparse_images(nets.random_images(3, channels=in_ch, size=7, seed=seed,
+                                             signed=seed % 2 == 1), seed)
+    hw = small_hw(**{"array.rows": 32, "ou.rows": ou_rows, "dac.bits": dac_bits,
+                     "numbers.input_bits": input_bits})
+    q = quantize_model(net, x, hw.numbers.weight_bits, hw.numbers.input_bits)
+    layer = q.layers[0]
+    mapped = EncodingScheme().map_layer(layer, hw)
+    assert isinstance(mapped, EncodingMappedLayer) and mapped.encoding is not None
+    counter = GroupChunkCounts(layer, mapped.encoding, list(mapped.row_tiles), hw.cycles,
+                               dac_bits, CPU)
+    assert counter.usable
+    if shape == "blocked" and ou_rows > 1:
+        assert isinstance(counter.op, BlockedRows)  # one grouped convolution by row tile
+    if shape == "plain":
+        assert not isinstance(counter.op, BlockedRows)
+    x_int = layer.quantize_input(x)
+    if shape == "linear":
+        x_int = x_int.reshape(3, -1)
+    narrow = torch.uint8 if layer.input_max <= 255 else torch.int32
+    parts = ([x_int.clamp(min=0), (-x_int).clamp(min=0)] if layer.input_signed else [x_int])
+    for part in parts:
+        inverted, per_image = counter.count(part.to(narrow), 3, True, True)
+        ref_inverted, ref_per_image = window_counts(counter, layer, mapped, part.to(narrow))
+        assert inverted == ref_inverted
+        assert per_image is not None and torch.equal(per_image, ref_per_image)
 
 
 # ---- ADC resolution: energy and area ------------------------------------------------------------

@@ -13,7 +13,9 @@ from torch import Tensor
 
 from ...core.engine import FLOAT32_EXACT, LayerKernel
 from ...core.engine.indices import nonzero_2d
-from ...core.intconv import exact_int_mm, int8_operand
+from ...core.frontend import QuantLayer
+from ...core.intconv import ExactLinear, exact_int_mm, int8_operand
+from ..counting import BlockedRows, block_plan
 from .mapping import EncodingMappedLayer, LayerEncoding
 
 if TYPE_CHECKING:  # annotations only: the scheme builds its kernels
@@ -93,6 +95,131 @@ def executed_chunks(tiles: Tensor, lead: Tensor | None, cycles: int, dac_bits: i
         t_idx = torch.arange(cycles, device=tiles.device).view(-1, 1, 1)
         run &= (t_idx <= lead.unsqueeze(0)) & (t_idx > (lead - precision).unsqueeze(0))
     return run
+
+
+# ---- counting without im2col -------------------------------------------------------------------
+# `GroupChunkCounts`: the largest lookup table ((groups + 1) x B^fields int16 entries).
+COUNT_TABLE_ENTRIES = 2**22
+
+
+class GroupChunkCounts:
+    """What encoding counts when it feeds the inputs as they are (no dynamic precision, no
+    conversion model): per pass, the (cycle, position, OU row group)s that bus-invert feeds
+    complemented (the group's chunk sum exceeds its threshold) and, per image and row tile,
+    the (position, cycle)s whose chunk is nonzero on some row of the tile (zero-plane
+    skipping). The same counts as `inverted_groups` and `executed_chunks` on im2col windows.
+
+    No im2col: the chunk sum of every group at every position is the layer's own linear map
+    with the group's rows as a 0/1 filter (`ExactLinear`: oneDNN's int8 convolution on CPU
+    where exact; for conv layers over several row tiles, one grouped convolution whose
+    groups are the row tiles, `counting.BlockedRows`, when that saves work). `fields` cycles
+    share one call: the input holds sum_j B^j chunk_(t+j), B the largest chunk sum + 1, so
+    every group's result holds the cycles' sums as base-B digits (packed inputs at most 255,
+    a byte). The output columns run tile-major with padding columns (all-zero filters), so a
+    row tile's columns are one slice. Per call, one int16 table gather on group x B^fields +
+    result gives the number of digits above the group's threshold (low 4 bits) and the mask
+    of the nonzero digits (above); the masks ORed over a tile's columns give its executed
+    cycles. `usable` is False where the table would exceed `COUNT_TABLE_ENTRIES` (the caller
+    then counts on im2col windows). Measured: docs/benchmarks.md, issue 18 part 9.
+    """
+
+    def __init__(self, layer: QuantLayer, enc: LayerEncoding, row_tiles: list[tuple[int, int]],
+                 cycles: int, dac_bits: int, device: torch.device) -> None:
+        self.layer = layer
+        self.cycles, self.dac_bits = cycles, dac_bits
+        self.chunk_max = chunk_max = 2**dac_bits - 1
+        g, ou = (int(v) for v in enc.group_rows.shape)
+        self.groups = g
+        self.base = base = int(enc.real_rows.max()) * chunk_max + 1 if g else 1
+        fields = 1
+        while (fields < cycles and chunk_max * sum(base**j for j in range(fields + 1)) <= 255
+               and (g + 1) * base ** (fields + 1) <= COUNT_TABLE_ENTRIES):
+            fields += 1
+        self.fields = fields
+        span = base**fields
+        self.usable = g > 0 and layer.groups == 1 and (g + 1) * span <= COUNT_TABLE_ENTRIES
+        if not self.usable:
+            return
+        rows = enc.group_rows
+        member = torch.zeros((g, layer.rows + 1), dtype=torch.int64)
+        member[torch.arange(g).unsqueeze(1).expand(-1, ou),
+               torch.where(rows >= 0, rows, torch.full_like(rows, layer.rows))] = 1
+        sets = member[:, : layer.rows]
+        self.packed_max = chunk_max * sum(base**j for j in range(fields))
+        tile = enc.group_tile
+        self.tiles = tiles = len(row_tiles)
+        plan = block_plan(layer, sets, row_tiles)
+        self.op: ExactLinear | BlockedRows
+        # Output columns tile-major, (tiles, columns per tile), padding columns (all-zero
+        # filters) reading 0: the tiles' ORs reduce the last dimension, with no gather.
+        if plan is not None:  # the grouped convolution's columns: one block per row tile
+            self.op = BlockedRows(layer, plan, self.packed_max, device)
+            column_group = torch.full((self.op.width,), g, dtype=torch.int64)
+            column_group[plan.select] = torch.arange(g)
+        else:
+            per_tile = torch.bincount(tile, minlength=tiles)
+            first = torch.cumsum(per_tile, 0) - per_tile
+            width = int(per_tile.max())
+            column_group = torch.full((tiles * width,), g, dtype=torch.int64)
+            column_group[tile * width + torch.arange(g) - first[tile]] = torch.arange(g)
+            filters = torch.cat([sets, torch.zeros_like(sets[:1])])[column_group]
+            self.op = ExactLinear(layer.kind, filters.reshape(-1, *layer.weight_int.shape[1:]),
+                                  self.packed_max, device, layer.stride, layer.padding,
+                                  layer.dilation, probe_shape=layer.input_shape or None)
+        # One table indexed by group x B^fields + v, v the packed result (digits c_j): the
+        # number of digits above the column's group's threshold (padding columns: none) in
+        # the low 4 bits, the mask of the nonzero digits above them (int16: fields <= 8).
+        v = torch.arange(span, dtype=torch.int64)
+        digits = torch.stack([(v // base**j) % base for j in range(fields)])  # (fields, span)
+        thr = torch.cat([enc.input_threshold.to(torch.int64),
+                         torch.tensor([base * fields])]).view(g + 1, 1, 1)
+        above = (digits.unsqueeze(0) > thr).sum(dim=1)  # (G + 1, span)
+        nonzero = ((digits > 0).to(torch.int64) << torch.arange(fields).view(-1, 1)).sum(dim=0)
+        self.table = (above + (nonzero << 4)).to(torch.int16).reshape(-1).to(device)
+        self.offsets = (column_group * span).to(device=device, dtype=torch.int32)
+
+    def _packed(self, x: Tensor) -> list[Tensor]:
+        """Per call, the packed input: sum_j B^j chunk_(first+j) of x (uint8 or int32
+        magnitudes), in x's dtype and memory format."""
+        out = []
+        for first in range(0, self.cycles, self.fields):  # calls: a handful
+            packed: Tensor | None = None
+            for j in range(min(self.fields, self.cycles - first)):
+                chunk = (x >> ((first + j) * self.dac_bits)) & self.chunk_max
+                if j:
+                    chunk = chunk * self.base**j
+                packed = chunk if packed is None else packed.add_(chunk)
+            assert packed is not None
+            out.append(packed)
+        return out
+
+    def count(self, part: Tensor, images: int, bus_invert: bool,
+              tiles: bool) -> tuple[int, Tensor | None]:
+        """One pass: (inverted (cycle, position, group)s with `bus_invert`, else 0; with
+        `tiles`, (images, row tiles) int64 executed (position, cycle)s, else None). part:
+        the pass's input magnitudes (N, ...) as the layer takes them, at most 255 when uint8."""
+        x = part
+        if self.layer.kind == "conv" and x.dim() == 4:  # the int8 convolution's layout
+            x = x.contiguous(memory_format=torch.channels_last)
+        inverted = torch.zeros((), dtype=torch.int64, device=x.device)
+        per_image = (torch.zeros((images, self.tiles), dtype=torch.int64, device=x.device)
+                     if tiles else None)
+        for packed in self._packed(x):  # calls: a handful
+            op = self.op
+            value = (op.native_rows(packed) if isinstance(op, BlockedRows)
+                     else op.rows(packed)).to(torch.int32)  # (M, columns) packed sums
+            m = int(value.shape[0])
+            entry = self.table.index_select(0, value.add_(self.offsets).view(-1)).view(m, -1)
+            if bus_invert:
+                inverted += (entry & 15).sum(dtype=torch.int64)
+            if per_image is not None:
+                union = bitwise_or_rows((entry >> 4).view(m, self.tiles, -1))  # (M, tiles)
+                executed = (union & 1).to(torch.int32)
+                for j in range(1, self.fields):  # digits: a handful
+                    executed += (union >> j) & 1
+                per_image += executed.view(images, -1, self.tiles).sum(dim=1,
+                                                                       dtype=torch.int64)
+        return int(inverted), per_image
 
 
 # ---- encoded conversions -----------------------------------------------------------------------
@@ -382,6 +509,13 @@ class EncodingKernel(LayerKernel):
     def dynamic(self) -> bool:
         """Data-dependent cycle counts: zero-plane skipping or dynamic precision."""
         return self.skip_zero_planes or self.precision is not None
+
+    @cached_property
+    def group_counts(self) -> GroupChunkCounts:
+        """The im2col-free counter of bus-invert decisions and executed chunks."""
+        hw = self.enc_mapped.hw
+        return GroupChunkCounts(self.enc_mapped.layer, self.enc, list(self.enc_mapped.row_tiles),
+                                hw.cycles, hw.dac.bits, self.device)
 
     @cached_property
     def tables(self) -> ClipTables:

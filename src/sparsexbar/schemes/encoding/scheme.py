@@ -283,6 +283,12 @@ class EncodingScheme(Scheme):
                 tally.per_image += layer.positions * layer.passes * mapped.hw.cycles
             return (exact_accumulate(layer, x_int) if ideal
                     else accumulate(kernel, x_int, options)), tally
+        if precision is None and not convert and tally is not None \
+                and kernel.group_counts.usable:
+            # only counts: from the layer's own convolution on packed chunks (no im2col)
+            self._count_windows(kernel, x_int, tally, options)
+            return (exact_accumulate(layer, x_int) if ideal
+                    else accumulate(kernel, x_int, options)), tally
         acc_mat: Tensor | None = None
         if precision is not None or convert:
             acc_mat = torch.zeros((n * layer.positions, layer.out_channels),
@@ -316,6 +322,34 @@ class EncodingScheme(Scheme):
         if acc_mat is not None:
             acc = acc + layer.fold_output(acc_mat, n)
         return acc, tally
+
+    def _count_windows(self, kernel: EncodingKernel, x_int: Tensor, tally: _Tally,
+                       options: EngineOptions) -> None:
+        """The tally of inputs fed as they are (`GroupChunkCounts`), pass by pass, in chunks
+        of whole images within the memory budget (per position and group: the packed sums,
+        their integer copy, masks and gathered table entries, ~16 bytes)."""
+        layer = kernel.enc_mapped.layer
+        n = int(x_int.shape[0])
+        narrow = torch.uint8 if layer.input_max <= 255 else torch.int32
+        x = x_int.reshape(n, -1) if layer.kind == "linear" else x_int
+        counter = kernel.group_counts
+        cycles = kernel.enc_mapped.hw.cycles
+        inputs = int(x[0].numel()) if n else 0
+        per_image = layer.positions * (counter.groups * 16 + 8) + inputs * 16
+        chunk = max(1, int(options.memory_budget_mb * 2**20 // max(per_image, 1)))
+        for a in range(0, n, chunk):  # chunks of whole images (memory bound)
+            xc = x[a : a + chunk]
+            images = int(xc.shape[0])
+            parts = ([xc.clamp(min=0).to(narrow), (-xc).clamp(min=0).to(narrow)]
+                     if layer.input_signed else [xc.to(narrow)])
+            for part in parts:  # one or two passes
+                inverted, executed = counter.count(part, images, self.bus_invert,
+                                                   kernel.dynamic)
+                tally.inverted += inverted
+                if executed is not None:
+                    tally.per_image[a : a + images] += executed.cpu()
+                else:  # every chunk of every position executed
+                    tally.per_image[a : a + images] += layer.positions * cycles
 
     def _images_per_chunk(self, kernel: EncodingKernel, positions: int,
                           options: EngineOptions, convert: bool) -> int:

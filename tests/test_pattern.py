@@ -474,4 +474,9 @@ def test_mask_counts_equal_code_histogram(input_bits: int, dac_bits: int,
     assert 1 < len(masks) <= MASKS_DIRECT
     direct = PatternScheme._mask_counts(kernel, x, masks)
     assert torch.equal(direct, PatternScheme._code_counts(kernel, x))
+    # the narrow magnitudes `count` passes (uint8 up to 8 bits: 1-bit chunks read the flags
+    # straight from the value; int32 beyond) count the same
+    narrow = x.to(torch.uint8 if input_bits <= 8 else torch.int32)
+    assert torch.equal(PatternScheme._mask_counts(kernel, narrow, masks), direct)
+    assert torch.equal(PatternScheme._code_counts(kernel, narrow), direct)
     assert bool((direct > 0).any()) and bool((direct < hw.cycles * layer.positions).any())

@@ -57,6 +57,16 @@ class PatternKernel(LayerKernel):
         dtype = torch.uint8 if cycles <= 8 else torch.int16 if cycles <= 15 else torch.int32
         return word.to(dtype)
 
+    def flags_of(self, x: Tensor) -> Tensor:
+        """`cycle_flags` of every input magnitude of x (uint8 or int32, any shape): with
+        1-bit chunks and at most 8 cycles the flags are the value's own bits (x as uint8, no
+        lookup), else a table gather."""
+        table = self.cycle_flags
+        hw = self.mapped.hw
+        if hw.dac.bits == 1 and table.dtype == torch.uint8:
+            return x.to(torch.uint8)
+        return table.index_select(0, x.reshape(-1).to(torch.int32)).view(x.shape)
+
     @cached_property
     def masks(self) -> tuple[list[int], Tensor]:
         """The distinct 9-bit piece masks, and each piece's index into them."""

@@ -89,8 +89,11 @@ class PatternScheme(Scheme):
         n = int(x_int.shape[0])
         base, _ = dense_events(mapped, n)
         positions = layer.positions
-        x = x_int.to(kernel.device, torch.int64)  # (N, Cin, H, W)
+        x = x_int.to(kernel.device)  # (N, Cin, H, W)
         parts = [x.clamp(min=0), (-x).clamp(min=0)] if layer.input_signed else [x]
+        # magnitudes as narrow integers (the flags' table index, or the flags themselves)
+        narrow = torch.uint8 if layer.input_max <= 255 else torch.int32
+        parts = [p.to(narrow) for p in parts]
         active = torch.zeros((n, plan.pieces), dtype=torch.float64, device=kernel.device)
         chunk = self._images_per_chunk(kernel, options)
         for part in parts:  # one or two passes
@@ -133,8 +136,9 @@ class PatternScheme(Scheme):
 
     @staticmethod
     def _active_pieces(kernel: PatternKernel, xc: Tensor) -> Tensor:
-        """(images, pieces) float64: activations of every row piece of a batch of int64 input
-        magnitudes (images, Cin, H, W), summed over positions and cycles. A piece is active in
+        """(images, pieces) float64: activations of every row piece of a batch of input
+        magnitudes (images, Cin, H, W; uint8, or int32 beyond 255), summed over positions and
+        cycles. A piece is active in
         a cycle when one of its rows has a nonzero chunk.
 
         With few distinct piece masks (pattern pruning: a handful per layer), mask by mask:
@@ -172,7 +176,7 @@ class PatternScheme(Scheme):
         layer = kernel.mapped.layer
         ph, pw = layer.padding
         images, cin = int(xc.shape[0]), int(xc.shape[1])
-        flags = F.pad(kernel.cycle_flags[xc], (pw, pw, ph, ph))  # padding: no flags
+        flags = F.pad(kernel.flags_of(xc), (pw, pw, ph, ph))  # padding: no flags
         windows = PatternScheme._windows(kernel, flags)
         counts = torch.zeros((images, cin, len(masks)), dtype=torch.float64, device=xc.device)
         for d, mask in enumerate(masks):  # a handful of distinct masks
@@ -187,7 +191,8 @@ class PatternScheme(Scheme):
             b = b - ((b >> 1) & 0x55)
             b = (b & 0x33).add_((b >> 2) & 0x33)
             b = b.add_(b >> 4).bitwise_and_(0x0F)
-            counts[:, :, d] = b.reshape(images, cin, -1).sum(dim=2, dtype=torch.int64)
+            # int32 sums (at most 8 x positions each): a cast to int64 copied every byte
+            counts[:, :, d] = b.reshape(images, cin, -1).sum(dim=2, dtype=torch.int32)
         return counts
 
     @staticmethod
@@ -212,7 +217,8 @@ class PatternScheme(Scheme):
                  + torch.arange(cin, device=dev).view(1, -1)) * CODES).view(images, cin, 1, 1)
         hist = torch.zeros(images * cin * CODES, dtype=torch.int64, device=dev)
         for table, count in kernel.flag_tables:  # one or a few words of cycles
-            flags = F.pad(table[xc], (pw, pw, ph, ph))  # padding: zero inputs, no flags
+            flags = F.pad(table.index_select(0, xc.reshape(-1).to(torch.int32)).view(
+                xc.shape), (pw, pw, ph, ph))  # padding: zero inputs, no flags
             word = torch.zeros((images, cin, ho, wo), dtype=torch.int64, device=dev)
             for k, window in enumerate(PatternScheme._windows(kernel, flags)):
                 word += window << k  # disjoint bits: sum == or

@@ -26,7 +26,7 @@ from sparsexbar.core.config import load_config
 from sparsexbar.core.engine import EngineOptions
 from sparsexbar.core.frontend import quantize_model
 from sparsexbar.core.io import atomic_write_text
-from sparsexbar.core.runtime import torch_threads
+from sparsexbar.core.runtime import keep_freed_memory, torch_threads
 from sparsexbar.schemes import get_scheme
 from sparsexbar.simulate import LayerRecorder, resolve_inputs, simulate
 
@@ -44,6 +44,7 @@ def _best(fn: Callable[[], object], repeats: int) -> tuple[float, float]:
 
 
 def measure(model: str, scheme: str, images: int, repeats: int) -> dict[str, float]:
+    keep_freed_memory()  # what simulate() sets first, for the engine-only runs too
     loaded, batches = resolve_inputs(model, "default", images, None, None, None)
     net, x = loaded.net.eval(), batches.images
     hw = load_config("isaac")

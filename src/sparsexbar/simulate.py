@@ -29,6 +29,7 @@ from .core.errors import DataError, SparsexbarError, note, warn
 from .core.events import Events
 from .core.frontend import QuantizedModel, QuantLayer, RunStats, accuracy, quantize_model
 from .core.mapping import dense_events, dense_time_ns, map_dense
+from .core.runtime import keep_freed_memory
 from .result import Accuracy, LayerRecord, Result, SchemeRecord, Totals, VsDense
 from .schemes import LayerRun, Scheme, get_scheme
 from .schemes.base import Counted
@@ -407,6 +408,7 @@ def simulate(
     SparsexbarError before any simulation; doubtful numbers (a float top-1 near chance,
     class counts that differ) give a SparsexbarWarning.
     """
+    keep_freed_memory()  # the engine's per-call tensors reuse memory (core/runtime.py)
     if isinstance(baseline_accuracy, Accuracy):
         baseline_accuracy = baseline_accuracy.to_json()
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:

@@ -26,7 +26,7 @@ from ..core.engine import EngineOptions
 from ..core.errors import SparsexbarError
 from ..core.frontend import quantize_model
 from ..core.io import atomic_write_text
-from ..core.runtime import torch_threads
+from ..core.runtime import keep_freed_memory, torch_threads
 from ..schemes import BenchCase, bench_cases, get_scheme
 from ..simulate import LayerRecorder
 from ..studies.setup import model_input_size
@@ -87,6 +87,7 @@ def _run_case(case: BenchCase, model: str, batch_size: int, repeats: int, thread
 
 def _measure(case: BenchCase, model: str, batch_size: int, repeats: int,
              threads: int) -> dict[str, Any]:
+    keep_freed_memory()  # as `simulate()` runs (core/runtime.py)
     net, x = _model_and_inputs(model, batch_size)
     hw = load_config("isaac", dict(case.overrides))
     t0 = time.perf_counter()

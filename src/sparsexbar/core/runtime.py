@@ -5,7 +5,9 @@
 - matplotlib's backend is process-wide: `pyplot()` selects the non-interactive Agg backend
   once, on first use, and returns `matplotlib.pyplot` (every figure is drawn through it).
   matplotlib is imported there, on first use, not at package import: it takes longer to
-  import than a simulation run without figures takes to start.
+  import than a simulation run without figures takes to start;
+- the C allocator's thresholds are process-wide: `keep_freed_memory()` sets them once
+  (`simulate()` and the benchmarks call it).
 
 The engine's worker threads are a `TaskPool` (core/engine/pool.py), a context manager that
 closes its threads on exit.
@@ -13,6 +15,9 @@ closes its threads on exit.
 
 from __future__ import annotations
 
+import ctypes
+import functools
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from types import ModuleType
@@ -45,3 +50,37 @@ def pyplot() -> ModuleType:
 
         _PYPLOT = plt
     return _PYPLOT
+
+
+# glibc's mallopt parameters (malloc.h) and the value given to both (bytes)
+_M_TRIM_THRESHOLD = -1
+_M_MMAP_THRESHOLD = -3
+KEPT_MEMORY_BYTES = 2**30
+
+
+@functools.cache
+def keep_freed_memory() -> bool:
+    """Let glibc's malloc keep freed memory for reuse: blocks up to `KEPT_MEMORY_BYTES` come
+    from the heap instead of fresh mmaps, and up to that much free memory stays at the heap's
+    top instead of going back to the OS. Returns True where applied (Linux with glibc; once
+    per process), False elsewhere (nothing changed).
+
+    Why: the engine's per-call tensors are a few MiB to a few hundred MiB, freed after each
+    layer. With glibc's defaults the threshold for a fresh mmap adapts to the sizes freed so
+    far, so whether those tensors reuse memory or page-fault on every first touch depends on
+    the process's allocation history: on the demo's model (vgg8-pattern, 64 images, one
+    thread) some processes took 10,000-14,000 minor page faults per batch and ran dense at
+    1.0-1.2x plain PyTorch, others none and 0.7x (docs/benchmarks.md, issue 18 part 9).
+    The cost: memory freed after a run's peak is kept by the process (its peak RSS is
+    unchanged), and returned at exit.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        mallopt = ctypes.CDLL(None).mallopt  # the process's C library (absent on musl)
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    mallopt.restype = ctypes.c_int
+    return bool(mallopt(_M_MMAP_THRESHOLD, KEPT_MEMORY_BYTES) == 1
+                and mallopt(_M_TRIM_THRESHOLD, KEPT_MEMORY_BYTES) == 1)

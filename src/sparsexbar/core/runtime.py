@@ -52,27 +52,31 @@ def pyplot() -> ModuleType:
     return _PYPLOT
 
 
-# glibc's mallopt parameters (malloc.h) and the value given to both (bytes)
+# glibc's mallopt parameters (malloc.h) and the values given (bytes): glibc's own adaptive
+# thresholds at the values they converge to (the mmap threshold's largest, 32 MiB; twice that
+# for trimming), from the start.
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
-KEPT_MEMORY_BYTES = 2**30
+MMAP_THRESHOLD_BYTES = 2**25
+TRIM_THRESHOLD_BYTES = 2**26
 
 
 @functools.cache
 def keep_freed_memory() -> bool:
-    """Let glibc's malloc keep freed memory for reuse: blocks up to `KEPT_MEMORY_BYTES` come
-    from the heap instead of fresh mmaps, and up to that much free memory stays at the heap's
-    top instead of going back to the OS. Returns True where applied (Linux with glibc; once
-    per process), False elsewhere (nothing changed).
+    """Let glibc's malloc keep freed memory for reuse: blocks up to `MMAP_THRESHOLD_BYTES`
+    come from the heap instead of fresh mmaps, and up to `TRIM_THRESHOLD_BYTES` of free
+    memory stays at the heap's top instead of going back to the OS. Returns True where
+    applied (Linux with glibc; once per process), False elsewhere (nothing changed).
 
-    Why: the engine's per-call tensors are a few MiB to a few hundred MiB, freed after each
-    layer. With glibc's defaults the threshold for a fresh mmap adapts to the sizes freed so
-    far, so whether those tensors reuse memory or page-fault on every first touch depends on
-    the process's allocation history: on the demo's model (vgg8-pattern, 64 images, one
-    thread) some processes took 10,000-14,000 minor page faults per batch and ran dense at
-    1.0-1.2x plain PyTorch, others none and 0.7x (docs/benchmarks.md, issue 18 part 9).
-    The cost: memory freed after a run's peak is kept by the process (its peak RSS is
-    unchanged), and returned at exit.
+    Why: the engine's per-call tensors (a few MiB each at batch 64) are freed after every
+    layer. glibc's defaults adapt both thresholds to the blocks freed so far, so whether
+    those tensors reuse memory or page-fault on every first touch depended on the process's
+    allocation history: on the demo's model (vgg8-pattern, 64 images, one thread) some
+    processes took 10,000-14,000 minor page faults per batch and ran dense 1.4-1.6x slower
+    than others with none (docs/benchmarks.md, issue 18 part 9). With these values every
+    process settles with none. Blocks above 32 MiB are mmapped and returned as before
+    (larger values kept more memory: the full-width VGG-16 at batch 256 peaked at 6.8 GiB
+    with 1 GiB thresholds, against 3.7 GiB with these and with the defaults).
     """
     if not sys.platform.startswith("linux"):
         return False
@@ -82,5 +86,5 @@ def keep_freed_memory() -> bool:
         return False
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     mallopt.restype = ctypes.c_int
-    return bool(mallopt(_M_MMAP_THRESHOLD, KEPT_MEMORY_BYTES) == 1
-                and mallopt(_M_TRIM_THRESHOLD, KEPT_MEMORY_BYTES) == 1)
+    return bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES) == 1
+                and mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES) == 1)

@@ -71,12 +71,13 @@ def keep_freed_memory() -> bool:
     Why: the engine's per-call tensors (a few MiB each at batch 64) are freed after every
     layer. glibc's defaults adapt both thresholds to the blocks freed so far, so whether
     those tensors reuse memory or page-fault on every first touch depended on the process's
-    allocation history: on the demo's model (vgg8-pattern, 64 images, one thread) some
-    processes took 10,000-14,000 minor page faults per batch and ran dense 1.4-1.6x slower
-    than others with none (docs/benchmarks.md, issue 18 part 9). With these values every
-    process settles with none. Blocks above 32 MiB are mmapped and returned as before
-    (larger values kept more memory: the full-width VGG-16 at batch 256 peaked at 6.8 GiB
-    with 1 GiB thresholds, against 3.7 GiB with these and with the defaults).
+    allocation history: on the demo's model (vgg8-pattern, 64 images, one thread) processes
+    took up to 15,000 minor page faults per batch, a number that varied from process to
+    process, and ran dense at 35-68 ms per batch; after this call 0-2 faults and 33-40 ms
+    (docs/results/bench/allocator9.json, docs/benchmarks.md issue 18 part 9). Blocks above
+    32 MiB are mmapped and returned as before (larger values kept more memory: the
+    full-width VGG-16 at batch 256 peaked at 6.8 GiB with 1 GiB thresholds, against 3.7 GiB
+    with these and with the defaults).
     """
     if not sys.platform.startswith("linux"):
         return False

@@ -673,3 +673,41 @@ def test_packing_puts_every_candidate_in_one_block_of_its_group() -> None:
         assert slices[0][0] == 0 and slices[-1][1] == pk.blocks
         assert all(b0 < b1 and (b1 - b0) * pk.size <= max(100, pk.size)
                    for b0, b1 in slices)
+
+
+@pytest.mark.parametrize(("kind", "over"), [
+    ("conv", {"dac.bits": 1, "adc.bits": 4}),
+    ("conv", {"dac.bits": 2, "adc.bits": 5, "ou.rows": 9, "ou.cols": 8}),
+    ("conv", {"dac.bits": 3, "adc.bits": 3, "cell.bits": 4}),
+    ("linear", {"dac.bits": 1, "adc.bits": 3}),
+])
+def test_clip_bounds_of_packed_cycles_equal_each_cycles_group_sums(
+        kind: str, over: dict[str, Any]) -> None:
+    """`paths.clip_bounds` computes several cycles' bounds in one call of the group sums on
+    their chunks packed as base-2^k digits: every live cycle's bound equals the group sums of
+    that cycle's own chunk, cycles with an all-zero chunk are skipped as `cycles` skips them,
+    and more than one cycle shares a call."""
+    hw = preset("isaac").with_overrides({"array.rows": 40, "array.cols": 24, **over})
+    if kind == "conv":
+        net: nn.Module = nets.single_conv(in_ch=5, out_ch=4, k=3, padding=1, seed=3)
+        x = nets.random_images(3, channels=5, size=6, seed=3)
+    else:
+        net = nets.mlp(features=36, hidden=5, seed=3)
+        x = nets.random_images(3, channels=1, size=6, seed=3).reshape(3, 36)
+    layer = quantize_model(net, x, hw.numbers.weight_bits, hw.numbers.input_bits).layers[0]
+    kernel = LayerKernel(map_dense(layer, hw), torch.device("cpu"))
+    assert kernel.clip_path and int(kernel.clip_plan.groups.numel()) > 0
+    base, per_call = kernel.clip_packing
+    assert per_call > 1
+    x_int = layer.quantize_input(x).clamp(min=0)
+    if kind == "linear":
+        x_int = x_int.reshape(3, -1)
+    # values whose high chunks are zero somewhere, and a batch whose top chunk is zero
+    for part in (x_int, x_int // 4):
+        expected = [(t, kernel.clip_sums(chunk.to(torch.float32)))
+                    for t, chunk in engine_paths.cycles(kernel, part)]
+        got = [(t, bound.clone()) for t, _, bound in engine_paths.clip_bounds(kernel, part)]
+        assert [t for t, _ in got] == [t for t, _ in expected]
+        for (_, a), (_, b) in zip(got, expected, strict=True):
+            assert torch.equal(a, b)
+            assert float(a.max()) < base

@@ -14,7 +14,7 @@ from torch import Tensor
 
 from ..config import Variation
 from ..mapping import MappedLayer, gather_group_levels
-from .exact import exact_accumulate, exact_int8_op
+from .exact import FLOAT32_EXACT, exact_accumulate, exact_int8_op
 from .gather import GroupSums, RowGather
 from .noise import NormalTable, Stream, column_mix, stream_salt
 from .options import EngineOptions
@@ -84,6 +84,22 @@ class LayerKernel:
         """Per (position, clippable group): sum of chunk x the row's largest clippable level."""
         plan = self.clip_plan
         return GroupSums(self.mapped.layer, plan.rows.cpu(), plan.row_bound.cpu(), self.device)
+
+    @cached_property
+    def clip_packing(self) -> tuple[int, int]:
+        """(base, cycles per call) of `paths.clip_bounds`: base the power of two above the
+        largest bound (the chunk's largest value x a group's row bounds), and as many cycles
+        per call as keep every packed sum below the group sums' exact range."""
+        plan = self.clip_plan
+        chunk_max = 2**self.mapped.hw.dac.bits - 1
+        sums = plan.row_bound.sum(dim=1) if plan.row_bound.numel() else plan.row_bound.new_zeros(1)
+        largest = int(round(float(sums.max()))) * chunk_max
+        base = 1 << max(1, largest.bit_length())
+        exact = FLOAT32_EXACT if self.clip_sums.dtype == torch.float32 else 2**53
+        per_call = 1
+        while base ** (per_call + 1) <= exact:
+            per_call += 1
+        return base, per_call
 
     @cached_property
     def active_sums(self) -> GroupSums:
@@ -218,7 +234,8 @@ class LayerKernel:
     def _prepare(self, input_shape: tuple[int, ...]) -> None:
         """Build the cached per-layer tensors the paths use (not thread-safe to build)."""
         if self.clip_path or self.deviation_only:
-            _ = self.clip_plan, self.clip_sums, self.gather("clip", input_shape)
+            _ = (self.clip_plan, self.clip_sums, self.clip_packing,
+                 self.gather("clip", input_shape))
             # the exact base's int8 convolution (engine/exact.py), cached in the layer
             exact_int8_op(self.mapped.layer, self.device)
         if not self.clip_path:

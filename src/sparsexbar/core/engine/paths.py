@@ -44,6 +44,45 @@ def cycles(kernel: LayerKernel, part: Tensor) -> Iterator[tuple[int, Tensor]]:
         yield t, (xi >> (t * dac_bits)) & (2**dac_bits - 1)
 
 
+def clip_bounds(kernel: LayerKernel, part: Tensor) -> Iterator[tuple[int, Tensor, Tensor]]:
+    """(cycle, chunk image as int32, bound (n, B', P)) of every cycle whose chunk is not all
+    zero: per position and clippable group, sum of chunk x the row's largest clippable level
+    (`kernel.clip_sums`). The group sums of `kernel.clip_packing`'s cycles per call come from
+    one call on their chunks packed as base-2^k digits (2^k above the largest bound: every
+    digit is one cycle's bound); the digits are split exactly (division by a power of two and
+    floor of integers below the dtype's exact range). One depthwise convolution for several
+    cycles: the convolutions are most of the clip path's cost before any candidate."""
+    base, per_call = kernel.clip_packing
+    pending: list[tuple[int, Tensor]] = []
+    for t, chunk_img in cycles(kernel, part):
+        pending.append((t, chunk_img))
+        if len(pending) == per_call:
+            yield from _split_bounds(kernel, base, pending)
+            pending = []
+    if pending:
+        yield from _split_bounds(kernel, base, pending)
+
+
+def _split_bounds(kernel: LayerKernel, base: int,
+                  chunks: list[tuple[int, Tensor]]) -> Iterator[tuple[int, Tensor, Tensor]]:
+    """`clip_bounds` of a few cycles from one call of the group sums."""
+    sums = kernel.clip_sums
+    packed: Tensor | None = None
+    for j, (_, chunk_img) in enumerate(chunks):  # cycles per call: a handful
+        value = chunk_img.to(sums.dtype)
+        packed = value if packed is None else packed.add_(value, alpha=float(base**j))
+    assert packed is not None
+    rest = sums(packed)  # (n, B', P): sum_j base^j x bound_j, exact
+    for j, (t, chunk_img) in enumerate(chunks):
+        if j == len(chunks) - 1:
+            yield t, chunk_img, rest
+            return
+        high = torch.div(rest, float(base)).floor_()
+        bound = rest.sub_(high, alpha=float(base))  # the lowest digit: this cycle's bound
+        yield t, chunk_img, bound
+        rest = high
+
+
 def clip_corrections(kernel: LayerKernel, part: Tensor, input_shape: tuple[int, ...], sign: float,
                       out: Tensor, budget_mb: float) -> None:
     """Add sign x shift x (ADC(p) - p) of every clipping conversion of one task's pass
@@ -64,9 +103,8 @@ def clip_corrections(kernel: LayerKernel, part: Tensor, input_shape: tuple[int, 
     zero_image = n_img * gather.image_stride  # padding slots read the zero image
     targets = (torch.arange(n_img, device=part.device).unsqueeze(1) * (cout * positions)
                + torch.arange(positions, device=part.device)).reshape(-1)
-    for t, chunk_img in cycles(kernel, part):
+    for t, chunk_img, bound in clip_bounds(kernel, part):  # bound: (n, B', P)
         chunk_f = chunk_img.to(torch.float32)
-        bound = kernel.clip_sums(chunk_f)  # (n, B', P)
         # bound is an integer; > top + 0.5 is robust to any rounding below 0.5.
         mask = (bound > top + 0.5).transpose(0, 1).reshape(n_groups, per_group)
         cand_group, cand_pos = nonzero_2d(mask)  # sorted by group

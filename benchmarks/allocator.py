@@ -21,13 +21,9 @@ from typing import Any
 
 import torch
 
-from sparsexbar.app.bench import CASES, _model_and_inputs
-from sparsexbar.core.config import load_config
-from sparsexbar.core.engine import EngineOptions
-from sparsexbar.core.frontend import quantize_model
+from sparsexbar.app.bench import CASES, _model_and_inputs, prepared_case
 from sparsexbar.core.io import atomic_write_text
 from sparsexbar.core.runtime import keep_freed_memory
-from sparsexbar.schemes import get_scheme
 from sparsexbar.simulate import LayerRecorder
 
 
@@ -36,14 +32,8 @@ def _process(case_key: str, model: str, images: int, batches: int, threads: int,
     """One fresh process: (seconds, minor faults) of every batch onto `queue`."""
     applied = keep_freed_memory() if kept else False
     torch.set_num_threads(threads)
-    case = CASES[case_key]
     net, x = _model_and_inputs(model, images)
-    hw = load_config("isaac", dict(case.overrides))
-    qmodel = quantize_model(net, x, hw.numbers.weight_bits, hw.numbers.input_bits)
-    scheme = get_scheme(case.scheme)
-    kernels = {q.name: scheme.kernel(scheme.map_layer(q, hw), torch.device("cpu"))
-               for q in qmodel.layers}
-    opts = EngineOptions(exact_shortcut=case.exact_shortcut)
+    qmodel, scheme, kernels, opts = prepared_case(CASES[case_key], net, x)
     runs = []
     with torch.no_grad(), LayerRecorder(scheme, kernels, opts, torch.device("cpu")) as rec:
         for _ in range(batches):  # batches: a handful

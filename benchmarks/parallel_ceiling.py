@@ -21,13 +21,9 @@ from typing import Any
 
 import torch
 
-from sparsexbar.app.bench import CASES, _model_and_inputs
-from sparsexbar.core.config import load_config
-from sparsexbar.core.engine import EngineOptions
-from sparsexbar.core.frontend import quantize_model
+from sparsexbar.app.bench import CASES, _model_and_inputs, prepared_case
 from sparsexbar.core.io import atomic_write_text
 from sparsexbar.core.runtime import keep_freed_memory
-from sparsexbar.schemes import get_scheme
 from sparsexbar.simulate import LayerRecorder
 
 
@@ -37,15 +33,9 @@ def _run(case_key: str, model: str, first: int, count: int, threads: int,
     `start` (None: no wait) before the timed run; puts (seconds, images)."""
     keep_freed_memory()
     torch.set_num_threads(threads)
-    case = CASES[case_key]
     net, x = _model_and_inputs(model, first + count)
     x = x[first:]
-    hw = load_config("isaac", dict(case.overrides))
-    qmodel = quantize_model(net, x, hw.numbers.weight_bits, hw.numbers.input_bits)
-    scheme = get_scheme(case.scheme)
-    kernels = {q.name: scheme.kernel(scheme.map_layer(q, hw), torch.device("cpu"))
-               for q in qmodel.layers}
-    opts = EngineOptions(exact_shortcut=case.exact_shortcut)
+    qmodel, scheme, kernels, opts = prepared_case(CASES[case_key], net, x)
     with torch.no_grad(), LayerRecorder(scheme, kernels, opts, torch.device("cpu")) as rec:
         qmodel.run(x[:2], rec)  # warm-up
         if start is not None:

@@ -43,6 +43,7 @@ from sparsexbar.core.mapping import dense_events
 from sparsexbar.core.runtime import torch_threads
 from sparsexbar.schemes import LayerRun, Scheme, get_scheme
 from sparsexbar.schemes.comprrae import CompRRAEScheme
+from sparsexbar.schemes.counting import narrow_magnitudes
 from sparsexbar.schemes.dense import DenseScheme
 from sparsexbar.schemes.sre import SreScheme
 from sparsexbar.simulate import LayerRecorder
@@ -69,7 +70,7 @@ class DenseInt8(DenseScheme):
         op = self.ops[layer.name]
         if op is None or not kernel.exact_linear:
             return super().run_layer(kernel, x_int, options)
-        parts = SreScheme.narrow_parts(layer, x_int)
+        parts = narrow_magnitudes(layer, x_int)
         value = op(parts[0])
         if len(parts) == 2:
             value = value - op(parts[1])

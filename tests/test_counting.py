@@ -31,10 +31,10 @@ from sparsexbar.schemes.counting import (
     SlotCounts,
     SlotTable,
     count_slots,
+    narrow_magnitudes,
     slot_domains,
 )
 from sparsexbar.schemes.pattern import PatternKernel
-from sparsexbar.schemes.sre import SreScheme
 from sparsexbar.training.prune import pattern_prune_model
 from tests import nets
 from tests.test_sre import prune_blocks
@@ -200,7 +200,7 @@ def test_live_counts_equal_prefix_sum_formulation(spec: str, signed: bool,
         layouts.append((table, counter))
     if spec.startswith("sre"):  # row tiles: several slots per column class
         assert table.repeats > 1
-    parts = SreScheme.narrow_parts(layer, x_int)
+    parts = narrow_magnitudes(layer, x_int)
     assert len(parts) == (2 if signed else 1)
     word = granularity == "word"
     gen = torch.Generator().manual_seed(7)
@@ -251,7 +251,7 @@ def test_static_slots_with_termination_equal_the_reference(signed: bool,
     assert isinstance(kernel, CombinedKernel) and kernel.counter is None
     table = kernel.table
     assert table.skip == "none" and table.repeats > 1
-    parts = SreScheme.narrow_parts(layer, x_int)
+    parts = narrow_magnitudes(layer, x_int)
     executed = torch.randint(0, hw.cycles + 1, (IMAGES, layer.positions, layer.out_channels),
                              generator=torch.Generator().manual_seed(3), dtype=torch.int32)
     bits = scheme.adc_bits(kernel.mapped)

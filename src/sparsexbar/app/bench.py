@@ -22,12 +22,12 @@ from rich.console import Console
 from rich.table import Table
 
 from ..core.config import load_config
-from ..core.engine import EngineOptions
+from ..core.engine import EngineOptions, LayerKernel
 from ..core.errors import SparsexbarError
-from ..core.frontend import quantize_model
+from ..core.frontend import QuantizedModel, quantize_model
 from ..core.io import atomic_write_text
 from ..core.runtime import keep_freed_memory, torch_threads
-from ..schemes import BenchCase, bench_cases, get_scheme
+from ..schemes import BenchCase, Scheme, bench_cases, get_scheme
 from ..simulate import LayerRecorder
 from ..studies.setup import model_input_size
 from ..training import zoo
@@ -85,18 +85,25 @@ def _run_case(case: BenchCase, model: str, batch_size: int, repeats: int, thread
         queue.put(_measure(case, model, batch_size, repeats, threads))
 
 
-def _measure(case: BenchCase, model: str, batch_size: int, repeats: int,
-             threads: int) -> dict[str, Any]:
-    keep_freed_memory()  # as `simulate()` runs (core/runtime.py)
-    net, x = _model_and_inputs(model, batch_size)
+def prepared_case(case: BenchCase, net: torch.nn.Module, x: torch.Tensor
+                  ) -> tuple[QuantizedModel, Scheme, dict[str, LayerKernel], EngineOptions]:
+    """A bench case set up on the CPU for inputs x: the model quantized on them, the
+    case's scheme, every layer mapped to its kernel, and the engine options."""
     hw = load_config("isaac", dict(case.overrides))
-    t0 = time.perf_counter()
     qmodel = quantize_model(net, x, hw.numbers.weight_bits, hw.numbers.input_bits)
     scheme = get_scheme(case.scheme)
     kernels = {q.name: scheme.kernel(scheme.map_layer(q, hw), torch.device("cpu"))
                for q in qmodel.layers}
+    return qmodel, scheme, kernels, EngineOptions(exact_shortcut=case.exact_shortcut)
+
+
+def _measure(case: BenchCase, model: str, batch_size: int, repeats: int,
+             threads: int) -> dict[str, Any]:
+    keep_freed_memory()  # as `simulate()` runs (core/runtime.py)
+    net, x = _model_and_inputs(model, batch_size)
+    t0 = time.perf_counter()
+    qmodel, scheme, kernels, opts = prepared_case(case, net, x)
     setup_s = time.perf_counter() - t0
-    opts = EngineOptions(exact_shortcut=case.exact_shortcut)
     with torch.no_grad():
         net(x)  # warm-up
         plain_runs = [_timed(lambda: net(x)) for _ in range(max(repeats, 3))]

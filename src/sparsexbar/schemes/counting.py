@@ -68,6 +68,21 @@ LUT_ENTRIES = 2**18
 SUM_BLOCK_VALUES = 2**20
 
 
+def narrow_magnitudes(layer: QuantLayer, x_int: Tensor) -> list[Tensor]:
+    """A layer's integer input as narrow magnitudes, one per pass ((x,) or, signed,
+    (positive, negative)): uint8 up to 255, else int32; channels-last for conv layers (the
+    int8 convolution's layout, which shifts and masks keep); linear: (N, features), as
+    `QuantLayer.patches`."""
+    fmt = (torch.channels_last if layer.kind == "conv" and x_int.dim() == 4
+           else torch.contiguous_format)
+    narrow = torch.uint8 if layer.input_max <= 255 else torch.int32
+    if layer.kind == "linear":
+        x_int = x_int.reshape(x_int.shape[0], -1)
+    parts = ([x_int.clamp(min=0), (-x_int).clamp(min=0)] if layer.input_signed
+             else [x_int])
+    return [torch.empty(p.shape, dtype=narrow, device=p.device, memory_format=fmt).copy_(p)
+            for p in parts]
+
 class RowSetCounter:
     """Active rows of fixed im2col row sets per output position and input chunk, exactly.
 

@@ -22,6 +22,7 @@ from ..comprrae import AlphaSpec, CompKernel, CompRRAEScheme
 from ..counting import (
     SlotCounts,
     count_slots,
+    narrow_magnitudes,
 )
 from ..encoding import (
     EncodingMappedLayer,
@@ -314,7 +315,7 @@ class CombinedScheme(Scheme):
         hw = kernel.mapped.hw
         n = int(x_int.shape[0])
         choice = kernel.choice
-        parts = (SreScheme.narrow_parts(layer, x_int)
+        parts = (narrow_magnitudes(layer, x_int)
                  if kernel.table.skip != "none" else [])
         extra = Events()
         acc: Tensor | None = None

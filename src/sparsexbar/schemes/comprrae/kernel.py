@@ -91,7 +91,6 @@ class CompKernel(LayerKernel):
                                          device, *geometry, probe_shape=probe)
                              if self.piece_bits else None)
         self.value_dtype = self.op.dtype if self.direct else torch.float64
-        self.mag_dtype = torch.uint8 if layer.input_max <= 255 else torch.int32
         # `slice`: W_<s, the part of each weight held in the slices below s (from the cell
         # levels, so any sign encoding), its weight sums, and one linear op of one chunk
         # giving every W_<s . chunk at once (s = 1.., stacked along the output channels).

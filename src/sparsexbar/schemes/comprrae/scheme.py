@@ -20,6 +20,7 @@ from ...core.events import Events
 from ...core.frontend import QuantLayer
 from ...core.mapping import MappedLayer, dense_events, map_dense
 from ..base import Counted, LayerRun, Scheme, refuse_grouped
+from ..counting import narrow_magnitudes
 from .kernel import CompKernel, slice_major
 
 AlphaSpec = float | Mapping[str, float | None] | None
@@ -200,7 +201,7 @@ class CompRRAEScheme(Scheme):
     def trace(self, k: CompKernel, x_int: Tensor) -> Iterator[tuple[int, Tensor, Tensor, Tensor]]:
         """MSB-first steps: (step, running sum A, y_min, y_max) after each step, all float64
         accumulators of the layer's output shape; after the last step y_min = y_max = A."""
-        mags = self._magnitudes(k, x_int)
+        mags = narrow_magnitudes(k.mapped.layer, x_int)
         n = int(x_int.shape[0])
         per = k.steps_per_cycle
         cout = k.mapped.layer.out_channels
@@ -224,20 +225,7 @@ class CompRRAEScheme(Scheme):
         return rows.view(n, ho, wo, c).permute(0, 3, 1, 2).to(torch.float64).contiguous()
 
     @staticmethod
-    def _magnitudes(k: CompKernel, x_int: Tensor) -> tuple[Tensor, ...]:
-        """The input magnitudes as narrow integers: (x,) or, signed, (positive, negative)."""
-        if k.mapped.layer.kind == "linear":  # as `QuantLayer.patches`: (N, features)
-            x_int = x_int.reshape(x_int.shape[0], -1)
-        fmt = (torch.channels_last if k.mapped.layer.kind == "conv"
-               else torch.contiguous_format)  # the int8 convolution's layout: shifts keep it
-        if k.mapped.layer.input_signed:
-            parts = [x_int.clamp(min=0), (-x_int).clamp(min=0)]
-        else:
-            parts = [x_int]
-        return tuple(p.to(k.mag_dtype).contiguous(memory_format=fmt) for p in parts)
-
-    @staticmethod
-    def _part(k: CompKernel, mags: tuple[Tensor, ...], t: int, trunc: bool) -> Tensor:
+    def _part(k: CompKernel, mags: Sequence[Tensor], t: int, trunc: bool) -> Tensor:
         """2^shift_t x W . (|x| >> shift_t) (`trunc`: A_t itself) or 2^shift_t x W . chunk_t
         (cycle t's contribution), signed inputs as positive minus negative part, as
         (positions, Cout) rows in the op's dtype (exact: see `CompKernel`)."""
@@ -250,7 +238,7 @@ class CompRRAEScheme(Scheme):
         return value
 
     @staticmethod
-    def _low_parts(k: CompKernel, mags: tuple[Tensor, ...], t: int) -> Tensor:
+    def _low_parts(k: CompKernel, mags: Sequence[Tensor], t: int) -> Tensor:
         """2^shift_t x W_<s . chunk_t for s = 1..slices-1 side by side, (positions,
         (slices-1) x Cout) rows: what the slices below s add in cycle t (`slice`; exact:
         |W_<s| sums x the chunk stay below 2^24)."""
@@ -263,7 +251,7 @@ class CompRRAEScheme(Scheme):
             value = value - op.rows((mags[1] >> shift) & mask, float(2**shift))
         return value
 
-    def _running_sum(self, k: CompKernel, mags: tuple[Tensor, ...], t: int) -> Tensor:
+    def _running_sum(self, k: CompKernel, mags: Sequence[Tensor], t: int) -> Tensor:
         """A_t = W . trunc_t(x) as (positions, Cout) rows in `k.value_dtype`."""
         if k.direct:
             return self._part(k, mags, t, trunc=True)
@@ -273,7 +261,7 @@ class CompRRAEScheme(Scheme):
         return acc
 
     @staticmethod
-    def _exact_result(k: CompKernel, mags: tuple[Tensor, ...], x_int: Tensor) -> Tensor:
+    def _exact_result(k: CompKernel, mags: Sequence[Tensor], x_int: Tensor) -> Tensor:
         """W . x as float64 (positions, Cout) rows: sum over input pieces of `piece_bits`
         bits of 2^offset x W . piece (each exact below 2^24), or the engine's exact
         accumulate when not even 1-bit pieces are exact in float32."""
@@ -295,7 +283,7 @@ class CompRRAEScheme(Scheme):
         assert total is not None
         return total
 
-    def _sums_last_to_first(self, k: CompKernel, mags: tuple[Tensor, ...],
+    def _sums_last_to_first(self, k: CompKernel, mags: Sequence[Tensor],
                             x_int: Tensor) -> Iterator[tuple[int, Tensor]]:
         """(t, A_t) for t = cycles-1 down to 0, computed as they are asked for; the consumer
         must not modify them. Direct: one op per cycle. Otherwise A_(cycles-1) is the exact
@@ -311,7 +299,7 @@ class CompRRAEScheme(Scheme):
                 acc = acc - self._part(k, mags, t + 1, trunc=False)
             yield t, acc
 
-    def _steps_last_to_first(self, k: CompKernel, mags: tuple[Tensor, ...],
+    def _steps_last_to_first(self, k: CompKernel, mags: Sequence[Tensor],
                              x_int: Tensor) -> Iterator[tuple[int, Tensor]]:
         """(step, A_step) from the last step back to the first (consumers must not modify
         them). `output`: the cycles' running sums; `slice`: within cycle t, A_t and then
@@ -364,7 +352,7 @@ class CompRRAEScheme(Scheme):
         k* + 1 = steps - (checked steps that fire); and when no output fires at step k none
         fires earlier, so the earlier steps are never computed.
         """
-        sums = self._steps_last_to_first(k, self._magnitudes(k, x_int), x_int)
+        sums = self._steps_last_to_first(k, narrow_magnitudes(k.mapped.layer, x_int), x_int)
         _, value = next(sums)  # the exact result
         if k.steps_per_cycle > 1:  # the cycle's other steps are computed from it
             value = value.clone()
@@ -388,7 +376,7 @@ class CompRRAEScheme(Scheme):
         tests = k.alpha_thresholds(alpha) if alpha is not None else None
         negative = (k.predict_thresholds(k.beta) if k.beta is not None else k.end_value)
         add = {"midpoint": "midpoint", "expected": "expected"}.get(self.estimate)
-        sums = self._steps_last_to_first(k, self._magnitudes(k, x_int), x_int)
+        sums = self._steps_last_to_first(k, narrow_magnitudes(k.mapped.layer, x_int), x_int)
         _, value = next(sums)  # the exact result
         if k.steps_per_cycle > 1:  # the cycle's other steps are computed from it
             value = value.clone()

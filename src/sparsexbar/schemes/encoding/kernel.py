@@ -4,6 +4,7 @@ decisions, leading chunks and dynamic precision, and the clipping corrections pe
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from functools import cached_property
 from typing import TYPE_CHECKING
@@ -178,10 +179,9 @@ class GroupChunkCounts:
         self.table = (above + (nonzero << 4)).to(torch.int16).reshape(-1).to(device)
         self.offsets = (column_group * span).to(device=device, dtype=torch.int32)
 
-    def _packed(self, x: Tensor) -> list[Tensor]:
+    def _packed(self, x: Tensor) -> Iterator[Tensor]:
         """Per call, the packed input: sum_j B^j chunk_(first+j) of x (uint8 or int32
-        magnitudes), in x's dtype and memory format."""
-        out = []
+        magnitudes), in x's dtype and memory format, built as the calls ask for it."""
         for first in range(0, self.cycles, self.fields):  # calls: a handful
             packed: Tensor | None = None
             for j in range(min(self.fields, self.cycles - first)):
@@ -190,8 +190,7 @@ class GroupChunkCounts:
                     chunk = chunk * self.base**j
                 packed = chunk if packed is None else packed.add_(chunk)
             assert packed is not None
-            out.append(packed)
-        return out
+            yield packed
 
     def count(self, part: Tensor, images: int, bus_invert: bool,
               tiles: bool) -> tuple[int, Tensor | None]:

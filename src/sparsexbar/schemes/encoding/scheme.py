@@ -20,6 +20,7 @@ from ...core.events import Events
 from ...core.frontend import QuantLayer
 from ...core.mapping import MappedLayer, column_group_widths, dense_events, map_dense
 from ..base import Counted, LayerRun, Scheme, refuse_grouped
+from ..counting import narrow_magnitudes
 from .kernel import (
     EncodingKernel,
     chunk_planes,
@@ -330,19 +331,15 @@ class EncodingScheme(Scheme):
         their integer copy, masks and gathered table entries, ~16 bytes)."""
         layer = kernel.enc_mapped.layer
         n = int(x_int.shape[0])
-        narrow = torch.uint8 if layer.input_max <= 255 else torch.int32
-        x = x_int.reshape(n, -1) if layer.kind == "linear" else x_int
         counter = kernel.group_counts
         cycles = kernel.enc_mapped.hw.cycles
-        inputs = int(x[0].numel()) if n else 0
+        inputs = int(x_int[0].numel()) if n else 0
         per_image = layer.positions * (counter.groups * 16 + 8) + inputs * 16
         chunk = max(1, int(options.memory_budget_mb * 2**20 // max(per_image, 1)))
         for a in range(0, n, chunk):  # chunks of whole images (memory bound)
-            xc = x[a : a + chunk]
+            xc = x_int[a : a + chunk]
             images = int(xc.shape[0])
-            parts = ([xc.clamp(min=0).to(narrow), (-xc).clamp(min=0).to(narrow)]
-                     if layer.input_signed else [xc.to(narrow)])
-            for part in parts:  # one or two passes
+            for part in narrow_magnitudes(layer, xc):  # one or two passes
                 inverted, executed = counter.count(part, images, self.bus_invert,
                                                    kernel.dynamic)
                 tally.inverted += inverted

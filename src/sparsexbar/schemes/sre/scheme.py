@@ -15,6 +15,7 @@ from ...core.events import Events
 from ...core.frontend import QuantLayer
 from ...core.mapping import MappedLayer, dense_events
 from ..base import Counted, LayerRun, Scheme, refuse_grouped
+from ..counting import narrow_magnitudes
 from .kernel import SreKernel
 from .mapping import (
     GRANULARITIES,
@@ -80,7 +81,7 @@ class SreScheme(Scheme):
         if not self.dynamic:
             acc = accumulate(kernel, x_int, options)
             return LayerRun(acc, *self.count(kernel, x_int, options))
-        parts = self.narrow_parts(kernel.mapped.layer, x_int)  # shared by values and counts
+        parts = narrow_magnitudes(kernel.mapped.layer, x_int)  # shared by values and counts
         if dynamic_packing_lossless(kernel.mapped):
             acc = self.exact_values(kernel, parts, x_int)
         else:
@@ -99,20 +100,6 @@ class SreScheme(Scheme):
         if len(parts) == 2:  # exact: |difference| <= the bound < 2^24
             value = value - op(parts[1])
         return torch.empty(value.shape, dtype=torch.float64, device=value.device).copy_(value)
-
-    @staticmethod
-    def narrow_parts(layer: QuantLayer, x_int: Tensor) -> list[Tensor]:
-        """Input magnitudes as narrow integers ((x,) or, signed, (positive, negative)),
-        channels-last for conv layers (the int8 convolution's layout), linear: (N, features)."""
-        fmt = (torch.channels_last if layer.kind == "conv" and x_int.dim() == 4
-               else torch.contiguous_format)
-        narrow = torch.uint8 if layer.input_max <= 255 else torch.int32
-        if layer.kind == "linear":  # as `QuantLayer.patches`: (N, features)
-            x_int = x_int.reshape(x_int.shape[0], -1)
-        parts = ([x_int.clamp(min=0), (-x_int).clamp(min=0)] if layer.input_signed
-                 else [x_int])
-        return [torch.empty(p.shape, dtype=narrow, device=p.device, memory_format=fmt).copy_(p)
-                for p in parts]
 
     def packed_accumulate(self, kernel: SreKernel, x_int: Tensor,
                           options: EngineOptions) -> Tensor:
@@ -150,12 +137,13 @@ class SreScheme(Scheme):
     # ---- event counting ---------------------------------------------------------------------
     def count(self, kernel: SreKernel, x_int: Tensor, options: EngineOptions) -> Counted:
         """Exact events of one batch and the summed per-image busiest-array OU activations."""
-        parts = self.narrow_parts(kernel.mapped.layer, x_int) if self.dynamic else []
+        parts = narrow_magnitudes(kernel.mapped.layer, x_int) if self.dynamic else []
         return self._count(kernel, parts, int(x_int.shape[0]), options)
 
     def _count(self, kernel: SreKernel, parts: list[Tensor], n: int,
                options: EngineOptions) -> Counted:
-        """`count` on the narrow input parts (`narrow_parts`; the static modes need none)."""
+        """`count` on the narrow input parts (`counting.narrow_magnitudes`; the static modes
+        need none)."""
         mapped = kernel.mapped
         hw, layer = mapped.hw, mapped.layer
         device = kernel.device

@@ -480,3 +480,35 @@ def test_mask_counts_equal_code_histogram(input_bits: int, dac_bits: int,
     assert torch.equal(PatternScheme._mask_counts(kernel, narrow, masks), direct)
     assert torch.equal(PatternScheme._code_counts(kernel, narrow), direct)
     assert bool((direct > 0).any()) and bool((direct < hw.cycles * layer.positions).any())
+
+
+@pytest.mark.parametrize(("input_bits", "dac_bits", "geometry"),
+                         [(8, 1, (1, 1, 1)), (8, 2, (2, 1, 1)), (12, 1, (1, 2, 2)),
+                          (9, 3, (1, 0, 1)), (16, 1, (1, 1, 1))])
+def test_mask_counts_equal_unfold_reference(input_bits: int, dac_bits: int,
+                                            geometry: tuple[int, int, int]) -> None:
+    """`_mask_counts` on any masks (one position, two, all nine; flat runs at stride 1,
+    strided windows otherwise; 1- and 2-byte flag words) equals counting with unfold: per image,
+    channel and mask, the (output position, cycle)s where a row of the mask has a nonzero
+    chunk."""
+    layer, _ = _layer(False, seed=5, cin=3, geometry=geometry, patterns=4)
+    hw = _small_hw(**{"dac.bits": dac_bits, "numbers.input_bits": input_bits})
+    kernel = PatternKernel(_ensure_pattern(map_pattern(layer, hw, fallback=False)),
+                           torch.device("cpu"))
+    gen = torch.Generator().manual_seed(input_bits + dac_bits)
+    x = torch.randint(0, 2**input_bits, (3, *layer.input_shape), generator=gen)
+    x = torch.where(torch.rand(x.shape, generator=gen) < 0.5, 0, x >> torch.randint(
+        0, input_bits, x.shape, generator=gen))
+    masks = [0b000010000, 0b100000001, 0b011011000, 511]
+    stride, padding, dilation = geometry
+    expected = torch.zeros((3, layer.in_channels, len(masks)), dtype=torch.float64)
+    for t in range(hw.cycles):
+        nonzero = (((x >> (t * dac_bits)) & (2**dac_bits - 1)) != 0).to(torch.float64)
+        cols = torch.nn.functional.unfold(nonzero, 3, dilation, padding, stride)
+        cols = cols.view(3, layer.in_channels, 9, -1)  # (images, cin, kernel position, P)
+        for d, mask in enumerate(masks):
+            chosen = [k for k in range(9) if mask >> k & 1]
+            expected[:, :, d] += (cols[:, :, chosen].amax(dim=2) > 0).sum(dim=2)
+    narrow = x.to(torch.uint8 if input_bits <= 8 else torch.int32)
+    assert torch.equal(PatternScheme._mask_counts(kernel, narrow, masks), expected)
+    assert bool((expected > 0).any())

@@ -20,6 +20,8 @@ from ..base import Counted, LayerRun, Scheme
 from .kernel import CODES, CYCLES_PER_WORD, MASKS_DIRECT, PatternKernel
 from .mapping import PatternMappedLayer, index_bits, map_pattern
 
+BYTE_SUM = 0x0101010101010101  # b x BYTE_SUM: the sum of b's 8 bytes in its top byte
+
 
 class PatternScheme(Scheme):
     """Kernel-reordering mapping of pattern-pruned 3x3 convs with zero-input skipping."""
@@ -170,29 +172,72 @@ class PatternScheme(Scheme):
         return windows
 
     @staticmethod
+    def _flat_windows(kernel: PatternKernel, flags: Tensor) -> tuple[list[Tensor], Tensor]:
+        """Stride 1: the 9 kernel positions' windows of padded per-pixel values (images,
+        Cin, Hp, Wp) as contiguous runs of the flattened image, (images, Cin, L) each with
+        L = (Ho - 1) x Wp + Wo: output position (i, j) at i x Wp + j, the Wp - Wo entries
+        after each output row reading past it (`keep`: (L,) bool, False there). A window
+        is then one slice of each image's flat pixels, not a strided 2-D view."""
+        layer = kernel.mapped.layer
+        _, ho, wo = layer.output_shape
+        (dh, dw), kw_size = layer.dilation, layer.kernel_size[1]
+        images, cin, hp, wp = (int(v) for v in flags.shape)
+        flat = flags.view(images, cin, hp * wp)
+        length = (ho - 1) * wp + wo
+        windows = []
+        for k in range(KERNEL_POSITIONS):  # the 9 kernel positions
+            start = (k // kw_size) * dh * wp + (k % kw_size) * dw
+            windows.append(flat[:, :, start : start + length])
+        keep = torch.arange(length, device=flags.device) % wp < wo
+        return windows, keep
+
+    @staticmethod
     def _mask_counts(kernel: PatternKernel, xc: Tensor, masks: list[int]) -> Tensor:
         """(images, Cin, masks) float64: active (position, cycle) pairs of a piece of each
-        mask, by ORs of cycle-flag words and bit counts (SWAR on their bytes)."""
+        mask, by ORs of cycle-flag words and bit counts.
+
+        The ORs of a mask's windows go into one reused buffer per (image, channel), padded
+        with zeros to a multiple of 8 bytes: stride 1 ORs contiguous runs of the flat padded
+        image (`_flat_windows`; the entries between output rows are cleared), other strides
+        the strided windows. Bit counts: SWAR on the bytes (each at most 8), then every 8
+        bytes summed by one int64 multiply (the top byte of b x 0x0101010101010101 is the
+        sum of b's bytes, at most 64: no carries), and int64 sums over the words; no cast
+        of every byte to a wider integer."""
         layer = kernel.mapped.layer
         ph, pw = layer.padding
         images, cin = int(xc.shape[0]), int(xc.shape[1])
         flags = F.pad(kernel.flags_of(xc), (pw, pw, ph, ph))  # padding: no flags
-        windows = PatternScheme._windows(kernel, flags)
+        keep: Tensor | None = None
+        if tuple(layer.stride) == (1, 1):
+            windows, keep_mask = PatternScheme._flat_windows(kernel, flags)
+            keep = torch.where(keep_mask, -1, 0).to(flags.dtype)  # all bits / none
+            length = int(windows[0].shape[2])
+        else:
+            windows = PatternScheme._windows(kernel, flags)
+            length = layer.positions
+        per_word = 8 // flags.element_size()  # flags per int64 word
+        padded = -(-length // per_word) * per_word
+        buffer = torch.zeros((images, cin, padded), dtype=flags.dtype, device=xc.device)
+        word = buffer[:, :, :length].view(windows[0].shape)  # the padding stays zero
         counts = torch.zeros((images, cin, len(masks)), dtype=torch.float64, device=xc.device)
         for d, mask in enumerate(masks):  # a handful of distinct masks
             bits = [k for k in range(KERNEL_POSITIONS) if mask >> k & 1]
             if not bits:
                 continue
-            word = windows[bits[0]].contiguous() if len(bits) == 1 else torch.bitwise_or(
-                windows[bits[0]], windows[bits[1]])
+            if len(bits) == 1:
+                word.copy_(windows[bits[0]])
+            else:
+                torch.bitwise_or(windows[bits[0]], windows[bits[1]], out=word)
             for k in bits[2:]:
                 word |= windows[k]
-            b = word.view(torch.uint8)  # bit count of every byte, then their sum
+            if keep is not None:
+                word &= keep  # the entries between output rows count nothing
+            b = buffer.view(torch.uint8)  # bit count of every byte (at most 8)
             b = b - ((b >> 1) & 0x55)
             b = (b & 0x33).add_((b >> 2) & 0x33)
             b = b.add_(b >> 4).bitwise_and_(0x0F)
-            # int32 sums (at most 8 x positions each): a cast to int64 copied every byte
-            counts[:, :, d] = b.reshape(images, cin, -1).sum(dim=2, dtype=torch.int32)
+            words = b.view(images, cin, -1).view(torch.int64)  # 8 byte counts per word
+            counts[:, :, d] = words.mul_(BYTE_SUM).bitwise_right_shift_(56).sum(dim=2)
         return counts
 
     @staticmethod

@@ -357,15 +357,19 @@ def _sums_from_chunks(counter: RowSetCounter, x_int: Tensor, cycles: int, dac: i
 @pytest.mark.parametrize("gate", [False, True])
 @pytest.mark.parametrize("table_limit", [counting.LUT_ENTRIES, 1])
 @pytest.mark.parametrize("block_values", [counting.SUM_BLOCK_VALUES, 1])
+@pytest.mark.parametrize("int32_limit", [counting.INT32_SUM_LIMIT, 1])
 def test_image_sums_equal_the_sums_of_the_chunk_counts(dac: int, word: bool, gate: bool,
                                                        table_limit: int, block_values: int,
+                                                       int32_limit: int,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     """Per-value tables (and, with tables too large, the digit split) give the OU activations
     (ceil(n / ou.rows), or [n > 0] for gated sets) and active rows of every image exactly,
     the table's gather and sum taken for all images at once or image by image
-    (`block_values` 1), on the plain and the row-blocked convolution (whose columns are put
-    in the sets' order after the sums)."""
+    (`block_values` 1), with int32 or (`int32_limit` 1) int64 tables and sums, on the plain
+    and the row-blocked convolution (whose columns are put in the sets' order after the
+    sums)."""
     monkeypatch.setattr(counting, "LUT_ENTRIES", table_limit)
+    monkeypatch.setattr(counting, "INT32_SUM_LIMIT", int32_limit)
     monkeypatch.setattr(counting, "SUM_BLOCK_VALUES", block_values)
     layer, sets, blocks, x_int = _block_case(24, 3, 1, 36, 5, seed=7)
     for row_blocks in (None, blocks):

@@ -66,6 +66,10 @@ LUT_ENTRIES = 2**18
 # of int64). Measured on the full-width VGG-16's conv4 shape (2,048 positions x 9,216 sets, one
 # thread): the whole call at once 98 ms, in blocks of 2^20 values 21 ms.
 SUM_BLOCK_VALUES = 2**20
+# `RowSetCounter.image_sums`: int32 tables and sums while every per-image sum stays below this.
+# Measured on the demo's model (64 images, one thread; sre's image_sums over all layers):
+# see docs/benchmarks.md, issue 18 part 10.
+INT32_SUM_LIMIT = 2**31
 
 
 def narrow_magnitudes(layer: QuantLayer, x_int: Tensor) -> list[Tensor]:
@@ -102,7 +106,8 @@ class RowSetCounter:
         self.base = int(self.sets.sum(dim=1).max()) + 1 if self.sets.numel() else 1
         self.fields = 1
         self.row_blocks = row_blocks
-        self._tables: dict[tuple[int, bool, str], Tensor] = {}
+        self._digits: dict[tuple[int, bool, str], tuple[Tensor, Tensor]] = {}
+        self._tables: dict[tuple[int, bool, str, int, int], Tensor] = {}
         self._op: ExactLinear | BlockedRows | None = None
 
     def op(self) -> ExactLinear | BlockedRows:
@@ -201,8 +206,9 @@ class RowSetCounter:
 
         Same counts as summing `chunk_counts`, without its per-digit arithmetic: each
         convolution's packed base-B value v indexes a table holding, for the digits c_j of v,
-        sum_j f(c_j) in the low 32 bits and sum_j c_j above (f: the OU count), so one gather
-        and one integer sum over the positions replace the digit split, the division and two
+        sum_j f(c_j) in the low bits and sum_j c_j above (f: the OU count; int32 where the
+        sums over the positions fit, `_sum_table`), so one gather and one integer sum over
+        the positions replace the digit split, the division and two
         float sums per cycle. Tables up to 2^18 entries; a call packing more digits than that
         allows falls back to `chunk_counts`'s split.
         """
@@ -221,7 +227,8 @@ class RowSetCounter:
                     float(ou_rows)).ceil_()
                 ou_img += ou.view(images, -1, self.count).sum(dim=1, dtype=torch.float64) * reps
             return ou_img, rows_img
-        table = self._sum_table(self.base ** fields, ou_rows, gate, device)
+        digits = (ou_rows, gate, str(device))
+        f_sum, c_sum = self._digit_sums(self.base ** fields, ou_rows, gate, device)
         planes = ([(float(cycles), (xc != 0).to(torch.uint8))] if word else
                   ((1.0, packed) for _, _, packed in self._packed_planes(xc, cycles, dac_bits)))
         # Sums in the op's own column order (`BlockedRows`: its grouped convolution's
@@ -234,6 +241,7 @@ class RowSetCounter:
             # (images x positions, D') exact integers < B^fields
             value = blocked.native_rows(packed) if blocked is not None else op.rows(packed)
             positions = int(value.shape[0]) // images
+            table, shift, dtype = self._sum_table(digits, f_sum, c_sum, positions)
             # Whole images per block so one block's gathered int64 values stay in the CPU
             # cache (SUM_BLOCK_VALUES): the gather and the sum over the positions then read
             # and write cached memory (VGG-16 conv4, 128 images: 98 -> 21 ms per plane).
@@ -244,21 +252,21 @@ class RowSetCounter:
                 b = min(images, a + step)
                 both = table.index_select(
                     0, value[a * positions : b * positions].reshape(-1).to(torch.int32)
-                ).view(b - a, positions, width).sum(dim=1)  # int64
-                native_ou[a:b] += (both & (2**32 - 1)).to(torch.float64) * reps
-                native_rows[a:b] += (both >> 32).to(torch.float64) * reps
+                ).view(b - a, positions, width).sum(dim=1, dtype=dtype)
+                native_ou[a:b] += (both & ((1 << shift) - 1)).to(torch.float64) * reps
+                native_rows[a:b] += (both >> shift).to(torch.float64) * reps
         if blocked is not None:
             return (native_ou.index_select(1, blocked.select),
                     native_rows.index_select(1, blocked.select))
         return native_ou, native_rows
 
-    def _sum_table(self, entries: int, ou_rows: int, gate: bool,
-                   device: torch.device) -> Tensor:
-        """(entries,) int64: for v = sum_j B^j c_j, sum_j f(c_j) + 2^32 sum_j c_j (see
+    def _digit_sums(self, entries: int, ou_rows: int, gate: bool,
+                    device: torch.device) -> tuple[Tensor, Tensor]:
+        """(entries,) int64 each: for v = sum_j B^j c_j, sum_j f(c_j) and sum_j c_j (see
         `image_sums`); cached per (f, device)."""
         key = (ou_rows, gate, str(device))
-        table = self._tables.get(key)
-        if table is None or table.numel() < entries:
+        sums = self._digits.get(key)
+        if sums is None or sums[0].numel() < entries:
             v = torch.arange(entries, dtype=torch.int64)
             f_sum = torch.zeros_like(v)
             c_sum = torch.zeros_like(v)
@@ -269,9 +277,26 @@ class RowSetCounter:
                     c + ou_rows - 1, ou_rows, rounding_mode="floor")
                 c_sum += c
                 rest = torch.div(rest, self.base, rounding_mode="floor")
-            table = (f_sum + (c_sum << 32)).to(device)
-            self._tables[key] = table
-        return table
+            sums = self._digits[key] = (f_sum.to(device), c_sum.to(device))
+        return sums
+
+    def _sum_table(self, digits: tuple[int, bool, str], f_sum: Tensor, c_sum: Tensor,
+                   positions: int) -> tuple[Tensor, int, torch.dtype]:
+        """The gathered table f + 2^shift x c and the dtype of its sums over `positions`:
+        int32 with shift = the bits of positions x max f where every such sum stays below
+        2^31 (half the bytes of int64 to gather and sum), else int64 with shift 32; cached
+        per (`_digit_sums` key, entries, shift)."""
+        f_max, c_max = int(f_sum.max()), int(c_sum.max())
+        shift = max(1, (positions * f_max).bit_length())
+        narrow = positions * ((c_max << shift) + f_max) < INT32_SUM_LIMIT
+        if not narrow:
+            shift = 32
+        dtype = torch.int32 if narrow else torch.int64
+        key = (*digits, int(f_sum.numel()), shift)
+        table = self._tables.get(key)
+        if table is None:
+            table = self._tables[key] = (f_sum + (c_sum << shift)).to(dtype)
+        return table, shift, dtype
 
 
 @dataclass(frozen=True)

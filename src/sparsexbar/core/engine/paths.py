@@ -45,8 +45,8 @@ def cycles(kernel: LayerKernel, part: Tensor) -> Iterator[tuple[int, Tensor]]:
 
 
 def clip_bounds(kernel: LayerKernel, part: Tensor) -> Iterator[tuple[int, Tensor, Tensor]]:
-    """(cycle, chunk image as int32, bound (n, B', P)) of every cycle whose chunk is not all
-    zero: per position and clippable group, sum of chunk x the row's largest clippable level
+    """(cycle, chunk image in the group sums' dtype, bound (n, B', P)) of every cycle whose
+    chunk is not all zero: per position and clippable group, sum of chunk x the row's largest clippable level
     (`kernel.clip_sums`). The group sums of `kernel.clip_packing`'s cycles per call come from
     one call on their chunks packed as base-2^k digits (2^k above the largest bound: every
     digit is one cycle's bound); the digits are split exactly (division by a power of two and
@@ -65,21 +65,22 @@ def clip_bounds(kernel: LayerKernel, part: Tensor) -> Iterator[tuple[int, Tensor
 
 def _split_bounds(kernel: LayerKernel, base: int,
                   chunks: list[tuple[int, Tensor]]) -> Iterator[tuple[int, Tensor, Tensor]]:
-    """`clip_bounds` of a few cycles from one call of the group sums."""
+    """`clip_bounds` of a few cycles from one call of the group sums; the chunks come back in
+    the group sums' dtype (converted once: the caller gathers from the same values)."""
     sums = kernel.clip_sums
-    packed: Tensor | None = None
-    for j, (_, chunk_img) in enumerate(chunks):  # cycles per call: a handful
-        value = chunk_img.to(sums.dtype)
-        packed = value if packed is None else packed.add_(value, alpha=float(base**j))
-    assert packed is not None
+    values = [chunk_img.to(sums.dtype) for _, chunk_img in chunks]  # cycles per call: a few
+    packed = values[0]
+    for j in range(1, len(values)):  # the later cycles as base-B digits
+        packed = (torch.add(packed, values[j], alpha=float(base**j)) if j == 1
+                  else packed.add_(values[j], alpha=float(base**j)))
     rest = sums(packed)  # (n, B', P): sum_j base^j x bound_j, exact
-    for j, (t, chunk_img) in enumerate(chunks):
+    for j, (t, _) in enumerate(chunks):
         if j == len(chunks) - 1:
-            yield t, chunk_img, rest
+            yield t, values[j], rest
             return
         high = torch.div(rest, float(base)).floor_()
         bound = rest.sub_(high, alpha=float(base))  # the lowest digit: this cycle's bound
-        yield t, chunk_img, bound
+        yield t, values[j], bound
         rest = high
 
 
@@ -104,7 +105,7 @@ def clip_corrections(kernel: LayerKernel, part: Tensor, input_shape: tuple[int, 
     targets = (torch.arange(n_img, device=part.device).unsqueeze(1) * (cout * positions)
                + torch.arange(positions, device=part.device)).reshape(-1)
     for t, chunk_img, bound in clip_bounds(kernel, part):  # bound: (n, B', P)
-        chunk_f = chunk_img.to(torch.float32)
+        chunk_f = chunk_img.to(torch.float32)  # no copy on CPU (already float32)
         # bound is an integer; > top + 0.5 is robust to any rounding below 0.5.
         mask = (bound > top + 0.5).transpose(0, 1).reshape(n_groups, per_group)
         cand_group, cand_pos = nonzero_2d(mask)  # sorted by group

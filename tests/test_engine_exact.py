@@ -24,6 +24,7 @@ from sparsexbar.core.engine import LayerKernel, accumulate, exact_accumulate
 from sparsexbar.core.engine.exact import exact_int8_op
 from sparsexbar.core.frontend import QuantizedModel, QuantLayer, quantize_model
 from sparsexbar.core.mapping import MappedLayer, map_dense
+from sparsexbar.schemes.counting import narrow_magnitudes
 from tests import nets
 
 BIT_ACCURATE = EngineOptions(exact_shortcut=False)
@@ -391,6 +392,11 @@ def test_exact_shortcut_int8_convolution_equals_the_reference(net_name: str) -> 
             got = exact_accumulate(layer, xi)
             assert got.dtype == torch.float64 and got.is_contiguous()
             assert torch.equal(got, layer.reference_accumulate(xi).to(torch.float64))
+            # the same from the narrow magnitudes a scheme already holds (uint8, channels-last)
+            (narrow,) = narrow_magnitudes(layer, xi)
+            shared = exact_accumulate(layer, xi, narrow)
+            assert shared.dtype == torch.float64 and shared.is_contiguous()
+            assert torch.equal(shared, got)
 
 
 def test_exact_shortcut_int8_refused_where_it_would_be_wrong(

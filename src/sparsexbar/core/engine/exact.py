@@ -48,13 +48,19 @@ def exact_int8_op(layer: QuantLayer, device: torch.device) -> ExactLinear | None
     return op if op.backend == "int8" else None
 
 
-def exact_accumulate(layer: QuantLayer, x_int: Tensor) -> Tensor:
+def exact_accumulate(layer: QuantLayer, x_int: Tensor,
+                     magnitudes: Tensor | None = None) -> Tensor:
     """sum_r W[r, c] * x[r] exactly (float64 out, contiguous): the int8 convolution where it
-    applies and the input lies in [0, 255], else float32 linear ops on bit pieces of |x|."""
+    applies and the input lies in [0, 255], else float32 linear ops on bit pieces of |x|.
+    `magnitudes`: x_int of an unsigned layer input as `counting.narrow_magnitudes` gives it
+    (uint8, channels-last), where the caller has it: the int8 convolution then reads it as
+    it is (no range check, no conversion of the float input)."""
     if x_int.device.type != "cpu":
         # cuDNN may pick TF32, Winograd or FFT algorithms, which are not exact: use float64.
         return layer.reference_accumulate(x_int).to(torch.float64)
     op = exact_int8_op(layer, x_int.device)
+    if op is not None and magnitudes is not None and magnitudes.dtype == torch.uint8:
+        return op(magnitudes).to(torch.float64, memory_format=torch.contiguous_format)
     if op is not None and x_int.numel():
         low, high = torch.aminmax(x_int)
         if int(low) >= 0 and int(high) <= op.max_input:  # values outside would wrap in uint8

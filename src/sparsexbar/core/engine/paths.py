@@ -46,12 +46,13 @@ def cycles(kernel: LayerKernel, part: Tensor) -> Iterator[tuple[int, Tensor]]:
 
 def clip_bounds(kernel: LayerKernel, part: Tensor) -> Iterator[tuple[int, Tensor, Tensor]]:
     """(cycle, chunk image in the group sums' dtype, bound (n, B', P)) of every cycle whose
-    chunk is not all zero: per position and clippable group, sum of chunk x the row's largest clippable level
-    (`kernel.clip_sums`). The group sums of `kernel.clip_packing`'s cycles per call come from
-    one call on their chunks packed as base-2^k digits (2^k above the largest bound: every
-    digit is one cycle's bound); the digits are split exactly (division by a power of two and
-    floor of integers below the dtype's exact range). One depthwise convolution for several
-    cycles: the convolutions are most of the clip path's cost before any candidate."""
+    chunk is not all zero: per position and clippable group, sum of chunk x the row's
+    largest clippable level (`kernel.clip_sums`). The group sums of `kernel.clip_packing`'s
+    cycles per call come from one call on their chunks packed as base-2^k digits (2^k above
+    the largest bound: every digit is one cycle's bound); the digits are split exactly
+    (division by a power of two and floor of integers below the dtype's exact range). One
+    depthwise convolution for several cycles: the convolutions are most of the clip path's
+    cost before any candidate."""
     base, per_call = kernel.clip_packing
     pending: list[tuple[int, Tensor]] = []
     for t, chunk_img in cycles(kernel, part):

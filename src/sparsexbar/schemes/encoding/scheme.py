@@ -287,8 +287,8 @@ class EncodingScheme(Scheme):
         if precision is None and not convert and tally is not None \
                 and kernel.group_counts.usable:
             # only counts: from the layer's own convolution on packed chunks (no im2col)
-            self._count_windows(kernel, x_int, tally, options)
-            return (exact_accumulate(layer, x_int) if ideal
+            magnitudes = self._count_windows(kernel, x_int, tally, options)
+            return (exact_accumulate(layer, x_int, magnitudes) if ideal
                     else accumulate(kernel, x_int, options)), tally
         acc_mat: Tensor | None = None
         if precision is not None or convert:
@@ -325,10 +325,12 @@ class EncodingScheme(Scheme):
         return acc, tally
 
     def _count_windows(self, kernel: EncodingKernel, x_int: Tensor, tally: _Tally,
-                       options: EngineOptions) -> None:
+                       options: EngineOptions) -> Tensor | None:
         """The tally of inputs fed as they are (`GroupChunkCounts`), pass by pass, in chunks
         of whole images within the memory budget (per position and group: the packed sums,
-        their integer copy, masks and gathered table entries, ~16 bytes)."""
+        their integer copy, masks and gathered table entries, ~16 bytes). Returns the narrow
+        magnitudes of an unsigned input counted in one chunk (for the values' convolution),
+        else None."""
         layer = kernel.enc_mapped.layer
         n = int(x_int.shape[0])
         counter = kernel.group_counts
@@ -336,10 +338,12 @@ class EncodingScheme(Scheme):
         inputs = int(x_int[0].numel()) if n else 0
         per_image = layer.positions * (counter.groups * 16 + 8) + inputs * 16
         chunk = max(1, int(options.memory_budget_mb * 2**20 // max(per_image, 1)))
+        shared: Tensor | None = None
         for a in range(0, n, chunk):  # chunks of whole images (memory bound)
             xc = x_int[a : a + chunk]
             images = int(xc.shape[0])
-            for part in narrow_magnitudes(layer, xc):  # one or two passes
+            parts = narrow_magnitudes(layer, xc)
+            for part in parts:  # one or two passes
                 inverted, executed = counter.count(part, images, self.bus_invert,
                                                    kernel.dynamic)
                 tally.inverted += inverted
@@ -347,6 +351,9 @@ class EncodingScheme(Scheme):
                     tally.per_image[a : a + images] += executed.cpu()
                 else:  # every chunk of every position executed
                     tally.per_image[a : a + images] += layer.positions * cycles
+            if images == n and len(parts) == 1:
+                shared = parts[0]
+        return shared
 
     def _images_per_chunk(self, kernel: EncodingKernel, positions: int,
                           options: EngineOptions, convert: bool) -> int:

@@ -337,6 +337,34 @@ def test_blocked_counter_is_used_on_many_row_tiles() -> None:
     assert counting.block_plan(layer, spanning.to(torch.int64), blocks) is None
 
 
+def test_blocked_counter_pads_large_blocks_to_aligned_channels() -> None:
+    """Blocks of more than BLOCK_CHANNEL_ALIGN sets get a multiple of it as their output
+    channels (all-zero filters on top: oneDNN's fast grouped kernels); the counts stay the
+    plain counter's, with the padding columns reading zero."""
+    layer, sets, blocks, x_int = _block_case(48, 3, 1, 36, 17, seed=4)
+    plan = counting.block_plan(layer, sets.to(torch.int64), blocks)
+    align = counting.BLOCK_CHANNEL_ALIGN
+    assert plan is not None and plan.groups == len(blocks)
+    assert int(plan.weight.shape[0]) == len(blocks) * 2 * align  # 17 sets -> 32 channels
+    plain = RowSetCounter(layer, sets, CPU)
+    blocked = RowSetCounter(layer, sets, CPU, row_blocks=blocks)
+    op = blocked.op()
+    assert isinstance(op, counting.BlockedRows) and op.width == len(blocks) * 2 * align
+    for dac in (1, 2):
+        got = list(blocked.chunk_counts(x_int, 8 // dac, dac, False))
+        want = list(plain.chunk_counts(x_int, 8 // dac, dac, False))
+        for (c1, a), (c2, b) in zip(got, want, strict=True):
+            assert c1 == c2 and torch.equal(a, b)
+    native = op.native_rows(x_int)
+    padding = torch.ones(op.width, dtype=torch.bool)
+    padding[op.select] = False
+    assert bool(padding.any()) and not bool(native[:, padding].any())
+    for ou_rows in (1, 4):
+        assert all(torch.equal(g, w) for g, w in zip(
+            blocked.image_sums(x_int, 8, 1, False, ou_rows),
+            plain.image_sums(x_int, 8, 1, False, ou_rows), strict=True))
+
+
 def _sums_from_chunks(counter: RowSetCounter, x_int: Tensor, cycles: int, dac: int,
                       word: bool, ou_rows: int, gate: bool) -> tuple[Tensor, Tensor]:
     """`image_sums` by its definition: per image, the sums over positions and cycles of

@@ -60,6 +60,15 @@ LIVE_CONV_ROWS = 2048
 # cost the rest). Measured on the demo's model (64 images, one thread): 0.47 (3 row tiles)
 # 3.5 -> 5.2 ms per call, slower; 0.23 (5 tiles) 5.8 -> 4.0 ms; 0.12 (9 tiles) 8.7 -> 4.3 ms.
 BLOCKED_WORK_SHARE = 0.35
+# `block_plan`: output channels per group of the grouped convolution, above this a multiple of
+# it. oneDNN's u8 x s8 grouped convolution can fall to a slow kernel otherwise (measured, one
+# thread, 16 input channels per group, 3x3, 8x8 positions, 32 images, 18 groups: 129 channels
+# per group 31 ms, 128 4.6 ms, 144 9.6 ms; 9 groups: 129 13.8 ms, 144 1.95 ms; 4x4 positions:
+# 129 21.5 ms, 144 1.3 ms; 64 images, 5 groups, 14x14: 20 2.25 ms, 32 1.77 ms; 9 groups, 7x7:
+# 60 2.29 ms, 64 1.89 ms, 65 3.55 ms, 80 3.67 ms). Up to 16 they stay as they are (4 -> 16
+# doubled the time: 1.0 -> 2.2 ms). The full-width VGG-16's late layers have 129 sets in
+# their largest row tile.
+BLOCK_CHANNEL_ALIGN = 16
 # `RowSetCounter.image_sums`: the largest per-value table (int64 entries; 2 MiB).
 LUT_ENTRIES = 2**18
 # `RowSetCounter.image_sums`: (position, set) values gathered and summed per image block (8 MiB
@@ -346,7 +355,12 @@ def block_plan(layer: QuantLayer, sets: Tensor,
     width = int((hi - lo).max())
     g = len(row_blocks)
     per_block_sets = torch.bincount(block, minlength=g)
+    # output channels per group: the most sets of a block, above BLOCK_CHANNEL_ALIGN rounded
+    # up to a multiple of it (the extra channels are all-zero filters, like those of the
+    # smaller blocks)
     per_block = int(per_block_sets.max())
+    if per_block > BLOCK_CHANNEL_ALIGN:
+        per_block = -(-per_block // BLOCK_CHANNEL_ALIGN) * BLOCK_CHANNEL_ALIGN
     if g * width * per_block >= BLOCKED_WORK_SHARE * channels * d:
         return None
     order = torch.argsort(block, stable=True)

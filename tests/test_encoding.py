@@ -42,8 +42,10 @@ from sparsexbar.schemes.encoding.calibration import (
 )
 from sparsexbar.schemes.encoding.kernel import (
     GroupChunkCounts,
+    bitwise_or_rows,
     executed_chunks,
     inverted_groups,
+    or_tile_masks,
 )
 from sparsexbar.schemes.encoding.study import reproduce_encoding
 from sparsexbar.simulate import simulate
@@ -786,3 +788,18 @@ def test_cuda_equals_cpu() -> None:
         assert torch.equal(cpu.outputs, gpu.outputs)
         assert [lay["events"] for lay in cpu.to_json()["layers"]] == [
             lay["events"] for lay in gpu.to_json()["layers"]]
+
+
+@pytest.mark.parametrize(("tiles", "width"), [(1, 4), (3, 8), (2, 12), (5, 16), (3, 5), (2, 2)])
+def test_or_tile_masks_equal_the_halving_ors(tiles: int, width: int) -> None:
+    """The tile masks folded from int64 words (width a multiple of 4) or by halving ORs
+    (other widths, non-contiguous entries) equal the OR of every entry's mask bits."""
+    gen = torch.Generator().manual_seed(tiles * 31 + width)
+    entry = torch.randint(0, 2**12, (37, tiles * width), generator=gen).to(torch.int16)
+    want = bitwise_or_rows((entry >> 4).view(37, tiles, width)).to(torch.int64)
+    assert torch.equal(or_tile_masks(entry, tiles), want)
+    wide = torch.randint(0, 2**12, (37, tiles * width + 3), generator=gen).to(torch.int16)
+    view = wide[:, : tiles * width]  # non-contiguous rows: the halving path
+    want = bitwise_or_rows((view >> 4).reshape(37, tiles, width)).to(torch.int64)
+    assert torch.equal(or_tile_masks(view, tiles), want)
+    assert bool((want > 0).any())

@@ -74,6 +74,22 @@ def bitwise_or_rows(tiles: Tensor) -> Tensor:
     return values[:, :, 0]
 
 
+def or_tile_masks(entry: Tensor, tiles: int) -> Tensor:
+    """(M, tiles x width) int16 table entries (`GroupChunkCounts`: values below 2^15, the
+    nonzero-digit mask from bit 4) -> (M, tiles) int64: the OR of each tile's masks. With 4
+    entries per int64 word (width a multiple of 4), the words of a tile are ORed and the 4
+    lanes folded by two shifts, instead of halving ORs over every entry."""
+    m, columns = (int(v) for v in entry.shape)
+    width = columns // max(tiles, 1)
+    if width % 4 or not entry.is_contiguous():
+        return bitwise_or_rows((entry >> 4).view(m, tiles, -1)).to(torch.int64)
+    words = entry.view(torch.int64).view(m, tiles, width // 4)  # 4 entries per word
+    folded = bitwise_or_rows(words) if width > 4 else words[:, :, 0].clone()
+    folded |= folded >> 32  # lanes are non-negative: arithmetic shifts bring zeros
+    folded |= folded >> 16
+    return (folded >> 4) & 0xFFF
+
+
 def executed_chunks(tiles: Tensor, lead: Tensor | None, cycles: int, dac_bits: int,
                     skip_zero: bool, precision: int | None) -> Tensor:
     """(T, M, I) bool: chunk t of (position, tile) is executed.
@@ -212,7 +228,7 @@ class GroupChunkCounts:
             if bus_invert:
                 inverted += (entry & 15).sum(dtype=torch.int64)
             if per_image is not None:
-                union = bitwise_or_rows((entry >> 4).view(m, self.tiles, -1))  # (M, tiles)
+                union = or_tile_masks(entry, self.tiles)  # (M, tiles)
                 executed = (union & 1).to(torch.int32)
                 for j in range(1, self.fields):  # digits: a handful
                     executed += (union >> j) & 1

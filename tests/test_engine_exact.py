@@ -20,7 +20,12 @@ import sparsexbar
 from sparsexbar import EngineOptions
 from sparsexbar.core import intconv
 from sparsexbar.core.config import HardwareConfig, preset
-from sparsexbar.core.engine import LayerKernel, accumulate, exact_accumulate
+from sparsexbar.core.engine import (
+    LayerKernel,
+    accumulate,
+    exact_accumulate,
+    exact_from_magnitudes,
+)
 from sparsexbar.core.engine.exact import exact_int8_op
 from sparsexbar.core.frontend import QuantizedModel, QuantLayer, quantize_model
 from sparsexbar.core.mapping import MappedLayer, map_dense
@@ -393,8 +398,7 @@ def test_exact_shortcut_int8_convolution_equals_the_reference(net_name: str) -> 
             assert got.dtype == torch.float64 and got.is_contiguous()
             assert torch.equal(got, layer.reference_accumulate(xi).to(torch.float64))
             # the same from the narrow magnitudes a scheme already holds (uint8, channels-last)
-            (narrow,) = narrow_magnitudes(layer, xi)
-            shared = exact_accumulate(layer, xi, narrow)
+            shared = exact_from_magnitudes(layer, narrow_magnitudes(layer, xi), xi)
             assert shared.dtype == torch.float64 and shared.is_contiguous()
             assert torch.equal(shared, got)
 
@@ -412,6 +416,9 @@ def test_exact_shortcut_int8_refused_where_it_would_be_wrong(
     for layer, x_int in _conv_layers(net, x):
         assert torch.equal(exact_accumulate(layer, x_int),
                            layer.reference_accumulate(x_int).to(torch.float64))
+        # from the magnitudes (signed: positive minus negative part)
+        assert torch.equal(exact_from_magnitudes(layer, narrow_magnitudes(layer, x_int), x_int),
+                           layer.reference_accumulate(x_int).to(torch.float64))
     # 9-bit inputs, 10-bit weights: outside uint8 / int8.
     wide_in = _conv_layers(nets.single_conv(seed=2), nets.random_images(2, 2, 6, seed=2),
                            input_bits=9)
@@ -420,6 +427,8 @@ def test_exact_shortcut_int8_refused_where_it_would_be_wrong(
     for layer, x_int in wide_in + wide_w:
         assert exact_int8_op(layer, cpu) is None
         assert torch.equal(exact_accumulate(layer, x_int),
+                           layer.reference_accumulate(x_int).to(torch.float64))
+        assert torch.equal(exact_from_magnitudes(layer, narrow_magnitudes(layer, x_int), x_int),
                            layer.reference_accumulate(x_int).to(torch.float64))
     assert int(wide_in[0][1].max()) > 255 and int(wide_w[0][0].weight_int.abs().max()) > 127
     # An 8-bit layer given a value above its input range: the guard sends it to the float

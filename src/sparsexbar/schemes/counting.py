@@ -81,12 +81,14 @@ SUM_BLOCK_VALUES = 2**20
 INT32_SUM_LIMIT = 2**31
 
 
-def narrow_magnitudes(layer: QuantLayer, x_int: Tensor) -> list[Tensor]:
+def narrow_magnitudes(layer: QuantLayer, x_int: Tensor,
+                      channels_last: bool = True) -> list[Tensor]:
     """A layer's integer input as narrow magnitudes, one per pass ((x,) or, signed,
     (positive, negative)): uint8 up to 255, else int32; channels-last for conv layers (the
-    int8 convolution's layout, which shifts and masks keep); linear: (N, features), as
+    int8 convolution's layout, which shifts and masks keep) unless `channels_last` is False
+    (row-major images: pattern's flag windows); linear: (N, features), as
     `QuantLayer.patches`."""
-    fmt = (torch.channels_last if layer.kind == "conv" and x_int.dim() == 4
+    fmt = (torch.channels_last if channels_last and layer.kind == "conv" and x_int.dim() == 4
            else torch.contiguous_format)
     narrow = torch.uint8 if layer.input_max <= 255 else torch.int32
     if layer.kind == "linear":
@@ -217,9 +219,9 @@ class RowSetCounter:
         convolution's packed base-B value v indexes a table holding, for the digits c_j of v,
         sum_j f(c_j) in the low bits and sum_j c_j above (f: the OU count; int32 where the
         sums over the positions fit, `_sum_table`), so one gather and one integer sum over
-        the positions replace the digit split, the division and two
-        float sums per cycle. Tables up to 2^18 entries; a call packing more digits than that
-        allows falls back to `chunk_counts`'s split.
+        the positions replace the digit split, the division and two float sums per cycle.
+        Tables up to 2^18 entries; a call packing more digits than that allows falls back to
+        `chunk_counts`'s split.
         """
         images = int(xc.shape[0])
         device = xc.device

@@ -48,19 +48,28 @@ def exact_int8_op(layer: QuantLayer, device: torch.device) -> ExactLinear | None
     return op if op.backend == "int8" else None
 
 
-def exact_accumulate(layer: QuantLayer, x_int: Tensor,
-                     magnitudes: Tensor | None = None) -> Tensor:
+def exact_from_magnitudes(layer: QuantLayer, parts: list[Tensor], x_int: Tensor) -> Tensor:
+    """`exact_accumulate` from the narrow input magnitudes a scheme already holds (`parts`:
+    (x,) or, signed, (positive, negative), as `counting.narrow_magnitudes` gives them): the
+    layer's linear map (`layer_linear_op`) on each part, positive minus negative (exact:
+    |difference| <= the bound), with no conversion of the float input; where that map would
+    not be exact in float32 on CPU, `exact_accumulate` on x_int."""
+    op = layer_linear_op(layer, x_int.device)
+    if x_int.device.type == "cpu" and op.bound >= FLOAT32_EXACT:
+        return exact_accumulate(layer, x_int)
+    value = op(parts[0])
+    if len(parts) == 2:
+        value = value - op(parts[1])
+    return torch.empty(value.shape, dtype=torch.float64, device=value.device).copy_(value)
+
+
+def exact_accumulate(layer: QuantLayer, x_int: Tensor) -> Tensor:
     """sum_r W[r, c] * x[r] exactly (float64 out, contiguous): the int8 convolution where it
-    applies and the input lies in [0, 255], else float32 linear ops on bit pieces of |x|.
-    `magnitudes`: x_int of an unsigned layer input as `counting.narrow_magnitudes` gives it
-    (uint8, channels-last), where the caller has it: the int8 convolution then reads it as
-    it is (no range check, no conversion of the float input)."""
+    applies and the input lies in [0, 255], else float32 linear ops on bit pieces of |x|."""
     if x_int.device.type != "cpu":
         # cuDNN may pick TF32, Winograd or FFT algorithms, which are not exact: use float64.
         return layer.reference_accumulate(x_int).to(torch.float64)
     op = exact_int8_op(layer, x_int.device)
-    if op is not None and magnitudes is not None and magnitudes.dtype == torch.uint8:
-        return op(magnitudes).to(torch.float64, memory_format=torch.contiguous_format)
     if op is not None and x_int.numel():
         low, high = torch.aminmax(x_int)
         if int(low) >= 0 and int(high) <= op.max_input:  # values outside would wrap in uint8

@@ -12,7 +12,7 @@ from torch import Tensor
 
 from ...core.config import HardwareConfig
 from ...core.cost import Storage, activation_timing, energy_pj
-from ...core.engine import EngineOptions, LayerKernel, accumulate
+from ...core.engine import EngineOptions, LayerKernel, accumulate, exact_from_magnitudes
 from ...core.errors import SparsexbarError, require_choice
 from ...core.events import Events
 from ...core.frontend import QuantLayer
@@ -366,7 +366,7 @@ class CombinedScheme(Scheme):
             return accumulate(inner, x_int, options)
         sre = SreScheme("joint", self.granularity)
         if dynamic_packing_lossless(inner.mapped):
-            return sre.exact_values(inner, parts, x_int)
+            return exact_from_magnitudes(inner.mapped.layer, parts, x_int)
         return sre.packed_accumulate(inner, x_int, options)
 
     def _terminate(self, comp: CompKernel, x_int: Tensor,

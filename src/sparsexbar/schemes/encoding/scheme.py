@@ -14,7 +14,13 @@ from torch import Tensor
 
 from ...core.config import HardwareConfig
 from ...core.cost import Storage
-from ...core.engine import EngineOptions, LayerKernel, accumulate, exact_accumulate
+from ...core.engine import (
+    EngineOptions,
+    LayerKernel,
+    accumulate,
+    exact_accumulate,
+    exact_from_magnitudes,
+)
 from ...core.errors import SparsexbarError, require_choice
 from ...core.events import Events
 from ...core.frontend import QuantLayer
@@ -288,8 +294,10 @@ class EncodingScheme(Scheme):
                 and kernel.group_counts.usable:
             # only counts: from the layer's own convolution on packed chunks (no im2col)
             magnitudes = self._count_windows(kernel, x_int, tally, options)
-            return (exact_accumulate(layer, x_int, magnitudes) if ideal
-                    else accumulate(kernel, x_int, options)), tally
+            if not ideal:
+                return accumulate(kernel, x_int, options), tally
+            return (exact_from_magnitudes(layer, magnitudes, x_int) if magnitudes
+                    else exact_accumulate(layer, x_int)), tally
         acc_mat: Tensor | None = None
         if precision is not None or convert:
             acc_mat = torch.zeros((n * layer.positions, layer.out_channels),
@@ -325,12 +333,11 @@ class EncodingScheme(Scheme):
         return acc, tally
 
     def _count_windows(self, kernel: EncodingKernel, x_int: Tensor, tally: _Tally,
-                       options: EngineOptions) -> Tensor | None:
+                       options: EngineOptions) -> list[Tensor]:
         """The tally of inputs fed as they are (`GroupChunkCounts`), pass by pass, in chunks
         of whole images within the memory budget (per position and group: the packed sums,
         their integer copy, masks and gathered table entries, ~16 bytes). Returns the narrow
-        magnitudes of an unsigned input counted in one chunk (for the values' convolution),
-        else None."""
+        magnitudes of the input where one chunk held every image (for the values), else []."""
         layer = kernel.enc_mapped.layer
         n = int(x_int.shape[0])
         counter = kernel.group_counts
@@ -338,7 +345,7 @@ class EncodingScheme(Scheme):
         inputs = int(x_int[0].numel()) if n else 0
         per_image = layer.positions * (counter.groups * 16 + 8) + inputs * 16
         chunk = max(1, int(options.memory_budget_mb * 2**20 // max(per_image, 1)))
-        shared: Tensor | None = None
+        shared: list[Tensor] = []
         for a in range(0, n, chunk):  # chunks of whole images (memory bound)
             xc = x_int[a : a + chunk]
             images = int(xc.shape[0])
@@ -351,8 +358,8 @@ class EncodingScheme(Scheme):
                     tally.per_image[a : a + images] += executed.cpu()
                 else:  # every chunk of every position executed
                     tally.per_image[a : a + images] += layer.positions * cycles
-            if images == n and len(parts) == 1:
-                shared = parts[0]
+            if images == n:
+                shared = parts
         return shared
 
     def _images_per_chunk(self, kernel: EncodingKernel, positions: int,

@@ -17,6 +17,7 @@ from ...core.frontend import QuantLayer
 from ...core.mapping import MappedLayer, dense_events
 from ...training.prune import KERNEL_POSITIONS
 from ..base import Counted, LayerRun, Scheme
+from ..counting import narrow_magnitudes
 from .kernel import CODES, CYCLES_PER_WORD, MASKS_DIRECT, PatternKernel
 from .mapping import PatternMappedLayer, index_bits, map_pattern
 
@@ -91,11 +92,9 @@ class PatternScheme(Scheme):
         n = int(x_int.shape[0])
         base, _ = dense_events(mapped, n)
         positions = layer.positions
-        x = x_int.to(kernel.device)  # (N, Cin, H, W)
-        parts = [x.clamp(min=0), (-x).clamp(min=0)] if layer.input_signed else [x]
-        # magnitudes as narrow integers (the flags' table index, or the flags themselves)
-        narrow = torch.uint8 if layer.input_max <= 255 else torch.int32
-        parts = [p.to(narrow) for p in parts]
+        # magnitudes as narrow integers (the flags' table index, or the flags themselves),
+        # (N, Cin, H, W) row-major: the flag windows are views of each image
+        parts = narrow_magnitudes(layer, x_int.to(kernel.device), channels_last=False)
         active = torch.zeros((n, plan.pieces), dtype=torch.float64, device=kernel.device)
         chunk = self._images_per_chunk(kernel, options)
         for part in parts:  # one or two passes

@@ -6,8 +6,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ...core.engine import LayerKernel, layer_linear_op
-from ...core.intconv import FLOAT32_EXACT, ExactLinear
+from ...core.engine import LayerKernel
+from ...core.intconv import ExactLinear
 from ...core.mapping import MappedLayer
 from ..counting import BlockedRows, RowSetCounter
 from .mapping import column_segments, kept_matrix
@@ -57,14 +57,6 @@ class SreKernel(LayerKernel):
             self._pack_plan = build_pack_plan(self.mapped, self.tile_keep, self.tile_inverse,
                                               self.device)
         return self._pack_plan
-
-    def value_op(self) -> ExactLinear | None:
-        """The layer's linear map on its input magnitudes, exact (`engine.layer_linear_op`,
-        shared with the exact shortcut: int8 convolution on CPU where exact, float32 below
-        2^24, float64 off CPU); None when float32 would not be exact on CPU (the engine's exact
-        accumulate then splits the input)."""
-        op = layer_linear_op(self.mapped.layer, self.device)
-        return op if self.device.type != "cpu" or op.bound < FLOAT32_EXACT else None
 
     @property
     def counter(self) -> RowSetCounter:

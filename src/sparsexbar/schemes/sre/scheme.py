@@ -9,7 +9,13 @@ from torch import Tensor
 
 from ...core.config import HardwareConfig
 from ...core.cost import Storage
-from ...core.engine import EngineOptions, LayerKernel, accumulate, exact_accumulate
+from ...core.engine import (
+    EngineOptions,
+    LayerKernel,
+    accumulate,
+    exact_accumulate,
+    exact_from_magnitudes,
+)
 from ...core.errors import SparsexbarError, require_choice
 from ...core.events import Events
 from ...core.frontend import QuantLayer
@@ -83,23 +89,10 @@ class SreScheme(Scheme):
             return LayerRun(acc, *self.count(kernel, x_int, options))
         parts = narrow_magnitudes(kernel.mapped.layer, x_int)  # shared by values and counts
         if dynamic_packing_lossless(kernel.mapped):
-            acc = self.exact_values(kernel, parts, x_int)
+            acc = exact_from_magnitudes(kernel.mapped.layer, parts, x_int)
         else:
             acc = self.packed_accumulate(kernel, x_int, options)
         return LayerRun(acc, *self._count(kernel, parts, int(x_int.shape[0]), options))
-
-    @staticmethod
-    def exact_values(kernel: SreKernel, parts: list[Tensor], x_int: Tensor) -> Tensor:
-        """The exact integer result (float64, the layer's output shape): the layer's linear
-        map on the narrow input magnitudes by `ExactLinear` (int8 convolution where exact,
-        positive minus negative part for signed inputs), else the engine's exact accumulate."""
-        op = kernel.value_op()
-        if op is None:
-            return exact_accumulate(kernel.mapped.layer, x_int)
-        value = op(parts[0])
-        if len(parts) == 2:  # exact: |difference| <= the bound < 2^24
-            value = value - op(parts[1])
-        return torch.empty(value.shape, dtype=torch.float64, device=value.device).copy_(value)
 
     def packed_accumulate(self, kernel: SreKernel, x_int: Tensor,
                           options: EngineOptions) -> Tensor:

@@ -20,7 +20,7 @@ from torch import Tensor
 
 from .exact import FLOAT32_EXACT
 from .gather import RowGather
-from .indices import nonzero_2d
+from .indices import INT32_LIMIT, flat_above, rows_above, split_rows
 from .noise import Stream, Workspace, margin, noisy_adc
 from .plan import Packed, candidate_slice
 
@@ -99,17 +99,18 @@ def clip_corrections(kernel: LayerKernel, part: Tensor, input_shape: tuple[int, 
     gather = kernel.gather("clip", input_shape)
     out_flat = out.view(-1)
     n_img = int(part.shape[0])
-    per_group = n_img * positions
     first = torch.tensor(plan.bucket_start, dtype=torch.int64, device=part.device)
     bases = gather.position_bases(n_img)  # (n*P,) input offset of every position
     zero_image = n_img * gather.image_stride  # padding slots read the zero image
+    # int32 indices where every one fits (torch's int64 arithmetic is several x slower)
+    narrow = out.numel() < INT32_LIMIT
+    index_dtype = torch.int32 if narrow else torch.int64
     targets = (torch.arange(n_img, device=part.device).unsqueeze(1) * (cout * positions)
-               + torch.arange(positions, device=part.device)).reshape(-1)
+               + torch.arange(positions, device=part.device)).reshape(-1).to(index_dtype)
     for t, chunk_img, bound in clip_bounds(kernel, part):  # bound: (n, B', P)
         chunk_f = chunk_img.to(torch.float32)  # no copy on CPU (already float32)
         # bound is an integer; > top + 0.5 is robust to any rounding below 0.5.
-        mask = (bound > top + 0.5).transpose(0, 1).reshape(n_groups, per_group)
-        cand_group, cand_pos = nonzero_2d(mask)  # sorted by group
+        cand_group, cand_pos = rows_above(bound.transpose(0, 1), top + 0.5)  # sorted by group
         if cand_group.numel() == 0:
             continue
         flat = gather.flat(chunk_f)
@@ -127,20 +128,21 @@ def clip_corrections(kernel: LayerKernel, part: Tensor, input_shape: tuple[int, 
             base = pk.spread(bases.index_select(0, pos), zero_image)  # (blocks, size)
             slot_target = pk.spread(targets.index_select(0, pos), 0)
             levels = plan.levels[:, :, :width]
-            channel = plan.channel[:, :width] * positions
+            channel = (plan.channel[:, :width] * positions).to(index_dtype)
             weight = plan.col_weight[:, :width] * scale
             for b0, b1 in pk.block_slices(slice_size):  # candidate slices
                 bg = pk.block_group[b0:b1]
                 xg = gather.packed_values(flat, base[b0:b1], bg)  # (blocks, size, ou)
                 p = torch.bmm(xg, levels.index_select(0, bg))  # (blocks, size, width)
-                hit_slot, hit_col = nonzero_2d(p.view(-1, width) > top)
-                if hit_slot.numel() == 0:
+                hit = flat_above(p, top)  # flat (slot x width + column) indices
+                if hit.numel() == 0:
                     continue
+                hit_slot, hit_col = split_rows(hit, width, p.numel(), narrow)
                 # Flat indices (cheaper than multi-dimensional advanced indexing).
                 column = (hit_slot >> pk.size_bits) * width + hit_col
                 target = slot_target[b0:b1].reshape(-1).index_select(0, hit_slot)
                 target += channel.index_select(0, bg).view(-1).index_select(0, column)
-                excess = p.view(-1).index_select(0, hit_slot * width + hit_col).sub_(top)
+                excess = p.view(-1).index_select(0, hit).sub_(top)
                 excess *= weight.index_select(0, bg).view(-1).index_select(0, column)
                 out_flat.index_add_(0, target, excess.to(torch.float64))
 
@@ -182,7 +184,7 @@ def full_conversions(kernel: LayerKernel, part: Tensor, input_shape: tuple[int, 
         shift = float(kernel.cycle_weight[t])
         active = kernel.active_sums((chunk_img != 0).to(torch.float32))  # (n, S*G, P)
         counts = active.transpose(0, 1).reshape(s * g, per_group)
-        cand_group, cand_pos = nonzero_2d(counts > 0.5)  # sorted by group
+        cand_group, cand_pos = rows_above(counts, 0.5)  # sorted by group
         if cand_group.numel() == 0:
             continue
         flat = gather.flat(chunk_img.to(torch.float32))

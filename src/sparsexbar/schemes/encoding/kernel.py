@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from ...core.engine import FLOAT32_EXACT, LayerKernel
-from ...core.engine.indices import nonzero_2d
+from ...core.engine.indices import rows_above
 from ...core.frontend import QuantLayer
 from ...core.intconv import ExactLinear, exact_int_mm, int8_operand
 from ..counting import BlockedRows, block_plan
@@ -401,8 +401,7 @@ def conversion_corrections(planes: Tensor, tables: ClipTables, bus_invert: bool,
         inverted = sums > tables.threshold.to(dtype)
         n_inverted = int(inverted.sum())
         bound = torch.where(inverted, chunk_max * tables.bound_total - bound, bound)
-    mask = bound > (float(top) if step == 1.0 else 0.0)
-    g_idx, tm_idx = nonzero_2d(mask.t())  # sorted by group
+    g_idx, tm_idx = rows_above(bound.t(), float(top) if step == 1.0 else 0.0)  # by group
     n_cand = int(g_idx.numel())
     if n_cand == 0 or k == 0:
         return torch.zeros((m, tables.channels), dtype=torch.float64, device=device), 0, \

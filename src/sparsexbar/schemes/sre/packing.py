@@ -28,7 +28,7 @@ from dataclasses import dataclass, replace
 import torch
 from torch import Tensor
 
-from ...core.engine.indices import nonzero_2d
+from ...core.engine.indices import rows_above
 from ...core.engine.plan import Packed
 from ...core.mapping import MappedLayer
 
@@ -152,13 +152,14 @@ def _chunk_deltas(bucket: PackBucket, word: Tensor, live: list[int], dac_bits: i
         chunk_f = chunk.to(torch.float32)
         if step == 1.0 and bucket.bounded:
             whole = torch.bmm(bucket.set_levels, chunk_f.view(bucket.sets, -1, m))
-            may = whole.amax(dim=1) > top  # (sets, m)
-            pairs = int(may.sum())
+            set_of, position = rows_above(whole.amax(dim=1), top)  # (set, position) pairs
+            pairs = int(set_of.numel())
             if pairs == 0:
                 continue  # no packed OU of the bucket can clip in this cycle
             if pairs <= PAIR_DENSE * bucket.sets * m:
-                _pair_deltas(bucket, may, chunk, word if place is not None else None, ou,
-                             top, flat_out, cout, weight)
+                _pair_deltas(bucket, set_of, position, m, chunk,
+                             word if place is not None else None, ou, top, flat_out, cout,
+                             weight)
                 continue
         past, first = place if place is not None else _places(chunk != 0, bucket, ou)
         delta = _bucket_deltas(bucket, chunk_f, past, first, step, top)  # (sets x width, m)
@@ -167,19 +168,18 @@ def _chunk_deltas(bucket: PackBucket, word: Tensor, live: list[int], dac_bits: i
         flat_out.index_add_(0, target.view(-1), delta.mul_(weight.unsqueeze(1)).view(-1))
 
 
-def _pair_deltas(bucket: PackBucket, may: Tensor, chunk: Tensor, word: Tensor | None, ou: int,
-                 top: float, flat_out: Tensor, cout: int, weight: Tensor) -> None:
-    """Add weight x `_bucket_deltas` (unit step) of the (set, position) pairs in `may` (sets,
-    m) into `flat_out` ((m, Cout) flattened), each set column into its channel: the pairs,
-    sorted by set, go into blocks of one set (`Packed`; padding slots read zeros and add
-    their zero delta to position m - 1), each block a set of `_bucket_deltas` with its
-    set's levels. `word`: the (E, m) inputs whose nonzero entries take places (granularity
-    "word"), None for the chunk's ("bit")."""
+def _pair_deltas(bucket: PackBucket, set_of: Tensor, position: Tensor, m: int, chunk: Tensor,
+                 word: Tensor | None, ou: int, top: float, flat_out: Tensor, cout: int,
+                 weight: Tensor) -> None:
+    """Add weight x `_bucket_deltas` (unit step) of the (set, position) pairs (`set_of`,
+    `position`, sorted by set; positions of the chunk's m) into `flat_out` ((m, Cout)
+    flattened), each set column into its channel: the pairs go into blocks of one set
+    (`Packed`; padding slots read zeros and add their zero delta to position m - 1), each
+    block a set of `_bucket_deltas` with its set's levels. `word`: the (E, m) inputs whose
+    nonzero entries take places (granularity "word"), None for the chunk's ("bit")."""
     sets, nb = bucket.sets, bucket.blocks
     width = int(bucket.levels.shape[1])
-    m = int(may.shape[1])
     per_set = nb * ou  # entries of a set
-    set_of, position = nonzero_2d(may)  # sorted by set
     pk = Packed.of(set_of, sets)
     size = pk.size
     slots = pk.spread(position, m)  # (blocks, size); padding: position m
@@ -187,7 +187,7 @@ def _pair_deltas(bucket: PackBucket, may: Tensor, chunk: Tensor, word: Tensor | 
     slots.clamp_(max=m - 1)
     owner = pk.block_group  # (blocks,) set of each block
     blocks = pk.blocks
-    entry = owner.unsqueeze(1) * per_set + torch.arange(per_set, device=may.device)
+    entry = owner.unsqueeze(1) * per_set + torch.arange(per_set, device=chunk.device)
     flat = (entry.unsqueeze(2) * m + slots.unsqueeze(1)).view(-1)  # (blocks, E_s, size)
     x = chunk.view(-1).index_select(0, flat).view(blocks, per_set, size).mul_(valid)
     on = (word.view(-1).index_select(0, flat).view(blocks, per_set, size).mul_(valid)
@@ -197,7 +197,7 @@ def _pair_deltas(bucket: PackBucket, may: Tensor, chunk: Tensor, word: Tensor | 
     past, first = _places(on.view(blocks * per_set, size), part, ou)
     delta = _bucket_deltas(part, x.view(blocks * per_set, size).to(torch.float32), past, first,
                            1.0, top).view(blocks, width, size)
-    column = (owner * width).unsqueeze(1) + torch.arange(width, device=may.device)  # (blocks, w)
+    column = (owner * width).unsqueeze(1) + torch.arange(width, device=chunk.device)  # (blocks, w)
     delta.mul_(weight.index_select(0, column.view(-1)).view(blocks, width, 1))
     target = slots.unsqueeze(1) * cout \
         + bucket.col_channel.index_select(0, column.view(-1)).view(blocks, width, 1)

@@ -40,6 +40,7 @@ from torch import Tensor
 
 from ..core.cost import ActivationTiming, TimingShape
 from ..core.engine import FLOAT32_EXACT
+from ..core.engine.indices import above_as, nonzero_as
 from ..core.frontend import QuantLayer
 from ..core.intconv import ExactLinear
 
@@ -168,7 +169,7 @@ class RowSetCounter:
         """
         op = self.op()
         if word:  # the same active rows in every cycle: one plane, counted once
-            yield tuple(range(cycles)), op.rows((xc != 0).to(torch.uint8))
+            yield tuple(range(cycles)), op.rows(nonzero_as(xc, torch.uint8))
             return
         base = self.base
         for first, width, packed in self._packed_planes(xc, cycles, dac_bits):
@@ -234,13 +235,13 @@ class RowSetCounter:
                 reps = float(len(chunks))
                 view = counts.view(images, -1, self.count)
                 rows_img += view.sum(dim=1, dtype=torch.float64) * reps
-                ou = (counts > 0).to(counts.dtype) if gate else counts.div_(
+                ou = above_as(counts, 0, counts.dtype) if gate else counts.div_(
                     float(ou_rows)).ceil_()
                 ou_img += ou.view(images, -1, self.count).sum(dim=1, dtype=torch.float64) * reps
             return ou_img, rows_img
         digits = (ou_rows, gate, str(device))
         f_sum, c_sum = self._digit_sums(self.base ** fields, ou_rows, gate, device)
-        planes = ([(float(cycles), (xc != 0).to(torch.uint8))] if word else
+        planes = ([(float(cycles), nonzero_as(xc, torch.uint8))] if word else
                   ((1.0, packed) for _, _, packed in self._packed_planes(xc, cycles, dac_bits)))
         # Sums in the op's own column order (`BlockedRows`: its grouped convolution's
         # channels), put in the sets' order once per call, on (images, D) sums.
@@ -687,7 +688,7 @@ def _count_live(table: SlotTable, counter: RowSetCounter | None, parts: list[Ten
                         assert rows_acc is not None
                         rows_acc[r0:r1].addcmul_(_sum_repeats(n), live)
                     else:  # "any": the whole slot when one row of its gate domain is active
-                        ou = (counts > 0).to(counts.dtype).index_select(1, gate).view(
+                        ou = above_as(counts, 0, counts.dtype).index_select(1, gate).view(
                             -1, reps, g_count)
                         ou.mul_(static_ou)
                     ou_acc[r0:r1].addcmul_(ou, live.unsqueeze(1))

@@ -5,6 +5,9 @@
   against 614 us for `torch.nonzero` on the flat mask and 787 us with `as_tuple`;
 - comparisons into bool: numpy's are SIMD, torch's (2.13, CPU) are not: a (950272,) float32
   tensor against a scalar 76 us in numpy, 412 us in torch;
+- bool tensors themselves: a mask made by a comparison and converted (`(x != 0).to(float32)`)
+  costs ~6-10x a comparison written straight into a tensor of the wanted dtype
+  (`nonzero_as`, `above_as`): (8, 64, 28, 28) int32, 469 against 78 us;
 - the row/column split in int32 floor division by a scalar (numpy divides by an invariant
   integer with a multiply): 41 us against 375 us for `np.divmod` of int64 (190k indices).
 
@@ -74,3 +77,16 @@ def split_rows(flat: Tensor, row_length: int, numel: int,
     if narrow:
         return torch.from_numpy(rows_np), torch.from_numpy(cols_np)
     return torch.from_numpy(rows_np.astype(np.int64)), torch.from_numpy(cols_np.astype(np.int64))
+
+
+def nonzero_as(values: Tensor, dtype: torch.dtype) -> Tensor:
+    """[values != 0] as 0/1 in `dtype`, compared straight into a tensor of that dtype (no
+    bool tensor)."""
+    return torch.ne(values, 0, out=torch.empty(values.shape, dtype=dtype, device=values.device))
+
+
+def above_as(values: Tensor, threshold: float, dtype: torch.dtype) -> Tensor:
+    """[values > threshold] as 0/1 in `dtype`, compared straight into a tensor of that dtype
+    (no bool tensor)."""
+    return torch.gt(values, threshold,
+                    out=torch.empty(values.shape, dtype=dtype, device=values.device))

@@ -20,7 +20,7 @@ from torch import Tensor
 
 from .exact import FLOAT32_EXACT
 from .gather import RowGather
-from .indices import INT32_LIMIT, flat_above, rows_above, split_rows
+from .indices import INT32_LIMIT, flat_above, nonzero_as, rows_above, split_rows
 from .noise import Stream, Workspace, margin, noisy_adc
 from .plan import Packed, candidate_slice
 
@@ -182,7 +182,7 @@ def full_conversions(kernel: LayerKernel, part: Tensor, input_shape: tuple[int, 
     segment = torch.div(torch.arange(s * g, device=part.device), g, rounding_mode="floor")
     for t, chunk_img in cycles(kernel, part):
         shift = float(kernel.cycle_weight[t])
-        active = kernel.active_sums((chunk_img != 0).to(torch.float32))  # (n, S*G, P)
+        active = kernel.active_sums(nonzero_as(chunk_img, torch.float32))  # (n, S*G, P)
         counts = active.transpose(0, 1).reshape(s * g, per_group)
         cand_group, cand_pos = rows_above(counts, 0.5)  # sorted by group
         if cand_group.numel() == 0:
@@ -258,8 +258,11 @@ def noisy_conversions(kernel: LayerKernel, p: Tensor, active: Tensor, keys: Tens
         value = noisy_adc(flat, keys.reshape(-1), read, deviation, top, step, ws,
                           margin(largest))
     else:  # programmed variation and stuck cells only: no draw
-        value = torch.div(flat, step, out=ws.take(ws.code, blocks * size, k))
-        value.round_().clamp_(0, top).mul_(step)
+        code = ws.take(ws.code, blocks * size, k)
+        if step == 1.0:  # no division or product by the step (two passes fewer)
+            value = torch.round(flat, out=code).clamp_(0, top)
+        else:
+            value = torch.div(flat, step, out=code).round_().clamp_(0, top).mul_(step)
     return value.view(blocks, size, k)
 
 

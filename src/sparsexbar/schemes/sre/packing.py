@@ -28,7 +28,7 @@ from dataclasses import dataclass, replace
 import torch
 from torch import Tensor
 
-from ...core.engine.indices import rows_above
+from ...core.engine.indices import nonzero_as, rows_above
 from ...core.engine.plan import Packed
 from ...core.mapping import MappedLayer
 
@@ -143,7 +143,7 @@ def _chunk_deltas(bucket: PackBucket, word: Tensor, live: list[int], dac_bits: i
     5-bit ADC, 2-bit DAC: 6.2% of the (set, cycle, position) triples may clip by this bound
     (22% by chunk x each entry's largest level), and 2.8% do."""
     m = int(word.shape[1])
-    place = _places(word != 0, bucket, ou) if granularity == "word" else None
+    place = _places(word, bucket, ou) if granularity == "word" else None
     flat_out = out.view(-1)
     cout = int(out.shape[1])
     for t in live:  # a handful of cycles
@@ -161,7 +161,7 @@ def _chunk_deltas(bucket: PackBucket, word: Tensor, live: list[int], dac_bits: i
                              word if place is not None else None, ou, top, flat_out, cout,
                              weight)
                 continue
-        past, first = place if place is not None else _places(chunk != 0, bucket, ou)
+        past, first = place if place is not None else _places(chunk, bucket, ou)
         delta = _bucket_deltas(bucket, chunk_f, past, first, step, top)  # (sets x width, m)
         target = (torch.arange(m, device=out.device) * cout).unsqueeze(0) \
             + bucket.col_channel.unsqueeze(1)
@@ -183,7 +183,10 @@ def _pair_deltas(bucket: PackBucket, set_of: Tensor, position: Tensor, m: int, c
     pk = Packed.of(set_of, sets)
     size = pk.size
     slots = pk.spread(position, m)  # (blocks, size); padding: position m
-    valid = (slots < m).unsqueeze(1)  # padding slots read position m - 1, zeroed
+    # 0/1 in the chunk's dtype (no bool masks: slow on CPU), padding slots read position
+    # m - 1, zeroed
+    valid = torch.lt(slots, m, out=torch.empty(slots.shape, dtype=chunk.dtype,
+                                               device=chunk.device)).unsqueeze(1)
     slots.clamp_(max=m - 1)
     owner = pk.block_group  # (blocks,) set of each block
     blocks = pk.blocks
@@ -191,7 +194,7 @@ def _pair_deltas(bucket: PackBucket, set_of: Tensor, position: Tensor, m: int, c
     flat = (entry.unsqueeze(2) * m + slots.unsqueeze(1)).view(-1)  # (blocks, E_s, size)
     x = chunk.view(-1).index_select(0, flat).view(blocks, per_set, size).mul_(valid)
     on = (word.view(-1).index_select(0, flat).view(blocks, per_set, size).mul_(valid)
-          if word is not None else x) != 0
+          if word is not None else x)  # nonzero: the entry takes a place
     levels = bucket.levels.view(sets, nb, width, ou).index_select(0, owner)
     part = replace(bucket, sets=blocks, levels=levels.view(blocks * nb, width, ou))
     past, first = _places(on.view(blocks * per_set, size), part, ou)
@@ -204,17 +207,18 @@ def _pair_deltas(bucket: PackBucket, set_of: Tensor, position: Tensor, m: int, c
     flat_out.index_add_(0, target.view(-1), delta.view(-1))
 
 
-def _places(on: Tensor, bucket: PackBucket, ou: int) -> tuple[Tensor, Tensor]:
-    """From (E, m) active entries: (sets x blocks, ou, m) bool, the entries past their
-    block's packed-OU boundary, and (sets, blocks, m) the packed OU of each block's first
-    entry."""
-    m = int(on.shape[1])
+def _places(values: Tensor, bucket: PackBucket, ou: int) -> tuple[Tensor, Tensor]:
+    """From (E, m) entries (nonzero: active): (sets x blocks, ou, m) float32 0/1, the entries
+    past their block's packed-OU boundary, and (sets, blocks, m) the packed OU of each
+    block's first entry."""
+    m = int(values.shape[1])
     rank_dtype = torch.int16 if bucket.blocks * ou < 2**15 else torch.int32  # ranks fit
-    act = on.view(bucket.sets, bucket.blocks * ou, m).to(rank_dtype)
+    act = nonzero_as(values.view(bucket.sets, bucket.blocks * ou, m), rank_dtype)
     before = torch.cumsum(act, dim=1, dtype=rank_dtype).sub_(act)  # active entries before
     before = before.view(bucket.sets * bucket.blocks, ou, m)
     first = torch.div(before[:, 0, :], ou, rounding_mode="floor")  # packed OU of the block
-    past = before >= ((first + 1) * ou).unsqueeze(1)  # ranks of the next OU
+    past = torch.ge(before, ((first + 1) * ou).unsqueeze(1),  # ranks of the next OU
+                    out=torch.empty(before.shape, dtype=torch.float32, device=before.device))
     return past, first.view(bucket.sets, bucket.blocks, m)
 
 
@@ -232,10 +236,13 @@ def _bucket_deltas(bucket: PackBucket, x: Tensor, past: Tensor, first: Tensor, s
     carry = torch.zeros((sets, nb + 1, width, m), dtype=torch.float32, device=x.device)
     torch.sub(running, tail, out=carry[:, 1:])  # H - A at every block (1-based; 0: none)
     # a packed OU ends in block b when the next block starts in a later OU (the last: always)
-    end = torch.ones((sets, nb, m), dtype=torch.bool, device=x.device)
-    torch.gt(first[:, 1:], first[:, :-1], out=end[:, :-1])
-    index = torch.where(end, torch.arange(1, nb + 1, device=x.device).view(1, -1, 1), 0)
-    last_end = torch.cummax(index, dim=1).values
+    # (0/1 float32 masks and their products: torch's bool masks are several x slower on CPU)
+    # (block nb: the last block's A, converted where the set's last OU ends: always)
+    end = torch.ones((sets, nb + 1, m), dtype=torch.float32, device=x.device)
+    torch.gt(first[:, 1:], first[:, :-1], out=end[:, : nb - 1])
+    index = end[:, :nb] * torch.arange(1, nb + 1, dtype=torch.float32,
+                                         device=x.device).view(1, -1, 1)
+    last_end = torch.cummax(index, dim=1).values.to(torch.int64)
     previous = torch.zeros_like(last_end)
     previous[:, 1:] = last_end[:, :-1]  # the block where the preceding OU ended (0: none)
     # the set's last packed OU may start past the boundary of its last block: its partial
@@ -244,7 +251,7 @@ def _bucket_deltas(bucket: PackBucket, x: Tensor, past: Tensor, first: Tensor, s
     torch.sub(running, carry.gather(1, previous.unsqueeze(2).expand(-1, -1, width, -1)),
               out=p[:, :nb])
     p[:, nb] = tail[:, -1]
-    end = torch.cat([end, end[:, -1:]], dim=1).unsqueeze(2)
+    end = end.unsqueeze(2)
     if step == 1.0:  # integer sums (exact in float32): only what clips changes
         delta = p.sub_(top).clamp_(min=0).neg_().mul_(end)
         return delta.sum(dim=1).view(sets * width, m).to(torch.float64)

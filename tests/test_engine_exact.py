@@ -24,6 +24,7 @@ from sparsexbar.core.engine import (
     LayerKernel,
     accumulate,
     exact_accumulate,
+    exact_accumulator,
     exact_from_magnitudes,
 )
 from sparsexbar.core.engine.exact import exact_int8_op
@@ -397,10 +398,17 @@ def test_exact_shortcut_int8_convolution_equals_the_reference(net_name: str) -> 
             got = exact_accumulate(layer, xi)
             assert got.dtype == torch.float64 and got.is_contiguous()
             assert torch.equal(got, layer.reference_accumulate(xi).to(torch.float64))
-            # the same from the narrow magnitudes a scheme already holds (uint8, channels-last)
+            # the same from the narrow magnitudes a scheme already holds (uint8, channels-last),
+            # and as a read-only result (float32 where exact: no float64 copy)
             shared = exact_from_magnitudes(layer, narrow_magnitudes(layer, xi), xi)
-            assert shared.dtype == torch.float64 and shared.is_contiguous()
-            assert torch.equal(shared, got)
+            native = exact_accumulator(layer, xi)
+            for value in (shared, native):
+                assert value.dtype == torch.float32  # every |value| < 2^24 here
+                assert torch.equal(value.to(torch.float64), got)
+            # the frontend dequantizes either to the same contiguous float32 output
+            real = layer.dequantize(native)
+            assert real.is_contiguous() and real.dtype == torch.float32
+            assert torch.equal(real, layer.dequantize(got))
 
 
 def test_exact_shortcut_int8_refused_where_it_would_be_wrong(

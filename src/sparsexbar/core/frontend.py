@@ -148,12 +148,14 @@ class QuantLayer:
         return q.clamp_(lo, self.input_max)
 
     def dequantize(self, acc: Tensor, out: Tensor | None = None) -> Tensor:
-        """Integer accumulator (any dtype holding integers) -> real output, float32 (into
-        `out`, of acc's shape, when given)."""
+        """Integer accumulator (any dtype holding integers, any memory format) -> real
+        output, float32, contiguous (into `out`, of acc's shape, when given): the accumulator
+        rounded to float32, times the scale, plus the bias. A channels-last float32
+        accumulator (the int8 convolution's) is read in place by the product."""
         shape = (1, -1, 1, 1) if self.kind == "conv" else (1, -1)
         scale = (self.weight_scale * self.input_scale).reshape(shape)
         if out is None:
-            return acc.to(torch.float32) * scale + self.bias.reshape(shape)
+            out = torch.empty(acc.shape, dtype=torch.float32, device=acc.device)
         return torch.mul(acc.to(torch.float32), scale, out=out).add_(self.bias.reshape(shape))
 
     def patches(self, x_int: Tensor) -> Tensor:

@@ -35,7 +35,13 @@ tasks, chunks, the clip plan, candidate slices and blocks), paths (the clip and 
 conversion paths), kernel (LayerKernel, accumulate).
 """
 
-from .exact import FLOAT32_EXACT, exact_accumulate, exact_from_magnitudes, layer_linear_op
+from .exact import (
+    FLOAT32_EXACT,
+    exact_accumulate,
+    exact_accumulator,
+    exact_from_magnitudes,
+    layer_linear_op,
+)
 from .gather import GroupSums, RowGather
 from .kernel import LayerKernel, accumulate
 from .options import EngineOptions
@@ -43,6 +49,7 @@ from .plan import ClipPlan, Packed
 from .pool import TaskPool, run_tasks
 
 __all__ = ["FLOAT32_EXACT", "ClipPlan", "EngineOptions", "GroupSums", "LayerKernel", "Packed",
-           "RowGather", "TaskPool", "accumulate", "exact_accumulate", "exact_from_magnitudes",
+           "RowGather", "TaskPool", "accumulate", "exact_accumulate", "exact_accumulator",
+           "exact_from_magnitudes",
            "layer_linear_op",
            "run_tasks"]

@@ -49,18 +49,49 @@ def exact_int8_op(layer: QuantLayer, device: torch.device) -> ExactLinear | None
 
 
 def exact_from_magnitudes(layer: QuantLayer, parts: list[Tensor], x_int: Tensor) -> Tensor:
-    """`exact_accumulate` from the narrow input magnitudes a scheme already holds (`parts`:
+    """`exact_accumulator` from the narrow input magnitudes a scheme already holds (`parts`:
     (x,) or, signed, (positive, negative), as `counting.narrow_magnitudes` gives them): the
     layer's linear map (`layer_linear_op`) on each part, positive minus negative (exact:
     |difference| <= the bound), with no conversion of the float input; where that map would
-    not be exact in float32 on CPU, `exact_accumulate` on x_int."""
+    not be exact in float32 on CPU, `exact_accumulate` on x_int. For reading only (a layer's
+    result): float32 on CPU, conv outputs possibly channels-last."""
     op = layer_linear_op(layer, x_int.device)
     if x_int.device.type == "cpu" and op.bound >= FLOAT32_EXACT:
         return exact_accumulate(layer, x_int)
     value = op(parts[0])
     if len(parts) == 2:
         value = value - op(parts[1])
-    return torch.empty(value.shape, dtype=torch.float64, device=value.device).copy_(value)
+    return value
+
+
+def exact_accumulator(layer: QuantLayer, x_int: Tensor) -> Tensor:
+    """The exact integer accumulator of a layer, for reading only (the result a scheme
+    returns, which the frontend dequantizes): on CPU, where the int8 convolution or a float32
+    linear map holds every value exactly (below 2^24), its float32 result as it comes (conv
+    outputs possibly channels-last: no float64 copy, which cost as much as the int8
+    convolution itself on the shipped VGG-8); else `exact_accumulate`. To add corrections
+    into, use `exact_accumulate` (float64, contiguous)."""
+    native = _float32_accumulator(layer, x_int)
+    return native if native is not None else exact_accumulate(layer, x_int)
+
+
+def _float32_accumulator(layer: QuantLayer, x_int: Tensor) -> Tensor | None:
+    """sum_r W[r, c] * x[r] in float32 where that is exact on CPU: the int8 convolution
+    where it applies and the input lies in [0, 255], else a float32 linear map where the
+    largest |result| (column |weight| sum x max |input|) stays below 2^24; else None."""
+    if x_int.device.type != "cpu":
+        return None
+    op = exact_int8_op(layer, x_int.device)
+    if op is not None and x_int.numel():
+        low, high = torch.aminmax(x_int)
+        if int(low) >= 0 and int(high) <= op.max_input:  # values outside would wrap in uint8
+            return op(x_int)
+    w = layer.weight_int.to(x_int.device)
+    col_abs_sum = float(w.reshape(w.shape[0], -1).abs().sum(dim=1).max()) if w.numel() else 0.0
+    x_max = float(x_int.abs().max()) if x_int.numel() else 0.0
+    if col_abs_sum * x_max < FLOAT32_EXACT:
+        return layer.linear_op(x_int.to(torch.float32), w.to(torch.float32))
+    return None
 
 
 def exact_accumulate(layer: QuantLayer, x_int: Tensor) -> Tensor:
@@ -69,17 +100,13 @@ def exact_accumulate(layer: QuantLayer, x_int: Tensor) -> Tensor:
     if x_int.device.type != "cpu":
         # cuDNN may pick TF32, Winograd or FFT algorithms, which are not exact: use float64.
         return layer.reference_accumulate(x_int).to(torch.float64)
-    op = exact_int8_op(layer, x_int.device)
-    if op is not None and x_int.numel():
-        low, high = torch.aminmax(x_int)
-        if int(low) >= 0 and int(high) <= op.max_input:  # values outside would wrap in uint8
-            return op(x_int).to(torch.float64, memory_format=torch.contiguous_format)
+    native = _float32_accumulator(layer, x_int)
+    if native is not None:
+        return native.to(torch.float64, memory_format=torch.contiguous_format)
     w = layer.weight_int.to(x_int.device)
     col_abs_sum = float(w.reshape(w.shape[0], -1).abs().sum(dim=1).max()) if w.numel() else 0.0
     x_max = float(x_int.abs().max()) if x_int.numel() else 0.0
     wf = w.to(torch.float32)
-    if col_abs_sum * x_max < FLOAT32_EXACT:
-        return layer.linear_op(x_int.to(torch.float32), wf).to(torch.float64)
     piece_bits = max(1, int(math.floor(math.log2(FLOAT32_EXACT / max(col_abs_sum, 1.0) + 1))))
     while col_abs_sum * (2**piece_bits - 1) >= FLOAT32_EXACT and piece_bits > 1:
         piece_bits -= 1

@@ -14,7 +14,7 @@ from torch import Tensor
 
 from ..config import Variation
 from ..mapping import MappedLayer, gather_group_levels
-from .exact import FLOAT32_EXACT, exact_accumulate, exact_int8_op
+from .exact import FLOAT32_EXACT, exact_accumulate, exact_accumulator, exact_int8_op
 from .gather import GroupSums, RowGather
 from .noise import NormalTable, Stream, column_mix, stream_salt
 from .options import EngineOptions
@@ -248,5 +248,5 @@ class LayerKernel:
 def accumulate(kernel: LayerKernel, x_int: Tensor, options: EngineOptions) -> Tensor:
     """The layer's accumulator: exact shortcut when provably lossless, else bit-accurate."""
     if options.exact_shortcut and kernel.exact_linear:
-        return exact_accumulate(kernel.mapped.layer, x_int)
+        return exact_accumulator(kernel.mapped.layer, x_int)
     return kernel.accumulate(x_int, options)

@@ -14,6 +14,7 @@ from sparsexbar.core.intconv import (
     FLOAT32_EXACT,
     INT8_MM_MAX_K,
     ExactLinear,
+    as_uint8,
     exact_int_mm,
     int8_operand,
 )
@@ -113,3 +114,24 @@ def test_exact_int_mm_equals_the_integer_product(m: int, k: int, n: int) -> None
     got = exact_int_mm(rows, op)
     assert got.dtype == torch.int32
     assert torch.equal(got.to(torch.int64), rows.to(torch.int64) @ weight.to(torch.int64))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.int32, torch.int64,
+                                   torch.uint8])
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last", "strided"])
+def test_as_uint8_equals_torch_conversion(dtype: torch.dtype, layout: str) -> None:
+    """Every integer value 0..255 in any dtype and layout: the same uint8 values as torch's
+    conversion, in the asked memory format (floats go through numpy on CPU)."""
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randint(0, 256, (3, 5, 7, 6), generator=gen).to(dtype)
+    x.view(-1)[:256] = torch.arange(256).to(dtype)  # every value once
+    if layout == "channels_last":
+        x = x.contiguous(memory_format=torch.channels_last)
+    elif layout == "strided":
+        x = x[:, :, ::2, 1:]
+    for fmt in (torch.contiguous_format, torch.channels_last):
+        got = as_uint8(x, fmt)
+        assert got.dtype == torch.uint8 and got.is_contiguous(memory_format=fmt)
+        assert torch.equal(got, x.to(torch.uint8))
+    flat = as_uint8(x.reshape(3, -1))  # 2-D (linear layers' inputs)
+    assert flat.is_contiguous() and torch.equal(flat, x.reshape(3, -1).to(torch.uint8))

@@ -42,7 +42,7 @@ from ..core.cost import ActivationTiming, TimingShape
 from ..core.engine import FLOAT32_EXACT
 from ..core.engine.indices import above_as, nonzero_as
 from ..core.frontend import QuantLayer
-from ..core.intconv import ExactLinear
+from ..core.intconv import ExactLinear, as_uint8
 
 # On CPU, early-termination counting does its per-cycle work on about this many (position,
 # slot) values at a time (1 MiB of float32 per per-cycle tensor), below the memory budget's
@@ -96,6 +96,8 @@ def narrow_magnitudes(layer: QuantLayer, x_int: Tensor,
         x_int = x_int.reshape(x_int.shape[0], -1)
     parts = ([x_int.clamp(min=0), (-x_int).clamp(min=0)] if layer.input_signed
              else [x_int])
+    if narrow == torch.uint8:
+        return [as_uint8(p, fmt) for p in parts]
     return [torch.empty(p.shape, dtype=narrow, device=p.device, memory_format=fmt).copy_(p)
             for p in parts]
 

@@ -143,19 +143,21 @@ class QuantLayer:
 
     def quantize_input(self, x: Tensor) -> Tensor:
         """Real input -> integers (as float32 holding integer values)."""
-        q = torch.round(x / self.input_scale)
         lo = -self.input_max if self.input_signed else 0
-        return q.clamp_(lo, self.input_max)
+        return torch.div(x, self.input_scale).round_().clamp_(lo, self.input_max)
 
     def dequantize(self, acc: Tensor, out: Tensor | None = None) -> Tensor:
-        """Integer accumulator (any dtype holding integers, any memory format) -> real
-        output, float32, contiguous (into `out`, of acc's shape, when given): the accumulator
-        rounded to float32, times the scale, plus the bias. A channels-last float32
-        accumulator (the int8 convolution's) is read in place by the product."""
+        """Integer accumulator (any dtype holding integers) -> real output, float32 (into
+        `out`, of acc's shape, when given): the accumulator rounded to float32, times the
+        scale, plus the bias. The output keeps the accumulator's memory format: a
+        channels-last accumulator (the int8 convolution's) gives a channels-last output,
+        which the periphery (elementwise, pooling) keeps and the next layer's int8
+        convolution reads without a transposing copy (~1 ms per 800k float32 values on one
+        thread, against 0.1 ms for the product itself)."""
         shape = (1, -1, 1, 1) if self.kind == "conv" else (1, -1)
         scale = (self.weight_scale * self.input_scale).reshape(shape)
         if out is None:
-            out = torch.empty(acc.shape, dtype=torch.float32, device=acc.device)
+            out = torch.empty_like(acc, dtype=torch.float32)
         return torch.mul(acc.to(torch.float32), scale, out=out).add_(self.bias.reshape(shape))
 
     def patches(self, x_int: Tensor) -> Tensor:

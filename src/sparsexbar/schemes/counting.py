@@ -615,7 +615,7 @@ def _count_live(table: SlotTable, counter: RowSetCounter | None, parts: list[Ten
     for a in range(0, images, chunk):  # chunks of whole images (memory bound)
         b = min(images, a + chunk)
         n_img = b - a
-        e = executed[a:b].reshape(-1, executed.shape[-1]).to(torch.uint8)
+        e = as_uint8(executed[a:b].reshape(-1, executed.shape[-1]))
         e = torch.cat([e, torch.zeros_like(e[:, :1])], dim=1)  # padding channel: never runs
         runs = [e.index_select(1, ch[:, k]) for k in range(ch.shape[1])]  # (M, G) uint8 each
         e_max = runs[0].clone()

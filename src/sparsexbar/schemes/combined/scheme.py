@@ -375,21 +375,30 @@ class CombinedScheme(Scheme):
         checks made (one per output and cycle checked), in chunks of images."""
         layer = comp.mapped.layer
         n = int(x_int.shape[0])
-        per_image = layer.positions * layer.out_channels
+        positions, cout = layer.positions, layer.out_channels
+        per_image = positions * cout
         chunk = max(1, min(self.comprrae.chunk_outputs // per_image,
                            int(options.memory_budget_mb * 2**20 // (per_image * 64))))
-        values, executed = [], []
+        # comprrae's (positions, Cout) rows as they come: values into a channels-last output
+        # (the rows' layout), executed cycles as (N, positions, Cout): no transposition
+        out = torch.empty((n, *layer.output_shape), dtype=comp.value_dtype, device=x_int.device,
+                          memory_format=(torch.channels_last if layer.kind == "conv"
+                                         else torch.contiguous_format))
+        executed = torch.empty((n, positions, cout), dtype=comp.value_dtype,
+                               device=x_int.device)
         checks = 0
         cycles = comp.mapped.hw.cycles
         for a in range(0, n, chunk):  # chunks of images (memory bound)
-            value, run = self.comprrae.terminate(comp, x_int[a : a + chunk])
-            values.append(value)
+            value, run = self.comprrae.terminate_rows(comp, x_int[a : a + chunk])
+            m = int(run.shape[0]) // positions
             if layer.kind == "conv":
-                run = run.permute(0, 2, 3, 1)
-            run = run.reshape(run.shape[0], layer.positions, layer.out_channels)
-            checks += int(run.clamp(max=cycles - 1).sum(dtype=torch.int64))
-            executed.append(run)
-        return torch.cat(values), torch.cat(executed), checks
+                c, ho, wo = layer.output_shape
+                out[a : a + m] = value.view(m, ho, wo, c).permute(0, 3, 1, 2)
+            else:
+                out[a : a + m] = value
+            executed[a : a + m] = run.view(m, positions, cout)
+            checks += int(run.clamp(max=cycles - 1).sum(dtype=torch.float64))
+        return out, executed, checks
 
     @staticmethod
     def _images_per_chunk(kernel: CombinedKernel, live: bool, options: EngineOptions) -> int:

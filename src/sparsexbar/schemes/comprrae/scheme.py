@@ -172,12 +172,17 @@ class CompRRAEScheme(Scheme):
         per_image = layer.positions * layer.out_channels
         chunk = max(1, min(self.chunk_outputs // per_image,
                            int(options.memory_budget_mb * 2**20 // (per_image * 64))))
-        out = torch.empty((n, *layer.output_shape), dtype=torch.float64, device=x_int.device)
+        # the rows' dtype (exact: see CompKernel) and, for convolutions, their channels-last
+        # layout: each chunk's rows are copied in order, with no transposition
+        out = torch.empty((n, *layer.output_shape), dtype=kernel.value_dtype,
+                          device=x_int.device,
+                          memory_format=(torch.channels_last if layer.kind == "conv"
+                                         else torch.contiguous_format))
         events = Events()
         cycles = 0
         time_ns = 0.0
         for a in range(0, n, chunk):  # chunks of images (memory bound)
-            value, executed = self._terminate_rows(kernel, x_int[a : a + chunk])
+            value, executed = self.terminate_rows(kernel, x_int[a : a + chunk])
             m = int(executed.shape[0]) // layer.positions
             ev, cyc, ns = self.count(kernel, executed.view(m, layer.positions, -1))
             if layer.kind == "linear":
@@ -321,7 +326,7 @@ class CompRRAEScheme(Scheme):
         The comparisons use the integer thresholds of `CompKernel._thresholds`, equivalent
         to dequantize(y_max) < 0 and dequantize(y_min) > 0.
         """
-        value, executed = self._terminate_rows(k, x_int)
+        value, executed = self.terminate_rows(k, x_int)
         n = int(x_int.shape[0])
         layer = k.mapped.layer
         executed = executed.to(torch.int8 if k.steps <= 127 else torch.int16)
@@ -331,8 +336,9 @@ class CompRRAEScheme(Scheme):
         return (self._fold(k, value, n),
                 executed.view(n, ho, wo, c).permute(0, 3, 1, 2).contiguous())
 
-    def _terminate_rows(self, k: CompKernel, x_int: Tensor) -> tuple[Tensor, Tensor]:
-        """(value, executed steps) as (positions, Cout) rows in `k.value_dtype`.
+    def terminate_rows(self, k: CompKernel, x_int: Tensor) -> tuple[Tensor, Tensor]:
+        """(value, executed steps) as (positions, Cout) rows in `k.value_dtype` (the layout
+        of a channels-last conv output).
 
         The checks are float 0/1 masks (`torch.lt(..., out=float)`): boolean masks and
         `torch.where` are several times slower on CPU. lerp(a, b, mask) picks exactly a or b

@@ -225,15 +225,18 @@ class GroupChunkCounts:
                      else op.rows(packed)).to(torch.int32)  # (M, columns) packed sums
             m = int(value.shape[0])
             entry = self.table.index_select(0, value.add_(self.offsets).view(-1)).view(m, -1)
+            # sums in int32 where they fit (torch's int16 -> int64 sums run ~4x slower)
             if bus_invert:
-                inverted += (entry & 15).sum(dtype=torch.int64)
+                wide = entry.numel() * 15 >= 2**31  # low 4 bits: at most 15 each
+                inverted += (entry & 15).sum(dtype=torch.int64 if wide else torch.int32)
             if per_image is not None:
                 union = or_tile_masks(entry, self.tiles)  # (M, tiles)
                 executed = (union & 1).to(torch.int32)
                 for j in range(1, self.fields):  # digits: a handful
                     executed += (union >> j) & 1
-                per_image += executed.view(images, -1, self.tiles).sum(dim=1,
-                                                                       dtype=torch.int64)
+                wide = m * self.fields >= 2**31  # per image and tile: at most M x fields
+                per_image += executed.view(images, -1, self.tiles).sum(
+                    dim=1, dtype=torch.int64 if wide else torch.int32)
         return int(inverted), per_image
 
 

@@ -18,7 +18,7 @@ from ...core.engine import (
     EngineOptions,
     LayerKernel,
     accumulate,
-    exact_accumulate,
+    exact_accumulator,
     exact_from_magnitudes,
 )
 from ...core.errors import SparsexbarError, require_choice
@@ -288,7 +288,7 @@ class EncodingScheme(Scheme):
         if not walk:
             if tally is not None:  # every chunk of every position executed
                 tally.per_image += layer.positions * layer.passes * mapped.hw.cycles
-            return (exact_accumulate(layer, x_int) if ideal
+            return (exact_accumulator(layer, x_int) if ideal
                     else accumulate(kernel, x_int, options)), tally
         if precision is None and not convert and tally is not None \
                 and kernel.group_counts.usable:
@@ -297,7 +297,7 @@ class EncodingScheme(Scheme):
             if not ideal:
                 return accumulate(kernel, x_int, options), tally
             return (exact_from_magnitudes(layer, magnitudes, x_int) if magnitudes
-                    else exact_accumulate(layer, x_int)), tally
+                    else exact_accumulator(layer, x_int)), tally
         acc_mat: Tensor | None = None
         if precision is not None or convert:
             acc_mat = torch.zeros((n * layer.positions, layer.out_channels),
@@ -327,7 +327,7 @@ class EncodingScheme(Scheme):
         if precision is not None:
             assert acc_mat is not None
             return layer.fold_output(acc_mat, n), tally
-        acc = exact_accumulate(layer, x_int) if ideal else accumulate(kernel, x_int, options)
+        acc = exact_accumulator(layer, x_int) if ideal else accumulate(kernel, x_int, options)
         if acc_mat is not None:
             acc = acc + layer.fold_output(acc_mat, n)
         return acc, tally

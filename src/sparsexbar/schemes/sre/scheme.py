@@ -13,7 +13,7 @@ from ...core.engine import (
     EngineOptions,
     LayerKernel,
     accumulate,
-    exact_accumulate,
+    exact_accumulator,
     exact_from_magnitudes,
 )
 from ...core.errors import SparsexbarError, require_choice
@@ -117,7 +117,7 @@ class SreScheme(Scheme):
             packed_corrections(plan, words, hw.cycles, hw.dac.bits, self.granularity,
                                hw.ou.rows, hw.adc.step, float(hw.adc_max_code), out, budget,
                                sign)
-        return layer.fold_output(out, x_int.shape[0]) + exact_accumulate(layer, x_int)
+        return layer.fold_output(out, x_int.shape[0]) + exact_accumulator(layer, x_int)
 
     def storage(self, mapped: MappedLayer) -> Storage:
         """Index bits: every kept row of every (array, column group) stores its row index;

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -327,19 +328,32 @@ class LayerRecorder:
         inner = replace(self.options, threads=max(1, threads // workers), pool=None,
                         memory_budget_mb=self.options.memory_budget_mb / workers)
         runs: list[Counted | None] = [None] * len(spans)
-        out = torch.empty((int(x_int.shape[0]), *layer.output_shape), dtype=torch.float32,
-                          device=x_int.device)
+        made: list[Tensor] = []  # the output, in the memory format of the first accumulator
+        lock = threading.Lock()
+
+        def output(acc: Tensor) -> Tensor:
+            """The whole batch's output, made once, channels-last where the accumulators are
+            (the int8 convolution's): dequantizing into it then transposes nothing."""
+            with lock:
+                if not made:
+                    last = (acc.dim() == 4 and not acc.is_contiguous()
+                            and acc.is_contiguous(memory_format=torch.channels_last))
+                    made.append(torch.empty(
+                        (int(x_int.shape[0]), *layer.output_shape), dtype=torch.float32,
+                        device=x_int.device,
+                        memory_format=torch.channels_last if last else torch.contiguous_format))
+                return made[0]
 
         def task(i: int) -> None:
             a, b = spans[i]
             run = self.scheme.run_layer(kernel, x_int[a:b], inner)
             runs[i] = Counted(run.events, run.cycles, run.time_ns)
-            layer.dequantize(run.accumulator, out[a:b])
+            layer.dequantize(run.accumulator, output(run.accumulator)[a:b])
 
         pool = self.options.pool.executor(workers) if self.options.pool is not None else None
         run_tasks(len(spans), task, workers, threads, pool)
         self._record(layer.name, [r for r in runs if r is not None])  # in image order
-        return out
+        return made[0]
 
     def _record(self, name: str, runs: Sequence[Counted | LayerRun]) -> None:
         """Add the counts of a call's runs (in image order) to the layer's totals."""

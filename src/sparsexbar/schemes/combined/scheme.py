@@ -16,6 +16,7 @@ from ...core.engine import EngineOptions, LayerKernel, accumulate, exact_from_ma
 from ...core.errors import SparsexbarError, require_choice
 from ...core.events import Events
 from ...core.frontend import QuantLayer
+from ...core.intconv import as_uint8
 from ...core.mapping import MappedLayer, dense_events
 from ..base import LayerRun, Scheme, refuse_grouped
 from ..comprrae import AlphaSpec, CompKernel, CompRRAEScheme
@@ -384,7 +385,7 @@ class CombinedScheme(Scheme):
         out = torch.empty((n, *layer.output_shape), dtype=comp.value_dtype, device=x_int.device,
                           memory_format=(torch.channels_last if layer.kind == "conv"
                                          else torch.contiguous_format))
-        executed = torch.empty((n, positions, cout), dtype=comp.value_dtype,
+        executed = torch.empty((n, positions, cout), dtype=torch.uint8,  # cycles: <= 255
                                device=x_int.device)
         checks = 0
         cycles = comp.mapped.hw.cycles
@@ -396,7 +397,7 @@ class CombinedScheme(Scheme):
                 out[a : a + m] = value.view(m, ho, wo, c).permute(0, 3, 1, 2)
             else:
                 out[a : a + m] = value
-            executed[a : a + m] = run.view(m, positions, cout)
+            executed[a : a + m] = as_uint8(run).view(m, positions, cout)
             checks += int(run.clamp(max=cycles - 1).sum(dtype=torch.float64))
         return out, executed, checks
 

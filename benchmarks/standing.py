@@ -43,23 +43,23 @@ def met(value: float, limit: float) -> str:
 
 def main() -> None:
     out: list[tuple[str, str, str, str]] = []
-    n1, n2 = case("noisy9_t1.json", "nonideal"), case("noisy9_t2.json", "nonideal")
+    n1, n2 = case("noisy_after11_t1.json", "nonideal"), case("noisy_after11_t2.json", "nonideal")
     out.append(("noisy <= 40x plain PyTorch, one thread (shipped VGG-8, batch 64)",
-                f"{n1['ratio']:.0f}x", met(n1["ratio"], 40), "noisy9_t1.json"))
+                f"{n1['ratio']:.0f}x", met(n1["ratio"], 40), "noisy_after11_t1.json"))
     gain = n2["images_per_s"] / n1["images_per_s"]
     out.append(("noisy: two threads >= 1.7x one", f"{gain:.2f}x", "yes" if gain >= 1.7 else "no",
-                "noisy9_t{1,2}.json"))
+                "noisy_after11_t{1,2}.json"))
     ceiling = rows("noisy9_ceiling.json")
     out.append(("noisy, the machine's ceiling: two single-thread processes over one "
                 f"({ceiling['images']} images; two threads in the same run)",
                 f"{ceiling['two_processes_gain']:.2f}x ({ceiling['two_threads_gain']:.2f}x)",
                 "n/a", "noisy9_ceiling.json"))
     # Where a pair of after-runs exists, the range over both; met only if both are.
-    pair = ("vgg8_after10_1.json", "vgg8_after10_2.json")
+    pair = ("vgg8_after11_1.json", "vgg8_after11_2.json")
     lossy = [case(name, "lossy")["ratio"] for name in pair]
     out.append(("lossy bit-accurate <= 8x plain, one thread (shipped VGG-8)", span(lossy),
-                met(max(lossy), 8), "vgg8_after10_{1,2}.json"))
-    demo = ("vgg8p_after10_1.json", "vgg8p_after10_2.json")
+                met(max(lossy), 8), "vgg8_after11_{1,2}.json"))
+    demo = ("vgg8p_after11_1.json", "vgg8p_after11_2.json")
     dense_plain = [case(name, "lossless")["ratio"] for name in demo]
     for key in ("sre", "pattern", "comprrae", "encoding", "combined"):
         v = [xdense(name, key) for name in demo]
@@ -67,27 +67,27 @@ def main() -> None:
         out.append((f"{key} <= 3x dense, demo setting (vgg8-pattern, batch 64, one thread; "
                     f"dense at {span(dense_plain)} plain)",
                     f"{span(v)} ({span(plain)} plain)", met(max(v), 3),
-                    "vgg8p_after10_{1,2}.json"))
-    clipping = ("lossy16_after10_1.json", "lossy16_after10_2.json")
+                    "vgg8p_after11_{1,2}.json"))
+    clipping = ("lossy16_after11_1.json", "lossy16_after11_2.json")
     for key in ("sre-lossy", "pattern-lossy", "encoding-lossy", "combined-lossy"):
         v = [xdense(name, key, "lossy") for name in clipping]
         out.append((f"{key} <= 3x dense with the same clipping ADC (batch 16, one thread)",
-                    span(v), met(max(v), 3), "lossy16_after10_{1,2}.json"))
-    calls = ("simcall_after10.json", "simcall_after10_2.json")
+                    span(v), met(max(v), 3), "lossy16_after11_{1,2}.json"))
+    calls = ("simcall_after11.json", "simcall_after11_2.json")
     ratios = [r["ratio"] for name in calls for r in rows(name)]
     cpu = [r["cpu_ratio"] for name in calls for r in rows(name)]
     out.append(("simulate() within 1.5x of the engine (batch 64, every scheme, two runs; "
                 "met on CPU time, which waiting for a core does not inflate)",
                 f"{min(ratios):.2f}-{max(ratios):.2f}x wall ({min(cpu):.2f}-{max(cpu):.2f}x CPU)",
-                met(max(cpu), 1.5), "simcall_after10{,_2}.json"))
-    vgg16 = ("vgg16p_after10.json",)
+                met(max(cpu), 1.5), "simcall_after11{,_2}.json"))
+    vgg16 = ("vgg16p_after11.json",)
     rss = max(r["peak_rss_mib"] for name in vgg16 for r in rows(name))
     out.append(("VGG-16 (full width) peak RSS <= 4 GiB at batch 256, every case", f"{rss:.0f} MiB",
                 met(rss, 4096), ", ".join(vgg16)))
-    d0, d1 = rows("demo10k_before_quiet.json"), rows("demo10k_after10.json")
+    d0, d1 = rows("demo10k_before_quiet.json"), rows("demo10k_after11.json")
     out.append(("`sparsexbar demo` on the 10k split, before and after",
                 f"{d0['wall_s']:.0f} s -> {d1['wall_s']:.0f} s", "recorded",
-                "demo10k_before_quiet.json, demo10k_after10.json"))
+                "demo10k_before_quiet.json, demo10k_after11.json"))
     print("| target (issue 18) | latest | met | result file (docs/results/bench/) |")
     print("| --- | ---: | --- | --- |")
     for row in out:

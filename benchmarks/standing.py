@@ -43,12 +43,12 @@ def met(value: float, limit: float) -> str:
 
 def main() -> None:
     out: list[tuple[str, str, str, str]] = []
-    n1, n2 = case("noisy_after11_t1.json", "nonideal"), case("noisy_after11_t2.json", "nonideal")
+    n1, n2 = case("noisy_after11b_t1.json", "nonideal"), case("noisy_after11b_t2.json", "nonideal")
     out.append(("noisy <= 40x plain PyTorch, one thread (shipped VGG-8, batch 64)",
-                f"{n1['ratio']:.0f}x", met(n1["ratio"], 40), "noisy_after11_t1.json"))
+                f"{n1['ratio']:.0f}x", met(n1["ratio"], 40), "noisy_after11b_t1.json"))
     gain = n2["images_per_s"] / n1["images_per_s"]
     out.append(("noisy: two threads >= 1.7x one", f"{gain:.2f}x", "yes" if gain >= 1.7 else "no",
-                "noisy_after11_t{1,2}.json"))
+                "noisy_after11b_t{1,2}.json"))
     ceiling = rows("noisy9_ceiling.json")
     out.append(("noisy, the machine's ceiling: two single-thread processes over one "
                 f"({ceiling['images']} images; two threads in the same run)",

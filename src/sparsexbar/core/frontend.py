@@ -191,11 +191,12 @@ class QuantLayer:
         return out.view(n * ho * wo, c * kh * kw)
 
     def fold_output(self, acc_mat: Tensor, batch: int) -> Tensor:
-        """(N*P, Cout) -> (N, Cout, Ho, Wo) for conv; identity for linear."""
+        """(N*P, Cout) -> (N, Cout, Ho, Wo) for conv, as a channels-last view of the rows (no
+        transposing copy: rows are that layout's memory order); identity for linear."""
         if self.kind == "linear":
             return acc_mat
         _, ho, wo = self.output_shape
-        return acc_mat.reshape(batch, ho * wo, -1).transpose(1, 2).reshape(batch, -1, ho, wo)
+        return acc_mat.reshape(batch, ho, wo, -1).permute(0, 3, 1, 2)
 
     def linear_op(self, x: Tensor, weight: Tensor) -> Tensor:
         """The layer's linear map (no bias) of x with the given weight tensor."""

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .indices import nonzero_2d, nonzero_flat
+from .indices import nonzero_2d, nonzero_flat, split_rows
 
 TABLE_BITS = 16  # bits of the quantile bucket per draw (two draws per 32-bit hash)
 NARROW = 0.005  # half-width in z above which a bucket is always refined (its midpoint is inf)
@@ -225,8 +225,7 @@ def noisy_adc(p: Tensor, keys: Tensor, read: float, deviation: Tensor | None, to
     flagged = _flagged(gap.view(-1), limit)  # NaN flagged (no separate max: one pass fewer)
     if flagged.numel() == 0:
         return code
-    row = torch.div(flagged, k, rounding_mode="floor")
-    col = flagged - row * k
+    row, col = split_rows(flagged, k, gap.numel())
     u = refine_bits(keys, mix, row, col).add_(idx.view(-1).index_select(0, flagged)) \
         .div_(1 << TABLE_BITS)
     zf = torch.special.ndtri(u).to(torch.float32)

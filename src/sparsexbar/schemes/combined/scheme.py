@@ -392,11 +392,7 @@ class CombinedScheme(Scheme):
         for a in range(0, n, chunk):  # chunks of images (memory bound)
             value, run = self.comprrae.terminate_rows(comp, x_int[a : a + chunk])
             m = int(run.shape[0]) // positions
-            if layer.kind == "conv":
-                c, ho, wo = layer.output_shape
-                out[a : a + m] = value.view(m, ho, wo, c).permute(0, 3, 1, 2)
-            else:
-                out[a : a + m] = value
+            out[a : a + m] = layer.fold_output(value, m)  # rows in out's own layout
             executed[a : a + m] = as_uint8(run).view(m, positions, cout)
             checks += int(run.clamp(max=cycles - 1).sum(dtype=torch.float64))
         return out, executed, checks

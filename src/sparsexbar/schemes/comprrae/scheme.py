@@ -185,11 +185,7 @@ class CompRRAEScheme(Scheme):
             value, executed = self.terminate_rows(kernel, x_int[a : a + chunk])
             m = int(executed.shape[0]) // layer.positions
             ev, cyc, ns = self.count(kernel, executed.view(m, layer.positions, -1))
-            if layer.kind == "linear":
-                out[a : a + m] = value
-            else:
-                c, ho, wo = layer.output_shape
-                out[a : a + m] = value.view(m, ho, wo, c).permute(0, 3, 1, 2)
+            out[a : a + m] = layer.fold_output(value, m)  # rows in out's own layout
             events = events + ev
             cycles += cyc
             time_ns += ns
@@ -223,11 +219,7 @@ class CompRRAEScheme(Scheme):
     @staticmethod
     def _fold(k: CompKernel, rows: Tensor, n: int) -> Tensor:
         """(N*P, Cout) rows -> (N, Cout[, Ho, Wo]) float64, contiguous."""
-        layer = k.mapped.layer
-        if layer.kind == "linear":
-            return rows.to(torch.float64)
-        c, ho, wo = layer.output_shape
-        return rows.view(n, ho, wo, c).permute(0, 3, 1, 2).to(torch.float64).contiguous()
+        return k.mapped.layer.fold_output(rows, n).to(torch.float64).contiguous()
 
     @staticmethod
     def _part(k: CompKernel, mags: Sequence[Tensor], t: int, trunc: bool) -> Tensor:
@@ -332,9 +324,7 @@ class CompRRAEScheme(Scheme):
         executed = executed.to(torch.int8 if k.steps <= 127 else torch.int16)
         if layer.kind == "linear":
             return value.to(torch.float64), executed
-        c, ho, wo = layer.output_shape
-        return (self._fold(k, value, n),
-                executed.view(n, ho, wo, c).permute(0, 3, 1, 2).contiguous())
+        return self._fold(k, value, n), layer.fold_output(executed, n).contiguous()
 
     def terminate_rows(self, k: CompKernel, x_int: Tensor) -> tuple[Tensor, Tensor]:
         """(value, executed steps) as (positions, Cout) rows in `k.value_dtype` (the layout

@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,7 @@ from sparsexbar.app.sweep import (
     run_sweep,
     write_row,
 )
+from sparsexbar.app.sweep.run import _run_local
 from sparsexbar.core.errors import SparsexbarWarning
 from tests.test_cli_errors import assert_one_line_error, cli
 
@@ -339,6 +341,29 @@ def _start_sweep(tmp_path: Path) -> tuple[subprocess.Popen[str], Path]:
         time.sleep(0.05)
     time.sleep(0.5)  # the worker past its start-up
     return proc, out
+
+
+def test_an_interrupted_local_pool_leaves_no_thread(tmp_path: Path) -> None:
+    """A local sweep left part way (what Ctrl-C does to the generator) ends its workers and
+    joins the pool's manager thread before returning, so that thread cannot close the pool's
+    wake-up pipe while the interpreter's exit hook writes to it (CI once printed "Exception
+    ignored ... Bad file descriptor" after the one line of an interrupted sweep)."""
+    spec = {k: v for k, v in SMALL_SWEEP.items() if k != "points"}
+    spec |= {"limit": 4, "schemes": ["dense"], "grid": {"ou.rows": [4, 8, 16]}}
+    points = [p for p in expand_points(load_sweep(write_sweep(tmp_path, spec)))
+              if p.config_error is None]
+    assert len(points) == 3
+
+    def managers() -> list[threading.Thread]:
+        return [t for t in threading.enumerate() if "ExecutorManager" in type(t).__name__]
+
+    before = managers()
+    outcomes = _run_local(points, 1, None, "cpu")
+    first = next(outcomes)
+    assert first[2] is None and first[1]["status"] == "ok" and first[1]["num_images"] == 4
+    assert len(managers()) == len(before) + 1  # the pool runs the other two points
+    outcomes.close()  # as a KeyboardInterrupt in the consumer does
+    assert managers() == before
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")

@@ -237,9 +237,16 @@ def _run_local(points: list[SweepPoint], workers: int | None, address: str | Non
                 yield outcome
         finished_all = True
     finally:  # interrupted: drop queued points, end the running ones
+        manager = getattr(pool, "_executor_manager_thread", None)  # CPython's pool
         if not finished_all:
             _end_workers(pool)
         pool.shutdown(wait=finished_all, cancel_futures=True)
+        if manager is not None:
+            # Its end closes the pool's wake-up pipe. Left running, it can do so while the
+            # interpreter's exit hook writes to that pipe (CPython 3.11 checks, then writes,
+            # unlocked): "Exception ignored ... Bad file descriptor" and a traceback after our
+            # one line. Its workers are gone, so it ends at once.
+            manager.join(timeout=5.0)
 
 
 PR_SET_PDEATHSIG = 1  # linux/prctl.h

@@ -68,6 +68,12 @@ def main() -> None:
                     f"dense at {span(dense_plain)} plain)",
                     f"{span(v)} ({span(plain)} plain)", met(max(v), 3),
                     "vgg8p_after11_{1,2}.json"))
+    floor = {r["key"]: r for r in rows("linear_floor12.json")}
+    out.append(("the floor of each design: its exact linear maps alone, x the whole dense case "
+                "(part 12; vgg8-pattern, batch 64, one thread)",
+                ", ".join(f"{k} {floor[k]['linear_x_dense']:.2f}x"
+                          for k in ("encoding", "sre", "comprrae", "combined")),
+                "n/a", "linear_floor12.json"))
     clipping = ("lossy16_after11_1.json", "lossy16_after11_2.json")
     for key in ("sre-lossy", "pattern-lossy", "encoding-lossy", "combined-lossy"):
         v = [xdense(name, key, "lossy") for name in clipping]

@@ -46,3 +46,25 @@ def test_readme_block_replacement_needs_its_markers() -> None:
     assert replace_block(text, "new\n") == f"a\n{BEGIN}\nnew\n{END}\nb\n"
     with pytest.raises(SparsexbarError, match="block"):
         replace_block("no markers", "x")
+
+
+def _script_output(script: str, *args: str) -> str:
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, str(root / "benchmarks" / script), *args],
+                          capture_output=True, text=True, check=True, cwd=root)
+    return done.stdout.strip()
+
+
+def test_benchmark_tables_are_the_scripts_output_on_the_committed_results() -> None:
+    """docs/benchmarks.md's standing table and part 12's table are printed by their scripts
+    from the committed result files (no figure typed by hand): the doc holds them verbatim."""
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md").read_text()
+    standing = _script_output("standing.py")
+    assert standing.startswith("| target (issue 18) |") and standing.count("\n") >= 10
+    assert standing in doc, "docs/benchmarks.md's standing table is stale: run standing.py"
+    floor = _script_output("linear_floor.py", "--table",
+                           "docs/results/bench/linear_floor12.json")
+    assert "| comprrae |" in floor and floor in doc

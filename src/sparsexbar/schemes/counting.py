@@ -40,7 +40,7 @@ from torch import Tensor
 
 from ..core.cost import ActivationTiming, TimingShape
 from ..core.engine import FLOAT32_EXACT
-from ..core.engine.indices import above_as, nonzero_as
+from ..core.engine.indices import INT32_LIMIT, above_as, nonzero_as
 from ..core.frontend import QuantLayer
 from ..core.intconv import ExactLinear, as_uint8
 
@@ -570,7 +570,9 @@ def _count_live(table: SlotTable, counter: RowSetCounter | None, parts: list[Ten
     accumulated cycle by cycle as the counter yields each cycle's counts (fused multiply-adds
     into float32 buffers, integers below 2^24; no (cycles, positions, slots) prefix sums):
     OUs per (position, slot), conversions and rows per (position, class), since the slots of
-    a class share W_t, [E_max > t] and their width (only totals are needed for those). Static
+    a class share W_t, [E_max > t] and their width (only totals are needed for those). With
+    one cycle per counter call and no per-cycle lookups, conversions are summed per channel
+    instead: sum_k c_k x (S_0 + ... + S_(e_k - 1)), S_t the class's OUs at cycle t. Static
     slots need no per-cycle work for these (sum_t [E_max > t] = E_max). Time and ADC rounds:
     an activation at cycle t converts W_t columns, so
         time   = sum_t ou_t x time_ns(W_t),   rounds = sum_t ou_t x rounds(W_t)
@@ -670,6 +672,16 @@ def _count_live(table: SlotTable, counter: RowSetCounter | None, parts: list[Ten
                 if shape.rounds == "table" else None
             conv_acc = torch.zeros((m, g_count), dtype=torch.float32, device=device)
             rows_acc = torch.zeros_like(conv_acc) if act else None  # per class, as W_t
+            # Without per-cycle lookups the conversions need only sum_t S_t x W_t, S_t the
+            # class's OUs at MSB-first cycle t: per channel k, c_k x (S_0 + ... + S_(e_k-1)).
+            # One cycle per call (not `word`): S_t kept in row t + 1 (row 0: zeros), summed
+            # up after the pass's cycles and read at each channel's e_k, instead of building
+            # W_t every cycle (docs/benchmarks.md, issue 18 part 12).
+            by_cycle = None
+            if not lookups and not word:
+                by_cycle = torch.empty((cycles + 1, m, g_count), dtype=torch.float32,
+                                       device=device)
+                by_cycle[0].zero_()
             for chunks, all_counts in counter.chunk_counts(part[a:b], cycles, dac_bits, word):
                 for r0 in range(0, m, rows_step):  # row blocks (cache-sized on CPU)
                     r1 = min(m, r0 + rows_step)
@@ -680,9 +692,11 @@ def _count_live(table: SlotTable, counter: RowSetCounter | None, parts: list[Ten
                     block_runs = [r[r0:r1] for r in runs]
                     # how many of these chunks' MSB-first cycles t = cycles-1-k each output runs
                     _cycles_below(e_max[r0:r1], chunks, cycles, live, scratch)
-                    conv_weight.zero_()
-                    for r, c in zip(block_runs, cnt.t(), strict=True):  # channels per class
-                        conv_weight.addcmul_(_cycles_below(r, chunks, cycles, hits, scratch), c)
+                    if by_cycle is None:
+                        conv_weight.zero_()
+                        for r, c in zip(block_runs, cnt.t(), strict=True):  # per class
+                            conv_weight.addcmul_(_cycles_below(r, chunks, cycles, hits, scratch),
+                                                 c)
                     if act:
                         n = (counts if own_domains else counts.index_select(1, slot_set)).view(
                             -1, reps, g_count)
@@ -694,6 +708,9 @@ def _count_live(table: SlotTable, counter: RowSetCounter | None, parts: list[Ten
                             -1, reps, g_count)
                         ou.mul_(static_ou)
                     ou_acc[r0:r1].addcmul_(ou, live.unsqueeze(1))
+                    if by_cycle is not None:  # S_t of MSB-first cycle t = cycles - 1 - k
+                        _sum_repeats_into(ou, by_cycle[cycles - chunks[0], r0:r1])
+                        continue
                     conv_acc[r0:r1].addcmul_(_sum_repeats(ou), conv_weight)
                     if not lookups:
                         continue
@@ -715,6 +732,16 @@ def _count_live(table: SlotTable, counter: RowSetCounter | None, parts: list[Ten
                         ns_acc[r0:r1].addcmul_(ou.to(torch.float64), t_sum.unsqueeze(1))
                     if rounds_acc is not None:
                         rounds_acc[r0:r1].addcmul_(_sum_repeats(ou).to(torch.float64), r_sum)
+            if by_cycle is not None:  # row e: S_0 + ... + S_(e-1), read at each e_k
+                for t in range(2, cycles + 1):  # cycles: a handful (torch's cumsum: slower)
+                    by_cycle[t].add_(by_cycle[t - 1])
+                flat = by_cycle.view(-1)
+                cells = m * g_count
+                dtype = torch.int32 if flat.numel() < INT32_LIMIT else torch.int64
+                cell = torch.arange(cells, dtype=dtype, device=device).view(m, g_count)
+                for r, c in zip(runs, cnt.t(), strict=True):  # channels per class: a few
+                    index = r.to(dtype).mul_(cells).add_(cell)  # row e_k of each cell
+                    conv_acc.addcmul_(flat.index_select(0, index.view(-1)).view(m, g_count), c)
             ou_img = _per_image(ou_acc, n_img, positions, wide)
             per_image_ou[a:b] += ou_img.reshape(n_img, -1)
             conv_sum = _per_image(conv_acc, n_img, positions, wide_class).sum()
@@ -738,15 +765,26 @@ def _count_live(table: SlotTable, counter: RowSetCounter | None, parts: list[Ten
 
 
 def _sum_repeats(values: Tensor) -> Tensor:
-    """(M, reps, G) -> (M, G) sums over the repeats: slice by slice for a few repeats (faster
+    """(M, reps, G) -> (M, G) sums over the repeats (one repeat: a view)."""
+    if int(values.shape[1]) == 1:
+        return values[:, 0]
+    out = values.new_empty((int(values.shape[0]), int(values.shape[2])))
+    _sum_repeats_into(values, out)
+    return out
+
+
+def _sum_repeats_into(values: Tensor, out: Tensor) -> None:
+    """`_sum_repeats` written into `out` (M, G): slice by slice for a few repeats (faster
     than a reduction over the middle dimension on CPU), else one reduction."""
     reps = int(values.shape[1])
-    if reps > 4:
-        return values.sum(dim=1)
-    total = values[:, 0]
-    for r in range(1, reps):  # a few
-        total = total + values[:, r]
-    return total
+    if reps == 1:
+        out.copy_(values[:, 0])
+    elif reps > 4:
+        torch.sum(values, dim=1, out=out)
+    else:
+        torch.add(values[:, 0], values[:, 1], out=out)
+        for r in range(2, reps):  # a few
+            out.add_(values[:, r])
 
 
 def _cycles_below(runs: Tensor, chunks: tuple[int, ...], cycles: int, out: Tensor,

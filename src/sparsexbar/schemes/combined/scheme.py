@@ -406,10 +406,12 @@ class CombinedScheme(Scheme):
         per_image = (inputs * 12 + layer.positions * int(kernel.table.sets.shape[0]) * 32
                      + kernel.table.slots * 16)
         if live:  # per (position, slot): OU sums, a cycle's rows and OUs; per (position,
-            # class): masks, conversion weights, sums; executed cycles per channel
+            # class): masks, conversion weights, sums, the OUs of every cycle; executed
+            # cycles per channel
             table = kernel.table
-            per_image += layer.positions * (table.slots * 12 + table.classes * 32
-                                            + layer.out_channels * 8)
+            per_image += layer.positions * (
+                table.slots * 12 + table.classes * (32 + 4 * (kernel.mapped.hw.cycles + 1))
+                + layer.out_channels * 8)
         return max(1, int(options.memory_budget_mb * 2**20 // max(per_image, 1)))
 
 

@@ -678,6 +678,7 @@ def _count_live(table: SlotTable, counter: RowSetCounter | None, parts: list[Ten
             # up after the pass's cycles and read at each channel's e_k, instead of building
             # W_t every cycle (docs/benchmarks.md, issue 18 part 12).
             by_cycle = None
+            filled: set[int] = set()  # the chunks whose S_t rows hold their sums
             if not lookups and not word:
                 by_cycle = torch.empty((cycles + 1, m, g_count), dtype=torch.float32,
                                        device=device)
@@ -710,6 +711,7 @@ def _count_live(table: SlotTable, counter: RowSetCounter | None, parts: list[Ten
                     ou_acc[r0:r1].addcmul_(ou, live.unsqueeze(1))
                     if by_cycle is not None:  # S_t of MSB-first cycle t = cycles - 1 - k
                         _sum_repeats_into(ou, by_cycle[cycles - chunks[0], r0:r1])
+                        filled.add(chunks[0])
                         continue
                     conv_acc[r0:r1].addcmul_(_sum_repeats(ou), conv_weight)
                     if not lookups:
@@ -733,6 +735,9 @@ def _count_live(table: SlotTable, counter: RowSetCounter | None, parts: list[Ten
                     if rounds_acc is not None:
                         rounds_acc[r0:r1].addcmul_(_sum_repeats(ou).to(torch.float64), r_sum)
             if by_cycle is not None:  # row e: S_0 + ... + S_(e-1), read at each e_k
+                # every row was written (the buffer is not zeroed): the counter yields each
+                # chunk once per pass
+                assert m == 0 or len(filled) == cycles, (sorted(filled), cycles)
                 for t in range(2, cycles + 1):  # cycles: a handful (torch's cumsum: slower)
                     by_cycle[t].add_(by_cycle[t - 1])
                 flat = by_cycle.view(-1)

@@ -283,3 +283,28 @@ def test_dense_events_do_not_depend_on_the_values() -> None:
         for key in ("ou_activations", "adc_conversions", "dac_activations", "cell_reads",
                     "shift_adds"):
             assert la["events"][key] == lb["events"][key]
+
+
+def test_dense_events_per_mapping_sums_are_cached_per_mapping() -> None:
+    """`dense_events` keeps a mapping's per-step sums (computed once): later calls, any image
+    count, give what the worked example gives, and a mapping of other hardware (its own
+    cache) gives its own."""
+    from sparsexbar.core.frontend import quantize_model
+    from sparsexbar.core.mapping import dense_events, map_dense
+
+    model = nn.Sequential(nets.single_conv(in_ch=4, out_ch=10, k=3, padding=1), nn.Flatten())
+    x = nets.random_images(2, 4, 5)
+    hw = hw_with(**{"array.rows": 16, "array.cols": 32, "ou.rows": 4, "ou.cols": 8})
+    layer = quantize_model(model, x, hw.numbers.weight_bits, hw.numbers.input_bits).layers[0]
+    mapped = map_dense(layer, hw)
+    per_image = 25 * 8  # positions x cycles (unsigned inputs: one pass)
+    for images in (1, 3, 1):
+        events, busiest = dense_events(mapped, images)
+        assert events.ou_activations == images * per_image * (4 + 4 + 1) * (4 + 4 + 2)
+        assert events.adc_conversions == images * per_image * (4 + 4 + 1) * 80
+        assert busiest == images * per_image * 4 * 4  # a 16 x 32 array: 4 x 4 OUs
+    assert "dense_per_step" in mapped._cache
+    other = map_dense(layer, hw.with_overrides({"ou.rows": 8}))
+    events, _ = dense_events(other, 1)
+    assert events.ou_activations == per_image * (2 + 2 + 1) * (4 + 4 + 2)
+    assert dense_events(mapped, 1)[0].ou_activations == per_image * (4 + 4 + 1) * (4 + 4 + 2)

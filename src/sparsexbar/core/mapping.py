@@ -309,22 +309,7 @@ def dense_events(mapped: MappedLayer, images: int) -> tuple[Events, int]:
     """
     hw, layer = mapped.hw, mapped.layer
     per = layer.positions * hw.cycles * layer.passes * images
-    ou_r = hw.ou.rows
-    adcs = hw.adc.per_array
-    ou_act = adc = rounds = dac = cells = 0
-    per_array: dict[int, int] = {}
-    for r0, r1, c0, c1, array in mapped.array_blocks():  # arrays (blocks): a few to hundreds
-        rows = r1 - r0
-        groups = math.ceil(rows / ou_r)
-        tile = column_group_widths([(c0, c1)], hw.ou.cols)[0]
-        cols = sum(tile)
-        ou_act += groups * len(tile)
-        adc += groups * cols
-        rounds += groups * sum(-(-w // adcs) for w in tile)
-        dac += rows * len(tile)
-        cells += rows * cols
-        per_array[array] = per_array.get(array, 0) + groups * len(tile)
-    busiest = max(per_array.values(), default=0)
+    ou_act, adc, rounds, dac, cells, busiest = _dense_per_step(mapped)
     in_bytes = math.ceil(hw.numbers.input_bits / 8)
     positions = layer.positions * images
     digital = positions * layer.out_channels * 2  # bias add + rescale per output
@@ -342,6 +327,34 @@ def dense_events(mapped: MappedLayer, images: int) -> tuple[Events, int]:
         digital_ops=digital,
     )
     return events, busiest * per
+
+
+def _dense_per_step(mapped: MappedLayer) -> tuple[int, int, int, int, int, int]:
+    """(OU activations, conversions, ADC rounds, DAC activations, cell reads, the busiest
+    array's OU activations) of the straightforward mapping per position, cycle and pass: a
+    sum over the array blocks (a few to hundreds), computed once per mapping (cached)."""
+    cached = mapped._cache.get("dense_per_step")
+    if isinstance(cached, tuple):
+        return cached
+    hw = mapped.hw
+    ou_r = hw.ou.rows
+    adcs = hw.adc.per_array
+    ou_act = adc = rounds = dac = cells = 0
+    per_array: dict[int, int] = {}
+    for r0, r1, c0, c1, array in mapped.array_blocks():  # arrays (blocks): a few to hundreds
+        rows = r1 - r0
+        groups = math.ceil(rows / ou_r)
+        tile = column_group_widths([(c0, c1)], hw.ou.cols)[0]
+        cols = sum(tile)
+        ou_act += groups * len(tile)
+        adc += groups * cols
+        rounds += groups * sum(-(-w // adcs) for w in tile)
+        dac += rows * len(tile)
+        cells += rows * cols
+        per_array[array] = per_array.get(array, 0) + groups * len(tile)
+    sums = (ou_act, adc, rounds, dac, cells, max(per_array.values(), default=0))
+    mapped._cache["dense_per_step"] = sums
+    return sums
 
 
 def dense_time_ns(mapped: MappedLayer, images: int, timing: ActivationTiming) -> float:

@@ -455,6 +455,40 @@ def test_exact_shortcut_int8_refused_where_it_would_be_wrong(
                        layer.reference_accumulate(x_int).to(torch.float64))
 
 
+def test_a_quantized_input_is_trusted_only_as_made(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`QuantLayer.holds_quantized`: the latest `quantize_input` result and its views, while
+    unchanged, hold integers in the input range (the exact shortcut then skips its range
+    check); a copy, a changed tensor or an older result does not, and the shortcut checks
+    those itself. Either way the accumulator equals the reference."""
+    cpu = torch.device("cpu")
+    net = nets.single_conv(seed=4)
+    x = nets.random_images(3, 2, 6, seed=4)
+    layer = quantize_model(net, x, 8, 8).layers[0]
+    assert exact_int8_op(layer, cpu) is not None
+    x_int = layer.quantize_input(x)
+    assert layer.holds_quantized(x_int) and layer.holds_quantized(x_int[1:])
+    assert not layer.holds_quantized(x_int.clone())
+    checks: list[int] = []
+    real_aminmax = torch.aminmax
+    monkeypatch.setattr(torch, "aminmax", lambda t: checks.append(1) or real_aminmax(t))
+    reference = layer.reference_accumulate(x_int).to(torch.float64)
+    assert torch.equal(exact_accumulate(layer, x_int), reference) and checks == []
+    assert torch.equal(exact_accumulate(layer, x_int[1:]), reference[1:]) and checks == []
+    copy = x_int.clone()
+    assert torch.equal(exact_accumulate(layer, copy), reference) and checks == [1]
+    # changed in place (the version counter moves, also for views): checked, and a value the
+    # layer cannot hold goes to the float path, exact
+    x_int[0, 0, 0, 0] = 300
+    assert not layer.holds_quantized(x_int) and not layer.holds_quantized(x_int[:1])
+    assert torch.equal(exact_accumulate(layer, x_int),
+                       layer.reference_accumulate(x_int).to(torch.float64))
+    assert checks == [1, 1]
+    # a newer result replaces the older one
+    older = layer.quantize_input(x)
+    newer = layer.quantize_input(x * 0.5)
+    assert layer.holds_quantized(newer) and not layer.holds_quantized(older)
+
+
 def test_exact_shortcut_cache_follows_the_weights() -> None:
     """A layer copied with new weights (`dataclasses.replace`) builds its own int8 operator:
     the cache is not carried over, so the copy's accumulator uses the copy's weights."""

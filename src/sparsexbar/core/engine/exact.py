@@ -84,6 +84,8 @@ def _float32_accumulator(layer: QuantLayer, x_int: Tensor) -> Tensor | None:
         return None
     op = exact_int8_op(layer, x_int.device)
     if op is not None and x_int.numel():
+        if layer.holds_quantized(x_int):  # clamped to [0, input_max] by quantize_input
+            return op(x_int)
         low, high = torch.aminmax(x_int)
         if int(low) >= 0 and int(high) <= op.max_input:  # values outside would wrap in uint8
             return op(x_int)

@@ -512,3 +512,22 @@ def test_mask_counts_equal_unfold_reference(input_bits: int, dac_bits: int,
     narrow = x.to(torch.uint8 if input_bits <= 8 else torch.int32)
     assert torch.equal(PatternScheme._mask_counts(kernel, narrow, masks), expected)
     assert bool((expected > 0).any())
+
+
+@settings(max_examples=25, deadline=None)
+@given(images=st.integers(1, 3), cin=st.integers(1, 4), words=st.integers(1, 5),
+       seed=st.integers(0, 2**31 - 1))
+def test_set_bits_equal_the_bitwise_count_of_every_byte(images: int, cin: int, words: int,
+                                                        seed: int) -> None:
+    """`_set_bits` (numpy's popcount on CPU) and `_set_bits_swar` (torch, any device) count
+    the set bits of each (image, channel)'s bytes: the per-byte count summed."""
+    from sparsexbar.schemes.pattern.scheme import _set_bits, _set_bits_swar
+
+    gen = torch.Generator().manual_seed(seed)
+    buffer = torch.randint(0, 256, (images, cin, 8 * words), generator=gen, dtype=torch.uint8)
+    buffer[0, 0, :8] = 255  # every bit of a word set: 64
+    by_byte = sum(((buffer >> k) & 1).to(torch.int64) for k in range(8))
+    want = by_byte.sum(dim=2)
+    assert isinstance(want, Tensor) and int(want[0, 0]) >= 64
+    assert torch.equal(_set_bits(buffer), want)
+    assert torch.equal(_set_bits_swar(buffer.clone()), want)

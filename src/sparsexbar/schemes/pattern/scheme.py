@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -198,10 +199,7 @@ class PatternScheme(Scheme):
         The ORs of a mask's windows go into one reused buffer per (image, channel), padded
         with zeros to a multiple of 8 bytes: stride 1 ORs contiguous runs of the flat padded
         image (`_flat_windows`; the entries between output rows are cleared), other strides
-        the strided windows. Bit counts: SWAR on the bytes (each at most 8), then every 8
-        bytes summed by one int64 multiply (the top byte of b x 0x0101010101010101 is the
-        sum of b's bytes, at most 64: no carries), and int64 sums over the words; no cast
-        of every byte to a wider integer."""
+        the strided windows. Bit counts: `_set_bits`."""
         layer = kernel.mapped.layer
         ph, pw = layer.padding
         images, cin = int(xc.shape[0]), int(xc.shape[1])
@@ -231,12 +229,7 @@ class PatternScheme(Scheme):
                 word |= windows[k]
             if keep is not None:
                 word &= keep  # the entries between output rows count nothing
-            b = buffer.view(torch.uint8)  # bit count of every byte (at most 8)
-            b = b - ((b >> 1) & 0x55)
-            b = (b & 0x33).add_((b >> 2) & 0x33)
-            b = b.add_(b >> 4).bitwise_and_(0x0F)
-            words = b.view(images, cin, -1).view(torch.int64)  # 8 byte counts per word
-            counts[:, :, d] = words.mul_(BYTE_SUM).bitwise_right_shift_(56).sum(dim=2)
+            counts[:, :, d] = _set_bits(buffer.view(torch.uint8).view(images, cin, -1))
         return counts
 
     @staticmethod
@@ -272,3 +265,25 @@ class PatternScheme(Scheme):
         table_hit, _ = kernel.code_hits
         return (hist.view(images * cin, CODES).to(torch.float64) @ table_hit).view(
             images, cin, -1)
+
+
+def _set_bits(buffer: Tensor) -> Tensor:
+    """(images, Cin) int64: the set bits of each (image, channel)'s bytes, buffer (images,
+    Cin, bytes) uint8 with a multiple of 8 bytes per row. On CPU numpy's popcount of the
+    int64 words (2.4 MB per mask: 0.19 ms against 1.7 ms for `_set_bits_swar`)."""
+    if buffer.device.type == "cpu":
+        per_word = np.bitwise_count(buffer.numpy().view(np.uint64))
+        return torch.from_numpy(per_word.sum(axis=2, dtype=np.int64))
+    return _set_bits_swar(buffer)
+
+
+def _set_bits_swar(buffer: Tensor) -> Tensor:
+    """`_set_bits` in torch operations (any device): SWAR on the bytes (each at most 8), then
+    every 8 bytes summed by one int64 multiply (the top byte of b x 0x0101010101010101 is
+    the sum of b's bytes, at most 64: no carries), and int64 sums over the words."""
+    images, cin = int(buffer.shape[0]), int(buffer.shape[1])
+    b = buffer - ((buffer >> 1) & 0x55)
+    b = (b & 0x33).add_((b >> 2) & 0x33)
+    b = b.add_(b >> 4).bitwise_and_(0x0F)
+    words = b.view(images, cin, -1).view(torch.int64)  # 8 byte counts per word
+    return words.mul_(BYTE_SUM).bitwise_right_shift_(56).sum(dim=2)

@@ -59,7 +59,7 @@ def main() -> None:
     lossy = [case(name, "lossy")["ratio"] for name in pair]
     out.append(("lossy bit-accurate <= 8x plain, one thread (shipped VGG-8)", span(lossy),
                 met(max(lossy), 8), "vgg8_after11_{1,2}.json"))
-    demo = ("vgg8p_after12_1.json", "vgg8p_after12_2.json")
+    demo = ("vgg8p_after12b_1.json", "vgg8p_after12b_2.json")
     dense_plain = [case(name, "lossless")["ratio"] for name in demo]
     for key in ("sre", "pattern", "comprrae", "encoding", "combined"):
         v = [xdense(name, key) for name in demo]
@@ -67,7 +67,7 @@ def main() -> None:
         out.append((f"{key} <= 3x dense, demo setting (vgg8-pattern, batch 64, one thread; "
                     f"dense at {span(dense_plain)} plain)",
                     f"{span(v)} ({span(plain)} plain)", met(max(v), 3),
-                    "vgg8p_after12_{1,2}.json"))
+                    "vgg8p_after12b_{1,2}.json"))
     floor = {r["key"]: r for r in rows("linear_floor12.json")}
     out.append(("the floor of each design: its exact linear maps alone, x the whole dense case "
                 "(part 12; vgg8-pattern, batch 64, one thread)",
@@ -79,14 +79,14 @@ def main() -> None:
         v = [xdense(name, key, "lossy") for name in clipping]
         out.append((f"{key} <= 3x dense with the same clipping ADC (batch 16, one thread)",
                     span(v), met(max(v), 3), "lossy16_after11_{1,2}.json"))
-    calls = ("simcall_after11.json", "simcall_after11_2.json")
+    calls = ("simcall_after12.json", "simcall_after12_2.json")
     ratios = [r["ratio"] for name in calls for r in rows(name)]
     cpu = [r["cpu_ratio"] for name in calls for r in rows(name)]
     out.append(("simulate() within 1.5x of the engine (batch 64, every scheme, two runs; "
                 "met on CPU time, which waiting for a core does not inflate)",
                 f"{min(ratios):.2f}-{max(ratios):.2f}x wall ({min(cpu):.2f}-{max(cpu):.2f}x CPU)",
-                met(max(cpu), 1.5), "simcall_after11{,_2}.json"))
-    vgg16 = ("vgg16p_after11.json",)
+                met(max(cpu), 1.5), "simcall_after12{,_2}.json"))
+    vgg16 = ("vgg16p_after12.json",)
     rss = max(r["peak_rss_mib"] for name in vgg16 for r in rows(name))
     out.append(("VGG-16 (full width) peak RSS <= 4 GiB at batch 256, every case", f"{rss:.0f} MiB",
                 met(rss, 4096), ", ".join(vgg16)))

@@ -90,10 +90,10 @@ def main() -> None:
     rss = max(r["peak_rss_mib"] for name in vgg16 for r in rows(name))
     out.append(("VGG-16 (full width) peak RSS <= 4 GiB at batch 256, every case", f"{rss:.0f} MiB",
                 met(rss, 4096), ", ".join(vgg16)))
-    d0, d1 = rows("demo10k_before_quiet.json"), rows("demo10k_after11.json")
+    d0, d1 = rows("demo10k_before_quiet.json"), rows("demo10k_after12.json")
     out.append(("`sparsexbar demo` on the 10k split, before and after",
                 f"{d0['wall_s']:.0f} s -> {d1['wall_s']:.0f} s", "recorded",
-                "demo10k_before_quiet.json, demo10k_after11.json"))
+                "demo10k_before_quiet.json, demo10k_after12.json"))
     print("| target (issue 18) | latest | met | result file (docs/results/bench/) |")
     print("| --- | ---: | --- | --- |")
     for row in out:

@@ -779,12 +779,13 @@ def _sum_repeats(values: Tensor) -> Tensor:
 
 
 def _sum_repeats_into(values: Tensor, out: Tensor) -> None:
-    """`_sum_repeats` written into `out` (M, G): slice by slice for a few repeats (faster
-    than a reduction over the middle dimension on CPU), else one reduction."""
+    """`_sum_repeats` written into `out` (M, G): slice by slice for up to 6 repeats (faster
+    than a reduction over the middle dimension on CPU: 5 repeats of 32 classes, 0.68x its
+    time; 7 alike, 8 and 9 slower), else one reduction."""
     reps = int(values.shape[1])
     if reps == 1:
         out.copy_(values[:, 0])
-    elif reps > 4:
+    elif reps > 6:
         torch.sum(values, dim=1, out=out)
     else:
         torch.add(values[:, 0], values[:, 1], out=out)

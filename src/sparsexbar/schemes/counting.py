@@ -76,10 +76,11 @@ LUT_ENTRIES = 2**18
 # of int64). Measured on the full-width VGG-16's conv4 shape (2,048 positions x 9,216 sets, one
 # thread): the whole call at once 98 ms, in blocks of 2^20 values 21 ms.
 SUM_BLOCK_VALUES = 2**20
-# `RowSetCounter.image_sums`: int32 tables and sums while every per-image sum stays below this.
+# `RowSetCounter.image_sums` (and encoding's counts): int32 tables and sums while every sum
+# stays below this.
 # Measured on the demo's model (64 images, one thread; sre's image_sums over all layers):
 # see docs/benchmarks.md, issue 18 part 10.
-INT32_SUM_LIMIT = 2**31
+INT32_SUM_LIMIT = INT32_LIMIT
 
 
 def narrow_magnitudes(layer: QuantLayer, x_int: Tensor,

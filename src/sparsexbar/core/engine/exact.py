@@ -82,15 +82,32 @@ def _float32_accumulator(layer: QuantLayer, x_int: Tensor) -> Tensor | None:
     largest |result| (column |weight| sum x max |input|) stays below 2^24; else None."""
     if x_int.device.type != "cpu":
         return None
+    native = _int8_accumulator(layer, x_int)
+    return native if native is not None else _float32_linear(layer, x_int, _abs_max(x_int))
+
+
+def _int8_accumulator(layer: QuantLayer, x_int: Tensor) -> Tensor | None:
+    """The int8 convolution of x_int (CPU), where it applies and every input lies in
+    [0, input_max] (the layer's own quantized input is; anything else is checked: a value
+    outside would wrap in uint8); else None."""
     op = exact_int8_op(layer, x_int.device)
-    if op is not None and x_int.numel():
-        if layer.holds_quantized(x_int):  # clamped to [0, input_max] by quantize_input
-            return op(x_int)
-        low, high = torch.aminmax(x_int)
-        if int(low) >= 0 and int(high) <= op.max_input:  # values outside would wrap in uint8
-            return op(x_int)
+    if op is None or not x_int.numel():
+        return None
+    if layer.holds_quantized(x_int):  # clamped to [0, input_max] by quantize_input
+        return op(x_int)
+    low, high = torch.aminmax(x_int)
+    return op(x_int) if int(low) >= 0 and int(high) <= op.max_input else None
+
+
+def _abs_max(x_int: Tensor) -> float:
+    """The largest |input| (0 for an empty input)."""
+    return float(x_int.abs().max()) if x_int.numel() else 0.0
+
+
+def _float32_linear(layer: QuantLayer, x_int: Tensor, x_max: float) -> Tensor | None:
+    """The layer's linear map of x_int in float32 where every result is exact (column
+    |weight| sum x `x_max` below 2^24), else None."""
     col_abs_sum, wf = _float32_weights(layer, x_int.device)
-    x_max = float(x_int.abs().max()) if x_int.numel() else 0.0
     if col_abs_sum * x_max < FLOAT32_EXACT:
         return layer.linear_op(x_int.to(torch.float32), wf)
     return None
@@ -116,11 +133,14 @@ def exact_accumulate(layer: QuantLayer, x_int: Tensor) -> Tensor:
     if x_int.device.type != "cpu":
         # cuDNN may pick TF32, Winograd or FFT algorithms, which are not exact: use float64.
         return layer.reference_accumulate(x_int).to(torch.float64)
-    native = _float32_accumulator(layer, x_int)
+    native = _int8_accumulator(layer, x_int)
+    x_max = 0.0
+    if native is None:  # the input's largest magnitude: once, for both float paths
+        x_max = _abs_max(x_int)
+        native = _float32_linear(layer, x_int, x_max)
     if native is not None:
         return native.to(torch.float64, memory_format=torch.contiguous_format)
     col_abs_sum, wf = _float32_weights(layer, x_int.device)
-    x_max = float(x_int.abs().max()) if x_int.numel() else 0.0
     piece_bits = max(1, int(math.floor(math.log2(FLOAT32_EXACT / max(col_abs_sum, 1.0) + 1))))
     while col_abs_sum * (2**piece_bits - 1) >= FLOAT32_EXACT and piece_bits > 1:
         piece_bits -= 1

@@ -377,14 +377,10 @@ class CombinedScheme(Scheme):
         layer = comp.mapped.layer
         n = int(x_int.shape[0])
         positions, cout = layer.positions, layer.out_channels
-        per_image = positions * cout
-        chunk = max(1, min(self.comprrae.chunk_outputs // per_image,
-                           int(options.memory_budget_mb * 2**20 // (per_image * 64))))
-        # comprrae's (positions, Cout) rows as they come: values into a channels-last output
-        # (the rows' layout), executed cycles as (N, positions, Cout): no transposition
-        out = torch.empty((n, *layer.output_shape), dtype=comp.value_dtype, device=x_int.device,
-                          memory_format=(torch.channels_last if layer.kind == "conv"
-                                         else torch.contiguous_format))
+        chunk = self.comprrae.images_per_chunk(comp, options)
+        # comprrae's (positions, Cout) rows as they come: values into its output (the rows'
+        # layout), executed cycles as (N, positions, Cout): no transposition
+        out = self.comprrae.value_output(comp, n, x_int.device)
         executed = torch.empty((n, positions, cout), dtype=torch.uint8,  # cycles: <= 255
                                device=x_int.device)
         checks = 0

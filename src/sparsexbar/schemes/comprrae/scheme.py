@@ -168,16 +168,8 @@ class CompRRAEScheme(Scheme):
             return self.dense_run(kernel.mapped, acc, int(x_int.shape[0]))
         layer = kernel.mapped.layer
         n = int(x_int.shape[0])
-        # Chunks of about `chunk_outputs` outputs: fewer, larger convolutions, state in cache.
-        per_image = layer.positions * layer.out_channels
-        chunk = max(1, min(self.chunk_outputs // per_image,
-                           int(options.memory_budget_mb * 2**20 // (per_image * 64))))
-        # the rows' dtype (exact: see CompKernel) and, for convolutions, their channels-last
-        # layout: each chunk's rows are copied in order, with no transposition
-        out = torch.empty((n, *layer.output_shape), dtype=kernel.value_dtype,
-                          device=x_int.device,
-                          memory_format=(torch.channels_last if layer.kind == "conv"
-                                         else torch.contiguous_format))
+        chunk = self.images_per_chunk(kernel, options)
+        out = self.value_output(kernel, n, x_int.device)
         events = Events()
         cycles = 0
         time_ns = 0.0
@@ -194,6 +186,24 @@ class CompRRAEScheme(Scheme):
         events.buffer_write_bytes = dense.buffer_write_bytes
         events.digital_ops = dense.digital_ops + events.digital_ops  # + predictive thresholds
         return LayerRun(out, events, cycles, time_ns)
+
+    def images_per_chunk(self, k: CompKernel, options: EngineOptions) -> int:
+        """Images per `terminate_rows` call: about `chunk_outputs` outputs (fewer, larger
+        convolutions, state in cache) within the memory budget (~64 bytes per output)."""
+        layer = k.mapped.layer
+        per_image = layer.positions * layer.out_channels
+        return max(1, min(self.chunk_outputs // per_image,
+                          int(options.memory_budget_mb * 2**20 // (per_image * 64))))
+
+    @staticmethod
+    def value_output(k: CompKernel, n: int, device: torch.device) -> Tensor:
+        """The layer's output for n images, for `terminate_rows`'s values chunk by chunk:
+        the rows' dtype (exact: see CompKernel) and, for convolutions, their channels-last
+        layout, so each chunk's rows are copied in order, with no transposition."""
+        layer = k.mapped.layer
+        return torch.empty((n, *layer.output_shape), dtype=k.value_dtype, device=device,
+                           memory_format=(torch.channels_last if layer.kind == "conv"
+                                          else torch.contiguous_format))
 
     # ---- values ------------------------------------------------------------------------------
     # Values are kept as (positions, Cout) rows: the per-channel thresholds then broadcast

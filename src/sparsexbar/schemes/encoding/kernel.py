@@ -16,7 +16,7 @@ from ...core.engine import FLOAT32_EXACT, LayerKernel
 from ...core.engine.indices import rows_above
 from ...core.frontend import QuantLayer
 from ...core.intconv import ExactLinear, exact_int_mm, int8_operand
-from ..counting import BlockedRows, block_plan
+from ..counting import INT32_SUM_LIMIT, BlockedRows, block_plan
 from .mapping import EncodingMappedLayer, LayerEncoding
 
 if TYPE_CHECKING:  # annotations only: the scheme builds its kernels
@@ -227,14 +227,14 @@ class GroupChunkCounts:
             entry = self.table.index_select(0, value.add_(self.offsets).view(-1)).view(m, -1)
             # sums in int32 where they fit (torch's int16 -> int64 sums run ~4x slower)
             if bus_invert:
-                wide = entry.numel() * 15 >= 2**31  # low 4 bits: at most 15 each
+                wide = entry.numel() * 15 >= INT32_SUM_LIMIT  # low 4 bits: at most 15 each
                 inverted += (entry & 15).sum(dtype=torch.int64 if wide else torch.int32)
             if per_image is not None:
                 union = or_tile_masks(entry, self.tiles)  # (M, tiles)
                 executed = (union & 1).to(torch.int32)
                 for j in range(1, self.fields):  # digits: a handful
                     executed += (union >> j) & 1
-                wide = m * self.fields >= 2**31  # per image and tile: at most M x fields
+                wide = m * self.fields >= INT32_SUM_LIMIT  # per image and tile: at most M x fields
                 per_image += executed.view(images, -1, self.tiles).sum(
                     dim=1, dtype=torch.int64 if wide else torch.int32)
         return int(inverted), per_image

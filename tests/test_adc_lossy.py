@@ -659,10 +659,12 @@ def test_thread_pool_keeps_inference_mode_and_reraises() -> None:
 
 def test_packing_puts_every_candidate_in_one_block_of_its_group() -> None:
     gen = torch.Generator().manual_seed(0)
-    for n_groups, n in ((1, 1), (5, 40), (40, 3000), (300, 200)):
+    cases = ((1, 1, 1), (5, 40, 1), (40, 3000, 1), (300, 200, 1), (300, 200, 4), (5, 40, 8))
+    for n_groups, n, min_size in cases:
         group = torch.sort(torch.randint(0, n_groups, (n,), generator=gen)).values
-        pk = engine.Packed.of(group, n_groups, max_size=256)
+        pk = engine.Packed.of(group, n_groups, max_size=256, min_size=min_size)
         assert pk.size <= 256 and len(set(pk.slot.tolist())) == n  # one slot each
+        assert pk.size >= min_size
         assert torch.equal(pk.block_group[pk.slot >> pk.size_bits], group)
         counts = torch.bincount(group, minlength=n_groups)
         assert pk.blocks == int(((counts + pk.size - 1) // pk.size).sum())  # no empty block

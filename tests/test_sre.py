@@ -408,6 +408,62 @@ def test_packed_path_equals_reference_property(seed: int, ou_rows: int, array_ro
     assert torch.equal(got, expected)
 
 
+@pytest.mark.parametrize(("mode", "gran", "signed"), [
+    ("joint", "bit", False), ("joint", "word", True)])
+def test_packed_path_in_chunks_of_sets_equals_reference(monkeypatch: pytest.MonkeyPatch,
+                                                        mode: str, gran: str,
+                                                        signed: bool) -> None:
+    """A bucket of which fewer than MIN_POSITIONS positions fit the memory budget (a fully
+    connected layer's many sets) runs in chunks of its sets on MIN_POSITIONS positions each:
+    the result equals the loop reference, and the chunks did split the bucket's sets."""
+    layer, x_int = _layer(signed, seed=3)
+    hw = _small_hw().with_overrides({"adc.bits": 3})
+    scheme = SreScheme(mode, gran)
+    kernel = scheme.kernel(scheme.map_layer(layer, hw), torch.device("cpu"))
+    plan = kernel.pack_plan()
+    widest = max(plan.buckets, key=lambda b: b.sets)
+    assert widest.sets >= 4
+    # 4 positions of the widest bucket fit: it runs in chunks of about a quarter of its sets
+    budget_mb = 4 * widest.bytes_per_position / 2**20
+    seen: list[tuple[int, int]] = []  # (sets of a chunk's bucket, positions of the chunk)
+    real_chunk = packing._chunk_deltas
+
+    def chunk_spy(bucket, word, *args):  # type: ignore[no-untyped-def]
+        seen.append((bucket.sets, int(word.shape[1])))
+        return real_chunk(bucket, word, *args)
+
+    monkeypatch.setattr(packing, "_chunk_deltas", chunk_spy)
+    got = scheme.packed_accumulate(kernel, x_int, EngineOptions(memory_budget_mb=budget_mb))
+    expected = layer.fold_output(reference_packed_values(layer, x_int, hw, mode, gran),
+                                 x_int.shape[0])
+    assert torch.equal(got, expected)
+    assert not torch.equal(got, layer.reference_accumulate(x_int).to(torch.float64))
+    split = [(sets, m) for sets, m in seen if sets < widest.sets and m > 4]
+    assert split and all(m == packing.MIN_POSITIONS for _, m in split)
+    assert sum(sets for sets, _ in split) % widest.sets == 0  # every set, once per chunk
+
+
+def test_pack_bucket_part_is_the_sets_own_slices() -> None:
+    """`PackBucket.part` holds exactly the entries, levels and columns of its sets."""
+    layer, _ = _layer(False, seed=3)
+    hw = _small_hw().with_overrides({"adc.bits": 3})
+    scheme = SreScheme("joint", "bit")
+    bucket = max(scheme.kernel(scheme.map_layer(layer, hw), torch.device("cpu"))
+                 .pack_plan().buckets, key=lambda b: b.sets)
+    width, per_set = int(bucket.levels.shape[1]), bucket.blocks * hw.ou.rows
+    part = bucket.part(1, 3)
+    assert part.sets == 2 and part.blocks == bucket.blocks
+    assert torch.equal(part.entry_row, bucket.entry_row.view(bucket.sets, per_set)[1:3]
+                       .reshape(-1))
+    assert torch.equal(part.levels, bucket.levels.view(bucket.sets, bucket.blocks, width, -1)
+                       [1:3].reshape(-1, width, hw.ou.rows))
+    assert torch.equal(part.col_channel, bucket.col_channel.view(bucket.sets, width)[1:3]
+                       .reshape(-1))
+    assert torch.equal(part.col_weight, bucket.col_weight.view(bucket.sets, width)[1:3]
+                       .reshape(-1))
+    assert torch.equal(part.set_levels, bucket.set_levels[1:3])
+
+
 def test_dynamic_modes_refuse_non_ideal_device() -> None:
     layer, _ = _layer(False)
     hw = preset("isaac").with_overrides({"device.read_noise_sigma": 0.01})

@@ -40,19 +40,21 @@ class Packed:
         return 1 << self.size_bits
 
     @classmethod
-    def of(cls, group: Tensor, n_groups: int, max_size: int = MAX_BLOCK) -> Packed:
+    def of(cls, group: Tensor, n_groups: int, max_size: int = MAX_BLOCK,
+           min_size: int = 1) -> Packed:
         """Pack a whole candidate list (all the candidates of a cycle and width bucket).
 
         A group of c candidates takes ceil(c / size) blocks: padding costs about size / 2
         slots per group, and every block copies its group's levels. `size` is the power of two
         nearest to sqrt(BLOCK_FACTOR x mean c over the present groups), which balances the two,
-        at most `max_size` (a candidate slice) and MAX_BLOCK."""
+        at least `min_size` (rounded down to a power of two), at most `max_size` (a candidate
+        slice) and MAX_BLOCK."""
         n = int(group.numel())
         counts = torch.bincount(group, minlength=n_groups)
         present = max(1, int((counts > 0).sum()))
         ideal = math.sqrt(BLOCK_FACTOR * max(1.0, n / present))
-        size_bits = max(0, min(round(math.log2(ideal)), MAX_BLOCK.bit_length() - 1,
-                               max(1, max_size).bit_length() - 1))
+        size_bits = max(0, min(max(round(math.log2(ideal)), min_size.bit_length() - 1),
+                               MAX_BLOCK.bit_length() - 1, max(1, max_size).bit_length() - 1))
         size = 1 << size_bits
         start = torch.cumsum(counts, 0) - counts
         per_group = (counts + size - 1) >> size_bits

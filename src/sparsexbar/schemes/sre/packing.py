@@ -32,6 +32,11 @@ from ...core.engine.indices import nonzero_as, rows_above
 from ...core.engine.plan import Packed
 from ...core.mapping import MappedLayer
 
+MIN_POSITIONS = 16  # positions per chunk at least (where there are as many): a bucket whose
+# chunk would hold fewer (a fully connected layer's many sets) runs in chunks of sets instead,
+# so its batched products have 16 columns or more (fewer run 3-12x slower per value here)
+PAIR_BLOCK_MIN = 4  # slots per block of pairs at least: `_bucket_deltas`' product then has 8
+# columns or more (a few pairs per set would give blocks of 1-2 slots, 2-4 columns)
 PAIR_DENSE = 0.5  # a cycle whose (set, position) pairs that may clip are more than this share
 # of all runs on all of them (no gather into blocks)
 
@@ -50,6 +55,17 @@ class PackBucket:
     col_weight: Tensor  # (sets x width,) float64 its signed shift weight (padding: 0)
     set_levels: Tensor  # (sets, width, blocks x ou) float32 the levels of each set's entries
     bounded: bool = True  # every level >= 0: a whole set's column sum bounds its packed OUs'
+
+    def part(self, first: int, last: int) -> PackBucket:
+        """Sets [first, last) of the bucket (views, no copies)."""
+        entries = int(self.entry_row.numel()) // max(1, self.sets)  # per set
+        width = int(self.levels.shape[1])
+        return replace(self, sets=last - first,
+                       entry_row=self.entry_row[first * entries : last * entries],
+                       levels=self.levels[first * self.blocks : last * self.blocks],
+                       col_channel=self.col_channel[first * width : last * width],
+                       col_weight=self.col_weight[first * width : last * width],
+                       set_levels=self.set_levels[first:last])
 
     @property
     def bytes_per_position(self) -> int:
@@ -121,12 +137,21 @@ def packed_corrections(plan: PackPlan, words: Tensor, cycles: int, dac_bits: int
     total_positions = int(words.shape[1])
     top_value = int(words.max()) if words.numel() else 0
     live = [t for t in range(cycles) if top_value >> (t * dac_bits)]  # chunks not all 0
-    for bucket in plan.buckets:  # a few per row tile
-        step_m = max(1, int(budget_bytes // bucket.bytes_per_position))
-        for m0 in range(0, total_positions, step_m):  # chunks of positions (memory bound)
-            word = words[:, m0 : m0 + step_m].index_select(0, bucket.entry_row)  # (E, m)
-            _chunk_deltas(bucket, word, live, dac_bits, granularity, ou, step, top,
-                          out[m0 : m0 + step_m], sign)
+    for whole_bucket in plan.buckets:  # a few per row tile
+        step_m = max(1, int(budget_bytes // whole_bucket.bytes_per_position))
+        wide = min(total_positions, MIN_POSITIONS)
+        parts = [whole_bucket]
+        if step_m < wide:  # few positions fit (many sets): chunks of sets, `wide` positions
+            per_set = whole_bucket.bytes_per_position / max(1, whole_bucket.sets)
+            step_s = max(1, int(budget_bytes // (per_set * wide)))
+            parts = [whole_bucket.part(s0, min(whole_bucket.sets, s0 + step_s))
+                     for s0 in range(0, whole_bucket.sets, step_s)]
+            step_m = wide
+        for bucket in parts:
+            for m0 in range(0, total_positions, step_m):  # chunks of positions (memory bound)
+                word = words[:, m0 : m0 + step_m].index_select(0, bucket.entry_row)  # (E, m)
+                _chunk_deltas(bucket, word, live, dac_bits, granularity, ou, step, top,
+                              out[m0 : m0 + step_m], sign)
 
 
 def _chunk_deltas(bucket: PackBucket, word: Tensor, live: list[int], dac_bits: int,
@@ -180,7 +205,7 @@ def _pair_deltas(bucket: PackBucket, set_of: Tensor, position: Tensor, m: int, c
     sets, nb = bucket.sets, bucket.blocks
     width = int(bucket.levels.shape[1])
     per_set = nb * ou  # entries of a set
-    pk = Packed.of(set_of, sets)
+    pk = Packed.of(set_of, sets, min_size=PAIR_BLOCK_MIN)
     size = pk.size
     slots = pk.spread(position, m)  # (blocks, size); padding: position m
     # 0/1 in the chunk's dtype (no bool masks: slow on CPU), padding slots read position
@@ -229,10 +254,15 @@ def _bucket_deltas(bucket: PackBucket, x: Tensor, past: Tensor, first: Tensor, s
     width = int(bucket.levels.shape[1])
     m = int(x.shape[1])
     xb = x.view(sets * nb, -1, m)
-    whole = torch.bmm(bucket.levels, xb)  # (sets x nb, width, m) block partial sums
-    tail = torch.bmm(bucket.levels, xb * past)  # A: the rows past the boundary
-    running = whole.sub_(tail).view(sets, nb, width, m).cumsum(dim=1)  # H
-    tail = tail.view(sets, nb, width, m)
+    # One product for the block sums and A (the rows past the boundary): [x | x past] side
+    # by side doubles the product's columns (oneDNN/MKL's batched products of 8 columns or
+    # more run 3-5x faster per value than those of 2-5 on this CPU: docs/benchmarks.md)
+    both = torch.empty((sets * nb, int(xb.shape[1]), 2 * m), dtype=x.dtype, device=x.device)
+    both[:, :, :m] = xb
+    torch.mul(xb, past, out=both[:, :, m:])
+    sums = torch.bmm(bucket.levels, both).view(sets, nb, width, 2, m)
+    tail = sums[:, :, :, 1]  # A per block
+    running = sums[:, :, :, 0].sub_(tail).cumsum(dim=1)  # H
     carry = torch.zeros((sets, nb + 1, width, m), dtype=torch.float32, device=x.device)
     torch.sub(running, tail, out=carry[:, 1:])  # H - A at every block (1-based; 0: none)
     # a packed OU ends in block b when the next block starts in a later OU (the last: always)

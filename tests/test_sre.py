@@ -359,9 +359,9 @@ def test_packed_path_skips_positions_that_cannot_clip(monkeypatch: pytest.Monkey
     chunk_positions = [0]
     real_chunk = packing._chunk_deltas
 
-    def chunk_spy(bucket, word, *args):  # type: ignore[no-untyped-def]
-        chunk_positions[0] = int(word.shape[1])
-        return real_chunk(bucket, word, *args)
+    def chunk_spy(bucket, chunks, *args):  # type: ignore[no-untyped-def]
+        chunk_positions[0] = int(chunks[0][1].shape[1])  # (cycle, (R + 1, m) plane)s
+        return real_chunk(bucket, chunks, *args)
 
     monkeypatch.setattr(packing, "PAIR_DENSE", pair_dense)
     monkeypatch.setattr(packing, "_bucket_deltas", spy)
@@ -428,9 +428,9 @@ def test_packed_path_in_chunks_of_sets_equals_reference(monkeypatch: pytest.Monk
     seen: list[tuple[int, int]] = []  # (sets of a chunk's bucket, positions of the chunk)
     real_chunk = packing._chunk_deltas
 
-    def chunk_spy(bucket, word, *args):  # type: ignore[no-untyped-def]
-        seen.append((bucket.sets, int(word.shape[1])))
-        return real_chunk(bucket, word, *args)
+    def chunk_spy(bucket, chunks, *args):  # type: ignore[no-untyped-def]
+        seen.append((bucket.sets, int(chunks[0][1].shape[1])))  # (cycle, (R + 1, m) plane)s
+        return real_chunk(bucket, chunks, *args)
 
     monkeypatch.setattr(packing, "_chunk_deltas", chunk_spy)
     got = scheme.packed_accumulate(kernel, x_int, EngineOptions(memory_budget_mb=budget_mb))
@@ -441,6 +441,25 @@ def test_packed_path_in_chunks_of_sets_equals_reference(monkeypatch: pytest.Monk
     split = [(sets, m) for sets, m in seen if sets < widest.sets and m > 4]
     assert split and all(m == packing.MIN_POSITIONS for _, m in split)
     assert sum(sets for sets, _ in split) % widest.sets == 0  # every set, once per chunk
+
+
+@pytest.mark.parametrize("gran", ["bit", "word"])
+def test_packed_path_wide_inputs_equal_reference(gran: str) -> None:
+    """Inputs above a byte (10-bit inputs: the chunk planes stay int32) give the loop
+    reference's result too."""
+    net = prune_blocks(nets.single_conv(2, 3, 3, padding=1, seed=4), 0.4, 4)
+    x = nets.random_images(2, channels=2, size=5, seed=4)
+    layer = quantize_model(net, x, 8, 10).layers[0]
+    x_int = layer.quantize_input(x)
+    assert int(x_int.max()) > 255
+    hw = _small_hw().with_overrides({"adc.bits": 3, "numbers.input_bits": 10})
+    scheme = SreScheme("joint", gran)
+    kernel = scheme.kernel(scheme.map_layer(layer, hw), torch.device("cpu"))
+    got = scheme.packed_accumulate(kernel, x_int, EngineOptions())
+    expected = layer.fold_output(reference_packed_values(layer, x_int, hw, "joint", gran),
+                                 x_int.shape[0])
+    assert torch.equal(got, expected)
+    assert not torch.equal(got, layer.reference_accumulate(x_int).to(torch.float64))
 
 
 def test_pack_bucket_part_is_the_sets_own_slices() -> None:

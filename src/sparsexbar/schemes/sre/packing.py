@@ -7,12 +7,14 @@ packing: the plan works on the tile's distinct kept-row sets, each with the colu
 segments. A set's kept rows are cut into static blocks of `ou.rows` rows (the OUs of the
 weight-compressed layout). A block holds at most `ou.rows` active rows, so at most one packed-OU
 boundary falls inside it: its rows before the boundary belong to packed OU o (that of its first
-row), the rest (partial sums A) to OU o + 1. With H the running sum over the set's blocks of
-the block partial sums minus A, a packed OU that ends in block e and follows one that ended in
-block e' has the partial sums H_e - (H_e' - A_e'); the set's last OU may be the A of its last
-block alone. The block sums are batched matrix products of (ou.rows, positions) inputs with
-each block's (width, ou.rows) levels; only the ranks (a cumulative sum over the kept rows) are
-per-row work. Every packed OU's partial sums are exact
+row), the rest (partial sums A) to OU o + 1. With V_b the running sum over the set's blocks of
+the block partial sums, minus A_b (non-decreasing in b), a packed OU that ends in block e and
+follows one that ended in block e' has the partial sums V_e - V_e' (V_e for the first); V_e'
+is the largest V of an end block before e (a prefix maximum); the set's last OU may be the A
+of its last block alone. The block sums and A are one batched matrix product of
+(ou.rows, positions) inputs, side by side with their rows past the boundary, with each block's
+(width, ou.rows) levels; only the ranks (a cumulative sum over the kept rows) are per-row
+work. Every packed OU's partial sums are exact
 integers in float32; ADC(p) - p of each is added per output channel. With a unit ADC step
 only the (set, position) pairs whose whole-set column sums exceed the ADC top can change
 anything: a cycle runs the packing on those pairs only (`_pair_deltas`).
@@ -272,29 +274,36 @@ def _bucket_deltas(bucket: PackBucket, x: Tensor, past: Tensor, first: Tensor, s
     torch.mul(xb, past, out=both[:, :, m:])
     sums = torch.bmm(bucket.levels, both).view(sets, nb, width, 2, m)
     tail = sums[:, :, :, 1]  # A per block
-    running = sums[:, :, :, 0].sub_(tail).cumsum(dim=1)  # H
-    carry = torch.zeros((sets, nb + 1, width, m), dtype=torch.float32, device=x.device)
-    torch.sub(running, tail, out=carry[:, 1:])  # H - A at every block (1-based; 0: none)
+    # V_b = (block sums of blocks 0..b) - A_b, non-decreasing in b (V_(b+1) - V_b = the rows
+    # of block b + 1 before its boundary + A_b >= 0). A packed OU ending in block e after one
+    # that ended in e' holds V_e - V_e' (the rows of blocks e' + 1..e before e's boundary and
+    # the A of e': only end blocks have an A); the first holds V_e.
+    v = sums[:, :, :, 0].cumsum(dim=1).sub_(tail)  # (sets, nb, width, m)
     # a packed OU ends in block b when the next block starts in a later OU (the last: always)
     # (0/1 float32 masks and their products: torch's bool masks are several x slower on CPU)
-    # (block nb: the last block's A, converted where the set's last OU ends: always)
-    end = torch.ones((sets, nb + 1, m), dtype=torch.float32, device=x.device)
+    end = torch.ones((sets, nb, m), dtype=torch.float32, device=x.device)
     torch.gt(first[:, 1:], first[:, :-1], out=end[:, : nb - 1])
-    index = end[:, :nb] * torch.arange(1, nb + 1, dtype=torch.float32,
-                                         device=x.device).view(1, -1, 1)
-    last_end = torch.cummax(index, dim=1).values.to(torch.int64)
-    previous = torch.zeros_like(last_end)
-    previous[:, 1:] = last_end[:, :-1]  # the block where the preceding OU ended (0: none)
+    end = end.unsqueeze(2)
+    # V at the last end block before b (0: none): as V is non-decreasing, the largest V x end
+    # of the blocks before b, an exclusive prefix maximum in doubling steps (log2 of the
+    # blocks; no gather, no cummax indices)
+    previous = torch.zeros_like(v)
+    if nb > 1:
+        torch.mul(v[:, :-1], end[:, :-1], out=previous[:, 1:])
+        span = 1
+        while span < nb - 1:  # log2(blocks) steps
+            shifted = previous[:, 1 : nb - span].clone()
+            torch.maximum(previous[:, 1 + span :], shifted, out=previous[:, 1 + span :])
+            span *= 2
+    p = v.sub_(previous)  # at end blocks: the partial sums of the packed OU ending there
     # the set's last packed OU may start past the boundary of its last block: its partial
     # sums are that block's A (0, converted to 0, where no row is past it)
-    p = torch.empty((sets, nb + 1, width, m), dtype=torch.float32, device=x.device)
-    torch.sub(running, carry.gather(1, previous.unsqueeze(2).expand(-1, -1, width, -1)),
-              out=p[:, :nb])
-    p[:, nb] = tail[:, -1]
-    end = end.unsqueeze(2)
+    last = tail[:, -1]  # (sets, width, m)
     if step == 1.0:  # integer sums (exact in float32): only what clips changes
-        delta = p.sub_(top).clamp_(min=0).neg_().mul_(end)
-        return delta.sum(dim=1).view(sets * width, m).to(torch.float64)
+        delta = p.sub_(top).clamp_(min=0).mul_(end).sum(dim=1)
+        delta.add_(last.sub(top).clamp_(min=0))
+        return delta.neg_().view(sets * width, m).to(torch.float64)
     delta = (torch.round(p / step).clamp_(0, top) * step).sub_(p).to(torch.float64)
-    delta.mul_(end)  # one conversion per packed OU
-    return delta.sum(dim=1).view(sets * width, m)
+    delta = delta.mul_(end).sum(dim=1)  # one conversion per packed OU
+    delta += (torch.round(last / step).clamp_(0, top) * step).sub_(last).to(torch.float64)
+    return delta.view(sets * width, m)

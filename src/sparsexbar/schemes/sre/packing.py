@@ -261,7 +261,9 @@ def _places(values: Tensor, bucket: PackBucket, ou: int) -> tuple[Tensor, Tensor
 
 def _bucket_deltas(bucket: PackBucket, x: Tensor, past: Tensor, first: Tensor, step: float,
                    top: float) -> Tensor:
-    """(sets x width, m) sums over each set's packed OUs of ADC(p) - p."""
+    """(sets x width, m) sums over each set's packed OUs of ADC(p) - p. Levels and inputs are
+    nonnegative (the mapping's levels are uint8), which the running sums V rely on."""
+    assert bucket.bounded, "packing needs nonnegative levels"
     sets, nb = bucket.sets, bucket.blocks
     width = int(bucket.levels.shape[1])
     m = int(x.shape[1])

@@ -74,11 +74,11 @@ def main() -> None:
                 ", ".join(f"{k} {floor[k]['linear_x_dense']:.2f}x"
                           for k in ("encoding", "sre", "comprrae", "combined")),
                 "n/a", "linear_floor12.json"))
-    clipping = ("lossy16_after11_1.json", "lossy16_after11_2.json")
+    clipping = ("lossy16_after13_1.json", "lossy16_after13_2.json")
     for key in ("sre-lossy", "pattern-lossy", "encoding-lossy", "combined-lossy"):
         v = [xdense(name, key, "lossy") for name in clipping]
         out.append((f"{key} <= 3x dense with the same clipping ADC (batch 16, one thread)",
-                    span(v), met(max(v), 3), "lossy16_after11_{1,2}.json"))
+                    span(v), met(max(v), 3), "lossy16_after13_{1,2}.json"))
     calls = ("simcall_after12.json", "simcall_after12_2.json")
     ratios = [r["ratio"] for name in calls for r in rows(name)]
     cpu = [r["cpu_ratio"] for name in calls for r in rows(name)]

@@ -59,7 +59,7 @@ def _script_output(script: str, *args: str) -> str:
 
 
 def test_benchmark_tables_are_the_scripts_output_on_the_committed_results() -> None:
-    """docs/benchmarks.md's standing table and part 12's table are printed by their scripts
+    """docs/benchmarks.md's standing table and parts 12-13's tables are printed by their scripts
     from the committed result files (no figure typed by hand): the doc holds them verbatim."""
     doc = (Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md").read_text()
     standing = _script_output("standing.py")
@@ -68,3 +68,6 @@ def test_benchmark_tables_are_the_scripts_output_on_the_committed_results() -> N
     floor = _script_output("linear_floor.py", "--table",
                            "docs/results/bench/linear_floor12.json")
     assert "| comprrae |" in floor and floor in doc
+    products = _script_output("batched_products.py", "--table",
+                              "docs/results/bench/batched_products13.json")
+    assert "| 15610 |" in products and products in doc

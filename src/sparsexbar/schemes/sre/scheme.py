@@ -34,9 +34,9 @@ from .mapping import (
 from .packing import packed_corrections
 
 PACK_CHUNK_MB = 64.0  # working set of one chunk of dynamic packing with a lossy ADC: on VGG-8
-# (vgg8-pattern, OU 9x8, 5-bit ADC, 2-bit DAC, one thread, 64 images, part 13's code) 64 MiB
-# took 0.92x the time of 32 MiB (fewer, larger operations), 128 MiB 0.95x; 16 images: 8 MiB
-# 1.73x, 64 MiB 0.90x, 512 MiB 0.86x (docs/benchmarks.md, issue 18 part 13)
+# (vgg8-pattern, OU 9x8, 5-bit ADC, 2-bit DAC, one thread, part 13's code), against 32 MiB:
+# 64 images, 64 MiB 0.92x the time (median; fewer, larger operations), 128 MiB 0.90x;
+# 16 images, 8 MiB 1.73x, 64 MiB 0.90x, 512 MiB 0.86x (docs/benchmarks.md, issue 18 part 13)
 
 
 class SreScheme(Scheme):

@@ -185,3 +185,23 @@ def test_draws_do_not_depend_on_tasks_slices_or_threads(monkeypatch: pytest.Monk
     other, x_int = _noisy_layer(seed=3)
     assert not torch.equal(other.accumulate(x_int, EngineOptions(exact_shortcut=False)),
                            results[0][0])
+
+
+def test_flagged_finds_every_gap_above_the_limit_and_every_nan() -> None:
+    """`_flagged`'s CPU search (numpy, the whole slice) and its segment search (used where the
+    gaps are not a contiguous CPU tensor, as on CUDA) give the same ascending indices: every
+    gap above the limit and every NaN, a length that is not a multiple of the segment."""
+    gen = torch.Generator().manual_seed(3)
+    n = 100 * noise.SEGMENT + 7
+    gap = torch.rand(n, generator=gen) * 0.45
+    picked = torch.randperm(n, generator=gen)[:300]
+    gap[picked[:250]] = 0.5 + torch.rand(250, generator=gen)
+    gap[picked[250:]] = float("nan")
+    gap[-1] = 0.6  # in the tail past the last whole segment
+    expected = torch.sort(torch.cat([picked, torch.tensor([n - 1])]).unique()).values
+    limit = 0.4999
+    assert torch.equal(noise._flagged(gap, limit), expected)
+    spaced = torch.zeros(2 * n)[::2]  # a strided view: the segment search
+    spaced.copy_(gap)
+    assert not spaced.is_contiguous()
+    assert torch.equal(noise._flagged(spaced, limit), expected)

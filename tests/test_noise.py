@@ -205,3 +205,28 @@ def test_flagged_finds_every_gap_above_the_limit_and_every_nan() -> None:
     spaced.copy_(gap)
     assert not spaced.is_contiguous()
     assert torch.equal(noise._flagged(spaced, limit), expected)
+
+
+@pytest.mark.parametrize("effect", list(EFFECTS))
+def test_deferred_refinements_give_the_same_codes(effect: str) -> None:
+    """With `deferred`, the flagged conversions' codes read 0 and `Refinements.codes()` gives
+    exactly the codes `noisy_adc` computes in place, in the order of their (row, column),
+    over several calls (the full path refines a cycle's slices together)."""
+    read, deviation, step = EFFECTS[effect]
+    p, _, code, keys = draw_case(read, deviation, step)
+    dev = torch.full((SLOTS, 1), deviation) if deviation > 0 else None
+    deferred = noise.Refinements(read, TOP, step)
+    half = SLOTS // 2
+    ws = noise.Workspace(SLOTS * COLS, p.device)
+    parts = []
+    for rows in (slice(0, half), slice(half, SLOTS)):  # two calls, as two slices
+        part = noise.noisy_adc(p[rows].contiguous(), keys[rows].contiguous(), read,
+                               None if dev is None else dev[rows], TOP, step, ws,
+                               noise.margin(2 * 81), deferred).clone()
+        parts.append(part)
+    deferred.rows[1] = deferred.rows[1] + half  # the second call's rows in the whole
+    got = torch.cat(parts)
+    flat = torch.cat(deferred.rows) * COLS + torch.cat(deferred.cols)
+    assert flat.numel() > 0 and bool((got.view(-1)[flat] == 0).all())
+    got.view(-1).index_copy_(0, flat, deferred.codes())
+    assert torch.equal(got, code)

@@ -21,7 +21,7 @@ from torch import Tensor
 from .exact import FLOAT32_EXACT
 from .gather import RowGather
 from .indices import INT32_LIMIT, flat_above, nonzero_as, rows_above, split_rows
-from .noise import Stream, Workspace, margin, noisy_adc
+from .noise import Refinements, Stream, Workspace, margin, noisy_adc
 from .plan import Packed, candidate_slice
 
 if TYPE_CHECKING:  # annotations only: the kernel calls these paths
@@ -212,20 +212,30 @@ def full_conversions(kernel: LayerKernel, part: Tensor, input_shape: tuple[int, 
         outputs = max(b1 - b0 for b0, b1 in slices) * pk.size * k
         if ws is None or ws.outputs < outputs:
             ws = Workspace(outputs, part.device)
+        # the cycle's conversions to refine, refined together after its slices
+        deferred = None if keys is None else Refinements(hw.device.read_noise_sigma, top, step)
         for b0, b1 in slices:  # candidate slices
             bg = pk.block_group[b0:b1]
             xg = gather.packed_values(flat, base[b0:b1], bg)  # padding rows: level 0
             p = torch.bmm(xg, levels.index_select(0, bg),
                           out=ws.take(ws.p, b1 - b0, pk.size, k))  # (blocks, size, K)
+            slot_rows = rows[b0:b1].reshape(-1)
             if keys is None:  # ideal device, step != 1: the deviation ADC(p) - p
                 value = torch.div(p, step).round_().clamp_(0, top).mul_(step).sub_(p)
             else:
+                assert deferred is not None
+                flagged_calls = len(deferred.rows)
                 value = noisy_conversions(kernel, p, slot_active[b0:b1].unsqueeze(2),
-                                          keys[b0:b1], ws)
+                                          keys[b0:b1], ws, deferred)
+                if len(deferred.rows) > flagged_calls:  # their slots -> rows of col_sums
+                    deferred.rows[-1] = slot_rows.index_select(0, deferred.rows[-1])
                 if deviation_only:
                     value.sub_(p.clamp_(max=top))
-            col_sums.index_add_(0, rows[b0:b1].reshape(-1), value.to(acc_dtype).view(-1, k),
-                                alpha=shift)
+            col_sums.index_add_(0, slot_rows, value.to(acc_dtype).view(-1, k), alpha=shift)
+        if deferred is not None and deferred.keys:  # their codes read 0 above
+            target = torch.cat(deferred.rows).mul_(k).add_(torch.cat(deferred.cols))
+            col_sums.view(-1).index_add_(0, target, deferred.codes().to(acc_dtype),
+                                         alpha=shift)
     per_col = col_sums[:-1].to(torch.float64).reshape(per_group, s * k)
     phys = torch.zeros((per_group, mapped.physical_cols + 1), dtype=torch.float64,
                        device=part.device)
@@ -237,13 +247,14 @@ def full_conversions(kernel: LayerKernel, part: Tensor, input_shape: tuple[int, 
 
 
 def noisy_conversions(kernel: LayerKernel, p: Tensor, active: Tensor, keys: Tensor,
-                      ws: Workspace) -> Tensor:
+                      ws: Workspace, deferred: Refinements | None = None) -> Tensor:
     """ADC(p + e) of every partial sum p (blocks, size, K), e Gaussian with standard
     deviation sqrt((read_noise_sigma x p)^2 + (accumulated_deviation_sigma x active)^2)
     (independent read noise and accumulated deviation, one draw with the summed variance);
     `active` (blocks, size, 1): the group's active rows; `keys` (blocks, size) int32: the
     slots' random keys (`noise.noisy_adc` draws one normal per conversion from them). The
-    result lives in `ws` (valid until its next use)."""
+    result lives in `ws` (valid until its next use). `deferred`: see `noise.noisy_adc` (the
+    flagged conversions' codes read 0 and join it)."""
     hw = kernel.mapped.hw
     dev = hw.device
     step, top = hw.adc.step, float(hw.adc_max_code)
@@ -256,7 +267,7 @@ def noisy_conversions(kernel: LayerKernel, p: Tensor, active: Tensor, keys: Tens
         # noise of a midpoint; wider draws are in refined buckets)
         largest = 2 * max(kernel.max_partial_sum, top * step) / step
         value = noisy_adc(flat, keys.reshape(-1), read, deviation, top, step, ws,
-                          margin(largest))
+                          margin(largest), deferred)
     else:  # programmed variation and stuck cells only: no draw
         code = ws.take(ws.code, blocks * size, k)
         if step == 1.0:  # no division or product by the step (two passes fewer)

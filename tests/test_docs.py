@@ -71,3 +71,9 @@ def test_benchmark_tables_are_the_scripts_output_on_the_committed_results() -> N
     products = _script_output("batched_products.py", "--table",
                               "docs/results/bench/batched_products13.json")
     assert "| 15610 |" in products and products in doc
+    b = "docs/results/bench/"
+    runs = [f"pair {i}, {label}={b}noisy_{side}_t1{tail}.json,{b}noisy_{side}_t2{tail}.json"
+            for i, tail in ((1, ""), (2, "_2"))
+            for side, label in (("before13", "before (9c6dcb4)"), ("after13", "after"))]
+    noisy = _script_output("threads_pairs.py", "--case", "nonideal", *runs)
+    assert noisy.count("| pair ") == 4 and noisy in doc

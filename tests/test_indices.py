@@ -1,7 +1,9 @@
-"""The engine's mask indices (core/engine/indices.py) equal torch.nonzero's, in its order."""
+"""The engine's mask indices (core/engine/indices.py) equal torch.nonzero's, in its order; its
+column gather equals index_select's."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -12,6 +14,7 @@ from sparsexbar.core.engine.indices import (
     nonzero_flat,
     rows_above,
     split_rows,
+    take_columns,
 )
 
 
@@ -76,3 +79,15 @@ def test_split_rows_is_divmod(flat: list[int], length: int, wide: bool) -> None:
     assert rows.dtype == torch.int64 and cols.dtype == torch.int64
     assert rows.tolist() == [v // length for v in sorted(flat)]
     assert cols.tolist() == [v % length for v in sorted(flat)]
+
+
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.int32, torch.int64, torch.float32])
+def test_take_columns_equals_index_select(dtype: torch.dtype) -> None:
+    """`take_columns` (numpy's take for integer matrices on CPU) gives index_select(1, ...)
+    exactly: repeated and unordered columns, a strided index, contiguous output."""
+    gen = torch.Generator().manual_seed(5)
+    matrix = torch.randint(0, 200, (37, 11), generator=gen).to(dtype)
+    index = torch.tensor([[3, 0], [3, 10], [7, 2]])[:, 0]  # strided: rows of a (3, 2) tensor
+    got = take_columns(matrix, index)
+    assert got.dtype == dtype and got.is_contiguous()
+    assert torch.equal(got, matrix.index_select(1, index))

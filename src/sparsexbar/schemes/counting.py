@@ -40,7 +40,7 @@ from torch import Tensor
 
 from ..core.cost import ActivationTiming, TimingShape
 from ..core.engine import FLOAT32_EXACT
-from ..core.engine.indices import INT32_LIMIT, above_as, nonzero_as
+from ..core.engine.indices import INT32_LIMIT, above_as, nonzero_as, take_columns
 from ..core.frontend import QuantLayer
 from ..core.intconv import ExactLinear, as_uint8
 
@@ -620,7 +620,7 @@ def _count_live(table: SlotTable, counter: RowSetCounter | None, parts: list[Ten
         n_img = b - a
         e = as_uint8(executed[a:b].reshape(-1, executed.shape[-1]))
         e = torch.cat([e, torch.zeros_like(e[:, :1])], dim=1)  # padding channel: never runs
-        runs = [e.index_select(1, ch[:, k]) for k in range(ch.shape[1])]  # (M, G) uint8 each
+        runs = [take_columns(e, ch[:, k]) for k in range(ch.shape[1])]  # (M, G) uint8 each
         e_max = runs[0].clone()
         for r in runs[1:]:  # channels per class: a handful
             torch.maximum(e_max, r, out=e_max)

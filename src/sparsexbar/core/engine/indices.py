@@ -58,6 +58,17 @@ def rows_above(values: Tensor, threshold: float) -> tuple[Tensor, Tensor]:
     return split_rows(flat_above(values, threshold), row_length, values.numel())
 
 
+def take_columns(matrix: Tensor, index: Tensor) -> Tensor:
+    """matrix[:, index] of a 2-D tensor, contiguous: `index_select(1, index)`, through numpy's
+    `take` for an integer matrix on CPU (torch 2.13's gather along the columns is vectorized
+    for floating types only: a (50176, 48) uint8 or int32 matrix, 96 columns, 9.5-10.6 ms
+    against numpy's 2.6-2.7 ms; float32 1.6 against 2.8 ms, kept in torch)."""
+    if matrix.device.type != "cpu" or matrix.is_floating_point() or matrix.dim() != 2:
+        return matrix.index_select(1, index)
+    array = np.take(matrix.numpy(), index.numpy(), axis=1)
+    return torch.from_numpy(array)
+
+
 def split_rows(flat: Tensor, row_length: int, numel: int,
                narrow: bool = False) -> tuple[Tensor, Tensor]:
     """divmod of int64 flat indices (into a tensor of `numel` entries) by `row_length`:

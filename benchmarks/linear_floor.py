@@ -60,7 +60,7 @@ class LinearTimer:
             return out
 
         self._original = original
-        ExactLinear.__call__ = timed  # type: ignore[method-assign]
+        ExactLinear.__call__ = timed  # type: ignore[method-assign, assignment]
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -39,7 +39,6 @@ from sparsexbar.core.engine import EngineOptions, LayerKernel
 from sparsexbar.core.frontend import quantize_model
 from sparsexbar.core.intconv import FLOAT32_EXACT, ExactLinear
 from sparsexbar.core.io import atomic_write_text
-from sparsexbar.core.mapping import dense_events
 from sparsexbar.core.runtime import torch_threads
 from sparsexbar.schemes import LayerRun, Scheme, get_scheme
 from sparsexbar.schemes.comprrae import CompRRAEScheme
@@ -63,10 +62,10 @@ class DenseInt8(DenseScheme):
     def run_layer(self, kernel: LayerKernel, x_int: Tensor, options: EngineOptions) -> LayerRun:
         layer = kernel.mapped.layer
         if layer.name not in self.ops:
-            op = ExactLinear(layer.kind, layer.weight_int, layer.input_max, kernel.device,
-                             layer.stride, layer.padding, layer.dilation,
-                             probe_shape=layer.input_shape or None)
-            self.ops[layer.name] = op if op.bound < FLOAT32_EXACT else None
+            built = ExactLinear(layer.kind, layer.weight_int, layer.input_max, kernel.device,
+                                layer.stride, layer.padding, layer.dilation,
+                                probe_shape=layer.input_shape or None)
+            self.ops[layer.name] = built if built.bound < FLOAT32_EXACT else None
         op = self.ops[layer.name]
         if op is None or not kernel.exact_linear:
             return super().run_layer(kernel, x_int, options)
@@ -75,8 +74,7 @@ class DenseInt8(DenseScheme):
         if len(parts) == 2:
             value = value - op(parts[1])
         acc = torch.empty(value.shape, dtype=torch.float64).copy_(value)
-        events, cycles = dense_events(kernel.mapped, int(x_int.shape[0]))
-        return LayerRun(acc, events, cycles)
+        return self.dense_run(kernel.mapped, acc, int(x_int.shape[0]))
 
 
 CASES: dict[str, Callable[[], Scheme]] = {

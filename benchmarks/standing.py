@@ -8,6 +8,7 @@ Each row names its file; update the file names here when a newer run replaces on
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,7 @@ def met(value: float, limit: float) -> str:
 
 
 def main() -> None:
+    argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0]).parse_args()
     out: list[tuple[str, str, str, str]] = []
     # two runs per thread count; the two-thread gain of each run over its one-thread mate
     noisy = [(case(f"noisy_after13_t1{tail}.json", "nonideal"),

@@ -7,6 +7,7 @@ beside a busy process to see what oversubscribed OpenMP threads cost.
 
 from __future__ import annotations
 
+import argparse
 import time
 
 import torch
@@ -15,7 +16,11 @@ from sparsexbar.simulate import simulate
 
 
 def main() -> None:
-    for n in (250, 1000):
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    parser.add_argument("--images", default="250,1000",
+                        help="comma-separated image counts, one run each")
+    args = parser.parse_args()
+    for n in (int(v) for v in args.images.split(",")):
         cpu, wall = time.process_time(), time.perf_counter()
         simulate("vgg8-fmnist-pattern", "default", hw="isaac", scheme="comprrae", limit=n,
                  batch_size=250)

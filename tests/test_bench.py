@@ -4,7 +4,11 @@ sides, and a lossless case is checked against the integer reference in that run.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
+
+import pytest
 
 from sparsexbar.app.bench import CASES, run_benchmark
 
@@ -32,3 +36,15 @@ def test_benchmark_runs_the_shipped_vgg16_workload() -> None:
                          cases=(CASES["lossless"], CASES["sre"]))
     assert [r["model"] for r in rows] == ["vgg16-fmnist"] * 2
     assert [r["equals_reference"] for r in rows] == [True, True]
+
+
+@pytest.mark.parametrize("script", sorted(
+    p.name for p in (Path(__file__).resolve().parents[1] / "benchmarks").glob("*.py")))
+def test_every_benchmark_script_starts(script: str) -> None:
+    """Every shipped benchmark script imports and parses its arguments (`--help`): a script
+    left behind by an interface change fails here, not in a reader's hands."""
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, str(root / "benchmarks" / script), "--help"],
+                          capture_output=True, text=True, cwd=root, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "usage" in done.stdout.lower()

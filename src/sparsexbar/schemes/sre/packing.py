@@ -56,7 +56,6 @@ class PackBucket:
     col_channel: Tensor  # (sets x width,) int64 output channel of each set column
     col_weight: Tensor  # (sets x width,) float64 its signed shift weight (padding: 0)
     set_levels: Tensor  # (sets, width, blocks x ou) float32 the levels of each set's entries
-    bounded: bool = True  # every level >= 0: a whole set's column sum bounds its packed OUs'
 
     def part(self, first: int, last: int) -> PackBucket:
         """Sets [first, last) of the bucket (views, no copies)."""
@@ -88,7 +87,11 @@ def build_pack_plan(mapped: MappedLayer, tile_keep: list[Tensor], tile_inverse: 
                     device: torch.device) -> PackPlan:
     """The static plan of `packed_corrections` from the kernel's distinct kept-row sets per
     row tile (`tile_keep[i]`: (rows, U) of tile i; `tile_inverse[i]`: (S,) set of each
-    segment); each column's output channel and signed shift weight are the mapping's."""
+    segment); each column's output channel and signed shift weight are the mapping's. The
+    levels are nonnegative (the mapping's uint8 cell levels): a whole set's column sum bounds
+    its packed OUs' (`_chunk_deltas`), and the running sums of `_bucket_deltas` never
+    decrease."""
+    assert bool((mapped.levels >= 0).all()), "packing needs nonnegative levels"
     ou = mapped.hw.ou.rows
     r, c = mapped.levels.shape
     cols = mapped.segment_cols.cpu()
@@ -122,7 +125,7 @@ def build_pack_plan(mapped: MappedLayer, tile_keep: list[Tensor], tile_inverse: 
         buckets.append(PackBucket(len(sets), nb, entries.reshape(-1).to(device), lv.to(device),
                                   col_channel[flat_cols].to(device),
                                   col_weight[flat_cols].to(device),
-                                  set_levels.contiguous().to(device), bool((lv >= 0).all())))
+                                  set_levels.contiguous().to(device)))
     return PackPlan(buckets)
 
 
@@ -188,7 +191,7 @@ def _chunk_deltas(bucket: PackBucket, chunks: list[tuple[int, Tensor]], word: Te
         weight = bucket.col_weight * (float(2 ** (t * dac_bits)) * sign)  # (sets x width,)
         chunk = plane.index_select(0, bucket.entry_row)  # (E, m)
         chunk_f = chunk.to(torch.float32)
-        if step == 1.0 and bucket.bounded:
+        if step == 1.0:
             whole = torch.bmm(bucket.set_levels, chunk_f.view(bucket.sets, -1, m))
             set_of, position = rows_above(whole.amax(dim=1), top)  # (set, position) pairs
             pairs = int(set_of.numel())
@@ -262,8 +265,7 @@ def _places(values: Tensor, bucket: PackBucket, ou: int) -> tuple[Tensor, Tensor
 def _bucket_deltas(bucket: PackBucket, x: Tensor, past: Tensor, first: Tensor, step: float,
                    top: float) -> Tensor:
     """(sets x width, m) sums over each set's packed OUs of ADC(p) - p. Levels and inputs are
-    nonnegative (the mapping's levels are uint8), which the running sums V rely on."""
-    assert bucket.bounded, "packing needs nonnegative levels"
+    nonnegative (`build_pack_plan`), which the running sums V rely on."""
     sets, nb = bucket.sets, bucket.blocks
     width = int(bucket.levels.shape[1])
     m = int(x.shape[1])

@@ -209,7 +209,7 @@ class Refinements:
     def codes(self) -> Tensor:
         """The flagged conversions' codes, in the order they were flagged (call by call):
         clamp(round((p + s Phi^-1((i + v) / 2^16)) / step), 0, top) x step, v their own
-        refinement uniform (`refine_bits`), as `noisy_adc` computes them in place."""
+        refinement uniform (`refine_bits`)."""
         assert self.keys and self.mix is not None, "no conversion was flagged"
         cols = torch.cat(self.cols)
         u = _uniforms(_counters(torch.cat(self.keys), self.mix, cols)) \
@@ -269,30 +269,20 @@ def noisy_adc(p: Tensor, keys: Tensor, read: float, deviation: Tensor | None, to
     if flagged.numel() == 0:
         return code
     row, col = split_rows(flagged, k, gap.numel())
-    if deferred is not None:
-        deferred.mix = mix
-        deferred.rows.append(row)
-        deferred.cols.append(col)
-        deferred.keys.append(keys.index_select(0, row))
-        deferred.buckets.append(idx.view(-1).index_select(0, flagged))
-        deferred.sums.append(p.reshape(-1).index_select(0, flagged))
-        if sigma is not None:
-            deferred.sigmas.append(
-                sigma.reshape(-1).index_select(0, row if sigma is deviation else flagged))
+    batch = Refinements(read, top, step) if deferred is None else deferred
+    batch.mix = mix
+    batch.rows.append(row)
+    batch.cols.append(col)
+    batch.keys.append(keys.index_select(0, row))
+    batch.buckets.append(idx.view(-1).index_select(0, flagged))
+    batch.sums.append(p.reshape(-1).index_select(0, flagged))
+    if sigma is not None:
+        batch.sigmas.append(
+            sigma.reshape(-1).index_select(0, row if sigma is deviation else flagged))
+    if deferred is None:  # refined here, in place
+        code.view(-1).index_copy_(0, flagged, batch.codes())
+    else:  # refined by the caller: 0 until then
         code.view(-1).index_fill_(0, flagged, 0.0)
-        return code
-    u = refine_bits(keys, mix, row, col).add_(idx.view(-1).index_select(0, flagged)) \
-        .div_(1 << TABLE_BITS)
-    zf = torch.special.ndtri(u).to(torch.float32)
-    pf = p.reshape(-1).index_select(0, flagged)
-    if sigma is None:
-        vf = torch.addcmul(pf, pf, zf, value=read)
-    else:
-        sf = sigma.reshape(-1).index_select(0, row if sigma is deviation else flagged)
-        vf = torch.addcmul(pf, zf, sf)
-    if step != 1.0:
-        vf.div_(step)
-    code.view(-1).index_copy_(0, flagged, vf.round_().clamp_(0, top).mul_(step))
     return code
 
 

@@ -18,14 +18,12 @@ magnitude with the column count: it is why the packing puts the block sums and A
 from __future__ import annotations
 
 import argparse
-import json
 import time
-from pathlib import Path
 from typing import Any
 
 import torch
+from result_table import add_options, run_or_show  # benchmarks/, beside this script
 
-from sparsexbar.core.io import atomic_write_text
 from sparsexbar.core.runtime import torch_threads
 
 BATCHES = (500, 4000, 15610)  # blocks per product (15610: the shipped VGG-8's classifier.0)
@@ -79,18 +77,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--json", default=None, help="write the rows here (atomically)")
-    parser.add_argument("--table", default=None, metavar="JSON",
-                        help="print the table of a result file written before; run nothing")
+    add_options(parser)
     args = parser.parse_args()
-    if args.table:
-        print(markdown(json.loads(Path(args.table).read_text())))
-        return
-    with torch_threads(args.threads):
-        rows = measure(args.repeats)
-    print(markdown(rows))
-    if args.json:
-        atomic_write_text(Path(args.json), json.dumps(rows, indent=1) + "\n")
+
+    def run() -> list[dict[str, Any]]:
+        with torch_threads(args.threads):
+            return measure(args.repeats)
+
+    run_or_show(args, run, markdown)
 
 
 if __name__ == "__main__":

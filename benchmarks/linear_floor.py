@@ -23,17 +23,15 @@ count as the rest (the shipped VGG-8's two classifier layers: a small part of a 
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import torch
+from result_table import add_options, run_or_show  # benchmarks/, beside this script
 
 from sparsexbar.app.bench import CASES, _model_and_inputs, prepared_case
 from sparsexbar.core.intconv import ExactLinear
-from sparsexbar.core.io import atomic_write_text
 from sparsexbar.core.runtime import keep_freed_memory, torch_threads
 from sparsexbar.simulate import LayerRecorder
 
@@ -136,22 +134,18 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--cases", default=",".join(DEFAULT_CASES),
                         help="bench case keys, the dense reference first")
-    parser.add_argument("--json", default=None, help="write the rows here (atomically)")
-    parser.add_argument("--table", default=None, metavar="JSON",
-                        help="print the table of a result file written before; run nothing")
+    add_options(parser)
     args = parser.parse_args()
-    if args.table:
-        print(markdown(json.loads(Path(args.table).read_text())))
-        return
-    keys = args.cases.split(",")
-    unknown = [k for k in keys if k not in CASES]
-    if unknown:
-        parser.error(f"unknown case '{unknown[0]}' (known: {', '.join(CASES)})")
-    with torch_threads(args.threads):
-        rows = measure(args.model, args.batch_size, args.repeats, keys)
-    print(markdown(rows))
-    if args.json:
-        atomic_write_text(Path(args.json), json.dumps(rows, indent=1) + "\n")
+
+    def run() -> list[dict[str, Any]]:
+        keys = args.cases.split(",")
+        unknown = [k for k in keys if k not in CASES]
+        if unknown:
+            parser.error(f"unknown case '{unknown[0]}' (known: {', '.join(CASES)})")
+        with torch_threads(args.threads):
+            return measure(args.model, args.batch_size, args.repeats, keys)
+
+    run_or_show(args, run, markdown)
 
 
 if __name__ == "__main__":

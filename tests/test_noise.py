@@ -11,6 +11,7 @@ not depend on how a call is cut into tasks, slices and threads.
 from __future__ import annotations
 
 import math
+import warnings
 
 import pytest
 import torch
@@ -19,6 +20,8 @@ from torch import Tensor, nn
 from sparsexbar import EngineOptions
 from sparsexbar.core.config import preset
 from sparsexbar.core.engine import LayerKernel, noise
+from sparsexbar.core.engine.fused import CompiledHeads
+from sparsexbar.core.errors import SparsexbarWarning
 from sparsexbar.core.frontend import quantize_model
 from sparsexbar.core.mapping import map_dense, program_conductance
 from tests import nets
@@ -162,18 +165,21 @@ def _noisy_layer(seed: int = 2) -> tuple[LayerKernel, Tensor]:
 
 def test_draws_do_not_depend_on_tasks_slices_or_threads(monkeypatch: pytest.MonkeyPatch) -> None:
     """A seeded noisy call gives the same accumulator on 1 and 2 threads, with the images cut
-    into 1, 2 or many tasks (memory budget) and the candidates into tiny slices; a second call
-    (the next batch) draws anew; the same seed gives the same result in a new kernel."""
+    into 1, 2 or many tasks (memory budget) and the candidates into tiny slices, with the
+    compiled per-conversion kernel and without; a second call (the next batch) draws anew;
+    the same seed gives the same result in a new kernel."""
     from sparsexbar.core.engine import plan
 
     results = []
-    for threads, budget, slice_outputs in ((1, 512.0, plan.SLICE_OUTPUTS),
-                                           (2, 512.0, plan.SLICE_OUTPUTS),
-                                           (2, 0.05, plan.SLICE_OUTPUTS), (1, 512.0, 64)):
+    for threads, budget, slice_outputs, compiled in (
+            (1, 512.0, plan.SLICE_OUTPUTS, True), (1, 512.0, plan.SLICE_OUTPUTS, False),
+            (2, 512.0, plan.SLICE_OUTPUTS, True), (2, 0.05, plan.SLICE_OUTPUTS, True),
+            (1, 512.0, 64, True), (2, 512.0, 64, False)):
         monkeypatch.setattr(plan, "SLICE_OUTPUTS", slice_outputs)
         kernel, x_int = _noisy_layer()
         assert not kernel.clip_path and not kernel.deviation_only
-        opts = EngineOptions(exact_shortcut=False, threads=threads, memory_budget_mb=budget)
+        opts = EngineOptions(exact_shortcut=False, threads=threads, memory_budget_mb=budget,
+                             compiled_noise=compiled)
         if budget < 1:
             assert len(kernel.task_spans(9, tuple(x_int.shape[1:]), budget, 2)) > 2
         first = kernel.accumulate(x_int, opts)
@@ -230,3 +236,99 @@ def test_deferred_refinements_give_the_same_codes(effect: str) -> None:
     assert flat.numel() > 0 and bool((got.view(-1)[flat] == 0).all())
     got.view(-1).index_copy_(0, flat, deferred.codes())
     assert torch.equal(got, code)
+
+
+def _eager_and_compiled(p: Tensor, keys: Tensor, read: float, dev: Tensor | None, step: float,
+                        deferred: bool) -> tuple[Tensor, Tensor]:
+    """`noisy_adc`'s codes without and with the compiled head (`fused.CompiledHeads`); with
+    `deferred`, the refinements added where they belong."""
+    rows, k = (int(v) for v in p.shape)
+    codes = []
+    for compiled in (None, CompiledHeads.run):
+        batch = noise.Refinements(read, TOP, step) if deferred else None
+        ws = noise.Workspace(rows * k, p.device)
+        code = noise.noisy_adc(p, keys, read, dev, TOP, step, ws, noise.margin(2 * 81), batch,
+                               compiled).clone()
+        if batch is not None and batch.keys:
+            flat = torch.cat(batch.rows) * k + torch.cat(batch.cols)
+            code.view(-1).index_add_(0, flat, batch.codes())
+        codes.append(code)
+    return codes[0], codes[1]
+
+
+@pytest.mark.parametrize("effect", list(EFFECTS))
+def test_the_compiled_head_gives_the_eager_codes(effect: str) -> None:
+    """`noisy_adc` with the compiled per-conversion kernel: every code equal to the eager
+    passes' (refined in place and deferred), on the boundary-heavy partial sums of
+    `draw_case` and on random ones (odd column count: a pair's high half unused); the
+    compiled head ran (no fallback warning)."""
+    read, deviation, step = EFFECTS[effect]
+    p, _, _, keys = draw_case(read, deviation, step)
+    dev = torch.full((SLOTS, 1), deviation) if deviation > 0 else None
+    gen = torch.Generator().manual_seed(11)
+    rows, k = 700, 37
+    p_random = torch.rand((rows, k), generator=gen) * 45
+    keys_random = keys[:rows].contiguous()
+    dev_random = None if dev is None else torch.rand((rows, 1), generator=gen) * deviation
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", SparsexbarWarning)
+        for deferred in (False, True):
+            eager, compiled = _eager_and_compiled(p, keys, read, dev, step, deferred)
+            assert torch.equal(eager, compiled), (effect, deferred)
+            eager, compiled = _eager_and_compiled(p_random, keys_random, read, dev_random,
+                                                  step, deferred)
+            assert torch.equal(eager, compiled), (effect, deferred, "random")
+    assert CompiledHeads.head(dev is not None) is not None
+
+
+def test_conversion_buckets_are_the_bucket_indices_entries() -> None:
+    """The buckets of single conversions (the compiled head's flagged ones) and the per-column
+    lanes equal `bucket_indices` at their (row, column), even and odd columns, odd k."""
+    _, _, _, keys = draw_case(0.05, 0.0)
+    k = 37
+    mix = noise.column_mix(k, keys.device)
+    ws = noise.Workspace(SLOTS * k, keys.device)
+    idx = noise.bucket_indices(keys, k, mix, ws)
+    gen = torch.Generator().manual_seed(2)
+    row = torch.randint(0, SLOTS, (5000,), generator=gen)
+    col = torch.randint(0, k, (5000,), generator=gen)
+    got = noise.conversion_buckets(keys.index_select(0, row), mix, col)
+    assert torch.equal(got, idx[row, col])
+    lane_mix, shift = noise.column_lanes(k, keys.device)
+    assert torch.equal(lane_mix[col], mix[col // 2])
+    assert torch.equal(shift, (torch.arange(k, dtype=torch.int32) % 2) * 16)
+
+
+def test_a_compiler_failure_falls_back_to_the_eager_path(monkeypatch: pytest.MonkeyPatch
+                                                         ) -> None:
+    """With no working C++ compiler (Inductor's `cpp.cxx` pointing nowhere, its caches off,
+    dynamo's compiled frames dropped), `CompiledHeads.run` warns once, with the reason, and
+    returns None; `noisy_adc` then gives the eager codes, and the engine's noisy call the
+    eager accumulator."""
+    import torch._dynamo
+    import torch._inductor.config as inductor_config
+
+    torch._dynamo.reset()  # else the heads compiled by earlier tests are reused
+    monkeypatch.setattr(CompiledHeads, "_heads", {})  # this process's heads, restored after
+    monkeypatch.setattr(CompiledHeads, "_failed", [])
+    read, deviation, step = EFFECTS["read noise + accumulated deviation"]
+    p, _, code, keys = draw_case(read, deviation, step)
+    dev = torch.full((SLOTS, 1), deviation)
+    broken = {"cpp.cxx": ("/nonexistent/c++",), "fx_graph_cache": False,
+              "autotune_local_cache": False}
+    with inductor_config.patch(broken), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ws = noise.Workspace(SLOTS * COLS, p.device)
+        got = noise.noisy_adc(p, keys, read, dev, TOP, step, ws, noise.margin(2 * 81), None,
+                              CompiledHeads.run).clone()
+        kernel, x_int = _noisy_layer()
+        fallback = kernel.accumulate(x_int, EngineOptions(exact_shortcut=False))
+    torch._dynamo.reset()  # the failed compilation is not kept for the tests that follow
+    assert torch.equal(got, code)
+    messages = [str(w.message) for w in caught if issubclass(w.category, SparsexbarWarning)]
+    assert len(messages) == 1 and "compiler" in messages[0] and "\n" not in messages[0]
+    assert CompiledHeads.head(True) is None
+    eager, x_int = _noisy_layer()
+    assert torch.equal(fallback,
+                       eager.accumulate(x_int, EngineOptions(exact_shortcut=False,
+                                                             compiled_noise=False)))

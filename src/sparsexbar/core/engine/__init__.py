@@ -6,7 +6,8 @@ and the ADC returns clamp(round(p / step), 0, 2^bits - 1) * step (DESIGN.md 2.3)
 combines cycles (x 2^(t*dac_bits)), slices and polarities (x +-2^(s*cell_bits)), then the
 offset of the `offset` encoding is removed digitally.
 
-Three paths, all vectorized torch, the same code on CPU and CUDA:
+Three paths, all vectorized torch, the same code on CPU and CUDA (except the draws' compiled
+CPU kernel, `fused`, which computes the eager passes' codes in one loop):
 
 1. Exact shortcut: when the conversions are provably the identity (ideal device, unit step, no
    reachable partial sum above the ADC range) the layer is one integer convolution, done in
@@ -32,7 +33,9 @@ run over image chunks (memory bound), passes, cycles, candidate slices and width
 Modules, along those seams: options (EngineOptions), pool (worker threads: TaskPool,
 run_tasks), exact (the shortcut), gather (group inputs without im2col), plan (chunk planning:
 tasks, chunks, the clip plan, candidate slices and blocks), paths (the clip and full
-conversion paths), kernel (LayerKernel, accumulate).
+conversion paths), noise (the full path's counter-based draws), fused (their per-conversion
+work as one compiled CPU kernel: same codes; the eager passes elsewhere), kernel
+(LayerKernel, accumulate).
 """
 
 from .exact import (

@@ -213,7 +213,7 @@ class LayerKernel:
                     stream = Stream(stream_salt(self.seed, call, j), a * positions) \
                         if noisy else None
                     full_conversions(self, part, input_shape, sign, out[a:b], task_budget,
-                                     gen, stream)
+                                     gen, stream, options.compiled_noise)
             if exact_base:  # the corrections above are deviations from the exact sum
                 out[a:b] += exact_accumulate(layer, x_int[a:b].to(self.device)).reshape(
                     b - a, layer.out_channels, positions)

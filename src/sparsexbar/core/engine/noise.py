@@ -22,6 +22,7 @@ about one table gather per conversion instead of a transcendental.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -143,6 +144,22 @@ def column_mix(k: int, device: torch.device) -> Tensor:
     return mix
 
 
+_LANES: dict[tuple[torch.device, int], tuple[Tensor, Tensor]] = {}
+
+
+def column_lanes(k: int, device: torch.device) -> tuple[Tensor, Tensor]:
+    """(k,) int32 per-column `column_mix` constants (column j: that of pair j // 2) and the
+    shift of its 16 bits in the pair's hash (0 for even j, 16 for odd), cached: the buckets
+    of `bucket_indices` one column at a time (the compiled head, `fused.py`)."""
+    key = (device, k)
+    lanes = _LANES.get(key)
+    if lanes is None:
+        mix = column_mix(k, device).repeat_interleave(2)[:k].contiguous()
+        shift = (torch.arange(k, dtype=torch.int32, device=device) & 1) * 16
+        lanes = _LANES[key] = (mix, shift)
+    return lanes
+
+
 class Workspace:
     """Buffers of one task's noisy conversions, reused slice after slice: at most `outputs`
     conversions per slice. No allocation per slice, and the few tensors a slice touches
@@ -225,45 +242,38 @@ class Refinements:
         return vf.round_().clamp_(0, self.top).mul_(self.step)
 
 
+CompiledHead = Callable[..., "tuple[Tensor, Tensor] | None"]
+
+
 def noisy_adc(p: Tensor, keys: Tensor, read: float, deviation: Tensor | None, top: float,
               step: float, ws: Workspace, slack: float = MARGIN,
-              deferred: Refinements | None = None) -> Tensor:
+              deferred: Refinements | None = None,
+              compiled: CompiledHead | None = None) -> Tensor:
     """clamp(round((p + s z) / step), 0, top) x step for every partial sum p (rows, k) >= 0,
     z a standard normal drawn from `keys` (rows,) int32, one draw per (row, column), and
     s = sqrt((read x p)^2 + deviation^2) (`deviation` (rows, 1): a per-row standard
     deviation, or None). `slack`: `margin` of the largest |p + s z| / step. The result lives
-    in `ws` (valid until its next use). `deferred`: the conversions that need the rest of
-    their uniform are not refined here: their codes read 0 and they join `deferred`, whose
-    `codes()` the caller adds where they belong."""
+    in `ws` (valid until its next use), or is the compiled head's own tensor. `deferred`: the
+    conversions that need the rest of their uniform are not refined here: their codes read 0
+    and they join `deferred`, whose `codes()` the caller adds where they belong. `compiled`:
+    `fused.CompiledHeads.run`, the per-conversion work as one compiled kernel (same codes;
+    the eager passes below where it returns None)."""
     rows, k = (int(v) for v in p.shape)
     mix = column_mix(k, p.device)
-    idx = bucket_indices(keys, k, mix, ws)
-    z = ws.take(ws.z, rows, k)
-    torch.index_select(NormalTable.on(p.device).mid, 0, idx.view(-1), out=z.view(-1))
-    sigma: Tensor | None  # s where it is a tensor of its own
-    if deviation is None:  # s = read x p
-        sigma = None
-        v = torch.addcmul(p, p, z, value=read, out=z)  # p + read p z_mid
-    elif read > 0:
-        sigma = sqrt_(torch.addcmul(deviation.square(), p, p, value=read * read,
-                                    out=ws.take(ws.s, rows, k)))
-        v = torch.addcmul(p, z, sigma, out=z)  # p + s z_mid
-    else:  # s = deviation, one per row
-        sigma = deviation
-        v = torch.addcmul(p, z, deviation, out=z)
-    if step != 1.0:
-        v.div_(step)
-    code = torch.round(v, out=ws.take(ws.code, rows, k))
-    # |v - code| + s x NARROW / step <= 0.5 - MARGIN: every z of the bucket gives `code`;
-    # not so (or NaN, an infinite midpoint): refine.
-    gap = v.sub_(code).abs_()
-    if sigma is None:
-        gap.add_(p, alpha=read * NARROW / step)
+    mid = NormalTable.on(p.device).mid
+    head = None
+    if compiled is not None:
+        params = torch.tensor([read, top, step, NARROW / step], dtype=torch.float32,
+                              device=p.device)
+        lanes = column_lanes(k, p.device)
+        head = (compiled(True, p, keys, *lanes, deviation, mid, params)
+                if deviation is not None else compiled(False, p, keys, *lanes, mid, params))
+    idx: Tensor | None = None  # the eager path's buckets
+    sigma: Tensor | None = None  # the eager path's s where it is a tensor of its own
+    if head is not None:
+        code, gap = head
     else:
-        gap.add_(sigma, alpha=NARROW / step)
-    code.clamp_(0, top)
-    if step != 1.0:
-        code.mul_(step)
+        code, gap, idx, sigma = _eager_head(p, keys, mix, mid, read, deviation, top, step, ws)
     limit = 0.5 - slack
     flagged = _flagged(gap.view(-1), limit)  # NaN flagged (no separate max: one pass fewer)
     if flagged.numel() == 0:
@@ -273,17 +283,72 @@ def noisy_adc(p: Tensor, keys: Tensor, read: float, deviation: Tensor | None, to
     batch.mix = mix
     batch.rows.append(row)
     batch.cols.append(col)
-    batch.keys.append(keys.index_select(0, row))
-    batch.buckets.append(idx.view(-1).index_select(0, flagged))
-    batch.sums.append(p.reshape(-1).index_select(0, flagged))
-    if sigma is not None:
-        batch.sigmas.append(
-            sigma.reshape(-1).index_select(0, row if sigma is deviation else flagged))
+    row_keys = keys.index_select(0, row)
+    batch.keys.append(row_keys)
+    batch.buckets.append(idx.view(-1).index_select(0, flagged) if idx is not None
+                         else conversion_buckets(row_keys, mix, col))
+    sums = p.reshape(-1).index_select(0, flagged)
+    batch.sums.append(sums)
+    if deviation is not None:
+        row_deviation = deviation.reshape(-1).index_select(0, row)
+        if sigma is not None:
+            batch.sigmas.append(sigma.reshape(-1).index_select(0, flagged))
+        elif read > 0:  # the eager head's s, from the same operations
+            batch.sigmas.append(sqrt_(torch.addcmul(row_deviation.square(), sums, sums,
+                                                    value=read * read)))
+        else:
+            batch.sigmas.append(row_deviation)
     if deferred is None:  # refined here, in place
         code.view(-1).index_copy_(0, flagged, batch.codes())
     else:  # refined by the caller: 0 until then
         code.view(-1).index_fill_(0, flagged, 0.0)
     return code
+
+
+def _eager_head(p: Tensor, keys: Tensor, mix: Tensor, mid: Tensor, read: float,
+                deviation: Tensor | None, top: float, step: float, ws: Workspace
+                ) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
+    """`noisy_adc`'s per-conversion work in eager passes over `ws`: (codes, gaps |v - code| +
+    s x NARROW / step, buckets, s where it is a tensor of its own (rows, k), else None)."""
+    rows, k = (int(v) for v in p.shape)
+    idx = bucket_indices(keys, k, mix, ws)
+    z = ws.take(ws.z, rows, k)
+    torch.index_select(mid, 0, idx.view(-1), out=z.view(-1))
+    sigma: Tensor | None  # s where it is a tensor of its own
+    if deviation is None:  # s = read x p
+        sigma = None
+        v = torch.addcmul(p, p, z, value=read, out=z)  # p + read p z_mid
+    elif read > 0:
+        sigma = sqrt_(torch.addcmul(deviation.square(), p, p, value=read * read,
+                                    out=ws.take(ws.s, rows, k)))
+        v = torch.addcmul(p, z, sigma, out=z)  # p + s z_mid
+    else:  # s = deviation, one per row
+        sigma = None
+        v = torch.addcmul(p, z, deviation, out=z)
+    if step != 1.0:
+        v.div_(step)
+    code = torch.round(v, out=ws.take(ws.code, rows, k))
+    # |v - code| + s x NARROW / step <= 0.5 - MARGIN: every z of the bucket gives `code`;
+    # not so (or NaN, an infinite midpoint): refine.
+    gap = v.sub_(code).abs_()
+    if deviation is None:
+        gap.add_(p, alpha=read * NARROW / step)
+    else:
+        gap.add_(deviation if sigma is None else sigma, alpha=NARROW / step)
+    code.clamp_(0, top)
+    if step != 1.0:
+        code.mul_(step)
+    return code, gap, idx, sigma
+
+
+def conversion_buckets(row_keys: Tensor, mix: Tensor, col: Tensor) -> Tensor:
+    """(m,) int32 quantile buckets of single conversions (keys of their rows, their columns):
+    the entries of `bucket_indices` at (row, col), for the few flagged conversions."""
+    h = row_keys ^ mix.index_select(0, col >> 1)
+    h.mul_(_M1)
+    h.bitwise_xor_((h >> 15) & 0x1FFFF).mul_(_M2)
+    high = (col & 1).to(torch.bool)
+    return torch.where(high, (h >> 16) & 0xFFFF, h & 0xFFFF)
 
 
 def sqrt_(x: Tensor) -> Tensor:

@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 
 from .exact import FLOAT32_EXACT
+from .fused import CompiledHeads
 from .gather import RowGather
 from .indices import INT32_LIMIT, flat_above, nonzero_as, rows_above, split_rows
 from .noise import Refinements, Stream, Workspace, margin, noisy_adc
@@ -151,10 +152,12 @@ def clip_corrections(kernel: LayerKernel, part: Tensor, input_shape: tuple[int, 
 
 def full_conversions(kernel: LayerKernel, part: Tensor, input_shape: tuple[int, ...], sign: float,
                       out: Tensor, budget_mb: float, gen: torch.Generator | None,
-                      stream: Stream | None) -> None:
+                      stream: Stream | None, compiled: bool = False) -> None:
     """Add sign x (sum of conversion results) of one task's pass into out (n, Cout, P):
     ADC(p) with the device effects (non-ideal), ADC(p) - p (ideal, step != 1), or, with
-    accumulated deviation only, ADC(p + e) - ADC(p) (the clip path adds ADC(p) - p)."""
+    accumulated deviation only, ADC(p + e) - ADC(p) (the clip path adds ADC(p) - p).
+    `compiled`: the draws' per-conversion work as one compiled kernel where it applies
+    (`fused.CompiledHeads`; same results)."""
     mapped = kernel.mapped
     hw, layer = mapped.hw, mapped.layer
     s, g, ou, k = kernel.shape
@@ -226,7 +229,7 @@ def full_conversions(kernel: LayerKernel, part: Tensor, input_shape: tuple[int, 
                 assert deferred is not None
                 flagged_calls = len(deferred.rows)
                 value = noisy_conversions(kernel, p, slot_active[b0:b1].unsqueeze(2),
-                                          keys[b0:b1], ws, deferred)
+                                          keys[b0:b1], ws, deferred, compiled)
                 if len(deferred.rows) > flagged_calls:  # their slots -> rows of col_sums
                     deferred.rows[-1] = slot_rows.index_select(0, deferred.rows[-1])
                 if deviation_only:
@@ -247,14 +250,16 @@ def full_conversions(kernel: LayerKernel, part: Tensor, input_shape: tuple[int, 
 
 
 def noisy_conversions(kernel: LayerKernel, p: Tensor, active: Tensor, keys: Tensor,
-                      ws: Workspace, deferred: Refinements | None = None) -> Tensor:
+                      ws: Workspace, deferred: Refinements | None = None,
+                      compiled: bool = False) -> Tensor:
     """ADC(p + e) of every partial sum p (blocks, size, K), e Gaussian with standard
     deviation sqrt((read_noise_sigma x p)^2 + (accumulated_deviation_sigma x active)^2)
     (independent read noise and accumulated deviation, one draw with the summed variance);
     `active` (blocks, size, 1): the group's active rows; `keys` (blocks, size) int32: the
     slots' random keys (`noise.noisy_adc` draws one normal per conversion from them). The
     result lives in `ws` (valid until its next use). `deferred`: see `noise.noisy_adc` (the
-    flagged conversions' codes read 0 and join it)."""
+    flagged conversions' codes read 0 and join it). `compiled`: `noise.noisy_adc`'s work as
+    one compiled kernel where `fused.CompiledHeads` applies (same codes)."""
     hw = kernel.mapped.hw
     dev = hw.device
     step, top = hw.adc.step, float(hw.adc_max_code)
@@ -266,8 +271,9 @@ def noisy_conversions(kernel: LayerKernel, p: Tensor, active: Tensor, keys: Tens
         # |p + s z| / step: below twice the ideal largest partial sum (programmed variation,
         # noise of a midpoint; wider draws are in refined buckets)
         largest = 2 * max(kernel.max_partial_sum, top * step) / step
+        head = CompiledHeads.run if compiled and CompiledHeads.usable(p.device) else None
         value = noisy_adc(flat, keys.reshape(-1), read, deviation, top, step, ws,
-                          margin(largest), deferred)
+                          margin(largest), deferred, head)
     else:  # programmed variation and stuck cells only: no draw
         code = ws.take(ws.code, blocks * size, k)
         if step == 1.0:  # no division or product by the step (two passes fewer)

@@ -1,0 +1,110 @@
+"""The noisy path's per-conversion work (`noise.noisy_adc`), eager passes against the compiled
+kernel (`core/engine/fused.py`), in ns per conversion on slices of the engine's shapes
+(issue 18, part 14).
+
+One slice: `rows` OU slots x `k` columns of float32 partial sums (non-negative, up to 45),
+their slots' int32 keys and accumulated-deviation standard deviations, read noise 0.02, a
+5-bit ADC; each variant's codes are checked equal to the eager ones. Best of `--repeats`
+after a warm-up call (the first compiled call compiles: timed apart, `first_call_s`), one
+thread unless `--threads`.
+
+    .venv/bin/python benchmarks/noisy_head.py --json docs/results/bench/noisy_head14.json
+    .venv/bin/python benchmarks/noisy_head.py --table docs/results/bench/noisy_head14.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Callable
+from functools import partial
+from typing import Any
+
+import torch
+from result_table import add_options, run_or_show  # benchmarks/, beside this script
+
+from sparsexbar.core.engine import noise
+from sparsexbar.core.engine.fused import CompiledHeads
+from sparsexbar.core.runtime import keep_freed_memory, torch_threads
+
+SHAPES = ((1024, 256), (2048, 256), (512, 512), (256, 2048))  # (slots, columns) per slice
+READ, DEVIATION, TOP = 0.02, 0.3, 31.0
+
+
+def best_seconds(call: Callable[[], torch.Tensor], repeats: int) -> float:
+    """Fastest of `repeats` timed calls."""
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        call()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def convert(p: torch.Tensor, keys: torch.Tensor, deviation: torch.Tensor | None,
+            ws: noise.Workspace, compiled: noise.CompiledHead | None) -> torch.Tensor:
+    """One slice's codes (`noise.noisy_adc`), eager (`compiled` None) or compiled."""
+    return noise.noisy_adc(p, keys, READ, deviation, TOP, 1.0, ws, noise.margin(90), None,
+                           compiled)
+
+
+def measure(repeats: int) -> list[dict[str, Any]]:
+    """Per shape and variant (with / without the per-row deviation): eager and compiled
+    ns per conversion, and whether their codes are equal."""
+    gen = torch.Generator().manual_seed(0)
+    rows = []
+    for slots, k in SHAPES:
+        p = torch.rand((slots, k), generator=gen) * 45
+        keys = torch.randint(-2**31, 2**31 - 1, (slots,), generator=gen,
+                             dtype=torch.int64).to(torch.int32)
+        deviation = torch.rand((slots, 1), generator=gen) * DEVIATION
+        ws = noise.Workspace(slots * k, p.device)
+        for variant, dev in (("read noise + deviation", deviation), ("read noise", None)):
+            call = partial(convert, p, keys, dev, ws)
+            eager = call(None).clone()
+            start = time.perf_counter()
+            compiled = call(CompiledHeads.run).clone()
+            first = time.perf_counter() - start
+            t_eager = best_seconds(partial(call, None), repeats)
+            t_compiled = best_seconds(partial(call, CompiledHeads.run), repeats)
+            rows.append({"slots": slots, "columns": k, "variant": variant,
+                         "eager_ns": t_eager * 1e9 / p.numel(),
+                         "compiled_ns": t_compiled * 1e9 / p.numel(),
+                         "first_call_s": first, "equal": bool(torch.equal(eager, compiled)),
+                         "threads": torch.get_num_threads(), "repeats": repeats})
+    return rows
+
+
+def markdown(rows: list[dict[str, Any]]) -> str:
+    """One row per (shape, variant): ns per conversion, eager and compiled, and their ratio."""
+    lines = ["| slots x columns | s | eager ns/conversion | compiled ns/conversion | "
+             "compiled / eager | codes equal |",
+             "| --- | --- | ---: | ---: | ---: | --- |"]
+    for r in rows:
+        lines.append(f"| {r['slots']} x {r['columns']} | {r['variant']} | "
+                     f"{r['eager_ns']:.2f} | {r['compiled_ns']:.2f} | "
+                     f"{r['compiled_ns'] / r['eager_ns']:.2f} | "
+                     f"{'yes' if r['equal'] else 'NO'} |")
+    lines.append(f"\nbest of {rows[0]['repeats']}, {rows[0]['threads']} thread(s); first "
+                 f"compiled call (compiling) {max(r['first_call_s'] for r in rows):.1f} s "
+                 "at most")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--threads", type=int, default=1)
+    add_options(parser)
+    args = parser.parse_args()
+
+    def run() -> list[dict[str, Any]]:
+        keep_freed_memory()
+        with torch_threads(args.threads), torch.no_grad():
+            return measure(args.repeats)
+
+    run_or_show(args, run, markdown)
+
+
+if __name__ == "__main__":
+    main()

@@ -59,7 +59,7 @@ def _script_output(script: str, *args: str) -> str:
 
 
 def test_benchmark_tables_are_the_scripts_output_on_the_committed_results() -> None:
-    """docs/benchmarks.md's standing table and parts 12-13's tables are printed by their scripts
+    """docs/benchmarks.md's standing table and parts 12-14's tables are printed by their scripts
     from the committed result files (no figure typed by hand): the doc holds them verbatim."""
     doc = (Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md").read_text()
     standing = _script_output("standing.py")
@@ -72,8 +72,14 @@ def test_benchmark_tables_are_the_scripts_output_on_the_committed_results() -> N
                               "docs/results/bench/batched_products13.json")
     assert "| 15610 |" in products and products in doc
     b = "docs/results/bench/"
-    runs = [f"pair {i}, {label}={b}noisy_{side}_t1{tail}.json,{b}noisy_{side}_t2{tail}.json"
-            for i, tail in ((1, ""), (2, "_2"))
-            for side, label in (("before13", "before (9c6dcb4)"), ("after13", "after"))]
-    noisy = _script_output("threads_pairs.py", "--case", "nonideal", *runs)
-    assert noisy.count("| pair ") == 4 and noisy in doc
+    for part, before, cases in ((13, "9c6dcb4", ("nonideal",)),
+                                (14, "2d7acd2", ("nonideal", "variation"))):
+        runs = [f"pair {i}, {label}={b}noisy_{side}_t1{tail}.json,{b}noisy_{side}_t2{tail}.json"
+                for i, tail in ((1, ""), (2, "_2"))
+                for side, label in ((f"before{part}", f"before ({before})"),
+                                    (f"after{part}", "after"))]
+        for key in cases:
+            noisy = _script_output("threads_pairs.py", "--case", key, *runs)
+            assert noisy.count("| pair ") == 4 and noisy in doc, (part, key)
+    head = _script_output("noisy_head.py", "--table", f"{b}noisy_head14.json")
+    assert "| 2048 x 256 |" in head and head in doc

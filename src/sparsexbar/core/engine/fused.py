@@ -34,7 +34,7 @@ from torch import Tensor
 from ..errors import warn
 from .noise import _M1, _M2
 
-Head = Callable[..., tuple[Tensor, Tensor]]
+Head = Callable[..., None]
 
 
 def _buckets(keys: Tensor, mix: Tensor, shift: Tensor) -> Tensor:
@@ -48,30 +48,33 @@ def _buckets(keys: Tensor, mix: Tensor, shift: Tensor) -> Tensor:
     return (h >> shift.unsqueeze(0)) & 0xFFFF
 
 
-def _finish(p: Tensor, sigma: Tensor, z: Tensor, params: Tensor) -> tuple[Tensor, Tensor]:
-    """(code, gap) from the partial sums, their standard deviations and midpoint draws;
-    params (read, top, step, NARROW / step) as a float32 tensor (no recompiling per value)."""
+def _finish(p: Tensor, sigma: Tensor, z: Tensor, params: Tensor, code: Tensor,
+            gap: Tensor) -> None:
+    """Write the codes and gaps into `code` and `gap` (the caller's reused buffers: no fresh
+    memory to fault in per slice), from the partial sums, their standard deviations and
+    midpoint draws; params (read, top, step, NARROW / step) a float32 tensor (no
+    recompiling per value)."""
     top, step, narrow = params[1], params[2], params[3]
     v = (p + sigma * z) / step
-    code = torch.round(v)
-    gap = (v - code).abs() + sigma * narrow
-    return code.clamp(min=0).minimum(top) * step, gap
+    rounded = torch.round(v)
+    gap.copy_((v - rounded).abs() + sigma * narrow)
+    code.copy_(rounded.clamp(min=0).minimum(top) * step)
 
 
 def head_with_deviation(p: Tensor, keys: Tensor, mix: Tensor, shift: Tensor, deviation: Tensor,
-                        mid: Tensor, params: Tensor) -> tuple[Tensor, Tensor]:
+                        mid: Tensor, params: Tensor, code: Tensor, gap: Tensor) -> None:
     """s = sqrt((read x p)^2 + deviation^2), deviation (rows, 1): see `noise.noisy_adc`."""
     z = mid[_buckets(keys, mix, shift)]
     read = params[0]
     sigma = torch.sqrt(deviation * deviation + (read * read) * (p * p))
-    return _finish(p, sigma, z, params)
+    _finish(p, sigma, z, params, code, gap)
 
 
 def head_read_only(p: Tensor, keys: Tensor, mix: Tensor, shift: Tensor, mid: Tensor,
-                   params: Tensor) -> tuple[Tensor, Tensor]:
+                   params: Tensor, code: Tensor, gap: Tensor) -> None:
     """s = read x p: see `noise.noisy_adc`."""
     z = mid[_buckets(keys, mix, shift)]
-    return _finish(p, p * params[0], z, params)
+    _finish(p, p * params[0], z, params, code, gap)
 
 
 class CompiledHeads:
@@ -105,14 +108,16 @@ class CompiledHeads:
 
     @classmethod
     def run(cls, with_deviation: bool, *args: Tensor) -> tuple[Tensor, Tensor] | None:
-        """The head's (code, gap), or None where it cannot run (compiling failed: warned once
-        per process, and the caller runs the eager path)."""
+        """Run the head on `args` (its last two: the code and gap buffers it fills) and
+        return (code, gap); None where it cannot run (compiling failed: warned once per
+        process, and the caller runs the eager path)."""
         compiled = cls.head(with_deviation)
         if compiled is None:
             return None
         try:
             with torch.no_grad():  # one guard set whatever the calling thread's grad mode
-                return compiled(*args)
+                compiled(*args)
+            return args[-2], args[-1]
         except Exception as error:  # noqa: BLE001 - any compiler failure: the eager path
             key = "deviation" if with_deviation else "read"
             with cls._lock:

@@ -170,7 +170,7 @@ class Workspace:
         half = outputs  # rows x ceil(k / 2) <= rows x k
         f32, i32 = torch.float32, torch.int32
         self.p = torch.empty(outputs, dtype=f32, device=device)  # partial sums (bmm output)
-        self.z = torch.empty(outputs, dtype=f32, device=device)  # draws, then p + s z
+        self.z = torch.empty(outputs, dtype=f32, device=device)  # draws, p + s z, gaps
         self.s = torch.empty(outputs, dtype=f32, device=device)  # standard deviations
         self.code = torch.empty(outputs, dtype=f32, device=device)
         self.idx = torch.empty(outputs, dtype=i32, device=device)
@@ -206,11 +206,12 @@ def margin(largest: float) -> float:
 class Refinements:
     """Conversions flagged by `noisy_adc` over several calls, refined together (`codes`):
     per call its flagged conversions' rows and columns in the call's (rows, k) (`rows` the
-    caller may map to rows of its own sums), their rows' keys, quantile buckets, partial sums
-    and standard deviations (none kept where s = read x p). One batch
-    instead of a dozen small operations per call: the flagged are about 0.1% of the
-    conversions (shipped VGG-8, the bench's non-ideal case: 0.127%, 0.093% tail buckets), and
-    refined call by call they cost more in operation overhead than in work."""
+    caller may map to rows of its own sums), their rows' keys, partial sums and, where the
+    calls had a per-row deviation, their rows' deviations; their quantile buckets and
+    standard deviations are computed once, in `codes`. One batch instead of a dozen small
+    operations per call: the flagged are about 0.1% of the conversions (shipped VGG-8, the
+    bench's non-ideal case: 0.127%, 0.093% tail buckets), and refined call by call they cost
+    more in operation overhead than in work."""
 
     read: float
     top: float
@@ -219,24 +220,30 @@ class Refinements:
     rows: list[Tensor] = field(default_factory=list)
     cols: list[Tensor] = field(default_factory=list)
     keys: list[Tensor] = field(default_factory=list)
-    buckets: list[Tensor] = field(default_factory=list)
     sums: list[Tensor] = field(default_factory=list)
-    sigmas: list[Tensor] = field(default_factory=list)
+    deviations: list[Tensor] = field(default_factory=list)  # none where s = read x p
 
     def codes(self) -> Tensor:
         """The flagged conversions' codes, in the order they were flagged (call by call):
-        clamp(round((p + s Phi^-1((i + v) / 2^16)) / step), 0, top) x step, v their own
-        refinement uniform (`refine_bits`)."""
+        clamp(round((p + s Phi^-1((i + v) / 2^16)) / step), 0, top) x step, i their bucket,
+        v their own refinement uniform (`refine_bits`), s from the same operations as the
+        eager head's (`_eager_head`)."""
         assert self.keys and self.mix is not None, "no conversion was flagged"
         cols = torch.cat(self.cols)
-        u = _uniforms(_counters(torch.cat(self.keys), self.mix, cols)) \
-            .add_(torch.cat(self.buckets)).div_(1 << TABLE_BITS)
+        keys = torch.cat(self.keys)
+        u = _uniforms(_counters(keys, self.mix, cols)) \
+            .add_(conversion_buckets(keys, self.mix, cols)).div_(1 << TABLE_BITS)
         zf = torch.special.ndtri(u).to(torch.float32)
         pf = torch.cat(self.sums)
-        if self.sigmas:
-            vf = torch.addcmul(pf, zf, torch.cat(self.sigmas))
-        else:
+        if not self.deviations:  # s = read x p
             vf = torch.addcmul(pf, pf, zf, value=self.read)
+        elif self.read > 0:
+            deviation = torch.cat(self.deviations)
+            sigma = sqrt_(torch.addcmul(deviation.square(), pf, pf,
+                                        value=self.read * self.read))
+            vf = torch.addcmul(pf, zf, sigma)
+        else:  # s = deviation
+            vf = torch.addcmul(pf, zf, torch.cat(self.deviations))
         if self.step != 1.0:
             vf.div_(self.step)
         return vf.round_().clamp_(0, self.top).mul_(self.step)
@@ -253,12 +260,12 @@ def noisy_adc(p: Tensor, keys: Tensor, read: float, deviation: Tensor | None, to
     z a standard normal drawn from `keys` (rows,) int32, one draw per (row, column), and
     s = sqrt((read x p)^2 + deviation^2) (`deviation` (rows, 1): a per-row standard
     deviation, or None). `slack`: `margin` of the largest |p + s z| / step. The result lives
-    in `ws` (valid until its next use), or is the compiled head's own tensor. `deferred`: the
+    in `ws` (valid until its next use). `deferred`: the
     conversions that need the rest of their uniform are not refined here: their codes read 0
     and they join `deferred`, whose `codes()` the caller adds where they belong. `compiled`:
     `fused.CompiledHeads.run`, the per-conversion work as one compiled kernel (same codes;
     the eager passes below where it returns None)."""
-    rows, k = (int(v) for v in p.shape)
+    k = int(p.shape[1])
     mix = column_mix(k, p.device)
     mid = NormalTable.on(p.device).mid
     head = None
@@ -266,14 +273,14 @@ def noisy_adc(p: Tensor, keys: Tensor, read: float, deviation: Tensor | None, to
         params = torch.tensor([read, top, step, NARROW / step], dtype=torch.float32,
                               device=p.device)
         lanes = column_lanes(k, p.device)
-        head = (compiled(True, p, keys, *lanes, deviation, mid, params)
-                if deviation is not None else compiled(False, p, keys, *lanes, mid, params))
-    idx: Tensor | None = None  # the eager path's buckets
-    sigma: Tensor | None = None  # the eager path's s where it is a tensor of its own
+        rows = int(p.shape[0])
+        out = (ws.take(ws.code, rows, k), ws.take(ws.z, rows, k))  # codes, gaps
+        head = (compiled(True, p, keys, *lanes, deviation, mid, params, *out)
+                if deviation is not None else compiled(False, p, keys, *lanes, mid, params, *out))
     if head is not None:
         code, gap = head
     else:
-        code, gap, idx, sigma = _eager_head(p, keys, mix, mid, read, deviation, top, step, ws)
+        code, gap = _eager_head(p, keys, mix, mid, read, deviation, top, step, ws)
     limit = 0.5 - slack
     flagged = _flagged(gap.view(-1), limit)  # NaN flagged (no separate max: one pass fewer)
     if flagged.numel() == 0:
@@ -283,21 +290,10 @@ def noisy_adc(p: Tensor, keys: Tensor, read: float, deviation: Tensor | None, to
     batch.mix = mix
     batch.rows.append(row)
     batch.cols.append(col)
-    row_keys = keys.index_select(0, row)
-    batch.keys.append(row_keys)
-    batch.buckets.append(idx.view(-1).index_select(0, flagged) if idx is not None
-                         else conversion_buckets(row_keys, mix, col))
-    sums = p.reshape(-1).index_select(0, flagged)
-    batch.sums.append(sums)
+    batch.keys.append(keys.index_select(0, row))
+    batch.sums.append(p.reshape(-1).index_select(0, flagged))
     if deviation is not None:
-        row_deviation = deviation.reshape(-1).index_select(0, row)
-        if sigma is not None:
-            batch.sigmas.append(sigma.reshape(-1).index_select(0, flagged))
-        elif read > 0:  # the eager head's s, from the same operations
-            batch.sigmas.append(sqrt_(torch.addcmul(row_deviation.square(), sums, sums,
-                                                    value=read * read)))
-        else:
-            batch.sigmas.append(row_deviation)
+        batch.deviations.append(deviation.reshape(-1).index_select(0, row))
     if deferred is None:  # refined here, in place
         code.view(-1).index_copy_(0, flagged, batch.codes())
     else:  # refined by the caller: 0 until then
@@ -307,9 +303,9 @@ def noisy_adc(p: Tensor, keys: Tensor, read: float, deviation: Tensor | None, to
 
 def _eager_head(p: Tensor, keys: Tensor, mix: Tensor, mid: Tensor, read: float,
                 deviation: Tensor | None, top: float, step: float, ws: Workspace
-                ) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
+                ) -> tuple[Tensor, Tensor]:
     """`noisy_adc`'s per-conversion work in eager passes over `ws`: (codes, gaps |v - code| +
-    s x NARROW / step, buckets, s where it is a tensor of its own (rows, k), else None)."""
+    s x NARROW / step)."""
     rows, k = (int(v) for v in p.shape)
     idx = bucket_indices(keys, k, mix, ws)
     z = ws.take(ws.z, rows, k)
@@ -338,7 +334,7 @@ def _eager_head(p: Tensor, keys: Tensor, mix: Tensor, mid: Tensor, read: float,
     code.clamp_(0, top)
     if step != 1.0:
         code.mul_(step)
-    return code, gap, idx, sigma
+    return code, gap
 
 
 def conversion_buckets(row_keys: Tensor, mix: Tensor, col: Tensor) -> Tensor:

@@ -13,7 +13,10 @@ both; where the compiled float32 arithmetic rounds differently from the eager pa
 fused multiply-add, another order), the gap differs by a few ulps, far below the bound
 check's slack (`noise.MARGIN`), so a conversion is at worst flagged in one path and not the
 other, and a flagged conversion's refined code is the code every z of its bucket gives
-(test_noise and test_engine compare whole noisy runs of both paths for equality).
+(tests/test_noise.py compares both paths code for code, and whole noisy calls). The hash's
+int32 products wrap as in torch's eager kernels: Inductor's vector lanes multiply modulo
+2^32; its scalar tail loops (column counts not a multiple of the vector width) rely on the C++
+compiler's two's-complement products, which the tests' odd column counts check.
 
 CPU only (`usable`): elsewhere the eager path runs (on CUDA, Inductor would need Triton).
 Compiling needs a C++ compiler; the first call of each variant per process takes seconds

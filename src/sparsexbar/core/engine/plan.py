@@ -21,7 +21,9 @@ MAX_BLOCK = 1024  # candidates of one OU group evaluated together by one batched
 BLOCK_FACTOR = 2.0  # block size ~ sqrt(BLOCK_FACTOR x candidates per group): see Packed.of
 PARALLEL_TASKS = 4  # the tail events (per-task random streams) cut a call's images into at
 # least this many tasks (thread pool); the other paths into one per worker, up to this many
-SLICE_OUTPUTS = 2**18  # partial sums evaluated per candidate slice (1 MiB of float32)
+SLICE_OUTPUTS = 2**19  # partial sums evaluated per candidate slice (2 MiB of float32; 2^18
+# before the noisy path's compiled kernel: with it, 2^19 took 0.92-0.96x the time of the noisy
+# case on one thread and 0.88-0.98x on two, the clip path unchanged, docs/benchmarks.md part 14)
 BUCKET_SPREAD = 1.6  # widest / narrowest clippable-column count of the groups of one bucket
 # (fewer buckets, fewer operations; 1.6 was 3-4% faster than 1.25 on VGG-8, 1 and 2 threads)
 

@@ -72,14 +72,21 @@ def test_benchmark_tables_are_the_scripts_output_on_the_committed_results() -> N
                               "docs/results/bench/batched_products13.json")
     assert "| 15610 |" in products and products in doc
     b = "docs/results/bench/"
-    for part, before, cases in ((13, "9c6dcb4", ("nonideal",)),
-                                (14, "2d7acd2", ("nonideal", "variation"))):
+    for part, before, cases, tails in (
+            (13, "9c6dcb4", ("nonideal",), ("", "_2")),
+            (14, "2d7acd2", ("nonideal", "variation"), ("", "_2", "_3", "_4"))):
         runs = [f"pair {i}, {label}={b}noisy_{side}_t1{tail}.json,{b}noisy_{side}_t2{tail}.json"
-                for i, tail in ((1, ""), (2, "_2"))
+                for i, tail in enumerate(tails, start=1)
                 for side, label in ((f"before{part}", f"before ({before})"),
                                     (f"after{part}", "after"))]
         for key in cases:
             noisy = _script_output("threads_pairs.py", "--case", key, *runs)
-            assert noisy.count("| pair ") == 4 and noisy in doc, (part, key)
+            assert noisy.count("| pair ") == 2 * len(tails) and noisy in doc, (part, key)
+    early = [f"pair {i}, {label}={b}noisy_{side}_t1{tail}.json,{b}noisy_{side}_t2{tail}.json"
+             for i, tail in ((1, ""), (2, "_2"))
+             for side, label in (("before14a", "before (2d7acd2)"),
+                                 ("after14a", "after (1fc5284)"))]
+    noisy = _script_output("threads_pairs.py", "--case", "nonideal", *early)
+    assert noisy.count("| pair ") == 4 and noisy in doc, "part 14, earlier window"
     head = _script_output("noisy_head.py", "--table", f"{b}noisy_head14.json")
     assert "| 2048 x 256 |" in head and head in doc

@@ -260,11 +260,11 @@ def noisy_adc(p: Tensor, keys: Tensor, read: float, deviation: Tensor | None, to
     z a standard normal drawn from `keys` (rows,) int32, one draw per (row, column), and
     s = sqrt((read x p)^2 + deviation^2) (`deviation` (rows, 1): a per-row standard
     deviation, or None). `slack`: `margin` of the largest |p + s z| / step. The result lives
-    in `ws` (valid until its next use). `deferred`: the
-    conversions that need the rest of their uniform are not refined here: their codes read 0
-    and they join `deferred`, whose `codes()` the caller adds where they belong. `compiled`:
-    `fused.CompiledHeads.run`, the per-conversion work as one compiled kernel (same codes;
-    the eager passes below where it returns None)."""
+    in `ws` (valid until its next use). `deferred`: the conversions that need the rest of
+    their uniform are not refined here: their codes read 0 and they join `deferred`, whose
+    `codes()` the caller adds where they belong. `compiled`: `fused.CompiledHeads.run`, the
+    per-conversion work as one compiled kernel writing into `ws` (same codes; the eager
+    passes, `_eager_head`, where it returns None)."""
     k = int(p.shape[1])
     mix = column_mix(k, p.device)
     mid = NormalTable.on(p.device).mid

@@ -10,6 +10,7 @@ from torch import Tensor
 
 from ..frontend import QuantLayer
 from .exact import exact_dtype
+from .indices import INT32_LIMIT
 
 SLOTS_LOOPED = 4  # up to this many depthwise filters per input channel: one conv each
 
@@ -146,7 +147,7 @@ class RowGather:
         (half the memory traffic of the gathers) when the chunk's flat copy allows it."""
         images = torch.arange(n, device=self.position_base.device).unsqueeze(1)
         bases = (images * self.image_stride + self.position_base.unsqueeze(0)).reshape(-1)
-        return bases.to(torch.int32) if (n + 1) * self.image_stride < 2**31 else bases
+        return bases.to(torch.int32) if (n + 1) * self.image_stride < INT32_LIMIT else bases
 
     def packed_values(self, flat: Tensor, base: Tensor, block_group: Tensor) -> Tensor:
         """(blocks, size) slot bases, (blocks,) group of each block -> (blocks, size, ou)."""

@@ -26,6 +26,7 @@ from torch import Tensor
 
 from ...core.config import HardwareConfig
 from ...core.engine import EngineOptions
+from ...core.engine.indices import INT32_LIMIT
 from ...core.errors import SparsexbarError
 from ...core.frontend import QuantizedModel, QuantLayer
 from ...studies.setup import calibration_setup
@@ -87,7 +88,7 @@ class _Executor:
         if tally is not None:
             self.clipped[layer.name] = self.clipped.get(layer.name, 0) + tally.clipped
         if layer.name in self.frozen:
-            small = bool(acc.abs().max() < 2**31) if acc.numel() else True
+            small = bool(acc.abs().max() < INT32_LIMIT) if acc.numel() else True
             self.cache[key] = acc.to(torch.int32) if small else acc.clone()
         return acc
 

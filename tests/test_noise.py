@@ -150,13 +150,16 @@ def test_the_draws_are_quantile_buckets_of_equal_probability() -> None:
     assert abs(float(finite.mean())) < 1e-3 and abs(float(finite.var()) - 1) < 0.02
 
 
-def _noisy_layer(seed: int = 2) -> tuple[LayerKernel, Tensor]:
-    """A small conv layer on a noisy device (variation, read noise, accumulated deviation)."""
+def _noisy_layer(seed: int = 2, step: float = 1.0, **device: object
+                 ) -> tuple[LayerKernel, Tensor]:
+    """A small conv layer on a noisy device (variation, read noise, accumulated deviation;
+    `device`: overrides of those, `device.` left out of the keys; `step`: the ADC's)."""
+    effects = {"variation": "lognormal", "variation_sigma": 0.05, "read_noise_sigma": 0.02,
+               "accumulated_deviation_sigma": 0.05, **device}
     hw = preset("isaac").with_overrides({
         "array.rows": 40, "array.cols": 48, "ou.rows": 9, "ou.cols": 8, "adc.bits": 5,
-        "dac.bits": 2, "device.seed": seed, "device.variation": "lognormal",
-        "device.variation_sigma": 0.05, "device.read_noise_sigma": 0.02,
-        "device.accumulated_deviation_sigma": 0.05})
+        "dac.bits": 2, "adc.step": step, "device.seed": seed,
+        **{f"device.{key}": value for key, value in effects.items()}})
     net = nets.single_conv(in_ch=6, out_ch=8, k=3, stride=1, padding=1, seed=13)
     x = nets.random_images(9, 6, 6, seed=13, signed=True)
     layer = quantize_model(nn.Sequential(net), x, 8, 8).layers[0]
@@ -332,3 +335,23 @@ def test_a_compiler_failure_falls_back_to_the_eager_path(monkeypatch: pytest.Mon
     assert torch.equal(fallback,
                        eager.accumulate(x_int, EngineOptions(exact_shortcut=False,
                                                              compiled_noise=False)))
+
+
+@pytest.mark.parametrize(("step", "device", "deviation_only"), [
+    (1.0, {"accumulated_deviation_sigma": 0.0}, False),  # read noise alone: the read-only head
+    (1.0, {"variation": "none", "read_noise_sigma": 0.0, "accumulated_deviation_sigma": 0.3},
+     True),  # accumulated deviation alone: clip path, full path on noisy groups, tail events
+    (2.0, {}, False),  # read noise + deviation with a step of 2
+], ids=["read noise", "accumulated deviation only", "step 2"])
+def test_compiled_and_eager_noisy_calls_are_equal(step: float, device: dict[str, object],
+                                                  deviation_only: bool) -> None:
+    """A layer's noisy call with and without the compiled kernel gives the same accumulator,
+    for the device settings that take the other heads and paths."""
+    results = []
+    for compiled in (True, False):
+        kernel, x_int = _noisy_layer(step=step, **device)
+        assert kernel.deviation_only == deviation_only
+        opts = EngineOptions(exact_shortcut=False, compiled_noise=compiled)
+        results.append(kernel.accumulate(x_int, opts))
+    assert torch.equal(results[0], results[1])
+    assert bool(results[0].isfinite().all())

@@ -17,29 +17,15 @@ magnitude with the column count: it is why the packing puts the block sums and A
 
 from __future__ import annotations
 
-import argparse
-import time
+from functools import partial
 from typing import Any
 
 import torch
-from result_table import add_options, run_or_show  # benchmarks/, beside this script
-
-from sparsexbar.core.runtime import torch_threads
+from result_table import best_seconds, repeats_and_threads_main  # benchmarks/
 
 BATCHES = (500, 4000, 15610)  # blocks per product (15610: the shipped VGG-8's classifier.0)
 COLUMNS = (1, 2, 3, 4, 5, 6, 8, 16, 32, 64)
 WIDTH, OU_ROWS = 8, 9
-
-
-def best_seconds(levels: torch.Tensor, x: torch.Tensor, repeats: int) -> float:
-    """Fastest of `repeats` timed products after one warm-up product."""
-    torch.bmm(levels, x)
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        torch.bmm(levels, x)
-        best = min(best, time.perf_counter() - start)
-    return best
 
 
 def measure(repeats: int) -> list[dict[str, Any]]:
@@ -50,7 +36,8 @@ def measure(repeats: int) -> list[dict[str, Any]]:
         levels = torch.randint(0, 4, (batch, WIDTH, OU_ROWS), generator=gen).float()
         for columns in COLUMNS:
             x = torch.randint(0, 4, (batch, OU_ROWS, columns), generator=gen).float()
-            seconds = best_seconds(levels, x, repeats)
+            torch.bmm(levels, x)  # warm-up
+            seconds = best_seconds(partial(torch.bmm, levels, x), repeats)
             macs = batch * WIDTH * OU_ROWS * columns
             rows.append({"batch": batch, "width": WIDTH, "ou_rows": OU_ROWS,
                          "columns": columns, "seconds": seconds,
@@ -74,17 +61,7 @@ def markdown(rows: list[dict[str, Any]]) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
-    parser.add_argument("--repeats", type=int, default=20)
-    parser.add_argument("--threads", type=int, default=1)
-    add_options(parser)
-    args = parser.parse_args()
-
-    def run() -> list[dict[str, Any]]:
-        with torch_threads(args.threads):
-            return measure(args.repeats)
-
-    run_or_show(args, run, markdown)
+    repeats_and_threads_main(__doc__, measure, markdown)
 
 
 if __name__ == "__main__":

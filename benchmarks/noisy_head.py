@@ -14,31 +14,19 @@ thread unless `--threads`.
 
 from __future__ import annotations
 
-import argparse
 import time
-from collections.abc import Callable
 from functools import partial
 from typing import Any
 
 import torch
-from result_table import add_options, run_or_show  # benchmarks/, beside this script
+from result_table import best_seconds, repeats_and_threads_main  # benchmarks/
 
 from sparsexbar.core.engine import noise
 from sparsexbar.core.engine.fused import CompiledHeads
-from sparsexbar.core.runtime import keep_freed_memory, torch_threads
+from sparsexbar.core.runtime import keep_freed_memory
 
 SHAPES = ((1024, 256), (2048, 256), (512, 512), (256, 2048))  # (slots, columns) per slice
 READ, DEVIATION, TOP = 0.02, 0.3, 31.0
-
-
-def best_seconds(call: Callable[[], torch.Tensor], repeats: int) -> float:
-    """Fastest of `repeats` timed calls."""
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        call()
-        best = min(best, time.perf_counter() - start)
-    return best
 
 
 def convert(p: torch.Tensor, keys: torch.Tensor, deviation: torch.Tensor | None,
@@ -51,6 +39,13 @@ def convert(p: torch.Tensor, keys: torch.Tensor, deviation: torch.Tensor | None,
 def measure(repeats: int) -> list[dict[str, Any]]:
     """Per shape and variant (with / without the per-row deviation): eager and compiled
     ns per conversion, and whether their codes are equal."""
+    keep_freed_memory()
+    with torch.no_grad():
+        return _measure(repeats)
+
+
+def _measure(repeats: int) -> list[dict[str, Any]]:
+    """`measure` without its set-up."""
     gen = torch.Generator().manual_seed(0)
     rows = []
     for slots, k in SHAPES:
@@ -92,18 +87,7 @@ def markdown(rows: list[dict[str, Any]]) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
-    parser.add_argument("--repeats", type=int, default=20)
-    parser.add_argument("--threads", type=int, default=1)
-    add_options(parser)
-    args = parser.parse_args()
-
-    def run() -> list[dict[str, Any]]:
-        keep_freed_memory()
-        with torch_threads(args.threads), torch.no_grad():
-            return measure(args.repeats)
-
-    run_or_show(args, run, markdown)
+    repeats_and_threads_main(__doc__, measure, markdown)
 
 
 if __name__ == "__main__":

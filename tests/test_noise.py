@@ -108,7 +108,8 @@ def test_every_code_is_the_exact_conversion_of_its_own_uniform(effect: str) -> N
     idx = noise.bucket_indices(keys, COLS, mix, ws).clone()
     row = torch.arange(SLOTS).repeat_interleave(COLS)
     col = torch.arange(COLS).repeat(SLOTS)
-    u = noise.refine_bits(keys, mix, row, col).add_(idx.view(-1).double()).div_(2**16)
+    u = noise.refine_bits(keys.index_select(0, row), mix, col).add_(idx.view(-1).double()) \
+        .div_(2**16)
     z = torch.special.ndtri(u).view(SLOTS, COLS)
     v = (p.double() + s.double() * z) / step
     exact = torch.round(v).clamp_(0, TOP) * step

@@ -231,7 +231,7 @@ class Refinements:
         assert self.keys and self.mix is not None, "no conversion was flagged"
         cols = torch.cat(self.cols)
         keys = torch.cat(self.keys)
-        u = _uniforms(_counters(keys, self.mix, cols)) \
+        u = refine_bits(keys, self.mix, cols) \
             .add_(conversion_buckets(keys, self.mix, cols)).div_(1 << TABLE_BITS)
         zf = torch.special.ndtri(u).to(torch.float32)
         pf = torch.cat(self.sums)
@@ -374,10 +374,11 @@ def _uniforms(counters: Tensor) -> Tensor:
     return h.to(torch.float64).add_(0.5).div_(2**32)
 
 
-def refine_bits(keys: Tensor, mix: Tensor, row: Tensor, col: Tensor) -> Tensor:
-    """(m,) float64 uniforms in (0, 1) for the conversions (row, col): 32 more bits of their
-    own stream (the hash of their counter ^ REFINE_SALT of their half)."""
-    return _uniforms(_counters(keys.index_select(0, row), mix, col))
+def refine_bits(row_keys: Tensor, mix: Tensor, col: Tensor) -> Tensor:
+    """(m,) float64 uniforms in (0, 1) for single conversions (keys of their rows, their
+    columns): 32 more bits of their own stream (the hash of their counter ^ REFINE_SALT of
+    their half)."""
+    return _uniforms(_counters(row_keys, mix, col))
 
 
 def _flagged(gap: Tensor, limit: float) -> Tensor:

@@ -91,6 +91,18 @@ def test_bad_input_gives_one_line_and_exit_2(capsys: pytest.CaptureFixture[str],
     assert_one_line_error(code, err, *fragments)
 
 
+def test_union_field_error_names_the_field_and_every_accepted_form(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """ADC bits are a number or "auto": pydantic's per-member errors become one message on
+    the field itself (no "constrained-int" tag, no "(and 1 more)")."""
+    code, _, err = cli(capsys, "run", "--set", "adc.bits=40")
+    line = assert_one_line_error(code, err, "adc.bits:", "less than or equal to 16", "'auto'")
+    assert "constrained" not in line and "more)" not in line, line
+    code, _, err = cli(capsys, "run", "--set", "adc.bits=abc")
+    line = assert_one_line_error(code, err, "adc.bits:", "valid integer", "'auto'")
+    assert "literal" not in line, line
+
+
 def test_config_file_that_is_not_valid_yaml(capsys: pytest.CaptureFixture[str],
                                             tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"

@@ -615,12 +615,25 @@ def bits_to_hold(bound: float, step: float = 1.0) -> int:
     return bits
 
 
+def _field_path(loc: tuple[int | str, ...]) -> tuple[int | str, ...]:
+    """An error location without pydantic's union-member tags ("constrained-int",
+    "literal['auto']"): the config's own keys and indices only."""
+    return tuple(x for x in loc if isinstance(x, int) or x.isidentifier())
+
+
 def _one_line(exc: ValidationError, source: str) -> str:
-    err = exc.errors()[0]
-    loc = ".".join(str(x) for x in err["loc"])
-    msg = err["msg"].removeprefix("Value error, ")
+    """The first invalid field of `exc` in one line. A field of a union type (ADC bits: a
+    number or "auto") gets one error per member from pydantic; they are joined ("Input
+    should be less than or equal to 16, or 'auto'") instead of counted as more errors."""
+    errors = exc.errors()
+    path = _field_path(errors[0]["loc"])
+    same = [e for e in errors if _field_path(e["loc"]) == path]
+    msgs = [e["msg"].removeprefix("Value error, ") for e in same]
+    msg = ", or ".join([msgs[0], *(m.removeprefix("Input should be ") for m in msgs[1:])])
+    loc = ".".join(str(x) for x in path)
     where = f" {loc}:" if loc else ""
-    extra = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+    rest = len(errors) - len(same)
+    extra = f" (and {rest} more)" if rest else ""
     return f"invalid hardware {source}:{where} {msg}{extra}"
 
 

@@ -123,7 +123,9 @@ BatchOpt = Annotated[int, typer.Option("--batch-size", callback=_whole(1),
 DeviceOpt = Annotated[str, typer.Option("--device", help="cpu or cuda.")]
 ModelOpt = Annotated[str, typer.Option(
     "--model", help="'default' (shipped VGG-8), mobilenetv2-fmnist (shipped MobileNetV2), a "
-    "zoo name (untrained), a checkpoint (.safetensors + .json), an ONNX file (net.onnx) or "
+    "zoo name (untrained), a checkpoint (.safetensors + .json), a whole module saved with "
+    "torch.save (net.pt / net.pth; its classes imported like module:factory), an ONNX file "
+    "(net.onnx) or "
     "module:factory (a function of no arguments returning the nn.Module; the module is "
     "imported from the installed packages or the current directory).")]
 DataOpt = Annotated[str, typer.Option(

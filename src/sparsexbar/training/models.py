@@ -1,6 +1,7 @@
 """Model specs -> modules: an `nn.Module`, 'default' (the shipped VGG-8), a shipped model's
 name ('vgg8-fmnist', 'mobilenetv2-fmnist'), a zoo name, a checkpoint path, an ONNX file
-('net.onnx', `onnx_import`) or 'module:factory'.
+('net.onnx', `onnx_import`), a whole module saved with torch.save ('net.pt', `torch_files`)
+or 'module:factory'.
 
 'module:factory' imports `module` the way `python -m` would: from the installed packages, or
 else from the current directory, without adding the current directory to `sys.path`.
@@ -26,6 +27,7 @@ from . import zoo
 from .checkpoint import load_checkpoint
 from .onnx_import import load_onnx
 from .shipped import find_shipped, load_shipped, shipped_names
+from .torch_files import is_torch_file, load_torch_file
 
 
 @dataclass(frozen=True)
@@ -43,7 +45,8 @@ class LoadedModel:
 def load_model(model: nn.Module | str, in_channels: int = 1, num_classes: int = 10,
                input_size: int = 28) -> LoadedModel:
     """Resolve `model`: an nn.Module, 'default' (the shipped VGG-8), 'mobilenetv2-fmnist' (the
-    shipped MobileNetV2), an ONNX file (`onnx_import.load_onnx`), a checkpoint path, a
+    shipped MobileNetV2), an ONNX file (`onnx_import.load_onnx`), a whole module saved with
+    torch.save ('net.pt' / 'net.pth', `torch_files.load_torch_file`), a checkpoint path, a
     'module:factory' (a function of no arguments returning an nn.Module, imported from the
     installed packages or else the current directory) or a zoo name (built for inputs of
     `in_channels` x `input_size` x `input_size` and `num_classes` outputs, with untrained
@@ -58,6 +61,8 @@ def load_model(model: nn.Module | str, in_channels: int = 1, num_classes: int = 
     path = Path(spec)
     if path.suffix.lower() == ".onnx":
         return LoadedModel(load_onnx(path), path.stem)
+    if is_torch_file(path):
+        return LoadedModel(load_torch_file(path), path.stem)
     if path.suffix in (".safetensors", ".json") or path.exists():
         net, meta = load_checkpoint(path)
         return LoadedModel(net.eval(), str(meta.get("architecture", path.stem)), meta)

@@ -83,7 +83,8 @@ def test_a_class_from_the_current_directory_is_imported(tmp_path: Path,
 
     monkeypatch.delitem(sys.modules, name)
     monkeypatch.chdir(tmp_path.parent)
-    with pytest.raises(CheckpointError, match=f"No module named '{name}'"):
+    with pytest.raises(CheckpointError, match=f"'{name}.Net' is defined in a module that is "
+                       f"not importable here .*No module named '{name}'"):
         load_torch_file(tmp_path / "net.pt")
 
 
@@ -96,7 +97,8 @@ def test_a_class_of_the_saving_script_is_refused_naming_main(tmp_path: Path,
     main.ScriptNet = local  # type: ignore[attr-defined]
     torch.save(local(), tmp_path / "script.pt")
     del main.ScriptNet  # type: ignore[attr-defined]
-    with pytest.raises(CheckpointError, match=r"the script that saved it \(__main__\)"):
+    with pytest.raises(CheckpointError, match=r"'__main__.ScriptNet' is defined in the script "
+                       r"that saved it \(__main__\)"):
         load_torch_file(tmp_path / "script.pt")
 
 
@@ -155,3 +157,32 @@ def test_a_module_with_an_unsupported_layer_is_refused_by_the_frontend(tmp_path:
     torch.save(lstm_net(), tmp_path / "lstm.pt")
     with pytest.raises(SparsexbarError, match="LSTM"):
         simulate(str(tmp_path / "lstm.pt"), "default", limit=2)
+
+
+class _Payload:
+    """An object whose unpickling would call a function of the file's choosing."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[object, tuple[str, str]]:
+        return (Path.write_text, (str(self.marker), "ran"))  # type: ignore[return-value]
+
+
+def test_a_file_naming_anything_but_module_classes_is_refused_and_runs_nothing(
+        tmp_path: Path) -> None:
+    """The file is read with weights_only=True: a global that is not an nn.Module class (here
+    a function its unpickling would call) is refused by name before anything is loaded."""
+    marker = tmp_path / "marker"
+    net = tiny_fmnist_net()
+    net.payload = _Payload(marker)  # type: ignore[assignment]
+    torch.save(net, tmp_path / "evil.pt")
+    with pytest.raises(CheckpointError, match=r"names '(pathlib.Path|builtins.getattr)', "
+                       r"which is not an nn.Module class"):
+        load_torch_file(tmp_path / "evil.pt")
+    assert not marker.exists()
+    net = tiny_fmnist_net()
+    net.ratio = __import__("fractions").Fraction(1, 3)  # type: ignore[assignment]
+    torch.save(net, tmp_path / "fraction.pt")
+    with pytest.raises(CheckpointError, match="'fractions.Fraction', which is not an nn.Module"):
+        load_torch_file(tmp_path / "fraction.pt")

@@ -9,15 +9,10 @@ else from the current directory, without adding the current directory to `sys.pa
 
 from __future__ import annotations
 
-import importlib
-import importlib.machinery
-import importlib.util
 import inspect
-import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 from torch import nn
@@ -25,6 +20,7 @@ from torch import nn
 from ..core.errors import SparsexbarError, warn
 from . import zoo
 from .checkpoint import load_checkpoint
+from .importing import import_module_here
 from .onnx_import import load_onnx
 from .shipped import find_shipped, load_shipped, shipped_names
 from .torch_files import is_torch_file, load_torch_file
@@ -130,26 +126,3 @@ def _one_line(exc: BaseException) -> str:
     if isinstance(exc, SyntaxError) and exc.filename:
         text = f"{exc.msg} ({exc.filename}, line {exc.lineno})"
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
-def import_module_here(name: str) -> ModuleType:
-    """`importlib.import_module(name)`; when its top-level package is not importable, that
-    package is loaded from the current directory (as `python -m` would find it) and `name`
-    imported through it."""
-    try:
-        return importlib.import_module(name)
-    except ModuleNotFoundError as exc:
-        top = name.partition(".")[0]
-        if exc.name != top or top in sys.modules:
-            raise
-        found = importlib.machinery.PathFinder.find_spec(top, [str(Path.cwd())])
-        if found is None or found.loader is None:
-            raise
-        module = importlib.util.module_from_spec(found)
-        sys.modules[top] = module
-        try:
-            found.loader.exec_module(module)
-        except BaseException:
-            del sys.modules[top]
-            raise
-        return importlib.import_module(name)

@@ -1,31 +1,34 @@
 """Models saved with `torch.save`: `--model net.pt` (or `.pth`), `simulate("net.pt", ...)`.
 
 A whole module saved with `torch.save(model, "net.pt")` loads as it is and goes through the
-same frontend as any `nn.Module`. Such a file stores the model's classes by name
-(`mypackage.models.Net`): they are imported from the installed packages or else the current
-directory (as `module:factory` specs are), and loading it runs that code, exactly as
-`torch.load(path, weights_only=False)` does: give files you trust.
+same frontend as any `nn.Module`. The file is read with `weights_only=True`, like every
+`torch.load` of the package: no code from the file runs. Such a file names the classes of its
+modules (`mypackage.models.Net`, `torch.nn.modules.conv.Conv2d`); each is imported by that
+name from the installed packages or else the current directory (as `module:factory` specs
+are) and allowed only if it is an `nn.Module` class. Anything else it names (a function, a
+numpy array, any other class) is refused, naming it.
 
-Everything else is refused with one line that says what to give instead:
+Refused with one line that says what to give instead:
 - weights only (`torch.save(model.state_dict(), ...)`, or a training checkpoint holding one):
   the architecture is not in the file;
 - a TorchScript archive (`torch.jit.save`): compiled code, which the fx frontend cannot trace;
-- any other object, a file torch cannot read, a class that cannot be imported.
+- a class that cannot be imported here (defined in the script that saved it, `__main__`, or
+  in a module not on this machine), or that is not an `nn.Module`;
+- any other object, or a file torch cannot read.
 """
 
 from __future__ import annotations
 
-import pickle
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import torch
 from torch import nn
 
 from ..core.errors import CheckpointError
+from .importing import import_module_here
 
 TORCH_SUFFIXES = (".pt", ".pth")  # the suffixes `torch.save` files conventionally carry
 
@@ -50,22 +53,68 @@ def load_torch_file(path: Path) -> nn.Module:
     if _is_torchscript(path):
         raise CheckpointError(f"{path} is a TorchScript archive (torch.jit.save): its compiled "
                               f"code cannot be traced into crossbar layers; {_INSTEAD}")
+    classes: list[Any] = [_module_class(path, name) for name in _named_globals(path)]
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        if "weights only load failed" not in str(exc).lower():
-            raise CheckpointError(f"cannot read {path} as a torch.save file: "
-                                  f"{_one_line(exc)}") from None
-        obj = _load_pickled_objects(path)  # classes beyond tensors: a whole module
+        with torch.serialization.safe_globals(classes):
+            obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - a corrupt or foreign file: torch's own reason
-        raise CheckpointError(f"cannot read {path} as a torch.save file: "
-                              f"{_one_line(exc)}") from None
-    if isinstance(obj, torch.jit.ScriptModule):
-        raise CheckpointError(f"{path} holds a TorchScript module: its compiled code cannot be "
-                              f"traced into crossbar layers; {_INSTEAD}")
+        reason = (_one_line(exc) if zipfile.is_zipfile(path) else "not the zip archive "
+                  "torch.save writes, and not a legacy torch file of tensors")
+        raise CheckpointError(f"cannot read {path} as a torch.save file: {reason}") from None
     if isinstance(obj, nn.Module):
         return obj.eval()
     raise CheckpointError(f"{path} {_describe(obj)}; {_INSTEAD}")
+
+
+def _named_globals(path: Path) -> list[str]:
+    """The globals the file names beyond torch's weights-only set ("module.Class"); none for
+    a file in torch's legacy (non-zip) format, which then loads with that set alone."""
+    try:
+        return list(torch.serialization.get_unsafe_globals_in_checkpoint(path))
+    except ValueError:  # not a zip checkpoint: the weights-only load decides
+        return []
+    except Exception as exc:  # noqa: BLE001 - unreadable archive
+        raise CheckpointError(f"cannot read {path} as a torch.save file: "
+                              f"{_one_line(exc)}") from None
+
+
+def _module_class(path: Path, qualified: str) -> type[nn.Module]:
+    """The nn.Module class `qualified` ("package.module.Class") names, imported from the
+    installed packages or the current directory; CheckpointError when it cannot be imported
+    or is not an nn.Module class."""
+    parts = qualified.split(".")
+    found: Any = None
+    error: BaseException | None = None
+    for cut in range(len(parts) - 1, 0, -1):  # the longest importable module prefix
+        module_name = ".".join(parts[:cut])
+        try:
+            obj: Any = import_module_here(module_name)
+        except ImportError as exc:
+            error = error or exc
+            continue
+        except Exception as exc:  # noqa: BLE001 - the user's module raised on import
+            raise CheckpointError(f"cannot load {path}: importing '{module_name}' (named by the "
+                                  f"file) raised {_one_line(exc)}") from None
+        try:
+            for attr in parts[cut:]:
+                obj = getattr(obj, attr)
+        except AttributeError as exc:
+            error = exc
+            break
+        found = obj
+        break
+    if found is None:
+        where = ("the script that saved it (__main__)" if parts[0] == "__main__"
+                 else "a module that is not importable here")
+        reason = f" ({_one_line(error)})" if error is not None else ""
+        raise CheckpointError(
+            f"cannot load {path}: its class '{qualified}' is defined in {where}{reason}; run "
+            f"from where that module is importable, or give {_OTHER_ROUTES}")
+    if not (isinstance(found, type) and issubclass(found, nn.Module)):
+        raise CheckpointError(
+            f"{path} names '{qualified}', which is not an nn.Module class: a model file may "
+            f"name module classes only (it is read with weights_only=True); {_INSTEAD}")
+    return found
 
 
 def _is_torchscript(path: Path) -> bool:
@@ -96,49 +145,6 @@ def _describe(obj: Any) -> str:
     if isinstance(obj, torch.Tensor):
         return f"holds a tensor of shape {tuple(obj.shape)}, not an nn.Module"
     return f"holds a {type(obj).__name__}, not an nn.Module"
-
-
-def _load_pickled_objects(path: Path) -> Any:
-    """torch.load without the weights-only restriction, the file's classes imported from the
-    installed packages or the current directory; an import failure names the class."""
-    try:
-        return torch.load(path, map_location="cpu", weights_only=False,
-                          pickle_module=_HERE_PICKLE)
-    except pickle.UnpicklingError as exc:
-        raise CheckpointError(f"cannot read {path} as a torch.save file: "
-                              f"{_one_line(exc)}") from None
-    except (AttributeError, ImportError) as exc:
-        where = ("the script that saved it (__main__)" if "__main__" in str(exc)
-                 else "a module that is not importable here")
-        raise CheckpointError(
-            f"cannot load {path}: it stores the model's class by name and that class is "
-            f"defined in {where} ({_one_line(exc)}); run from where the class's module is "
-            f"importable, or give {_OTHER_ROUTES}") from None
-    except Exception as exc:  # noqa: BLE001 - the pickled code raised: name it
-        raise CheckpointError(f"cannot load {path}: {_one_line(exc)}") from None
-
-
-class _HereUnpickler(pickle.Unpickler):
-    """An Unpickler that imports a class's module as `module:factory` specs are imported:
-    from the installed packages, or else the current directory."""
-
-    def find_class(self, module: str, name: str) -> Any:
-        try:
-            return super().find_class(module, name)
-        except ModuleNotFoundError as exc:
-            if exc.name != module.partition(".")[0]:
-                raise
-            from .models import import_module_here  # models imports this module
-
-            import_module_here(module)  # from the current directory, into sys.modules
-            return super().find_class(module, name)
-
-
-# torch.load's `pickle_module`: the pickle module with `_HereUnpickler` as its Unpickler
-_HERE_PICKLE = ModuleType("sparsexbar_pickle", "pickle, classes imported as module:factory")
-_HERE_PICKLE.__dict__.update({k: getattr(pickle, k) for k in dir(pickle)
-                              if not k.startswith("__")})
-_HERE_PICKLE.Unpickler = _HereUnpickler  # type: ignore[attr-defined]
 
 
 def _one_line(exc: BaseException) -> str:

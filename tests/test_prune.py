@@ -160,6 +160,21 @@ def test_prune_cli_bad_method_exits_2(capsys: pytest.CaptureFixture[str]) -> Non
     assert "--method" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(("spec", "fragments"), [
+    ("nope", ["unknown model 'nope' to prune", "vgg16-fmnist", "checkpoint"]),
+    ("net.pt", ["cannot prune", "net.pt", "not a torch.save file"]),
+])
+def test_prune_cli_names_a_model_it_cannot_prune(capsys: pytest.CaptureFixture[str],
+                                                 spec: str, fragments: list[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["prune", "--model", spec])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1, err
+    for fragment in fragments:
+        assert fragment in err, (fragment, err)
+
+
 # ---- pattern pruning (scheme `pattern`) --------------------------------------------------------
 def test_select_patterns_takes_the_most_frequent_candidates() -> None:
     from sparsexbar.training.prune import candidate_codes, mask_codes, select_patterns

@@ -36,7 +36,8 @@ from ..core.errors import SparsexbarError
 from ..core.io import atomic_write_text
 from .checkpoint import WEIGHT_FORMATS, load_checkpoint, round_model_weights, save_checkpoint
 from .data import load_dataset
-from .shipped import find_shipped, load_shipped
+from .shipped import find_shipped, load_shipped, shipped_names
+from .torch_files import is_torch_file
 from .train import evaluate, fine_tune, quantized_top1
 
 METHODS = ("ou-structured", "unstructured", "pattern")
@@ -226,6 +227,18 @@ def prune_command(model_spec: str, data_name: str, hw: HardwareConfig, sparsity:
     if find_shipped(model_spec) is not None:
         model, meta = load_shipped(model_spec)
     else:
+        path = Path(model_spec)
+        if is_torch_file(path):
+            raise SparsexbarError(
+                f"cannot prune {path}: pruning takes a shipped model or a sparsexbar checkpoint "
+                "(.safetensors + .json, whose metadata names the data set and the zoo "
+                "architecture to fine-tune), not a torch.save file")
+        if not (path.exists() or path.with_suffix(".safetensors").exists()
+                or path.suffix in (".safetensors", ".json")):
+            raise SparsexbarError(
+                f"unknown model '{model_spec}' to prune: not a shipped model "
+                f"({', '.join(shipped_names())}) and not a checkpoint (.safetensors + .json; "
+                "pruning needs its metadata: the data set and architecture)")
         model, meta = load_checkpoint(model_spec)
     name = data_name if data_name != "default" else str(meta.get("dataset") or "fashion-mnist")
     train_ds = load_dataset(name, tune_split, root=root)

@@ -186,3 +186,15 @@ def test_a_file_naming_anything_but_module_classes_is_refused_and_runs_nothing(
     torch.save(net, tmp_path / "fraction.pt")
     with pytest.raises(CheckpointError, match="'fractions.Fraction', which is not an nn.Module"):
         load_torch_file(tmp_path / "fraction.pt")
+
+
+def test_a_data_parallel_wrapper_is_unwrapped_with_a_note(tmp_path: Path) -> None:
+    """Training scripts often save the model inside nn.DataParallel (which fx cannot trace):
+    the module inside is loaded, and a note says so."""
+    from sparsexbar.core.errors import SparsexbarNote
+
+    net = tiny_fmnist_net()
+    torch.save(torch.nn.DataParallel(net), tmp_path / "dp.pt")
+    with pytest.warns(SparsexbarNote, match="holds a DataParallel: the module inside"):
+        loaded = load_torch_file(tmp_path / "dp.pt")
+    assert type(loaded) is type(net) and _same_state(loaded, net)

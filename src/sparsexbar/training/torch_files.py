@@ -15,6 +15,8 @@ Refused with one line that says what to give instead:
 - a class that cannot be imported here (defined in the script that saved it, `__main__`, or
   in a module not on this machine), or that is not an `nn.Module`;
 - any other object, or a file torch cannot read.
+A model saved inside `nn.DataParallel` / `DistributedDataParallel` is unwrapped (a note says
+so).
 """
 
 from __future__ import annotations
@@ -27,13 +29,16 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..core.errors import CheckpointError
+from ..core.errors import CheckpointError, note
 from .importing import import_module_here
 
 TORCH_SUFFIXES = (".pt", ".pth")  # the suffixes `torch.save` files conventionally carry
 
 # keys under which training loops commonly store a state_dict beside other things
 _STATE_KEYS = ("state_dict", "model_state_dict", "model", "net", "weights")
+
+# wrappers training scripts save around the model (their `.module`), which fx cannot trace
+_WRAPPERS = (nn.DataParallel, nn.parallel.DistributedDataParallel)
 
 _OTHER_ROUTES = ("an ONNX export (--model net.onnx) or module:factory (a function that builds "
                  "the model and loads its weights)")
@@ -61,6 +66,9 @@ def load_torch_file(path: Path) -> nn.Module:
         reason = (_one_line(exc) if zipfile.is_zipfile(path) else "not the zip archive "
                   "torch.save writes, and not a legacy torch file of tensors")
         raise CheckpointError(f"cannot read {path} as a torch.save file: {reason}") from None
+    while isinstance(obj, _WRAPPERS):  # multi-GPU training wrappers: the model inside
+        note(f"{path} holds a {type(obj).__name__}: the module inside it is simulated")
+        obj = obj.module
     if isinstance(obj, nn.Module):
         return obj.eval()
     raise CheckpointError(f"{path} {_describe(obj)}; {_INSTEAD}")

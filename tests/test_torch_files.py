@@ -198,3 +198,29 @@ def test_a_data_parallel_wrapper_is_unwrapped_with_a_note(tmp_path: Path) -> Non
     with pytest.warns(SparsexbarNote, match="holds a DataParallel: the module inside"):
         loaded = load_torch_file(tmp_path / "dp.pt")
     assert type(loaded) is type(net) and _same_state(loaded, net)
+
+
+class _FunctionalNet(torch.nn.Module):
+    """Keeps its activation as an attribute: F.relu, a torch.nn.functional function."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(1, 2, 3)
+        self.fc = torch.nn.Linear(2 * 26 * 26, 10)
+        self.act = torch.nn.functional.relu
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.act(self.conv(x)).flatten(1))
+
+
+def test_a_functional_attribute_is_allowed_and_other_functions_are_not(tmp_path: Path) -> None:
+    net = _FunctionalNet()
+    torch.save(net, tmp_path / "functional.pt")
+    loaded = load_torch_file(tmp_path / "functional.pt")
+    assert loaded.act is torch.nn.functional.relu and _same_state(loaded, net)
+    x = torch.rand(2, 1, 28, 28)
+    assert torch.equal(loaded(x), net(x))
+    net.act = torch.relu  # pickled through builtins.getattr: refused
+    torch.save(net, tmp_path / "torch_relu.pt")
+    with pytest.raises(CheckpointError, match="which is not an nn.Module class"):
+        load_torch_file(tmp_path / "torch_relu.pt")

@@ -5,8 +5,9 @@ same frontend as any `nn.Module`. The file is read with `weights_only=True`, lik
 `torch.load` of the package: no code from the file runs. Such a file names the classes of its
 modules (`mypackage.models.Net`, `torch.nn.modules.conv.Conv2d`); each is imported by that
 name from the installed packages or else the current directory (as `module:factory` specs
-are) and allowed only if it is an `nn.Module` class. Anything else it names (a function, a
-numpy array, any other class) is refused, naming it.
+are) and allowed only if it is an `nn.Module` class or a function of `torch.nn.functional`
+(`self.act = F.relu`). Anything else it names (another function, a numpy array, any other
+class) is refused, naming it.
 
 Refused with one line that says what to give instead:
 - weights only (`torch.save(model.state_dict(), ...)`, or a training checkpoint holding one):
@@ -58,7 +59,7 @@ def load_torch_file(path: Path) -> nn.Module:
     if _is_torchscript(path):
         raise CheckpointError(f"{path} is a TorchScript archive (torch.jit.save): its compiled "
                               f"code cannot be traced into crossbar layers; {_INSTEAD}")
-    classes: list[Any] = [_module_class(path, name) for name in _named_globals(path)]
+    classes: list[Any] = [_allowed_global(path, name) for name in _named_globals(path)]
     try:
         with torch.serialization.safe_globals(classes):
             obj = torch.load(path, map_location="cpu", weights_only=True)
@@ -86,10 +87,11 @@ def _named_globals(path: Path) -> list[str]:
                               f"{_one_line(exc)}") from None
 
 
-def _module_class(path: Path, qualified: str) -> type[nn.Module]:
+def _allowed_global(path: Path, qualified: str) -> Any:
     """The nn.Module class `qualified` ("package.module.Class") names, imported from the
-    installed packages or the current directory; CheckpointError when it cannot be imported
-    or is not an nn.Module class."""
+    installed packages or the current directory, or a function of `torch.nn.functional` (a
+    model may keep `F.relu` as an attribute); CheckpointError when it cannot be imported or is
+    neither."""
     parts = qualified.split(".")
     found: Any = None
     error: BaseException | None = None
@@ -118,10 +120,12 @@ def _module_class(path: Path, qualified: str) -> type[nn.Module]:
         raise CheckpointError(
             f"cannot load {path}: its class '{qualified}' is defined in {where}{reason}; run "
             f"from where that module is importable, or give {_OTHER_ROUTES}")
-    if not (isinstance(found, type) and issubclass(found, nn.Module)):
+    functional = qualified.rpartition(".")[0] == "torch.nn.functional" and callable(found)
+    if not (functional or (isinstance(found, type) and issubclass(found, nn.Module))):
         raise CheckpointError(
             f"{path} names '{qualified}', which is not an nn.Module class: a model file may "
-            f"name module classes only (it is read with weights_only=True); {_INSTEAD}")
+            "name module classes and torch.nn.functional functions only (it is read with "
+            f"weights_only=True); {_INSTEAD}")
     return found
 
 

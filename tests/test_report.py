@@ -82,3 +82,21 @@ def test_report_renders_in_headless_chromium_offline(report_dir: Path, tmp_path:
     dom = subprocess.run(cmd, capture_output=True, text=True, timeout=120).stdout
     # The page's own load handler counts images that decoded with a non-zero width.
     assert f"images shown: {len(PLOTS)} of {len(PLOTS)}" in dom
+
+
+def test_terminal_table_marks_each_scheme_that_changed_a_setting_with_its_own_footnote() -> None:
+    """comprrae and combined both run MSB-first where the preset feeds LSB-first: the first
+    is marked `*`, the second `**`, each caption line names its scheme and setting."""
+    from sparsexbar.app.report import comparison_table
+
+    net = tiny_cnn(size=8)
+    data = (random_images(6, size=8), random_labels(6))
+    hw = {"numbers.bit_order": "lsb_first"}
+    results = [simulate(net, data, hw="ideal-small", scheme=name, overrides=hw).to_json()
+               for name in ("dense", "comprrae", "combined")]
+    table = comparison_table(results)
+    labels = list(table.columns[0]._cells)
+    assert labels == ["dense", "comprrae *", "combined **"], labels
+    caption = str(table.caption).splitlines()
+    assert caption[0].startswith("* comprrae: numbers.bit_order msb_first"), caption
+    assert caption[1].startswith("** combined: numbers.bit_order msb_first"), caption

@@ -158,7 +158,7 @@ def comparison_table(results: Sequence[dict[str, Any]],
     for res in results:
         r = summary_row(res)
         text = overrides_text(res)
-        mark = " *" * (len(notes) + 1) if text else ""
+        mark = " " + "*" * (len(notes) + 1) if text else ""
         if text:
             notes.append(f"{'*' * (len(notes) + 1)} {r['scheme']}: {text}")
         t.add_row(r["scheme"] + mark, f"{100 * r['top1']:.2f}", f"{r['ou_activations']:,}",

@@ -61,14 +61,16 @@ from .headline import (
     vs_baseline,
 )
 from .setup import (
-    FMNIST_CALIBRATION_IMAGES,
     FMNIST_TEST_IMAGES,
     QUANTIZATION_IMAGES,
     StudySetup,
+    accuracy_images_option,
+    calibration_images_option,
     exact_predictions,
     fmnist_split,
     model_input_size,
     study_setup,
+    test_images_option,
 )
 from .writers import json_safe, png_bytes
 
@@ -441,12 +443,9 @@ STUDY = StudySpec(
     run=_reproduce,
     defaults={"model": MODEL},
     options=(
-        count("test_images", TEST_IMAGES, "Test images each simulated run takes (energy, "
-              "time, events).", low=1, high=FMNIST_TEST_IMAGES),
-        count("calibration_images", CALIBRATION_IMAGES, "Train-split images for alphas, "
-              "betas or bits.", low=1, high=FMNIST_CALIBRATION_IMAGES),
-        count("accuracy_images", FMNIST_TEST_IMAGES, "Test images top-1 is measured on.",
-              low=1, high=FMNIST_TEST_IMAGES),
+        test_images_option(TEST_IMAGES),
+        calibration_images_option(CALIBRATION_IMAGES, "for alphas, betas or bits"),
+        accuracy_images_option(),
         switch("deviation", False, "Also run SRE's accumulated-deviation study."),
         numbers("sparsities", ",".join(f"{s:g}" for s in SPARSITIES), "The SRE study's "
                 "OU-structured sparsities (the shipped NAME-sreXX models where there are), "

@@ -28,6 +28,7 @@ from torch import Tensor
 
 from ..core.config import HardwareConfig, load_config
 from ..core.frontend import QuantizedModel, quantize_model
+from ..schemes.options import Option, count
 from ..simulate import resolve_data
 from ..training.data import ImageDataset, fashion_mnist, fit_images, load_dataset
 from ..training.models import load_model
@@ -38,6 +39,26 @@ FMNIST_CALIBRATION_IMAGES = 60000  # the train split
 QUANTIZATION_IMAGES = 256  # calibration images the input scales are calibrated on
 TEST_SPLIT_TEXT = "embedded Fashion-MNIST test file"
 CALIBRATION_SPLIT_TEXT = "Fashion-MNIST train split"
+
+
+def test_images_option(default: int) -> Option:
+    """A study's `test_images`: the test images each simulated run takes."""
+    return count("test_images", default, "Test images each simulated run takes (energy, "
+                 "time, events).", low=1, high=FMNIST_TEST_IMAGES)
+
+
+def accuracy_images_option(detail: str = "") -> Option:
+    """A study's `accuracy_images`: the test images top-1 is measured on (all by default);
+    `detail`, e.g. " (exact integer network)", ends its help."""
+    return count("accuracy_images", FMNIST_TEST_IMAGES, f"Test images top-1 is measured "
+                 f"on{detail}.", low=1, high=FMNIST_TEST_IMAGES)
+
+
+def calibration_images_option(default: int, purpose: str) -> Option:
+    """A study's `calibration_images`: the train-split images `purpose` ("the alphas and
+    betas are picked on")."""
+    return count("calibration_images", default, f"Train-split images {purpose}.", low=1,
+                 high=FMNIST_CALIBRATION_IMAGES)
 
 
 @lru_cache(maxsize=2)

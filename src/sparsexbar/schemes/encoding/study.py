@@ -19,14 +19,16 @@ from ...simulate import simulate
 from ...studies.headline import accuracy_note, headline_markdown, headline_row, vs_baseline
 from ...studies.published import as_json
 from ...studies.setup import (
-    FMNIST_CALIBRATION_IMAGES,
     FMNIST_TEST_IMAGES,
+    accuracy_images_option,
+    calibration_images_option,
     exact_predictions,
     study_setup,
+    test_images_option,
 )
 from ...studies.writers import save_png, write_json, write_text
 from ..entry import RunArgs, StudySpec
-from ..options import count, number, switch
+from ..options import number, switch
 from .calibration import (
     Progress,
     _Executor,
@@ -321,12 +323,9 @@ STUDY = StudySpec(
     run=_reproduce,
     defaults={"model": "vgg16-fmnist"},
     options=(
-        count("test_images", TEST_IMAGES, "Test images each simulated run takes (energy, "
-              "time, events).", low=1, high=FMNIST_TEST_IMAGES),
-        count("calibration_images", CALIBRATION_IMAGES, "Train-split images the bits and "
-              "precision are picked on.", low=1, high=FMNIST_CALIBRATION_IMAGES),
-        count("accuracy_images", FMNIST_TEST_IMAGES, "Test images top-1 is measured on.",
-              low=1, high=FMNIST_TEST_IMAGES),
+        test_images_option(TEST_IMAGES),
+        calibration_images_option(CALIBRATION_IMAGES, "the bits and precision are picked on"),
+        accuracy_images_option(),
         number("budget", BUDGET, "Top-1 loss allowed, points.", low=0, unit="points"),
         switch("techniques", True, "Also run every technique alone (the ablation)."),
     ),

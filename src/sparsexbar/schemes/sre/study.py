@@ -39,10 +39,12 @@ from ...studies.published import as_json
 from ...studies.setup import (
     FMNIST_TEST_IMAGES,
     QUANTIZATION_IMAGES,
+    accuracy_images_option,
     exact_predictions,
     exact_top1,
     fmnist_split,
     model_input_size,
+    test_images_option,
 )
 from ...studies.writers import write_json, write_text
 from ...training.data import ImageDataset
@@ -267,10 +269,8 @@ STUDY = StudySpec(
     run=_reproduce,
     defaults={"model": "vgg16-fmnist"},
     options=(
-        count("test_images", TEST_IMAGES, "Test images each simulated run takes (energy, "
-              "time, events).", low=1, high=FMNIST_TEST_IMAGES),
-        count("accuracy_images", FMNIST_TEST_IMAGES, "Test images top-1 is measured on "
-              "(exact integer network).", low=1, high=FMNIST_TEST_IMAGES),
+        test_images_option(TEST_IMAGES),
+        accuracy_images_option(" (exact integer network)"),
         switch("deviation", True, "Also run the accumulated-deviation study (top-1 vs rows "
                "activated at once; table and plot)."),
         count("deviation_images", DEVIATION_IMAGES, "Test images of the deviation study "

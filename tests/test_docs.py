@@ -59,7 +59,7 @@ def _script_output(script: str, *args: str) -> str:
 
 
 def test_benchmark_tables_are_the_scripts_output_on_the_committed_results() -> None:
-    """docs/benchmarks.md's standing table and parts 12-14's tables are printed by their scripts
+    """docs/benchmarks.md's standing table and parts 12-15's tables are printed by their scripts
     from the committed result files (no figure typed by hand): the doc holds them verbatim."""
     doc = (Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md").read_text()
     standing = _script_output("standing.py")
@@ -88,5 +88,9 @@ def test_benchmark_tables_are_the_scripts_output_on_the_committed_results() -> N
                                  ("after14a", "after (1fc5284)"))]
     noisy = _script_output("threads_pairs.py", "--case", "nonideal", *early)
     assert noisy.count("| pair ") == 4 and noisy in doc, "part 14, earlier window"
+    window15 = [f"pair {i}={b}noisy_after15_t1{tail}.json,{b}noisy_after15_t2{tail}.json"
+                for i, tail in ((1, ""), (2, "_2"), (3, "_3"))]
+    noisy = _script_output("threads_pairs.py", "--case", "nonideal", *window15)
+    assert noisy.count("| pair ") == 3 and noisy in doc, "part 15, two threads"
     head = _script_output("noisy_head.py", "--table", f"{b}noisy_head14.json")
     assert "| 2048 x 256 |" in head and head in doc

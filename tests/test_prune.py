@@ -175,6 +175,25 @@ def test_prune_cli_names_a_model_it_cannot_prune(capsys: pytest.CaptureFixture[s
         assert fragment in err, (fragment, err)
 
 
+def test_prune_cli_takes_a_checkpoint_whose_stem_has_a_dot(tmp_path: Path) -> None:
+    """The unknown-model check resolves a spec as the checkpoint loader does (<stem>.json
+    and .safetensors): 'base.v2' is a checkpoint stem, not 'base' with a suffix."""
+    from sparsexbar.training.zoo import build_model
+
+    torch.manual_seed(0)
+    net = build_model("lenet5", in_channels=1, num_classes=10, input_size=28, width=0.5)
+    src = tmp_path / "base.v2"
+    save_checkpoint(src, net, {"architecture": "lenet5",
+                               "arch_kwargs": {"in_channels": 1, "num_classes": 10,
+                                               "input_size": 28, "width": 0.5},
+                               "dataset": "fashion-mnist"})
+    out = tmp_path / "pruned"
+    main(["prune", "--model", str(src), "--data", "fashion-mnist", "--split", "test",
+          "--sparsity", "0.5", "--steps", "1", "--epochs", "0", "--final-epochs", "0",
+          "--limit", "32", "--out", str(out)])
+    assert read_meta(out)["pruning"]["sparsity"] == 0.5
+
+
 # ---- pattern pruning (scheme `pattern`) --------------------------------------------------------
 def test_select_patterns_takes_the_most_frequent_candidates() -> None:
     from sparsexbar.training.prune import candidate_codes, mask_codes, select_patterns

@@ -57,6 +57,16 @@ def _stem(path: str | Path) -> Path:
     return p
 
 
+def checkpoint_files(path: str | Path) -> tuple[Path, Path]:
+    """The (weights, metadata) files of the checkpoint at ``path`` (stem, .safetensors or
+    .json): ``<stem>.safetensors`` and ``<stem>.json``."""
+    return _files(_stem(path))
+
+
+def _files(stem: Path) -> tuple[Path, Path]:
+    return stem.with_name(stem.name + ".safetensors"), stem.with_name(stem.name + ".json")
+
+
 def default_file_mode() -> int:
     """Permissions of a newly created regular file under the process umask (0o644 for 022)."""
     mask = os.umask(0)
@@ -218,8 +228,7 @@ def save_checkpoint(path: str | Path, model: nn.Module, meta: dict[str, Any],
     for key, value in meta.items():
         if key != "packed":
             doc.setdefault(key, value)
-    weights_path = stem.with_name(stem.name + ".safetensors")
-    json_path = stem.with_name(stem.name + ".json")
+    weights_path, json_path = _files(stem)
     try:
         text = json.dumps(doc, indent=2, sort_keys=False) + "\n"
     except (TypeError, ValueError) as exc:
@@ -231,7 +240,7 @@ def save_checkpoint(path: str | Path, model: nn.Module, meta: dict[str, Any],
 
 def read_meta(path: str | Path) -> dict[str, Any]:
     """The JSON metadata of the checkpoint at ``path`` (stem, .json or .safetensors)."""
-    json_path = _stem(path).with_name(_stem(path).name + ".json")
+    _, json_path = checkpoint_files(path)
     try:
         meta = json.loads(json_path.read_text())
     except FileNotFoundError:
@@ -269,7 +278,7 @@ def load_checkpoint(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     """
     stem = _stem(path)
     meta = read_meta(stem)
-    weights_path = stem.with_name(stem.name + ".safetensors")
+    weights_path, _ = _files(stem)
     try:
         model = zoo.build_model(meta["architecture"], **meta.get("arch_kwargs", {}))
     except SparsexbarError as exc:

@@ -34,7 +34,13 @@ from torch import Tensor, nn
 from ..core.config import HardwareConfig
 from ..core.errors import SparsexbarError
 from ..core.io import atomic_write_text
-from .checkpoint import WEIGHT_FORMATS, load_checkpoint, round_model_weights, save_checkpoint
+from .checkpoint import (
+    WEIGHT_FORMATS,
+    checkpoint_files,
+    load_checkpoint,
+    round_model_weights,
+    save_checkpoint,
+)
 from .data import load_dataset
 from .shipped import find_shipped, load_shipped, shipped_names
 from .torch_files import is_torch_file
@@ -233,8 +239,7 @@ def prune_command(model_spec: str, data_name: str, hw: HardwareConfig, sparsity:
                 f"cannot prune {path}: pruning takes a shipped model or a sparsexbar checkpoint "
                 "(.safetensors + .json, whose metadata names the data set and the zoo "
                 "architecture to fine-tune), not a torch.save file")
-        if not (path.exists() or path.with_suffix(".safetensors").exists()
-                or path.suffix in (".safetensors", ".json")):
+        if not any(f.exists() for f in checkpoint_files(path)):
             raise SparsexbarError(
                 f"unknown model '{model_spec}' to prune: not a shipped model "
                 f"({', '.join(shipped_names())}) and not a checkpoint (.safetensors + .json; "

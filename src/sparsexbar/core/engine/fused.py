@@ -35,7 +35,7 @@ import torch
 from torch import Tensor
 
 from ..errors import warn
-from .noise import _M1, _M2
+from .noise import mix32_
 
 Head = Callable[..., None]
 
@@ -44,10 +44,7 @@ def _buckets(keys: Tensor, mix: Tensor, shift: Tensor) -> Tensor:
     """(rows, k) int32 quantile buckets, the entries of `noise.bucket_indices` one column at a
     time: bits `shift` .. `shift` + 15 of mix32(key ^ mix), with `noise.column_lanes`' per-
     column pair constant `mix` and lane shift (0 or 16); no interleaved intermediate."""
-    h = keys.unsqueeze(1) ^ mix.unsqueeze(0)
-    h = h * _M1
-    h = h ^ ((h >> 15) & 0x1FFFF)
-    h = h * _M2
+    h = mix32_(keys.unsqueeze(1) ^ mix.unsqueeze(0))
     return (h >> shift.unsqueeze(0)) & 0xFFFF
 
 

@@ -43,13 +43,22 @@ REFINE_SALT = (0x3C6EF372, 0x5851F42D)  # streams of the refinement bits (low, h
 COLUMN_SALT = 0x1B873593
 
 
-def hash32_(x: Tensor) -> Tensor:
-    """lowbias32 of an int32 tensor, in place (wrapping int32 products; logical right shifts
-    as arithmetic shifts and a mask). A bijection of the 32-bit words."""
-    x.bitwise_xor_((x >> 16) & 0xFFFF)
+def mix32_(x: Tensor, scratch: Tensor | None = None) -> Tensor:
+    """The core of lowbias32, in place: x * M1, xor its logical shift by 15, * M2 (wrapping
+    int32 products; the logical shift as an arithmetic shift and a mask). The quantile
+    buckets take their bits from it (`bucket_indices`, `conversion_buckets`, the compiled
+    head's `fused._buckets`: one definition, so their buckets agree bit for bit).
+    `scratch`: a buffer like x for the shifted copy (None: a new tensor)."""
     x.mul_(_M1)
-    x.bitwise_xor_((x >> 15) & 0x1FFFF)
-    x.mul_(_M2)
+    shifted = x >> 15 if scratch is None else torch.bitwise_right_shift(x, 15, out=scratch)
+    return x.bitwise_xor_(shifted.bitwise_and_(0x1FFFF)).mul_(_M2)
+
+
+def hash32_(x: Tensor) -> Tensor:
+    """lowbias32 of an int32 tensor, in place (`mix32_` between two xor-shifts by 16). A
+    bijection of the 32-bit words."""
+    x.bitwise_xor_((x >> 16) & 0xFFFF)
+    mix32_(x)
     x.bitwise_xor_((x >> 16) & 0xFFFF)
     return x
 
@@ -189,9 +198,7 @@ def bucket_indices(keys: Tensor, k: int, mix: Tensor, ws: Workspace) -> Tensor:
     rows = int(keys.shape[0])
     half = (k + 1) // 2
     h = torch.bitwise_xor(keys.unsqueeze(1), mix.unsqueeze(0), out=ws.take(ws.h, rows, half))
-    h.mul_(_M1)  # mix32_, with the shifted copy in a reused buffer
-    t = torch.bitwise_right_shift(h, 15, out=ws.take(ws.t, rows, half)).bitwise_and_(0x1FFFF)
-    h.bitwise_xor_(t).mul_(_M2)
+    mix32_(h, ws.take(ws.t, rows, half))  # the shifted copy in a reused buffer
     halves = h.view(torch.uint16)  # (rows, 2 half): low, high, low, ...
     idx = ws.take(ws.idx, rows, k)
     return idx.copy_(halves if 2 * half == k else halves[:, :k])
@@ -310,7 +317,7 @@ def _eager_head(p: Tensor, keys: Tensor, mix: Tensor, mid: Tensor, read: float,
     idx = bucket_indices(keys, k, mix, ws)
     z = ws.take(ws.z, rows, k)
     torch.index_select(mid, 0, idx.view(-1), out=z.view(-1))
-    sigma: Tensor | None  # s where it is a tensor of its own
+    sigma: Tensor | None  # s where it is a tensor (per conversion or per row)
     if deviation is None:  # s = read x p
         sigma = None
         v = torch.addcmul(p, p, z, value=read, out=z)  # p + read p z_mid
@@ -319,7 +326,7 @@ def _eager_head(p: Tensor, keys: Tensor, mix: Tensor, mid: Tensor, read: float,
                                     out=ws.take(ws.s, rows, k)))
         v = torch.addcmul(p, z, sigma, out=z)  # p + s z_mid
     else:  # s = deviation, one per row
-        sigma = None
+        sigma = deviation
         v = torch.addcmul(p, z, deviation, out=z)
     if step != 1.0:
         v.div_(step)
@@ -327,10 +334,10 @@ def _eager_head(p: Tensor, keys: Tensor, mix: Tensor, mid: Tensor, read: float,
     # |v - code| + s x NARROW / step <= 0.5 - MARGIN: every z of the bucket gives `code`;
     # not so (or NaN, an infinite midpoint): refine.
     gap = v.sub_(code).abs_()
-    if deviation is None:
+    if sigma is None:
         gap.add_(p, alpha=read * NARROW / step)
     else:
-        gap.add_(deviation if sigma is None else sigma, alpha=NARROW / step)
+        gap.add_(sigma, alpha=NARROW / step)
     code.clamp_(0, top)
     if step != 1.0:
         code.mul_(step)
@@ -340,9 +347,7 @@ def _eager_head(p: Tensor, keys: Tensor, mix: Tensor, mid: Tensor, read: float,
 def conversion_buckets(row_keys: Tensor, mix: Tensor, col: Tensor) -> Tensor:
     """(m,) int32 quantile buckets of single conversions (keys of their rows, their columns):
     the entries of `bucket_indices` at (row, col), for the few flagged conversions."""
-    h = row_keys ^ mix.index_select(0, col >> 1)
-    h.mul_(_M1)
-    h.bitwise_xor_((h >> 15) & 0x1FFFF).mul_(_M2)
+    h = mix32_(row_keys ^ mix.index_select(0, col >> 1))
     high = (col & 1).to(torch.bool)
     return torch.where(high, (h >> 16) & 0xFFFF, h & 0xFFFF)
 

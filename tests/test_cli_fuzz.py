@@ -309,6 +309,23 @@ def test_every_option_has_help() -> None:
     assert undocumented == []
 
 
+def test_command_listing_joins_wrapped_docstrings(capsys: pytest.CaptureFixture[str]) -> None:
+    """`sparsexbar --help` lists each command with its first docstring paragraph as one text
+    (typer keeps a docstring's line breaks there: 'demo' read '... on one model' and then
+    'and the embedded ...' as a new line)."""
+    import typer.main
+
+    group = typer.main.get_command(app)
+    for name, cmd in group.commands.items():  # type: ignore[attr-defined]
+        listed = (cmd.short_help or cmd.help or "").split("\n\n")[0]  # what the listing shows
+        assert "\n" not in listed, name
+    code, out, _ = cli(capsys, "--help")
+    assert code == 0
+    lines = [line.strip("│ ").rstrip() for line in out.splitlines()]
+    demo = next(i for i, line in enumerate(lines) if line.startswith("demo "))
+    assert not lines[demo + 1].endswith("on one model")  # the docstring's own line break
+
+
 def test_run_scheme_help_lists_the_schemes(capsys: pytest.CaptureFixture[str]) -> None:
     from sparsexbar.schemes import scheme_names
 

@@ -847,6 +847,20 @@ def _flush_notes() -> None:
         print(_PENDING.pop(0), file=sys.stderr, flush=True)
 
 
+
+def _listing_helps(group: typer.Typer) -> None:
+    """Give every command of `group` declared by its docstring a one-line listing help: its
+    first paragraph with the line breaks joined. Typer's command listing (`sparsexbar
+    --help`) keeps a docstring's line breaks, so a wrapped docstring read "on one model" /
+    "and the embedded ..." in two broken lines; its own help page joins them."""
+    for info in group.registered_commands:
+        doc = info.help or inspect.getdoc(info.callback) or ""
+        if info.short_help is None and "\n" in doc.split("\n\n")[0]:
+            info.short_help = " ".join(doc.split("\n\n")[0].split())
+
+
+_listing_helps(app)
+
 _PYTHON_SHOWWARNING = warnings.showwarning
 
 

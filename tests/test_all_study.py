@@ -23,8 +23,8 @@ from sparsexbar.training.checkpoint import shipped_pattern_model_path
 from tests import nets
 from tests.test_cli_errors import assert_one_line_error, cli
 
-NUMERIC = ("metric", "published_value", "ours_value", "ratio", "same_direction", "baseline",
-           "model", "test_images")
+NUMERIC = ("metric", "published_value", "ours_value", "ratio", "same_direction",
+           "meets_published", "baseline", "model", "test_images")
 
 
 @pytest.fixture(scope="module")
@@ -58,11 +58,22 @@ def test_rows_are_numbers_from_the_figures(all_dir: Path) -> None:
             assert key in row, (key, row)
         pub = figure(row["study"], row["key"])
         assert row["published_value"] == pub.value and row["metric"] == pub.metric
-        assert isinstance(row["ours_value"], float) and isinstance(row["same_direction"], bool)
+        assert isinstance(row["ours_value"], float)
         if row["ratio"] is not None:
             assert row["ratio"] == pytest.approx(row["ours_value"] / pub.value)
         a, b = row["ours_value"] - pub.neutral, pub.value - pub.neutral
-        assert row["same_direction"] == (a * b > 0 or a == b == 0)
+        if (row["study"], row["key"]) == ("comprrae", "top1_change"):  # "loss < 0.2%"
+            assert row["same_direction"] is None
+            assert row["meets_published"] is (row["ours_value"] > -0.2)
+        else:
+            assert row["same_direction"] is (a * b > 0 or a == b == 0)
+        if pub.kind == "range":
+            assert pub.low is not None and pub.high is not None
+            assert row["meets_published"] is (pub.low <= row["ours_value"] <= pub.high)
+        elif pub.kind == "lower bound":
+            assert row["meets_published"] is (row["ours_value"] > pub.value)
+        else:
+            assert row["meets_published"] is None
         assert row["role"] in ("ours", "combined")
     # every published figure has an "ours" row
     ours = {(r["study"], r["key"]) for r in report["rows"] if r["role"] == "ours"}
@@ -138,7 +149,7 @@ def test_encoding_baseline_is_not_the_scheme_itself(tmp_path: Path) -> None:
 
 def test_report_files_markdown_and_self_contained_html(all_dir: Path) -> None:
     md = (all_dir / "all_reproduce.md").read_text()
-    assert md.count("| metric | ours | published | ratio | same direction |") == 4
+    assert md.count("| metric | ours | published | ratio | same direction | meets published |") == 4
     html = (all_dir / "all_reproduce.html").read_text()
     images = re.findall(r'src="data:image/png;base64,([^"]+)"', html)
     assert len(images) >= 3  # the summary plot, the CompRRAE and encoding plots

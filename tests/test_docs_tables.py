@@ -19,7 +19,7 @@ from sparsexbar.studies.docs_tables import (
     readme_block,
     replace_block,
 )
-from sparsexbar.studies.headline import headline_row
+from sparsexbar.studies.headline import headline_row, verdict_cells
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -30,6 +30,38 @@ def test_committed_docs_match_the_generator_on_the_committed_json() -> None:
     for path, text in generated(ROOT).items():
         assert path.read_text() == text, f"{path} is stale: run make docs"
     assert main(["--root", str(ROOT), "--check"]) == 0
+
+
+def test_verdicts_of_bounds_and_ranges() -> None:
+    """A lossless top-1 change against CompRRAE's "loss < 0.2%" meets it and has no direction
+    (the paper's bound admits no change); "> 2.9x" gives both; a range is met inside its ends;
+    a single figure has no "meets". The committed rows print so (recomputed, whatever the file
+    stored)."""
+    common = {"setting": "s", "baseline": "b", "model": "m", "test_images": 1}
+    cases = [(("comprrae", "top1_change", 0.0), ("0.00", "-", "yes")),
+             (("comprrae", "top1_change", -0.09), ("0.45", "-", "yes")),
+             (("comprrae", "top1_change", -0.3), ("1.50", "-", "no")),
+             (("comprrae", "energy_efficiency", 1.29), ("0.44", "yes", "no")),
+             (("comprrae", "energy_efficiency", 3.0), ("1.03", "yes", "yes")),
+             (("comprrae", "energy_efficiency", 0.9), ("0.31", "no", "no")),
+             (("encoding", "throughput", 3.29), ("1.16", "yes", "yes")),
+             (("encoding", "throughput", 4.0), ("1.41", "yes", "yes")),
+             (("encoding", "area_efficiency", 1.88), ("0.66", "yes", "no")),
+             (("sre", "speedup_max", 11.27), ("0.27", "yes", "-")),
+             (("pattern", "top1_change", -0.22), ("2.44", "yes", "-"))]
+    for (study, key, ours), cells in cases:
+        row = headline_row(study, key, ours, **common)
+        assert verdict_cells(row) == cells, (study, key, ours)
+        assert row["same_direction"] is {"yes": True, "no": False, "-": None}[cells[1]]
+        assert row["meets_published"] is {"yes": True, "no": False, "-": None}[cells[2]]
+    if (ROOT / RESULT).is_file():
+        report = json.loads((ROOT / RESULT).read_text())
+        for sec in report["sections"]:
+            for r in sec["rows"]:
+                fresh = headline_row(r["study"], r["key"], r["ours_value"], **common)
+                assert verdict_cells(r) == verdict_cells(fresh)
+                if (r["study"], r["key"]) == ("comprrae", "top1_change"):
+                    assert verdict_cells(r)[1:] == ("-", "yes")
 
 
 def _report() -> dict[str, object]:

@@ -58,6 +58,7 @@ from .headline import (
     fmt_value,
     headline_markdown,
     headline_row,
+    verdict_cells,
     vs_baseline,
 )
 from .setup import (
@@ -390,9 +391,9 @@ def _html(report: dict[str, Any], figures: list[tuple[str, bytes]]) -> str:
     for sec in report["sections"]:
         cells = []
         for r in sec["rows"]:
-            ratio = "-" if r["ratio"] is None else f"{r['ratio']:.2f}"
+            ratio, direction, meets = verdict_cells(r)
             values = (r["metric"], fmt_value(r["ours_value"], r["unit"]), r["published_text"],
-                      ratio, "yes" if r["same_direction"] else "no", r["setting"],
+                      ratio, direction, meets, r["setting"],
                       "-" if r["top1"] is None else
                       f"{100 * r['top1']:.2f}% ({r['accuracy_images']})",
                       r["baseline"], r["model"], str(r["test_images"]))

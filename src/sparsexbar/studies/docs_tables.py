@@ -35,7 +35,7 @@ from .ablations import (
     sre_speedup_markdown,
 )
 from .deviation import deviation_markdown
-from .headline import accuracy_note, fmt_value, headline_markdown
+from .headline import accuracy_note, fmt_value, headline_markdown, verdict_cells
 from .shipped_models import width_phrase
 
 BEGIN, END = "<!-- reproduce:begin -->", "<!-- reproduce:end -->"
@@ -71,19 +71,19 @@ def _provenance(report: dict[str, Any]) -> str:
 def readme_block(report: dict[str, Any]) -> str:
     """The headline rows of the four studies, one table (Markdown)."""
     lines = [_provenance(report), "",
-             "| study | metric | ours | published | ratio | same direction | setting "
-             "| top-1 (images) | baseline |",
-             "| --- | --- | ---: | ---: | ---: | :-: | --- | ---: | --- |"]
+             "| study | metric | ours | published | ratio | same direction | meets published "
+             "| setting | top-1 (images) | baseline |",
+             "| --- | --- | ---: | ---: | ---: | :-: | :-: | --- | ---: | --- |"]
     for sec in report["sections"]:
         for r in sec["rows"]:
             if r["role"] != "ours" or not r.get("primary", True):
                 continue
-            ratio = "-" if r["ratio"] is None else f"{r['ratio']:.2f}"
+            ratio, direction, meets = verdict_cells(r)
             top1 = ("-" if r["top1"] is None
                     else f"{100 * r['top1']:.2f}% ({r['accuracy_images']})")
             lines.append(f"| {STUDY_NAMES[sec['study']]} | {r['metric']} "
                          f"| {fmt_value(r['ours_value'], r['unit'])} | {r['published_text']} "
-                         f"| {ratio} | {'yes' if r['same_direction'] else 'no'} "
+                         f"| {ratio} | {direction} | {meets} "
                          f"| {r['setting']} | {top1} | {sec['baseline']} |")
     return "\n".join(lines) + "\n"
 

@@ -28,9 +28,12 @@ def test_demo_limit_256_writes_all_outputs(tmp_path: Path, capsys: pytest.Captur
         result = json.loads((out / f"{name}_result.json").read_text())
         assert result["num_images"] == 256
         assert result["scheme"]["name"] == name
+        # the shipped model by its name (its architecture, 'vgg8', is also the dense model's)
+        assert result["model"] == "vgg8-fmnist-pattern"
         rows = list(csv.DictReader((out / f"{name}_layers.csv").open()))
         assert [r["name"] for r in rows] == [lay["name"] for lay in result["layers"]]
         assert name in printed
+    assert "vgg8-fmnist-pattern on fashion-mnist (256 images)" in printed
     dense = json.loads((out / "dense_result.json").read_text())
     acc = dense["accuracy"]
     # isaac's ADC cannot clip on any layer: the simulation is the integer-quantized network.

@@ -115,8 +115,35 @@ def test_checkpoint_of_a_32x32_model_gets_fashion_mnist_zero_padded(tmp_path: Pa
     assert torch.equal(batches.images[:, :, 2:30, 2:30], images.float() / 255)
     assert batches.images[:, :, :2].abs().sum() == 0 and batches.images[:, :, :, 30:].sum() == 0
     assert batches.input is not None and batches.input.fitted == "28x28 -> 32x32 (zero padding)"
-    assert loaded.name == "lenet5"
+    assert loaded.name == "m"  # the checkpoint file's stem (its architecture: lenet5)
 
+
+
+def test_a_checkpoint_run_is_named_after_its_file(tmp_path: Path) -> None:
+    """Two checkpoints of one architecture (a dense one and its pruned copy) are told apart in
+    results: the result's model is the file's stem (a dotted one whole), as for ONNX and
+    torch.save files; before, both read 'lenet5'. The stem alone loads it too (before:
+    'unknown model'), and a zoo name stays the zoo's beside files of that stem."""
+    from sparsexbar.training.models import load_model
+
+    net = zoo.build_model("lenet5", in_channels=1, num_classes=10, input_size=28)
+    meta = {"architecture": "lenet5", "dataset": "fashion-mnist",
+            "arch_kwargs": {"in_channels": 1, "num_classes": 10, "input_size": 28}}
+    for stem in ("base", "base.v2-pruned"):
+        save_checkpoint(tmp_path / stem, net, meta)
+        for spec in (f"{stem}.safetensors", f"{stem}.json", stem):  # the stem itself too
+            assert load_model(str(tmp_path / spec)).name == stem
+    res = simulate(str(tmp_path / "base.v2-pruned.json"), "default", limit=2)
+    assert res.model == "base.v2-pruned" and res.to_json()["model"] == "base.v2-pruned"
+    save_checkpoint(tmp_path / "lenet5", net, meta)
+    cwd = Path.cwd()
+    try:
+        os.chdir(tmp_path)
+        with pytest.warns(SparsexbarWarning, match="untrained"):
+            assert not load_model("lenet5").trained
+        assert load_model("lenet5.json").trained
+    finally:
+        os.chdir(cwd)
 
 # ---- the model's input scale and normalization --------------------------------------------------
 def test_a_model_on_0_255_needs_its_input_scale(tmp_path: Path,

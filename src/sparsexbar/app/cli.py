@@ -44,7 +44,7 @@ from ..studies.shipped_models import measure_shipped, shipped_markdown, shipped_
 from ..training.checkpoint import WEIGHT_FORMATS, shipped_pattern_model_path
 from ..training.inputs import FITS, InputSpec, parse_classes, parse_normalize, parse_scale
 from ..training.prune import METHODS, check_pattern_args, prune_command
-from ..training.shipped import find_shipped, shipped_names
+from ..training.shipped import SHIPPED, find_shipped, shipped_names
 from ..training.train import PRECISIONS, train_command
 from .bench import BENCH_MODELS, CASES, check_bench_args, run_benchmark
 from .outputs import check_out_dir, check_out_file, check_out_stem
@@ -123,9 +123,9 @@ BatchOpt = Annotated[int, typer.Option("--batch-size", callback=_whole(1),
 DeviceOpt = Annotated[str, typer.Option("--device", help="cpu or cuda.")]
 ModelOpt = Annotated[str, typer.Option(
     "--model", help="'default' (shipped VGG-8), mobilenetv2-fmnist (shipped MobileNetV2), a "
-    "zoo name (untrained), a checkpoint (.safetensors + .json), a whole module saved with "
-    "torch.save (net.pt / net.pth; its classes imported like module:factory), an ONNX file "
-    "(net.onnx) or "
+    "zoo name (untrained), a checkpoint (its .safetensors or .json, or their stem; results "
+    "name it by the stem), a whole module saved with torch.save (net.pt / net.pth; its "
+    "classes imported like module:factory), an ONNX file (net.onnx) or "
     "module:factory (a function of no arguments returning the nn.Module; the module is "
     "imported from the installed packages or the current directory).")]
 DataOpt = Annotated[str, typer.Option(
@@ -421,13 +421,14 @@ def demo(
 
 
 def _demo_model(model: str) -> str:
-    """'pattern' -> the shipped pattern-pruned checkpoint; anything else as given."""
+    """'pattern' -> the shipped pattern-pruned model by its name (results then say
+    'vgg8-fmnist-pattern', not its architecture); anything else as given."""
     if model != "pattern":
         return model
     path = shipped_pattern_model_path()
     if not path.is_file():
         raise SparsexbarError(f"the shipped pattern-pruned model is missing: {path}")
-    return str(path)
+    return next(m.name for m in SHIPPED if m.path == path)
 
 
 @app.command()

@@ -63,6 +63,12 @@ def checkpoint_files(path: str | Path) -> tuple[Path, Path]:
     return _files(_stem(path))
 
 
+def checkpoint_name(path: str | Path) -> str:
+    """The name of the checkpoint at ``path`` in results: its file stem ('runs/base.v2.json'
+    -> 'base.v2')."""
+    return _stem(path).name
+
+
 def _files(stem: Path) -> tuple[Path, Path]:
     return stem.with_name(stem.name + ".safetensors"), stem.with_name(stem.name + ".json")
 

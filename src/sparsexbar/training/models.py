@@ -19,7 +19,7 @@ from torch import nn
 
 from ..core.errors import SparsexbarError, warn
 from . import zoo
-from .checkpoint import load_checkpoint
+from .checkpoint import checkpoint_files, checkpoint_name, load_checkpoint
 from .importing import import_module_here
 from .onnx_import import load_onnx
 from .shipped import find_shipped, load_shipped, shipped_names
@@ -59,9 +59,15 @@ def load_model(model: nn.Module | str, in_channels: int = 1, num_classes: int = 
         return LoadedModel(load_onnx(path), path.stem)
     if is_torch_file(path):
         return LoadedModel(load_torch_file(path), path.stem)
-    if path.suffix in (".safetensors", ".json") or path.exists():
+    # a checkpoint by a file of it, or by its stem ('out/base' for base.safetensors + .json,
+    # as `sparsexbar prune --out` and sweep files name them; a zoo name stays the zoo's)
+    if (path.suffix in (".safetensors", ".json") or path.exists()
+            or (spec not in zoo.MODELS and ":" not in spec
+                and any(f.is_file() for f in checkpoint_files(path)))):
         net, meta = load_checkpoint(path)
-        return LoadedModel(net.eval(), str(meta.get("architecture", path.stem)), meta)
+        # named after the file, as ONNX and torch.save files are: the architecture alone
+        # ('vgg8') cannot tell a dense checkpoint from its pruned one in a result
+        return LoadedModel(net.eval(), checkpoint_name(path), meta)
     if ":" in spec:
         return LoadedModel(_from_factory(spec), spec)
     if spec not in zoo.MODELS:

@@ -48,9 +48,11 @@ def demo_markdown(results: Sequence[dict[str, Any]]) -> str:
     """The README's demo paragraph and table for a demo's results (dense first)."""
     first = results[0]
     acc = first["accuracy"]
+    model = first["model"]
+    who = ("The shipped pattern-pruned VGG-8 (`vgg8-fmnist-pattern`)"
+           if model == "vgg8-fmnist-pattern" else f"The model `{model}`")
     lines = [
-        f"The shipped pattern-pruned VGG-8 (`vgg8-fmnist-pattern`, architecture "
-        f"`{first['model']}`) on the embedded {first['dataset']} test split "
+        f"{who} on the embedded {first['dataset']} test split "
         f"({first['num_images']:,} images), hardware {_hardware_text(first['hardware'], results)}, "
         "every scheme in its lossless setting, so top-1 is the integer-quantized network's for "
         f"all (float top-1 {100 * acc['float_top1']:.2f}%). Speed-up and energy efficiency are "

@@ -80,6 +80,23 @@ def tiny_fmnist_net() -> nn.Module:
     return tiny_cnn(1, 10, 28, 2, seed=3)
 
 
+class _ViewFlattenCNN(TinyCNN):
+    """TinyCNN flattening with `x.view(x.size(0), -1)` (common in user models) instead of
+    nn.Flatten: a view needs a contiguous tensor."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.pool(self.relu1(self.bn1(self.conv1(x))))
+        x = self.relu2(self.conv2(x))
+        return self.fc(x.view(x.size(0), -1))
+
+
+def view_flatten_net() -> nn.Module:
+    """`tiny_fmnist_net`'s weights in `_ViewFlattenCNN` (the same function)."""
+    net = _ViewFlattenCNN(1, 10, 28, 2)
+    net.load_state_dict(tiny_fmnist_net().state_dict())
+    return net.eval()
+
+
 class ResidualNet(nn.Module):
     """Random-shape residual network used by the exactness property tests.
 

@@ -330,6 +330,18 @@ def test_model_factory_spec_is_resolved() -> None:
         simulate("tests.nets:no_such_factory", (images, labels), hw=HW)
 
 
+@pytest.mark.parametrize("scheme", ["dense", "sre", "comprrae"])
+def test_a_model_flattening_with_view_runs(scheme: str) -> None:
+    """`x.view(n, -1)` after a conv (the engine hands on channels-last results, on which a
+    view fails) gives the nn.Flatten model's outputs and events bit for bit."""
+    images, labels = nets.random_images(3, 1, 28), nets.random_labels(3)
+    viewed = simulate(nets.view_flatten_net(), (images, labels), hw=HW, scheme=scheme)
+    flat = simulate(nets.tiny_fmnist_net(), (images, labels), hw=HW, scheme=scheme)
+    assert viewed.outputs is not None and flat.outputs is not None
+    assert torch.equal(viewed.outputs, flat.outputs)
+    assert viewed.totals == flat.totals
+
+
 def test_model_without_logits_output_is_refused_cleanly() -> None:
     images, labels = data(2)
     with pytest.raises(SparsexbarError):

@@ -355,6 +355,11 @@ class _Runner(fx.Interpreter):
         return out
 
     def call_method(self, target: Any, args: Any, kwargs: Any) -> Any:
+        if target == "view" and isinstance(args[0], Tensor) and not args[0].is_contiguous():
+            # The engine hands on channels-last results (the int8 convolution's layout), where
+            # the model's own PyTorch saw contiguous NCHW ones: `x.view(n, -1)` works on
+            # those and not on these. The contiguous copy is what the model's view sees.
+            args = (args[0].contiguous(), *args[1:])
         out = super().call_method(target, args, kwargs)
         if target in ("relu", "add"):
             self._count(out.numel())

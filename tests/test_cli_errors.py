@@ -80,6 +80,21 @@ EARLY_ERRORS = [
     (["nosuchcommand"], ["nosuchcommand"]),
     (["presets", "nope"], ["nope"]),
     (["presets", "isaac", "--format", "xml"], ["--format", "xml"]),
+    # empty values and numbers too large (before: all schemes ran, the current folder was
+    # read as an image folder, or a traceback after the run started)
+    (["compare", "--schemes", ","], ["--schemes", "empty"]),
+    (["compare", "--schemes", " "], ["--schemes", "empty"]),
+    (["compare", "--schemes", "sre,,dense"], ["--schemes", "empty item"]),
+    (["run", "--data", ""], ["--data", "empty"]),
+    (["run", "--model", " "], ["--model", "empty"]),
+    (["run", "--hw", ""], ["--hw", "empty"]),
+    (["train", "--data", ""], ["--data", "empty"]),
+    (["run", "--input-size", "100000"], ["--input-size", "1..1024", "100000"]),
+    (["train", "--input-size", "5000"], ["--input-size", "4..1024", "5000"]),
+    (["train", "--lr", "1e308"], ["--lr", "(0, 100]"]),
+    (["prune", "--lr", "1e308"], ["--lr", "(0, 100]"]),
+    (["train", "--seed", "99999999999999999999"], ["--seed", "0..2147483647"]),
+    (["prune", "--seed", "2147483648"], ["--seed", "0..2147483647"]),
 ]
 
 

@@ -544,6 +544,9 @@ BAD_FILES: list[tuple[Any, list[str]]] = [
     ({**SMALL_SWEEP, "schemes": [{"name": "sre", "mode": "fast"}]}, ["sre mode", "fast"]),
     ({**SMALL_SWEEP, "schemes": []}, ["schemes is an empty list"]),
     ({**SMALL_SWEEP, "limit": -3}, ["limit", "-3"]),
+    # beyond the rows' int64: the point ran, then storing its row overflowed (a traceback)
+    ({**SMALL_SWEEP, "limit": 10**23}, ["limit", "2^63", str(10**23)]),
+    ({**SMALL_SWEEP, "batch_size": 2**63}, ["batch_size", str(2**63)]),
     ({**SMALL_SWEEP, "batch_size": "big"}, ["batch_size"]),
     ({**SMALL_SWEEP, "hw": "nope"}, ["nope", "preset"]),
     ({**SMALL_SWEEP, "model": "lenet5"}, ["lenet5", "untrained"]),

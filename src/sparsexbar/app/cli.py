@@ -21,7 +21,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from typer.core import TyperGroup
 
-from ..core.config import PRESET_BUILDERS, load_config, preset
+from ..core.config import PRESET_BUILDERS, load_config, preset, preset_names
 from ..core.errors import SparsexbarError, SparsexbarNote, SparsexbarWarning, require_choice
 from ..core.frontend import quantize_model
 from ..core.io import atomic_write_text
@@ -107,13 +107,26 @@ def _whole(low: int, high: int | None = None) -> Callable[[int | None], int | No
     return check
 
 
+def _given(value: str | None) -> str | None:
+    """A callback refusing an empty or blank text value ('--data ""' read the current folder
+    as an image folder)."""
+    if value is not None and not value.strip():
+        raise typer.BadParameter("must not be empty")
+    return value
+
+
+SEED_MAX = 2**31 - 1  # seeds of torch, numpy and device.seed alike: 0 .. 2^31 - 1
+SIZE_MAX = 1024  # image sizes a model may take, pixels a side (a larger one: a typo, or GiBs)
+
+
 def _scheme_help() -> str:
     return ("Scheme: " + ", ".join(scheme_names()) + ", or a composition such as "
             "pattern+act+comprrae; options after ':' (sre:mode=weight, comprrae:alpha=0.4).")
 
 
-HwOpt = Annotated[str, typer.Option("--hw", help="Preset name (isaac, pattern-nvmsa, "
-                                    "ideal-small) or a YAML/JSON config file.")]
+HwOpt = Annotated[str, typer.Option("--hw", callback=_given, help="Preset name ("
+                                    + ", ".join(preset_names()) + ") or a YAML/JSON config "
+                                    "file.")]
 SetOpt = Annotated[list[str] | None, typer.Option(
     "--set", help="Override a config key, e.g. --set ou.rows=9 (repeatable).")]
 LimitOpt = Annotated[int | None, typer.Option("--limit", callback=_whole(1),
@@ -122,14 +135,16 @@ BatchOpt = Annotated[int, typer.Option("--batch-size", callback=_whole(1),
                                        help="Images per batch.")]
 DeviceOpt = Annotated[str, typer.Option("--device", help="cpu or cuda.")]
 ModelOpt = Annotated[str, typer.Option(
-    "--model", help="'default' (shipped VGG-8), mobilenetv2-fmnist (shipped MobileNetV2), a "
+    "--model", callback=_given,
+    help="'default' (shipped VGG-8), mobilenetv2-fmnist (shipped MobileNetV2), a "
     "zoo name (untrained), a checkpoint (its .safetensors or .json, or their stem; results "
     "name it by the stem), a whole module saved with torch.save (net.pt / net.pth; its "
     "classes imported like module:factory), an ONNX file (net.onnx) or "
     "module:factory (a function of no arguments returning the nn.Module; the module is "
     "imported from the installed packages or the current directory).")]
 DataOpt = Annotated[str, typer.Option(
-    "--data", help="'default' (embedded Fashion-MNIST test split), fashion-mnist, cifar10 or "
+    "--data", callback=_given,
+    help="'default' (embedded Fashion-MNIST test split), fashion-mnist, cifar10 or "
     "cifar100 (with --root), a CIFAR folder or an image folder (one sub-folder per class).")]
 RootOpt = Annotated[Path | None, typer.Option(
     "--root", help="Folder of a named data set's files (cifar10: the folder holding "
@@ -141,7 +156,7 @@ NormalizeOpt = Annotated[str | None, typer.Option(
     "--normalize", help="(input - MEAN) / STD after the scale: MEAN,STD or per channel "
     "M1,M2,M3/S1,S2,S3 (default: the checkpoint's, else none).")]
 SizeOpt = Annotated[int | None, typer.Option(
-    "--input-size", callback=_whole(1), help="Image size the model takes (default: its "
+    "--input-size", callback=_whole(1, SIZE_MAX), help="Image size the model takes (default: its "
     "checkpoint's, else the data's); other sizes are fitted.")]
 ChannelsOpt = Annotated[int | None, typer.Option(
     "--input-channels", callback=_whole(1, 3), help="Channels the model takes, 1 or 3 "
@@ -328,10 +343,10 @@ def run(
 @app.command()
 def compare(
     out: Annotated[Path, typer.Option("--out", help="Output directory.")] = Path("out/compare"),
-    schemes: Annotated[str, typer.Option(
+    schemes: Annotated[str | None, typer.Option(
         "--schemes", help="Comma-separated schemes (default: every registered one: "
         + ", ".join(scheme_names()) + ") or compositions of techniques such as "
-        "pattern+act+comprrae (options after ':', e.g. sre+comprrae:alpha=0.4).")] = "",
+        "pattern+act+comprrae (options after ':', e.g. sre+comprrae:alpha=0.4).")] = None,
     model: ModelOpt = "default",
     data: DataOpt = "default",
     hw: HwOpt = "isaac",
@@ -350,7 +365,13 @@ def compare(
     """Run several schemes on the same inputs; one table, CSV, plots and report.html. A scheme
     that refuses the run (e.g. sre's activation modes on a noisy device) is recorded in
     failed.json and the table, the others run, and the command exits with code 2."""
-    names = [s.strip() for s in schemes.split(",") if s.strip()] or scheme_names()
+    names = scheme_names() if schemes is None else [s.strip() for s in schemes.split(",")]
+    if not any(names):
+        raise SparsexbarError("--schemes is empty: give scheme names separated by commas, or "
+                              "leave --schemes out for every registered scheme")
+    if not all(names):
+        raise SparsexbarError(f"--schemes '{schemes}' has an empty item (two commas in a row, "
+                              "or one at an end)")
     inputs = _input_options(input_scale, normalize, input_size, input_channels, input_fit,
                             classes, root)
     _compare(out, names, model, data, hw, parse_overrides(set_), limit, batch_size, device,
@@ -491,10 +512,13 @@ def models_command(
         typer.echo(f"{r['name']}: {r['description']}")
 
 
+LR_MAX = 100.0  # learning rates above it diverge at once (and 1e308 overflowed float32)
 PositiveLr = Annotated[float, typer.Option(
-    "--lr", help="Peak learning rate (cosine to 0).", callback=_finite(0, low_open=True))]
+    "--lr", help="Peak learning rate (cosine to 0).",
+    callback=_finite(0, LR_MAX, low_open=True))]
 SeedOpt = Annotated[int, typer.Option(
-    "--seed", callback=_whole(0), help="Seed of initialization, shuffling and augmentation.")]
+    "--seed", callback=_whole(0, SEED_MAX),
+    help="Seed of initialization, shuffling and augmentation.")]
 PrecisionOpt = Annotated[str, typer.Option(
     "--precision", help="fp32, or bf16 (autocast; weights stay float32).")]
 WeightsOpt = Annotated[str, typer.Option(
@@ -508,7 +532,8 @@ CHECKPOINT_FILES = (".safetensors", ".json")
 def train(
     model: Annotated[str, typer.Option("--model", help="Zoo architecture name.")] = "vgg8",
     data: Annotated[str, typer.Option(
-        "--data", help="fashion-mnist, cifar10, cifar100 (with --root) or a folder.")] = (
+        "--data", callback=_given,
+        help="fashion-mnist, cifar10, cifar100 (with --root) or a folder.")] = (
         "fashion-mnist"),
     epochs: Annotated[int, typer.Option("--epochs", callback=_whole(1),
                                         help="Passes over the train split.")] = 10,
@@ -518,7 +543,8 @@ def train(
     limit: LimitOpt = None,
     lr: PositiveLr = 0.05,
     input_size: Annotated[int | None, typer.Option(
-        "--input-size", callback=_whole(4), help="Train at this image size: Fashion-MNIST 28 "
+        "--input-size", callback=_whole(4, SIZE_MAX),
+        help="Train at this image size: Fashion-MNIST 28 "
         "-> 32 is zero-padded (what the vgg16-fmnist models use), other changes resized.")] = None,
     precision: PrecisionOpt = "fp32",
     root: RootOpt = None,
@@ -617,7 +643,8 @@ def _command(spec: StudySpec | CalibrationSpec, out: Path, data: bool) -> Callab
                                     typer.Option("--out", help="JSON file written.")],
                    defaults["out"]),
         _parameter("model", ModelOpt, defaults["model"]),
-        *([_parameter("data", Annotated[str, typer.Option("--data", help=CALIBRATION_DATA_HELP)],
+        *([_parameter("data", Annotated[str, typer.Option("--data", callback=_given,
+                                                          help=CALIBRATION_DATA_HELP)],
                       defaults["data"])] if data else []),
         _parameter("hw", HwOpt, defaults["hw"]),
         _parameter("set_", SetOpt, None),
@@ -677,7 +704,8 @@ def prune(
         "--model", help="A shipped model (vgg16-fmnist, ...; 'default': the shipped VGG-8) or "
         "a checkpoint to prune.")] = "default",
     data: Annotated[str, typer.Option(
-        "--data", help="Data set of the checkpoint (default: the one it was trained on).")] = (
+        "--data", callback=_given,
+        help="Data set of the checkpoint (default: the one it was trained on).")] = (
         "default"),
     hw: HwOpt = "isaac",
     set_: SetOpt = None,
@@ -693,7 +721,7 @@ def prune(
     epochs: Annotated[int, typer.Option("--epochs", callback=_whole(0),
                                         help="Fine-tuning epochs per step.")] = 1,
     lr: Annotated[float, typer.Option("--lr", help="Fine-tuning learning rate.",
-                                      callback=_finite(0, low_open=True))] = 0.01,
+                                      callback=_finite(0, LR_MAX, low_open=True))] = 0.01,
     out: Annotated[Path, typer.Option("--out", help="Checkpoint stem.")] = Path(
         "out/ckpt/pruned"),
     limit: LimitOpt = None,

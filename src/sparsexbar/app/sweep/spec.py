@@ -31,6 +31,7 @@ from ...training.inputs import InputSpec
 from ...training.zoo import MODELS
 
 # Top-level keys of a sweep file.
+INT64_MAX = 2**63 - 1  # the Parquet rows store limit and batch_size as int64
 SWEEP_FILE_KEYS = ("name", "model", "models", "data", "limit", "hw", "set", "scheme", "schemes",
                    "grid", "points", "batch_size", "device", "input", "classes")
 
@@ -108,11 +109,14 @@ def parse_sweep(raw: Mapping[str, Any], path: Path) -> SweepSpec:
         _refuse_untrained(m, path.parent, where)
     data = _typed(raw, "data", str, where, "default")
     limit = raw.get("limit")
-    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit <= 0):
-        raise SweepFileError(f"{where}: limit must be a positive integer or null, got {limit!r}")
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit <= 0
+                              or limit > INT64_MAX):
+        raise SweepFileError(f"{where}: limit must be a positive integer (at most 2^63 - 1, the "
+                             f"rows' int64) or null, got {limit!r}")
     batch_size = _typed(raw, "batch_size", int, where, 256)
-    if isinstance(batch_size, bool) or batch_size <= 0:
-        raise SweepFileError(f"{where}: batch_size must be a positive integer, got {batch_size!r}")
+    if isinstance(batch_size, bool) or batch_size <= 0 or batch_size > INT64_MAX:
+        raise SweepFileError(f"{where}: batch_size must be a positive integer (at most 2^63 - 1), "
+                             f"got {batch_size!r}")
     device = _typed(raw, "device", str, where, "cpu")
     hw = _typed(raw, "hw", str, where, "isaac")
     hw_source = str(_local_path(hw, path.parent)) if hw.lower().endswith(

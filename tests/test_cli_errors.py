@@ -146,6 +146,24 @@ def test_config_file_that_is_not_a_mapping_or_invalid(capsys: pytest.CaptureFixt
     assert_one_line_error(code, err, "bin.yaml")
 
 
+@pytest.mark.parametrize(("name", "args"), [
+    ("hw.yaml", ["run", "--hw", "{f}"]),
+    ("sweep.yaml", ["sweep", "{f}"]),
+    ("bits.json", ["run", "--scheme", "encoding:adc_bits={f}"]),
+])
+def test_files_nested_beyond_the_stack_are_refused(capsys: pytest.CaptureFixture[str],
+                                                   tmp_path: Path, name: str,
+                                                   args: list[str]) -> None:
+    """'[[[[...]]]]' 100,000 deep: one line naming the file (before: Python's recursion limit
+    in a traceback of thousands of lines)."""
+    path = tmp_path / name
+    deep = "[" * 100_000 + "]" * 100_000
+    path.write_text(f"model: {deep}" if name == "sweep.yaml" else deep)
+    code, _, err = cli(capsys, *[a.format(f=path) for a in args], "--out", str(tmp_path / "o"))
+    assert_one_line_error(code, err, str(path), "nested too deeply")
+    assert not (tmp_path / "o").exists()
+
+
 def test_error_through_the_installed_script() -> None:
     script = Path(sys.executable).parent / "sparsexbar"
     cmd = [str(script)] if script.exists() else [sys.executable, "-m", "sparsexbar.app.cli"]

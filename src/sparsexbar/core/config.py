@@ -769,8 +769,10 @@ def load_config(
                 raise ConfigError(f"hardware config file not found: {path}")
             try:
                 raw = yaml.safe_load(path.read_text())
-            except (yaml.YAMLError, UnicodeDecodeError) as exc:
+            except (yaml.YAMLError, UnicodeDecodeError, RecursionError) as exc:
                 detail = " ".join(str(exc).split())
+                if isinstance(exc, RecursionError):  # '[[[[...' beyond Python's stack
+                    detail = f"nested too deeply ({detail})"
                 raise ConfigError(f"cannot parse hardware config {path}: {detail}") from None
             if not isinstance(raw, dict):
                 raise ConfigError(f"hardware config {path} is not a mapping")

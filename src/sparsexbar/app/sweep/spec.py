@@ -88,8 +88,11 @@ def load_sweep(path: str | Path) -> SweepSpec:
         raise SweepFileError(f"sweep file not found: {p}")
     try:
         raw = yaml.safe_load(p.read_text())
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise SweepFileError(f"cannot parse sweep file {p}: {' '.join(str(exc).split())}") from None
+    except (yaml.YAMLError, UnicodeDecodeError, RecursionError) as exc:
+        detail = " ".join(str(exc).split())
+        if isinstance(exc, RecursionError):  # '[[[[...' beyond Python's stack
+            detail = f"nested too deeply ({detail})"
+        raise SweepFileError(f"cannot parse sweep file {p}: {detail}") from None
     if not isinstance(raw, dict):
         raise SweepFileError(f"sweep file {p} is not a mapping of keys to values")
     return parse_sweep(raw, p)

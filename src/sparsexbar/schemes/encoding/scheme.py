@@ -510,9 +510,11 @@ def load_calibration(path: str | Path, key: str) -> dict[str, Any]:
         raise SparsexbarError(f"encoding {key} file not found: {p}")
     try:
         data = json.loads(p.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise SparsexbarError(f"cannot parse encoding {key} file {p}: "
-                              f"{' '.join(str(exc).split())}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+        detail = " ".join(str(exc).split())
+        if isinstance(exc, RecursionError):  # '[[[[...' beyond Python's stack
+            detail = f"nested too deeply ({detail})"
+        raise SparsexbarError(f"cannot parse encoding {key} file {p}: {detail}") from None
     if isinstance(data, dict) and isinstance(data.get(key), dict):
         data = data[key]
     if not isinstance(data, dict) or not data:

@@ -298,6 +298,44 @@ def test_output_directory_that_is_a_file_is_refused(capsys: pytest.CaptureFixtur
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
 
 
+@pytest.mark.parametrize(("command", "blocked"), [
+    (["run"], "result.json"), (["run"], "layers.csv"),
+    (["compare", "--schemes", "dense,sre"], "sre_layers.csv"),
+    (["compare", "--schemes", "dense,sre"], "report.html"),
+])
+def test_output_file_that_is_a_directory_is_refused_before_the_run(
+        capsys: pytest.CaptureFixture[str], tmp_path: Path, command: list[str],
+        blocked: str) -> None:
+    """A directory where a result file goes: refused before any work, naming that path
+    (before: after the whole run, naming a temporary file, with the files written before it
+    left behind)."""
+    out = tmp_path / "out"
+    (out / blocked).mkdir(parents=True)
+    code, _, err = cli(capsys, *command, "--model", "tests.nets:tiny_fmnist_net", "--hw",
+                       "ideal-small", "--limit", "2", "--out", str(out))
+    assert_one_line_error(code, err, str(out / blocked), "is a directory")
+    assert [p.name for p in out.iterdir()] == [blocked]
+
+
+def test_output_link_to_a_missing_folder_is_refused(capsys: pytest.CaptureFixture[str],
+                                                    tmp_path: Path) -> None:
+    link = tmp_path / "out"
+    link.symlink_to(tmp_path / "gone" / "dir")
+    code, _, err = cli(capsys, "run", "--model", "tests.nets:tiny_fmnist_net", "--limit", "2",
+                       "--out", str(link))
+    assert_one_line_error(code, err, str(link), "link to a missing folder")
+
+
+def test_atomic_write_onto_a_directory_names_the_target(tmp_path: Path) -> None:
+    from sparsexbar.core.io import atomic_write_text
+
+    (tmp_path / "result.json").mkdir()
+    with pytest.raises(IsADirectoryError) as info:
+        atomic_write_text(tmp_path / "result.json", "{}")
+    assert info.value.filename == str(tmp_path / "result.json")
+    assert [p.name for p in tmp_path.iterdir()] == ["result.json"]  # no temporary file left
+
+
 def test_run_happy_path(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     need_data_and_models()
     hw = tmp_path / "hw.yaml"

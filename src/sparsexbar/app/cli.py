@@ -49,6 +49,7 @@ from ..training.train import PRECISIONS, train_command
 from .bench import BENCH_MODELS, CASES, check_bench_args, run_benchmark
 from .outputs import check_out_dir, check_out_file, check_out_stem
 from .report import (
+    COMPARISON_FILES,
     file_label,
     print_tables,
     scheme_label,
@@ -278,6 +279,12 @@ class _Runs:
     failed: dict[str, str]
 
 
+# Files a comparison writes per scheme; those of schemes not in the new run are removed.
+PER_SCHEME_FILES = ("_result.json", "_layers.csv")
+FAILED_FILE = "failed.json"
+RUN_FILES = ("result.json", "layers.csv")  # what `run` writes (write_result, no prefix)
+
+
 def _run_schemes(model: str, data: str, hw: str, schemes: list[str], overrides: dict[str, str],
                  limit: int | None, batch_size: int, device: str, console: Console,
                  inputs: InputOptions, out: Path, keep_going: bool) -> _Runs:
@@ -287,7 +294,9 @@ def _run_schemes(model: str, data: str, hw: str, schemes: list[str], overrides: 
     config = load_config(hw, overrides)
     labels = _scheme_labels(schemes)
     check_device(device)
-    check_out_dir(out)
+    files = ([f"{file_label(label)}{suffix}" for label in labels for suffix in PER_SCHEME_FILES]
+             + [*COMPARISON_FILES, FAILED_FILE] if keep_going else RUN_FILES)
+    check_out_dir(out, files=files)
     loaded, batches = resolve_inputs(model, data, limit, inputs.spec, inputs.classes,
                                      inputs.root)
     qmodel = quantize_model(loaded.net, batches.images[:256], config.numbers.weight_bits,
@@ -378,9 +387,6 @@ def compare(
              inputs)
 
 
-# Files a comparison writes per scheme; those of schemes not in the new run are removed.
-PER_SCHEME_FILES = ("_result.json", "_layers.csv")
-FAILED_FILE = "failed.json"
 
 
 def _compare(out: Path, names: list[str], model: str, data: str, hw: str,

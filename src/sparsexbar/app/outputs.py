@@ -6,7 +6,9 @@ that exists."""
 
 from __future__ import annotations
 
+import os
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 
 from ..core.errors import SparsexbarError
@@ -33,13 +35,22 @@ def _check_writable_from(path: Path, flag: str) -> None:
                               f"{exc.strerror or exc})") from None
 
 
-def check_out_dir(path: str | Path, flag: str = "--out") -> Path:
-    """A directory results will be written into."""
+def check_out_dir(path: str | Path, flag: str = "--out", files: Iterable[str] = ()) -> Path:
+    """A directory results will be written into; `files`: the names the command writes
+    there, none of which may be a directory (found after the whole run otherwise, with the
+    files written before it left behind)."""
     out = Path(path)
     if str(path).strip() == "":
         raise SparsexbarError(f"{flag} must name a directory, got ''")
+    if out.is_symlink() and not out.exists():
+        raise SparsexbarError(f"{flag} {out} is a link to a missing folder "
+                              f"({os.readlink(out)})")
     if out.exists() and not out.is_dir():
         raise SparsexbarError(f"{flag} {out} is a file, not a directory")
+    for name in files:
+        if (out / name).is_dir():
+            raise SparsexbarError(f"{flag} {out}: {out / name} is a directory; the command "
+                                  "writes a file of that name")
     _check_writable_from(out, flag)
     return out
 

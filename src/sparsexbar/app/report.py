@@ -188,6 +188,10 @@ def print_tables(results: Sequence[dict[str, Any]], console: Console | None = No
 
 
 # ---- comparison outputs: CSV, plots, HTML --------------------------------------------------
+PLOT_FILES = ("energy_by_component.png", "per_layer_work.png", "accuracy_vs_energy.png")
+COMPARISON_FILES = ("comparison.csv", *PLOT_FILES, "report.html")  # what write_comparison writes
+
+
 def write_comparison(out_dir: str | Path, results: Sequence[dict[str, Any]],
                      failed: Mapping[str, str] | None = None) -> list[Path]:
     """comparison.csv, the PNG plots and a self-contained report.html; return the paths.
@@ -197,9 +201,9 @@ def write_comparison(out_dir: str | Path, results: Sequence[dict[str, Any]],
     paths = [out / "comparison.csv"]
     atomic_write_text(paths[0], _csv_text(rows, list(rows[0])))
     labels = [scheme_label(r) for r in results]
-    plots = {"energy_by_component.png": energy_by_component(results, labels),
-             "per_layer_work.png": per_layer_work(results, labels),
-             "accuracy_vs_energy.png": accuracy_vs_energy(results, labels)}
+    plots = dict(zip(PLOT_FILES, (energy_by_component(results, labels),
+                                  per_layer_work(results, labels),
+                                  accuracy_vs_energy(results, labels)), strict=True))
     for name, png in plots.items():
         atomic_write_bytes(out / name, png)
         paths.append(out / name)

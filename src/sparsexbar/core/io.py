@@ -5,6 +5,7 @@ less the process umask (mkstemp's temporary file is 0o600)."""
 
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 from collections.abc import Callable
@@ -24,6 +25,8 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 def atomic_write_with(path: str | Path, writer: Callable[[BinaryIO], object]) -> None:
     """Call `writer(binary_file)` on a temp file next to `path`, fsync, then rename into place."""
     target = Path(path)
+    if target.is_dir():  # else os.replace names the temporary file, not the target
+        raise IsADirectoryError(errno.EISDIR, "a directory is where the file goes", str(target))
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:

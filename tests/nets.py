@@ -323,3 +323,32 @@ def default_on_pixels() -> nn.Module:
     with torch.no_grad():
         net.features[0].weight.div_(255.0)
     return net.eval()
+
+
+def zero_output_net() -> nn.Module:
+    """A classifier with no classes (a Linear of 0 outputs)."""
+    return nn.Sequential(nn.Flatten(), nn.Linear(784, 0))
+
+
+def meta_net() -> nn.Module:
+    """Parameters on the meta device: shapes without values."""
+    return nn.Sequential(nn.Flatten(), nn.Linear(784, 10)).to("meta")
+
+
+def half_net() -> nn.Module:
+    """float16 parameters."""
+    return nn.Sequential(nn.Flatten(), nn.Linear(784, 10)).half()
+
+
+class _Raising(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(784, 10)
+
+    def forward(self, x: Tensor) -> Tensor:
+        raise RuntimeError("forward\nexploded: weights not loaded")
+
+
+def raising_forward_net() -> nn.Module:
+    """A forward that raises a two-line error."""
+    return _Raising()

@@ -182,6 +182,12 @@ ISSUE_CASES = [
     # 4: a model that cannot take the data's size (not known: the hint says how to give it)
     (["run", "--model", "tests.nets:rgb32_net", "--limit", "2"], ["cannot take", "--input-size"]),
     (["run", "--model", TINY, "--limit", "2", "--input-size", "20"], ["cannot take", "20x20"]),
+    # the model's own error whole, on one line, with its type (before: cut to 'forward')
+    (["run", "--model", "tests.nets:raising_forward_net", "--limit", "2"],
+     ["RuntimeError: forward exploded: weights not loaded"]),
+    (["run", "--model", "tests.nets:zero_output_net", "--limit", "2"], ["(1, 0)", "logits"]),
+    (["run", "--model", "tests.nets:meta_net", "--limit", "2"], ["'1.weight'", "meta device"]),
+    (["run", "--model", "tests.nets:half_net", "--limit", "2"], ["float16", "float32"]),
     # 5: BatchNorm statistics
     (["run", "--model", "tests.nets:bn_nan_net", "--limit", "2"], ["running_mean", "NaN"]),
     (["run", "--model", "tests.nets:bn_eps0_net", "--limit", "2"], ["bn1", "eps"]),

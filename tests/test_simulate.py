@@ -342,6 +342,26 @@ def test_a_model_flattening_with_view_runs(scheme: str) -> None:
     assert viewed.totals == flat.totals
 
 
+def test_bad_api_arguments_are_refused_with_sparsexbar_errors() -> None:
+    """What the CLI refuses, the Python API refuses too, as SparsexbarError naming it (before:
+    AttributeError for a scheme that is not text, RuntimeError from the quantizer for
+    calibration images of another shape or none, duplicate class names accepted)."""
+    images, labels = nets.random_images(3, 1, 28), nets.random_labels(3)
+    net = nets.tiny_fmnist_net()
+    with pytest.raises(SparsexbarError, match="scheme must be a name"):
+        simulate(net, (images, labels), hw=HW, scheme=3)  # type: ignore[arg-type]
+    with pytest.raises(SparsexbarError, match="calibration holds no images"):
+        simulate(net, (images, labels), hw=HW, calibration=images[:0])
+    with pytest.raises(SparsexbarError, match=r"calibration images have shape \(2, 3, 28, 28\)"):
+        simulate(net, (images, labels), hw=HW, calibration=torch.rand(2, 3, 28, 28))
+    with pytest.raises(SparsexbarError, match="float tensor"):
+        simulate(net, (images, labels), hw=HW, calibration=(images * 255).to(torch.uint8))
+    with pytest.raises(SparsexbarError, match="distinct class names"):
+        simulate(net, (images, labels), hw=HW, classes=["a"] * 10)
+    res = simulate(net, (images, labels), hw=HW, calibration=images[:2])  # a good one runs
+    assert res.num_images == 3
+
+
 def test_model_without_logits_output_is_refused_cleanly() -> None:
     images, labels = data(2)
     with pytest.raises(SparsexbarError):

@@ -216,6 +216,10 @@ def resolve_inputs(model: nn.Module | str, data: Any, limit: int | None = None,
     cannot take the data is refused here. Batches already prepared are used as they are."""
     given = without_unset(input_spec)
     model_names = list(classes) if classes is not None else None
+    if model_names is not None and (not all(isinstance(n, str) and n for n in model_names)
+                                    or len(set(model_names)) != len(model_names)):
+        raise SparsexbarError(f"classes must be distinct class names (strings) in output order, "
+                              f"got {model_names!r}")
     if isinstance(data, Batches):
         batches = resolve_data(data, limit)
         c, size = int(batches.images.shape[1]), int(batches.images.shape[-1])
@@ -267,21 +271,57 @@ def _probe(loaded: LoadedModel, images: Tensor, size_known: bool) -> int:
     take the images, or does not return (batch, classes) logits, is refused naming both
     (`size_known` False: the size was the data's, so the hint says how to give another)."""
     shape = "x".join(str(int(d)) for d in images.shape[1:])
+    _check_tensors(loaded)
     param = next(iter(loaded.net.parameters()), None)  # the model may live on a GPU
     try:
         with torch.no_grad():
             out = loaded.net(images[:1].to(param.device if param is not None else "cpu"))
     except Exception as exc:  # the user's model: any error means it cannot take these inputs
-        hint = ("" if size_known else " (the data's size; give the size the model takes, "
-                "--input-size / input_spec size, and the images are fitted to it)")
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        hint = ("" if size_known else " (the data's size; if the model takes another, give "
+                "it, --input-size / input_spec size, and the images are fitted to it)")
+        message = " ".join(str(exc).split())  # the whole message, on one line
+        if len(message) > 300:
+            message = message[:297] + "..."
         raise SparsexbarError(f"model '{loaded.name}' cannot take inputs of {shape}{hint}: "
-                              f"{first}") from None
-    if not isinstance(out, Tensor) or out.dim() != 2 or out.shape[0] != 1:
+                              f"{type(exc).__name__}: {message}") from None
+    if (not isinstance(out, Tensor) or out.dim() != 2 or out.shape[0] != 1
+            or out.shape[1] == 0):
         got = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
         raise SparsexbarError(f"model '{loaded.name}' returns {got} for one {shape} image; "
                               "expected (batch, classes) logits for classification")
     return int(out.shape[1])
+
+
+def _check_calibration(calibration: Tensor, images: Tensor) -> None:
+    """`calibration` is a batch of images like the run's (made for the model: the same
+    channels and size), with at least one image."""
+    if not isinstance(calibration, Tensor) or not calibration.is_floating_point():
+        raise SparsexbarError(f"calibration must be a float tensor of images, got "
+                              f"{type(calibration).__name__}"
+                              + (f" of {calibration.dtype}" if isinstance(calibration, Tensor)
+                                 else ""))
+    if calibration.dim() != images.dim() or calibration.shape[1:] != images.shape[1:]:
+        want = "x".join(str(int(d)) for d in images.shape[1:])
+        raise SparsexbarError(f"calibration images have shape {tuple(calibration.shape)}; the "
+                              f"model takes (N, {', '.join(want.split('x'))}) like the run's "
+                              "images")
+    if calibration.shape[0] == 0:
+        raise SparsexbarError("calibration holds no images")
+
+
+def _check_tensors(loaded: LoadedModel) -> None:
+    """The model's parameters and buffers hold float32 values: none on the meta device (shapes
+    without values) and none of another float type (the engine quantizes from float32)."""
+    for kind, items in (("parameter", loaded.net.named_parameters()),
+                        ("buffer", loaded.net.named_buffers())):
+        for name, t in items:
+            if t.device.type == "meta":
+                raise SparsexbarError(f"model '{loaded.name}': {kind} '{name}' is on the meta "
+                                      "device (a shape without values): load its weights first")
+            if t.is_floating_point() and t.dtype != torch.float32:
+                raise SparsexbarError(f"model '{loaded.name}': {kind} '{name}' is "
+                                      f"{str(t.dtype).removeprefix('torch.')}; the simulator "
+                                      "takes float32 models (give model.float())")
 
 
 # ---- running --------------------------------------------------------------------------------
@@ -434,6 +474,8 @@ def simulate(
     loaded, batches = resolve_inputs(model, data, limit, input_spec, classes, root)
     net, model_name = loaded.net, loaded.name
     calibration_images = _positive("calibration_images", calibration_images)
+    if calibration is not None:
+        _check_calibration(calibration, batches.images)
     if qmodel is None:
         calib = calibration if calibration is not None else batches.images[:calibration_images]
         qmodel = quantize_model(net, calib, config.numbers.weight_bits, config.numbers.input_bits)

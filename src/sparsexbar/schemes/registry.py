@@ -48,6 +48,9 @@ def get_scheme(scheme: str | Scheme) -> Scheme:
     scheme); `a+b+c[:key=value]` is a composition of techniques (schemes/combined)."""
     if isinstance(scheme, Scheme):
         return scheme
+    if not isinstance(scheme, str):
+        raise SparsexbarError(f"scheme must be a name such as 'sre:mode=joint' or a Scheme "
+                              f"object, got {type(scheme).__name__} {scheme!r}")
     name = scheme.partition(":")[0]
     entry = entry_for(name)
     _, values = parse_options(scheme, entry.options)

@@ -443,6 +443,14 @@ def test_auto_adc_bits_are_the_fewest_that_cannot_clip() -> None:
     assert fixed.for_layer(1000) is fixed and fixed.adc_bits == 3
     with pytest.raises(ConfigError, match="auto"):
         _ = cfg.adc_max_code  # unresolved: a bug, named
+    # beyond the ADC model's 16 bits: refused (the resolved copy skips the field's validation,
+    # so a layer ran with a 17-22-bit ADC before)
+    wide = cfg.with_overrides({"array.rows": 4096, "ou.rows": 4096, "dac.bits": 8,
+                               "cell.bits": 4})
+    assert wide.auto_adc_bits(18) == 17  # 18 x 15 x 255 = 68850 > 2^16 - 1
+    with pytest.raises(ConfigError, match="needs 17 bits for a layer with 18 rows"):
+        wide.for_layer(18)
+    assert wide.for_layer(17).adc_bits == 16  # 17 x 15 x 255 = 65025: still 16 bits
 
 
 def test_adc_max_code_and_device_ideal() -> None:

@@ -550,6 +550,13 @@ class HardwareConfig(_Node):
         if not isinstance(self.adc.bits, str):
             return self
         bits = self.auto_adc_bits(layer_rows)
+        if bits > MAX_ADC_BITS:  # the copy below skips the field's validation
+            rows = max(1, min(self.ou.rows, self.array.rows, layer_rows))
+            raise ConfigError(
+                f"adc.bits=auto needs {bits} bits for a layer with {layer_rows} rows (OU of "
+                f"{rows} rows, {self.cell.bits}-bit cells, {self.dac.bits}-bit DAC), beyond "
+                f"the {MAX_ADC_BITS} the ADC model covers: use fewer ou.rows, dac.bits or "
+                "cell.bits, or a fixed adc.bits (which then clips)")
         return self.model_copy(update={"adc": self.adc.model_copy(update={"bits": bits})})
 
     def adc_energy_pj(self, bits: int | None = None) -> float:

@@ -362,6 +362,31 @@ def test_bad_api_arguments_are_refused_with_sparsexbar_errors() -> None:
     assert res.num_images == 3
 
 
+def test_a_factory_module_imports_its_neighbours(tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """`module:factory` from the current directory whose module imports a module beside it
+    (`from helper import make`): found, as under `python -m` (before: 'no module named
+    helper ... in the current directory'); the import path is left as it was."""
+    import sys
+
+    (tmp_path / "sxb_helper_17.py").write_text(
+        "from tests.nets import tiny_fmnist_net\n\ndef make():\n    return tiny_fmnist_net()\n")
+    (tmp_path / "sxb_models_17.py").write_text(
+        "from sxb_helper_17 import make\n\ndef net():\n    return make()\n")
+    monkeypatch.chdir(tmp_path)
+    path_before = list(sys.path)
+    images, labels = nets.random_images(2, 1, 28), nets.random_labels(2)
+    try:
+        res = simulate("sxb_models_17:net", (images, labels), hw=HW)
+    finally:
+        for name in ("sxb_models_17", "sxb_helper_17"):
+            sys.modules.pop(name, None)
+    assert sys.path == path_before
+    direct = simulate(nets.tiny_fmnist_net(), (images, labels), hw=HW)
+    assert res.outputs is not None and direct.outputs is not None
+    assert torch.equal(res.outputs, direct.outputs)
+
+
 def test_model_without_logits_output_is_refused_cleanly() -> None:
     images, labels = data(2)
     with pytest.raises(SparsexbarError):

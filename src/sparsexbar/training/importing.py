@@ -15,7 +15,9 @@ from types import ModuleType
 def import_module_here(name: str) -> ModuleType:
     """`importlib.import_module(name)`; when its top-level package is not importable, that
     package is loaded from the current directory (as `python -m` would find it) and `name`
-    imported through it."""
+    imported through it. While it loads, the current directory is on the import path (last,
+    after the installed packages), so the modules it imports from beside itself are found
+    too (`from helper import make` with helper.py next to it); it is taken off again."""
     try:
         return importlib.import_module(name)
     except ModuleNotFoundError as exc:
@@ -27,9 +29,16 @@ def import_module_here(name: str) -> ModuleType:
             raise
         module = importlib.util.module_from_spec(found)
         sys.modules[top] = module
+        here = str(Path.cwd())
+        added = here not in sys.path
+        if added:
+            sys.path.append(here)
         try:
             found.loader.exec_module(module)
+            return importlib.import_module(name)
         except BaseException:
-            del sys.modules[top]
+            sys.modules.pop(top, None)
             raise
-        return importlib.import_module(name)
+        finally:
+            if added and here in sys.path:
+                sys.path.remove(here)

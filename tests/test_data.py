@@ -144,9 +144,12 @@ def test_fashion_mnist_root_first_then_embedded(
     _write_idx(tmp_path / "fm", images, labels, gz=True, prefix="t10k")
     ds = D.fashion_mnist("test", root=tmp_path / "fm")
     assert len(ds) == 7 and ds.name == "fashion-mnist" and ds.num_classes == 10
-    # Empty root: falls back to the embedded copy (test split only).
+    # The search order lists the root, then the embedded copy (test split only); but
+    # `fashion_mnist` refuses an explicit root without the split (tests/test_data_files.py).
     assert D.fashion_mnist_dirs("test", tmp_path)[:2] == [tmp_path,
                                                           D.embedded_fashion_mnist_dir()]
+    with pytest.raises(DataError, match="not found in root"):
+        D.fashion_mnist("test", root=tmp_path)
     assert D.embedded_fashion_mnist_dir() not in D.fashion_mnist_dirs("train")
     with pytest.raises(DataError, match="unknown split"):
         D.fashion_mnist("val")

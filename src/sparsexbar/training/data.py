@@ -13,6 +13,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
+import math
 import os
 import pickle
 import shutil
@@ -21,16 +22,18 @@ import tarfile
 import tempfile
 import urllib.error
 import urllib.request
+import warnings
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from ..core.errors import DataError
+from ..core.errors import DataError, note, warn
 from .assets import ASSETS_DIR
 
 FASHION_MNIST_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal",
@@ -250,7 +253,8 @@ def _parse_idx(path: Path, magic: int, ndim: int,
     if len(data) < header:
         raise DataError(f"truncated IDX file {path}: {len(data)} bytes, header needs {header}")
     dims = struct.unpack(f">{ndim}I", data[4:header])
-    expected = int(np.prod(dims, dtype=np.int64))
+    _check_idx_dims(path, dims)
+    expected = math.prod(dims)
     payload = len(data) - header
     if payload < expected:
         raise DataError(f"truncated IDX file {path}: {payload} payload bytes, dims {dims} "
@@ -262,14 +266,22 @@ def _parse_idx(path: Path, magic: int, ndim: int,
     return (array if limit is None else array[:limit]), dims[0]
 
 
+def _check_idx_dims(path: Path, dims: tuple[int, ...]) -> None:
+    """Refuse an IDX header with a 0 dimension (no items, or images of no pixels: a corrupt
+    header, not a data set). The dims are unsigned 32-bit; their product is an exact Python
+    int, so an absurd combination is refused by the payload-length check, never wrapped."""
+    if 0 in dims:
+        raise DataError(f"corrupt IDX file {path}: dims {dims} include a 0")
+
+
 def _idx_prefix(path: Path, magic: int, ndim: int,
                 limit: int) -> tuple[np.ndarray, int] | None:
     """The first ``limit`` items of an IDX file and its item count, reading (and gunzipping)
     only those, when the header is valid and the whole file's length is what its dims say: a
-    raw file's size, or a gzip file's ISIZE trailer (uncompressed length mod 2^32). None
-    otherwise: the caller then reads the whole file, which names what is wrong. Bytes past
-    the prefix are not decompressed, so damage there goes unseen, as it changes none of the
-    images used. (64 images of the 10k test split: 0.03 -> 0.001 s.)"""
+    raw file's size, or a gzip file's ISIZE trailer (uncompressed length mod 2^32: files
+    under 4 GiB only). None otherwise: the caller then reads the whole file, which names what
+    is wrong. Bytes past the prefix are not decompressed, so damage there goes unseen, as it
+    changes none of the images used. (64 images of the 10k test split: 0.03 -> 0.001 s.)"""
     header = 4 + 4 * ndim
     try:
         with path.open("rb") as raw:
@@ -288,9 +300,11 @@ def _idx_prefix(path: Path, magic: int, ndim: int,
             if len(head) < header or struct.unpack(">I", head[:4])[0] != magic:
                 return None
             dims = struct.unpack(f">{ndim}I", head[4:])
-            item = int(np.prod(dims[1:], dtype=np.int64))
+            if 0 in dims:
+                return None  # the whole read names it
+            item = math.prod(dims[1:])
             whole = header + dims[0] * item
-            if length != (whole % 2**32 if gz else whole):
+            if length != whole or (gz and whole >= 2**32):  # ISIZE is the length mod 2^32
                 return None
             count = min(limit, dims[0])
             body = read(count * item)
@@ -330,7 +344,9 @@ def fashion_mnist_dirs(split: str, root: str | Path | None = None,
     """Folders searched for a Fashion-MNIST split, in order.
 
     ``root`` if given; the embedded copy (test split only); /usr/share/datasets/fashion-mnist
-    (Debian package dataset-fashion-mnist); ``download_dir`` if given.
+    (Debian package dataset-fashion-mnist); ``download_dir`` if given. (`fashion_mnist` goes
+    past a ``root`` given explicitly only when it holds the split: an explicit folder without
+    its files is refused, never replaced by another copy.)
     """
     _check_split(split)
     dirs: list[Path] = []
@@ -362,8 +378,15 @@ def fashion_mnist(split: str = "test", root: str | Path | None = None,
     """Fashion-MNIST ``split`` ('train' 60k or 'test' 10k, 28x28 gray) from local files.
 
     Searches `fashion_mnist_dirs` in order; never downloads (see `download_fashion_mnist`).
-    ``limit``: the split's first ``limit`` images only (see `load_idx`).
+    A ``root`` given explicitly must hold the split's two files: otherwise DataError naming
+    the folder and the files (falling back to the embedded copy would run on other data than
+    the caller named). ``limit``: the split's first ``limit`` images only (see `load_idx`).
     """
+    if root is not None and _find_idx_pair(Path(root), split) is None:
+        img_name, lab_name = (n.removesuffix(".gz") for n in FASHION_MNIST_FILES[split])
+        raise DataError(f"Fashion-MNIST {split} split not found in root {root}: it needs "
+                        f"{img_name} and {lab_name} (each raw or .gz); without a root, the "
+                        f"embedded test split and {SYSTEM_FASHION_MNIST_DIR} are searched")
     dirs = fashion_mnist_dirs(split, root, download_dir)
     for folder in dirs:
         pair = _find_idx_pair(folder, split)
@@ -566,37 +589,103 @@ def download_cifar(name: str, download_dir: str | Path) -> Path:
 
 # ---- image folders ------------------------------------------------------------------------------
 GREY_MODES = ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F")
+_T = TypeVar("_T")
 
 
-def _read_image(path: Path, size: tuple[int, int], channels: int) -> np.ndarray:
-    """One image file as uint8 (channels, H, W) of `size` (W, H), resized bilinearly with PIL
-    when it differs."""
+@dataclass
+class _ImageRead:
+    """One image file as read: uint8 pixels (channels, H, W), the file's own (W, H), and
+    whether it is a 16-bit image whose values are all <= 255, not all 0 (black once scaled)."""
+
+    pixels: np.ndarray
+    size: tuple[int, int]
+    low16: bool
+
+
+def _with_image(path: Path, use: Callable[[Any], _T]) -> _T:
+    """``use(image)`` on the PIL image of ``path``; every PIL failure is a one-line DataError
+    naming the file. PIL's DecompressionBombWarning (an image over `Image.MAX_IMAGE_PIXELS`)
+    is silenced (`image_folder` notes such images itself); its DecompressionBombError (over
+    twice that) is refused."""
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(path) as src:
-            img = src.convert("L" if channels == 1 else "RGB")
-            if img.size != size:
-                img = img.resize(size, Image.Resampling.BILINEAR)
-            arr = np.asarray(img, dtype=np.uint8)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as src:
+                return use(src)
+    except DataError:
+        raise
+    except Image.DecompressionBombError as exc:
+        raise DataError(f"cannot read image {path}: {str(exc).rstrip('.')}; shrink "
+                        "it") from None
     except (UnidentifiedImageError, OSError, ValueError) as exc:
         raise DataError(f"cannot read image {path}: {exc}") from None
-    if arr.ndim == 2:
-        arr = arr[None]
-    else:
-        arr = arr.transpose(2, 0, 1)
-    return np.ascontiguousarray(arr)
+
+
+def _eight_bit(src: Any, path: Path) -> tuple[Any, bool]:
+    """``src`` with 8-bit pixels, and whether it is a 16-bit image whose values are all <= 255
+    (not all 0: 8-bit values saved as 16-bit, most likely). 16-bit grey (modes I;16, I;16B,
+    I;16L, or I holding values in 0..65535) keeps its top byte, ``v >> 8``: how PIL itself
+    reads 16-bit RGB PNGs, and exact for an 8-bit image x 257 (a 16-bit copy of an 8-bit image
+    reads back as that image). Float images (mode F) and 32-bit ones (mode I beyond 0..65535)
+    are refused: no scale to 8 bits is known."""
+    from PIL import Image
+
+    mode = src.mode
+    if mode == "F":
+        raise DataError(f"cannot read image {path}: mode F (32-bit float) pixels have no "
+                        "8-bit scale; convert it to 8-bit (mode L or RGB)")
+    if not mode.startswith("I"):
+        return src, False
+    values = np.asarray(src)
+    lo, hi = (int(values.min()), int(values.max())) if values.size else (0, 0)
+    if lo < 0 or hi > 65535:
+        raise DataError(f"cannot read image {path}: mode {mode} pixels span {lo}..{hi}, beyond "
+                        "16 bits (0..65535); convert it to 8-bit (mode L or RGB)")
+    return Image.fromarray((values >> 8).astype(np.uint8)), 0 < hi <= 255
+
+
+def _read_image(path: Path, size: tuple[int, int], channels: int) -> _ImageRead:
+    """One image file as uint8 (channels, H, W) of `size` (W, H), resized bilinearly with PIL
+    when it differs; 16-bit images scaled to 8 bits first (`_eight_bit`)."""
+    from PIL import Image
+
+    def read(src: Any) -> _ImageRead:
+        img, low16 = _eight_bit(src, path)
+        img = img.convert("L" if channels == 1 else "RGB")
+        if img.size != size:
+            img = img.resize(size, Image.Resampling.BILINEAR)
+        return _ImageRead(np.asarray(img, dtype=np.uint8), src.size, low16)
+
+    got = _with_image(path, read)
+    arr = got.pixels[None] if got.pixels.ndim == 2 else got.pixels.transpose(2, 0, 1)
+    got.pixels = np.ascontiguousarray(arr)
+    return got
 
 
 def _image_header(path: Path) -> tuple[str, tuple[int, int]]:
     """(PIL mode, (W, H)) of an image file, from its header."""
-    from PIL import Image, UnidentifiedImageError
+    return _with_image(path, lambda src: (src.mode, src.size))
 
-    try:
-        with Image.open(path) as src:
-            return src.mode, src.size
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
-        raise DataError(f"cannot read image {path}: {exc}") from None
+
+def _report_images(root: Path, paths: list[Path], reads: list[_ImageRead]) -> None:
+    """A note on the images PIL would have warned about as over its decompression-bomb
+    limit (read all the same), and a warning on 16-bit images that read as black."""
+    from PIL import Image
+
+    limit = Image.MAX_IMAGE_PIXELS
+    big = [(p, r.size) for p, r in zip(paths, reads, strict=True)
+           if limit and r.size[0] * r.size[1] > limit]
+    if big:
+        (first, (w, h)) = big[0]
+        note(f"{len(big)} image(s) of {root} exceed PIL's decompression-bomb limit of {limit} "
+             f"pixels (first: {first}, {w}x{h}); read all the same")
+    low = [p for p, r in zip(paths, reads, strict=True) if r.low16]
+    if low:
+        warn(f"{len(low)} 16-bit image(s) of {root} hold only values up to 255 (first: "
+             f"{low[0]}): read as 16-bit (top byte) they are black; save 8-bit values as an "
+             "8-bit image")
 
 
 def image_folder(root: str | Path, size: int | None = None, channels: int | None = None,
@@ -608,6 +697,11 @@ def image_folder(root: str | Path, size: int | None = None, channels: int | None
     every image resized to ``size`` x ``size`` (bilinear); None: the images' own size, or
     when they differ, the most common one (the others resized to it). Files are ordered by
     class, then by file name. Fitting to a model's input is `fit_images`' job.
+
+    Pixels are 8-bit: a 16-bit grey image keeps each value's top byte (``v >> 8``, so a 16-bit
+    copy of an 8-bit image, value x 257, reads back exactly as that image; `_eight_bit`). Float
+    (mode F) and 32-bit integer images are refused, as is an image over twice PIL's
+    decompression-bomb limit (`_with_image`); any unreadable image is a DataError naming it.
     """
     root = Path(root)
     if channels is not None and channels not in (1, 3):
@@ -636,8 +730,9 @@ def image_folder(root: str | Path, size: int | None = None, channels: int | None
             target = (size, size)
     else:
         target = (size, size)
-    images = [_read_image(f, target, channels) for _, f in files]
-    return ImageDataset(torch.from_numpy(np.stack(images)),
+    reads = [_read_image(f, target, channels) for _, f in files]
+    _report_images(root, [f for _, f in files], reads)
+    return ImageDataset(torch.from_numpy(np.stack([r.pixels for r in reads])),
                         torch.tensor([label for label, _ in files], dtype=torch.int64),
                         classes, name or root.name, from_folders=True)
 

@@ -246,3 +246,16 @@ def test_missing_or_corrupt_onnx_files(tmp_path: Path) -> None:
     bad.write_bytes(b"\x00not a protobuf\xff" * 3)
     with pytest.raises(SparsexbarError, match="bad.onnx"):
         load_onnx(bad)
+    # (before: 'must have one input and one output, it has 0 and 0' and 'does not exist')
+    empty = tmp_path / "empty.onnx"
+    empty.write_bytes(b"")
+    with pytest.raises(SparsexbarError, match="empty.onnx is empty"):
+        load_onnx(empty)
+    folder = tmp_path / "folder.onnx"
+    folder.mkdir()
+    with pytest.raises(SparsexbarError, match="folder.onnx is a directory"):
+        load_onnx(folder)
+    junk = tmp_path / "junk.onnx"
+    junk.write_bytes(b"\n\x00")  # parses as an empty ModelProto
+    with pytest.raises(SparsexbarError, match="not an ONNX model"):
+        load_onnx(junk)

@@ -558,6 +558,9 @@ BAD_FILES: list[tuple[Any, list[str]]] = [
     ({**SMALL_SWEEP, "input": "0..255"}, ["input", "mapping"]),
     ({**SMALL_SWEEP, "classes": "cat"}, ["classes"]),
     ({**SMALL_SWEEP, "model": "tests.nets:raising_factory"}, ["raised"]),
+    # the command line's option form: named, with the mapping form to use
+    ({**SMALL_SWEEP, "schemes": ["comprrae:alpha=0.4"]},
+     ["unknown scheme 'comprrae:alpha=0.4'", "{name: comprrae, alpha: 0.4}"]),
 ]
 
 
@@ -580,6 +583,15 @@ def test_bad_sweep_files(tmp_path: Path, capsys: pytest.CaptureFixture[str], con
     code, _, err = cli(capsys, "sweep", str(path), "--out", str(tmp_path / "out"))
     assert_one_line_error(code, err, *fragments)
     assert not (tmp_path / "out").exists()
+
+
+def test_a_bad_input_key_is_named_once(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """(before: 'bad.yaml: input: bad.yaml: input: unknown key(s)')"""
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump({**SMALL_SWEEP, "input": {"bogus": 1}}))
+    code, _, err = cli(capsys, "sweep", str(path), "--out", str(tmp_path / "out"))
+    line = assert_one_line_error(code, err, "bogus")
+    assert line.count("input:") == 1 and line.count("bad.yaml") == 1, line
 
 
 INPUTS_MISSING_HERE: list[tuple[dict[str, Any], list[str]]] = [

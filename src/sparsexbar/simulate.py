@@ -247,8 +247,8 @@ def resolve_inputs(model: nn.Module | str, data: Any, limit: int | None = None,
     if model_names is None:
         model_names = model_classes(loaded.meta)
     elif len(model_names) != outputs:
-        raise SparsexbarError(f"--classes names {len(model_names)} classes but the model has "
-                              f"{outputs} outputs")
+        raise SparsexbarError(f"the classes given (--classes, classes=) name {len(model_names)} "
+                              f"classes but the model has {outputs} outputs")
     if model_names is not None and len(model_names) != outputs:
         model_names = None  # metadata that does not fit the model says nothing
     if ds is not None:

@@ -108,6 +108,16 @@ def _whole(low: int, high: int | None = None) -> Callable[[int | None], int | No
     return check
 
 
+def _one_of(*allowed: int) -> Callable[[int | None], int | None]:
+    """A callback refusing whole numbers other than `allowed`, naming the value."""
+    def check(value: int | None) -> int | None:
+        if value is not None and value not in allowed:
+            raise typer.BadParameter(f"must be {' or '.join(map(str, allowed))}, got {value}")
+        return value
+
+    return check
+
+
 def _given(value: str | None) -> str | None:
     """A callback refusing an empty or blank text value ('--data ""' read the current folder
     as an image folder)."""
@@ -160,7 +170,7 @@ SizeOpt = Annotated[int | None, typer.Option(
     "--input-size", callback=_whole(1, SIZE_MAX), help="Image size the model takes (default: its "
     "checkpoint's, else the data's); other sizes are fitted.")]
 ChannelsOpt = Annotated[int | None, typer.Option(
-    "--input-channels", callback=_whole(1, 3), help="Channels the model takes, 1 or 3 "
+    "--input-channels", callback=_one_of(1, 3), help="Channels the model takes, 1 or 3 "
     "(default: its checkpoint's or first conv's).")]
 FitOpt = Annotated[str | None, typer.Option(
     "--input-fit", help="How images of another size are fitted: auto (zero padding when the "

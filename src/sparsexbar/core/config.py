@@ -648,8 +648,13 @@ def _set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
     parts = key.split(".")
     node: Any = data
     for i, part in enumerate(parts):
-        if not isinstance(node, dict) or part not in node:
-            known = ", ".join(sorted(node)) if isinstance(node, dict) else ""
+        if not isinstance(node, dict):  # 'ou.rows.x': ou.rows holds a value
+            raise ConfigError(f"unknown config key '{key}' ('{'.'.join(parts[:i])}' is a "
+                              "value, not a section)")
+        if not part:  # 'ou..rows', '.ou', 'ou.'
+            raise ConfigError(f"unknown config key '{key}' (an empty name between dots)")
+        if part not in node:
+            known = ", ".join(sorted(node))
             raise ConfigError(
                 f"unknown config key '{key}' ('{'.'.join(parts[: i + 1])}' not in: {known})"
             )

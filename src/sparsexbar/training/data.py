@@ -770,8 +770,8 @@ def _load_other(key: str, norm: str, split: str, root: str | Path | None,
         candidates = [r for r in (root, download_dir) if r is not None]
         if not candidates:
             raise DataError(f"{cname} needs root=<folder with "
-                            f"{CIFAR_ARCHIVES[cname][2]}> (CLI: --root; download_cifar() "
-                            "can fetch it)")
+                            f"{CIFAR_ARCHIVES[cname][2]}> (CLI: --root; a sweep file: "
+                            "data: <that folder>; download_cifar() can fetch it)")
         for cand in candidates[:-1]:
             try:
                 return cifar(cname, split, cand)

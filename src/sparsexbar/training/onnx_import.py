@@ -70,6 +70,8 @@ class _Graph:
         self.values: dict[str, fx.Node] = {}
         self.names: set[str] = set()
         inputs = [i for i in g.input if i.name not in self.consts]
+        if not g.node and not inputs and not g.output:  # protobuf reads junk as empty
+            raise UnsupportedModelError(f"{where}: not an ONNX model (an empty graph)")
         if len(inputs) != 1 or len(g.output) != 1:
             raise UnsupportedModelError(
                 f"{where}: the graph must have one input and one output, it has "
@@ -408,8 +410,12 @@ def load_onnx(path: str | Path) -> nn.Module:
         raise SparsexbarError("reading ONNX files needs the onnx package: "
                               "pip install 'sparsexbar[onnx]'")
     p = Path(path)
+    if p.is_dir():
+        raise SparsexbarError(f"ONNX file {p} is a directory, not a file")
     if not p.is_file():
         raise SparsexbarError(f"ONNX file {p} does not exist")
+    if p.stat().st_size == 0:
+        raise SparsexbarError(f"ONNX file {p} is empty")
     try:
         model = onnx.load(str(p))
     except Exception as exc:  # protobuf raises its own DecodeError types

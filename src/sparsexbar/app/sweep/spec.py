@@ -150,8 +150,10 @@ def parse_sweep(raw: Mapping[str, Any], path: Path) -> SweepSpec:
             input_spec = InputSpec.from_json(input_spec, f"{where}: input").to_json()
         except SweepFileError:
             raise
-        except SparsexbarError as exc:
-            raise SweepFileError(f"{where}: input: {exc}") from None
+        except SparsexbarError as exc:  # from_json names the key itself, mostly
+            message = str(exc)
+            raise SweepFileError(message if message.startswith(where)
+                                 else f"{where}: input: {message}") from None
         input_spec = {k: v for k, v in input_spec.items() if v is not None}
     classes = raw.get("classes")
     if classes is not None and (not isinstance(classes, list) or len(classes) < 2 or not all(
@@ -242,7 +244,15 @@ def _scheme_spec(item: Any, where: str) -> SchemeSpec:
     else:
         raise SweepFileError(f"{where}: a scheme is a name or a mapping with 'name', got {item!r}")
     if name not in SCHEMES:
-        raise SweepFileError(f"{where}: unknown scheme '{name}' (known: {', '.join(SCHEMES)})")
+        hint = ""
+        if ":" in name or "=" in name:  # the command line's 'comprrae:alpha=0.4'
+            base, _, opts = name.partition(":")
+            pairs = ", ".join(f"{k}: {v}" for k, _, v in
+                              (o.partition("=") for o in opts.split(",") if o))
+            hint = (f"; a sweep file gives a scheme's options as a mapping: "
+                    f"{{name: {base}{', ' + pairs if pairs else ''}}}")
+        raise SweepFileError(f"{where}: unknown scheme '{name}' (known: {', '.join(SCHEMES)})"
+                             f"{hint}")
     factory: Callable[..., Scheme] = SCHEMES[name].scheme
     try:
         scheme = factory(**args)

@@ -352,3 +352,26 @@ class _Raising(nn.Module):
 def raising_forward_net() -> nn.Module:
     """A forward that raises a two-line error."""
     return _Raising()
+
+
+def exiting_factory() -> nn.Module:
+    """A factory that calls sys.exit(3)."""
+    import sys
+
+    sys.exit(3)
+
+
+class _Exiting(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(784, 10)
+
+    def forward(self, x: Tensor) -> Tensor:
+        import sys
+
+        sys.exit(4)
+
+
+def exiting_forward_net() -> nn.Module:
+    """A forward that calls sys.exit(4)."""
+    return _Exiting()

@@ -188,6 +188,9 @@ ISSUE_CASES = [
     (["run", "--model", "tests.nets:zero_output_net", "--limit", "2"], ["(1, 0)", "logits"]),
     (["run", "--model", "tests.nets:meta_net", "--limit", "2"], ["'1.weight'", "meta device"]),
     (["run", "--model", "tests.nets:half_net", "--limit", "2"], ["float16", "float32"]),
+    # sys.exit() in the user's code: named (before: the CLI exited with that code, silently)
+    (["run", "--model", "tests.nets:exiting_factory", "--limit", "2"], ["SystemExit: 3"]),
+    (["run", "--model", "tests.nets:exiting_forward_net", "--limit", "2"], ["SystemExit: 4"]),
     # 5: BatchNorm statistics
     (["run", "--model", "tests.nets:bn_nan_net", "--limit", "2"], ["running_mean", "NaN"]),
     (["run", "--model", "tests.nets:bn_eps0_net", "--limit", "2"], ["bn1", "eps"]),

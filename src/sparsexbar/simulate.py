@@ -276,7 +276,7 @@ def _probe(loaded: LoadedModel, images: Tensor, size_known: bool) -> int:
     try:
         with torch.no_grad():
             out = loaded.net(images[:1].to(param.device if param is not None else "cpu"))
-    except Exception as exc:  # the user's model: any error means it cannot take these inputs
+    except (Exception, SystemExit) as exc:  # the user's model: it cannot take these inputs
         hint = ("" if size_known else " (the data's size; if the model takes another, give "
                 "it, --input-size / input_spec size, and the images are fitted to it)")
         message = " ".join(str(exc).split())  # the whole message, on one line

@@ -102,7 +102,8 @@ def _from_factory(spec: str) -> nn.Module:
         raise SparsexbarError(f"cannot load model factory '{spec}': no module named "
                               f"'{exc.name or mod_name}' among the installed packages or in "
                               f"the current directory ({Path.cwd()})") from None
-    except Exception as exc:  # the user's module: a syntax error or anything it raises
+    except (Exception, SystemExit) as exc:  # the user's module: a syntax error, anything
+        # it raises, or a sys.exit() at its top level (the CLI exited with its code, silently)
         raise SparsexbarError(f"cannot import the module of model factory '{spec}': "
                               f"{_one_line(exc)}") from None
     fn = getattr(module, factory, None)
@@ -119,7 +120,7 @@ def _from_factory(spec: str) -> nn.Module:
         pass
     try:
         net = fn()
-    except Exception as exc:  # the user's code
+    except (Exception, SystemExit) as exc:  # the user's code (sys.exit() included)
         raise SparsexbarError(f"model factory '{spec}' raised {_one_line(exc)}") from None
     if not isinstance(net, nn.Module):
         raise SparsexbarError(f"model factory '{spec}' did not return an nn.Module (got "

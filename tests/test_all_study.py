@@ -75,6 +75,12 @@ def test_rows_are_numbers_from_the_figures(all_dir: Path) -> None:
         else:
             assert row["meets_published"] is None
         assert row["role"] in ("ours", "combined")
+    # where top-1 was measured, in words: the first 40 images, not "the whole test split"
+    # (the study's --accuracy-images; the README/docs tables print these notes)
+    for row in report["rows"]:
+        if row["accuracy_images"] == 40:
+            assert "the first 40 test images" in row["accuracy_how"], row["accuracy_how"]
+        assert "whole test split" not in row["accuracy_how"], row["accuracy_how"]
     # every published figure has an "ours" row
     ours = {(r["study"], r["key"]) for r in report["rows"] if r["role"] == "ours"}
     assert ours == {(f.study, f.key) for f in FIGURES}

@@ -72,6 +72,7 @@ from .setup import (
     model_input_size,
     study_setup,
     test_images_option,
+    test_scope,
 )
 from .writers import json_safe, png_bytes
 
@@ -216,8 +217,9 @@ def _lossless_accuracy(res: Result, setup_like: tuple[Any, Any, Any]) -> dict[st
                                 "exact network's)"}
     return {"top1": float((preds == y_all).sum()) / max(len(y_all), 1),
             "accuracy_images": len(y_all),
-            "accuracy_how": "lossless: the integer-quantized network's top-1 on the whole test "
-                            "split (the run's classes on its images checked equal)"}
+            "accuracy_how": "lossless: the integer-quantized network's top-1 on "
+                            f"{test_scope(len(y_all))} (the run's classes on its images "
+                            "checked equal)"}
 
 
 def _pattern_combined(pattern: dict[str, Any], pattern_model: Any, images: int,

@@ -158,6 +158,14 @@ class StudySetup:
         return exact_top1(self.qmodel, self.x_all, self.y_all, batch_size)
 
 
+def test_scope(accuracy_images: int | None) -> str:
+    """Where a study's top-1 was measured, in words: 'the whole test split' (all 10,000
+    images), else 'the first N test images' (`--accuracy-images N`)."""
+    if accuracy_images is None or accuracy_images >= FMNIST_TEST_IMAGES:
+        return "the whole test split"
+    return f"the first {accuracy_images} test images"
+
+
 def study_setup(model: Any, hw: str | HardwareConfig, overrides: dict[str, Any] | None,
                 test_images: int, calibration_images: int,
                 accuracy_images: int = FMNIST_TEST_IMAGES) -> StudySetup:

@@ -28,6 +28,7 @@ from ...studies.setup import (
     exact_predictions,
     study_setup,
     test_images_option,
+    test_scope,
 )
 from ...studies.top1 import predict
 from ...studies.writers import save_png, write_json, write_text
@@ -359,10 +360,10 @@ def headline_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
         allowed = [r for r in settings if r.get("in_budget_calibration", True)]
         best = max(allowed, key=lambda r: r["conversion_reduction"])
         for r in settings:
-            how = ("lossless: the integer-quantized network's top-1 on the whole test split"
+            scope = test_scope(r["accuracy_images"])
+            how = (f"lossless: the integer-quantized network's top-1 on {scope}"
                    if r.get("lossless") else
-                   "lossy: the setting's own values (calibrated on the train split) on the "
-                   "whole test split")
+                   f"lossy: the setting's own values (calibrated on the train split) on {scope}")
             common = {"setting": f"{r['run']}, {width['input_bits']}-bit inputs",
                       "baseline": width["baseline"], "model": width["model"],
                       "test_images": width["test_images"], "top1": r["top1"],

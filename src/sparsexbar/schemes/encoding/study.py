@@ -25,6 +25,7 @@ from ...studies.setup import (
     exact_predictions,
     study_setup,
     test_images_option,
+    test_scope,
 )
 from ...studies.writers import save_png, write_json, write_text
 from ..entry import RunArgs, StudySpec
@@ -231,9 +232,10 @@ def headline_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     for label in (LOSSLESS_SET, LOSSY_SET):
         r = by[label]
-        how = ("lossless: the integer-quantized network's top-1 on the whole test split"
+        scope = test_scope(r["accuracy_images"])
+        how = (f"lossless: the integer-quantized network's top-1 on {scope}"
                if r["lossless"] else "lossy: the setting's own values (calibrated on the "
-               "train split) on the whole test split")
+               f"train split) on {scope}")
         common = {"setting": f"encoding {label}", "baseline": report["baseline"],
                   "model": report["model"], "test_images": report["test_images"],
                   "top1": r["top1"], "accuracy_images": r["accuracy_images"],

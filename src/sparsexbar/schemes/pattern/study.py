@@ -55,6 +55,7 @@ from ...studies.setup import (
     exact_top1,
     fmnist_split,
     model_input_size,
+    test_scope,
 )
 from ...studies.writers import write_json, write_text
 from ...training import zoo
@@ -379,8 +380,9 @@ def headline_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
               "baseline": report["baseline"], "model": report["model"],
               "test_images": report["test_images"], "top1": t["exact_top1_pruned"],
               "accuracy_images": report["accuracy_images"],
-              "accuracy_how": "the integer-quantized pruned network's top-1 on the whole test "
-                              "split (the mapping is lossless on the pruned weights where the "
+              "accuracy_how": "the integer-quantized pruned network's top-1 on "
+                              f"{test_scope(report['accuracy_images'])} (the mapping is "
+                              "lossless on the pruned weights where the "
                               "ADC cannot clip); change: against its dense parent, same way"}
     return [
         headline_row("pattern", "sparsity", t["sparsity_pattern_layers"], **common),

@@ -45,6 +45,7 @@ from ...studies.setup import (
     fmnist_split,
     model_input_size,
     test_images_option,
+    test_scope,
 )
 from ...studies.writers import write_json, write_text
 from ...training.data import ImageDataset
@@ -204,8 +205,9 @@ def headline_rows(report: dict[str, Any], mode: str = "joint") -> list[dict[str,
     common = {"baseline": report["baseline"], "model": names,
               "test_images": report["test_images"], "top1": worst["top1"],
               "accuracy_images": report["accuracy_images"],
-              "accuracy_how": "lossless: the integer-quantized network's top-1 on the whole "
-                              "test split (lowest of the pruned models shown; pruning changed "
+              "accuracy_how": "lossless: the integer-quantized network's top-1 on "
+                              f"{test_scope(report['accuracy_images'])} (lowest of the pruned "
+                              "models shown; pruning changed "
                               f"it by {worst['top1_change_points']:+.2f} pt)"}
     gran = "" if mode not in ("activation", "joint") else f", {report['headline_granularity']}"
     label = f"sre {mode}{gran}"

@@ -366,7 +366,7 @@ def test_a_factory_module_imports_its_neighbours(tmp_path: Path,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     """`module:factory` from the current directory whose module imports a module beside it
     (`from helper import make`): found, as under `python -m` (before: 'no module named
-    helper ... in the current directory'); the import path is left as it was."""
+    helper ... in the current directory'); sys.path and sys.meta_path are left as they were."""
     import sys
 
     (tmp_path / "sxb_helper_17.py").write_text(
@@ -374,14 +374,14 @@ def test_a_factory_module_imports_its_neighbours(tmp_path: Path,
     (tmp_path / "sxb_models_17.py").write_text(
         "from sxb_helper_17 import make\n\ndef net():\n    return make()\n")
     monkeypatch.chdir(tmp_path)
-    path_before = list(sys.path)
+    path_before, finders_before = list(sys.path), list(sys.meta_path)
     images, labels = nets.random_images(2, 1, 28), nets.random_labels(2)
     try:
         res = simulate("sxb_models_17:net", (images, labels), hw=HW)
     finally:
         for name in ("sxb_models_17", "sxb_helper_17"):
             sys.modules.pop(name, None)
-    assert sys.path == path_before
+    assert sys.path == path_before and sys.meta_path == finders_before
     direct = simulate(nets.tiny_fmnist_net(), (images, labels), hw=HW)
     assert res.outputs is not None and direct.outputs is not None
     assert torch.equal(res.outputs, direct.outputs)

@@ -5,9 +5,11 @@ directory, as `python -m` would find it (`module:factory` model specs, the class
 from __future__ import annotations
 
 import importlib
+import importlib.abc
 import importlib.machinery
 import importlib.util
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
 
@@ -15,9 +17,9 @@ from types import ModuleType
 def import_module_here(name: str) -> ModuleType:
     """`importlib.import_module(name)`; when its top-level package is not importable, that
     package is loaded from the current directory (as `python -m` would find it) and `name`
-    imported through it. While it loads, the current directory is on the import path (last,
-    after the installed packages), so the modules it imports from beside itself are found
-    too (`from helper import make` with helper.py next to it); it is taken off again."""
+    imported through it. While it loads, top-level modules are also looked for in the current
+    directory (after the installed packages), so the modules it imports from beside itself
+    are found too (`from helper import make` with helper.py next to it)."""
     try:
         return importlib.import_module(name)
     except ModuleNotFoundError as exc:
@@ -29,10 +31,8 @@ def import_module_here(name: str) -> ModuleType:
             raise
         module = importlib.util.module_from_spec(found)
         sys.modules[top] = module
-        here = str(Path.cwd())
-        added = here not in sys.path
-        if added:
-            sys.path.append(here)
+        finder = _HereFinder(str(Path.cwd()))
+        sys.meta_path.append(finder)  # last: the installed packages come first
         try:
             found.loader.exec_module(module)
             return importlib.import_module(name)
@@ -40,5 +40,18 @@ def import_module_here(name: str) -> ModuleType:
             sys.modules.pop(top, None)
             raise
         finally:
-            if added and here in sys.path:
-                sys.path.remove(here)
+            sys.meta_path.remove(finder)
+
+
+class _HereFinder(importlib.abc.MetaPathFinder):
+    """Finds top-level modules in one folder (the current directory), for the imports of a
+    module loaded from there, as `python -m` would; the import path itself is not edited."""
+
+    def __init__(self, folder: str) -> None:
+        self.folder = folder
+
+    def find_spec(self, fullname: str, path: Sequence[str] | None,
+                  target: ModuleType | None = None) -> importlib.machinery.ModuleSpec | None:
+        if path is not None:  # a submodule: its package's own path finds it
+            return None
+        return importlib.machinery.PathFinder.find_spec(fullname, [self.folder])

@@ -153,6 +153,8 @@ def test_config_file_that_is_not_a_mapping_or_invalid(capsys: pytest.CaptureFixt
     ("hw.yaml", ["run", "--hw", "{f}"]),
     ("sweep.yaml", ["sweep", "{f}"]),
     ("bits.json", ["run", "--scheme", "encoding:adc_bits={f}"]),
+    ("alphas.json", ["run", "--scheme", "comprrae:calibration={f}"]),
+    ("net.json", ["run", "--model", "{f}"]),
 ])
 def test_files_nested_beyond_the_stack_are_refused(capsys: pytest.CaptureFixture[str],
                                                    tmp_path: Path, name: str,

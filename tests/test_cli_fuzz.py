@@ -188,6 +188,14 @@ ISSUE_CASES = [
     (["run", "--model", "tests.nets:zero_output_net", "--limit", "2"], ["(1, 0)", "logits"]),
     (["run", "--model", "tests.nets:meta_net", "--limit", "2"], ["'1.weight'", "meta device"]),
     (["run", "--model", "tests.nets:half_net", "--limit", "2"], ["float16", "float32"]),
+    # numbers beyond float32/float64 in the input options (a traceback, and NaN blamed on
+    # the data), and a channel count worded for one channel
+    (["run", "--model", TINY, "--limit", "2", "--input-scale", "1e400"],
+     ["--input-scale", "1e400"]),
+    (["run", "--model", TINY, "--limit", "2", "--normalize", "0.5,1e-300"],
+     ["normalization", "overflows", "larger std"]),
+    (["run", "--model", TINY, "--limit", "2", "--normalize", "0.1,0.2,0.3/0.5,0.5,0.5"],
+     ["mean has 3 values", "1 channel (give 1 value)"]),
     # sys.exit() in the user's code: named (before: the CLI exited with that code, silently)
     (["run", "--model", "tests.nets:exiting_factory", "--limit", "2"], ["SystemExit: 3"]),
     (["run", "--model", "tests.nets:exiting_forward_net", "--limit", "2"], ["SystemExit: 4"]),

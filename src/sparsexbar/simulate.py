@@ -480,6 +480,7 @@ def simulate(
         calib = calibration if calibration is not None else batches.images[:calibration_images]
         qmodel = quantize_model(net, calib, config.numbers.weight_bits, config.numbers.input_bits)
     qmodel.to(dev)
+    sch.check_model(qmodel.layers)
     mapped = {q.name: sch.map_layer(q, config) for q in qmodel.layers}
     kernels = {name: sch.kernel(m, dev) for name, m in mapped.items()}
     # A lossless scheme whose every conversion is provably the identity (ideal device, unit

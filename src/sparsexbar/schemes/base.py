@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -61,6 +62,11 @@ class Scheme:
         there): what its canonical `name:key=value` text is made of. A value with no text
         form (per-layer values not read from a file) raises SparsexbarError."""
         return {}
+
+    def check_model(self, layers: Sequence[QuantLayer]) -> None:
+        """Refuse (SparsexbarError) a model the scheme's settings do not fit, before any layer
+        is mapped: e.g. a calibration file naming layers the model does not have. `simulate`
+        calls it with every crossbar layer of the model; the default accepts any model."""
 
     def map_layer(self, layer: QuantLayer, hw: HardwareConfig) -> MappedLayer:
         raise NotImplementedError

@@ -2,9 +2,13 @@
 
 The JSON holds {"format_version": 1, "architecture": zoo name, "arch_kwargs": {...},
 "dataset": ..., "normalization": "none, inputs in [0,1]", "accuracy": {"float_top1": ...},
-"train": {...}, "dtype": "float32" | "float16" | "int8"}. Loading rebuilds the model with
-`zoo.build_model` and loads the weights with ``strict=True``; nothing is unpickled
-(safetensors only, never ``torch.load``).
+"train": {...}, "dtype": "float32" | "float16" | "int8"} and, from `sparsexbar train`,
+"classes" (class names in output order), "input" (a `training.inputs.InputSpec`) and
+"input_fit". Loading rebuilds the model with `zoo.build_model` and loads the weights with
+``strict=True``; nothing is unpickled (safetensors only, never ``torch.load``). A field a run
+uses that is malformed ("dtype", "classes" - also as many as the model's outputs - "input",
+"input_fit") is refused naming the file and the field, on loading and on saving; one left out
+is fine.
 
 Weight formats (`WEIGHT_FORMATS`): float32; float16 (tensors of >= 2 dims halved); int8, the
 shipped models' compact form: every Conv2d/Linear weight W (Cout, ...) stored as
@@ -35,6 +39,7 @@ from torch import Tensor, nn
 from ..core.errors import CheckpointError, SparsexbarError
 from . import zoo
 from .assets import ASSETS_DIR
+from .inputs import FITS, InputSpec
 
 FORMAT_VERSION = 1
 WEIGHT_FORMATS = ("float32", "float16", "int8")
@@ -239,6 +244,9 @@ def save_checkpoint(path: str | Path, model: nn.Module, meta: dict[str, Any],
         text = json.dumps(doc, indent=2, sort_keys=False) + "\n"
     except (TypeError, ValueError) as exc:
         raise CheckpointError(f"checkpoint meta is not JSON-serializable: {exc}") from None
+    written = json.loads(text)  # what loading reads: nothing is written that it would refuse
+    _check_fields(written, json_path)
+    _check_outputs(written, model, json_path)
     _atomic_write(weights_path, save(tensors, metadata={"format_version": str(FORMAT_VERSION)}))
     _atomic_write(json_path, text.encode())
     return weights_path, json_path
@@ -251,8 +259,9 @@ def read_meta(path: str | Path) -> dict[str, Any]:
         meta = json.loads(json_path.read_text())
     except FileNotFoundError:
         raise CheckpointError(f"checkpoint metadata {json_path} does not exist") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"corrupt checkpoint metadata {json_path}: {exc}") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        detail = f"nested too deeply ({exc})" if isinstance(exc, RecursionError) else exc
+        raise CheckpointError(f"corrupt checkpoint metadata {json_path}: {detail}") from None
     if not isinstance(meta, dict) or not isinstance(meta.get("architecture"), str):
         raise CheckpointError(f"{json_path} lacks an 'architecture' string")
     version = meta.get("format_version")
@@ -261,7 +270,64 @@ def read_meta(path: str | Path) -> dict[str, Any]:
                               f"(this version reads {FORMAT_VERSION})")
     if not isinstance(meta.get("arch_kwargs", {}), dict):
         raise CheckpointError(f"{json_path}: 'arch_kwargs' must be an object")
+    _check_fields(meta, json_path)
     return meta
+
+
+def _check_fields(meta: dict[str, Any], json_path: Path) -> None:
+    """Refuse, naming the file and the field, the metadata a run would otherwise ignore:
+    "dtype" other than a weight format, "classes" other than distinct class names, "input"
+    other than an input spec (`inputs.InputSpec`), "input_fit" other than {"how": pad or
+    resize, ...}. A field left out is fine (the model's, the data's or the defaults then)."""
+    if "dtype" in meta and meta["dtype"] not in WEIGHT_FORMATS:
+        raise CheckpointError(f"{json_path}: 'dtype' must be one of "
+                              f"{', '.join(WEIGHT_FORMATS)}, got {_short(meta['dtype'])}")
+    if "classes" in meta:
+        names = meta["classes"]
+        if not (isinstance(names, list) and names
+                and all(isinstance(n, str) and n.strip() for n in names)):
+            raise CheckpointError(f"{json_path}: 'classes' must be a list of class names "
+                                  f"(strings, in output order), got {_short(names)}")
+        seen: set[str] = set()
+        for name in names:
+            if name in seen:
+                raise CheckpointError(f"{json_path}: 'classes' names class {_short(name)} "
+                                      "twice")
+            seen.add(name)
+    if "input" in meta:
+        spec = meta["input"]
+        if not isinstance(spec, dict):
+            raise CheckpointError(f"{json_path}: 'input' must be an object (channels, size, "
+                                  f"fit, scale, mean, std), got {_short(spec)}")
+        try:
+            InputSpec.from_json(spec, "'input'")
+        except SparsexbarError as exc:
+            said = str(exc) if str(exc).startswith("'input'") else f"'input': {exc}"
+            raise CheckpointError(f"{json_path}: {said}") from None
+    if "input_fit" in meta:
+        fit = meta["input_fit"]
+        if not (isinstance(fit, dict) and fit.get("how", "auto") in FITS):
+            raise CheckpointError(f"{json_path}: 'input_fit' must be an object whose 'how' is "
+                                  f"one of {', '.join(FITS)}, got {_short(fit)}")
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    """A metadata value as its JSON text, cut to `limit` characters."""
+    text = json.dumps(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _check_outputs(meta: dict[str, Any], model: nn.Module, json_path: Path) -> None:
+    """Refuse "classes" that do not name the model's outputs one for one (the model's outputs:
+    its last Linear layer's, a zoo model's classifier)."""
+    classes = meta.get("classes")
+    last = None
+    for mod in model.modules():
+        if isinstance(mod, nn.Linear):
+            last = mod
+    if isinstance(classes, list) and last is not None and len(classes) != last.out_features:
+        raise CheckpointError(f"{json_path}: 'classes' names {len(classes)} classes but the "
+                              f"model has {last.out_features} outputs")
 
 
 def _check_state(expected: dict[str, Tensor], got: dict[str, Tensor], where: Path) -> None:
@@ -289,6 +355,7 @@ def load_checkpoint(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
         model = zoo.build_model(meta["architecture"], **meta.get("arch_kwargs", {}))
     except SparsexbarError as exc:
         raise CheckpointError(f"{stem}.json: cannot build model: {exc}") from None
+    _check_outputs(meta, model, _files(stem)[1])
     if not weights_path.is_file():
         raise CheckpointError(f"checkpoint weights {weights_path} do not exist")
     try:

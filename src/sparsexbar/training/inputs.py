@@ -135,7 +135,7 @@ def parse_scale(text: str) -> float:
     """--input-scale: a positive number or a fraction ('1/255', '1', '0.00392')."""
     try:
         value = float(Fraction(text.strip()))
-    except (ValueError, ZeroDivisionError):
+    except (ValueError, ZeroDivisionError, OverflowError):  # OverflowError: '1e400'
         raise SparsexbarError(f"--input-scale must be a positive number or fraction (1/255: "
                               f"inputs in [0, 1]; 1: 0..255), got '{text}'") from None
     if not (math.isfinite(value) and value > 0):
@@ -212,7 +212,10 @@ def spec_from_meta(meta: Mapping[str, Any] | None, net: nn.Module) -> InputSpec:
         fit=fit.get("how") if isinstance(fit, Mapping) and fit.get("how") in FITS else None,
         scale=PIXEL_SCALE, mean=(0.0,), std=(1.0,))
     stored = meta.get("input")
-    if isinstance(stored, Mapping):
+    if "input" in meta:  # a bad one: checkpoint.read_meta refuses it first, naming the file
+        if not isinstance(stored, Mapping):
+            raise SparsexbarError(f"checkpoint 'input' metadata must be an object, got "
+                                  f"{stored!r}")
         base = InputSpec.from_json(stored, "checkpoint 'input' metadata").over(base)
     return base.over(inferred)
 
@@ -225,6 +228,9 @@ def model_classes(meta: Mapping[str, Any] | None) -> list[str] | None:
     names = meta.get("classes")
     if isinstance(names, list) and names and all(isinstance(n, str) for n in names):
         return list(names)
+    if "classes" in meta:  # checkpoint.read_meta refuses it first, naming the file
+        raise SparsexbarError(f"checkpoint 'classes' metadata must be a list of class names, "
+                              f"got {names!r}")
     dataset = str(meta.get("dataset") or "").lower()
     return list(KNOWN_CLASSES[dataset]) if dataset in KNOWN_CLASSES else None
 
@@ -297,11 +303,18 @@ def _normalize(x: Tensor, spec: InputSpec, name: str) -> Tensor:
     c = int(x.shape[1])
     for what, t in (("mean", mean), ("std", std)):
         if len(t) not in (1, c):
+            counts = "1 value" if c == 1 else f"1 value or {c}"
             raise SparsexbarError(f"input {what} has {len(t)} values; the model's input has "
-                                  f"{c} channels (give 1 or {c})")
+                                  f"{c} channel{'s' if c > 1 else ''} (give {counts})")
     if bool((mean == 0).all()) and bool((std == 1).all()):
         return x
-    return (x - mean.view(1, -1, 1, 1)) / std.view(1, -1, 1, 1)
+    out = (x - mean.view(1, -1, 1, 1)) / std.view(1, -1, 1, 1)
+    if bool(torch.isfinite(x).all()) and not bool(torch.isfinite(out).all()):
+        # the data was fine: the normalization overflowed float32 (a std such as 1e-300)
+        raise SparsexbarError(f"data set '{name}': the input normalization (x - mean) / std "
+                              f"overflows float32 (mean {spec.mean}, std {spec.std}); give a "
+                              "larger std")
+    return out
 
 
 def map_labels(ds: ImageDataset, classes: Sequence[str] | None, outputs: int) -> tuple[Tensor, str]:

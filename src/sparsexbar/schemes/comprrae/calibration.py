@@ -40,11 +40,10 @@ from ...studies.writers import write_json
 from ..entry import CalibrationSpec, RunArgs
 from ..options import choice, count, number, text
 from .kernel import CompKernel
-from .scheme import BOUNDS, CompRRAEScheme, RemainingMean
+from .scheme import BOUNDS, ESTIMATORS, CompRRAEScheme, RemainingMean
 
 DEFAULT_CANDIDATES = (3.2, 1.6, 0.8, 0.4, 0.2, 0.1)
 DEFAULT_BETAS = (0.5, 0.25, 0.125, 0.0625, 0.03125)
-ESTIMATORS = ("alpha", "beta")
 CRITERIA = ("flips", "top1")
 
 

@@ -38,6 +38,13 @@ ESTIMATES = ("midpoint", "running", "expected")
 BOUNDS = ("output", "slice")
 
 
+# What `sparsexbar calibrate comprrae` calibrates (a calibration file's "estimator").
+ESTIMATORS = ("alpha", "beta")
+
+# A calibration file's per-layer tables and the scheme arguments they give.
+TABLES = (("alphas", "alpha"), ("betas", "beta"), ("remaining_mean", "remaining_mean"))
+
+
 class CompRRAEScheme(Scheme):
     """Early negative detection (exact); with `beta`, predictive negative detection (lossy);
     with `alpha`, adaptive early termination (lossy).
@@ -79,6 +86,10 @@ class CompRRAEScheme(Scheme):
         # the keys given beside it: set by `build_comprrae`.
         self.calibration: str | None = None
         self.calibration_overrides: tuple[str, ...] = ()
+        # The file's tables the scheme uses ({table name: {layer: value}}), checked against
+        # the model's layers before any layer is mapped (`check_model`); set with
+        # `calibration` by `build_comprrae`.
+        self.file_tables: dict[str, Mapping[str, Any]] = {}
         self.lossless = alpha is None and all(
             b is None or b >= 1 for b in (beta.values() if isinstance(beta, Mapping) else [beta]))
 
@@ -156,6 +167,40 @@ class CompRRAEScheme(Scheme):
         if layer.followed_by_relu and self.bounds == "slice":
             return slice_major(mapped)
         return mapped
+
+    def check_model(self, layers: Sequence[QuantLayer]) -> None:
+        """Refuse a calibration file made for another model: its tables must name the model's
+        comprrae layers (those followed by ReLU) and only those, and its alpha and beta tables
+        every one of them (`calibrate comprrae` writes null for a layer without a value)."""
+        if not self.file_tables:
+            return
+        known = {layer.name: layer.followed_by_relu for layer in layers}
+        where = f"comprrae calibration '{self.calibration}'"
+        relu = [name for name, checked in known.items() if checked]
+        shown = ", ".join(relu[:6]) + (f", ... {len(relu)} in all" if len(relu) > 6 else "")
+        listed = f"the model's comprrae layers (followed by ReLU): {shown or 'none'}"
+        for table, values in self.file_tables.items():
+            unknown = [name for name in values if name not in known]
+            if unknown:
+                extra = len(unknown) - 1
+                more = f" (and {extra} more unknown name{'s' if extra > 1 else ''})" \
+                    if extra else ""
+                raise SparsexbarError(f"{where}: '{table}' names layer '{unknown[0]}'{more} but "
+                                      f"the model has no layer '{unknown[0]}' (calibrated for "
+                                      f"another model?); {listed}")
+            unchecked = [name for name in values if not known[name]]
+            if unchecked:
+                raise SparsexbarError(f"{where}: '{table}' names layer '{unchecked[0]}', which "
+                                      "is not followed by ReLU (comprrae checks none of its "
+                                      f"outputs; calibrated for another model?); {listed}")
+        for table, values in self.file_tables.items():
+            if table == "remaining_mean" or not values:
+                continue  # missing layers: 0 (`layer_remaining_mean`)
+            missing = [name for name in relu if name not in values]
+            if missing:
+                raise SparsexbarError(f"{where}: '{table}' has no entry for layer "
+                                      f"'{missing[0]}' (calibrated for another model?); "
+                                      f"{listed}")
 
     def kernel(self, mapped: MappedLayer, device: torch.device) -> LayerKernel:
         name = mapped.layer.name
@@ -514,37 +559,78 @@ def _check_beta(beta: BetaSpec) -> None:
 
 
 def load_calibration(path: str | Path) -> dict[str, Any]:
-    """alpha / beta / remaining_mean from a `sparsexbar calibrate comprrae` JSON file."""
+    """alpha / beta / remaining_mean from a `sparsexbar calibrate comprrae` JSON file.
+
+    Refused, naming the file: an "estimator" other than alpha or beta, an estimator whose
+    table is missing or empty, a file whose tables are all empty, a table that is not an
+    object of layer names, a value out of range (alpha: a number >= 0, beta: in [0, 1], null:
+    none; remaining_mean: a list of numbers). Its layer names are checked against the
+    model's before any layer is mapped (`CompRRAEScheme.check_model`)."""
     file = Path(path)
+    where = f"comprrae calibration '{path}'"
     try:
         saved = json.loads(file.read_text())
-    except (OSError, ValueError) as exc:
-        raise SparsexbarError(f"cannot read comprrae calibration '{path}': {exc}") from None
+    except (OSError, ValueError, RecursionError) as exc:
+        detail = f"nested too deeply ({exc})" if isinstance(exc, RecursionError) else exc
+        raise SparsexbarError(f"cannot read {where}: {detail}") from None
     if not isinstance(saved, dict):
-        raise SparsexbarError(f"comprrae calibration '{path}' is not a JSON object")
+        raise SparsexbarError(f"{where} is not a JSON object")
     out: dict[str, Any] = {}
-    for key, name in (("alphas", "alpha"), ("betas", "beta"),
-                      ("remaining_mean", "remaining_mean")):
+    for key, name in TABLES:
         if key in saved:
             if not isinstance(saved[key], dict):
-                raise SparsexbarError(f"comprrae calibration '{path}': '{key}' must map layer "
-                                      "names to values")
+                raise SparsexbarError(f"{where}: '{key}' must map layer names to values")
+            for layer, value in saved[key].items():
+                _check_file_value(where, key, layer, value)
             out[name] = saved[key]
     if not out:
-        raise SparsexbarError(f"comprrae calibration '{path}' has no alphas, betas or "
-                              "remaining_mean")
+        raise SparsexbarError(f"{where} has no alphas, betas or remaining_mean")
+    estimator = saved.get("estimator")
+    if "estimator" in saved and estimator not in ESTIMATORS:
+        raise SparsexbarError(f"{where}: unknown estimator {estimator!r} (known: "
+                              f"{', '.join(ESTIMATORS)})")
+    if estimator is not None:
+        table = f"{estimator}s"
+        if not saved.get(table):
+            raise SparsexbarError(f"{where}: estimator '{estimator}' but "
+                                  f"{'an empty' if table in saved else 'no'} '{table}' table "
+                                  "(it names no layer)")
+    elif not any(out.values()):
+        present = [key for key, _ in TABLES if key in saved]
+        raise SparsexbarError(f"{where}: {' and '.join(repr(k) for k in present)} "
+                              f"{'is' if len(present) == 1 else 'are'} empty (no layer)")
     return out
+
+
+def _check_file_value(where: str, table: str, layer: Any, value: Any) -> None:
+    """One entry of a calibration file's table, refused naming the file, table and layer."""
+    number = isinstance(value, int | float) and not isinstance(value, bool) \
+        and math.isfinite(value)
+    if table == "alphas":
+        ok, want = value is None or (number and value >= 0), "a number >= 0 or null"
+    elif table == "betas":
+        ok, want = value is None or (number and 0 <= value <= 1), "a number in [0, 1] or null"
+    else:
+        ok = isinstance(value, list) and all(
+            isinstance(v, int | float) and not isinstance(v, bool) for v in value)
+        want = "a list of numbers"
+    if not ok:
+        raise SparsexbarError(f"{where}: {table}['{layer}'] must be {want}, got {value!r}")
 
 
 def build_comprrae(**given: Any) -> CompRRAEScheme:
     """The scheme from parsed text options: `calibration` (a `sparsexbar calibrate comprrae`
     file: its per-layer alphas or betas and remaining_mean), then alpha, beta, bounds and
-    estimate as given (alpha or beta given beside a file replace the file's)."""
+    estimate as given (alpha or beta given beside a file replace the file's). The file's
+    tables the scheme uses are checked against the model's layers when it maps them."""
     calibration = given.pop("calibration", None)
     kwargs: dict[str, Any] = load_calibration(calibration) if calibration is not None else {}
+    from_file = {key: kwargs[name] for key, name in TABLES
+                 if name in kwargs and name not in given}
     kwargs.update(given)
     scheme = CompRRAEScheme(**kwargs)
     if calibration is not None:
         scheme.calibration = str(calibration)
         scheme.calibration_overrides = tuple(k for k in ("alpha", "beta") if k in given)
+        scheme.file_tables = from_file
     return scheme

@@ -387,6 +387,52 @@ def test_a_factory_module_imports_its_neighbours(tmp_path: Path,
     assert torch.equal(res.outputs, direct.outputs)
 
 
+def test_bad_run_arguments_are_refused_before_any_work() -> None:
+    """Wrong types and values of simulate()'s own arguments, EngineOptions and the config API:
+    SparsexbarError naming them (before: AttributeError/KeyError mid-run or after it, NaN
+    budgets failing mid-run, a baseline top-1 of NaN or 2.0 stored in the result)."""
+    from sparsexbar.core.config import HardwareConfig
+    from sparsexbar.core.engine import EngineOptions
+
+    images, labels = nets.random_images(2, 1, 28), nets.random_labels(2)
+    net = nets.tiny_fmnist_net()
+
+    def run(**kwargs: Any) -> None:
+        simulate(net, (images, labels), hw=HW, **kwargs)
+
+    bad: list[tuple[dict[str, Any], str]] = [
+        ({"overrides": ["a"]}, "overrides must map dotted config keys"),
+        ({"overrides": {5: 1}}, "override keys are dotted config keys"),
+        ({"options": {"threads": 1}}, "options must be an EngineOptions"),
+        ({"qmodel": "x"}, "qmodel must be a QuantizedModel"),
+        ({"progress": 5}, "progress must be a function"),
+        ({"baseline_accuracy": {}}, "baseline_accuracy needs 'float_top1'"),
+        ({"baseline_accuracy": {"float_top1": float("nan"), "quantized_top1": 0.5}},
+         "'float_top1', a top-1 fraction in \\[0, 1\\], got nan"),
+        ({"baseline_accuracy": {"float_top1": 0.5, "quantized_top1": 2.0}}, "quantized_top1"),
+    ]
+    for kwargs, message in bad:
+        with pytest.raises(SparsexbarError, match=message):
+            run(**kwargs)
+    for kwargs, message in [({"memory_budget_mb": float("nan")}, "memory_budget_mb"),
+                            ({"memory_budget_mb": 0}, "memory_budget_mb"),
+                            ({"memory_budget_mb": "big"}, "memory_budget_mb"),
+                            ({"threads": 0}, "threads"), ({"threads": 1.5}, "threads"),
+                            ({"compiled_noise": "yes"}, "compiled_noise")]:
+        with pytest.raises(SparsexbarError, match=message):
+            EngineOptions(**kwargs)
+    with pytest.raises(SparsexbarError, match="a mapping of sections"):
+        HardwareConfig.from_dict([1, 2])  # type: ignore[arg-type]
+    with pytest.raises(SparsexbarError, match="a mapping of sections"):
+        HardwareConfig.from_dict("isaac")  # type: ignore[arg-type]
+    with pytest.raises(SparsexbarError, match="overrides must map"):
+        HW.with_overrides(["a"])  # type: ignore[arg-type]
+    good = {"float_top1": 0.5, "quantized_top1": 1}
+    res = simulate(net, (images, labels), hw=HW, baseline_accuracy=good,
+                   options=EngineOptions(threads=1))
+    assert res.accuracy.float_top1 == 0.5 and res.accuracy.quantized_top1 == 1.0
+
+
 def test_model_without_logits_output_is_refused_cleanly() -> None:
     images, labels = data(2)
     with pytest.raises(SparsexbarError):

@@ -292,6 +292,28 @@ def _probe(loaded: LoadedModel, images: Tensor, size_known: bool) -> int:
     return int(out.shape[1])
 
 
+def _check_run_arguments(options: Any, qmodel: Any, progress: Any,
+                         baseline: Mapping[str, Any] | None) -> None:
+    """The run's own arguments, before any work (a wrong type failed mid-run or after it:
+    AttributeError, KeyError; a baseline top-1 of NaN or 2.0 went into the result)."""
+    if options is not None and not isinstance(options, EngineOptions):
+        raise SparsexbarError(f"options must be an EngineOptions, got {type(options).__name__}")
+    if qmodel is not None and not isinstance(qmodel, QuantizedModel):
+        raise SparsexbarError(f"qmodel must be a QuantizedModel (quantize_model's), got "
+                              f"{type(qmodel).__name__}")
+    if progress is not None and not callable(progress):
+        raise SparsexbarError(f"progress must be a function (done, total), got "
+                              f"{type(progress).__name__}")
+    if baseline is None:
+        return
+    for key in ("float_top1", "quantized_top1"):
+        value = baseline.get(key) if isinstance(baseline, Mapping) else None
+        if (isinstance(value, bool) or not isinstance(value, (int, float))
+                or not 0.0 <= float(value) <= 1.0):  # NaN fails the comparison too
+            raise SparsexbarError(f"baseline_accuracy needs '{key}', a top-1 fraction in "
+                                  f"[0, 1], got {value!r}")
+
+
 def _check_calibration(calibration: Tensor, images: Tensor) -> None:
     """`calibration` is a batch of images like the run's (made for the model: the same
     channels and size), with at least one image."""
@@ -465,6 +487,7 @@ def simulate(
     keep_freed_memory()  # the engine's per-call tensors reuse memory (core/runtime.py)
     if isinstance(baseline_accuracy, Accuracy):
         baseline_accuracy = baseline_accuracy.to_json()
+    _check_run_arguments(options, qmodel, progress, baseline_accuracy)
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
         raise SparsexbarError(f"--batch-size must be a positive whole number, got {batch_size}")
     config = load_config(hw, overrides)

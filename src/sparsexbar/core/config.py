@@ -589,6 +589,9 @@ class HardwareConfig(_Node):
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], source: str = "config") -> HardwareConfig:
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"invalid hardware {source}: a mapping of sections (array, ou, "
+                              f"adc, ...) is needed, got {type(data).__name__}")
         try:
             return cls.model_validate(dict(data))
         except ValidationError as exc:
@@ -608,8 +611,13 @@ class HardwareConfig(_Node):
 
     def with_overrides(self, overrides: Mapping[str, Any]) -> HardwareConfig:
         """A copy with dotted keys set (`{"ou.rows": 9}`); unknown keys and bad values raise."""
+        if not isinstance(overrides, Mapping):
+            raise ConfigError(f"overrides must map dotted config keys to values "
+                              f"({{'ou.rows': 9}}), got {type(overrides).__name__}")
         data = self.to_dict()
         for key, value in overrides.items():
+            if not isinstance(key, str):
+                raise ConfigError(f"override keys are dotted config keys (text), got {key!r}")
             _set_dotted(data, key, value)
         return HardwareConfig.from_dict(data, source="override")
 

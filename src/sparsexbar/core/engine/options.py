@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
+from ..errors import SparsexbarError
 from .pool import TaskPool
 
 
@@ -22,3 +24,21 @@ class EngineOptions:
     threads: int | None = None
     # Workers shared by the layers of a run (None: each call starts its own threads).
     pool: TaskPool | None = field(default=None, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        """Refuse values the engine cannot use (a NaN budget failed mid-run; 0, negative or
+        fractional threads were taken silently)."""
+        budget = self.memory_budget_mb
+        if (isinstance(budget, bool) or not isinstance(budget, (int, float))
+                or not math.isfinite(budget) or budget <= 0):
+            raise SparsexbarError(f"EngineOptions.memory_budget_mb must be a positive number "
+                                  f"(MiB), got {budget!r}")
+        threads = self.threads
+        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int)
+                                    or threads < 1):
+            raise SparsexbarError(f"EngineOptions.threads must be a whole number >= 1 or None "
+                                  f"(torch's thread count), got {threads!r}")
+        for name in ("exact_shortcut", "compiled_noise"):
+            if not isinstance(getattr(self, name), bool):
+                raise SparsexbarError(f"EngineOptions.{name} must be True or False, got "
+                                      f"{getattr(self, name)!r}")

@@ -278,6 +278,34 @@ def test_a_corrupt_or_foreign_row_file_is_rerun(local_sweep: dict[str, Any],
     assert comparable(load_results(out)).equals(comparable(local_sweep["table"]))
 
 
+def test_rows_of_another_format_or_version(local_sweep: dict[str, Any], tmp_path: Path,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    """A row whose fixed column has another type (a top-1 stored as text: `plot` failed on it
+    with a traceback) is skipped with a warning; rows written by another sparsexbar version
+    are kept and named in one warning (they were plotted silently)."""
+    out = tmp_path / "out"
+    results_dir(out).mkdir(parents=True)
+    files = sorted(results_dir(local_sweep["out"]).glob("*.parquet"))
+    for f in files:
+        (results_dir(out) / f.name).write_bytes(f.read_bytes())
+    ok = [f.name for f in files if pq.read_table(f)["status"][0].as_py() == "ok"]
+    texty, old = results_dir(out) / ok[0], results_dir(out) / ok[1]
+    t = pq.read_table(texty)
+    pq.write_table(t.set_column(t.schema.get_field_index("top1"), "top1", pa.array(["high"])),
+                   texty)
+    t = pq.read_table(old)
+    pq.write_table(t.set_column(t.schema.get_field_index("version"), "version",
+                                pa.array(["0.0.1"])), old)
+    with pytest.warns(SparsexbarWarning) as record:
+        table = load_results(out)
+    messages = [str(w.message) for w in record]
+    assert table.num_rows == len(files) - 1
+    assert any("skipped" in m and "column 'top1' is string" in m for m in messages), messages
+    assert any("1 row(s)" in m and "sparsexbar 0.0.1" in m for m in messages), messages
+    code, _, err = cli(capsys, "plot", str(out), "--out", str(tmp_path / "plots"))
+    assert code == 0 and "Traceback" not in err
+
+
 def _terminal_sigint() -> None:
     """In the child before exec: SIGINT at its default action and not blocked, as a shell
     starts a command. A child inherits an ignored SIGINT (and Python then installs no

@@ -173,15 +173,28 @@ def load_results(out_dir: str | Path) -> pa.Table:
     folder = results_dir(out_dir)
     files = sorted(folder.glob("*.parquet")) if folder.is_dir() else []
     tables = []
+    versions: dict[str, int] = {}
     for f in files:
         problem = row_file_problem(f)
         if problem is None:
             try:
-                tables.append(pq.read_table(f))
-                continue
+                table = pq.read_table(f)
             except (OSError, ValueError, pa.ArrowException) as exc:
                 problem = f"unreadable ({' '.join(str(exc).split())[:200]})"
+            else:
+                problem = _column_problem(table)
+                if problem is None:
+                    tables.append(table)
+                    version = table["version"][0].as_py() if "version" in table.column_names \
+                        else None
+                    versions[str(version)] = versions.get(str(version), 0) + 1
+                    continue
         warn(f"skipped {f}: {problem}; a rerun of the sweep recomputes its point")
+    other = {v: n for v, n in versions.items() if v != __version__}
+    if other:  # rows of another sparsexbar: their figures may come from another model
+        warn(f"{sum(other.values())} row(s) of {folder} come from sparsexbar "
+             f"{', '.join(sorted(other))} (this is {__version__}); their figures may differ "
+             "from a run of this version")
     if not tables:
         raise SparsexbarError(f"no sweep results in {out_dir} (expected {folder}/*.parquet)")
     kinds: dict[str, set[str]] = {}
@@ -198,6 +211,18 @@ def load_results(out_dir: str | Path) -> pa.Table:
         n for n, _ in METRIC_COLUMNS + TAIL_COLUMNS]
     table = _fill_parameters(table.select([n for n in order if n in table.column_names]))
     return table.sort_by("key")
+
+
+def _column_problem(table: pa.Table) -> str | None:
+    """Why a row table is not a row of this format (None when it is): a fixed column (the
+    point's fields, the metrics, the record) of another type, e.g. a top-1 stored as text
+    (`plot` failed on it with a traceback)."""
+    for name, kind in FIXED_COLUMNS.items():
+        if name in table.column_names:
+            got = table.schema.field(name).type
+            if got != kind and not pa.types.is_null(got):
+                return f"not a sweep row file (column '{name}' is {got}, not {kind})"
+    return None
 
 
 def _fill_parameters(table: pa.Table) -> pa.Table:

@@ -98,6 +98,12 @@ EARLY_ERRORS = [
     (["prune", "--lr", "1e308"], ["--lr", "(0, 100]"]),
     (["train", "--seed", "99999999999999999999"], ["--seed", "0..2147483647"]),
     (["prune", "--seed", "2147483648"], ["--seed", "0..2147483647"]),
+    # contradictory or empty options (one was ignored, or every case ran)
+    (["train", "--half", "--weights", "float32"], ["--half", "--weights float32"]),
+    (["prune", "--half", "--weights", "int8"], ["--half", "--weights int8"]),
+    (["bench", "--cases", ","], ["--cases", "empty"]),
+    (["calibrate", "comprrae", "--budget", "1000"], ["--budget", "0..100", "1000"]),
+    (["calibrate", "encoding", "--budget", "101"], ["--budget", "0..100"]),
 ]
 
 
@@ -184,6 +190,18 @@ def test_presets_lists_the_published_designs(capsys: pytest.CaptureFixture[str])
     assert code == 0 and err == ""
     names = [line.split()[0] for line in out.splitlines() if line.strip()]
     assert "isaac" in names and "pattern-nvmsa" in names
+
+
+def test_presets_list_as_json(capsys: pytest.CaptureFixture[str]) -> None:
+    """`presets --format json` without a name prints the list as JSON (it printed the text
+    table, which a JSON consumer failed on)."""
+    import json
+
+    code, out, _ = cli(capsys, "presets", "--format", "json")
+    assert code == 0
+    from sparsexbar.core.config import preset_names
+
+    assert list(json.loads(out)) == preset_names()
 
 
 @pytest.mark.parametrize("name", ["isaac", "pattern-nvmsa"])

@@ -108,6 +108,18 @@ def _whole(low: int, high: int | None = None) -> Callable[[int | None], int | No
     return check
 
 
+def _weight_format(weights: str | None, half: bool) -> str:
+    """The checkpoint's weight format from --weights and --half (= --weights float16); both,
+    disagreeing, are refused (one was ignored before)."""
+    if weights is not None:
+        require_choice("--weights", weights, WEIGHT_FORMATS)
+        if half and weights != "float16":
+            raise SparsexbarError(f"--half means --weights float16, but --weights {weights} is "
+                                  "given too; give one")
+        return weights
+    return "float16" if half else "float32"
+
+
 def _one_of(*allowed: int) -> Callable[[int | None], int | None]:
     """A callback refusing whole numbers other than `allowed`, naming the value."""
     def check(value: int | None) -> int | None:
@@ -476,7 +488,11 @@ def presets(
     """List the hardware presets, or print one."""
     if fmt not in ("yaml", "json"):
         raise SparsexbarError(f"--format must be yaml or json, got '{fmt}'")
-    if name is None:
+    if name is None:  # the list: a table, or (--format json) a JSON object name -> text
+        if fmt == "json":
+            typer.echo(json.dumps({key: text for key, (_, text) in PRESET_BUILDERS.items()},
+                                  indent=2))
+            return
         for key, (_, text) in PRESET_BUILDERS.items():
             typer.echo(f"{key:15s} {text}")
         return
@@ -537,10 +553,10 @@ SeedOpt = Annotated[int, typer.Option(
     help="Seed of initialization, shuffling and augmentation.")]
 PrecisionOpt = Annotated[str, typer.Option(
     "--precision", help="fp32, or bf16 (autocast; weights stay float32).")]
-WeightsOpt = Annotated[str, typer.Option(
-    "--weights", help="File format of the weights: float32, float16 or int8 (per-channel "
-    "int8, pruned tensors sparse: the shipped models' form); accuracy is measured on what "
-    "the file holds.")]
+WeightsOpt = Annotated[str | None, typer.Option(
+    "--weights", help="File format of the weights: float32 (default), float16 or int8 "
+    "(per-channel int8, pruned tensors sparse: the shipped models' form); accuracy is "
+    "measured on what the file holds.")]
 CHECKPOINT_FILES = (".safetensors", ".json")
 
 
@@ -564,7 +580,7 @@ def train(
         "-> 32 is zero-padded (what the vgg16-fmnist models use), other changes resized.")] = None,
     precision: PrecisionOpt = "fp32",
     root: RootOpt = None,
-    weights: WeightsOpt = "float32",
+    weights: WeightsOpt = None,
     width: Annotated[float | None, typer.Option(
         "--width", callback=_finite(0.0, 4.0, low_open=True),
         help="Channel width multiplier of the zoo model, in (0, 4] (default its own; the "
@@ -576,14 +592,13 @@ def train(
     """Train a zoo model; writes <out>.safetensors and <out>.json (with the classes and the
     input spec the model takes)."""
     require_choice("--precision", precision, PRECISIONS)
-    require_choice("--weights", weights, WEIGHT_FORMATS)
+    weights = _weight_format(weights, half)
     check_out_stem(out, CHECKPOINT_FILES)
     if root is not None and not root.is_dir():
         raise SparsexbarError(f"--root {root} is not a folder")
     metrics = train_command(model, data, epochs, str(out), batch_size=batch_size, seed=seed,
                             limit=limit, lr=lr, input_size=input_size, precision=precision,
-                            root=root, weights="float16" if half and weights == "float32"
-                            else weights, width=width)
+                            root=root, weights=weights, width=width)
     typer.echo(f"trained {model} on {data}: {metrics}")
 
 
@@ -595,12 +610,16 @@ def bench(
     repeats: Annotated[int, typer.Option(
         "--repeats", callback=_whole(1),
         help="Timed runs of each case (the fastest is reported).")] = 2,
-    cases: Annotated[str, typer.Option(
-        "--cases", help="Comma-separated cases (default: all): " + ", ".join(CASES) + ".")] = "",
+    cases: Annotated[str | None, typer.Option(
+        "--cases", help="Comma-separated cases (default: all): " + ", ".join(CASES) + ".")
+    ] = None,
 ) -> None:
     """Images/s of the engine against plain PyTorch inference of the same model (ratios)."""
     require_choice("--model", model, BENCH_MODELS)
-    names = [c.strip() for c in cases.split(",") if c.strip()] or list(CASES)
+    names = list(CASES) if cases is None else [c.strip() for c in cases.split(",")]
+    if not all(names):  # ',' ran every case before
+        raise SparsexbarError(f"--cases '{cases}' is empty or has an empty item; leave it out "
+                              "for every case")
     for name in names:
         require_choice("--cases item", name, CASES)
     check_bench_args(model, batch_size, repeats)
@@ -757,14 +776,14 @@ def prune(
         help="Extra fine-tuning epochs at the final sparsity.")] = 0,
     precision: PrecisionOpt = "fp32",
     root: RootOpt = None,
-    weights: WeightsOpt = "float32",
+    weights: WeightsOpt = None,
     tune_images: Annotated[int | None, typer.Option(
         "--tune-images", callback=_whole(1), help="Fine-tune on the first N images of the "
         "split only (default: all); the test split stays whole.")] = None,
 ) -> None:
     """Prune a checkpoint (magnitude or pattern) with fine-tuning; writes it and a table."""
     require_choice("--method", method, METHODS)
-    require_choice("--weights", weights, WEIGHT_FORMATS)
+    weights = _weight_format(weights, half)
     require_choice("--precision", precision, PRECISIONS)
     require_choice("--split", split, ("train", "test"))
     try:

@@ -482,6 +482,6 @@ STUDY = StudySpec(
         test_images_option(TEST_IMAGES),
         calibration_images_option(CALIBRATION_IMAGES, "the alphas and betas are picked on"),
         accuracy_images_option(),
-        number("budget", BUDGET, "Top-1 loss allowed, points.", low=0, unit="points"),
+        number("budget", BUDGET, "Top-1 loss allowed, points.", low=0, high=100, unit="points"),
     ),
 )

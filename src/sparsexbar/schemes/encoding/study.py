@@ -328,7 +328,7 @@ STUDY = StudySpec(
         test_images_option(TEST_IMAGES),
         calibration_images_option(CALIBRATION_IMAGES, "the bits and precision are picked on"),
         accuracy_images_option(),
-        number("budget", BUDGET, "Top-1 loss allowed, points.", low=0, unit="points"),
+        number("budget", BUDGET, "Top-1 loss allowed, points.", low=0, high=100, unit="points"),
         switch("techniques", True, "Also run every technique alone (the ablation)."),
     ),
 )

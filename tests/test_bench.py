@@ -49,3 +49,36 @@ def test_every_benchmark_script_starts(script: str) -> None:
                           capture_output=True, text=True, cwd=root, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "usage" in done.stdout.lower()
+
+
+def test_ctrl_c_during_a_case_gives_one_line_and_leaves_no_process(tmp_path: Path) -> None:
+    """SIGINT to the command's process group (Ctrl-C) while a case's process runs: exit 130,
+    the one line, no KeyboardInterrupt traceback from the case's process (it starts with
+    SIGINT ignored and is ended by the command), and no process left."""
+    import os
+    import signal
+    import time
+
+    from tests.test_sweep import ROOT, _cmdline, _session_processes, _terminal_sigint
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sparsexbar.app.cli", "bench", "--cases", "nonideal",
+         "--repeats", "5", "--batch-size", "64"], env=env, start_new_session=True,
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
+        preexec_fn=_terminal_sigint)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not any(
+            "spawn_main" in _cmdline(pid) for pid in _session_processes(proc.pid)):
+        assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+        time.sleep(0.05)
+    time.sleep(2.0)  # the case's process past its imports, into the case
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert err.splitlines() == ["sparsexbar: interrupted; nothing half-written is left (files "
+                                "are written whole or not at all)"]
+    deadline = time.monotonic() + 10
+    while _session_processes(proc.pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _session_processes(proc.pid) == []

@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 import multiprocessing as mp
 import resource
+import signal
+import threading
 import time
 from dataclasses import asdict
 from queue import Empty
@@ -133,6 +135,20 @@ def _timed(fn: Any) -> tuple[float, float]:
     return time.perf_counter() - t, time.process_time() - c
 
 
+def _start_deaf_to_ctrl_c(proc: Any) -> None:
+    """Start a case's process with SIGINT ignored (inherited through the spawn): a Ctrl-C
+    reaches the whole process group, and the child printed its own KeyboardInterrupt
+    traceback beside the command's one line; the command ends the child itself."""
+    if threading.current_thread() is not threading.main_thread():
+        proc.start()  # signal handlers can only be set in the main thread
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        proc.start()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def _result_of(proc: Any, queue: Any, case: BenchCase) -> dict[str, Any]:
     """The row a case's subprocess puts on the queue; an error if it dies without one."""
     while True:
@@ -159,8 +175,13 @@ def run_benchmark(model: str = "vgg8", batch_size: int = 64, repeats: int = 2,
         queue = ctx.Queue()
         proc = ctx.Process(target=_run_case,
                            args=(case, model, batch_size, repeats, threads, queue))
-        proc.start()
-        row = _result_of(proc, queue, case)
+        _start_deaf_to_ctrl_c(proc)
+        try:
+            row = _result_of(proc, queue, case)
+        except BaseException:  # Ctrl-C (or a failure) here: the case's process goes too
+            proc.terminate()
+            proc.join()
+            raise
         proc.join()
         rows.append(row)
         console.print(f"{case.label}: {row['ratio']:.2f}x plain PyTorch "

@@ -747,12 +747,12 @@ def test_cli_bad_files_and_numbers(capsys: pytest.CaptureFixture[str], tmp_path:
                        "--out", str(tmp_path / "o"))
     assert_one_line_error(code, err, "ideal device only")
     for args, fragment in [
-        (("calibrate-encoding", "--budget", "-1"), "--budget must be >= 0"),
+        (("calibrate-encoding", "--budget", "-1"), "--budget must be in 0..100 points"),
         (("calibrate-encoding", "--images", "0"), "--images must be positive"),
         (("calibrate-encoding", "--min-bits", "0"), "--min-bits must be in 1..16"),
         (("calibrate-encoding", "--scheme", "dense"), "must be an encoding scheme"),
         (("reproduce", "encoding", "--test-images", "0"), "must be in 1..10000"),
-        (("reproduce", "encoding", "--budget", "-1"), "--budget must be >= 0"),
+        (("reproduce", "encoding", "--budget", "-1"), "--budget must be in 0..100 points"),
     ]:
         code, _, err = cli(capsys, *args, "--out", str(tmp_path / "c.json"))
         assert_one_line_error(code, err, fragment)

@@ -256,17 +256,25 @@ def test_rows_of_a_sweep_that_did_not_vary_a_key_get_it_from_their_hardware(
     assert comparable(table).equals(comparable(local_sweep["table"]))
 
 
-def test_a_corrupt_or_foreign_row_file_is_rerun(local_sweep: dict[str, Any],
-                                                tmp_path: Path) -> None:
-    """A row file damaged after it was written (or replaced by another Parquet file) does not
-    count as done: the rerun runs that point again and writes its row; `plot` skips such a
-    file with a warning line and keeps the rest."""
+def _copied_rows(local_sweep: dict[str, Any], tmp_path: Path) -> tuple[Path, list[Path],
+                                                                        list[str]]:
+    """The small sweep's row files copied into tmp_path/out: (out, the original files, the
+    names of the rows whose point ran)."""
     out = tmp_path / "out"
     results_dir(out).mkdir(parents=True)
     files = sorted(results_dir(local_sweep["out"]).glob("*.parquet"))
     for f in files:
         (results_dir(out) / f.name).write_bytes(f.read_bytes())
     ok = [f.name for f in files if pq.read_table(f)["status"][0].as_py() == "ok"]
+    return out, files, ok
+
+
+def test_a_corrupt_or_foreign_row_file_is_rerun(local_sweep: dict[str, Any],
+                                                tmp_path: Path) -> None:
+    """A row file damaged after it was written (or replaced by another Parquet file) does not
+    count as done: the rerun runs that point again and writes its row; `plot` skips such a
+    file with a warning line and keeps the rest."""
+    out, files, ok = _copied_rows(local_sweep, tmp_path)
     corrupt, foreign = results_dir(out) / ok[0], results_dir(out) / ok[1]
     corrupt.write_bytes(b"PAR1" + os.urandom(64) + b"PAR1")
     pq.write_table(pa.table({"x": [1, 2]}), foreign)
@@ -283,12 +291,7 @@ def test_rows_of_another_format_or_version(local_sweep: dict[str, Any], tmp_path
     """A row whose fixed column has another type (a top-1 stored as text: `plot` failed on it
     with a traceback) is skipped with a warning; rows written by another sparsexbar version
     are kept and named in one warning (they were plotted silently)."""
-    out = tmp_path / "out"
-    results_dir(out).mkdir(parents=True)
-    files = sorted(results_dir(local_sweep["out"]).glob("*.parquet"))
-    for f in files:
-        (results_dir(out) / f.name).write_bytes(f.read_bytes())
-    ok = [f.name for f in files if pq.read_table(f)["status"][0].as_py() == "ok"]
+    out, files, ok = _copied_rows(local_sweep, tmp_path)
     texty, old = results_dir(out) / ok[0], results_dir(out) / ok[1]
     t = pq.read_table(texty)
     pq.write_table(t.set_column(t.schema.get_field_index("top1"), "top1", pa.array(["high"])),

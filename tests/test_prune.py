@@ -94,13 +94,13 @@ def test_prune_with_fine_tuning_keeps_blocks_and_sre_drops_them() -> None:
         assert kept <= row["blocks"] - row["zero_blocks"]
 
 
-def _lenet_checkpoint(tmp_path: Path) -> Path:
+def _lenet_checkpoint(tmp_path: Path, stem: str = "base") -> Path:
     """A seeded, untrained LeNet-5 (width 0.5) saved as a Fashion-MNIST checkpoint stem."""
     from sparsexbar.training.zoo import build_model
 
     torch.manual_seed(0)
     net = build_model("lenet5", in_channels=1, num_classes=10, input_size=28, width=0.5)
-    src = tmp_path / "base"
+    src = tmp_path / stem
     save_checkpoint(src, net, {"architecture": "lenet5",
                                "arch_kwargs": {"in_channels": 1, "num_classes": 10,
                                                "input_size": 28, "width": 0.5},
@@ -178,15 +178,7 @@ def test_prune_cli_names_a_model_it_cannot_prune(capsys: pytest.CaptureFixture[s
 def test_prune_cli_takes_a_checkpoint_whose_stem_has_a_dot(tmp_path: Path) -> None:
     """The unknown-model check resolves a spec as the checkpoint loader does (<stem>.json
     and .safetensors): 'base.v2' is a checkpoint stem, not 'base' with a suffix."""
-    from sparsexbar.training.zoo import build_model
-
-    torch.manual_seed(0)
-    net = build_model("lenet5", in_channels=1, num_classes=10, input_size=28, width=0.5)
-    src = tmp_path / "base.v2"
-    save_checkpoint(src, net, {"architecture": "lenet5",
-                               "arch_kwargs": {"in_channels": 1, "num_classes": 10,
-                                               "input_size": 28, "width": 0.5},
-                               "dataset": "fashion-mnist"})
+    src = _lenet_checkpoint(tmp_path, "base.v2")
     out = tmp_path / "pruned"
     main(["prune", "--model", str(src), "--data", "fashion-mnist", "--split", "test",
           "--sparsity", "0.5", "--steps", "1", "--epochs", "0", "--final-epochs", "0",

@@ -36,7 +36,7 @@ from pydantic import (
     model_validator,
 )
 
-from .errors import ConfigError
+from .errors import ConfigError, parse_failure
 from .io import atomic_write_text
 
 
@@ -790,10 +790,8 @@ def load_config(
             try:
                 raw = yaml.safe_load(path.read_text())
             except (yaml.YAMLError, UnicodeDecodeError, RecursionError) as exc:
-                detail = " ".join(str(exc).split())
-                if isinstance(exc, RecursionError):  # '[[[[...' beyond Python's stack
-                    detail = f"nested too deeply ({detail})"
-                raise ConfigError(f"cannot parse hardware config {path}: {detail}") from None
+                raise ConfigError(f"cannot parse hardware config {path}: "
+                                  f"{parse_failure(exc)}") from None
             if not isinstance(raw, dict):
                 raise ConfigError(f"hardware config {path} is not a mapping")
             cfg = HardwareConfig.from_dict(raw, source=f"config {path.name}")

@@ -26,6 +26,13 @@ class CheckpointError(SparsexbarError):
     """A checkpoint does not exist, is corrupt, or does not match the architecture."""
 
 
+def parse_failure(exc: BaseException) -> str:
+    """Why a file could not be parsed, as one line: the exception's text with its line breaks
+    joined; a RecursionError (a file nested beyond Python's stack, '[[[[...') says so."""
+    detail = " ".join(str(exc).split())
+    return f"nested too deeply ({detail})" if isinstance(exc, RecursionError) else detail
+
+
 def require_choice(what: str, value: str, choices: Iterable[str]) -> None:
     """Raise SparsexbarError "<what> must be one of a, b, c, got '<value>'" unless value is one
     of choices (what names the option: '--bounds', 'encoding adc')."""

@@ -36,7 +36,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load, save
 from torch import Tensor, nn
 
-from ..core.errors import CheckpointError, SparsexbarError
+from ..core.errors import CheckpointError, SparsexbarError, parse_failure
 from . import zoo
 from .assets import ASSETS_DIR
 from .inputs import FITS, InputSpec
@@ -260,8 +260,8 @@ def read_meta(path: str | Path) -> dict[str, Any]:
     except FileNotFoundError:
         raise CheckpointError(f"checkpoint metadata {json_path} does not exist") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-        detail = f"nested too deeply ({exc})" if isinstance(exc, RecursionError) else exc
-        raise CheckpointError(f"corrupt checkpoint metadata {json_path}: {detail}") from None
+        raise CheckpointError(f"corrupt checkpoint metadata {json_path}: "
+                              f"{parse_failure(exc)}") from None
     if not isinstance(meta, dict) or not isinstance(meta.get("architecture"), str):
         raise CheckpointError(f"{json_path} lacks an 'architecture' string")
     version = meta.get("format_version")

@@ -25,7 +25,7 @@ import yaml
 
 from ... import __version__
 from ...core.config import load_config
-from ...core.errors import ConfigError, SparsexbarError
+from ...core.errors import ConfigError, SparsexbarError, parse_failure
 from ...schemes import SCHEMES, Scheme
 from ...training.inputs import InputSpec
 from ...training.zoo import MODELS
@@ -89,10 +89,7 @@ def load_sweep(path: str | Path) -> SweepSpec:
     try:
         raw = yaml.safe_load(p.read_text())
     except (yaml.YAMLError, UnicodeDecodeError, RecursionError) as exc:
-        detail = " ".join(str(exc).split())
-        if isinstance(exc, RecursionError):  # '[[[[...' beyond Python's stack
-            detail = f"nested too deeply ({detail})"
-        raise SweepFileError(f"cannot parse sweep file {p}: {detail}") from None
+        raise SweepFileError(f"cannot parse sweep file {p}: {parse_failure(exc)}") from None
     if not isinstance(raw, dict):
         raise SweepFileError(f"sweep file {p} is not a mapping of keys to values")
     return parse_sweep(raw, p)

@@ -15,7 +15,7 @@ from torch import Tensor
 from ...core.config import BitOrder, HardwareConfig
 from ...core.cost import Storage
 from ...core.engine import EngineOptions, LayerKernel, accumulate, exact_accumulate
-from ...core.errors import SparsexbarError
+from ...core.errors import SparsexbarError, parse_failure
 from ...core.events import Events
 from ...core.frontend import QuantLayer
 from ...core.mapping import MappedLayer, dense_events, map_dense
@@ -571,8 +571,7 @@ def load_calibration(path: str | Path) -> dict[str, Any]:
     try:
         saved = json.loads(file.read_text())
     except (OSError, ValueError, RecursionError) as exc:
-        detail = f"nested too deeply ({exc})" if isinstance(exc, RecursionError) else exc
-        raise SparsexbarError(f"cannot read {where}: {detail}") from None
+        raise SparsexbarError(f"cannot read {where}: {parse_failure(exc)}") from None
     if not isinstance(saved, dict):
         raise SparsexbarError(f"{where} is not a JSON object")
     out: dict[str, Any] = {}

@@ -21,7 +21,7 @@ from ...core.engine import (
     exact_accumulator,
     exact_from_magnitudes,
 )
-from ...core.errors import SparsexbarError, require_choice
+from ...core.errors import SparsexbarError, parse_failure, require_choice
 from ...core.events import Events
 from ...core.frontend import QuantLayer
 from ...core.mapping import MappedLayer, column_group_widths, dense_events, map_dense
@@ -511,10 +511,8 @@ def load_calibration(path: str | Path, key: str) -> dict[str, Any]:
     try:
         data = json.loads(p.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
-        detail = " ".join(str(exc).split())
-        if isinstance(exc, RecursionError):  # '[[[[...' beyond Python's stack
-            detail = f"nested too deeply ({detail})"
-        raise SparsexbarError(f"cannot parse encoding {key} file {p}: {detail}") from None
+        raise SparsexbarError(f"cannot parse encoding {key} file {p}: "
+                              f"{parse_failure(exc)}") from None
     if isinstance(data, dict) and isinstance(data.get(key), dict):
         data = data[key]
     if not isinstance(data, dict) or not data:

@@ -323,10 +323,9 @@ def _check_calibration(calibration: Tensor, images: Tensor) -> None:
                               + (f" of {calibration.dtype}" if isinstance(calibration, Tensor)
                                  else ""))
     if calibration.dim() != images.dim() or calibration.shape[1:] != images.shape[1:]:
-        want = "x".join(str(int(d)) for d in images.shape[1:])
+        want = ", ".join(str(int(d)) for d in images.shape[1:])
         raise SparsexbarError(f"calibration images have shape {tuple(calibration.shape)}; the "
-                              f"model takes (N, {', '.join(want.split('x'))}) like the run's "
-                              "images")
+                              f"model takes (N, {want}) like the run's images")
     if calibration.shape[0] == 0:
         raise SparsexbarError("calibration holds no images")
 

@@ -309,8 +309,9 @@ def _normalize(x: Tensor, spec: InputSpec, name: str) -> Tensor:
     if bool((mean == 0).all()) and bool((std == 1).all()):
         return x
     out = (x - mean.view(1, -1, 1, 1)) / std.view(1, -1, 1, 1)
-    if bool(torch.isfinite(x).all()) and not bool(torch.isfinite(out).all()):
-        # the data was fine: the normalization overflowed float32 (a std such as 1e-300)
+    if not bool(torch.isfinite(out).all()) and bool(torch.isfinite(x).all()):
+        # the data was fine: the normalization overflowed float32 (a std such as 1e-300);
+        # the data itself is looked at only then
         raise SparsexbarError(f"data set '{name}': the input normalization (x - mean) / std "
                               f"overflows float32 (mean {spec.mean}, std {spec.std}); give a "
                               "larger std")

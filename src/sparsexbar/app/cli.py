@@ -130,6 +130,21 @@ def _one_of(*allowed: int) -> Callable[[int | None], int | None]:
     return check
 
 
+def _comma_list(flag: str, text: str | None, every: list[str], what: str) -> list[str]:
+    """The items of a comma-separated option, `every` when it is not given; an empty value
+    or an empty item is refused (',' ran every item before)."""
+    if text is None:
+        return every
+    items = [item.strip() for item in text.split(",")]
+    if not any(items):
+        raise SparsexbarError(f"{flag} is empty: give {what} separated by commas, or leave "
+                              f"{flag} out for every one")
+    if not all(items):
+        raise SparsexbarError(f"{flag} '{text}' has an empty item (two commas in a row, or "
+                              "one at an end)")
+    return items
+
+
 def _given(value: str | None) -> str | None:
     """A callback refusing an empty or blank text value ('--data ""' read the current folder
     as an image folder)."""
@@ -396,13 +411,7 @@ def compare(
     """Run several schemes on the same inputs; one table, CSV, plots and report.html. A scheme
     that refuses the run (e.g. sre's activation modes on a noisy device) is recorded in
     failed.json and the table, the others run, and the command exits with code 2."""
-    names = scheme_names() if schemes is None else [s.strip() for s in schemes.split(",")]
-    if not any(names):
-        raise SparsexbarError("--schemes is empty: give scheme names separated by commas, or "
-                              "leave --schemes out for every registered scheme")
-    if not all(names):
-        raise SparsexbarError(f"--schemes '{schemes}' has an empty item (two commas in a row, "
-                              "or one at an end)")
+    names = _comma_list("--schemes", schemes, scheme_names(), "scheme names")
     inputs = _input_options(input_scale, normalize, input_size, input_channels, input_fit,
                             classes, root)
     _compare(out, names, model, data, hw, parse_overrides(set_), limit, batch_size, device,
@@ -616,10 +625,7 @@ def bench(
 ) -> None:
     """Images/s of the engine against plain PyTorch inference of the same model (ratios)."""
     require_choice("--model", model, BENCH_MODELS)
-    names = list(CASES) if cases is None else [c.strip() for c in cases.split(",")]
-    if not all(names):  # ',' ran every case before
-        raise SparsexbarError(f"--cases '{cases}' is empty or has an empty item; leave it out "
-                              "for every case")
+    names = _comma_list("--cases", cases, list(CASES), "case names")
     for name in names:
         require_choice("--cases item", name, CASES)
     check_bench_args(model, batch_size, repeats)

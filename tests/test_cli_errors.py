@@ -184,6 +184,57 @@ def test_error_through_the_installed_script() -> None:
     assert_one_line_error(proc.returncode, proc.stderr, "ou.rows", "array.rows")
 
 
+def test_ctrl_c_while_the_command_starts_is_one_line() -> None:
+    """A Ctrl-C while the command imports the package (torch: 1.5-2.5 s) printed Python's
+    KeyboardInterrupt traceback (15-26 lines, exit -2): the console entry (`sparsexbar_entry`)
+    imports it under a guard. The interrupt is raised deterministically here, by an import
+    hook when torch is looked up, as a Ctrl-C in that window raises it."""
+    code = (
+        "import sys\n"
+        "class Interrupt:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name == 'torch':\n"
+        "            raise KeyboardInterrupt\n"
+        "        return None\n"
+        "sys.meta_path.insert(0, Interrupt())\n"
+        "import sparsexbar_entry\n"
+        "sparsexbar_entry.main(['presets'])\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, cwd=ROOT, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 130, proc.stderr
+    assert proc.stdout == ""
+    assert proc.stderr.splitlines() == ["sparsexbar: interrupted while starting; nothing was run"]
+
+
+def _default_sigint() -> None:
+    """In the child before exec: SIGINT at its default action, as a shell starts a command."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def test_ctrl_c_early_through_the_installed_script() -> None:
+    """The real signal, 0.3 s after the installed script starts (its imports take longer):
+    exit 130 and one line, whichever of the entry's guard or the command's own handler
+    catches it."""
+    import signal
+    import time
+
+    script = Path(sys.executable).parent / "sparsexbar"
+    if not script.exists():
+        pytest.skip("the console script is not installed next to this interpreter")
+    proc = subprocess.Popen([str(script), "presets"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, cwd=ROOT,
+                            stdin=subprocess.DEVNULL, preexec_fn=_default_sigint)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and len(err.splitlines()) == 1, err
+    assert err.startswith("sparsexbar: interrupted"), err
+
+
 # ---- presets ------------------------------------------------------------------------------------
 def test_presets_lists_the_published_designs(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, err = cli(capsys, "presets")

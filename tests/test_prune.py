@@ -160,6 +160,25 @@ def test_prune_cli_bad_method_exits_2(capsys: pytest.CaptureFixture[str]) -> Non
     assert "--method" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(("method", "given", "message"), [
+    ("unstructured", ["--k", "3"], "--k applies to --method pattern only (got --method "
+                                   "unstructured); leave it out"),
+    ("ou-structured", ["--k", "3", "--max-patterns", "2"],
+     "--k and --max-patterns apply to --method pattern only (got --method ou-structured); "
+     "leave them out"),
+    ("ou-structured", ["--max-patterns=4"], "--max-patterns applies to --method pattern only"),
+])
+def test_prune_cli_refuses_pattern_options_with_another_method(
+        capsys: pytest.CaptureFixture[str], method: str, given: list[str], message: str) -> None:
+    """--k and --max-patterns were checked and then ignored by the magnitude methods (a user
+    asking for 3 kept weights got a plain magnitude-pruned net): refused before any work."""
+    with pytest.raises(SystemExit) as exc:
+        main(["prune", "--method", method, *given])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and message in err, err
+
+
 @pytest.mark.parametrize(("spec", "fragments"), [
     ("nope", ["unknown model 'nope' to prune", "vgg16-fmnist", "checkpoint"]),
     ("net.pt", ["cannot prune", "net.pt", "not a torch.save file"]),

@@ -153,6 +153,18 @@ def _given(value: str | None) -> str | None:
     return value
 
 
+def _on_command_line(ctx: typer.Context, *names: str) -> list[str]:
+    """The options among `names` (parameter names) that the user gave, as spelled on the
+    command line ('max_patterns' -> '--max-patterns'); defaults are not given. The source is
+    compared by name: typer's click layer has its own ParameterSource enum."""
+    given = []
+    for name in names:
+        source = ctx.get_parameter_source(name)
+        if source is not None and source.name != "DEFAULT":
+            given.append("--" + name.replace("_", "-"))
+    return given
+
+
 SEED_MAX = 2**31 - 1  # seeds of torch, numpy and device.seed alike: 0 .. 2^31 - 1
 SIZE_MAX = 1024  # image sizes a model may take, pixels a side (a larger one: a typo, or GiBs)
 
@@ -741,6 +753,7 @@ app.add_typer(calibrate_app, name="calibrate")
 
 @app.command()
 def prune(
+    ctx: typer.Context,
     model: Annotated[str, typer.Option(
         "--model", help="A shipped model (vgg16-fmnist, ...; 'default': the shipped VGG-8) or "
         "a checkpoint to prune.")] = "default",
@@ -789,6 +802,11 @@ def prune(
 ) -> None:
     """Prune a checkpoint (magnitude or pattern) with fine-tuning; writes it and a table."""
     require_choice("--method", method, METHODS)
+    pattern_only = _on_command_line(ctx, "k", "max_patterns")
+    if method != "pattern" and pattern_only:
+        verb, pronoun = ("applies", "it") if len(pattern_only) == 1 else ("apply", "them")
+        raise SparsexbarError(f"{' and '.join(pattern_only)} {verb} to --method pattern only "
+                              f"(got --method {method}); leave {pronoun} out")
     weights = _weight_format(weights, half)
     require_choice("--precision", precision, PRECISIONS)
     require_choice("--split", split, ("train", "test"))

@@ -699,7 +699,9 @@ def test_refusals() -> None:
     with pytest.raises(SparsexbarError, match="exceeds the 4 input chunks"):
         simulate(net, (x, y), "isaac", EncodingScheme(precision=5),
                  overrides={"numbers.input_bits": 4})
-    with pytest.raises(SparsexbarError, match="no entry for layer"):
+    with pytest.raises(SparsexbarError, match="no entry for layer 'conv2'"):
+        simulate(net, (x, y), "isaac", EncodingScheme(adc="calibrated", adc_bits={"conv1": 3}))
+    with pytest.raises(SparsexbarError, match="names layer 'x' but the model has no layer"):
         simulate(net, (x, y), "isaac", EncodingScheme(adc="calibrated", adc_bits={"x": 3}))
     # device effects without encodings: the engine converts; zero-plane skipping is lossless
     over = {"device.read_noise_sigma": 0.05, "adc.bits": 5}

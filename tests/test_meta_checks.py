@@ -2,7 +2,9 @@
 calibration file made for another model (unknown, missing or non-ReLU layer names, an empty
 table, an unknown estimator, a beta estimator without betas) and a checkpoint's malformed
 metadata ("classes", "input", "input_fit", "dtype") give one line naming the file and the
-problem, before any layer runs; the real files still run."""
+problem, before any layer runs; the real files still run. Per-layer settings given in Python
+(comprrae's alpha/beta/remaining_mean, combined's alpha, encoding's ADC bits and precision) may
+not name layers the model lacks either."""
 
 from __future__ import annotations
 
@@ -17,7 +19,9 @@ from sparsexbar.core.config import preset
 from sparsexbar.core.errors import CheckpointError, SparsexbarError
 from sparsexbar.core.frontend import quantize_model
 from sparsexbar.schemes import get_scheme
+from sparsexbar.schemes.combined import CombinedScheme
 from sparsexbar.schemes.comprrae import CompRRAEScheme
+from sparsexbar.schemes.encoding import EncodingScheme
 from sparsexbar.schemes.comprrae.calibration import calibrate_comprrae
 from sparsexbar.simulate import simulate
 from sparsexbar.training import zoo
@@ -202,6 +206,82 @@ def test_check_model_takes_every_layer_at_once(
     one_layer = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(28 * 28, 10)).eval()
     with pytest.raises(SparsexbarError, match=r"has no layer 'conv1'.*: none$"):
         simulate(one_layer, _data(), HW, f"comprrae:calibration={good}")
+
+
+@pytest.mark.parametrize(("given", "fragments"), [
+    ({"alpha": {"conv_1": 0.4}}, ["comprrae: 'alpha' names layer 'conv_1'", "misspelt",
+                                  "conv1, conv2"]),
+    ({"beta": {"conv1": 0.5, "fc": 0.5}}, ["'beta' names layer 'fc'", "not followed by relu"]),
+    ({"beta": 0.5, "remaining_mean": {"nope": [0.1] * 7}},
+     ["'remaining_mean' names layer 'nope'"]),
+])
+def test_per_layer_values_in_python_name_the_models_layers(
+        given: dict[str, Any], fragments: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Per-layer mappings given in Python were not checked: a misspelt layer name fell back
+    to exact (None) there, silently. Refused before any layer runs; leaving a layer out stays
+    allowed (exact there)."""
+    def no_run(*_: Any) -> Any:
+        raise AssertionError("a layer ran before the per-layer values were checked")
+
+    monkeypatch.setattr(CompRRAEScheme, "run_layer", no_run)
+    with pytest.raises(SparsexbarError) as info:
+        simulate(nets.tiny_fmnist_net(), _data(), HW, CompRRAEScheme(**given))
+    message = str(info.value)
+    assert len(message.splitlines()) == 1, message
+    for fragment in fragments:
+        assert fragment.lower() in message.lower(), (fragment, message)
+
+
+def test_per_layer_values_in_python_of_the_models_layers_run() -> None:
+    """The model's own names run: every layer listed equals the scalar, bit for bit; a layer
+    left out is exact there (one comparison per check, two with an alpha)."""
+    data = _data()
+    scalar = simulate(nets.tiny_fmnist_net(), data, HW, CompRRAEScheme(alpha=0.4))
+    listed = simulate(nets.tiny_fmnist_net(), data, HW,
+                      CompRRAEScheme(alpha={"conv1": 0.4, "conv2": 0.4}))
+    assert scalar.outputs is not None and listed.outputs is not None
+    assert torch.equal(scalar.outputs, listed.outputs)
+    partial = simulate(nets.tiny_fmnist_net(), data, HW, CompRRAEScheme(alpha={"conv2": 0.4}))
+    events = {layer["name"]: layer["events"] for layer in partial.to_json()["layers"]}
+    assert events["conv1"]["comparisons"] == events["conv1"]["lut_reads"] > 0  # exact there
+    assert events["conv2"]["comparisons"] == 2 * events["conv2"]["lut_reads"] > 0
+
+
+def _encoding_bits_file(tmp_path: Path) -> Path:
+    """An encoding ADC-bits file of another model: the tiny net's layers and one more."""
+    return _write(tmp_path, {"adc_bits": {"conv1": 6, "conv2": 6, "fc": 6, "features.0": 6}},
+                  "bits.json")
+
+
+@pytest.mark.parametrize(("scheme", "fragments"), [
+    (lambda _: EncodingScheme(precision={"conv1": 2, "conv_2": 2}),
+     ["encoding precision names layer 'conv_2'", "misspelt", "conv1, conv2, fc"]),
+    (lambda _: EncodingScheme(adc="calibrated",
+                              adc_bits={"conv1": 6, "conv2": 6, "fc": 6, "fc2": 6}),
+     ["encoding adc_bits names layer 'fc2'"]),
+    (lambda tmp: get_scheme(f"encoding:adc=calibrated:adc_bits={_encoding_bits_file(tmp)}"),
+     ["encoding adc_bits file", "bits.json", "names layer 'features.0'", "another model"]),
+    (lambda _: CombinedScheme(alpha={"conv1": 0.4, "nope": 0.4}),
+     ["comprrae: 'alpha' names layer 'nope'"]),
+])
+def test_per_layer_settings_of_encoding_and_combined_name_the_models_layers(
+        tmp_path: Path, scheme: Any, fragments: list[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """encoding's per-layer ADC bits and precisions and combined's per-layer alpha named
+    layers the model lacks without a word (a layer missing from the bits was refused, an
+    extra one not): refused before any layer is mapped."""
+    made = scheme(tmp_path)
+
+    def no_map(*_: Any) -> Any:
+        raise AssertionError("a layer was mapped before the per-layer settings were checked")
+
+    monkeypatch.setattr(type(made), "map_layer", no_map)
+    with pytest.raises(SparsexbarError) as info:
+        simulate(nets.tiny_fmnist_net(), _data(), HW, made)
+    message = str(info.value)
+    assert len(message.splitlines()) == 1, message
+    for fragment in fragments:
+        assert fragment.lower() in message.lower(), (fragment, message)
 
 
 def test_cli_refuses_a_calibration_file_of_another_model(

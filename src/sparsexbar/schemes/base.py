@@ -110,3 +110,9 @@ def refuse_grouped(scheme: str, layer: QuantLayer, reason: str) -> None:
         raise UnsupportedModelError(
             f"{scheme} does not map grouped convolutions: layer '{layer.name}' has "
             f"groups={layer.groups} ({reason}); dense and pattern map it block-diagonally")
+
+
+def layer_listing(names: Sequence[str]) -> str:
+    """The first six of `names` for a one-line message: 'a, b, ..., 13 in all' ('none')."""
+    shown = ", ".join(names[:6])
+    return (shown + (f", ... {len(names)} in all" if len(names) > 6 else "")) or "none"

@@ -4,7 +4,7 @@ best one; the events each technique adds (`layer_events`) and a layout's static 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -156,6 +156,11 @@ class CombinedScheme(Scheme):
         # as the encoding scheme's, docs/cost.md): nothing to report there
         return self.comprrae.overridden(hw) if self.auto or "comprrae" in self.techniques \
             else {}
+
+    def check_model(self, layers: Sequence[QuantLayer]) -> None:
+        """A per-layer alpha names the model's comprrae layers (comprrae's own check)."""
+        if self.auto or "comprrae" in self.techniques:
+            self.comprrae.check_model(layers)
 
     def map_layer(self, layer: QuantLayer, hw: HardwareConfig) -> MappedLayer:
         refuse_grouped("combined", layer, "it composes the sre, comprrae and encoding "

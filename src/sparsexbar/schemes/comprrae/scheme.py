@@ -19,7 +19,7 @@ from ...core.errors import SparsexbarError, parse_failure
 from ...core.events import Events
 from ...core.frontend import QuantLayer
 from ...core.mapping import MappedLayer, dense_events, map_dense
-from ..base import Counted, LayerRun, Scheme, refuse_grouped
+from ..base import Counted, LayerRun, Scheme, layer_listing, refuse_grouped
 from ..counting import narrow_magnitudes
 from .kernel import CompKernel, slice_major
 
@@ -169,38 +169,49 @@ class CompRRAEScheme(Scheme):
         return mapped
 
     def check_model(self, layers: Sequence[QuantLayer]) -> None:
-        """Refuse a calibration file made for another model: its tables must name the model's
-        comprrae layers (those followed by ReLU) and only those, and its alpha and beta tables
-        every one of them (`calibrate comprrae` writes null for a layer without a value)."""
-        if not self.file_tables:
+        """Refuse per-layer values of another model. A calibration file's tables must name the
+        model's comprrae layers (those followed by ReLU) and only those, and its alpha and beta
+        tables every one of them (`calibrate comprrae` writes null for a layer without a
+        value). Per-layer mappings given in Python (alpha, beta, remaining_mean) may leave
+        layers out (None: exact there) but must not name a layer the model lacks or one
+        comprrae does not check: a misspelt name would silently run exact."""
+        if self.file_tables:
+            where = f"comprrae calibration '{self.calibration}'"
+            hint = "calibrated for another model?"
+            tables: Mapping[str, Mapping[str, Any]] = self.file_tables
+        else:
+            where, hint = "comprrae", "a misspelt or another model's layer?"
+            tables = {key: value for key, value in (("alpha", self.alpha), ("beta", self.beta),
+                                                    ("remaining_mean", self.remaining_mean))
+                      if isinstance(value, Mapping)}
+        if not tables:
             return
         known = {layer.name: layer.followed_by_relu for layer in layers}
-        where = f"comprrae calibration '{self.calibration}'"
         relu = [name for name, checked in known.items() if checked]
-        shown = ", ".join(relu[:6]) + (f", ... {len(relu)} in all" if len(relu) > 6 else "")
-        listed = f"the model's comprrae layers (followed by ReLU): {shown or 'none'}"
-        for table, values in self.file_tables.items():
+        listed = f"the model's comprrae layers (followed by ReLU): {layer_listing(relu)}"
+        for table, values in tables.items():
             unknown = [name for name in values if name not in known]
             if unknown:
                 extra = len(unknown) - 1
                 more = f" (and {extra} more unknown name{'s' if extra > 1 else ''})" \
                     if extra else ""
                 raise SparsexbarError(f"{where}: '{table}' names layer '{unknown[0]}'{more} but "
-                                      f"the model has no layer '{unknown[0]}' (calibrated for "
-                                      f"another model?); {listed}")
+                                      f"the model has no layer '{unknown[0]}' ({hint}); "
+                                      f"{listed}")
             unchecked = [name for name in values if not known[name]]
             if unchecked:
                 raise SparsexbarError(f"{where}: '{table}' names layer '{unchecked[0]}', which "
                                       "is not followed by ReLU (comprrae checks none of its "
-                                      f"outputs; calibrated for another model?); {listed}")
-        for table, values in self.file_tables.items():
+                                      f"outputs; {hint}); {listed}")
+        if not self.file_tables:
+            return
+        for table, values in tables.items():
             if table == "remaining_mean" or not values:
                 continue  # missing layers: 0 (`layer_remaining_mean`)
             missing = [name for name in relu if name not in values]
             if missing:
                 raise SparsexbarError(f"{where}: '{table}' has no entry for layer "
-                                      f"'{missing[0]}' (calibrated for another model?); "
-                                      f"{listed}")
+                                      f"'{missing[0]}' ({hint}); {listed}")
 
     def kernel(self, mapped: MappedLayer, device: torch.device) -> LayerKernel:
         name = mapped.layer.name

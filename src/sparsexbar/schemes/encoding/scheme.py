@@ -4,7 +4,7 @@ values and events) and `build_encoding` (its text options)."""
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -25,7 +25,7 @@ from ...core.errors import SparsexbarError, parse_failure, require_choice
 from ...core.events import Events
 from ...core.frontend import QuantLayer
 from ...core.mapping import MappedLayer, column_group_widths, dense_events, map_dense
-from ..base import Counted, LayerRun, Scheme, refuse_grouped
+from ..base import Counted, LayerRun, Scheme, layer_listing, refuse_grouped
 from ..counting import narrow_magnitudes
 from .kernel import (
     EncodingKernel,
@@ -186,6 +186,24 @@ class EncodingScheme(Scheme):
         if isinstance(self.precision, Mapping):
             return self.precision.get(name)
         return self.precision
+
+    def check_model(self, layers: Sequence[QuantLayer]) -> None:
+        """Refuse per-layer ADC bits or precisions (a file's or a Python mapping's) that name a
+        layer the model lacks: a misspelt name or another model's file would run that layer
+        with other settings than asked, silently. (A layer missing from the ADC bits is
+        refused when it is mapped; one missing from the precisions runs every chunk.)"""
+        names = [layer.name for layer in layers]
+        tables = (("adc_bits", self.layer_bits_given, self.adc_bits_file),
+                  ("precision", self.precision if isinstance(self.precision, Mapping) else None,
+                   self.precision_file))
+        for key, values, source in tables:
+            unknown = [name for name in values or {} if name not in names]
+            if unknown:
+                where = f"encoding {key} file '{source}'" if source else f"encoding {key}"
+                raise SparsexbarError(
+                    f"{where} names layer '{unknown[0]}' but the model has no layer "
+                    f"'{unknown[0]}' ({'another model' if source else 'a misspelt name'}?); "
+                    f"the model's crossbar layers: {layer_listing(names)}")
 
     # ---- mapping ----------------------------------------------------------------------------
     def map_layer(self, layer: QuantLayer, hw: HardwareConfig) -> MappedLayer:

@@ -21,8 +21,8 @@ from sparsexbar.core.frontend import quantize_model
 from sparsexbar.schemes import get_scheme
 from sparsexbar.schemes.combined import CombinedScheme
 from sparsexbar.schemes.comprrae import CompRRAEScheme
-from sparsexbar.schemes.encoding import EncodingScheme
 from sparsexbar.schemes.comprrae.calibration import calibrate_comprrae
+from sparsexbar.schemes.encoding import EncodingScheme
 from sparsexbar.simulate import simulate
 from sparsexbar.training import zoo
 from sparsexbar.training.assets import ASSETS_DIR

@@ -318,10 +318,11 @@ def _checkpoint(tmp_path: Path) -> Path:
 META_CASES = [  # (id, field, value, fragments of the error)
     ("classes-not-a-list", "classes", "abc", ["'classes'", "list of class names"]),
     ("classes-wrong-count", "classes", ["a", "b"], ["'classes' names 2 classes", "10 outputs"]),
-    ("classes-not-strings", "classes", list(range(10)), ["'classes'", "strings"]),
+    ("classes-not-strings", "classes", list(range(10)), ["'classes'", "non-blank text", "0"]),
+    ("classes-blank", "classes", ["a", " ", *"cdefghij"], ["'classes'", "non-blank text"]),
     ("classes-null", "classes", None, ["'classes'", "null"]),
     ("classes-empty", "classes", [], ["'classes'"]),
-    ("classes-twice", "classes", ["a"] * 10, ["'classes'", "\"a\" twice"]),
+    ("classes-twice", "classes", ["a"] * 10, ["'classes'", "names class 'a' twice"]),
     ("input-a-list", "input", [1], ["'input' must be an object", "[1]"]),
     ("input-null", "input", None, ["'input' must be an object", "null"]),
     ("input-bad-channels", "input", {"channels": "x"}, ["'input'", "channels"]),

@@ -356,8 +356,12 @@ def test_bad_api_arguments_are_refused_with_sparsexbar_errors() -> None:
         simulate(net, (images, labels), hw=HW, calibration=torch.rand(2, 3, 28, 28))
     with pytest.raises(SparsexbarError, match="float tensor"):
         simulate(net, (images, labels), hw=HW, calibration=(images * 255).to(torch.uint8))
-    with pytest.raises(SparsexbarError, match="distinct class names"):
+    with pytest.raises(SparsexbarError, match="classes names class 'a' twice"):
         simulate(net, (images, labels), hw=HW, classes=["a"] * 10)
+    with pytest.raises(SparsexbarError, match="non-blank text"):  # a blank name was taken
+        simulate(net, (images, labels), hw=HW, classes=["a", " ", *"cdefghij"])
+    with pytest.raises(SparsexbarError, match="must be a list of class names, got str"):
+        simulate(net, (images, labels), hw=HW, classes="abcdefghij")  # type: ignore[arg-type]
     res = simulate(net, (images, labels), hw=HW, calibration=images[:2])  # a good one runs
     assert res.num_images == 3
 

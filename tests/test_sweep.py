@@ -587,7 +587,10 @@ BAD_FILES: list[tuple[Any, list[str]]] = [
     ({**SMALL_SWEEP, "input": {"scale": 0}}, ["input", "scale"]),
     ({**SMALL_SWEEP, "input": {"shift": 1}}, ["input", "shift"]),
     ({**SMALL_SWEEP, "input": "0..255"}, ["input", "mapping"]),
-    ({**SMALL_SWEEP, "classes": "cat"}, ["classes"]),
+    ({**SMALL_SWEEP, "classes": "cat"}, ["classes", "list of class names"]),
+    # refused only when a point ran before (the sweep file's own check took duplicates)
+    ({**SMALL_SWEEP, "classes": ["cat", "dog", "cat"]}, ["classes", "names class 'cat' twice"]),
+    ({**SMALL_SWEEP, "classes": ["cat"]}, ["classes", "at least 2 classes"]),
     ({**SMALL_SWEEP, "model": "tests.nets:raising_factory"}, ["raised"]),
     # the command line's option form: named, with the mapping form to use
     ({**SMALL_SWEEP, "schemes": ["comprrae:alpha=0.4"]},

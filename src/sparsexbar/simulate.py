@@ -40,6 +40,7 @@ from .training.inputs import (
     InputRecord,
     InputSpec,
     check_classes,
+    class_names_problem,
     map_labels,
     model_classes,
     prepare,
@@ -215,11 +216,10 @@ def resolve_inputs(model: nn.Module | str, data: Any, limit: int | None = None,
     checkpoint does not say), and one image run through the float model, so a model that
     cannot take the data is refused here. Batches already prepared are used as they are."""
     given = without_unset(input_spec)
-    model_names = list(classes) if classes is not None else None
-    if model_names is not None and (not all(isinstance(n, str) and n for n in model_names)
-                                    or len(set(model_names)) != len(model_names)):
-        raise SparsexbarError(f"classes must be distinct class names (strings) in output order, "
-                              f"got {model_names!r}")
+    model_names = list(classes) if isinstance(classes, list | tuple) else classes
+    problem = None if model_names is None else class_names_problem(model_names)
+    if problem is not None:
+        raise SparsexbarError(f"classes {problem} (distinct class names in output order)")
     if isinstance(data, Batches):
         batches = resolve_data(data, limit)
         c, size = int(batches.images.shape[1]), int(batches.images.shape[-1])

@@ -39,7 +39,7 @@ from torch import Tensor, nn
 from ..core.errors import CheckpointError, SparsexbarError, parse_failure
 from . import zoo
 from .assets import ASSETS_DIR
-from .inputs import FITS, InputSpec
+from .inputs import FITS, InputSpec, class_names_problem
 
 FORMAT_VERSION = 1
 WEIGHT_FORMATS = ("float32", "float16", "int8")
@@ -284,16 +284,11 @@ def _check_fields(meta: dict[str, Any], json_path: Path) -> None:
                               f"{', '.join(WEIGHT_FORMATS)}, got {_short(meta['dtype'])}")
     if "classes" in meta:
         names = meta["classes"]
-        if not (isinstance(names, list) and names
-                and all(isinstance(n, str) and n.strip() for n in names)):
-            raise CheckpointError(f"{json_path}: 'classes' must be a list of class names "
-                                  f"(strings, in output order), got {_short(names)}")
-        seen: set[str] = set()
-        for name in names:
-            if name in seen:
-                raise CheckpointError(f"{json_path}: 'classes' names class {_short(name)} "
-                                      "twice")
-            seen.add(name)
+        problem = (class_names_problem(names) if isinstance(names, list)
+                   else f"must be a list of class names, got {_short(names)}")
+        if problem is not None:
+            raise CheckpointError(f"{json_path}: 'classes' {problem} (the model's class names "
+                                  "in output order)")
     if "input" in meta:
         spec = meta["input"]
         if not isinstance(spec, dict):

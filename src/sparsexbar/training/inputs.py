@@ -171,6 +171,26 @@ def parse_normalize(text: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
     return mean, std
 
 
+def class_names_problem(names: Any, minimum: int = 1) -> str | None:
+    """Why `names` are not a model's class names in output order, or None when they are: a
+    list (or tuple) of at least `minimum` distinct, non-blank strings. The reason reads after
+    the names' source, e.g. "--classes " + "names class 'bag' twice"."""
+    if not isinstance(names, list | tuple):
+        return f"must be a list of class names, got {type(names).__name__}"
+    if len(names) < minimum:
+        return (f"must name at least {minimum} class{'es' if minimum > 1 else ''}, got "
+                f"{len(names)}")
+    for name in names:
+        if not (isinstance(name, str) and name.strip()):
+            return f"must be class names (non-blank text), got {name!r} among them"
+    seen: set[str] = set()
+    for name in names:
+        if name in seen:
+            return f"names class {name!r} twice"
+        seen.add(name)
+    return None
+
+
 def parse_classes(text: str) -> list[str]:
     """--classes: the model's class names in output order, comma-separated, or the name of a
     data set whose classes they are (fashion-mnist, cifar10)."""
@@ -182,8 +202,9 @@ def parse_classes(text: str) -> list[str]:
         raise SparsexbarError(f"--classes must be class names in output order, "
                               f"comma-separated, or one of {', '.join(KNOWN_CLASSES)}, got "
                               f"'{text}'")
-    if len(set(names)) != len(names):
-        raise SparsexbarError(f"--classes names a class twice: '{text}'")
+    problem = class_names_problem(names, minimum=2)
+    if problem is not None:
+        raise SparsexbarError(f"--classes {problem}: '{text}'")
     return names
 
 

@@ -27,7 +27,7 @@ from ... import __version__
 from ...core.config import load_config
 from ...core.errors import ConfigError, SparsexbarError, parse_failure
 from ...schemes import SCHEMES, Scheme
-from ...training.inputs import InputSpec
+from ...training.inputs import InputSpec, class_names_problem
 from ...training.zoo import MODELS
 
 # Top-level keys of a sweep file.
@@ -153,10 +153,10 @@ def parse_sweep(raw: Mapping[str, Any], path: Path) -> SweepSpec:
                                  else f"{where}: input: {message}") from None
         input_spec = {k: v for k, v in input_spec.items() if v is not None}
     classes = raw.get("classes")
-    if classes is not None and (not isinstance(classes, list) or len(classes) < 2 or not all(
-            isinstance(c, str) and c for c in classes)):
-        raise SweepFileError(f"{where}: classes must be a list of the models' class names, in "
-                             f"output order; got {classes!r}")
+    problem = None if classes is None else class_names_problem(classes, minimum=2)
+    if problem is not None:
+        raise SweepFileError(f"{where}: classes {problem} (the models' class names, in "
+                             "output order)")
     return SweepSpec(path=path, name=name, models=models, data=data, limit=limit, hw=hw,
                      hw_source=hw_source, base_overrides=base_overrides, schemes=schemes,
                      grid=grid, points=points, batch_size=batch_size, device=device,

@@ -330,6 +330,10 @@ META_CASES = [  # (id, field, value, fragments of the error)
     ("input-bad-fit", "input", {"fit": "zoom"}, ["'input'", "fit", "zoom"]),
     ("dtype-unknown", "dtype", "int4", ["'dtype'", "int4", "float32, float16, int8"]),
     ("input-fit-bad-how", "input_fit", {"how": "zoom"}, ["'input_fit'", "zoom"]),
+    # prune read str(5) = '5' as the data set to fine-tune on, and a list as its text
+    ("dataset-a-number", "dataset", 5, ["'dataset'", "name of the data set", "got 5"]),
+    ("dataset-blank", "dataset", " ", ["'dataset'", "or null"]),
+    ("dataset-a-list", "dataset", ["fashion-mnist"], ["'dataset'", "[\"fashion-mnist\"]"]),
 ]
 
 

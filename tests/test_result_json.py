@@ -16,6 +16,7 @@ import pytest
 
 from sparsexbar import simulate
 from sparsexbar.core.config import preset
+from sparsexbar.core.errors import SparsexbarError
 from sparsexbar.core.events import Events
 from sparsexbar.result import LayerRecord
 from tests import nets
@@ -75,6 +76,9 @@ def test_result_is_typed_and_frozen() -> None:
     assert "label" not in res.to_json()["scheme"]
     assert {k: v for k, v in out.items() if k not in ("model", "scheme")} == {
         k: v for k, v in res.to_json().items() if k not in ("model", "scheme")}
+    for bad in ({"model": 3}, {"model": " "}, {"label": ["sre"]}):  # JSON took them as given
+        with pytest.raises(SparsexbarError, match="Result.named: (model|label) must be non-blank"):
+            res.named(**bad)  # type: ignore[arg-type]
 
 
 if __name__ == "__main__":

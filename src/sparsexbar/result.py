@@ -14,6 +14,7 @@ from typing import Any
 
 from torch import Tensor
 
+from .core.errors import SparsexbarError
 from .core.events import Events
 
 
@@ -166,6 +167,10 @@ class Result(_Record):
         return float(self.accuracy.top1)
 
     def named(self, model: str | None = None, label: str | None = None) -> Result:
-        """The same result with another model name and/or a scheme label."""
+        """The same result with another model name and/or a scheme label (non-blank text)."""
+        for what, value in (("model", model), ("label", label)):
+            if value is not None and not (isinstance(value, str) and value.strip()):
+                raise SparsexbarError(f"Result.named: {what} must be non-blank text, got "
+                                      f"{value!r}")
         scheme = self.scheme if label is None else replace(self.scheme, label=label)
         return replace(self, model=self.model if model is None else model, scheme=scheme)

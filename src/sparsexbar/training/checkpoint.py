@@ -276,12 +276,17 @@ def read_meta(path: str | Path) -> dict[str, Any]:
 
 def _check_fields(meta: dict[str, Any], json_path: Path) -> None:
     """Refuse, naming the file and the field, the metadata a run would otherwise ignore:
-    "dtype" other than a weight format, "classes" other than distinct class names, "input"
-    other than an input spec (`inputs.InputSpec`), "input_fit" other than {"how": pad or
-    resize, ...}. A field left out is fine (the model's, the data's or the defaults then)."""
+    "dtype" other than a weight format, "dataset" other than a name or null (prune reads
+    it), "classes" other than distinct class names, "input" other than an input spec
+    (`inputs.InputSpec`), "input_fit" other than {"how": pad or resize, ...}. A field left
+    out is fine (the model's, the data's or the defaults then)."""
     if "dtype" in meta and meta["dtype"] not in WEIGHT_FORMATS:
         raise CheckpointError(f"{json_path}: 'dtype' must be one of "
                               f"{', '.join(WEIGHT_FORMATS)}, got {_short(meta['dtype'])}")
+    dataset = meta.get("dataset")
+    if dataset is not None and not (isinstance(dataset, str) and dataset.strip()):
+        raise CheckpointError(f"{json_path}: 'dataset' must be the name of the data set the "
+                              f"model was trained on (text) or null, got {_short(dataset)}")
     if "classes" in meta:
         names = meta["classes"]
         problem = (class_names_problem(names) if isinstance(names, list)

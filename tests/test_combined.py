@@ -531,3 +531,13 @@ def test_cli_compare_keeps_variants_of_one_scheme_apart(capsys: pytest.CaptureFi
                        "--out", str(tmp_path / "dup"))
     assert code == 2 and err.count("\n") == 1 and "'dense' and 'dense'" in err
     assert not (tmp_path / "dup").exists()
+    # spelt apart but the same options once resolved (a default given, or none for an
+    # option whose default is none): two identical rows ran before
+    for schemes, pair in (("sre,sre:mode=joint", "'sre' and 'sre:mode=joint'"),
+                          ("comprrae:alpha=none,comprrae", "'comprrae:alpha=none' and 'comprrae'"),
+                          ("encoding,encoding:input=bus-invert:weight=complement",
+                           "'encoding' and 'encoding:input=bus-invert:weight=complement'")):
+        code, _, err = cli(capsys, "compare", "--schemes", schemes, "--limit", "2",
+                           "--out", str(tmp_path / "dup"))
+        assert code == 2 and err.count("\n") == 1 and pair in err and "same run" in err, err
+        assert not (tmp_path / "dup").exists()

@@ -296,6 +296,84 @@ def test_unsupported_layers_are_refused(factory: Any, scheme: str) -> None:
     assert "\n" not in str(info.value)
 
 
+class _Probe(nn.Module):
+    """conv -> ReLU -> (the variant's middle) -> 4x4 max pool -> fc, on 1x8x8 inputs."""
+
+    def __init__(self, variant: str) -> None:
+        super().__init__()
+        self.variant = variant
+        self.a = nn.Conv2d(1, 4, 3, padding=1)
+        self.b = nn.Conv2d(1, 4, 3, padding=1)
+        self.c = nn.Conv2d(4, 4, 3, padding=1)
+        self.pool = nn.MaxPool2d(2, return_indices=variant == "pool-indices")
+        self.row = nn.Linear(8, 8)
+        self.fc = nn.Linear(4 * 4 * 4, 10)
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = torch.relu(self.a(x))
+        if self.variant == "shared":  # one conv called twice
+            y = torch.relu(self.c(torch.relu(self.c(y))))
+        elif self.variant == "dropout":  # F.dropout's default: training=True
+            y = F.dropout(y, 0.5)
+        elif self.variant == "row-linear":  # a Linear over the last dim of a 4-D tensor
+            y = torch.relu(self.row(y))
+        elif self.variant == "subtract":  # a - b: signed, though both terms are ReLU outputs
+            y = torch.add(y, torch.relu(self.b(x)), alpha=-1)
+        elif self.variant == "add-scaled":  # a + 0.5 b: both terms and alpha >= 0
+            y = torch.add(y, torch.relu(self.b(x)), alpha=0.5)
+        if self.variant == "pool-indices":
+            pooled, _ = self.pool(y)
+            return self.fc(pooled.flatten(1))
+        y = self.c(y) if self.variant in ("subtract", "add-scaled") else y
+        return self.fc(F.max_pool2d(y, 2).flatten(1))
+
+
+@pytest.mark.parametrize(("variant", "fragments"), [
+    # each call ran as the layer's one record with both calls' events (costs twice), and the
+    # last call's input signedness was used for both
+    ("shared", ["layer 'c'", "called 2 times", "shared weights"]),
+    # ran as random masks: lossless schemes differed from dense, float from quantized
+    ("dropout", ["dropout", "training=True", "nn.Dropout"]),
+    # costed as one vector per image instead of 32; sre crashed on its shape
+    ("row-linear", ["layer 'row'", "Linear on inputs of shape (4, 8, 8)", "flatten"]),
+    ("pool-indices", ["layer 'pool'", "return_indices=True"]),  # an AttributeError traceback
+])
+def test_model_forms_the_simulator_cannot_map_are_refused(variant: str,
+                                                          fragments: list[str]) -> None:
+    images, labels = nets.random_images(2, 1, 8), nets.random_labels(2)
+    with pytest.raises(UnsupportedModelError) as info:
+        simulate(_Probe(variant), (images, labels), hw=HW)
+    message = str(info.value)
+    assert "\n" not in message
+    for fragment in fragments:
+        assert fragment in message, (fragment, message)
+
+
+def test_an_add_with_a_negative_alpha_is_signed() -> None:
+    """torch.add(a, b, alpha=-1) of two ReLU outputs was taken as >= 0: the next conv's
+    negative inputs were clamped to 0, silently. Now signed (and alpha 0.5 stays unsigned);
+    either way the simulated outputs equal the integer reference bit for bit."""
+    images = nets.random_images(4, 1, 8)
+    for variant, signed in (("subtract", True), ("add-scaled", False)):
+        net = nets.seeded_init(_Probe(variant), 2).eval()
+        q = quantize_model(net, images, 8, 8)
+        assert q.layer("c").input_signed is signed
+        res = simulate(net, (images, nets.random_labels(4)), hw=preset("ideal-small"))
+        assert res.outputs is not None
+        assert torch.equal(res.outputs, q.run_reference(images))
+        if signed:  # the float model and the integer reference agree closely
+            gap = (q.run_float(images) - q.run_reference(images)).abs().max()
+            assert float(gap) < 0.05 * float(q.run_float(images).abs().max())
+
+
+def test_the_callers_module_keeps_its_mode() -> None:
+    """simulate() set the caller's own module to eval mode (a training loop calling it
+    between epochs went on training without dropout and with frozen BatchNorm statistics)."""
+    net = nets.tiny_cnn(1, 10, 8, 4, seed=0).train()
+    simulate(net, data(2), hw=HW)
+    assert all(module.training for module in net.modules())
+
+
 @pytest.mark.parametrize("device", ["meta", "tpu", "gpu", "cpu:x"])
 def test_unknown_devices_are_refused(device: str) -> None:
     with pytest.raises(SparsexbarError, match="device"):

@@ -304,18 +304,21 @@ class _Bar:
 def _scheme_labels(schemes: list[str]) -> list[str]:
     """Each scheme spec's label: its canonical name with the options as given
     (`comprrae:alpha=0.4`), so that variants of one scheme stay apart. Unknown schemes raise
-    (before any work); two specs whose results would share a label (and so a file name)
-    are refused."""
+    (before any work); two specs whose results would share a label (and so a file name), or
+    that resolve to the same options (`sre` and `sre:mode=joint`, its default), are
+    refused."""
     labels: list[str] = []
     seen: dict[str, str] = {}
     for spec in schemes:
         options = spec.partition(":")[2]
-        label = get_scheme(spec).name + (f":{options}" if options else "")
-        key = file_label(label)
-        if key in seen:
-            raise SparsexbarError(f"schemes '{seen[key]}' and '{spec}' are the same run; "
-                                  "give each scheme once")
-        seen[key] = spec
+        scheme = get_scheme(spec)
+        label = scheme.name + (f":{options}" if options else "")
+        resolved = scheme.name + ":" + json.dumps(scheme.options(), sort_keys=True, default=str)
+        for key in (file_label(label), resolved):
+            if key in seen:
+                raise SparsexbarError(f"schemes '{seen[key]}' and '{spec}' are the same run; "
+                                      "give each scheme once")
+        seen[file_label(label)] = seen[resolved] = spec
         labels.append(label)
     return labels
 

@@ -43,6 +43,7 @@ _QUANTIZED_KEY = "quantized input"
 _PASSTHROUGH_MODULES = (nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.Flatten, nn.Dropout,
                         nn.Identity)
 _RELU_MODULES = (nn.ReLU, nn.ReLU6)
+_WEIGHTED_MODULES = (nn.Conv2d, nn.Linear, nn.BatchNorm1d, nn.BatchNorm2d)  # called once each
 _ALLOWED_MODULES = (nn.Conv2d, nn.Linear, nn.BatchNorm1d, nn.BatchNorm2d, *_RELU_MODULES,
                     *_PASSTHROUGH_MODULES)
 _RELU_FUNCTIONS = {F.relu, torch.relu, F.relu6}
@@ -409,6 +410,10 @@ class QuantizedModel:
 # ---- building -------------------------------------------------------------------------------
 def _check_supported(gm: fx.GraphModule) -> None:
     modules = dict(gm.named_modules())
+    calls: dict[str, int] = {}
+    for node in gm.graph.nodes:
+        if node.op == "call_module":
+            calls[str(node.target)] = calls.get(str(node.target), 0) + 1
     for node in gm.graph.nodes:
         if node.op == "call_module":
             mod = modules[node.target]
@@ -417,6 +422,15 @@ def _check_supported(gm: fx.GraphModule) -> None:
                     f"unsupported layer '{node.target}' ({type(mod).__name__}); supported: "
                     f"{SUPPORTED}"
                 )
+            if isinstance(mod, _WEIGHTED_MODULES) and calls[str(node.target)] > 1:
+                raise UnsupportedModelError(
+                    f"unsupported layer '{node.target}': called {calls[str(node.target)]} "
+                    f"times in forward (shared weights); each {type(mod).__name__} is mapped "
+                    "onto its own arrays and costed per call site: give each call its own layer"
+                )
+            if isinstance(mod, nn.MaxPool2d) and mod.return_indices:
+                raise UnsupportedModelError(
+                    f"unsupported layer '{node.target}': MaxPool2d(return_indices=True)")
             if isinstance(mod, nn.Conv2d):
                 if mod.padding_mode != "zeros":
                     raise UnsupportedModelError(
@@ -429,6 +443,19 @@ def _check_supported(gm: fx.GraphModule) -> None:
         elif node.op == "call_function" and node.target not in _ALLOWED_FUNCTIONS:
             name = getattr(node.target, "__name__", str(node.target))
             raise UnsupportedModelError(f"unsupported operation '{name}' at node '{node.name}'")
+        elif node.op == "call_function" and node.target is F.dropout:
+            p = node.kwargs.get("p", node.args[1] if len(node.args) > 1 else 0.5)
+            training = node.kwargs.get("training", node.args[2] if len(node.args) > 2 else True)
+            if training is not False and p != 0:
+                raise UnsupportedModelError(
+                    f"unsupported operation 'dropout' at node '{node.name}': F.dropout with "
+                    "training=True (its default) drops at random at inference; pass "
+                    "training=self.training or use nn.Dropout")
+        elif (node.op == "call_function" and node.target is F.max_pool2d
+              and (node.kwargs.get("return_indices") or len(node.args) > 6 and node.args[6])):
+            raise UnsupportedModelError(
+                f"unsupported operation 'max_pool2d' at node '{node.name}': "
+                "return_indices=True")
         elif node.op == "call_method" and node.target not in _ALLOWED_METHODS:
             raise UnsupportedModelError(
                 f"unsupported tensor method '.{node.target}()' at node '{node.name}'"
@@ -485,7 +512,7 @@ def _nonnegative(node: fx.Node, modules: dict[str, nn.Module], input_nonneg: boo
         if node.target in _RELU_FUNCTIONS:
             return True
         if node.target in _ADD_FUNCTIONS:
-            return all(_arg_nonneg(a, modules, input_nonneg) for a in node.args)
+            return _add_nonneg(node, modules, input_nonneg)
         if node.target in _PASSTHROUGH_FUNCTIONS:
             return _arg_nonneg(node.args[0], modules, input_nonneg)
         return False
@@ -495,8 +522,17 @@ def _nonnegative(node: fx.Node, modules: dict[str, nn.Module], input_nonneg: boo
         if node.target in _PASSTHROUGH_METHODS:
             return _arg_nonneg(node.args[0], modules, input_nonneg)
         if node.target == "add":
-            return all(_arg_nonneg(a, modules, input_nonneg) for a in node.args)
+            return _add_nonneg(node, modules, input_nonneg)
     return False
+
+
+def _add_nonneg(node: fx.Node, modules: dict[str, nn.Module], input_nonneg: bool) -> bool:
+    """An add's value is >= 0 when both terms are and its `alpha` (a + alpha x b; torch.add,
+    Tensor.add) is a number >= 0: alpha=-1 subtracts."""
+    alpha = node.kwargs.get("alpha", 1)
+    if isinstance(alpha, bool) or not isinstance(alpha, int | float) or alpha < 0:
+        return False
+    return all(_arg_nonneg(a, modules, input_nonneg) for a in node.args)
 
 
 def _arg_nonneg(arg: Any, modules: dict[str, nn.Module], input_nonneg: bool) -> bool:
@@ -595,6 +631,11 @@ def quantize_model(
         if not math.isfinite(rec.amax):
             raise UnsupportedModelError(f"the inputs of layer '{layer.name}' reach NaN or Inf "
                                         "on the calibration images (the model overflows)")
+        if layer.kind == "linear" and len(rec.input_shape) != 1:
+            raise UnsupportedModelError(
+                f"unsupported layer '{layer.name}': Linear on inputs of shape "
+                f"{tuple(rec.input_shape)} per image (it is mapped for one vector per image: "
+                "flatten before it)")
         layer.input_scale = rec.amax / layer.input_max if rec.amax > 0 else 1.0
         layer.input_shape = rec.input_shape
         layer.output_shape = rec.output_shape

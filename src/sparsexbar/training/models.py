@@ -9,6 +9,7 @@ else from the current directory, without adding the current directory to `sys.pa
 
 from __future__ import annotations
 
+import copy
 import inspect
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -38,6 +39,18 @@ class LoadedModel:
     trained: bool = True
 
 
+def _own_copy(model: nn.Module) -> nn.Module:
+    """A deep copy of the caller's module (set to eval mode, perhaps moved to a device by the
+    run, while the caller's stays as it was)."""
+    try:
+        return copy.deepcopy(model)
+    except Exception as exc:  # noqa: BLE001 - any attribute deepcopy cannot copy
+        why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise SparsexbarError(f"model {type(model).__name__} cannot be copied (copy.deepcopy: "
+                              f"{why}); the simulator runs a copy and leaves the caller's "
+                              "module as it is") from None
+
+
 def load_model(model: nn.Module | str, in_channels: int = 1, num_classes: int = 10,
                input_size: int = 28) -> LoadedModel:
     """Resolve `model`: an nn.Module, 'default' (the shipped VGG-8), 'mobilenetv2-fmnist' (the
@@ -47,8 +60,8 @@ def load_model(model: nn.Module | str, in_channels: int = 1, num_classes: int = 
     installed packages or else the current directory) or a zoo name (built for inputs of
     `in_channels` x `input_size` x `input_size` and `num_classes` outputs, with untrained
     weights: a warning says so). A spec that cannot be loaded raises SparsexbarError."""
-    if isinstance(model, nn.Module):
-        return LoadedModel(model.eval(), type(model).__name__)
+    if isinstance(model, nn.Module):  # a copy: the caller's module keeps its mode and device
+        return LoadedModel(_own_copy(model).eval(), type(model).__name__)
     spec = str(model)
     shipped = find_shipped(spec)
     if shipped is not None:

@@ -301,7 +301,8 @@ CALIBRATION = CalibrationSpec(
     run=_calibrate,
     out="out/comprrae/alphas.json",
     options=(
-        count("images", 500, "Calibration images.", low=1),
+        count("images", 500, "Calibration images: the split's first N (all of it when it "
+              "holds fewer; the output says how many ran).", low=1),
         number("budget", 0.2, "Top-1 loss allowed, points.", low=0, high=100, unit="points"),
         text("candidates", None, "Comma-separated values tried per layer (default alpha: "
              "3.2,1.6,0.8,0.4,0.2,0.1; beta: 0.5,0.25,0.125,0.0625,0.03125)."),

@@ -262,7 +262,8 @@ CALIBRATION = CalibrationSpec(
         text("scheme", "encoding", "Encoding spec whose ADC is calibrated, e.g. encoding or "
              "encoding:input=none:weight=none:skip=off."),
         number("budget", 0.5, "Top-1 loss allowed, points.", low=0, high=100, unit="points"),
-        count("images", 200, "Calibration images.", low=1),
+        count("images", 200, "Calibration images: the split's first N (all of it when it "
+              "holds fewer; the output says how many ran).", low=1),
         count("min_bits", 3, "Lowest ADC bits tried.", low=1, high=16),
         switch("precision", False, "First calibrate per-layer dynamic precision within half "
                "the budget."),

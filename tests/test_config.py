@@ -453,6 +453,28 @@ def test_auto_adc_bits_are_the_fewest_that_cannot_clip() -> None:
     assert wide.for_layer(17).adc_bits == 16  # 17 x 15 x 255 = 65025: still 16 bits
 
 
+def test_keys_left_out_are_isaacs() -> None:
+    """A config file or mapping that leaves keys out gets isaac's values (docs/config.md's
+    table): the class defaults had a fixed 8-bit ADC where isaac sizes it to need, so a file
+    without an `adc:` section turned a clip-free ADC into one that can clip, silently."""
+    isaac = preset("isaac").to_dict()
+    assert {k: v for k, v in HardwareConfig().to_dict().items() if k != "name"} == {
+        k: v for k, v in isaac.items() if k != "name"}
+    partial = HardwareConfig.from_dict({"ou": {"rows": 8}})
+    assert partial.adc.bits == "auto" and partial.with_overrides({"ou.rows": 16}).to_dict() == {
+        **isaac, "name": "custom"}
+
+
+def test_a_json_file_is_read_as_json(tmp_path: Path) -> None:
+    """A .json config was parsed as YAML, which took a trailing comma (invalid JSON)."""
+    bad = tmp_path / "hw.json"
+    bad.write_text('{"ou": {"rows": 4},}')
+    with pytest.raises(ConfigError, match="cannot parse hardware config .*hw.json"):
+        load_config(str(bad))
+    bad.write_text('{"ou": {"rows": 4}}')
+    assert load_config(str(bad)).ou.rows == 4
+
+
 def test_adc_max_code_and_device_ideal() -> None:
     cfg = preset("isaac")
     assert cfg.for_layer(1000).adc_max_code == 63
@@ -461,8 +483,13 @@ def test_adc_max_code_and_device_ideal() -> None:
     assert not cfg.with_overrides({"device.read_noise_sigma": 0.01}).device.ideal
     assert not cfg.with_overrides({"device.accumulated_deviation_sigma": 0.1}).device.ideal
     assert not cfg.with_overrides({"device.stuck_at_on_rate": 0.01}).device.ideal
-    # A variation kind with sigma 0 (or sigma with kind none) changes nothing.
+    # A variation kind with sigma 0 changes nothing (a sweep over sigma may start at 0); a
+    # sigma with kind none is refused (it read as a noisy device and ran ideal, silently).
     assert cfg.with_overrides({"device.variation": "lognormal"}).device.ideal
-    assert cfg.with_overrides({"device.variation_sigma": 0.3}).device.ideal
+    with pytest.raises(ConfigError, match="variation_sigma=0.3 is set but device.variation is "
+                                          "none: set device.variation to normal or lognormal"):
+        cfg.with_overrides({"device.variation_sigma": 0.3})
+    with pytest.raises(ConfigError, match="device.variation is none"):
+        HardwareConfig.from_dict({"device": {"variation_sigma": 0.1}})
     assert not cfg.with_overrides({"device.variation": "normal",
                                    "device.variation_sigma": 0.3}).device.ideal

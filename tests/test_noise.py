@@ -340,8 +340,9 @@ def test_a_compiler_failure_falls_back_to_the_eager_path(monkeypatch: pytest.Mon
 
 @pytest.mark.parametrize(("step", "device", "deviation_only"), [
     (1.0, {"accumulated_deviation_sigma": 0.0}, False),  # read noise alone: the read-only head
-    (1.0, {"variation": "none", "read_noise_sigma": 0.0, "accumulated_deviation_sigma": 0.3},
-     True),  # accumulated deviation alone: clip path, full path on noisy groups, tail events
+    # accumulated deviation alone: clip path, full path on noisy groups, tail events
+    (1.0, {"variation": "none", "variation_sigma": 0.0, "read_noise_sigma": 0.0,
+           "accumulated_deviation_sigma": 0.3}, True),
     (2.0, {}, False),  # read noise + deviation with a step of 2
 ], ids=["read noise", "accumulated deviation only", "step 2"])
 def test_compiled_and_eager_noisy_calls_are_equal(step: float, device: dict[str, object],

@@ -48,6 +48,25 @@ def test_readme_block_replacement_needs_its_markers() -> None:
         replace_block("no markers", "x")
 
 
+def test_readme_update_checks_the_root_before_writing(tmp_path: Path) -> None:
+    """Run outside the repository, `python -m sparsexbar.app.readme out/demo` wrote
+    docs/results/demo.json under the current folder and then failed with a traceback (no
+    docs/img): the root and the run's folder are checked first, nothing is written."""
+    from sparsexbar.app.readme import update_docs
+
+    with pytest.raises(SparsexbarError, match="is not the repository's root .*README.md"):
+        update_docs(tmp_path / "demo", tmp_path)
+    (tmp_path / "README.md").write_text(f"a\n{BEGIN}\n{END}\n")
+    (tmp_path / "docs" / "results").mkdir(parents=True)
+    with pytest.raises(SparsexbarError, match="is not the repository's root .*img"):
+        update_docs(tmp_path / "demo", tmp_path)
+    (tmp_path / "docs" / "img").mkdir()
+    with pytest.raises(SparsexbarError, match="holds no energy_by_component.png"):
+        update_docs(tmp_path / "demo", tmp_path)
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["README.md", "docs", "img",
+                                                           "results"]
+
+
 def _script_output(script: str, *args: str) -> str:
     import subprocess
     import sys

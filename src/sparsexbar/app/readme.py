@@ -1,7 +1,8 @@
 """The README's demo section, generated from the result files of a `sparsexbar demo` run
 (never typed by hand).
 
-`python -m sparsexbar.app.readme out/demo` copies the run's per-scheme result JSON (without the
+`python -m sparsexbar.app.readme out/demo [ROOT]` (ROOT: the repository, by default the current
+folder) copies the run's per-scheme result JSON (without the
 per-layer records) to docs/results/demo.json, its energy plot to
 docs/img/demo_energy_by_component.png, and rewrites the README between the markers
 ``<!-- demo-table -->`` and ``<!-- /demo-table -->``. `tests/test_docs.py` checks that the
@@ -109,18 +110,28 @@ def replace_block(text: str, block: str) -> str:
 
 
 def update_docs(out_dir: Path, root: Path) -> None:
-    """Store a demo run's summaries and plot under docs/ and rewrite the README block."""
+    """Store a demo run's summaries and plot under docs/ and rewrite the README block.
+    `root`: the repository (its README.md with the demo markers, docs/results/, docs/img/),
+    checked before anything is written."""
+    readme = root / "README.md"
+    for needed in (readme, root / "docs" / "results", root / "docs" / "img"):
+        if not needed.exists():
+            raise SparsexbarError(f"{root.resolve()} is not the repository's root (no {needed}): "
+                                  "run from it or give it, python -m sparsexbar.app.readme "
+                                  "OUT_DIR ROOT")
+    replace_block(readme.read_text(), "")  # the markers are there
+    if not (out_dir / "energy_by_component.png").is_file():
+        raise SparsexbarError(f"{out_dir} holds no energy_by_component.png: not a demo run's "
+                              "folder")
     results = demo_results(out_dir)
     summaries = [{k: r[k] for k in SUMMARY_KEYS if k in r} for r in results]
     for summary, full in zip(summaries, results, strict=True):  # the ADC bits per layer
         summary["layers"] = [{"name": layer["name"], "adc_bits": layer["adc_bits"]}
                              for layer in full["layers"] if "adc_bits" in layer]
     store = root / "docs" / "results" / "demo.json"
-    store.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(store, json.dumps(summaries, indent=1) + "\n")
     shutil.copyfile(out_dir / "energy_by_component.png",
                     root / "docs" / "img" / "demo_energy_by_component.png")
-    readme = root / "README.md"
     atomic_write_text(readme, replace_block(readme.read_text(), demo_markdown(summaries)))
 
 

@@ -121,6 +121,26 @@ def test_bad_training_arguments(fmnist256: ImageDataset) -> None:
         train(model, fmnist256, None, epochs=1, lr=0, progress=False)
 
 
+def test_a_last_batch_of_one_image_joins_the_batch_before(fmnist256: ImageDataset) -> None:
+    """9 images in batches of 8 (and 1 image alone) crashed VGG-8's BatchNorm1d with a
+    traceback ("Expected more than 1 value per channel when training"): the last image joins
+    the batch before, every image is trained on; one image alone is refused in one line."""
+    torch.manual_seed(0)
+    model = build_model("vgg8", in_channels=1, num_classes=10, input_size=28, width=0.0625)
+    nine = fmnist256.subset(0, 9)
+    seen: list[int] = []
+    original = model.forward
+    model.forward = lambda x: (seen.append(len(x)), original(x))[1]  # type: ignore[method-assign]
+    train(model, nine, None, epochs=1, lr=0.05, batch_size=8, seed=0, progress=False)
+    assert seen == [9]  # one step of 9 images, not 8 + 1
+    seen.clear()
+    train(model, fmnist256.subset(0, 17), None, epochs=1, lr=0.05, batch_size=8, seed=0,
+          progress=False)
+    assert seen == [8, 9]
+    with pytest.raises(SparsexbarError, match="on one image: its BatchNorm1d"):
+        train(model, fmnist256.subset(0, 1), None, epochs=1, progress=False)
+
+
 def _write_folder_dataset(root: Path) -> None:
     from PIL import Image
 

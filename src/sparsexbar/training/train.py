@@ -99,12 +99,21 @@ def _run_epochs(model: nn.Module, ds: Any, epochs: int, lr: float, batch_size: i
         raise SparsexbarError(f"learning rate must be > 0, got {lr}")
     if len(ds) == 0:
         raise SparsexbarError(f"cannot train on an empty data set ({ds.name})")
+    if len(ds) == 1 and any(isinstance(m, torch.nn.BatchNorm1d) for m in model.modules()):
+        raise SparsexbarError(f"cannot train {type(model).__name__} on one image: its "
+                              "BatchNorm1d's batch statistics need two or more (a larger "
+                              "--limit / --tune-images)")
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     device_type = next(model.parameters()).device.type
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=weight_decay)
-    steps_per_epoch = math.ceil(len(ds) / batch_size)
+    # Batch b holds images bounds[b] .. bounds[b + 1] of the epoch's order. A last batch of
+    # one image joins the one before (BatchNorm1d cannot train on a batch of one).
+    bounds = list(range(0, len(ds), batch_size)) + [len(ds)]
+    if len(bounds) > 2 and bounds[-1] - bounds[-2] == 1:
+        del bounds[-2]
+    steps_per_epoch = len(bounds) - 1
     total = epochs * steps_per_epoch
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda step: 0.5 * (1.0 + math.cos(math.pi * min(step, total) / total)))
@@ -117,7 +126,7 @@ def _run_epochs(model: nn.Module, ds: Any, epochs: int, lr: float, batch_size: i
             order = torch.randperm(len(ds), generator=gen)
             loss_sum, seen, correct = 0.0, 0, 0
             for b in range(steps_per_epoch):
-                idx = order[b * batch_size:(b + 1) * batch_size]
+                idx = order[bounds[b]:bounds[b + 1]]
                 x = augment_batch(ds.images[idx], gen, padding, hflip).to(torch.float32) / 255.0
                 x = x.contiguous(memory_format=torch.channels_last)
                 y = ds.labels[idx]

@@ -203,6 +203,13 @@ def test_prune_cli_takes_a_checkpoint_whose_stem_has_a_dot(tmp_path: Path) -> No
           "--sparsity", "0.5", "--steps", "1", "--epochs", "0", "--final-epochs", "0",
           "--limit", "32", "--out", str(out)])
     assert read_meta(out)["pruning"]["sparsity"] == 0.5
+    # --out named like one of the files it writes is its stem: net.sparsity.md wrote
+    # net.sparsity.md.safetensors, .json and .sparsity.md.sparsity.md
+    main(["prune", "--model", str(src), "--data", "fashion-mnist", "--split", "test",
+          "--sparsity", "0.5", "--steps", "1", "--epochs", "0", "--final-epochs", "0",
+          "--limit", "32", "--out", str(tmp_path / "net.sparsity.md")])
+    assert sorted(p.name for p in tmp_path.glob("net*")) == [
+        "net.json", "net.safetensors", "net.sparsity.md"]
 
 
 # ---- pattern pruning (scheme `pattern`) --------------------------------------------------------

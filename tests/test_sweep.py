@@ -672,6 +672,14 @@ def test_bad_sweep_invocations(local_sweep: dict[str, Any], tmp_path: Path,
         (["plot", str(tmp_path / "nowhere")], ["sweep directory not found"]),
         (["plot", str(tmp_path)], ["no sweep results"]),
     ]
+    # a folder whose only row file is unreadable: the error named the folder's pattern only
+    # (the file's warning is dropped with a one-line error): it names the file and why
+    only_bad = tmp_path / "only_bad"
+    results_dir(only_bad).mkdir(parents=True)
+    (results_dir(only_bad) / "x.parquet").write_text("not parquet")
+    cases.append((["plot", str(only_bad)],
+                  ["no readable sweep results", "1 file(s) skipped", "x.parquet",
+                   "not a sweep row file"]))
     for args, fragments in cases:
         code, _, err = cli(capsys, *args)
         assert_one_line_error(code, err, *fragments)

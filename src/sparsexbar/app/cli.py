@@ -821,6 +821,8 @@ def prune(
     patterns: int | list[int] = counts[0] if len(counts) == 1 else counts
     check_pattern_args(k, patterns, sparsity)  # checked whatever the method
     config = load_config(hw, parse_overrides(set_))
+    if out.name.endswith(".sparsity.md"):  # the table's own name: its stem, as for the others
+        out = out.with_name(out.name.removesuffix(".sparsity.md"))
     check_out_stem(out, CHECKPOINT_FILES + (".sparsity.md",))
     if root is not None and not root.is_dir():
         raise SparsexbarError(f"--root {root} is not a folder")

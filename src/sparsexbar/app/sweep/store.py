@@ -173,6 +173,7 @@ def load_results(out_dir: str | Path) -> pa.Table:
     folder = results_dir(out_dir)
     files = sorted(folder.glob("*.parquet")) if folder.is_dir() else []
     tables = []
+    skipped: list[str] = []
     versions: dict[str, int] = {}
     for f in files:
         problem = row_file_problem(f)
@@ -189,12 +190,17 @@ def load_results(out_dir: str | Path) -> pa.Table:
                         else None
                     versions[str(version)] = versions.get(str(version), 0) + 1
                     continue
+        skipped.append(f"{f}: {problem}")
         warn(f"skipped {f}: {problem}; a rerun of the sweep recomputes its point")
     other = {v: n for v, n in versions.items() if v != __version__}
     if other:  # rows of another sparsexbar: their figures may come from another model
         warn(f"{sum(other.values())} row(s) of {folder} come from sparsexbar "
              f"{', '.join(sorted(other))} (this is {__version__}); their figures may differ "
              "from a run of this version")
+    if not tables and skipped:  # the one-line error replaces the warnings: name them here
+        more = f" (and {len(skipped) - 1} more)" if len(skipped) > 1 else ""
+        raise SparsexbarError(f"no readable sweep results in {out_dir}: {len(skipped)} file(s) "
+                              f"skipped, {skipped[0]}{more}")
     if not tables:
         raise SparsexbarError(f"no sweep results in {out_dir} (expected {folder}/*.parquet)")
     kinds: dict[str, set[str]] = {}

@@ -72,3 +72,22 @@ def test_shipped_pruned_variants_are_the_studys_models() -> None:
     assert name == "vgg16-fmnist"
     assert [n for _, _, n in variants] == installed
     assert len(said) == len(names) - len(installed)
+
+
+def test_a_model_with_grouped_convs_is_refused_before_pruning(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """`reproduce sre --model mobilenetv2-fmnist` pruned and fine-tuned three variants (~34 s
+    at the smallest settings) before the first sre run refused its depthwise convs: refused
+    first, naming the layer."""
+    from sparsexbar.core.errors import UnsupportedModelError
+    from sparsexbar.schemes.sre import study
+
+    def no_pruning(*_: object, **__: object) -> None:
+        raise AssertionError("pruned before the grouped convolution was refused")
+
+    monkeypatch.setattr(study, "prune_model", no_pruning)
+    net = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.ReLU(),
+                              torch.nn.Conv2d(4, 4, 3, padding=1, groups=2), torch.nn.ReLU(),
+                              torch.nn.Flatten(), torch.nn.Linear(4 * 28 * 28, 10))
+    with pytest.raises(UnsupportedModelError, match="layer '2' of Sequential has groups=2"):
+        study.pruned_models(net, (0.5,), 8, 0, 0.01, "isaac", lambda _: None)

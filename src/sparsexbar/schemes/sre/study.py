@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from ...core.config import load_config
-from ...core.errors import SparsexbarError
+from ...core.errors import SparsexbarError, UnsupportedModelError
 from ...core.frontend import quantize_model
 from ...simulate import simulate
 from ...studies.deviation import deviation_markdown, deviation_study
@@ -72,6 +72,12 @@ def pruned_models(model: Any, sparsities: Sequence[float], tune_images: int, epo
     said and left out), else (none, or not a shipped model) `model` OU-structured pruned here
     at `sparsities` (fine-tuned on the calibration split)."""
     parent = load_model(model)
+    for name, module in parent.net.named_modules():  # before any pruning (minutes of it)
+        if isinstance(module, nn.Conv2d) and module.groups > 1:
+            raise UnsupportedModelError(
+                f"sre does not map grouped convolutions: layer '{name}' of {parent.name} has "
+                f"groups={module.groups}; the study runs sre on every layer (dense and pattern "
+                "map it block-diagonally)")
     shipped = find_shipped(parent.name) if isinstance(model, str) else None
     out: list[tuple[float, nn.Module, str]] = []
     if shipped is not None:

@@ -215,7 +215,7 @@ ISSUE_CASES = [
     (["bench", "--batch-size", "0"], ["--batch-size"]),
     (["bench", "--repeats", "0"], ["--repeats"]),
     (["bench", "--batch-size", "20000", "--cases", "lossless"], ["--batch-size", "20000"]),
-    (["plot", "corruptdir"], ["no sweep results"]),
+    (["plot", "corruptdir"], ["no readable sweep results", "1 file(s) skipped", ".parquet"]),
     # 8: outputs checked before any work
     (["run", "--model", TINY, "--limit", "2", "--out", "afile"], ["afile", "not a directory"]),
     (["run", "--model", TINY, "--limit", "2", "--out", "afile/sub"], ["afile"]),

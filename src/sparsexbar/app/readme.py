@@ -119,7 +119,8 @@ def update_docs(out_dir: Path, root: Path) -> None:
             raise SparsexbarError(f"{root.resolve()} is not the repository's root (no {needed}): "
                                   "run from it or give it, python -m sparsexbar.app.readme "
                                   "OUT_DIR ROOT")
-    replace_block(readme.read_text(), "")  # the markers are there
+    text = readme.read_text()
+    replace_block(text, "")  # the markers are there
     if not (out_dir / "energy_by_component.png").is_file():
         raise SparsexbarError(f"{out_dir} holds no energy_by_component.png: not a demo run's "
                               "folder")
@@ -132,7 +133,7 @@ def update_docs(out_dir: Path, root: Path) -> None:
     atomic_write_text(store, json.dumps(summaries, indent=1) + "\n")
     shutil.copyfile(out_dir / "energy_by_component.png",
                     root / "docs" / "img" / "demo_energy_by_component.png")
-    atomic_write_text(readme, replace_block(readme.read_text(), demo_markdown(summaries)))
+    atomic_write_text(readme, replace_block(text, demo_markdown(summaries)))
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -246,12 +246,12 @@ def model_classes(meta: Mapping[str, Any] | None) -> list[str] | None:
     data set it was trained on when that is a known one; None when unknown."""
     if meta is None:
         return None
-    names = meta.get("classes")
-    if isinstance(names, list) and names and all(isinstance(n, str) for n in names):
+    if "classes" in meta:  # checkpoint.read_meta refuses a bad one first, naming the file
+        names = meta["classes"]
+        problem = class_names_problem(names)
+        if problem is not None:
+            raise SparsexbarError(f"checkpoint 'classes' metadata {problem}")
         return list(names)
-    if "classes" in meta:  # checkpoint.read_meta refuses it first, naming the file
-        raise SparsexbarError(f"checkpoint 'classes' metadata must be a list of class names, "
-                              f"got {names!r}")
     dataset = str(meta.get("dataset") or "").lower()
     return list(KNOWN_CLASSES[dataset]) if dataset in KNOWN_CLASSES else None
 

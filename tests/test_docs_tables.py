@@ -4,6 +4,7 @@ numbers."""
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
@@ -13,6 +14,8 @@ from sparsexbar.studies.docs_tables import (
     BEGIN,
     END,
     RESULT,
+    SWEEP_MARKERS,
+    SWEEP_RESULT,
     full_block,
     generated,
     main,
@@ -20,6 +23,7 @@ from sparsexbar.studies.docs_tables import (
     replace_block,
 )
 from sparsexbar.studies.headline import headline_row, verdict_cells
+from sparsexbar.studies.sweep_table import summary_markdown
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -98,3 +102,29 @@ def test_generator_prints_rows_from_their_numbers(tmp_path: Path) -> None:
     assert readme == f"intro\n{BEGIN}\n{block}{END}\nrest\n"
     with pytest.raises(ValueError, match="exactly one"):
         replace_block("no markers", "x", "README.md")
+
+
+def test_sweeps_page_table_is_the_committed_summary_csv() -> None:
+    """docs/sweeps.md's measured table: one row per point that ran, each cell the committed
+    summary.csv's value (energy to 4 significant digits, top-1 in %), the failed points
+    named with their error, and the fronts listing the points flagged in the CSV."""
+    with (ROOT / SWEEP_RESULT).open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    page = (ROOT / "docs" / "sweeps.md").read_text()
+    block = page.split(SWEEP_MARKERS[0], 1)[1].split(SWEEP_MARKERS[1], 1)[0]
+    assert block.strip() == summary_markdown(rows).strip()
+    table = [line.split(" | ") for line in block.splitlines() if line.startswith("| dense")
+             or line.startswith("| sre")]
+    ok = [r for r in rows if r["status"] == "ok"]
+    assert len(table) == len(ok) >= 20
+    for cells, r in zip(table, ok, strict=True):
+        assert cells[1:4] == [r["adc.bits"], r["ou.cols"], r["ou.rows"]]
+        assert float(cells[6]) == pytest.approx(float(r["energy_uj_per_image"]), rel=5e-4)
+        assert float(cells[5]) == pytest.approx(100 * float(r["top1"]), abs=5e-3)
+        assert int(cells[4]) == int(float(r["clipping_layers"]))
+    for r in rows:
+        if r["status"] != "ok":
+            assert r["error"] in block
+    front = [r for r in ok if r["pareto_energy_accuracy"] == "True"]
+    line = next(x for x in block.splitlines() if x.startswith("On the energy/accuracy front"))
+    assert line.count("ou.rows=") == len(front) >= 1

@@ -5,6 +5,7 @@ way and rerun completing with every point once, Pareto fronts and plots, bad swe
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import signal
 import subprocess
@@ -254,6 +255,36 @@ def test_rows_of_a_sweep_that_did_not_vary_a_key_get_it_from_their_hardware(
     assert dropped == 4
     table = load_results(tmp_path)
     assert comparable(table).equals(comparable(local_sweep["table"]))
+
+
+def test_a_filled_parameter_of_another_type_reads_as_strings(
+        local_sweep: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The docs' two example sweeps in one directory: sweep_adc.yaml's rows hold adc.bits
+    4, 5, 8 (numbers), sweep_ou.yaml's rows take adc.bits from their hardware, where it is
+    'auto'. `plot` failed on them with pyarrow's traceback; the column reads as strings, and
+    a failed point without hardware shows a blank cell (it showed 'None')."""
+    numbered = 0
+    for row in local_sweep["table"].to_pylist():
+        if row["hardware_json"] is None:
+            pass  # a point refused before its hardware resolved: no adc.bits at all
+        elif numbered < 2:
+            row["adc.bits"] = 4 + numbered  # the swept key, a number in this row's file
+            numbered += 1
+        else:  # a row of a sweep that did not vary adc.bits, whose hardware sizes it
+            tree = json.loads(row["hardware_json"])
+            tree["adc"]["bits"] = "auto"
+            row["hardware_json"] = json.dumps(tree)
+        write_row(tmp_path, row)
+    table = load_results(tmp_path)
+    with_hardware = sum(r["hardware_json"] is not None for r in local_sweep["table"].to_pylist())
+    assert with_hardware >= 4
+    assert sorted(v for v in table["adc.bits"].to_pylist() if v is not None) == [
+        "4", "5", *["auto"] * (with_hardware - 2)]
+    assert pa.types.is_string(table.schema.field("adc.bits").type)
+    assert table["adc.bits"].null_count == table.num_rows - with_hardware > 0
+    code, out, err = cli(capsys, "plot", str(tmp_path), "--out", str(tmp_path / "plots"))
+    assert code == 0, err
+    assert " auto " in out and "None" not in out
 
 
 def _copied_rows(local_sweep: dict[str, Any], tmp_path: Path) -> tuple[Path, list[Path],

@@ -10,7 +10,10 @@
 - docs/schemes/NAME.md (between `<!-- reproduce:NAME:begin -->` and `...:end -->`): the rows of
   that study's section;
 - docs/schemes/pattern.md and sre.md: the measured ablations (studies/ablations.py), from
-  docs/results/ablation_*.json.
+  docs/results/ablation_*.json;
+- docs/sweeps.md (between `<!-- sweeps:vgg8:begin -->` and `...:end -->`): the two example
+  sweeps' points, from the summary.csv that `sparsexbar plot` wrote for them
+  (docs/results/sweeps/vgg8/summary.csv).
 
 `--check` writes nothing and exits 1 when a file differs from what the generator gives
 (tests/test_docs_tables.py runs the same comparison).
@@ -19,6 +22,7 @@
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import sys
 from collections.abc import Callable, Sequence
@@ -37,6 +41,7 @@ from .ablations import (
 from .deviation import deviation_markdown
 from .headline import accuracy_note, fmt_value, headline_markdown, verdict_cells
 from .shipped_models import width_phrase
+from .sweep_table import summary_markdown
 
 BEGIN, END = "<!-- reproduce:begin -->", "<!-- reproduce:end -->"
 RESULT = Path("docs/results/all_reproduce.json")
@@ -50,6 +55,11 @@ ABLATIONS: tuple[tuple[Path, tuple[str, str], str, Callable[[dict[str, Any]], st
     (DEVIATION_RESULT, ("<!-- deviation:vgg16:begin -->", "<!-- deviation:vgg16:end -->"), "sre",
      deviation_markdown),
 )
+# the docs' two example sweeps (examples/sweep_ou.yaml, sweep_adc.yaml) into one directory, as
+# `sparsexbar plot` summarized them: docs/sweeps.md's measured table
+SWEEP_RESULT = Path("docs/results/sweeps/vgg8/summary.csv")
+SWEEP_PAGE = Path("docs/sweeps.md")
+SWEEP_MARKERS = ("<!-- sweeps:vgg8:begin -->", "<!-- sweeps:vgg8:end -->")
 STUDY_NAMES = {"sre": "SRE", "pattern": "Pattern", "comprrae": "CompRRAE",
                "encoding": "Encoding"}
 
@@ -177,6 +187,12 @@ def generated(root: Path, report: dict[str, Any] | None = None) -> dict[Path, st
         if ablation.is_file() and page in out:
             out[page] = replace_block(out[page], markdown(json.loads(ablation.read_text())),
                                       str(page), bounds=(begin, end))
+    if (root / SWEEP_RESULT).is_file():
+        with (root / SWEEP_RESULT).open(newline="") as f:
+            rows = list(csv.DictReader(f))
+        page = root / SWEEP_PAGE
+        out[page] = replace_block(page.read_text(), summary_markdown(rows), str(SWEEP_PAGE),
+                                  bounds=SWEEP_MARKERS)
     return out
 
 

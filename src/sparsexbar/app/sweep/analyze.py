@@ -120,7 +120,8 @@ def summary_table(summary: Mapping[str, Any], title: str) -> Any:
                 "energy eff.", "front"):
         table.add_column(col, justify="right")
     for r in summary["rows"]:
-        values = [str(r.get(p)) for p in params]
+        # a parameter a point lacks (a failed point has no resolved hardware) is blank
+        values = ["" if r.get(p) is None else str(r.get(p)) for p in params]
         if r["status"] != "ok":
             error = str(r.get("error") or "")
             table.add_row(r["key"][:10], *values, "failed", "", "", "", "", "", "",
@@ -139,3 +140,4 @@ def failures(summary: Mapping[str, Any]) -> list[str]:
     """One line per failed point: short key, model, scheme, error."""
     return [f"{r['key'][:10]} {r['model']} {r['scheme']}: {r['error']}"
             for r in summary["rows"] if r["status"] != "ok"]
+

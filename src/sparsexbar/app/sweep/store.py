@@ -246,8 +246,15 @@ def _fill_parameters(table: pa.Table) -> pa.Table:
             value = leaf(tree, name) if tree is not None else None
             values[i] = _as_text(value) if as_text and value is not None else value
         kind = None if pa.types.is_null(table[name].type) else table[name].type
-        table = table.set_column(table.column_names.index(name), name,
-                                 pa.array(values, type=kind))
+        try:
+            column = pa.array(values, type=kind)
+        except (pa.ArrowInvalid, pa.ArrowTypeError):
+            # a filled value of another type than the sweep's own (adc.bits 'auto' from the
+            # hardware of rows beside a sweep of adc.bits 4, 5, 8): read as strings, as
+            # load_results reads a parameter of mixed types
+            column = pa.array([None if v is None else _as_text(v) for v in values],
+                              type=pa.string())
+        table = table.set_column(table.column_names.index(name), name, column)
     return table
 
 

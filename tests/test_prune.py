@@ -288,6 +288,44 @@ def test_pattern_prune_with_fine_tuning_keeps_patterns_and_leaves_linear_dense()
     assert summary["overall_sparsity"] < summary["pattern_layers_sparsity"]
 
 
+def test_pattern_table_counts_patterns_not_masks_of_an_already_sparse_net() -> None:
+    """Pattern pruning without fine-tuning of a net whose weights are already half zero: each
+    kept kernel's mask is its pattern less the zeros it had. The table reported the distinct
+    masks as 'patterns' (here 12-15 against --max-patterns 3); it reports the patterns the
+    pattern scheme stores (maximal masks, as `infer_patterns` finds them) and the masks
+    beside them."""
+    from sparsexbar.schemes.pattern import infer_patterns
+    from sparsexbar.training.prune import (
+        compute_masks,
+        mask_applier,
+        mask_codes,
+        pattern_library,
+        pattern_prune_model,
+        pattern_table,
+        pattern_table_markdown,
+    )
+
+    torch.manual_seed(0)
+    net = nets.tiny_cnn(size=8, width=12)
+    mask_applier(net, compute_masks(net, 0.5, "unstructured", preset("isaac")))(net)
+    out = pattern_prune_model(net, None, k=4, max_patterns=3, sparsity=0.3, steps=1, epochs=0)
+    table = {r["layer"]: r for r in pattern_table(net)}
+    row = table["conv2"]
+    codes = mask_codes(net.conv2.weight.detach() != 0)
+    assert row["distinct_masks"] == int(codes[codes != 0].unique().numel()) > 3
+    assert row["patterns_used"] <= 3
+    assert set(row["patterns_used_codes"]) <= set(out["patterns"]["conv2"].tolist())
+    patterns, kernel_pattern = pattern_library(codes)
+    assert patterns.tolist() == row["patterns_used_codes"]
+    inferred, inferred_kernels = infer_patterns(net.conv2.weight.detach() * 7)
+    assert torch.equal(inferred, patterns) and torch.equal(inferred_kernels, kernel_pattern)
+    kept = codes != 0  # every kept kernel lies inside its pattern
+    assert torch.equal(codes[kept] & patterns[kernel_pattern[kept]], codes[kept])
+    line = next(x for x in pattern_table_markdown(list(table.values())).splitlines()
+                if x.startswith("| conv2 "))
+    assert f"| {row['patterns_used']} | {row['distinct_masks']} |" in line
+
+
 def test_prune_cli_pattern_writes_checkpoint_and_table(tmp_path: Path,
                                                        capsys: pytest.CaptureFixture[str]
                                                        ) -> None:

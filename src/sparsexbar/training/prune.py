@@ -368,6 +368,31 @@ def code_masks(codes: Tensor) -> Tensor:
     return ((codes.unsqueeze(-1) >> bits) & 1).to(torch.bool)
 
 
+def pattern_library(codes: Tensor) -> tuple[Tensor, Tensor]:
+    """The patterns of a layer's kernels and each kernel's pattern, from their nonzero-mask
+    codes (Cout, Cin): the maximal masks (no other kernel's mask holds them) in ascending
+    order, and per kernel the index of its pattern (-1: an all-zero kernel). A mask inside
+    others (a pattern with a weight that is zero, e.g. already pruned in the checkpoint)
+    joins its most frequent maximal superset (ties: the smaller code): that pattern's slot
+    stores it, with a zero weight, as the pattern scheme maps it."""
+    stored = codes != 0
+    kernel_pattern = torch.full_like(codes, -1)
+    if not bool(stored.any()):
+        return torch.zeros(0, dtype=torch.int64), kernel_pattern
+    uniq, inverse, counts = torch.unique(codes[stored], return_inverse=True, return_counts=True)
+    # contains[a, b]: mask a is a subset of mask b (a != b: a strict subset, codes distinct).
+    contains = (uniq.view(-1, 1) & uniq.view(1, -1)) == uniq.view(-1, 1)
+    strict = contains & ~torch.eye(len(uniq), dtype=torch.bool)
+    maximal = ~strict.any(dim=1)
+    target_ok = contains & maximal.view(1, -1)  # b maximal and a inside b (a itself if maximal)
+    score = torch.where(target_ok, counts.view(1, -1), torch.full_like(target_ok, -1,
+                                                                        dtype=torch.int64))
+    target = score.argmax(dim=1)  # first maximum: the smaller code on ties
+    pattern_of_uniq = torch.cumsum(maximal.to(torch.int64), 0) - 1
+    kernel_pattern[stored] = pattern_of_uniq[target[inverse]]
+    return uniq[maximal], kernel_pattern
+
+
 def candidate_codes(weight: Tensor, k: int) -> Tensor:
     """(Cout, Cin) codes of each kernel's `k` largest-|w| positions (its candidate pattern)."""
     w = weight.detach().abs().reshape(weight.shape[0], weight.shape[1], KERNEL_POSITIONS)
@@ -480,8 +505,11 @@ def pattern_prune_model(model: nn.Module, ds: Any, k: int = 4,
 
 def pattern_table(model: nn.Module) -> list[dict[str, Any]]:
     """Per crossbar layer: weights, zeros, weight sparsity; for 3x3 convs also kernels, pruned
-    (all-zero) kernels, kernel sparsity and the patterns used (distinct nonzero masks of the
-    kept kernels). Other layers are marked dense."""
+    (all-zero) kernels, kernel sparsity, the patterns used (`pattern_library`: the maximal
+    nonzero masks of the kept kernels, what the pattern scheme stores) and the distinct
+    nonzero masks (more than the patterns where a kept kernel has a zero weight inside its
+    pattern, e.g. pattern pruning without fine-tuning of a checkpoint already sparse). Other
+    layers are marked dense."""
     table: list[dict[str, Any]] = []
     for name, mod in model.named_modules():
         if not isinstance(mod, (nn.Conv2d, nn.Linear)):
@@ -494,10 +522,12 @@ def pattern_table(model: nn.Module) -> list[dict[str, Any]]:
         if is_pattern_layer(mod):
             codes = mask_codes(w != 0)  # (Cout, Cin)
             kept = codes[codes != 0]
+            patterns = pattern_library(codes)[0]
             row.update(kernels=codes.numel(), zero_kernels=int((codes == 0).sum()),
                        kernel_sparsity=float((codes == 0).sum()) / codes.numel(),
-                       patterns_used=int(kept.unique().numel()),
-                       patterns_used_codes=sorted(int(c) for c in kept.unique()),
+                       patterns_used=int(patterns.numel()),
+                       patterns_used_codes=sorted(int(c) for c in patterns),
+                       distinct_masks=int(kept.unique().numel()),
                        max_kept_per_kernel=int(code_masks(kept).sum(dim=1).max())
                        if kept.numel() else 0)
         else:
@@ -529,20 +559,22 @@ def pattern_summary(table: list[dict[str, Any]]) -> dict[str, Any]:
 
 def pattern_table_markdown(table: list[dict[str, Any]]) -> str:
     """The per-layer pattern table and the totals, as Markdown."""
-    lines = ["| layer | shape | pruning | patterns | kernel sparsity | weight sparsity |",
-             "| --- | --- | --- | ---: | ---: | ---: |"]
+    lines = ["| layer | shape | pruning | patterns | distinct masks | kernel sparsity "
+             "| weight sparsity |",
+             "| --- | --- | --- | ---: | ---: | ---: | ---: |"]
     for r in table:
         shape = "x".join(map(str, r["shape"]))
         if r["pattern_pruned"]:
+            masks = r.get("distinct_masks", r["patterns_used"])  # rows of older checkpoints
             lines.append(f"| {r['layer']} | {shape} | pattern | {r['patterns_used']} "
-                         f"| {r['kernel_sparsity']:.3f} | {r['sparsity']:.3f} |")
+                         f"| {masks} | {r['kernel_sparsity']:.3f} | {r['sparsity']:.3f} |")
         else:
-            lines.append(f"| {r['layer']} | {shape} | {r['note']} | - | - "
+            lines.append(f"| {r['layer']} | {shape} | {r['note']} | - | - | - "
                          f"| {r['sparsity']:.3f} |")
     s = pattern_summary(table)
     lines.append(f"| pattern-pruned layers | {s['pattern_layer_weights']} weights | "
-                 f"{s['pattern_layers']} layers | {s['patterns_total']} "
+                 f"{s['pattern_layers']} layers | {s['patterns_total']} | "
                  f"| {s['kernel_sparsity']:.3f} | {s['pattern_layers_sparsity']:.3f} |")
-    lines.append(f"| all crossbar layers | {s['overall_weights']} weights | | | "
+    lines.append(f"| all crossbar layers | {s['overall_weights']} weights | | | | "
                  f"| {s['overall_sparsity']:.3f} |")
     return "\n".join(lines) + "\n"

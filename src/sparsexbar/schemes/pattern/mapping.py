@@ -13,7 +13,7 @@ from torch import Tensor
 from ...core.config import HardwareConfig
 from ...core.frontend import QuantLayer
 from ...core.mapping import MappedLayer, dense_events, map_dense
-from ...training.prune import KERNEL_POSITIONS, code_masks, mask_codes
+from ...training.prune import KERNEL_POSITIONS, code_masks, mask_codes, pattern_library
 
 
 def index_bits(count: int) -> int:
@@ -30,29 +30,14 @@ def is_pattern_layer(layer: QuantLayer) -> bool:
 
 
 def infer_patterns(weight_int: Tensor) -> tuple[Tensor, Tensor]:
-    """The layer's patterns and each kernel's pattern, from its integer weights.
+    """The layer's patterns and each kernel's pattern, from its integer weights
+    (`training.prune.pattern_library` of the kernels' nonzero masks).
 
     Returns (patterns (P,) int64 codes in ascending order, kernel_pattern (Cout, Cin) int64
     index into `patterns`, -1 for an all-zero kernel). Patterns are the maximal kernel masks;
     a non-maximal mask joins its most frequent maximal superset (ties: the smaller code).
     """
-    codes = mask_codes(weight_int != 0)  # (Cout, Cin)
-    stored = codes != 0
-    kernel_pattern = torch.full_like(codes, -1)
-    if not bool(stored.any()):
-        return torch.zeros(0, dtype=torch.int64), kernel_pattern
-    uniq, inverse, counts = torch.unique(codes[stored], return_inverse=True, return_counts=True)
-    # contains[a, b]: mask a is a subset of mask b (a != b: a strict subset, codes distinct).
-    contains = (uniq.view(-1, 1) & uniq.view(1, -1)) == uniq.view(-1, 1)
-    strict = contains & ~torch.eye(len(uniq), dtype=torch.bool)
-    maximal = ~strict.any(dim=1)
-    target_ok = contains & maximal.view(1, -1)  # b maximal and a inside b (a itself if maximal)
-    score = torch.where(target_ok, counts.view(1, -1), torch.full_like(target_ok, -1,
-                                                                        dtype=torch.int64))
-    target = score.argmax(dim=1)  # first maximum: the smaller code on ties
-    pattern_of_uniq = torch.cumsum(maximal.to(torch.int64), 0) - 1
-    kernel_pattern[stored] = pattern_of_uniq[target[inverse]]
-    return uniq[maximal], kernel_pattern
+    return pattern_library(mask_codes(weight_int != 0))
 
 
 @dataclass

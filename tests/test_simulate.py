@@ -252,6 +252,15 @@ def test_write_result_writes_json_and_csv_atomically(tmp_path: Path) -> None:
     for row, lay in zip(rows, out["layers"], strict=True):
         assert int(row["rows"]) == lay["rows"] and int(row["arrays"]) == lay["arrays"]
         assert int(row["adc_conversions"]) == lay["events"]["adc_conversions"]
+        # the layer's time, ADC bits and area components (the CSV had only totals)
+        assert float(row["latency_ns_per_image"]) == lay["latency_ns_per_image"] > 0
+        assert float(row["dense_latency_ns_per_image"]) == lay["dense_latency_ns_per_image"]
+        assert int(row["adc_bits"]) == lay["adc_bits"] and row["time_bound"] == lay["time_bound"]
+        parts = [float(v) for k, v in row.items() if k.startswith("area_") and k.endswith("_um2")
+                 and k != "area_total_um2"]
+        assert len(parts) >= 8
+        assert sum(parts) == pytest.approx(float(row["area_total_um2"]), rel=1e-12)
+        assert float(row["dense_energy_total_pj"]) == lay["dense_energy_pj"]["total"]
     # Overwriting and a prefix: still no temporary files left behind.
     write_result(target, out)
     write_result(target, out, prefix="dense_")

@@ -18,16 +18,22 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from ..core.cost import ENERGY_COMPONENTS
+from ..core.cost import AREA_COMPONENTS, ENERGY_COMPONENTS
 from ..core.events import Events
 from ..core.io import atomic_write_bytes, atomic_write_text
 from ..studies.writers import json_safe
 from .plotting import accuracy_vs_energy, energy_by_component, per_layer_work
 
-LAYER_COLUMNS = ["name", "kind", "rows", "cols", "arrays", "adc_can_clip", "cycles",
-                 *Events.names(), *(f"dense_{n}" for n in Events.names()),
+# the layer's shape and mapping, its time (per image), events, energy and area, each beside
+# dense's where the result has it
+LAYER_INFO = ("name", "kind", "rows", "cols", "out_channels", "input_signed", "arrays",
+              "dense_arrays", "adc_bits", "dense_adc_bits", "adc_can_clip", "cycles",
+              "dense_cycles", "latency_ns_per_image", "dense_latency_ns_per_image",
+              "time_bound")
+LAYER_COLUMNS = [*LAYER_INFO, *Events.names(), *(f"dense_{n}" for n in Events.names()),
                  *(f"energy_{c}_pj" for c in ENERGY_COMPONENTS), "energy_total_pj",
-                 "area_total_um2"]
+                 "dense_energy_total_pj", *(f"area_{c}_um2" for c in AREA_COMPONENTS),
+                 "area_total_um2", "dense_area_total_um2"]
 
 
 def _json_default(value: Any) -> Any:
@@ -43,13 +49,15 @@ def result_json_text(result: dict[str, Any]) -> str:
 def layer_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
     rows = []
     for lay in result["layers"]:
-        row = {k: lay[k] for k in ("name", "kind", "rows", "cols", "arrays", "adc_can_clip",
-                                   "cycles")}
+        row = {k: lay.get(k) for k in LAYER_INFO}
         row.update(lay["events"])
         row.update({f"dense_{k}": v for k, v in lay["dense_events"].items()})
         row.update({f"energy_{c}_pj": lay["energy_pj"][c] for c in ENERGY_COMPONENTS})
         row["energy_total_pj"] = lay["energy_pj"]["total"]
+        row["dense_energy_total_pj"] = lay["dense_energy_pj"]["total"]
+        row.update({f"area_{c}_um2": lay["area_um2"][c] for c in AREA_COMPONENTS})
         row["area_total_um2"] = lay["area_um2"]["total"]
+        row["dense_area_total_um2"] = lay["dense_area_um2"]["total"]
         rows.append(row)
     return rows
 

@@ -333,8 +333,9 @@ class EnergyConfig(_Node):
         ge=0,
         description=(
             "Energy per comparison of two words (CompRRAE's bound tests, encoding's majority "
-            "vote and leading-chunk detection), pJ. Assumption: a 16-bit comparator costs one "
-            "16-bit add (ISAAC's shift-and-add, 0.0208 pJ)."
+            "vote and leading-chunk detection, pattern's per-piece fire decision), pJ. "
+            "Assumption: a 16-bit comparator costs one 16-bit add (ISAAC's shift-and-add, "
+            "0.0208 pJ)."
         ),
     )
     lut_read_pj: float = Field(
@@ -371,8 +372,9 @@ class EnergyConfig(_Node):
         0.0104,
         ge=0,
         description=(
-            "Energy to route one shift-and-added column result to its output channel "
-            "(pattern's output indexing unit), pJ. Assumption: half a 16-bit add."
+            "Energy to route one converted column result to its output channel's "
+            "shift-and-add (pattern's output indexing unit: a block's columns feed several "
+            "channels), pJ; one per ADC conversion. Assumption: half a 16-bit add."
         ),
     )
     encode_pj: float = Field(

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -490,7 +491,17 @@ def simulate(
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
         raise SparsexbarError(f"--batch-size must be a positive whole number, got {batch_size}")
     config = load_config(hw, overrides)
-    sch = get_scheme(scheme)
+    if qmodel is not None and (qmodel.weight_bits, qmodel.input_bits) != (
+            config.numbers.weight_bits, config.numbers.input_bits):
+        raise SparsexbarError(
+            f"qmodel was quantized to {qmodel.weight_bits}-bit weights and {qmodel.input_bits}"
+            f"-bit inputs, but the hardware has numbers.weight_bits={config.numbers.weight_bits}"
+            f" and numbers.input_bits={config.numbers.input_bits}: quantize the model with the "
+            "hardware's bits, or leave qmodel out")
+    # A scheme object of the caller's is run as a copy: a scheme keeps per-layer choices from
+    # its mapping (encoding's ADC bits, combined's techniques), which a later run of another
+    # model would otherwise report as its own.
+    sch = copy.deepcopy(scheme) if isinstance(scheme, Scheme) else get_scheme(scheme)
     opts = options or EngineOptions()
     dev = _device(device)
     loaded, batches = resolve_inputs(model, data, limit, input_spec, classes, root)

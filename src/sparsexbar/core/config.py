@@ -93,7 +93,29 @@ class _Node(BaseModel):
         if (isinstance(value, float) and int in kinds and float not in kinds
                 and not (math.isfinite(value) and value.is_integer())):
             raise ValueError(f"must be a whole number, got {value}")
+        if isinstance(value, str) and not _takes_text(kinds, value):  # YAML's bits: "5"
+            raise ValueError(f"must be {_describe(kinds)}, not text ({value!r})")
         return value
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        """A field set on a made config is checked alone (`cfg.ou.rows = 0` raises a one-line
+        ConfigError); the rules between fields (an OU within its array) are checked again
+        when a run loads the config (`load_config`)."""
+        try:
+            super().__setattr__(name, value)
+        except ValidationError as exc:
+            raise ConfigError(_one_line(exc, f"value set on {type(self).__name__}")) from None
+
+
+def _takes_text(kinds: set[Any], value: str) -> bool:
+    """Whether a field of these types takes this text: a text field, an enum (by name), or a
+    literal such as adc.bits' "auto"."""
+    for kind in kinds:
+        if kind is str or (isinstance(kind, type) and issubclass(kind, Enum)):
+            return True
+        if get_origin(kind) is Literal and value in get_args(kind):
+            return True
+    return False
 
 
 def _field_types(annotation: Any) -> set[Any]:
@@ -106,8 +128,9 @@ def _field_types(annotation: Any) -> set[Any]:
 
 
 def _describe(kinds: set[Any]) -> str:
+    words = [repr(v) for k in kinds if get_origin(k) is Literal for v in get_args(k)]
     if int in kinds:
-        return "a whole number"
+        return " or ".join(["a whole number", *words])
     if float in kinds:
         return "a number"
     if str in kinds:
@@ -784,7 +807,10 @@ def load_config(
     if source is None:
         cfg = preset("isaac")
     elif isinstance(source, HardwareConfig):
-        cfg = source
+        # checked again, whole: a field set on the object after it was made (`cfg.array.rows
+        # = 8`) is checked alone, never against the others (an OU larger than the array ran
+        # and was recorded), and the run gets its own copy
+        cfg = HardwareConfig.from_dict(source.to_dict(), source="config object")
     elif isinstance(source, Mapping):
         cfg = HardwareConfig.from_dict(source)
     else:

@@ -118,7 +118,10 @@ class RowSetCounter:
         self.device = device
         self.sets = sets.to(device="cpu") != 0
         self.count = int(self.sets.shape[0])
-        self.base = int(self.sets.sum(dim=1).max()) + 1 if self.sets.numel() else 1
+        # the digits' base: above the largest count, and at least 2 (a layer whose sets are
+        # all empty, all its weights zero, had base 1: the search for the digits per call
+        # then ran for hours)
+        self.base = max(2, int(self.sets.sum(dim=1).max()) + 1 if self.sets.numel() else 2)
         self.fields = 1
         self.row_blocks = row_blocks
         self._digits: dict[tuple[int, bool, str], tuple[Tensor, Tensor]] = {}

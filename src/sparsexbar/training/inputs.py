@@ -50,6 +50,10 @@ KNOWN_CLASSES: dict[str, list[str]] = {
 }
 
 
+MAX_INPUT_CHANNELS = 1024  # input channels and image size an InputSpec may ask for
+MAX_INPUT_SIZE = 4096
+
+
 @dataclass(frozen=True)
 class InputSpec:
     """What a model takes. Every field None means "not said": the model's metadata, the module
@@ -70,13 +74,14 @@ class InputSpec:
     std: tuple[float, ...] | None = None
 
     def __post_init__(self) -> None:
-        if self.channels is not None and not (isinstance(self.channels, int)
-                                              and self.channels >= 1):
-            raise SparsexbarError(f"input channels must be a positive whole number, got "
-                                  f"{self.channels!r}")
-        if self.size is not None and not (isinstance(self.size, int) and self.size >= 1):
-            raise SparsexbarError(f"input size must be a positive whole number, got "
-                                  f"{self.size!r}")
+        # bounded: the data are fitted to C x size x size before any check of the model, and
+        # size=100000 asked the allocator for 80 GB (a bool is no number: True ran as 1)
+        for what, value, top in (("channels", self.channels, MAX_INPUT_CHANNELS),
+                                 ("size", self.size, MAX_INPUT_SIZE)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                      or not 1 <= value <= top):
+                raise SparsexbarError(f"input {what} must be a whole number from 1 to {top}, "
+                                      f"got {value!r}")
         if self.fit is not None and self.fit not in FITS:
             raise SparsexbarError(f"input fit must be one of {', '.join(FITS)}, got "
                                   f"'{self.fit}'")

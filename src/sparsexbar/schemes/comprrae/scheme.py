@@ -558,14 +558,16 @@ class CompRRAEScheme(Scheme):
 def _check_alpha(alpha: AlphaSpec) -> None:
     values = list(alpha.values()) if isinstance(alpha, Mapping) else [alpha]
     for v in values:
-        if v is not None and not (isinstance(v, int | float) and math.isfinite(v) and v >= 0):
+        if v is not None and (isinstance(v, bool) or not (isinstance(v, int | float)
+                                                           and math.isfinite(v) and v >= 0)):
             raise SparsexbarError(f"comprrae alpha must be a number >= 0 or None, got {v!r}")
 
 
 def _check_beta(beta: BetaSpec) -> None:
     values = list(beta.values()) if isinstance(beta, Mapping) else [beta]
     for v in values:
-        if v is not None and not (isinstance(v, int | float) and 0 <= v <= 1):
+        if v is not None and (isinstance(v, bool)
+                              or not (isinstance(v, int | float) and 0 <= v <= 1)):
             raise SparsexbarError(f"comprrae beta must be a number in [0, 1] or None, got {v!r}")
 
 

@@ -1,0 +1,119 @@
+"""The Python API's own checks, found by a probe of `simulate()` as a script would call it:
+a config edited after it was made is checked whole, a `qmodel` of other bits is refused, a
+scheme object is not changed by a run, booleans and text are not numbers, input sizes are
+bounded. Each test fails on the code before the fix."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from sparsexbar import InputSpec, simulate
+from sparsexbar.core.config import load_config, preset
+from sparsexbar.core.errors import ConfigError, SparsexbarError
+from sparsexbar.core.frontend import quantize_model
+from sparsexbar.schemes import get_scheme
+from sparsexbar.schemes.comprrae import CompRRAEScheme
+from tests import nets
+
+HW = preset("isaac").with_overrides({"array.rows": 32, "array.cols": 32, "ou.rows": 8,
+                                     "ou.cols": 8})
+
+
+def _data(n: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
+    return nets.random_images(n, 1, 8, seed=0), nets.random_labels(n, 10, seed=0)
+
+
+def test_a_config_edited_after_it_was_made_is_checked_whole() -> None:
+    """`cfg.array.rows = 8` with ou.rows 16 ran and was recorded (a machine the same setting
+    as an override is refused as); the run checks the object again, and runs on a copy."""
+    cfg = preset("isaac")
+    cfg.array.rows = 8  # each field alone is valid
+    with pytest.raises(ConfigError, match="ou.rows=16 is larger than array.rows=8"):
+        simulate(nets.tiny_cnn(1, 10, 8, 4, seed=0), _data(), hw=cfg)
+    assert load_config(HW) == HW and load_config(HW) is not HW
+
+
+def test_setting_an_invalid_field_raises_one_line_config_error() -> None:
+    cfg = preset("isaac")
+    for section, field, value, words in (("ou", "rows", 0, "greater than or equal to 1"),
+                                         ("cell", "sign", "foo", "'differential' or 'offset'"),
+                                         ("adc", "bits", "6", "not text ('6')")):
+        with pytest.raises(ConfigError) as info:
+            setattr(getattr(cfg, section), field, value)
+        assert words in str(info.value) and "\n" not in str(info.value)
+    cfg.adc.bits = 6  # a valid value is set
+    assert cfg.adc.bits == 6
+
+
+def test_quoted_numbers_in_a_config_are_refused() -> None:
+    """YAML's `bits: "5"` was taken as 5; the CLI's --set values are parsed before (5)."""
+    for section, key in (("adc", "bits"), ("array", "rows"), ("timing", "read_ns")):
+        with pytest.raises(ConfigError, match=rf"{section}\.{key}: must be .*not text"):
+            load_config({section: {key: "5"}})
+    assert load_config({"adc": {"bits": "auto"}}).adc.bits == "auto"
+    assert load_config("isaac", {"adc.bits": "5"}).adc.bits == 5
+    assert load_config({"cell": {"sign": "offset"}}).cell.sign.value == "offset"
+
+
+def test_a_qmodel_of_other_bits_than_the_hardware_is_refused() -> None:
+    """An 8-bit qmodel with numbers at 3 bits gave the 8-bit network's accuracy beside the
+    3-bit schedule's events."""
+    net = nets.tiny_cnn(1, 10, 8, 4, seed=0)
+    x, y = _data()
+    q8 = quantize_model(net, x, 8, 8)
+    with pytest.raises(SparsexbarError, match="qmodel was quantized to 8-bit weights"):
+        simulate(net, (x, y), hw=HW, qmodel=q8,
+                 overrides={"numbers.weight_bits": 3, "numbers.input_bits": 3})
+    assert simulate(net, (x, y), hw=HW, qmodel=q8).num_images == 4
+
+
+def test_a_scheme_object_is_not_changed_by_a_run() -> None:
+    """combined's per-layer choices (and encoding's ADC bits) stayed in the caller's object:
+    a second model's result listed the first model's layers."""
+    first = nets.tiny_cnn(1, 10, 8, 4, seed=0)
+    torch.manual_seed(1)  # layers named otherwise ('0', '3'): the first's names would show
+    second = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.ReLU(),
+                                 torch.nn.Flatten(), torch.nn.Linear(4 * 8 * 8, 10))
+    for name in ("combined", "encoding"):
+        scheme = get_scheme(name)
+        before = scheme.options()
+        simulate(first, _data(), hw=HW, scheme=scheme)
+        assert scheme.options() == before
+        two = simulate(second, _data(), hw=HW, scheme=scheme)
+        alone = simulate(second, _data(), hw=HW, scheme=name)
+        assert two.scheme.parameters == alone.scheme.parameters
+        assert two.to_json()["totals"] == alone.to_json()["totals"]
+
+
+def test_booleans_are_not_numbers_in_comprrae_and_input_specs() -> None:
+    for kwargs in ({"alpha": True}, {"alpha": False}, {"beta": True},
+                   {"alpha": {"conv1": True}}):
+        with pytest.raises(SparsexbarError, match="comprrae (alpha|beta) must be"):
+            CompRRAEScheme(**kwargs)  # type: ignore[arg-type]
+    for kwargs in ({"channels": True}, {"size": True}, {"size": 2**40}, {"size": 100_000},
+                   {"channels": 5000}, {"size": 0}):
+        with pytest.raises(SparsexbarError, match="must be a whole number from 1 to"):
+            InputSpec(**kwargs)  # type: ignore[arg-type]
+    assert InputSpec(channels=3, size=4096).size == 4096
+
+
+def test_sre_and_combined_on_a_layer_whose_weights_are_all_zero() -> None:
+    """Every row set of such a layer is empty: the counting's digit base was 1 and the search
+    for digits per call ran for hours (a probe stopped it after 10 min of CPU). Now the layer
+    runs no OU, and the outputs equal dense's."""
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.ReLU(),
+                              torch.nn.Conv2d(4, 4, 3, padding=1), torch.nn.ReLU(),
+                              torch.nn.Flatten(), torch.nn.Linear(4 * 8 * 8, 10))
+    with torch.no_grad():  # a conv and the classifier (the case that hung) all zero
+        net[2].weight.zero_()
+        net[5].weight.zero_()
+    dense = simulate(net, _data(), hw="isaac")
+    for name in ("sre", "combined"):
+        res = simulate(net, _data(), hw="isaac", scheme=name)
+        assert dense.outputs is not None and res.outputs is not None
+        assert torch.equal(res.outputs, dense.outputs)
+        for lay in res.to_json()["layers"]:
+            if lay["name"] in ("2", "5"):
+                assert lay["events"]["ou_activations"] == 0 == lay["events"]["adc_conversions"]

@@ -117,3 +117,39 @@ def test_sre_and_combined_on_a_layer_whose_weights_are_all_zero() -> None:
         for lay in res.to_json()["layers"]:
             if lay["name"] in ("2", "5"):
                 assert lay["events"]["ou_activations"] == 0 == lay["events"]["adc_conversions"]
+
+
+def test_wrapped_models_are_refused_naming_the_module_inside() -> None:
+    net = nets.tiny_cnn(1, 10, 8, 4, seed=0)
+    for wrapper, inside in ((torch.nn.DataParallel(net), "model.module"),
+                            (torch.compile(net), "model._orig_mod")):
+        with pytest.raises(SparsexbarError, match=rf"pass the module inside \({inside}\)"):
+            simulate(wrapper, _data(), hw=HW)
+
+
+def test_limit_and_batch_size_messages_name_the_type() -> None:
+    """`limit=np.int64(4)` read "must be a positive whole number, got 4"."""
+    import numpy as np
+
+    with pytest.raises(SparsexbarError, match=r"got np.int64\(4\) \(int64\)"):
+        simulate(nets.tiny_cnn(1, 10, 8, 4, seed=0), _data(), hw=HW, limit=np.int64(4))
+    with pytest.raises(SparsexbarError, match=r"got '2' \(str\)"):
+        simulate(nets.tiny_cnn(1, 10, 8, 4, seed=0), _data(), hw=HW, batch_size="2")
+
+
+def test_energy_plot_of_all_zero_energies_warns_nothing() -> None:
+    """Every energy set to 0: matplotlib's "No artists with labels found to put in legend"
+    reached the user as a two-line Python warning."""
+    import json
+    import warnings
+    from pathlib import Path
+
+    from sparsexbar.app.plotting import energy_by_component
+
+    result = json.loads((Path(__file__).parent / "data" / "result_small.json").read_text())[
+        "dense"]
+    result["totals"]["energy_pj"] = {k: 0.0 for k in result["totals"]["energy_pj"]}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        png = energy_by_component([result], ["dense"])
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"

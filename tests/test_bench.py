@@ -76,8 +76,9 @@ def test_ctrl_c_during_a_case_gives_one_line_and_leaves_no_process(tmp_path: Pat
     os.killpg(proc.pid, signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
-    assert err.splitlines() == ["sparsexbar: interrupted; nothing half-written is left (files "
-                                "are written whole or not at all)"]
+    assert err.splitlines() == ["sparsexbar: interrupted; no file is half-written (each is "
+                                "written whole or not at all; files written before the signal "
+                                "stay)"]
     deadline = time.monotonic() + 10
     while _session_processes(proc.pid) and time.monotonic() < deadline:
         time.sleep(0.05)

@@ -117,6 +117,8 @@ def test_prune_cli_writes_checkpoint_and_table(tmp_path: Path,
           "--out", str(out)])
     text = capsys.readouterr().out
     assert "block sparsity" in text
+    # the three files written, named (the .json was not)
+    assert text.rstrip().endswith(f"wrote {out}.safetensors, {out}.json, {out}.sparsity.md")
     model, meta = load_checkpoint(out)
     assert meta["pruning"]["method"] == "ou-structured"
     assert read_meta(out)["pruning"]["sparsity"] == 0.5

@@ -247,12 +247,22 @@ def test_compare_into_a_used_directory_keeps_one_run(tmp_path: Path,
     common = ["compare", "--model", TINY, "--limit", "3", "--out", str(out)]
     assert cli(capsys, *common, "--schemes", "dense,sre,pattern")[0] == 0
     (out / "notes.txt").write_text("mine")
+    # a user's files named like a scheme's, of no scheme the earlier comparison ran: kept (they
+    # were removed as stale)
+    (out / "baseline_result.json").write_text("{}")
+    (out / "my_layers.csv").write_text("x\n")
     code, stdout, _ = cli(capsys, *common, "--schemes", "dense")
     assert code == 0
     assert "removed 4 files of an earlier comparison" in stdout
-    assert sorted(p.name for p in out.glob("*_result.json")) == ["dense_result.json"]
-    assert sorted(p.name for p in out.glob("*_layers.csv")) == ["dense_layers.csv"]
+    assert sorted(p.name for p in out.glob("*_result.json")) == [
+        "baseline_result.json", "dense_result.json"]
+    assert sorted(p.name for p in out.glob("*_layers.csv")) == ["dense_layers.csv",
+                                                               "my_layers.csv"]
     assert (out / "notes.txt").read_text() == "mine"
+    # the same comparison again: nothing is named as removed (its own files are rewritten)
+    code, stdout, _ = cli(capsys, *common, "--schemes", "dense")
+    assert code == 0 and "earlier comparison" not in stdout
+    assert len((out / "comparison.csv").read_text().splitlines()) == 2
 
 
 def test_a_scheme_that_overrides_a_setting_says_so(tmp_path: Path,
@@ -351,3 +361,31 @@ def test_a_config_node_added_later_is_strict_too() -> None:
     with pytest.raises(ValidationError, match="whole number"):
         Later(bits=2.5)
     assert Later(enabled=True, bits=3, rate=0.5) == Later(enabled=True, bits=3.0, rate=0.5)
+
+
+def test_sigterm_ends_a_command_with_one_line_and_no_temporary_file(tmp_path: Path) -> None:
+    """SIGTERM (kill, a batch system's limit) while a run writes its results: exit 143, one
+    line, no `.NAME.tmp` left (it exited silently with -15 and could leave them)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "out"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent),
+           "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sparsexbar.app.cli", "compare", "--limit", "2000",
+         "--schemes", "dense,sre", "--out", str(out)], env=env, cwd=tmp_path,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not (proc.stdout and proc.stdout.read(1)):
+        assert proc.poll() is None  # the first progress bar: past the imports, running
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err
+    assert err.splitlines() == ["sparsexbar: terminated (SIGTERM); no file is half-written "
+                                "(each is written whole or not at all; files written before "
+                                "the signal stay)"]
+    assert not list(tmp_path.rglob("*.tmp"))

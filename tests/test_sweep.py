@@ -473,8 +473,9 @@ def test_ctrl_c_ends_a_sweep_at_once_with_one_line(tmp_path: Path) -> None:
         worker_gone = exited
     assert worker_gone < 10 and exited < 15, (worker_gone, exited)
     assert proc.returncode == 130
-    assert err.splitlines() == ["sparsexbar: interrupted; nothing half-written is left (files "
-                                "are written whole or not at all)"]
+    assert err.splitlines() == ["sparsexbar: interrupted; no file is half-written (each is "
+                                "written whole or not at all; files written before the signal "
+                                "stay)"]
     assert not list(out.rglob("*.tmp"))
     deadline = time.monotonic() + 10
     while _session_processes(proc.pid) and time.monotonic() < deadline:
@@ -701,6 +702,7 @@ def test_bad_sweep_invocations(local_sweep: dict[str, Any], tmp_path: Path,
         (["sweep", path, "--out", out, "--workers", "0"], ["--workers", "0"]),
         (["sweep", path, "--out", out, "--address", "auto"], ["--address", "--backend ray"]),
         (["plot", str(tmp_path / "nowhere")], ["sweep directory not found"]),
+        (["plot", str(local_sweep["path"])], ["is a file; plot takes a sweep directory"]),
         (["plot", str(tmp_path)], ["no sweep results"]),
     ]
     # a folder whose only row file is unreadable: the error named the folder's pattern only

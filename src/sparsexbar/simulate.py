@@ -99,7 +99,8 @@ class _Raw:
 def check_limit(limit: int | None) -> None:
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int)
                               or limit <= 0):
-        raise SparsexbarError(f"--limit must be a positive whole number, got {limit}")
+        raise SparsexbarError(f"--limit must be a positive whole number (an int), got "
+                              f"{limit!r} ({type(limit).__name__})")
 
 
 def _read_data(data: Any, limit: int | None, root: str | Path | None) -> _Raw:
@@ -489,7 +490,8 @@ def simulate(
         baseline_accuracy = baseline_accuracy.to_json()
     _check_run_arguments(options, qmodel, progress, baseline_accuracy)
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
-        raise SparsexbarError(f"--batch-size must be a positive whole number, got {batch_size}")
+        raise SparsexbarError(f"--batch-size must be a positive whole number (an int), got "
+                              f"{batch_size!r} ({type(batch_size).__name__})")
     config = load_config(hw, overrides)
     if qmodel is not None and (qmodel.weight_bits, qmodel.input_bits) != (
             config.numbers.weight_bits, config.numbers.input_bits):

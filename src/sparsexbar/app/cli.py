@@ -5,10 +5,13 @@ line each on stderr. Ctrl-C: one line, exit code 130, no partial files (writes a
 
 from __future__ import annotations
 
+import csv
 import inspect
 import json
 import math
+import signal
 import sys
+import threading
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -425,7 +428,8 @@ def compare(
 ) -> None:
     """Run several schemes on the same inputs; one table, CSV, plots and report.html. A scheme
     that refuses the run (e.g. sre's activation modes on a noisy device) is recorded in
-    failed.json and the table, the others run, and the command exits with code 2."""
+    failed.json and the table, the others run, and the command exits with code 2. The files
+    of an earlier comparison in --out are replaced (other files there are kept)."""
     names = _comma_list("--schemes", schemes, scheme_names(), "scheme names")
     inputs = _input_options(input_scale, normalize, input_size, input_channels, input_fit,
                             classes, root)
@@ -445,14 +449,17 @@ def _compare(out: Path, names: list[str], model: str, data: str, hw: str,
     if not runs.results:
         raise SparsexbarError("no scheme ran: " + "; ".join(
             f"{label}: {why}" for label, why in runs.failed.items()))
+    # the earlier comparison's files go before any of this one's is written: an interrupt
+    # while writing leaves part of this run, never a mix of two runs
+    _remove_earlier_comparison(out, [scheme_label(r) for r in runs.results] + list(runs.failed),
+                               console)
     paths = []
     for res in runs.results:
         paths += write_result(out, res, prefix=f"{file_label(scheme_label(res))}_")
-    paths += write_comparison(out, runs.results, runs.failed)
     if runs.failed:
         atomic_write_text(out / FAILED_FILE, json.dumps(runs.failed, indent=2) + "\n")
         paths.append(out / FAILED_FILE)
-    _remove_stale(out, paths, console)
+    paths += write_comparison(out, runs.results, runs.failed)
     print_tables(runs.results, console, per_layer=False, failed=runs.failed)
     console.print(f"wrote {len(paths)} files to {out}/ (report.html, comparison.csv, "
                   "<scheme>_result.json, <scheme>_layers.csv, plots)")
@@ -463,17 +470,34 @@ def _compare(out: Path, names: list[str], model: str, data: str, hw: str,
             + f"); the others' results are in {out}/")
 
 
-def _remove_stale(out: Path, written: Sequence[Path], console: Console) -> None:
-    """Remove the per-scheme files (and failed.json) an earlier comparison left in `out`
-    for schemes this one did not run, so the directory holds one run only."""
-    keep = {p.name for p in written}
-    stale = sorted(p for p in out.iterdir() if p.is_file() and p.name not in keep and (
-        p.name.endswith(PER_SCHEME_FILES) or p.name == FAILED_FILE))
-    for p in stale:
+def _remove_earlier_comparison(out: Path, labels_now: Sequence[str], console: Console) -> None:
+    """Remove what an earlier comparison wrote in `out`: its comparison.csv, plots,
+    report.html and failed.json, and the per-scheme files of the schemes its comparison.csv
+    and failed.json name (files of other names, a user's own `baseline_result.json`, stay).
+    Those of schemes this run (`labels_now`) does not write again are named on the console."""
+    labels: set[str] = set()
+    try:
+        with (out / "comparison.csv").open(newline="") as f:
+            labels |= {row.get("scheme") or "" for row in csv.DictReader(f)}
+    except (OSError, csv.Error, UnicodeDecodeError):
+        pass  # none, or not readable: its per-scheme files are not known
+    try:
+        earlier = json.loads((out / FAILED_FILE).read_text())
+        if isinstance(earlier, dict):
+            labels |= {str(k) for k in earlier}
+    except (OSError, ValueError):
+        pass
+    names = {f"{file_label(label)}{suffix}" for label in labels if label
+             for suffix in PER_SCHEME_FILES} | {*COMPARISON_FILES, FAILED_FILE}
+    gone = sorted(p for p in (out / n for n in names) if p.is_file())
+    for p in gone:
         p.unlink(missing_ok=True)
+    rewritten = {f"{file_label(label)}{suffix}" for label in labels_now
+                 for suffix in PER_SCHEME_FILES} | {*COMPARISON_FILES, FAILED_FILE}
+    stale = [p.name for p in gone if p.name not in rewritten]
     if stale:
         console.print(f"removed {len(stale)} files of an earlier comparison in {out}/: "
-                      + ", ".join(p.name for p in stale), markup=False, highlight=False)
+                      + ", ".join(stale), markup=False, highlight=False)
 
 
 @app.command()
@@ -832,7 +856,7 @@ def prune(
                         weights=weights, tune_images=tune_images)
     typer.echo(res["markdown"].rstrip())
     typer.echo(f"top-1 {res['top1_before']:.4f} -> {res['top1_after']:.4f}; wrote "
-               f"{res['checkpoint']}, {res['table_path']}")
+               f"{res['checkpoint']}, {res['meta_path']}, {res['table_path']}")
 
 
 @app.command("sweep")
@@ -906,6 +930,9 @@ def plot_command(
         "--out", help="Where the PNGs and summary.csv go; default the sweep directory.")] = None,
 ) -> None:
     """Pareto plots (energy vs top-1, area vs throughput) and a summary table of a sweep."""
+    if sweep_dir.is_file():
+        raise SparsexbarError(f"{sweep_dir} is a file; plot takes a sweep directory "
+                              "(sparsexbar sweep --out)")
     if not sweep_dir.is_dir():
         raise SparsexbarError(f"sweep directory not found: {sweep_dir}")
     check_out_dir(out if out is not None else sweep_dir)
@@ -962,6 +989,12 @@ def main(argv: list[str] | None = None) -> None:
     Ctrl-C -> one line, exit code 130; warnings of the run -> one line each."""
     command = typer.main.get_command(app)
     _PENDING.clear()
+    _TERMINATED.clear()
+    if threading.current_thread() is threading.main_thread():
+        # SIGTERM (kill, a batch system's time limit) ends the command as Ctrl-C does: the
+        # temporary file of a write in progress is removed, one line, exit 143 (it exited
+        # silently and left `.NAME.tmp` files)
+        signal.signal(signal.SIGTERM, _on_terminate)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("default", SparsexbarWarning)
@@ -991,11 +1024,20 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(code)
 
 
+_TERMINATED: list[bool] = []  # set by the SIGTERM handler of this process's command
+
+
+def _on_terminate(signum: int, frame: object) -> None:
+    _TERMINATED.append(True)
+    raise KeyboardInterrupt
+
+
 def _interrupted() -> None:
     _PENDING.clear()
-    print("sparsexbar: interrupted; nothing half-written is left (files are written whole or "
-          "not at all)", file=sys.stderr, flush=True)
-    sys.exit(130)
+    how, code = ("terminated (SIGTERM)", 143) if _TERMINATED else ("interrupted", 130)
+    print(f"sparsexbar: {how}; no file is half-written (each is written whole or not at "
+          "all; files written before the signal stay)", file=sys.stderr, flush=True)
+    sys.exit(code)
 
 
 def _fail(message: str) -> None:

@@ -43,8 +43,9 @@ def energy_by_component(results: Sequence[dict[str, Any]], labels: Sequence[str]
     each.set_yscale("log")
     each.set_ylabel("energy per image (uJ, log)")
     each.set_title("Each component, per scheme")
-    each.legend(fontsize=7, ncol=2)
-    stack.legend(fontsize=7, ncol=2)
+    if present:  # every component zero (all energies set to 0): no bar, no legend
+        each.legend(fontsize=7, ncol=2)
+        stack.legend(fontsize=7, ncol=2)
     fig.tight_layout()
     return png_bytes(fig)
 

@@ -466,8 +466,23 @@ def _check_supported(gm: fx.GraphModule) -> None:
             )
 
 
+def _wrapped_module(model: nn.Module) -> str | None:
+    """How to reach the plain module inside a wrapper fx cannot trace (DataParallel,
+    DistributedDataParallel, torch.compile's OptimizedModule), else None."""
+    if isinstance(model, nn.DataParallel | nn.parallel.DistributedDataParallel):
+        return "model.module"
+    if type(model).__name__ == "OptimizedModule" and hasattr(model, "_orig_mod"):
+        return "model._orig_mod"
+    return None
+
+
 def trace(model: nn.Module) -> fx.GraphModule:
     """Symbolically trace and fold Conv/Linear + BatchNorm pairs (eval-mode statistics)."""
+    wrapped = _wrapped_module(model)
+    if wrapped is not None:  # fx cannot trace the wrapper; the module inside it is the model
+        raise UnsupportedModelError(
+            f"model is wrapped ({type(model).__name__}), which torch.fx cannot trace: pass "
+            f"the module inside ({wrapped})")
     model = copy.deepcopy(model).cpu().eval()
     try:
         gm = fx.symbolic_trace(model)

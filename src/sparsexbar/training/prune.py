@@ -303,10 +303,11 @@ def prune_command(model_spec: str, data_name: str, hw: HardwareConfig, sparsity:
     new_meta["accuracy"] = {"float_top1": after, "quantized_top1": quantized,
                             "test_images": len(test_ds)}
     new_meta["pruning"] = pruning
-    saved, _ = save_checkpoint(out, model, new_meta, weights=fmt)
+    saved, meta_path = save_checkpoint(out, model, new_meta, weights=fmt)
     table_path = saved.with_name(saved.name.removesuffix(".safetensors") + ".sparsity.md")
     atomic_write_text(table_path, markdown)
-    return {"checkpoint": str(saved), "table_path": str(table_path), "markdown": markdown,
+    return {"checkpoint": str(saved), "meta_path": str(meta_path),
+            "table_path": str(table_path), "markdown": markdown,
             "quantized_top1": quantized, **pruning}
 
 

@@ -123,7 +123,7 @@ def test_union_field_error_names_the_field_and_every_accepted_form(
     line = assert_one_line_error(code, err, "adc.bits:", "less than or equal to 16", "'auto'")
     assert "constrained" not in line and "more)" not in line, line
     code, _, err = cli(capsys, "run", "--set", "adc.bits=abc")
-    line = assert_one_line_error(code, err, "adc.bits:", "valid integer", "'auto'")
+    line = assert_one_line_error(code, err, "adc.bits:", "whole number", "'auto'", "'abc'")
     assert "literal" not in line, line
 
 

@@ -139,9 +139,9 @@ def test_generic_counter_reproduces_singles_on_vgg_shapes() -> None:
     for composed, single in singles(False):
         res = _run(net, data, hw, composed, qmodel)
         _assert_same(res, _run(net, data, hw, single, qmodel), composed.name)
-    pattern = CombinedScheme(("pattern",))
-    _run(net, data, hw, pattern, qmodel)
-    assert sum(c.layout == "pattern" for c in pattern.choices.values()) >= 2
+    res = _run(net, data, hw, CombinedScheme(("pattern",)), qmodel)
+    layers = res.scheme.parameters["layers"]  # the run's choices (the object is not changed)
+    assert sum(c["layout"] == "pattern" for c in layers.values()) >= 2
 
 
 # ---- compositions the single schemes do not cover: a plain loop reference ---------------------

@@ -182,7 +182,8 @@ def test_load_config_accepts_every_source_kind() -> None:
     isaac = preset("isaac")
     assert load_config() == isaac
     assert load_config("isaac") == isaac
-    assert load_config(isaac) is isaac
+    # a config object is checked whole again and the run gets its own copy
+    assert load_config(isaac) == isaac and load_config(isaac) is not isaac
     assert load_config(isaac.to_dict()) == isaac
     assert load_config(isaac, {"ou.rows": 8}).ou.rows == 8
 

@@ -478,7 +478,9 @@ def simulate(
     takes where its checkpoint does not (an `InputSpec` or a mapping of its fields: channels,
     size, fit, scale, mean, std), `classes` its class names in output order (to map an image
     folder's labels), `root` where a named data set's files are (cifar10). Calibration (input
-    scales): `calibration` if given, else the first `calibration_images` images of the data.
+    scales): `calibration` if given, else the first `calibration_images` images of the data
+    as `limit` cut it (a shorter run calibrates on fewer images: pass `calibration` to keep
+    the quantization of a longer run).
     `qmodel` reuses an already quantized model (compare runs share one); `baseline_accuracy`
     ({"float_top1", "quantized_top1"} of an earlier run with the same qmodel and data) skips
     recomputing the float and integer-reference accuracies. Bad input of any kind raises

@@ -153,3 +153,23 @@ def test_energy_plot_of_all_zero_energies_warns_nothing() -> None:
         warnings.simplefilter("error")
         png = energy_by_component([result], ["dense"])
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_tables_on_a_narrow_terminal_fold_their_numbers() -> None:
+    """On an 80-column terminal every figure was cut to 'featur…', '1,605,6…': the cells fold
+    (wrap inside the cell) instead, so every digit is printed."""
+    import io
+    import json
+    from pathlib import Path
+
+    from rich.console import Console
+
+    from sparsexbar.app.report import print_tables
+
+    result = json.loads((Path(__file__).parent / "data" / "result_small.json").read_text())
+    buf = io.StringIO()
+    print_tables(list(result.values()), Console(file=buf, width=80))
+    text = buf.getvalue()
+    assert "…" not in text and "top-1" in text
+    for layer in result["dense"]["layers"]:
+        assert f"{layer['events']['ou_activations']:,}" in text

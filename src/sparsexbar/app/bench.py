@@ -190,7 +190,7 @@ def run_benchmark(model: str = "vgg8", batch_size: int = 64, repeats: int = 2,
     table = Table(title=f"engine benchmark: {model}, batch {batch_size}, {threads} threads")
     for col in ("case", "plain img/s", "sim img/s", "x plain", "x plain (CPU)", "peak RSS MiB",
                 "set-up s", "== reference"):
-        table.add_column(col, justify="left" if col == "case" else "right")
+        table.add_column(col, justify="left" if col == "case" else "right", overflow="fold")
     for r in rows:
         table.add_row(r["label"], f"{r['plain_images_per_s']:.1f}", f"{r['images_per_s']:.1f}",
                       f"{r['ratio']:.2f}", f"{r['cpu_ratio']:.2f}", f"{r['peak_rss_mib']:.0f}",

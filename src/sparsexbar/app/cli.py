@@ -584,7 +584,7 @@ def models_command(
     table = Table(title="shipped models (sparsexbar --model NAME)")
     for h in head:
         table.add_column(h, justify="right" if h.endswith(("%", "MB")) or h == "sparsity"
-                         else "left")
+                         else "left", overflow="fold")
     for c in cells:
         table.add_row(*c)
     _console().print(table)

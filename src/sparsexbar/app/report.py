@@ -96,7 +96,7 @@ def layer_table(result: dict[str, Any]) -> Table:
               f" - {result['hardware']['name']} ({result['num_images']} images)")
     for col in ("layer", "rows x cols", "arrays", "OU act.", "ADC conv.", "cycles", "energy",
                 "clip?"):
-        t.add_column(col, justify="right" if col not in ("layer",) else "left")
+        t.add_column(col, justify="right" if col not in ("layer",) else "left", overflow="fold")
     for lay in result["layers"]:
         ev = lay["events"]
         t.add_row(lay["name"], f"{lay['rows']} x {lay['cols']}", str(lay["arrays"]),
@@ -161,7 +161,7 @@ def comparison_table(results: Sequence[dict[str, Any]],
     cols = ["scheme", "top-1 %", "OU act.", "ADC conv.", "energy/img", "latency", "img/s",
             "area", "speedup", "energy eff.", "arrays eff."]
     for c in cols:
-        t.add_column(c, justify="left" if c == "scheme" else "right")
+        t.add_column(c, justify="left" if c == "scheme" else "right", overflow="fold")
     notes: list[str] = []
     for res in results:
         r = summary_row(res)

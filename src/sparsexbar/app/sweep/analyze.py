@@ -113,12 +113,12 @@ def summary_table(summary: Mapping[str, Any], title: str) -> Any:
     points' errors are too long for a cell: `failures()` lists them."""
     params = [p for p in summary["parameters"] if p != "scheme_params"]
     table = Table(title=title)
-    table.add_column("key")
+    table.add_column("key", overflow="fold")
     for p in params:
-        table.add_column(p)
+        table.add_column(p, overflow="fold")
     for col in ("status", "top-1 %", "energy/img uJ", "img/s", "area mm2", "speedup",
                 "energy eff.", "front"):
-        table.add_column(col, justify="right")
+        table.add_column(col, justify="right", overflow="fold")
     for r in summary["rows"]:
         # a parameter a point lacks (a failed point has no resolved hardware) is blank
         values = ["" if r.get(p) is None else str(r.get(p)) for p in params]

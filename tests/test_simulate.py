@@ -137,12 +137,20 @@ def test_batch_size_does_not_change_programmed_variation() -> None:
 
 
 def test_limit_takes_the_first_images() -> None:
+    """`limit` runs the first images, calibrated as the whole run is (on the data's first
+    `calibration_images`): its outputs are the first rows of the whole run's. A run of 4
+    calibrated on its 4 and its outputs differed from the whole run's."""
     images, labels = data(10, seed=2)
     res = sim(d=(images, labels), limit=4)
-    full = sim(d=(images[:4], labels[:4]), calibration=images[:4])
+    whole = sim(d=(images, labels))
+    alone = sim(d=(images[:4], labels[:4]), calibration=images)
     assert res.to_json()["num_images"] == 4
-    assert res.outputs is not None and full.outputs is not None
-    assert torch.equal(res.outputs, full.outputs)
+    assert res.outputs is not None and whole.outputs is not None and alone.outputs is not None
+    assert torch.equal(res.outputs, whole.outputs[:4]) and torch.equal(res.outputs, alone.outputs)
+    own = sim(d=(images[:4], labels[:4]))  # calibrated on the 4: another quantization here
+    assert own.outputs is not None and not torch.equal(own.outputs, res.outputs)
+    few = sim(d=(images, labels), limit=4, calibration_images=4)  # the old behaviour, asked
+    assert few.outputs is not None and torch.equal(few.outputs, own.outputs)
 
 
 def test_other_data_and_config_forms_give_the_same_result(tmp_path: Path) -> None:

@@ -74,6 +74,12 @@ class Batches:
     def __len__(self) -> int:
         return int(self.images.shape[0])
 
+    def first(self, limit: int | None) -> Batches:
+        """The first `limit` images (all with None)."""
+        if limit is None or limit >= len(self):
+            return self
+        return Batches(self.name, self.images[:limit], self.labels[:limit], self.input)
+
     def iterate(self, batch_size: int) -> Iterator[tuple[Tensor, Tensor]]:
         for a in range(0, len(self), batch_size):
             yield self.images[a : a + batch_size], self.labels[a : a + batch_size]
@@ -96,6 +102,16 @@ class _Raw:
 
 
 # ---- resolving inputs -----------------------------------------------------------------------
+CALIBRATION_IMAGES = 256  # the data's first images the input scales are calibrated on
+
+
+def calibration_read_limit(limit: int | None, calibration_images: int) -> int | None:
+    """How many images of the data to read for a run of `limit` that calibrates on the data's
+    first `calibration_images`: the run's, or more (None: all of them)."""
+    check_limit(limit)
+    return None if limit is None else max(limit, calibration_images)
+
+
 def check_limit(limit: int | None) -> None:
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int)
                               or limit <= 0):
@@ -463,7 +479,7 @@ def simulate(
     device: str | torch.device = "cpu",
     overrides: Mapping[str, Any] | None = None,
     calibration: Tensor | None = None,
-    calibration_images: int = 256,
+    calibration_images: int = CALIBRATION_IMAGES,
     options: EngineOptions | None = None,
     progress: ProgressFn | None = None,
     qmodel: QuantizedModel | None = None,
@@ -478,9 +494,8 @@ def simulate(
     takes where its checkpoint does not (an `InputSpec` or a mapping of its fields: channels,
     size, fit, scale, mean, std), `classes` its class names in output order (to map an image
     folder's labels), `root` where a named data set's files are (cifar10). Calibration (input
-    scales): `calibration` if given, else the first `calibration_images` images of the data
-    as `limit` cut it (a shorter run calibrates on fewer images: pass `calibration` to keep
-    the quantization of a longer run).
+    scales): `calibration` if given, else the first `calibration_images` images of the data,
+    read whatever `limit` runs (a run of the first 16 images quantizes as the whole run does).
     `qmodel` reuses an already quantized model (compare runs share one); `baseline_accuracy`
     ({"float_top1", "quantized_top1"} of an earlier run with the same qmodel and data) skips
     recomputing the float and integer-reference accuracies. Bad input of any kind raises
@@ -508,13 +523,18 @@ def simulate(
     sch = copy.deepcopy(scheme) if isinstance(scheme, Scheme) else get_scheme(scheme)
     opts = options or EngineOptions()
     dev = _device(device)
-    loaded, batches = resolve_inputs(model, data, limit, input_spec, classes, root)
-    net, model_name = loaded.net, loaded.name
     calibration_images = _positive("calibration_images", calibration_images)
+    # the calibration images are the data's first ones whatever `limit` runs: a run of 16
+    # images quantizes as a run of the whole split does (it calibrated on its 16)
+    calibrating = qmodel is None and calibration is None
+    loaded, read = resolve_inputs(model, data, calibration_read_limit(limit, calibration_images)
+                                  if calibrating else limit, input_spec, classes, root)
+    batches = read.first(limit)
+    net, model_name = loaded.net, loaded.name
     if calibration is not None:
         _check_calibration(calibration, batches.images)
     if qmodel is None:
-        calib = calibration if calibration is not None else batches.images[:calibration_images]
+        calib = calibration if calibration is not None else read.images[:calibration_images]
         qmodel = quantize_model(net, calib, config.numbers.weight_bits, config.numbers.input_bits)
     qmodel.to(dev)
     sch.check_model(qmodel.layers)

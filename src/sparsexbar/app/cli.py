@@ -41,7 +41,13 @@ from ..schemes import (
     scheme_names,
     studies,
 )
-from ..simulate import check_device, resolve_inputs, simulate
+from ..simulate import (
+    CALIBRATION_IMAGES,
+    calibration_read_limit,
+    check_device,
+    resolve_inputs,
+    simulate,
+)
 from ..studies import all as all_study
 from ..studies.shipped_models import measure_shipped, shipped_markdown, shipped_table
 from ..training.checkpoint import WEIGHT_FORMATS, shipped_pattern_model_path
@@ -352,10 +358,12 @@ def _run_schemes(model: str, data: str, hw: str, schemes: list[str], overrides: 
     files = ([f"{file_label(label)}{suffix}" for label in labels for suffix in PER_SCHEME_FILES]
              + [*COMPARISON_FILES, FAILED_FILE] if keep_going else RUN_FILES)
     check_out_dir(out, files=files)
-    loaded, batches = resolve_inputs(model, data, limit, inputs.spec, inputs.classes,
-                                     inputs.root)
-    qmodel = quantize_model(loaded.net, batches.images[:256], config.numbers.weight_bits,
-                            config.numbers.input_bits)
+    # calibrated on the data's first images whatever --limit runs (as simulate() does)
+    loaded, read = resolve_inputs(model, data, calibration_read_limit(limit, CALIBRATION_IMAGES),
+                                  inputs.spec, inputs.classes, inputs.root)
+    batches = read.first(limit)
+    qmodel = quantize_model(loaded.net, read.images[:CALIBRATION_IMAGES],
+                            config.numbers.weight_bits, config.numbers.input_bits)
     results: list[Result] = []
     failed: dict[str, str] = {}
     for name, label in zip(schemes, labels, strict=True):

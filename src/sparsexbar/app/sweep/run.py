@@ -27,7 +27,7 @@ from ...core.errors import SparsexbarError, SparsexbarWarning, require_choice
 from ...core.io import atomic_write_text
 from ...core.runtime import torch_threads
 from ...schemes import SCHEMES, Scheme
-from ...simulate import resolve_inputs, simulate
+from ...simulate import CALIBRATION_IMAGES, calibration_read_limit, resolve_inputs, simulate
 from .spec import SweepPoint, SweepSpec, expand_points, load_sweep
 from .store import done_keys, failed_row, result_row, results_dir, write_row
 
@@ -54,9 +54,10 @@ def check_device(device: str) -> None:
 def load_inputs(point: SweepPoint) -> tuple[Any, Any]:
     """The point's model (nn.Module) and data (simulate.Batches, made for the model: its input
     spec, the sweep file's `input` and `classes`), as simulate() resolves them."""
-    loaded, batches = resolve_inputs(point.model_source, point.data_source, point.limit,
+    loaded, batches = resolve_inputs(point.model_source, point.data_source,
+                                     calibration_read_limit(point.limit, CALIBRATION_IMAGES),
                                      point.input, point.classes)
-    return loaded.net, batches
+    return loaded.net, batches  # simulate() calibrates on them and runs the first `limit`
 
 
 def run_point(point: SweepPoint) -> dict[str, Any]:
@@ -85,8 +86,9 @@ def _run_point(point: SweepPoint) -> dict[str, Any]:
     try:
         factory: Callable[..., Scheme] = SCHEMES[point.scheme.name].scheme
         result = simulate(net, batches, hw=HardwareConfig.from_dict(point.hardware),
-                          scheme=factory(**point.scheme.arguments), batch_size=point.batch_size,
-                          device=point.device)
+                          scheme=factory(**point.scheme.arguments), limit=point.limit,
+                          batch_size=point.batch_size, device=point.device,
+                          calibration_images=CALIBRATION_IMAGES)
     except SparsexbarError as exc:
         return failed_row(point, str(exc), time.perf_counter() - start, worker)
     return result_row(point, result.named(model=point.model), time.perf_counter() - start,

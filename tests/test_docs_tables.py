@@ -45,6 +45,8 @@ def test_verdicts_of_bounds_and_ranges() -> None:
     cases = [(("comprrae", "top1_change", 0.0), ("0.00", "-", "yes")),
              (("comprrae", "top1_change", -0.09), ("0.45", "-", "yes")),
              (("comprrae", "top1_change", -0.3), ("1.50", "-", "no")),
+             # a gain against a loss bound: no ratio of opposite signs (it printed -0.05)
+             (("comprrae", "top1_change", 0.01), ("-", "-", "yes")),
              (("comprrae", "energy_efficiency", 1.29), ("0.44", "yes", "no")),
              (("comprrae", "energy_efficiency", 3.0), ("1.03", "yes", "yes")),
              (("comprrae", "energy_efficiency", 0.9), ("0.31", "no", "no")),

@@ -94,8 +94,10 @@ def _si(value: float, unit: str) -> str:
 def layer_table(result: dict[str, Any]) -> Table:
     t = Table(title=f"{result['model']} on {result['dataset']} - scheme {result['scheme']['name']}"
               f" - {result['hardware']['name']} ({result['num_images']} images)")
-    for col in ("layer", "rows x cols", "arrays", "OU act.", "ADC conv.", "cycles", "energy",
-                "clip?"):
+    # events, cycles and energy are the run's totals over its images (the title says how
+    # many); the summary table below gives energy and latency per image
+    for col in ("layer", "rows x cols", "arrays", "OU act.", "ADC conv.", "cycles",
+                "energy (all img)", "clip?"):
         t.add_column(col, justify="right" if col not in ("layer",) else "left", overflow="fold")
     for lay in result["layers"]:
         ev = lay["events"]
@@ -158,7 +160,7 @@ def comparison_table(results: Sequence[dict[str, Any]],
     first = results[0]
     t = Table(title=f"{first['model']} on {first['dataset']} ({first['num_images']} images), "
               f"hardware {first['hardware']['name']}")
-    cols = ["scheme", "top-1 %", "OU act.", "ADC conv.", "energy/img", "latency", "img/s",
+    cols = ["scheme", "top-1 %", "OU act.", "ADC conv.", "energy/img", "latency/img", "img/s",
             "area", "speedup", "energy eff.", "arrays eff."]
     for c in cols:
         t.add_column(c, justify="left" if c == "scheme" else "right", overflow="fold")

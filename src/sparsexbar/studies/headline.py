@@ -23,6 +23,14 @@ HEADLINE_COLUMNS = ("metric", "ours", "published", "ratio", "same direction",
                     "simulated images")
 
 
+def figure_ratio(ours: float | None, published: float) -> float | None:
+    """ours / published; None without our figure, against 0, or for figures of opposite signs
+    (a top-1 gain of +0.01 points against a loss bound of -0.2 read as a ratio of -0.05)."""
+    if ours is None or published == 0 or ours * published < 0:
+        return None
+    return ours / published
+
+
 def headline_row(study: str, key: str, ours: float | None, *, setting: str, baseline: str,
                  model: str, test_images: int, top1: float | None = None,
                  accuracy_images: int | None = None, accuracy_how: str = "",
@@ -31,7 +39,7 @@ def headline_row(study: str, key: str, ours: float | None, *, setting: str, base
     figure's value: a ratio, a fraction or points), measured by `setting` against `baseline`;
     `primary`: the row the README's headline table shows."""
     pub = figure(study, key)
-    ratio = None if ours is None or pub.value == 0 else ours / pub.value
+    ratio = figure_ratio(ours, pub.value)
     return {
         "study": study, "key": key, "metric": pub.metric, "unit": pub.unit,
         "published_value": pub.value, "published_text": pub.text, "published_kind": pub.kind,
@@ -84,7 +92,8 @@ def verdict_cells(row: dict[str, Any]) -> tuple[str, str, str]:
     pub = figure(row["study"], row["key"])
     ours = row["ours_value"]
     # a zero ratio of a negative figure prints 0.00, not -0.00
-    ratio = "-" if row["ratio"] is None else f"{row['ratio']:.2f}".replace("-0.00", "0.00")
+    value = figure_ratio(ours, pub.value)
+    ratio = "-" if value is None else f"{value:.2f}".replace("-0.00", "0.00")
 
     def cell(verdict: bool | None) -> str:
         return "-" if verdict is None else "yes" if verdict else "no"

@@ -173,3 +173,14 @@ def test_tables_on_a_narrow_terminal_fold_their_numbers() -> None:
     assert "…" not in text and "top-1" in text
     for layer in result["dense"]["layers"]:
         assert f"{layer['events']['ou_activations']:,}" in text
+
+
+def test_pareto_title_counts_the_points_it_draws() -> None:
+    """An infinite throughput (a run with no crossbar time) is not drawn: the title said 6
+    points where 4 were drawn."""
+    from sparsexbar.app.plotting import pareto_title
+
+    rows = [{"a": 1.0, "b": v} for v in (1.0, 2.0, float("inf"), float("nan"))]
+    assert pareto_title(rows, "a", "b", "b vs a", 1) == (
+        "b vs a: 2 points (2 not drawn: infinite or undefined), 1 on the front")
+    assert pareto_title(rows[:2], "a", "b", "b vs a", 2) == "b vs a: 2 points, 2 on the front"

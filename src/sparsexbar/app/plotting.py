@@ -5,7 +5,7 @@ through `core.runtime.pyplot()`, which selects matplotlib's Agg backend once."""
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from ..core.cost import ENERGY_COMPONENTS
@@ -110,6 +110,16 @@ def accuracy_vs_energy(results: Sequence[dict[str, Any]], labels: Sequence[str])
     return png_bytes(fig)
 
 
+def pareto_title(rows: Sequence[Mapping[str, Any]], xcol: str, ycol: str, what: str,
+                 on_front: int) -> str:
+    """A Pareto plot's title: the points drawn (finite in both columns; those that are not,
+    an infinite throughput say, are counted apart: the title said 6 points and 4 were drawn)
+    and how many are on the front."""
+    drawn = sum(math.isfinite(r[xcol]) and math.isfinite(r[ycol]) for r in rows)
+    off = f" ({len(rows) - drawn} not drawn: infinite or undefined)" if drawn < len(rows) else ""
+    return f"{what}: {drawn} points{off}, {on_front} on the front"
+
+
 def pareto(rows: list[dict[str, Any]], labels: Callable[[dict[str, Any]], str], xcol: str,
            xlabel: str, xscale: float, ycol: str, ylabel: str, yscale: float,
            flag: str) -> bytes:
@@ -150,7 +160,7 @@ def pareto(rows: list[dict[str, Any]], labels: Callable[[dict[str, Any]], str], 
                         ha="right" if right else "left")
     ax.set_xlabel(f"{xlabel} (lower is better)")
     ax.set_ylabel(f"{ylabel} (higher is better)")
-    ax.set_title(f"{ylabel} vs {xlabel}: {len(rows)} points, {len(front)} on the front")
+    ax.set_title(pareto_title(rows, xcol, ycol, f"{ylabel} vs {xlabel}", len(front)))
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     return png_bytes(fig)

@@ -184,3 +184,20 @@ def test_pareto_title_counts_the_points_it_draws() -> None:
     assert pareto_title(rows, "a", "b", "b vs a", 1) == (
         "b vs a: 2 points (2 not drawn: infinite or undefined), 1 on the front")
     assert pareto_title(rows[:2], "a", "b", "b vs a", 2) == "b vs a: 2 points, 2 on the front"
+
+
+def test_a_config_made_in_python_raises_one_line_config_error() -> None:
+    """`HardwareConfig(ou={"rows": 1000})` raised pydantic's multi-line ValidationError;
+    from_dict and load_config keep naming their source."""
+    from sparsexbar import HardwareConfig
+
+    for kwargs, words in (({"ou": {"rows": 1000}}, "ou.rows=1000 is larger than array.rows"),
+                          ({"foo": 1}, "foo: Extra inputs"),
+                          ({"adc": {"bits": 99}}, "adc.bits: Input should be less than")):
+        with pytest.raises(ConfigError) as info:
+            HardwareConfig(**kwargs)
+        assert words in str(info.value) and "\n" not in str(info.value)
+        assert str(info.value).startswith("invalid hardware HardwareConfig(...):")
+    with pytest.raises(ConfigError, match="^invalid hardware config: ou.rows=1000"):
+        load_config({"ou": {"rows": 1000}})
+    assert HardwareConfig(ou={"rows": 4, "cols": 4}).ou.rows == 4

@@ -18,6 +18,7 @@ page and every constant with its source.
 
 from __future__ import annotations
 
+import contextvars
 import json
 import math
 from collections.abc import Mapping
@@ -72,6 +73,12 @@ class ADCKind(str, Enum):
 AUTO = "auto"
 MAX_ADC_BITS = 16
 AdcBits = Annotated[int, Field(ge=1, le=MAX_ADC_BITS)] | Literal["auto"]
+
+
+# True while `HardwareConfig.from_dict` validates: it formats the errors itself (naming its
+# source); a HardwareConfig made directly formats its own
+_FORMATTED_BY_CALLER: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "sparsexbar_config_formatted_by_caller", default=False)
 
 
 class _Node(BaseModel):
@@ -485,6 +492,18 @@ class TimingConfig(_Node):
 class HardwareConfig(_Node):
     """The whole hardware description (DESIGN.md 2.2-2.5)."""
 
+    def __init__(self, **data: Any) -> None:
+        """As pydantic's; made in Python (`HardwareConfig(ou={"rows": 1000})`), an invalid
+        value raises a one-line ConfigError (it raised pydantic's multi-line error), as
+        `from_dict` does, which formats its own errors (naming the file)."""
+        if _FORMATTED_BY_CALLER.get():
+            super().__init__(**data)
+            return
+        try:
+            super().__init__(**data)
+        except ValidationError as exc:
+            raise ConfigError(_one_line(exc, "HardwareConfig(...)")) from None
+
     name: str = Field("custom", description="Label of this configuration (preset name or yours).")
     array: ArrayConfig = Field(default_factory=ArrayConfig)
     cell: CellConfig = Field(default_factory=CellConfig)
@@ -623,10 +642,13 @@ class HardwareConfig(_Node):
         if not isinstance(data, Mapping):
             raise ConfigError(f"invalid hardware {source}: a mapping of sections (array, ou, "
                               f"adc, ...) is needed, got {type(data).__name__}")
+        token = _FORMATTED_BY_CALLER.set(True)
         try:
             return cls.model_validate(dict(data))
         except ValidationError as exc:
             raise ConfigError(_one_line(exc, source)) from None
+        finally:
+            _FORMATTED_BY_CALLER.reset(token)
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=False)

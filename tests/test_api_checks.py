@@ -201,3 +201,14 @@ def test_a_config_made_in_python_raises_one_line_config_error() -> None:
     with pytest.raises(ConfigError, match="^invalid hardware config: ou.rows=1000"):
         load_config({"ou": {"rows": 1000}})
     assert HardwareConfig(ou={"rows": 4, "cols": 4}).ou.rows == 4
+
+
+def test_input_spec_takes_means_as_arrays_and_tensors() -> None:
+    """`InputSpec(mean=torch.tensor([0.5]))` was refused as "must be finite numbers, got
+    (tensor([0.5000]),)"."""
+    import numpy as np
+
+    for mean in (torch.tensor([0.5, 0.25]), np.array([0.5, 0.25]), [np.float32(0.5), 0.25]):
+        assert InputSpec(mean=mean, std=(0.5,)).mean == (0.5, 0.25)  # type: ignore[arg-type]
+    with pytest.raises(SparsexbarError, match="must be finite numbers"):
+        InputSpec(mean=torch.tensor([float("nan")]))  # type: ignore[arg-type]

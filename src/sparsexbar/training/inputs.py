@@ -23,6 +23,7 @@ refused.
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from fractions import Fraction
@@ -93,10 +94,13 @@ class InputSpec:
             values = getattr(self, what)
             if values is None:
                 continue
+            if hasattr(values, "tolist"):  # a numpy array or a tensor: its numbers
+                values = values.tolist()
             values = tuple(values) if isinstance(values, Sequence) else (values,)
-            if not values or any(isinstance(v, bool) or not isinstance(v, int | float)
+            if not values or any(isinstance(v, bool) or not isinstance(v, numbers.Real)
                                  or not math.isfinite(v) for v in values):
-                raise SparsexbarError(f"input {what} must be finite numbers, got {values!r}")
+                raise SparsexbarError(f"input {what} must be finite numbers (one per channel, "
+                                      f"or one for all), got {values!r}")
             if what == "std" and any(v <= 0 for v in values):
                 raise SparsexbarError(f"input std must be positive, got {values!r}")
             object.__setattr__(self, what, tuple(float(v) for v in values))

@@ -212,3 +212,9 @@ def test_input_spec_takes_means_as_arrays_and_tensors() -> None:
         assert InputSpec(mean=mean, std=(0.5,)).mean == (0.5, 0.25)  # type: ignore[arg-type]
     with pytest.raises(SparsexbarError, match="must be finite numbers"):
         InputSpec(mean=torch.tensor([float("nan")]))  # type: ignore[arg-type]
+
+
+def test_a_model_that_is_neither_a_module_nor_text_is_refused_by_its_type() -> None:
+    for model in (None, 123, 1.5):
+        with pytest.raises(SparsexbarError, match="model must be an nn.Module or text"):
+            simulate(model, _data(), hw=HW)  # type: ignore[arg-type]

@@ -62,6 +62,9 @@ def load_model(model: nn.Module | str, in_channels: int = 1, num_classes: int = 
     weights: a warning says so). A spec that cannot be loaded raises SparsexbarError."""
     if isinstance(model, nn.Module):  # a copy: the caller's module keeps its mode and device
         return LoadedModel(_own_copy(model).eval(), type(model).__name__)
+    if not isinstance(model, str | Path):  # None, 123: it read "unknown model 'None'"
+        raise SparsexbarError(f"model must be an nn.Module or text (a shipped or zoo name, a "
+                              f"file, module:factory), got {type(model).__name__} {model!r}"[:300])
     spec = str(model)
     shipped = find_shipped(spec)
     if shipped is not None:

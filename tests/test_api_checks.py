@@ -218,3 +218,14 @@ def test_a_model_that_is_neither_a_module_nor_text_is_refused_by_its_type() -> N
     for model in (None, 123, 1.5):
         with pytest.raises(SparsexbarError, match="model must be an nn.Module or text"):
             simulate(model, _data(), hw=HW)  # type: ignore[arg-type]
+
+
+def test_uniform_rows_give_every_row_every_key() -> None:
+    """comprrae's study rows had three key sets (a setting's own keys missing elsewhere)."""
+    from sparsexbar.studies.writers import uniform_rows
+
+    rows = uniform_rows([{"run": "dense", "top1": 0.9}, {"run": "END", "lossless": True},
+                         {"run": "alpha", "top1": 0.8, "in_budget": False}])
+    assert [list(r) for r in rows] == [["run", "top1", "lossless", "in_budget"]] * 3
+    assert rows[0]["lossless"] is None and rows[1]["top1"] is None
+    assert rows[2] == {"run": "alpha", "top1": 0.8, "lossless": None, "in_budget": False}

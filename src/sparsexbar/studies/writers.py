@@ -24,6 +24,15 @@ def json_safe(obj: Any) -> Any:
     return obj
 
 
+def uniform_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The rows with one key set, in first-seen order: a key some rows lack is None there
+    (a study's rows added keys per setting: readers of the JSON met missing keys)."""
+    keys: dict[str, None] = {}
+    for row in rows:
+        keys.update(dict.fromkeys(row))
+    return [{k: row.get(k) for k in keys} for row in rows]
+
+
 def write_json(path: str | Path, data: Any, newline: bool = True) -> None:
     """`data` as indented JSON (`newline`: with a final newline)."""
     atomic_write_text(path, json.dumps(data, indent=2) + ("\n" if newline else ""))

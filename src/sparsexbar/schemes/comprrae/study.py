@@ -31,7 +31,7 @@ from ...studies.setup import (
     test_scope,
 )
 from ...studies.top1 import predict
-from ...studies.writers import save_png, write_json, write_text
+from ...studies.writers import save_png, uniform_rows, write_json, write_text
 from ..entry import RunArgs, StudySpec
 from ..options import number
 from .calibration import (
@@ -203,6 +203,10 @@ def _row(label: str, res: Result, dense: Result, base: Result | None = None,
     return row
 
 
+def _or_nan(value: float | None) -> float:
+    return float("nan") if value is None else value
+
+
 def whole_split_top1(qmodel: QuantizedModel, config: HardwareConfig, scheme: CompRRAEScheme,
                      images: Tensor, labels: Tensor, batch_size: int,
                      device: str = "cpu") -> tuple[float, Tensor]:
@@ -345,7 +349,8 @@ def _one_width(bits: int, model: Any, hw: Any, overrides: dict[str, Any] | None,
                     f"{','.join(str(lay.adc_bits) for lay in base.layers)}), {bits}-bit inputs, "
                     "same weights and images",
         "calibration": cal.to_json(), "beta_calibration": cal_beta.to_json(),
-        "remaining_mean": lambdas, "rows": rows, "curve": sweep, "beta_curve": beta_sweep,
+        "remaining_mean": lambdas, "rows": uniform_rows(rows), "curve": sweep,
+        "beta_curve": beta_sweep,
         "profile": profile,
     }
 
@@ -357,7 +362,8 @@ def headline_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     for w, width in enumerate(report["widths"]):
         settings = [r for r in width["rows"] if r["run"] in SETTINGS]
-        allowed = [r for r in settings if r.get("in_budget_calibration", True)]
+        # lossless settings have no calibration budget (None, or no key in older files)
+        allowed = [r for r in settings if r.get("in_budget_calibration") is not False]
         best = max(allowed, key=lambda r: r["conversion_reduction"])
         for r in settings:
             scope = test_scope(r["accuracy_images"])
@@ -409,8 +415,8 @@ def reproduce_markdown(report: dict[str, Any]) -> str:
                 f"| {r['run']} | {100 * r['top1']:.2f} | {r['top1_change_points']:+.2f} | "
                 f"{100 * r['conversion_reduction']:.1f}% "
                 f"| {100 * r['ou_activation_reduction']:.1f}% "
-                f"| {r.get('baseline_energy_efficiency', float('nan')):.2f}x "
-                f"| {r.get('baseline_speedup', float('nan')):.2f}x "
+                f"| {_or_nan(r.get('baseline_energy_efficiency')):.2f}x "
+                f"| {_or_nan(r.get('baseline_speedup')):.2f}x "
                 f"| {r['energy_efficiency']:.2f}x | {r['throughput']:.2f}x |")
         cal = width["calibration"]
         lines += ["", f"Calibrated alphas: {_fmt_params(cal['alphas'])} (calibration: "

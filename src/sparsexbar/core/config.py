@@ -202,7 +202,9 @@ class ADCConfig(_Node):
             "ADC resolution, bits (1..16), or `auto`: per layer, the fewest bits that can never "
             "clip, (2^bits - 1) x step >= OU rows x largest cell level x largest DAC chunk, with "
             "OU rows = min(ou.rows, array.rows, the layer's rows). A scheme whose encoding "
-            "narrows the range (encoding, combined) sizes below that, exactly."
+            "narrows the range (encoding, combined) sizes below that, exactly. Sized from the "
+            "ideal levels: with device variation or stuck-at-on cells a sum can exceed the "
+            "range and clip."
         ),
     )
     kind: ADCKind = Field(
@@ -281,10 +283,25 @@ class NumbersConfig(_Node):
 class DeviceConfig(_Node):
     variation: Variation = Field(Variation.none, description="Per-cell conductance variation.")
     variation_sigma: float = Field(
-        0.0, ge=0, le=2, description="Sigma of variation, relative (normal) or of log (lognormal)."
+        0.0,
+        ge=0,
+        le=2,
+        description=(
+            "Sigma of variation (0..2), static per cell, relative to the cell's own level: "
+            "normal, g = level x (1 + sigma z) clipped at 0 (beyond sigma ~0.5 the clip lowers "
+            "the spread and raises the mean); lognormal, g = level x exp(sigma z) (the median "
+            "is the level, the mean level x exp(sigma^2 / 2)). Zero-level cells stay 0. A "
+            "seed's draws are the same z at every sigma (common random numbers)."
+        ),
     )
     read_noise_sigma: float = Field(
-        0.0, ge=0, le=2, description="Relative read noise on each column partial sum, per read."
+        0.0,
+        ge=0,
+        le=2,
+        description=(
+            "Relative read noise (0..2) on each column partial sum, per read: p + sigma x p x "
+            "z, one independent draw per conversion."
+        ),
     )
     stuck_at_off_rate: float = Field(
         0.0, ge=0, le=1, description="Fraction of cells stuck at zero conductance (SA0)."
@@ -297,7 +314,8 @@ class DeviceConfig(_Node):
         ge=0,
         le=10,
         description=(
-            "Accumulated current deviation: an additive error on each column partial sum with "
+            "Accumulated current deviation (0..10): an additive error on each column partial "
+            "sum with "
             "std sigma x (active rows in the OU activation), in units of one cell level x one "
             "input LSB. Growing linearly with the rows activated together (variance ~ n^2), it "
             "makes whole-array activation less accurate than small OUs, the reason OUs exist "

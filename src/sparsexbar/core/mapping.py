@@ -175,18 +175,24 @@ def cell_levels(layer: QuantLayer, hw: HardwareConfig) -> tuple[Tensor, Tensor, 
 def program_conductance(levels: Tensor, hw: HardwareConfig, layer_name: str) -> Tensor:
     """Programmed cell values in level units, with the device's variation and stuck-at faults.
 
-    Seeded by device.seed and the layer name, so the same config gives the same cells.
+    Seeded by device.seed and the layer name, so the same config gives the same cells; the
+    variation and the faults draw from streams of their own, so turning variation on keeps the
+    fault map of the same seed (it redrew it: the faults came after the variation's draws).
     """
     g = levels.to(torch.float32)
     dev = hw.device
     if dev.ideal or (dev.variation == Variation.none and dev.stuck_total_rate == 0):
         return g
-    gen = torch.Generator().manual_seed(dev.seed * 1_000_003 + zlib.crc32(layer_name.encode()))
+
+    def stream(tag: str) -> torch.Generator:
+        return torch.Generator().manual_seed(
+            dev.seed * 1_000_003 + zlib.crc32((layer_name + tag).encode()))
+
     if dev.variation != Variation.none and dev.variation_sigma > 0:
-        eps = torch.randn(g.shape, generator=gen) * dev.variation_sigma
+        eps = torch.randn(g.shape, generator=stream("")) * dev.variation_sigma
         g = g * (torch.exp(eps) if dev.variation == Variation.lognormal else (1 + eps))
     if dev.stuck_total_rate > 0:
-        u = torch.rand(g.shape, generator=gen)
+        u = torch.rand(g.shape, generator=stream("\0stuck-at"))
         g = torch.where(u < dev.stuck_at_off_rate, torch.zeros_like(g), g)
         on = (u >= dev.stuck_at_off_rate) & (u < dev.stuck_total_rate)
         g = torch.where(on, torch.full_like(g, float(2**hw.cell.bits - 1)), g)

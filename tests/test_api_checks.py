@@ -250,3 +250,13 @@ def test_turning_variation_on_keeps_the_fault_map_of_the_seed() -> None:
     assert torch.equal((plain == 3) & below_top, (varied == 3) & below_top)
     assert int(((plain == 3) & below_top).sum()) > 100
     assert not torch.equal(plain, varied)  # the other cells do vary
+
+
+def test_si_figures_keep_three_significant_digits() -> None:
+    """'39 uJ' beside '19.6 uJ' read as two precisions; a value that rounds up to 1000 takes
+    the next prefix."""
+    from sparsexbar.app.report import _si
+
+    cases = {39e-6: "39.0 uJ", 19.6e-6: "19.6 uJ", 194e-6: "194 uJ", 999.6e-6: "1.00 mJ",
+             7.03e-3: "7.03 mJ", 0.0: "0 J", 5e-13: "500 pJ", 74e9: "74.0 GJ"}
+    assert {v: _si(v, "J") for v in cases} == cases

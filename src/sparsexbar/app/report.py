@@ -81,14 +81,18 @@ def write_result(out_dir: str | Path, result: dict[str, Any], prefix: str = "") 
 
 # ---- terminal tables ------------------------------------------------------------------------
 def _si(value: float, unit: str) -> str:
+    """Three significant digits with an SI prefix, trailing zeros kept ("39.0 uJ" beside
+    "19.6 uJ": they read as the same precision)."""
     if value == 0 or not math.isfinite(value):
         return f"{value:g} {unit}"
     prefixes = [(1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k"), (1, ""), (1e-3, "m"),
                 (1e-6, "u"), (1e-9, "n"), (1e-12, "p")]
-    for scale, p in prefixes:
-        if abs(value) >= scale:
-            return f"{value / scale:.3g} {p}{unit}"
-    return f"{value:.3g} {unit}"
+    scale, prefix = next(((s, p) for s, p in prefixes if abs(value) >= s), (1.0, ""))
+    digits = f"{value / scale:#.3g}".rstrip(".")
+    if "e" in digits:  # 999.6 rounds to 1.00e+03: the next prefix up
+        return _si(float(digits.replace("e+03", "")) * scale * 1e3, unit) if scale < 1e12 \
+            else f"{value:.3g} {unit}"
+    return f"{digits} {prefix}{unit}"
 
 
 def layer_table(result: dict[str, Any]) -> Table:

@@ -260,3 +260,23 @@ def test_si_figures_keep_three_significant_digits() -> None:
     cases = {39e-6: "39.0 uJ", 19.6e-6: "19.6 uJ", 194e-6: "194 uJ", 999.6e-6: "1.00 mJ",
              7.03e-3: "7.03 mJ", 0.0: "0 J", 5e-13: "500 pJ", 74e9: "74.0 GJ"}
     assert {v: _si(v, "J") for v in cases} == cases
+
+
+def test_combined_on_a_noisy_device_reports_the_bits_it_converts_with() -> None:
+    """combined and X+encoding lowered the reported (and charged) ADC bits on a noisy device
+    while the values were converted at the configured bits; and combined reported comprrae's
+    bit-order override where no layer ran comprrae (found by a probe)."""
+    net = nets.tiny_cnn(1, 10, 8, 4, seed=0)
+    noisy = {"device.stuck_at_on_rate": 0.3, "device.seed": 1}
+    dense = simulate(net, _data(16), hw="isaac", overrides=noisy)
+    dense_bits = [lay.adc_bits for lay in dense.layers]
+    for name in ("sre-weight+encoding", "combined"):
+        res = simulate(net, _data(16), hw="isaac", overrides=noisy, scheme=name)
+        assert [lay.adc_bits for lay in res.layers] == dense_bits, name
+        assert "numbers.bit_order" not in (res.scheme.overrides or {}), name
+        assert res.outputs is not None and torch.isfinite(res.outputs).all()
+    # with an ideal device the bits are lowered where that is exact, and comprrae runs
+    ideal = simulate(net, _data(16), hw="isaac", scheme="sre-weight+encoding")
+    assert sum(lay.adc_bits for lay in ideal.layers) < sum(dense_bits)
+    ideal = simulate(net, _data(16), hw="isaac", scheme="combined")
+    assert "numbers.bit_order" in (ideal.scheme.overrides or {})

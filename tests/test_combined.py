@@ -367,7 +367,7 @@ def test_combined_picks_the_cheapest_static_layout_and_records_it() -> None:
             mapped = scheme._layout(layer, config, layout)
             if scheme._layout_name(mapped, layout) == layout:
                 energy, time_ns = static_cost(mapped, config, layout,
-                                              scheme._lowered_bits(mapped, config, True))
+                                              scheme._lowered_bits(mapped, config, True)[0])
                 scores[layout] = energy * time_ns
         assert scores[choice["layout"]] == min(scores.values()), (layer.name, scores)
         assert choice["adc_bits"] <= config.for_layer(layer.rows).adc_bits

@@ -154,8 +154,13 @@ class CombinedScheme(Scheme):
     def overridden(self, hw: HardwareConfig) -> dict[str, str]:
         # ADC bits follow adc.bits (with auto, encoding's exact per-layer bits: the same rule
         # as the encoding scheme's, docs/cost.md): nothing to report there
-        return self.comprrae.overridden(hw) if self.auto or "comprrae" in self.techniques \
-            else {}
+        # and comprrae's bit order only where some layer ran comprrae (on a noisy device
+        # none does: the override was reported with a reason that did not hold)
+        if not (self.auto or "comprrae" in self.techniques):
+            return {}
+        if self.choices and not any(c.comprrae for c in self.choices.values()):
+            return {}
+        return self.comprrae.overridden(hw)
 
     def check_model(self, layers: Sequence[QuantLayer]) -> None:
         """A per-layer alpha names the model's comprrae layers (comprrae's own check)."""
@@ -205,23 +210,30 @@ class CombinedScheme(Scheme):
             notes.append(f"bus-invert/complement off: they use the dense layout's fixed OU "
                          f"row groups ({why})")
         skip = layout in ("dense", "sre-weight") and not act
-        bits = self._lowered_bits(mapped, hw, act)
+        bits, kept = self._lowered_bits(mapped, hw, act)
         if bits is None:
-            notes.append("ADC bits kept: adc.bits is fixed in the hardware config")
+            notes.append(f"ADC bits kept: {kept}")
         elif isinstance(mapped, EncodingMappedLayer):
             mapped.layer_bits = bits
         return mapped, bits, skip, encodings, notes
 
     @staticmethod
-    def _lowered_bits(mapped: MappedLayer, hw: HardwareConfig, act: bool) -> int | None:
-        """encoding's ADC rule (the same as the `encoding` scheme's default, on any device):
-        with adc.bits `auto`, the fewest bits that hold every partial sum of the composed
-        layer (`composed_bound`, ideal levels), never above the layer's auto bits; None (the
-        configured bits) when adc.bits is fixed."""
+    def _lowered_bits(mapped: MappedLayer, hw: HardwareConfig,
+                      act: bool) -> tuple[int | None, str]:
+        """encoding's ADC rule, with an ideal device and a unit ADC step (docs/schemes/
+        combined.md): with adc.bits `auto`, the fewest bits that hold every partial sum of the
+        composed layer (`composed_bound`, ideal levels), never above the layer's auto bits.
+        Else (None, why the configured bits are kept): on a noisy device the sums leave the
+        ideal bound, and the layouts other than encoding's convert at the configured bits
+        (the lowered bits were reported and charged while the values were converted at the
+        configured ones)."""
         if hw.adc.bits != "auto":
-            return None
+            return None, "adc.bits is fixed in the hardware config"
+        if not hw.device.ideal or hw.adc.step != 1.0:
+            return None, ("lowered only with an ideal device and adc.step 1 (noisy sums leave "
+                          "the ideal bound)")
         return min(mapped.hw.adc_bits,
-                   lossless_adc_bits(composed_bound(mapped, act), hw.adc.step))
+                   lossless_adc_bits(composed_bound(mapped, act), hw.adc.step)), ""
 
     def _fixed_layer(self, layer: QuantLayer, hw: HardwareConfig) -> tuple[MappedLayer,
                                                                               LayerChoice]:
@@ -258,7 +270,8 @@ class CombinedScheme(Scheme):
             name = self._layout_name(mapped, asked)
             if name != asked:
                 continue  # the dense candidate covers it
-            energy, time_ns = static_cost(mapped, hw, name, self._lowered_bits(mapped, hw, act))
+            energy, time_ns = static_cost(mapped, hw, name,
+                                          self._lowered_bits(mapped, hw, act)[0])
             score = {"energy": energy, "latency": time_ns,
                      "edp": energy * time_ns}[self.objective]
             candidates.append(((score, energy, mapped.arrays, rank), name, mapped))

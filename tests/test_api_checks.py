@@ -258,7 +258,9 @@ def test_si_figures_keep_three_significant_digits() -> None:
     from sparsexbar.app.report import _si
 
     cases = {39e-6: "39.0 uJ", 19.6e-6: "19.6 uJ", 194e-6: "194 uJ", 999.6e-6: "1.00 mJ",
-             7.03e-3: "7.03 mJ", 0.0: "0 J", 5e-13: "500 pJ", 74e9: "74.0 GJ"}
+             7.03e-3: "7.03 mJ", 0.0: "0 J", 74e9: "74.0 GJ",
+             # below the smallest prefix: in it (0.5 pJ read "500 pJ" in 60384d7's version)
+             5e-13: "0.500 pJ"}
     assert {v: _si(v, "J") for v in cases} == cases
 
 

@@ -87,12 +87,12 @@ def _si(value: float, unit: str) -> str:
         return f"{value:g} {unit}"
     prefixes = [(1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k"), (1, ""), (1e-3, "m"),
                 (1e-6, "u"), (1e-9, "n"), (1e-12, "p")]
-    scale, prefix = next(((s, p) for s, p in prefixes if abs(value) >= s), (1.0, ""))
-    digits = f"{value / scale:#.3g}".rstrip(".")
-    if "e" in digits:  # 999.6 rounds to 1.00e+03: the next prefix up
-        return _si(float(digits.replace("e+03", "")) * scale * 1e3, unit) if scale < 1e12 \
-            else f"{value:.3g} {unit}"
-    return f"{digits} {prefix}{unit}"
+    rounded = float(f"{value:.3g}")  # the prefix of the figure shown: 999.6 u -> 1.00 m
+    scale, prefix = next(((s, p) for s, p in prefixes if abs(rounded) >= s), prefixes[-1])
+    digits = f"{rounded / scale:#.3g}"
+    if "e" in digits:  # beyond the largest prefix
+        return f"{value:.3g} {unit}"
+    return f"{digits.rstrip('.')} {prefix}{unit}"
 
 
 def layer_table(result: dict[str, Any]) -> Table:

@@ -13,7 +13,7 @@ import signal
 import sys
 import threading
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
@@ -355,8 +355,7 @@ def _run_schemes(model: str, data: str, hw: str, schemes: list[str], overrides: 
     config = load_config(hw, overrides)
     labels = _scheme_labels(schemes)
     check_device(device)
-    files = ([f"{file_label(label)}{suffix}" for label in labels for suffix in PER_SCHEME_FILES]
-             + [*COMPARISON_FILES, FAILED_FILE] if keep_going else RUN_FILES)
+    files = sorted(_comparison_files(labels)) if keep_going else list(RUN_FILES)
     check_out_dir(out, files=files)
     # calibrated on the data's first images whatever --limit runs (as simulate() does)
     loaded, read = resolve_inputs(model, data, calibration_read_limit(limit, CALIBRATION_IMAGES),
@@ -478,6 +477,12 @@ def _compare(out: Path, names: list[str], model: str, data: str, hw: str,
             + f"); the others' results are in {out}/")
 
 
+def _comparison_files(labels: Iterable[str]) -> set[str]:
+    """The names a comparison of the schemes `labels` writes in its directory."""
+    return {f"{file_label(label)}{suffix}" for label in labels
+            for suffix in PER_SCHEME_FILES} | {*COMPARISON_FILES, FAILED_FILE}
+
+
 def _remove_earlier_comparison(out: Path, labels_now: Sequence[str], console: Console) -> None:
     """Remove what an earlier comparison wrote in `out`: its comparison.csv, plots,
     report.html and failed.json, and the per-scheme files of the schemes its comparison.csv
@@ -495,13 +500,11 @@ def _remove_earlier_comparison(out: Path, labels_now: Sequence[str], console: Co
             labels |= {str(k) for k in earlier}
     except (OSError, ValueError):
         pass
-    names = {f"{file_label(label)}{suffix}" for label in labels if label
-             for suffix in PER_SCHEME_FILES} | {*COMPARISON_FILES, FAILED_FILE}
-    gone = sorted(p for p in (out / n for n in names) if p.is_file())
+    gone = sorted(p for p in (out / n for n in _comparison_files(labels - {""}))
+                  if p.is_file())
     for p in gone:
         p.unlink(missing_ok=True)
-    rewritten = {f"{file_label(label)}{suffix}" for label in labels_now
-                 for suffix in PER_SCHEME_FILES} | {*COMPARISON_FILES, FAILED_FILE}
+    rewritten = _comparison_files(labels_now)
     stale = [p.name for p in gone if p.name not in rewritten]
     if stale:
         console.print(f"removed {len(stale)} files of an earlier comparison in {out}/: "

@@ -514,12 +514,11 @@ class HardwareConfig(_Node):
         """As pydantic's; made in Python (`HardwareConfig(ou={"rows": 1000})`), an invalid
         value raises a one-line ConfigError (it raised pydantic's multi-line error), as
         `from_dict` does, which formats its own errors (naming the file)."""
-        if _FORMATTED_BY_CALLER.get():
-            super().__init__(**data)
-            return
         try:
             super().__init__(**data)
         except ValidationError as exc:
+            if _FORMATTED_BY_CALLER.get():
+                raise
             raise ConfigError(_one_line(exc, "HardwareConfig(...)")) from None
 
     name: str = Field("custom", description="Label of this configuration (preset name or yours).")

@@ -140,4 +140,3 @@ def failures(summary: Mapping[str, Any]) -> list[str]:
     """One line per failed point: short key, model, scheme, error."""
     return [f"{r['key'][:10]} {r['model']} {r['scheme']}: {r['error']}"
             for r in summary["rows"] if r["status"] != "ok"]
-

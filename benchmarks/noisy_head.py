@@ -1,15 +1,16 @@
 """The noisy path's per-conversion work (`noise.noisy_adc`), eager passes against the compiled
-kernel (`core/engine/fused.py`), in ns per conversion on slices of the engine's shapes
-(issue 18, part 14).
+loop (`core/engine/native.py`; part 14's files measured the `torch.compile` kernel it
+replaced), in ns per conversion on slices of the engine's shapes (issue 18, parts 14, 19).
 
 One slice: `rows` OU slots x `k` columns of float32 partial sums (non-negative, up to 45),
 their slots' int32 keys and accumulated-deviation standard deviations, read noise 0.02, a
 5-bit ADC; each variant's codes are checked equal to the eager ones. Best of `--repeats`
-after a warm-up call (the first compiled call compiles: timed apart, `first_call_s`), one
+after a warm-up call (the first compiled call builds or loads the loop: timed apart,
+`first_call_s`), one
 thread unless `--threads`.
 
-    .venv/bin/python benchmarks/noisy_head.py --json docs/results/bench/noisy_head14.json
-    .venv/bin/python benchmarks/noisy_head.py --table docs/results/bench/noisy_head14.json
+    .venv/bin/python benchmarks/noisy_head.py --json docs/results/bench/noisy_head19.json
+    .venv/bin/python benchmarks/noisy_head.py --table docs/results/bench/noisy_head19.json
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import torch
 from result_table import best_seconds, repeats_and_threads_main  # benchmarks/
 
 from sparsexbar.core.engine import noise
-from sparsexbar.core.engine.fused import CompiledHeads
+from sparsexbar.core.engine.native import NativeHead
 from sparsexbar.core.runtime import keep_freed_memory
 
 SHAPES = ((1024, 256), (2048, 256), (512, 512), (256, 2048))  # (slots, columns) per slice
@@ -30,7 +31,7 @@ READ, DEVIATION, TOP = 0.02, 0.3, 31.0
 
 
 def convert(p: torch.Tensor, keys: torch.Tensor, deviation: torch.Tensor | None,
-            ws: noise.Workspace, compiled: noise.CompiledHead | None) -> torch.Tensor:
+            ws: noise.Workspace, compiled: noise.NativeKernel | None) -> torch.Tensor:
     """One slice's codes (`noise.noisy_adc`), eager (`compiled` None) or compiled."""
     return noise.noisy_adc(p, keys, READ, deviation, TOP, 1.0, ws, noise.margin(90), None,
                            compiled)
@@ -58,10 +59,10 @@ def _measure(repeats: int) -> list[dict[str, Any]]:
             call = partial(convert, p, keys, dev, ws)
             eager = call(None).clone()
             start = time.perf_counter()
-            compiled = call(CompiledHeads.run).clone()
+            compiled = call(NativeHead.run).clone()
             first = time.perf_counter() - start
             t_eager = best_seconds(partial(call, None), repeats)
-            t_compiled = best_seconds(partial(call, CompiledHeads.run), repeats)
+            t_compiled = best_seconds(partial(call, NativeHead.run), repeats)
             rows.append({"slots": slots, "columns": k, "variant": variant,
                          "eager_ns": t_eager * 1e9 / p.numel(),
                          "compiled_ns": t_compiled * 1e9 / p.numel(),
@@ -81,8 +82,8 @@ def markdown(rows: list[dict[str, Any]]) -> str:
                      f"{r['compiled_ns'] / r['eager_ns']:.2f} | "
                      f"{'yes' if r['equal'] else 'NO'} |")
     lines.append(f"\nbest of {rows[0]['repeats']}, {rows[0]['threads']} thread(s); first "
-                 f"compiled call (compiling) {max(r['first_call_s'] for r in rows):.1f} s "
-                 "at most")
+                 "compiled call (building or loading the loop) "
+                 f"{max(r['first_call_s'] for r in rows):.1f} s at most")
     return "\n".join(lines)
 
 

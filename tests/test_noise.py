@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -19,8 +20,8 @@ from torch import Tensor, nn
 
 from sparsexbar import EngineOptions
 from sparsexbar.core.config import preset
-from sparsexbar.core.engine import LayerKernel, noise
-from sparsexbar.core.engine.fused import CompiledHeads
+from sparsexbar.core.engine import LayerKernel, native, noise
+from sparsexbar.core.engine.native import NativeHead
 from sparsexbar.core.errors import SparsexbarWarning
 from sparsexbar.core.frontend import quantize_model
 from sparsexbar.core.mapping import map_dense, program_conductance
@@ -243,15 +244,15 @@ def test_deferred_refinements_give_the_same_codes(effect: str) -> None:
 
 
 def _eager_and_compiled(p: Tensor, keys: Tensor, read: float, dev: Tensor | None, step: float,
-                        deferred: bool) -> tuple[Tensor, Tensor]:
-    """`noisy_adc`'s codes without and with the compiled head (`fused.CompiledHeads`); with
+                        deferred: bool, top: float = TOP) -> tuple[Tensor, Tensor]:
+    """`noisy_adc`'s codes without and with the compiled loop (`native.NativeHead`); with
     `deferred`, the refinements added where they belong."""
     rows, k = (int(v) for v in p.shape)
     codes = []
-    for compiled in (None, CompiledHeads.run):
-        batch = noise.Refinements(read, TOP, step) if deferred else None
+    for compiled in (None, NativeHead.run):
+        batch = noise.Refinements(read, top, step) if deferred else None
         ws = noise.Workspace(rows * k, p.device)
-        code = noise.noisy_adc(p, keys, read, dev, TOP, step, ws, noise.margin(2 * 81), batch,
+        code = noise.noisy_adc(p, keys, read, dev, top, step, ws, noise.margin(2 * 81), batch,
                                compiled).clone()
         if batch is not None and batch.keys:
             flat = torch.cat(batch.rows) * k + torch.cat(batch.cols)
@@ -260,29 +261,45 @@ def _eager_and_compiled(p: Tensor, keys: Tensor, read: float, dev: Tensor | None
     return codes[0], codes[1]
 
 
-@pytest.mark.parametrize("effect", list(EFFECTS))
-def test_the_compiled_head_gives_the_eager_codes(effect: str) -> None:
-    """`noisy_adc` with the compiled per-conversion kernel: every code equal to the eager
+@pytest.mark.parametrize("effect", [*EFFECTS, "read noise, step 3", "deviation only, step 0.7"])
+def test_the_compiled_loop_gives_the_eager_codes(effect: str) -> None:
+    """`noisy_adc` with the compiled per-conversion loop: every code equal to the eager
     passes' (refined in place and deferred), on the boundary-heavy partial sums of
-    `draw_case` and on random ones (odd column count: a pair's high half unused); the
-    compiled head ran (no fallback warning)."""
-    read, deviation, step = EFFECTS[effect]
+    `draw_case` and on random ones (odd column count: a pair's high half unused; more
+    columns than the loop's block of 128), with steps whose division is inexact; the
+    compiled loop ran (no fallback warning) and flagged what the eager check flags, up to
+    the few conversions an ulp of the check's left side moves across its bound."""
+    read, deviation, step = EFFECTS.get(effect, (0.05, 0.0, 3.0) if "step 3" in effect
+                                        else (0.0, 0.4, 0.7))
+    top = TOP
     p, _, _, keys = draw_case(read, deviation, step)
     dev = torch.full((SLOTS, 1), deviation) if deviation > 0 else None
     gen = torch.Generator().manual_seed(11)
-    rows, k = 700, 37
-    p_random = torch.rand((rows, k), generator=gen) * 45
-    keys_random = keys[:rows].contiguous()
-    dev_random = None if dev is None else torch.rand((rows, 1), generator=gen) * deviation
     with warnings.catch_warnings():
         warnings.simplefilter("error", SparsexbarWarning)
-        for deferred in (False, True):
-            eager, compiled = _eager_and_compiled(p, keys, read, dev, step, deferred)
-            assert torch.equal(eager, compiled), (effect, deferred)
-            eager, compiled = _eager_and_compiled(p_random, keys_random, read, dev_random,
-                                                  step, deferred)
-            assert torch.equal(eager, compiled), (effect, deferred, "random")
-    assert CompiledHeads.head(dev is not None) is not None
+        for rows, k in ((700, 37), (300, 301)):
+            p_random = torch.rand((rows, k), generator=gen) * 45 * step
+            keys_random = keys[:rows].contiguous()
+            dev_random = None if dev is None else torch.rand((rows, 1), generator=gen) * deviation
+            for deferred in (False, True):
+                eager, compiled = _eager_and_compiled(p, keys, read, dev, step, deferred, top)
+                assert torch.equal(eager, compiled), (effect, deferred)
+                eager, compiled = _eager_and_compiled(p_random, keys_random, read, dev_random,
+                                                      step, deferred, top)
+                assert torch.equal(eager, compiled), (effect, deferred, "random", k)
+        rows, k = (int(v) for v in p.shape)
+        ws = noise.Workspace(rows * k, p.device)
+        code, gap = noise._eager_head(p, keys, noise.column_mix(k, p.device),
+                                      noise.NormalTable.on(p.device).mid, read, dev, top, step,
+                                      ws)
+        limit = 0.5 - noise.margin(2 * 81)
+        eager_flagged = set(noise._flagged(gap.view(-1), limit).tolist())
+        alpha = (read if dev is None else 1.0) * noise.NARROW / step
+        got = NativeHead.run(p, keys, noise.column_mix(k, p.device),
+                             dev, noise.NormalTable.on(p.device).mid, read, top, step, alpha,
+                             limit, torch.empty_like(p), torch.empty(p.numel(), dtype=torch.int64))
+    assert got is not None and len(eager_flagged) > 0
+    assert len(set(got.tolist()) ^ eager_flagged) <= len(eager_flagged) // 1000 + 2
 
 
 def test_conversion_buckets_are_the_bucket_indices_entries() -> None:
@@ -303,35 +320,38 @@ def test_conversion_buckets_are_the_bucket_indices_entries() -> None:
     assert torch.equal(shift, (torch.arange(k, dtype=torch.int32) % 2) * 16)
 
 
-def test_a_compiler_failure_falls_back_to_the_eager_path(monkeypatch: pytest.MonkeyPatch
-                                                         ) -> None:
-    """With no working C++ compiler (Inductor's `cpp.cxx` pointing nowhere, its caches off,
-    dynamo's compiled frames dropped), `CompiledHeads.run` warns once, with the reason, and
-    returns None; `noisy_adc` then gives the eager codes, and the engine's noisy call the
-    eager accumulator."""
-    import torch._dynamo
-    import torch._inductor.config as inductor_config
-
-    torch._dynamo.reset()  # else the heads compiled by earlier tests are reused
-    monkeypatch.setattr(CompiledHeads, "_heads", {})  # this process's heads, restored after
-    monkeypatch.setattr(CompiledHeads, "_failed", [])
+def test_a_compiler_failure_falls_back_to_the_eager_path(monkeypatch: pytest.MonkeyPatch,
+                                                         tmp_path: Path) -> None:
+    """With no working C compiler, building the loop raises naming the compiler and its
+    first error line; `NativeHead.run` then warns once, with the reason, and returns None;
+    `noisy_adc` gives the eager codes, and the engine's noisy call the eager accumulator."""
+    fake = tmp_path / "cc"
+    fake.write_text("#!/bin/sh\necho 'cc: error: no such compiler here' >&2\nexit 1\n")
+    fake.chmod(0o755)
+    with pytest.raises(RuntimeError, match="no C compiler found"):
+        native.build(("no-such-compiler-xyz",), tmp_path / "lib")
+    with pytest.raises(RuntimeError, match="no such compiler here"):
+        native.build((str(fake),), tmp_path / "lib")
+    assert not list((tmp_path / "lib").glob("*.so"))  # nothing half-built left
+    monkeypatch.setattr(NativeHead, "_lib", None)  # this process's library, restored after
+    monkeypatch.setattr(NativeHead, "_failed", [])
+    build = native.build
+    monkeypatch.setattr(native, "build", lambda: build((str(fake),), tmp_path / "lib"))
     read, deviation, step = EFFECTS["read noise + accumulated deviation"]
     p, _, code, keys = draw_case(read, deviation, step)
     dev = torch.full((SLOTS, 1), deviation)
-    broken = {"cpp.cxx": ("/nonexistent/c++",), "fx_graph_cache": False,
-              "autotune_local_cache": False}
-    with inductor_config.patch(broken), warnings.catch_warnings(record=True) as caught:
+    with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         ws = noise.Workspace(SLOTS * COLS, p.device)
         got = noise.noisy_adc(p, keys, read, dev, TOP, step, ws, noise.margin(2 * 81), None,
-                              CompiledHeads.run).clone()
+                              NativeHead.run).clone()
         kernel, x_int = _noisy_layer()
         fallback = kernel.accumulate(x_int, EngineOptions(exact_shortcut=False))
-    torch._dynamo.reset()  # the failed compilation is not kept for the tests that follow
     assert torch.equal(got, code)
     messages = [str(w.message) for w in caught if issubclass(w.category, SparsexbarWarning)]
-    assert len(messages) == 1 and "compiler" in messages[0] and "\n" not in messages[0]
-    assert CompiledHeads.head(True) is None
+    assert len(messages) == 1 and "no such compiler here" in messages[0]
+    assert "\n" not in messages[0]
+    assert NativeHead.library() is None
     eager, x_int = _noisy_layer()
     assert torch.equal(fallback,
                        eager.accumulate(x_int, EngineOptions(exact_shortcut=False,

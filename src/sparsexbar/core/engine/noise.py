@@ -185,6 +185,13 @@ class Workspace:
         self.idx = torch.empty(outputs, dtype=i32, device=device)
         self.h = torch.empty(half, dtype=i32, device=device)
         self.t = torch.empty(half, dtype=i32, device=device)
+        self._flagged: Tensor | None = None  # the compiled kernel's flagged indices (lazy)
+
+    def flagged(self) -> Tensor:
+        """(outputs,) int64: room for the flat index of every conversion of a slice."""
+        if self._flagged is None:
+            self._flagged = torch.empty(self.outputs, dtype=torch.int64, device=self.p.device)
+        return self._flagged
 
     @staticmethod
     def take(buffer: Tensor, *shape: int) -> Tensor:
@@ -256,43 +263,38 @@ class Refinements:
         return vf.round_().clamp_(0, self.top).mul_(self.step)
 
 
-CompiledHead = Callable[..., "tuple[Tensor, Tensor] | None"]
+NativeKernel = Callable[..., "Tensor | None"]  # `native.NativeHead.run`
 
 
 def noisy_adc(p: Tensor, keys: Tensor, read: float, deviation: Tensor | None, top: float,
               step: float, ws: Workspace, slack: float = MARGIN,
               deferred: Refinements | None = None,
-              compiled: CompiledHead | None = None) -> Tensor:
+              compiled: NativeKernel | None = None) -> Tensor:
     """clamp(round((p + s z) / step), 0, top) x step for every partial sum p (rows, k) >= 0,
     z a standard normal drawn from `keys` (rows,) int32, one draw per (row, column), and
     s = sqrt((read x p)^2 + deviation^2) (`deviation` (rows, 1): a per-row standard
     deviation, or None). `slack`: `margin` of the largest |p + s z| / step. The result lives
     in `ws` (valid until its next use). `deferred`: the conversions that need the rest of
     their uniform are not refined here: their codes read 0 and they join `deferred`, whose
-    `codes()` the caller adds where they belong. `compiled`: `fused.CompiledHeads.run`, the
-    per-conversion work as one compiled kernel writing into `ws` (same codes; the eager
-    passes, `_eager_head`, where it returns None)."""
-    k = int(p.shape[1])
+    `codes()` the caller adds where they belong. `compiled`: `native.NativeHead.run`, the
+    per-conversion work and the search for the conversions to refine as one compiled loop
+    (same codes; the eager passes, `_eager_head` and `_flagged`, where it returns None)."""
+    rows, k = (int(v) for v in p.shape)
     mix = column_mix(k, p.device)
     mid = NormalTable.on(p.device).mid
-    head = None
-    if compiled is not None:
-        params = torch.tensor([read, top, step, NARROW / step], dtype=torch.float32,
-                              device=p.device)
-        lanes = column_lanes(k, p.device)
-        rows = int(p.shape[0])
-        out = (ws.take(ws.code, rows, k), ws.take(ws.z, rows, k))  # codes, gaps
-        head = (compiled(True, p, keys, *lanes, deviation, mid, params, *out)
-                if deviation is not None else compiled(False, p, keys, *lanes, mid, params, *out))
-    if head is not None:
-        code, gap = head
-    else:
-        code, gap = _eager_head(p, keys, mix, mid, read, deviation, top, step, ws)
     limit = 0.5 - slack
-    flagged = _flagged(gap.view(-1), limit)  # NaN flagged (no separate max: one pass fewer)
+    flagged = None
+    if compiled is not None:
+        alpha = (read if deviation is None else 1.0) * NARROW / step  # the check's coefficient
+        code = ws.take(ws.code, rows, k)
+        flagged = compiled(p, keys, mix, deviation, mid, read, top, step, alpha, limit, code,
+                           ws.flagged())
+    if flagged is None:
+        code, gap = _eager_head(p, keys, mix, mid, read, deviation, top, step, ws)
+        flagged = _flagged(gap.view(-1), limit)  # NaN flagged (no separate max: one pass fewer)
     if flagged.numel() == 0:
         return code
-    row, col = split_rows(flagged, k, gap.numel())
+    row, col = split_rows(flagged, k, rows * k)
     batch = Refinements(read, top, step) if deferred is None else deferred
     batch.mix = mix
     batch.rows.append(row)

@@ -19,9 +19,9 @@ import torch
 from torch import Tensor
 
 from .exact import FLOAT32_EXACT
-from .fused import CompiledHeads
 from .gather import RowGather
 from .indices import INT32_LIMIT, flat_above, nonzero_as, rows_above, split_rows
+from .native import NativeHead
 from .noise import Refinements, Stream, Workspace, margin, noisy_adc
 from .plan import Packed, candidate_slice
 
@@ -157,7 +157,7 @@ def full_conversions(kernel: LayerKernel, part: Tensor, input_shape: tuple[int, 
     ADC(p) with the device effects (non-ideal), ADC(p) - p (ideal, step != 1), or, with
     accumulated deviation only, ADC(p + e) - ADC(p) (the clip path adds ADC(p) - p).
     `compiled`: the draws' per-conversion work as one compiled kernel where it applies
-    (`fused.CompiledHeads`; same results)."""
+    (`native.NativeHead`; same results)."""
     mapped = kernel.mapped
     hw, layer = mapped.hw, mapped.layer
     s, g, ou, k = kernel.shape
@@ -259,7 +259,7 @@ def noisy_conversions(kernel: LayerKernel, p: Tensor, active: Tensor, keys: Tens
     slots' random keys (`noise.noisy_adc` draws one normal per conversion from them). The
     result lives in `ws` (valid until its next use). `deferred`: see `noise.noisy_adc` (the
     flagged conversions' codes read 0 and join it). `compiled`: `noise.noisy_adc`'s work as
-    one compiled kernel where `fused.CompiledHeads` applies (same codes)."""
+    one compiled loop where `native.NativeHead` applies (same codes)."""
     hw = kernel.mapped.hw
     dev = hw.device
     step, top = hw.adc.step, float(hw.adc_max_code)
@@ -271,7 +271,7 @@ def noisy_conversions(kernel: LayerKernel, p: Tensor, active: Tensor, keys: Tens
         # |p + s z| / step: below twice the ideal largest partial sum (programmed variation,
         # noise of a midpoint; wider draws are in refined buckets)
         largest = 2 * max(kernel.max_partial_sum, top * step) / step
-        head = CompiledHeads.run if compiled and CompiledHeads.usable(p.device) else None
+        head = NativeHead.run if compiled else None
         value = noisy_adc(flat, keys.reshape(-1), read, deviation, top, step, ws,
                           margin(largest), deferred, head)
     else:  # programmed variation and stuck cells only: no draw

@@ -33,9 +33,9 @@ if [ "${1:-}" = test ] && ! command -v chromium >/dev/null 2>&1 && command -v ap
         || echo "setup: could not install chromium; the report rendering test will be skipped" >&2
 fi
 
-# The noisy path's compiled kernel (torch.compile, core/engine/fused.py) needs a C++ compiler.
-if ! command -v g++ >/dev/null 2>&1 && ! command -v c++ >/dev/null 2>&1; then
-    echo "setup: no C++ compiler (g++): noisy runs will use their eager code (same results, slower)" >&2
+# The noisy path's compiled loop (core/engine/native.py) needs a C compiler (cc, gcc or clang).
+if ! command -v cc >/dev/null 2>&1 && ! command -v gcc >/dev/null 2>&1 && ! command -v clang >/dev/null 2>&1; then
+    echo "setup: no C compiler (cc): noisy runs will use their eager code (same results, slower)" >&2
 fi
 
 PY=${PYTHON:-python3}

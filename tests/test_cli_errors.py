@@ -127,6 +127,15 @@ def test_union_field_error_names_the_field_and_every_accepted_form(
     assert "literal" not in line, line
 
 
+def test_set_takes_numbers_with_an_exponent(capsys: pytest.CaptureFixture[str]) -> None:
+    """`--set energy.leakage_mw=1e-3` was refused as "not text ('1e-3')" (YAML 1.1): it is
+    the number, and the run gets as far as the next problem, the OU larger than the array."""
+    code, _, err = cli(capsys, "run", "--set", "energy.leakage_mw=1e-3", "--set",
+                       "area.buffer_kb=5E2", "--set", "ou.rows=999")
+    line = assert_one_line_error(code, err, "ou.rows=999 is larger than array.rows=128")
+    assert "leakage_mw" not in line and "buffer_kb" not in line, line
+
+
 def test_config_file_that_is_not_valid_yaml(capsys: pytest.CaptureFixture[str],
                                             tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
@@ -417,13 +426,15 @@ def test_run_happy_path(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> N
     out = tmp_path / "out"
     code, stdout, err = cli(capsys, "run", "--model", "tests.nets:tiny_fmnist_net", "--data",
                             "default", "--limit", "8", "--batch-size", "3", "--hw", str(hw),
-                            "--set", "ou.cols=4", "--out", str(out))
+                            "--set", "ou.cols=4", "--set", "energy.leakage_mw=1e-3",
+                            "--out", str(out))
     assert code == 0, err
     assert "Traceback" not in err
     result = json.loads((out / "result.json").read_text())
     assert result["num_images"] == 8
     assert result["model"] == "tests.nets:tiny_fmnist_net"
     assert result["hardware"]["ou"] == {"rows": 8, "cols": 4}
+    assert result["hardware"]["energy"]["leakage_mw"] == 0.001
     assert result["accuracy"]["top1"] == result["accuracy"]["quantized_top1"]
     lines = (out / "layers.csv").read_text().splitlines()
     assert len(lines) == 1 + len(result["layers"]) == 4

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -12,8 +13,10 @@ import pytest
 import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
 from sparsexbar.core.config import (
+    CROSS_FIELD_RULES,
     BitOrder,
     HardwareConfig,
     SignEncoding,
@@ -22,6 +25,7 @@ from sparsexbar.core.config import (
     load_config,
     preset,
     preset_names,
+    reference_markdown,
 )
 from sparsexbar.core.cost import activation_timing
 from sparsexbar.core.errors import ConfigError, SparsexbarError
@@ -344,6 +348,30 @@ def test_unparsable_yaml_is_refused_in_one_line(tmp_path: Path) -> None:
     assert "\n" not in str(info.value)
 
 
+def test_numbers_with_an_exponent_and_no_dot_are_numbers(tmp_path: Path) -> None:
+    """YAML 1.1 read `1e-3` as text, refused as "must be a number, not text ('1e-3')" from
+    --set and from a YAML file; a quoted number stays text, and refused."""
+    cfg = load_config("isaac", {"energy.leakage_mw": "1e-3", "area.buffer_kb": "5E2",
+                                "energy.digital_op_pj": "1.5e-1", "array.rows": "2e2"})
+    assert cfg.energy.leakage_mw == 0.001 and cfg.area.buffer_kb == 500.0
+    assert cfg.energy.digital_op_pj == 0.15 and cfg.array.rows == 200
+    path = tmp_path / "hw.yaml"
+    path.write_text("energy:\n  leakage_mw: 1e-3\n  cell_read_pj: -2e+1\n")
+    with pytest.raises(ConfigError, match=r"energy\.cell_read_pj: .*greater than or equal"):
+        load_config(path)  # read as -20.0: refused for its range, not for being text
+    path.write_text("energy:\n  leakage_mw: 1e-3\n  cell_read_pj: 2E-3\ntiming:\n"
+                    "  read_ns: 5e1\n")
+    cfg = load_config(path)
+    assert (cfg.energy.leakage_mw, cfg.energy.cell_read_pj, cfg.timing.read_ns) == (
+        0.001, 0.002, 50.0)
+    path.write_text('energy:\n  leakage_mw: "1e-3"\n')
+    with pytest.raises(ConfigError, match=r"energy\.leakage_mw: must be a number, not text"):
+        load_config(path)
+    with pytest.raises(ConfigError, match=r"adc\.bits: must be .*not text \('5'\)"):
+        load_config("isaac", {"adc.bits": '"5"'})
+    assert load_config("isaac", {"name": "1e3x"}).name == "1e3x"  # text that is no number
+
+
 # ---- documentation ----------------------------------------------------------------------------
 def test_every_leaf_field_is_documented() -> None:
     described = dict(describe_fields())
@@ -356,6 +384,101 @@ def test_every_leaf_field_is_documented() -> None:
                 "dac.bits", "adc.bits", "adc.step", "numbers.weight_bits", "numbers.input_bits",
                 "numbers.bit_order"):  # the keys DESIGN.md 4 promises
         assert key in described
+
+
+def _reference_table() -> dict[str, list[str]]:
+    """docs/config.md's table (reference_markdown): key -> its cells."""
+    rows = {}
+    for line in reference_markdown().splitlines():
+        cells = [c.strip() for c in line.strip("|").split(" | ")]
+        if line.startswith("| `"):
+            rows[cells[0].strip("`")] = cells[1:]
+    return rows
+
+
+def test_the_reference_gives_every_fields_valid_values() -> None:
+    """docs/config.md stated five ranges; the rest (array.rows 1..4096, weight_bits 2..16, the
+    stuck-at rates 0..1, read_ns > 0, ...) were in the code only."""
+    valid = {key: cells[1] for key, cells in _reference_table().items()}
+    assert set(valid) == {key for key, _ in describe_fields()}
+    assert valid["array.rows"] == valid["array.cols"] == "integer 1..4096"
+    assert (valid["cell.bits"], valid["dac.bits"], valid["cell.slices"]) == (
+        "integer 1..8", "integer 1..8", "integer 1..16 or null")
+    assert (valid["numbers.weight_bits"], valid["numbers.input_bits"]) == (
+        "integer 2..16", "integer 1..16")
+    assert valid["adc.bits"] == "integer 1..16 or `auto`"
+    assert valid["adc.ref_bits"] == "integer 1..16"
+    assert valid["ou.rows"] == valid["adc.per_array"] == "integer >= 1"
+    assert valid["device.stuck_at_on_rate"] == "number 0..1"
+    assert valid["device.seed"] == "integer 0..2147483647"
+    assert valid["adc.step"] == valid["timing.read_ns"] == "number > 0"
+    assert all(valid[k] == "number >= 0" for k in valid if k.startswith(("energy.", "area.")))
+    assert (valid["cell.sign"], valid["name"]) == ("`differential` or `offset`", "text")
+
+
+def test_the_stated_bounds_are_the_enforced_ones() -> None:
+    """Every `a..b`, `>= a` and `> a` of the table, at the edge, on the field's own section
+    (so no rule between fields interferes)."""
+    checked = 0
+    for key, cells in _reference_table().items():
+        if "." not in key:
+            continue
+        section, name = key.split(".")
+        node = HardwareConfig.model_fields[section].annotation
+        assert node is not None
+
+        def ok(value: float, node: Any = node, name: str = name) -> bool:
+            try:
+                node.model_validate({name: value})
+            except ValidationError:
+                return False
+            return True
+
+        kind, _, bounds = cells[1].partition(" or ")[0].partition(" ")
+        step = 1 if kind == "integer" else 1e-9
+        if ".." in bounds:
+            low, high = (float(v) for v in bounds.split(".."))
+            assert ok(low) and ok(high) and not ok(low - step) and not ok(high + step), key
+        elif bounds.startswith(">= "):
+            low = float(bounds[3:])
+            assert ok(low) and not ok(low - step), key
+        elif bounds.startswith("> "):
+            low = float(bounds[2:])
+            assert ok(low + step) and not ok(low), key
+        else:
+            continue
+        checked += 1
+    assert checked == 52
+
+
+RULE_BREAKERS = [  # one config breaking each rule between fields, in CROSS_FIELD_RULES' order
+    ({"ou.rows": 256}, "ou.rows=256 is larger than array.rows=128"),
+    ({"ou.cols": 256}, "ou.cols=256 is larger than array.cols=128"),
+    ({"dac.bits": 4, "numbers.input_bits": 2}, "dac.bits=4 exceeds numbers.input_bits=2"),
+    ({"cell.slices": 3}, "cell.slices=3 x cell.bits=2 cannot hold the 7 stored weight bits"),
+    ({"device.stuck_at_off_rate": 0.6, "device.stuck_at_on_rate": 0.5},
+     "stuck_at_off_rate + device.stuck_at_on_rate exceeds 1"),
+    ({"device.variation_sigma": 0.1}, "device.variation_sigma=0.1 is set but device.variation "
+     "is none"),
+]
+
+
+def test_the_rules_between_fields_are_listed_and_enforced() -> None:
+    """docs/config.md did not state dac.bits <= input_bits, the stuck-at sum or the sigma
+    that needs a variation; the list is made from the table the checks run."""
+    doc = reference_markdown()
+    rules = doc.split("## Rules between fields", 1)[1]
+    assert len(CROSS_FIELD_RULES) == len(RULE_BREAKERS) == 6
+    for text, _ in CROSS_FIELD_RULES:
+        assert f"- {text}." in rules
+    assert "`dac.bits` <= `numbers.input_bits`" in rules
+    assert "`device.variation_sigma` > 0 needs `device.variation`" in rules
+    for (overrides, message), (_, problem) in zip(RULE_BREAKERS, CROSS_FIELD_RULES, strict=True):
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            load_config("isaac", overrides)
+        assert problem(preset("isaac")) is None
+    assert load_config("isaac", {"device.variation": "normal",
+                                 "device.variation_sigma": 0.1}).device.variation_sigma == 0.1
 
 
 # ---- derived quantities -----------------------------------------------------------------------

@@ -23,6 +23,7 @@ import yaml
 import sparsexbar as sx
 from sparsexbar.app.sweep import (
     RUN_INFO_COLUMNS,
+    SweepFileError,
     comparable,
     done_keys,
     expand_points,
@@ -148,6 +149,28 @@ def test_checkpoint_weights_are_part_of_the_key(tmp_path: Path) -> None:
         assert points[0].model_source == str((tmp_path / "ckpt.safetensors").resolve())
         keys.append(points[0].key)
     assert keys[0] != keys[1]
+
+
+def test_numbers_with_an_exponent_in_a_sweep_file(tmp_path: Path) -> None:
+    """`1e-3` in set, grid and points was text under YAML 1.1, and every point was refused
+    ("must be a number, not text"); the same values written with a dot give the same keys.
+    (A sweep file's overrides are read as --set's are: a quoted "1e-3" is the number too.)"""
+    def points(text: str) -> list[Any]:
+        path = tmp_path / "exp.yaml"
+        path.write_text(f"model: {TINY}\nhw: ideal-small\nscheme: dense\n{text}")
+        return expand_points(load_sweep(path))
+
+    exp = points("set: {energy.leakage_mw: 1e-3}\ngrid: {energy.cell_read_pj: [1E-3, 2e-3]}\n"
+                 "points: [{timing.read_ns: 5e1}]\n")
+    assert [p.config_error for p in exp] == [None, None, None]
+    assert [p.hardware["energy"]["leakage_mw"] for p in exp] == [0.001] * 3
+    assert [p.hardware["energy"]["cell_read_pj"] for p in exp[:2]] == [0.001, 0.002]
+    assert exp[2].hardware["timing"]["read_ns"] == 50.0
+    dot = points("set: {energy.leakage_mw: 0.001}\ngrid: {energy.cell_read_pj: [0.001, 0.002]}"
+                 "\npoints: [{timing.read_ns: 50.0}]\n")
+    assert [p.key for p in exp] == [p.key for p in dot]
+    with pytest.raises(SweepFileError, match=r"energy\.leakage_mw: must be a number, not text"):
+        points("set: {energy.leakage_mw: 1e-3x}\n")
 
 
 # ---- the local backend, failed points, the store ----------------------------------------------

@@ -164,6 +164,7 @@ class Result(_Record):
 
     @property
     def top1(self) -> float:
+        """The simulated run's top-1 accuracy, a fraction (0..1, not a percentage)."""
         return float(self.accuracy.top1)
 
     def named(self, model: str | None = None, label: str | None = None) -> Result:

@@ -21,7 +21,8 @@ from __future__ import annotations
 import contextvars
 import json
 import math
-from collections.abc import Mapping
+import re
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
@@ -36,6 +37,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic.fields import FieldInfo
 
 from .errors import ConfigError, parse_failure
 from .io import atomic_write_text
@@ -150,12 +152,19 @@ def _describe(kinds: set[Any]) -> str:
 
 
 class ArrayConfig(_Node):
-    rows: int = Field(128, ge=1, le=4096, description="Word lines (rows) per crossbar array.")
-    cols: int = Field(128, ge=1, le=4096, description="Bit lines (columns) per crossbar array.")
+    """`array.*`: the size of one crossbar array."""
+
+    rows: int = Field(128, ge=1, le=4096,
+                      description="Word lines (rows) per crossbar array (ISAAC: 128).")
+    cols: int = Field(128, ge=1, le=4096,
+                      description="Bit lines (columns) per crossbar array (ISAAC: 128).")
 
 
 class CellConfig(_Node):
-    bits: int = Field(2, ge=1, le=8, description="Bits stored per RRAM cell (levels = 2^bits).")
+    """`cell.*`: how a weight is stored in RRAM cells (bits per cell, sign, cells per weight)."""
+
+    bits: int = Field(2, ge=1, le=8,
+                      description="Bits stored per RRAM cell (levels = 2^bits; ISAAC: 2).")
     sign: SignEncoding = Field(
         SignEncoding.differential,
         description=(
@@ -176,12 +185,18 @@ class CellConfig(_Node):
 
 
 class OUConfig(_Node):
+    """`ou.*`: the Operation Unit, the rows x columns of an array activated and converted at
+    once."""
+
     rows: int = Field(16, ge=1, description="Rows of one Operation Unit, activated together.")
     cols: int = Field(16, ge=1, description="Columns of one Operation Unit, converted together.")
 
 
 class DACConfig(_Node):
-    bits: int = Field(1, ge=1, le=8, description="Input bits applied per cycle (bit-serial chunk).")
+    """`dac.*`: the row drivers that apply input bit-chunks, their energy and area."""
+
+    bits: int = Field(1, ge=1, le=8,
+                      description="Input bits applied per cycle (bit-serial chunk; ISAAC: 1).")
     energy_pj: float = Field(
         0.39,
         ge=0,
@@ -196,10 +211,13 @@ class DACConfig(_Node):
 
 
 class ADCConfig(_Node):
+    """`adc.*`: the column ADCs: resolution, architecture, step, count per array, and their
+    energy, area and rate at a reference resolution."""
+
     bits: AdcBits = Field(
         "auto",
         description=(
-            "ADC resolution, bits (1..16), or `auto`: per layer, the fewest bits that can never "
+            "ADC resolution, bits, or `auto`: per layer, the fewest bits that can never "
             "clip, (2^bits - 1) x step >= OU rows x largest cell level x largest DAC chunk, with "
             "OU rows = min(ou.rows, array.rows, the layer's rows). A scheme whose encoding "
             "narrows the range (encoding, combined) sizes below that, exactly. Sized from the "
@@ -238,7 +256,8 @@ class ADCConfig(_Node):
         1200.0, ge=0, description="Area of one ADC at `ref_bits`, um^2 (ISAAC: 0.0096 mm^2 / 8)."
     )
     ref_bits: int = Field(
-        8, ge=1, le=16, description="Resolution the energy, area and sample rate refer to."
+        8, ge=1, le=16,
+        description="Resolution the energy, area and sample rate refer to (ISAAC's 8-bit ADC)."
     )
     energy_capacitive_share: float = Field(
         0.0632,
@@ -266,11 +285,14 @@ class ADCConfig(_Node):
         description="Conversions per ns of one ADC at `ref_bits`, GS/s (ISAAC: 1.2).",
     )
     per_array: int = Field(
-        1, ge=1, description="ADCs of one array; they convert an OU's columns in rounds."
+        1, ge=1, description="ADCs of one array; they convert an OU's columns in rounds (ISAAC: 1, "
+        "8 per IMA of 8 arrays)."
     )
 
 
 class NumbersConfig(_Node):
+    """`numbers.*`: the integer widths of weights and inputs, and the input chunk order."""
+
     weight_bits: int = Field(
         8, ge=2, le=16, description="Signed weight integer bits (symmetric, per-channel scale)."
     )
@@ -281,13 +303,16 @@ class NumbersConfig(_Node):
 
 
 class DeviceConfig(_Node):
+    """`device.*`: RRAM non-idealities (variation, read noise, stuck-at faults, accumulated
+    deviation) and their seed; all off by default (an ideal device)."""
+
     variation: Variation = Field(Variation.none, description="Per-cell conductance variation.")
     variation_sigma: float = Field(
         0.0,
         ge=0,
         le=2,
         description=(
-            "Sigma of variation (0..2), static per cell, relative to the cell's own level: "
+            "Sigma of variation, static per cell, relative to the cell's own level: "
             "normal, g = level x (1 + sigma z) clipped at 0 (beyond sigma ~0.5 the clip lowers "
             "the spread and raises the mean); lognormal, g = level x exp(sigma z) (the median "
             "is the level, the mean level x exp(sigma^2 / 2)). Zero-level cells stay 0. A "
@@ -299,7 +324,7 @@ class DeviceConfig(_Node):
         ge=0,
         le=2,
         description=(
-            "Relative read noise (0..2) on each column partial sum, per read: p + sigma x p x "
+            "Relative read noise on each column partial sum, per read: p + sigma x p x "
             "z, one independent draw per conversion."
         ),
     )
@@ -314,7 +339,7 @@ class DeviceConfig(_Node):
         ge=0,
         le=10,
         description=(
-            "Accumulated current deviation (0..10): an additive error on each column partial "
+            "Accumulated current deviation: an additive error on each column partial "
             "sum with "
             "std sigma x (active rows in the OU activation), in units of one cell level x one "
             "input LSB. Growing linearly with the rows activated together (variance ~ n^2), it "
@@ -323,7 +348,7 @@ class DeviceConfig(_Node):
         ),
     )
     seed: int = Field(
-        0, ge=0, le=2**31 - 1, description="Seed of every random device effect (0 to 2^31-1)."
+        0, ge=0, le=2**31 - 1, description="Seed of every random device effect."
     )
 
     @property
@@ -344,6 +369,8 @@ class DeviceConfig(_Node):
 
 
 class EnergyConfig(_Node):
+    """`energy.*`: energy per event, pJ, and leakage power (docs/cost.md)."""
+
     cell_read_pj: float = Field(
         0.00183,
         ge=0,
@@ -354,7 +381,13 @@ class EnergyConfig(_Node):
         ),
     )
     ou_activation_pj: float = Field(
-        0.0, ge=0, description="Fixed energy per OU activation (drivers, S&H), pJ."
+        0.0,
+        ge=0,
+        description=(
+            "Fixed energy per OU activation (drivers, S&H), pJ. 0: ISAAC's figures have it in "
+            "the DAC and cell-read energies; `pattern-nvmsa` puts its paper's 4.8 pJ per OU "
+            "operation here (docs/cost.md, \"Presets\")."
+        ),
     )
     shift_add_pj: float = Field(
         0.0208,
@@ -454,14 +487,17 @@ class EnergyConfig(_Node):
         0.64, ge=0, description="Energy per byte written to the on-chip buffer, pJ (as a read)."
     )
     digital_op_pj: float = Field(
-        0.1, ge=0, description="Energy per digital op (add, scale, pool, compare), pJ."
+        0.1, ge=0, description="Energy per digital op (add, scale, pool, compare), pJ (estimate)."
     )
     leakage_mw: float = Field(
-        0.0, ge=0, description="Static power of the whole accelerator while it runs, mW."
+        0.0, ge=0,
+        description="Static power of the whole accelerator while it runs, mW (0: none unless set).",
     )
 
 
 class AreaConfig(_Node):
+    """`area.*`: area of cells, periphery, buffer and scheme logic, um^2 (docs/cost.md)."""
+
     cell_um2: float = Field(
         0.00153,
         ge=0,
@@ -477,13 +513,19 @@ class AreaConfig(_Node):
             "of an IMA (0.00024 mm^2)."
         ),
     )
-    buffer_kb: float = Field(64.0, ge=0, description="On-chip buffer size, KiB.")
+    buffer_kb: float = Field(
+        64.0, ge=0, description="On-chip buffer size, KiB (ISAAC: a tile's 64 KB eDRAM)."
+    )
     buffer_um2_per_kb: float = Field(
         1297.0, ge=0, description="Buffer area per KiB, um^2 (ISAAC: 0.083 mm^2 for 64 KB eDRAM)."
     )
-    index_um2_per_bit: float = Field(0.3, ge=0, description="Index storage per bit, um^2 (SRAM).")
-    lut_um2_per_bit: float = Field(0.3, ge=0, description="LUT storage per bit, um^2 (SRAM).")
-    comparator_um2: float = Field(20.0, ge=0, description="One comparator, um^2.")
+    index_um2_per_bit: float = Field(
+        0.3, ge=0, description="Index storage per bit, um^2 (SRAM, estimate)."
+    )
+    lut_um2_per_bit: float = Field(
+        0.3, ge=0, description="LUT storage per bit, um^2 (SRAM, estimate)."
+    )
+    comparator_um2: float = Field(20.0, ge=0, description="One comparator, um^2 (estimate).")
     logic_unit_um2: float = Field(
         60.0,
         ge=0,
@@ -496,6 +538,8 @@ class AreaConfig(_Node):
 
 
 class TimingConfig(_Node):
+    """`timing.*`: the analog read time of an OU activation (docs/cost.md, "Time")."""
+
     read_ns: float = Field(
         10.0,
         gt=0,
@@ -535,31 +579,11 @@ class HardwareConfig(_Node):
 
     @model_validator(mode="after")
     def _check_consistency(self) -> HardwareConfig:
-        if self.ou.rows > self.array.rows:
-            raise ValueError(
-                f"ou.rows={self.ou.rows} is larger than array.rows={self.array.rows}"
-            )
-        if self.ou.cols > self.array.cols:
-            raise ValueError(
-                f"ou.cols={self.ou.cols} is larger than array.cols={self.array.cols}"
-            )
-        if self.dac.bits > self.numbers.input_bits:
-            raise ValueError(
-                f"dac.bits={self.dac.bits} exceeds numbers.input_bits={self.numbers.input_bits}"
-            )
-        if self.cell.slices is not None and self.cell.slices * self.cell.bits < self.stored_bits:
-            raise ValueError(
-                f"cell.slices={self.cell.slices} x cell.bits={self.cell.bits} cannot hold the "
-                f"{self.stored_bits} stored weight bits ({self.cell.sign.value} encoding)"
-            )
-        if self.device.stuck_total_rate > 1:
-            raise ValueError("device.stuck_at_off_rate + device.stuck_at_on_rate exceeds 1")
-        if self.device.variation == Variation.none and self.device.variation_sigma > 0:
-            # the sigma alone read as a noisy device and ran ideal, silently
-            raise ValueError(
-                f"device.variation_sigma={self.device.variation_sigma} is set but "
-                "device.variation is none: set device.variation to normal or lognormal (or the "
-                "sigma to 0)")
+        """The rules between fields, `CROSS_FIELD_RULES` (docs/config.md lists them)."""
+        for _, problem in CROSS_FIELD_RULES:
+            message = problem(self)
+            if message is not None:
+                raise ValueError(message)
         return self
 
     # ---- derived quantities -------------------------------------------------------------
@@ -597,6 +621,7 @@ class HardwareConfig(_Node):
 
     @property
     def adc_max_code(self) -> int:
+        """The ADC's largest output code, 2^bits - 1 (resolved adc.bits; `auto` raises)."""
         return 2**self.adc_bits - 1
 
     def max_chunk_partial_sum(self, rows: int) -> int:
@@ -656,6 +681,9 @@ class HardwareConfig(_Node):
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], source: str = "config") -> HardwareConfig:
+        """A config from a nested mapping (`to_dict`'s form; keys left out get isaac's values),
+        validated whole; an invalid one raises a one-line ConfigError naming `source` and the
+        field."""
         if not isinstance(data, Mapping):
             raise ConfigError(f"invalid hardware {source}: a mapping of sections (array, ou, "
                               f"adc, ...) is needed, got {type(data).__name__}")
@@ -668,9 +696,11 @@ class HardwareConfig(_Node):
             _FORMATTED_BY_CALLER.reset(token)
 
     def to_json(self) -> str:
+        """The config as JSON text (enums by name), which `load_config` reads back exactly."""
         return json.dumps(self.to_dict(), indent=2, sort_keys=False)
 
     def to_yaml(self) -> str:
+        """The config as YAML text (enums by name), which `load_config` reads back exactly."""
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
     def save(self, path: str | Path) -> None:
@@ -690,6 +720,37 @@ class HardwareConfig(_Node):
                 raise ConfigError(f"override keys are dotted config keys (text), got {key!r}")
             _set_dotted(data, key, value)
         return HardwareConfig.from_dict(data, source="override")
+
+
+# The rules between fields that loading a config checks, in order: (the rule as docs/config.md
+# states it, the error message when a config breaks it, else None). One table for both, so the
+# reference cannot drift from the checks.
+CROSS_FIELD_RULES: tuple[tuple[str, Callable[[HardwareConfig], str | None]], ...] = (
+    ("`ou.rows` <= `array.rows`: an OU lies within its array",
+     lambda hw: f"ou.rows={hw.ou.rows} is larger than array.rows={hw.array.rows}"
+     if hw.ou.rows > hw.array.rows else None),
+    ("`ou.cols` <= `array.cols`",
+     lambda hw: f"ou.cols={hw.ou.cols} is larger than array.cols={hw.array.cols}"
+     if hw.ou.cols > hw.array.cols else None),
+    ("`dac.bits` <= `numbers.input_bits`: a DAC chunk is part of one input",
+     lambda hw: f"dac.bits={hw.dac.bits} exceeds numbers.input_bits={hw.numbers.input_bits}"
+     if hw.dac.bits > hw.numbers.input_bits else None),
+    ("`cell.slices`, when given, x `cell.bits` >= the stored weight bits: "
+     "`numbers.weight_bits` - 1 (`differential`) or `numbers.weight_bits` (`offset`)",
+     lambda hw: f"cell.slices={hw.cell.slices} x cell.bits={hw.cell.bits} cannot hold the "
+     f"{hw.stored_bits} stored weight bits ({hw.cell.sign.value} encoding)"
+     if hw.cell.slices is not None and hw.cell.slices * hw.cell.bits < hw.stored_bits
+     else None),
+    ("`device.stuck_at_off_rate` + `device.stuck_at_on_rate` <= 1",
+     lambda hw: "device.stuck_at_off_rate + device.stuck_at_on_rate exceeds 1"
+     if hw.device.stuck_total_rate > 1 else None),
+    # the sigma alone read as a noisy device and ran ideal, silently
+    ("`device.variation_sigma` > 0 needs `device.variation` `normal` or `lognormal`",
+     lambda hw: f"device.variation_sigma={hw.device.variation_sigma} is set but "
+     "device.variation is none: set device.variation to normal or lognormal (or the sigma "
+     "to 0)" if hw.device.variation == Variation.none and hw.device.variation_sigma > 0
+     else None),
+)
 
 
 def bits_to_hold(bound: float, step: float = 1.0) -> int:
@@ -742,11 +803,30 @@ def _set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
             node = node[part]
 
 
+class YamlLoader(yaml.SafeLoader):
+    """PyYAML's safe loader that also reads YAML 1.2's exponent numbers, `1e-3`, `5E2`,
+    `-2e+1`, `1.0e3`, as floats (YAML 1.1 wants a dot and a signed exponent, and read those as
+    text). A quoted number (`"5"`) stays text."""
+
+
+YamlLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."),
+)
+
+
+def load_yaml(text: str) -> Any:
+    """YAML text as Python values, read by `YamlLoader` (config files, sweep files, --set)."""
+    return yaml.load(text, Loader=YamlLoader)  # a SafeLoader: no Python objects
+
+
 def _coerce(value: Any) -> Any:
-    """Strings from the command line become YAML scalars: '9' -> 9, 'null' -> None."""
+    """Strings from the command line become YAML scalars: '9' -> 9, '1e-3' -> 0.001,
+    'null' -> None."""
     if isinstance(value, str):
         try:
-            return yaml.safe_load(value)
+            return load_yaml(value)
         except yaml.YAMLError:
             return value
     return value
@@ -778,6 +858,9 @@ def _pattern_nvmsa() -> dict[str, Any]:
             "sample_rate_gsps": 1.2,
             "per_array": 8,
         },
+        # the paper's 4.8 pJ per OU operation, charged per activation; cells not charged again.
+        # 8 ADCs: one per OU column (our assumption); every activation is read-bound at 55.6 ns
+        # whatever the count (docs/cost.md, "Presets")
         "energy": {"ou_activation_pj": 4.8, "cell_read_pj": 0.0},
         # the paper's 4-bit DAC converts at 18 MS/s: one OU activation per 1/18 MS/s
         "timing": {"read_ns": 1000.0 / 18.0},
@@ -817,7 +900,8 @@ PRESET_BUILDERS = {
               "ADC 1.2 GS/s sized to need (adc.bits auto: 6 bits)"),
     "pattern-nvmsa": (
         _pattern_nvmsa,
-        "Pattern-mapping paper: 512x512, 4-bit cells, OU 9x8, ADC 8 bit, DAC 4 bit, 4.8 pJ/OU op",
+        "Pattern-mapping paper: 512x512, 4-bit cells, OU 9x8, 8 ADCs (8 bit) per array, DAC 4 "
+        "bit, 4.8 pJ/OU op (cell reads 0), 55.6 ns read (docs/cost.md, Presets)",
     ),
     "ideal-small": (_ideal_small, "Small arrays for quick studies: 64x64, OU 8x8, 6-bit ADC"),
     "isaac-paper": (
@@ -828,6 +912,7 @@ PRESET_BUILDERS = {
 
 
 def preset_names() -> list[str]:
+    """The names of the hardware presets (`isaac`, `pattern-nvmsa`, ...), in listing order."""
     return list(PRESET_BUILDERS)
 
 
@@ -862,7 +947,7 @@ def load_config(
                 raise ConfigError(f"hardware config file not found: {path}")
             try:  # a .json file is JSON (YAML would take a trailing comma, say)
                 text = path.read_text()
-                raw = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
+                raw = json.loads(text) if path.suffix.lower() == ".json" else load_yaml(text)
             except (yaml.YAMLError, json.JSONDecodeError, UnicodeDecodeError,
                     RecursionError) as exc:
                 raise ConfigError(f"cannot parse hardware config {path}: "
@@ -880,22 +965,69 @@ def load_config(
     return cfg
 
 
+def _leaf_fields(model: type[BaseModel], prefix: str = "") -> Iterator[tuple[str, FieldInfo]]:
+    """(dotted key, pydantic field) for every leaf of the tree, in order."""
+    for name, field in model.model_fields.items():
+        ann = field.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            yield from _leaf_fields(ann, f"{prefix}{name}.")
+        else:
+            yield f"{prefix}{name}", field
+
+
 def describe_fields(
     model: type[BaseModel] = HardwareConfig, prefix: str = ""
 ) -> list[tuple[str, str]]:
     """(dotted key, description) for every leaf field: the documentation of the tree."""
-    rows: list[tuple[str, str]] = []
-    for name, field in model.model_fields.items():
-        ann = field.annotation
-        if isinstance(ann, type) and issubclass(ann, BaseModel):
-            rows.extend(describe_fields(ann, f"{prefix}{name}."))
+    return [(key, field.description or "") for key, field in _leaf_fields(model, prefix)]
+
+
+def _bounds(metadata: Iterable[Any]) -> str:
+    """A field's numeric bounds (pydantic's ge/gt/le/lt metadata) as `1..16`, `>= 0`, `> 0`."""
+    low = high = None
+    low_word, high_word = ">=", "<="
+    for item in metadata:
+        for attr, word in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<")):
+            bound = getattr(item, attr, None)
+            if bound is None:
+                continue
+            if attr in ("ge", "gt"):
+                low, low_word = bound, word
+            else:
+                high, high_word = bound, word
+    if low is not None and high is not None and (low_word, high_word) == (">=", "<="):
+        return f" {low}..{high}"
+    parts = [f"{w} {b}" for w, b in ((low_word, low), (high_word, high)) if b is not None]
+    return (" " + ", ".join(parts)) if parts else ""
+
+
+def valid_values(field: FieldInfo) -> str:
+    """What a field accepts, from its type and its ge/gt/le/lt metadata: `integer 1..4096`,
+    `number > 0`, `integer 1..16 or `auto``, `` `sar` or `flash` ``."""
+    kinds: list[str] = []
+    members = get_args(field.annotation) if len(_field_types(field.annotation)) > 1 else (
+        field.annotation,)
+    for member in members:
+        metadata = list(field.metadata)
+        if get_origin(member) is Annotated:  # adc.bits: Annotated[int, Field(ge=1, le=16)]
+            member, *extra = get_args(member)
+            metadata += [m for info in extra for m in getattr(info, "metadata", [info])]
+        if member is type(None):
+            kinds.append("null")
+        elif get_origin(member) is Literal:
+            kinds.extend(f"`{v}`" for v in get_args(member))
+        elif isinstance(member, type) and issubclass(member, Enum):
+            kinds.extend(f"`{e.value}`" for e in member)
+        elif member in (int, float):
+            kinds.append(("integer" if member is int else "number") + _bounds(metadata))
         else:
-            rows.append((f"{prefix}{name}", field.description or ""))
-    return rows
+            kinds.append("text" if member is str else str(member))
+    return " or ".join(kinds)
 
 
 def reference_markdown() -> str:
-    """docs/config.md: every field with its `isaac` default and its description."""
+    """docs/config.md: every field with its `isaac` default, the values it accepts and its
+    description, then the rules between fields (`CROSS_FIELD_RULES`)."""
     values = preset("isaac").to_dict()
     lines = [
         "# Hardware configuration reference",
@@ -903,14 +1035,30 @@ def reference_markdown() -> str:
         "Generated by `sparsexbar.core.config.reference_markdown()`; a test checks it is current.",
         "Set any key with `--set key=value` (CLI) or `overrides={...}` (Python); config files are",
         "YAML or JSON (`sparsexbar presets NAME` prints a whole one). A file or mapping that",
-        "leaves keys out gets the values of this table, `isaac`'s (`name`: custom).",
+        "leaves keys out gets the values of this table, `isaac`'s (`name`: custom). A number",
+        "may be written with an exponent (`1e-3`); a quoted number in a config file",
+        "(`bits: \"5\"`) is text, and refused. \"valid values\" are each field's own bounds;",
+        "the rules below the table relate fields.",
         "",
-        "| key | value in `isaac` | meaning, unit, source |",
-        "| --- | --- | --- |",
+        "| key | value in `isaac` | valid values | meaning, unit, source |",
+        "| --- | --- | --- | --- |",
     ]
-    for key, desc in describe_fields():
+    for key, field in _leaf_fields(HardwareConfig):
         node: Any = values
         for part in key.split("."):
             node = node[part]
-        lines.append(f"| `{key}` | {node} | {desc.replace('|', '/')} |")
+        desc = (field.description or "").replace("|", "/")
+        lines.append(f"| `{key}` | {node} | {valid_values(field)} | {desc} |")
+    lines += [
+        "",
+        "## Rules between fields",
+        "",
+        "Loading a config (a preset, a file, a mapping, `--set`) refuses one that breaks any of",
+        "these, with one line naming the fields:",
+        "",
+        *(f"- {text}." for text, _ in CROSS_FIELD_RULES),
+        "",
+        "A run also refuses a layer for which `adc.bits: auto` would need more than",
+        f"{MAX_ADC_BITS} bits (`HardwareConfig.for_layer`).",
+    ]
     return "\n".join(lines) + "\n"

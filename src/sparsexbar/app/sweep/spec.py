@@ -24,7 +24,7 @@ from typing import Any
 import yaml
 
 from ... import __version__
-from ...core.config import load_config
+from ...core.config import load_config, load_yaml
 from ...core.errors import ConfigError, SparsexbarError, parse_failure
 from ...schemes import SCHEMES, Scheme
 from ...training.inputs import InputSpec, class_names_problem
@@ -87,7 +87,7 @@ def load_sweep(path: str | Path) -> SweepSpec:
     if not p.is_file():
         raise SweepFileError(f"sweep file not found: {p}")
     try:
-        raw = yaml.safe_load(p.read_text())
+        raw = load_yaml(p.read_text())
     except (yaml.YAMLError, UnicodeDecodeError, RecursionError) as exc:
         raise SweepFileError(f"cannot parse sweep file {p}: {parse_failure(exc)}") from None
     if not isinstance(raw, dict):

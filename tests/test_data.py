@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+from sparsexbar.core.errors import SparsexbarNote
 from sparsexbar.training import data as D
 from sparsexbar.training.data import DataError, ImageDataset, load_dataset, load_idx
 
@@ -327,3 +328,59 @@ def test_checksums_are_sha256_hex() -> None:
     for digest in D.FASHION_MNIST_SHA256.values():
         assert len(digest) == 64 and int(digest, 16) >= 0
     assert hashlib.md5(b"").hexdigest() != D.CIFAR_ARCHIVES["cifar10"][1]
+
+
+# ---- what the loaders refuse, and how they say it ------------------------------------------------
+@pytest.mark.parametrize("split", ["test", "train"])
+def test_fashion_mnist_labels_beyond_its_classes_are_refused_naming_the_file(
+        tmp_path: Path, small_idx: tuple[np.ndarray, np.ndarray], split: str) -> None:
+    images, labels = small_idx
+    labels = labels.copy()
+    labels[2] = 200
+    _, lab = _write_idx(tmp_path, images, labels, gz=False,
+                        prefix="t10k" if split == "test" else "train")
+    with pytest.raises(DataError, match=r"labels outside \[0, 10\) .*found 200") as err:
+        load_dataset("fashion-mnist", split, root=tmp_path)
+    assert str(lab) in str(err.value)
+
+
+def test_both_gzipped_and_raw_idx_files_get_a_note(
+        tmp_path: Path, small_idx: tuple[np.ndarray, np.ndarray]) -> None:
+    images, labels = small_idx
+    _write_idx(tmp_path, images, labels, gz=True)
+    _write_idx(tmp_path, images[::-1].copy(), labels, gz=False)
+    with pytest.warns(SparsexbarNote,
+                      match="both gzipped and raw: reading t10k-images-idx3-ubyte.gz"):
+        ds = load_dataset("fashion-mnist", "test", root=tmp_path)
+    assert torch.equal(ds.images[:, 0], torch.from_numpy(images))
+
+
+def test_an_explicit_cifar_root_is_never_replaced_by_download_dir(tmp_path: Path) -> None:
+    good = _write_cifar10(tmp_path / "good")
+    bad = _write_cifar10(tmp_path / "bad")
+    (bad / "test_batch").write_bytes(b"truncated")
+    with pytest.raises(DataError, match="cannot unpickle .*bad"):
+        load_dataset("cifar10", "test", root=bad, download_dir=good)
+    assert len(load_dataset("cifar10", "test", download_dir=good)) == 4
+
+
+def test_cifar_binary_version_and_idx_folders_are_named(
+        tmp_path: Path, small_idx: tuple[np.ndarray, np.ndarray]) -> None:
+    binary = tmp_path / "cb" / "cifar-10-batches-bin"
+    binary.mkdir(parents=True)
+    (binary / "test_batch.bin").write_bytes(bytes(3073))
+    for data, root in (("cifar10", tmp_path / "cb"), (str(tmp_path / "cb"), None),
+                       (str(binary), None)):
+        with pytest.raises(DataError, match=r"binary version \(test_batch.bin\), which is not "
+                                            r"supported: use the python version"):
+            load_dataset(data, "test", root=root)
+    _write_idx(tmp_path / "idx", *small_idx, gz=True)
+    with pytest.raises(DataError, match=r"holds IDX files.*--data fashion-mnist --root "):
+        load_dataset(str(tmp_path / "idx"), "test")
+
+
+def test_an_empty_cifar_batch_has_no_images(tmp_path: Path) -> None:
+    folder = _write_cifar10(tmp_path)
+    _dump({b"data": np.zeros((0, 3072), np.uint8), b"labels": []}, folder / "test_batch")
+    with pytest.raises(DataError, match="test_batch holds no images"):
+        load_dataset("cifar10", "test", root=folder)

@@ -25,6 +25,7 @@ from sparsexbar.training.prune import (
     sparsity_table,
 )
 from tests import nets
+from tests.test_cli_errors import assert_one_line_error, cli
 
 
 def test_channel_groups_follow_ou_columns() -> None:
@@ -371,3 +372,38 @@ def test_prune_cli_pattern_without_3x3_conv_exits_2(tmp_path: Path,
     assert exc.value.code == 2
     err = capsys.readouterr().err
     assert len(err.splitlines()) == 1 and "no 3x3 Conv2d" in err
+
+
+def test_prune_maps_an_image_folders_labels_by_class_name(tmp_path: Path) -> None:
+    """An image folder's labels are its sorted folder indices (Bag=0, Sneaker=1, Trouser=2):
+    prune maps them to the model's classes by name, as `run` does, so its top-1 before
+    pruning is the model's on the true labels (on the folder indices it was near 0)."""
+    from sparsexbar.simulate import dataset_for_model
+    from sparsexbar.training.data import FASHION_MNIST_CLASSES
+    from sparsexbar.training.prune import prune_command
+    from sparsexbar.training.shipped import load_shipped
+    from sparsexbar.training.train import evaluate
+    from tests.test_robustness import _write_folder
+
+    images, labels = _write_folder(tmp_path / "folder", 60,
+                                   {1: "Trouser", 7: "Sneaker", 8: "Bag"})
+    res = prune_command("default", str(tmp_path / "folder"), preset("isaac"), 0.5,
+                        "unstructured", 1, 0, tmp_path / "pruned", limit=12, progress=False,
+                        tune_split="test", prepare=dataset_for_model)
+    net, _ = load_shipped("default")
+    expected = evaluate(net, ImageDataset(images[:12], labels[:12],
+                                          list(FASHION_MNIST_CLASSES), "folder"))
+    assert res["top1_before"] == expected and expected > 0.8
+    assert res["test_images"] == 12
+
+
+def test_prune_refuses_an_image_folder_whose_classes_the_model_lacks(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from tests.test_robustness import _write_folder
+
+    _write_folder(tmp_path / "folder", 20, {1: "Trouser", 7: "sneakers!"})
+    code, _, err = cli(capsys, "prune", "--data", str(tmp_path / "folder"), "--split", "test",
+                       "--steps", "1", "--epochs", "0", "--limit", "8",
+                       "--out", str(tmp_path / "pruned"))
+    assert_one_line_error(code, err, "'sneakers!'", "not one of the model's classes")
+    assert not (tmp_path / "pruned.safetensors").exists()

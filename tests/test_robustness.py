@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -389,3 +391,131 @@ def test_sigterm_ends_a_command_with_one_line_and_no_temporary_file(tmp_path: Pa
                                 "(each is written whole or not at all; files written before "
                                 "the signal stay)"]
     assert not list(tmp_path.rglob("*.tmp"))
+
+
+# ---- calibrate takes its data as run does ------------------------------------------------------
+def test_calibration_maps_an_image_folders_labels_and_fits_its_images(tmp_path: Path) -> None:
+    """An RGB 40x40 folder named by class: calibrate's images are fitted to the model (1x28x28)
+    and its labels mapped by name (they were the folder indices, and the images 3x40x40)."""
+    from sparsexbar.studies.setup import calibration_setup
+
+    images, labels = _write_folder(tmp_path / "folder", 40, {1: "Trouser", 7: "Sneaker",
+                                                               8: "Bag"}, rgb_size=40)
+    _, _, x, y = calibration_setup("default", str(tmp_path / "folder"), "isaac", None, 8)
+    assert x.shape == (8, 1, 28, 28)
+    assert y.tolist() == labels[:8].tolist()
+
+
+def test_calibration_takes_a_named_data_sets_root_and_pads_for_the_model(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`calibrate --data fashion-mnist --root DIR` on a 32x32 model: the train split's images
+    of DIR, zero-padded 28 -> 32 (it failed inside the model); --root with the default data is
+    refused."""
+    from sparsexbar.studies.setup import calibration_setup
+    from tests.test_data import _write_idx
+
+    images, labels = _fmnist(6)
+    _write_idx(tmp_path / "fm", images[:, 0].numpy(), labels.numpy().astype("uint8"), gz=False,
+               prefix="train")
+    net = zoo.build_model("lenet5", in_channels=1, num_classes=10, input_size=32, width=0.25)
+    save_checkpoint(tmp_path / "net32", net, {"architecture": "lenet5", "arch_kwargs": {
+        "in_channels": 1, "num_classes": 10, "input_size": 32, "width": 0.25},
+        "dataset": "fashion-mnist"})
+    _, _, x, y = calibration_setup(str(tmp_path / "net32"), "fashion-mnist", "isaac", None, 4,
+                                   root=tmp_path / "fm")
+    assert x.shape == (4, 1, 32, 32) and y.tolist() == labels[:4].tolist()
+    assert torch.equal(x[:, :, 2:30, 2:30], images[:4].float() / 255)
+    assert float(x[:, :, :2].abs().sum()) == 0.0
+    code, _, err = cli(capsys, "calibrate", "comprrae", "--data", "default", "--root",
+                       str(tmp_path / "fm"), "--out", str(tmp_path / "c.json"))
+    assert_one_line_error(code, err, "--root", "named data set")
+
+
+def test_calibrate_cli_takes_cifar10_with_its_root(tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    from tests.test_data import _write_cifar10
+
+    _write_cifar10(tmp_path / "cifar")
+    out = tmp_path / "cal.json"
+    code, stdout, err = cli(capsys, "calibrate", "comprrae", "--data", "cifar10", "--root",
+                            str(tmp_path / "cifar"), "--images", "4", "--candidates", "0",
+                            "--out", str(out))
+    assert code == 0, err
+    assert "RGB -> grey" in err and "are not the classes of 'cifar10'" in err
+    assert "on 4 calibration images" in stdout and out.is_file()
+
+
+# ---- tensors, Datasets and DataLoaders -------------------------------------------------------
+def test_float_images_outside_0_1_are_warned_naming_their_range() -> None:
+    images, labels = _fmnist(8)
+    for x, span in ((images.float(), "0..255"), (images.float() / 255 - 1, "-1..0")):
+        with pytest.warns(SparsexbarWarning, match=f"spanning {span}.*divide 0..255 values"):
+            resolve_inputs("default", (x, labels))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _, batches = resolve_inputs("default", (images.float() / 255, labels))
+    assert torch.equal(batches.images, images.float() / 255)
+
+
+def test_a_stray_huge_label_does_not_size_a_zoo_models_classifier() -> None:
+    images, labels = _fmnist(4)
+    labels = labels.clone()
+    labels[0] = 10**5
+    with pytest.raises(SparsexbarError, match="class indices below 32768, got 100000"):
+        resolve_inputs("lenet5", (images, labels))
+    # a data set's declared classes size it; a label beyond them is warned about
+    ds = fashion_mnist("test").subset(0, 4)
+    ds.labels[0] = 200
+    with pytest.warns(SparsexbarWarning, match="labels up to 200 but the model has 10 outputs"):
+        loaded, _ = resolve_inputs("lenet5", ds)
+    assert loaded.net(torch.zeros(1, 1, 28, 28)).shape == (1, 10)
+
+
+class _Items(torch.utils.data.Dataset):
+    """Four items made by `make(i)`."""
+
+    def __init__(self, make: Any) -> None:
+        self.make = make
+
+    def __len__(self) -> int:
+        return 4
+
+    def __getitem__(self, i: int) -> Any:
+        return self.make(i)
+
+
+def test_datasets_torch_cannot_batch_are_one_line_errors() -> None:
+    from PIL import Image
+
+    cases = [
+        (_Items(lambda i: (Image.new("L", (28, 28)), 1)), r"PIL images.*PILToTensor\(\)"),
+        (_Items(lambda i: (torch.zeros(1, 28 + i, 28), 1)), "images of differing sizes"),
+        (torch.utils.data.DataLoader(_Items(lambda i: (torch.zeros(1, 28 + i, 28), 1)),
+                                     batch_size=4), "images of differing sizes"),
+        (torch.utils.data.DataLoader(_Items(lambda i: (torch.zeros(1, 28, 28), 1)),
+                                     batch_size=None), r"single \(unbatched\) items"),
+        (_Items(lambda i: (torch.zeros(1, 28, 28), 1, 2)), "pairs, got 3 items"),
+    ]
+    for data, message in cases:
+        with pytest.raises(SparsexbarError, match=message):
+            resolve_inputs("default", data)
+
+
+def test_meta_and_sparse_tensors_are_refused() -> None:
+    images, labels = _fmnist(4)
+    with pytest.raises(SparsexbarError, match="images are meta tensors"):
+        resolve_inputs("default", (images.to("meta"), labels))
+    with pytest.raises(SparsexbarError, match=r"images are torch.sparse_coo tensors.*to_dense"):
+        resolve_inputs("default", (images.float().to_sparse(), labels))
+
+
+def test_a_shuffling_dataloader_gets_a_note_and_nan_names_its_image() -> None:
+    images, labels = _fmnist(8)
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(images, labels),
+                                         batch_size=4, shuffle=True)
+    with pytest.warns(SparsexbarNote, match="DataLoader shuffles.*random state"):
+        resolve_inputs("default", loader)
+    x = images.float() / 255
+    x[5, 0, 3, 3] = float("nan")
+    with pytest.raises(SparsexbarError, match=r"NaN or Inf \(image 5;"):
+        resolve_inputs("default", (x, labels))

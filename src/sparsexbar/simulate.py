@@ -38,15 +38,19 @@ from .schemes.base import Counted
 from .training.data import KNOWN_DATASETS, ImageDataset, load_dataset
 from .training.inputs import (
     DEFAULT_SPEC,
+    MAX_CLASSES,
     InputRecord,
     InputSpec,
     check_classes,
     class_names_problem,
+    fit_to_spec,
+    is_default_scaling,
     map_labels,
     model_classes,
     prepare,
     resolved,
     spec_from_meta,
+    warn_float_range,
     without_unset,
 )
 from .training.models import LoadedModel, load_model
@@ -119,10 +123,12 @@ def check_limit(limit: int | None) -> None:
                               f"{limit!r} ({type(limit).__name__})")
 
 
-def _read_data(data: Any, limit: int | None, root: str | Path | None) -> _Raw:
-    """The data as read (first `limit` images): a data set name or folder (`root`: where a
-    named data set's files are), an ImageDataset, an (images, labels) pair, a Dataset or a
-    DataLoader; anything else, or images and labels that do not go together, is refused."""
+def _read_data(data: Any, limit: int | None, root: str | Path | None,
+               split: str = "test") -> _Raw:
+    """The data as read (first `limit` images): a data set name or folder (its `split`;
+    `root`: where a named data set's files are), an ImageDataset, an (images, labels) pair, a
+    Dataset or a DataLoader; anything else, or images and labels that do not go together, is
+    refused."""
     check_limit(limit)
     if root is not None and (not isinstance(data, str) or data.lower().replace("_", "-")
                              not in NAMED_DATASETS):
@@ -130,7 +136,7 @@ def _read_data(data: Any, limit: int | None, root: str | Path | None) -> _Raw:
                               f", not to {data if isinstance(data, str | Path) else 'this data'}")
     if isinstance(data, str | Path):
         name = "fashion-mnist" if str(data) == "default" else str(data)
-        data = load_dataset(name, "test", root=root, limit=limit)
+        data = load_dataset(name, split, root=root, limit=limit)
     if isinstance(data, ImageDataset):
         ds = data.subset(0, limit)
         return _Raw(ds.name, ds.images, ds.labels, ds)
@@ -152,18 +158,38 @@ def _read_data(data: Any, limit: int | None, root: str | Path | None) -> _Raw:
 
 
 def _gather(data: Any, limit: int | None) -> tuple[Tensor, Tensor]:
+    """The (images, labels) batches of a Dataset (read 256 at a time) or a DataLoader, up to
+    `limit` images; what torch's batching cannot stack (PIL images, images of differing
+    sizes) and unbatched items are refused with one line."""
     xs: list[Tensor] = []
     ys: list[Tensor] = []
-    items = data if isinstance(data, torch.utils.data.DataLoader) else (
-        torch.utils.data.DataLoader(data, batch_size=256))
-    for item in items:
-        if not (isinstance(item, tuple | list) and len(item) == 2):
-            raise SparsexbarError(f"{type(data).__name__} must yield (images, labels) pairs, "
-                                  f"got {type(item).__name__}")
-        xs.append(torch.as_tensor(item[0]))
-        ys.append(torch.as_tensor(item[1]))
-        if limit is not None and sum(len(t) for t in ys) >= limit:
-            break
+    name = type(data).__name__
+    loader = isinstance(data, torch.utils.data.DataLoader)
+    if loader and isinstance(data.sampler, torch.utils.data.RandomSampler):
+        note(f"{name} shuffles: the images read (the first --limit, and the first "
+             f"{CALIBRATION_IMAGES} the input scales are calibrated on) depend on torch's "
+             "random state; seed it (torch.manual_seed) or give shuffle=False to repeat a run")
+    items = data if loader else torch.utils.data.DataLoader(data, batch_size=256)
+    try:
+        for item in items:
+            if not (isinstance(item, tuple | list) and len(item) == 2):
+                got = (f"{len(item)} items" if isinstance(item, tuple | list)
+                       else type(item).__name__)
+                raise SparsexbarError(f"{name} must yield (images, labels) pairs, got {got}")
+            x, y = torch.as_tensor(item[0]), torch.as_tensor(item[1])
+            if y.dim() == 0:
+                raise SparsexbarError(f"{name} yields single (unbatched) items, e.g. "
+                                      "DataLoader(batch_size=None): give it a batch size, or "
+                                      "pass its Dataset")
+            xs.append(x)
+            ys.append(y)
+            if limit is not None and sum(len(t) for t in ys) >= limit:
+                break
+    except (TypeError, RuntimeError) as exc:
+        problem = _batching_problem(exc)
+        if problem is None:
+            raise  # the Dataset's own failure
+        raise SparsexbarError(f"{name}: {problem}") from None
     if not xs:
         raise DataError(f"data set '{type(data).__name__}' has no images")
     try:
@@ -173,9 +199,33 @@ def _gather(data: Any, limit: int | None) -> tuple[Tensor, Tensor]:
                               f"{str(exc).splitlines()[0]}") from None
 
 
+def _batching_problem(exc: BaseException) -> str | None:
+    """What torch's batching (default_collate) could not do, in words, or None when `exc` is
+    not its failure."""
+    text = str(exc)
+    if "PIL" in text and "default_collate" in text:
+        return ("items are PIL images: give the Dataset a transform to tensors, "
+                "transforms.PILToTensor() (uint8 pixels) or transforms.ToTensor() (floats in "
+                "[0, 1])")
+    if "default_collate" in text:
+        return f"items that torch cannot batch: {text.splitlines()[0]}"
+    if "stack expects each tensor to be equal size" in text:
+        return (f"images of differing sizes cannot be batched ({text.splitlines()[0]}); give "
+                "the Dataset a transform to one size, or read them as an image folder")
+    return None
+
+
 def _checked_tensors(images: Tensor, labels: Tensor, name: str) -> tuple[Tensor, Tensor]:
     """Images (N, C, H, W) uint8 or float (channels-last (N, H, W, C) with C 1 or 3, and
-    (N, H, W), are turned around with a note) and labels (N,) of class indices."""
+    (N, H, W), are turned around with a note) and labels (N,) of class indices (below
+    `MAX_CLASSES`), dense tensors holding values."""
+    for what, t in (("images", images), ("labels", labels)):
+        if t.is_meta:
+            raise SparsexbarError(f"data set '{name}': {what} are meta tensors, which hold no "
+                                  "values: give tensors of real data")
+        if t.layout != torch.strided:
+            raise SparsexbarError(f"data set '{name}': {what} are {t.layout} tensors: give "
+                                  "dense ones (.to_dense())")
     if images.dtype == torch.bool or not (images.dtype == torch.uint8
                                           or images.is_floating_point()):
         raise SparsexbarError(f"data set '{name}': images must be uint8 pixels (0..255) or "
@@ -198,7 +248,16 @@ def _checked_tensors(images: Tensor, labels: Tensor, name: str) -> tuple[Tensor,
                               "labels")
     if len(labels) and int(labels.min()) < 0:
         raise SparsexbarError(f"data set '{name}': labels must be >= 0, got {int(labels.min())}")
+    _check_label_bound(labels, name)
     return images, labels.long()
+
+
+def _check_label_bound(labels: Tensor, name: str) -> None:
+    """Refuse a label of `MAX_CLASSES` or more: a stray value, not a class index (it would
+    size a zoo model's classifier)."""
+    if len(labels) and int(labels.max()) >= MAX_CLASSES:
+        raise SparsexbarError(f"data set '{name}': labels must be class indices below "
+                              f"{MAX_CLASSES}, got {int(labels.max())} (a stray value?)")
 
 
 def resolve_data(data: Any, limit: int | None = None, root: str | Path | None = None) -> Batches:
@@ -219,20 +278,27 @@ def resolve_data(data: Any, limit: int | None = None, root: str | Path | None = 
 def _check_batches(batches: Batches) -> None:
     if len(batches) == 0:
         raise DataError(f"data set '{batches.name}' has no images")
-    if not torch.isfinite(batches.images).all():
-        raise DataError(f"data set '{batches.name}' contains NaN or Inf")
+    _check_label_bound(batches.labels, batches.name)
+    finite = torch.isfinite(batches.images).flatten(1).all(dim=1)
+    if not finite.all():
+        first = int((~finite).nonzero()[0, 0])
+        raise DataError(f"data set '{batches.name}' contains NaN or Inf (image {first}; a run "
+                        f"reads the first {CALIBRATION_IMAGES} images at least, to calibrate "
+                        "its input scales)")
 
 
 def resolve_inputs(model: nn.Module | str, data: Any, limit: int | None = None,
                    input_spec: InputSpec | Mapping[str, Any] | None = None,
                    classes: Sequence[str] | None = None,
-                   root: str | Path | None = None) -> tuple[LoadedModel, Batches]:
+                   root: str | Path | None = None,
+                   split: str = "test") -> tuple[LoadedModel, Batches]:
     """The model and the data made for it, before any simulation: the data read (first
-    `limit` images), the model resolved, its input spec (`input_spec`, then its checkpoint's,
-    then the defaults: `training.inputs`), the images fitted, scaled and normalized, the labels
-    mapped to the model's classes (`classes`: its class names in output order, where its
-    checkpoint does not say), and one image run through the float model, so a model that
-    cannot take the data is refused here. Batches already prepared are used as they are."""
+    `limit` images; a named data set's or folder's `split`), the model resolved, its input
+    spec (`input_spec`, then its checkpoint's, then the defaults: `training.inputs`), the
+    images fitted, scaled and normalized, the labels mapped to the model's classes
+    (`classes`: its class names in output order, where its checkpoint does not say), and one
+    image run through the float model, so a model that cannot take the data is refused here.
+    Batches already prepared are used as they are."""
     given = without_unset(input_spec)
     model_names = list(classes) if isinstance(classes, list | tuple) else classes
     problem = None if model_names is None else class_names_problem(model_names)
@@ -244,13 +310,14 @@ def resolve_inputs(model: nn.Module | str, data: Any, limit: int | None = None,
         loaded = load_model(model, c, max(int(batches.labels.max()) + 1, 10), size)
         _probe(loaded, batches.images, size_known=True)
         return loaded, batches
-    raw = _read_data(data, limit, root)
+    raw = _read_data(data, limit, root, split)
     if len(raw.labels) == 0:
         raise DataError(f"data set '{raw.name}' has no images")
     c, h, w = (int(d) for d in raw.images.shape[1:])
     ds = raw.dataset
-    data_classes = len(ds.classes) if ds is not None and ds.from_folders else max(
-        int(raw.labels.max()) + 1, 10)
+    # a zoo model's outputs: the data set's classes where it declares them, else the labels'
+    # (bounded by _checked_tensors: a stray huge label cannot size the classifier)
+    data_classes = len(ds.classes) if ds is not None else max(int(raw.labels.max()) + 1, 10)
     loaded = load_model(model, given.channels or c, data_classes, given.size or h)
     spec = resolved(given, spec_from_meta(loaded.meta, loaded.net))
     images, fitted = prepare(raw.images, spec, given, raw.name)
@@ -261,20 +328,9 @@ def resolve_inputs(model: nn.Module | str, data: Any, limit: int | None = None,
              f"std {spec.std}: give uint8 pixels to have that applied")
     batches = Batches(raw.name, images, raw.labels)
     _check_batches(batches)
+    warn_float_range(raw.images, spec, raw.name)
     outputs = _probe(loaded, images, size_known=spec.size is not None)
-    if model_names is None:
-        model_names = model_classes(loaded.meta)
-    elif len(model_names) != outputs:
-        raise SparsexbarError(f"the classes given (--classes, classes=) name {len(model_names)} "
-                              f"classes but the model has {outputs} outputs")
-    if model_names is not None and len(model_names) != outputs:
-        model_names = None  # metadata that does not fit the model says nothing
-    if ds is not None:
-        labels, how = map_labels(ds, model_names, outputs)
-    else:
-        labels, how = raw.labels, "the data's labels"
-    check_classes(labels, outputs, None if ds is None or ds.from_folders else ds.num_classes,
-                  raw.name)
+    labels, how, _ = _model_labels(loaded, outputs, raw.labels, ds, raw.name, model_names)
     shape = tuple(int(d) for d in images.shape[1:])
     pixels = raw.images.dtype == torch.uint8
     record = InputRecord(
@@ -282,6 +338,50 @@ def resolve_inputs(model: nn.Module | str, data: Any, limit: int | None = None,
         pixels=pixels, scale=spec.scale if pixels else None, mean=spec.mean if pixels else None,
         std=spec.std if pixels else None, labels=how)
     return loaded, Batches(raw.name, images, labels, record)
+
+
+def _model_labels(loaded: LoadedModel, outputs: int, labels: Tensor, ds: ImageDataset | None,
+                  name: str, given: Sequence[str] | None
+                  ) -> tuple[Tensor, str, Sequence[str] | None]:
+    """The data's labels as the model's class indices (`map_labels` for a data set; a
+    warning where its classes and the model's differ: `check_classes`), how they were mapped,
+    and the model's class names (`given`, else its checkpoint's; None when unknown)."""
+    names = given
+    if names is None:
+        names = model_classes(loaded.meta)
+    elif len(names) != outputs:
+        raise SparsexbarError(f"the classes given (--classes, classes=) name {len(names)} "
+                              f"classes but the model has {outputs} outputs")
+    if names is not None and len(names) != outputs:
+        names = None  # metadata that does not fit the model says nothing
+    how = "the data's labels"
+    if ds is not None:
+        labels, how = map_labels(ds, names, outputs)
+    check_classes(labels, outputs, None if ds is None or ds.from_folders else ds.num_classes,
+                  name)
+    return labels, how, names
+
+
+def dataset_for_model(loaded: LoadedModel, ds: ImageDataset) -> ImageDataset:
+    """`ds` made for `loaded` as `resolve_inputs` makes data, its uint8 pixels kept (training
+    takes pixels / 255): fitted to the model's input (its metadata's spec, a note), one image
+    run through the model, the labels mapped to its classes (an image folder's by name; a
+    warning where a data set's classes are not the model's). A model whose metadata asks for
+    another scaling than pixels / 255 is refused: training does not apply it."""
+    spec = resolved(InputSpec(), spec_from_meta(loaded.meta, loaded.net))
+    if not is_default_scaling(spec):
+        raise SparsexbarError(f"model '{loaded.name}' takes pixels x {spec.scale:g} normalized "
+                              f"by mean {spec.mean} and std {spec.std} (its metadata), but "
+                              "fine-tuning feeds pixels / 255 without normalization")
+    if len(ds) == 0:
+        raise DataError(f"data set '{ds.name}' has no images")
+    images, _ = fit_to_spec(ds.images, spec, ds.name)
+    first, _ = prepare(images[:1], spec, InputSpec(), ds.name)
+    outputs = _probe(loaded, first, size_known=spec.size is not None)
+    labels, _, names = _model_labels(loaded, outputs, ds.labels, ds, ds.name, None)
+    classes = ds.classes if not ds.from_folders else (
+        names if names is not None else [str(i) for i in range(outputs)])
+    return ImageDataset(images, labels, list(classes), ds.name)
 
 
 def _probe(loaded: LoadedModel, images: Tensor, size_known: bool) -> int:
@@ -489,6 +589,19 @@ def simulate(
     root: str | Path | None = None,
 ) -> Result:
     """Run `model` on `data` through the accelerator `hw` with `scheme`; return the Result.
+
+    - `model`: an nn.Module, "default" (the shipped VGG-8), a shipped model's or zoo name, a
+      checkpoint path (.safetensors + .json), a torch.save'd module (.pt/.pth), an ONNX file,
+      or "module:factory" (a function of no arguments returning the module).
+    - `data`: "default" (the embedded Fashion-MNIST test split), a data set name
+      (fashion-mnist, cifar10, cifar100), an image folder, a torch Dataset or DataLoader, or
+      an (images, labels) pair of tensors.
+    - `hw`: a preset name, a YAML/JSON file, a HardwareConfig or a mapping of its sections;
+      `overrides`: dotted config keys set on it ({"ou.rows": 9}; text is read as --set's).
+    - `scheme`: a name with options as text ("comprrae:alpha=0.4", "sre+comprrae") or a
+      Scheme object (run as a copy).
+    - `limit`: simulate the first `limit` images (None: all); `batch_size`: images per batch;
+      `device`: "cpu", "cuda" or a torch.device.
 
     The data is made for the model first (`resolve_inputs`): `input_spec` says what the model
     takes where its checkpoint does not (an `InputSpec` or a mapping of its fields: channels,

@@ -45,6 +45,7 @@ from ..simulate import (
     CALIBRATION_IMAGES,
     calibration_read_limit,
     check_device,
+    dataset_for_model,
     resolve_inputs,
     simulate,
 )
@@ -229,6 +230,12 @@ ClassesOpt = Annotated[str | None, typer.Option(
     "checkpoint's).")]
 
 
+def _check_root(root: Path | None) -> None:
+    """Refuse a --root that is not a folder."""
+    if root is not None and not root.is_dir():
+        raise SparsexbarError(f"--root {root} is not a folder")
+
+
 @dataclass(frozen=True)
 class InputOptions:
     """What the model takes, from the command line (None: not given)."""
@@ -248,8 +255,7 @@ def _input_options(scale: str | None, normalize: str | None, size: int | None,
     mean, std = parse_normalize(normalize) if normalize is not None else (None, None)
     spec = InputSpec(channels=channels, size=size, fit=fit,
                      scale=parse_scale(scale) if scale is not None else None, mean=mean, std=std)
-    if root is not None and not root.is_dir():
-        raise SparsexbarError(f"--root {root} is not a folder")
+    _check_root(root)
     return InputOptions(spec, parse_classes(classes) if classes is not None else None, root)
 
 
@@ -653,8 +659,7 @@ def train(
     require_choice("--precision", precision, PRECISIONS)
     weights = _weight_format(weights, half)
     check_out_stem(out, CHECKPOINT_FILES)
-    if root is not None and not root.is_dir():
-        raise SparsexbarError(f"--root {root} is not a folder")
+    _check_root(root)
     metrics = train_command(model, data, epochs, str(out), batch_size=batch_size, seed=seed,
                             limit=limit, lr=lr, input_size=input_size, precision=precision,
                             root=root, weights=weights, width=width)
@@ -690,8 +695,9 @@ def bench(
 STUDIES: dict[str, StudySpec] = {**studies(), all_study.STUDY.name: all_study.STUDY}
 CALIBRATIONS: dict[str, CalibrationSpec] = calibrations()
 CALIBRATION_DATA_HELP = ("'default': the first images of the Fashion-MNIST train split (the "
-                         "studies test on the embedded test file); else a data set name whose "
-                         "train split is used.")
+                         "studies test on the embedded test file); else a data set name (its "
+                         "files in --root) or a folder, whose train split is used, fitted to "
+                         "the model as `run` fits data.")
 
 
 def _named_group(kind: str, known: Callable[[], list[str]]) -> type[TyperGroup]:
@@ -736,7 +742,7 @@ def _command(spec: StudySpec | CalibrationSpec, out: Path, data: bool) -> Callab
         _parameter("model", ModelOpt, defaults["model"]),
         *([_parameter("data", Annotated[str, typer.Option("--data", callback=_given,
                                                           help=CALIBRATION_DATA_HELP)],
-                      defaults["data"])] if data else []),
+                      defaults["data"]), _parameter("root", RootOpt, None)] if data else []),
         _parameter("hw", HwOpt, defaults["hw"]),
         _parameter("set_", SetOpt, None),
         _parameter("batch_size", BatchOpt, defaults["batch_size"]),
@@ -749,6 +755,7 @@ def _command(spec: StudySpec | CalibrationSpec, out: Path, data: bool) -> Callab
         overrides = parse_overrides(values["set_"])
         load_config(values["hw"], overrides)  # a bad config: refused before any work
         check_device(values["device"])
+        _check_root(values.get("root"))
         if study:
             check_out_dir(values["out"])
         else:
@@ -757,7 +764,7 @@ def _command(spec: StudySpec | CalibrationSpec, out: Path, data: bool) -> Callab
         args = RunArgs(out=values["out"], model=values["model"], hw=values["hw"],
                        overrides=overrides, batch_size=values["batch_size"],
                        device=values["device"], progress=console.print,
-                       data=values.get("data", "default"))
+                       data=values.get("data", "default"), root=values.get("root"))
         console.print(spec.run(args, **checked))
 
     params = [*common, *own]
@@ -859,12 +866,11 @@ def prune(
     if out.name.endswith(".sparsity.md"):  # the table's own name: its stem, as for the others
         out = out.with_name(out.name.removesuffix(".sparsity.md"))
     check_out_stem(out, CHECKPOINT_FILES + (".sparsity.md",))
-    if root is not None and not root.is_dir():
-        raise SparsexbarError(f"--root {root} is not a folder")
+    _check_root(root)
     res = prune_command(model, data, config, sparsity, method, steps, epochs, out, lr=lr,
                         limit=limit, seed=seed, tune_split=split, k=k, max_patterns=patterns,
                         half=half, final_epochs=final_epochs, precision=precision, root=root,
-                        weights=weights, tune_images=tune_images)
+                        weights=weights, tune_images=tune_images, prepare=dataset_for_model)
     typer.echo(res["markdown"].rstrip())
     typer.echo(f"top-1 {res['top1_before']:.4f} -> {res['top1_after']:.4f}; wrote "
                f"{res['checkpoint']}, {res['meta_path']}, {res['table_path']}")

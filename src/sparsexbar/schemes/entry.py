@@ -97,6 +97,7 @@ class RunArgs:
     device: str
     progress: Callable[[str], None]
     data: str = "default"
+    root: Path | None = None  # where a named data set's files are (calibrations)
 
 
 @dataclass(frozen=True)

@@ -21,16 +21,18 @@ import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
 
 from ..core.config import HardwareConfig, load_config
+from ..core.errors import SparsexbarError
 from ..core.frontend import QuantizedModel, quantize_model
 from ..schemes.options import Option, count
-from ..simulate import resolve_data
-from ..training.data import ImageDataset, fashion_mnist, fit_images, load_dataset
+from ..simulate import resolve_inputs
+from ..training.data import KNOWN_DATASETS, ImageDataset, fashion_mnist, fit_images
 from ..training.models import load_model
 from ..training.train import NibbleExecutor
 
@@ -185,20 +187,23 @@ def study_setup(model: Any, hw: str | HardwareConfig, overrides: dict[str, Any] 
 
 
 def calibration_setup(model: Any, data: str, hw: str | HardwareConfig,
-                      overrides: Mapping[str, Any] | None, images: int
+                      overrides: Mapping[str, Any] | None, images: int,
+                      root: str | Path | None = None
                       ) -> tuple[HardwareConfig, QuantizedModel, Tensor, Tensor]:
     """A calibration's hardware, images and labels ('default': the first images of the
-    Fashion-MNIST train split, which the studies do not test on; else the named data set's
-    train split) and the model quantized on the first 256 of them."""
+    Fashion-MNIST train split, which the studies do not test on; else the train split of the
+    named data set, whose files are in `root`, or of the folder, made for the model as `run`
+    makes data: `resolve_inputs`) and the model quantized on the first 256 of them."""
     config = load_config(hw, dict(overrides or {}))
     if data == "default":
+        if root is not None:
+            raise SparsexbarError(f"--root applies to a named data set, not to the default "
+                                  f"data (give --data {' or '.join(KNOWN_DATASETS[:2])})")
         loaded = load_model(model)
         x, y = fmnist_split("calibration", images, model_input_size(loaded.meta))
     else:
-        batches = resolve_data(load_dataset(data, "train"), images)
+        loaded, batches = resolve_inputs(model, data, images, root=root, split="train")
         x, y = batches.images, batches.labels
-        loaded = load_model(model, int(x.shape[1]), max(int(y.max()) + 1, 10),
-                            int(x.shape[-1]))
     qmodel = quantize_model(loaded.net, x[:QUANTIZATION_IMAGES], config.numbers.weight_bits,
                             config.numbers.input_bits)
     return config, qmodel, x, y

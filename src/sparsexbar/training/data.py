@@ -391,7 +391,14 @@ def fashion_mnist(split: str = "test", root: str | Path | None = None,
     for folder in dirs:
         pair = _find_idx_pair(folder, split)
         if pair is not None:
+            if pair[0].suffix == ".gz" and pair[0].with_suffix("").is_file():
+                note(f"{folder} holds {pair[0].with_suffix('').name} both gzipped and raw: "
+                     f"reading {pair[0].name} and {pair[1].name}")
             images, labels = load_idx(*pair, limit=limit)
+            count = len(FASHION_MNIST_CLASSES)
+            if len(labels) and int(labels.max()) >= count:  # unsigned bytes: never below 0
+                raise DataError(f"Fashion-MNIST labels outside [0, {count}) in {pair[1]}: "
+                                f"found {int(labels.max())} (a corrupt or foreign file)")
             return ImageDataset(images, labels, list(FASHION_MNIST_CLASSES), "fashion-mnist")
     searched = ", ".join(str(d) for d in dirs)
     raise DataError(f"Fashion-MNIST {split} split not found (searched {searched}); install "
@@ -473,7 +480,16 @@ class _CifarUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str) -> object:
         if (module, name) in self._ALLOWED:
             return super().find_class(module, name)
+        if (module, name) in (("__builtin__", "bytes"), ("builtins", "bytes")):
+            return _empty_bytes  # how protocol 2 pickles b"" (an empty array's buffer)
         raise pickle.UnpicklingError(f"forbidden global {module}.{name}")
+
+
+def _empty_bytes(*args: object) -> bytes:
+    """bytes() as a CIFAR pickle may call it: with no arguments only (b"")."""
+    if args:
+        raise pickle.UnpicklingError("forbidden call bytes(...) with arguments")
+    return b""
 
 
 def _unpickle(path: Path) -> dict[bytes, object]:
@@ -504,6 +520,8 @@ def _cifar_batch(path: Path, label_key: bytes) -> tuple[np.ndarray, np.ndarray]:
                         f"{data.shape}")
     if labels.ndim != 1 or labels.shape[0] != data.shape[0]:
         raise DataError(f"{path}: {data.shape[0]} images but labels of shape {labels.shape}")
+    if data.shape[0] == 0:
+        raise DataError(f"{path} holds no images")
     if not np.issubdtype(labels.dtype, np.integer):
         raise DataError(f"{path}: labels must be integers, got {labels.dtype}")
     return data.reshape(-1, 3, 32, 32), labels.astype(np.int64)
@@ -517,8 +535,37 @@ def _cifar_folder(name: str, root: str | Path) -> Path:
     for cand in (root, root / folder_name):
         if (cand / marker).is_file():
             return cand
+    _refuse_cifar_binary(root)
     raise DataError(f"{name} not found in {root} (expected {marker} there or in "
                     f"{root / folder_name}); download_cifar() can fetch it")
+
+
+# The CIFAR "binary version" (records of label bytes + 3072 pixels): folder, test file.
+CIFAR_BINARY = {"cifar10": ("cifar-10-batches-bin", "test_batch.bin"),
+                "cifar100": ("cifar-100-binary", "test.bin")}
+
+
+def _refuse_cifar_binary(folder: Path) -> None:
+    """Refuse a folder holding the CIFAR binary version (or its extracted folder), naming the
+    python version that is read instead."""
+    for name, (binary, marker) in CIFAR_BINARY.items():
+        if (folder / marker).is_file() or (folder / binary / marker).is_file():
+            archive = CIFAR_ARCHIVES[name][0].rsplit("/", 1)[1]
+            raise DataError(f"{folder} holds the {name} binary version ({marker}), which is not "
+                            f"supported: use the python version ({archive}, extracted to "
+                            f"{CIFAR_ARCHIVES[name][2]}; download_cifar() fetches it)")
+
+
+def _refuse_idx_folder(folder: Path) -> None:
+    """Refuse a folder of IDX files read as an image folder, saying how to name it."""
+    try:
+        idx = any(p.name.endswith(("-idx3-ubyte", "-idx3-ubyte.gz")) for p in folder.iterdir())
+    except OSError:
+        return  # image_folder names what cannot be read
+    if idx:
+        raise DataError(f"{folder} holds IDX files, not an image folder: give it as the root "
+                        f"of the named data set, --data fashion-mnist --root {folder} (Python: "
+                        f"load_dataset('fashion-mnist', root=...))")
 
 
 def _class_names(meta_path: Path, key: bytes, count: int) -> list[str]:
@@ -747,7 +794,8 @@ def load_dataset(name_or_path: str | Path, split: str = "test", root: str | Path
     as an image folder.
 
     ``root`` is where the named data set's files are (needed for CIFAR); ``download_dir`` is
-    one more folder searched (files fetched earlier by a ``download_*`` function). For an image
+    one more folder searched (files fetched earlier by a ``download_*`` function), never in
+    place of a ``root`` given: an explicit root is the one read, or refused. For an image
     folder, ``split`` selects ``<path>/<split>`` when that sub-folder exists, and images are
     resized to ``size`` with ``channels`` channels. ``limit``: the first ``limit`` images
     only (Fashion-MNIST reads no more of its files than those; the others are cut after
@@ -767,17 +815,14 @@ def _load_other(key: str, norm: str, split: str, root: str | Path | None,
     """`load_dataset` for CIFAR-10/100 (by name or folder) and image folders."""
     if norm in ("cifar10", "cifar-10", "cifar100", "cifar-100"):
         cname = norm.replace("-", "")
-        candidates = [r for r in (root, download_dir) if r is not None]
-        if not candidates:
+        # a root given explicitly is the one read (as for Fashion-MNIST): falling back to
+        # download_dir would run on other data than the caller named
+        folder = root if root is not None else download_dir
+        if folder is None:
             raise DataError(f"{cname} needs root=<folder with "
                             f"{CIFAR_ARCHIVES[cname][2]}> (CLI: --root; a sweep file: "
                             "data: <that folder>; download_cifar() can fetch it)")
-        for cand in candidates[:-1]:
-            try:
-                return cifar(cname, split, cand)
-            except DataError:
-                continue
-        return cifar(cname, split, candidates[-1])
+        return cifar(cname, split, folder)
     path = Path(key)
     if path.is_dir():
         for cname in ("cifar10", "cifar100"):
@@ -787,6 +832,8 @@ def _load_other(key: str, norm: str, split: str, root: str | Path | None,
                 continue
             return cifar(cname, split, path)
         folder = path / split if (path / split).is_dir() else path
+        _refuse_cifar_binary(folder)
+        _refuse_idx_folder(folder)
         return image_folder(folder, size=size, channels=channels, name=path.name)
     raise DataError(f"unknown data set {key!r}: not a folder and not one of "
                     f"{', '.join(KNOWN_DATASETS)}")

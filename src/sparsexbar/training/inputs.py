@@ -53,6 +53,13 @@ KNOWN_CLASSES: dict[str, list[str]] = {
 
 MAX_INPUT_CHANNELS = 1024  # input channels and image size an InputSpec may ask for
 MAX_INPUT_SIZE = 4096
+# Labels are class indices below this: a larger one (a stray value, not a class) would size a
+# zoo model's classifier (ImageNet-21k has 21,841 classes).
+MAX_CLASSES = 32768
+# Float images beyond this range, for a model taking inputs in [0, 1], give a warning.
+FLOAT_RANGE = (-0.5, 1.5)
+# How the model's class names are given, where each entry point takes them.
+CLASSES_GIVEN = "the model's classes (--classes; a sweep file: classes:; Python: classes=)"
 
 
 @dataclass(frozen=True)
@@ -293,10 +300,9 @@ class InputRecord:
                 "labels": self.labels}
 
 
-def prepare(images: Tensor, spec: InputSpec, given: InputSpec, name: str) -> tuple[Tensor, str]:
-    """`images` (uint8 pixels or float inputs, (N, C, H, W)) fitted to `spec` and turned into
-    the model's float32 inputs; also the fit in words ('' when none). `given` is what the
-    user said explicitly: a scale or normalization for float images is refused."""
+def fit_to_spec(images: Tensor, spec: InputSpec, name: str) -> tuple[Tensor, str]:
+    """`images` (N, C, H, W) fitted to the spec's channels and size (uint8 stays uint8), one
+    note saying how; also the fit in words ('' when none)."""
     if images.dim() != 4:
         raise SparsexbarError(f"data set '{name}': images must be (N, C, H, W), got shape "
                               f"{tuple(images.shape)}")
@@ -308,6 +314,33 @@ def prepare(images: Tensor, spec: InputSpec, given: InputSpec, name: str) -> tup
         images = fit_images(images, channels, size, spec.fit or "auto")
         shape = "x".join(str(int(d)) for d in images.shape[1:])
         note(f"images of '{name}' fitted to the model's input {shape}: {fitted}")
+    return images, fitted
+
+
+def is_default_scaling(spec: InputSpec) -> bool:
+    """Whether the spec's model takes inputs in [0, 1]: pixel / 255, no normalization."""
+    return spec.scale == PIXEL_SCALE and spec.mean == (0.0,) and spec.std == (1.0,)
+
+
+def warn_float_range(images: Tensor, spec: InputSpec, name: str) -> None:
+    """Warn when float images, used as the model's inputs as they are, lie clearly outside
+    [0, 1] (below -0.5 or above 1.5: 0..255 values cast to float, most often) while the spec
+    says the model takes inputs in [0, 1]."""
+    if not images.is_floating_point() or not is_default_scaling(spec) or images.numel() == 0:
+        return
+    lo, hi = float(images.min()), float(images.max())
+    if lo < FLOAT_RANGE[0] or hi > FLOAT_RANGE[1]:
+        warn(f"data set '{name}' holds float images spanning {lo:g}..{hi:g}, used as the "
+             "model's inputs as they are, but the model takes inputs in [0, 1] (pixels / 255, "
+             "no normalization): divide 0..255 values by 255 or give uint8 pixels; if they "
+             "are already its inputs (normalized), ignore this")
+
+
+def prepare(images: Tensor, spec: InputSpec, given: InputSpec, name: str) -> tuple[Tensor, str]:
+    """`images` (uint8 pixels or float inputs, (N, C, H, W)) fitted to `spec` and turned into
+    the model's float32 inputs; also the fit in words ('' when none). `given` is what the
+    user said explicitly: a scale or normalization for float images is refused."""
+    images, fitted = fit_to_spec(images, spec, name)
     if images.dtype == torch.uint8:
         scale = spec.scale if spec.scale is not None else PIXEL_SCALE
         # / 255 exactly as ImageDataset.to_float and training do (x * (1/255) can differ
@@ -375,7 +408,7 @@ def map_labels(ds: ImageDataset, classes: Sequence[str] | None, outputs: int) ->
             else:
                 raise SparsexbarError(f"image folder class '{folder}' of '{ds.name}' is not one "
                                       f"of the model's classes ({_short(classes, 12)}); "
-                                      "rename the folder or give --classes")
+                                      f"rename the folder or give {CLASSES_GIVEN}")
         how = ("folder names -> the model's class names" if by_name
                else "folder numbers -> output indices")
     elif all(f.isdigit() for f in folders):
@@ -394,8 +427,7 @@ def map_labels(ds: ImageDataset, classes: Sequence[str] | None, outputs: int) ->
         raise SparsexbarError(
             f"image folder '{ds.name}' has {len(folders)} class folders "
             f"({_short(folders)}) but the model has {outputs} outputs and no class names: name "
-            f"the folders by output index (0..{outputs - 1}) or give the model's classes "
-            "(--classes)")
+            f"the folders by output index (0..{outputs - 1}) or give {CLASSES_GIVEN}")
     lookup = torch.tensor(target, dtype=torch.int64)
     return lookup[ds.labels], how
 

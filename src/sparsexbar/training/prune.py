@@ -41,7 +41,8 @@ from .checkpoint import (
     round_model_weights,
     save_checkpoint,
 )
-from .data import load_dataset
+from .data import ImageDataset, load_dataset
+from .models import LoadedModel
 from .shipped import find_shipped, load_shipped, shipped_names
 from .torch_files import is_torch_file
 from .train import evaluate, fine_tune, quantized_top1
@@ -202,7 +203,9 @@ def prune_command(model_spec: str, data_name: str, hw: HardwareConfig, sparsity:
                   max_patterns: int | Sequence[int] = 8, half: bool = False,
                   final_epochs: int = 0, precision: str = "fp32",
                   root: str | Path | None = None, weights: str | None = None,
-                  tune_images: int | None = None) -> dict[str, Any]:
+                  tune_images: int | None = None, *,
+                  prepare: Callable[[LoadedModel, ImageDataset], ImageDataset]
+                  ) -> dict[str, Any]:
     """Everything behind ``sparsexbar prune``: load a checkpoint (or the shipped model), prune
     and fine-tune on split `tune_split` (train; "test" only for smoke runs), evaluate on the
     test split, write the checkpoint (``<out>.safetensors`` + ``.json``, the table in its
@@ -214,8 +217,11 @@ def prune_command(model_spec: str, data_name: str, hw: HardwareConfig, sparsity:
     file holds (float top-1 and the 8-bit integer-quantized network's). `model_spec`: a
     checkpoint or a shipped model's name (`vgg16-fmnist`).
     `root`: where the data set's files are (cifar10). `tune_images`: fine-tune on the first N
-    images of the split only (the test split stays whole, unlike `limit`). The target
-    sparsity, steps and epochs are checked before anything is loaded.
+    images of the split only (the test split stays whole, unlike `limit`). `prepare`: makes a
+    split's data for the model as a run makes it (`simulate.dataset_for_model`: fitted to its
+    input, labels mapped to its classes, one image probed), given by the caller since
+    simulate sits above training. The target sparsity, steps and epochs are checked before
+    anything is loaded.
     """
     if not 0.0 <= sparsity < 1.0:  # `not` also catches NaN
         raise SparsexbarError(f"--sparsity must be in [0, 1), got {sparsity}")
@@ -246,21 +252,17 @@ def prune_command(model_spec: str, data_name: str, hw: HardwareConfig, sparsity:
                 "pruning needs its metadata: the data set and architecture)")
         model, meta = load_checkpoint(model_spec)
     name = data_name if data_name != "default" else str(meta.get("dataset") or "fashion-mnist")
-    train_ds = load_dataset(name, tune_split, root=root)
-    test_ds = load_dataset(name, "test", root=root)
-    if limit is not None:
-        if limit < 1:
-            raise SparsexbarError(f"--limit must be >= 1, got {limit}")
-        train_ds, test_ds = train_ds.subset(0, limit), test_ds.subset(0, limit)
-    if tune_images is not None:
-        if tune_images < 1:
-            raise SparsexbarError(f"--tune-images must be >= 1, got {tune_images}")
-        train_ds = train_ds.subset(0, min(tune_images, len(train_ds)))
-    kwargs = meta.get("arch_kwargs", {})
-    if "input_size" in kwargs:  # data fitted as the model was trained (28 -> 32: zero padding)
-        channels = int(kwargs.get("in_channels", train_ds.shape[0]))
-        train_ds = train_ds.fitted(channels, int(kwargs["input_size"]))
-        test_ds = test_ds.fitted(channels, int(kwargs["input_size"]))
+    if limit is not None and limit < 1:
+        raise SparsexbarError(f"--limit must be >= 1, got {limit}")
+    if tune_images is not None and tune_images < 1:
+        raise SparsexbarError(f"--tune-images must be >= 1, got {tune_images}")
+    tune = min(n for n in (limit, tune_images) if n is not None) if (
+        limit is not None or tune_images is not None) else None
+    # the data made for the model as `run` makes it: fitted to its input (28 -> 32: zero
+    # padding), an image folder's labels mapped to its classes by name, one image probed
+    loaded = LoadedModel(model.eval(), model_spec, meta)
+    train_ds = prepare(loaded, load_dataset(name, tune_split, root=root, limit=tune))
+    test_ds = prepare(loaded, load_dataset(name, "test", root=root, limit=limit))
     log = (lambda line: print(line, flush=True)) if progress else None
     before = evaluate(model, test_ds)
     start = time.perf_counter()

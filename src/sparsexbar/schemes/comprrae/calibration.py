@@ -284,7 +284,7 @@ def _calibrate(args: RunArgs, images: int, budget: float, candidates: str | None
                                   f"{' and <= 1 for beta' if estimator == 'beta' else ''}, "
                                   f"got '{candidates}'")
     config, qmodel, x, y = calibration_setup(args.model, args.data, args.hw, args.overrides,
-                                             images)
+                                             images, args.root)
     cal = calibrate_comprrae(qmodel, config, x, y, budget, estimator, values, criterion,
                              args.batch_size, args.device, progress=args.progress,
                              bounds=bounds)

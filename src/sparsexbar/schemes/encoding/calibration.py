@@ -235,7 +235,7 @@ def _calibrate(args: RunArgs, scheme: str, budget: float, images: int, min_bits:
     `args.out`."""
     base = parse_scheme(scheme)
     config, qmodel, x, y = calibration_setup(args.model, args.data, args.hw, args.overrides,
-                                             images)
+                                             images, args.root)
     saved: dict[str, Any] = {}
     if precision:
         chosen, p_top1, p_trials = calibrate_precision(

@@ -1,6 +1,6 @@
 """The noisy path's per-conversion work (`noise.noisy_adc`), eager passes against the compiled
 loop (`core/engine/native.py`; part 14's files measured the `torch.compile` kernel it
-replaced), in ns per conversion on slices of the engine's shapes (issue 18, parts 14, 19).
+replaced), in ns per conversion on slices of the engine's shapes (issue 18, parts 14, 18).
 
 One slice: `rows` OU slots x `k` columns of float32 partial sums (non-negative, up to 45),
 their slots' int32 keys and accumulated-deviation standard deviations, read noise 0.02, a
@@ -9,8 +9,8 @@ after a warm-up call (the first compiled call builds or loads the loop: timed ap
 `first_call_s`), one
 thread unless `--threads`.
 
-    .venv/bin/python benchmarks/noisy_head.py --json docs/results/bench/noisy_head19.json
-    .venv/bin/python benchmarks/noisy_head.py --table docs/results/bench/noisy_head19.json
+    .venv/bin/python benchmarks/noisy_head.py --json docs/results/bench/noisy_head18.json
+    .venv/bin/python benchmarks/noisy_head.py --table docs/results/bench/noisy_head18.json
 """
 
 from __future__ import annotations
@@ -82,8 +82,8 @@ def markdown(rows: list[dict[str, Any]]) -> str:
                      f"{r['compiled_ns'] / r['eager_ns']:.2f} | "
                      f"{'yes' if r['equal'] else 'NO'} |")
     lines.append(f"\nbest of {rows[0]['repeats']}, {rows[0]['threads']} thread(s); first "
-                 "compiled call (building or loading the loop) "
-                 f"{max(r['first_call_s'] for r in rows):.1f} s at most")
+                 f"compiled call (compiling) {max(r['first_call_s'] for r in rows):.1f} s "
+                 "at most")
     return "\n".join(lines)
 
 

@@ -7,9 +7,9 @@ the search for the conversions to refine). `sx_noisy_head` does it in one loop o
 a slot's columns that stay in the L1 cache: it reads each partial sum once, writes its code,
 and appends the flat index of each conversion whose bucket cannot decide its code (the
 refinements, `noise.Refinements`, run as before). Measured in docs/benchmarks.md (issue 18,
-part 19): 2-3x faster than the eager passes and than the `torch.compile` kernel it replaces
-on this project's CPU, which generated a generic gather and int64 index arithmetic per
-conversion.
+part 18, this project's AVX2 CPU): a slice's whole `noisy_adc` call 0.63-0.78x the eager
+passes' time, where the `torch.compile` kernel it replaces took 1.23-1.86x (a generic gather
+and int64 index arithmetic per conversion).
 
 Same codes as the eager passes (tests/test_noise.py compares them code for code): the same
 hash, buckets and float32 operations in the same order; only the check's left side

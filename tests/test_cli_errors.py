@@ -439,3 +439,71 @@ def test_run_happy_path(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> N
     lines = (out / "layers.csv").read_text().splitlines()
     assert len(lines) == 1 + len(result["layers"]) == 4
     assert sorted(p.name for p in out.iterdir()) == ["layers.csv", "result.json"]
+
+
+@pytest.mark.parametrize(("args", "names"), [
+    ((), ("sparsexbar needs a command: one of run, compare",)),
+    (("reproduce",), ("sparsexbar reproduce needs a command: one of sre, pattern",)),
+    (("calibrate",), ("sparsexbar calibrate needs a command: one of comprrae, encoding",)),
+])
+def test_a_group_without_its_command_names_the_commands(capsys: pytest.CaptureFixture[str],
+                                                        args: tuple[str, ...],
+                                                        names: tuple[str, ...]) -> None:
+    """A group run bare prints its help (stdout) and one line naming its commands (it printed
+    'sparsexbar: error: ' with nothing after it); hidden aliases are not offered."""
+    code, out, err = cli(capsys, *args)
+    line = assert_one_line_error(code, err, *names)
+    assert "Usage" in out and "calibrate-comprrae" not in line
+
+
+def test_an_out_where_no_file_can_be_made_says_so(capsys: pytest.CaptureFixture[str]) -> None:
+    """/proc exists but takes no new file: the line says that, not that /proc is missing."""
+    code, _, err = cli(capsys, "run", "--limit", "2", "--out", "/proc/sparsexbar-x")
+    assert_one_line_error(code, err, "--out /proc/sparsexbar-x cannot be written",
+                          "no file can be created in /proc")
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    from sparsexbar import __version__
+
+    code, out, err = cli(capsys, "--version")
+    assert (code, out.strip(), err) == (0, f"sparsexbar {__version__}", "")
+
+
+def test_the_title_names_overridden_hardware(capsys: pytest.CaptureFixture[str],
+                                            tmp_path: Path) -> None:
+    """A preset with overrides is named with them in the titles; the same preset without
+    overrides by its name alone."""
+    code, out, err = cli(capsys, "run", "--limit", "3", "--set", "ou.rows=9", "--set",
+                         "ou.cols=8", "--out", str(tmp_path / "a"))
+    assert code == 0 and err == "", err
+    assert "hardware isaac with ou.rows=9, ou.cols=8" in out
+    code, out, err = cli(capsys, "run", "--limit", "3", "--out", str(tmp_path / "b"))
+    assert code == 0 and "- isaac (3 images)" in out and "isaac with" not in out
+
+
+def test_hardware_label() -> None:
+    from sparsexbar.app.report import hardware_label
+
+    hw = preset("isaac").to_dict()
+    assert hardware_label(hw) == "isaac"
+    hw["adc"]["bits"] = 5
+    hw["device"]["seed"] = 3
+    assert hardware_label(hw) == "isaac with adc.bits=5, device.seed=3"
+    hw["name"] = "mine"
+    assert hardware_label(hw) == "mine"
+
+
+def test_a_limit_above_the_data_notes_it() -> None:
+    """A limit larger than the data runs all of it, with a note (it ran silently)."""
+    import torch
+
+    import sparsexbar
+    from sparsexbar.core.errors import SparsexbarNote
+    from tests import nets
+
+    x = nets.random_images(4, 1, 8, seed=1)
+    y = torch.tensor([0, 1, 2, 3])
+    with pytest.warns(SparsexbarNote, match="the limit 10 is above the 4 images"):
+        res = sparsexbar.simulate(nets.tiny_cnn(), (x, y), limit=10)
+    assert res.to_json()["num_images"] == 4

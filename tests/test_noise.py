@@ -320,6 +320,20 @@ def test_conversion_buckets_are_the_bucket_indices_entries() -> None:
     assert torch.equal(shift, (torch.arange(k, dtype=torch.int32) % 2) * 16)
 
 
+def test_the_loop_is_loaded_only_from_a_folder_only_this_user_can_write(tmp_path: Path) -> None:
+    """A library planted in a folder others may write into is never loaded: the loop is built
+    in a fresh private folder instead; a private folder is used and reused."""
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    lib = native.build(folder=shared)
+    assert not list(shared.glob("*.so")) and shared.resolve() not in Path(lib._name).parents
+    own = tmp_path / "own"
+    first = native.build(folder=own)
+    assert Path(first._name).parent == own and (own.stat().st_mode & 0o777) == 0o700
+    assert native.build(folder=own)._name == first._name
+
+
 def test_a_compiler_failure_falls_back_to_the_eager_path(monkeypatch: pytest.MonkeyPatch,
                                                          tmp_path: Path) -> None:
     """With no working C compiler, building the loop raises naming the compiler and its

@@ -79,7 +79,11 @@ class Batches:
         return int(self.images.shape[0])
 
     def first(self, limit: int | None) -> Batches:
-        """The first `limit` images (all with None)."""
+        """The first `limit` images (all with None; all, with a note, where the data holds
+        fewer)."""
+        if limit is not None and limit > len(self):
+            note(f"the limit {limit} is above the {len(self)} images of '{self.name}': all of "
+                 "them run")
         if limit is None or limit >= len(self):
             return self
         return Batches(self.name, self.images[:limit], self.labels[:limit], self.input)

@@ -24,6 +24,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from typer.core import TyperGroup
 
+from .. import __version__
 from ..core.config import PRESET_BUILDERS, load_config, preset, preset_names
 from ..core.errors import SparsexbarError, SparsexbarNote, SparsexbarWarning, require_choice
 from ..core.frontend import quantize_model
@@ -259,6 +260,13 @@ def _input_options(scale: str | None, normalize: str | None, size: int | None,
     return InputOptions(spec, parse_classes(classes) if classes is not None else None, root)
 
 
+def _print_version(value: bool) -> None:
+    """`--version`: the package's version, then exit 0."""
+    if value:
+        typer.echo(f"sparsexbar {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
 def _root(
     ctx: typer.Context,
@@ -268,6 +276,9 @@ def _root(
              "core). On a shared machine give the free cores: OpenMP threads beside another "
              "busy process spin-wait, measured ~10x the CPU time on 2 cores "
              "(docs/benchmarks.md).")] = None,
+    version: Annotated[bool, typer.Option(
+        "--version", is_eager=True, callback=_print_version,
+        help="Print sparsexbar's version and exit.")] = False,
 ) -> None:
     """Bit-accurate simulator of sparsity-exploiting RRAM crossbar accelerators."""
     if threads is not None:
@@ -293,7 +304,8 @@ def parse_overrides(items: list[str] | None) -> dict[str, str]:
 
 
 class _Bar:
-    """A rich progress bar over images, usable as simulate()'s progress callback."""
+    """A rich progress bar over images, usable as simulate()'s progress callback; shown
+    from the first image on (a run refused before it leaves no empty bar)."""
 
     def __init__(self, label: str, console: Console) -> None:
         self.progress = Progress(TextColumn("{task.description}"), BarColumn(),
@@ -304,14 +316,15 @@ class _Bar:
 
     def __enter__(self) -> _Bar:
         _flush_notes()  # the checks are done: what they noted is shown before the work
-        self.progress.__enter__()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.progress.__exit__(None, None, None)
+        if self.task is not None:  # started by the first image: a run refused before has none
+            self.progress.stop()
 
     def __call__(self, done: int, total: int) -> None:
         if self.task is None:
+            self.progress.start()
             self.task = self.progress.add_task(self.label, total=total)
         self.progress.update(self.task, completed=done)
 
@@ -371,9 +384,10 @@ def _run_schemes(model: str, data: str, hw: str, schemes: list[str], overrides: 
                             config.numbers.weight_bits, config.numbers.input_bits)
     results: list[Result] = []
     failed: dict[str, str] = {}
+    width = max(len(name) for name in schemes)  # the bars in line
     for name, label in zip(schemes, labels, strict=True):
         try:
-            with _Bar(f"{name:>10}", console) as bar:
+            with _Bar(f"{name:>{width}}", console) as bar:
                 res = simulate(loaded.net, batches, config, name, batch_size=batch_size,
                                device=device, progress=bar, qmodel=qmodel,
                                baseline_accuracy=results[0].accuracy if results else None)
@@ -669,7 +683,8 @@ def train(
 @app.command()
 def bench(
     model: Annotated[str, typer.Option(
-        "--model", help="Benchmark model: vgg8, vgg8-pattern (the demo's) or vgg16.")] = "vgg8",
+        "--model", help="Benchmark model: " + ", ".join(BENCH_MODELS) + " (vgg8-pattern: the "
+        "demo's; vgg16: random weights, shape only).")] = "vgg8",
     batch_size: BatchOpt = 64,
     repeats: Annotated[int, typer.Option(
         "--repeats", callback=_whole(1),
@@ -918,6 +933,7 @@ def sweep_command(
             _flush_notes()
             console.print(f"sweep {spec.name}: {report.total} points, {report.skipped} already "
                           f"in {target}, {report.to_run} to run ({backend})")
+            progress.start()  # here, not before: a sweep refused first leaves no empty bar
             task = progress.add_task("points", total=report.to_run)
         if row is not None and row["status"] != "ok":
             progress.console.print(f"failed {row['key'][:12]} ({row['model']}, "
@@ -927,9 +943,12 @@ def sweep_command(
                         description=f"ok {report.ok} failed {report.failed}"
                         + (f" crashed {len(report.crashed)}" if report.crashed else ""))
 
-    with progress:
+    try:
         report = run_sweep(spec, target, backend=backend, workers=workers, address=address,
                            device=device, progress=show)
+    finally:
+        if task is not None:
+            progress.stop()
     console.print(f"{report.ok} ok, {report.failed} failed (recorded), {report.skipped} skipped "
                   f"(already done), {len(report.crashed)} crashed in {report.wall_s:.1f} s; "
                   f"results in {target}/results; next: sparsexbar plot {target}")
@@ -1035,10 +1054,21 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as exc:
         # Usage errors of the (vendored) click layer carry exit_code 2 and format_message().
         if getattr(exc, "exit_code", None) == 2 and hasattr(exc, "format_message"):
-            _fail(" ".join(str(exc.format_message()).split()))
+            _fail(" ".join(str(exc.format_message()).split()) or _missing_command(exc))
         raise
     if isinstance(code, int) and code:
         sys.exit(code)
+
+
+def _missing_command(exc: Exception) -> str:
+    """The line for a group run without its command (click printed the group's help and
+    raised an error with no message): which commands it takes."""
+    ctx = getattr(exc, "ctx", None)
+    group: Any = getattr(ctx, "command", None)
+    names = [n for n in group.list_commands(ctx) if not getattr(
+        group.get_command(ctx, n), "hidden", False)] if hasattr(group, "list_commands") else []
+    path = getattr(ctx, "command_path", "sparsexbar")
+    return f"{path} needs a command" + (f": one of {', '.join(names)}" if names else "")
 
 
 _TERMINATED: list[bool] = []  # set by the SIGTERM handler of this process's command

@@ -31,8 +31,9 @@ def _check_writable_from(path: Path, flag: str) -> None:
         with tempfile.TemporaryFile(dir=base):
             pass
     except OSError as exc:
-        raise SparsexbarError(f"{flag} {path} cannot be written ({base}: "
-                              f"{exc.strerror or exc})") from None
+        # the error is creating a file in `base` (on /proc: ENOENT, though /proc exists)
+        raise SparsexbarError(f"{flag} {path} cannot be written: no file can be created in "
+                              f"{base} ({exc.strerror or exc})") from None
 
 
 def check_out_dir(path: str | Path, flag: str = "--out", files: Iterable[str] = ()) -> Path:

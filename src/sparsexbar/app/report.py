@@ -18,6 +18,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from ..core.config import preset, preset_names
 from ..core.cost import AREA_COMPONENTS, ENERGY_COMPONENTS
 from ..core.events import Events
 from ..core.io import atomic_write_bytes, atomic_write_text
@@ -97,7 +98,7 @@ def _si(value: float, unit: str) -> str:
 
 def layer_table(result: dict[str, Any]) -> Table:
     t = Table(title=f"{result['model']} on {result['dataset']} - scheme {result['scheme']['name']}"
-              f" - {result['hardware']['name']} ({result['num_images']} images)")
+              f" - {hardware_label(result['hardware'])} ({result['num_images']} images)")
     # events, cycles and energy are the run's totals over its images (the title says how
     # many); the summary table below gives energy and latency per image
     for col in ("layer", "rows x cols", "arrays", "OU act.", "ADC conv.", "cycles",
@@ -150,6 +151,29 @@ def summary_row(result: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _flat(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A nested config dict as {dotted key: value}."""
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, Mapping):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def hardware_label(hardware: Mapping[str, Any]) -> str:
+    """The hardware's name, followed by the settings that differ from the preset of that
+    name ('isaac with ou.rows=9, ou.cols=8'): an overridden preset keeps its name."""
+    name = str(hardware.get("name", "custom"))
+    if name not in preset_names():
+        return name
+    base, got = _flat(preset(name).to_dict()), _flat(hardware)
+    changed = [f"{key}={value}" for key, value in got.items()
+               if key != "name" and key in base and value != base[key]]
+    return f"{name} with {', '.join(changed)}" if changed else name
+
+
 def overrides_text(result: dict[str, Any]) -> str:
     """The config settings a run's scheme did not follow, in words ('' when none):
     'adc.bits 4..6 per layer, not 3 (...)'."""
@@ -163,7 +187,7 @@ def comparison_table(results: Sequence[dict[str, Any]],
     the caption says which and what it used; a scheme that did not run has a row saying so."""
     first = results[0]
     t = Table(title=f"{first['model']} on {first['dataset']} ({first['num_images']} images), "
-              f"hardware {first['hardware']['name']}")
+              f"hardware {hardware_label(first['hardware'])}")
     cols = ["scheme", "top-1 %", "OU act.", "ADC conv.", "energy/img", "latency/img", "img/s",
             "area", "speedup", "energy eff.", "arrays eff."]
     for c in cols:

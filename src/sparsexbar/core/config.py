@@ -897,7 +897,7 @@ def _ideal_small() -> dict[str, Any]:
 
 PRESET_BUILDERS = {
     "isaac": (_isaac, "ISAAC-like with OUs: 128x128, 2-bit cells, 1-bit DAC, OU 16x16, SAR "
-              "ADC 1.2 GS/s sized to need (adc.bits auto: 6 bits)"),
+              "ADC 1.2 GS/s sized to need (adc.bits auto: 5-6 bits per layer)"),
     "pattern-nvmsa": (
         _pattern_nvmsa,
         "Pattern-mapping paper: 512x512, 4-bit cells, OU 9x8, 8 ADCs (8 bit) per array, DAC 4 "

@@ -19,8 +19,9 @@ refined in one path and not in the other, and a refined code is the code every z
 bucket gives.
 
 Built with the machine's C compiler (`cc`, `gcc` or `clang`; `-O3 -march=native`, no
-contraction of multiply-adds) into a per-user folder of the system's temporary directory,
-named by a hash of the source, the flags and the CPU, and loaded with ctypes, which releases
+contraction of multiply-adds) into a per-user folder of the system's temporary directory
+(mode 0700; one others can write into is not used), named by a hash of the source, the flags
+and the CPU, and loaded with ctypes, which releases
 the GIL during the call (the engine's two image tasks run side by side). Where no compiler
 works, the eager passes run and one warning per process says why. CPU tensors only.
 """
@@ -133,8 +134,7 @@ def build(compilers: tuple[str, ...] = COMPILERS, folder: Path | None = None) ->
     found = [path for name in compilers if (path := shutil.which(name))]
     if not found:
         raise RuntimeError(f"no C compiler found (looked for {', '.join(compilers)})")
-    folder = folder or Path(tempfile.gettempdir()) / f"sparsexbar-{os.getuid()}"
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = _private(folder or Path(tempfile.gettempdir()) / f"sparsexbar-{os.getuid()}")
     errors = []
     for compiler in found:
         for flags in (FLAGS, PORTABLE_FLAGS):
@@ -151,6 +151,17 @@ def build(compilers: tuple[str, ...] = COMPILERS, folder: Path | None = None) ->
             lib.sx_noisy_head.restype = _I64
             return lib
     raise RuntimeError("; ".join(errors))
+
+
+def _private(folder: Path) -> Path:
+    """`folder`, made if missing (mode 0700), where only this user can write; else (another
+    user made it first in the shared temporary directory, or others may write into it, so a
+    library found there could be anyone's) a fresh private folder, used this once."""
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    st = folder.stat()
+    if st.st_uid != os.getuid() or st.st_mode & 0o022:
+        return Path(tempfile.mkdtemp(prefix="sparsexbar-"))
+    return folder
 
 
 def _compile(compiler: str, flags: tuple[str, ...], folder: Path, target: Path) -> str:

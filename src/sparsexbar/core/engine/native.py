@@ -21,9 +21,9 @@ bucket gives.
 Built with the machine's C compiler (`cc`, `gcc` or `clang`; `-O3 -march=native`, no
 contraction of multiply-adds) into a per-user folder of the system's temporary directory
 (mode 0700; one others can write into is not used), named by a hash of the source, the flags
-and the CPU, and loaded with ctypes, which releases
-the GIL during the call (the engine's two image tasks run side by side). Where no compiler
-works, the eager passes run and one warning per process says why. CPU tensors only.
+and the CPU, and loaded with ctypes, which releases the GIL during the call (the engine's two
+image tasks run side by side). Where no compiler works, the eager passes run and one warning
+per process says why. CPU tensors only.
 """
 
 from __future__ import annotations

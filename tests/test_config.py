@@ -22,6 +22,7 @@ from sparsexbar.core.config import (
     SignEncoding,
     Variation,
     describe_fields,
+    dotted,
     load_config,
     preset,
     preset_names,
@@ -31,14 +32,8 @@ from sparsexbar.core.cost import activation_timing
 from sparsexbar.core.errors import ConfigError, SparsexbarError
 
 
-def _leaves(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_leaves(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
+def _leaves(d: dict[str, Any]) -> dict[str, Any]:
+    return dotted(d)
 
 
 def _assert_same(a: HardwareConfig, b: HardwareConfig) -> None:

@@ -18,7 +18,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from ..core.config import preset, preset_names
+from ..core.config import dotted, preset, preset_names
 from ..core.cost import AREA_COMPONENTS, ENERGY_COMPONENTS
 from ..core.events import Events
 from ..core.io import atomic_write_bytes, atomic_write_text
@@ -151,24 +151,13 @@ def summary_row(result: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _flat(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """A nested config dict as {dotted key: value}."""
-    out: dict[str, Any] = {}
-    for key, value in tree.items():
-        if isinstance(value, Mapping):
-            out.update(_flat(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
-
-
 def hardware_label(hardware: Mapping[str, Any]) -> str:
     """The hardware's name, followed by the settings that differ from the preset of that
     name ('isaac with ou.rows=9, ou.cols=8'): an overridden preset keeps its name."""
     name = str(hardware.get("name", "custom"))
     if name not in preset_names():
         return name
-    base, got = _flat(preset(name).to_dict()), _flat(hardware)
+    base, got = dotted(preset(name).to_dict()), dotted(hardware)
     changed = [f"{key}={value}" for key, value in got.items()
                if key != "name" and key in base and value != base[key]]
     return f"{name} with {', '.join(changed)}" if changed else name

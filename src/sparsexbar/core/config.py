@@ -821,6 +821,17 @@ def load_yaml(text: str) -> Any:
     return yaml.load(text, Loader=YamlLoader)  # a SafeLoader: no Python objects
 
 
+def dotted(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A nested config dict (`to_dict`'s form) as {dotted key: value}, in order."""
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, Mapping):
+            out.update(dotted(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
 def _coerce(value: Any) -> Any:
     """Strings from the command line become YAML scalars: '9' -> 9, '1e-3' -> 0.001,
     'null' -> None."""

@@ -303,8 +303,8 @@ def test_the_compiled_loop_gives_the_eager_codes(effect: str) -> None:
 
 
 def test_conversion_buckets_are_the_bucket_indices_entries() -> None:
-    """The buckets of single conversions (the compiled head's flagged ones) and the per-column
-    lanes equal `bucket_indices` at their (row, column), even and odd columns, odd k."""
+    """The buckets of single conversions (the flagged ones, refined) equal `bucket_indices`
+    at their (row, column), even and odd columns, odd k."""
     _, _, _, keys = draw_case(0.05, 0.0)
     k = 37
     mix = noise.column_mix(k, keys.device)
@@ -315,9 +315,6 @@ def test_conversion_buckets_are_the_bucket_indices_entries() -> None:
     col = torch.randint(0, k, (5000,), generator=gen)
     got = noise.conversion_buckets(keys.index_select(0, row), mix, col)
     assert torch.equal(got, idx[row, col])
-    lane_mix, shift = noise.column_lanes(k, keys.device)
-    assert torch.equal(lane_mix[col], mix[col // 2])
-    assert torch.equal(shift, (torch.arange(k, dtype=torch.int32) % 2) * 16)
 
 
 def test_the_loop_is_loaded_only_from_a_folder_only_this_user_can_write(tmp_path: Path) -> None:

@@ -1039,7 +1039,7 @@ def valid_values(field: FieldInfo) -> str:
 def reference_markdown() -> str:
     """docs/config.md: every field with its `isaac` default, the values it accepts and its
     description, then the rules between fields (`CROSS_FIELD_RULES`)."""
-    values = preset("isaac").to_dict()
+    values = dotted(preset("isaac").to_dict())
     lines = [
         "# Hardware configuration reference",
         "",
@@ -1055,11 +1055,8 @@ def reference_markdown() -> str:
         "| --- | --- | --- | --- |",
     ]
     for key, field in _leaf_fields(HardwareConfig):
-        node: Any = values
-        for part in key.split("."):
-            node = node[part]
         desc = (field.description or "").replace("|", "/")
-        lines.append(f"| `{key}` | {node} | {valid_values(field)} | {desc} |")
+        lines.append(f"| `{key}` | {values[key]} | {valid_values(field)} | {desc} |")
     lines += [
         "",
         "## Rules between fields",

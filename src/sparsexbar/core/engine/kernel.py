@@ -16,7 +16,7 @@ from ..config import Variation
 from ..mapping import MappedLayer, gather_group_levels
 from .exact import FLOAT32_EXACT, exact_accumulate, exact_accumulator, exact_int8_op
 from .gather import GroupSums, RowGather
-from .noise import NormalTable, Stream, column_lanes, column_mix, stream_salt
+from .noise import NormalTable, Stream, column_mix, stream_salt
 from .options import EngineOptions
 from .paths import clip_corrections, full_conversions
 from .plan import PARALLEL_TASKS, ClipPlan, build_clip_plan, images_per_chunk, task_spans
@@ -242,8 +242,7 @@ class LayerKernel:
             _ = (self.group_levels, self.active_sums, self.col_index, self.combine,
                  self.gather("all", input_shape))
             if not self.mapped.hw.device.ideal:  # the draws' tables
-                _ = (NormalTable.on(self.device), column_mix(self.shape[3], self.device),
-                     column_lanes(self.shape[3], self.device))
+                _ = (NormalTable.on(self.device), column_mix(self.shape[3], self.device))
 
 
 def accumulate(kernel: LayerKernel, x_int: Tensor, options: EngineOptions) -> Tensor:

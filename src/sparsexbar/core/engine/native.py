@@ -136,10 +136,11 @@ def build(compilers: tuple[str, ...] = COMPILERS, folder: Path | None = None) ->
         raise RuntimeError(f"no C compiler found (looked for {', '.join(compilers)})")
     folder = _private(folder or Path(tempfile.gettempdir()) / f"sparsexbar-{os.getuid()}")
     errors = []
+    cpu = _cpu_signature()
     for compiler in found:
         for flags in (FLAGS, PORTABLE_FLAGS):
-            tag = hashlib.sha256("\0".join([SOURCE, compiler, *flags, _cpu_signature()])
-                                 .encode()).hexdigest()[:16]
+            tag = hashlib.sha256("\0".join([SOURCE, compiler, *flags, cpu]).encode()
+                                 ).hexdigest()[:16]
             target = folder / f"noisy_head-{tag}.so"
             if not target.exists():
                 error = _compile(compiler, flags, folder, target)

@@ -46,8 +46,9 @@ COLUMN_SALT = 0x1B873593
 def mix32_(x: Tensor, scratch: Tensor | None = None) -> Tensor:
     """The core of lowbias32, in place: x * M1, xor its logical shift by 15, * M2 (wrapping
     int32 products; the logical shift as an arithmetic shift and a mask). The quantile
-    buckets take their bits from it (`bucket_indices`, `conversion_buckets`, the compiled
-    head's `fused._buckets`: one definition, so their buckets agree bit for bit).
+    buckets take their bits from it (`bucket_indices`, `conversion_buckets`: one definition,
+    so their buckets agree bit for bit; the compiled loop, `native.SOURCE`, repeats it in C,
+    and tests/test_noise.py checks its codes against the eager ones).
     `scratch`: a buffer like x for the shifted copy (None: a new tensor)."""
     x.mul_(_M1)
     shifted = x >> 15 if scratch is None else torch.bitwise_right_shift(x, 15, out=scratch)
@@ -151,22 +152,6 @@ def column_mix(k: int, device: torch.device) -> Tensor:
         j = torch.arange(key[1], dtype=torch.int32, device=device)
         mix = _MIX[key] = hash32_(j.bitwise_xor_(COLUMN_SALT))
     return mix
-
-
-_LANES: dict[tuple[torch.device, int], tuple[Tensor, Tensor]] = {}
-
-
-def column_lanes(k: int, device: torch.device) -> tuple[Tensor, Tensor]:
-    """(k,) int32 per-column `column_mix` constants (column j: that of pair j // 2) and the
-    shift of its 16 bits in the pair's hash (0 for even j, 16 for odd), cached: the buckets
-    of `bucket_indices` one column at a time (the compiled head, `fused.py`)."""
-    key = (device, k)
-    lanes = _LANES.get(key)
-    if lanes is None:
-        mix = column_mix(k, device).repeat_interleave(2)[:k].contiguous()
-        shift = (torch.arange(k, dtype=torch.int32, device=device) & 1) * 16
-        lanes = _LANES[key] = (mix, shift)
-    return lanes
 
 
 class Workspace:

@@ -1,5 +1,6 @@
 # The two commands of the README: `make demo` (the main job) and `make test` (the test suite).
-# Both run scripts/setup.sh first, which is idempotent.
+# Both run scripts/setup.sh first, which is idempotent. The tests run in one process per core
+# (pytest-xdist, at most 4); `make test ARGS="-n 0"` runs them in this one.
 .PHONY: setup demo test lint bench docs
 
 setup:
@@ -12,7 +13,7 @@ test:
 	@bash scripts/setup.sh test
 	.venv/bin/ruff check src tests benchmarks
 	.venv/bin/mypy
-	.venv/bin/python -m pytest -q $(ARGS)
+	.venv/bin/python -m pytest -q -n auto --maxprocesses 4 $(ARGS)
 
 bench: setup
 	.venv/bin/python benchmarks/engine.py $(ARGS)

@@ -409,6 +409,8 @@ def test_combined_drops_what_the_hardware_refuses() -> None:
     ("act+comprrae:speed=2", ["unknown option", "speed"]),
     ("act+comprrae:alpha", ["key=value"]),
     ("sre-weight+act:alpha=0.4", ["alpha", "comprrae"]),
+    ("sre-weight+act:estimate=running", ["estimate", "comprrae"]),
+    ("pattern+comprrae:granularity=word", ["granularity", "act"]),
     ("act:granularity=byte", ["granularity", "byte"]),
     ("combined:objective=speed", ["objective", "speed"]),
     ("act+comprrae:objective=energy", ["objective", "combined"]),

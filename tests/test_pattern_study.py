@@ -58,19 +58,21 @@ def test_reproduce_pattern_cli_checkpoint(tmp_path: Path,
     save_checkpoint(src, build_model("vgg8", **KWARGS),
                     {"architecture": "vgg8", "arch_kwargs": KWARGS, "dataset": "fashion-mnist"})
     code, out, err = cli(capsys, "reproduce", "pattern", "--model", str(src), "--test-images",
-                         "4", "--epochs", "0", "--max-patterns", "3", "--out",
-                         str(tmp_path / "rep"))
+                         "4", "--epochs", "0", "--max-patterns", "3", "--accuracy-images",
+                         "200", "--out", str(tmp_path / "rep"))
     assert code == 0, err
     assert "| published: VGG16 | CIFAR-10 |" in out
     report = json.loads((tmp_path / "rep" / "pattern_reproduce.json").read_text())
     assert report["hardware"]["name"] == "pattern-nvmsa" and report["test_images"] == 4
     assert max(report["totals"]["patterns_per_layer"]) <= 3
+    assert report["totals"]["top1_images"] == 200  # --accuracy-images
 
 
 @pytest.mark.parametrize(("args", "fragments"), [
     (["reproduce", "pattern", "--test-images", "0"], ["--test-images"]),
     (["reproduce", "pattern", "--k", "12"], ["--k"]),
     (["reproduce", "pattern", "--epochs", "-1"], ["--epochs"]),
+    (["reproduce", "pattern", "--accuracy-images", "0"], ["--accuracy-images"]),
     (["reproduce", "nope"], ["nope", "pattern"]),
 ])
 def test_reproduce_pattern_bad_input(capsys: pytest.CaptureFixture[str], args: list[str],

@@ -536,10 +536,10 @@ def test_ray_backend_gives_the_local_table(local_sweep: dict[str, Any], tmp_path
 
 # ---- a sweep killed part way -----------------------------------------------------------------
 def test_killed_sweep_resumes_with_every_point_once(tmp_path: Path) -> None:
-    """The CLI sweep (1 worker, ~0.5 s a point; lossless ADCs, as a clipping ADC is far slower)
+    """The CLI sweep (1 worker, ~0.2 s a point; lossless ADCs, as a clipping ADC is far slower)
     is SIGKILLed with its pool after two points are written; the rerun runs only the rest and
     leaves every point exactly once."""
-    path = write_sweep(tmp_path, {"model": "default", "limit": 96, "hw": "ideal-small",
+    path = write_sweep(tmp_path, {"model": "default", "limit": 32, "hw": "ideal-small",
                                   "grid": {"adc.bits": [5, 6], "ou.rows": [1, 2, 4, 8]}})
     out = tmp_path / "out"
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}

@@ -539,4 +539,9 @@ def is_composition(name: str) -> bool:
 def build_combined(name: str, **given: Any) -> CombinedScheme:
     """The named `combined` or the composition `name` (`a+b+c`) from parsed text options."""
     techniques = None if name == "combined" else parse_techniques(name)
+    if techniques is not None:  # an option of a technique the composition lacks is refused
+        for key, owner in (("estimate", "comprrae"), ("granularity", "act")):
+            if key in given and owner not in techniques:
+                raise SparsexbarError(f"{key} is {owner}'s parameter: add {owner} to the "
+                                      f"scheme '{name}'")
     return CombinedScheme(techniques, **given)

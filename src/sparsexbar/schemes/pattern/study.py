@@ -52,6 +52,7 @@ from ...studies.published import PATTERN_HARDWARE, PATTERN_OTHER_ROWS, PATTERN_S
 from ...studies.setup import (
     FMNIST_TEST_IMAGES,
     QUANTIZATION_IMAGES,
+    accuracy_images_option,
     exact_top1,
     fmnist_split,
     model_input_size,
@@ -475,12 +476,12 @@ def reproduce_markdown(report: dict[str, Any]) -> str:
 
 
 def _reproduce(args: RunArgs, test_images: int, data: str, k: int, max_patterns: int,
-               sparsity: float, epochs: int, train_epochs: int) -> str:
+               sparsity: float, epochs: int, train_epochs: int, accuracy_images: int) -> str:
     report = reproduce_pattern(args.out, args.model, data, args.hw, dict(args.overrides),
                                test_images, k, max_patterns, sparsity, epochs=epochs,
                                train_epochs=train_epochs,
                                batch_size=min(args.batch_size, 100), device=args.device,
-                               progress=args.progress)
+                               top1_images=accuracy_images, progress=args.progress)
     return (f"{reproduce_markdown(report)}\nwrote {args.out}/pattern_reproduce.json, "
             "pattern_reproduce.md")
 
@@ -503,5 +504,6 @@ STUDY = StudySpec(
         count("epochs", EPOCHS, "Fine-tuning epochs per pruning step.", low=0),
         count("train_epochs", TRAIN_EPOCHS, "With a zoo --model: train it first (0: "
               "untrained, hardware figures only).", low=0),
+        accuracy_images_option(" (float and exact integer networks)"),
     ),
 )

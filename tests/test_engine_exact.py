@@ -5,6 +5,7 @@ sizes."""
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ from sparsexbar.core.engine import (
 from sparsexbar.core.engine.exact import exact_int8_op
 from sparsexbar.core.frontend import QuantizedModel, QuantLayer, quantize_model
 from sparsexbar.core.mapping import MappedLayer, map_dense
+from sparsexbar.core.runtime import torch_threads
 from sparsexbar.schemes.counting import narrow_magnitudes
 from tests import nets
 
@@ -228,6 +230,50 @@ def test_unsigned_network_input_is_not_signed() -> None:
     qmodel = quantize_model(net, x, 8, 8)
     assert not qmodel.layer("stem").input_signed
     assert qmodel.layer("stem").passes == 1
+
+
+def _calibration_net() -> nn.Module:
+    """Conv-ReLU, a BatchNorm after the ReLU (not folded into a conv: it runs as a module),
+    conv-ReLU, Linear."""
+    net = nn.Sequential(nn.Conv2d(2, 8, 3, padding=1), nn.ReLU(), nn.BatchNorm2d(8),
+                        nn.Conv2d(8, 6, 3, padding=1), nn.ReLU(), nn.Flatten(),
+                        nn.Linear(6 * 8 * 8, 10))
+    return nets.randomize_bn(nets.seeded_init(net, 3), 3).eval()
+
+
+def test_input_scales_come_from_a_float64_run_rounded_to_float32() -> None:
+    """Each layer's input scale is float32(max |input|) / input_max, the maxima of the
+    model run in float64 (here, all images with forward hooks; calibration runs again in
+    float64 only the images near each float32 maximum): no CPU's float32 kernels (oneDNN
+    sums in another order with and without AVX-512) move a scale by an ulp. The same on one
+    thread and two, and in batches; the model's parameters are float32 again afterwards."""
+    net = _calibration_net()
+    x = nets.random_images(16, 2, 8, seed=3)
+    maxima: list[float] = []
+    ref = copy.deepcopy(net).double()
+    for mod in ref.modules():
+        if isinstance(mod, (nn.Conv2d, nn.Linear)):
+            mod.register_forward_pre_hook(
+                lambda _m, args: maxima.append(float(args[0].abs().max())))
+    with torch.no_grad():
+        ref(x.double())
+    scales = []
+    for threads in (1, 2):
+        with torch_threads(threads):
+            qmodel = quantize_model(net, x, 8, 8)
+        scales.append([layer.input_scale for layer in qmodel.layers])
+        tops = [layer.input_max for layer in qmodel.layers]
+        assert all(p.dtype == torch.float32 for p in qmodel.graph_module.parameters())
+        assert all(b.dtype == torch.float32 for b in qmodel.graph_module.buffers()
+                   if b.is_floating_point())
+    assert len(maxima) == len(tops) == 3
+    expected = [float(torch.tensor(m, dtype=torch.float32)) / top
+                for m, top in zip(maxima, tops, strict=True)]
+    assert scales[0] == scales[1] == expected
+    # in batches: the images to run again are found across them
+    in_batches = quantize_model(net, [x[:5], x[5:9], x[9:]], 8, 8)
+    assert [layer.input_scale for layer in in_batches.layers] == expected
+    assert all(p.dtype == torch.float32 for p in net.parameters())  # the caller's model
 
 
 def test_small_memory_budget_chunks_and_stays_exact() -> None:

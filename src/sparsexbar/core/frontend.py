@@ -39,6 +39,11 @@ from .runtime import torch_threads
 
 # QuantLayer._cache key of the latest quantize_input result: (weak reference, version).
 _QUANTIZED_KEY = "quantized input"
+_EXACT_MODULES = (nn.ReLU, nn.ReLU6, nn.MaxPool2d, nn.Flatten, nn.Dropout, nn.Identity)
+_EXACT_FUNCTIONS = {F.relu, torch.relu, F.relu6, torch.flatten, F.max_pool2d}
+_EXACT_METHODS = {"view", "reshape", "flatten", "contiguous", "relu"}
+MAXIMUM_SLACK = 1e-3  # relative: calibration images this close to a layer's float32 input
+# maximum are run again in float64 (`_refine_maxima`; float32 rounding moves a maximum ~1e-6)
 
 _PASSTHROUGH_MODULES = (nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.Flatten, nn.Dropout,
                         nn.Identity)
@@ -318,8 +323,9 @@ class _Runner(fx.Interpreter):
             x = args[0]
             if self.record is not None:
                 self.record.setdefault(layer.name, _InputRecord()).add(x.detach(), layer)
-            if self.executor is None:
-                return layer.linear_op(x, layer.float_weight) + _bias(layer)
+            if self.executor is None:  # float (float64 in calibration, `_refine_maxima`)
+                weight, bias = layer.float_weight.to(x.dtype), _bias(layer).to(x.dtype)
+                return layer.linear_op(x, weight) + bias
             x_int = layer.quantize_input(x)
             # An executor that dequantizes itself (`dequantized`: the real output, e.g. each
             # image task its own rows) saves the full accumulator's copy.
@@ -558,6 +564,20 @@ def _arg_nonneg(arg: Any, modules: dict[str, nn.Module], input_nonneg: bool) -> 
     return False
 
 
+def _input_exact(node: fx.Node, modules: dict[str, nn.Module]) -> bool:
+    """Whether a node's value is the network input's, selected but not computed (ReLU,
+    ReLU6, max pooling, reshapes): the same in float32 and float64 (`_refine_maxima`)."""
+    if node.op == "placeholder":
+        return True
+    if node.op == "call_module":
+        exact = isinstance(modules[str(node.target)], _EXACT_MODULES)
+    elif node.op == "call_function":
+        exact = node.target in _EXACT_FUNCTIONS
+    else:
+        exact = node.op == "call_method" and node.target in _EXACT_METHODS
+    return exact and isinstance(node.args[0], fx.Node) and _input_exact(node.args[0], modules)
+
+
 def _followed_by_relu(node: fx.Node, modules: dict[str, nn.Module]) -> bool:
     users = list(node.users)
     if len(users) != 1:
@@ -603,6 +623,7 @@ def quantize_model(
     input_nonneg = all(bool((b >= 0).all()) for b in batches)
 
     layers: list[QuantLayer] = []
+    exact_inputs: set[str] = set()  # layers whose input is the network input's values
     for node in gm.graph.nodes:
         if node.op != "call_module":
             continue
@@ -630,20 +651,20 @@ def quantize_model(
             layer.dilation = _pair(mod.dilation)
             layer.groups = int(mod.groups)
         layers.append(layer)
+        if _input_exact(node.args[0], modules):
+            exact_inputs.add(layer.name)
         gm.add_submodule(str(node.target), CrossbarModule(layer))
     if not layers:
         raise UnsupportedModelError("model has no Conv2d or Linear layer to map onto crossbars")
 
     qmodel = QuantizedModel(gm, layers, input_bits, weight_bits)
-    record: dict[str, _InputRecord] = {}
-    with torch.no_grad():
-        for batch in batches:
-            _Runner(qmodel, None, None, record).run(batch.to(torch.float32))
+    record = _record_inputs(qmodel, batches, exact_inputs)
     for layer in layers:
         rec = record.get(layer.name)
         if rec is None:
             raise UnsupportedModelError(f"layer '{layer.name}' is never executed")
-        if not math.isfinite(rec.amax):
+        amax = float(torch.tensor(rec.amax, dtype=torch.float32))  # see _refine_maxima
+        if not math.isfinite(amax):
             raise UnsupportedModelError(f"the inputs of layer '{layer.name}' reach NaN or Inf "
                                         "on the calibration images (the model overflows)")
         if layer.kind == "linear" and len(rec.input_shape) != 1:
@@ -651,10 +672,66 @@ def quantize_model(
                 f"unsupported layer '{layer.name}': Linear on inputs of shape "
                 f"{tuple(rec.input_shape)} per image (it is mapped for one vector per image: "
                 "flatten before it)")
-        layer.input_scale = rec.amax / layer.input_max if rec.amax > 0 else 1.0
+        layer.input_scale = amax / layer.input_max if amax > 0 else 1.0
         layer.input_shape = rec.input_shape
         layer.output_shape = rec.output_shape
     return qmodel
+
+
+def _record_inputs(qmodel: QuantizedModel, batches: list[Tensor],
+                   exact_inputs: set[str]) -> dict[str, _InputRecord]:
+    """Every crossbar layer's input maxima and shapes over the calibration batches: a float32
+    run of the model, then `_refine_maxima` (but for the layers in `exact_inputs`)."""
+    record: dict[str, _InputRecord] = {}
+    with torch.no_grad():
+        for batch in batches:
+            _Runner(qmodel, None, None, record).run(batch.to(torch.float32))
+        _refine_maxima(qmodel, batches,
+                       {k: v for k, v in record.items() if k not in exact_inputs})
+    return record
+
+
+def _refine_maxima(qmodel: QuantizedModel, batches: list[Tensor],
+                   record: dict[str, _InputRecord]) -> None:
+    """Replace each layer's float32 input maximum by the float64 one, so that no scale
+    depends on the CPU: a float32 run's maxima moved by an ulp between CPUs with and without
+    AVX-512 (oneDNN sums in another order), and a scale an ulp apart rounds some inputs the
+    other way (the same demo gave event counts ~1e-7 apart on two CPUs). Only the images whose
+    float32 maximum is within `MAXIMUM_SLACK` of a layer's run again, in float64 (the model's
+    float32 parameters converted for the run, then back, losslessly): float32 and float64
+    values of one image differ far less, so the image with the largest float64 value is among
+    them on any CPU. A layer whose input is the network input's values (`_input_exact`) is
+    left out of `record`: its float32 maximum is exact. A model with parameters other than
+    float32, or that fails in float64, keeps its float32 maxima."""
+    gm = qmodel.graph_module
+    if not all(t.dtype == torch.float32 for t in [*gm.parameters(), *gm.buffers()]
+               if t.is_floating_point()):
+        return
+    chosen: set[int] = set()
+    for rec in record.values():
+        maxima = torch.cat(rec.image_maxima)
+        top = float(maxima.max())
+        if 0 < top < math.inf:
+            chosen.update(torch.nonzero(maxima >= top * (1 - MAXIMUM_SLACK)).view(-1).tolist())
+    if not chosen:
+        return
+    picked, start = [], 0
+    for batch in batches:
+        inside = [i - start for i in sorted(chosen) if start <= i < start + len(batch)]
+        if inside:
+            picked.append(batch[inside].to(torch.float64))
+        start += len(batch)
+    wide: dict[str, _InputRecord] = {}
+    try:
+        gm.double()
+        _Runner(qmodel, None, None, wide).run(torch.cat(picked))
+    except RuntimeError:  # an operation without float64: the float32 maxima stay
+        return
+    finally:
+        gm.float()
+    for name, rec in record.items():
+        if 0 < rec.amax < math.inf and name in wide:
+            rec.amax = wide[name].amax
 
 
 @dataclass
@@ -664,12 +741,16 @@ class _InputRecord:
     amax: float = 0.0
     input_shape: tuple[int, ...] = ()
     output_shape: tuple[int, ...] = ()
+    image_maxima: list[Tensor] = field(default_factory=list)  # max |x| of each image, per batch
 
     def add(self, x: Tensor, layer: QuantLayer) -> None:
-        self.amax = max(self.amax, float(x.abs().max()))
+        maxima = x.abs().flatten(1).amax(1)
+        self.image_maxima.append(maxima)
+        self.amax = max(self.amax, float(maxima.max()))
         if not self.input_shape:
             self.input_shape = tuple(x.shape[1:])
-            self.output_shape = tuple(layer.linear_op(x[:1], layer.float_weight).shape[1:])
+            self.output_shape = tuple(
+                layer.linear_op(x[:1], layer.float_weight.to(x.dtype)).shape[1:])
 
 
 def _pair(v: int | tuple[int, ...]) -> tuple[int, int]:

@@ -67,15 +67,15 @@ def main() -> None:
     lossy = [case(name, "lossy")["ratio"] for name in pair]
     out.append(("lossy bit-accurate <= 8x plain, one thread (shipped VGG-8)", span(lossy),
                 met(max(lossy), 8), "vgg8_after11_{1,2}.json"))
-    demo = ("vgg8p_after13_1.json", "vgg8p_after13_2.json")
+    demo = ("vgg8p_after19_1.json", "vgg8p_after19_2.json")
     dense_plain = [case(name, "lossless")["ratio"] for name in demo]
     for key in ("sre", "pattern", "comprrae", "encoding", "combined"):
         v = [xdense(name, key) for name in demo]
         plain = [case(name, key)["ratio"] for name in demo]
         out.append((f"{key} <= 3x dense, demo setting (vgg8-pattern, batch 64, one thread; "
-                    f"dense at {span(dense_plain)} plain)",
+                    f"part 19's CPU, no int8 shortcut: dense at {span(dense_plain)} plain)",
                     f"{span(v)} ({span(plain)} plain)", met(max(v), 3),
-                    "vgg8p_after13_{1,2}.json"))
+                    "vgg8p_after19_{1,2}.json"))
     floor = {r["key"]: r for r in rows("linear_floor12.json")}
     out.append(("the floor of each design: its exact linear maps alone, x the whole dense case "
                 "(part 12; vgg8-pattern, batch 64, one thread)",

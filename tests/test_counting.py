@@ -383,14 +383,16 @@ def _sums_from_chunks(counter: RowSetCounter, x_int: Tensor, cycles: int, dac: i
 @pytest.mark.parametrize("dac", [1, 2])
 @pytest.mark.parametrize("word", [False, True])
 @pytest.mark.parametrize("gate", [False, True])
-@pytest.mark.parametrize("table_limit", [counting.LUT_ENTRIES, 1])
+@pytest.mark.parametrize("table_limit", [counting.LUT_ENTRIES, 64, 1])
 @pytest.mark.parametrize("block_values", [counting.SUM_BLOCK_VALUES, 1])
 @pytest.mark.parametrize("int32_limit", [counting.INT32_SUM_LIMIT, 1])
 def test_image_sums_equal_the_sums_of_the_chunk_counts(dac: int, word: bool, gate: bool,
                                                        table_limit: int, block_values: int,
                                                        int32_limit: int,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
-    """Per-value tables (and, with tables too large, the digit split) give the OU activations
+    """Per-value tables (values of more digits than a table holds split into groups of
+    digits, one gather each: `table_limit` 64; with no table at all, the digit split) give
+    the OU activations
     (ceil(n / ou.rows), or [n > 0] for gated sets) and active rows of every image exactly,
     the table's gather and sum taken for all images at once or image by image
     (`block_values` 1), with int32 or (`int32_limit` 1) int64 tables and sums, on the plain
@@ -408,3 +410,5 @@ def test_image_sums_equal_the_sums_of_the_chunk_counts(dac: int, word: bool, gat
             want = _sums_from_chunks(counter, x_int, 8 // dac, dac, word, ou_rows, gate)
             assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
             assert float(want[1].sum()) > 0
+        if table_limit == 64 and not word:  # values of several groups of digits
+            assert counter.base ** counter.fields > 64 >= counter.base

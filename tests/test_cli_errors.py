@@ -55,6 +55,11 @@ def need_data_and_models() -> None:
 
 # ---- errors found before any data is read ----------------------------------------------------
 EARLY_ERRORS = [
+    # an option of one value given twice ran the last silently
+    (["run", "--scheme", "sre", "--scheme", "pattern"], ["--scheme", "2 times", "one value"]),
+    (["--threads", "1", "run", "--limit=3", "--limit", "4"], ["--limit", "2 times"]),
+    (["--threads", "1", "--threads", "2", "models"], ["--threads", "2 times"]),
+    (["reproduce", "pattern", "--k", "3", "--k=4"], ["--k", "2 times"]),
     (["--threads", "0", "models"], ["--threads", "1..1024", "0"]),
     (["--threads", "two", "models"], ["--threads", "integer"]),
     (["run", "--hw", "nope"], ["nope", "preset"]),

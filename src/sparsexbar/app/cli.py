@@ -1031,6 +1031,9 @@ def main(argv: list[str] | None = None) -> None:
         # temporary file of a write in progress is removed, one line, exit 143 (it exited
         # silently and left `.NAME.tmp` files)
         signal.signal(signal.SIGTERM, _on_terminate)
+    repeated = _repeated_option(command, sys.argv[1:] if argv is None else list(argv))
+    if repeated:
+        _fail(repeated)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("default", SparsexbarWarning)
@@ -1058,6 +1061,48 @@ def main(argv: list[str] | None = None) -> None:
         raise
     if isinstance(code, int) and code:
         sys.exit(code)
+
+
+def _repeated_option(command: Any, argv: list[str]) -> str:
+    """The line refusing an option of one value given twice (`run --scheme sre --scheme
+    pattern` ran pattern alone: click keeps the last), else ''. Options that take several
+    (`--set`) and flags may repeat; each command of the path (`sparsexbar --threads 2 run
+    ...`) is checked for its own options."""
+    seen: dict[str, int] = {}
+    options = _single_valued(command)
+    k = 0
+    while k < len(argv) and argv[k] != "--":
+        token = argv[k]
+        sub = getattr(command, "commands", {}).get(token)
+        if sub is not None:  # the next command of the path
+            command, options = sub, _single_valued(sub)
+            k += 1
+            continue
+        opt = token.split("=", 1)[0] if token.startswith("--") else token
+        if opt in options:
+            name = options[opt]
+            seen[name] = seen.get(name, 0) + 1
+            k += 1 if "=" in token else 2  # the option and its value
+            continue
+        k += 1
+    twice = [name for name, n in seen.items() if n > 1]
+    if not twice:
+        return ""
+    return (f"option {twice[0]} given {seen[twice[0]]} times: it takes one value (give it "
+            "once)")
+
+
+def _single_valued(command: Any) -> dict[str, str]:
+    """Every spelling of a command's options that take one value -> the option's name."""
+    names: dict[str, str] = {}
+    for param in getattr(command, "params", []):
+        if getattr(param, "multiple", True) or getattr(param, "is_flag", True) \
+                or getattr(param, "count", False):
+            continue
+        for opt in param.opts:
+            if opt.startswith("-"):
+                names[opt] = param.opts[-1]
+    return names
 
 
 def _missing_command(exc: Exception) -> str:

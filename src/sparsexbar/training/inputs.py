@@ -127,12 +127,17 @@ class InputSpec:
                             else getattr(base, name) for name in _FIELDS})
 
     def to_json(self) -> dict[str, Any]:
+        """The spec as a checkpoint's `input` block (lists for mean and std; None where
+        unset); `from_json` reads it back."""
         return {"channels": self.channels, "size": self.size, "fit": self.fit,
                 "scale": self.scale, "mean": list(self.mean) if self.mean else None,
                 "std": list(self.std) if self.std else None}
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any], where: str = "input spec") -> InputSpec:
+        """The spec from a mapping of its fields (a checkpoint's `input` block, a sweep
+        file's); an unknown key or a value out of range raises SparsexbarError naming
+        `where`."""
         unknown = sorted(set(data) - set(_FIELDS))
         if unknown:
             raise SparsexbarError(f"{where}: unknown key(s) {', '.join(unknown)} (known: "
@@ -293,6 +298,8 @@ class InputRecord:
     labels: str
 
     def to_json(self) -> dict[str, Any]:
+        """The result JSON's `input` block: the model's and the data's per-image shapes,
+        how the images were fitted, and how pixels became inputs."""
         return {"shape": list(self.shape), "data_shape": list(self.data_shape),
                 "fitted": self.fitted or None, "pixels": self.pixels, "scale": self.scale,
                 "mean": list(self.mean) if self.mean is not None else None,

@@ -157,8 +157,10 @@ def test_other_data_and_config_forms_give_the_same_result(tmp_path: Path) -> Non
     images, labels = data(4, seed=5)
     base = sim(d=(images, labels)).to_json()
     ds = TensorDataset(images, labels)
-    for d in (ds, DataLoader(ds, batch_size=4)):
+    for d, name in ((ds, "TensorDataset"), (DataLoader(ds, batch_size=4),
+                                             "DataLoader(TensorDataset)")):
         out = sim(d=d).to_json()
+        assert out["dataset"] == name  # what the result records as the data
         out["dataset"] = base["dataset"]
         assert out == base
     path = tmp_path / "hw.yaml"

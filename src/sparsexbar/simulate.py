@@ -153,12 +153,20 @@ def _read_data(data: Any, limit: int | None, root: str | Path | None,
         name = "tensors"
     elif isinstance(data, torch.utils.data.DataLoader | torch.utils.data.Dataset):
         images, labels = _gather(data, limit)
-        name = type(data).__name__
+        name = _dataset_name(data)
     else:
         raise SparsexbarError(f"cannot use {type(data).__name__} as data (a data set name or "
                               "folder, an (images, labels) pair, a Dataset or a DataLoader)")
     images, labels = _checked_tensors(images, labels, name)
     return _Raw(name, images[:limit], labels[:limit])
+
+
+def _dataset_name(data: Any) -> str:
+    """A Dataset's class name, or a DataLoader's with its dataset's ('DataLoader(MyImages)'):
+    what the result records as the data set."""
+    if isinstance(data, torch.utils.data.DataLoader):
+        return f"DataLoader({type(data.dataset).__name__})"
+    return type(data).__name__
 
 
 def _gather(data: Any, limit: int | None) -> tuple[Tensor, Tensor]:

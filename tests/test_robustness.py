@@ -201,6 +201,9 @@ def test_uint8_and_channels_last_tensors() -> None:
     with pytest.warns(SparsexbarNote, match="channels-last"):
         _, batches = resolve_inputs(nets.tiny_fmnist_net(), (nhwc, labels.numpy()))
     assert torch.equal(batches.images, images.float() / 255)
+    # one RGB image without its batch dimension, with one label: a hint, not 3 gray images
+    with pytest.raises(SparsexbarError, match=r"one \(C, H, W\) image needs a batch dim"):
+        resolve_inputs(nets.tiny_cnn(in_ch=3, size=8), (torch.rand(3, 8, 8), torch.tensor([1])))
 
 
 # ---- warnings ---------------------------------------------------------------------------------

@@ -242,6 +242,10 @@ def _checked_tensors(images: Tensor, labels: Tensor, name: str) -> tuple[Tensor,
                                           or images.is_floating_point()):
         raise SparsexbarError(f"data set '{name}': images must be uint8 pixels (0..255) or "
                               f"floats, got {images.dtype}")
+    if images.dim() == 3 and images.shape[0] == 3 and labels.numel() == 1:
+        raise SparsexbarError(f"data set '{name}': images of shape {tuple(images.shape)} with one "
+                              "label: one (C, H, W) image needs a batch dimension "
+                              "(images.unsqueeze(0))")
     if images.dim() == 3:
         images = images.unsqueeze(1)
         note(f"images of '{name}' are (N, H, W): read as one channel")

@@ -92,15 +92,15 @@ class MappedLayer:
         if "max_partial_sum" not in self._cache:
             chunk_max = 2**self.hw.dac.bits - 1
             best = 0
-            levels = self.levels.to(torch.int32)
+            levels = self.levels  # uint8: the gather moves a quarter of int32's bytes
             s, g, ou = self.group_rows.shape
             k = self.segment_cols.shape[1]
             step = max(1, 2**24 // max(1, g * ou * k))  # segments per chunk (memory bound)
             for seg in range(0, s, step):  # chunks of segments: one for dense
                 lv = gather_group_levels(levels, self.group_rows[seg : seg + step],
                                           self.segment_cols[seg : seg + step])
-                if lv.numel():
-                    best = max(best, int(lv.sum(dim=2).max()))
+                if lv.numel():  # sums of ou.rows levels: int32 holds them
+                    best = max(best, int(lv.sum(dim=2, dtype=torch.int32).max()))
             self._cache["max_partial_sum"] = float(best * chunk_max)
         value = self._cache["max_partial_sum"]
         assert isinstance(value, float)

@@ -99,7 +99,8 @@ def test_deviation_study_fits_the_images_to_a_shipped_32x32_model() -> None:
     """The shipped VGG-16 takes 32x32 inputs: the embedded 28x28 test images are padded the
     way it was trained (it failed on 28x28 before); without noise its top-1 is the integer
     network's. (The noiseless run only: the images are fitted before any run, and a noisy
-    run of VGG-16 costs ~14 s an image here; noisy runs are tested on a tiny CNN above.)"""
+    run of VGG-16 on two images takes ~28 s here, each OU's levels copied for a few
+    positions; noisy runs are tested on a tiny CNN above.)"""
     report = deviation_study(None, model="vgg16-fmnist", ou_rows=(128,), sigmas=(0.0,),
                              test_images=2)
     assert report["test_images"] == 2 and report["model"] == "vgg16-fmnist"

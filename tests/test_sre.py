@@ -16,7 +16,7 @@ from torch import Tensor, nn
 import sparsexbar
 from sparsexbar import EngineOptions
 from sparsexbar.core.config import HardwareConfig, preset
-from sparsexbar.core.errors import SparsexbarError
+from sparsexbar.core.errors import SparsexbarError, SparsexbarNote
 from sparsexbar.core.frontend import QuantLayer, quantize_model
 from sparsexbar.core.mapping import map_dense
 from sparsexbar.schemes import get_scheme
@@ -592,3 +592,16 @@ def test_counts_128_row_arrays_equal_loop_reference() -> None:
         assert got[key] == value, key
     assert cycles == busiest
     assert time_ns == pytest.approx(busiest_ns, rel=1e-12)
+
+
+def test_weight_compression_with_offset_cells_is_noted() -> None:
+    """With cell.sign=offset a zero weight is 2^(B-1) in the cells: the compression keeps
+    more rows than with differential cells (here: a 70%-pruned conv), and the user is told."""
+    net = prune_blocks(nets.single_conv(4, 8, 3, padding=1, seed=2), 0.7, 2)
+    layer = quantize_model(net, nets.random_images(2, channels=4, size=6, seed=2), 8, 8).layers[0]
+    hw = preset("isaac")
+    diff = SreScheme("weight").map_layer(layer, hw)
+    with pytest.warns(SparsexbarNote, match="cell.sign=offset"):
+        off = SreScheme("weight").map_layer(layer, hw.with_overrides({"cell.sign": "offset"}))
+    kept_diff, kept_off = (int((m.group_rows >= 0).sum()) for m in (diff, off))
+    assert kept_diff < kept_off

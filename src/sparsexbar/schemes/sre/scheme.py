@@ -7,7 +7,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ...core.config import HardwareConfig
+from ...core.config import HardwareConfig, SignEncoding
 from ...core.cost import Storage
 from ...core.engine import (
     EngineOptions,
@@ -16,7 +16,7 @@ from ...core.engine import (
     exact_accumulator,
     exact_from_magnitudes,
 )
-from ...core.errors import SparsexbarError, require_choice
+from ...core.errors import SparsexbarError, note, require_choice
 from ...core.events import Events
 from ...core.frontend import QuantLayer
 from ...core.mapping import MappedLayer, dense_events
@@ -73,6 +73,11 @@ class SreScheme(Scheme):
     def map_layer(self, layer: QuantLayer, hw: HardwareConfig) -> MappedLayer:
         refuse_grouped("sre", layer, "its row compression, per-array kept-row sets and dynamic "
                        "packing are modelled on the grid of a groups=1 layer's arrays")
+        if self.compress and hw.cell.sign == SignEncoding.offset:
+            note("sre's weight compression with cell.sign=offset: a zero weight is stored as "
+                 "2^(weight_bits-1), not as zero conductance, so few or no rows are dropped "
+                 "(their row indices are still stored and charged); differential cells give "
+                 "the compression the scheme is for")
         mapped = map_sre(layer, hw, self.compress)
         if self.dynamic and not hw.device.ideal:
             raise SparsexbarError(

@@ -82,11 +82,11 @@ def main() -> None:
                 ", ".join(f"{k} {floor[k]['linear_x_dense']:.2f}x"
                           for k in ("encoding", "sre", "comprrae", "combined")),
                 "n/a", "linear_floor12.json"))
-    clipping = ("lossy16_after13_1.json", "lossy16_after13_2.json")
+    clipping = ("lossy16_after19_1.json", "lossy16_after19_2.json")
     for key in ("sre-lossy", "pattern-lossy", "encoding-lossy", "combined-lossy"):
         v = [xdense(name, key, "lossy") for name in clipping]
-        out.append((f"{key} <= 3x dense with the same clipping ADC (batch 16, one thread)",
-                    span(v), met(max(v), 3), "lossy16_after13_{1,2}.json"))
+        out.append((f"{key} <= 3x dense with the same clipping ADC (batch 16, one thread; "
+                    "part 19's CPU)", span(v), met(max(v), 3), "lossy16_after19_{1,2}.json"))
     calls = ("simcall_after12.json", "simcall_after12_2.json")
     ratios = [r["ratio"] for name in calls for r in rows(name)]
     cpu = [r["cpu_ratio"] for name in calls for r in rows(name)]

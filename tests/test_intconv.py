@@ -16,6 +16,7 @@ from sparsexbar.core.intconv import (
     ExactLinear,
     as_uint8,
     exact_int_mm,
+    int8_matrix,
     int8_operand,
 )
 
@@ -93,15 +94,19 @@ def test_probe_rejects_a_wrong_int8_result(monkeypatch: pytest.MonkeyPatch) -> N
     assert ExactLinear("conv", w, 255, CPU, padding=(1, 1)).backend == "float32"
 
 
-def test_int8_operand_refuses_what_int8_products_cannot_hold() -> None:
+def test_int8_matrix_refuses_what_int8_products_cannot_hold() -> None:
     ok = torch.tensor([[-128.0, 0.0], [127.0, 3.0]])
-    op = int8_operand(ok)
+    op = int8_matrix(ok)
     assert op is not None and op.dtype == torch.int8 and torch.equal(op.to(torch.float32), ok)
-    assert int8_operand(torch.tensor([[0.5, 1.0]])) is None  # not an integer
-    assert int8_operand(torch.tensor([[128.0]])) is None
-    assert int8_operand(torch.tensor([[-129.0]])) is None
-    assert int8_operand(torch.zeros((INT8_MM_MAX_K, 1))) is None  # int32 sums could overflow
-    assert int8_operand(torch.zeros((INT8_MM_MAX_K - 1, 1))) is not None
+    assert int8_matrix(torch.tensor([[0.5, 1.0]])) is None  # not an integer
+    assert int8_matrix(torch.tensor([[128.0]])) is None
+    assert int8_matrix(torch.tensor([[-129.0]])) is None
+    assert int8_matrix(torch.zeros((INT8_MM_MAX_K, 1))) is None  # int32 sums could overflow
+    assert int8_matrix(torch.zeros((INT8_MM_MAX_K - 1, 1))) is not None
+    # the engine takes the int8 product only where it is fast: CPUs with VNNI
+    fast = int8_operand(ok)
+    assert (fast is not None) == intconv._has_vnni()
+    assert fast is None or torch.equal(fast, op)
 
 
 @pytest.mark.parametrize(("m", "k", "n"), [(1, 1, 1), (5, 289, 34), (300, 17, 3), (64, 1153, 135)])
@@ -109,7 +114,7 @@ def test_exact_int_mm_equals_the_integer_product(m: int, k: int, n: int) -> None
     gen = torch.Generator().manual_seed(m * 7 + k)
     rows = torch.randint(0, 128, (m, k), dtype=torch.uint8, generator=gen)
     weight = torch.randint(-128, 128, (k, n), generator=gen).to(torch.float32)
-    op = int8_operand(weight)
+    op = int8_matrix(weight)  # correct on any CPU (fast only with VNNI)
     assert op is not None
     got = exact_int_mm(rows, op)
     assert got.dtype == torch.int32

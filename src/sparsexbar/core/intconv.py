@@ -37,12 +37,18 @@ def as_uint8(x: Tensor, memory_format: torch.memory_format = torch.contiguous_fo
     return x.to(torch.uint8).contiguous(memory_format=memory_format)
 
 
+def _has_vnni() -> bool:
+    """Whether this CPU has VNNI (AVX-512 or AVX-VNNI): int8 products summed without int16
+    saturation, and torch's int8 kernels fast."""
+    vnni = getattr(torch.cpu, "_is_vnni_supported", None)
+    return bool(vnni is not None and vnni())
+
+
 def _int8_conv_available(device: torch.device) -> bool:
     """oneDNN int8 convolution usable without saturation on this CPU."""
     if device.type != "cpu" or not torch.backends.mkldnn.is_available():
         return False
-    vnni = getattr(torch.cpu, "_is_vnni_supported", None)
-    if vnni is None or not vnni():
+    if not _has_vnni():
         return False
     ops = torch.ops.onednn
     return hasattr(ops, "qconv_prepack") and hasattr(ops, "qconv2d_pointwise")
@@ -148,10 +154,20 @@ INT8_MM_MAX_K = 2**31 // (127 * 128)  # rows x largest |product| stays below 2^3
 
 
 def int8_operand(matrix: Tensor) -> Tensor | None:
-    """`matrix` (K, N) as the int8 right operand of `exact_int_mm`, or None where that path
-    does not apply: not on CPU, no `torch._int_mm`, values that are not integers in
-    [-128, 127], or K too large for an int32 sum (`INT8_MM_MAX_K`)."""
-    if (matrix.device.type != "cpu" or not hasattr(torch, "_int_mm") or matrix.dim() != 2
+    """`matrix` (K, N) as the int8 right operand of `exact_int_mm` where that path is fast
+    and exact, else None: not on CPU, a CPU without VNNI (torch's int8 product is then a slow
+    reference loop: encoding's clipping case ran at 4.4-5.0 images/s against 32.6-40.3 with
+    float32 products, docs/benchmarks.md part 19), or what `int8_matrix` refuses."""
+    if matrix.device.type != "cpu" or not _has_vnni():
+        return None
+    return int8_matrix(matrix)
+
+
+def int8_matrix(matrix: Tensor) -> Tensor | None:
+    """`matrix` (K, N) as an int8 matrix for `exact_int_mm`, on any CPU, or None: no
+    `torch._int_mm`, values that are not integers in [-128, 127], or K too large for an int32
+    sum (`INT8_MM_MAX_K`)."""
+    if (not hasattr(torch, "_int_mm") or matrix.dim() != 2
             or int(matrix.shape[0]) >= INT8_MM_MAX_K):
         return None
     if matrix.numel() and (not bool((matrix == matrix.round()).all())

@@ -102,11 +102,11 @@ def main() -> None:
     out.append(("`sparsexbar demo` on the 10k split, before and after",
                 f"{d0['wall_s']:.0f} s -> {d1['wall_s']:.0f} s", "recorded",
                 "demo10k_before_quiet.json, demo10k_after12.json"))
-    c0, c1 = rows("demo10k_avx2_19.json"), rows("demo10k_avx2_19b.json")
-    out.append(("`sparsexbar demo` on the 10k split, part 18's CPU (AVX2, no VNNI): before and "
-                "after the float64 calibration maxima (part 19)",
-                f"{c0['wall_s']:.0f} s -> {c1['wall_s']:.0f} s", "recorded",
-                "demo10k_avx2_19.json, demo10k_avx2_19b.json"))
+    c0, c1, c2 = (rows(f"demo10k_avx2_19{tag}.json") for tag in ("", "b", "c"))
+    out.append(("`sparsexbar demo` on the 10k split, part 18's CPU (AVX2, no VNNI): part 19's "
+                "start, after its calibration change, its end (a fresh clone's `make demo`)",
+                f"{c0['wall_s']:.0f} s -> {c1['wall_s']:.0f} s -> {c2['wall_s']:.0f} s",
+                "recorded", "demo10k_avx2_19{,b,c}.json"))
     print("| target (issue 18) | latest | met | result file (docs/results/bench/) |")
     print("| --- | ---: | --- | --- |")
     for row in out:

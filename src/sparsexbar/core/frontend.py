@@ -39,9 +39,6 @@ from .runtime import torch_threads
 
 # QuantLayer._cache key of the latest quantize_input result: (weak reference, version).
 _QUANTIZED_KEY = "quantized input"
-_EXACT_MODULES = (nn.ReLU, nn.ReLU6, nn.MaxPool2d, nn.Flatten, nn.Dropout, nn.Identity)
-_EXACT_FUNCTIONS = {F.relu, torch.relu, F.relu6, torch.flatten, F.max_pool2d}
-_EXACT_METHODS = {"view", "reshape", "flatten", "contiguous", "relu"}
 MAXIMUM_SLACK = 1e-3  # relative: calibration images this close to a layer's float32 input
 # maximum are run again in float64 (`_refine_maxima`; float32 rounding moves a maximum ~1e-6)
 
@@ -59,6 +56,14 @@ _ALLOWED_FUNCTIONS = _RELU_FUNCTIONS | _ADD_FUNCTIONS | _PASSTHROUGH_FUNCTIONS |
                                                                                   getattr}
 _PASSTHROUGH_METHODS = {"view", "reshape", "flatten", "contiguous"}
 _ALLOWED_METHODS = _PASSTHROUGH_METHODS | {"relu", "size", "add", "dim"}
+# Ops whose output is some of their input's values (`_input_exact`): ReLUs and the
+# pass-through ops but the averaging ones.
+_AVERAGING_MODULES = (nn.AvgPool2d, nn.AdaptiveAvgPool2d)
+_EXACT_MODULES = (*_RELU_MODULES,
+                  *(m for m in _PASSTHROUGH_MODULES if m not in _AVERAGING_MODULES))
+_EXACT_FUNCTIONS = _RELU_FUNCTIONS | (_PASSTHROUGH_FUNCTIONS
+                                      - {F.avg_pool2d, F.adaptive_avg_pool2d})
+_EXACT_METHODS = _PASSTHROUGH_METHODS | {"relu"}
 SUPPORTED = ("Conv2d (grouped and depthwise included), Linear, BatchNorm, ReLU, ReLU6, max/avg "
              "pooling, Flatten, Dropout, residual adds")
 

@@ -256,8 +256,7 @@ def prune_command(model_spec: str, data_name: str, hw: HardwareConfig, sparsity:
         raise SparsexbarError(f"--limit must be >= 1, got {limit}")
     if tune_images is not None and tune_images < 1:
         raise SparsexbarError(f"--tune-images must be >= 1, got {tune_images}")
-    tune = min(n for n in (limit, tune_images) if n is not None) if (
-        limit is not None or tune_images is not None) else None
+    tune = min((n for n in (limit, tune_images) if n is not None), default=None)
     # the data made for the model as `run` makes it: fitted to its input (28 -> 32: zero
     # padding), an image folder's labels mapped to its classes by name, one image probed
     loaded = LoadedModel(model.eval(), model_spec, meta)
